@@ -1,0 +1,82 @@
+"""Errors raised by the chat core.
+
+    ChatCoreError
+    ├── ProtocolError
+    │   ├── HandshakeError        bad or unusable initial message / bundle
+    │   ├── DecryptionError       authentication failed (deliberately uninformative)
+    │   ├── DuplicateMessage      a message key was already used (replay)
+    │   ├── TooManySkipped        a gap larger than the skipped-key bound
+    │   ├── GroupError            group frame from a non-member, stale epoch, forged change
+    │   └── ContentError          a content message that violates its rules (spoofed edit, ...)
+    ├── MalformedMessage          bytes that do not parse as any known frame
+    ├── UntrustedIdentity         sender installation not registered / revoked for the identity
+    ├── StoreError                local database problem (wrong passphrase: WrongPassphrase)
+    │   └── WrongPassphrase
+    ├── TransportError            the delivery network is unreachable or refused a publish
+    ├── UnknownContact            a name / id that resolves to nobody we can reach
+    └── NotInitialised            no identity in this home yet
+
+Bad arguments (wrong length or type) raise ``ValueError`` / ``TypeError`` instead.
+"""
+
+from __future__ import annotations
+
+
+class ChatCoreError(Exception):
+    """Root of every error the chat core raises on purpose."""
+
+
+class ProtocolError(ChatCoreError):
+    """A protocol rule was broken by an incoming message or a peer's keys."""
+
+
+class HandshakeError(ProtocolError):
+    """The initial message or the peer's bundle cannot start a session."""
+
+
+class DecryptionError(ProtocolError):
+    """A message failed authentication. Says nothing more, on purpose."""
+
+
+class DuplicateMessage(ProtocolError):
+    """A message whose key was already consumed (a replay or a duplicate)."""
+
+
+class TooManySkipped(ProtocolError):
+    """A message that would require skipping more keys than allowed."""
+
+
+class GroupError(ProtocolError):
+    """A group frame that the current membership state does not accept."""
+
+
+class ContentError(ProtocolError):
+    """A content message that breaks its own rules (e.g. an edit by someone else)."""
+
+
+class MalformedMessage(ChatCoreError):
+    """Bytes that do not decode as a known frame of a known version."""
+
+
+class UntrustedIdentity(ChatCoreError):
+    """The sending installation is not registered (or was revoked) for the claimed identity."""
+
+
+class StoreError(ChatCoreError):
+    """The local store failed or is inconsistent."""
+
+
+class WrongPassphrase(StoreError):
+    """The passphrase does not unlock this home."""
+
+
+class TransportError(ChatCoreError):
+    """The delivery network failed to accept or deliver."""
+
+
+class UnknownContact(ChatCoreError):
+    """Nobody reachable by that name, address or identity id."""
+
+
+class NotInitialised(ChatCoreError):
+    """This home has no identity yet (run init)."""
