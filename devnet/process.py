@@ -131,9 +131,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def stop_pid(
-    pid: int, timeout: float = 10.0, popen: subprocess.Popen[bytes] | None = None
-) -> None:
+def stop_pid(pid: int, timeout: float = 10.0, popen: subprocess.Popen[bytes] | None = None) -> None:
     """Stop one process we started, by pid: SIGTERM, wait, then SIGKILL."""
 
     def gone() -> bool:

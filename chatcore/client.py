@@ -1,0 +1,433 @@
+"""``chatcore.Client``: the one facade apps and the CLI use.
+
+It wires the pure engine to its adapters: the encrypted SQLite store, the chain (registry,
+local index, resolver), and the delivery network (a :class:`~chatcore.transport.Transport`).
+Chain calls are blocking (web3) and run in a worker thread from the async methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chatcore.directory import ChainDirectory, to_peer
+from chatcore.engine import Engine, OutFrame, OwnIdentity, Peer, Received, SendResult
+from chatcore.errors import (
+    ChatCoreError,
+    NotInitialised,
+    StoreError,
+    TransportError,
+    UnknownContact,
+    UntrustedIdentity,
+)
+from chatcore.home import Home
+from chatcore.keys import InstallationKeys, SignedPrekey
+from chatcore.payload import ContentType
+from chatcore.store import Conversation, Store, StoredMessage
+from chatcore.transport.base import Transport
+from discovery.index import Index
+from discovery.network import NetworkConfig
+from discovery.records import IntroBundle, PqKeyRecord
+from discovery.registry import Registry, identity_id_for, name_commitment
+from discovery.resolver import ChainSource, ResolvedIdentity, Resolver
+
+log = logging.getLogger("chatcore.client")
+
+PREKEY_TTL_S = 14 * 86400
+PREKEY_GRACE_S = 30 * 86400
+PQ_KEY_TTL_S = 90 * 86400
+DEV_FUNDING_WEI = 10**18  # 1 ETH from the devnet faucet
+MIN_BALANCE_WEI = 10**16
+RETRY_BACKOFF_MS = (1_000, 5_000, 30_000, 120_000)
+
+
+@dataclass(frozen=True, slots=True)
+class InitResult:
+    identity_id: bytes
+    installation_id: bytes
+    owner: str
+    recovery: str
+    recovery_phrase: str = field(repr=False)
+    name: str | None
+    bundle_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    identity_id: bytes
+    installation_id: bytes
+    seq: int
+    prekey_id: int
+    prekey_expires: int
+    gas_used: int
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Client:
+    """One installation of one identity, in one home directory."""
+
+    def __init__(
+        self,
+        home: Home,
+        store: Store,
+        network: NetworkConfig,
+        keys: InstallationKeys,
+        identity_id: bytes,
+        *,
+        rng: Callable[[int], bytes] = os.urandom,
+        clock_ms: Callable[[], int] = _now_ms,
+        registry: Registry | None = None,
+    ) -> None:
+        self.home = home
+        self.store = store
+        self.network = network
+        self.rng = rng
+        self.clock_ms = clock_ms
+        self.registry = registry or Registry(network)
+        self.index = Index(home.index_file, self.registry)
+        self.resolver = Resolver(
+            self.index,
+            network.binding,
+            network.name_registry,
+            clock=lambda: self.clock_ms() / 1000,
+        )
+        self.directory = ChainDirectory(self.resolver)
+        self.engine = Engine(store, OwnIdentity(identity_id, keys), self.directory, rng, clock_ms)
+        self.transport: Transport | None = None
+        self._synced = False
+
+    # --- opening ------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, home_dir: Path | str, passphrase: str, network: NetworkConfig) -> Client:
+        home = Home(Path(home_dir))
+        store = home.open_store(passphrase)
+        raw_keys = store.get_secret("installation")
+        ident = store.get_meta("identity_id")
+        if raw_keys is None or ident is None:
+            store.close()
+            raise NotInitialised(f"{home.path} has no registered identity (run init)")
+        scope = store.get_meta("network")
+        mine = _scope(network).encode()
+        if scope is not None and scope != mine:
+            store.close()
+            raise StoreError(
+                f"this home belongs to another network ({scope.decode()}), not {mine.decode()}"
+            )
+        return cls(home, store, network, InstallationKeys.from_bytes(raw_keys), ident)
+
+    @classmethod
+    def init(
+        cls,
+        home_dir: Path | str,
+        passphrase: str,
+        network: NetworkConfig,
+        name: str | None = None,
+        *,
+        rng: Callable[[int], bytes] = os.urandom,
+        prekey_ttl_s: int = PREKEY_TTL_S,
+    ) -> tuple[Client, InitResult]:
+        """Create keys, register identity + first installation + bundle on chain, claim a name."""
+        from eth_account import Account
+
+        if name is not None:
+            from discovery.resolver import parse_query
+
+            kind, name = parse_query(name)
+            if kind != "name":
+                raise ValueError("a name must be 3-32 characters of a-z 0-9 - _")
+        home = Home(Path(home_dir))
+        home.create()
+        store = home.open_store(passphrase)
+        Account.enable_unaudited_hdwallet_features()
+        owner = Account.from_key(rng(32))
+        recovery, phrase = Account.create_with_mnemonic()
+        keys = InstallationKeys.generate(rng)
+        salt = rng(32)
+        identity_id = identity_id_for(owner.address, salt)
+        with store.transaction():
+            store.put_secret("installation", keys.to_bytes())
+            store.set_meta("identity_id", identity_id)
+            store.set_meta("owner", owner.address.encode())
+            store.set_meta("recovery", recovery.address.encode())
+            store.set_meta("salt", salt)
+            store.set_meta("network", _scope(network).encode())
+        home.save_owner_key(owner.key, passphrase)
+        client = cls(home, store, network, keys, identity_id, rng=rng)
+        reg = client.registry
+        if network.faucet_key and reg.balance(owner.address) < MIN_BALANCE_WEI:
+            reg.send_value(Account.from_key(network.faucet_key), owner.address, DEV_FUNDING_WEI)
+        _spk, bundle = client._new_bundle(seq=1, ttl_s=prekey_ttl_s)
+        reg.register(owner, salt, recovery.address, keys.installation_id, bundle.encode())
+        with store.transaction():
+            store.set_meta("registered", b"1")
+            store.set_meta("bundle_seq", b"1")
+        client._publish_pq(owner)
+        if name:
+            client._claim_name(owner, name)
+        return client, InitResult(
+            identity_id=identity_id,
+            installation_id=keys.installation_id,
+            owner=owner.address,
+            recovery=recovery.address,
+            recovery_phrase=phrase,
+            name=name,
+            bundle_seq=1,
+        )
+
+    def close(self) -> None:
+        self.index.close()
+        self.store.close()
+
+    async def aclose(self) -> None:
+        if self.transport is not None:
+            await self.transport.close()
+            self.transport = None
+        self.close()
+
+    # --- identity -----------------------------------------------------------------------------
+    @property
+    def identity_id(self) -> bytes:
+        return self.engine.identity_id
+
+    @property
+    def installation_id(self) -> bytes:
+        return self.engine.installation_id
+
+    def _owner(self, passphrase: str) -> object:
+        return self.home.load_owner_key(passphrase)
+
+    def _new_bundle(self, seq: int, ttl_s: int) -> tuple[SignedPrekey, IntroBundle]:
+        now_s = self.clock_ms() // 1000
+        cur = self.store.get_meta("spk_current")
+        spk_id = (int(cur) if cur else 0) + 1
+        spk = SignedPrekey.generate(self.rng, spk_id, (now_s + ttl_s) * 1000)
+        with self.store.transaction():
+            self.store.put_secret(f"spk:{spk_id:010d}", spk.to_bytes())
+            self.store.set_meta("spk_current", str(spk_id).encode())
+            # forget prekeys past their grace window
+            for sname, raw in self.store.secrets_with_prefix("spk:"):
+                old = SignedPrekey.from_bytes(raw)
+                if old.id != spk_id and old.not_after_ms // 1000 + PREKEY_GRACE_S < now_s:
+                    self.store.delete_secret(sname)
+        keys = self.engine.own.keys
+        bundle = IntroBundle(
+            chain_id=self.network.chain_id,
+            registry=self.network.binding.registry,
+            identity_id=self.identity_id,
+            installation_id=keys.installation_id,
+            ik_x25519=keys.ik_x25519,
+            spk_id=spk_id,
+            spk_pub=spk.pub,
+            spk_not_after=now_s + ttl_s,
+            seq=seq,
+            issued_at=now_s,
+        ).signed(keys.sign)
+        return spk, bundle
+
+    def _publish_pq(self, owner: object) -> None:
+        keys = self.engine.own.keys
+        now_s = self.clock_ms() // 1000
+        rec = PqKeyRecord(
+            chain_id=self.network.chain_id,
+            registry=self.network.binding.registry,
+            identity_id=self.identity_id,
+            installation_id=keys.installation_id,
+            pq_key_id=keys.pq.id,
+            not_after=now_s + PQ_KEY_TTL_S,
+            issued_at=now_s,
+            pq_pub=keys.pq.pub,
+        ).signed(keys.sign)
+        self.registry.publish_pq_key(owner, self.identity_id, keys.installation_id, rec.encode())  # type: ignore[arg-type]
+
+    def _claim_name(self, owner: object, name: str) -> None:
+        secret = self.rng(32)
+        addr = owner.address  # type: ignore[attr-defined]
+        commitment = name_commitment(name, self.identity_id, addr, secret)
+        self.registry.commit_name(owner, commitment)  # type: ignore[arg-type]
+        self.registry.claim_name(owner, name, self.identity_id, secret)  # type: ignore[arg-type]
+
+    def publish(self, passphrase: str, prekey_ttl_s: int = PREKEY_TTL_S) -> PublishResult:
+        """Refresh this installation's bundle: a new signed prekey, seq + 1."""
+        owner = self._owner(passphrase)
+        seq = int(self.store.get_meta("bundle_seq") or b"0") + 1
+        spk, bundle = self._new_bundle(seq=seq, ttl_s=prekey_ttl_s)
+        receipt = self.registry.publish_bundle(
+            owner,  # type: ignore[arg-type]
+            self.identity_id,
+            self.installation_id,
+            bundle.encode(),
+        )
+        self.store.set_meta("bundle_seq", str(seq).encode())
+        return PublishResult(
+            self.identity_id,
+            self.installation_id,
+            seq,
+            spk.id,
+            bundle.spk_not_after,
+            int(receipt["gasUsed"]),
+        )
+
+    def claim_name(self, passphrase: str, name: str) -> None:
+        self._claim_name(self._owner(passphrase), name)
+
+    # --- discovery ----------------------------------------------------------------------------
+    def sync_directory(self) -> int:
+        """Bring the local on-chain index up to date (incremental)."""
+        n = self.index.sync()
+        self.directory.refresh()
+        self._synced = True
+        return n
+
+    def lookup(self, query: str) -> ResolvedIdentity:
+        self.sync_directory()
+        return self.resolver.resolve(query)
+
+    def resolve_peer(self, query: str) -> Peer:
+        if not self._synced:
+            self.sync_directory()
+        # a conversation we already have, by id prefix
+        conv = self.find_conversation(query, required=False)
+        if conv is not None and conv.peer_identity is not None:
+            return self.directory.peer(conv.peer_identity)
+        return self.directory.lookup(query)
+
+    # --- delivery -----------------------------------------------------------------------------
+    async def connect(self, transport: Transport | None = None) -> Transport:
+        if transport is not None:
+            self.transport = transport
+        if self.transport is None:
+            from chatcore.transport.nats import NatsTransport
+
+            self.transport = await NatsTransport.connect(self.network.nats_url)
+        return self.transport
+
+    async def _publish(self, frames: list[OutFrame] | tuple[OutFrame, ...]) -> int:
+        """Publish frames; each one acknowledged by the store leaves the outbox."""
+        transport = await self.connect()
+        done = 0
+        for f in frames:
+            try:
+                await transport.publish(f.subject, f.frame, msg_id=f.msg_id)
+            except TransportError:
+                attempt = 0
+                delay = RETRY_BACKOFF_MS[min(attempt, len(RETRY_BACKOFF_MS) - 1)]
+                self.store.outbox_retry_later(f.outbox_id, self.clock_ms() + delay)
+                raise
+            self.engine.acknowledged(f.outbox_id)
+            done += 1
+        return done
+
+    async def flush_outbox(self) -> int:
+        """Retry every frame still waiting for the store's acknowledgement (e.g. after a crash)."""
+        items = self.store.pending_outbox()
+        frames = [OutFrame(i.id, i.subject, i.frame, i.msg_id) for i in items]
+        if not frames:
+            return 0
+        return await self._publish(frames)
+
+    async def send_text(self, to: str, text: str) -> SendResult:
+        if not text:
+            raise ValueError("empty message")
+        await asyncio.to_thread(self.sync_directory)
+        peer = self.resolve_peer(to)
+        if peer.identity_id == self.identity_id:
+            raise UnknownContact("cannot start a conversation with yourself")
+        own = self.directory.own_devices(self.identity_id)
+        self.store.set_peer_display(peer.identity_id, peer.display, self.clock_ms())
+        result = self.engine.send(peer, ContentType.TEXT, text.encode("utf-8"), own)
+        await self.flush_outbox()
+        return result
+
+    async def _process(self, subject: str, seq: int, data: bytes) -> Received | None:
+        try:
+            try:
+                return self.engine.receive(data, cursor=(subject, seq))
+            except UntrustedIdentity:
+                # perhaps the sender registered after our last index sync: sync once, retry
+                await asyncio.to_thread(self.sync_directory)
+                return self.engine.receive(data, cursor=(subject, seq))
+        except ChatCoreError as exc:
+            log.warning("dropped frame seq=%d: %s: %s", seq, type(exc).__name__, exc)
+            return None
+
+    async def sync(self) -> list[Received]:
+        """Flush the outbox, then fetch, decrypt and store everything that arrived."""
+        await asyncio.to_thread(self.sync_directory)
+        transport = await self.connect()
+        await self.flush_outbox()
+        inbox = self.engine.inbox
+        out: list[Received] = []
+        while True:
+            batch = await transport.fetch(inbox, after=self.store.cursor(inbox), limit=500)
+            if not batch:
+                break
+            for d in batch:
+                r = await self._process(d.subject, d.seq, d.data)
+                if r is not None:
+                    out.append(r)
+        return out
+
+    async def listen(self) -> AsyncIterator[Received]:
+        """Live messages (after replaying what arrived while away)."""
+        transport = await self.connect()
+        inbox = self.engine.inbox
+        sub = await transport.subscribe([inbox], after={inbox: self.store.cursor(inbox)})
+        try:
+            async for d in sub:
+                r = await self._process(d.subject, d.seq, d.data)
+                if r is not None:
+                    yield r
+        finally:
+            await sub.close()
+
+    # --- local views --------------------------------------------------------------------------
+    def conversations(self) -> list[Conversation]:
+        return self.store.conversations()
+
+    def find_conversation(self, query: str, required: bool = True) -> Conversation | None:
+        q = query.strip().lower().removeprefix("0x")
+        if len(q) >= 4 and all(c in "0123456789abcdef" for c in q) and len(q) <= 32:
+            hits = self.store.find_conversations(bytes.fromhex(q[: len(q) // 2 * 2]))
+            if len(hits) == 1:
+                return hits[0]
+        if not required:
+            return None
+        # by peer: name, id or address
+        peer = self.directory.lookup(query)
+        from chatcore.engine import direct_conversation_id
+
+        conv = self.store.conversation(direct_conversation_id(self.identity_id, peer.identity_id))
+        if conv is None:
+            raise UnknownContact(f"no conversation with {query!r}")
+        return conv
+
+    def history(
+        self, conv_id: bytes, limit: int = 50, before: tuple[int, int] | None = None
+    ) -> list[StoredMessage]:
+        return self.store.history(conv_id, limit, before)
+
+    def display(self, identity_id: bytes) -> str:
+        if identity_id == self.identity_id:
+            return "me"
+        return self.store.peer_display(identity_id) or "0x" + identity_id.hex()[:12] + "…"
+
+    def peer_from_resolved(self, resolved: ResolvedIdentity) -> Peer:
+        return to_peer(resolved)
+
+
+def _scope(network: NetworkConfig) -> str:
+    return f"{network.chain_id}:{network.identity_registry.lower()}"
+
+
+def cold_resolver(network: NetworkConfig, registry: Registry | None = None) -> Resolver:
+    """A resolver that reads the chain directly (two RPC calls per identity)."""
+    reg = registry or Registry(network)
+    return Resolver(ChainSource(reg), network.binding, network.name_registry)

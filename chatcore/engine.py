@@ -1,0 +1,357 @@
+"""The 1:1 chat engine: sessions, fan-out to devices, payloads and local state. No network I/O.
+
+The engine turns "send this text to that identity" into encrypted frames for every active
+installation of the peer and every other installation of our own, and turns frames that
+arrived on our inbox into stored messages. It never touches the network: frames to send are
+written to the outbox (in the same transaction as the ratchet state that produced them) and
+handed back to the caller; randomness and time are passed in. Discovery is reached through
+the :class:`Directory` interface (the real one reads the synced on-chain index; tests and the
+simulator pass their own).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from chatcore import session as sess
+from chatcore.consts import FRAME_KIND_HANDSHAKE, FRAME_KIND_SESSION
+from chatcore.errors import (
+    DuplicateMessage,
+    MalformedMessage,
+    ProtocolError,
+    UntrustedIdentity,
+)
+from chatcore.keys import InstallationKeys, PeerKeys, PqPrekey, SignedPrekey
+from chatcore.payload import MAX_HISTORY, ContentType, Payload
+from chatcore.store import Store, StoredMessage
+
+log = logging.getLogger("chatcore.engine")
+
+Rng = Callable[[int], bytes]
+INBOX_DOMAIN = b"logos-chat/inbox/v1"
+DM_DOMAIN = b"logos-chat/dm/v1"
+SENDER_INFO_VERSION = 1
+
+
+def inbox_subject(installation_id: bytes) -> str:
+    """The delivery subject of an installation's inbox: a hash, never the key itself."""
+    return "lc.v1.inbox." + hashlib.sha256(INBOX_DOMAIN + installation_id).digest()[:16].hex()
+
+
+def direct_conversation_id(a: bytes, b: bytes) -> bytes:
+    """Both sides of a 1:1 conversation derive the same 16-byte id."""
+    lo, hi = sorted((a, b))
+    return hashlib.sha256(DM_DOMAIN + lo + hi).digest()[:16]
+
+
+def frame_msg_id(frame: bytes) -> str:
+    """Dedup id for the delivery network: retransmissions of one frame share it."""
+    return hashlib.sha256(frame).digest()[:16].hex()
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """A resolved, verified identity and its active installations."""
+
+    identity_id: bytes
+    display: str | None
+    installations: tuple[PeerKeys, ...]
+
+
+class Directory(Protocol):
+    """Verified on-chain identity data, as the engine needs it."""
+
+    def peer(self, identity_id: bytes) -> Peer:
+        """All active installations of an identity (raises UnknownContact if none)."""
+        ...
+
+    def check_installation(
+        self, identity_id: bytes, installation_id: bytes, ik_x25519: bytes
+    ) -> None:
+        """Raise UntrustedIdentity unless the installation is registered, active, with that key."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutFrame:
+    outbox_id: int
+    subject: str
+    frame: bytes = field(repr=False)
+    msg_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    conversation_id: bytes
+    message_id: bytes
+    lamport: int
+    sent_at: int
+    frames: tuple[OutFrame, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    conversation_id: bytes
+    message_id: bytes
+    sender_identity: bytes
+    sender_installation: bytes
+    content_type: ContentType
+    body: bytes = field(repr=False)
+    lamport: int
+    sent_at: int
+    received_at: int
+    outgoing: bool  # sent by our own identity from another installation
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class OwnIdentity:
+    identity_id: bytes
+    keys: InstallationKeys = field(repr=False)
+
+
+class Engine:
+    """One installation's protocol state machine over a :class:`Store`."""
+
+    def __init__(
+        self,
+        store: Store,
+        own: OwnIdentity,
+        directory: Directory,
+        rng: Rng,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self.store = store
+        self.own = own
+        self.directory = directory
+        self.rng = rng
+        self.clock_ms = clock_ms
+
+    # --- identity -----------------------------------------------------------------------------
+    @property
+    def identity_id(self) -> bytes:
+        return self.own.identity_id
+
+    @property
+    def installation_id(self) -> bytes:
+        return self.own.keys.installation_id
+
+    @property
+    def inbox(self) -> str:
+        return inbox_subject(self.own.keys.installation_id)
+
+    def _sender_info(self) -> bytes:
+        return bytes((SENDER_INFO_VERSION,)) + self.own.identity_id
+
+    def _prekey(self, spk_id: int) -> SignedPrekey | None:
+        raw = self.store.get_secret(f"spk:{spk_id:010d}")
+        return None if raw is None else SignedPrekey.from_bytes(raw)
+
+    def _pq(self, pq_id: int) -> PqPrekey | None:
+        if pq_id == self.own.keys.pq.id:
+            return self.own.keys.pq
+        raw = self.store.get_secret(f"pq:{pq_id:010d}")
+        return None if raw is None else PqPrekey.from_bytes(raw)
+
+    # --- sending ------------------------------------------------------------------------------
+    def send(
+        self,
+        peer: Peer,
+        content_type: ContentType,
+        body: bytes,
+        own_devices: Sequence[PeerKeys] = (),
+    ) -> SendResult:
+        """Encrypt one message for every installation of ``peer`` and our other devices.
+
+        Everything (ratchet states, the stored message, the outbox frames) commits in one
+        transaction; the frames are also returned so the caller can publish them at once.
+        """
+        now = self.clock_ms()
+        conv = direct_conversation_id(self.identity_id, peer.identity_id)
+        mid = self.rng(8)
+        with self.store.transaction():
+            self.store.ensure_conversation(conv, "direct", peer.identity_id, peer.display, now)
+            c = self.store.conversation(conv)
+            lamport = (c.lamport if c else 0) + 1
+            history = tuple(self.store.recent_short_ids(conv, MAX_HISTORY - 1))
+            payload = Payload(content_type, mid, lamport, now, body, history)
+            frames: list[OutFrame] = []
+            for inst in peer.installations:
+                frames.append(
+                    self._encrypt_to(peer.identity_id, inst, payload.encode(), now, conv, mid)
+                )
+            if own_devices:
+                sync_copy = Payload(
+                    content_type, mid, lamport, now, body, history, sync_peer=peer.identity_id
+                )
+                for inst in own_devices:
+                    if inst.installation_id == self.installation_id:
+                        continue
+                    frames.append(
+                        self._encrypt_to(self.identity_id, inst, sync_copy.encode(), now, conv, mid)
+                    )
+            self.store.add_message(
+                StoredMessage(
+                    conversation_id=conv,
+                    message_id=mid,
+                    sender_identity=self.identity_id,
+                    sender_installation=self.installation_id,
+                    lamport=lamport,
+                    sent_at=now,
+                    received_at=now,
+                    content_type=int(content_type),
+                    body=body,
+                    outgoing=True,
+                    status="sending" if frames else "sent",
+                    seq=self.store.next_seq(),
+                )
+            )
+        return SendResult(conv, mid, lamport, now, tuple(frames))
+
+    def _encrypt_to(
+        self,
+        peer_identity: bytes,
+        inst: PeerKeys,
+        plaintext: bytes,
+        now: int,
+        conv: bytes,
+        mid: bytes,
+    ) -> OutFrame:
+        row = self.store.session_for(inst.installation_id)
+        if row is not None:
+            s = sess.Session.from_bytes(row[1])
+        else:
+            s = sess.Session.initiate(self.own.keys, inst, self._sender_info(), self.rng)
+        frame = s.encrypt(plaintext, self.rng)
+        self.store.save_session(s.tag, peer_identity, inst.installation_id, s.to_bytes(), now)
+        subject = inbox_subject(inst.installation_id)
+        msg_id = frame_msg_id(frame)
+        oid = self.store.add_outbox(subject, frame, msg_id, now, conv, mid)
+        return OutFrame(oid, subject, frame, msg_id)
+
+    def acknowledged(self, outbox_id: int) -> None:
+        """The delivery network stored a frame: drop it from the outbox, maybe mark 'sent'."""
+        with self.store.transaction():
+            conv, mid, last = self.store.outbox_done(outbox_id)
+            if conv is not None and mid is not None and last:
+                m = self.store.message(conv, mid)
+                if m is not None and m.status == "sending":
+                    self.store.set_status(conv, mid, "sent")
+
+    # --- receiving ----------------------------------------------------------------------------
+    def receive(self, frame: bytes, cursor: tuple[str, int] | None = None) -> Received | None:
+        """Decrypt, verify and store one frame from our inbox.
+
+        Returns the new message, or None for a duplicate. Raises a ChatCoreError subclass for
+        bad input (malformed, tampered, unknown session, untrusted sender); then nothing but
+        the cursor is written.
+        """
+        try:
+            result = self._receive(frame, cursor)
+        except Exception:
+            if cursor is not None:
+                with self.store.transaction():
+                    self.store.set_cursor(*cursor)
+            raise
+        return result
+
+    def _receive(self, frame: bytes, cursor: tuple[str, int] | None) -> Received | None:
+        now = self.clock_ms()
+        kind, tag = sess.parse_frame(frame)
+        if kind == FRAME_KIND_SESSION or (
+            kind == FRAME_KIND_HANDSHAKE
+            and tag is not None
+            and self.store.session_by_tag(tag) is not None
+        ):
+            row = self.store.session_by_tag(tag) if tag is not None else None
+            if row is None:
+                raise ProtocolError("message for an unknown session")
+            peer_identity, peer_inst, state = row
+            s = sess.Session.from_bytes(state)
+            s2, plaintext = s.decrypt(frame)
+            peer_ik = s2.peer_ik_x25519
+        elif kind == FRAME_KIND_HANDSHAKE:
+            s2, info, plaintext = sess.Session.respond(
+                self.own.keys, self._prekey, self._pq, frame, self.rng
+            )
+            if len(info.sender_info) != 33 or info.sender_info[0] != SENDER_INFO_VERSION:
+                raise MalformedMessage("bad sender info in handshake")
+            peer_identity = info.sender_info[1:]
+            peer_inst = info.installation_id
+            peer_ik = info.ik_x25519
+        else:
+            raise MalformedMessage(f"frame kind {kind} is not for an inbox")
+        # The sender must be registered and active on chain for the identity it claims.
+        self.directory.check_installation(peer_identity, peer_inst, peer_ik)
+        payload = Payload.decode(plaintext)
+        if peer_identity == self.identity_id:
+            if payload.sync_peer is None:
+                raise ProtocolError("a message from our own device without a conversation")
+            conv = direct_conversation_id(self.identity_id, payload.sync_peer)
+            conv_peer = payload.sync_peer
+            outgoing = True
+        else:
+            if payload.sync_peer is not None:
+                raise ProtocolError("a sync copy from another identity")
+            conv = direct_conversation_id(self.identity_id, peer_identity)
+            conv_peer = peer_identity
+            outgoing = False
+        with self.store.transaction():
+            self.store.save_session(
+                s2.tag, peer_identity, peer_inst, s2.to_bytes(), now, confirmed=True
+            )
+            if cursor is not None:
+                self.store.set_cursor(*cursor)
+            self.store.ensure_conversation(conv, "direct", conv_peer, None, now)
+            if self.store.has_message(conv, payload.message_id):
+                return None
+            msg = StoredMessage(
+                conversation_id=conv,
+                message_id=payload.message_id,
+                sender_identity=peer_identity,
+                sender_installation=peer_inst,
+                lamport=payload.lamport,
+                sent_at=payload.sent_at_ms,
+                received_at=now,
+                content_type=int(payload.content_type),
+                body=payload.body,
+                outgoing=outgoing,
+                status="sent" if outgoing else "received",
+                seq=self.store.next_seq(),
+            )
+            self.store.add_message(msg)
+        return Received(
+            conversation_id=conv,
+            message_id=payload.message_id,
+            sender_identity=peer_identity,
+            sender_installation=peer_inst,
+            content_type=payload.content_type,
+            body=payload.body,
+            lamport=payload.lamport,
+            sent_at=payload.sent_at_ms,
+            received_at=now,
+            outgoing=outgoing,
+        )
+
+
+__all__ = [
+    "Directory",
+    "DuplicateMessage",
+    "Engine",
+    "OutFrame",
+    "OwnIdentity",
+    "Peer",
+    "Received",
+    "SendResult",
+    "UntrustedIdentity",
+    "direct_conversation_id",
+    "frame_msg_id",
+    "inbox_subject",
+]

@@ -1,0 +1,43 @@
+"""Limits, sizes and wire kinds of the group protocol, in one place."""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: First byte of every group wire value: high nibble = version 1, low nibble = kind.
+#: Kinds 1 and 2 are the 1:1 frames; 3 is the group message.
+KIND_GROUP_MESSAGE: Final = 0x13
+#: A signed membership op (published to the group topic).
+KIND_GROUP_OP: Final = 0x14
+#: A sender-key distribution (sent over a pairwise session).
+KIND_DISTRIBUTION: Final = 0x15
+#: A welcome: the op log handed to a new member (over a pairwise session).
+KIND_WELCOME: Final = 0x16
+
+STATE_VERSION: Final = 1
+
+ID_LEN: Final = 32
+TAG_LEN: Final = 8
+KEY_ID_LEN: Final = 4
+SIG_LEN: Final = 64
+KEY_LEN: Final = 32
+
+#: Largest forward jump accepted in one sender chain (out-of-order delivery).
+MAX_SKIP: Final = 2000
+#: Skipped message keys kept per sender chain (oldest evicted first).
+MAX_SKIPPED_KEYS: Final = 2000
+#: Epochs older than ``current - EPOCH_GRACE`` are stale for messages.
+EPOCH_GRACE: Final = 1
+#: Messages tagged with an epoch up to this far ahead are accepted (the sender has
+#: seen membership ops that have not reached us yet; the sender key authenticates it).
+EPOCH_AHEAD: Final = 8
+#: An op made more than this many epochs behind ours is stale.
+OP_MAX_LAG: Final = 16
+#: Sender chains kept per installation (current + the one before, for in-flight messages).
+CHAINS_PER_INSTALLATION: Final = 2
+#: Distributions held until the membership op that makes them valid arrives.
+MAX_PENDING_DISTRIBUTIONS: Final = 4096
+#: Dependencies (heads) one op may name.
+MAX_DEPS: Final = 255
+MAX_NAME_BYTES: Final = 256
+MAX_MEMBERS: Final = 65535

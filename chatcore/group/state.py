@@ -1,0 +1,627 @@
+"""GroupState: membership (op log + fold) and sender keys, as one immutable value.
+
+Every method returns a new state (and what to send); the receiver is never changed, so
+a call that raises leaves the caller's state exactly as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from chatcore.errors import ChatCoreError, DecryptionError, GroupError, MalformedMessage
+from chatcore.group._codec import Reader, blob, varint
+from chatcore.group._primitives import ed25519_verify, sha256
+from chatcore.group.consts import (
+    CHAINS_PER_INSTALLATION,
+    EPOCH_AHEAD,
+    EPOCH_GRACE,
+    ID_LEN,
+    KEY_ID_LEN,
+    KIND_WELCOME,
+    MAX_PENDING_DISTRIBUTIONS,
+    OP_MAX_LAG,
+    STATE_VERSION,
+)
+from chatcore.group.keys import InstallationKey, Rng
+from chatcore.group.ops import Op, OpKind, decode_op, make_op
+from chatcore.group.roster import Roster, effect, fold
+from chatcore.group.sender_keys import (
+    ReceiverChain,
+    SenderChain,
+    SenderKeyDistribution,
+    parse_frame,
+)
+
+#: identity id -> its active installation ids (= installation Ed25519 public keys),
+#: as a mapping or a function. The engine builds it from verified bundles / the registry.
+Directory = Mapping[bytes, Collection[bytes]] | Callable[[bytes], Collection[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class SendTo:
+    """Send ``payload`` to ``installation`` over the pairwise session (in list order)."""
+
+    installation: bytes
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Publish ``payload`` once to the group topic."""
+
+    payload: bytes
+
+
+Outgoing = SendTo | Publish
+
+
+def group_tag(group_id: bytes, epoch: int) -> bytes:
+    """The 8-byte routing tag of a group epoch (random-looking, unlinkable without the id)."""
+    return sha256(b"logos-chat/group-tag/v1\x00" + group_id + epoch.to_bytes(4, "big"))[:8]
+
+
+def _devices(directory: Directory, identity: bytes) -> frozenset[bytes]:
+    if isinstance(directory, Mapping):
+        found: Collection[bytes] = directory.get(identity, ())
+    else:
+        found = directory(identity)
+    return frozenset(bytes(d) for d in found)
+
+
+def _check_id(value: bytes, what: str) -> bytes:
+    if not isinstance(value, bytes):
+        raise TypeError(f"{what} must be bytes")
+    if len(value) != ID_LEN:
+        raise ValueError(f"{what} must be {ID_LEN} bytes")
+    return value
+
+
+def encode_welcome(group_id: bytes, ops: Iterable[Op]) -> bytes:
+    """Welcome (kind 0x16): ``0x16 | group id (32) | n (varint) | (varint len | op)*``,
+    ops in fold order. Sent to a new member's installations over pairwise sessions."""
+    ordered = sorted(ops, key=lambda o: o.sort_key)
+    return b"".join(
+        [bytes((KIND_WELCOME,)), group_id, varint(len(ordered)), *(blob(o.raw) for o in ordered)]
+    )
+
+
+def decode_welcome(data: bytes) -> tuple[bytes, list[bytes]]:
+    r = Reader(data)
+    if r.u8() != KIND_WELCOME:
+        raise MalformedMessage("not a group welcome")
+    group_id = r.take(ID_LEN)
+    ops = [r.blob() for _ in range(r.var())]
+    r.end()
+    return group_id, ops
+
+
+def _ancestors(ops: Mapping[bytes, Op], op: Op) -> set[bytes]:
+    seen: set[bytes] = set()
+    stack = list(op.deps)
+    while stack:
+        oid = stack.pop()
+        if oid not in seen:
+            seen.add(oid)
+            stack.extend(ops[oid].deps)
+    return seen
+
+
+def _heads(ops: Mapping[bytes, Op]) -> tuple[bytes, ...]:
+    referenced = {d for o in ops.values() for d in o.deps}
+    return tuple(sorted(oid for oid in ops if oid not in referenced))
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class GroupState:
+    """One installation's view of one group. Treat the fields as private; use the methods."""
+
+    group_id: bytes
+    identity: bytes
+    installation: bytes
+    ops: Mapping[bytes, Op]
+    roster: Roster
+    epoch: int
+    devices: Mapping[bytes, frozenset[bytes]]
+    own: SenderChain | None
+    chains: Mapping[bytes, tuple[ReceiverChain, ...]]
+    by_installation: Mapping[bytes, tuple[bytes, ...]]
+    pending: tuple[SenderKeyDistribution, ...]
+    tags: Mapping[bytes, int]
+    heads: tuple[bytes, ...]
+    tag: bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"GroupState(group={self.group_id.hex()[:16]}, epoch={self.epoch}, "
+            f"members={len(self.roster.members)}, admins={len(self.roster.admins)}, "
+            f"chains={len(self.by_installation)})"
+        )
+
+    # -- reading -----------------------------------------------------------------------
+
+    def members(self) -> frozenset[bytes]:
+        return self.roster.members
+
+    def admins(self) -> frozenset[bytes]:
+        return self.roster.admins
+
+    @property
+    def name(self) -> str:
+        return self.roster.name
+
+    @property
+    def is_member(self) -> bool:
+        """True while this installation is an installation of a current member."""
+        return self.installation in self.devices.get(self.identity, ())
+
+    def installations(self) -> frozenset[bytes]:
+        """Every member installation except this one (who sender keys go to)."""
+        if not self.is_member:
+            return frozenset()
+        return frozenset().union(*self.devices.values()) - {self.installation}
+
+    def op_log(self) -> list[bytes]:
+        """All accepted ops, in fold order (what an offline member needs to catch up)."""
+        return [o.raw for o in sorted(self.ops.values(), key=lambda o: o.sort_key)]
+
+    def welcome(self) -> bytes:
+        return encode_welcome(self.group_id, self.ops.values())
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def _blank(cls, group_id: bytes, identity: bytes, installation: bytes) -> GroupState:
+        return cls(
+            group_id, identity, installation, {}, Roster("", frozenset(), frozenset()), 0,
+            {}, None, {}, {}, (), {}, (), group_tag(group_id, 0),
+        )  # fmt: skip
+
+    @classmethod
+    def create(
+        cls,
+        group_id: bytes,
+        name: str,
+        identity: bytes,
+        key: InstallationKey,
+        members: Iterable[bytes],
+        directory: Directory,
+        rng: Rng,
+        now_ms: int,
+    ) -> tuple[GroupState, list[Outgoing]]:
+        """Start a group with ``identity`` as its only admin.
+
+        Returns the state and, in order: the create op to publish, a welcome for every
+        other member installation (our own other devices included), then our sender-key
+        distributions. Deliver pairwise payloads to one installation in list order.
+        Raises ValueError on bad arguments (e.g. ``key`` not an installation of ``identity``).
+        """
+        _check_id(group_id, "group_id")
+        _check_id(identity, "identity")
+        roster_ids = [identity, *(_check_id(m, "member") for m in members if m != identity)]
+        if len(set(roster_ids)) != len(roster_ids):
+            raise ValueError("duplicate members")
+        if key.public not in _devices(directory, identity):
+            raise ValueError("key is not an installation of identity")
+        op = make_op(
+            key, OpKind.CREATE, group_id=group_id, epoch=0, deps=(), author=identity,
+            created_ms=now_ms, name=name, members=tuple(roster_ids),
+        )  # fmt: skip
+        state, out = cls._blank(group_id, identity, key.public)._advance(
+            {op.op_id: op}, directory, rng
+        )
+        welcome = state.welcome()
+        welcomes: list[Outgoing] = [SendTo(i, welcome) for i in sorted(state.installations())]
+        return state, [Publish(op.raw), *welcomes, *out]
+
+    @classmethod
+    def join(
+        cls,
+        welcome: bytes,
+        identity: bytes,
+        installation: bytes,
+        directory: Directory,
+        rng: Rng,
+    ) -> tuple[GroupState, list[Outgoing]]:
+        """Build our state from a welcome (the op log) and distribute our sender key.
+
+        Raises MalformedMessage / GroupError if the log does not verify or does not make
+        us a member.
+        """
+        _check_id(identity, "identity")
+        _check_id(installation, "installation")
+        group_id, raw_ops = decode_welcome(welcome)
+        ops = [decode_op(raw) for raw in raw_ops]
+        creates = [o for o in ops if o.kind is OpKind.CREATE]
+        if len(creates) != 1:
+            raise GroupError("a welcome must hold exactly one create op")
+        root = creates[0]
+        if root.group_id != group_id or root.epoch != 0 or root.deps:
+            raise GroupError("bad create op")
+        if root.installation not in _devices(directory, root.author):
+            raise GroupError("create op not signed by an installation of its author")
+        if not root.signature_valid():
+            raise GroupError("op signature does not verify")
+        state = replace(cls._blank(group_id, identity, installation), ops={root.op_id: root})
+        rest = [o.raw for o in ops if o is not root]
+        state, _, rejected = state._apply_all(rest, directory)
+        if rejected:
+            raise GroupError(f"{len(rejected)} op(s) in the welcome do not apply")
+        state, out = state._advance(dict(state.ops), directory, rng)
+        if not state.is_member:
+            raise GroupError("the welcome does not make us a member")
+        return state, out
+
+    # -- membership changes we make ----------------------------------------------------
+
+    def _make(
+        self,
+        kind: OpKind,
+        key: InstallationKey,
+        directory: Directory,
+        rng: Rng,
+        now_ms: int,
+        target: bytes = b"",
+        name: str = "",
+    ) -> tuple[GroupState, list[Outgoing]]:
+        if key.public != self.installation:
+            raise ValueError("key is not this state's installation")
+        op = make_op(
+            key, kind, group_id=self.group_id, epoch=len(self.ops), deps=self.heads,
+            author=self.identity, created_ms=now_ms, target=target, name=name,
+        )  # fmt: skip
+        state, out = self._accept(op, directory, rng)
+        extra: list[Outgoing] = []
+        if kind is OpKind.ADD:
+            welcome = state.welcome()
+            extra = [SendTo(i, welcome) for i in sorted(state.devices.get(target, ()))]
+        return state, [Publish(op.raw), *extra, *out]
+
+    def add_member(
+        self, identity: bytes, key: InstallationKey, directory: Directory, rng: Rng, now_ms: int
+    ) -> tuple[GroupState, list[Outgoing]]:
+        """Admin adds ``identity``. Outgoing: the op (publish), a welcome to each of the new
+        member's installations, our current sender key to them. GroupError if not allowed."""
+        return self._make(OpKind.ADD, key, directory, rng, now_ms, _check_id(identity, "identity"))
+
+    def remove_member(
+        self, identity: bytes, key: InstallationKey, directory: Directory, rng: Rng, now_ms: int
+    ) -> tuple[GroupState, list[Outgoing]]:
+        """Admin removes ``identity``; we rotate our sender key to the remaining members."""
+        return self._make(
+            OpKind.REMOVE, key, directory, rng, now_ms, _check_id(identity, "identity")
+        )
+
+    def promote(
+        self, identity: bytes, key: InstallationKey, directory: Directory, rng: Rng, now_ms: int
+    ) -> tuple[GroupState, list[Outgoing]]:
+        """Admin makes member ``identity`` an admin."""
+        return self._make(
+            OpKind.PROMOTE, key, directory, rng, now_ms, _check_id(identity, "identity")
+        )
+
+    def rename(
+        self, name: str, key: InstallationKey, directory: Directory, rng: Rng, now_ms: int
+    ) -> tuple[GroupState, list[Outgoing]]:
+        """Admin renames the group."""
+        return self._make(OpKind.RENAME, key, directory, rng, now_ms, name=name)
+
+    def leave(
+        self, key: InstallationKey, directory: Directory, rng: Rng, now_ms: int
+    ) -> tuple[GroupState, list[Outgoing]]:
+        """Our identity leaves (self-signed). All our installations stop being members."""
+        return self._make(OpKind.LEAVE, key, directory, rng, now_ms)
+
+    # -- membership changes we receive -------------------------------------------------
+
+    def apply_op(
+        self, data: bytes, directory: Directory, rng: Rng
+    ) -> tuple[GroupState, list[Outgoing]]:
+        """Verify and apply one op from the group topic.
+
+        Raises MalformedMessage (unparseable) or GroupError (other group, replayed, stale,
+        missing dependencies — retry after the earlier ops arrive —, unknown installation,
+        forged signature, author without the role in the op's causal past).
+        """
+        op = decode_op(data)
+        return self._accept(op, directory, rng)
+
+    def apply_ops(
+        self, ops: Iterable[bytes], directory: Directory, rng: Rng
+    ) -> tuple[GroupState, list[Outgoing], list[tuple[bytes, ChatCoreError]]]:
+        """Apply a batch in any order (catch-up after being offline): ops whose
+        dependencies are in the batch are retried until nothing more applies.
+        Returns (state, outgoing, rejected ops with their error). Replays are ignored."""
+        state, changed, rejected = self._apply_all(list(ops), directory)
+        if not changed:
+            return self, [], rejected
+        state, out = self._transition(state, directory, rng)
+        return state, out, rejected
+
+    def _apply_all(
+        self, raw_ops: list[bytes], directory: Directory
+    ) -> tuple[GroupState, bool, list[tuple[bytes, ChatCoreError]]]:
+        """Accept ops (membership only, no key handling) until a fixpoint."""
+        ops = dict(self.ops)
+        todo = list(raw_ops)
+        rejected: list[tuple[bytes, ChatCoreError]] = []
+        changed = False
+        while todo:
+            retry: list[bytes] = []
+            errors: list[tuple[bytes, ChatCoreError]] = []
+            view = replace(self, ops=ops, heads=(), roster=self.roster)
+            for raw in todo:
+                try:
+                    op = decode_op(raw)
+                    if op.op_id in ops:
+                        continue
+                    view._check(op, directory, ops)
+                except GroupError as err:
+                    retry.append(raw)
+                    errors.append((raw, err))
+                    continue
+                except MalformedMessage as err:
+                    rejected.append((raw, err))
+                    continue
+                ops[op.op_id] = op
+                changed = True
+            if len(retry) == len(todo):
+                rejected.extend(errors)
+                break
+            todo = retry
+        if not changed:
+            return self, False, rejected
+        roster, _ = fold(ops.values())
+        assert roster is not None
+        state = replace(self, ops=ops, roster=roster, epoch=len(ops), heads=_heads(ops))
+        return state, True, rejected
+
+    def _check(self, op: Op, directory: Directory, ops: Mapping[bytes, Op]) -> None:
+        if op.group_id != self.group_id:
+            raise GroupError("op for another group")
+        if op.op_id in ops:
+            raise GroupError("op replayed")
+        if op.kind is OpKind.CREATE:
+            raise GroupError("the group already has a create op")
+        if not op.deps:
+            raise GroupError("op without dependencies")
+        if op.epoch + OP_MAX_LAG < len(ops):
+            raise GroupError(f"stale op (epoch {op.epoch}, ours {len(ops)})")
+        if any(d not in ops for d in op.deps):
+            raise GroupError("op depends on ops we have not seen yet")
+        if op.installation not in _devices(directory, op.author):
+            raise GroupError("op not signed by an installation of its author")
+        if not op.signature_valid():
+            raise GroupError("op signature does not verify")
+        if op.deps == self.heads and len(ops) == len(self.ops):
+            past_size, past_roster = len(ops), self.roster  # the usual case: made on our head
+        else:
+            past = _ancestors(ops, op)
+            past_size = len(past)
+            past_roster = fold(ops[p] for p in past)[0]
+        if op.epoch != past_size:
+            raise GroupError("op epoch does not match its dependencies")
+        if effect(past_roster, op) is None:
+            raise GroupError(f"{op.kind.name} not allowed for its author at epoch {op.epoch}")
+
+    def _accept(self, op: Op, directory: Directory, rng: Rng) -> tuple[GroupState, list[Outgoing]]:
+        self._check(op, directory, self.ops)
+        ops = dict(self.ops)
+        ops[op.op_id] = op
+        return self._advance(ops, directory, rng)
+
+    def _advance(
+        self, ops: dict[bytes, Op], directory: Directory, rng: Rng
+    ) -> tuple[GroupState, list[Outgoing]]:
+        roster, _ = fold(ops.values())
+        if roster is None:
+            raise GroupError("no create op")
+        folded = replace(self, ops=ops, roster=roster, epoch=len(ops), heads=_heads(ops))
+        return self._transition(folded, directory, rng)
+
+    def sync_devices(self, directory: Directory, rng: Rng) -> tuple[GroupState, list[Outgoing]]:
+        """Re-read member installations (a device was added or revoked). A revoked device
+        makes us rotate; a new one gets our current sender key."""
+        return self._transition(self, directory, rng)
+
+    def _transition(
+        self, folded: GroupState, directory: Directory, rng: Rng
+    ) -> tuple[GroupState, list[Outgoing]]:
+        """Key handling after membership may have changed (``self`` is the state before)."""
+        devices = {m: _devices(directory, m) for m in folded.roster.members}
+        new = replace(
+            folded,
+            devices=devices,
+            tags=_tags(folded.group_id, folded.epoch),
+            tag=group_tag(folded.group_id, folded.epoch),
+        )
+        if not new.is_member:
+            return replace(new, own=None, chains={}, by_installation={}, pending=()), []
+        before = self.installations()
+        after = new.installations()
+        chains = {k: v for k, v in self.chains.items()}
+        by_installation = dict(self.by_installation)
+        for gone in set(by_installation) - after:
+            for key_id in by_installation.pop(gone):
+                _drop_chain(chains, key_id, gone)
+        out: list[Outgoing] = []
+        own = self.own
+        if own is None or before - after:
+            own = SenderChain.generate(rng, new.epoch, chains)
+            targets = after
+        else:
+            targets = after - before
+        if targets:
+            dist = own.distribution(self.group_id, self.identity, self.installation)
+            out = [SendTo(i, dist) for i in sorted(targets)]
+        state = replace(new, own=own, chains=chains, by_installation=by_installation)
+        return state._drain_pending(), out
+
+    # -- sender keys ---------------------------------------------------------------------
+
+    def receive_distribution(self, from_installation: bytes, data: bytes) -> GroupState:
+        """Install a sender key that ``from_installation`` sent us over our pairwise session.
+
+        A distribution from an installation that is not (yet) a member installation is held
+        (bounded) until the op that makes it one arrives. Raises MalformedMessage, or
+        GroupError (another group, sender mismatch, we are not a member).
+        """
+        d = SenderKeyDistribution.from_bytes(data)
+        if d.group_id != self.group_id:
+            raise GroupError("distribution for another group")
+        if d.installation != from_installation:
+            raise GroupError("distribution not from the installation it names")
+        if d.installation == self.installation:
+            raise GroupError("distribution from ourselves")
+        if not self.is_member:
+            raise GroupError("we are not a member of this group")
+        if d.installation not in self.devices.get(d.identity, ()):
+            pending = (*self.pending, d)[-MAX_PENDING_DISTRIBUTIONS:]
+            return replace(self, pending=pending)
+        return self._install(d)
+
+    def _install(self, d: SenderKeyDistribution) -> GroupState:
+        held = self.by_installation.get(d.installation, ())
+        if d.key_id in held:
+            return self  # a duplicate delivery of a chain we already follow
+        chains = dict(self.chains)
+        by_installation = dict(self.by_installation)
+        keep = (*held, d.key_id)
+        for old in keep[:-CHAINS_PER_INSTALLATION]:
+            _drop_chain(chains, old, d.installation)
+        by_installation[d.installation] = keep[-CHAINS_PER_INSTALLATION:]
+        chains[d.key_id] = (*chains.get(d.key_id, ()), ReceiverChain.from_distribution(d))
+        return replace(self, chains=chains, by_installation=by_installation)
+
+    def _drain_pending(self) -> GroupState:
+        state = self
+        waiting: list[SenderKeyDistribution] = []
+        for d in self.pending:
+            if d.installation in state.devices.get(d.identity, ()):
+                state = state._install(d)
+            else:
+                waiting.append(d)
+        return replace(state, pending=tuple(waiting)) if self.pending else state
+
+    def encrypt(self, plaintext: bytes) -> tuple[GroupState, bytes]:
+        """One group message for every member. Raises GroupError if we are not a member."""
+        own = self.own
+        if own is None:
+            raise GroupError("not a member of this group")
+        if not isinstance(plaintext, bytes):
+            raise TypeError("plaintext must be bytes")
+        own, frame = own.encrypt(self.tag, plaintext)
+        return replace(self, own=own), frame
+
+    def decrypt(self, frame: bytes) -> tuple[GroupState, bytes, bytes, bytes]:
+        """Returns (state, sender identity, sender installation, plaintext).
+
+        Raises MalformedMessage; GroupError (stale or unknown epoch, unknown sender key,
+        sender not a member, we are not a member); DecryptionError (signature or AEAD);
+        DuplicateMessage; TooManySkipped. The state is unchanged on any error.
+        """
+        p = parse_frame(frame)
+        if p.tag not in self.tags:
+            raise GroupError("stale or unknown group epoch")
+        candidates = self.chains.get(p.key_id)
+        if not candidates:
+            raise GroupError("unknown sender key")
+        for chain in candidates:
+            if ed25519_verify(chain.signing_public, p.signature, p.signed):
+                break
+        else:
+            raise DecryptionError("message failed authentication")
+        new_chain, plaintext = chain.decrypt(p.iteration, p.header, p.ciphertext)
+        chains = dict(self.chains)
+        chains[p.key_id] = (
+            (new_chain,)
+            if len(candidates) == 1
+            else tuple(new_chain if c is chain else c for c in candidates)
+        )
+        return replace(self, chains=chains), chain.identity, chain.installation, plaintext
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """Versioned encoding (holds secret keys: the store encrypts it at rest)."""
+        parts: list[bytes] = [
+            bytes((STATE_VERSION,)), self.group_id, self.identity, self.installation,
+            varint(len(self.ops)), *(blob(o.raw) for o in self.ops.values()),
+            varint(len(self.devices)),
+        ]  # fmt: skip
+        for ident in sorted(self.devices):
+            devs = sorted(self.devices[ident])
+            parts += [ident, varint(len(devs)), *devs]
+        if self.own is None:
+            parts.append(b"\x00")
+        else:
+            o = self.own
+            parts += [b"\x01", o.key_id, varint(o.epoch), varint(o.iteration), o.chain_key,
+                      o.signing_secret]  # fmt: skip
+        ordered = [(inst, kid) for inst, kids in self.by_installation.items() for kid in kids]
+        parts.append(varint(len(ordered)))
+        for inst, kid in ordered:
+            c = next(c for c in self.chains[kid] if c.installation == inst)
+            parts += [c.identity, c.installation, c.key_id, varint(c.epoch), c.signing_public]
+            parts += [varint(c.base), varint(c.iteration), c.chain_key, varint(len(c.skipped))]
+            for i, mk in sorted(c.skipped.items()):
+                parts += [varint(i), mk]
+        parts.append(varint(len(self.pending)))
+        parts += [blob(d.to_bytes()) for d in self.pending]
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> GroupState:
+        """Inverse of :meth:`to_bytes`. Raises MalformedMessage."""
+        r = Reader(data)
+        if r.u8() != STATE_VERSION:
+            raise MalformedMessage("unknown group state version")
+        group_id, identity, installation = r.take(ID_LEN), r.take(ID_LEN), r.take(ID_LEN)
+        ops = {}
+        for _ in range(r.var()):
+            op = decode_op(r.blob())
+            ops[op.op_id] = op
+        devices = {}
+        for _ in range(r.var()):
+            ident = r.take(ID_LEN)
+            devices[ident] = frozenset(r.take(ID_LEN) for _ in range(r.var()))
+        own = None
+        if r.u8():
+            key_id, epoch, iteration, ck = r.take(KEY_ID_LEN), r.var(), r.var(), r.take(32)
+            secret = r.take(64)
+            own = SenderChain(key_id, epoch, iteration, ck, secret, secret[32:])
+        chains: dict[bytes, tuple[ReceiverChain, ...]] = {}
+        by_installation: dict[bytes, tuple[bytes, ...]] = {}
+        for _ in range(r.var()):
+            ident, inst, kid = r.take(ID_LEN), r.take(ID_LEN), r.take(KEY_ID_LEN)
+            epoch, spk, base, it, ck = r.var(), r.take(32), r.var(), r.var(), r.take(32)
+            skipped = {}
+            for _ in range(r.var()):
+                i = r.var()
+                skipped[i] = r.take(32)
+            chain = ReceiverChain(ident, inst, kid, epoch, spk, base, it, ck, skipped)
+            chains[kid] = (*chains.get(kid, ()), chain)
+            by_installation[inst] = (*by_installation.get(inst, ()), kid)
+        pending = tuple(SenderKeyDistribution.from_bytes(r.blob()) for _ in range(r.var()))
+        r.end()
+        roster, _ = fold(ops.values())
+        if roster is None:
+            raise MalformedMessage("group state without a create op")
+        return cls(
+            group_id, identity, installation, ops, roster, len(ops), devices, own, chains,
+            by_installation, pending, _tags(group_id, len(ops)), _heads(ops),
+            group_tag(group_id, len(ops)),
+        )  # fmt: skip
+
+
+def _tags(group_id: bytes, epoch: int) -> dict[bytes, int]:
+    low = max(1, epoch - EPOCH_GRACE)
+    return {group_tag(group_id, e): e for e in range(low, epoch + EPOCH_AHEAD + 1)}
+
+
+def _drop_chain(chains: dict[bytes, tuple[ReceiverChain, ...]], key_id: bytes, inst: bytes) -> None:
+    left = tuple(c for c in chains.get(key_id, ()) if c.installation != inst)
+    if left:
+        chains[key_id] = left
+    else:
+        chains.pop(key_id, None)

@@ -1,0 +1,123 @@
+"""A user's home directory: the owner keystore and the encrypted local store.
+
+    HOME/home.json       public parameters only: format version, scrypt salt and cost
+    HOME/keystore.json   the owner's Ethereum key, V3 keystore (scrypt), passphrase-encrypted
+    HOME/state.db        SQLCipher database: installation keys, prekeys, sessions, messages
+    HOME/index.db        the on-chain directory index (public data, rebuildable)
+
+The database key is scrypt(passphrase, salt); the passphrase itself is never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chatcore.errors import NotInitialised, StoreError, WrongPassphrase
+from chatcore.store import Store
+
+HOME_VERSION = 1
+# scrypt cost: ~50 ms here; interactive use opens the store once per command.
+SCRYPT_N = 2**15
+SCRYPT_R = 8
+SCRYPT_P = 1
+# eth-keyfile's scrypt for the owner keystore (only needed to sign chain transactions)
+KEYSTORE_SCRYPT_N = 2**15
+
+
+@dataclass(frozen=True, slots=True)
+class Home:
+    path: Path
+
+    @property
+    def meta_file(self) -> Path:
+        return self.path / "home.json"
+
+    @property
+    def keystore_file(self) -> Path:
+        return self.path / "keystore.json"
+
+    @property
+    def db_file(self) -> Path:
+        return self.path / "state.db"
+
+    @property
+    def index_file(self) -> Path:
+        return self.path / "index.db"
+
+    def exists(self) -> bool:
+        return self.meta_file.exists() and self.db_file.exists()
+
+    def _params(self) -> dict[str, Any]:
+        try:
+            d = json.loads(self.meta_file.read_text())
+        except FileNotFoundError as exc:
+            raise NotInitialised(
+                f"no identity in {self.path}: run 'logos-chat --home {self.path} init'"
+            ) from exc
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StoreError(f"cannot read {self.meta_file}: {exc}") from exc
+        if not isinstance(d, dict) or d.get("version") != HOME_VERSION:
+            raise StoreError(f"{self.meta_file} has an unknown format")
+        return d
+
+    def db_key(self, passphrase: str) -> bytes:
+        p = self._params()
+        return hashlib.scrypt(
+            passphrase.encode("utf-8"),
+            salt=bytes.fromhex(p["salt"]),
+            n=int(p["n"]),
+            r=int(p["r"]),
+            p=int(p["p"]),
+            maxmem=128 * 1024 * 1024,
+            dklen=32,
+        )
+
+    def create(self) -> None:
+        """Lay out a new home (fails if one exists)."""
+        if self.meta_file.exists():
+            raise StoreError(f"{self.path} already holds an identity")
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        params = {
+            "version": HOME_VERSION,
+            "kdf": "scrypt",
+            "salt": os.urandom(16).hex(),
+            "n": SCRYPT_N,
+            "r": SCRYPT_R,
+            "p": SCRYPT_P,
+        }
+        self.meta_file.write_text(json.dumps(params, indent=2) + "\n")
+
+    def open_store(self, passphrase: str) -> Store:
+        key = self.db_key(passphrase)
+        if not self.db_file.exists() and self.meta_file.exists():
+            # created but never initialised (e.g. init interrupted before the store existed)
+            pass
+        return Store.open(self.db_file, key)
+
+    # --- owner keystore ---------------------------------------------------------------------------
+    def save_owner_key(self, private_key: bytes, passphrase: str) -> None:
+        from eth_account import Account
+
+        ks = Account.encrypt(private_key, passphrase, kdf="scrypt", iterations=KEYSTORE_SCRYPT_N)
+        tmp = self.keystore_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(ks, indent=2) + "\n")
+        os.chmod(tmp, 0o600)
+        tmp.replace(self.keystore_file)
+
+    def load_owner_key(self, passphrase: str) -> Any:
+        """The owner LocalAccount (raises WrongPassphrase / NotInitialised)."""
+        from eth_account import Account
+
+        try:
+            ks = json.loads(self.keystore_file.read_text())
+        except FileNotFoundError as exc:
+            raise NotInitialised(f"no owner keystore in {self.path}") from exc
+        try:
+            return Account.from_key(Account.decrypt(ks, passphrase))
+        except ValueError as exc:
+            raise WrongPassphrase("wrong passphrase (cannot decrypt the owner keystore)") from exc

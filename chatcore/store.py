@@ -1,0 +1,505 @@
+"""Local state in one SQLite file, encrypted whole with SQLCipher.
+
+Everything on disk (keys, sessions, conversations, messages, who one talks to) is encrypted
+under a 256-bit key derived from the passphrase with scrypt; a wrong passphrase fails with
+:class:`WrongPassphrase` and touches nothing. The schema carries a version and upgrades in
+``_MIGRATIONS``; every change caused by one incoming message is written in one transaction
+(``with store.transaction():``).
+
+``Store.memory()`` gives the same code on an unencrypted in-memory database, for unit tests
+and the simulator (one per simulated device; it survives a simulated crash of its engine).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlcipher3 import dbapi2 as sqlcipher
+
+from chatcore.errors import StoreError, WrongPassphrase
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+    CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+    CREATE TABLE sessions (
+        tag BLOB PRIMARY KEY,
+        peer_identity BLOB NOT NULL,
+        peer_installation BLOB NOT NULL,
+        state BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        confirmed INTEGER NOT NULL DEFAULT 0);
+    CREATE INDEX sessions_by_peer ON sessions (peer_installation, updated_at);
+    CREATE TABLE conversations (
+        id BLOB PRIMARY KEY,
+        kind TEXT NOT NULL,
+        peer_identity BLOB,
+        title TEXT,
+        created_at INTEGER NOT NULL,
+        last_at INTEGER NOT NULL,
+        lamport INTEGER NOT NULL DEFAULT 0,
+        unread INTEGER NOT NULL DEFAULT 0,
+        muted INTEGER NOT NULL DEFAULT 0,
+        archived INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE messages (
+        conversation_id BLOB NOT NULL,
+        message_id BLOB NOT NULL,
+        sender_identity BLOB NOT NULL,
+        sender_installation BLOB NOT NULL,
+        lamport INTEGER NOT NULL,
+        sent_at INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        content_type INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        outgoing INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (conversation_id, message_id));
+    CREATE INDEX messages_order ON messages (conversation_id, lamport, seq);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation_id BLOB,
+        message_id BLOB,
+        subject TEXT NOT NULL,
+        frame BLOB NOT NULL,
+        msg_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE cursors (subject TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+    CREATE TABLE peers (
+        identity_id BLOB PRIMARY KEY,
+        display TEXT,
+        updated_at INTEGER NOT NULL);
+    """,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    conversation_id: bytes
+    message_id: bytes
+    sender_identity: bytes
+    sender_installation: bytes
+    lamport: int
+    sent_at: int
+    received_at: int
+    content_type: int
+    body: bytes
+    outgoing: bool
+    status: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: bytes
+    kind: str
+    peer_identity: bytes | None
+    title: str | None
+    created_at: int
+    last_at: int
+    lamport: int
+    unread: int
+    muted: bool
+    archived: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    conversation_id: bytes | None
+    message_id: bytes | None
+    subject: str
+    frame: bytes
+    msg_id: str
+    attempts: int
+
+
+_MSG_COLS = (
+    "conversation_id, message_id, sender_identity, sender_installation, lamport, sent_at, "
+    "received_at, content_type, body, outgoing, status, seq"
+)
+_CONV_COLS = "id, kind, peer_identity, title, created_at, last_at, lamport, unread, muted, archived"
+
+
+class Store:
+    """One device's local state."""
+
+    def __init__(self, conn: Any) -> None:
+        self._db = conn
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._migrate()
+
+    # --- opening ------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path | str, key: bytes) -> Store:
+        """Open (or create) the encrypted database at ``path`` with a 32-byte raw key."""
+        if len(key) != 32:
+            raise ValueError("store key must be 32 bytes")
+        try:
+            conn = sqlcipher.connect(str(path), isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA cipher_log_level = NONE")
+            conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlcipher.DatabaseError as exc:
+            raise WrongPassphrase("wrong passphrase (cannot decrypt the local store)") from exc
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA busy_timeout = 5000")
+        return cls(conn)
+
+    @classmethod
+    def memory(cls) -> Store:
+        return cls(sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _migrate(self) -> None:
+        cur = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if cur > SCHEMA_VERSION:
+            raise StoreError(f"store schema {cur} is newer than this software ({SCHEMA_VERSION})")
+        for v in range(cur + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                for stmt in _MIGRATIONS[v].split(";"):
+                    if stmt.strip():
+                        self._db.execute(stmt)
+                self._db.execute(f"PRAGMA user_version = {v}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside commit together or not at all (nestable)."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._depth = 0
+                self._db.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            self._db.execute("COMMIT")
+
+    def _x(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        try:
+            return self._db.execute(sql, args)
+        except (sqlite3.Error, sqlcipher.Error) as exc:
+            raise StoreError(f"local store error: {exc}") from exc
+
+    # --- meta and secrets -----------------------------------------------------------------------
+    def get_meta(self, key: str) -> bytes | None:
+        row = self._x("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        self._x("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, value))
+
+    def get_secret(self, name: str) -> bytes | None:
+        row = self._x("SELECT value FROM secrets WHERE name=?", (name,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def put_secret(self, name: str, value: bytes) -> None:
+        self._x("INSERT OR REPLACE INTO secrets VALUES (?,?)", (name, value))
+
+    def secrets_with_prefix(self, prefix: str) -> list[tuple[str, bytes]]:
+        rows = self._x(
+            "SELECT name, value FROM secrets WHERE name >= ? AND name < ? ORDER BY name",
+            (prefix, prefix + "\uffff"),
+        ).fetchall()
+        return [(str(n), bytes(v)) for n, v in rows]
+
+    def delete_secret(self, name: str) -> None:
+        self._x("DELETE FROM secrets WHERE name=?", (name,))
+
+    # --- sessions -----------------------------------------------------------------------------
+    def save_session(
+        self,
+        tag: bytes,
+        peer_identity: bytes,
+        peer_installation: bytes,
+        state: bytes,
+        now: int,
+        confirmed: bool = False,
+    ) -> None:
+        self._x(
+            "INSERT INTO sessions (tag, peer_identity, peer_installation, state, created_at, "
+            "updated_at, confirmed) VALUES (?,?,?,?,?,?,?) ON CONFLICT(tag) DO UPDATE SET "
+            "state=excluded.state, updated_at=excluded.updated_at, "
+            "confirmed=MAX(confirmed, excluded.confirmed)",
+            (tag, peer_identity, peer_installation, state, now, now, int(confirmed)),
+        )
+
+    def session_by_tag(self, tag: bytes) -> tuple[bytes, bytes, bytes] | None:
+        """(peer_identity, peer_installation, state) of the session with this routing tag."""
+        row = self._x(
+            "SELECT peer_identity, peer_installation, state FROM sessions WHERE tag=?", (tag,)
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]), bytes(row[2]))
+
+    def session_for(self, peer_installation: bytes) -> tuple[bytes, bytes] | None:
+        """(tag, state) of the session to use for sending to an installation: the newest."""
+        row = self._x(
+            "SELECT tag, state FROM sessions WHERE peer_installation=? "
+            "ORDER BY confirmed DESC, updated_at DESC LIMIT 1",
+            (peer_installation,),
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]))
+
+    def count_sessions(self) -> int:
+        return int(self._x("SELECT COUNT(*) FROM sessions").fetchone()[0])
+
+    # --- conversations ----------------------------------------------------------------------------
+    def ensure_conversation(
+        self, conv_id: bytes, kind: str, peer_identity: bytes | None, title: str | None, now: int
+    ) -> None:
+        self._x(
+            "INSERT OR IGNORE INTO conversations (id, kind, peer_identity, title, created_at, "
+            "last_at) VALUES (?,?,?,?,?,?)",
+            (conv_id, kind, peer_identity, title, now, now),
+        )
+
+    def conversation(self, conv_id: bytes) -> Conversation | None:
+        row = self._x(f"SELECT {_CONV_COLS} FROM conversations WHERE id=?", (conv_id,)).fetchone()
+        return None if row is None else _conv(row)
+
+    def conversations(self) -> list[Conversation]:
+        rows = self._x(
+            f"SELECT {_CONV_COLS} FROM conversations ORDER BY last_at DESC, id"
+        ).fetchall()
+        return [_conv(r) for r in rows]
+
+    def find_conversations(self, prefix: bytes) -> list[Conversation]:
+        rows = self._x(f"SELECT {_CONV_COLS} FROM conversations").fetchall()
+        return [_conv(r) for r in rows if bytes(r[0]).startswith(prefix)]
+
+    def bump_lamport(self, conv_id: bytes, seen: int) -> int:
+        """Lamport rule: local clock = max(local, seen). Returns the new value."""
+        self._x("UPDATE conversations SET lamport=MAX(lamport, ?) WHERE id=?", (seen, conv_id))
+        row = self._x("SELECT lamport FROM conversations WHERE id=?", (conv_id,)).fetchone()
+        return int(row[0]) if row else seen
+
+    def mark_read(self, conv_id: bytes) -> None:
+        self._x("UPDATE conversations SET unread=0 WHERE id=?", (conv_id,))
+
+    # --- messages -----------------------------------------------------------------------------
+    def has_message(self, conv_id: bytes, message_id: bytes) -> bool:
+        row = self._x(
+            "SELECT 1 FROM messages WHERE conversation_id=? AND message_id=?", (conv_id, message_id)
+        ).fetchone()
+        return row is not None
+
+    def add_message(self, m: StoredMessage) -> bool:
+        """Insert a message; False (and nothing written) if it is already there."""
+        cur = self._x(
+            f"INSERT OR IGNORE INTO messages ({_MSG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                m.conversation_id,
+                m.message_id,
+                m.sender_identity,
+                m.sender_installation,
+                m.lamport,
+                m.sent_at,
+                m.received_at,
+                m.content_type,
+                m.body,
+                int(m.outgoing),
+                m.status,
+                m.seq,
+            ),
+        )
+        if cur.rowcount != 1:
+            return False
+        self._x(
+            "UPDATE conversations SET last_at=MAX(last_at, ?), lamport=MAX(lamport, ?), "
+            "unread=unread + ? WHERE id=?",
+            (m.received_at, m.lamport, 0 if m.outgoing else 1, m.conversation_id),
+        )
+        return True
+
+    def next_seq(self) -> int:
+        row = self._x("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages").fetchone()
+        return int(row[0])
+
+    def set_status(self, conv_id: bytes, message_id: bytes, status: str) -> None:
+        self._x(
+            "UPDATE messages SET status=? WHERE conversation_id=? AND message_id=?",
+            (status, conv_id, message_id),
+        )
+
+    def history(
+        self, conv_id: bytes, limit: int = 50, before: tuple[int, int] | None = None
+    ) -> list[StoredMessage]:
+        """Messages in causal (Lamport, then arrival) order; the newest ``limit`` before a point."""
+        if before is None:
+            rows = self._x(
+                f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id=? "
+                "ORDER BY lamport DESC, seq DESC LIMIT ?",
+                (conv_id, limit),
+            ).fetchall()
+        else:
+            rows = self._x(
+                f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id=? "
+                "AND (lamport < ? OR (lamport = ? AND seq < ?)) "
+                "ORDER BY lamport DESC, seq DESC LIMIT ?",
+                (conv_id, before[0], before[0], before[1], limit),
+            ).fetchall()
+        return [_msg(r) for r in reversed(rows)]
+
+    def message(self, conv_id: bytes, message_id: bytes) -> StoredMessage | None:
+        row = self._x(
+            f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id=? AND message_id=?",
+            (conv_id, message_id),
+        ).fetchone()
+        return None if row is None else _msg(row)
+
+    def find_message(self, message_id_prefix: bytes) -> list[StoredMessage]:
+        rows = self._x(f"SELECT {_MSG_COLS} FROM messages").fetchall()
+        return [_msg(r) for r in rows if bytes(r[1]).startswith(message_id_prefix)]
+
+    def last_message(self, conv_id: bytes) -> StoredMessage | None:
+        h = self.history(conv_id, limit=1)
+        return h[0] if h else None
+
+    def recent_short_ids(self, conv_id: bytes, n: int) -> list[bytes]:
+        rows = self._x(
+            "SELECT message_id FROM messages WHERE conversation_id=? "
+            "ORDER BY lamport DESC, seq DESC LIMIT ?",
+            (conv_id, n),
+        ).fetchall()
+        return [bytes(r[0])[:4] for r in rows]
+
+    # --- outbox -------------------------------------------------------------------------------
+    def add_outbox(
+        self,
+        subject: str,
+        frame: bytes,
+        msg_id: str,
+        now: int,
+        conv_id: bytes | None = None,
+        message_id: bytes | None = None,
+    ) -> int:
+        cur = self._x(
+            "INSERT INTO outbox (conversation_id, message_id, subject, frame, msg_id, "
+            "created_at, next_at) VALUES (?,?,?,?,?,?,?)",
+            (conv_id, message_id, subject, frame, msg_id, now, now),
+        )
+        return int(cur.lastrowid)
+
+    def pending_outbox(self, now: int | None = None) -> list[OutboxItem]:
+        sql = "SELECT id, conversation_id, message_id, subject, frame, msg_id, attempts FROM outbox"
+        args: tuple[Any, ...] = ()
+        if now is not None:
+            sql += " WHERE next_at <= ?"
+            args = (now,)
+        rows = self._x(sql + " ORDER BY id", args).fetchall()
+        return [
+            OutboxItem(
+                int(r[0]),
+                None if r[1] is None else bytes(r[1]),
+                None if r[2] is None else bytes(r[2]),
+                str(r[3]),
+                bytes(r[4]),
+                str(r[5]),
+                int(r[6]),
+            )
+            for r in rows
+        ]
+
+    def outbox_done(self, item_id: int) -> tuple[bytes | None, bytes | None, bool]:
+        """Remove an acknowledged item. Returns (conv, message, whether it was the last)."""
+        row = self._x(
+            "SELECT conversation_id, message_id FROM outbox WHERE id=?", (item_id,)
+        ).fetchone()
+        self._x("DELETE FROM outbox WHERE id=?", (item_id,))
+        if row is None or row[1] is None:
+            return None, None, False
+        left = self._x(
+            "SELECT COUNT(*) FROM outbox WHERE conversation_id=? AND message_id=?",
+            (row[0], row[1]),
+        ).fetchone()[0]
+        return bytes(row[0]), bytes(row[1]), left == 0
+
+    def outbox_retry_later(self, item_id: int, next_at: int) -> None:
+        self._x("UPDATE outbox SET attempts=attempts + 1, next_at=? WHERE id=?", (next_at, item_id))
+
+    def outbox_size(self) -> int:
+        return int(self._x("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    # --- cursors ------------------------------------------------------------------------------
+    def cursor(self, subject: str) -> int:
+        row = self._x("SELECT seq FROM cursors WHERE subject=?", (subject,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def set_cursor(self, subject: str, seq: int) -> None:
+        self._x(
+            "INSERT INTO cursors VALUES (?,?) ON CONFLICT(subject) DO UPDATE SET "
+            "seq=MAX(seq, excluded.seq)",
+            (subject, seq),
+        )
+
+    # --- peers (display names cache) ------------------------------------------------------------
+    def set_peer_display(self, identity_id: bytes, display: str | None, now: int) -> None:
+        self._x(
+            "INSERT INTO peers VALUES (?,?,?) ON CONFLICT(identity_id) DO UPDATE SET "
+            "display=excluded.display, updated_at=excluded.updated_at",
+            (identity_id, display, now),
+        )
+
+    def peer_display(self, identity_id: bytes) -> str | None:
+        row = self._x("SELECT display FROM peers WHERE identity_id=?", (identity_id,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+
+def _msg(r: Any) -> StoredMessage:
+    return StoredMessage(
+        bytes(r[0]),
+        bytes(r[1]),
+        bytes(r[2]),
+        bytes(r[3]),
+        int(r[4]),
+        int(r[5]),
+        int(r[6]),
+        int(r[7]),
+        bytes(r[8]),
+        bool(r[9]),
+        str(r[10]),
+        int(r[11]),
+    )
+
+
+def _conv(r: Any) -> Conversation:
+    return Conversation(
+        bytes(r[0]),
+        str(r[1]),
+        None if r[2] is None else bytes(r[2]),
+        r[3],
+        int(r[4]),
+        int(r[5]),
+        int(r[6]),
+        int(r[7]),
+        bool(r[8]),
+        bool(r[9]),
+    )

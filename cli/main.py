@@ -1,0 +1,715 @@
+"""``logos-chat``: the command-line interface. A thin layer over ``chatcore.Client``.
+
+Every command takes ``--json`` (one JSON document on stdout). Errors print one line to
+stderr and exit non-zero, never a traceback (``-v`` adds the traceback for debugging).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_ERROR = 1
+EXIT_NOT_FOUND = 3
+EXIT_INVALID = 4
+EXIT_UNAVAILABLE = 5
+EXIT_AUTH = 6
+EXIT_INTERNAL = 70
+
+
+@dataclass
+class Ctx:
+    home: Path
+    network_file: Path | None
+    json: bool
+    verbose: int
+
+    def network(self) -> Any:
+        from discovery.network import NetworkConfig, default_network_file
+
+        return NetworkConfig.load(self.network_file or default_network_file())
+
+
+def default_home() -> Path:
+    env = os.environ.get("LOGOS_CHAT_HOME")
+    if env:
+        return Path(env)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("logos-chat", appauthor=False)) / "home"
+
+
+def hx(b: bytes | None) -> str | None:
+    return None if b is None else "0x" + b.hex()
+
+
+def emit(ctx: Ctx, doc: Any, text: str | Callable[[], str]) -> None:
+    if ctx.json:
+        click.echo(json.dumps(doc, indent=2, sort_keys=False, default=str))
+    else:
+        click.echo(text() if callable(text) else text)
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _exit_code(exc: BaseException) -> int:
+    from chatcore.errors import (
+        NotInitialised,
+        TransportError,
+        UnknownContact,
+        UntrustedIdentity,
+        WrongPassphrase,
+    )
+    from devnet.errors import DevnetNotRunning
+    from discovery.errors import ChainUnavailable, InvalidRecord, RecordNotFound
+    from discovery.network import NetworkFileError
+
+    if isinstance(exc, WrongPassphrase):
+        return EXIT_AUTH
+    if isinstance(exc, RecordNotFound | UnknownContact | NotInitialised):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, InvalidRecord | UntrustedIdentity):
+        return EXIT_INVALID
+    if isinstance(exc, ChainUnavailable | TransportError | DevnetNotRunning | NetworkFileError):
+        return EXIT_UNAVAILABLE
+    return EXIT_ERROR
+
+
+def guarded(fn: F) -> F:
+    """Map every error to one line on stderr and an exit code."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from chatcore.errors import ChatCoreError
+        from devnet.errors import DevnetError
+        from discovery.errors import DiscoveryError
+
+        verbose = bool(click.get_current_context().find_root().params.get("verbose"))
+        try:
+            return fn(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except (ChatCoreError, DiscoveryError, DevnetError) as exc:
+            if verbose:
+                traceback.print_exc()
+            fail(str(exc) or type(exc).__name__, _exit_code(exc))
+        except ValueError as exc:
+            if verbose:
+                traceback.print_exc()
+            fail(str(exc), EXIT_ERROR)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except Exception as exc:
+            if verbose:
+                traceback.print_exc()
+            fail(f"internal error: {type(exc).__name__}: {exc} (rerun with -v)", EXIT_INTERNAL)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def passphrase(confirm: bool = False) -> str:
+    env = os.environ.get("LOGOS_CHAT_PASSPHRASE")
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        fail("no passphrase: set LOGOS_CHAT_PASSPHRASE or run in a terminal", EXIT_AUTH)
+    value: str = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm, err=True)
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Home directory of this identity (env LOGOS_CHAT_HOME).",
+)
+@click.option(
+    "--network",
+    "network_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Network file (default: the running devnet's network.json).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("-v", "--verbose", count=True, help="More logging; tracebacks on errors.")
+@click.version_option(package_name="logos-chat")
+@click.pass_context
+def cli(
+    ctx: click.Context, home: Path | None, network_file: Path | None, as_json: bool, verbose: int
+) -> None:
+    """Logos Chat: end-to-end-encrypted chat; people find each other on chain."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.ERROR,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ctx.obj = Ctx(home or default_home(), network_file, as_json, verbose)
+
+
+def _with_json(fn: F) -> F:
+    """Accept --json after the subcommand too (``logos-chat lookup bob --json``)."""
+
+    @click.option("--json", "sub_json", is_flag=True, help="Print one JSON document.")
+    @wraps(fn)
+    def wrapper(*args: Any, sub_json: bool = False, **kwargs: Any) -> Any:
+        if sub_json:
+            click.get_current_context().find_object(Ctx).json = True  # type: ignore[union-attr]
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------------------------
+# devnet
+# ----------------------------------------------------------------------------------------------
+@cli.group()
+def devnet() -> None:
+    """Local chain (anvil) + delivery network (nats-server) on loopback."""
+
+
+_dir_opt = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Devnet directory (default: per-user data dir; env LOGOS_CHAT_DEVNET_DIR).",
+)
+
+
+@devnet.command("up")
+@_dir_opt
+@_with_json
+@click.pass_obj
+@guarded
+def devnet_up(ctx: Ctx, directory: Path | None) -> None:
+    """Start anvil and nats-server, deploy the registries, write network.json."""
+    from devnet.manager import Devnet
+
+    d = Devnet(directory)
+    cfg, already = d.up()
+    doc = {
+        "already_running": already,
+        "network_file": str(d.network_file),
+        "chain_id": cfg.chain_id,
+        "rpc_url": cfg.rpc_url,
+        "nats_url": cfg.nats_url,
+        "identity_registry": cfg.identity_registry,
+        "name_registry": cfg.name_registry,
+    }
+    head = "devnet already up" if already else "devnet up"
+    emit(
+        ctx,
+        doc,
+        f"{head}: chain {cfg.chain_id} at {cfg.rpc_url}, NATS at {cfg.nats_url}\n"
+        f"  identity registry {cfg.identity_registry}\n  name registry     {cfg.name_registry}\n"
+        f"  network file      {d.network_file}",
+    )
+
+
+@devnet.command("down")
+@_dir_opt
+@_with_json
+@click.pass_obj
+@guarded
+def devnet_down(ctx: Ctx, directory: Path | None) -> None:
+    """Stop the devnet's servers (chain state is kept for the next 'up')."""
+    from devnet.manager import Devnet
+
+    d = Devnet(directory)
+    stopped = d.down()
+    emit(
+        ctx,
+        {"stopped": stopped, "directory": str(d.dir)},
+        "devnet stopped" if stopped else "devnet was not running",
+    )
+
+
+@devnet.command("status")
+@_dir_opt
+@_with_json
+@click.pass_obj
+@guarded
+def devnet_status(ctx: Ctx, directory: Path | None) -> None:
+    """Is the devnet running? (exit 0 either way)"""
+    from devnet.manager import Devnet
+
+    st = Devnet(directory).status()
+    if st.running:
+        text = (
+            f"devnet running: chain at {st.rpc_url} (block {st.block_number}), "
+            f"NATS at {st.nats_url}\n  network file {st.network_file}"
+        )
+    else:
+        text = f"devnet not running ({st.directory})"
+    emit(ctx, st.as_dict(), text)
+
+
+# ----------------------------------------------------------------------------------------------
+# identity and discovery
+# ----------------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--name", default=None, help="Claim this name (3-32 of a-z 0-9 - _).")
+@click.option(
+    "--prekey-ttl", type=click.IntRange(min=1), default=None, help="Prekey lifetime, seconds."
+)
+@_with_json
+@click.pass_obj
+@guarded
+def init(ctx: Ctx, name: str | None, prekey_ttl: int | None) -> None:
+    """Create an identity: owner key, recovery phrase, first device; register it on chain."""
+    from chatcore.client import PREKEY_TTL_S, Client
+    from chatcore.home import Home
+
+    network = ctx.network()
+    if Home(ctx.home).meta_file.exists():
+        fail(f"{ctx.home} already holds an identity", EXIT_ERROR)
+    pw = passphrase(confirm=True)
+    client, res = Client.init(ctx.home, pw, network, name, prekey_ttl_s=prekey_ttl or PREKEY_TTL_S)
+    client.close()
+    doc = {
+        "identity_id": hx(res.identity_id),
+        "installation_id": hx(res.installation_id),
+        "owner": res.owner,
+        "recovery": res.recovery,
+        "recovery_phrase": res.recovery_phrase,
+        "name": res.name,
+        "seq": res.bundle_seq,
+        "home": str(ctx.home),
+    }
+    emit(
+        ctx,
+        doc,
+        f"identity   {hx(res.identity_id)}\nowner      {res.owner}\n"
+        f"device     {hx(res.installation_id)}\n"
+        + (f"name       {res.name}\n" if res.name else "")
+        + "\nRecovery phrase (shown once; write it down and keep it offline):\n"
+        f"  {res.recovery_phrase}",
+    )
+
+
+def _open(ctx: Ctx) -> Any:
+    from chatcore.client import Client
+
+    return Client.open(ctx.home, passphrase(), ctx.network())
+
+
+@cli.command()
+@click.option(
+    "--prekey-ttl", type=click.IntRange(min=1), default=None, help="Prekey lifetime, seconds."
+)
+@_with_json
+@click.pass_obj
+@guarded
+def publish(ctx: Ctx, prekey_ttl: int | None) -> None:
+    """Publish a fresh intro bundle for this device (new signed prekey, seq + 1)."""
+    from chatcore.client import PREKEY_TTL_S
+
+    pw = passphrase()
+    client = _open_with(ctx, pw)
+    try:
+        res = client.publish(pw, prekey_ttl or PREKEY_TTL_S)
+    finally:
+        client.close()
+    doc = {
+        "identity_id": hx(res.identity_id),
+        "installation_id": hx(res.installation_id),
+        "seq": res.seq,
+        "prekey_id": res.prekey_id,
+        "prekey_expires": res.prekey_expires,
+        "gas_used": res.gas_used,
+    }
+    emit(
+        ctx,
+        doc,
+        f"published bundle seq {res.seq} (prekey {res.prekey_id}, "
+        f"expires {_ts(res.prekey_expires)}, {res.gas_used} gas)",
+    )
+
+
+def _open_with(ctx: Ctx, pw: str) -> Any:
+    from chatcore.client import Client
+
+    return Client.open(ctx.home, pw, ctx.network())
+
+
+def _ts(unix_s: int | float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix_s))
+
+
+def resolved_doc(r: Any) -> dict[str, Any]:
+    insts = []
+    for i in r.installations:
+        b = i.bundle
+        insts.append(
+            {
+                "installation_id": hx(b.installation_id),
+                "ed25519_key": hx(b.installation_id),
+                "x25519_key": hx(b.ik_x25519),
+                "prekey_id": b.spk_id,
+                "prekey": hx(b.spk_pub),
+                "prekey_expires": b.spk_not_after,
+                "pq_key_id": i.pq.pq_key_id if i.pq else None,
+                "mlkem768_key_sha256": (
+                    "0x" + __import__("hashlib").sha256(i.pq.pq_pub).hexdigest() if i.pq else None
+                ),
+                "seq": b.seq,
+                "issued_at": b.issued_at,
+                "block": i.bundle_block,
+                "bundle": b.to_text(),
+                "verified": True,
+            }
+        )
+    return {
+        "identity_id": hx(r.identity_id),
+        "owner": r.owner,
+        "recovery": r.recovery,
+        "names": list(r.names),
+        "wallets": list(r.wallets),
+        "installations": insts,
+        "revoked": [hx(x) for x in r.revoked],
+        "rejected": [{"installation_id": hx(i), "reason": why} for i, why in r.rejected],
+    }
+
+
+def resolved_text(r: Any) -> str:
+    lines = [
+        f"identity  {hx(r.identity_id)}",
+        f"names     {', '.join(r.names) if r.names else '-'}",
+        f"owner     {r.owner}",
+    ]
+    if r.wallets:
+        lines.append(f"wallets   {', '.join(r.wallets)}")
+    lines.append(
+        f"devices   {len(r.installations)} active, verified"
+        + (f"; {len(r.revoked)} revoked" if r.revoked else "")
+    )
+    for i in r.installations:
+        b = i.bundle
+        pq = f"ML-KEM-768 key {i.pq.pq_key_id}" if i.pq else "no post-quantum key"
+        lines.append(
+            f"  ✓ {hx(b.installation_id)[:18]}…  bundle seq {b.seq}, prekey {b.spk_id} "
+            f"valid until {_ts(b.spk_not_after)}, {pq}"
+        )
+    for inst, why in r.rejected:
+        lines.append(f"  ✗ {hx(inst)[:18]}…  rejected: {why}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("query")
+@click.option("--history", "show_history", is_flag=True, help="List every key change on chain.")
+@click.option("--cold", is_flag=True, help="Read the chain directly, not the local index.")
+@_with_json
+@click.pass_obj
+@guarded
+def lookup(ctx: Ctx, query: str, show_history: bool, cold: bool) -> None:
+    """Resolve and verify an identity by id (0x+64 hex), address (0x+40 hex), name or bundle."""
+    network = ctx.network()
+    from chatcore.home import Home
+    from discovery.registry import Registry
+
+    registry = Registry(network)
+    registry.check_chain()
+    home = Home(ctx.home)
+    if not cold and home.exists():
+        # the home's local index: synced incrementally, then lookups need no RPC at all
+        from discovery.index import Index
+        from discovery.resolver import Resolver
+
+        index = Index(home.index_file, registry)
+        try:
+            index.sync()
+            r = Resolver(index, network.binding, network.name_registry).resolve(query)
+        finally:
+            index.close()
+    else:
+        from chatcore.client import cold_resolver
+
+        r = cold_resolver(network, registry).resolve(query)
+    doc = resolved_doc(r)
+    text = resolved_text(r)
+    if show_history:
+        doc["history"] = [
+            {
+                "block": h.block_number,
+                "log_index": h.log_index,
+                "event": h.event,
+                "detail": h.detail,
+                "tx": h.tx_hash,
+            }
+            for h in r.history
+        ]
+        text += "\nhistory:\n" + "\n".join(
+            f"  block {h.block_number:>6}  {h.event:<20} "
+            + ", ".join(f"{k}={v[:18] + '…' if len(v) > 20 else v}" for k, v in h.detail.items())
+            for h in r.history
+        )
+    emit(ctx, doc, text)
+
+
+@cli.command()
+@_with_json
+@click.pass_obj
+@guarded
+def whoami(ctx: Ctx) -> None:
+    """This home's identity, device and shareable bundle text."""
+    client = _open(ctx)
+    try:
+        r = client.lookup("0x" + client.identity_id.hex())
+        mine = r.installation(client.installation_id)
+        doc = resolved_doc(r)
+        doc["this_device"] = hx(client.installation_id)
+        doc["bundle"] = mine.bundle.to_text() if mine else None
+    finally:
+        client.close()
+    emit(
+        ctx,
+        doc,
+        lambda: resolved_text(r) + (f"\nbundle    {doc['bundle']}" if doc["bundle"] else ""),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# messaging
+# ----------------------------------------------------------------------------------------------
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def message_doc(client: Any, m: Any) -> dict[str, Any]:
+    sender = m.sender_identity
+    return {
+        "conversation_id": hx(m.conversation_id),
+        "message_id": hx(m.message_id),
+        "sender": hx(sender),
+        "sender_name": None if sender == client.identity_id else client.store.peer_display(sender),
+        "outgoing": bool(m.outgoing),
+        "text": m.body.decode("utf-8", errors="replace"),
+        "sent_at": m.sent_at,
+        "received_at": m.received_at,
+        "lamport": m.lamport,
+        **({"status": m.status} if hasattr(m, "status") else {}),
+    }
+
+
+def message_line(client: Any, m: Any) -> str:
+    who = "me" if m.outgoing else client.display(m.sender_identity)
+    t = time.strftime("%H:%M:%S", time.localtime(m.sent_at / 1000))
+    return f"[{t}] {who}: {m.body.decode('utf-8', errors='replace')}"
+
+
+@cli.command()
+@click.argument("to")
+@click.argument("text")
+@_with_json
+@click.pass_obj
+@guarded
+def send(ctx: Ctx, to: str, text: str) -> None:
+    """Send TEXT to TO (a name, identity id, address or conversation id)."""
+    client = _open(ctx)
+
+    async def go() -> Any:
+        try:
+            return await client.send_text(to, text)
+        finally:
+            await client.aclose()
+
+    res = _run(go())
+    doc = {
+        "conversation_id": hx(res.conversation_id),
+        "message_id": hx(res.message_id),
+        "devices": len(res.frames),
+        "sent_at": res.sent_at,
+    }
+    emit(ctx, doc, f"sent to {to} ({len(res.frames)} device(s)), message {hx(res.message_id)}")
+
+
+@cli.command()
+@_with_json
+@click.pass_obj
+@guarded
+def sync(ctx: Ctx) -> None:
+    """Fetch, decrypt and store what arrived; print new messages."""
+    client = _open(ctx)
+
+    async def go() -> Any:
+        try:
+            msgs = await client.sync()
+            return [message_doc(client, m) for m in msgs], [message_line(client, m) for m in msgs]
+        finally:
+            await client.aclose()
+
+    docs, lines = _run(go())
+    emit(ctx, docs, "\n".join(lines) if lines else "no new messages")
+
+
+@cli.command()
+@click.argument("conversation")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50)
+@click.option("--before", default=None, help="A message id: show messages before it.")
+@_with_json
+@click.pass_obj
+@guarded
+def history(ctx: Ctx, conversation: str, limit: int, before: str | None) -> None:
+    """Show a conversation (by id prefix, or the peer's name / id / address), oldest first."""
+    client = _open(ctx)
+    try:
+        if not client._synced:
+            client.sync_directory()
+        conv = client.find_conversation(conversation)
+        point = None
+        if before is not None:
+            hits = [
+                m
+                for m in client.store.find_message(bytes.fromhex(_hex(before)))
+                if m.conversation_id == conv.id
+            ]
+            if len(hits) != 1:
+                fail(f"no single message {before!r} in this conversation", EXIT_NOT_FOUND)
+            point = (hits[0].lamport, hits[0].seq)
+        msgs = client.history(conv.id, limit, point)
+        client.store.mark_read(conv.id)
+        docs = [message_doc(client, m) for m in msgs]
+        lines = [message_line(client, m) for m in msgs]
+        title = client.display(conv.peer_identity) if conv.peer_identity else conv.title
+    finally:
+        client.close()
+    emit(
+        ctx,
+        {"conversation_id": hx(conv.id), "title": title, "messages": docs},
+        "\n".join([f"— {title} ({hx(conv.id)}) —", *lines]) if lines else "no messages",
+    )
+
+
+def _hex(s: str) -> str:
+    s = s.strip().lower().removeprefix("0x")
+    if not s or any(c not in "0123456789abcdef" for c in s):
+        raise ValueError(f"{s!r} is not a hex id")
+    return s[: len(s) // 2 * 2]
+
+
+@cli.command()
+@_with_json
+@click.pass_obj
+@guarded
+def conversations(ctx: Ctx) -> None:
+    """Conversations, newest first, with unread counts and the last message."""
+    client = _open(ctx)
+    try:
+        rows = []
+        for c in client.conversations():
+            last = client.store.last_message(c.id)
+            rows.append(
+                {
+                    "conversation_id": hx(c.id),
+                    "kind": c.kind,
+                    "title": client.display(c.peer_identity) if c.peer_identity else c.title,
+                    "peer": hx(c.peer_identity),
+                    "unread": c.unread,
+                    "last_at": c.last_at,
+                    "last_message": None if last is None else message_doc(client, last),
+                }
+            )
+    finally:
+        client.close()
+
+    def text() -> str:
+        if not rows:
+            return "no conversations"
+        out = []
+        for r in rows:
+            last = r["last_message"]
+            preview = "" if last is None else (("me: " if last["outgoing"] else "") + last["text"])
+            if len(preview) > 50:
+                preview = preview[:49] + "…"
+            unread = f" ({r['unread']} unread)" if r["unread"] else ""
+            out.append(f"{r['conversation_id'][:18]}…  {r['title']}{unread}  {preview}")
+        return "\n".join(out)
+
+    emit(ctx, rows, text)
+
+
+@cli.command()
+@click.argument("to")
+@click.pass_obj
+@guarded
+def chat(ctx: Ctx, to: str) -> None:
+    """Interactive chat: type lines to send; messages appear as they arrive. Ctrl-D leaves."""
+    client = _open(ctx)
+    _run(_chat(client, to))
+
+
+async def _chat(client: Any, to: str) -> None:
+    from chatcore.engine import direct_conversation_id
+
+    try:
+        await asyncio.to_thread(client.sync_directory)
+        peer = client.resolve_peer(to)
+        conv = direct_conversation_id(client.identity_id, peer.identity_id)
+        title = peer.display or hx(peer.identity_id)
+        client.store.set_peer_display(peer.identity_id, peer.display, client.clock_ms())
+        await client.sync()
+        for m in client.history(conv, 10):
+            click.echo(message_line(client, m))
+        client.store.mark_read(conv)
+        click.echo(f"— chatting with {title}; type a line and press Enter, Ctrl-D to leave —")
+
+        async def incoming() -> None:
+            async for r in client.listen():
+                if r.conversation_id == conv:
+                    click.echo(message_line(client, r))
+                    client.store.mark_read(conv)
+                else:
+                    click.echo(f"(new message from {client.display(r.sender_identity)})")
+
+        listener = asyncio.create_task(incoming())
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                line = await loop.run_in_executor(None, sys.stdin.readline)
+                if line == "":
+                    break
+                text = line.rstrip("\n")
+                if not text.strip():
+                    continue
+                try:
+                    await client.send_text("0x" + peer.identity_id.hex(), text)
+                except Exception as exc:
+                    click.echo(f"error: not sent: {exc}", err=True)
+                if listener.done() and listener.exception() is not None:
+                    raise listener.exception()  # type: ignore[misc]
+        finally:
+            listener.cancel()
+            try:
+                await listener
+            except (asyncio.CancelledError, Exception):
+                pass
+        click.echo("— bye —")
+    finally:
+        await client.aclose()
+
+
+def main() -> None:
+    cli(prog_name="logos-chat")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Errors raised by discovery.
+
+DiscoveryError
+├── RecordNotFound            no identity / name / installation matches the query
+├── InvalidRecord             a record failed verification; nothing of it is used
+│   ├── MalformedRecord       bytes or text that do not decode
+│   ├── HashMismatch          record bytes do not hash to what the chain stores
+│   ├── BadSignature          signature does not verify under the installation key
+│   ├── WrongChain            record bound to another chain id or registry
+│   ├── ExpiredPrekey         the signed prekey is past its not-after time
+│   ├── RevokedInstallation   the installation was revoked on chain
+│   └── StaleRecord           an older sequence number than one already seen
+├── RegistryReverted          the contract refused a transaction (carries the reason)
+│   └── NameTaken
+└── ChainUnavailable          the RPC node cannot be reached or answered nonsense
+"""
+
+from __future__ import annotations
+
+
+class DiscoveryError(Exception):
+    """Root of every error discovery raises on purpose."""
+
+
+class RecordNotFound(DiscoveryError):
+    """Nothing on chain matches the query."""
+
+
+class InvalidRecord(DiscoveryError):
+    """A record failed verification and was rejected whole."""
+
+
+class MalformedRecord(InvalidRecord):
+    """Bytes or text that do not decode as a record of a known version."""
+
+
+class HashMismatch(InvalidRecord):
+    """The record's bytes do not hash to the value stored on chain."""
+
+
+class BadSignature(InvalidRecord):
+    """The record's signature does not verify."""
+
+
+class WrongChain(InvalidRecord):
+    """The record (or the node) belongs to another chain id or registry."""
+
+
+class ExpiredPrekey(InvalidRecord):
+    """The record's signed prekey has expired."""
+
+
+class RevokedInstallation(InvalidRecord):
+    """The installation was revoked on chain."""
+
+
+class StaleRecord(InvalidRecord):
+    """A record older than one already seen for the same installation."""
+
+
+class RegistryReverted(DiscoveryError):
+    """The registry contract reverted a transaction or call."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NameTaken(RegistryReverted):
+    """The name is already claimed by another identity."""
+
+
+class ChainUnavailable(DiscoveryError):
+    """The chain's RPC endpoint cannot be reached."""

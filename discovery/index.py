@@ -1,0 +1,247 @@
+"""A local SQLite index of the registries, synced incrementally from their events.
+
+It keeps every raw event (so the resolver re-verifies bundles from them exactly as on the
+cold path) plus the derived lookup tables (account -> id, name -> id, installation status and
+latest hashes). It survives restarts, and can be dropped and rebuilt from the chain at any
+time (``rebuild``). If the block it last synced to is no longer on the chain (a reorg, or a
+devnet that was reset) it rebuilds by itself.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from eth_utils import keccak, to_checksum_address
+
+from discovery.registry import (
+    REVOKED_HASH,
+    ZERO32,
+    Event,
+    IdentityState,
+    InstallationState,
+    Registry,
+)
+
+SCHEMA_VERSION = 1
+SYNC_CHUNK_BLOCKS = 5000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    block INTEGER NOT NULL, log_index INTEGER NOT NULL, identity_id BLOB NOT NULL,
+    address TEXT NOT NULL, topics BLOB NOT NULL, data BLOB NOT NULL, tx_hash TEXT NOT NULL,
+    PRIMARY KEY (block, log_index));
+CREATE INDEX IF NOT EXISTS events_by_identity ON events (identity_id, block, log_index);
+CREATE TABLE IF NOT EXISTS identities (
+    id BLOB PRIMARY KEY, owner TEXT NOT NULL, recovery TEXT NOT NULL,
+    created_block INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (address TEXT PRIMARY KEY, id BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS installations (
+    id BLOB NOT NULL, installation BLOB NOT NULL, position INTEGER NOT NULL,
+    bundle_hash BLOB NOT NULL, pq_hash BLOB NOT NULL, revoked INTEGER NOT NULL,
+    PRIMARY KEY (id, installation));
+CREATE TABLE IF NOT EXISTS names (name TEXT PRIMARY KEY, id BLOB NOT NULL);
+"""
+
+
+class Index:
+    """Local index of one network's registries (one SQLite file)."""
+
+    def __init__(self, path: Path | str, registry: Registry) -> None:
+        self.path = str(path)
+        self.registry = registry
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+        cfg = registry.config
+        scope = f"{cfg.chain_id}:{cfg.identity_registry.lower()}:{cfg.name_registry.lower()}"
+        if self._meta("scope") not in (None, scope):
+            self._clear()  # the file belonged to another network: start over
+        self._set_meta("scope", scope)
+        self._set_meta("schema", str(SCHEMA_VERSION))
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- meta -------------------------------------------------------------------------------
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    @property
+    def synced_block(self) -> int:
+        v = self._meta("synced_block")
+        return -1 if v is None else int(v)
+
+    def _clear(self) -> None:
+        for table in ("events", "identities", "accounts", "installations", "names", "meta"):
+            self.db.execute(f"DELETE FROM {table}")
+
+    # --- sync -------------------------------------------------------------------------------
+    def rebuild(self) -> int:
+        """Drop everything and sync again from the deploy block."""
+        scope = self._meta("scope")
+        self._clear()
+        if scope:
+            self._set_meta("scope", scope)
+        return self.sync()
+
+    def sync(self, to_block: int | None = None) -> int:
+        """Fetch and apply every event since the last sync. Returns the events applied."""
+        reg = self.registry
+        head = reg.block_number() if to_block is None else to_block
+        last = self.synced_block
+        if last >= 0:
+            known = self._meta("synced_hash")
+            if known is not None and last <= head and reg.block_hash(last).hex() != known:
+                return self.rebuild()
+            if last > head:
+                return self.rebuild()
+        start = max(last + 1, reg.config.deploy_block)
+        applied = 0
+        while start <= head:
+            end = min(head, start + SYNC_CHUNK_BLOCKS - 1)
+            events = reg.events_between(start, end)
+            self.db.execute("BEGIN")
+            try:
+                self._apply(events)
+                self._set_meta("synced_block", str(end))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            applied += len(events)
+            start = end + 1
+        if head >= 0 and head != last:
+            self._set_meta("synced_hash", reg.block_hash(head).hex())
+        return applied
+
+    def _apply(self, events: Iterable[Event]) -> None:
+        db = self.db
+        for ev in events:
+            a = ev.args
+            ident = a.get("id")
+            if not isinstance(ident, bytes):
+                continue
+            db.execute(
+                "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?)",
+                (
+                    ev.block_number,
+                    ev.log_index,
+                    ident,
+                    ev.address,
+                    b"".join(ev.topics),
+                    ev.data,
+                    ev.tx_hash,
+                ),
+            )
+            name = ev.name
+            if name == "IdentityRegistered":
+                db.execute(
+                    "INSERT OR REPLACE INTO identities VALUES (?,?,?,?)",
+                    (ident, a["owner"], a["recovery"], ev.block_number),
+                )
+                db.execute("INSERT OR REPLACE INTO accounts VALUES (?,?)", (a["owner"], ident))
+            elif name == "OwnerChanged":
+                db.execute("UPDATE identities SET owner=? WHERE id=?", (a["newOwner"], ident))
+                db.execute(
+                    "DELETE FROM accounts WHERE address=? AND id=?", (a["previousOwner"], ident)
+                )
+                db.execute("INSERT OR REPLACE INTO accounts VALUES (?,?)", (a["newOwner"], ident))
+            elif name == "RecoveryChanged":
+                db.execute("UPDATE identities SET recovery=? WHERE id=?", (a["recovery"], ident))
+            elif name == "InstallationAdded":
+                (pos,) = db.execute(
+                    "SELECT COUNT(*) FROM installations WHERE id=?", (ident,)
+                ).fetchone()
+                db.execute(
+                    "INSERT OR IGNORE INTO installations VALUES (?,?,?,?,?,0)",
+                    (ident, a["installation"], pos, ZERO32, ZERO32),
+                )
+            elif name == "InstallationRevoked":
+                db.execute(
+                    "UPDATE installations SET revoked=1, bundle_hash=? "
+                    "WHERE id=? AND installation=?",
+                    (REVOKED_HASH, ident, a["installation"]),
+                )
+            elif name == "BundlePublished":
+                db.execute(
+                    "UPDATE installations SET bundle_hash=? "
+                    "WHERE id=? AND installation=? AND revoked=0",
+                    (keccak(bytes(a["bundle"])), ident, a["installation"]),
+                )
+            elif name == "PqKeyPublished":
+                db.execute(
+                    "UPDATE installations SET pq_hash=? WHERE id=? AND installation=?",
+                    (keccak(bytes(a["record"])), ident, a["installation"]),
+                )
+            elif name == "WalletLinked":
+                db.execute("INSERT OR REPLACE INTO accounts VALUES (?,?)", (a["wallet"], ident))
+            elif name == "WalletUnlinked":
+                db.execute("DELETE FROM accounts WHERE address=? AND id=?", (a["wallet"], ident))
+            elif name == "NameClaimed":
+                db.execute("INSERT OR REPLACE INTO names VALUES (?,?)", (a["name"], ident))
+            elif name == "NameReleased":
+                db.execute("DELETE FROM names WHERE name=? AND id=?", (a["name"], ident))
+
+    # --- IdentitySource -----------------------------------------------------------------------
+    def by_id(self, identity_id: bytes) -> IdentityState:
+        row = self.db.execute(
+            "SELECT owner, recovery, created_block FROM identities WHERE id=?", (identity_id,)
+        ).fetchone()
+        if row is None:
+            return _empty()
+        insts = tuple(
+            InstallationState(bytes(r[0]), bytes(r[1]), bytes(r[2]), bool(r[3]))
+            for r in self.db.execute(
+                "SELECT installation, bundle_hash, pq_hash, revoked FROM installations "
+                "WHERE id=? ORDER BY position",
+                (identity_id,),
+            )
+        )
+        return IdentityState(identity_id, row[0], row[1], int(row[2]), insts)
+
+    def by_account(self, address: str) -> IdentityState:
+        row = self.db.execute(
+            "SELECT id FROM accounts WHERE address=?", (to_checksum_address(address),)
+        ).fetchone()
+        return _empty() if row is None else self.by_id(bytes(row[0]))
+
+    def by_name(self, name: str) -> IdentityState:
+        row = self.db.execute("SELECT id FROM names WHERE name=?", (name,)).fetchone()
+        return _empty() if row is None else self.by_id(bytes(row[0]))
+
+    def events(self, state: IdentityState) -> list[Event]:
+        out: list[Event] = []
+        decoder = self.registry.decoder
+        for block, log_index, address, topics, data, tx_hash in self.db.execute(
+            "SELECT block, log_index, address, topics, data, tx_hash FROM events "
+            "WHERE identity_id=? ORDER BY block, log_index",
+            (state.identity_id,),
+        ):
+            log: dict[str, Any] = {
+                "topics": [topics[i : i + 32] for i in range(0, len(topics), 32)],
+                "data": data,
+                "blockNumber": block,
+                "logIndex": log_index,
+                "address": address,
+                "transactionHash": bytes.fromhex(tx_hash) if tx_hash else None,
+            }
+            ev = decoder.decode(log)
+            if ev is not None:
+                out.append(ev)
+        return out
+
+    def count_identities(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM identities").fetchone()[0])
+
+
+def _empty() -> IdentityState:
+    return IdentityState(ZERO32, "0x" + "00" * 20, "0x" + "00" * 20, 0, ())

@@ -1,0 +1,380 @@
+"""Web3 adapter for the IdentityRegistry and NameRegistry contracts.
+
+The only module of discovery that talks to the chain. web3 / requests errors are mapped to
+discovery's own: a refused transaction becomes RegistryReverted (with the contract's custom
+error name), an unreachable node ChainUnavailable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from eth_abi import decode as abi_decode
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
+from web3 import Web3
+from web3.exceptions import (
+    ContractCustomError,
+    ContractLogicError,
+    TimeExhausted,
+    TransactionNotFound,
+    Web3Exception,
+    Web3RPCError,
+)
+
+from contracts import load_artifact
+from discovery.errors import ChainUnavailable, NameTaken, RegistryReverted
+from discovery.network import NetworkConfig
+
+ZERO32 = b"\x00" * 32
+REVOKED_HASH = (1).to_bytes(32, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class InstallationState:
+    installation_id: bytes
+    bundle_hash: bytes
+    pq_key_hash: bytes
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityState:
+    """What the registry's storage says about one identity (one eth_call)."""
+
+    identity_id: bytes
+    owner: str
+    recovery: str
+    created_block: int
+    installations: tuple[InstallationState, ...]
+
+    @property
+    def exists(self) -> bool:
+        return self.identity_id != ZERO32
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A decoded registry event."""
+
+    name: str
+    block_number: int
+    log_index: int
+    tx_hash: str
+    address: str
+    args: dict[str, Any] = field(repr=False)
+    topics: tuple[bytes, ...] = field(default=(), repr=False)
+    data: bytes = field(default=b"", repr=False)
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return (self.block_number, self.log_index)
+
+
+def identity_id_for(owner: str, salt: bytes) -> bytes:
+    """The id the registry gives an identity registered by ``owner`` with ``salt``."""
+    from eth_abi import encode
+
+    return keccak(encode(["address", "bytes32"], [to_checksum_address(owner), salt]))
+
+
+class _EventDecoder:
+    """Decode raw logs of a set of contract ABIs by topic0, quickly and without web3 objects."""
+
+    def __init__(self, abis: Sequence[list[dict[str, Any]]]) -> None:
+        self._by_topic: dict[bytes, tuple[str, list[dict[str, Any]]]] = {}
+        for abi in abis:
+            for item in abi:
+                if item.get("type") != "event":
+                    continue
+                sig = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
+                self._by_topic[keccak(text=sig)] = (item["name"], item["inputs"])
+
+    def decode(self, log: Any) -> Event | None:
+        topics = [bytes(t) for t in log["topics"]]
+        if not topics or topics[0] not in self._by_topic:
+            return None
+        name, inputs = self._by_topic[topics[0]]
+        args: dict[str, Any] = {}
+        data_inputs = [i for i in inputs if not i.get("indexed")]
+        data_values = abi_decode([i["type"] for i in data_inputs], bytes(log["data"]))
+        ti = 1
+        for inp in inputs:
+            if inp.get("indexed"):
+                raw = topics[ti]
+                ti += 1
+                args[inp["name"]] = _decode_topic(inp["type"], raw)
+        for inp, value in zip(data_inputs, data_values, strict=True):
+            args[inp["name"]] = value
+        tx_hash = log.get("transactionHash")
+        return Event(
+            name=name,
+            block_number=int(log["blockNumber"]),
+            log_index=int(log["logIndex"]),
+            tx_hash=bytes(tx_hash).hex() if tx_hash is not None else "",
+            address=to_checksum_address(log["address"]),
+            args=args,
+            topics=tuple(topics),
+            data=bytes(log["data"]),
+        )
+
+
+def _decode_topic(typ: str, raw: bytes) -> Any:
+    if typ == "address":
+        return to_checksum_address(raw[12:])
+    if typ.startswith("uint"):
+        return int.from_bytes(raw, "big")
+    return raw  # bytes32, or the hash of a dynamic type
+
+
+class Registry:
+    """Read and write the two registry contracts of one network."""
+
+    def __init__(self, config: NetworkConfig, w3: Web3 | None = None, timeout: float = 10.0):
+        self.config = config
+        self.w3 = w3 or Web3(Web3.HTTPProvider(config.rpc_url, request_kwargs={"timeout": timeout}))
+        id_art = load_artifact("IdentityRegistry")
+        name_art = load_artifact("NameRegistry")
+        self.identity = self.w3.eth.contract(
+            address=to_checksum_address(config.identity_registry), abi=id_art["abi"]
+        )
+        self.names = self.w3.eth.contract(
+            address=to_checksum_address(config.name_registry), abi=name_art["abi"]
+        )
+        self.decoder = _EventDecoder([id_art["abi"], name_art["abi"]])
+        self._errors = _error_selectors([id_art["abi"], name_art["abi"]])
+        self._chain_checked = False
+
+    # --- guarding -----------------------------------------------------------------------------
+    @contextmanager
+    def _rpc(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (ContractCustomError, ContractLogicError) as exc:
+            raise self._revert(what, exc) from exc
+        except requests.exceptions.RequestException as exc:
+            raise ChainUnavailable(
+                f"chain unreachable at {self.config.rpc_url} ({what}): is the devnet running? "
+                "('logos-chat devnet up')"
+            ) from exc
+        except (Web3RPCError, Web3Exception) as exc:
+            raise ChainUnavailable(f"chain error during {what}: {exc}") from exc
+
+    def _revert(self, what: str, exc: Exception) -> RegistryReverted:
+        data = getattr(exc, "data", None)
+        reason = None
+        if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
+            reason = self._errors.get(data[2:10].lower())
+        if reason is None:
+            reason = getattr(exc, "message", None) or str(exc)
+        if reason in ("NameTaken", "NameAlreadyClaimed"):
+            return NameTaken(f"{what}: name is already taken", reason)
+        return RegistryReverted(f"{what} refused by the registry: {reason}", reason)
+
+    def check_chain(self) -> None:
+        """Make sure the node serves the chain the network file names (once)."""
+        if self._chain_checked:
+            return
+        from discovery.errors import WrongChain
+
+        with self._rpc("chain id"):
+            actual = int(self.w3.eth.chain_id)
+        if actual != self.config.chain_id:
+            raise WrongChain(
+                f"the node at {self.config.rpc_url} serves chain {actual}, "
+                f"but the network file says {self.config.chain_id}"
+            )
+        self._chain_checked = True
+
+    # --- reads --------------------------------------------------------------------------------
+    def get_identity(self, identity_id: bytes) -> IdentityState:
+        with self._rpc("getIdentity"):
+            raw = self.identity.functions.getIdentity(identity_id).call()
+        return _identity_state(raw)
+
+    def get_identity_by_account(self, address: str) -> IdentityState:
+        with self._rpc("getIdentityByAccount"):
+            raw = self.identity.functions.getIdentityByAccount(to_checksum_address(address)).call()
+        return _identity_state(raw)
+
+    def resolve_name(self, name: str) -> IdentityState:
+        with self._rpc("resolveName"):
+            raw = self.names.functions.resolveName(name).call()
+        return _identity_state(raw)
+
+    def identity_events(self, identity_id: bytes, from_block: int) -> list[Event]:
+        """Every event of both contracts about one identity (one eth_getLogs)."""
+        with self._rpc("getLogs"):
+            logs = self.w3.eth.get_logs(
+                {
+                    "address": [self.identity.address, self.names.address],
+                    "topics": [None, "0x" + identity_id.hex()],
+                    "fromBlock": from_block,
+                    "toBlock": "latest",
+                }
+            )
+        return self._decode_all(logs)
+
+    def events_between(self, from_block: int, to_block: int) -> list[Event]:
+        with self._rpc("getLogs"):
+            logs = self.w3.eth.get_logs(
+                {
+                    "address": [self.identity.address, self.names.address],
+                    "fromBlock": from_block,
+                    "toBlock": to_block,
+                }
+            )
+        return self._decode_all(logs)
+
+    def _decode_all(self, logs: Any) -> list[Event]:
+        out = [e for e in (self.decoder.decode(log) for log in logs) if e is not None]
+        out.sort(key=lambda e: e.order)
+        return out
+
+    def block_number(self) -> int:
+        with self._rpc("blockNumber"):
+            return int(self.w3.eth.block_number)
+
+    def block_hash(self, number: int) -> bytes:
+        with self._rpc("getBlock"):
+            return bytes(self.w3.eth.get_block(number)["hash"])
+
+    def nonce_of(self, address: str) -> int:
+        with self._rpc("nonces"):
+            return int(self.identity.functions.nonces(to_checksum_address(address)).call())
+
+    def balance(self, address: str) -> int:
+        with self._rpc("getBalance"):
+            return int(self.w3.eth.get_balance(to_checksum_address(address)))
+
+    # --- writes -------------------------------------------------------------------------------
+    def transact(self, account: LocalAccount, fn: Any, what: str, value: int = 0) -> Any:
+        """Sign locally, send, wait for the receipt; map reverts. Returns the receipt."""
+        with self._rpc(what):
+            self.check_chain()
+            tx = fn.build_transaction(
+                {
+                    "from": account.address,
+                    "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
+                    "chainId": self.config.chain_id,
+                    "value": value,
+                }
+            )
+            signed = account.sign_transaction(tx)
+            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            receipt = wait_receipt(self.w3, tx_hash)
+        if receipt["status"] != 1:
+            raise RegistryReverted(f"{what} reverted on chain")
+        return receipt
+
+    def send_value(self, account: LocalAccount, to: str, value: int) -> Any:
+        with self._rpc("transfer"):
+            tx = {
+                "from": account.address,
+                "to": to_checksum_address(to),
+                "value": value,
+                "gas": 21000,
+                "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
+                "chainId": self.config.chain_id,
+                "gasPrice": self.w3.eth.gas_price,
+            }
+            signed = account.sign_transaction(tx)
+            return wait_receipt(self.w3, self.w3.eth.send_raw_transaction(signed.raw_transaction))
+
+    def register(
+        self, owner: LocalAccount, salt: bytes, recovery: str, installation: bytes, bundle: bytes
+    ) -> Any:
+        fn = self.identity.functions.register(
+            salt, to_checksum_address(recovery), installation, bundle
+        )
+        return self.transact(owner, fn, "register")
+
+    def add_installation(
+        self, signer: LocalAccount, identity_id: bytes, installation: bytes, bundle: bytes
+    ) -> Any:
+        fn = self.identity.functions.addInstallation(identity_id, installation, bundle)
+        return self.transact(signer, fn, "addInstallation")
+
+    def revoke_installation(
+        self, signer: LocalAccount, identity_id: bytes, installation: bytes
+    ) -> Any:
+        fn = self.identity.functions.revokeInstallation(identity_id, installation)
+        return self.transact(signer, fn, "revokeInstallation")
+
+    def publish_bundle(
+        self, signer: LocalAccount, identity_id: bytes, installation: bytes, bundle: bytes
+    ) -> Any:
+        fn = self.identity.functions.publishBundle(identity_id, installation, bundle)
+        return self.transact(signer, fn, "publishBundle")
+
+    def publish_pq_key(
+        self, signer: LocalAccount, identity_id: bytes, installation: bytes, record: bytes
+    ) -> Any:
+        fn = self.identity.functions.publishPqKey(identity_id, installation, record)
+        return self.transact(signer, fn, "publishPqKey")
+
+    def commit_name(self, owner: LocalAccount, commitment: bytes) -> Any:
+        return self.transact(owner, self.names.functions.commit(commitment), "commit name")
+
+    def claim_name(self, owner: LocalAccount, name: str, identity_id: bytes, secret: bytes) -> Any:
+        fn = self.names.functions.claim(name, identity_id, secret)
+        return self.transact(owner, fn, f"claim name {name!r}")
+
+    def release_name(self, owner: LocalAccount, name: str) -> Any:
+        return self.transact(owner, self.names.functions.release(name), f"release name {name!r}")
+
+    def name_owner(self, name: str) -> bytes:
+        with self._rpc("nameOwner"):
+            return bytes(self.names.functions.nameOwner(name).call())
+
+
+def name_commitment(name: str, identity_id: bytes, owner: str, secret: bytes) -> bytes:
+    from eth_abi import encode
+
+    return keccak(
+        encode(
+            ["string", "bytes32", "address", "bytes32"],
+            [name, identity_id, to_checksum_address(owner), secret],
+        )
+    )
+
+
+def wait_receipt(w3: Web3, tx_hash: Any, timeout: float = 30.0, poll: float = 0.005) -> Any:
+    """Wait for a receipt; anvil mines asynchronously (FIELD-NOTES)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return w3.eth.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            if time.monotonic() > deadline:
+                raise TimeExhausted(f"no receipt for {tx_hash!r}") from None
+            time.sleep(poll)
+            poll = min(poll * 2, 0.05)
+
+
+def _error_selectors(abis: Sequence[list[dict[str, Any]]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for abi in abis:
+        for item in abi:
+            if item.get("type") == "error":
+                sig = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
+                out[keccak(text=sig)[:4].hex()] = item["name"]
+    return out
+
+
+def _identity_state(raw: Any) -> IdentityState:
+    ident_id, owner, recovery, created, insts = raw
+    return IdentityState(
+        identity_id=bytes(ident_id),
+        owner=to_checksum_address(owner),
+        recovery=to_checksum_address(recovery),
+        created_block=int(created),
+        installations=tuple(
+            InstallationState(bytes(i[0]), bytes(i[1]), bytes(i[2]), bool(i[3])) for i in insts
+        ),
+    )
