@@ -35,8 +35,9 @@ def best_rate(fn: Callable[[int], None], n: int, repeats: int = 5) -> float:
     return n / best
 
 
-def report(title: str, rows: list[Row], as_json: bool, extra: dict[str, object] | None = None
-           ) -> None:
+def report(
+    title: str, rows: list[Row], as_json: bool, extra: dict[str, object] | None = None
+) -> None:
     if as_json:
         doc: dict[str, object] = {"bench": title, "rows": [asdict(r) for r in rows]}
         if extra:

@@ -47,7 +47,7 @@ def main() -> None:
     args = parse_args(__doc__ or "")
     n = args.n or 20000
     alice, bob = _ours()
-    oa, ob = _olm()
+    oa, _ob = _olm()
     rng = os.urandom
 
     def ours_enc(k: int) -> None:
@@ -65,8 +65,9 @@ def main() -> None:
 
     # decrypt: a fresh pair per repetition, frames encrypted beforehand so only decryption
     # (in order) is timed.
-    def timed_decrypt(make_pair: Callable[[], tuple[Any, Any]],
-                      enc: Callable[[Any], bytes], reps: int = 5) -> float:
+    def timed_decrypt(
+        make_pair: Callable[[], tuple[Any, Any]], enc: Callable[[Any], bytes], reps: int = 5
+    ) -> float:
         best = float("inf")
         for _ in range(reps):
             snd, rcv = make_pair()
@@ -100,8 +101,9 @@ def main() -> None:
         Row("wire overhead, 200 B msg", overhead, "B", "≤ 62 B (Olm 58 B)", overhead <= 62),
         Row("frame size, 200 B msg", len(frame), "B", f"Olm {len(olm_ct)} B", None),
     ]
-    report("bench.ratchet: steady state, one direction, 200-byte messages", rows, args.json,
-           {"n": n})
+    report(
+        "bench.ratchet: steady state, one direction, 200-byte messages", rows, args.json, {"n": n}
+    )
 
 
 if __name__ == "__main__":

@@ -64,15 +64,29 @@ def main() -> None:
     s = Session.initiate(a, b.peer_keys(spk), b"x" * 64, rng)
     first = s.encrypt(MSG, rng)
     rows = [
-        Row("setup both sides, hybrid PQ", hybrid, "µs", f"≤ 500 µs (Olm {olm_us:,.0f} µs)",
-            hybrid <= 500),
+        Row(
+            "setup both sides, hybrid PQ",
+            hybrid,
+            "µs",
+            f"≤ 500 µs (Olm {olm_us:,.0f} µs)",
+            hybrid <= 500,
+        ),
         Row("setup both sides, classical", classical, "µs", "informational", None),
         Row("Olm setup both sides", olm_us, "µs", "reference (FIELD-NOTES 436 µs)", None),
-        Row("first frame overhead", len(first) - len(MSG), "B",
-            "informational (64 B sender_info)", None),
+        Row(
+            "first frame overhead",
+            len(first) - len(MSG),
+            "B",
+            "informational (64 B sender_info)",
+            None,
+        ),
     ]
-    report("bench.session_setup: initiate + first message + respond, 200-byte message", rows,
-           args.json, {"n": n})
+    report(
+        "bench.session_setup: initiate + first message + respond, 200-byte message",
+        rows,
+        args.json,
+        {"n": n},
+    )
 
 
 if __name__ == "__main__":

@@ -349,14 +349,27 @@ class Client:
     async def _process(self, subject: str, seq: int, data: bytes) -> Received | None:
         try:
             try:
-                return self.engine.receive(data, cursor=(subject, seq))
+                r = self.engine.receive(data, cursor=(subject, seq))
             except UntrustedIdentity:
                 # perhaps the sender registered after our last index sync: sync once, retry
                 await asyncio.to_thread(self.sync_directory)
-                return self.engine.receive(data, cursor=(subject, seq))
+                r = self.engine.receive(data, cursor=(subject, seq))
         except ChatCoreError as exc:
             log.warning("dropped frame seq=%d: %s: %s", seq, type(exc).__name__, exc)
             return None
+        if r is not None and not r.outgoing:
+            self._remember_display(r.sender_identity)
+        return r
+
+    def _remember_display(self, identity_id: bytes) -> None:
+        if self.store.peer_display(identity_id) is not None:
+            return
+        try:
+            peer = self.directory.peer(identity_id)
+        except ChatCoreError:
+            return
+        if peer.display:
+            self.store.set_peer_display(identity_id, peer.display, self.clock_ms())
 
     async def sync(self) -> list[Received]:
         """Flush the outbox, then fetch, decrypt and store everything that arrived."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from chatcore import session as sess
-from chatcore.consts import FRAME_KIND_HANDSHAKE, FRAME_KIND_SESSION
+from chatcore.consts import KIND_HANDSHAKE, KIND_SESSION
 from chatcore.errors import (
     DuplicateMessage,
     MalformedMessage,
@@ -265,8 +265,8 @@ class Engine:
     def _receive(self, frame: bytes, cursor: tuple[str, int] | None) -> Received | None:
         now = self.clock_ms()
         kind, tag = sess.parse_frame(frame)
-        if kind == FRAME_KIND_SESSION or (
-            kind == FRAME_KIND_HANDSHAKE
+        if kind == KIND_SESSION or (
+            kind == KIND_HANDSHAKE
             and tag is not None
             and self.store.session_by_tag(tag) is not None
         ):
@@ -275,11 +275,12 @@ class Engine:
                 raise ProtocolError("message for an unknown session")
             peer_identity, peer_inst, state = row
             s = sess.Session.from_bytes(state)
-            s2, plaintext = s.decrypt(frame)
+            plaintext = s.decrypt(frame)
+            s2 = s
             peer_ik = s2.peer_ik_x25519
-        elif kind == FRAME_KIND_HANDSHAKE:
+        elif kind == KIND_HANDSHAKE:
             s2, info, plaintext = sess.Session.respond(
-                self.own.keys, self._prekey, self._pq, frame, self.rng
+                self.own.keys, self._prekey, self._pq, frame
             )
             if len(info.sender_info) != 33 or info.sender_info[0] != SENDER_INFO_VERSION:
                 raise MalformedMessage("bad sender info in handshake")

@@ -168,8 +168,16 @@ def initiate(own: InstallationKeys, peer: PeerKeys, sender_info: bytes, rng: Rng
     clear = struct.pack(">BIIH", flags, peer.spk_id, peer.pq_key_id if ct else 0, sealed_len)
     mask = hkdf_sha256(dh2, ek_pub, _INFO_MASK, _MASK_LEN)
     masked = bytes(a ^ b for a, b in zip(clear, mask, strict=True))
-    h0 = sha256(PROTOCOL_NAME, peer.installation_id, peer.ik_x25519, peer.spk_pub,
-                peer.pq_pub or b"", ek_pub, masked, ct)
+    h0 = sha256(
+        PROTOCOL_NAME,
+        peer.installation_id,
+        peer.ik_x25519,
+        peer.spk_pub,
+        peer.pq_pub or b"",
+        ek_pub,
+        masked,
+        ct,
+    )
     k_seal = hkdf_sha256(_F + dh2 + dh3 + ss, h0, _INFO_SEAL, 32)
     sealed = aead_encrypt(k_seal, own.installation_id + own.ik_x25519 + sender_info, h0)
     h1 = sha256(h0, sealed)
@@ -230,8 +238,16 @@ def accept(
     except ValueError:  # pragma: no cover - dh2 already rejected a low-order ek
         raise HandshakeError("bad ephemeral key") from None
     ss = mlkem768_decaps(pq.key, ct) if pq is not None else b""
-    h0 = sha256(PROTOCOL_NAME, own.installation_id, own.ik_x25519, spk.pub,
-                pq.pub if pq is not None else b"", ek_pub, masked, ct)
+    h0 = sha256(
+        PROTOCOL_NAME,
+        own.installation_id,
+        own.ik_x25519,
+        spk.pub,
+        pq.pub if pq is not None else b"",
+        ek_pub,
+        masked,
+        ct,
+    )
     k_seal = hkdf_sha256(_F + dh2 + dh3 + ss, h0, _INFO_SEAL, 32)
     try:
         opened = aead_decrypt(k_seal, sealed, h0)

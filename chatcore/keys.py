@@ -103,9 +103,10 @@ class SignedPrekey:
 
     def to_bytes(self) -> bytes:
         """version(1) | id u32 | not_after_ms u64 | private(32)."""
-        return struct.pack(
-            ">BIQ", SIGNED_PREKEY_VERSION, self.id, self.not_after_ms
-        ) + self.key.private_bytes_raw()
+        return (
+            struct.pack(">BIQ", SIGNED_PREKEY_VERSION, self.id, self.not_after_ms)
+            + self.key.private_bytes_raw()
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SignedPrekey:
@@ -146,8 +147,9 @@ class InstallationKeys:
     def with_pq(self, pq: PqPrekey) -> InstallationKeys:
         """The same installation with a rotated ML-KEM key (keep the old one for a grace window
         in the ``pq_lookup`` the responder uses)."""
-        return InstallationKeys(self.signing_key, self.dh_key, pq, self.installation_id,
-                                self.ik_x25519)
+        return InstallationKeys(
+            self.signing_key, self.dh_key, pq, self.installation_id, self.ik_x25519
+        )
 
     def sign(self, message: bytes) -> bytes:
         """Ed25519 signature by the installation key (for bundles and prekey events)."""
@@ -180,8 +182,9 @@ class InstallationKeys:
         sk = Ed25519PrivateKey.from_private_bytes(bytes(data[1:33]))
         dh = X25519PrivateKey.from_private_bytes(bytes(data[33:65]))
         pq = PqPrekey.from_bytes(bytes(data[65:]))
-        return cls(sk, dh, pq, sk.public_key().public_bytes_raw(),
-                   dh.public_key().public_bytes_raw())
+        return cls(
+            sk, dh, pq, sk.public_key().public_bytes_raw(), dh.public_key().public_bytes_raw()
+        )
 
 
 @dataclass(frozen=True, slots=True)

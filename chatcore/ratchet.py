@@ -156,14 +156,16 @@ class RatchetState:
         self.old_dhr: list[bytes] = []
 
     def __repr__(self) -> str:
-        return (f"RatchetState(ns={self.ns}, pn={self.pn}, nr={self.nr}, "
-                f"skipped={len(self.skipped)})")
+        return (
+            f"RatchetState(ns={self.ns}, pn={self.pn}, nr={self.nr}, skipped={len(self.skipped)})"
+        )
 
     # --- construction -------------------------------------------------------------------------
 
     @classmethod
-    def initiator(cls, root_key: bytes, chain_key: bytes, ek: X25519PrivateKey, ek_pub: bytes,
-                  peer_spk: bytes) -> RatchetState:
+    def initiator(
+        cls, root_key: bytes, chain_key: bytes, ek: X25519PrivateKey, ek_pub: bytes, peer_spk: bytes
+    ) -> RatchetState:
         """Initiator state: sends on ``chain_key`` with ``ek`` as its first ratchet key."""
         s = cls()
         s.rk, s.cks = root_key, chain_key
@@ -214,8 +216,12 @@ class RatchetState:
         if ns > MAX_COUNTER:
             raise ValueError("sending chain exhausted")
         out = _blake2b(_CK_IN, key=self.cks, digest_size=64, person=_PERSON).digest()  # type: ignore[arg-type]
-        header = self.dhs_pub + (_V1[pn] if pn < 128 else encode_varint(pn)) + (  # type: ignore[operator]
-            _V1[ns] if ns < 128 else encode_varint(ns)
+        header = (
+            self.dhs_pub
+            + (_V1[pn] if pn < 128 else encode_varint(pn))
+            + (  # type: ignore[operator]
+                _V1[ns] if ns < 128 else encode_varint(ns)
+            )
         )
         ct = AESGCM(out[:32]).encrypt(NONCE, plaintext, ad + header)
         self.cks = out[32:]

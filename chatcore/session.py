@@ -91,9 +91,19 @@ class Session:
         "tag",
     )
 
-    def __init__(self, *, ratchet: RatchetState, tag: bytes, ad: bytes, prefix: bytes | None,
-                 prefix_hash: bytes, prefix_len: int, peer_installation_id: bytes,
-                 peer_ik_x25519: bytes, is_initiator: bool) -> None:
+    def __init__(
+        self,
+        *,
+        ratchet: RatchetState,
+        tag: bytes,
+        ad: bytes,
+        prefix: bytes | None,
+        prefix_hash: bytes,
+        prefix_len: int,
+        peer_installation_id: bytes,
+        peer_ik_x25519: bytes,
+        is_initiator: bool,
+    ) -> None:
         self._r = ratchet
         self.tag = tag
         self._ad = ad
@@ -112,8 +122,10 @@ class Session:
             self._head = bytes((_HDR_S,)) + self.tag
 
     def __repr__(self) -> str:
-        return (f"Session(tag={self.tag.hex()}, initiator={self.is_initiator}, "
-                f"established={self.established}, {self._r!r})")
+        return (
+            f"Session(tag={self.tag.hex()}, initiator={self.is_initiator}, "
+            f"established={self.established}, {self._r!r})"
+        )
 
     @property
     def established(self) -> bool:
@@ -123,24 +135,38 @@ class Session:
     # --- setup --------------------------------------------------------------------------------
 
     @classmethod
-    def initiate(cls, own: InstallationKeys, peer: PeerKeys, sender_info: bytes,
-                 rng: Rng) -> Session:
+    def initiate(
+        cls, own: InstallationKeys, peer: PeerKeys, sender_info: bytes, rng: Rng
+    ) -> Session:
         """Start a session to ``peer`` from its resolved bundle keys.
 
         No frame is produced until :meth:`encrypt`. Raises ``ValueError``/``TypeError`` on bad
         arguments and ``HandshakeError`` on unusable peer keys.
         """
         hs = initiate(own, peer, sender_info, rng)
-        ratchet = RatchetState.initiator(hs.root_key, hs.chain_key, hs.ek, hs.ek_pub,
-                                         peer.spk_pub)
-        return cls(ratchet=ratchet, tag=hs.session_tag, ad=hs.ad, prefix=hs.prefix,
-                   prefix_hash=sha256(hs.prefix), prefix_len=len(hs.prefix),
-                   peer_installation_id=peer.installation_id, peer_ik_x25519=peer.ik_x25519,
-                   is_initiator=True)
+        ratchet = RatchetState.initiator(hs.root_key, hs.chain_key, hs.ek, hs.ek_pub, peer.spk_pub)
+        return cls(
+            ratchet=ratchet,
+            tag=hs.session_tag,
+            ad=hs.ad,
+            prefix=hs.prefix,
+            prefix_hash=sha256(hs.prefix),
+            prefix_len=len(hs.prefix),
+            peer_installation_id=peer.installation_id,
+            peer_ik_x25519=peer.ik_x25519,
+            is_initiator=True,
+        )
 
     @classmethod
-    def respond(cls, own: InstallationKeys, prekeys: PrekeyLookup, pq_keys: PqLookup,
-                frame: bytes, *, require_pq: bool = False) -> tuple[Session, PeerInfo, bytes]:
+    def respond(
+        cls,
+        own: InstallationKeys,
+        prekeys: PrekeyLookup,
+        pq_keys: PqLookup,
+        frame: bytes,
+        *,
+        require_pq: bool = False,
+    ) -> tuple[Session, PeerInfo, bytes]:
         """Set up the responder side from a handshake frame and decrypt its message.
 
         ``prekeys`` / ``pq_keys`` map key ids to our :class:`~chatcore.keys.SignedPrekey` /
@@ -164,10 +190,17 @@ class Session:
         except DecryptionError:
             raise HandshakeError("handshake does not authenticate") from None
         prefix = frame[_HEAD : acc.prefix_end]
-        session = cls(ratchet=ratchet, tag=tag, ad=acc.ad, prefix=None,
-                      prefix_hash=sha256(prefix), prefix_len=len(prefix),
-                      peer_installation_id=acc.peer.installation_id,
-                      peer_ik_x25519=acc.peer.ik_x25519, is_initiator=False)
+        session = cls(
+            ratchet=ratchet,
+            tag=tag,
+            ad=acc.ad,
+            prefix=None,
+            prefix_hash=sha256(prefix),
+            prefix_len=len(prefix),
+            peer_installation_id=acc.peer.installation_id,
+            peer_ik_x25519=acc.peer.ik_x25519,
+            is_initiator=False,
+        )
         return session, acc.peer, plaintext
 
     # --- messages -----------------------------------------------------------------------------
@@ -216,17 +249,19 @@ class Session:
         """version | flags | tag(8) | ad(32) | prefix_hash(32) | prefix_len u32 |
         peer_installation_id(32) | peer_ik(32) | [prefix] | ratchet state."""
         flags = (1 if self.is_initiator else 0) | (2 if self._prefix is not None else 0)
-        return b"".join((
-            bytes((SESSION_STATE_VERSION, flags)),
-            self.tag,
-            self._ad,
-            self._prefix_hash,
-            struct.pack(">I", self._prefix_len),
-            self.peer_installation_id,
-            self.peer_ik_x25519,
-            self._prefix or b"",
-            self._r.to_bytes(),
-        ))
+        return b"".join(
+            (
+                bytes((SESSION_STATE_VERSION, flags)),
+                self.tag,
+                self._ad,
+                self._prefix_hash,
+                struct.pack(">I", self._prefix_len),
+                self.peer_installation_id,
+                self.peer_ik_x25519,
+                self._prefix or b"",
+                self._r.to_bytes(),
+            )
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Session:
@@ -254,6 +289,14 @@ class Session:
                 raise ValueError("bad pending handshake in session state")
             pos += prefix_len
         ratchet = RatchetState.from_bytes(data[pos:])
-        return cls(ratchet=ratchet, tag=tag, ad=ad, prefix=prefix, prefix_hash=prefix_hash,
-                   prefix_len=prefix_len, peer_installation_id=iid, peer_ik_x25519=ik,
-                   is_initiator=bool(flags & 1))
+        return cls(
+            ratchet=ratchet,
+            tag=tag,
+            ad=ad,
+            prefix=prefix,
+            prefix_hash=prefix_hash,
+            prefix_len=prefix_len,
+            peer_installation_id=iid,
+            peer_ik_x25519=ik,
+            is_initiator=bool(flags & 1),
+        )

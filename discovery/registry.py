@@ -253,18 +253,25 @@ class Registry:
             return int(self.w3.eth.get_balance(to_checksum_address(address)))
 
     # --- writes -------------------------------------------------------------------------------
-    def transact(self, account: LocalAccount, fn: Any, what: str, value: int = 0) -> Any:
-        """Sign locally, send, wait for the receipt; map reverts. Returns the receipt."""
+    def transact(
+        self, account: LocalAccount, fn: Any, what: str, value: int = 0, gas: int | None = None
+    ) -> Any:
+        """Sign locally, send, wait for the receipt; map reverts. Returns the receipt.
+
+        ``gas`` skips estimation: needed where the call depends on the block it lands in
+        (a name claim must be mined after its commitment's block).
+        """
         with self._rpc(what):
             self.check_chain()
-            tx = fn.build_transaction(
-                {
-                    "from": account.address,
-                    "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
-                    "chainId": self.config.chain_id,
-                    "value": value,
-                }
-            )
+            params: dict[str, Any] = {
+                "from": account.address,
+                "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
+                "chainId": self.config.chain_id,
+                "value": value,
+            }
+            if gas is not None:
+                params["gas"] = gas
+            tx = fn.build_transaction(params)
             signed = account.sign_transaction(tx)
             tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
             receipt = wait_receipt(self.w3, tx_hash)
@@ -323,7 +330,10 @@ class Registry:
 
     def claim_name(self, owner: LocalAccount, name: str, identity_id: bytes, secret: bytes) -> Any:
         fn = self.names.functions.claim(name, identity_id, secret)
-        return self.transact(owner, fn, f"claim name {name!r}")
+        # Check first (clear errors such as NameTaken), at the next block's height.
+        with self._rpc(f"claim name {name!r}"):
+            fn.call({"from": owner.address}, block_identifier="pending")
+        return self.transact(owner, fn, f"claim name {name!r}", gas=250_000)
 
     def release_name(self, owner: LocalAccount, name: str) -> Any:
         return self.transact(owner, self.names.functions.release(name), f"release name {name!r}")

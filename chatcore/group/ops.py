@@ -180,7 +180,8 @@ def decode_op(data: bytes) -> Op:
     author = r.take(ID_LEN)
     installation = r.take(ID_LEN)
     created_ms = r.u64()
-    target, name, members = b"", "", ()
+    target, name = b"", ""
+    members: tuple[bytes, ...] = ()
     if kind in (OpKind.CREATE, OpKind.RENAME):
         raw_name = r.blob()
         if len(raw_name) > MAX_NAME_BYTES:

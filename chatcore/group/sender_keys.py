@@ -184,9 +184,9 @@ class ReceiverChain:
             pt = aead_open(mk, _nonce(iteration), ciphertext, header)
             if pt is None:
                 raise DecryptionError("message failed authentication")
-            skipped = dict(self.skipped)
-            del skipped[iteration]
-            return replace(self, skipped=skipped), pt
+            left = dict(self.skipped)
+            del left[iteration]
+            return replace(self, skipped=left), pt
         gap = iteration - self.iteration
         if gap > MAX_SKIP:
             raise TooManySkipped(f"gap of {gap} > {MAX_SKIP}")

@@ -394,7 +394,8 @@ class GroupState:
         if not op.signature_valid():
             raise GroupError("op signature does not verify")
         if op.deps == self.heads and len(ops) == len(self.ops):
-            past_size, past_roster = len(ops), self.roster  # the usual case: made on our head
+            past_size = len(ops)
+            past_roster: Roster | None = self.roster  # the usual case: made on our head
         else:
             past = _ancestors(ops, op)
             past_size = len(past)

@@ -17,8 +17,9 @@ def seeded_rng(seed: int) -> Callable[[int], bytes]:
     return r.randbytes
 
 
-def make_parties(seed: int = 1) -> tuple[InstallationKeys, InstallationKeys, SignedPrekey,
-                                         Callable[[int], bytes]]:
+def make_parties(
+    seed: int = 1,
+) -> tuple[InstallationKeys, InstallationKeys, SignedPrekey, Callable[[int], bytes]]:
     rng = seeded_rng(seed)
     a = InstallationKeys.generate(rng)
     b = InstallationKeys.generate(rng)
@@ -26,13 +27,13 @@ def make_parties(seed: int = 1) -> tuple[InstallationKeys, InstallationKeys, Sig
     return a, b, spk, rng
 
 
-def make_pair(seed: int = 1, *, pq: bool = True, reply: bool = True
-              ) -> tuple[Session, Session, PeerInfo]:
+def make_pair(
+    seed: int = 1, *, pq: bool = True, reply: bool = True
+) -> tuple[Session, Session, PeerInfo]:
     """Alice -> Bob session pair; with ``reply`` Bob has answered once (steady state)."""
     a, b, spk, rng = make_parties(seed)
     alice = Session.initiate(a, b.peer_keys(spk, with_pq=pq), SENDER_INFO, rng)
-    bob, info, pt = Session.respond(b, {spk.id: spk}, {b.pq.id: b.pq},
-                                    alice.encrypt(b"first", rng))
+    bob, info, pt = Session.respond(b, {spk.id: spk}, {b.pq.id: b.pq}, alice.encrypt(b"first", rng))
     assert pt == b"first"
     if reply:
         assert alice.decrypt(bob.encrypt(b"reply", rng)) == b"reply"

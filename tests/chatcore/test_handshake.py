@@ -9,8 +9,9 @@ from chatcore.keys import InstallationKeys, PeerKeys, PqPrekey, SignedPrekey
 from tests.chatcore import SENDER_INFO, make_parties, seeded_rng
 
 
-def _accept(b: InstallationKeys, prefix: bytes, spks: object, pqs: object, **kw: bool
-            ) -> handshake.Accepted:
+def _accept(
+    b: InstallationKeys, prefix: bytes, spks: object, pqs: object, **kw: bool
+) -> handshake.Accepted:
     return handshake.accept(b, prefix, 0, spks, pqs, **kw)  # type: ignore[arg-type]
 
 
@@ -115,8 +116,16 @@ def test_low_order_peer_key_is_a_handshake_error() -> None:
 def test_no_identity_in_clear() -> None:
     a, b, spk, rng = make_parties()
     init = handshake.initiate(a, b.peer_keys(spk), SENDER_INFO, rng)
-    for secret in (a.installation_id, a.ik_x25519, b.installation_id, b.ik_x25519, spk.pub,
-                   SENDER_INFO, b.pq.pub[:32], spk.id.to_bytes(4, "big")):
+    for secret in (
+        a.installation_id,
+        a.ik_x25519,
+        b.installation_id,
+        b.ik_x25519,
+        spk.pub,
+        SENDER_INFO,
+        b.pq.pub[:32],
+        spk.id.to_bytes(4, "big"),
+    ):
         assert secret not in init.prefix
 
 
@@ -159,10 +168,14 @@ def test_peer_keys_wrong_lengths(field_values: dict[str, object]) -> None:
 
 
 def test_keys_serialisation_round_trip_and_repr() -> None:
-    a, _, spk, rng = make_parties()
+    a, _, spk, _rng = make_parties()
     a2 = InstallationKeys.from_bytes(a.to_bytes())
     assert (a2.installation_id, a2.ik_x25519, a2.pq.pub, a2.pq.id) == (
-        a.installation_id, a.ik_x25519, a.pq.pub, a.pq.id)
+        a.installation_id,
+        a.ik_x25519,
+        a.pq.pub,
+        a.pq.id,
+    )
     spk2 = SignedPrekey.from_bytes(spk.to_bytes())
     assert (spk2.id, spk2.pub, spk2.not_after_ms) == (spk.id, spk.pub, spk.not_after_ms)
     assert spk.expired(spk.not_after_ms + 1) and not spk.expired(spk.not_after_ms)
@@ -179,4 +192,5 @@ def test_keys_serialisation_round_trip_and_repr() -> None:
         PqPrekey.from_bytes(b"\x01")
     sig = a.sign(b"bundle")
     from chatcore.crypto import ed25519_verify
+
     assert ed25519_verify(a.installation_id, sig, b"bundle")

@@ -19,8 +19,11 @@ def pair(seed: int = 5) -> tuple[RatchetState, RatchetState, Callable[[int], byt
     rk, ck = rng(32), rng(32)
     ek, ek_pub = x25519_keypair(rng)
     _, spk_pub = x25519_keypair(rng)
-    return (RatchetState.initiator(rk, ck, ek, ek_pub, spk_pub),
-            RatchetState.responder(rk, ck, ek_pub), rng)
+    return (
+        RatchetState.initiator(rk, ck, ek, ek_pub, spk_pub),
+        RatchetState.responder(rk, ck, ek_pub),
+        rng,
+    )
 
 
 def enc(s: RatchetState, pt: bytes, rng: Callable[[int], bytes]) -> bytes:
@@ -37,8 +40,9 @@ def test_varint_round_trip(value: int) -> None:
     assert decode_varint(b"\xaa" + data + b"\xbb", 1) == (value, 1 + len(data))
 
 
-@pytest.mark.parametrize("data", [b"", b"\x80", b"\x80\x00", b"\xff\xff\xff\xff\xff\x01",
-                                  b"\xff\xff\xff\xff\x7f"])
+@pytest.mark.parametrize(
+    "data", [b"", b"\x80", b"\x80\x00", b"\xff\xff\xff\xff\xff\x01", b"\xff\xff\xff\xff\x7f"]
+)
 def test_varint_rejects_bad_encodings(data: bytes) -> None:
     with pytest.raises(MalformedMessage):
         decode_varint(data, 0)
@@ -71,8 +75,13 @@ def test_out_of_order_across_chains() -> None:
     second = [enc(a, b"c%d" % i, rng) for i in range(3)]
     assert dec(b, second[1]) == b"c1"  # new chain; skips a3 (pn=4) and c0
     assert len(b.skipped) == 4  # a0, a1, a3, c0
-    for body, pt in [(first[3], b"a3"), (first[0], b"a0"), (second[0], b"c0"),
-                     (first[1], b"a1"), (second[2], b"c2")]:
+    for body, pt in [
+        (first[3], b"a3"),
+        (first[0], b"a0"),
+        (second[0], b"c0"),
+        (first[1], b"a1"),
+        (second[2], b"c2"),
+    ]:
         assert dec(b, body) == pt
     assert b.skipped == {}
 
@@ -142,8 +151,9 @@ def test_state_unchanged_after_failed_decrypt() -> None:
             bad = bytearray(body)
             bad[i] ^= 0x04
             before = b.to_bytes()
-            with pytest.raises((DecryptionError, MalformedMessage, DuplicateMessage,
-                                TooManySkipped)):
+            with pytest.raises(
+                (DecryptionError, MalformedMessage, DuplicateMessage, TooManySkipped)
+            ):
                 dec(b, bytes(bad))
             assert b.to_bytes() == before
     assert [dec(b, x) for x in bodies] == [b"m0", b"m1", b"m2"]
@@ -166,7 +176,7 @@ def test_truncated_bodies_are_malformed() -> None:
 
 
 def test_reflected_message_is_rejected() -> None:
-    a, b, rng = pair()
+    a, _b, rng = pair()
     body = enc(a, b"mine", rng)
     with pytest.raises(DecryptionError):
         dec(a, body)
@@ -189,13 +199,16 @@ def test_serialisation_round_trip_mid_conversation() -> None:
     assert "rk" not in repr(b2) and b2.rk.hex() not in repr(b2)
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda d: b"",
-    lambda d: b"\x02" + d[1:],
-    lambda d: d[:1] + b"\xff" + d[2:],
-    lambda d: d[:-1],
-    lambda d: d + b"\x00",
-])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: b"",
+        lambda d: b"\x02" + d[1:],
+        lambda d: d[:1] + b"\xff" + d[2:],
+        lambda d: d[:-1],
+        lambda d: d + b"\x00",
+    ],
+)
 def test_from_bytes_rejects_malformed(mutate: Callable[[bytes], bytes]) -> None:
     a, _, rng = pair()
     enc(a, b"x", rng)
