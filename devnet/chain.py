@@ -199,18 +199,22 @@ def build_tx(
     if gas is not None:
         tx["gas"] = gas
     abi = getattr(fn_call, "contract_abi", None)
-    try:
-        if fn_call is not None:
-            tx = fn_call.build_transaction(tx)
-        else:
-            if to is not None:
-                tx["to"] = to
-            if data is not None:
-                tx["data"] = data
-            if gas is None:
-                tx["gas"] = w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
-    except (ContractCustomError, ContractLogicError) as e:
-        raise _revert_error(e, abi) from e
+    if fn_call is not None:
+        tx = fn_call.build_transaction({**tx, "gas": gas or 0})  # no estimate here: see below
+    else:
+        if to is not None:
+            tx["to"] = to
+        if data is not None:
+            tx["data"] = data
+    if gas is None:
+        # Estimate in the *pending* block, where the tx will actually run: against "latest",
+        # block.number is one lower (e.g. a name claim right after its commit looks too new).
+        tx.pop("gas", None)
+        try:
+            est = int(w3.eth.estimate_gas(tx, block_identifier="pending"))  # type: ignore[arg-type]
+        except (ContractCustomError, ContractLogicError) as e:
+            raise _revert_error(e, abi) from e
+        tx["gas"] = est + est // 5 + 5_000
     return tx
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from eth_abi import encode
 from eth_utils import keccak
+from web3.logs import DISCARD
 
 from devnet.chain import ContractReverted, send_tx
 from tests.contracts import (
@@ -75,12 +76,12 @@ def test_register_views_and_events(w3, registries, funded_account):
 
     # Every event carries the identity id as its first indexed topic.
     ev = reg.events
-    assert [e["args"]["id"] for e in ev.IdentityRegistered().process_receipt(receipt)] == [ident]
-    reg_ev = ev.IdentityRegistered().process_receipt(receipt)[0]["args"]
+    assert [e["args"]["id"] for e in ev.IdentityRegistered().process_receipt(receipt, errors=DISCARD)] == [ident]
+    reg_ev = ev.IdentityRegistered().process_receipt(receipt, errors=DISCARD)[0]["args"]
     assert (reg_ev["owner"], reg_ev["recovery"]) == (owner.address, recovery.address)
-    added = ev.InstallationAdded().process_receipt(receipt)[0]["args"]
+    added = ev.InstallationAdded().process_receipt(receipt, errors=DISCARD)[0]["args"]
     assert (bytes(added["id"]), bytes(added["installation"])) == (ident, inst)
-    pub = ev.BundlePublished().process_receipt(receipt)[0]["args"]
+    pub = ev.BundlePublished().process_receipt(receipt, errors=DISCARD)[0]["args"]
     assert (bytes(pub["id"]), bytes(pub["installation"]), bytes(pub["bundle"])) == (
         ident,
         inst,
@@ -160,16 +161,16 @@ def test_installation_lifecycle_and_access(w3, registries, funded_account):
     # Owner and recovery can both publish (bundle and PQ key).
     b2b = bundle_bytes()
     r = send_tx(w3, recovery, reg.functions.publishBundle(ident, inst2, b2b))
-    ev = reg.events.BundlePublished().process_receipt(r)[0]["args"]
+    ev = reg.events.BundlePublished().process_receipt(r, errors=DISCARD)[0]["args"]
     assert bytes(ev["bundle"]) == b2b
     pq = bundle_bytes(1250)
     r = send_tx(w3, owner, reg.functions.publishPqKey(ident, inst2, pq))
-    ev = reg.events.PqKeyPublished().process_receipt(r)[0]["args"]
+    ev = reg.events.PqKeyPublished().process_receipt(r, errors=DISCARD)[0]["args"]
     assert (bytes(ev["id"]), bytes(ev["installation"]), bytes(ev["record"])) == (ident, inst2, pq)
 
     # Recovery revokes; a revoked installation can neither publish nor come back.
     r = send_tx(w3, recovery, reg.functions.revokeInstallation(ident, inst2))
-    assert reg.events.InstallationRevoked().process_receipt(r)[0]["args"]["installation"] == inst2
+    assert reg.events.InstallationRevoked().process_receipt(r, errors=DISCARD)[0]["args"]["installation"] == inst2
     o = owner.address
     assert_reverts(reg.functions.publishBundle(ident, inst2, b2), o, "InstallationNotActive")
     assert_reverts(reg.functions.publishPqKey(ident, inst2, b2), o, "InstallationNotActive")
@@ -198,7 +199,7 @@ def test_recovery_management(w3, registries, funded_account):
         reg.functions.setRecovery(ident, rec2.address), funded_account().address, "NotAuthorized"
     )
     r = send_tx(w3, owner, reg.functions.setRecovery(ident, rec2.address))
-    assert reg.events.RecoveryChanged().process_receipt(r)[0]["args"]["recovery"] == rec2.address
+    assert reg.events.RecoveryChanged().process_receipt(r, errors=DISCARD)[0]["args"]["recovery"] == rec2.address
     assert reg.functions.getIdentity(ident).call()[2] == rec2.address
     # The old recovery lost its powers.
     assert_reverts(
@@ -234,7 +235,7 @@ def test_owner_transfer_needs_new_owner_consent(w3, registries, funded_account):
     assert_reverts(reg.functions.setOwner(ident, busy.address, dl, busy_sig), o, "AlreadyRegistered")
 
     r = send_tx(w3, owner, reg.functions.setOwner(ident, new_owner.address, dl, good))
-    ev = reg.events.OwnerChanged().process_receipt(r)[0]["args"]
+    ev = reg.events.OwnerChanged().process_receipt(r, errors=DISCARD)[0]["args"]
     assert (bytes(ev["id"]), ev["previousOwner"], ev["newOwner"]) == (ident, o, new_owner.address)
     assert reg.functions.ownerOf(ident).call() == new_owner.address
     assert bytes(reg.functions.identityOf(new_owner.address).call()) == ident
@@ -284,7 +285,7 @@ def test_wallet_links(w3, registries, funded_account):
         reg.functions.linkWallet(ident, wallet.address, dl, forged), owner.address, "InvalidSignature"
     )
     r = send_tx(w3, owner, reg.functions.linkWallet(ident, wallet.address, dl, sig))
-    assert reg.events.WalletLinked().process_receipt(r)[0]["args"]["wallet"] == wallet.address
+    assert reg.events.WalletLinked().process_receipt(r, errors=DISCARD)[0]["args"]["wallet"] == wallet.address
     assert bytes(reg.functions.identityOf(wallet.address).call()) == ident
     assert bytes(reg.functions.getIdentityByAccount(wallet.address).call()[0]) == ident
     # Consent is single-use.
@@ -307,7 +308,7 @@ def test_wallet_links(w3, registries, funded_account):
         reg.functions.unlinkWallet(ident, owner.address), owner.address, "WalletNotLinked"
     )
     r = send_tx(w3, owner, reg.functions.unlinkWallet(ident, wallet.address))
-    assert reg.events.WalletUnlinked().process_receipt(r)[0]["args"]["wallet"] == wallet.address
+    assert reg.events.WalletUnlinked().process_receipt(r, errors=DISCARD)[0]["args"]["wallet"] == wallet.address
     assert bytes(reg.functions.identityOf(wallet.address).call()) == ZERO32
     assert_reverts(
         reg.functions.unlinkWallet(ident, wallet.address), owner.address, "WalletNotLinked"

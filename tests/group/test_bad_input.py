@@ -1,0 +1,208 @@
+"""Malformed, forged, stale, replayed and tampered input: typed errors, state unchanged."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatcore.errors import (
+    ChatCoreError,
+    DecryptionError,
+    DuplicateMessage,
+    GroupError,
+    MalformedMessage,
+    TooManySkipped,
+)
+from chatcore.group import GroupState, InstallationKey, OpKind
+from chatcore.group.consts import MAX_SKIP
+from chatcore.group.ops import make_op
+
+from . import World
+
+
+def _group() -> tuple[World, bytes, bytes, bytes]:
+    w = World(3)
+    a, b, c = w.person(), w.person(), w.person()
+    w.create(a, [b, c])
+    return w, a, b, c
+
+
+def _state(w: World, who: bytes) -> GroupState:
+    st = w.dev(who).state
+    assert st is not None
+    return st
+
+
+def test_bit_flips_anywhere_are_rejected_and_state_unchanged() -> None:
+    w, a, b, _ = _group()
+    frame = w.send(a, b"y" * 40)
+    st = _state(w, b)
+    before = st.to_bytes()
+    for i in range(len(frame)):
+        for bit in (0x01, 0x80):
+            bad = bytearray(frame)
+            bad[i] ^= bit
+            with pytest.raises((DecryptionError, GroupError, MalformedMessage)):
+                st.decrypt(bytes(bad))
+    assert st.to_bytes() == before
+    assert st.decrypt(frame)[3] == b"y" * 40
+
+
+@pytest.mark.parametrize("junk", [b"", b"\x13", b"\x13" + b"\x00" * 40, b"\x01" * 200, b"\x14x"])
+def test_malformed_frames(junk: bytes) -> None:
+    w, _, b, _ = _group()
+    with pytest.raises(MalformedMessage):
+        _state(w, b).decrypt(junk)
+
+
+def test_wrong_type_is_typeerror() -> None:
+    w, _, b, _ = _group()
+    with pytest.raises(TypeError):
+        _state(w, b).decrypt("text")  # type: ignore[arg-type]
+
+
+def test_duplicate_out_of_order_and_gap() -> None:
+    w, a, b, _ = _group()
+    frames = [w.send(a, b"%d" % i) for i in range(5)]
+    st = _state(w, b)
+    st, *_r, pt = st.decrypt(frames[3])
+    assert pt == b"3"
+    for i in (1, 0, 4, 2):
+        st, *_r, pt = st.decrypt(frames[i])
+        assert pt == b"%d" % i
+    for f in frames:
+        with pytest.raises(DuplicateMessage):
+            st.decrypt(f)
+    sa = _state(w, a)
+    for _ in range(MAX_SKIP):
+        sa, _f = sa.encrypt(b"lost")
+    sa, edge = sa.encrypt(b"edge")  # exactly MAX_SKIP past st's next iteration
+    sa, over = sa.encrypt(b"over")
+    with pytest.raises(TooManySkipped):
+        _state(w, b).decrypt(over)  # from iteration 5: a gap of MAX_SKIP + 1
+    assert st.decrypt(edge)[3] == b"edge"
+
+
+def test_non_member_sender_rejected() -> None:
+    w, a, b, _ = _group()
+    outsider = w.person()
+    ow = World(99)
+    ow.directory, ow.devices = w.directory, w.devices
+    # the outsider runs its own group with the same id to get a chain and a valid-looking tag
+    od = w.dev(outsider)
+    sb = _state(w, b)
+    fake, _ = GroupState.create(
+        sb.group_id, "fake", outsider, od.key, [], w.directory, w.rng, w.now
+    )
+    frame = fake.encrypt(b"let me in")[1]
+    with pytest.raises(GroupError):
+        sb.decrypt(frame)
+
+
+def test_stale_epoch_rejected() -> None:
+    w, a, b, _ = _group()
+    old = w.send(a, b"old")
+    w.act(a, "add_member", w.person())
+    assert w.read(b, w.send(a, b"grace ok")) == b"grace ok"
+    fresh = _state(w, b)
+    assert fresh.decrypt(old)[3] == b"old"  # one epoch back: in-flight grace
+    w.act(a, "add_member", w.person())
+    with pytest.raises(GroupError):
+        _state(w, b).decrypt(old)
+
+
+def _op(w: World, author: bytes, kind: OpKind, st: GroupState, **kw: object) -> bytes:
+    return make_op(
+        w.dev(author).key, kind, group_id=st.group_id, epoch=len(st.ops), deps=st.heads,
+        author=author, created_ms=w.now, **kw,  # type: ignore[arg-type]
+    ).raw  # fmt: skip
+
+
+def test_forged_and_unauthorised_ops_rejected_state_unchanged() -> None:
+    w, a, b, c = _group()
+    sc = _state(w, c)
+    before = sc.to_bytes()
+    d = w.person()
+    cases = {
+        "non-admin add": _op(w, b, OpKind.ADD, sc, target=d),
+        "non-admin promote self": _op(w, b, OpKind.PROMOTE, sc, target=b),
+        "outsider leave": _op(w, d, OpKind.LEAVE, sc),
+        "add existing": _op(w, a, OpKind.ADD, sc, target=b),
+        "second create": make_op(
+            w.dev(a).key, OpKind.CREATE, group_id=sc.group_id, epoch=0, deps=(),
+            author=a, created_ms=w.now, members=(a,),
+        ).raw,  # fmt: skip
+        "other group": make_op(
+            w.dev(a).key, OpKind.ADD, group_id=b"\x01" * 32, epoch=len(sc.ops),
+            deps=sc.heads, author=a, created_ms=w.now, target=d,
+        ).raw,  # fmt: skip
+        "wrong epoch": make_op(
+            w.dev(a).key, OpKind.ADD, group_id=sc.group_id, epoch=5, deps=sc.heads,
+            author=a, created_ms=w.now, target=d,
+        ).raw,  # fmt: skip
+        "missing deps": make_op(
+            w.dev(a).key, OpKind.ADD, group_id=sc.group_id, epoch=1, deps=(b"\x02" * 32,),
+            author=a, created_ms=w.now, target=d,
+        ).raw,  # fmt: skip
+    }
+    # a's installation key signing as if it were b (claims b's identity)
+    cases["impersonation"] = make_op(
+        w.dev(a).key, OpKind.ADD, group_id=sc.group_id, epoch=len(sc.ops), deps=sc.heads,
+        author=b, created_ms=w.now, target=d,
+    ).raw  # fmt: skip
+    forged = bytearray(_op(w, a, OpKind.ADD, sc, target=d))
+    forged[-1] ^= 1
+    cases["bad signature"] = bytes(forged)
+    stranger = InstallationKey.generate(w.rng)
+    cases["unregistered installation"] = make_op(
+        stranger, OpKind.ADD, group_id=sc.group_id, epoch=len(sc.ops), deps=sc.heads,
+        author=a, created_ms=w.now, target=d,
+    ).raw  # fmt: skip
+    for name, raw in cases.items():
+        with pytest.raises(GroupError):
+            sc.apply_op(raw, w.directory, w.rng)
+        assert sc.to_bytes() == before, name
+    for junk in (b"", b"\x14", b"\x14\x09" + b"\x00" * 200, _op(w, a, OpKind.LEAVE, sc)[:-1]):
+        with pytest.raises(MalformedMessage):
+            sc.apply_op(junk, w.directory, w.rng)
+    assert sc.to_bytes() == before
+
+
+def test_replayed_and_removed_member_ops_rejected() -> None:
+    w, a, b, c = _group()
+    w.act(a, "promote", b)
+    sc = _state(w, c)
+    op = w.published[-1]
+    with pytest.raises(GroupError):
+        sc.apply_op(op, w.directory, w.rng)  # replay
+    w.act(a, "remove_member", b)
+    sc = _state(w, c)
+    sb_view = _state(w, a)  # b's op made after seeing its own removal
+    with pytest.raises(GroupError):
+        sc.apply_op(_op(w, b, OpKind.ADD, sb_view, target=w.person()), w.directory, w.rng)
+    with pytest.raises(GroupError):
+        _state(w, b).add_member(w.person(), w.dev(b).key, w.directory, w.rng, w.now)
+
+
+def test_stale_op_rejected() -> None:
+    w, a, b, c = _group()
+    sa0 = _state(w, a)
+    late = _op(w, a, OpKind.RENAME, sa0, name="late")
+    for i in range(20):
+        w.act(a, "rename", f"n{i}")
+    with pytest.raises(GroupError, match="stale"):
+        _state(w, c).apply_op(late, w.directory, w.rng)
+
+
+def test_distribution_checks() -> None:
+    w, a, b, c = _group()
+    sb = _state(w, b)
+    sa = _state(w, a)
+    assert sa.own is not None
+    dist = sa.own.distribution(sa.group_id, a, w.dev(a).inst)
+    with pytest.raises(GroupError):
+        sb.receive_distribution(w.dev(c).inst, dist)  # relayed by someone else
+    with pytest.raises(MalformedMessage):
+        sb.receive_distribution(w.dev(a).inst, dist[:-1])
+    assert sb.receive_distribution(w.dev(a).inst, dist) is sb  # duplicate: no change
+    with pytest.raises(ChatCoreError):
+        sb.receive_distribution(w.dev(a).inst, b"\x15" + b"\x00" * 172)
