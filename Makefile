@@ -41,7 +41,7 @@ contracts: setup
 	$(PY) -m contracts.build
 
 devnet-down:
-	-$(CLI) devnet down --dir "$(DEMO_DIR)/devnet"
+	-LOGOS_CHAT_DEVNET_DIR="$(DEMO_DIR)/devnet" $(CLI) devnet down
 
 clean:
 	rm -rf $(VENV) node_modules .demo .pytest_cache

@@ -1,7 +1,7 @@
 """Compile the registry contracts with the pinned solcjs 0.8.37 into contracts/artifacts/.
 
     python -m contracts.build           # (re)write contracts/artifacts/<Name>.json
-    python -m contracts.build --check   # exit 1 if the committed artifacts differ from a fresh build
+    python -m contracts.build --check   # exit 1 if committed artifacts differ from a fresh build
 
 solcjs is driven through py-solc-x's ``compile_standard`` via a tiny wrapper script (generated in
 a temp dir) that drops the ``>>> Cannot retry compilation with SMT ...`` lines solcjs prints on
@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTRACTS_DIR = REPO_ROOT / "contracts"
@@ -124,9 +124,11 @@ def _compile(input_json: dict[str, Any]) -> dict[str, Any]:
         wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         try:
             out: dict[str, Any] = solcx.compile_standard(input_json, solc_binary=str(wrapper))
-        except solcx.exceptions.SolcError as e:  # type: ignore[attr-defined]
+        except solcx.exceptions.SolcError as e:
             errs = getattr(e, "error_dict", None) or []
-            msg = "\n".join(x.get("formattedMessage", "") for x in errs if x.get("severity") == "error")
+            msg = "\n".join(
+                x.get("formattedMessage", "") for x in errs if x.get("severity") == "error"
+            )
             raise BuildError(msg or getattr(e, "message", str(e))) from e
     errors = [e for e in out.get("errors", []) if e.get("severity") == "error"]
     if errors:

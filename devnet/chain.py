@@ -12,7 +12,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted
 
@@ -33,8 +33,9 @@ class ContractReverted(DevnetError):
     """A transaction (or its gas estimate) reverted. ``error`` is the decoded custom error name
     when the ABI knows it (e.g. "NotAuthorized"), ``data`` the raw revert data (hex)."""
 
-    def __init__(self, message: str, error: str | None = None, data: str | None = None,
-                 receipt: Any = None) -> None:
+    def __init__(
+        self, message: str, error: str | None = None, data: str | None = None, receipt: Any = None
+    ) -> None:
         super().__init__(message)
         self.error = error
         self.data = data
@@ -48,9 +49,7 @@ class ContractReverted(DevnetError):
 def dev_account(index: int = 0) -> LocalAccount:
     """Anvil's default dev account ``index`` (from the well-known test mnemonic), 10,000 ETH."""
     Account.enable_unaudited_hdwallet_features()
-    acct: LocalAccount = Account.from_mnemonic(
-        DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}"
-    )
+    acct: LocalAccount = Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
     return acct
 
 
@@ -91,9 +90,12 @@ def start_anvil(
     port = port or free_port(host)
     argv = [
         find_binary("anvil"),
-        "--host", host,
-        "--port", str(port),
-        "--chain-id", str(chain_id),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--chain-id",
+        str(chain_id),
     ]
     if state_file is not None:
         state_file = Path(state_file)
@@ -139,7 +141,7 @@ def _error_selectors(abi_json: str) -> dict[str, str]:
 
 
 def decode_error(abi: list[dict[str, Any]] | None, data: str | bytes | None) -> str | None:
-    """Name of the custom error whose selector starts ``data``, from ``abi`` and the registry ABIs."""
+    """Custom error name for revert ``data`` (``abi`` first, then the registry ABIs)."""
     import json
 
     if data is None:
@@ -192,7 +194,9 @@ def build_tx(
         "from": account.address,
         "chainId": _chain_id(w3),
         "value": value,
-        "nonce": nonce if nonce is not None else w3.eth.get_transaction_count(account.address, "pending"),
+        "nonce": nonce
+        if nonce is not None
+        else w3.eth.get_transaction_count(account.address, "pending"),
         "maxFeePerGas": 2 * gas_price + 10**9,
         "maxPriorityFeePerGas": 10**9,
     }
@@ -293,7 +297,9 @@ def deploy_registries(
     "max_commit_blocks"}.
     """
     ident, r1 = deploy(w3, deployer_account, "IdentityRegistry")
-    names, _ = deploy(w3, deployer_account, "NameRegistry", ident, min_commit_blocks, max_commit_blocks)
+    names, _ = deploy(
+        w3, deployer_account, "NameRegistry", ident, min_commit_blocks, max_commit_blocks
+    )
     return {
         "identity_registry": ident,
         "name_registry": names,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from contracts import load_artifact
 from contracts import build as cbuild
+from contracts import load_artifact
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,9 @@ def fresh() -> dict[str, dict]:
 def test_artifacts_are_reproducible(fresh):
     for name, art in fresh.items():
         committed = (cbuild.ARTIFACTS_DIR / f"{name}.json").read_text(encoding="utf-8")
-        assert cbuild.render(art) == committed, f"{name}.json is stale: run python -m contracts.build"
+        assert cbuild.render(art) == committed, (
+            f"{name}.json is stale: run python -m contracts.build"
+        )
 
 
 def test_artifact_shape():

@@ -76,7 +76,9 @@ def test_register_views_and_events(w3, registries, funded_account):
 
     # Every event carries the identity id as its first indexed topic.
     ev = reg.events
-    assert [e["args"]["id"] for e in ev.IdentityRegistered().process_receipt(receipt, errors=DISCARD)] == [ident]
+    assert [
+        e["args"]["id"] for e in ev.IdentityRegistered().process_receipt(receipt, errors=DISCARD)
+    ] == [ident]
     reg_ev = ev.IdentityRegistered().process_receipt(receipt, errors=DISCARD)[0]["args"]
     assert (reg_ev["owner"], reg_ev["recovery"]) == (owner.address, recovery.address)
     added = ev.InstallationAdded().process_receipt(receipt, errors=DISCARD)[0]["args"]
@@ -152,7 +154,9 @@ def test_installation_lifecycle_and_access(w3, registries, funded_account):
 
     # Owner adds, recovery adds; duplicates and unknown installations refused.
     send_tx(w3, owner, reg.functions.addInstallation(ident, inst2, b2))
-    assert_reverts(reg.functions.addInstallation(ident, inst2, b2), owner.address, "InstallationExists")
+    assert_reverts(
+        reg.functions.addInstallation(ident, inst2, b2), owner.address, "InstallationExists"
+    )
     send_tx(w3, recovery, reg.functions.addInstallation(ident, inst3, bundle_bytes()))
     assert_reverts(
         reg.functions.publishBundle(ident, rand32(), b2), owner.address, "InstallationNotActive"
@@ -170,7 +174,12 @@ def test_installation_lifecycle_and_access(w3, registries, funded_account):
 
     # Recovery revokes; a revoked installation can neither publish nor come back.
     r = send_tx(w3, recovery, reg.functions.revokeInstallation(ident, inst2))
-    assert reg.events.InstallationRevoked().process_receipt(r, errors=DISCARD)[0]["args"]["installation"] == inst2
+    assert (
+        reg.events.InstallationRevoked().process_receipt(r, errors=DISCARD)[0]["args"][
+            "installation"
+        ]
+        == inst2
+    )
     o = owner.address
     assert_reverts(reg.functions.publishBundle(ident, inst2, b2), o, "InstallationNotActive")
     assert_reverts(reg.functions.publishPqKey(ident, inst2, b2), o, "InstallationNotActive")
@@ -194,12 +203,17 @@ def test_recovery_management(w3, registries, funded_account):
     owner, recovery, rec2 = funded_account(), funded_account(), funded_account()
     ident, _, _ = register(w3, reg, owner, recovery=recovery.address)
     # Only the owner sets the recovery: not the recovery, not a stranger.
-    assert_reverts(reg.functions.setRecovery(ident, rec2.address), recovery.address, "NotAuthorized")
+    assert_reverts(
+        reg.functions.setRecovery(ident, rec2.address), recovery.address, "NotAuthorized"
+    )
     assert_reverts(
         reg.functions.setRecovery(ident, rec2.address), funded_account().address, "NotAuthorized"
     )
     r = send_tx(w3, owner, reg.functions.setRecovery(ident, rec2.address))
-    assert reg.events.RecoveryChanged().process_receipt(r, errors=DISCARD)[0]["args"]["recovery"] == rec2.address
+    assert (
+        reg.events.RecoveryChanged().process_receipt(r, errors=DISCARD)[0]["args"]["recovery"]
+        == rec2.address
+    )
     assert reg.functions.getIdentity(ident).call()[2] == rec2.address
     # The old recovery lost its powers.
     assert_reverts(
@@ -218,21 +232,29 @@ def test_owner_transfer_needs_new_owner_consent(w3, registries, funded_account):
 
     # A stranger cannot move it even with the new owner's consent.
     assert_reverts(
-        reg.functions.setOwner(ident, new_owner.address, dl, good), stranger.address, "NotAuthorized"
+        reg.functions.setOwner(ident, new_owner.address, dl, good),
+        stranger.address,
+        "NotAuthorized",
     )
     # Without consent (empty / wrong signer / wrong current owner in the message) it fails.
     o = owner.address
     assert_reverts(reg.functions.setOwner(ident, new_owner.address, dl, b""), o, "InvalidSignature")
     forged = _accept_sig(w3, registries, stranger, ident, owner.address, dl)
-    assert_reverts(reg.functions.setOwner(ident, new_owner.address, dl, forged), o, "InvalidSignature")
+    assert_reverts(
+        reg.functions.setOwner(ident, new_owner.address, dl, forged), o, "InvalidSignature"
+    )
     stale = _accept_sig(w3, registries, new_owner, ident, recovery.address, dl)
-    assert_reverts(reg.functions.setOwner(ident, new_owner.address, dl, stale), o, "InvalidSignature")
+    assert_reverts(
+        reg.functions.setOwner(ident, new_owner.address, dl, stale), o, "InvalidSignature"
+    )
     assert_reverts(reg.functions.setOwner(ident, ZERO, dl, good), o, "ZeroAddress")
     # An account that already has an identity cannot receive another.
     busy = funded_account()
     register(w3, reg, busy)
     busy_sig = _accept_sig(w3, registries, busy, ident, owner.address, dl)
-    assert_reverts(reg.functions.setOwner(ident, busy.address, dl, busy_sig), o, "AlreadyRegistered")
+    assert_reverts(
+        reg.functions.setOwner(ident, busy.address, dl, busy_sig), o, "AlreadyRegistered"
+    )
 
     r = send_tx(w3, owner, reg.functions.setOwner(ident, new_owner.address, dl, good))
     ev = reg.events.OwnerChanged().process_receipt(r, errors=DISCARD)[0]["args"]
@@ -282,10 +304,15 @@ def test_wallet_links(w3, registries, funded_account):
         )
     forged = _link_sig(w3, registries, stranger, ident, dl)
     assert_reverts(
-        reg.functions.linkWallet(ident, wallet.address, dl, forged), owner.address, "InvalidSignature"
+        reg.functions.linkWallet(ident, wallet.address, dl, forged),
+        owner.address,
+        "InvalidSignature",
     )
     r = send_tx(w3, owner, reg.functions.linkWallet(ident, wallet.address, dl, sig))
-    assert reg.events.WalletLinked().process_receipt(r, errors=DISCARD)[0]["args"]["wallet"] == wallet.address
+    assert (
+        reg.events.WalletLinked().process_receipt(r, errors=DISCARD)[0]["args"]["wallet"]
+        == wallet.address
+    )
     assert bytes(reg.functions.identityOf(wallet.address).call()) == ident
     assert bytes(reg.functions.getIdentityByAccount(wallet.address).call()[0]) == ident
     # Consent is single-use.
@@ -298,7 +325,9 @@ def test_wallet_links(w3, registries, funded_account):
     )
     sig2 = _link_sig(w3, registries, wallet, ident, dl)
     assert_reverts(
-        reg.functions.linkWallet(ident, wallet.address, dl, sig2), owner.address, "AlreadyRegistered"
+        reg.functions.linkWallet(ident, wallet.address, dl, sig2),
+        owner.address,
+        "AlreadyRegistered",
     )
     # Strangers cannot unlink; the owner cannot be "unlinked".
     assert_reverts(
@@ -308,7 +337,10 @@ def test_wallet_links(w3, registries, funded_account):
         reg.functions.unlinkWallet(ident, owner.address), owner.address, "WalletNotLinked"
     )
     r = send_tx(w3, owner, reg.functions.unlinkWallet(ident, wallet.address))
-    assert reg.events.WalletUnlinked().process_receipt(r, errors=DISCARD)[0]["args"]["wallet"] == wallet.address
+    assert (
+        reg.events.WalletUnlinked().process_receipt(r, errors=DISCARD)[0]["args"]["wallet"]
+        == wallet.address
+    )
     assert bytes(reg.functions.identityOf(wallet.address).call()) == ZERO32
     assert_reverts(
         reg.functions.unlinkWallet(ident, wallet.address), owner.address, "WalletNotLinked"

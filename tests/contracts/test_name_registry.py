@@ -93,12 +93,22 @@ def test_claim_requires_current_owner(w3, registries, funded_account):
     ident, _, _ = register(w3, reg, owner, recovery=recovery.address)
     secret = rand32()
     # A commitment made by the recovery (not the owner) for the owner's identity is useless.
-    send_tx(w3, recovery, names.functions.commit(_commitment("recname", ident, recovery.address, secret)))
-    assert_reverts(names.functions.claim("recname", ident, secret), recovery.address, "NotAuthorized")
+    send_tx(
+        w3,
+        recovery,
+        names.functions.commit(_commitment("recname", ident, recovery.address, secret)),
+    )
+    assert_reverts(
+        names.functions.claim("recname", ident, secret), recovery.address, "NotAuthorized"
+    )
     # Unknown identity.
-    assert_reverts(names.functions.claim("ghost", rand32(), secret), stranger.address, "NotAuthorized")
+    assert_reverts(
+        names.functions.claim("ghost", rand32(), secret), stranger.address, "NotAuthorized"
+    )
     # Wrong secret.
-    send_tx(w3, owner, names.functions.commit(_commitment("rightname", ident, owner.address, secret)))
+    send_tx(
+        w3, owner, names.functions.commit(_commitment("rightname", ident, owner.address, secret))
+    )
     assert_reverts(
         names.functions.claim("rightname", ident, rand32()), owner.address, "CommitmentNotFound"
     )

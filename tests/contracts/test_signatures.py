@@ -12,11 +12,13 @@ from devnet.chain import (
     deploy_registries,
     dev_account,
     mine,
-    registries as registry_contracts,
     rpc_url,
     send_tx,
     set_balance,
     start_anvil,
+)
+from devnet.chain import (
+    registries as registry_contracts,
 )
 from tests.contracts import (
     assert_reverts,
@@ -63,7 +65,7 @@ def _register_sig(regs, owner, salt, recovery, inst, bundle, dl, nonce=None, **k
 
 def test_domain(registries):
     reg = registries.identity
-    fields, name, version, chain_id, contract, salt, ext = reg.functions.eip712Domain().call()
+    fields, name, version, chain_id, contract, _salt, ext = reg.functions.eip712Domain().call()
     assert (name, version, chain_id, contract) == (
         "LogosChatIdentityRegistry",
         "1",
@@ -153,7 +155,9 @@ def test_high_s_signature_rejected(w3, registries, funded_account):
             relayer.address,
             "InvalidSignature",
         )
-    send_tx(w3, relayer, reg.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, sig))
+    send_tx(
+        w3, relayer, reg.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, sig)
+    )
 
 
 def test_use_nonce_cancels_outstanding_signatures(w3, registries, funded_account):
@@ -191,7 +195,9 @@ def test_replay_across_contract_rejected(w3, registries, funded_account, deploye
     sig2 = _register_sig(
         registries, owner, salt, ZERO, inst, bundle, dl, contract=other["identity_registry"]
     )
-    send_tx(w3, relayer, reg2.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, sig2))
+    send_tx(
+        w3, relayer, reg2.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, sig2)
+    )
 
 
 def test_replay_across_chain_id_rejected(tmp_path, w3, registries, funded_account):
@@ -236,7 +242,11 @@ def test_replay_across_chain_id_rejected(tmp_path, w3, registries, funded_accoun
             chain_id=31338,
             contract=dep_b["identity_registry"],
         )
-        send_tx(w3b, relayer, reg_b.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, ok))
+        send_tx(
+            w3b,
+            relayer,
+            reg_b.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, ok),
+        )
         assert bytes(reg_b.functions.identityOf(owner.address).call()) != b"\x00" * 32
     finally:
         proc.stop()
@@ -286,7 +296,9 @@ def test_installation_calls_by_sig(w3, registries, funded_account):
         r,
         "NotAuthorized",
     )
-    send_tx(w3, relayer, reg.functions.addInstallationBySig(ident, inst2, b2, recovery.address, dl, sig))
+    send_tx(
+        w3, relayer, reg.functions.addInstallationBySig(ident, inst2, b2, recovery.address, dl, sig)
+    )
     assert_reverts(
         reg.functions.addInstallationBySig(ident, inst2, b2, recovery.address, dl, sig),
         r,
@@ -316,7 +328,12 @@ def test_installation_calls_by_sig(w3, registries, funded_account):
     rcpt = send_tx(
         w3, relayer, reg.functions.publishBundleBySig(ident, inst1, b1b, owner.address, dl, sig_b)
     )
-    assert bytes(reg.events.BundlePublished().process_receipt(rcpt, errors=DISCARD)[0]["args"]["bundle"]) == b1b
+    assert (
+        bytes(
+            reg.events.BundlePublished().process_receipt(rcpt, errors=DISCARD)[0]["args"]["bundle"]
+        )
+        == b1b
+    )
     view = reg.functions.getIdentity(ident).call()
     assert bytes(view[4][0][1]) == keccak(b1b)
 
@@ -328,7 +345,9 @@ def test_installation_calls_by_sig(w3, registries, funded_account):
         r,
         "NotAuthorized",
     )
-    send_tx(w3, relayer, reg.functions.revokeInstallationBySig(ident, inst2, owner.address, dl, sig_r))
+    send_tx(
+        w3, relayer, reg.functions.revokeInstallationBySig(ident, inst2, owner.address, dl, sig_r)
+    )
     assert reg.functions.getIdentity(ident).call()[4][1][3] is True
     sig_p = _sign(
         registries,
@@ -387,36 +406,58 @@ def test_set_owner_by_sig(w3, registries, funded_account):
         )
 
     # Recovery signs (offline), new owner consents, a relayer submits.
-    rec_sig = _sign(registries, recovery, "SetOwner", set_msg(recovery, owner.address, new_owner.address))
+    rec_sig = _sign(
+        registries, recovery, "SetOwner", set_msg(recovery, owner.address, new_owner.address)
+    )
     ok = accept(new_owner, owner.address)
     r = relayer.address
     call = reg.functions.setOwnerBySig
     # Stranger as signer / missing consent / consent from someone else.
-    st_sig = _sign(registries, stranger, "SetOwner", set_msg(stranger, owner.address, new_owner.address))
-    assert_reverts(call(ident, new_owner.address, stranger.address, dl, st_sig, ok), r, "NotAuthorized")
-    assert_reverts(call(ident, new_owner.address, recovery.address, dl, rec_sig, b""), r, "InvalidSignature")
+    st_sig = _sign(
+        registries, stranger, "SetOwner", set_msg(stranger, owner.address, new_owner.address)
+    )
     assert_reverts(
-        call(ident, new_owner.address, recovery.address, dl, rec_sig, accept(stranger, owner.address)),
+        call(ident, new_owner.address, stranger.address, dl, st_sig, ok), r, "NotAuthorized"
+    )
+    assert_reverts(
+        call(ident, new_owner.address, recovery.address, dl, rec_sig, b""), r, "InvalidSignature"
+    )
+    assert_reverts(
+        call(
+            ident, new_owner.address, recovery.address, dl, rec_sig, accept(stranger, owner.address)
+        ),
         r,
         "InvalidSignature",
     )
     # The signed message must name the current owner (stale value) and this new owner.
-    stale = _sign(registries, recovery, "SetOwner", set_msg(recovery, stranger.address, new_owner.address))
-    assert_reverts(call(ident, new_owner.address, recovery.address, dl, stale, ok), r, "InvalidSignature")
-    assert_reverts(call(ident, stranger.address, recovery.address, dl, rec_sig, ok), r, "InvalidSignature")
+    stale = _sign(
+        registries, recovery, "SetOwner", set_msg(recovery, stranger.address, new_owner.address)
+    )
+    assert_reverts(
+        call(ident, new_owner.address, recovery.address, dl, stale, ok), r, "InvalidSignature"
+    )
+    assert_reverts(
+        call(ident, stranger.address, recovery.address, dl, rec_sig, ok), r, "InvalidSignature"
+    )
 
     send_tx(w3, relayer, call(ident, new_owner.address, recovery.address, dl, rec_sig, ok))
     assert reg.functions.ownerOf(ident).call() == new_owner.address
     # Replay is dead: both nonces moved.
-    assert_reverts(call(ident, new_owner.address, recovery.address, dl, rec_sig, ok), r, "InvalidSignature")
+    assert_reverts(
+        call(ident, new_owner.address, recovery.address, dl, rec_sig, ok), r, "InvalidSignature"
+    )
 
     # The (new) owner can move it on by signature too.
     third = funded_account()
-    own_sig = _sign(registries, new_owner, "SetOwner", set_msg(new_owner, new_owner.address, third.address))
+    own_sig = _sign(
+        registries, new_owner, "SetOwner", set_msg(new_owner, new_owner.address, third.address)
+    )
     send_tx(
         w3,
         relayer,
-        call(ident, third.address, new_owner.address, dl, own_sig, accept(third, new_owner.address)),
+        call(
+            ident, third.address, new_owner.address, dl, own_sig, accept(third, new_owner.address)
+        ),
     )
     assert reg.functions.ownerOf(ident).call() == third.address
     # The old owner's leftover powers are gone.
