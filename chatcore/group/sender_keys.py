@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from chatcore.errors import DecryptionError, DuplicateMessage, MalformedMessage, TooManySkipped
 from chatcore.group._codec import Reader, read_varint, varint
@@ -211,8 +212,7 @@ class ReceiverChain:
         return nxt, pt
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedFrame:
+class ParsedFrame(NamedTuple):
     tag: bytes
     key_id: bytes
     iteration: int
@@ -222,17 +222,25 @@ class ParsedFrame:
     signature: bytes
 
 
+_KEY_AT = 1 + TAG_LEN
+_IT_AT = 1 + TAG_LEN + KEY_ID_LEN
+
+
 def parse_frame(frame: bytes) -> ParsedFrame:
     """Split a group message. Raises MalformedMessage."""
     if not isinstance(frame, bytes):
         raise TypeError("frame must be bytes")
     if len(frame) < _MIN_FRAME or frame[0] != KIND_GROUP_MESSAGE:
         raise MalformedMessage("not a group message")
-    iteration, pos = read_varint(frame, 1 + TAG_LEN + KEY_ID_LEN, limit=5)
-    if iteration >= 2**32 or len(frame) - pos < _TAG_OVERHEAD + SIG_LEN:
-        raise MalformedMessage("bad group message")
+    first = frame[_IT_AT]
+    if first < 0x80:  # one-byte varint: iterations below 128 and the common fast path
+        iteration, pos = first, _IT_AT + 1
+    else:
+        iteration, pos = read_varint(frame, _IT_AT, limit=5)
+        if iteration >= 2**32 or len(frame) - pos < _TAG_OVERHEAD + SIG_LEN:
+            raise MalformedMessage("bad group message")
     signed = frame[:-SIG_LEN]
     return ParsedFrame(
-        frame[1 : 1 + TAG_LEN], frame[1 + TAG_LEN : 1 + TAG_LEN + KEY_ID_LEN], iteration,
-        frame[:pos], signed[pos:], signed, frame[-SIG_LEN:],
+        frame[1:_KEY_AT], frame[_KEY_AT:_IT_AT], iteration, frame[:pos], signed[pos:], signed,
+        frame[-SIG_LEN:],
     )  # fmt: skip

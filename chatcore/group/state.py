@@ -512,7 +512,17 @@ class GroupState:
         if not isinstance(plaintext, bytes):
             raise TypeError("plaintext must be bytes")
         own, frame = own.encrypt(self.tag, plaintext)
-        return replace(self, own=own), frame
+        return self._with(own, self.chains), frame
+
+    def _with(
+        self, own: SenderChain | None, chains: Mapping[bytes, tuple[ReceiverChain, ...]]
+    ) -> GroupState:
+        # dataclasses.replace costs ~4 us per call on the per-message path; this is ~1.5 us
+        return GroupState(
+            self.group_id, self.identity, self.installation, self.ops, self.roster,
+            self.epoch, self.devices, own, chains, self.by_installation, self.pending,
+            self.tags, self.heads, self.tag,
+        )  # fmt: skip
 
     def decrypt(self, frame: bytes) -> tuple[GroupState, bytes, bytes, bytes]:
         """Returns (state, sender identity, sender installation, plaintext).
@@ -539,7 +549,7 @@ class GroupState:
             if len(candidates) == 1
             else tuple(new_chain if c is chain else c for c in candidates)
         )
-        return replace(self, chains=chains), chain.identity, chain.installation, plaintext
+        return self._with(self.own, chains), chain.identity, chain.installation, plaintext
 
     # -- persistence ---------------------------------------------------------------------
 

@@ -74,9 +74,7 @@ class World:
         """Run a membership change on one device and deliver what it produces."""
         d = self.dev(identity, device)
         assert d.state is not None
-        d.state, out = getattr(d.state, method)(
-            *args, d.key, self.directory, self.rng, self.now
-        )
+        d.state, out = getattr(d.state, method)(*args, d.key, self.directory, self.rng, self.now)
         self.route(d.inst, out)
 
     def route(self, sender: bytes, out: list[Outgoing]) -> None:

@@ -83,10 +83,8 @@ def test_duplicate_out_of_order_and_gap() -> None:
 
 
 def test_non_member_sender_rejected() -> None:
-    w, a, b, _ = _group()
+    w, _a, b, _ = _group()
     outsider = w.person()
-    ow = World(99)
-    ow.directory, ow.devices = w.directory, w.devices
     # the outsider runs its own group with the same id to get a chain and a valid-looking tag
     od = w.dev(outsider)
     sb = _state(w, b)
@@ -128,21 +126,45 @@ def test_forged_and_unauthorised_ops_rejected_state_unchanged() -> None:
         "outsider leave": _op(w, d, OpKind.LEAVE, sc),
         "add existing": _op(w, a, OpKind.ADD, sc, target=b),
         "second create": make_op(
-            w.dev(a).key, OpKind.CREATE, group_id=sc.group_id, epoch=0, deps=(),
-            author=a, created_ms=w.now, members=(a,),
-        ).raw,  # fmt: skip
+            w.dev(a).key,
+            OpKind.CREATE,
+            group_id=sc.group_id,
+            epoch=0,
+            deps=(),
+            author=a,
+            created_ms=w.now,
+            members=(a,),
+        ).raw,
         "other group": make_op(
-            w.dev(a).key, OpKind.ADD, group_id=b"\x01" * 32, epoch=len(sc.ops),
-            deps=sc.heads, author=a, created_ms=w.now, target=d,
-        ).raw,  # fmt: skip
+            w.dev(a).key,
+            OpKind.ADD,
+            group_id=b"\x01" * 32,
+            epoch=len(sc.ops),
+            deps=sc.heads,
+            author=a,
+            created_ms=w.now,
+            target=d,
+        ).raw,
         "wrong epoch": make_op(
-            w.dev(a).key, OpKind.ADD, group_id=sc.group_id, epoch=5, deps=sc.heads,
-            author=a, created_ms=w.now, target=d,
-        ).raw,  # fmt: skip
+            w.dev(a).key,
+            OpKind.ADD,
+            group_id=sc.group_id,
+            epoch=5,
+            deps=sc.heads,
+            author=a,
+            created_ms=w.now,
+            target=d,
+        ).raw,
         "missing deps": make_op(
-            w.dev(a).key, OpKind.ADD, group_id=sc.group_id, epoch=1, deps=(b"\x02" * 32,),
-            author=a, created_ms=w.now, target=d,
-        ).raw,  # fmt: skip
+            w.dev(a).key,
+            OpKind.ADD,
+            group_id=sc.group_id,
+            epoch=1,
+            deps=(b"\x02" * 32,),
+            author=a,
+            created_ms=w.now,
+            target=d,
+        ).raw,
     }
     # a's installation key signing as if it were b (claims b's identity)
     cases["impersonation"] = make_op(
@@ -184,7 +206,7 @@ def test_replayed_and_removed_member_ops_rejected() -> None:
 
 
 def test_stale_op_rejected() -> None:
-    w, a, b, c = _group()
+    w, a, _b, c = _group()
     sa0 = _state(w, a)
     late = _op(w, a, OpKind.RENAME, sa0, name="late")
     for i in range(20):

@@ -54,7 +54,7 @@ def test_multi_device_members() -> None:
     frame = w.send(b, b"from b2", device=2)
     st = w.dev(b, 0).state
     assert st is not None
-    st2, sid, sinst, pt = st.decrypt(frame)
+    _st2, sid, sinst, pt = st.decrypt(frame)
     assert (sid, sinst, pt) == (b, w.directory[b][2], b"from b2")
 
 
