@@ -1,0 +1,436 @@
+"""discovery.resolver against a real anvil: every query kind, the RPC budget of a cold lookup,
+and every way a record can be rejected (revoked, expired, forged, foreign, stale, tampered).
+
+One deployment (the module-scoped ``registries`` fixture) holds a small world of identities
+built once; tests only read it, except where they build their own identity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
+from web3 import Web3
+
+from chatcore.client import Client
+from devnet.chain import rpc_url, set_balance
+from devnet.manager import DEV_FAUCET_KEY
+from devnet.process import ManagedProcess, free_port
+from discovery.errors import (
+    BadSignature,
+    ChainUnavailable,
+    ExpiredPrekey,
+    HashMismatch,
+    MalformedRecord,
+    RecordNotFound,
+    RegistryReverted,
+    RevokedInstallation,
+    StaleRecord,
+    WrongChain,
+)
+from discovery.network import NetworkConfig
+from discovery.records import IntroBundle
+from discovery.registry import Registry, identity_id_for
+from discovery.resolver import ChainSource, ResolvedIdentity, Resolver
+from tests.discovery.rpc_proxy import RpcProxy
+from tests.fixtures.chain import Registries
+
+pytestmark = pytest.mark.devnet
+
+PASSPHRASE = "correct horse"
+BUNDLE_TOPIC = keccak(text="BundlePublished(bytes32,bytes32,bytes)")
+PQ_TOPIC = keccak(text="PqKeyPublished(bytes32,bytes32,bytes)")
+
+
+# --- helpers (also used by test_index) ----------------------------------------------------------
+def network_for(anvil: ManagedProcess, registries: Registries) -> NetworkConfig:
+    return NetworkConfig(
+        chain_id=registries.chain_id,
+        rpc_url=rpc_url(anvil),
+        identity_registry=registries.identity_address,
+        name_registry=registries.name_address,
+        deploy_block=registries.deploy_block,
+        nats_url="nats://127.0.0.1:1",  # discovery never touches it
+        faucet_key=DEV_FAUCET_KEY,
+    )
+
+
+def cold(cfg: NetworkConfig, clock: Callable[[], float] = time.time) -> Resolver:
+    return Resolver(ChainSource(Registry(cfg)), cfg.binding, cfg.name_registry, clock=clock)
+
+
+@dataclass
+class Device:
+    seed: bytes
+    pub: bytes
+
+    @classmethod
+    def new(cls) -> Device:
+        seed = os.urandom(32)
+        pub = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+        return cls(seed, pub)
+
+    def bundle(
+        self,
+        cfg: NetworkConfig,
+        identity_id: bytes,
+        seq: int = 1,
+        ttl: int = 3600,
+        chain_id: int | None = None,
+        now: int | None = None,
+    ) -> IntroBundle:
+        now = int(time.time()) if now is None else now
+        return IntroBundle(
+            chain_id=cfg.chain_id if chain_id is None else chain_id,
+            registry=cfg.binding.registry,
+            identity_id=identity_id,
+            installation_id=self.pub,
+            ik_x25519=os.urandom(32),
+            spk_id=seq,
+            spk_pub=os.urandom(32),
+            spk_not_after=now + ttl,
+            seq=seq,
+            issued_at=now,
+        ).signed(self.seed)
+
+
+@dataclass
+class Ident:
+    """An identity registered directly through Registry (no Client)."""
+
+    owner: LocalAccount
+    identity_id: bytes
+    devices: list[Device]
+    bundles: list[IntroBundle]
+
+    @property
+    def qid(self) -> str:
+        return "0x" + self.identity_id.hex()
+
+
+def new_owner(w3: Web3) -> LocalAccount:
+    acct: LocalAccount = Account.create()
+    set_balance(w3, acct.address, 10**19)
+    return acct
+
+
+def register_direct(
+    reg: Registry, w3: Web3, first: IntroBundle | None = None, **bundle_kw: object
+) -> Ident:
+    """Register an identity with one device. ``first``: publish these bytes' fields instead
+    (re-signed for the new identity) - use ``bundle_kw`` to shape the first bundle."""
+    owner = new_owner(w3)
+    salt = os.urandom(32)
+    iid = identity_id_for(owner.address, salt)
+    dev = Device.new()
+    b = dev.bundle(reg.config, iid, **bundle_kw)  # type: ignore[arg-type]
+    reg.register(owner, salt, Account.create().address, dev.pub, b.encode())
+    return Ident(owner, iid, [dev], [b])
+
+
+def add_device(reg: Registry, ident: Ident, **bundle_kw: object) -> Device:
+    dev = Device.new()
+    b = dev.bundle(reg.config, ident.identity_id, **bundle_kw)  # type: ignore[arg-type]
+    reg.add_installation(ident.owner, ident.identity_id, dev.pub, b.encode())
+    ident.devices.append(dev)
+    ident.bundles.append(b)
+    return dev
+
+
+def init_client(home: Path, cfg: NetworkConfig, name: str | None, **kw: object) -> Client:
+    client, _ = Client.init(home, PASSPHRASE, cfg, name, **kw)  # type: ignore[arg-type]
+    return client
+
+
+# --- the world -------------------------------------------------------------------------------
+@dataclass
+class World:
+    cfg: NetworkConfig
+    reg: Registry
+    alice_id: bytes
+    alice_owner: str
+    alice_inst: bytes
+    alice_text: str
+    multi: Ident  # device 0 revoked, device 1 active
+    all_revoked: Ident
+    bad_sig: Ident
+    wrong_chain: Ident
+    stale: Ident
+    short: Ident  # prekey valid for 60 s
+    short_ttl_client: bytes  # identity id of a Client.init(prekey_ttl_s=30)
+
+
+@pytest.fixture(scope="module")
+def world(
+    anvil: ManagedProcess, w3: Web3, registries: Registries, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    cfg = network_for(anvil, registries)
+    reg = Registry(cfg)
+    tmp = tmp_path_factory.mktemp("resolver")
+
+    alice = init_client(tmp / "alice", cfg, "alice")
+    alice_id, alice_inst = alice.identity_id, alice.installation_id
+    alice_owner = reg.get_identity(alice_id).owner
+    alice_text = cold(cfg).resolve("alice").installations[0].bundle.to_text()
+    alice.close()
+
+    carol = init_client(tmp / "carol", cfg, None, prekey_ttl_s=30)
+    carol_id = carol.identity_id
+    carol.close()
+
+    multi = register_direct(reg, w3)
+    add_device(reg, multi)
+    reg.revoke_installation(multi.owner, multi.identity_id, multi.devices[0].pub)
+
+    all_revoked = register_direct(reg, w3)
+    reg.revoke_installation(all_revoked.owner, all_revoked.identity_id, all_revoked.devices[0].pub)
+
+    bad_sig = register_direct(reg, w3)
+    good2 = bad_sig.devices[0].bundle(cfg, bad_sig.identity_id, seq=2)
+    sig = bytearray(good2.signature)
+    sig[10] ^= 0x01
+    forged = dataclasses.replace(good2, signature=bytes(sig))
+    reg.publish_bundle(bad_sig.owner, bad_sig.identity_id, bad_sig.devices[0].pub, forged.encode())
+    bad_sig.bundles.append(forged)
+
+    wrong_chain = register_direct(reg, w3, chain_id=999)
+
+    stale = register_direct(reg, w3)
+    s2 = stale.devices[0].bundle(cfg, stale.identity_id, seq=2)
+    reg.publish_bundle(stale.owner, stale.identity_id, stale.devices[0].pub, s2.encode())
+    # replay the seq-1 bytes: the chain now stores the hash of an older record
+    reg.publish_bundle(stale.owner, stale.identity_id, stale.devices[0].pub, stale.bundles[0].encode())
+    stale.bundles.append(s2)
+
+    short = register_direct(reg, w3, ttl=60)
+
+    yield World(
+        cfg, reg, alice_id, alice_owner, alice_inst, alice_text, multi, all_revoked, bad_sig,
+        wrong_chain, stale, short, carol_id,
+    )
+
+
+@pytest.fixture
+def proxy(anvil: ManagedProcess) -> Iterator[RpcProxy]:
+    with RpcProxy(rpc_url(anvil)) as p:
+        yield p
+
+
+def via(proxy: RpcProxy, cfg: NetworkConfig) -> NetworkConfig:
+    return dataclasses.replace(cfg, rpc_url=proxy.url)
+
+
+# --- resolving ---------------------------------------------------------------------------------
+def test_every_query_kind_resolves_to_the_same_identity(world: World) -> None:
+    r = cold(world.cfg)
+    by_id = r.resolve("0x" + world.alice_id.hex())
+    assert isinstance(by_id, ResolvedIdentity)
+    assert by_id.identity_id == world.alice_id
+    assert by_id.owner == world.alice_owner
+    assert by_id.names == ("alice",)
+    assert [i.installation_id for i in by_id.installations] == [world.alice_inst]
+    inst = by_id.installations[0]
+    assert inst.bundle.seq == 1
+    assert inst.bundle.identity_id == world.alice_id
+    assert inst.pq is not None and inst.pq.installation_id == world.alice_inst
+    assert by_id.revoked == () and by_id.rejected == ()
+
+    assert r.resolve("0x" + world.alice_id.hex().upper()) == by_id
+    assert r.resolve(world.alice_owner) == by_id
+    assert r.resolve(world.alice_owner.lower()) == by_id
+    assert r.resolve("alice") == by_id
+    assert r.resolve("@Alice") == by_id
+    assert r.resolve(world.alice_text) == by_id
+    assert r.resolve_id(world.alice_id) == by_id
+
+
+def test_history_lists_key_changes(world: World) -> None:
+    h = cold(world.cfg).resolve("alice").history
+    events = [e.event for e in h]
+    assert events[:3] == ["IdentityRegistered", "InstallationAdded", "BundlePublished"]
+    assert "PqKeyPublished" in events and "NameClaimed" in events
+    assert [(e.block_number, e.log_index) for e in h] == sorted(
+        (e.block_number, e.log_index) for e in h
+    )
+
+
+@pytest.mark.parametrize("kind", ["id", "account", "name"])
+def test_cold_lookup_costs_at_most_two_rpc_calls(
+    world: World, proxy: RpcProxy, kind: str
+) -> None:
+    query = {
+        "id": "0x" + world.alice_id.hex(),
+        "account": world.alice_owner,
+        "name": "alice",
+    }[kind]
+    resolver = cold(via(proxy, world.cfg))
+    proxy.reset()
+    r = resolver.resolve(query)
+    assert r.identity_id == world.alice_id
+    assert proxy.count <= 2, proxy.methods
+    assert sorted(proxy.methods) == ["eth_call", "eth_getLogs"]
+
+
+def test_cold_lookup_of_unknown_costs_one_call(world: World, proxy: RpcProxy) -> None:
+    resolver = cold(via(proxy, world.cfg))
+    proxy.reset()
+    with pytest.raises(RecordNotFound):
+        resolver.resolve("nobody_here")
+    assert proxy.methods == ["eth_call"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "0x" + "ab" * 32,
+        "0x" + "cd" * 20,
+        "nobody_here",
+        "@zzz",
+    ],
+)
+def test_unknown_is_record_not_found(world: World, query: str) -> None:
+    with pytest.raises(RecordNotFound):
+        cold(world.cfg).resolve(query)
+
+
+def test_bundle_text_of_unregistered_identity_is_not_found(world: World) -> None:
+    dev = Device.new()
+    text = dev.bundle(world.cfg, keccak(b"never registered")).to_text()
+    with pytest.raises(RecordNotFound):
+        cold(world.cfg).resolve(text)
+
+
+@pytest.mark.parametrize("query", ["0x1234", "a", "-abc", "x" * 33, "has space", "logos_chatintro_1_!!"])
+def test_malformed_queries(world: World, query: str) -> None:
+    with pytest.raises(MalformedRecord):
+        cold(world.cfg).resolve(query)
+
+
+# --- rejections -------------------------------------------------------------------------------
+def test_revoked_installation_is_excluded(world: World) -> None:
+    m = world.multi
+    r = cold(world.cfg).resolve(m.qid)
+    assert [i.installation_id for i in r.installations] == [m.devices[1].pub]
+    assert r.revoked == (m.devices[0].pub,)
+    # the active device's text still resolves; the revoked one's is refused
+    assert cold(world.cfg).resolve(m.bundles[1].to_text()).identity_id == m.identity_id
+    with pytest.raises(RevokedInstallation):
+        cold(world.cfg).resolve(m.bundles[0].to_text())
+
+
+def test_identity_with_every_installation_revoked(world: World) -> None:
+    with pytest.raises(RevokedInstallation):
+        cold(world.cfg).resolve(world.all_revoked.qid)
+    with pytest.raises(RevokedInstallation):
+        cold(world.cfg).resolve(world.all_revoked.bundles[0].to_text())
+
+
+def test_expired_prekey(world: World) -> None:
+    s = world.short
+    now = time.time()
+    assert cold(world.cfg, clock=lambda: now).resolve(s.qid).identity_id == s.identity_id
+    later = cold(world.cfg, clock=lambda: now + 120)
+    with pytest.raises(ExpiredPrekey):
+        later.resolve(s.qid)
+    with pytest.raises(ExpiredPrekey):
+        later.resolve(s.bundles[0].to_text())
+    # a sender check does not need a fresh prekey
+    assert later.resolve_id(s.identity_id, fresh_prekeys=False).identity_id == s.identity_id
+
+
+def test_expired_prekey_after_client_publish_with_short_ttl(world: World) -> None:
+    qid = "0x" + world.short_ttl_client.hex()
+    assert cold(world.cfg).resolve(qid).installations[0].bundle.seq == 1
+    with pytest.raises(ExpiredPrekey):
+        cold(world.cfg, clock=lambda: time.time() + 31).resolve(qid)
+
+
+def test_bad_signature(world: World) -> None:
+    b = world.bad_sig
+    with pytest.raises(BadSignature):
+        cold(world.cfg).resolve(b.qid)
+    with pytest.raises(BadSignature):
+        cold(world.cfg).resolve(b.bundles[1].to_text())
+    # the older, well-signed seq-1 text is not accepted either: the chain's record is bad
+    with pytest.raises(BadSignature):
+        cold(world.cfg).resolve(b.bundles[0].to_text())
+
+
+def test_bundle_bound_to_another_chain(world: World) -> None:
+    w = world.wrong_chain
+    with pytest.raises(WrongChain):
+        cold(world.cfg).resolve(w.qid)
+    with pytest.raises(WrongChain):
+        cold(world.cfg).resolve(w.bundles[0].to_text())
+
+
+def test_stale_republished_bundle(world: World) -> None:
+    s = world.stale
+    with pytest.raises(StaleRecord):
+        cold(world.cfg).resolve(s.qid)
+
+
+def test_bundle_text_newer_than_chain_is_rejected(world: World) -> None:
+    # a well-signed bundle text that was never published (seq 5 > the chain's seq 1)
+    m = world.multi
+    newer = m.devices[1].bundle(world.cfg, m.identity_id, seq=5)
+    with pytest.raises(HashMismatch):
+        cold(world.cfg).resolve(newer.to_text())
+
+
+@pytest.mark.parametrize("topic", [BUNDLE_TOPIC, PQ_TOPIC], ids=["bundle", "pq-key"])
+def test_tampering_rpc_node_is_hash_mismatch(world: World, proxy: RpcProxy, topic: bytes) -> None:
+    resolver = cold(via(proxy, world.cfg))
+    assert resolver.resolve("alice").identity_id == world.alice_id  # honest proxy: fine
+    proxy.tamper_logs(topic)
+    for q in ("alice", "0x" + world.alice_id.hex(), world.alice_owner):
+        with pytest.raises(HashMismatch):
+            resolver.resolve(q)
+    assert proxy.tampered >= 3
+    proxy.tamper_logs(None)
+    assert resolver.resolve("alice").identity_id == world.alice_id
+
+
+def test_chain_unreachable_is_chain_unavailable_quickly(world: World) -> None:
+    dead = dataclasses.replace(world.cfg, rpc_url=f"http://127.0.0.1:{free_port()}")
+    t0 = time.monotonic()
+    with pytest.raises(ChainUnavailable):
+        cold(dead).resolve("alice")
+    with pytest.raises(ChainUnavailable):
+        Registry(dead).check_chain()
+    with pytest.raises(ChainUnavailable):
+        Registry(dead).block_number()
+    assert time.monotonic() - t0 < 5
+
+
+def test_network_file_with_another_chain_id(world: World) -> None:
+    Registry(world.cfg).check_chain()
+    wrong = dataclasses.replace(world.cfg, chain_id=999)
+    with pytest.raises(WrongChain):
+        Registry(wrong).check_chain()
+    # and a resolver bound to chain 999 rejects this chain's bundles
+    with pytest.raises(WrongChain):
+        cold(wrong).resolve("alice")
+
+
+def test_registry_maps_reverts(world: World) -> None:
+    m = world.multi
+    revoked = m.devices[0]
+    with pytest.raises(RegistryReverted) as ei:
+        world.reg.publish_bundle(
+            m.owner, m.identity_id, revoked.pub, revoked.bundle(world.cfg, m.identity_id, seq=9).encode()
+        )
+    assert ei.value.reason == "InstallationNotActive"
+    stranger = new_owner(Web3(Web3.HTTPProvider(world.cfg.rpc_url)))
+    with pytest.raises(RegistryReverted) as ei:
+        world.reg.revoke_installation(stranger, m.identity_id, m.devices[1].pub)
+    assert ei.value.reason == "NotAuthorized"

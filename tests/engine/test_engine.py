@@ -1,0 +1,565 @@
+"""The 1:1 engine over in-memory stores and a fake directory (no network, no chain)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from chatcore.consts import KIND_HANDSHAKE, KIND_SESSION
+from chatcore.engine import Peer, direct_conversation_id, frame_msg_id, inbox_subject
+from chatcore.errors import (
+    ChatCoreError,
+    DecryptionError,
+    DuplicateMessage,
+    HandshakeError,
+    MalformedMessage,
+    ProtocolError,
+    UntrustedIdentity,
+)
+from chatcore.payload import ContentType
+
+from . import World, snapshot, texts
+
+
+def kind(frame: bytes) -> int:
+    return frame[0] & 0x0F
+
+
+def receive_dup(dev, frame: bytes) -> None:  # type: ignore[no-untyped-def]
+    """A duplicate is either ignored (None) or refused as DuplicateMessage; never stored."""
+    try:
+        assert dev.receive(frame) is None
+    except DuplicateMessage:
+        pass
+
+
+# --- basics -------------------------------------------------------------------------------------
+def test_inbox_subject_and_conversation_id() -> None:
+    a, b = b"\x01" * 32, b"\x02" * 32
+    assert direct_conversation_id(a, b) == direct_conversation_id(b, a)
+    assert len(direct_conversation_id(a, b)) == 16
+    assert direct_conversation_id(a, b) != direct_conversation_id(a, b"\x03" * 32)
+    s = inbox_subject(a)
+    assert s.startswith("lc.v1.inbox.") and a.hex() not in s and a.hex()[:8] not in s
+    assert inbox_subject(a) != inbox_subject(b)
+
+
+def test_first_message_sets_up_session_then_replies() -> None:
+    w = World()
+    alice, bob = w.person(name="alice"), w.person(name="bob")
+    a, b = w.dev(alice), w.dev(bob)
+    conv = direct_conversation_id(alice, bob)
+
+    res = w.send(alice, bob, "hello bob")
+    assert res.conversation_id == conv and res.lamport == 1 and len(res.frames) == 1
+    f1 = w.frame_for(res, b)
+    assert kind(f1) == KIND_HANDSHAKE
+    assert b"hello bob" not in f1
+    assert a.store.count_sessions() == 1 and b.store.count_sessions() == 0
+
+    r = b.receive(f1)
+    assert r is not None
+    assert (r.text, r.sender_identity, r.sender_installation) == ("hello bob", alice, a.inst)
+    assert r.conversation_id == conv and r.message_id == res.message_id and not r.outgoing
+    assert r.content_type is ContentType.TEXT and r.lamport == 1 and r.sent_at == res.sent_at
+    assert b.store.count_sessions() == 1
+    c = b.store.conversation(conv)
+    assert c is not None and c.peer_identity == alice and c.unread == 1 and c.kind == "direct"
+
+    # until alice hears back, her frames keep carrying the handshake
+    res2 = w.send(alice, bob, "still there?")
+    assert kind(w.frame_for(res2, b)) == KIND_HANDSHAKE
+    assert b.receive(w.frame_for(res2, b)) is not None
+
+    reply = w.send(bob, alice, "hi alice")
+    fr = w.frame_for(reply, a)
+    assert kind(fr) == KIND_SESSION and reply.lamport == 3
+    r2 = a.receive(fr)
+    assert r2 is not None and r2.text == "hi alice" and r2.sender_identity == bob
+    # one session each way, no second handshake
+    assert a.store.count_sessions() == 1 and b.store.count_sessions() == 1
+    res3 = w.send(alice, bob, "now established")
+    assert kind(w.frame_for(res3, b)) == KIND_SESSION
+    assert b.receive(w.frame_for(res3, b)) is not None
+    assert texts(a.store, conv) == texts(b.store, conv) == [
+        "hello bob",
+        "still there?",
+        "hi alice",
+        "now established",
+    ]
+
+
+def test_many_messages_both_ways_in_bursts() -> None:
+    w = World(seed=2)
+    alice, bob = w.person(), w.person()
+    a, b = w.dev(alice), w.dev(bob)
+    conv = direct_conversation_id(alice, bob)
+    rnd = random.Random(5)
+    expected: list[str] = []
+    for turn in range(40):
+        sender, to = (alice, bob) if turn % 2 == 0 else (bob, alice)
+        for i in range(rnd.randint(1, 6)):
+            text = f"{turn}.{i} " + "x" * rnd.randint(0, 300)
+            expected.append(text)
+            res = w.send(sender, to, text)
+            got = w.deliver(res)
+            assert [g.text for g in got if g] == [text]
+    assert texts(a.store, conv) == texts(b.store, conv) == expected
+    ha, hb = a.store.history(conv, 10_000), b.store.history(conv, 10_000)
+    assert [m.lamport for m in ha] == list(range(1, len(expected) + 1))
+    assert [m.message_id for m in ha] == [m.message_id for m in hb]
+    assert a.store.count_sessions() == 1 and b.store.count_sessions() == 1
+    assert a.store.conversation(conv).lamport == len(expected)  # type: ignore[union-attr]
+
+
+def test_simultaneous_first_messages_both_work() -> None:
+    """Both sides start a session at once (two handshakes cross); both keep working after."""
+    w = World(seed=3)
+    alice, bob = w.person(), w.person()
+    a, b = w.dev(alice), w.dev(bob)
+    conv = direct_conversation_id(alice, bob)
+    ra = w.send(alice, bob, "a1")
+    rb = w.send(bob, alice, "b1")
+    assert ra.lamport == rb.lamport == 1
+    w.deliver(ra)
+    w.deliver(rb)
+    for i in range(5):
+        w.deliver(w.send(alice, bob, f"a{i + 2}"))
+        w.deliver(w.send(bob, alice, f"b{i + 2}"))
+    assert sorted(texts(a.store, conv)) == sorted(texts(b.store, conv))
+    assert len(texts(a.store, conv)) == 12
+    # Lamport: the first two tie at 1; everything after is ordered the same on both sides
+    assert texts(a.store, conv)[2:] == texts(b.store, conv)[2:]
+
+
+# --- multi-device -------------------------------------------------------------------------------
+def test_fan_out_to_peer_devices_and_sync_copy_to_own() -> None:
+    w = World(seed=4)
+    alice, bob = w.person(2), w.person(2)
+    a0, a1 = w.people[alice]
+    b0, b1 = w.people[bob]
+    conv = direct_conversation_id(alice, bob)
+
+    res = w.send(alice, bob, "to both of your phones")
+    assert {f.subject for f in res.frames} == {b0.engine.inbox, b1.engine.inbox, a1.engine.inbox}
+    assert len(res.frames) == 3  # never to ourselves
+    for d in (b0, b1):
+        r = d.receive(w.frame_for(res, d))
+        assert r is not None and r.text == "to both of your phones" and not r.outgoing
+        assert r.conversation_id == conv and r.sender_installation == a0.inst
+    r = a1.receive(w.frame_for(res, a1))
+    assert r is not None and r.outgoing and r.sender_identity == alice
+    assert r.conversation_id == conv and r.message_id == res.message_id
+    m = a1.store.message(conv, res.message_id)
+    assert m is not None and m.outgoing and m.sender_identity == alice and m.status == "sent"
+    c = a1.store.conversation(conv)
+    assert c is not None and c.peer_identity == bob and c.unread == 0
+
+    # bob answers from his second device: both of alice's devices get it, b0 a sync copy
+    rep = w.send(bob, alice, "answer from b1", device=1)
+    assert len(rep.frames) == 3
+    got = w.deliver(rep)
+    assert all(g is not None for g in got)
+    for d in (a0, a1, b0, b1):
+        assert texts(d.store, conv) == ["to both of your phones", "answer from b1"], d
+    assert b0.store.message(conv, rep.message_id).outgoing  # type: ignore[union-attr]
+    assert not a0.store.message(conv, rep.message_id).outgoing  # type: ignore[union-attr]
+    # a1 now talks too
+    w.deliver(w.send(alice, bob, "from a1", device=1))
+    for d in (a0, a1, b0, b1):
+        assert texts(d.store, conv)[-1] == "from a1"
+
+
+def test_sync_copy_from_another_identity_is_refused() -> None:
+    w = World(seed=5)
+    alice, bob, carol = w.person(), w.person(), w.person()
+    a, b = w.dev(alice), w.dev(bob)
+    # alice's engine is told bob's device is one of her own: bob must not accept a "sync copy"
+    res = a.engine.send(
+        w.directory.peer(carol), ContentType.TEXT, b"spoof", (w.directory.peer(bob).installations)
+    )
+    before = snapshot(b.store)
+    with pytest.raises(ProtocolError):
+        b.receive(w.frame_for(res, b))
+    assert snapshot(b.store) == before
+
+
+def test_message_from_own_device_without_conversation_is_refused() -> None:
+    w = World(seed=6)
+    alice = w.person(2)
+    a0, a1 = w.people[alice]
+    res = a0.engine.send(
+        Peer(alice, None, (a1.peer_keys,)), ContentType.TEXT, b"note to self", ()
+    )
+    with pytest.raises(ProtocolError):
+        a1.receive(w.frame_for(res, a1))
+    assert a1.store.conversations() == []
+
+
+# --- duplicates and replays -----------------------------------------------------------------------
+def test_duplicate_frames_are_not_stored_twice() -> None:
+    w = World(seed=7)
+    alice, bob = w.person(), w.person()
+    a, b = w.dev(alice), w.dev(bob)
+    conv = direct_conversation_id(alice, bob)
+    f1 = w.frame_for(w.send(alice, bob, "one"), b)
+    assert b.receive(f1) is not None
+    receive_dup(b, f1)
+    w.deliver(w.send(bob, alice, "ack"))
+    f2 = w.frame_for(w.send(alice, bob, "two"), b)
+    assert kind(f2) == KIND_SESSION
+    assert b.receive(f2) is not None
+    before = snapshot(b.store)
+    for _ in range(3):
+        receive_dup(b, f2)
+        receive_dup(b, f1)
+    assert snapshot(b.store) == before
+    assert texts(b.store, conv) == ["one", "ack", "two"]
+    assert b.store.conversation(conv).unread == 2  # type: ignore[union-attr]
+    # the conversation goes on
+    assert b.receive(w.frame_for(w.send(alice, bob, "three"), b)) is not None
+
+
+def test_replayed_handshake_after_restart_and_reply() -> None:
+    w = World(seed=8)
+    alice, bob = w.person(), w.person()
+    a, b = w.dev(alice), w.dev(bob)
+    conv = direct_conversation_id(alice, bob)
+    hs1 = w.frame_for(w.send(alice, bob, "first"), b)
+    hs2 = w.frame_for(w.send(alice, bob, "second"), b)
+    assert kind(hs1) == kind(hs2) == KIND_HANDSHAKE
+    assert b.receive(hs2) is not None  # second handshake frame arrives first
+    assert b.receive(hs1) is not None
+    receive_dup(b, hs1)
+    receive_dup(b, hs2)
+    w.deliver(w.send(bob, alice, "reply"))
+    w.restart(b)
+    before = snapshot(b.store)
+    receive_dup(b, hs1)
+    receive_dup(b, hs2)
+    assert snapshot(b.store) == before
+    assert b.store.count_sessions() == 1
+    assert texts(b.store, conv) == ["first", "second", "reply"]
+
+
+# --- bad input -----------------------------------------------------------------------------------
+def _flips(frame: bytes, n: int, seed: int) -> list[bytes]:
+    rnd = random.Random(seed)
+    positions = sorted(
+        set(rnd.sample(range(len(frame)), min(n, len(frame))))
+        | {0, 1, 8, 9, 10, 40, 41, 42, len(frame) - 17, len(frame) - 1}
+    )
+    out = []
+    for p in positions:
+        t = bytearray(frame)
+        t[p] ^= 1 << rnd.randrange(8)
+        out.append(bytes(t))
+    return out
+
+
+@pytest.mark.parametrize("established", [False, True])
+def test_tampered_frames_raise_typed_errors_and_change_nothing(established: bool) -> None:
+    w = World(seed=9)
+    alice, bob = w.person(), w.person()
+    a, b = w.dev(alice), w.dev(bob)
+    conv = direct_conversation_id(alice, bob)
+    if established:
+        w.deliver(w.send(alice, bob, "hello"))
+        w.deliver(w.send(bob, alice, "hi"))
+    frame = w.frame_for(w.send(alice, bob, "the real one"), b)
+    assert kind(frame) == (KIND_SESSION if established else KIND_HANDSHAKE)
+    before = snapshot(b.store)
+    expected_types = (DecryptionError, HandshakeError, MalformedMessage, ProtocolError)
+    for i, bad in enumerate(_flips(frame, 60, seed=i if established else 100)):
+        cursor_before = b.store.cursor(b.engine.inbox)
+        with pytest.raises(ChatCoreError) as ei:
+            b.receive(bad)
+        assert isinstance(ei.value, expected_types), repr(ei.value)
+        assert not isinstance(ei.value, DuplicateMessage)
+        assert snapshot(b.store) == before, f"flip {i} changed the store"
+        assert b.store.cursor(b.engine.inbox) == cursor_before + 1  # the cursor still moves
+    # the untouched frame still decrypts afterwards
+    r = b.receive(frame)
+    assert r is not None and r.text == "the real one"
+    assert texts(b.store, conv)[-1] == "the real one"
+
+
+def test_truncated_and_extended_frames() -> None:
+    w = World(seed=10)
+    alice, bob = w.person(), w.person()
+    b = w.dev(bob)
+    frame = w.frame_for(w.send(alice, bob, "cut me"), b)
+    before = snapshot(b.store)
+    for cut in (1, 5, 9, 20, 41, 60, len(frame) - 16, len(frame) - 1):
+        with pytest.raises((MalformedMessage, ProtocolError)):
+            b.receive(frame[:cut])
+    with pytest.raises(ProtocolError):
+        b.receive(frame + b"\x00")
+    assert snapshot(b.store) == before
+    assert b.receive(frame) is not None
+
+
+def test_frame_for_unknown_session() -> None:
+    w = World(seed=11)
+    alice, bob, carol = w.person(), w.person(), w.person()
+    b, c = w.dev(bob), w.dev(carol)
+    w.deliver(w.send(alice, bob, "x"))
+    w.deliver(w.send(bob, alice, "y"))
+    f = w.frame_for(w.send(alice, bob, "for bob only"), b)
+    assert kind(f) == KIND_SESSION
+    with pytest.raises(ProtocolError):
+        c.receive(f)
+    assert c.store.count_sessions() == 0 and c.store.conversations() == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x00",
+        b"\x11",
+        b"\x12" + b"\x00" * 10,
+        b"\x10" + b"\x00" * 80,  # kind 0
+        b"\x21" + b"\x00" * 80,  # version 2
+        b"\xf2" + b"\x00" * 80,
+        b"\x13" + b"\x00" * 80,  # a group kind does not belong in an inbox
+        b"\x1f" + b"\xff" * 200,
+    ],
+)
+def test_malformed_bytes(data: bytes) -> None:
+    w = World(seed=12)
+    bob = w.person()
+    b = w.dev(bob)
+    with pytest.raises(MalformedMessage):
+        b.receive(data)
+    assert b.store.count_sessions() == 0 and b.store.conversations() == []
+    assert b.store.cursor(b.engine.inbox) == 1
+
+
+def test_garbage_handshake_frame_is_a_handshake_error() -> None:
+    w = World(seed=13)
+    bob = w.person()
+    b = w.dev(bob)
+    rnd = random.Random(1)
+    for n in (80, 200, 1500):
+        with pytest.raises((HandshakeError, MalformedMessage)):
+            b.receive(b"\x11" + rnd.randbytes(n))
+    assert b.store.count_sessions() == 0
+
+
+# --- trust --------------------------------------------------------------------------------------
+def test_unregistered_sender_is_untrusted_and_nothing_is_stored() -> None:
+    w = World(seed=14)
+    bob = w.person()
+    b = w.dev(bob)
+    mallory_id = w.rng(32)
+    m = w.make_device(mallory_id, register=False)
+    res = m.engine.send(w.directory.peer(bob), ContentType.TEXT, b"trust me", ())
+    with pytest.raises(UntrustedIdentity):
+        b.receive(w.frame_for(res, b))
+    assert b.store.count_sessions() == 0 and b.store.conversations() == []
+    assert b.store.cursor(b.engine.inbox) == 1
+
+
+def test_impersonating_a_registered_identity_is_untrusted() -> None:
+    w = World(seed=15)
+    alice, bob = w.person(), w.person()
+    b = w.dev(bob)
+    # mallory's own keys, but she claims alice's identity id in the sealed sender info
+    m = w.make_device(alice, register=False)
+    res = m.engine.send(w.directory.peer(bob), ContentType.TEXT, b"it's alice, honest", ())
+    with pytest.raises(UntrustedIdentity):
+        b.receive(w.frame_for(res, b))
+    assert b.store.count_sessions() == 0 and b.store.conversations() == []
+
+
+def test_revoked_installation_messages_are_dropped() -> None:
+    w = World(seed=16)
+    alice, bob = w.person(2), w.person()
+    a0 = w.dev(alice)
+    b = w.dev(bob)
+    conv = direct_conversation_id(alice, bob)
+    w.deliver(w.send(alice, bob, "before"))
+    w.deliver(w.send(bob, alice, "ok"))
+    pending = w.frame_for(w.send(alice, bob, "in flight when revoked"), b)
+    w.directory.revoked.add(a0.inst)
+    before = snapshot(b.store)
+    with pytest.raises(UntrustedIdentity):
+        b.receive(pending)
+    assert snapshot(b.store) == before
+    # a0 keeps its (now stale) view of bob and tries again: still refused
+    res = a0.engine.send(w.directory.peer(bob), ContentType.TEXT, b"after", ())
+    with pytest.raises(UntrustedIdentity):
+        b.receive(w.frame_for(res, b))
+    assert texts(b.store, conv) == ["before", "ok"]
+    # alice's other device still gets through
+    assert b.receive(w.frame_for(w.send(alice, bob, "from a1", device=1), b)) is not None
+
+
+def test_unknown_prekey_is_a_handshake_error() -> None:
+    w = World(seed=17)
+    alice, bob = w.person(), w.person()
+    b = w.dev(bob)
+    frame = w.frame_for(w.send(alice, bob, "to an old prekey"), b)
+    b.store.delete_secret("spk:0000000001")
+    with pytest.raises(HandshakeError):
+        b.receive(frame)
+    assert b.store.count_sessions() == 0 and b.store.conversations() == []
+
+
+# --- ordering and restarts ------------------------------------------------------------------------
+@pytest.mark.parametrize("established", [False, True])
+def test_out_of_order_burst(established: bool) -> None:
+    w = World(seed=18)
+    alice, bob = w.person(), w.person()
+    b = w.dev(bob)
+    conv = direct_conversation_id(alice, bob)
+    if established:
+        w.deliver(w.send(alice, bob, "m-start"))
+        w.deliver(w.send(bob, alice, "r-start"))
+    sent = [f"burst {i}" for i in range(30)]
+    frames = [w.frame_for(w.send(alice, bob, t), b) for t in sent]
+    order = list(range(len(frames)))
+    random.Random(3).shuffle(order)
+    for i in order:
+        r = b.receive(frames[i])
+        assert r is not None and r.text == sent[i]
+    got = texts(b.store, conv)
+    assert got[-30:] == sent  # history is in Lamport order, not arrival order
+    for i in order[:5]:
+        receive_dup(b, frames[i])
+    assert len(texts(b.store, conv)) == len(got)
+
+
+def test_restart_mid_conversation() -> None:
+    w = World(seed=19)
+    alice, bob = w.person(), w.person()
+    a, b = w.dev(alice), w.dev(bob)
+    conv = direct_conversation_id(alice, bob)
+    w.deliver(w.send(alice, bob, "1"))
+    pending = w.send(alice, bob, "2 (arrives after bob restarts)")
+    w.restart(a)
+    w.restart(b)
+    w.deliver(pending)
+    w.deliver(w.send(bob, alice, "3"))
+    w.restart(a)
+    w.deliver(w.send(alice, bob, "4"))
+    w.restart(b)
+    w.deliver(w.send(bob, alice, "5"))
+    expected = ["1", "2 (arrives after bob restarts)", "3", "4", "5"]
+    assert texts(a.store, conv) == texts(b.store, conv) == expected
+    assert a.store.count_sessions() == b.store.count_sessions() == 1
+
+
+def test_lamport_clock_follows_the_peer() -> None:
+    w = World(seed=20)
+    alice, bob = w.person(), w.person()
+    a, b = w.dev(alice), w.dev(bob)
+    conv = direct_conversation_id(alice, bob)
+    lams = [w.send(alice, bob, f"a{i}") for i in range(5)]
+    assert [r.lamport for r in lams] == [1, 2, 3, 4, 5]
+    # bob gets only the last one (the others are delayed), then replies: after 5 comes 6
+    last = w.frame_for(lams[-1], b)
+    assert b.receive(last).lamport == 5  # type: ignore[union-attr]
+    rep = w.send(bob, alice, "b")
+    assert rep.lamport == 6
+    for r in lams[:-1]:
+        w.deliver(r)
+    assert texts(b.store, conv) == ["a0", "a1", "a2", "a3", "a4", "b"]
+    w.deliver(rep)
+    assert texts(a.store, conv) == ["a0", "a1", "a2", "a3", "a4", "b"]
+    assert w.send(alice, bob, "c").lamport == 7
+
+
+# --- outbox and cursor --------------------------------------------------------------------------
+def test_outbox_keeps_frames_until_acknowledged() -> None:
+    w = World(seed=21)
+    alice, bob = w.person(2), w.person(2)
+    a = w.dev(alice)
+    conv = direct_conversation_id(alice, bob)
+    res = w.send(alice, bob, "persist me")
+    assert len(res.frames) == 3
+    pending = a.store.pending_outbox()
+    assert [(p.id, p.subject, p.frame, p.msg_id) for p in pending] == [
+        (f.outbox_id, f.subject, f.frame, f.msg_id) for f in res.frames
+    ]
+    assert all(p.conversation_id == conv and p.message_id == res.message_id for p in pending)
+    assert all(f.msg_id == frame_msg_id(f.frame) for f in res.frames)
+    assert a.store.message(conv, res.message_id).status == "sending"  # type: ignore[union-attr]
+    w.restart(a)  # the outbox survives a crash
+    for f in res.frames[:-1]:
+        a.engine.acknowledged(f.outbox_id)
+        assert a.store.message(conv, res.message_id).status == "sending"  # type: ignore[union-attr]
+    a.engine.acknowledged(res.frames[-1].outbox_id)
+    assert a.store.outbox_size() == 0
+    assert a.store.message(conv, res.message_id).status == "sent"  # type: ignore[union-attr]
+    a.engine.acknowledged(res.frames[0].outbox_id)  # a late second ack is harmless
+    assert a.store.message(conv, res.message_id).status == "sent"  # type: ignore[union-attr]
+    # frames from the outbox are still deliverable after the sender restarted
+    w.deliver(res)
+    assert texts(w.dev(bob, 1).store, conv) == ["persist me"]
+
+
+def test_cursor_advances_on_dropped_and_duplicate_frames() -> None:
+    w = World(seed=22)
+    alice, bob = w.person(), w.person()
+    b = w.dev(bob)
+    inbox = b.engine.inbox
+    f = w.frame_for(w.send(alice, bob, "x"), b)
+    with pytest.raises(MalformedMessage):
+        b.engine.receive(b"junk", cursor=(inbox, 7))
+    assert b.store.cursor(inbox) == 7
+    assert b.engine.receive(f, cursor=(inbox, 8)) is not None
+    assert b.store.cursor(inbox) == 8
+    try:
+        assert b.engine.receive(f, cursor=(inbox, 9)) is None
+    except DuplicateMessage:
+        pass
+    assert b.store.cursor(inbox) == 9
+    with pytest.raises(MalformedMessage):
+        b.engine.receive(b"junk", cursor=(inbox, 5))  # an old cursor never moves it back
+    assert b.store.cursor(inbox) == 9
+    with pytest.raises(MalformedMessage):
+        b.engine.receive(b"junk")  # no cursor given: nothing written
+    assert b.store.cursor(inbox) == 9
+
+
+def test_receive_is_one_transaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If storing the message fails, the ratchet state is not advanced either."""
+    w = World(seed=23)
+    alice, bob = w.person(), w.person()
+    b = w.dev(bob)
+    conv = direct_conversation_id(alice, bob)
+    w.deliver(w.send(alice, bob, "a"))
+    w.deliver(w.send(bob, alice, "b"))
+    f = w.frame_for(w.send(alice, bob, "c"), b)
+    before = snapshot(b.store)
+
+    def boom(*_a: object, **_k: object) -> bool:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(b.store, "add_message", boom)
+    with pytest.raises(RuntimeError):
+        b.receive(f)
+    assert snapshot(b.store) == before
+    monkeypatch.undo()
+    r = b.receive(f)
+    assert r is not None and r.text == "c"
+    assert texts(b.store, conv) == ["a", "b", "c"]
+
+
+def test_no_secret_or_identity_bytes_in_frames() -> None:
+    w = World(seed=24)
+    alice, bob = w.person(2), w.person()
+    a0, a1 = w.people[alice]
+    b = w.dev(bob)
+    frames = []
+    for i in range(3):
+        frames += [f.frame for f in w.send(alice, bob, f"secret text {i}").frames]
+        frames += [f.frame for f in w.send(bob, alice, f"secret reply {i}").frames]
+    needles = [alice, bob, a0.inst, a1.inst, b.inst, a0.keys.ik_x25519, b.keys.ik_x25519,
+               b.spk.pub, b"secret text", b"secret reply"]
+    for f in frames:
+        for n in needles:
+            assert n not in f
