@@ -110,7 +110,7 @@ class _EventDecoder:
                 ti += 1
                 args[inp["name"]] = _decode_topic(inp["type"], raw)
         for inp, value in zip(data_inputs, data_values, strict=True):
-            args[inp["name"]] = value
+            args[inp["name"]] = to_checksum_address(value) if inp["type"] == "address" else value
         tx_hash = log.get("transactionHash")
         return Event(
             name=name,
@@ -138,6 +138,8 @@ class Registry:
     def __init__(self, config: NetworkConfig, w3: Web3 | None = None, timeout: float = 10.0):
         self.config = config
         self.w3 = w3 or Web3(Web3.HTTPProvider(config.rpc_url, request_kwargs={"timeout": timeout}))
+        if w3 is None:  # web3's "validation" adds 2 eth_chainId per eth_call; check_chain() does it
+            self.w3.middleware_onion.remove("validation")
         id_art = load_artifact("IdentityRegistry")
         name_art = load_artifact("NameRegistry")
         self.identity = self.w3.eth.contract(

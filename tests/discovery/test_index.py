@@ -1,0 +1,253 @@
+"""discovery.index: the local SQLite index gives the same verified answers as the cold path,
+syncs incrementally, survives reopening, rebuilds, follows a chain reset, and costs no RPC."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from web3 import Web3
+
+from chatcore.client import Client
+from devnet.chain import mine, rpc_url
+from devnet.process import ManagedProcess
+from discovery.errors import RecordNotFound, RevokedInstallation
+from discovery.index import Index
+from discovery.network import NetworkConfig
+from discovery.registry import Registry
+from discovery.resolver import Resolver
+from tests.discovery.rpc_proxy import RpcProxy
+from tests.discovery.test_resolver import (
+    PASSPHRASE,
+    Ident,
+    add_device,
+    cold,
+    init_client,
+    network_for,
+    register_direct,
+    via,
+)
+from tests.fixtures.chain import Registries
+
+pytestmark = pytest.mark.devnet
+
+
+@dataclass
+class World:
+    cfg: NetworkConfig
+    reg: Registry
+    w3: Web3
+    alice: Client
+    bob: Ident
+
+    def queries(self) -> list[str]:
+        a = "0x" + self.alice.identity_id.hex()
+        return [
+            a,
+            self.reg.get_identity(self.alice.identity_id).owner,
+            "alice",
+            self.bob.qid,
+            self.bob.owner.address,
+            self.bob.bundles[-1].to_text(),
+        ]
+
+
+@pytest.fixture(scope="module")
+def world(
+    anvil: ManagedProcess, w3: Web3, registries: Registries, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    cfg = network_for(anvil, registries)
+    reg = Registry(cfg)
+    alice = init_client(tmp_path_factory.mktemp("index") / "alice", cfg, "alice")
+    bob = register_direct(reg, w3)
+    add_device(reg, bob)
+    try:
+        yield World(cfg, reg, w3, alice, bob)
+    finally:
+        alice.close()
+
+
+@pytest.fixture
+def proxy(anvil: ManagedProcess) -> Iterator[RpcProxy]:
+    with RpcProxy(rpc_url(anvil)) as p:
+        yield p
+
+
+def warm(index: Index, cfg: NetworkConfig) -> Resolver:
+    return Resolver(index, cfg.binding, cfg.name_registry)
+
+
+def assert_same_as_cold(index: Index, world: World) -> None:
+    r_cold, r_idx = cold(world.cfg), warm(index, world.cfg)
+    for q in world.queries():
+        assert r_idx.resolve(q) == r_cold.resolve(q), q
+
+
+def all_rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    db = sqlite3.connect(path)
+    try:
+        return {
+            t: sorted(db.execute(f"SELECT * FROM {t}").fetchall())
+            for t in ("events", "identities", "accounts", "installations", "names")
+        }
+    finally:
+        db.close()
+
+
+def test_sync_from_scratch_equals_cold(world: World, tmp_path: Path) -> None:
+    idx = Index(tmp_path / "index.sqlite", Registry(world.cfg))
+    try:
+        assert idx.synced_block == -1
+        applied = idx.sync()
+        assert applied >= 10  # alice: 6+ events, bob: 5
+        assert idx.synced_block == world.reg.block_number()
+        assert idx.count_identities() == 2
+        assert_same_as_cold(idx, world)
+        r = warm(idx, world.cfg)
+        for q in ("nobody_here", "0x" + "ab" * 32, "0x" + "cd" * 20):
+            with pytest.raises(RecordNotFound):
+                r.resolve(q)
+    finally:
+        idx.close()
+
+
+def test_lookups_after_sync_make_no_rpc_calls(
+    world: World, proxy: RpcProxy, tmp_path: Path
+) -> None:
+    idx = Index(tmp_path / "index.sqlite", Registry(via(proxy, world.cfg)))
+    try:
+        idx.sync()
+        proxy.reset()
+        r = warm(idx, world.cfg)
+        for q in world.queries():
+            assert r.resolve(q).installations
+        with pytest.raises(RecordNotFound):
+            r.resolve("nobody_here")
+        assert proxy.methods == []
+    finally:
+        idx.close()
+
+
+def test_incremental_sync_picks_up_publishes_and_revocations(
+    world: World, proxy: RpcProxy, tmp_path: Path
+) -> None:
+    idx = Index(tmp_path / "index.sqlite", Registry(via(proxy, world.cfg)))
+    try:
+        idx.sync()
+        before = idx.synced_block
+        alice_seq = warm(idx, world.cfg).resolve("alice").installations[0].bundle.seq
+
+        world.alice.publish(PASSPHRASE)  # BundlePublished
+        bob = world.bob
+        new_dev = add_device(world.reg, bob)  # InstallationAdded + BundlePublished
+        gone = bob.devices[0]
+        world.reg.revoke_installation(bob.owner, bob.identity_id, gone.pub)  # InstallationRevoked
+
+        stale = warm(idx, world.cfg).resolve(bob.qid)  # not synced yet: the old view
+        assert gone.pub not in stale.revoked
+
+        proxy.reset()
+        assert idx.sync() == 4
+        assert idx.synced_block > before
+        # incremental: one eth_getLogs for the new range only
+        assert proxy.methods.count("eth_getLogs") == 1
+
+        r = warm(idx, world.cfg)
+        assert r.resolve("alice").installations[0].bundle.seq == alice_seq + 1
+        rb = r.resolve(bob.qid)
+        assert gone.pub in rb.revoked
+        assert gone.pub not in [i.installation_id for i in rb.installations]
+        assert new_dev.pub in [i.installation_id for i in rb.installations]
+        with pytest.raises(RevokedInstallation):
+            r.resolve(bob.bundles[0].to_text())
+        assert_same_as_cold(idx, world)
+        assert idx.sync() == 0
+    finally:
+        idx.close()
+
+
+def test_survives_reopening(world: World, proxy: RpcProxy, tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite"
+    idx = Index(path, Registry(world.cfg))
+    idx.sync()
+    synced = idx.synced_block
+    idx.close()
+
+    idx = Index(path, Registry(via(proxy, world.cfg)))
+    try:
+        assert idx.synced_block == synced
+        proxy.reset()
+        assert_same_as_cold(idx, world)
+        assert proxy.methods == []  # answered from the file alone
+        assert idx.sync() == 0
+    finally:
+        idx.close()
+
+
+def test_rebuild_gives_the_same_index(world: World, tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite"
+    idx = Index(path, Registry(world.cfg))
+    try:
+        n = idx.sync()
+        rows = all_rows(path)
+        assert idx.rebuild() == n
+        assert all_rows(path) == rows
+        assert_same_as_cold(idx, world)
+    finally:
+        idx.close()
+
+
+def test_other_network_scope_clears_the_file(world: World, tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite"
+    idx = Index(path, Registry(world.cfg))
+    idx.sync()
+    assert idx.count_identities() == 2
+    idx.close()
+
+    other = dataclasses.replace(world.cfg, identity_registry="0x" + "12" * 20)
+    idx = Index(path, Registry(other))
+    assert idx.count_identities() == 0
+    assert idx.synced_block == -1
+    assert all(not v for v in all_rows(path).values())
+    idx.close()
+
+    other_chain = dataclasses.replace(world.cfg, chain_id=5)
+    idx = Index(path, Registry(world.cfg))  # back to ours: empty, syncs again
+    try:
+        assert idx.count_identities() == 0
+        idx.sync()
+        assert_same_as_cold(idx, world)
+    finally:
+        idx.close()
+    idx = Index(path, Registry(other_chain))
+    try:
+        assert idx.count_identities() == 0
+    finally:
+        idx.close()
+
+
+def test_chain_reset_below_synced_block_triggers_rebuild(world: World, tmp_path: Path) -> None:
+    """A devnet reset (or reorg) replaces blocks the index synced: it must not keep ghosts."""
+    idx = Index(tmp_path / "index.sqlite", Registry(world.cfg))
+    snap = world.w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    reverted = False
+    try:
+        idx.sync()
+        ghost = register_direct(world.reg, world.w3)
+        idx.sync()
+        assert warm(idx, world.cfg).resolve(ghost.qid).identity_id == ghost.identity_id
+        assert world.w3.provider.make_request("evm_revert", [snap])["result"]  # type: ignore[arg-type]
+        reverted = True
+        mine(world.w3, 5)  # a new, different chain above the old synced height
+        idx.sync()
+        with pytest.raises(RecordNotFound):
+            warm(idx, world.cfg).resolve(ghost.qid)
+        assert_same_as_cold(idx, world)
+    finally:
+        if not reverted:
+            world.w3.provider.make_request("evm_revert", [snap])  # type: ignore[arg-type]
+        idx.close()

@@ -1,0 +1,109 @@
+"""Integration fixtures: real anvil (one per session, registries per module) + a fresh
+nats-server per test, and a factory of chat Clients (each a real home directory).
+
+    network        NetworkConfig for this test (module's registries, this test's NATS)
+    people         factory: people.new("alice") -> Person (home, name, open client)
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from chatcore.client import Client
+from devnet.chain import rpc_url
+from devnet.manager import DEV_FAUCET_KEY
+from devnet.process import ManagedProcess
+from discovery.network import NetworkConfig
+from tests.fixtures.chain import Registries
+from tests.fixtures.nats import NatsServer
+
+PASSPHRASE = "integration-pw"
+_counter = itertools.count()
+
+
+@pytest.fixture
+def network(anvil: ManagedProcess, registries: Registries, nats_server: NatsServer) -> NetworkConfig:
+    return NetworkConfig(
+        chain_id=registries.chain_id,
+        rpc_url=rpc_url(anvil),
+        identity_registry=registries.identity_address,
+        name_registry=registries.name_address,
+        deploy_block=registries.deploy_block,
+        nats_url=nats_server.url,
+        faucet_key=DEV_FAUCET_KEY,
+    )
+
+
+@dataclass
+class Person:
+    home: Path
+    name: str
+    network: NetworkConfig
+    client: Client | None
+    _opened: list[Client] = field(default_factory=list)
+
+    @property
+    def c(self) -> Client:
+        assert self.client is not None, f"{self.name} is offline"
+        return self.client
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+    def crash(self) -> None:
+        """Drop the client without any orderly shutdown of the transport (store closed)."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def open(self) -> Client:
+        assert self.client is None
+        self.client = Client.open(self.home, PASSPHRASE, self.network)
+        self._opened.append(self.client)
+        return self.client
+
+    @property
+    def id_hex(self) -> str:
+        return "0x" + self.c.identity_id.hex()
+
+
+class People:
+    def __init__(self, root: Path, network: NetworkConfig) -> None:
+        self.root = root
+        self.network = network
+        self.all: list[Person] = []
+
+    def new(self, base: str) -> Person:
+        # names are first-come on the module's registry: make them unique per test
+        name = f"{base}-{os.getpid() % 10000}-{next(_counter)}"
+        client, _ = Client.init(self.root / base, PASSPHRASE, self.network, name)
+        p = Person(self.root / base, name, self.network, client, [client])
+        self.all.append(p)
+        return p
+
+    async def close(self) -> None:
+        for p in self.all:
+            if p.client is not None:
+                try:
+                    await p.client.aclose()
+                except Exception:  # a test may have closed the store already
+                    pass
+                p.client = None
+
+
+@pytest_asyncio.fixture
+async def people(tmp_path: Path, network: NetworkConfig) -> AsyncIterator[People]:
+    ppl = People(tmp_path, network)
+    try:
+        yield ppl
+    finally:
+        await ppl.close()
