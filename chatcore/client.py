@@ -101,8 +101,13 @@ class Client:
         )
         self.directory = ChainDirectory(self.resolver)
         self.engine = Engine(store, OwnIdentity(identity_id, keys), self.directory, rng, clock_ms)
+        from chatcore.groupchat import GroupChat
+
+        self.groups = GroupChat(self.engine, self.directory.devices)
+        self.engine.control_handler = self.groups.handle_control
         self.transport: Transport | None = None
         self._synced = False
+        self._sub: object | None = None
 
     # --- opening ------------------------------------------------------------------------------
     @classmethod
@@ -346,20 +351,37 @@ class Client:
         await self.flush_outbox()
         return result
 
-    async def _process(self, subject: str, seq: int, data: bytes) -> Received | None:
+    async def _process(self, subject: str, seq: int, data: bytes) -> list[Received]:
+        """Handle one delivered frame (inbox or group topic); returns what to show."""
+        receive = (
+            self.engine.receive
+            if subject == self.engine.inbox
+            else lambda d, cursor: self.groups.receive(subject, d, cursor)
+        )
         try:
             try:
-                r = self.engine.receive(data, cursor=(subject, seq))
+                r = receive(data, cursor=(subject, seq))
             except UntrustedIdentity:
                 # perhaps the sender registered after our last index sync: sync once, retry
                 await asyncio.to_thread(self.sync_directory)
-                r = self.engine.receive(data, cursor=(subject, seq))
+                r = receive(data, cursor=(subject, seq))
         except ChatCoreError as exc:
             log.warning("dropped frame seq=%d: %s: %s", seq, type(exc).__name__, exc)
-            return None
-        if r is not None and not r.outgoing:
-            self._remember_display(r.sender_identity)
-        return r
+            self.engine.drain()
+            return []
+        events, frames = self.engine.drain()
+        if frames:
+            await self._publish(frames)
+        if events and self._sub is not None:
+            await self._sub.add_subjects(  # type: ignore[attr-defined]
+                [s for s in self.groups.subjects() if s not in self._sub.subjects],  # type: ignore[attr-defined]
+                after=0,
+            )
+        out = [*events, *([r] if r is not None else [])]
+        for m in out:
+            if not m.outgoing:
+                self._remember_display(m.sender_identity)
+        return out
 
     def _remember_display(self, identity_id: bytes) -> None:
         if self.store.peer_display(identity_id) is not None:
@@ -376,36 +398,102 @@ class Client:
         await asyncio.to_thread(self.sync_directory)
         transport = await self.connect()
         await self.flush_outbox()
-        inbox = self.engine.inbox
+        for gid in self.store.group_ids():
+            frames = self.groups.refresh_devices(gid)
+            if frames:
+                await self._publish(frames)
         out: list[Received] = []
+        done: set[str] = set()
         while True:
-            batch = await transport.fetch(inbox, after=self.store.cursor(inbox), limit=500)
-            if not batch:
+            # the inbox first: it may add groups whose topics we then read too
+            subjects = [self.engine.inbox, *self.groups.subjects()]
+            todo = [s for s in subjects if s not in done]
+            if not todo:
                 break
-            for d in batch:
-                r = await self._process(d.subject, d.seq, d.data)
-                if r is not None:
-                    out.append(r)
+            for subject in todo:
+                while True:
+                    batch = await transport.fetch(
+                        subject, after=self.store.cursor(subject), limit=500
+                    )
+                    if not batch:
+                        break
+                    for d in batch:
+                        out += await self._process(d.subject, d.seq, d.data)
+                done.add(subject)
         return out
 
     async def listen(self) -> AsyncIterator[Received]:
         """Live messages (after replaying what arrived while away)."""
         transport = await self.connect()
-        inbox = self.engine.inbox
-        sub = await transport.subscribe([inbox], after={inbox: self.store.cursor(inbox)})
+        subjects = [self.engine.inbox, *self.groups.subjects()]
+        sub = await transport.subscribe(subjects, after={s: self.store.cursor(s) for s in subjects})
+        self._sub = sub
         try:
             async for d in sub:
-                r = await self._process(d.subject, d.seq, d.data)
-                if r is not None:
+                for r in await self._process(d.subject, d.seq, d.data):
                     yield r
         finally:
+            self._sub = None
             await sub.close()
+
+    # --- groups -------------------------------------------------------------------------------
+    def _member_ids(self, members: list[str]) -> list[bytes]:
+        ids = []
+        for m in members:
+            peer = self.resolve_peer(m)
+            self.store.set_peer_display(peer.identity_id, peer.display, self.clock_ms())
+            ids.append(peer.identity_id)
+        return ids
+
+    async def create_group(self, name: str, members: list[str]) -> bytes:
+        await asyncio.to_thread(self.sync_directory)
+        ids = self._member_ids(members)
+        gid, frames = self.groups.create(name, ids)
+        await self._publish(frames)
+        return gid
+
+    def find_group(self, query: str) -> bytes:
+        q = query.strip()
+        hits = [c for c in self.store.conversations() if c.kind == "group"]
+        by_name = [c for c in hits if c.title == q]
+        if len(by_name) == 1:
+            return by_name[0].id
+        h = q.lower().removeprefix("0x")
+        if len(h) >= 4 and all(c in "0123456789abcdef" for c in h):
+            pref = [c for c in hits if c.id.hex().startswith(h)]
+            if len(pref) == 1:
+                return pref[0].id
+        raise UnknownContact(f"no group {query!r} (use its name or id)")
+
+    async def group_change(self, group: str, how: str, who: str | None = None) -> None:
+        await asyncio.to_thread(self.sync_directory)
+        gid = self.find_group(group)
+        if how == "leave":
+            frames = self.groups.leave(gid)
+        else:
+            assert who is not None
+            target = self._member_ids([who])[0]
+            frames = getattr(self.groups, how)(gid, target)
+        await self._publish(frames)
+
+    async def send_group_text(self, group: str, text: str) -> SendResult:
+        if not text:
+            raise ValueError("empty message")
+        gid = self.find_group(group)
+        await self.flush_outbox()
+        result = self.groups.send(gid, ContentType.TEXT, text.encode("utf-8"))
+        await self._publish(result.frames)
+        return result
 
     # --- local views --------------------------------------------------------------------------
     def conversations(self) -> list[Conversation]:
         return self.store.conversations()
 
     def find_conversation(self, query: str, required: bool = True) -> Conversation | None:
+        groups = [c for c in self.store.conversations() if c.kind == "group"]
+        named = [c for c in groups if c.title == query.strip()]
+        if len(named) == 1:
+            return named[0]
         q = query.strip().lower().removeprefix("0x")
         if len(q) >= 4 and all(c in "0123456789abcdef" for c in q) and len(q) <= 32:
             hits = self.store.find_conversations(bytes.fromhex(q[: len(q) // 2 * 2]))

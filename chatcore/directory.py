@@ -70,6 +70,15 @@ class ChainDirectory:
         except DiscoveryError:
             return ()
 
+    def devices(self, identity_id: bytes) -> tuple[PeerKeys, ...]:
+        """Active, verified installations of an identity; () if it cannot be resolved."""
+        for fresh in (True, False):
+            try:
+                return to_peer(self._resolved(identity_id, fresh)).installations
+            except DiscoveryError:
+                continue
+        return ()
+
     def check_installation(
         self, identity_id: bytes, installation_id: bytes, ik_x25519: bytes
     ) -> None:

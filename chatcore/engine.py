@@ -133,6 +133,14 @@ class Engine:
         self.directory = directory
         self.rng = rng
         self.clock_ms = clock_ms
+        # Group control payloads (ops, welcomes, sender keys) arriving over a pairwise session
+        # go to this handler (chatcore.groupchat.GroupChat.handle_control); what it produces
+        # is collected here for the caller to drain after each receive.
+        self.control_handler: (
+            Callable[[bytes, bytes, bytes], tuple[list[Received], list[OutFrame]]] | None
+        ) = None
+        self.side_events: list[Received] = []
+        self.side_frames: list[OutFrame] = []
 
     # --- identity -----------------------------------------------------------------------------
     @property
@@ -221,8 +229,8 @@ class Engine:
         inst: PeerKeys,
         plaintext: bytes,
         now: int,
-        conv: bytes,
-        mid: bytes,
+        conv: bytes | None,
+        mid: bytes | None,
     ) -> OutFrame:
         row = self.store.session_for(inst.installation_id)
         if row is not None:
@@ -235,6 +243,19 @@ class Engine:
         msg_id = frame_msg_id(frame)
         oid = self.store.add_outbox(subject, frame, msg_id, now, conv, mid)
         return OutFrame(oid, subject, frame, msg_id)
+
+    def send_control(self, peer_identity: bytes, inst: PeerKeys, body: bytes) -> OutFrame:
+        """Encrypt a control payload (not a chat message) for one installation."""
+        now = self.clock_ms()
+        payload = Payload(ContentType.GROUP_CONTROL, self.rng(8), 0, now, body)
+        with self.store.transaction():
+            return self._encrypt_to(peer_identity, inst, payload.encode(), now, None, None)
+
+    def drain(self) -> tuple[list[Received], list[OutFrame]]:
+        """Events and frames produced as side effects of the last receives."""
+        ev, fr = self.side_events, self.side_frames
+        self.side_events, self.side_frames = [], []
+        return ev, fr
 
     def acknowledged(self, outbox_id: int) -> None:
         """The delivery network stored a frame: drop it from the outbox, maybe mark 'sent'."""
@@ -292,6 +313,19 @@ class Engine:
         # The sender must be registered and active on chain for the identity it claims.
         self.directory.check_installation(peer_identity, peer_inst, peer_ik)
         payload = Payload.decode(plaintext)
+        if payload.content_type == ContentType.GROUP_CONTROL:
+            if self.control_handler is None:
+                raise ProtocolError("group control message, but groups are not enabled")
+            with self.store.transaction():
+                self.store.save_session(
+                    s2.tag, peer_identity, peer_inst, s2.to_bytes(), now, confirmed=True
+                )
+                if cursor is not None:
+                    self.store.set_cursor(*cursor)
+                events, frames = self.control_handler(peer_identity, peer_inst, payload.body)
+            self.side_events += events
+            self.side_frames += frames
+            return None
         if peer_identity == self.identity_id:
             if payload.sync_peer is None:
                 raise ProtocolError("a message from our own device without a conversation")

@@ -24,7 +24,7 @@ from sqlcipher3 import dbapi2 as sqlcipher
 
 from chatcore.errors import StoreError, WrongPassphrase
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -80,6 +80,20 @@ _MIGRATIONS: dict[int, str] = {
         identity_id BLOB PRIMARY KEY,
         display TEXT,
         updated_at INTEGER NOT NULL);
+    """,
+    2: """
+    CREATE TABLE groups (
+        id BLOB PRIMARY KEY,
+        subject TEXT NOT NULL UNIQUE,
+        state BLOB NOT NULL,
+        updated_at INTEGER NOT NULL);
+    CREATE TABLE group_pending (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        group_id BLOB NOT NULL,
+        from_installation BLOB NOT NULL,
+        item BLOB NOT NULL,
+        created_at INTEGER NOT NULL);
+    CREATE INDEX group_pending_by_group ON group_pending (group_id, id);
     """,
 }
 
@@ -459,6 +473,54 @@ class Store:
             "seq=MAX(seq, excluded.seq)",
             (subject, seq),
         )
+
+    def set_conversation_title(self, conv_id: bytes, title: str | None) -> None:
+        self._x("UPDATE conversations SET title=? WHERE id=?", (title, conv_id))
+
+    # --- groups -------------------------------------------------------------------------------
+    def group_state(self, group_id: bytes) -> bytes | None:
+        row = self._x("SELECT state FROM groups WHERE id=?", (group_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def save_group(self, group_id: bytes, subject: str, state: bytes, now: int) -> None:
+        self._x(
+            "INSERT INTO groups VALUES (?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+            "state=excluded.state, updated_at=excluded.updated_at",
+            (group_id, subject, state, now),
+        )
+
+    def group_subjects(self) -> list[str]:
+        return [str(r[0]) for r in self._x("SELECT subject FROM groups ORDER BY subject")]
+
+    def group_ids(self) -> list[bytes]:
+        return [bytes(r[0]) for r in self._x("SELECT id FROM groups ORDER BY id")]
+
+    def group_by_subject(self, subject: str) -> bytes | None:
+        row = self._x("SELECT id FROM groups WHERE subject=?", (subject,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def add_group_pending(self, group_id: bytes, inst: bytes, item: bytes, now: int) -> None:
+        self._x(
+            "INSERT INTO group_pending (group_id, from_installation, item, created_at) "
+            "VALUES (?,?,?,?)",
+            (group_id, inst, item, now),
+        )
+        # bounded: forget the oldest beyond 4,096 per group
+        self._x(
+            "DELETE FROM group_pending WHERE group_id=? AND id NOT IN (SELECT id FROM "
+            "group_pending WHERE group_id=? ORDER BY id DESC LIMIT 4096)",
+            (group_id, group_id),
+        )
+
+    def group_pending(self, group_id: bytes) -> list[tuple[int, bytes, bytes]]:
+        rows = self._x(
+            "SELECT id, from_installation, item FROM group_pending WHERE group_id=? ORDER BY id",
+            (group_id,),
+        ).fetchall()
+        return [(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
+
+    def delete_group_pending(self, pending_id: int) -> None:
+        self._x("DELETE FROM group_pending WHERE id=?", (pending_id,))
 
     # --- peers (display names cache) ------------------------------------------------------------
     def set_peer_display(self, identity_id: bytes, display: str | None, now: int) -> None:

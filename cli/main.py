@@ -661,12 +661,26 @@ async def _chat(client: Any, to: str) -> None:
     from chatcore.engine import direct_conversation_id
 
     try:
+        from chatcore.errors import UnknownContact
+
         await asyncio.to_thread(client.sync_directory)
-        peer = client.resolve_peer(to)
-        conv = direct_conversation_id(client.identity_id, peer.identity_id)
-        title = peer.display or hx(peer.identity_id)
-        client.store.set_peer_display(peer.identity_id, peer.display, client.clock_ms())
         await client.sync()
+        try:
+            conv = client.find_group(to)
+            title = client.groups.info(conv).name
+
+            async def send(text: str) -> Any:
+                return await client.send_group_text("0x" + conv.hex(), text)
+
+        except UnknownContact:
+            peer = client.resolve_peer(to)
+            conv = direct_conversation_id(client.identity_id, peer.identity_id)
+            title = peer.display or hx(peer.identity_id)
+            client.store.set_peer_display(peer.identity_id, peer.display, client.clock_ms())
+
+            async def send(text: str) -> Any:
+                return await client.send_text("0x" + peer.identity_id.hex(), text)
+
         for m in client.history(conv, 10):
             click.echo(message_line(client, m))
         client.store.mark_read(conv)
@@ -678,7 +692,10 @@ async def _chat(client: Any, to: str) -> None:
                     click.echo(message_line(client, r))
                     client.store.mark_read(conv)
                 else:
-                    click.echo(f"(new message from {client.display(r.sender_identity)})")
+                    click.echo(
+                        f"(new message from {client.display(r.sender_identity)} "
+                        "in another conversation)"
+                    )
 
         listener = asyncio.create_task(incoming())
         loop = asyncio.get_running_loop()
@@ -691,7 +708,7 @@ async def _chat(client: Any, to: str) -> None:
                 if not text.strip():
                     continue
                 try:
-                    await client.send_text("0x" + peer.identity_id.hex(), text)
+                    await send(text)
                 except Exception as exc:
                     click.echo(f"error: not sent: {exc}", err=True)
                 if listener.done() and listener.exception() is not None:
@@ -705,6 +722,174 @@ async def _chat(client: Any, to: str) -> None:
         click.echo("— bye —")
     finally:
         await client.aclose()
+
+
+# ----------------------------------------------------------------------------------------------
+# groups
+# ----------------------------------------------------------------------------------------------
+@cli.group()
+def group() -> None:
+    """Group chats: create, send, add, remove, promote, leave, list."""
+
+
+def _group_run(ctx: Ctx, fn: Callable[[Any], Any]) -> Any:
+    client = _open(ctx)
+
+    async def go() -> Any:
+        try:
+            return await fn(client)
+        finally:
+            await client.aclose()
+
+    return _run(go())
+
+
+def group_doc(client: Any, gid: bytes) -> dict[str, Any]:
+    info = client.groups.info(gid)
+
+    def person(i: bytes) -> dict[str, Any]:
+        return {"identity_id": hx(i), "name": client.display(i)}
+
+    return {
+        "conversation_id": hx(gid),
+        "name": info.name,
+        "epoch": info.epoch,
+        "is_member": info.is_member,
+        "members": [person(m) for m in sorted(info.members)],
+        "admins": [person(a) for a in sorted(info.admins)],
+    }
+
+
+@group.command("create")
+@click.argument("name")
+@click.option("--member", "members", multiple=True, help="Name, identity id or address.")
+@_with_json
+@click.pass_obj
+@guarded
+def group_create(ctx: Ctx, name: str, members: tuple[str, ...]) -> None:
+    """Create group NAME with you as admin and the given members."""
+
+    async def fn(c: Any) -> Any:
+        gid = await c.create_group(name, list(members))
+        return group_doc(c, gid)
+
+    doc = _group_run(ctx, fn)
+    emit(
+        ctx,
+        doc,
+        f"created group “{name}” {doc['conversation_id']} with {len(doc['members'])} members",
+    )
+
+
+def _group_change(ctx: Ctx, grp: str, how: str, who: str | None) -> None:
+    async def fn(c: Any) -> Any:
+        await c.group_change(grp, how, who)
+        return group_doc(c, c.find_group(grp))
+
+    doc = _group_run(ctx, fn)
+    emit(
+        ctx,
+        doc,
+        f"{how}{' ' + who if who else ''}: “{doc['name']}” is now at epoch "
+        f"{doc['epoch']} with {len(doc['members'])} members",
+    )
+
+
+@group.command("add")
+@click.argument("grp", metavar="GROUP")
+@click.argument("who")
+@_with_json
+@click.pass_obj
+@guarded
+def group_add(ctx: Ctx, grp: str, who: str) -> None:
+    """Add WHO to GROUP (admins only)."""
+    _group_change(ctx, grp, "add", who)
+
+
+@group.command("remove")
+@click.argument("grp", metavar="GROUP")
+@click.argument("who")
+@_with_json
+@click.pass_obj
+@guarded
+def group_remove(ctx: Ctx, grp: str, who: str) -> None:
+    """Remove WHO from GROUP (admins only); every remaining member's key rotates."""
+    _group_change(ctx, grp, "remove", who)
+
+
+@group.command("promote")
+@click.argument("grp", metavar="GROUP")
+@click.argument("who")
+@_with_json
+@click.pass_obj
+@guarded
+def group_promote(ctx: Ctx, grp: str, who: str) -> None:
+    """Make WHO an admin of GROUP (admins only)."""
+    _group_change(ctx, grp, "promote", who)
+
+
+@group.command("leave")
+@click.argument("grp", metavar="GROUP")
+@_with_json
+@click.pass_obj
+@guarded
+def group_leave(ctx: Ctx, grp: str) -> None:
+    """Leave GROUP."""
+    _group_change(ctx, grp, "leave", None)
+
+
+@group.command("send")
+@click.argument("grp", metavar="GROUP")
+@click.argument("text")
+@_with_json
+@click.pass_obj
+@guarded
+def group_send(ctx: Ctx, grp: str, text: str) -> None:
+    """Send TEXT to GROUP (encrypted once, published once)."""
+
+    async def fn(c: Any) -> Any:
+        return await c.send_group_text(grp, text)
+
+    res = _group_run(ctx, fn)
+    emit(
+        ctx,
+        {
+            "conversation_id": hx(res.conversation_id),
+            "message_id": hx(res.message_id),
+            "sent_at": res.sent_at,
+        },
+        f"sent to group {grp}, message {hx(res.message_id)}",
+    )
+
+
+@group.command("list")
+@click.argument("grp", metavar="GROUP", required=False)
+@_with_json
+@click.pass_obj
+@guarded
+def group_list(ctx: Ctx, grp: str | None) -> None:
+    """Members, admins and epoch of GROUP (or all your groups)."""
+    client = _open(ctx)
+    try:
+        client.sync_directory()
+        gids = [client.find_group(grp)] if grp else client.store.group_ids()
+        docs = [group_doc(client, g) for g in gids]
+    finally:
+        client.close()
+
+    def text() -> str:
+        out = []
+        for d in docs:
+            admins = {a["identity_id"] for a in d["admins"]}
+            out.append(
+                f"“{d['name']}” {d['conversation_id']} epoch {d['epoch']}"
+                + ("" if d["is_member"] else " (you are not a member)")
+            )
+            for m in d["members"]:
+                out.append(f"  {'★' if m['identity_id'] in admins else ' '} {m['name']}")
+        return "\n".join(out) if out else "no groups"
+
+    emit(ctx, docs[0] if grp else docs, text)
 
 
 def main() -> None:

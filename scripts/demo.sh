@@ -54,6 +54,23 @@ show "${A[@]}" sync
 show "${A[@]}" history bob
 show "${B[@]}" conversations
 
+step "8. A group: alice creates “team” with bob and carol; one message reaches everyone"
+show --home "$DEMO_DIR/carol" init --name carol
+show "${A[@]}" group create team --member bob --member carol
+show "${B[@]}" sync
+show --home "$DEMO_DIR/carol" sync
+show "${B[@]}" group send team "Hello team — encrypted once, published once."
+show "${A[@]}" sync
+show --home "$DEMO_DIR/carol" sync
+
+step "9. alice removes carol: every remaining sender key rotates, carol reads nothing after"
+show "${A[@]}" group remove team carol
+show "${B[@]}" sync
+show "${B[@]}" group send team "Only alice and I can read this."
+show "${A[@]}" sync
+show --home "$DEMO_DIR/carol" sync
+show "${A[@]}" group list team
+
 step "Done"
 cat <<MSG
 The devnet is still running, so you can go on by hand:

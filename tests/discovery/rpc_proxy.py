@@ -38,6 +38,8 @@ class RpcProxy:
         self._lock = threading.Lock()
         # (topic0 hex lowercase, offset inside the event's bytes argument) or None
         self._tamper: tuple[str, int] | None = None
+        # answer every request with these bytes instead of forwarding (a broken node)
+        self.reply_override: bytes | None = None
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
@@ -125,6 +127,14 @@ class RpcProxy:
                     for r in batch:
                         if isinstance(r, dict):
                             proxy.methods.append(str(r.get("method")))
+                if proxy.reply_override is not None:
+                    raw = proxy.reply_override
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(raw)))
+                    self.end_headers()
+                    self.wfile.write(raw)
+                    return
                 try:
                     raw = proxy._forward(body)
                 except OSError:

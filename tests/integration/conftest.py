@@ -59,9 +59,13 @@ class Person:
             await self.client.aclose()
             self.client = None
 
-    def crash(self) -> None:
-        """Drop the client without any orderly shutdown of the transport (store closed)."""
+    async def crash(self) -> None:
+        """The process dies: nothing more is published or acknowledged. (The NATS connection
+        is closed too, so the test leaks nothing; the outbox is what matters.)"""
         if self.client is not None:
+            if self.client.transport is not None:
+                await self.client.transport.close()
+                self.client.transport = None
             self.client.close()
             self.client = None
 

@@ -1,0 +1,432 @@
+"""Group chats on top of the 1:1 engine: membership and sender keys from :mod:`chatcore.group`.
+
+Transport of group data, and why:
+
+* **Membership ops, welcomes and sender-key distributions** travel over the pairwise 1:1
+  sessions, bundled per installation in one ``GROUP_CONTROL`` payload. Ops name every member
+  identity in clear (inside the op), so they must never go to the shared group topic.
+  Membership changes are rare, so O(members) pairwise frames per change is affordable.
+* **Group messages** are encrypted once with the sender's sender key and published once to
+  the group topic ``lc.v1.group.<sha256("logos-chat/group/v1" || group id)[:16]>``,
+  whatever the group size. The frame's 8-byte tag changes every epoch.
+
+Everything a call produces is written in one store transaction (group state, ratchet states,
+outbox frames, stored messages). No network I/O: frames go to the outbox and are returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from chatcore.engine import Engine, OutFrame, Received, SendResult
+from chatcore.errors import (
+    ChatCoreError,
+    GroupError,
+    MalformedMessage,
+    UntrustedIdentity,
+)
+from chatcore.group import GroupState, InstallationKey, Publish, SendTo
+from chatcore.group.consts import (
+    ID_LEN,
+    KIND_DISTRIBUTION,
+    KIND_GROUP_MESSAGE,
+    KIND_GROUP_OP,
+    KIND_WELCOME,
+)
+from chatcore.keys import PeerKeys
+from chatcore.payload import MAX_HISTORY, ContentType, Payload, decode_varint, encode_varint
+from chatcore.store import StoredMessage
+from chatcore.transport.base import group_subject
+
+log = logging.getLogger("chatcore.groupchat")
+
+GROUP_DOMAIN = b"logos-chat/group/v1"
+MAX_CONTROL_ITEMS = 64
+MAX_PENDING_ITEMS = 4096
+
+#: identity -> its active installations' public keys (verified, from the chain)
+Devices = Callable[[bytes], Sequence[PeerKeys]]
+
+
+def group_topic(group_id: bytes) -> str:
+    return group_subject(hashlib.sha256(GROUP_DOMAIN + group_id).digest()[:16])
+
+
+def encode_control(items: Sequence[bytes]) -> bytes:
+    return encode_varint(len(items)) + b"".join(encode_varint(len(i)) + i for i in items)
+
+
+def decode_control(body: bytes) -> list[bytes]:
+    n, pos = decode_varint(body, 0)
+    if n > MAX_CONTROL_ITEMS:
+        raise MalformedMessage("too many items in a group control message")
+    items = []
+    for _ in range(n):
+        ln, pos = decode_varint(body, pos)
+        if pos + ln > len(body):
+            raise MalformedMessage("truncated group control message")
+        items.append(body[pos : pos + ln])
+        pos += ln
+    if pos != len(body):
+        raise MalformedMessage("trailing bytes in a group control message")
+    return items
+
+
+def item_group_id(item: bytes) -> bytes:
+    """The group id inside an op (kind, op kind, group id, ...), distribution or welcome."""
+    if not item:
+        raise MalformedMessage("empty group control item")
+    start = {KIND_GROUP_OP: 2, KIND_DISTRIBUTION: 1, KIND_WELCOME: 1}.get(item[0])
+    if start is None or len(item) < start + ID_LEN:
+        raise MalformedMessage("unknown group control item")
+    return item[start : start + ID_LEN]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    group_id: bytes
+    name: str
+    epoch: int
+    members: frozenset[bytes]
+    admins: frozenset[bytes]
+    is_member: bool
+    subject: str = field(repr=False)
+
+
+class GroupChat:
+    """Group operations of one installation; shares the engine's store, keys and sessions."""
+
+    def __init__(self, engine: Engine, devices: Devices) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.devices = devices
+        self._key = InstallationKey.from_seed(engine.own.keys.signing_key.private_bytes_raw())
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _ids(self, identity: bytes) -> list[bytes]:
+        if identity == self.engine.identity_id:
+            own = [k.installation_id for k in self.devices(identity)]
+            if self.engine.installation_id not in own:
+                own.append(self.engine.installation_id)
+            return own
+        return [k.installation_id for k in self.devices(identity)]
+
+    def load(self, group_id: bytes) -> GroupState | None:
+        raw = self.store.group_state(group_id)
+        return None if raw is None else GroupState.from_bytes(raw)
+
+    def _save(self, state: GroupState) -> None:
+        now = self.engine.clock_ms()
+        self.store.save_group(state.group_id, group_topic(state.group_id), state.to_bytes(), now)
+        self.store.ensure_conversation(state.group_id, "group", None, state.name, now)
+        self.store.set_conversation_title(state.group_id, state.name)
+
+    def info(self, group_id: bytes) -> GroupInfo:
+        st = self.load(group_id)
+        if st is None:
+            raise GroupError("unknown group")
+        return GroupInfo(
+            st.group_id,
+            st.name,
+            st.epoch,
+            st.members(),
+            st.admins(),
+            st.is_member,
+            group_topic(st.group_id),
+        )
+
+    def subjects(self) -> list[str]:
+        return self.store.group_subjects()
+
+    def _keys_for(self, identity: bytes, installation: bytes) -> PeerKeys | None:
+        for k in self.devices(identity):
+            if k.installation_id == installation:
+                return k
+        return None
+
+    def _dispatch(self, state: GroupState, before: GroupState | None, out: list) -> list[OutFrame]:  # type: ignore[type-arg]
+        """Turn the group core's outgoing list into pairwise frames, bundled per installation."""
+        owner: dict[bytes, bytes] = {}
+        for st in (before, state):
+            if st is None:
+                continue
+            for ident, insts in st.devices.items():
+                for i in insts:
+                    owner.setdefault(i, ident)
+        everyone = [i for i in owner if i != self.engine.installation_id]
+        queue: dict[bytes, list[bytes]] = {}
+        for o in out:
+            if isinstance(o, Publish):
+                # ops name members: never on the shared topic; pairwise to every member device
+                for i in everyone:
+                    queue.setdefault(i, []).append(o.payload)
+            elif isinstance(o, SendTo):
+                if o.installation != self.engine.installation_id:
+                    queue.setdefault(o.installation, []).append(o.payload)
+        frames: list[OutFrame] = []
+        for inst, items in queue.items():
+            ident = owner.get(inst)
+            if ident is None:
+                log.warning("no identity for installation %s", inst.hex()[:12])
+                continue
+            keys = self._keys_for(ident, inst)
+            if keys is None:
+                log.warning("installation %s not resolvable; skipped", inst.hex()[:12])
+                continue
+            for start in range(0, len(items), MAX_CONTROL_ITEMS):
+                body = encode_control(items[start : start + MAX_CONTROL_ITEMS])
+                frames.append(self.engine.send_control(ident, keys, body))
+        return frames
+
+    def _notice(self, group_id: bytes, text: str, author: bytes, author_inst: bytes) -> Received:
+        """Record a membership event in the group's history."""
+        now = self.engine.clock_ms()
+        mid = hashlib.sha256(group_id + text.encode() + now.to_bytes(8, "big")).digest()[:8]
+        conv = self.store.conversation(group_id)
+        lamport = (conv.lamport if conv else 0) + 1
+        body = text.encode()
+        self.store.add_message(
+            StoredMessage(
+                group_id, mid, author, author_inst, lamport, now, now,
+                int(ContentType.GROUP_CONTROL), body, author == self.engine.identity_id,
+                "system", self.store.next_seq(),
+            )
+        )  # fmt: skip
+        return Received(
+            group_id, mid, author, author_inst, ContentType.GROUP_CONTROL, body, lamport,
+            now, now, author == self.engine.identity_id,
+        )  # fmt: skip
+
+    # --- membership changes we make -----------------------------------------------------------
+    def create(self, name: str, members: Sequence[bytes]) -> tuple[bytes, list[OutFrame]]:
+        gid = self.engine.rng(ID_LEN)
+        with self.store.transaction():
+            state, out = GroupState.create(
+                gid, name, self.engine.identity_id, self._key, members, self._ids,
+                self.engine.rng, self.engine.clock_ms(),
+            )  # fmt: skip
+            self._save(state)
+            frames = self._dispatch(state, None, out)
+            self._notice(gid, f"created the group “{name}”", self.engine.identity_id,
+                         self.engine.installation_id)  # fmt: skip
+        return gid, frames
+
+    def _change(self, group_id: bytes, how: str, target: bytes | None = None) -> list[OutFrame]:
+        with self.store.transaction():
+            state = self.load(group_id)
+            if state is None:
+                raise GroupError("unknown group")
+            now = self.engine.clock_ms()
+            rng = self.engine.rng
+            if how == "leave":
+                new, out = state.leave(self._key, self._ids, rng, now)
+            else:
+                assert target is not None
+                fn = {
+                    "add": state.add_member,
+                    "remove": state.remove_member,
+                    "promote": state.promote,
+                }[how]
+                new, out = fn(target, self._key, self._ids, rng, now)
+            self._save(new)
+            return self._dispatch(new, state, out)
+
+    def add(self, group_id: bytes, identity: bytes) -> list[OutFrame]:
+        return self._change(group_id, "add", identity)
+
+    def remove(self, group_id: bytes, identity: bytes) -> list[OutFrame]:
+        return self._change(group_id, "remove", identity)
+
+    def promote(self, group_id: bytes, identity: bytes) -> list[OutFrame]:
+        return self._change(group_id, "promote", identity)
+
+    def leave(self, group_id: bytes) -> list[OutFrame]:
+        return self._change(group_id, "leave")
+
+    def refresh_devices(self, group_id: bytes) -> list[OutFrame]:
+        """Re-read member devices from the chain (revoked device -> key rotation)."""
+        with self.store.transaction():
+            state = self.load(group_id)
+            if state is None or not state.is_member:
+                return []
+            new, out = state.sync_devices(self._ids, self.engine.rng)
+            if not out and new.to_bytes() == state.to_bytes():
+                return []
+            self._save(new)
+            return self._dispatch(new, state, out)
+
+    # --- messages -----------------------------------------------------------------------------
+    def send(self, group_id: bytes, content_type: ContentType, body: bytes) -> SendResult:
+        now = self.engine.clock_ms()
+        with self.store.transaction():
+            state = self.load(group_id)
+            if state is None:
+                raise GroupError("unknown group")
+            if not state.is_member:
+                raise GroupError("you are not a member of this group")
+            conv = self.store.conversation(group_id)
+            lamport = (conv.lamport if conv else 0) + 1
+            mid = self.engine.rng(8)
+            history = tuple(self.store.recent_short_ids(group_id, MAX_HISTORY - 1))
+            payload = Payload(content_type, mid, lamport, now, body, history)
+            new, frame = state.encrypt(payload.encode())
+            self._save(new)
+            subject = group_topic(group_id)
+            from chatcore.engine import frame_msg_id
+
+            msg_id = frame_msg_id(frame)
+            oid = self.store.add_outbox(subject, frame, msg_id, now, group_id, mid)
+            self.store.add_message(
+                StoredMessage(
+                    group_id, mid, self.engine.identity_id, self.engine.installation_id,
+                    lamport, now, now, int(content_type), body, True, "sending",
+                    self.store.next_seq(),
+                )
+            )  # fmt: skip
+        return SendResult(group_id, mid, lamport, now, (OutFrame(oid, subject, frame, msg_id),))
+
+    def receive(
+        self, subject: str, frame: bytes, cursor: tuple[str, int] | None
+    ) -> Received | None:
+        """Decrypt and store one frame from a group topic."""
+        try:
+            return self._receive(subject, frame, cursor)
+        except Exception:
+            if cursor is not None:
+                with self.store.transaction():
+                    self.store.set_cursor(*cursor)
+            raise
+
+    def _receive(
+        self, subject: str, frame: bytes, cursor: tuple[str, int] | None
+    ) -> Received | None:
+        if not frame or frame[0] != KIND_GROUP_MESSAGE:
+            raise MalformedMessage("not a group message")
+        gid = self.store.group_by_subject(subject)
+        if gid is None:
+            raise GroupError("message for a group we are not in")
+        state = self.load(gid)
+        assert state is not None
+        new, sender, sender_inst, plaintext = state.decrypt(frame)
+        if sender_inst not in self._ids(sender):
+            raise UntrustedIdentity("group message from a revoked or unknown installation")
+        payload = Payload.decode(plaintext)
+        if payload.sync_peer is not None or payload.content_type == ContentType.GROUP_CONTROL:
+            raise GroupError("control content on the group topic")
+        now = self.engine.clock_ms()
+        own = sender == self.engine.identity_id
+        with self.store.transaction():
+            self._save(new)
+            if cursor is not None:
+                self.store.set_cursor(*cursor)
+            if self.store.has_message(gid, payload.message_id):
+                return None
+            self.store.add_message(
+                StoredMessage(
+                    gid, payload.message_id, sender, sender_inst, payload.lamport,
+                    payload.sent_at_ms, now, int(payload.content_type), payload.body, own,
+                    "sent" if own else "received", self.store.next_seq(),
+                )
+            )  # fmt: skip
+        return Received(
+            gid, payload.message_id, sender, sender_inst, payload.content_type, payload.body,
+            payload.lamport, payload.sent_at_ms, now, own,
+        )  # fmt: skip
+
+    # --- control items that arrived over a pairwise session ----------------------------------
+    def handle_control(
+        self, sender: bytes, sender_inst: bytes, body: bytes
+    ) -> tuple[list[Received], list[OutFrame]]:
+        """Apply ops / welcomes / distributions. Runs inside the engine's receive transaction."""
+        events: list[Received] = []
+        frames: list[OutFrame] = []
+        for item in decode_control(body):
+            gid = item_group_id(item)
+            try:
+                ev, fr = self._apply_item(gid, sender, sender_inst, item)
+            except (GroupError, MalformedMessage) as exc:
+                if item[0] in (KIND_GROUP_OP, KIND_DISTRIBUTION) and "depend" in str(exc).lower():
+                    self.store.add_group_pending(gid, sender_inst, item, self.engine.clock_ms())
+                    continue
+                log.warning("group item rejected: %s", exc)
+                continue
+            events += ev
+            frames += fr
+        return events, frames
+
+    def _apply_item(
+        self, gid: bytes, sender: bytes, sender_inst: bytes, item: bytes
+    ) -> tuple[list[Received], list[OutFrame]]:
+        state = self.load(gid)
+        kind = item[0]
+        rng = self.engine.rng
+        if kind == KIND_WELCOME:
+            if state is not None and state.is_member:
+                new, out, _rej = state.apply_ops(_welcome_ops(item), self._ids, rng)
+            else:
+                new, out = GroupState.join(
+                    item, self.engine.identity_id, self.engine.installation_id, self._ids, rng
+                )
+            self._save(new)
+            frames = self._dispatch(new, state, out)
+            events = []
+            if state is None or not state.is_member:
+                events.append(self._notice(gid, f"you were added to “{new.name}”", sender,
+                                           sender_inst))  # fmt: skip
+            ev2, fr2 = self._replay_pending(gid)
+            return events + ev2, frames + fr2
+        if state is None:
+            # a key or op that raced ahead of our welcome: keep it for when it arrives
+            self.store.add_group_pending(gid, sender_inst, item, self.engine.clock_ms())
+            return [], []
+        if kind == KIND_DISTRIBUTION:
+            self._save(state.receive_distribution(sender_inst, item))
+            return [], []
+        before_members = state.members()
+        new, out = state.apply_op(item, self._ids, rng)
+        self._save(new)
+        frames = self._dispatch(new, state, out)
+        events = []
+        gone = before_members - new.members()
+        came = new.members() - before_members
+        if self.engine.identity_id in gone:
+            events.append(self._notice(gid, "you are no longer a member", sender, sender_inst))
+        elif gone or came:
+            text = ", ".join(
+                [f"+{len(came)} member(s)"] * bool(came) + [f"-{len(gone)} member(s)"] * bool(gone)
+            )
+            events.append(self._notice(gid, f"membership changed: {text}", sender, sender_inst))
+        ev2, fr2 = self._replay_pending(gid)
+        return events + ev2, frames + fr2
+
+    def _replay_pending(self, gid: bytes) -> tuple[list[Received], list[OutFrame]]:
+        events: list[Received] = []
+        frames: list[OutFrame] = []
+        progress = True
+        while progress:
+            progress = False
+            for pid, inst, item in self.store.group_pending(gid):
+                state = self.load(gid)
+                if state is None:
+                    return events, frames
+                try:
+                    if item[0] == KIND_DISTRIBUTION:
+                        self._save(state.receive_distribution(inst, item))
+                    else:
+                        new, out = state.apply_op(item, self._ids, self.engine.rng)
+                        self._save(new)
+                        frames += self._dispatch(new, state, out)
+                except ChatCoreError:
+                    continue
+                self.store.delete_group_pending(pid)
+                progress = True
+        return events, frames
+
+
+def _welcome_ops(welcome: bytes) -> list[bytes]:
+    from chatcore.group.state import decode_welcome
+
+    return decode_welcome(welcome)[1]

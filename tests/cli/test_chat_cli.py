@@ -1,0 +1,226 @@
+"""The messaging surface of the ``logos-chat`` CLI, through the real console script:
+send / sync / history / conversations with ``--json``, and the interactive ``chat`` driven
+through a pseudo-terminal.
+
+One devnet for the module (started by ``devnet up`` here, stopped by the devnet_dir fixture).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli.conftest import CLI, CliResult, RunCli, base_env
+
+pytestmark = pytest.mark.devnet
+
+
+@pytest.fixture(scope="module")
+def up(run_cli: RunCli, devnet_dir: Path) -> CliResult:
+    r = run_cli("devnet", "up", "--json")
+    assert r.code == 0, r.err
+    return r
+
+
+@pytest.fixture(scope="module")
+def homes(up: CliResult, run_cli: RunCli, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("chat-homes")
+    out: dict[str, Any] = {}
+    for name in ("alice", "bob", "carol"):
+        home = root / name
+        r = run_cli("--home", str(home), "init", "--name", name, "--json")
+        assert r.code == 0, r.err
+        out[name] = {"home": str(home), **r.doc}
+    return out
+
+
+def as_(run_cli: RunCli, homes: dict[str, Any], who: str, *args: str) -> CliResult:
+    r = run_cli("--home", homes[who]["home"], *args)
+    assert r.code == 0, (args, r.err)
+    assert "Traceback" not in r.err
+    return r
+
+
+def test_send_sync_history_conversations_json(run_cli: RunCli, homes: dict[str, Any]) -> None:
+    alice_id, bob_id = homes["alice"]["identity_id"], homes["bob"]["identity_id"]
+    s1 = as_(run_cli, homes, "alice", "send", "bob", "hello bob", "--json").doc
+    s2 = as_(run_cli, homes, "alice", "--json", "send", "bob", "second, with ünïcode ✓").doc
+    assert set(s1) >= {"conversation_id", "message_id", "devices", "sent_at"}
+    assert s1["conversation_id"] == s2["conversation_id"] and s1["devices"] == 1
+    assert s1["message_id"] != s2["message_id"]
+    assert s1["message_id"].startswith("0x") and len(s1["message_id"]) == 2 + 16
+    assert len(s1["conversation_id"]) == 2 + 32
+    assert s2["sent_at"] >= s1["sent_at"] > 1_600_000_000_000
+
+    got = as_(run_cli, homes, "bob", "sync", "--json").doc
+    assert isinstance(got, list) and len(got) == 2
+    for m, s, text in zip(got, (s1, s2), ("hello bob", "second, with ünïcode ✓"), strict=True):
+        assert m["conversation_id"] == s["conversation_id"]
+        assert m["message_id"] == s["message_id"]
+        assert m["sender"] == alice_id
+        assert m["sender_name"] == "alice"
+        assert m["text"] == text
+        assert m["sent_at"] == s["sent_at"]
+        assert m["outgoing"] is False
+    assert as_(run_cli, homes, "bob", "sync", "--json").doc == []
+
+    # bob has two unread before reading them
+    convs = as_(run_cli, homes, "bob", "conversations", "--json").doc
+    assert [c["conversation_id"] for c in convs] == [s1["conversation_id"]]
+    assert convs[0]["unread"] == 2 and convs[0]["peer"] == alice_id
+    assert convs[0]["title"] == "alice"
+    assert convs[0]["last_message"]["text"] == "second, with ünïcode ✓"
+
+    r = as_(run_cli, homes, "bob", "send", "alice", "reply from bob", "--json").doc
+    assert r["conversation_id"] == s1["conversation_id"]
+    got = as_(run_cli, homes, "alice", "sync", "--json").doc
+    assert [(m["text"], m["sender"], m["sender_name"]) for m in got] == [
+        ("reply from bob", bob_id, "bob")
+    ]
+
+    for who, peer in (("bob", "alice"), ("alice", "bob")):
+        h = as_(run_cli, homes, who, "history", peer, "--json").doc
+        assert h["conversation_id"] == s1["conversation_id"]
+        assert h["title"] == peer
+        msgs = h["messages"]
+        assert [m["text"] for m in msgs] == [
+            "hello bob",
+            "second, with ünïcode ✓",
+            "reply from bob",
+        ]
+        assert [m["outgoing"] for m in msgs] == (
+            [False, False, True] if who == "bob" else [True, True, False]
+        )
+        mine = [m for m in msgs if m["outgoing"]]
+        assert all(m["sender_name"] is None for m in mine)
+        assert [m["lamport"] for m in msgs] == [1, 2, 3]
+    # history by conversation id prefix, paging with --before
+    h = as_(run_cli, homes, "bob", "history", s1["conversation_id"][:10], "--json").doc
+    assert len(h["messages"]) == 3
+    h = as_(
+        run_cli, homes, "bob", "history", "alice", "--limit", "1", "--before", r["message_id"],
+        "--json",
+    ).doc
+    assert [m["text"] for m in h["messages"]] == ["second, with ünïcode ✓"]
+
+    # history marked bob's conversation read; a new conversation from carol comes first
+    c1 = as_(run_cli, homes, "carol", "send", "bob", "carol here", "--json").doc
+    as_(run_cli, homes, "bob", "sync", "--json")
+    convs = as_(run_cli, homes, "bob", "conversations", "--json").doc
+    assert [c["conversation_id"] for c in convs] == [
+        c1["conversation_id"],
+        s1["conversation_id"],
+    ]
+    assert [c["unread"] for c in convs] == [1, 0]
+    assert [c["title"] for c in convs] == ["carol", "alice"]
+    assert convs[0]["last_message"]["text"] == "carol here"
+    assert convs[0]["last_message"]["sender_name"] == "carol"
+    assert convs[1]["last_message"]["text"] == "reply from bob"
+    assert convs[1]["last_message"]["outgoing"] is True
+    assert convs[0]["last_at"] >= convs[1]["last_at"]
+    # plain text output works too
+    txt = as_(run_cli, homes, "bob", "conversations").out
+    assert "carol" in txt and "(1 unread)" in txt
+
+
+class Pty:
+    """A child process on a pseudo-terminal; a thread collects everything it prints."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.master, slave = os.openpty()
+        self.proc = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
+        )
+        os.close(slave)
+        self._buf = bytearray()
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            with self._lock:
+                self._buf += chunk
+
+    @property
+    def output(self) -> str:
+        with self._lock:
+            return self._buf.decode("utf-8", errors="replace")
+
+    def expect(self, text: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output:
+                return
+            if self.proc.poll() is not None:
+                time.sleep(0.2)
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not seen; output so far:\n{self.output}")
+
+    def write(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # only the child we started
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        os.close(self.master)
+        self._reader.join(2)
+
+
+def test_interactive_chat_through_a_pty(
+    run_cli: RunCli, homes: dict[str, Any], devnet_dir: Path, tmp_path: Path
+) -> None:
+    env = base_env(devnet_dir, tmp_path)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["COLUMNS"] = "200"
+    chat = Pty([str(CLI), "--home", homes["alice"]["home"], "chat", "bob"], env)
+    try:
+        chat.expect("chatting with bob")
+        # bob, from another process, writes to alice: it shows up on alice's screen
+        as_(run_cli, homes, "bob", "send", "alice", "ping from bob's shell")
+        chat.expect("bob: ping from bob's shell")
+        # a line typed at alice's terminal reaches bob
+        chat.write("typed at alice's terminal\n".encode())
+        deadline = time.monotonic() + 20
+        seen: list[str] = []
+        while time.monotonic() < deadline:
+            seen += [m["text"] for m in as_(run_cli, homes, "bob", "sync", "--json").doc]
+            if "typed at alice's terminal" in seen:
+                break
+            time.sleep(0.2)
+        assert "typed at alice's terminal" in seen, chat.output
+        h = as_(run_cli, homes, "bob", "history", "alice", "--json").doc
+        last = h["messages"][-1]
+        assert last["text"] == "typed at alice's terminal" and last["sender_name"] == "alice"
+        # Ctrl-D at the start of a line: EOF, a clean exit
+        chat.write(b"\x04")
+        code = chat.proc.wait(20)
+        time.sleep(0.1)
+        out = chat.output
+        assert code == 0, out
+        assert "bye" in out
+        assert "Traceback" not in out and "error" not in out.lower(), out
+    finally:
+        chat.close()
+    # alice's own history has all of it, in order
+    h = as_(run_cli, homes, "alice", "history", "bob", "--json").doc
+    texts = [m["text"] for m in h["messages"]]
+    assert texts[-2:] == ["ping from bob's shell", "typed at alice's terminal"]
