@@ -1,0 +1,105 @@
+"""Group chat on real anvil + nats-server: a 20-member group, removal secrecy, late joiner."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from chatcore.payload import ContentType
+from tests.integration.conftest import People, Person
+
+pytestmark = pytest.mark.devnet
+
+N_MEMBERS = 20
+
+
+def texts(msgs: list, gid: bytes) -> list[str]:  # type: ignore[type-arg]
+    return [
+        m.body.decode()
+        for m in msgs
+        if m.conversation_id == gid and m.content_type == ContentType.TEXT
+    ]
+
+
+async def sync_all(people: list[Person]) -> dict[str, list]:  # type: ignore[type-arg]
+    out = {}
+    for p in people:
+        out[p.name] = await p.c.sync()
+    return out
+
+
+async def test_twenty_member_group_removal_and_late_joiner(people: People) -> None:
+    members = [people.new(f"m{i:02d}") for i in range(N_MEMBERS)]
+    admin, rest = members[0], members[1:]
+    gid = await admin.c.create_group("big", [p.name for p in rest])
+
+    got = await sync_all(rest)
+    for p in rest:
+        info = p.c.groups.info(gid)
+        assert info.is_member, p.name
+        assert len(info.members) == N_MEMBERS
+        assert info.admins == frozenset({admin.c.identity_id})
+        # the join notice is in their history
+        assert any(m.content_type == ContentType.GROUP_CONTROL for m in got[p.name])
+    await admin.c.sync()  # receives everyone's sender keys
+
+    # one message from a member reaches all others exactly once
+    sender = rest[4]
+    res = await sender.c.send_group_text("big", "hello twenty")
+    assert len(res.frames) == 1  # encrypted once, published once
+    got = await sync_all([m for m in members if m is not sender])
+    for name, msgs in got.items():
+        assert texts(msgs, gid) == ["hello twenty"], name
+    again = await sync_all(members)  # nothing is delivered twice
+    assert all(texts(v, gid) == [] for v in again.values())
+
+    # removal: the removed member reads nothing sent afterwards
+    removed = members[-1]
+    await admin.c.group_change("big", "remove", removed.name)
+    await sync_all(members)
+    assert not removed.c.groups.info(gid).is_member
+    writer = rest[2]
+    await writer.c.send_group_text("big", "after the removal")
+    got = await sync_all([m for m in members if m is not writer])
+    assert texts(got[removed.name], gid) == []
+    for p in members[:-1]:
+        if p is not writer:
+            assert texts(got[p.name], gid) == ["after the removal"], p.name
+    assert all(len(p.c.groups.info(gid).members) == N_MEMBERS - 1 for p in members[:-1])
+
+    # a late joiner reads what is sent after joining, nothing before
+    late = people.new("late")
+    await admin.c.group_change("big", "add", late.name)
+    await sync_all([*members[:-1], late])
+    await sync_all([admin])
+    await rest[0].c.send_group_text("big", "welcome late")
+    got = await sync_all([late])
+    assert texts(got[late.name], gid) == ["welcome late"]
+    hist = [m.body.decode() for m in late.c.history(gid, 100) if m.content_type == 1]
+    assert "hello twenty" not in hist and "after the removal" not in hist
+
+
+async def test_removed_member_cannot_send_and_non_member_frames_are_dropped(
+    people: People,
+) -> None:
+    a, b, c = people.new("ga"), people.new("gb"), people.new("gc")
+    gid = await a.c.create_group("trio", [b.name, c.name])
+    await sync_all([b, c, a])
+    await a.c.group_change("trio", "remove", c.name)
+    await sync_all([b, c, a])
+    # c still has stale keys for the old epoch but is no longer a member
+    from chatcore.errors import GroupError
+
+    with pytest.raises(GroupError):
+        await c.c.send_group_text("0x" + gid.hex(), "sneaky")
+    # a frame published on the topic by someone outside the group is dropped, state unchanged
+    from chatcore.groupchat import group_topic
+
+    before = b.c.store.group_state(gid)
+    transport = await c.c.connect()
+    await transport.publish(group_topic(gid), b"\x13" + b"\x00" * 120)
+    got = await b.c.sync()
+    assert texts(got, gid) == []
+    assert b.c.store.group_state(gid) == before
+    await asyncio.sleep(0)
