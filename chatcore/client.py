@@ -140,7 +140,6 @@ class Client:
         prekey_ttl_s: int = PREKEY_TTL_S,
     ) -> tuple[Client, InitResult]:
         """Create keys, register identity + first installation + bundle on chain, claim a name."""
-        from eth_account import Account
 
         if name is not None:
             from discovery.resolver import parse_query
@@ -148,8 +147,38 @@ class Client:
             kind, name = parse_query(name)
             if kind != "name":
                 raise ValueError("a name must be 3-32 characters of a-z 0-9 - _")
+        # Everything that can fail on chain is checked before anything is created or sent.
+        registry = Registry(network)
+        registry.check_chain()
+        if name and registry.name_owner(name) != b"\x00" * 32:
+            from discovery.errors import NameTaken
+
+            raise NameTaken(f"the name {name!r} is already taken")
         home = Home(Path(home_dir))
         home.create()
+        try:
+            return cls._init_in(home, passphrase, network, name, registry, rng, prekey_ttl_s)
+        except BaseException:
+            if not (home.db_file.exists() and _registered(home, passphrase)):
+                # nothing reached the chain: leave no half-made home behind
+                import shutil
+
+                shutil.rmtree(home.path, ignore_errors=True)
+            raise
+
+    @classmethod
+    def _init_in(
+        cls,
+        home: Home,
+        passphrase: str,
+        network: NetworkConfig,
+        name: str | None,
+        registry: Registry,
+        rng: Callable[[int], bytes],
+        prekey_ttl_s: int,
+    ) -> tuple[Client, InitResult]:
+        from eth_account import Account
+
         store = home.open_store(passphrase)
         Account.enable_unaudited_hdwallet_features()
         owner = Account.from_key(rng(32))
@@ -165,7 +194,7 @@ class Client:
             store.set_meta("salt", salt)
             store.set_meta("network", _scope(network).encode())
         home.save_owner_key(owner.key, passphrase)
-        client = cls(home, store, network, keys, identity_id, rng=rng)
+        client = cls(home, store, network, keys, identity_id, rng=rng, registry=registry)
         reg = client.registry
         if network.faucet_key and reg.balance(owner.address) < MIN_BALANCE_WEI:
             reg.send_value(Account.from_key(network.faucet_key), owner.address, DEV_FUNDING_WEI)
@@ -522,6 +551,17 @@ class Client:
 
     def peer_from_resolved(self, resolved: ResolvedIdentity) -> Peer:
         return to_peer(resolved)
+
+
+def _registered(home: Home, passphrase: str) -> bool:
+    try:
+        store = home.open_store(passphrase)
+    except ChatCoreError:
+        return False
+    try:
+        return store.get_meta("registered") is not None
+    finally:
+        store.close()
 
 
 def _scope(network: NetworkConfig) -> str:

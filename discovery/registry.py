@@ -28,7 +28,7 @@ from web3.exceptions import (
 )
 
 from contracts import load_artifact
-from discovery.errors import ChainUnavailable, NameTaken, RegistryReverted
+from discovery.errors import ChainUnavailable, DiscoveryError, NameTaken, RegistryReverted
 from discovery.network import NetworkConfig
 
 ZERO32 = b"\x00" * 32
@@ -166,6 +166,13 @@ class Registry:
             ) from exc
         except (Web3RPCError, Web3Exception) as exc:
             raise ChainUnavailable(f"chain error during {what}: {exc}") from exc
+        except DiscoveryError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+            # a node (or something pretending to be one) that answers nonsense
+            raise ChainUnavailable(
+                f"the chain node at {self.config.rpc_url} gave a malformed answer to {what}"
+            ) from exc
 
     def _revert(self, what: str, exc: Exception) -> RegistryReverted:
         data = getattr(exc, "data", None)
@@ -234,7 +241,8 @@ class Registry:
         return self._decode_all(logs)
 
     def _decode_all(self, logs: Any) -> list[Event]:
-        out = [e for e in (self.decoder.decode(log) for log in logs) if e is not None]
+        with self._rpc("decoding logs"):
+            out = [e for e in (self.decoder.decode(log) for log in logs) if e is not None]
         out.sort(key=lambda e: e.order)
         return out
 

@@ -2,8 +2,9 @@
 and one clean error line (right exit code, no traceback) for every way a lookup can fail.
 
 One devnet for the whole module (tests run in file order: the last ones stop and restart it).
-The main flow runs the real console script in a subprocess; the error matrix mostly runs in
-process through click's CliRunner (same code path, a second faster).
+The main flow (devnet up, init, a lookup, publish, an unknown id, a tampering node, a dead
+chain, up again) runs the real console script in a subprocess; the rest runs in process through
+click's CliRunner (same code path, without a Python start-up per call).
 """
 
 from __future__ import annotations
@@ -53,11 +54,11 @@ class People:
 
 
 @pytest.fixture(scope="module")
-def people(
-    run_cli: RunCli, cfg: NetworkConfig, tmp_path_factory: pytest.TempPathFactory
-) -> People:
+def people(run_cli: RunCli, cfg: NetworkConfig, tmp_path_factory: pytest.TempPathFactory) -> People:
     homes = tmp_path_factory.mktemp("homes")
-    short = run_cli("--home", str(homes / "short"), "init", "--prekey-ttl", "2", "--json")
+    short = run_cli(
+        "--home", str(homes / "short"), "init", "--prekey-ttl", "2", "--json", inproc=True
+    )
     assert short.code == 0, short.err
     short_at = time.time()
     r = run_cli("--home", str(homes / "alice"), "init", "--name", "alice", "--json")
@@ -71,9 +72,7 @@ def write_network(path: Path, cfg: NetworkConfig, **changes: Any) -> Path:
 
 
 # --- devnet ---------------------------------------------------------------------------------
-def test_devnet_up_status_and_up_again(
-    run_cli: RunCli, up: CliResult, devnet_dir: Path
-) -> None:
+def test_devnet_up_status_and_up_again(run_cli: RunCli, up: CliResult, devnet_dir: Path) -> None:
     doc = up.doc
     assert doc["already_running"] is False
     assert doc["chain_id"] == 31337
@@ -83,14 +82,14 @@ def test_devnet_up_status_and_up_again(
     assert net["identity_registry"] == doc["identity_registry"]
     assert net["rpc_url"] == doc["rpc_url"]
 
-    again = run_cli("devnet", "up")
+    again = run_cli("devnet", "up", inproc=True)
     assert again.code == 0, again.err
     assert "already" in again.out
     again_json = run_cli("devnet", "up", "--json", inproc=True)
     assert again_json.code == 0 and again_json.doc["already_running"] is True
     assert again_json.doc["rpc_url"] == doc["rpc_url"]
 
-    st = run_cli("devnet", "status", "--json")
+    st = run_cli("devnet", "status", "--json", inproc=True)
     assert st.code == 0, st.err
     s = st.doc
     assert s["running"] is True
@@ -130,14 +129,14 @@ def test_lookup_cold(run_cli: RunCli, people: People, by: str) -> None:
     query = {"id": a["identity_id"], "owner": a["owner"], "name": "alice"}.get(by)
     if query is None:
         query = run_cli("lookup", "alice", "--json", inproc=True).doc["installations"][0]["bundle"]
-    r = run_cli("lookup", query, "--json")
+    r = run_cli("lookup", query, "--json", inproc=by != "name")  # one through the real script
     assert r.code == 0, r.err
     check_alice(r.doc, a, seq=1)
 
 
 def test_lookup_through_home_index_and_text_output(run_cli: RunCli, people: People) -> None:
     a = people.alice
-    r = run_cli("--home", str(people.alice_home), "lookup", a["owner"], "--json")
+    r = run_cli("--home", str(people.alice_home), "lookup", a["owner"], "--json", inproc=True)
     assert r.code == 0, r.err
     check_alice(r.doc, a, seq=1)
     cold = run_cli("lookup", a["owner"], "--cold", "--json", inproc=True)
@@ -155,7 +154,7 @@ def test_publish_bumps_seq(run_cli: RunCli, people: People) -> None:
     assert r.doc["seq"] == 2
     assert r.doc["identity_id"] == people.alice["identity_id"]
     assert 0 < r.doc["gas_used"] <= 40_000
-    cold = run_cli("lookup", "alice", "--json")
+    cold = run_cli("lookup", "alice", "--json", inproc=True)
     assert cold.code == 0, cold.err
     check_alice(cold.doc, people.alice, seq=2)
     assert cold.doc["installations"][0]["prekey_id"] == 2
@@ -173,7 +172,9 @@ def test_unknown_identity(run_cli: RunCli, people: People) -> None:
 
 
 def test_unknown_name(run_cli: RunCli, people: People) -> None:
-    run_cli("lookup", "nobody_here").assert_one_line_error(EXIT_NOT_FOUND, "nobody_here")
+    run_cli("lookup", "nobody_here", inproc=True).assert_one_line_error(
+        EXIT_NOT_FOUND, "nobody_here"
+    )
     r = run_cli("--home", str(people.alice_home), "lookup", "nobody_here", inproc=True)
     r.assert_one_line_error(EXIT_NOT_FOUND)
 
@@ -189,20 +190,15 @@ def mallory_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_name_already_taken(run_cli: RunCli, people: People, mallory_home: Path) -> None:
-    r = run_cli("--home", str(mallory_home), "init", "--name", "alice")
+    r = run_cli("--home", str(mallory_home), "init", "--name", "alice", inproc=True)
     r.assert_one_line_error(contains="taken")
     # alice still owns it
-    assert run_cli("lookup", "alice", "--json", inproc=True).doc["identity_id"] == (
-        people.alice["identity_id"]
+    assert (
+        run_cli("lookup", "alice", "--json", inproc=True).doc["identity_id"]
+        == (people.alice["identity_id"])
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG chatcore/client.py Client.init: the identity is registered (and the home "
-    "written) before the name claim; a taken name leaves a half-initialised home, so "
-    "'init --name other' in the same home then fails with 'already holds an identity'",
-)
 def test_init_after_taken_name_can_retry_with_another(
     run_cli: RunCli, people: People, mallory_home: Path
 ) -> None:
@@ -245,8 +241,10 @@ def test_bad_signature(run_cli: RunCli, direct: tuple[Registry, Web3]) -> None:
     sig[0] ^= 0x40
     forged = dataclasses.replace(good, signature=bytes(sig))
     reg.publish_bundle(ident.owner, ident.identity_id, ident.devices[0].pub, forged.encode())
-    run_cli("lookup", ident.qid).assert_one_line_error(EXIT_INVALID, "signature")
-    run_cli("lookup", forged.to_text(), inproc=True).assert_one_line_error(EXIT_INVALID, "signature")
+    run_cli("lookup", ident.qid, inproc=True).assert_one_line_error(EXIT_INVALID, "signature")
+    run_cli("lookup", forged.to_text(), inproc=True).assert_one_line_error(
+        EXIT_INVALID, "signature"
+    )
 
 
 def test_revoked_installation(run_cli: RunCli, direct: tuple[Registry, Web3]) -> None:
@@ -254,7 +252,7 @@ def test_revoked_installation(run_cli: RunCli, direct: tuple[Registry, Web3]) ->
     ident: Ident = register_direct(reg, w3)
     add_device(reg, ident)
     reg.revoke_installation(ident.owner, ident.identity_id, ident.devices[0].pub)
-    r = run_cli("lookup", ident.bundles[0].to_text())
+    r = run_cli("lookup", ident.bundles[0].to_text(), inproc=True)
     r.assert_one_line_error(EXIT_INVALID, "revoked")
     # the identity itself still resolves, listing the revoked device as such
     ok = run_cli("lookup", ident.qid, "--json", inproc=True)
@@ -269,22 +267,30 @@ def test_expired_prekey(run_cli: RunCli, people: People) -> None:
     wait = people.short_at + 2.5 - time.time()
     if wait > 0:
         time.sleep(wait)
-    r = run_cli("lookup", people.short["identity_id"])
+    r = run_cli("lookup", people.short["identity_id"], inproc=True)
     r.assert_one_line_error(EXIT_INVALID, "expired")
 
 
-def test_wrong_chain_id(run_cli: RunCli, people: People, cfg: NetworkConfig, tmp_path: Path) -> None:
+def test_wrong_chain_id(
+    run_cli: RunCli, people: People, cfg: NetworkConfig, tmp_path: Path
+) -> None:
     net = write_network(tmp_path / "network.json", cfg, chain_id=999)
-    r = run_cli("--network", str(net), "lookup", "alice")
+    r = run_cli("--network", str(net), "lookup", "alice", inproc=True)
     r.assert_one_line_error(EXIT_INVALID, "chain")
-    r = run_cli("--network", str(net), "--home", str(people.alice_home), "lookup", "alice",
-                inproc=True)
+    r = run_cli(
+        "--network", str(net), "--home", str(people.alice_home), "lookup", "alice", inproc=True
+    )
     r.assert_one_line_error(EXIT_INVALID, "chain")
 
 
 def test_wrong_passphrase(run_cli: RunCli, people: People) -> None:
-    r = run_cli("--home", str(people.alice_home), "publish",
-                env={"LOGOS_CHAT_PASSPHRASE": "wrong"})
+    r = run_cli(
+        "--home",
+        str(people.alice_home),
+        "publish",
+        env={"LOGOS_CHAT_PASSPHRASE": "wrong"},
+        inproc=True,
+    )
     r.assert_one_line_error(EXIT_AUTH)
     # nothing was published
     assert run_cli("lookup", "alice", "--json", inproc=True).doc["installations"][0]["seq"] == 2
@@ -292,10 +298,9 @@ def test_wrong_passphrase(run_cli: RunCli, people: People) -> None:
 
 def test_no_network_file(run_cli: RunCli, people: People, tmp_path: Path) -> None:
     env = {"LOGOS_CHAT_DEVNET_DIR": str(tmp_path / "nothing-here")}
-    r = run_cli("lookup", "alice", env=env)
+    r = run_cli("lookup", "alice", env=env, inproc=True)
     r.assert_one_line_error(EXIT_UNAVAILABLE, "devnet up")
-    r = run_cli("--home", str(tmp_path / "carol"), "init", "--name", "carol", env=env,
-                inproc=True)
+    r = run_cli("--home", str(tmp_path / "carol"), "init", "--name", "carol", env=env, inproc=True)
     r.assert_one_line_error(EXIT_UNAVAILABLE, "network file")
     st = run_cli("devnet", "status", "--json", env=env, inproc=True)
     assert st.code == 0 and st.doc["running"] is False
@@ -305,7 +310,7 @@ def test_no_network_file(run_cli: RunCli, people: People, tmp_path: Path) -> Non
 def test_devnet_down_then_errors_then_up_keeps_state(
     run_cli: RunCli, people: People, cfg: NetworkConfig, tmp_path: Path
 ) -> None:
-    down = run_cli("devnet", "down", "--json")
+    down = run_cli("devnet", "down", "--json", inproc=True)
     assert down.code == 0, down.err
     assert down.doc["stopped"] is True
     st = run_cli("devnet", "status", "--json", inproc=True)
@@ -332,7 +337,8 @@ def test_devnet_down_then_errors_then_up_keeps_state(
     r = run_cli("lookup", "alice", "--json")
     assert r.code == 0, r.err
     check_alice(r.doc, people.alice, seq=2)
-    warm = run_cli("--home", str(people.alice_home), "lookup", people.alice["owner"], "--json",
-                   inproc=True)
+    warm = run_cli(
+        "--home", str(people.alice_home), "lookup", people.alice["owner"], "--json", inproc=True
+    )
     assert warm.code == 0, warm.err
     check_alice(warm.doc, people.alice, seq=2)

@@ -40,9 +40,13 @@ class RpcProxy:
         self._tamper: tuple[str, int] | None = None
         # answer every request with these bytes instead of forwarding (a broken node)
         self.reply_override: bytes | None = None
+        # drop the topic filter of eth_getLogs: answer with every identity's events
+        self.widen_logs = False
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
 
     # --- lifecycle ----------------------------------------------------------------------------
     @property
@@ -115,7 +119,7 @@ class RpcProxy:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n)
                 try:
@@ -135,6 +139,12 @@ class RpcProxy:
                     self.end_headers()
                     self.wfile.write(raw)
                     return
+                if proxy.widen_logs and isinstance(request, dict):
+                    if request.get("method") == "eth_getLogs":
+                        for flt in request.get("params") or []:
+                            if isinstance(flt, dict):
+                                flt.pop("topics", None)
+                        body = json.dumps(request).encode()
                 try:
                     raw = proxy._forward(body)
                 except OSError:
@@ -143,7 +153,9 @@ class RpcProxy:
                 try:
                     response = json.loads(raw)
                     if isinstance(request, list) and isinstance(response, list):
-                        response = [proxy._rewrite(q, a) for q, a in zip(request, response)]
+                        response = [
+                            proxy._rewrite(q, a) for q, a in zip(request, response, strict=False)
+                        ]
                     else:
                         response = proxy._rewrite(request, response)
                     raw = json.dumps(response).encode()

@@ -58,7 +58,10 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(
-    anvil: ManagedProcess, w3: Web3, registries: Registries, tmp_path_factory: pytest.TempPathFactory
+    anvil: ManagedProcess,
+    w3: Web3,
+    registries: Registries,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[World]:
     cfg = network_for(anvil, registries)
     reg = Registry(cfg)

@@ -96,8 +96,9 @@ def test_bundle_layout_and_round_trip() -> None:
     assert IntroBundle.decode(raw) == b
     assert b.hash() == keccak(raw)
     assert b.signature_ok()
-    b.verify(BINDING, NOW, expected_hash=keccak(raw), identity_id=IDENTITY,
-             installation_id=INSTALLATION)
+    b.verify(
+        BINDING, NOW, expected_hash=keccak(raw), identity_id=IDENTITY, installation_id=INSTALLATION
+    )
 
 
 def test_encoding_is_deterministic() -> None:
@@ -120,13 +121,43 @@ def test_pq_record_round_trip() -> None:
     raw = r.encode()
     assert len(raw) == PQ_RECORD_SIZE == 1361
     assert PqKeyRecord.decode(raw) == r
-    r.verify(BINDING, NOW, expected_hash=keccak(raw), identity_id=IDENTITY,
-             installation_id=INSTALLATION)
+    r.verify(
+        BINDING, NOW, expected_hash=keccak(raw), identity_id=IDENTITY, installation_id=INSTALLATION
+    )
 
 
 # --- tampering: every byte counts ---------------------------------------------------------------
-_OFFSETS = sorted({0, 1, 8, 9, 28, 29, 60, 61, 92, 93, 124, 125, 128, 129, 160, 161, 168,
-                   169, 176, 177, 184, 185, 200, 220, 247, 248} | set(range(2, 249, 17)))
+_OFFSETS = sorted(
+    {
+        0,
+        1,
+        8,
+        9,
+        28,
+        29,
+        60,
+        61,
+        92,
+        93,
+        124,
+        125,
+        128,
+        129,
+        160,
+        161,
+        168,
+        169,
+        176,
+        177,
+        184,
+        185,
+        200,
+        220,
+        247,
+        248,
+    }
+    | set(range(2, 249, 17))
+)
 
 
 @pytest.mark.parametrize("offset", _OFFSETS)
@@ -217,7 +248,7 @@ def test_pq_decode_wrong_length(n: int) -> None:
 def test_constructor_rejects_wrong_sizes(field: str, value: object) -> None:
     b = make_bundle()
     with pytest.raises(ValueError):
-        dataclasses.replace(b, **{field: value})
+        dataclasses.replace(b, **{field: value})  # type: ignore[arg-type]
 
 
 def test_binding_rejects_bad_values() -> None:
@@ -336,8 +367,14 @@ def test_domain_separation_between_record_kinds() -> None:
     b = make_bundle()
     assert b.signature_ok()
     unsigned = dataclasses.replace(b, signature=b"\x00" * 64)
-    assert unsigned.signed(lambda m: Ed25519PrivateKey.from_private_bytes(SEED).sign(
-        b"logos-chat/pq-key/v1" + m[len(b"logos-chat/intro-bundle/v1"):])).signature_ok() is False
+    assert (
+        unsigned.signed(
+            lambda m: Ed25519PrivateKey.from_private_bytes(SEED).sign(
+                b"logos-chat/pq-key/v1" + m[len(b"logos-chat/intro-bundle/v1") :]
+            )
+        ).signature_ok()
+        is False
+    )
 
 
 def test_signed_accepts_sign_function() -> None:
