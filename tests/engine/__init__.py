@@ -52,7 +52,9 @@ class FakeDirectory:
 
     def peer(self, identity_id: bytes) -> Peer:
         active = [
-            p for p in self.installations.get(identity_id, []) if p.installation_id not in self.revoked
+            p
+            for p in self.installations.get(identity_id, [])
+            if p.installation_id not in self.revoked
         ]
         if not active:
             raise UnknownContact("nobody")

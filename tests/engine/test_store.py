@@ -133,8 +133,8 @@ def test_conversations_newest_first_with_unread() -> None:
     assert s.conversation(c1).lamport == 6  # type: ignore[union-attr]
     # ensure_conversation never resets an existing one
     s.ensure_conversation(c2, "direct", None, "x", 99)
-    c = s.conversation(c2)
-    assert c is not None and c.peer_identity == c2 * 2 and c.unread == 1 and c.last_at == 21
+    cv = s.conversation(c2)
+    assert cv is not None and cv.peer_identity == c2 * 2 and cv.unread == 1 and cv.last_at == 21
 
 
 def test_transaction_rolls_back_on_error() -> None:

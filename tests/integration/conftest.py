@@ -29,7 +29,9 @@ _counter = itertools.count()
 
 
 @pytest.fixture
-def network(anvil: ManagedProcess, registries: Registries, nats_server: NatsServer) -> NetworkConfig:
+def network(
+    anvil: ManagedProcess, registries: Registries, nats_server: NatsServer
+) -> NetworkConfig:
     return NetworkConfig(
         chain_id=registries.chain_id,
         rpc_url=rpc_url(anvil),

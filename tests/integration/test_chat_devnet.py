@@ -127,9 +127,7 @@ async def test_nats_restart_between_send_and_sync(
     assert alice.c.store.outbox_size() == bob.c.store.outbox_size() == 0
 
 
-async def test_crash_between_sent_and_acknowledged(
-    people: People, nats_server: NatsServer
-) -> None:
+async def test_crash_between_sent_and_acknowledged(people: People, nats_server: NatsServer) -> None:
     alice, bob = people.new("alice"), people.new("bob")
     a = alice.c
     await asyncio.to_thread(a.sync_directory)
