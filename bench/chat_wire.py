@@ -21,7 +21,7 @@ from chatcore import session as sess
 from chatcore.engine import Engine, OwnIdentity, Peer
 from chatcore.errors import UntrustedIdentity
 from chatcore.keys import InstallationKeys, PeerKeys, SignedPrekey
-from chatcore.payload import ContentType, Payload, encode_varint
+from chatcore.payload import SENT_AT_EPOCH_MS, ContentType, Payload, encode_varint
 from chatcore.store import Store
 
 from ._util import Row, parse_args, report
@@ -93,10 +93,12 @@ def measure(n: int) -> dict[str, object]:
     # the session frame: hdr(1) | tag(8) | dh(32) | pn varint | n varint | ct | AEAD tag(16)
     ratchet_counters = session_part - 1 - 8 - 32 - 16
     payload_fields = {
-        "content type + flags": 2,
-        "message id": len(p.message_id),
+        "content type + flags": 1,
+        "message id (derived, not sent)": 0,
         "lamport (varint)": len(encode_varint(p.lamport)),
-        "sent-at ms (varint)": len(encode_varint(p.sent_at_ms)),
+        "sent-at s since 2025 (varint)": len(
+            encode_varint((p.sent_at_ms - SENT_AT_EPOCH_MS) // 1000)
+        ),
         "causal history (count + ids)": 1 + 4 * len(p.history),
     }
     assert sum(payload_fields.values()) == payload_header

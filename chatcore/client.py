@@ -344,24 +344,41 @@ class Client:
         return self.transport
 
     async def _publish(self, frames: list[OutFrame] | tuple[OutFrame, ...]) -> int:
-        """Publish frames; each one acknowledged by the store leaves the outbox."""
+        """Publish frames; each one the store acknowledges leaves the outbox.
+
+        A frame that fails stays in the outbox with its next attempt pushed back
+        (RETRY_BACKOFF_MS by attempt count); the others are still tried. Raises
+        TransportError at the end if any failed: nothing is lost, it is only late.
+        """
         transport = await self.connect()
         done = 0
+        failed: TransportError | None = None
+        attempts = {i.id: i.attempts for i in self.store.pending_outbox()}
         for f in frames:
             try:
                 await transport.publish(f.subject, f.frame, msg_id=f.msg_id)
-            except TransportError:
-                attempt = 0
-                delay = RETRY_BACKOFF_MS[min(attempt, len(RETRY_BACKOFF_MS) - 1)]
+            except TransportError as exc:
+                n = attempts.get(f.outbox_id, 0)
+                delay = RETRY_BACKOFF_MS[min(n, len(RETRY_BACKOFF_MS) - 1)]
                 self.store.outbox_retry_later(f.outbox_id, self.clock_ms() + delay)
-                raise
+                failed = exc
+                continue
             self.engine.acknowledged(f.outbox_id)
             done += 1
+        if failed is not None:
+            raise TransportError(
+                f"{failed}; {len(frames) - done} frame(s) kept in the outbox, "
+                "sent by the next 'send' or 'sync'"
+            )
         return done
 
-    async def flush_outbox(self) -> int:
-        """Retry every frame still waiting for the store's acknowledgement (e.g. after a crash)."""
-        items = self.store.pending_outbox()
+    async def flush_outbox(self, only_due: bool = False) -> int:
+        """Send every frame still waiting for the store's acknowledgement (e.g. after a crash).
+
+        ``only_due`` honours the backoff (for background retries); a user's explicit
+        send or sync tries everything at once.
+        """
+        items = self.store.pending_outbox(self.clock_ms() if only_due else None)
         frames = [OutFrame(i.id, i.subject, i.frame, i.msg_id) for i in items]
         if not frames:
             return 0

@@ -183,13 +183,13 @@ class Engine:
         """
         now = self.clock_ms()
         conv = direct_conversation_id(self.identity_id, peer.identity_id)
-        mid = self.rng(8)
         with self.store.transaction():
             self.store.ensure_conversation(conv, "direct", peer.identity_id, peer.display, now)
             c = self.store.conversation(conv)
             lamport = (c.lamport if c else 0) + 1
             history = tuple(self.store.recent_short_ids(conv, MAX_HISTORY - 1))
-            payload = Payload(content_type, mid, lamport, now, body, history)
+            payload = Payload(content_type, lamport, now, body, history)
+            mid = payload.message_id(self.installation_id, conv)
             frames: list[OutFrame] = []
             for inst in peer.installations:
                 frames.append(
@@ -197,7 +197,7 @@ class Engine:
                 )
             if own_devices:
                 sync_copy = Payload(
-                    content_type, mid, lamport, now, body, history, sync_peer=peer.identity_id
+                    content_type, lamport, now, body, history, sync_peer=peer.identity_id
                 )
                 for inst in own_devices:
                     if inst.installation_id == self.installation_id:
@@ -247,7 +247,7 @@ class Engine:
     def send_control(self, peer_identity: bytes, inst: PeerKeys, body: bytes) -> OutFrame:
         """Encrypt a control payload (not a chat message) for one installation."""
         now = self.clock_ms()
-        payload = Payload(ContentType.GROUP_CONTROL, self.rng(8), 0, now, body)
+        payload = Payload(ContentType.GROUP_CONTROL, 0, now, body)
         with self.store.transaction():
             return self._encrypt_to(peer_identity, inst, payload.encode(), now, None, None)
 
@@ -300,9 +300,7 @@ class Engine:
             s2 = s
             peer_ik = s2.peer_ik_x25519
         elif kind == KIND_HANDSHAKE:
-            s2, info, plaintext = sess.Session.respond(
-                self.own.keys, self._prekey, self._pq, frame
-            )
+            s2, info, plaintext = sess.Session.respond(self.own.keys, self._prekey, self._pq, frame)
             if len(info.sender_info) != 33 or info.sender_info[0] != SENDER_INFO_VERSION:
                 raise MalformedMessage("bad sender info in handshake")
             peer_identity = info.sender_info[1:]
@@ -344,12 +342,13 @@ class Engine:
             )
             if cursor is not None:
                 self.store.set_cursor(*cursor)
+            mid = payload.message_id(peer_inst, conv)
             self.store.ensure_conversation(conv, "direct", conv_peer, None, now)
-            if self.store.has_message(conv, payload.message_id):
+            if self.store.has_message(conv, mid):
                 return None
             msg = StoredMessage(
                 conversation_id=conv,
-                message_id=payload.message_id,
+                message_id=mid,
                 sender_identity=peer_identity,
                 sender_installation=peer_inst,
                 lamport=payload.lamport,
@@ -364,7 +363,7 @@ class Engine:
             self.store.add_message(msg)
         return Received(
             conversation_id=conv,
-            message_id=payload.message_id,
+            message_id=mid,
             sender_identity=peer_identity,
             sender_installation=peer_inst,
             content_type=payload.content_type,

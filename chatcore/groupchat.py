@@ -269,9 +269,9 @@ class GroupChat:
                 raise GroupError("you are not a member of this group")
             conv = self.store.conversation(group_id)
             lamport = (conv.lamport if conv else 0) + 1
-            mid = self.engine.rng(8)
             history = tuple(self.store.recent_short_ids(group_id, MAX_HISTORY - 1))
-            payload = Payload(content_type, mid, lamport, now, body, history)
+            payload = Payload(content_type, lamport, now, body, history)
+            mid = payload.message_id(self.engine.installation_id, group_id)
             new, frame = state.encrypt(payload.encode())
             self._save(new)
             subject = group_topic(group_id)
@@ -318,21 +318,22 @@ class GroupChat:
             raise GroupError("control content on the group topic")
         now = self.engine.clock_ms()
         own = sender == self.engine.identity_id
+        mid = payload.message_id(sender_inst, gid)
         with self.store.transaction():
             self._save(new)
             if cursor is not None:
                 self.store.set_cursor(*cursor)
-            if self.store.has_message(gid, payload.message_id):
+            if self.store.has_message(gid, mid):
                 return None
             self.store.add_message(
                 StoredMessage(
-                    gid, payload.message_id, sender, sender_inst, payload.lamport,
+                    gid, mid, sender, sender_inst, payload.lamport,
                     payload.sent_at_ms, now, int(payload.content_type), payload.body, own,
                     "sent" if own else "received", self.store.next_seq(),
                 )
             )  # fmt: skip
         return Received(
-            gid, payload.message_id, sender, sender_inst, payload.content_type, payload.body,
+            gid, mid, sender, sender_inst, payload.content_type, payload.body,
             payload.lamport, payload.sent_at_ms, now, own,
         )  # fmt: skip
 

@@ -104,7 +104,9 @@ class ConversationLog:
     gaps: dict[bytes, int] = field(default_factory=dict)  # short id -> first noticed (ms)
 
     # --- sending --------------------------------------------------------------------------------
-    def sent(self, message_id: bytes, recipients: tuple[bytes, ...] | list[bytes], now_ms: int) -> None:
+    def sent(
+        self, message_id: bytes, recipients: tuple[bytes, ...] | list[bytes], now_ms: int
+    ) -> None:
         """Track a message just handed to the outbox, until every recipient acknowledged it."""
         _check_mid(message_id)
         self._remember(message_id)
@@ -220,7 +222,9 @@ class Reliability:
                 raise ValueError("conversation ids are 16 bytes")
             out.append(cid + struct.pack(">I", len(c.outgoing)))
             for mid, p in c.outgoing.items():
-                out.append(mid + struct.pack(">qIqH", p.sent_at, p.attempts, p.next_at, len(p.recipients)))
+                out.append(
+                    mid + struct.pack(">qIqH", p.sent_at, p.attempts, p.next_at, len(p.recipients))
+                )
                 out.extend(sorted(p.recipients))
             out.append(struct.pack(">I", len(c.seen)))
             out.extend(c.seen)

@@ -277,7 +277,7 @@ class Store:
         """(tag, state) of the session to use for sending to an installation: the newest."""
         row = self._x(
             "SELECT tag, state FROM sessions WHERE peer_installation=? "
-            "ORDER BY confirmed DESC, updated_at DESC LIMIT 1",
+            "ORDER BY confirmed DESC, updated_at DESC, rowid DESC LIMIT 1",
             (peer_installation,),
         ).fetchone()
         return None if row is None else (bytes(row[0]), bytes(row[1]))

@@ -892,6 +892,15 @@ def group_list(ctx: Ctx, grp: str | None) -> None:
     emit(ctx, docs[0] if grp else docs, text)
 
 
+def _register_optional() -> None:
+    from cli.sim import sim
+
+    cli.add_command(sim)
+
+
+_register_optional()
+
+
 def main() -> None:
     cli(prog_name="logos-chat")
 

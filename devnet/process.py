@@ -94,7 +94,7 @@ def spawn(
     """Spawn ``argv`` and wait until it accepts TCP connections on host:port."""
     if port_open(host, port):
         raise DevnetError(f"{name}: port {host}:{port} is already in use")
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     try:
         popen = subprocess.Popen(
             argv,
@@ -122,13 +122,24 @@ def spawn(
 
 
 def pid_alive(pid: int) -> bool:
+    """Is ``pid`` running? A zombie (exited, not yet reaped) counts as gone; if it is our
+    own child it is reaped here."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: fall through to the signal probe
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def stop_pid(pid: int, timeout: float = 10.0, popen: subprocess.Popen[bytes] | None = None) -> None:

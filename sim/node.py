@@ -26,9 +26,8 @@ from chatcore.engine import Engine, OwnIdentity, direct_conversation_id, frame_m
 from chatcore.errors import ChatCoreError, DuplicateMessage
 from chatcore.keys import InstallationKeys, PeerKeys, SignedPrekey
 from chatcore.payload import MAX_HISTORY, ContentType
-from chatcore.reliability import Reliability, RetryPolicy
+from chatcore.reliability import Reliability
 from chatcore.store import Store
-
 from sim.network import StoredFrame
 
 if TYPE_CHECKING:
@@ -37,7 +36,10 @@ if TYPE_CHECKING:
 __all__ = ["Device", "receipt_size"]
 
 OUTBOX_BACKOFF_MS = (500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000)
-POLL_MS = 30_000  # safety fetch while online (JetStream redelivery / AckWait analogue)
+#: safety fetch while online (the JetStream redelivery / AckWait analogue): every POLL_MS,
+#: doubling while fetches come back empty, up to POLL_MAX_MS; reset by any traffic
+POLL_MS = 30_000
+POLL_MAX_MS = 3_600_000
 FETCH_TIMEOUT_MS = 5_000
 ACK_BATCH_MS = 200
 PUBACK_BYTES = 32
@@ -87,6 +89,8 @@ class Device:
         self._wake_at: int | None = None
         self._fetching = 0  # generation of the fetch in flight (0: none)
         self._acks: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        self._poll_every = POLL_MS
+        self._next_poll = 0
         self._boot()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -101,12 +105,20 @@ class Device:
         )
         self.inbox = self.engine.inbox
         raw = self.store.get_meta("sim.rel")
-        self.rel = Reliability.from_bytes(raw, w.cfg.retry_policy) if raw else Reliability(
-            w.cfg.retry_policy
+        self.rel = (
+            Reliability.from_bytes(raw, w.cfg.retry_policy)
+            if raw
+            else Reliability(w.cfg.retry_policy)
         )
         self._acks = {}
         self._fetching = 0
         self._wake_at = None
+        self._busy()
+
+    def _busy(self) -> None:
+        """Traffic seen: poll at the base rate again."""
+        self._poll_every = POLL_MS
+        self._next_poll = self.world.clock.now + POLL_MS
 
     @property
     def up(self) -> bool:
@@ -162,7 +174,11 @@ class Device:
 
     # --- timers -------------------------------------------------------------------------------
     def arm(self, t: int) -> None:
-        if self._wake_at is not None and self._wake_at <= t and self._wake_at >= self.world.clock.now:
+        if (
+            self._wake_at is not None
+            and self._wake_at <= t
+            and self._wake_at >= self.world.clock.now
+        ):
             return
         self._wake_at = t
         gen = self.gen
@@ -182,6 +198,10 @@ class Device:
         w = self.world
         now = w.clock.now
         self.flush_outbox()
+        if now >= self._next_poll:
+            self.fetch()
+            self._next_poll = now + self._poll_every
+            self._poll_every = min(POLL_MAX_MS, self._poll_every * 2)
         if w.cfg.e2e_retry:
             for rt in self.rel.due(now):
                 for inst in rt.recipients:
@@ -194,8 +214,8 @@ class Device:
                         _inbox_of(w, inst), frame, f"{msg_id}.r{rt.attempt}", lambda _s: None
                     )
             self._save_rel()
-        nxt = [now + POLL_MS]
-        if self.store.outbox_size():
+        nxt = [self._next_poll]
+        if w.cfg.retry_outbox and self.store.outbox_size():
             nxt.append(now + OUTBOX_BACKOFF_MS[0])
         d = self.rel.next_due() if w.cfg.e2e_retry else None
         if d is not None:
@@ -218,6 +238,7 @@ class Device:
             i.installation_id for i in own if i.installation_id != self.keys.installation_id
         ]
         w.oracle.sent(self, res, history, recipients)
+        self._busy()
         with self.store.transaction():
             for f, inst in zip(res.frames, recipients, strict=True):
                 self.store.set_meta(
@@ -271,9 +292,7 @@ class Device:
         """The store pushes a new frame on our inbox (if we are connected)."""
         if not self.up:
             return
-        self.world.net.transmit(
-            self.name, len(f.data), self._guard_frame(f), may_tamper=True
-        )
+        self.world.net.transmit(self.name, len(f.data), self._guard_frame(f), may_tamper=True)
 
     def _guard_frame(self, f: StoredFrame) -> Callable[[bool], None]:
         gen = self.gen
@@ -319,6 +338,7 @@ class Device:
         w.net.transmit(self.name, FETCH_REQ_BYTES, at_store, may_duplicate=False)
 
     def _take(self, f: StoredFrame, tampered: bool, pushed: bool) -> None:
+        self._busy()
         cur = self.store.cursor(self.inbox)
         if f.seq <= cur:
             return  # already processed (a duplicate delivery)
@@ -390,7 +410,9 @@ class Device:
                 continue
             size = receipt_size(len(items))
 
-            def at_store(_t: bool, dest: Device = dest, items: list = items, size: int = size) -> None:
+            def at_store(
+                _t: bool, dest: Device = dest, items: list = items, size: int = size
+            ) -> None:
                 if not w.store.up:
                     return
                 if dest.up:

@@ -16,7 +16,7 @@ from chatcore.keys import InstallationKeys, PeerKeys, SignedPrekey
 from chatcore.payload import ContentType
 from chatcore.store import Store
 
-T0 = 1_700_000_000_000
+T0 = 1_800_000_000_000  # 2027: after the payload sent-at epoch (2025)
 
 
 class SeededRng:

@@ -10,6 +10,7 @@ from chatcore.errors import MalformedMessage
 from chatcore.payload import (
     MAX_BODY,
     MAX_HISTORY,
+    SENT_AT_EPOCH_MS,
     ContentType,
     Payload,
     decode_varint,
@@ -19,9 +20,9 @@ from chatcore.payload import (
 payloads = st.builds(
     Payload,
     content_type=st.sampled_from(list(ContentType)),
-    message_id=st.binary(min_size=8, max_size=8),
     lamport=st.integers(0, 2**63 - 1),
-    sent_at_ms=st.integers(0, 2**63 - 1),
+    # whole seconds from 2025 on: the wire carries seconds (display precision)
+    sent_at_ms=st.integers(0, 2**40).map(lambda s: SENT_AT_EPOCH_MS + s * 1000),
     body=st.binary(max_size=600),
     history=st.lists(st.binary(min_size=4, max_size=4), max_size=MAX_HISTORY).map(tuple),
     sync_peer=st.none() | st.binary(min_size=32, max_size=32),
@@ -74,9 +75,8 @@ def _flip(b: bytes, pos: int) -> bytes:
 def _good(**kw: object) -> Payload:
     base: dict[str, object] = dict(
         content_type=ContentType.TEXT,
-        message_id=b"\x01" * 8,
         lamport=3,
-        sent_at_ms=1_700_000_000_000,
+        sent_at_ms=SENT_AT_EPOCH_MS + 86_400_000,
         body=b"hello",
         history=(b"abcd", b"efgh"),
     )
@@ -87,32 +87,53 @@ def _good(**kw: object) -> Payload:
 def test_layout_of_a_text_payload() -> None:
     p = _good()
     enc = p.encode()
-    assert enc[0] == ContentType.TEXT and enc[1] == 0
-    assert enc[2:10] == b"\x01" * 8
+    assert enc[0] == ContentType.TEXT  # type in the low 5 bits, no flags
+    assert enc[1] == 3  # lamport
+    assert decode_varint(enc, 2) == (86_400, 2 + 3)  # seconds since 2025-01-01
     assert enc.endswith(b"abcdefghhello")
-    assert len(enc) - len(p.body) == 2 + 8 + 1 + 6 + 1 + 8
+    # header: type|flags 1, lamport 1, sent-at 3, history 1 + 2 x 4 (no message id on the wire)
+    assert len(enc) - len(p.body) == 1 + 1 + 3 + 1 + 8
     s = _good(sync_peer=b"\x09" * 32, ephemeral=True).encode()
-    assert s[1] == 0x03 and s[2:34] == b"\x09" * 32
+    assert s[0] == ContentType.TEXT | 0x20 | 0x40 and s[1:33] == b"\x09" * 32
     assert p.text() == "hello"
+
+
+def test_sent_at_is_whole_seconds_on_the_wire() -> None:
+    p = _good(sent_at_ms=SENT_AT_EPOCH_MS + 1_234_567)
+    assert Payload.decode(p.encode()).sent_at_ms == SENT_AT_EPOCH_MS + 1_234_000
+
+
+def test_message_id_is_derived_and_distinguishes_what_it_must() -> None:
+    inst, conv = b"\x01" * 32, b"\x02" * 16
+    p = _good()
+    mid = p.message_id(inst, conv)
+    assert len(mid) == 8
+    # the receiver derives the same id from the decoded payload (and a re-encryption of it)
+    assert Payload.decode(p.encode()).message_id(inst, conv) == mid
+    # anything that makes it another message makes another id
+    assert _good(lamport=4).message_id(inst, conv) != mid
+    assert _good(body=b"hellO").message_id(inst, conv) != mid
+    assert _good(content_type=ContentType.REACTION).message_id(inst, conv) != mid
+    assert p.message_id(b"\x03" * 32, conv) != mid
+    assert p.message_id(inst, b"\x04" * 16) != mid
+    # sent-at and causal history are not part of it: a retransmission keeps its id
+    assert _good(sent_at_ms=SENT_AT_EPOCH_MS, history=()).message_id(inst, conv) == mid
 
 
 @pytest.mark.parametrize(
     "data",
     [
         b"",
-        b"\x01",
-        b"\x00\x00" + b"\x01" * 8 + b"\x01\x01\x00",  # content type 0
-        b"\xc8\x00" + b"\x01" * 8 + b"\x01\x01\x00",  # content type 200
-        b"\x01\x04" + b"\x01" * 8 + b"\x01\x01\x00",  # unknown flag
-        b"\x01\x80" + b"\x01" * 8 + b"\x01\x01\x00",
-        b"\x01\x00" + b"\x01" * 7,  # short message id
-        b"\x01\x01" + b"\x09" * 20,  # SYNC without a whole peer id
-        b"\x01\x00" + b"\x01" * 8,  # no lamport
-        b"\x01\x00" + b"\x01" * 8 + b"\x81",  # truncated varint
-        b"\x01\x00" + b"\x01" * 8 + b"\xff" * 11 + b"\x01",  # varint too long
-        b"\x01\x00" + b"\x01" * 8 + b"\x01\x01",  # no history length
-        b"\x01\x00" + b"\x01" * 8 + b"\x01\x01" + bytes((MAX_HISTORY + 1,)) + b"x" * 40,
-        b"\x01\x00" + b"\x01" * 8 + b"\x01\x01\x02" + b"abcd",  # history shorter than n
+        b"\x00\x01\x01\x00",  # content type 0
+        b"\x1f\x01\x01\x00",  # content type 31 (unknown)
+        b"\x81\x01\x01\x00",  # unknown flag 0x80
+        b"\x21" + b"\x09" * 20,  # SYNC without a whole peer id
+        b"\x01",  # no lamport
+        b"\x01\x81",  # truncated varint
+        b"\x01" + b"\xff" * 11 + b"\x01",  # varint too long
+        b"\x01\x01\x01",  # no history length
+        b"\x01\x01\x01" + bytes((MAX_HISTORY + 1,)) + b"x" * 40,
+        b"\x01\x01\x01\x02" + b"abcd",  # history shorter than n
     ],
 )
 def test_malformed(data: bytes) -> None:
@@ -122,7 +143,7 @@ def test_malformed(data: bytes) -> None:
 
 def test_body_too_large() -> None:
     with pytest.raises(MalformedMessage):
-        Payload.decode(b"\x01\x00" + b"\x01" * 8 + b"\x01\x01\x00" + bytes(MAX_BODY + 1))
+        Payload.decode(b"\x01\x01\x01\x00" + bytes(MAX_BODY + 1))
     with pytest.raises(ValueError):
         _good(body=bytes(MAX_BODY + 1))
 
@@ -137,7 +158,6 @@ def test_text_rules() -> None:
 @pytest.mark.parametrize(
     "kw",
     [
-        {"message_id": b"\x01" * 7},
         {"history": (b"abc",)},
         {"history": (b"abcd",) * (MAX_HISTORY + 1)},
         {"sync_peer": b"\x01" * 31},

@@ -1,0 +1,397 @@
+"""The simulated world (users, devices, the store, the network) and the run / sweep drivers."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatcore.engine import Engine, OwnIdentity, Peer
+from chatcore.errors import UnknownContact, UntrustedIdentity
+from chatcore.keys import InstallationKeys, PeerKeys, SignedPrekey
+from chatcore.payload import ContentType
+from chatcore.reliability import RetryPolicy
+from chatcore.store import Store
+from sim.clock import Scheduler, VirtualClock
+from sim.network import Faults, Network, SimStore
+from sim.node import Device
+from sim.report import Oracle, RunReport, check, percentile
+
+__all__ = ["SimConfig", "User", "World", "run", "sweep"]
+
+DAY_MS = 86_400_000
+SPK_NOT_AFTER = 2**62
+
+
+@dataclass(slots=True)
+class SimConfig:
+    retention_ms: int = 7 * DAY_MS
+    drain_ms: int = 2 * DAY_MS  # longest wait after the last fault healed
+    quiet_check_ms: int = 5_000
+    retry_outbox: bool = True  # False: the deliberately broken client (publish once)
+    e2e_retry: bool = True  # retransmit until every recipient acked
+    send_receipts: bool = True
+    retry_policy: RetryPolicy = field(default_factory=lambda: RetryPolicy(30_000, 2, 6 * 3_600_000))
+    hostile: bool = True  # intruders, replays, tampering on the delivery path
+
+
+@dataclass(slots=True)
+class User:
+    name: str
+    identity_id: bytes
+    devices: list[Device] = field(default_factory=list)
+
+
+class SimDirectory:
+    """The on-chain directory as the engine sees it: registered installations per identity."""
+
+    def __init__(self) -> None:
+        self._insts: dict[bytes, list[PeerKeys]] = {}
+        self._names: dict[bytes, str] = {}
+        self._peers: dict[bytes, Peer] = {}
+        self._keys: dict[bytes, dict[bytes, bytes]] = {}
+
+    def register(self, identity_id: bytes, name: str, pk: PeerKeys) -> None:
+        self._insts.setdefault(identity_id, []).append(pk)
+        self._keys.setdefault(identity_id, {})[pk.installation_id] = pk.ik_x25519
+        self._names[identity_id] = name
+        self._peers.pop(identity_id, None)
+
+    def peer(self, identity_id: bytes) -> Peer:
+        p = self._peers.get(identity_id)
+        if p is None:
+            if identity_id not in self._insts:
+                raise UnknownContact("no such identity")
+            p = Peer(identity_id, self._names[identity_id], tuple(self._insts[identity_id]))
+            self._peers[identity_id] = p
+        return p
+
+    def check_installation(
+        self, identity_id: bytes, installation_id: bytes, ik_x25519: bytes
+    ) -> None:
+        if self._keys.get(identity_id, {}).get(installation_id) != ik_x25519:
+            raise UntrustedIdentity("installation not registered for that identity")
+
+
+class World:
+    """Everything one run needs; built by a scenario, then driven by :func:`run`."""
+
+    def __init__(self, seed: int, cfg: SimConfig | None = None) -> None:
+        self.seed = seed
+        self.cfg = cfg or SimConfig()
+        master = random.Random(seed)
+        self.rng = random.Random(master.getrandbits(64))  # network, faults, scenario choices
+        self._key_random = random.Random(master.getrandbits(64))  # engines and keys
+        self.key_rng: Callable[[int], bytes] = self._key_random.randbytes
+        self.clock = VirtualClock(1_800_000_000_000)  # virtual epoch ms; sent-at stays realistic
+        self.sched = Scheduler(self.clock)
+        self.net = Network(self.sched, self.rng, Faults())
+        self.store = SimStore(self.cfg.retention_ms)
+        self.directory = SimDirectory()
+        self.oracle = Oracle(self)
+        self.stats: Counter[str] = Counter()
+        self.users: dict[str, User] = {}
+        self.devices: list[Device] = []
+        self.by_installation: dict[bytes, Device] = {}
+        self.hostile_frames: set[bytes] = set()
+        self.activity_end = self.clock.now
+        self.notes: list[str] = []
+
+    # --- building -----------------------------------------------------------------------------
+    @property
+    def t0(self) -> int:
+        return 1_800_000_000_000
+
+    def event(self, text: str) -> None:
+        self.oracle.event(text)
+
+    def add_user(self, name: str, n_devices: int = 1) -> User:
+        u = User(name, self.key_rng(32))
+        self.users[name] = u
+        for i in range(n_devices):
+            self.add_device(u, f"{name}/{i}")
+        return u
+
+    def add_device(self, u: User, name: str) -> Device:
+        keys = InstallationKeys.generate(self.key_rng)
+        spk = SignedPrekey.generate(self.key_rng, 1, SPK_NOT_AFTER)
+        d = Device(self, u.name, name, u.identity_id, keys, spk)
+        self.directory.register(u.identity_id, u.name, d.peer_keys)
+        u.devices.append(d)
+        self.devices.append(d)
+        self.by_installation[keys.installation_id] = d
+        self.store.listeners[d.inbox] = d.pushed
+        return d
+
+    # --- scheduling helpers (times are offsets from the start, in ms) ---------------------------
+    def at(self, offset_ms: int, fn: Callable[[], None]) -> None:
+        self.sched.at(self.t0 + offset_ms, fn)
+        self.activity_end = max(self.activity_end, self.t0 + offset_ms)
+
+    def send(self, offset_ms: int, dev: Device, peer_user: str, body: bytes) -> None:
+        self.at(offset_ms, lambda: dev.send_text(peer_user, body))
+
+    def crash(self, offset_ms: int, dev: Device, down_ms: int) -> None:
+        self.at(offset_ms, dev.crash)
+        self.at(offset_ms + down_ms, dev.restart)
+
+    def offline(self, offset_ms: int, dev: Device, for_ms: int) -> None:
+        self.at(offset_ms, dev.go_offline)
+        self.at(offset_ms + for_ms, dev.go_online)
+
+    def store_restart(self, offset_ms: int, down_ms: int) -> None:
+        def down() -> None:
+            self.store.up = False
+            self.event("store down")
+
+        def up() -> None:
+            self.store.up = True
+            self.event("store up")
+            for d in self.devices:  # clients reconnect (after a short, jittered pause)
+                self.sched.after(self.rng.randrange(50, 2_000), d.reconnected)
+
+        self.at(offset_ms, down)
+        self.at(offset_ms + down_ms, up)
+
+    def partition(self, offset_ms: int, devs: Iterable[Device], for_ms: int) -> None:
+        names = sorted(d.name for d in devs)
+
+        def cut() -> None:
+            self.net.partitioned.update(names)
+            self.event("partition " + ",".join(names))
+
+        def heal() -> None:
+            for n in names:
+                if all(d.online for d in self.devices if d.name == n):
+                    self.net.partitioned.discard(n)
+            self.event("heal " + ",".join(names))
+            for d in self.devices:
+                if d.name in names:
+                    self.sched.after(self.rng.randrange(50, 2_000), d.reconnected)
+
+        self.at(offset_ms, cut)
+        self.at(offset_ms + for_ms, heal)
+
+    def hostile_sends(self, offset_ms: int, victim: User) -> None:
+        """A stranger (unregistered identity) and an impersonator (claims a registered identity
+        with keys of its own) each send a real handshake to every device of ``victim``; later a
+        replay of a frame copied from the store. None of it may ever be shown."""
+
+        def go() -> None:
+            impersonate = self.rng.choice(sorted(u for u in self.users if u != victim.name))
+            for claimed in (self.key_rng(32), self.users[impersonate].identity_id):
+                keys = InstallationKeys.generate(self.key_rng)
+                eng = Engine(
+                    Store.memory(),
+                    OwnIdentity(claimed, keys),
+                    self.directory,
+                    self.key_rng,
+                    self.clock.now_ms,
+                )
+                res = eng.send(self.directory.peer(victim.identity_id), ContentType.TEXT, b"hi")
+                for f in res.frames:
+                    self._inject(f.subject, f.frame)
+            self.event(f"hostile -> {victim.name}")
+
+        def replay() -> None:
+            for d in victim.devices:
+                old = self.store.fetch(d.inbox, 0, self.clock.now, limit=3)
+                for f in old:
+                    self._inject(f.subject, f.data)
+            self.event(f"replay -> {victim.name}")
+
+        self.at(offset_ms, go)
+        self.at(offset_ms + 5_000, replay)
+
+    def _inject(self, subject: str, frame: bytes) -> None:
+        self.hostile_frames.add(hashlib.sha256(frame).digest())
+        mid = "hostile-" + str(self.stats["hostile"])
+        self.stats["hostile"] += 1
+
+        def arrive(_t: bool) -> None:
+            if self.store.up:
+                self.store.append(subject, frame, mid, self.clock.now)
+
+        self.net.transmit("intruder", len(frame), arrive)
+
+    # --- running ------------------------------------------------------------------------------
+    def heal_all(self) -> None:
+        """End of the fault window: everything comes back and stays up for the drain."""
+        self.store.up = True
+        self.net.partitioned.clear()
+        for d in self.devices:
+            if not d.alive:
+                d.restart()
+            elif not d.online:
+                d.go_online()
+            else:
+                d.reconnected()
+        self.event("heal all")
+
+    def quiescent(self) -> bool:
+        if self.oracle.pending_pairs:
+            return False
+        return all(d.rel.pending_count() == 0 and d.store.outbox_size() == 0 for d in self.devices)
+
+
+Scenario = Callable[[World, random.Random, float], None]
+
+
+def run(name: str, seed: int, scale: float = 1.0, cfg: SimConfig | None = None) -> RunReport:
+    """Run one scenario with one seed; the same (name, seed, scale, cfg) gives the same digest."""
+    from sim.scenarios import SCENARIOS
+
+    spec = SCENARIOS[name]
+    if spec.build is None:
+        raise ValueError(f"scenario {name!r} is not available: {spec.unavailable}")
+    started = time.perf_counter()
+    w = World(seed, cfg)
+    w.event(f"run {name} seed={seed} scale={scale}")
+    spec.build(w, w.rng, scale)
+    if w.cfg.hostile:
+        users = sorted(w.users)
+        w.hostile_sends(w.rng.randrange(1_000, 20_000), w.users[w.rng.choice(users)])
+    w.event("faults " + repr(sorted(w.net.faults.as_dict().items())))
+    for d in w.devices:
+        d.tick()
+    end = w.activity_end + 1
+    w.sched.run_until(end)
+    w.heal_all()
+    # drain: run until every message is delivered and acked, or the drain limit
+    limit = end + w.cfg.drain_ms
+    t = end
+    while t < limit and not w.quiescent():
+        t = min(limit, t + w.cfg.quiet_check_ms)
+        w.sched.run_until(t)
+    violations = check(w)
+    for v in violations[len(w.oracle.violations) :]:
+        w.event("V " + v)
+    o = w.oracle
+    delivered = o.expected_pairs - o.pending_pairs
+    lat = o.latencies
+    notes = list(w.notes) + o.unexpected_rejections[:20]
+    return RunReport(
+        scenario=name,
+        seed=seed,
+        scale=scale,
+        ok=not violations,
+        delivery_rate=round(delivered / o.expected_pairs, 6) if o.expected_pairs else 1.0,
+        expected_deliveries=o.expected_pairs,
+        deliveries=delivered,
+        messages=len(o.msgs),
+        devices=len(w.devices),
+        violations=violations,
+        bytes_on_wire=w.net.bytes_on_wire,
+        digest=o.digest(),
+        latency_ms={
+            "p50": percentile(lat, 50),
+            "p90": percentile(lat, 90),
+            "p99": percentile(lat, 99),
+            "max": max(lat, default=0),
+        },
+        virtual_ms=w.clock.now - w.t0,
+        events=w.sched.executed,
+        wall_s=round(time.perf_counter() - started, 4),
+        faults=w.net.faults.as_dict(),
+        stats=dict(sorted(w.stats.items()))
+        | {
+            "packets": w.net.packets,
+            "dropped": w.net.dropped,
+            "duplicated": w.net.duplicated,
+            "tampered": w.net.tampered,
+            "store_deduped": w.store.deduped,
+            "stored": w.store.stored,
+        },
+        notes=notes,
+    )
+
+
+def _one(args: tuple[str, int, float]) -> dict[str, Any]:
+    name, seed, scale = args
+    r = run(name, seed, scale)
+    return {
+        "scenario": name,
+        "seed": seed,
+        "ok": r.ok,
+        "violations": r.violations,
+        "delivery_rate": r.delivery_rate,
+        "bytes_on_wire": r.bytes_on_wire,
+        "p99": r.latency_ms["p99"],
+        "digest": r.digest,
+        "wall_s": r.wall_s,
+    }
+
+
+def sweep(
+    names: list[str],
+    seeds: int,
+    scale: float = 1.0,
+    workers: int = 2,
+    first_seed: int = 0,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``seeds`` seeds of each scenario (``workers`` processes). One summary document."""
+    jobs = [(n, s, scale) for n in names for s in range(first_seed, first_seed + seeds)]
+    started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    if workers > 1 and len(jobs) > 1:
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(workers) as pool:
+            for res in pool.imap(_one, jobs, chunksize=4):
+                results.append(res)
+                if progress:
+                    progress(res)
+    else:
+        for j in jobs:
+            res = _one(j)
+            results.append(res)
+            if progress:
+                progress(res)
+    per: dict[str, dict[str, Any]] = {}
+    for r in results:
+        p = per.setdefault(
+            r["scenario"],
+            {
+                "runs": 0,
+                "violations": 0,
+                "failed_seeds": [],
+                "delivery_rate_min": 1.0,
+                "delivery_rate_mean": 0.0,
+                "bytes_on_wire": 0,
+                "p99_max_ms": 0,
+                "wall_s": 0.0,
+            },
+        )
+        p["runs"] += 1
+        p["violations"] += len(r["violations"])
+        if not r["ok"]:
+            p["failed_seeds"].append(r["seed"])
+        p["delivery_rate_min"] = min(p["delivery_rate_min"], r["delivery_rate"])
+        p["delivery_rate_mean"] += r["delivery_rate"]
+        p["bytes_on_wire"] += r["bytes_on_wire"]
+        p["p99_max_ms"] = max(p["p99_max_ms"], r["p99"])
+        p["wall_s"] += r["wall_s"]
+    for p in per.values():
+        p["delivery_rate_mean"] = round(p["delivery_rate_mean"] / max(1, p["runs"]), 6)
+        p["wall_s"] = round(p["wall_s"], 2)
+    failed = [
+        {"scenario": r["scenario"], "seed": r["seed"], "violations": r["violations"][:5]}
+        for r in results
+        if not r["ok"]
+    ]
+    return {
+        "runs": len(results),
+        "seeds": seeds,
+        "first_seed": first_seed,
+        "scale": scale,
+        "workers": workers,
+        "violations": sum(len(r["violations"]) for r in results),
+        "failed_seeds": failed,
+        "scenarios": per,
+        "wall_s": round(time.perf_counter() - started, 2),
+    }

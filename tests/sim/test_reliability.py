@@ -1,0 +1,57 @@
+"""chatcore.reliability: pure SDS-style bookkeeping."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatcore.reliability import Reliability, RetryPolicy
+
+CONV = bytes(16)
+A, B = b"\x01" * 32, b"\x02" * 32
+
+
+def mid(i: int) -> bytes:
+    return i.to_bytes(8, "little")  # distinct short ids
+
+
+def test_backoff_doubles_and_caps() -> None:
+    p = RetryPolicy(1_000, 2, 5_000)
+    assert [p.delay(i) for i in range(5)] == [1_000, 2_000, 4_000, 5_000, 5_000]
+    with pytest.raises(ValueError):
+        RetryPolicy(0)
+
+
+def test_ack_completes_and_due_reschedules() -> None:
+    r = Reliability(RetryPolicy(1_000, 2, 60_000))
+    log = r.log(CONV)
+    log.sent(mid(1), [A, B], now_ms=0)
+    assert r.due(999) == []
+    due = r.due(1_000)
+    assert [(d.message_id, d.recipients, d.attempt) for d in due] == [(mid(1), (A, B), 1)]
+    assert r.next_due() == 3_000
+    assert not r.acked(CONV, mid(1), A)
+    assert r.acked(CONV, mid(1), B)  # the last recipient: done
+    assert r.pending_count() == 0 and r.next_due() is None
+    assert not r.acked(CONV, mid(1), B)  # a late duplicate receipt changes nothing
+
+
+def test_dedup_and_gaps() -> None:
+    log = Reliability().log(CONV)
+    a = log.received(mid(2), (mid(1)[:4],), now_ms=5)
+    assert not a.duplicate and a.missing == (mid(1)[:4],)
+    assert log.received(mid(2), (), now_ms=6).duplicate
+    b = log.received(mid(1), (), now_ms=7)
+    assert b.filled and log.open_gaps(7) == ()
+
+
+def test_roundtrip_and_bad_state() -> None:
+    r = Reliability()
+    r.log(CONV).sent(mid(1), [A], 10)
+    r.log(CONV).received(mid(3), (mid(9)[:4],), 11)
+    r2 = Reliability.from_bytes(r.to_bytes())
+    assert r2.to_bytes() == r.to_bytes()
+    assert r2.log(CONV).unacked(mid(1)) == {A}
+    with pytest.raises(ValueError):
+        Reliability.from_bytes(r.to_bytes()[:-3])
+    with pytest.raises(ValueError):
+        Reliability.from_bytes(b"\x09" + r.to_bytes()[1:])
