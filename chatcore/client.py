@@ -44,6 +44,8 @@ PQ_KEY_TTL_S = 90 * 86400
 DEV_FUNDING_WEI = 10**18  # 1 ETH from the devnet faucet
 MIN_BALANCE_WEI = 10**16
 RETRY_BACKOFF_MS = (1_000, 5_000, 30_000, 120_000)
+# how stale the on-chain index may be when sending (revocations reach senders within this)
+DIRECTORY_MAX_AGE_MS = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,7 @@ class Client:
         self.engine.control_handler = self.groups.handle_control
         self.transport: Transport | None = None
         self._synced = False
+        self._synced_at = 0
         self._sub: object | None = None
 
     # --- opening ------------------------------------------------------------------------------
@@ -313,11 +316,20 @@ class Client:
         self._claim_name(self._owner(passphrase), name)
 
     # --- discovery ----------------------------------------------------------------------------
-    def sync_directory(self) -> int:
-        """Bring the local on-chain index up to date (incremental)."""
+    def sync_directory(self, max_age_ms: int = 0) -> int:
+        """Bring the local on-chain index up to date (incremental).
+
+        ``max_age_ms`` skips the sync if the last one is at most that old (a chat that sends
+        many messages need not ask the chain before each one; revocations still reach us
+        within that bound).
+        """
+        now = self.clock_ms()
+        if max_age_ms and self._synced and now - self._synced_at <= max_age_ms:
+            return 0
         n = self.index.sync()
         self.directory.refresh()
         self._synced = True
+        self._synced_at = now
         return n
 
     def lookup(self, query: str) -> ResolvedIdentity:
@@ -387,7 +399,7 @@ class Client:
     async def send_text(self, to: str, text: str) -> SendResult:
         if not text:
             raise ValueError("empty message")
-        await asyncio.to_thread(self.sync_directory)
+        await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS)
         peer = self.resolve_peer(to)
         if peer.identity_id == self.identity_id:
             raise UnknownContact("cannot start a conversation with yourself")
