@@ -14,7 +14,8 @@ from typing import Any
 
 import coincurve
 import requests
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 
 class RpcError(RuntimeError):
@@ -44,9 +45,7 @@ class Rpc:
             raise RpcError(f"{method}: {doc['error']}")
         return doc["result"]
 
-    def batch(
-        self, calls: Sequence[tuple[str, Sequence[Any]]], *, check: bool = True
-    ) -> list[Any]:
+    def batch(self, calls: Sequence[tuple[str, Sequence[Any]]], *, check: bool = True) -> list[Any]:
         """One HTTP POST with a JSON array of requests; results in request order. With
         ``check`` an error in any item raises; otherwise error items come back as
         ``{"error": ...}`` dicts."""
@@ -92,7 +91,7 @@ class CountingSession(requests.Session):
     def total(self) -> int:
         return sum(self.calls.values())
 
-    def post(self, url: Any, data: Any = None, json: Any = None, **kw: Any) -> Any:  # noqa: A002
+    def post(self, url: Any, data: Any = None, json: Any = None, **kw: Any) -> Any:
         import json as _json
 
         body = json if json is not None else data
@@ -123,5 +122,5 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of an already sorted sequence (q in 0..100)."""
     if not sorted_values:
         return float("nan")
-    k = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
+    k = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values) + 0.5) - 1))
     return float(sorted_values[k])

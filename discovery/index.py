@@ -218,6 +218,13 @@ class Index:
         row = self.db.execute("SELECT id FROM names WHERE name=?", (name,)).fetchone()
         return _empty() if row is None else self.by_id(bytes(row[0]))
 
+    def by_recovery(self, address: str) -> list[IdentityState]:
+        """Identities whose recovery account is ``address`` (for recovery by phrase)."""
+        rows = self.db.execute(
+            "SELECT id FROM identities WHERE recovery=?", (to_checksum_address(address),)
+        ).fetchall()
+        return [self.by_id(bytes(r[0])) for r in rows]
+
     def events(self, state: IdentityState) -> list[Event]:
         out: list[Event] = []
         decoder = self.registry.decoder
