@@ -152,7 +152,7 @@ async def _run(n: int, root: Path, index_every_ms: float = 0.0) -> dict[str, Any
                 res = await alice.send_text("bob", text)
                 t1 = time.perf_counter()
                 t2, r = await asyncio.wait_for(q.get(), 10)
-                assert r.message_id == res.message_id
+                assert r.message_id == res.message_id, (r.lamport, res.lamport, r.text[:20])
                 send_ret.append((t1 - t0) * 1000)
                 lat.append((t2 - t0) * 1000)
             steps.on = False
