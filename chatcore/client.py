@@ -107,6 +107,10 @@ class Client:
 
         self.groups = GroupChat(self.engine, self.directory.devices)
         self.engine.control_handler = self.groups.handle_control
+        from chatcore.features import Features
+
+        self.features = Features(self.engine, self.groups)
+        self.engine.content_handler = self.features.handle
         self.transport: Transport | None = None
         self._synced = False
         self._synced_at = 0
@@ -328,6 +332,9 @@ class Client:
             return 0
         n = self.index.sync()
         self.directory.refresh()
+        from chatcore.identity import check_not_revoked
+
+        check_not_revoked(self)  # a revoked device says so and stops here
         self._synced = True
         self._synced_at = now
         return n
@@ -405,7 +412,7 @@ class Client:
             raise UnknownContact("cannot start a conversation with yourself")
         own = self.directory.own_devices(self.identity_id)
         self.store.set_peer_display(peer.identity_id, peer.display, self.clock_ms())
-        result = self.engine.send(peer, ContentType.TEXT, text.encode("utf-8"), own)
+        result = self.features.send_message(peer, ContentType.TEXT, text.encode("utf-8"), own)
         await self.flush_outbox()
         return result
 
@@ -478,10 +485,18 @@ class Client:
                     for d in batch:
                         out += await self._process(d.subject, d.seq, d.data)
                 done.add(subject)
-        return out
+        await self.flush_features()
+        return [m for m in out if m.content_type not in (ContentType.TYPING, ContentType.RECEIPT)]
 
-    async def listen(self) -> AsyncIterator[Received]:
-        """Live messages (after replaying what arrived while away)."""
+    async def flush_features(self) -> int:
+        """Publish batched receipts and due retransmissions (chatcore.features)."""
+        frames = self.features.flush()
+        return await self._publish(frames) if frames else 0
+
+    async def listen(self, signals: bool = False) -> AsyncIterator[Received]:
+        """Live messages (after replaying what arrived while away).
+
+        ``signals`` also yields typing indicators and receipts (for an interactive view)."""
         transport = await self.connect()
         subjects = [self.engine.inbox, *self.groups.subjects()]
         sub = await transport.subscribe(subjects, after={s: self.store.cursor(s) for s in subjects})
@@ -489,7 +504,8 @@ class Client:
         try:
             async for d in sub:
                 for r in await self._process(d.subject, d.seq, d.data):
-                    yield r
+                    if signals or r.content_type not in (ContentType.TYPING, ContentType.RECEIPT):
+                        yield r
         finally:
             self._sub = None
             await sub.close()
@@ -539,7 +555,7 @@ class Client:
             raise ValueError("empty message")
         gid = self.find_group(group)
         await self.flush_outbox()
-        result = self.groups.send(gid, ContentType.TEXT, text.encode("utf-8"))
+        result = self.features.send_group_message(gid, ContentType.TEXT, text.encode("utf-8"))
         await self._publish(result.frames)
         return result
 

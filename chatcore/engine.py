@@ -15,7 +15,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from chatcore import session as sess
 from chatcore.consts import KIND_HANDSHAKE, KIND_SESSION
@@ -141,6 +141,11 @@ class Engine:
         ) = None
         self.side_events: list[Received] = []
         self.side_frames: list[OutFrame] = []
+        # Content rules (chatcore.features.Features.handle): called with (sender identity,
+        # sender installation, payload, group id or None) inside the receive transaction; it
+        # returns None (store the message as usual) or an object whose ``.event`` is what to
+        # return after it handled the payload itself (None: dropped); ContentError rejects.
+        self.content_handler: Callable[..., Any] | None = None
 
     # --- identity -----------------------------------------------------------------------------
     @property
@@ -324,6 +329,17 @@ class Engine:
             self.side_events += events
             self.side_frames += frames
             return None
+        if self.content_handler is not None:
+            with self.store.transaction():
+                handled = self.content_handler(peer_identity, peer_inst, payload, None)
+                if handled is not None:
+                    self.store.save_session(
+                        s2.tag, peer_identity, peer_inst, s2.to_bytes(), now, confirmed=True
+                    )
+                    if cursor is not None:
+                        self.store.set_cursor(*cursor)
+            if handled is not None:
+                return handled.event  # type: ignore[no-any-return]
         if peer_identity == self.identity_id:
             if payload.sync_peer is None:
                 raise ProtocolError("a message from our own device without a conversation")

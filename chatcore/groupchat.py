@@ -167,7 +167,7 @@ class GroupChat:
                 if o.installation != self.engine.installation_id:
                     queue.setdefault(o.installation, []).append(o.payload)
         frames: list[OutFrame] = []
-        for inst, items in queue.items():
+        for inst, items in sorted(queue.items()):  # deterministic order (the simulator replays)
             ident = owner.get(inst)
             if ident is None:
                 log.warning("no identity for installation %s", inst.hex()[:12])
@@ -323,6 +323,9 @@ class GroupChat:
             self._save(new)
             if cursor is not None:
                 self.store.set_cursor(*cursor)
+            hook = self.engine.content_handler
+            if hook is not None and (handled := hook(sender, sender_inst, payload, gid)):
+                return handled.event  # type: ignore[no-any-return]
             if self.store.has_message(gid, mid):
                 return None
             self.store.add_message(
@@ -365,7 +368,8 @@ class GroupChat:
         kind = item[0]
         rng = self.engine.rng
         if kind == KIND_WELCOME:
-            if state is not None and state.is_member:
+            if state is not None:
+                # merge, never replace: a welcome must not make us forget our own removal
                 new, out, _rej = state.apply_ops(_welcome_ops(item), self._ids, rng)
             else:
                 new, out = GroupState.join(

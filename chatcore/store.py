@@ -24,7 +24,7 @@ from sqlcipher3 import dbapi2 as sqlcipher
 
 from chatcore.errors import StoreError, WrongPassphrase
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -94,6 +94,43 @@ _MIGRATIONS: dict[int, str] = {
         item BLOB NOT NULL,
         created_at INTEGER NOT NULL);
     CREATE INDEX group_pending_by_group ON group_pending (group_id, id);
+    """,
+    # 3: chat features (chatcore.features): contacts, edits/deletes/reactions, receipts, search
+    3: """
+    CREATE TABLE contacts (
+        identity_id BLOB PRIMARY KEY,
+        alias TEXT,
+        state INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL);
+    ALTER TABLE messages ADD COLUMN edited_body BLOB;
+    ALTER TABLE messages ADD COLUMN edit_lamport INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE content_ops (
+        conversation_id BLOB NOT NULL,
+        message_id BLOB NOT NULL,
+        sender_identity BLOB NOT NULL,
+        sender_installation BLOB NOT NULL,
+        lamport INTEGER NOT NULL,
+        sent_at INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        content_type INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (conversation_id, message_id));
+    CREATE TABLE reactions (
+        conversation_id BLOB NOT NULL,
+        message_id BLOB NOT NULL,
+        reactor BLOB NOT NULL,
+        emoji TEXT NOT NULL,
+        lamport INTEGER NOT NULL,
+        PRIMARY KEY (conversation_id, message_id, reactor));
+    CREATE TABLE receipts (
+        conversation_id BLOB NOT NULL,
+        message_id BLOB NOT NULL,
+        member BLOB NOT NULL,
+        status TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (conversation_id, message_id, member));
+    CREATE VIRTUAL TABLE message_fts USING fts5(text);
     """,
 }
 
@@ -284,6 +321,10 @@ class Store:
 
     def count_sessions(self) -> int:
         return int(self._x("SELECT COUNT(*) FROM sessions").fetchone()[0])
+
+    def delete_sessions(self) -> None:
+        """Forget every pairwise session (after this installation's keys were rotated)."""
+        self._x("DELETE FROM sessions")
 
     # --- conversations ----------------------------------------------------------------------------
     def ensure_conversation(

@@ -306,9 +306,9 @@ def init(ctx: Ctx, name: str | None, prekey_ttl: int | None) -> None:
 
 
 def _open(ctx: Ctx) -> Any:
-    from chatcore.client import Client
+    from cli.identity import open_client  # finishes a pending device link first
 
-    return Client.open(ctx.home, passphrase(), ctx.network())
+    return open_client(ctx, passphrase())
 
 
 @cli.command()
@@ -345,9 +345,9 @@ def publish(ctx: Ctx, prekey_ttl: int | None) -> None:
 
 
 def _open_with(ctx: Ctx, pw: str) -> Any:
-    from chatcore.client import Client
+    from cli.identity import open_client  # finishes a pending device link first
 
-    return Client.open(ctx.home, pw, ctx.network())
+    return open_client(ctx, pw)
 
 
 def _ts(unix_s: int | float) -> str:
@@ -507,13 +507,22 @@ def message_doc(client: Any, m: Any) -> dict[str, Any]:
         "received_at": m.received_at,
         "lamport": m.lamport,
         **({"status": m.status} if hasattr(m, "status") else {}),
+        **_feature_fields(client, m),
     }
+
+
+def _feature_fields(client: Any, m: Any) -> dict[str, Any]:
+    from cli.features import message_fields
+
+    return message_fields(client, m)
 
 
 def message_line(client: Any, m: Any) -> str:
     who = "me" if m.outgoing else client.display(m.sender_identity)
     t = time.strftime("%H:%M:%S", time.localtime(m.sent_at / 1000))
-    return f"[{t}] {who}: {m.body.decode('utf-8', errors='replace')}"
+    from cli.features import line_text
+
+    return f"[{t}] {who}: {line_text(client, m)}"
 
 
 @cli.command()
@@ -586,10 +595,13 @@ def history(ctx: Ctx, conversation: str, limit: int, before: str | None) -> None
                 fail(f"no single message {before!r} in this conversation", EXIT_NOT_FOUND)
             point = (hits[0].lamport, hits[0].seq)
         msgs = client.history(conv.id, limit, point)
-        client.store.mark_read(conv.id)
+        client.features.mark_read(conv.id)  # read receipts: published below
         docs = [message_doc(client, m) for m in msgs]
         lines = [message_line(client, m) for m in msgs]
         title = client.display(conv.peer_identity) if conv.peer_identity else conv.title
+        from cli.features import flush_quietly
+
+        flush_quietly(client)
     finally:
         client.close()
     emit(
@@ -604,124 +616,6 @@ def _hex(s: str) -> str:
     if not s or any(c not in "0123456789abcdef" for c in s):
         raise ValueError(f"{s!r} is not a hex id")
     return s[: len(s) // 2 * 2]
-
-
-@cli.command()
-@_with_json
-@click.pass_obj
-@guarded
-def conversations(ctx: Ctx) -> None:
-    """Conversations, newest first, with unread counts and the last message."""
-    client = _open(ctx)
-    try:
-        rows = []
-        for c in client.conversations():
-            last = client.store.last_message(c.id)
-            rows.append(
-                {
-                    "conversation_id": hx(c.id),
-                    "kind": c.kind,
-                    "title": client.display(c.peer_identity) if c.peer_identity else c.title,
-                    "peer": hx(c.peer_identity),
-                    "unread": c.unread,
-                    "last_at": c.last_at,
-                    "last_message": None if last is None else message_doc(client, last),
-                }
-            )
-    finally:
-        client.close()
-
-    def text() -> str:
-        if not rows:
-            return "no conversations"
-        out = []
-        for r in rows:
-            last = r["last_message"]
-            preview = "" if last is None else (("me: " if last["outgoing"] else "") + last["text"])
-            if len(preview) > 50:
-                preview = preview[:49] + "…"
-            unread = f" ({r['unread']} unread)" if r["unread"] else ""
-            out.append(f"{r['conversation_id'][:18]}…  {r['title']}{unread}  {preview}")
-        return "\n".join(out)
-
-    emit(ctx, rows, text)
-
-
-@cli.command()
-@click.argument("to")
-@click.pass_obj
-@guarded
-def chat(ctx: Ctx, to: str) -> None:
-    """Interactive chat: type lines to send; messages appear as they arrive. Ctrl-D leaves."""
-    client = _open(ctx)
-    _run(_chat(client, to))
-
-
-async def _chat(client: Any, to: str) -> None:
-    from chatcore.engine import direct_conversation_id
-
-    try:
-        from chatcore.errors import UnknownContact
-
-        await asyncio.to_thread(client.sync_directory)
-        await client.sync()
-        try:
-            conv = client.find_group(to)
-            title = client.groups.info(conv).name
-
-            async def send(text: str) -> Any:
-                return await client.send_group_text("0x" + conv.hex(), text)
-
-        except UnknownContact:
-            peer = client.resolve_peer(to)
-            conv = direct_conversation_id(client.identity_id, peer.identity_id)
-            title = peer.display or hx(peer.identity_id)
-            client.store.set_peer_display(peer.identity_id, peer.display, client.clock_ms())
-
-            async def send(text: str) -> Any:
-                return await client.send_text("0x" + peer.identity_id.hex(), text)
-
-        for m in client.history(conv, 10):
-            click.echo(message_line(client, m))
-        client.store.mark_read(conv)
-        click.echo(f"— chatting with {title}; type a line and press Enter, Ctrl-D to leave —")
-
-        async def incoming() -> None:
-            async for r in client.listen():
-                if r.conversation_id == conv:
-                    click.echo(message_line(client, r))
-                    client.store.mark_read(conv)
-                else:
-                    click.echo(
-                        f"(new message from {client.display(r.sender_identity)} "
-                        "in another conversation)"
-                    )
-
-        listener = asyncio.create_task(incoming())
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                line = await loop.run_in_executor(None, sys.stdin.readline)
-                if line == "":
-                    break
-                text = line.rstrip("\n")
-                if not text.strip():
-                    continue
-                try:
-                    await send(text)
-                except Exception as exc:
-                    click.echo(f"error: not sent: {exc}", err=True)
-                if listener.done() and listener.exception() is not None:
-                    raise listener.exception()  # type: ignore[misc]
-        finally:
-            listener.cancel()
-            try:
-                await listener
-            except (asyncio.CancelledError, Exception):
-                pass
-        click.echo("— bye —")
-    finally:
-        await client.aclose()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -896,9 +790,26 @@ def _register_optional() -> None:
     from cli.sim import sim
 
     cli.add_command(sim)
+    from cli.features import COMMANDS  # contacts, requests, conversations, chat, edit, ...
+
+    for command in COMMANDS:
+        cli.add_command(command)
 
 
 _register_optional()
+
+
+def _register_identity() -> None:
+    from cli import identity
+
+    cli.add_command(identity.devices)
+    cli.add_command(identity.keys)
+    cli.add_command(identity.recovery)
+    cli.add_command(identity.backup)
+    cli.add_command(identity.bind)
+
+
+_register_identity()
 
 
 def main() -> None:

@@ -81,7 +81,9 @@ class SimStore:
         self._ids: dict[str, tuple[int, int]] = {}  # msg_id -> (seq, stored_at)
         self.stored = 0
         self.deduped = 0
-        self.listeners: dict[str, Callable[[StoredFrame], None]] = {}
+        #: subject -> push callbacks of the connected consumers (an inbox has one, a group
+        #: topic one per member installation)
+        self.listeners: dict[str, list[Callable[[StoredFrame], None]]] = {}
 
     def append(self, subject: str, data: bytes, msg_id: str, now: int) -> int:
         """Store ``data`` (idempotent per ``msg_id`` within the window); returns its seq."""
@@ -97,8 +99,7 @@ class SimStore:
         s.frames.append(f)
         self._ids[msg_id] = (f.seq, now)
         self.stored += 1
-        listener = self.listeners.get(subject)
-        if listener is not None:
+        for listener in self.listeners.get(subject, ()):
             listener(f)
         return f.seq
 

@@ -19,11 +19,22 @@ the store's ``meta`` table. Nothing here survives a crash except what is in the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from chatcore.engine import Engine, OwnIdentity, direct_conversation_id, frame_msg_id
-from chatcore.errors import ChatCoreError, DuplicateMessage
+from chatcore.engine import Engine, OutFrame, OwnIdentity, direct_conversation_id, frame_msg_id
+from chatcore.errors import ChatCoreError, DecryptionError, DuplicateMessage, GroupError
+from chatcore.group.consts import KIND_GROUP_OP, KIND_WELCOME
+from chatcore.groupchat import (
+    MAX_CONTROL_ITEMS,
+    GroupChat,
+    decode_control,
+    encode_control,
+    item_group_id,
+)
 from chatcore.keys import InstallationKeys, PeerKeys, SignedPrekey
 from chatcore.payload import MAX_HISTORY, ContentType
 from chatcore.reliability import Reliability
@@ -33,7 +44,38 @@ from sim.network import StoredFrame
 if TYPE_CHECKING:
     from sim.runner import World
 
-__all__ = ["Device", "receipt_size"]
+__all__ = ["CONTROL_CONV", "Device", "receipt_size"]
+
+#: the reliability log that tracks pairwise group-control frames (ops, welcomes, sender keys):
+#: they have no message id, so the simulator names each by the first 8 bytes of SHA-256(frame)
+CONTROL_CONV = b"\x00" * 16
+#: a group frame that could not be decrypted yet (sender key or op not here yet, or a copy
+#: damaged on the delivery path) is held; it is retried from the local copy whenever a control
+#: item for that group arrives, and re-fetched from the store after these delays
+HELD_REFETCH_MS = (2_000, 5_000, 15_000, 30_000, 60_000, 120_000, 300_000, 600_000, 1_800_000)
+#: a frame that failed with GroupError (key or epoch unknown) is mostly waiting for a control
+#: item, not damaged: re-fetch it only this often (a flipped bit in its tag or key id)
+HELD_REFETCH_GROUP_ERROR = 2
+HELD_MAX_AGE_MS = 86_400_000
+HELD_MAX = 2_000
+
+
+class _LogCounter(logging.Handler):
+    """Counts chatcore.groupchat warnings (rejected control items) into the running world."""
+
+    world: World | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        w = _LogCounter.world
+        if w is not None:
+            msg = record.getMessage()[:70]
+            w.stats["groupchat: " + msg] += 1
+
+
+_gc_log = logging.getLogger("chatcore.groupchat")
+_gc_log.addHandler(_LogCounter())
+_gc_log.propagate = False
+_gc_log.setLevel(logging.INFO)
 
 OUTBOX_BACKOFF_MS = (500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000)
 #: safety fetch while online (the JetStream redelivery / AckWait analogue): every POLL_MS,
@@ -85,12 +127,20 @@ class Device:
         self.online = True
         self.gen = 0
         self.engine: Engine | None = None
+        self.groups: GroupChat | None = None
+        self.subjects: set[str] = set()
         self.rel = Reliability(world.cfg.retry_policy)
         self._wake_at: int | None = None
-        self._fetching = 0  # generation of the fetch in flight (0: none)
+        self._fetching: dict[str, int] = {}  # subject -> generation of the fetch in flight
         self._acks: dict[bytes, list[tuple[bytes, bytes]]] = {}
         self._poll_every = POLL_MS
         self._next_poll = 0
+        self._ctl_from: bytes | None = None
+        self._touched: set[bytes] = set()  # groups a control item touched in this receive
+        self._op_touched: set[bytes] = set()  # ... with an op or a welcome
+        self._known_epoch: dict[bytes, int] = {}
+        #: (subject, seq) -> [frame, refetches done, next refetch at, first failed at]
+        self._held: dict[tuple[str, int], list] = {}  # type: ignore[type-arg]
         self._boot()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -103,16 +153,27 @@ class Device:
             w.key_rng,
             w.clock.now_ms,
         )
+        self.groups = GroupChat(self.engine, w.directory.devices)
+        self.engine.control_handler = self._on_control
         self.inbox = self.engine.inbox
+        self.subjects = {self.inbox}
         raw = self.store.get_meta("sim.rel")
         self.rel = (
             Reliability.from_bytes(raw, w.cfg.retry_policy)
             if raw
             else Reliability(w.cfg.retry_policy)
         )
+        held = self.store.get_meta("sim.held")
+        self._held = {}
+        if held:
+            for subj, seq, data, tries, nxt, first in json.loads(held):
+                self._held[(subj, seq)] = [bytes.fromhex(data), tries, nxt, first]
+        ke = self.store.get_meta("sim.ke")
+        self._known_epoch = {bytes.fromhex(k): v for k, v in json.loads(ke).items()} if ke else {}
         self._acks = {}
-        self._fetching = 0
+        self._fetching = {}
         self._wake_at = None
+        self._subscribe_groups()
         self._busy()
 
     def _busy(self) -> None:
@@ -130,6 +191,7 @@ class Device:
         self.alive = False
         self.gen += 1
         self.engine = None
+        self.groups = None
         self.world.event(f"crash {self.name}")
 
     def restart(self) -> None:
@@ -151,13 +213,13 @@ class Device:
         self.online = True
         self.gen += 1
         self.world.net.partitioned.discard(self.name)
-        self._fetching = 0
+        self._fetching = {}
         self._wake_at = None
         self.world.event(f"online {self.name}")
         self.reconnected()
 
     def reconnected(self) -> None:
-        """(Re)connected to the network: catch up from the cursor, flush, rearm timers."""
+        """(Re)connected to the network: catch up from the cursors, flush, rearm timers."""
         if not self.up:
             return
         self.fetch()
@@ -171,6 +233,14 @@ class Device:
                 fn()
 
         return run
+
+    def _subscribe_groups(self) -> list[str]:
+        """Consume the topic of every group in the store (like the client's subscription)."""
+        new = [s for s in self.store.group_subjects() if s not in self.subjects]
+        for s in new:
+            self.subjects.add(s)
+            self.world.subscribe(s, self)
+        return new
 
     # --- timers -------------------------------------------------------------------------------
     def arm(self, t: int) -> None:
@@ -215,6 +285,9 @@ class Device:
                     )
             self._save_rel()
         nxt = [self._next_poll]
+        held_due = self._held_tick(now)
+        if held_due is not None:
+            nxt.append(held_due)
         if w.cfg.retry_outbox and self.store.outbox_size():
             nxt.append(now + OUTBOX_BACKOFF_MS[0])
         d = self.rel.next_due() if w.cfg.e2e_retry else None
@@ -253,7 +326,9 @@ class Device:
     def flush_outbox(self) -> None:
         w = self.world
         now = w.clock.now
-        for item in self.store.pending_outbox(now):
+        # (subject, id) order: GroupChat._dispatch queues control frames in an order that
+        # depends on frozenset iteration (PYTHONHASHSEED); per subject, id order is creation order
+        for item in sorted(self.store.pending_outbox(now), key=lambda i: (i.subject, i.id)):
             if not w.cfg.retry_outbox and item.attempts > 0:
                 continue  # the deliberately broken client: publish once, never again
             step = OUTBOX_BACKOFF_MS[min(item.attempts, len(OUTBOX_BACKOFF_MS) - 1)]
@@ -287,10 +362,147 @@ class Device:
 
         w.net.transmit(self.name, len(frame), at_store)
 
+    # --- groups: what the user does -------------------------------------------------------------
+    def group_create(self, label: str, members: Sequence[bytes]) -> None:
+        if not self.alive or self.groups is None:
+            self.world.event(f"G skip create {label} {self.name}: not running")
+            return
+        w = self.world
+        gid, frames = self.groups.create(label, list(members))
+        w.group_ids[label] = gid
+        self._after_own_op(gid, frames, f"create {label}")
+
+    def group_change(self, label: str, how: str, target: bytes | None) -> None:
+        w = self.world
+        gid = w.group_ids.get(label)
+        if not self.alive or self.groups is None or gid is None:
+            w.event(f"G skip {how} {label} {self.name}: not running / no group")
+            return
+        try:
+            if how == "leave":
+                frames = self.groups.leave(gid)
+            else:
+                assert target is not None
+                frames = getattr(self.groups, how)(gid, target)
+        except GroupError as exc:  # not (yet) an admin in our view, not a member, ...
+            w.stats[f"group_{how}_refused"] += 1
+            w.event(f"G refused {how} {label} {self.name}: {exc}")
+            return
+        tname = w.user_of(target).name if target else ""
+        self._after_own_op(gid, frames, f"{how} {label} {tname}")
+
+    def _after_own_op(self, gid: bytes, frames: Sequence[OutFrame], what: str) -> None:
+        w = self.world
+        assert self.groups is not None
+        st = self.groups.load(gid)
+        assert st is not None
+        w.oracle.group_ops(gid, st.op_log())
+        self._set_known_epoch(gid, st.epoch)
+        w.event(f"G {self.name} {what} -> epoch {st.epoch} ({len(st.members())} members)")
+        self._track_control(frames)
+        for s in self._subscribe_groups():
+            self.fetch(s)
+        self._busy()
+        if self.online:
+            self.tick()
+
+    def group_send(self, label: str, body: bytes) -> None:
+        w = self.world
+        gid = w.group_ids.get(label)
+        if not self.alive or self.groups is None or gid is None:
+            return
+        st = self.groups.load(gid)
+        if st is None or not st.is_member:
+            w.stats["group_send_skipped"] += 1  # not (yet / any more) a member in our view
+            return
+        res = self.groups.send(gid, ContentType.TEXT, body)
+        w.oracle.group_sent(self, gid, res, st.members())
+        self._busy()
+        if self.online:
+            self.tick()
+
+    def _track_control(self, frames: Sequence[OutFrame]) -> None:
+        """Pairwise control frames get the same end-to-end retransmission as 1:1 messages."""
+        if not frames:
+            return
+        w = self.world
+        with self.store.transaction():
+            for f in sorted(frames, key=lambda f: (f.subject, f.outbox_id)):
+                inst = w.inbox_owner[f.subject].keys.installation_id
+                cid = hashlib.sha256(f.frame).digest()[:8]
+                self.store.set_meta(f"sim.f:{cid.hex()}{inst.hex()}", f.msg_id.encode() + f.frame)
+                self.rel.log(CONTROL_CONV).sent(cid, [inst], w.clock.now)
+                w.stats["control_frames"] += 1
+                w.stats["control_bytes"] += len(f.frame)
+            self._save_rel()
+
+    def _on_control(
+        self, sender: bytes, sender_inst: bytes, body: bytes
+    ) -> tuple[list, list[OutFrame]]:  # type: ignore[type-arg]
+        """The engine's control handler: GroupChat.handle_control, noting what it touched."""
+        assert self.groups is not None
+        self._ctl_from = sender_inst
+        try:
+            for item in decode_control(body):
+                gid = item_group_id(item)
+                self._touched.add(gid)
+                if item[0] in (KIND_GROUP_OP, KIND_WELCOME):
+                    self._op_touched.add(gid)
+        except ChatCoreError:
+            pass
+        return self.groups.handle_control(sender, sender_inst, body)
+
+    def _after_control(self) -> None:
+        """Side effects of control items: publish what they produced, follow new topics,
+        re-offer the op log if we are an admin and learned ops, retry held group frames."""
+        assert self.engine is not None and self.groups is not None
+        _events, frames = self.engine.drain()
+        self._track_control(frames)
+        for s in self._subscribe_groups():
+            self.fetch(s)
+        touched, self._touched = sorted(self._touched), set()
+        op_touched, self._op_touched = self._op_touched, set()
+        for gid in touched:
+            if gid in op_touched and self.world.cfg.group_reoffer:
+                self._reoffer(gid)
+            self._retry_held(gid)
+
+    def _reoffer(self, gid: bytes) -> None:
+        """Anti-entropy (simulator mechanism, not in chatcore): an admin that learned ops from
+        someone else re-sends its whole op log (a welcome) to every member installation it
+        knows. A member added concurrently with another admin's change never receives that
+        change from its author (the author did not know the new member); this closes it."""
+        assert self.groups is not None and self.engine is not None
+        st = self.groups.load(gid)
+        if st is None:
+            return
+        before = self._known_epoch.get(gid)
+        self._set_known_epoch(gid, st.epoch)
+        if before is None or st.epoch == before:
+            return  # just joined (the welcome had it all), or nothing new
+        if not st.is_member or self.identity_id not in st.admins():
+            return
+        w = self.world
+        if w.cfg.group_reoffer == "welcome":
+            items = [st.welcome()]
+        else:  # the ops one by one: applied to the receiver's own op set, whatever its state
+            items = st.op_log()
+        frames: list[OutFrame] = []
+        for ident in sorted(st.members()):
+            for k in sorted(self.groups.devices(ident), key=lambda k: k.installation_id):
+                if k.installation_id == self.keys.installation_id:
+                    continue
+                for i in range(0, len(items), MAX_CONTROL_ITEMS):
+                    body = encode_control(items[i : i + MAX_CONTROL_ITEMS])
+                    frames.append(self.engine.send_control(ident, k, body))
+        w.stats["reoffers"] += 1
+        w.event(f"G {self.name} re-offers epoch {st.epoch} to {len(frames)}")
+        self._track_control(frames)
+
     # --- receiving ----------------------------------------------------------------------------
     def pushed(self, f: StoredFrame) -> None:
-        """The store pushes a new frame on our inbox (if we are connected)."""
-        if not self.up:
+        """The store pushes a new frame on a subject we consume (if we are connected)."""
+        if not self.up or f.subject not in self.subjects:
             return
         self.world.net.transmit(self.name, len(f.data), self._guard_frame(f), may_tamper=True)
 
@@ -303,35 +515,43 @@ class Device:
 
         return run
 
-    def fetch(self) -> None:
+    def fetch(self, subject: str | None = None) -> None:
         """Ask the store for everything after our cursor (one request, one batch back)."""
-        if not self.up or self._fetching:
+        if not self.up:
+            return
+        for s in [subject] if subject is not None else sorted(self.subjects):
+            self._fetch_one(s)
+
+    def _fetch_one(self, subject: str) -> None:
+        if self._fetching.get(subject):
             return
         w = self.world
-        self._fetching = self.gen
+        self._fetching[subject] = self.gen
         gen = self.gen
 
         def timeout() -> None:
-            if self._fetching == gen:
-                self._fetching = 0
+            if self._fetching.get(subject) == gen:
+                self._fetching[subject] = 0
 
         w.sched.after(FETCH_TIMEOUT_MS, timeout)
 
         def at_store(_t: bool) -> None:
             if not w.store.up:
                 return
-            batch = w.store.fetch(self.inbox, self.store.cursor(self.inbox), w.clock.now)
+            batch = w.store.fetch(subject, self.store.cursor(subject), w.clock.now)
             size = sum(len(x.data) for x in batch) + 16
 
             def back(tampered: bool) -> None:
                 if self.gen != gen or not self.up:
                     return
-                self._fetching = 0
+                self._fetching[subject] = 0
                 bad = w.rng.randrange(len(batch)) if tampered and batch else -1
                 for i, x in enumerate(batch):
+                    if self.gen != gen or not self.up:
+                        return
                     self._take(x, i == bad, pushed=False)
                 if len(batch) >= 500:
-                    self.fetch()
+                    self.fetch(subject)
 
             w.net.transmit(self.name, size, back, may_tamper=True)
 
@@ -339,19 +559,23 @@ class Device:
 
     def _take(self, f: StoredFrame, tampered: bool, pushed: bool) -> None:
         self._busy()
-        cur = self.store.cursor(self.inbox)
+        cur = self.store.cursor(f.subject)
         if f.seq <= cur:
             return  # already processed (a duplicate delivery)
         if f.prev_seq > cur:
             self.world.stats["push_gaps"] += 1
-            self.fetch()  # something before it is missing: ordered-consumer reset
+            self.fetch(f.subject)  # something before it is missing: ordered-consumer reset
             return
         self._process(f, tampered)
 
     def _process(self, f: StoredFrame, tampered: bool) -> None:
         w = self.world
-        assert self.engine is not None
         data = _flip(f.data, w.rng.randrange(1 << 30)) if tampered else f.data
+        if f.subject != self.inbox:
+            self._process_group(f.subject, f.seq, data, True, f, tampered)
+            return
+        assert self.engine is not None
+        self._ctl_from = None
         try:
             r = self.engine.receive(data, cursor=(self.inbox, f.seq))
         except DuplicateMessage:
@@ -368,7 +592,17 @@ class Device:
                 f"{type(exc).__name__}: {exc} (tampered={tampered})"
             )
             return
+        finally:
+            ctl, self._ctl_from = self._ctl_from, None
         if r is None:
+            if ctl is not None:  # a group control frame (ops, welcome, sender keys)
+                cid = hashlib.sha256(data).digest()[:8]
+                self.store.set_meta("sim.acc:" + frame_msg_id(data), ctl + CONTROL_CONV + cid)
+                self._ack(ctl, CONTROL_CONV, cid)
+                self._after_control()
+                if self.online:
+                    self.tick()
+                return
             w.stats["payload_duplicates"] += 1
             self._reack(data)
             return
@@ -383,6 +617,150 @@ class Device:
             )
             self._save_rel()
         self._ack(r.sender_installation, r.conversation_id, r.message_id)
+
+    def _process_group(
+        self,
+        subject: str,
+        seq: int,
+        data: bytes,
+        live: bool,
+        f: StoredFrame | None = None,
+        tampered: bool = False,
+    ) -> bool:
+        """One frame from a group topic (``live``: in cursor order; else a held retry)."""
+        w = self.world
+        assert self.groups is not None
+        if w.oracle.group_frame_sender(f.data if f is not None else data) == self.name:
+            # our own frame echoed by the topic: a client knows its own msg ids; skip it
+            if live:
+                self.store.set_cursor(subject, seq)
+            return True
+        try:
+            r = self.groups.receive(subject, data, (subject, seq) if live else None)
+        except DuplicateMessage:
+            w.stats["group_duplicates"] += 1
+            self._unhold(subject, seq)
+            return True
+        except ChatCoreError as exc:
+            if live:
+                w.stats["group_rejected:" + type(exc).__name__] += 1
+                w.oracle.group_rejected(self, subject, seq, data, tampered, exc)
+            else:
+                w.oracle.group_rejected(self, subject, seq, data, tampered, exc, quiet=True)
+            self._hold(subject, seq, data, exc)
+            return False
+        except Exception as exc:  # the engine must only raise typed errors
+            w.oracle.violation(
+                f"untyped exception from GroupChat.receive at {self.name}: "
+                f"{type(exc).__name__}: {exc} (tampered={tampered})"
+            )
+            return False
+        self._unhold(subject, seq)
+        if r is None:
+            w.stats["group_payload_duplicates"] += 1
+            return True
+        w.oracle.delivered(self, r)
+        if w.cfg.group_member_check:
+            st = self.groups.load(r.conversation_id)
+            if st is not None and r.sender_identity not in st.members():
+                w.oracle.violation(
+                    f"{self.name} accepted a group message from "
+                    f"{w.user_of(r.sender_identity).name}, not a member in its view"
+                )
+        return True
+
+    # --- held group frames (simulator mechanism; see HELD_REFETCH_MS) --------------------------
+    def _hold(self, subject: str, seq: int, data: bytes, exc: ChatCoreError) -> None:
+        if (subject, seq) in self._held:
+            return
+        assert self.groups is not None
+        if isinstance(exc, DecryptionError) and "no key for this message" in str(exc):
+            return  # definitive: sent before our copy of that chain starts (before we joined)
+        gid = self.store.group_by_subject(subject)
+        st = self.groups.load(gid) if gid is not None else None
+        if st is None or not st.is_member or len(self._held) >= HELD_MAX:
+            return
+        now = self.world.clock.now
+        # refetches left: the last field counts down (see HELD_REFETCH_GROUP_ERROR)
+        tries = len(HELD_REFETCH_MS) - (
+            HELD_REFETCH_GROUP_ERROR if isinstance(exc, GroupError) else len(HELD_REFETCH_MS)
+        )
+        self._held[(subject, seq)] = [data, tries, now + HELD_REFETCH_MS[tries], now]
+        self.world.stats["group_held"] += 1
+        self._save_held()
+        if self.up:
+            self.arm(now + HELD_REFETCH_MS[tries])
+
+    def _unhold(self, subject: str, seq: int) -> None:
+        if self._held.pop((subject, seq), None) is not None:
+            self.world.stats["group_unheld"] += 1
+            self._save_held()
+
+    def _retry_held(self, gid: bytes) -> None:
+        if not self._held:
+            return
+        from chatcore.groupchat import group_topic
+
+        subject = group_topic(gid)
+        for key in sorted(k for k in self._held if k[0] == subject):
+            if key in self._held and self.groups is not None:
+                self._process_group(key[0], key[1], self._held[key][0], False)
+
+    def _held_tick(self, now: int) -> int | None:
+        """Re-fetch due held frames from the store; drop expired ones. Next due time."""
+        nxt: int | None = None
+        changed = False
+        for key in sorted(self._held):
+            e = self._held[key]
+            if now - e[3] > HELD_MAX_AGE_MS:
+                del self._held[key]
+                changed = True
+                continue
+            if e[1] >= len(HELD_REFETCH_MS):
+                continue
+            if e[2] <= now:
+                e[1] += 1
+                e[2] = now + (HELD_REFETCH_MS[e[1]] if e[1] < len(HELD_REFETCH_MS) else 0)
+                changed = True
+                self._refetch(*key)
+            if e[1] < len(HELD_REFETCH_MS):
+                nxt = e[2] if nxt is None else min(nxt, e[2])
+        if changed:
+            self._save_held()
+        return nxt
+
+    def _refetch(self, subject: str, seq: int) -> None:
+        w = self.world
+        w.stats["group_refetch"] += 1
+        gen = self.gen
+
+        def at_store(_t: bool) -> None:
+            if not w.store.up:
+                return
+            got = [x for x in w.store.fetch(subject, seq - 1, w.clock.now, limit=1) if x.seq == seq]
+            if not got:
+                return
+            x = got[0]
+
+            def back(tampered: bool) -> None:
+                if self.gen != gen or not self.up or (subject, seq) not in self._held:
+                    return
+                data = _flip(x.data, w.rng.randrange(1 << 30)) if tampered else x.data
+                self._process_group(subject, seq, data, False, x, tampered)
+
+            w.net.transmit(self.name, len(x.data) + 16, back, may_tamper=True)
+
+        w.net.transmit(self.name, FETCH_REQ_BYTES, at_store, may_duplicate=False)
+
+    def _set_known_epoch(self, gid: bytes, epoch: int) -> None:
+        if self._known_epoch.get(gid) != epoch:
+            self._known_epoch[gid] = epoch
+            doc = {k.hex(): v for k, v in sorted(self._known_epoch.items())}
+            self.store.set_meta("sim.ke", json.dumps(doc).encode())
+
+    def _save_held(self) -> None:
+        doc = [[k[0], k[1], e[0].hex(), e[1], e[2], e[3]] for k, e in sorted(self._held.items())]
+        self.store.set_meta("sim.held", json.dumps(doc).encode())
 
     def _reack(self, data: bytes) -> None:
         raw = self.store.get_meta("sim.acc:" + frame_msg_id(data))

@@ -35,6 +35,8 @@ class Sent:
     sent_at: int
     expected: tuple[str, ...]  # device names that must show it
     history: tuple[bytes, ...]
+    group: bytes | None = None  # group id for a group message
+    members: frozenset[bytes] = frozenset()  # group: the sender's member list at send time
 
 
 class Oracle:
@@ -50,6 +52,12 @@ class Oracle:
         self.pending_pairs = 0
         self.unexpected_rejections: list[str] = []
         self.events = 0
+        # groups
+        self.gpending: set[tuple[str, bytes]] = set()  # (device, message) not shown yet
+        self.group_ops_raw: dict[bytes, set[bytes]] = {}  # every op any author created
+        self._truth: dict[bytes, tuple[int, Any]] = {}
+        self.frame_of: dict[bytes, bytes] = {}  # sha256(group frame) -> message id
+        self.last_error: dict[tuple[str, bytes], str] = {}  # (device, message) -> why not
 
     # --- digest -------------------------------------------------------------------------------
     def event(self, text: str) -> None:
@@ -82,6 +90,76 @@ class Oracle:
         sizes = ",".join(str(len(f.frame)) for f in res.frames)
         self.event(f"S {dev.name} m{s.idx} {res.message_id.hex()} L{res.lamport} [{sizes}]")
 
+    # --- groups -------------------------------------------------------------------------------
+    def group_sent(
+        self, dev: Device, gid: bytes, res: SendResult, members: frozenset[bytes]
+    ) -> None:
+        w = self.world
+        expected = tuple(
+            d.name for ident in sorted(members) for d in w.user_of(ident).devices if d is not dev
+        )
+        s = Sent(
+            len(self.msgs) + 1, gid, dev.name, dev.identity_id, dev.keys.installation_id,
+            res.sent_at, expected, (), gid, frozenset(members),
+        )  # fmt: skip
+        self.msgs[res.message_id] = s
+        self.expected_pairs += len(expected)
+        self.pending_pairs += len(expected)
+        self.gpending.update((n, res.message_id) for n in expected)
+        frame = res.frames[0].frame
+        self.frame_of[hashlib.sha256(frame).digest()] = res.message_id
+        self.event(
+            f"GS {dev.name} m{s.idx} {res.message_id.hex()} L{res.lamport} "
+            f"n{len(members)} [{len(frame)}]"
+        )
+
+    def group_frame_sender(self, frame: bytes) -> str | None:
+        mid = self.frame_of.get(hashlib.sha256(frame).digest())
+        return None if mid is None else self.msgs[mid].sender
+
+    def group_ops(self, gid: bytes, op_log: list[bytes]) -> None:
+        self.group_ops_raw.setdefault(gid, set()).update(op_log)
+
+    def truth(self, gid: bytes) -> Any:
+        """The roster every member must converge to: the fold of every op anyone created."""
+        from chatcore.group.ops import decode_op
+        from chatcore.group.roster import fold
+
+        ops = self.group_ops_raw.get(gid, set())
+        hit = self._truth.get(gid)
+        if hit is None or hit[0] != len(ops):
+            hit = (len(ops), fold(decode_op(r) for r in ops)[0])
+            self._truth[gid] = hit
+        return hit[1]
+
+    def required(self, pair: tuple[str, bytes]) -> bool:
+        """A group delivery is required iff the recipient was a member in the sender's view at
+        send time (that is what ``expected`` holds) and both the recipient's and the sender's
+        identities are members of the final (truth) roster."""
+        name, mid = pair
+        s = self.msgs[mid]
+        if s.group is None:
+            return True
+        roster = self.truth(s.group)
+        ident = self.world.device(name).identity_id
+        return ident in roster.members and s.sender_identity in roster.members
+
+    def group_rejected(
+        self,
+        dev: Device,
+        subject: str,
+        seq: int,
+        data: bytes,
+        tampered: bool,
+        exc: Exception,
+        quiet: bool = False,
+    ) -> None:
+        mid = self.frame_of.get(hashlib.sha256(data).digest())
+        if mid is not None:
+            self.last_error[(dev.name, mid)] = f"{type(exc).__name__}: {exc}"
+        if not quiet:
+            self.event(f"GR {dev.name} {seq} {type(exc).__name__} {'x' if tampered else ''}")
+
     def history_of(self, message_id: bytes) -> tuple[bytes, ...]:
         s = self.msgs.get(message_id)
         return () if s is None else s.history
@@ -99,13 +177,20 @@ class Oracle:
         if (r.sender_identity, r.sender_installation) != (s.sender_identity, s.sender_installation):
             self.violation(f"{dev.name} accepted {label} attributed to the wrong sender")
         if dev.name not in s.expected:
-            self.violation(f"{dev.name} accepted {label}, which was not addressed to it")
+            if s.group is not None:
+                self.violation(
+                    f"group secrecy: {dev.name} decrypted {label}, sent by {s.sender} when "
+                    f"{dev.user} was not a member in its view (removed, left or not yet added)"
+                )
+            else:
+                self.violation(f"{dev.name} accepted {label}, which was not addressed to it")
         times = self.shown.setdefault((dev.name, r.message_id), [])
         times.append(now)
         if len(times) == 1:
             self.latencies.append(now - s.sent_at)
             if dev.name in s.expected:
                 self.pending_pairs -= 1
+                self.gpending.discard((dev.name, r.message_id))
         else:
             self.violation(f"{dev.name} showed {label} twice (at {times[0]} and {now} ms)")
         self.event(f"D {dev.name} {label}")
@@ -127,16 +212,36 @@ def check(world: World) -> list[str]:
     """Invariants at the end of a run (after every fault healed and the drain period)."""
     o = world.oracle
     out = list(o.violations)
-    # 1. every message reached every installation it was for (exactly once: see delivered())
+    # 1. every message reached every installation it was for (exactly once: see delivered());
+    #    for a group message only the required recipients count (Oracle.required)
+    best_effort = 0
     for mid, s in o.msgs.items():
         for name in s.expected:
+            if s.group is not None and not o.required((name, mid)):
+                o.expected_pairs -= 1  # delivery rate counts required deliveries only
+                if (name, mid) not in o.shown:
+                    o.pending_pairs -= 1
+                    best_effort += 1
+                continue
             if (name, mid) not in o.shown:
-                out.append(f"lost: m{s.idx} from {s.sender} never reached {name}")
+                why = o.last_error.get((name, mid))
+                kind = "group " if s.group is not None else ""
+                out.append(
+                    f"lost: {kind}m{s.idx} from {s.sender} never reached {name}"
+                    + (f" (last error: {why})" if why else "")
+                )
+    if best_effort:
+        world.stats["group_best_effort_undelivered"] = best_effort
+    out += _check_groups(world)
     # 2. the store holds each message once; 3. causal order: a message's history entries
     #    come before it in every member's display order (Lamport, then arrival)
     for dev in world.devices:
-        seen_convs = {s.conversation_id for s in o.msgs.values() if dev.name in s.expected}
-        seen_convs |= {s.conversation_id for s in o.msgs.values() if s.sender == dev.name}
+        seen_convs = {
+            s.conversation_id for s in o.msgs.values() if dev.name in s.expected and not s.group
+        }
+        seen_convs |= {
+            s.conversation_id for s in o.msgs.values() if s.sender == dev.name and not s.group
+        }
         for conv in sorted(seen_convs):
             order = [m.message_id for m in dev.store.history(conv, limit=1_000_000)]
             if len(order) != len(set(order)):
@@ -156,6 +261,45 @@ def check(world: World) -> list[str]:
         gaps = dev.rel.gap_count() if dev.alive else 0
         if gaps and not any(v.startswith("lost") for v in out):
             out.append(f"{dev.name}: {gaps} causal-history gap(s) never filled")
+    return out
+
+
+def _check_groups(world: World) -> list[str]:
+    """Membership convergence: every installation of every member of the truth roster holds
+    exactly the truth op set (hence the same members, admins and epoch); every installation of
+    a non-member that has the group knows it is not a member."""
+    o = world.oracle
+    out: list[str] = []
+    for label, gid in sorted(world.group_ids.items()):
+        truth_ops = o.group_ops_raw.get(gid, set())
+        roster = o.truth(gid)
+        if roster is None:
+            continue
+        for dev in world.devices:
+            if dev.groups is None:
+                continue
+            st = dev.groups.load(gid)
+            member = dev.identity_id in roster.members
+            if st is None:
+                if member:
+                    out.append(f"group {label}: member installation {dev.name} never joined")
+                continue
+            if member:
+                have = set(st.op_log())
+                if have != truth_ops:
+                    out.append(
+                        f"group {label}: {dev.name} diverged: epoch {st.epoch} / "
+                        f"{len(st.members())} members / {len(st.admins())} admins, truth "
+                        f"epoch {len(truth_ops)} / {len(roster.members)} / {len(roster.admins)} "
+                        f"({len(truth_ops - have)} op(s) missing, {len(have - truth_ops)} extra)"
+                    )
+                elif not st.is_member:
+                    out.append(f"group {label}: {dev.name} is a member but its state says not")
+            elif st.is_member:
+                out.append(
+                    f"group {label}: {dev.name} ({dev.user}) is not a member of the converged "
+                    f"group but still believes it is (epoch {st.epoch})"
+                )
     return out
 
 

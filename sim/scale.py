@@ -30,9 +30,8 @@ class Assumptions:
     devices_per_user: int = 1  # installations per user (1 or 2 measured)
     new_contacts_per_day: float = 5.0  # first-contact handshakes per user per day
     receipts: bool = True  # one delivered-receipt per message per recipient installation
-    #: group message = a 1:1 session frame + Ed25519 signature + sender-key chain id/index
-    #: (chatcore.group is not ready: an estimate, not a measurement)
-    group_extra_bytes: int = 64 + 8
+    #: superseded: the group frame is now measured from the real GroupChat (kept for the JSON)
+    group_extra_bytes: int = 0
     #: NATS framing per message per hop (HPUB line + Nats-Msg-Id header; MSG line with the
     #: JetStream ack subject; the PubAck JSON). Estimates from the protocol text.
     nats_publish_overhead: int = 110
@@ -83,7 +82,13 @@ def measure_frames(devices: int) -> dict[str, int]:
         deliver(res)
         steady.append(sum(len(f.frame) for f in res.frames))
     single = [len(f.frame) for f in res.frames]
+    # a group message from the real GroupChat: encrypted once with the sender key
+    ga = a.devices[0].groups
+    assert ga is not None
+    gid, _ = ga.create("g", [b.identity_id])
+    gframe = ga.send(gid, ContentType.TEXT, body).frames[0].frame
     return {
+        "group_frame": len(gframe),
         "devices_per_user": devices,
         "frames_per_message": len(res.frames),
         "first_contact_bytes": sum(len(f.frame) for f in first.frames),
@@ -106,7 +111,7 @@ def estimate(a: Assumptions | None = None) -> dict[str, Any]:
     ingress_1 = one_to_one * m["steady_bytes_per_message"]
     egress_1 = ingress_1
     # group: one ciphertext published, delivered to every other installation of the members
-    gframe = m["steady_frame"] + a.group_extra_bytes
+    gframe = m["group_frame"]  # measured (real GroupChat.send); group_extra_bytes unused
     g_recipients = (a.group_members - 1) * d + (d - 1)
     ingress_g = group * gframe
     egress_g = group * gframe * g_recipients

@@ -6,7 +6,8 @@ virtual offsets from the start of the run; :func:`sim.runner.run` heals everythi
 the activity window and drains until every message is delivered and acknowledged.
 
 Adding a scenario: write ``def build(w: World, r: random.Random, scale: float) -> None`` and
-register it in :data:`SCENARIOS`. Groups: see :func:`groups` (the hook waits for chatcore.group).
+register it in :data:`SCENARIOS`. Group scenarios drive the real GroupChat through
+``w.group_create / group_change / group_send`` (see :class:`sim.node.Device`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class ScenarioSpec:
     summary: str
     build: Scenario | None
     unavailable: str = ""
+    sweep: bool = True  # part of `sim sweep` without --scenario
 
 
 def base_faults(r: random.Random, *, max_drop: float = 0.5) -> Faults:
@@ -150,18 +152,83 @@ def chaos(w: World, r: random.Random, scale: float) -> None:
 
 
 def groups(w: World, r: random.Random, scale: float) -> None:
-    """Hook for group chat (chatcore.group is not ready yet).
+    """Group chats (real GroupChat + Engine): 2 x scale groups of 3-12 members drawn from 16 x
+    scale users (30 % with 2 installations), ~20 messages per group, and membership changes:
+    a promotion, two admins changing membership concurrently (an add and a removal within
+    0.3 s), a leave, and a change while a member is partitioned. Base link faults plus crashes,
+    a store restart and the partition."""
+    w.net.faults = base_faults(r)
+    pool = [w.add_user(f"u{i:02d}", 2 if r.random() < 0.3 else 1) for i in range(_n(16, scale))]
+    window = 150_000
+    for g in range(_n(2, scale)):
+        label = f"g{g}"
+        members = r.sample(pool, r.randrange(3, 13))
+        outsiders = [u for u in pool if u not in members]
+        r.shuffle(outsiders)
+        creator, second = members[0], members[1]
+        t = r.randrange(500, 3_000)
+        w.group_create(t, r.choice(creator.devices), label, members[1:])
+        senders: list[tuple[User, int]] = [(m, t) for m in members]  # (who, from when)
+        # a promotion: two admins from here on (if it reached `second` in time)
+        t += r.randrange(3_000, 15_000)
+        w.group_change(t, r.choice(creator.devices), label, "promote", second)
+        # two admins change membership concurrently: an add and a removal within 0.3 s
+        t += r.randrange(5_000, 20_000)
+        removed: list[User] = []
+        if outsiders:
+            j = outsiders.pop()
+            w.group_change(t, r.choice(creator.devices), label, "add", j)
+            senders.append((j, t + 5_000))
+        if len(members) >= 4:
+            k = members[-1]
+            removed.append(k)
+            w.group_change(t + r.randrange(0, 300), r.choice(second.devices), label, "remove", k)
+        # a member leaves
+        t += r.randrange(3_000, 15_000)
+        if len(members) >= 5:
+            leaver = members[2]
+            w.group_change(t, r.choice(leaver.devices), label, "leave")
+            removed.append(leaver)
+        # a change while a member is partitioned (its devices cut from the store)
+        t += r.randrange(3_000, 15_000)
+        stay = [m for m in members[2:] if m not in removed]
+        if stay:
+            p = r.choice(stay)
+            cut = r.randrange(20_000, 90_000)
+            w.partition(t - 2_000, p.devices, cut)
+            if outsiders and r.random() < 0.5:
+                j2 = outsiders.pop()
+                w.group_change(t, r.choice(creator.devices), label, "add", j2)
+                senders.append((j2, t + 5_000))
+            elif len(stay) >= 2:
+                victim = r.choice([m for m in stay if m is not p])
+                w.group_change(t, r.choice(creator.devices), label, "remove", victim)
+        for _ in range(_n(20, scale)):
+            who, since = r.choice(senders)
+            at = since + 1_000 + r.randrange(max(1, window - since))
+            w.group_send(at, r.choice(who.devices), label, _body(r))
+        w.group_hostile(r.randrange(20_000, window), label)
+    devs = [d for u in pool for d in u.devices]
+    for d in r.sample(devs, 2):
+        w.crash(r.randrange(window), d, r.randrange(100, 20_000))
+    w.store_restart(r.randrange(10_000, window), r.randrange(500, 15_000))
 
-    To add it: give :class:`sim.node.Device` a ``send_group(group, body)`` that calls the group
-    engine and publishes its one ciphertext to the group topic (``group_subject``), subscribe
-    every member device to that topic (``w.store.listeners`` + a cursor per subject), register
-    each group message with ``w.oracle.sent`` (expected = every member installation except the
-    sender, plus the sender's other installations), and route group frames in
-    ``Device._process``. The invariants in :func:`sim.report.check` already apply per
-    conversation; add a membership invariant (nothing shown after removal, nothing from a
-    removed member). Sizes: 201 members at scale 1.
-    """
-    raise NotImplementedError("groups: waiting for chatcore.group")
+
+def group_201(w: World, r: random.Random, scale: float) -> None:
+    """One group of 200 x scale + 1 members (one installation each), 10 active senders,
+    5 messages each over a minute once the group is set up; 10 % loss, no other faults but
+    delay/duplicates/reordering. Reports delivery, latency and bytes on the wire."""
+    w.net.faults = Faults(
+        drop=0.10, duplicate=0.02, delay_base_ms=20, delay_mean_ms=50.0, reorder=0.05,
+        reorder_ms=500, tamper=0.0,
+    )  # fmt: skip
+    w.cfg.group_member_check = False  # one extra state load per delivery: too slow at 201
+    members = [w.add_user(f"m{i:03d}") for i in range(_n(200, scale, 2) + 1)]
+    w.group_create(1_000, members[0].devices[0], "big", members[1:])
+    active = r.sample(members, min(10, len(members)))
+    for m in active:
+        for _ in range(_n(5, scale if scale < 1 else 1)):
+            w.group_send(60_000 + r.randrange(60_000), m.devices[0], "big", _body(r))
 
 
 SCENARIOS: dict[str, ScenarioSpec] = {
@@ -183,10 +250,20 @@ SCENARIOS: dict[str, ScenarioSpec] = {
         ),
         ScenarioSpec("partition", "devices cut off from the store, then healed", partition),
         ScenarioSpec("chaos", "all faults together", chaos),
-        ScenarioSpec("groups", "group chat (hook)", None, "chatcore.group is not ready yet"),
+        ScenarioSpec("groups", "group chats with membership changes under every fault", groups),
+        ScenarioSpec(
+            "group-201",
+            "one 201-member group, 10 senders, 10 % loss (slow: not in the default sweep)",
+            group_201,
+            sweep=False,
+        ),
     )
 }
 
 
 def available() -> list[str]:
     return [n for n, s in SCENARIOS.items() if s.build is not None]
+
+
+def default_sweep() -> list[str]:
+    return [n for n, s in SCENARIOS.items() if s.build is not None and s.sweep]

@@ -27,7 +27,7 @@ MAX_SKIP: Final = 2000
 #: Skipped message keys kept per sender chain (oldest evicted first).
 MAX_SKIPPED_KEYS: Final = 2000
 #: Epochs older than ``current - EPOCH_GRACE`` are stale for messages.
-EPOCH_GRACE: Final = 1
+EPOCH_GRACE: Final = 16  # = OP_MAX_LAG: the key id and signature decide, not the tag
 #: Messages tagged with an epoch up to this far ahead are accepted (the sender has
 #: seen membership ops that have not reached us yet; the sender key authenticates it).
 EPOCH_AHEAD: Final = 8

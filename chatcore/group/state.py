@@ -485,12 +485,26 @@ class GroupState:
         held = self.by_installation.get(d.installation, ())
         if d.key_id in held:
             return self  # a duplicate delivery of a chain we already follow
+
+        def epoch_of(key_id: bytes) -> int:
+            if key_id == d.key_id:
+                return d.epoch
+            for c in self.chains.get(key_id, ()):
+                if c.installation == d.installation:
+                    return c.epoch
+            return -1
+
+        # keep the newest chains by epoch, not by arrival: a late (or re-delivered) old key
+        # must not push out the sender's current one (stable sort: ties keep arrival order)
+        ordered = sorted((*held, d.key_id), key=epoch_of)
+        keep = tuple(ordered[-CHAINS_PER_INSTALLATION:])
+        if d.key_id not in keep:
+            return self  # older than every chain we hold for this installation
         chains = dict(self.chains)
         by_installation = dict(self.by_installation)
-        keep = (*held, d.key_id)
-        for old in keep[:-CHAINS_PER_INSTALLATION]:
+        for old in ordered[:-CHAINS_PER_INSTALLATION]:
             _drop_chain(chains, old, d.installation)
-        by_installation[d.installation] = keep[-CHAINS_PER_INSTALLATION:]
+        by_installation[d.installation] = keep
         chains[d.key_id] = (*chains.get(d.key_id, ()), ReceiverChain.from_distribution(d))
         return replace(self, chains=chains, by_installation=by_installation)
 

@@ -13,7 +13,7 @@ from chatcore.errors import (
     TooManySkipped,
 )
 from chatcore.group import GroupState, InstallationKey, OpKind
-from chatcore.group.consts import MAX_SKIP
+from chatcore.group.consts import EPOCH_GRACE, MAX_SKIP
 from chatcore.group.ops import make_op
 
 from . import World
@@ -103,6 +103,11 @@ def test_stale_epoch_rejected() -> None:
     assert w.read(b, w.send(a, b"grace ok")) == b"grace ok"
     fresh = _state(w, b)
     assert fresh.decrypt(old)[3] == b"old"  # one epoch back: in-flight grace
+    # in flight across several changes: still accepted while within EPOCH_GRACE epochs
+    # (the sender key and signature authenticate it, not the epoch tag)
+    for _ in range(EPOCH_GRACE - 1):
+        w.act(a, "add_member", w.person())
+    assert _state(w, b).decrypt(old)[3] == b"old"
     w.act(a, "add_member", w.person())
     with pytest.raises(GroupError):
         _state(w, b).decrypt(old)

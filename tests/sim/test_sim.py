@@ -10,7 +10,9 @@ from click.testing import CliRunner
 
 from cli.sim import sim
 from sim.runner import SimConfig, run
-from sim.scenarios import SCENARIOS, available
+from sim.scenarios import SCENARIOS, available, default_sweep
+
+ONE_TO_ONE_FAMILY = [n for n in default_sweep() if not n.startswith("group")]
 
 
 def test_same_seed_same_digest_different_seed_different() -> None:
@@ -23,7 +25,7 @@ def test_multi_device_deterministic() -> None:
     assert run("multi-device", 3).digest == run("multi-device", 3).digest
 
 
-@pytest.mark.parametrize("name", available())
+@pytest.mark.parametrize("name", ONE_TO_ONE_FAMILY)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_scenarios_have_no_violations(name: str, seed: int) -> None:
     scale = 0.5 if name in ("many-pairs", "offline-days") else 1.0
@@ -78,10 +80,10 @@ def test_receipts_are_what_repairs_tampering() -> None:
     assert lost > 0
 
 
-def test_groups_hook_is_listed_but_unavailable() -> None:
-    assert SCENARIOS["groups"].build is None
-    with pytest.raises(ValueError):
-        run("groups", 0)
+def test_group_scenarios_are_listed() -> None:
+    assert SCENARIOS["groups"].build is not None and "groups" in default_sweep()
+    assert SCENARIOS["group-201"].build is not None and "group-201" not in default_sweep()
+    assert "group-201" in available()
 
 
 def test_cli_run_json() -> None:
@@ -106,7 +108,6 @@ def test_cli_sweep_scenarios_and_errors() -> None:
     res = r.invoke(sim, ["scenarios", "--json"])
     assert {s["name"] for s in json.loads(res.output)["scenarios"]} == set(SCENARIOS)
     assert r.invoke(sim, ["run", "--scenario", "nope", "--seed", "1"]).exit_code == 2
-    assert r.invoke(sim, ["run", "--scenario", "groups", "--seed", "1"]).exit_code == 2
 
 
 def test_cli_scale() -> None:

@@ -1,0 +1,244 @@
+"""Bodies of the non-text content types, and their rules. Pure: no I/O, no state.
+
+Every body is compact binary (the payload header already carries type, Lamport clock and
+sent-at). Message ids are the 8-byte derived ids of :meth:`chatcore.payload.Payload.message_id`.
+
+    REPLY      target id (8) | UTF-8 text
+    REACTION   target id (8) | UTF-8 emoji (≤ 32 bytes; empty = take my reaction back)
+    EDIT       target id (8) | UTF-8 new text
+    DELETE     target id (8)                       (delete for everyone)
+    TYPING     state (1): 1 = typing, 0 = stopped   (EPHEMERAL: never stored, never acked)
+    RECEIPT    kind (1): 1 = delivered, 2 = read | n × message id (8)   (batched, not acked)
+    DEVICE_SYNC  op (1) | op fields                 (only between one identity's devices)
+        1 CONTACT   identity (32) | state (1) | alias (UTF-8, rest)
+        2 CONV      conversation id (16) | flags (1): 1 muted, 2 archived
+        3 SETTING   read receipts on (1)
+
+Decoding raises :class:`~chatcore.errors.MalformedMessage`; rule violations found by the
+handler (spoofed edits, receipts for unknown messages, ...) raise
+:class:`~chatcore.errors.ContentError`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from chatcore.errors import MalformedMessage
+from chatcore.payload import ContentType
+
+MID = 8
+MAX_EMOJI_BYTES = 32
+MAX_RECEIPT_IDS = 512
+MAX_TEXT_BYTES = 16 * 1024
+
+
+class ReceiptKind(enum.IntEnum):
+    DELIVERED = 1
+    READ = 2
+
+
+class ContactState(enum.IntEnum):
+    NONE = 0  # removed / never a contact
+    CONTACT = 1
+    BLOCKED = 2
+    REQUEST = 3  # wrote to us first; not answered yet
+    DECLINED = 4
+
+
+class SyncOp(enum.IntEnum):
+    CONTACT = 1
+    CONV = 2
+    SETTING = 3
+
+
+#: status of an outgoing message, in order; a status never goes back
+STATUS_RANK = {"sending": 0, "sent": 1, "delivered": 2, "read": 3}
+
+#: content types that are chat messages (stored as messages, acknowledged, retransmitted)
+MESSAGE_TYPES = frozenset({ContentType.TEXT, ContentType.REPLY})
+#: content types that change an earlier message (stored apart, acknowledged, retransmitted)
+OP_TYPES = frozenset({ContentType.EDIT, ContentType.DELETE, ContentType.REACTION})
+#: content types that are signals (never stored as messages, never acknowledged)
+SIGNAL_TYPES = frozenset({ContentType.TYPING, ContentType.RECEIPT, ContentType.DEVICE_SYNC})
+
+
+def _utf8(b: bytes, what: str) -> str:
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedMessage(f"{what} is not valid UTF-8") from exc
+
+
+def _target(body: bytes, what: str) -> tuple[bytes, bytes]:
+    if len(body) < MID:
+        raise MalformedMessage(f"{what} without a target message id")
+    return body[:MID], body[MID:]
+
+
+# --- reply, edit, reaction, delete -------------------------------------------------------------
+def encode_reply(target: bytes, text: str) -> bytes:
+    return _check_mid(target) + _check_text(text)
+
+
+def encode_edit(target: bytes, text: str) -> bytes:
+    return _check_mid(target) + _check_text(text)
+
+
+def encode_reaction(target: bytes, emoji: str) -> bytes:
+    e = emoji.encode("utf-8")
+    if len(e) > MAX_EMOJI_BYTES or any(c.isspace() for c in emoji):
+        raise ValueError("a reaction is one emoji (at most 32 bytes, no spaces)")
+    return _check_mid(target) + e
+
+
+def encode_delete(target: bytes) -> bytes:
+    return _check_mid(target)
+
+
+@dataclass(frozen=True, slots=True)
+class Targeted:
+    """A reply, edit, reaction or delete: the message it is about, and its text/emoji."""
+
+    target: bytes
+    text: str
+
+
+def decode_targeted(ctype: ContentType, body: bytes) -> Targeted:
+    target, rest = _target(body, ctype.name.lower())
+    if ctype == ContentType.DELETE:
+        if rest:
+            raise MalformedMessage("trailing bytes in a delete")
+        return Targeted(target, "")
+    text = _utf8(rest, ctype.name.lower())
+    if ctype == ContentType.REACTION:
+        if len(rest) > MAX_EMOJI_BYTES or any(c.isspace() for c in text):
+            raise MalformedMessage("a reaction is one short emoji")
+    elif ctype in (ContentType.EDIT, ContentType.REPLY):
+        if not text.strip():
+            raise MalformedMessage(f"empty {ctype.name.lower()}")
+    else:
+        raise MalformedMessage(f"{ctype.name} has no target")
+    return Targeted(target, text)
+
+
+def display_text(ctype: int, body: bytes) -> str:
+    """What a stored message says (text or reply), for display and search."""
+    if ctype == ContentType.REPLY and len(body) >= MID:
+        body = body[MID:]
+    return body.decode("utf-8", errors="replace")
+
+
+def reply_target(ctype: int, body: bytes) -> bytes | None:
+    return body[:MID] if ctype == ContentType.REPLY and len(body) >= MID else None
+
+
+# --- typing -------------------------------------------------------------------------------------
+def encode_typing(active: bool = True) -> bytes:
+    return b"\x01" if active else b"\x00"
+
+
+def decode_typing(body: bytes) -> bool:
+    if body not in (b"\x00", b"\x01"):
+        raise MalformedMessage("bad typing indicator")
+    return body == b"\x01"
+
+
+# --- receipts -----------------------------------------------------------------------------------
+def encode_receipt(kind: ReceiptKind, ids: list[bytes] | tuple[bytes, ...]) -> bytes:
+    if not ids or len(ids) > MAX_RECEIPT_IDS:
+        raise ValueError(f"a receipt names 1..{MAX_RECEIPT_IDS} messages")
+    return bytes((int(kind),)) + b"".join(_check_mid(i) for i in ids)
+
+
+def decode_receipt(body: bytes) -> tuple[ReceiptKind, tuple[bytes, ...]]:
+    if len(body) < 1 + MID or (len(body) - 1) % MID:
+        raise MalformedMessage("bad receipt length")
+    try:
+        kind = ReceiptKind(body[0])
+    except ValueError as exc:
+        raise MalformedMessage("unknown receipt kind") from exc
+    n = (len(body) - 1) // MID
+    if n > MAX_RECEIPT_IDS:
+        raise MalformedMessage("too many ids in a receipt")
+    ids = tuple(body[1 + i * MID : 1 + (i + 1) * MID] for i in range(n))
+    return kind, tuple(dict.fromkeys(ids))
+
+
+# --- device sync --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SyncContact:
+    identity: bytes
+    state: ContactState
+    alias: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConv:
+    conversation_id: bytes
+    muted: bool
+    archived: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSetting:
+    read_receipts: bool
+
+
+SyncItem = SyncContact | SyncConv | SyncSetting
+
+
+def encode_sync(item: SyncItem) -> bytes:
+    if isinstance(item, SyncContact):
+        if len(item.identity) != 32:
+            raise ValueError("identity ids are 32 bytes")
+        alias = (item.alias or "").encode("utf-8")
+        if len(alias) > 64:
+            raise ValueError("alias too long (64 bytes at most)")
+        return bytes((SyncOp.CONTACT,)) + item.identity + bytes((int(item.state),)) + alias
+    if isinstance(item, SyncConv):
+        if len(item.conversation_id) != 16:
+            raise ValueError("conversation ids are 16 bytes")
+        flags = (1 if item.muted else 0) | (2 if item.archived else 0)
+        return bytes((SyncOp.CONV,)) + item.conversation_id + bytes((flags,))
+    return bytes((SyncOp.SETTING, 1 if item.read_receipts else 0))
+
+
+def decode_sync(body: bytes) -> SyncItem:
+    if not body:
+        raise MalformedMessage("empty device sync")
+    op = body[0]
+    if op == SyncOp.CONTACT:
+        if len(body) < 34 or len(body) > 34 + 64:
+            raise MalformedMessage("bad contact sync")
+        try:
+            state = ContactState(body[33])
+        except ValueError as exc:
+            raise MalformedMessage("unknown contact state") from exc
+        alias = _utf8(body[34:], "alias") or None
+        return SyncContact(body[1:33], state, alias)
+    if op == SyncOp.CONV:
+        if len(body) != 18 or body[17] & ~3:
+            raise MalformedMessage("bad conversation sync")
+        return SyncConv(body[1:17], bool(body[17] & 1), bool(body[17] & 2))
+    if op == SyncOp.SETTING:
+        if len(body) != 2 or body[1] > 1:
+            raise MalformedMessage("bad setting sync")
+        return SyncSetting(body[1] == 1)
+    raise MalformedMessage(f"unknown device sync op {op}")
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def _check_mid(mid: bytes) -> bytes:
+    if not isinstance(mid, bytes) or len(mid) != MID:
+        raise ValueError("message ids are 8 bytes")
+    return mid
+
+
+def _check_text(text: str) -> bytes:
+    b = text.encode("utf-8")
+    if not text.strip():
+        raise ValueError("empty message")
+    if len(b) > MAX_TEXT_BYTES:
+        raise ValueError("message too long")
+    return b

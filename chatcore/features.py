@@ -1,0 +1,914 @@
+"""Chat features on top of the engine: contacts and requests, blocking, receipts with end-to-end
+retransmission, edits, deletes, reactions, replies, typing indicators, conversation flags and
+full-text search. Sans-I/O like the engine: time comes from ``engine.clock_ms``, frames go to
+the outbox and are returned for the caller to publish.
+
+Receiving: :meth:`Features.handle` is the engine's (and the group layer's) ``content_handler``.
+It runs inside the receive transaction after decryption and sender checks, and
+
+* drops anything from a blocked (or, 1:1, declined) identity before storage;
+* marks the first message of an unknown identity as a contact request;
+* applies edits, deletes and reactions (stored apart in ``content_ops``, never as messages),
+  rejecting spoofed ones (not the author), ones for unknown or deleted messages with
+  :class:`~chatcore.errors.ContentError`;
+* applies receipts (per member, status only ever moves forward: sent → delivered → read) and
+  acknowledges the message in :mod:`chatcore.reliability`, so it is not retransmitted again;
+* shows typing indicators (ephemeral, never stored, at most one per second per sender device,
+  expiring after :data:`TYPING_TTL_MS`);
+* applies device-sync items (contacts, blocks, mute/archive, settings) from our own devices.
+
+Sending: :meth:`send_message` / :meth:`send_group_message` wrap the engine's send and track
+the message for acknowledgements; :meth:`flush` batches queued receipts into one RECEIPT
+payload per conversation and kind, and re-encrypts every message that is due for
+retransmission (``Reliability.due``) for the recipients that have not acknowledged it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from chatcore import content as ct_
+from chatcore.content import ContactState, ReceiptKind
+from chatcore.engine import Engine, OutFrame, Peer, Received, SendResult, direct_conversation_id
+from chatcore.errors import ChatCoreError, ContentError, UnknownContact
+from chatcore.keys import PeerKeys
+from chatcore.payload import MAX_HISTORY, ContentType, Payload
+from chatcore.reliability import Reliability, RetryPolicy
+from chatcore.store import StoredMessage
+
+if TYPE_CHECKING:
+    from chatcore.groupchat import GroupChat
+
+log = logging.getLogger("chatcore.features")
+
+TYPING_TTL_MS = 5_000
+TYPING_MIN_INTERVAL_MS = 1_000  # receive side: more often than this from one device = flood
+TYPING_SEND_INTERVAL_MS = 3_000  # send side: at most one indicator per conversation per 3 s
+TYPING_STALE_MS = 30_000  # an indicator older than this (delivered late) is ignored
+REL_META = "reliability"
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """What the content handler did with a payload: ``event`` is returned (None = dropped)."""
+
+    event: Received | None
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    identity_id: bytes
+    alias: str | None
+    state: ContactState
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    """Display state of a stored message: edits, delete, reactions, receipts."""
+
+    text: str
+    edited: bool
+    deleted: bool
+    reply_to: bytes | None
+    reactions: dict[str, list[bytes]]
+    receipts: dict[bytes, str]  # member identity -> delivered | read
+
+
+class Features:
+    def __init__(
+        self,
+        engine: Engine,
+        groups: GroupChat | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.groups = groups
+        self.policy = policy or RetryPolicy()
+        self._acks: dict[tuple[bytes, int], dict[bytes, None]] = {}
+        self._typing_seen: dict[bytes, int] = {}  # sender installation -> last accepted ms
+        self._typing_sent: dict[bytes, int] = {}  # conversation -> last sent ms
+        #: (conversation, identity) -> until when (ms) that identity is shown as typing
+        self.typing: dict[tuple[bytes, bytes], int] = {}
+
+    # ==== small store helpers (tables of schema version 3) ====
+    def _x(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        return self.store._x(sql, args)
+
+    @property
+    def me(self) -> bytes:
+        return self.engine.identity_id
+
+    def now(self) -> int:
+        return self.engine.clock_ms()
+
+    def _rel(self) -> Reliability:
+        raw = self.store.get_meta(REL_META)
+        if raw is None:
+            return Reliability(self.policy)
+        try:
+            return Reliability.from_bytes(raw, self.policy)
+        except ValueError:
+            log.warning("reliability state unreadable; starting afresh")
+            return Reliability(self.policy)
+
+    def _rk(self, conv: bytes) -> bytes:
+        """Reliability logs are keyed by 16-byte ids; group ids are longer: a digest + a map."""
+        if len(conv) == 16:
+            return conv
+        key = hashlib.sha256(b"logos-chat/rel-conv/v1" + conv).digest()[:16]
+        if self.store.get_meta("relconv:" + key.hex()) is None:
+            self.store.set_meta("relconv:" + key.hex(), conv)
+        return key
+
+    def _conv_of(self, key: bytes) -> bytes:
+        return self.store.get_meta("relconv:" + key.hex()) or key
+
+    def _save_rel(self, rel: Reliability) -> None:
+        # Only the outgoing side is used here (the store is the durable dedup), so the blob
+        # keeps pending messages only: it stays small however long the conversations get.
+        for key in list(rel.conversations):
+            log_ = rel.conversations[key]
+            log_.seen.clear()
+            if not log_.outgoing and not log_.gaps:
+                del rel.conversations[key]
+        self.store.set_meta(REL_META, rel.to_bytes())
+
+    def pending_acks(self) -> int:
+        """Sent messages still waiting for some recipient's receipt."""
+        return self._rel().pending_count()
+
+    def unacked(self, conv: bytes, mid: bytes) -> frozenset[bytes]:
+        return self._rel().log(self._rk(conv)).unacked(mid)
+
+    # ---- contacts ----
+    def contact(self, identity: bytes) -> Contact | None:
+        row = self._x(
+            "SELECT identity_id, alias, state, updated_at FROM contacts WHERE identity_id=?",
+            (identity,),
+        ).fetchone()
+        return None if row is None else _contact(row)
+
+    def contact_state(self, identity: bytes) -> ContactState:
+        c = self.contact(identity)
+        return ContactState.NONE if c is None else c.state
+
+    def contacts(self, *states: ContactState) -> list[Contact]:
+        rows = self._x(
+            "SELECT identity_id, alias, state, updated_at FROM contacts ORDER BY updated_at, "
+            "identity_id"
+        ).fetchall()
+        out = [_contact(r) for r in rows]
+        return [c for c in out if not states or c.state in states]
+
+    def _set_contact(self, identity: bytes, state: ContactState, alias: str | None) -> None:
+        if state == ContactState.NONE and not alias:
+            self._x("DELETE FROM contacts WHERE identity_id=?", (identity,))
+            return
+        self._x(
+            "INSERT INTO contacts VALUES (?,?,?,?) ON CONFLICT(identity_id) DO UPDATE SET "
+            "alias=excluded.alias, state=excluded.state, updated_at=excluded.updated_at",
+            (identity, alias, int(state), self.now()),
+        )
+
+    def set_contact(
+        self,
+        identity: bytes,
+        state: ContactState,
+        alias: str | None = None,
+        *,
+        keep_alias: bool = True,
+    ) -> list[OutFrame]:
+        """Change a contact's state (and alias) here and on every other device of ours."""
+        if identity == self.me:
+            raise ValueError("you cannot add, block or answer yourself")
+        with self.store.transaction():
+            old = self.contact(identity)
+            if alias is None and keep_alias and old is not None:
+                alias = old.alias
+            self._set_contact(identity, state, alias)
+            return self._sync_own(ct_.SyncContact(identity, state, alias))
+
+    # ---- settings ----
+    @property
+    def read_receipts(self) -> bool:
+        return self.store.get_meta("read_receipts") != b"0"
+
+    def set_read_receipts(self, on: bool) -> list[OutFrame]:
+        with self.store.transaction():
+            self.store.set_meta("read_receipts", b"1" if on else b"0")
+            return self._sync_own(ct_.SyncSetting(on))
+
+    # ---- conversations ----
+    def set_conversation_flags(
+        self, conv: bytes, muted: bool | None = None, archived: bool | None = None
+    ) -> list[OutFrame]:
+        with self.store.transaction():
+            c = self.store.conversation(conv)
+            if c is None:
+                raise UnknownContact("no such conversation")
+            m = c.muted if muted is None else muted
+            a = c.archived if archived is None else archived
+            self._x(
+                "UPDATE conversations SET muted=?, archived=? WHERE id=?", (int(m), int(a), conv)
+            )
+            return self._sync_own(ct_.SyncConv(conv, m, a))
+
+    def delete_conversation(self, conv: bytes) -> int:
+        """Delete a conversation and everything in it, on this device only."""
+        with self.store.transaction():
+            rows = self._x("SELECT rowid FROM messages WHERE conversation_id=?", (conv,)).fetchall()
+            for (rowid,) in rows:
+                self._x("DELETE FROM message_fts WHERE rowid=?", (rowid,))
+            for table in ("messages", "content_ops", "reactions", "receipts"):
+                self._x(f"DELETE FROM {table} WHERE conversation_id=?", (conv,))
+            self._x("DELETE FROM conversations WHERE id=?", (conv,))
+            rel = self._rel()
+            if rel.conversations.pop(self._rk(conv), None) is not None:
+                self._save_rel(rel)
+            return len(rows)
+
+    def unread_ids(self, conv: bytes) -> list[bytes]:
+        rows = self._x(
+            "SELECT message_id FROM messages WHERE conversation_id=? AND outgoing=0 "
+            "AND status='received' AND content_type IN (?,?) ORDER BY lamport, seq",
+            (conv, int(ContentType.TEXT), int(ContentType.REPLY)),
+        ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
+    def _recount_unread(self, conv: bytes) -> None:
+        self._x(
+            "UPDATE conversations SET unread=(SELECT COUNT(*) FROM messages WHERE "
+            "conversation_id=? AND outgoing=0 AND status='received') WHERE id=?",
+            (conv, conv),
+        )
+
+    def mark_read(self, conv: bytes) -> int:
+        """The user saw the conversation: mark it read, queue read receipts. Returns how many."""
+        with self.store.transaction():
+            ids = self.unread_ids(conv)
+            for mid in ids:
+                self.store.set_status(conv, mid, "read")
+            self.store.mark_read(conv)
+        for mid in ids:
+            self._acks.setdefault((conv, int(ReceiptKind.READ)), {})[mid] = None
+        return len(ids)
+
+    def is_request(self, conv: bytes) -> bool:
+        c = self.store.conversation(conv)
+        if c is None or c.peer_identity is None:
+            return False
+        return self.contact_state(c.peer_identity) == ContactState.REQUEST
+
+    # ==== receiving ====
+    def handle(
+        self, sender: bytes, inst: bytes, payload: Payload, gid: bytes | None
+    ) -> Handled | None:
+        ct = payload.content_type
+        me = self.me
+        if gid is None:
+            if ct == ContentType.DEVICE_SYNC:
+                if sender != me or payload.sync_peer is not None:
+                    raise ContentError("device sync from another identity")
+                self._apply_sync(ct_.decode_sync(payload.body))
+                return Handled(None)
+            if sender == me:
+                if payload.sync_peer is None:
+                    return None  # the engine rejects it
+                peer = payload.sync_peer
+            else:
+                if payload.sync_peer is not None:
+                    return None  # the engine rejects it
+                peer = sender
+            conv = direct_conversation_id(me, peer)
+        else:
+            if ct == ContentType.DEVICE_SYNC:
+                raise ContentError("device sync on a group topic")
+            conv, peer = gid, None
+        state = self.contact_state(sender) if sender != me else ContactState.CONTACT
+        if state == ContactState.BLOCKED or (gid is None and state == ContactState.DECLINED):
+            log.info("dropped %s from a blocked/declined identity", ct.name)
+            return Handled(None)
+        if ct in ct_.MESSAGE_TYPES:
+            if ct == ContentType.REPLY:
+                ct_.decode_targeted(ct, payload.body)
+            mid = payload.message_id(inst, conv)
+            if sender == me:
+                if peer is not None and self.contact_state(peer) in (
+                    ContactState.NONE,
+                    ContactState.REQUEST,
+                    ContactState.DECLINED,
+                ):
+                    self._set_contact(peer, ContactState.CONTACT, self._alias(peer))
+                return None
+            self._ack(conv, mid)  # a duplicate is acknowledged again (the ack may have been lost)
+            self.typing.pop((conv, sender), None)
+            if gid is None and state == ContactState.NONE:
+                self._set_contact(sender, ContactState.REQUEST, None)
+            return None
+        if ct in ct_.OP_TYPES:
+            return Handled(self._apply_op(sender, inst, payload, conv))
+        if ct == ContentType.RECEIPT:
+            return Handled(self._apply_receipt(sender, inst, payload, conv, gid))
+        if ct == ContentType.TYPING:
+            return Handled(self._apply_typing(sender, inst, payload, conv))
+        return None
+
+    def _alias(self, identity: bytes) -> str | None:
+        c = self.contact(identity)
+        return None if c is None else c.alias
+
+    def _ack(self, conv: bytes, mid: bytes) -> None:
+        self._acks.setdefault((conv, int(ReceiptKind.DELIVERED)), {})[mid] = None
+
+    def _event(self, sender: bytes, inst: bytes, p: Payload, conv: bytes, mid: bytes) -> Received:
+        return Received(
+            conv, mid, sender, inst, p.content_type, p.body, p.lamport, p.sent_at_ms,
+            self.now(), sender == self.me,
+        )  # fmt: skip
+
+    # ---- edits, deletes, reactions ----
+    def _apply_op(self, sender: bytes, inst: bytes, p: Payload, conv: bytes) -> Received | None:
+        ct = p.content_type
+        mid = p.message_id(inst, conv)
+        if self._op_exists(conv, mid):
+            if sender != self.me:
+                self._ack(conv, mid)
+            return None
+        t = ct_.decode_targeted(ct, p.body)
+        target = self.store.message(conv, t.target)
+        what = ct.name.lower()
+        if target is None or target.content_type not in (ContentType.TEXT, ContentType.REPLY):
+            raise ContentError(f"{what} of an unknown message")
+        deleted, edit_lamport = self._flags(conv, t.target)
+        if deleted:
+            raise ContentError(f"{what} of a deleted message")
+        if ct in (ContentType.EDIT, ContentType.DELETE) and target.sender_identity != sender:
+            raise ContentError(f"{what} by someone who is not the message's sender")
+        if ct == ContentType.EDIT:
+            if p.lamport > edit_lamport:
+                self._x(
+                    "UPDATE messages SET edited_body=?, edit_lamport=? WHERE conversation_id=? "
+                    "AND message_id=?",
+                    (t.text.encode("utf-8"), p.lamport, conv, t.target),
+                )
+                self._reindex(conv, t.target)
+        elif ct == ContentType.DELETE:
+            self._x(
+                "UPDATE messages SET deleted=1, body=x'', edited_body=NULL WHERE "
+                "conversation_id=? AND message_id=?",
+                (conv, t.target),
+            )
+            self._x(
+                "DELETE FROM reactions WHERE conversation_id=? AND message_id=?", (conv, t.target)
+            )
+            self._reindex(conv, t.target)
+            rel = self._rel()
+            log_ = rel.conversations.get(self._rk(conv))
+            if log_ is not None and log_.outgoing.pop(t.target, None) is not None:
+                self._save_rel(rel)
+        else:
+            row = self._x(
+                "SELECT lamport FROM reactions WHERE conversation_id=? AND message_id=? AND "
+                "reactor=?",
+                (conv, t.target, sender),
+            ).fetchone()
+            if row is None or int(row[0]) < p.lamport:
+                if t.text:
+                    self._x(
+                        "INSERT OR REPLACE INTO reactions VALUES (?,?,?,?,?)",
+                        (conv, t.target, sender, t.text, p.lamport),
+                    )
+                else:
+                    self._x(
+                        "DELETE FROM reactions WHERE conversation_id=? AND message_id=? AND "
+                        "reactor=?",
+                        (conv, t.target, sender),
+                    )
+        self._x(
+            "INSERT INTO content_ops VALUES (?,?,?,?,?,?,?,?,?)",
+            (conv, mid, sender, inst, p.lamport, p.sent_at_ms, self.now(), int(ct), p.body),
+        )
+        self.store.bump_lamport(conv, p.lamport)
+        if sender != self.me:
+            self._ack(conv, mid)
+        return self._event(sender, inst, p, conv, mid)
+
+    def _op_exists(self, conv: bytes, mid: bytes) -> bool:
+        return (
+            self._x(
+                "SELECT 1 FROM content_ops WHERE conversation_id=? AND message_id=?", (conv, mid)
+            ).fetchone()
+            is not None
+        )
+
+    def _op(self, conv: bytes, mid: bytes) -> tuple[bytes, bytes, int, int, int, bytes] | None:
+        row = self._x(
+            "SELECT sender_identity, sender_installation, lamport, sent_at, content_type, body "
+            "FROM content_ops WHERE conversation_id=? AND message_id=?",
+            (conv, mid),
+        ).fetchone()
+        if row is None:
+            return None
+        return bytes(row[0]), bytes(row[1]), int(row[2]), int(row[3]), int(row[4]), bytes(row[5])
+
+    def _flags(self, conv: bytes, mid: bytes) -> tuple[bool, int]:
+        row = self._x(
+            "SELECT deleted, edit_lamport FROM messages WHERE conversation_id=? AND message_id=?",
+            (conv, mid),
+        ).fetchone()
+        return (False, 0) if row is None else (bool(row[0]), int(row[1]))
+
+    # ---- receipts ----
+    def _apply_receipt(
+        self, sender: bytes, inst: bytes, p: Payload, conv: bytes, gid: bytes | None
+    ) -> Received | None:
+        kind, ids = ct_.decode_receipt(p.body)
+        me = self.me
+        if sender == me:
+            # one of our devices read these: the same read state here
+            if kind == ReceiptKind.READ:
+                for mid in ids:
+                    m = self.store.message(conv, mid)
+                    if m is not None and not m.outgoing and m.status == "received":
+                        self.store.set_status(conv, mid, "read")
+                self._recount_unread(conv)
+            return None
+        status = "read" if kind == ReceiptKind.READ else "delivered"
+        rel: Reliability | None = None
+        known = 0
+        mine: list[bytes] = []
+        for mid in ids:
+            m = self.store.message(conv, mid)
+            if m is not None:
+                author, author_inst = m.sender_identity, m.sender_installation
+            else:
+                op = self._op(conv, mid)
+                if op is None:
+                    continue
+                author, author_inst = op[0], op[1]
+            if author == sender:
+                raise ContentError("a receipt for the sender's own message")
+            known += 1
+            if author != me:
+                continue  # a member's receipt for someone else's message
+            if author_inst == self.engine.installation_id:
+                rel = rel or self._rel()
+                rel.acked(self._rk(conv), mid, inst)
+            if m is not None:
+                self._record_receipt(conv, mid, sender, status)
+                mine.append(mid)
+        if not known:
+            raise ContentError("a receipt for unknown messages")
+        if rel is not None:
+            self._save_rel(rel)
+        for mid in mine:
+            self._update_status(conv, mid, gid)
+        return self._event(sender, inst, p, conv, p.message_id(inst, conv)) if mine else None
+
+    def _record_receipt(self, conv: bytes, mid: bytes, member: bytes, status: str) -> None:
+        row = self._x(
+            "SELECT status FROM receipts WHERE conversation_id=? AND message_id=? AND member=?",
+            (conv, mid, member),
+        ).fetchone()
+        if row is not None and ct_.STATUS_RANK[str(row[0])] >= ct_.STATUS_RANK[status]:
+            return
+        self._x(
+            "INSERT OR REPLACE INTO receipts VALUES (?,?,?,?,?)",
+            (conv, mid, member, status, self.now()),
+        )
+
+    def receipts(self, conv: bytes, mid: bytes) -> dict[bytes, str]:
+        rows = self._x(
+            "SELECT member, status FROM receipts WHERE conversation_id=? AND message_id=? "
+            "ORDER BY member",
+            (conv, mid),
+        ).fetchall()
+        return {bytes(r[0]): str(r[1]) for r in rows}
+
+    def _members(self, conv: bytes, gid: bytes | None) -> list[bytes]:
+        if gid is not None and self.groups is not None:
+            st = self.groups.load(gid)
+            if st is not None:
+                return sorted(st.members() - {self.me})
+        c = self.store.conversation(conv)
+        return [c.peer_identity] if c is not None and c.peer_identity is not None else []
+
+    def _update_status(self, conv: bytes, mid: bytes, gid: bytes | None) -> None:
+        m = self.store.message(conv, mid)
+        if m is None:
+            return
+        got = self.receipts(conv, mid)
+        members = self._members(conv, gid) or list(got)
+        if not members:
+            return
+        ranks = [ct_.STATUS_RANK.get(got.get(x, "sent"), 1) for x in members]
+        new = min(ranks)
+        if new > ct_.STATUS_RANK.get(m.status, 0):
+            status = next(s for s, r in ct_.STATUS_RANK.items() if r == new)
+            self.store.set_status(conv, mid, status)
+
+    # ---- typing ----
+    def _apply_typing(self, sender: bytes, inst: bytes, p: Payload, conv: bytes) -> Received | None:
+        active = ct_.decode_typing(p.body)
+        if sender == self.me:
+            return None
+        now = self.now()
+        if p.sent_at_ms < now - TYPING_STALE_MS:
+            return None  # delivered late: meaningless now
+        last = self._typing_seen.get(inst)
+        if last is not None and now - last < TYPING_MIN_INTERVAL_MS:
+            raise ContentError("typing indicators too often (flood)")
+        self._typing_seen[inst] = now
+        if active:
+            self.typing[(conv, sender)] = now + TYPING_TTL_MS
+        else:
+            self.typing.pop((conv, sender), None)
+        return self._event(sender, inst, p, conv, b"\x00" * 8)
+
+    def typing_now(self, conv: bytes) -> list[bytes]:
+        """Identities shown as typing in a conversation right now (expired ones forgotten)."""
+        now = self.now()
+        for k in [k for k, until in self.typing.items() if until <= now]:
+            del self.typing[k]
+        return sorted(i for (c, i) in self.typing if c == conv)
+
+    # ---- device sync ----
+    def _apply_sync(self, item: ct_.SyncItem) -> None:
+        if isinstance(item, ct_.SyncContact):
+            self._set_contact(item.identity, item.state, item.alias)
+        elif isinstance(item, ct_.SyncConv):
+            self._x(
+                "UPDATE conversations SET muted=?, archived=? WHERE id=?",
+                (int(item.muted), int(item.archived), item.conversation_id),
+            )
+        else:
+            self.store.set_meta("read_receipts", b"1" if item.read_receipts else b"0")
+
+    # ==== sending ====
+    def _own_devices(self) -> list[PeerKeys]:
+        try:
+            insts = self.engine.directory.peer(self.me).installations
+        except ChatCoreError:
+            return []
+        return [i for i in insts if i.installation_id != self.engine.installation_id]
+
+    def _sync_own(self, item: ct_.SyncItem) -> list[OutFrame]:
+        body = ct_.encode_sync(item)
+        return self._signal(self.me, self._own_devices(), ContentType.DEVICE_SYNC, body)
+
+    def _signal(
+        self,
+        to: bytes,
+        insts: Sequence[PeerKeys],
+        ct: ContentType,
+        body: bytes,
+        sync_peer: bytes | None = None,
+        ephemeral: bool = False,
+    ) -> list[OutFrame]:
+        """A payload that is not a chat message (Lamport 0, not stored, not acknowledged)."""
+        if not insts:
+            return []
+        now = self.now()
+        data = Payload(ct, 0, now, body, (), sync_peer, ephemeral).encode()
+        with self.store.transaction():
+            return [self.engine._encrypt_to(to, i, data, now, None, None) for i in insts]
+
+    def send_message(
+        self, peer: Peer, ct: ContentType, body: bytes, own_devices: Sequence[PeerKeys] = ()
+    ) -> SendResult:
+        """A text or reply to a 1:1 peer; tracked until every peer device acknowledged it."""
+        if self.contact_state(peer.identity_id) == ContactState.BLOCKED:
+            raise ContentError("you blocked this identity (contacts unblock first)")
+        if ct == ContentType.REPLY:
+            self._check_target(direct_conversation_id(self.me, peer.identity_id), body[: ct_.MID])
+        with self.store.transaction():
+            res = self.engine.send(peer, ct, body, own_devices)
+            if self.contact_state(peer.identity_id) != ContactState.CONTACT:
+                self._set_contact(
+                    peer.identity_id, ContactState.CONTACT, self._alias(peer.identity_id)
+                )
+            self._track(
+                res.conversation_id, res.message_id, [i.installation_id for i in peer.installations]
+            )
+        return res
+
+    def send_op(
+        self, peer: Peer, ct: ContentType, body: bytes, own_devices: Sequence[PeerKeys] = ()
+    ) -> SendResult:
+        """An edit, delete or reaction in a 1:1 conversation (applied here first)."""
+        conv = direct_conversation_id(self.me, peer.identity_id)
+        now = self.now()
+        with self.store.transaction():
+            c = self.store.conversation(conv)
+            if c is None:
+                raise UnknownContact("no conversation with that identity")
+            lamport = c.lamport + 1
+            history = tuple(self.store.recent_short_ids(conv, MAX_HISTORY - 1))
+            p = Payload(ct, lamport, now, body, history)
+            ev = self._apply_op(self.me, self.engine.installation_id, p, conv)
+            assert ev is not None
+            frames = [
+                self.engine._encrypt_to(peer.identity_id, i, p.encode(), now, conv, ev.message_id)
+                for i in peer.installations
+            ]
+            sync = Payload(ct, lamport, now, body, history, sync_peer=peer.identity_id).encode()
+            for i in own_devices:
+                if i.installation_id != self.engine.installation_id:
+                    frames.append(
+                        self.engine._encrypt_to(self.me, i, sync, now, conv, ev.message_id)
+                    )
+            self._track(conv, ev.message_id, [i.installation_id for i in peer.installations])
+        return SendResult(conv, ev.message_id, lamport, now, tuple(frames))
+
+    def _group(self) -> GroupChat:
+        if self.groups is None:
+            raise ContentError("groups are not enabled")
+        return self.groups
+
+    def _group_recipients(self, gid: bytes) -> list[bytes]:
+        st = self._group().load(gid)
+        if st is None:
+            return []
+        return sorted(i for ident, insts in st.devices.items() if ident != self.me for i in insts)
+
+    def send_group_message(self, gid: bytes, ct: ContentType, body: bytes) -> SendResult:
+        if ct == ContentType.REPLY:
+            self._check_target(gid, body[: ct_.MID])
+        with self.store.transaction():
+            res = self._group().send(gid, ct, body)
+            self._track(gid, res.message_id, self._group_recipients(gid))
+        return res
+
+    def _group_frame(self, gid: bytes, p: Payload, mid: bytes | None) -> OutFrame:
+        from chatcore.engine import frame_msg_id
+        from chatcore.errors import GroupError
+        from chatcore.groupchat import group_topic
+
+        g = self._group()
+        state = g.load(gid)
+        if state is None or not state.is_member:
+            raise GroupError("you are not a member of this group")
+        new, frame = state.encrypt(p.encode())
+        g._save(new)
+        subject = group_topic(gid)
+        msg_id = frame_msg_id(frame)
+        oid = self.store.add_outbox(subject, frame, msg_id, self.now(), gid if mid else None, mid)
+        return OutFrame(oid, subject, frame, msg_id)
+
+    def send_group_op(self, gid: bytes, ct: ContentType, body: bytes) -> SendResult:
+        now = self.now()
+        with self.store.transaction():
+            c = self.store.conversation(gid)
+            lamport = (c.lamport if c else 0) + 1
+            history = tuple(self.store.recent_short_ids(gid, MAX_HISTORY - 1))
+            p = Payload(ct, lamport, now, body, history)
+            ev = self._apply_op(self.me, self.engine.installation_id, p, gid)
+            assert ev is not None
+            frame = self._group_frame(gid, p, ev.message_id)
+            self._track(gid, ev.message_id, self._group_recipients(gid))
+        return SendResult(gid, ev.message_id, lamport, now, (frame,))
+
+    def send_typing(
+        self, conv: bytes, active: bool = True, *, force: bool = False
+    ) -> list[OutFrame]:
+        """A typing indicator (rate-limited: at most one per conversation per 3 s)."""
+        now = self.now()
+        last = self._typing_sent.get(conv)
+        if active and not force and last is not None and now - last < TYPING_SEND_INTERVAL_MS:
+            return []
+        self._typing_sent[conv] = now if active else 0
+        body = ct_.encode_typing(active)
+        c = self.store.conversation(conv)
+        if c is None:
+            raise UnknownContact("no such conversation")
+        if c.kind == "group":
+            p = Payload(ContentType.TYPING, 0, now, body, (), None, True)
+            with self.store.transaction():
+                return [self._group_frame(conv, p, None)]
+        assert c.peer_identity is not None
+        peer = self.engine.directory.peer(c.peer_identity)
+        return self._signal(
+            c.peer_identity, peer.installations, ContentType.TYPING, body, None, True
+        )
+
+    def _check_target(self, conv: bytes, target: bytes) -> None:
+        m = self.store.message(conv, target)
+        if m is None or m.content_type not in (ContentType.TEXT, ContentType.REPLY):
+            raise ContentError("reply to an unknown message")
+        if self._flags(conv, target)[0]:
+            raise ContentError("reply to a deleted message")
+
+    def _track(self, conv: bytes, mid: bytes, recipients: list[bytes]) -> None:
+        rel = self._rel()
+        rel.log(self._rk(conv)).sent(mid, recipients, self.now())
+        self._save_rel(rel)
+
+    # ---- receipts out, retransmission ----
+    def queued_receipts(self) -> int:
+        return sum(len(v) for v in self._acks.values())
+
+    def flush(self) -> list[OutFrame]:
+        """Queued receipts (batched) and due retransmissions, as frames to publish."""
+        frames = self._flush_receipts()
+        try:
+            frames += self._retransmit()
+        except ChatCoreError as exc:
+            log.warning("retransmission failed: %s", exc)
+        return frames
+
+    def _flush_receipts(self) -> list[OutFrame]:
+        acks, self._acks = self._acks, {}
+        frames: list[OutFrame] = []
+        for (conv, kind), ids_d in sorted(acks.items()):
+            ids = list(ids_d)
+            c = self.store.conversation(conv)
+            if c is None:
+                continue
+            read = kind == ReceiptKind.READ
+            for start in range(0, len(ids), ct_.MAX_RECEIPT_IDS):
+                chunk = ids[start : start + ct_.MAX_RECEIPT_IDS]
+                body = ct_.encode_receipt(ReceiptKind(kind), chunk)
+                try:
+                    if c.kind == "group":
+                        if read and not self.read_receipts:
+                            continue
+                        p = Payload(ContentType.RECEIPT, 0, self.now(), body)
+                        with self.store.transaction():
+                            frames.append(self._group_frame(conv, p, None))
+                        continue
+                    assert c.peer_identity is not None
+                    pid = c.peer_identity
+                    to_peer = not read or (
+                        self.read_receipts and self.contact_state(pid) == ContactState.CONTACT
+                    )
+                    if to_peer:
+                        peer = self.engine.directory.peer(pid)
+                        frames += self._signal(pid, peer.installations, ContentType.RECEIPT, body)
+                    if read:  # our other devices mark the same messages read
+                        frames += self._signal(
+                            self.me, self._own_devices(), ContentType.RECEIPT, body, sync_peer=pid
+                        )
+                except ChatCoreError as exc:
+                    log.warning("receipt not sent: %s", exc)
+        return frames
+
+    def _retransmit(self) -> list[OutFrame]:
+        now = self.now()
+        with self.store.transaction():
+            rel = self._rel()
+            due = rel.due(now)
+            if not due:
+                return []
+            frames: list[OutFrame] = []
+            for r in due:
+                frames += self._resend(
+                    rel, self._conv_of(r.conversation_id), r.message_id, r.recipients
+                )
+            self._save_rel(rel)
+        return frames
+
+    def _resend(
+        self, rel: Reliability, conv: bytes, mid: bytes, recipients: tuple[bytes, ...]
+    ) -> list[OutFrame]:
+        log_ = rel.log(self._rk(conv))
+        m = self.store.message(conv, mid)
+        if m is not None and not self._flags(conv, mid)[0]:
+            p = Payload(ContentType(m.content_type), m.lamport, m.sent_at, m.body)
+        else:
+            op = self._op(conv, mid)
+            if op is None:
+                log_.outgoing.pop(mid, None)
+                return []
+            p = Payload(ContentType(op[4]), op[2], op[3], op[5])
+        if p.message_id(self.engine.installation_id, conv) != mid:
+            log_.outgoing.pop(mid, None)
+            return []
+        c = self.store.conversation(conv)
+        if c is None:
+            log_.outgoing.pop(mid, None)
+            return []
+        if c.kind == "group":
+            return [self._group_frame(conv, p, mid)]
+        assert c.peer_identity is not None
+        try:
+            insts = {
+                i.installation_id: i
+                for i in self.engine.directory.peer(c.peer_identity).installations
+            }
+        except UnknownContact:
+            insts = {}
+        frames = []
+        for r in recipients:
+            if r in insts:
+                frames.append(
+                    self.engine._encrypt_to(
+                        c.peer_identity, insts[r], p.encode(), self.now(), conv, mid
+                    )
+                )
+            else:
+                log_.acked(mid, r)  # that device is gone (revoked): nobody left to wait for
+        return frames
+
+    # ==== views ====
+    def view(self, m: StoredMessage) -> MessageView:
+        row = self._x(
+            "SELECT edited_body, deleted FROM messages WHERE conversation_id=? AND message_id=?",
+            (m.conversation_id, m.message_id),
+        ).fetchone()
+        edited_body = None if row is None or row[0] is None else bytes(row[0])
+        deleted = bool(row[1]) if row is not None else False
+        if deleted:
+            text = ""
+        elif edited_body is not None:
+            text = edited_body.decode("utf-8", errors="replace")
+        else:
+            text = ct_.display_text(m.content_type, m.body)
+        reactions: dict[str, list[bytes]] = {}
+        for who, emoji in self._x(
+            "SELECT reactor, emoji FROM reactions WHERE conversation_id=? AND message_id=? "
+            "ORDER BY lamport, reactor",
+            (m.conversation_id, m.message_id),
+        ).fetchall():
+            reactions.setdefault(str(emoji), []).append(bytes(who))
+        return MessageView(
+            text,
+            edited_body is not None,
+            deleted,
+            ct_.reply_target(m.content_type, m.body),
+            reactions,
+            self.receipts(m.conversation_id, m.message_id) if m.outgoing else {},
+        )
+
+    # ---- search ----
+    def _index(self) -> None:
+        """Bring the full-text index up to date with the messages table (incremental)."""
+        done = int(self.store.get_meta("fts_rowid") or b"0")
+        rows = self._x(
+            "SELECT rowid, content_type, body, edited_body, deleted FROM messages WHERE rowid > ? "
+            "ORDER BY rowid",
+            (done,),
+        ).fetchall()
+        with self.store.transaction():
+            for rowid, ct, body, edited, deleted in rows:
+                done = max(done, int(rowid))
+                if deleted or int(ct) not in (ContentType.TEXT, ContentType.REPLY):
+                    continue
+                text = (
+                    bytes(edited).decode("utf-8", "replace")
+                    if edited is not None
+                    else ct_.display_text(int(ct), bytes(body))
+                )
+                self._x("INSERT INTO message_fts (rowid, text) VALUES (?,?)", (rowid, text))
+            self.store.set_meta("fts_rowid", str(done).encode())
+
+    def _reindex(self, conv: bytes, mid: bytes) -> None:
+        row = self._x(
+            "SELECT rowid, content_type, edited_body, deleted FROM messages WHERE "
+            "conversation_id=? AND message_id=?",
+            (conv, mid),
+        ).fetchone()
+        if row is None:
+            return
+        rowid = int(row[0])
+        if rowid > int(self.store.get_meta("fts_rowid") or b"0"):
+            return  # not indexed yet: _index will take the current text
+        self._x("DELETE FROM message_fts WHERE rowid=?", (rowid,))
+        if not row[3] and row[2] is not None:
+            self._x(
+                "INSERT INTO message_fts (rowid, text) VALUES (?,?)",
+                (rowid, bytes(row[2]).decode("utf-8", "replace")),
+            )
+
+    def search(self, text: str, conv: bytes | None = None, limit: int = 50) -> list[StoredMessage]:
+        """Messages whose (current) text matches every word of ``text``, newest first."""
+        words = text.split()
+        if not words:
+            raise ValueError("nothing to search for")
+        self._index()
+        query = " ".join('"' + w.replace('"', '""') + '"' for w in words)
+        sql = (
+            "SELECT m.conversation_id, m.message_id FROM message_fts f JOIN messages m "
+            "ON m.rowid = f.rowid WHERE message_fts MATCH ?"
+        )
+        args: tuple[Any, ...] = (query,)
+        if conv is not None:
+            sql += " AND m.conversation_id = ?"
+            args += (conv,)
+        sql += " ORDER BY m.received_at DESC, m.seq DESC LIMIT ?"
+        rows = self._x(sql, (*args, limit)).fetchall()
+        out = []
+        for cid, mid in rows:
+            m = self.store.message(bytes(cid), bytes(mid))
+            if m is not None:
+                out.append(m)
+        return out
+
+
+def _contact(r: Any) -> Contact:
+    return Contact(bytes(r[0]), r[1], ContactState(int(r[2])), int(r[3]))

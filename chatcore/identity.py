@@ -1,0 +1,1111 @@
+"""The identity model beyond one device: linking, revoking, rotating, recovering, binding.
+
+Pure protocol parts (no I/O; bytes, keys, ``now`` in, bytes out):
+
+* :class:`PairingCode` - what a new device shows (text ``logos_chatpair_1_<base64url>``,
+  QR-able): its installation id, X25519 key, signed prekey, a one-time X25519 key and secret,
+  an expiry, and its Ed25519 signature over a *pairing bundle* (an intro bundle with a zero
+  identity id, because the new device does not know yet which identity it will join).
+* :func:`seal_handover` / :func:`open_handover` - what the approving device sends the new one,
+  encrypted to the code's one-time key (X25519 + HKDF keyed with the code's secret, AES-GCM)
+  and signed by the approving installation's Ed25519 key: identity id, the owner key, the
+  recovery address, conversations, contacts, recent history and group welcomes.
+* :func:`seal_backup` / :func:`open_backup` - the encrypted history backup (scrypt + AES-GCM).
+* EIP-712 helpers (:func:`typed_signature`) for AcceptOwnership and LinkWallet consents.
+
+Orchestration (chain + delivery network through a :class:`~chatcore.client.Client`):
+:func:`approve`, :func:`start_link`, :func:`finish_link`, :func:`list_devices`,
+:func:`revoke`, :func:`rotate_installation`, :func:`rotate_owner`, :func:`restore`,
+:func:`export_backup`, :func:`import_backup`, :func:`bind_wallet`, :func:`bind_domain`.
+
+Trust model of linking: the new device receives the owner key (re-encrypted under its own
+passphrase), so every device of an identity can refresh its own prekeys, approve and revoke
+devices. Anyone holding a pairing code before it is used could approve it into *their*
+identity; the new device prints which identity it joined, and codes expire (10 minutes).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import struct
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from chatcore.crypto import ed25519_verify, hkdf_sha256
+from chatcore.errors import ChatCoreError, NotInitialised, UntrustedIdentity
+from discovery.records import ChainBinding, IntroBundle
+
+if TYPE_CHECKING:
+    from chatcore.client import Client
+    from discovery.network import NetworkConfig
+
+ZERO32 = b"\x00" * 32
+PAIR_PREFIX = "logos_chatpair_1_"
+PAIR_VERSION = 1
+PAIR_TTL_S = 600
+HANDOVER_MAGIC = b"\xf0LCP"  # not a session frame kind: an engine drops it as malformed
+HANDOVER_INFO = b"logos-chat/pair-handover/v1"
+HANDOVER_SIG_DOMAIN = b"logos-chat/pair-handover-sig/v1"
+BACKUP_MAGIC = b"LCBACKUP1"
+#: how much history a handover carries (it travels as one delivery-network message)
+HANDOVER_MAX_MESSAGES = 2000
+HANDOVER_MAX_BYTES = 512 * 1024
+SIG_TTL_S = 3600
+
+_PAIR = struct.Struct(">BQ20s32s32sI32sQQ32s16sQ64s")
+
+
+class IdentityError(ChatCoreError):
+    """A device-linking, rotation, recovery or binding step that cannot go ahead."""
+
+
+class PairingError(IdentityError):
+    """A pairing code or handover that is malformed, expired, used or not for us."""
+
+
+class DeviceRevoked(UntrustedIdentity):
+    """This installation was revoked on chain: it may no longer send."""
+
+
+class WrongRecoveryPhrase(IdentityError):
+    """The phrase is not valid, or no identity has its account as recovery."""
+
+
+# ----------------------------------------------------------------------------------------------
+# pairing code (pure)
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PairingCode:
+    chain_id: int
+    registry: bytes
+    installation_id: bytes
+    ik_x25519: bytes
+    spk_id: int
+    spk_pub: bytes
+    spk_not_after: int
+    issued_at: int
+    pairing_pub: bytes
+    secret: bytes = field(repr=False)
+    expires: int
+    bundle_sig: bytes = field(repr=False)
+
+    def pairing_bundle(self) -> IntroBundle:
+        """The intro bundle the approver registers on chain (identity id still zero)."""
+        return IntroBundle(
+            chain_id=self.chain_id,
+            registry=self.registry,
+            identity_id=ZERO32,
+            installation_id=self.installation_id,
+            ik_x25519=self.ik_x25519,
+            spk_id=self.spk_id,
+            spk_pub=self.spk_pub,
+            spk_not_after=self.spk_not_after,
+            seq=1,
+            issued_at=self.issued_at,
+            signature=self.bundle_sig,
+        )
+
+    def encode(self) -> bytes:
+        return _PAIR.pack(
+            PAIR_VERSION, self.chain_id, self.registry, self.installation_id, self.ik_x25519,
+            self.spk_id, self.spk_pub, self.spk_not_after, self.issued_at, self.pairing_pub,
+            self.secret, self.expires, self.bundle_sig,
+        )  # fmt: skip
+
+    @classmethod
+    def decode(cls, data: bytes) -> PairingCode:
+        if len(data) != _PAIR.size or data[0] != PAIR_VERSION:
+            raise PairingError("not a pairing code of a known version")
+        f = _PAIR.unpack(data)
+        return cls(*f[1:])
+
+    def to_text(self) -> str:
+        return PAIR_PREFIX + base64.urlsafe_b64encode(self.encode()).decode().rstrip("=")
+
+    @classmethod
+    def from_text(cls, text: str) -> PairingCode:
+        t = "".join(text.split())
+        if not t.startswith(PAIR_PREFIX):
+            raise PairingError(f"a pairing code starts with {PAIR_PREFIX}")
+        body = t[len(PAIR_PREFIX) :]
+        try:
+            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        except (binascii.Error, ValueError) as exc:
+            raise PairingError("the pairing code is not valid base64url") from exc
+        return cls.decode(raw)
+
+    def check(self, binding: ChainBinding, now_s: int) -> None:
+        """Everything an approver can check offline."""
+        if self.chain_id != binding.chain_id or self.registry != binding.registry:
+            raise PairingError("the pairing code is for another network")
+        if now_s > self.expires:
+            raise PairingError(
+                "the pairing code has expired: run 'devices link' on the new device again"
+            )
+        if not self.pairing_bundle().signature_ok():
+            raise PairingError("the pairing code's signature does not verify")
+
+
+def make_pairing_code(
+    keys: Any, spk: Any, binding: ChainBinding, now_s: int, rng: Callable[[int], bytes],
+    ttl_s: int = PAIR_TTL_S,
+) -> tuple[PairingCode, X25519PrivateKey]:  # fmt: skip
+    """A new device's pairing code and the one-time private key that opens its handover."""
+    pairing_key = X25519PrivateKey.from_private_bytes(rng(32))
+    spk_not_after = spk.not_after_ms // 1000
+    unsigned = IntroBundle(
+        chain_id=binding.chain_id, registry=binding.registry, identity_id=ZERO32,
+        installation_id=keys.installation_id, ik_x25519=keys.ik_x25519, spk_id=spk.id,
+        spk_pub=spk.pub, spk_not_after=spk_not_after, seq=1, issued_at=now_s,
+    ).signed(keys.sign)  # fmt: skip
+    code = PairingCode(
+        binding.chain_id, binding.registry, keys.installation_id, keys.ik_x25519, spk.id,
+        spk.pub, spk_not_after, now_s, pairing_key.public_key().public_bytes_raw(), rng(16),
+        now_s + ttl_s, unsigned.signature,
+    )  # fmt: skip
+    return code, pairing_key
+
+
+# ----------------------------------------------------------------------------------------------
+# handover (pure)
+# ----------------------------------------------------------------------------------------------
+def _handover_key(shared: bytes, code: PairingCode, eph_pub: bytes) -> bytes:
+    return hkdf_sha256(shared, code.secret, HANDOVER_INFO + code.installation_id + eph_pub, 32)
+
+
+def seal_handover(
+    code: PairingCode, content: dict[str, Any], approver_keys: Any, rng: Callable[[int], bytes]
+) -> bytes:
+    """Encrypt ``content`` to the code's one-time key, signed by the approving installation."""
+    body = json.dumps(content, separators=(",", ":"), sort_keys=True).encode()
+    sig = approver_keys.sign(HANDOVER_SIG_DOMAIN + code.installation_id + code.secret + body)
+    plain = approver_keys.installation_id + sig + zlib.compress(body, 6)
+    eph = X25519PrivateKey.from_private_bytes(rng(32))
+    eph_pub = eph.public_key().public_bytes_raw()
+    key = _handover_key(
+        eph.exchange(X25519PublicKey.from_public_bytes(code.pairing_pub)), code, eph_pub
+    )
+    nonce = rng(12)
+    return HANDOVER_MAGIC + eph_pub + nonce + AESGCM(key).encrypt(nonce, plain, HANDOVER_MAGIC)
+
+
+def open_handover(
+    frame: bytes, code: PairingCode, pairing_key: X25519PrivateKey
+) -> tuple[bytes, dict[str, Any]]:
+    """(approving installation id, content). Raises PairingError for anything else."""
+    if not frame.startswith(HANDOVER_MAGIC) or len(frame) < 4 + 32 + 12 + 16 + 96:
+        raise PairingError("not a pairing handover")
+    eph_pub, nonce, ct = frame[4:36], frame[36:48], frame[48:]
+    key = _handover_key(
+        pairing_key.exchange(X25519PublicKey.from_public_bytes(eph_pub)), code, eph_pub
+    )
+    try:
+        plain = AESGCM(key).decrypt(nonce, ct, HANDOVER_MAGIC)
+    except InvalidTag as exc:
+        raise PairingError("handover does not decrypt with this pairing code") from exc
+    approver, sig = plain[:32], plain[32:96]
+    try:
+        body = zlib.decompress(plain[96:])
+        content = json.loads(body)
+    except (zlib.error, ValueError) as exc:
+        raise PairingError("malformed handover") from exc
+    if not ed25519_verify(
+        approver, sig, HANDOVER_SIG_DOMAIN + code.installation_id + code.secret + body
+    ):
+        raise PairingError("handover signature does not verify")
+    if not isinstance(content, dict) or content.get("v") != 1:
+        raise PairingError("unknown handover version")
+    if int(content.get("approved_at", 0)) > code.expires:
+        raise PairingError("the pairing code had expired when it was approved")
+    return approver, content
+
+
+# ----------------------------------------------------------------------------------------------
+# backup (pure)
+# ----------------------------------------------------------------------------------------------
+def _backup_key(secret: str, salt: bytes) -> bytes:
+    return hashlib_scrypt(secret.encode(), salt)
+
+
+def hashlib_scrypt(secret: bytes, salt: bytes) -> bytes:
+    import hashlib
+
+    return hashlib.scrypt(secret, salt=salt, n=2**15, r=8, p=1, maxmem=128 * 2**20, dklen=32)
+
+
+def seal_backup(content: dict[str, Any], secret: str, rng: Callable[[int], bytes]) -> bytes:
+    salt, nonce = rng(16), rng(12)
+    body = zlib.compress(json.dumps(content, separators=(",", ":")).encode(), 6)
+    return (
+        BACKUP_MAGIC
+        + salt
+        + nonce
+        + AESGCM(_backup_key(secret, salt)).encrypt(nonce, body, BACKUP_MAGIC)
+    )
+
+
+def open_backup(data: bytes, secret: str) -> dict[str, Any]:
+    if not data.startswith(BACKUP_MAGIC) or len(data) < len(BACKUP_MAGIC) + 28 + 16:
+        raise IdentityError("not a Logos Chat backup file")
+    p = len(BACKUP_MAGIC)
+    salt, nonce, ct = data[p : p + 16], data[p + 16 : p + 28], data[p + 28 :]
+    try:
+        body = AESGCM(_backup_key(secret, salt)).decrypt(nonce, ct, BACKUP_MAGIC)
+    except InvalidTag as exc:
+        raise IdentityError("cannot decrypt the backup: wrong passphrase or phrase") from exc
+    out = json.loads(zlib.decompress(body))
+    if not isinstance(out, dict) or out.get("v") != 1:
+        raise IdentityError("unknown backup version")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# EIP-712 consents (pure)
+# ----------------------------------------------------------------------------------------------
+EIP712_TYPES: dict[str, list[tuple[str, str]]] = {
+    "AcceptOwnership": [
+        ("id", "bytes32"), ("newOwner", "address"), ("currentOwner", "address"),
+        ("nonce", "uint256"), ("deadline", "uint256"),
+    ],
+    "LinkWallet": [
+        ("id", "bytes32"), ("wallet", "address"), ("nonce", "uint256"), ("deadline", "uint256"),
+    ],
+}  # fmt: skip
+
+
+def typed_data(
+    primary: str, message: dict[str, Any], chain_id: int, registry: str
+) -> dict[str, Any]:
+    return {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            primary: [{"name": n, "type": t} for n, t in EIP712_TYPES[primary]],
+        },
+        "primaryType": primary,
+        "domain": {
+            "name": "LogosChatIdentityRegistry",
+            "version": "1",
+            "chainId": chain_id,
+            "verifyingContract": registry,
+        },
+        "message": message,
+    }
+
+
+def typed_signature(
+    account: Any, primary: str, message: dict[str, Any], chain_id: int, registry: str
+) -> bytes:
+    from eth_account.messages import encode_typed_data
+
+    full = typed_data(primary, message, chain_id, registry)
+    return bytes(account.sign_message(encode_typed_data(full_message=full)).signature)
+
+
+# ----------------------------------------------------------------------------------------------
+# orchestration
+# ----------------------------------------------------------------------------------------------
+def check_not_revoked(client: Client) -> None:
+    """Raise DeviceRevoked if the synced index says this installation was revoked."""
+    state = client.index.by_id(client.identity_id)
+    for inst in state.installations:
+        if inst.installation_id == client.installation_id and inst.revoked:
+            client._synced = False
+            if client.store.get_meta("revoked") is None:
+                with client.store.transaction():
+                    client.store.set_meta("revoked", b"1")
+            raise DeviceRevoked(
+                f"this device (0x{client.installation_id.hex()[:16]}…) was revoked on chain: "
+                "it can no longer send or receive; link it again with 'devices link' in a new home"
+            )
+
+
+def _fund(network: NetworkConfig, registry: Any, address: str) -> None:
+    """Devnet only: top up an account from the faucet so it can pay gas."""
+    from eth_account import Account
+
+    from chatcore.client import DEV_FUNDING_WEI, MIN_BALANCE_WEI
+
+    if network.faucet_key and registry.balance(address) < MIN_BALANCE_WEI:
+        registry.send_value(Account.from_key(network.faucet_key), address, DEV_FUNDING_WEI)
+
+
+def _gas(receipt: Any) -> int:
+    return int(receipt["gasUsed"])
+
+
+def _now_s(client: Client) -> int:
+    return client.clock_ms() // 1000
+
+
+def _conversation_rows(store: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": c.id.hex(), "kind": c.kind,
+            "peer": c.peer_identity.hex() if c.peer_identity else None, "title": c.title,
+            "created_at": c.created_at, "last_at": c.last_at, "unread": c.unread,
+        }
+        for c in store.conversations()
+    ]  # fmt: skip
+
+
+def _peer_rows(store: Any, conversations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for c in conversations:
+        if c["peer"]:
+            d = store.peer_display(bytes.fromhex(c["peer"]))
+            out.append({"identity": c["peer"], "display": d})
+    return out
+
+
+def _message_rows(store: Any, conv_id: bytes, limit: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "c": m.conversation_id.hex(), "m": m.message_id.hex(), "si": m.sender_identity.hex(),
+            "sn": m.sender_installation.hex(), "l": m.lamport, "s": m.sent_at, "r": m.received_at,
+            "t": m.content_type, "b": base64.b64encode(m.body).decode(), "o": m.outgoing,
+            "st": m.status,
+        }
+        for m in store.history(conv_id, limit)
+    ]  # fmt: skip
+
+
+def snapshot(store: Any, max_messages: int, max_bytes: int | None = None) -> dict[str, Any]:
+    """Conversations, contacts and history (newest first within the budget)."""
+    convs = _conversation_rows(store)
+    msgs: list[dict[str, Any]] = []
+    per = max(1, max_messages // max(1, len(convs))) if convs else 0
+    for c in convs:
+        msgs += _message_rows(store, bytes.fromhex(c["id"]), per)
+    if max_bytes is not None:
+        while msgs and len(json.dumps(msgs)) > max_bytes:
+            msgs = msgs[len(msgs) // 4 :]
+    return {"conversations": convs, "peers": _peer_rows(store, convs), "messages": msgs}
+
+
+def restore_snapshot(store: Any, snap: dict[str, Any]) -> int:
+    """Merge conversations, contacts and messages into a store; returns messages added."""
+    from chatcore.store import StoredMessage
+
+    added = 0
+    with store.transaction():
+        for c in snap.get("conversations", []):
+            store.ensure_conversation(
+                bytes.fromhex(c["id"]), c["kind"],
+                bytes.fromhex(c["peer"]) if c["peer"] else None, c["title"], int(c["created_at"]),
+            )  # fmt: skip
+        for p in snap.get("peers", []):
+            if p.get("display") and store.peer_display(bytes.fromhex(p["identity"])) is None:
+                store.set_peer_display(bytes.fromhex(p["identity"]), p["display"], 0)
+        for m in snap.get("messages", []):
+            ok = store.add_message(
+                StoredMessage(
+                    bytes.fromhex(m["c"]), bytes.fromhex(m["m"]), bytes.fromhex(m["si"]),
+                    bytes.fromhex(m["sn"]), int(m["l"]), int(m["s"]), int(m["r"]), int(m["t"]),
+                    base64.b64decode(m["b"]), bool(m["o"]),
+                    "sent" if m["st"] == "sending" else m["st"], store.next_seq(),
+                )
+            )  # fmt: skip
+            added += int(ok)
+        # imported history is not news: keep the unread counts the snapshot had
+        for c in snap.get("conversations", []):
+            store._x(
+                "UPDATE conversations SET unread=? WHERE id=?",
+                (int(c.get("unread", 0)), bytes.fromhex(c["id"])),
+            )
+    return added
+
+
+# --- linking ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LinkStarted:
+    code: str
+    installation_id: bytes
+    expires: int
+
+
+def start_link(
+    home_dir: Path | str, passphrase: str, network: NetworkConfig,
+    rng: Callable[[int], bytes] = os.urandom, ttl_s: int = PAIR_TTL_S,
+) -> LinkStarted:  # fmt: skip
+    """Create a home with fresh installation keys, waiting to be approved. No network I/O."""
+    from chatcore.client import PREKEY_TTL_S, _scope
+    from chatcore.home import Home
+    from chatcore.keys import InstallationKeys, SignedPrekey
+
+    home = Home(Path(home_dir))
+    if home.meta_file.exists():
+        store = home.open_store(passphrase)
+        try:
+            if store.get_meta("identity_id") is not None:
+                raise IdentityError(f"{home.path} already holds a linked identity")
+            raw = store.get_meta("pair_code")
+            if raw is not None:
+                code = PairingCode.decode(raw)
+                if code.expires >= int(time.time()):
+                    return LinkStarted(code.to_text(), code.installation_id, code.expires)
+        finally:
+            store.close()
+        keys_store = home.open_store(passphrase)
+    else:
+        home.create()
+        keys_store = home.open_store(passphrase)
+    store = keys_store
+    try:
+        now = int(time.time())
+        raw_keys = store.get_secret("installation")
+        keys = InstallationKeys.from_bytes(raw_keys) if raw_keys else InstallationKeys.generate(rng)
+        spk = SignedPrekey.generate(rng, 1, (now + PREKEY_TTL_S) * 1000)
+        code, pairing_key = make_pairing_code(keys, spk, network.binding, now, rng, ttl_s)
+        with store.transaction():
+            store.put_secret("installation", keys.to_bytes())
+            store.put_secret(f"spk:{spk.id:010d}", spk.to_bytes())
+            store.set_meta("spk_current", str(spk.id).encode())
+            store.put_secret("pair:key", pairing_key.private_bytes_raw())
+            store.set_meta("pair_code", code.encode())
+            store.set_meta("network", _scope(network).encode())
+    finally:
+        store.close()
+    return LinkStarted(code.to_text(), code.installation_id, code.expires)
+
+
+def link_pending(home_dir: Path | str, passphrase: str) -> bool:
+    from chatcore.home import Home
+
+    home = Home(Path(home_dir))
+    if not home.exists():
+        return False
+    store = home.open_store(passphrase)
+    try:
+        return store.get_meta("identity_id") is None and store.get_meta("pair_code") is not None
+    finally:
+        store.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Approved:
+    installation_id: bytes
+    gas_used: int
+    handover_bytes: int
+
+
+async def approve(client: Client, passphrase: str, code_text: str) -> Approved:
+    """Register a new device's installation on chain and send it the handover."""
+    from chatcore.engine import frame_msg_id, inbox_subject
+    from discovery.errors import RegistryReverted
+
+    code = PairingCode.from_text(code_text)
+    code.check(client.network.binding, _now_s(client))
+    owner = client._owner(passphrase)
+    client.sync_directory()
+    state = client.index.by_id(client.identity_id)
+    if any(i.installation_id == code.installation_id for i in state.installations):
+        raise PairingError("this pairing code was already used (the device is registered)")
+    try:
+        receipt = client.registry.add_installation(
+            owner, client.identity_id, code.installation_id, code.pairing_bundle().encode()
+        )
+    except RegistryReverted as exc:
+        if exc.args and "Installation" in str(exc):
+            raise PairingError(f"this pairing code was already used ({exc})") from exc
+        raise
+    snap = snapshot(client.store, HANDOVER_MAX_MESSAGES, HANDOVER_MAX_BYTES)
+    content = {
+        "v": 1,
+        "identity_id": client.identity_id.hex(),
+        "approved_at": _now_s(client),
+        "owner_key": bytes(owner.key).hex(),
+        "recovery": (client.store.get_meta("recovery") or b"").decode(),
+        "welcomes": [
+            client.groups.load(g).welcome().hex()  # type: ignore[union-attr]
+            for g in client.store.group_ids()
+            if client.groups.load(g) is not None and client.groups.load(g).is_member  # type: ignore[union-attr]
+        ],
+        **snap,
+    }
+    frame = seal_handover(code, content, client.engine.own.keys, client.rng)
+    with client.store.transaction():
+        client.store.add_outbox(
+            inbox_subject(code.installation_id), frame, frame_msg_id(frame), client.clock_ms()
+        )
+    await client.flush_outbox()
+    return Approved(code.installation_id, _gas(receipt), len(frame))
+
+
+@dataclass(frozen=True, slots=True)
+class Linked:
+    identity_id: bytes
+    installation_id: bytes
+    names: tuple[str, ...]
+    messages_imported: int
+    gas_used: int
+
+
+async def finish_link(
+    home_dir: Path | str, passphrase: str, network: NetworkConfig, transport: Any = None
+) -> Linked | None:
+    """On a device waiting to be linked: fetch the handover, verify it against the chain,
+    take over the identity, publish this device's real bundle and post-quantum key.
+    Returns None if nothing has arrived yet."""
+    from chatcore.client import Client
+    from chatcore.engine import inbox_subject
+    from chatcore.home import Home
+    from chatcore.keys import InstallationKeys
+    from discovery.index import Index
+    from discovery.registry import Registry
+    from discovery.resolver import Resolver
+
+    home = Home(Path(home_dir))
+    store = home.open_store(passphrase)
+    try:
+        raw = store.get_meta("pair_code")
+        pk = store.get_secret("pair:key")
+        if raw is None or pk is None or store.get_meta("identity_id") is not None:
+            return None
+        code = PairingCode.decode(raw)
+        pairing_key = X25519PrivateKey.from_private_bytes(pk)
+        keys = InstallationKeys.from_bytes(store.get_secret("installation") or b"")
+        subject = inbox_subject(code.installation_id)
+        own_transport = transport is None
+        if transport is None:
+            from chatcore.transport.nats import NatsTransport
+
+            transport = await NatsTransport.connect(network.nats_url)
+        try:
+            batch = await transport.fetch(subject, after=store.cursor(subject), limit=500)
+        finally:
+            if own_transport:
+                await transport.close()
+                transport = None
+        registry = Registry(network)
+        index = Index(home.index_file, registry)
+        try:
+            index.sync()
+            resolver = Resolver(index, network.binding, network.name_registry)
+            found: tuple[int, bytes, dict[str, Any], bytes] | None = None
+            last_seq = 0
+            for d in batch:
+                last_seq = d.seq
+                try:
+                    approver, content = open_handover(d.data, code, pairing_key)
+                    ident = bytes.fromhex(content["identity_id"])
+                    _verify_handover(index, resolver, ident, approver, code)
+                except (PairingError, ChatCoreError, KeyError, ValueError) as exc:
+                    import logging
+
+                    logging.getLogger("chatcore.identity").warning("handover rejected: %s", exc)
+                    continue
+                found = (d.seq, ident, content, approver)
+                break
+            if found is None:
+                if last_seq:
+                    with store.transaction():
+                        store.set_cursor(subject, last_seq)
+                if int(time.time()) > code.expires:
+                    raise PairingError(
+                        "the pairing code expired before it was approved: run 'devices link' again"
+                    )
+                return None
+            seq, ident, content, approver = found
+            from eth_account import Account
+
+            owner = Account.from_key(bytes.fromhex(content["owner_key"]))
+            state = index.by_id(ident)
+            if state.owner != owner.address:
+                raise PairingError("the handover's owner key is not the identity's owner on chain")
+            home.save_owner_key(owner.key, passphrase)
+            with store.transaction():
+                store.set_meta("identity_id", ident)
+                store.set_meta("owner", owner.address.encode())
+                store.set_meta("recovery", str(content.get("recovery", "")).encode())
+                store.set_meta("registered", b"1")
+                store.set_meta("bundle_seq", b"1")
+                store.set_meta("linked_from", approver)
+                store.set_cursor(subject, seq)
+                store.delete_secret("pair:key")
+                store.set_meta("pair_code", b"")
+            added = restore_snapshot(store, content)
+        finally:
+            index.close()
+    finally:
+        store.close()
+    client = Client.open(home.path, passphrase, network)
+    try:
+        res = client.publish(passphrase)
+        client._publish_pq(owner)
+        client.sync_directory()
+        if content.get("welcomes"):
+            await _join_groups(client, [bytes.fromhex(w) for w in content["welcomes"]], transport)
+        names = client.resolver.resolve_id(ident, fresh_prekeys=False).names
+    finally:
+        await client.aclose() if transport is None else client.close()
+    return Linked(ident, keys.installation_id, names, added, res.gas_used)
+
+
+def _verify_handover(
+    index: Any, resolver: Any, ident: bytes, approver: bytes, code: PairingCode
+) -> None:
+    state = index.by_id(ident)
+    if not state.exists:
+        raise PairingError("the handover names an identity that does not exist")
+    mine = [i for i in state.installations if i.installation_id == code.installation_id]
+    if not mine or mine[0].revoked:
+        raise PairingError("this device is not registered for the identity in the handover")
+    resolved = resolver.resolve_id(ident, fresh_prekeys=False)
+    if resolved.installation(approver) is None:
+        raise PairingError("the handover was not sent by an active device of that identity")
+
+
+async def _join_groups(client: Client, welcomes: list[bytes], transport: Any = None) -> int:
+    """Join groups from welcomes (op logs) as this installation; distribute our sender key."""
+    from chatcore.group import GroupState
+
+    frames = []
+    g = client.groups
+    for w in welcomes:
+        try:
+            with client.store.transaction():
+                new, out = GroupState.join(
+                    w,
+                    client.identity_id,
+                    client.installation_id,
+                    g._ids,
+                    client.rng,
+                )
+                g._save(new)
+                frames += g._dispatch(new, None, out)
+        except ChatCoreError as exc:
+            import logging
+
+            logging.getLogger("chatcore.identity").warning("group not joined: %s", exc)
+    if frames:
+        if transport is not None:
+            await client.connect(transport)
+        await client._publish(frames)
+    return len(welcomes)
+
+
+# --- listing and revoking -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    installation_id: bytes
+    status: str  # active | pending | revoked
+    this_device: bool
+    added_block: int | None
+    revoked_block: int | None
+    bundle_seq: int | None
+
+
+def list_devices(client: Client) -> list[DeviceInfo]:
+    client.sync_directory()
+    state = client.index.by_id(client.identity_id)
+    try:
+        resolved = client.resolver.resolve_id(client.identity_id, fresh_prekeys=False)
+        verified = {i.installation_id: i for i in resolved.installations}
+        history = resolved.history
+    except ChatCoreError:
+        raise
+    except Exception:
+        verified, history = {}, ()
+    added: dict[bytes, int] = {}
+    revoked: dict[bytes, int] = {}
+    for h in history:
+        inst = h.detail.get("installation")
+        if inst is None:
+            continue
+        key = bytes.fromhex(inst[2:])
+        if h.event == "InstallationAdded":
+            added[key] = h.block_number
+        elif h.event == "InstallationRevoked":
+            revoked[key] = h.block_number
+    out = []
+    for i in state.installations:
+        iid = i.installation_id
+        status = "revoked" if i.revoked else ("active" if iid in verified else "pending")
+        v = verified.get(iid)
+        out.append(
+            DeviceInfo(
+                iid, status, iid == client.installation_id, added.get(iid), revoked.get(iid),
+                v.bundle.seq if v else None,
+            )
+        )  # fmt: skip
+    return out
+
+
+def find_installation(installations: list[bytes], query: str) -> bytes:
+    q = query.strip().lower().removeprefix("0x")
+    if len(q) < 4 or any(c not in "0123456789abcdef" for c in q):
+        raise ValueError(f"{query!r} is not an installation id (0x + hex, at least 4 digits)")
+    hits = [i for i in installations if i.hex().startswith(q)]
+    if len(hits) != 1:
+        from chatcore.errors import UnknownContact
+
+        raise UnknownContact(
+            f"no single installation matches {query!r} ({len(hits)} found; see 'devices list')"
+        )
+    return hits[0]
+
+
+def revoke(client: Client, passphrase: str, query: str) -> tuple[bytes, int]:
+    """Revoke one of our installations with the owner key (from any remaining device)."""
+    client.sync_directory()
+    state = client.index.by_id(client.identity_id)
+    target = find_installation([i.installation_id for i in state.installations], query)
+    if any(i.installation_id == target and i.revoked for i in state.installations):
+        raise IdentityError("that installation is already revoked")
+    owner = client._owner(passphrase)
+    receipt = client.registry.revoke_installation(owner, client.identity_id, target)
+    client.sync_directory() if target != client.installation_id else None
+    return target, _gas(receipt)
+
+
+def recovery_account(phrase: str) -> Any:
+    from eth_account import Account
+
+    Account.enable_unaudited_hdwallet_features()
+    try:
+        return Account.from_mnemonic(" ".join(phrase.split()))
+    except Exception as exc:  # eth_account raises ValidationError / ValueError
+        raise WrongRecoveryPhrase(f"not a valid recovery phrase: {exc}") from exc
+
+
+def identity_for_phrase(
+    network: NetworkConfig, phrase: str, index_dir: Path | None = None
+) -> tuple[Any, Any]:
+    """(recovery account, identity state) for a phrase; raises WrongRecoveryPhrase."""
+    import tempfile
+
+    from discovery.index import Index
+    from discovery.registry import Registry
+
+    acct = recovery_account(phrase)
+    registry = Registry(network)
+    registry.check_chain()
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Index((index_dir or Path(tmp)) / "recovery-index.db", registry)
+        try:
+            index.sync()
+            states = [s for s in index.by_recovery(acct.address) if s.exists]
+        finally:
+            index.close()
+    if not states:
+        raise WrongRecoveryPhrase("no identity has this recovery phrase")
+    return acct, states[-1]
+
+
+def revoke_with_phrase(network: NetworkConfig, phrase: str, query: str) -> tuple[bytes, bytes, int]:
+    from discovery.registry import Registry
+
+    acct, state = identity_for_phrase(network, phrase)
+    registry = Registry(network)
+    target = find_installation(
+        [i.installation_id for i in state.installations if not i.revoked], query
+    )
+    _fund(network, registry, acct.address)
+    receipt = registry.revoke_installation(acct, state.identity_id, target)
+    return state.identity_id, target, _gas(receipt)
+
+
+# --- rotation -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Rotated:
+    what: str
+    old: str
+    new: str
+    gas_used: int
+
+
+def rotate_prekey(client: Client, passphrase: str) -> Rotated:
+    before = (client.store.get_meta("spk_current") or b"0").decode()
+    res = client.publish(passphrase)
+    return Rotated("prekey", before, str(res.prekey_id), res.gas_used)
+
+
+async def rotate_installation(client: Client, passphrase: str) -> tuple[Rotated, Client]:
+    """New installation keys in this home: register them, switch, revoke the old ones.
+
+    Sessions are dropped (peers start new ones with the new installation); groups are
+    re-joined from their op logs as the new installation. Returns the reopened client.
+    """
+    from chatcore.client import PREKEY_TTL_S, Client
+    from chatcore.keys import InstallationKeys
+
+    await client.sync()  # read what is waiting in the old inbox first
+    owner = client._owner(passphrase)
+    old = client.installation_id
+    welcomes = [
+        st.welcome() for g in client.store.group_ids()
+        if (st := client.groups.load(g)) is not None and st.is_member
+    ]  # fmt: skip
+    new_keys = InstallationKeys.generate(client.rng)
+    # the new installation's first bundle, signed by its own key
+    client.engine.own = type(client.engine.own)(client.identity_id, new_keys)
+    _spk, bundle = client._new_bundle(seq=1, ttl_s=PREKEY_TTL_S)
+    gas = _gas(
+        client.registry.add_installation(
+            owner, client.identity_id, new_keys.installation_id, bundle.encode()
+        )
+    )
+    with client.store.transaction():
+        client.store.put_secret("installation", new_keys.to_bytes())
+        client.store.put_secret(f"installation-old:{old.hex()}", b"revoked")
+        client.store.set_meta("bundle_seq", b"1")
+        client.store.delete_sessions()
+    client._publish_pq(owner)
+    gas += _gas(client.registry.revoke_installation(owner, client.identity_id, old))
+    home, network, transport = client.home, client.network, client.transport
+    client.transport = None
+    client.close()
+    new_client = Client.open(home.path, passphrase, network)
+    if transport is not None:
+        await new_client.connect(transport)
+    new_client.sync_directory()
+    await _join_groups(new_client, welcomes)
+    return Rotated(
+        "installation", "0x" + old.hex(), "0x" + new_keys.installation_id.hex(), gas
+    ), new_client
+
+
+def rotate_owner(client: Client, passphrase: str) -> Rotated:
+    """A new owner account (setOwner with its EIP-712 consent); the keystore is replaced."""
+    from eth_account import Account
+
+    owner = client._owner(passphrase)
+    new = Account.from_key(client.rng(32))
+    reg = client.registry
+    deadline = reg.latest_timestamp() + SIG_TTL_S
+    msg = {
+        "id": client.identity_id, "newOwner": new.address, "currentOwner": owner.address,
+        "nonce": reg.nonce_of(new.address), "deadline": deadline,
+    }  # fmt: skip
+    sig = typed_signature(
+        new, "AcceptOwnership", msg, client.network.chain_id, reg.identity.address
+    )
+    receipt = reg.set_owner(owner, client.identity_id, new.address, deadline, sig)
+    client.home.save_owner_key(new.key, passphrase)
+    with client.store.transaction():
+        client.store.set_meta("owner", new.address.encode())
+    _fund(client.network, reg, new.address)
+    return Rotated("owner", owner.address, new.address, _gas(receipt))
+
+
+# --- recovery -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Restored:
+    identity_id: bytes
+    installation_id: bytes
+    owner: str
+    revoked: tuple[bytes, ...]
+    names: tuple[str, ...]
+    gas_used: int
+
+
+def restore(
+    home_dir: Path | str, passphrase: str, network: NetworkConfig, phrase: str,
+    rng: Callable[[int], bytes] = os.urandom,
+) -> tuple[Client, Restored]:  # fmt: skip
+    """With every device lost: take the identity back with the recovery phrase.
+
+    The recovery account makes a fresh owner (setOwner with the new owner's consent) and
+    revokes every active installation; the new owner registers this home's installation."""
+    from eth_account import Account
+
+    from chatcore.client import PREKEY_TTL_S, Client, _scope
+    from chatcore.home import Home
+    from chatcore.keys import InstallationKeys
+    from discovery.registry import Registry
+
+    acct, state = identity_for_phrase(network, phrase)
+    registry = Registry(network)
+    home = Home(Path(home_dir))
+    if home.meta_file.exists():
+        raise IdentityError(f"{home.path} already holds an identity: restore into a new home")
+    _fund(network, registry, acct.address)
+    gas = 0
+    revoked = []
+    for inst in state.installations:
+        if not inst.revoked:
+            gas += _gas(registry.revoke_installation(acct, state.identity_id, inst.installation_id))
+            revoked.append(inst.installation_id)
+    new_owner = Account.from_key(rng(32))
+    deadline = registry.latest_timestamp() + SIG_TTL_S
+    msg = {
+        "id": state.identity_id, "newOwner": new_owner.address, "currentOwner": state.owner,
+        "nonce": registry.nonce_of(new_owner.address), "deadline": deadline,
+    }  # fmt: skip
+    sig = typed_signature(
+        new_owner, "AcceptOwnership", msg, network.chain_id, registry.identity.address
+    )
+    gas += _gas(registry.set_owner(acct, state.identity_id, new_owner.address, deadline, sig))
+    _fund(network, registry, new_owner.address)
+    home.create()
+    store = home.open_store(passphrase)
+    keys = InstallationKeys.generate(rng)
+    with store.transaction():
+        store.put_secret("installation", keys.to_bytes())
+        store.set_meta("identity_id", state.identity_id)
+        store.set_meta("owner", new_owner.address.encode())
+        store.set_meta("recovery", acct.address.encode())
+        store.set_meta("network", _scope(network).encode())
+    home.save_owner_key(new_owner.key, passphrase)
+    client = Client(home, store, network, keys, state.identity_id, rng=rng, registry=registry)
+    _spk, bundle = client._new_bundle(seq=1, ttl_s=PREKEY_TTL_S)
+    gas += _gas(
+        registry.add_installation(
+            new_owner, state.identity_id, keys.installation_id, bundle.encode()
+        )
+    )
+    with store.transaction():
+        store.set_meta("registered", b"1")
+        store.set_meta("bundle_seq", b"1")
+    client._publish_pq(new_owner)
+    client.sync_directory()
+    names = client.resolver.resolve_id(state.identity_id, fresh_prekeys=False).names
+    return client, Restored(
+        state.identity_id, keys.installation_id, new_owner.address, tuple(revoked), names, gas
+    )
+
+
+# --- backup ---------------------------------------------------------------------------------------
+def export_backup(client: Client, path: Path, secret: str) -> int:
+    snap = snapshot(client.store, 10**9)
+    content = {
+        "v": 1,
+        "identity_id": client.identity_id.hex(),
+        "exported_at": _now_s(client),
+        **snap,
+    }
+    data = seal_backup(content, secret, client.rng)
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+    return len(snap["messages"])
+
+
+def import_backup(client: Client, path: Path, secret: str) -> int:
+    content = open_backup(Path(path).read_bytes(), secret)
+    if content.get("identity_id") != client.identity_id.hex():
+        raise IdentityError("this backup belongs to another identity")
+    return restore_snapshot(client.store, content)
+
+
+# --- bindings -------------------------------------------------------------------------------------
+def wallet_link_signature(
+    wallet: Any, identity_id: bytes, network: NetworkConfig, registry: Any, deadline: int
+) -> bytes:
+    msg = {
+        "id": identity_id, "wallet": wallet.address,
+        "nonce": registry.nonce_of(wallet.address), "deadline": deadline,
+    }  # fmt: skip
+    return typed_signature(wallet, "LinkWallet", msg, network.chain_id, registry.identity.address)
+
+
+def bind_wallet(
+    client: Client, passphrase: str, wallet_address: str, signature: bytes, deadline: int
+) -> int:
+    owner = client._owner(passphrase)
+    return _gas(
+        client.registry.link_wallet(owner, client.identity_id, wallet_address, deadline, signature)
+    )
+
+
+def unbind_wallet(client: Client, passphrase: str, wallet_address: str) -> int:
+    owner = client._owner(passphrase)
+    return _gas(client.registry.unlink_wallet(owner, client.identity_id, wallet_address))
+
+
+DOMAIN_PROOF_PREFIX = "logos-chat domain binding v1"
+
+
+def domain_statement(domain: str, identity_id: bytes, chain_id: int) -> str:
+    return (
+        f"{DOMAIN_PROOF_PREFIX}\ndomain: {domain.lower()}\n"
+        f"identity: 0x{identity_id.hex()}\nchain: {chain_id}"
+    )
+
+
+def domain_document(client: Client, passphrase: str, domain: str) -> dict[str, Any]:
+    """The JSON to serve at https://DOMAIN/.well-known/logos-chat.json (owner-signed)."""
+    from eth_account.messages import encode_defunct
+
+    owner = client._owner(passphrase)
+    stmt = domain_statement(domain, client.identity_id, client.network.chain_id)
+    sig = owner.sign_message(encode_defunct(text=stmt)).signature
+    return {
+        "identity_id": "0x" + client.identity_id.hex(),
+        "chain_id": client.network.chain_id,
+        "domain": domain.lower(),
+        "signer": owner.address,
+        "signature": "0x" + bytes(sig).hex(),
+    }
+
+
+def verify_domain_document(doc: Any, domain: str, state: Any, chain_id: int) -> None:
+    """The document names this identity and is signed by its owner or a linked wallet."""
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    if not isinstance(doc, dict):
+        raise IdentityError("the domain document is not a JSON object")
+    try:
+        ident = bytes.fromhex(str(doc["identity_id"]).removeprefix("0x"))
+        sig = bytes.fromhex(str(doc["signature"]).removeprefix("0x"))
+    except (KeyError, ValueError) as exc:
+        raise IdentityError(f"the domain document is malformed: {exc}") from exc
+    if ident != state.identity_id:
+        raise IdentityError(f"{domain} names another identity (0x{ident.hex()[:16]}…)")
+    stmt = domain_statement(domain, ident, chain_id)
+    try:
+        signer = Account.recover_message(encode_defunct(text=stmt), signature=sig)
+    except Exception as exc:
+        raise IdentityError("the domain document's signature is invalid") from exc
+    if signer != state.owner:
+        raise IdentityError("the domain document is not signed by the identity's current owner")
+
+
+def fetch_domain_document(domain: str, *, timeout: float = 10.0) -> Any:
+    """GET https://DOMAIN/.well-known/logos-chat.json (httpx; system CAs or SSL_CERT_FILE)."""
+    import httpx
+
+    url = f"https://{domain}/.well-known/logos-chat.json"
+    try:
+        r = httpx.get(url, timeout=timeout, follow_redirects=False)
+    except httpx.HTTPError as exc:
+        raise IdentityError(f"cannot fetch {url}: {exc}") from exc
+    if r.status_code != 200:
+        raise IdentityError(f"{url} answered HTTP {r.status_code}")
+    try:
+        return r.json()
+    except ValueError as exc:
+        raise IdentityError(f"{url} is not JSON") from exc
+
+
+def bind_domain(client: Client, domain: str) -> dict[str, Any]:
+    doc = fetch_domain_document(domain)
+    client.sync_directory()
+    state = client.index.by_id(client.identity_id)
+    verify_domain_document(doc, domain, state, client.network.chain_id)
+    with client.store.transaction():
+        client.store.set_meta(f"domain:{domain.lower()}", json.dumps(doc).encode())
+    return doc
+
+
+def require_identity(client: Client) -> None:
+    if client.store.get_meta("identity_id") is None:
+        raise NotInitialised("this home has no identity yet")

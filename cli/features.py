@@ -1,0 +1,825 @@
+"""CLI commands for the chat features (a thin layer over ``chatcore.features``):
+
+    contacts add|remove|block|unblock|list     requests list|accept|decline
+    conversations [--all] | mute|unmute|archive|unarchive|delete CONV
+    edit MSG TEXT · delete MSG · react MSG EMOJI · reply MSG TEXT · search TEXT
+    receipts [on|off] · typing TO · chat TO (typing indicators, receipt marks, edits)
+
+Registered from ``cli/main.py`` with ``cli.add_command``. Frames these commands produce are
+published at once; if the delivery network is down they stay in the outbox for the next send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from cli.main import (
+    EXIT_NOT_FOUND,
+    Ctx,
+    _hex,
+    _open,
+    _run,
+    _with_json,
+    emit,
+    fail,
+    guarded,
+    hx,
+    message_doc,
+    message_line,
+)
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+def name_of(client: Any, identity: bytes) -> str:
+    if identity == client.identity_id:
+        return "me"
+    c = client.features.contact(identity)
+    if c is not None and c.alias:
+        return str(c.alias)
+    return str(client.display(identity))
+
+
+def _publish(client: Any, frames: list[Any]) -> bool:
+    """Publish frames now; False (they stay in the outbox) if the network is unreachable."""
+    from chatcore.errors import TransportError
+
+    async def go() -> bool:
+        try:
+            if frames:
+                await client._publish(frames)
+            await client.flush_features()
+            return True
+        except TransportError:
+            return False
+        finally:
+            if client.transport is not None:
+                await client.transport.close()
+                client.transport = None
+
+    return bool(_run(go()))
+
+
+def flush_quietly(client: Any) -> None:
+    """Publish queued receipts (e.g. read receipts after 'history'); never fails the command."""
+    if client.features.queued_receipts():
+        try:
+            _publish(client, [])
+        except Exception:  # best effort: the receipt frames wait in the outbox
+            pass
+
+
+def _message(client: Any, ref: str) -> Any:
+    hits = client.store.find_message(bytes.fromhex(_hex(ref)))
+    if len(hits) != 1:
+        fail(f"no single message {ref!r}" + (" (ambiguous prefix)" if hits else ""), EXIT_NOT_FOUND)
+    return hits[0]
+
+
+def _identity(client: Any, who: str) -> Any:
+    client.sync_directory()
+    return client.resolve_peer(who)
+
+
+def message_fields(client: Any, m: Any) -> dict[str, Any]:
+    """Feature fields of a message document (type, current text, edits, reactions, receipts)."""
+    from chatcore import content
+    from chatcore.payload import ContentType
+
+    f = client.features
+    try:
+        ct = ContentType(m.content_type)
+    except ValueError:
+        return {}
+    out: dict[str, Any] = {"type": ct.name.lower()}
+    if ct in content.OP_TYPES:
+        t = content.decode_targeted(ct, m.body)
+        out.update(target=hx(t.target), text=t.text)
+        return out
+    if ct not in content.MESSAGE_TYPES:
+        return out
+    stored = client.store.message(m.conversation_id, m.message_id)
+    if stored is None:
+        out["text"] = content.display_text(m.content_type, m.body)
+        return out
+    v = f.view(stored)
+    out.update(
+        text=v.text,
+        edited=v.edited,
+        deleted=v.deleted,
+        reply_to=hx(v.reply_to),
+        reactions={e: [name_of(client, i) for i in who] for e, who in v.reactions.items()},
+        status=stored.status,
+    )
+    if stored.outgoing:
+        conv = client.store.conversation(m.conversation_id)
+        gid = m.conversation_id if conv is not None and conv.kind == "group" else None
+        members = f._members(m.conversation_id, gid)
+        out["receipts"] = [
+            {"member": hx(x), "name": name_of(client, x), "status": v.receipts.get(x, "sent")}
+            for x in members
+        ]
+    else:
+        out["request"] = f.is_request(m.conversation_id)
+    return out
+
+
+MARKS = {"sending": "…", "sent": "✓ sent", "delivered": "✓✓ delivered", "read": "✓✓ read"}
+
+
+def line_text(client: Any, m: Any) -> str:
+    """The text part of a message line: current text and marks (edited, reactions, status)."""
+    d = message_fields(client, m)
+    t = d.get("type")
+    if t == "edit":
+        return f"(edited a message) {d['text']}"
+    if t == "delete":
+        return "(deleted a message)"
+    if t == "reaction":
+        return f"(reacted {d['text'] or 'nothing'} to {d['target'][:10]})"
+    if "text" not in d:
+        return str(m.body.decode("utf-8", errors="replace"))
+    text = "(message deleted)" if d.get("deleted") else d["text"]
+    if d.get("reply_to"):
+        text = f"↪ {d['reply_to'][:10]} {text}"
+    if d.get("edited"):
+        text += " (edited)"
+    if d.get("reactions"):
+        text += "  [" + " ".join(f"{e} {','.join(w)}" for e, w in d["reactions"].items()) + "]"
+    if getattr(m, "outgoing", False) and "status" in d:
+        text += "  " + MARKS.get(d["status"], "")
+    return text
+
+
+# ---- contacts -----------------------------------------------------------------------------------
+def _contact_doc(client: Any, c: Any, names: bool = True) -> dict[str, Any]:
+    verified: list[str] = []
+    if names:
+        try:
+            verified = list(client.resolver.resolve_id(c.identity_id, fresh_prekeys=False).names)
+        except Exception:  # the chain may not know it (yet): no verified names
+            verified = []
+    return {
+        "identity_id": hx(c.identity_id),
+        "alias": c.alias,
+        "state": c.state.name.lower(),
+        "names": verified,
+        "name": name_of(client, c.identity_id),
+        "updated_at": c.updated_at,
+    }
+
+
+@click.group()
+def contacts() -> None:
+    """Your contacts: add, remove, block, unblock, list (synced to your other devices)."""
+
+
+def _set_contact(ctx: Ctx, who: str, state_name: str, alias: str | None = None) -> None:
+    from chatcore.content import ContactState
+
+    client = _open(ctx)
+    try:
+        peer = _identity(client, who)
+        state = ContactState[state_name]
+        frames = client.features.set_contact(peer.identity_id, state, alias)
+        if peer.display:
+            client.store.set_peer_display(peer.identity_id, peer.display, client.clock_ms())
+        _publish(client, frames)
+        c = client.features.contact(peer.identity_id)
+        doc = (
+            _contact_doc(client, c, names=False)
+            if c is not None
+            else {"identity_id": hx(peer.identity_id), "state": "none"}
+        )
+        doc["names"] = [peer.display] if peer.display else []
+    finally:
+        client.close()
+    emit(ctx, doc, f"{who}: {doc['state']}" + (f" (alias {alias})" if alias else ""))
+
+
+@contacts.command("add")
+@click.argument("who")
+@click.option("--alias", default=None, help="Your own name for them.")
+@_with_json
+@click.pass_obj
+@guarded
+def contacts_add(ctx: Ctx, who: str, alias: str | None) -> None:
+    """Add WHO (name, identity id, address) as a contact."""
+    _set_contact(ctx, who, "CONTACT", alias)
+
+
+@contacts.command("remove")
+@click.argument("who")
+@_with_json
+@click.pass_obj
+@guarded
+def contacts_remove(ctx: Ctx, who: str) -> None:
+    """Remove WHO from your contacts (their next message is a request again)."""
+    _set_contact(ctx, who, "NONE")
+
+
+@contacts.command("block")
+@click.argument("who")
+@_with_json
+@click.pass_obj
+@guarded
+def contacts_block(ctx: Ctx, who: str) -> None:
+    """Block WHO: their messages are dropped before storage, on all your devices."""
+    _set_contact(ctx, who, "BLOCKED")
+
+
+@contacts.command("unblock")
+@click.argument("who")
+@_with_json
+@click.pass_obj
+@guarded
+def contacts_unblock(ctx: Ctx, who: str) -> None:
+    """Unblock WHO (they become a contact again)."""
+    _set_contact(ctx, who, "CONTACT")
+
+
+@contacts.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Also blocked and declined identities.")
+@_with_json
+@click.pass_obj
+@guarded
+def contacts_list(ctx: Ctx, show_all: bool) -> None:
+    """Contacts with alias, identity id and verified names."""
+    from chatcore.content import ContactState
+
+    client = _open(ctx)
+    try:
+        client.sync_directory()
+        states = () if show_all else (ContactState.CONTACT, ContactState.BLOCKED)
+        docs = [_contact_doc(client, c) for c in client.features.contacts(*states)]
+    finally:
+        client.close()
+
+    def text() -> str:
+        if not docs:
+            return "no contacts"
+        return "\n".join(
+            f"{d['name']:<20} {d['state']:<8} {d['identity_id'][:18]}…  "
+            f"{', '.join(d['names']) or '-'}"
+            for d in docs
+        )
+
+    emit(ctx, docs, text)
+
+
+# ---- requests -----------------------------------------------------------------------------------
+@click.group()
+def requests() -> None:
+    """Messages from people who are not your contacts yet."""
+
+
+@requests.command("list")
+@_with_json
+@click.pass_obj
+@guarded
+def requests_list(ctx: Ctx) -> None:
+    """Pending contact requests, with their messages."""
+    from chatcore.content import ContactState
+    from chatcore.engine import direct_conversation_id
+
+    client = _open(ctx)
+    try:
+        docs = []
+        for c in client.features.contacts(ContactState.REQUEST):
+            conv = direct_conversation_id(client.identity_id, c.identity_id)
+            msgs = client.history(conv, 20)
+            docs.append(
+                {
+                    "identity_id": hx(c.identity_id),
+                    "name": name_of(client, c.identity_id),
+                    "conversation_id": hx(conv),
+                    "messages": [message_doc(client, m) for m in msgs],
+                }
+            )
+    finally:
+        client.close()
+
+    def text() -> str:
+        if not docs:
+            return "no requests"
+        out = []
+        for d in docs:
+            out.append(f"{d['name']} ({d['identity_id'][:18]}…), {len(d['messages'])} message(s)")
+            out += [f"  {m['text']}" for m in d["messages"][-3:]]
+        return "\n".join(out)
+
+    emit(ctx, docs, text)
+
+
+@requests.command("accept")
+@click.argument("who")
+@_with_json
+@click.pass_obj
+@guarded
+def requests_accept(ctx: Ctx, who: str) -> None:
+    """Accept WHO's request: they become a contact (read receipts start flowing)."""
+    _set_contact(ctx, who, "CONTACT")
+
+
+@requests.command("decline")
+@click.argument("who")
+@_with_json
+@click.pass_obj
+@guarded
+def requests_decline(ctx: Ctx, who: str) -> None:
+    """Decline WHO's request: their later messages are not shown."""
+    _set_contact(ctx, who, "DECLINED")
+
+
+# ---- conversations ------------------------------------------------------------------------------
+@click.group(invoke_without_command=True)
+@click.option("--all", "show_all", is_flag=True, help="Include archived conversations.")
+@_with_json
+@click.pass_context
+@guarded
+def conversations(cctx: click.Context, show_all: bool) -> None:
+    """Conversations, newest first, with unread counts and the last message.
+
+    Subcommands: mute, unmute, archive, unarchive, delete CONV.
+    """
+    if cctx.invoked_subcommand is not None:
+        return
+    ctx: Ctx = cctx.obj
+    client = _open(ctx)
+    try:
+        rows = []
+        for c in client.conversations():
+            if c.archived and not show_all:
+                continue
+            last = client.store.last_message(c.id)
+            rows.append(
+                {
+                    "conversation_id": hx(c.id),
+                    "kind": c.kind,
+                    "title": name_of(client, c.peer_identity) if c.peer_identity else c.title,
+                    "peer": hx(c.peer_identity),
+                    "unread": c.unread,
+                    "last_at": c.last_at,
+                    "muted": c.muted,
+                    "archived": c.archived,
+                    "request": client.features.is_request(c.id),
+                    "last_message": None if last is None else message_doc(client, last),
+                }
+            )
+    finally:
+        client.close()
+
+    def text() -> str:
+        if not rows:
+            return "no conversations"
+        out = []
+        for r in rows:
+            last = r["last_message"]
+            preview = "" if last is None else (("me: " if last["outgoing"] else "") + last["text"])
+            if len(preview) > 50:
+                preview = preview[:49] + "…"
+            flags = "".join(f" [{k}]" for k in ("request", "muted", "archived") if r[k]) + (
+                f" ({r['unread']} unread)" if r["unread"] else ""
+            )
+            out.append(f"{r['conversation_id'][:18]}…  {r['title']}{flags}  {preview}")
+        return "\n".join(out)
+
+    emit(ctx, rows, text)
+
+
+def _conv_flag(ctx: Ctx, conv: str, **flags: bool) -> None:
+    client = _open(ctx)
+    try:
+        c = client.find_conversation(conv)
+        frames = client.features.set_conversation_flags(c.id, **flags)
+        _publish(client, frames)
+        c = client.store.conversation(c.id)
+    finally:
+        client.close()
+    doc = {"conversation_id": hx(c.id), "muted": c.muted, "archived": c.archived}
+    emit(ctx, doc, f"{hx(c.id)}: muted={c.muted} archived={c.archived}")
+
+
+def _flag_command(name: str, help_text: str, **flags: bool) -> None:
+    @conversations.command(name, help=help_text)
+    @click.argument("conv")
+    @_with_json
+    @click.pass_obj
+    @guarded
+    def cmd(ctx: Ctx, conv: str) -> None:
+        _conv_flag(ctx, conv, **flags)
+
+
+_flag_command("mute", "Mute CONV (no notices in 'chat'), on all your devices.", muted=True)
+_flag_command("unmute", "Unmute CONV.", muted=False)
+_flag_command("archive", "Archive CONV (hidden from the list), on all your devices.", archived=True)
+_flag_command("unarchive", "Bring CONV back to the list.", archived=False)
+
+
+@conversations.command("delete")
+@click.argument("conv")
+@_with_json
+@click.pass_obj
+@guarded
+def conversations_delete(ctx: Ctx, conv: str) -> None:
+    """Delete CONV and its messages on this device only."""
+    client = _open(ctx)
+    try:
+        c = client.find_conversation(conv)
+        n = client.features.delete_conversation(c.id)
+    finally:
+        client.close()
+    emit(ctx, {"conversation_id": hx(c.id), "deleted_messages": n}, f"deleted {n} message(s)")
+
+
+# ---- edit, delete, react, reply -----------------------------------------------------------------
+def _send_op(ctx: Ctx, ref: str, ct_name: str, make: Callable[[bytes], bytes]) -> None:
+    from chatcore.payload import ContentType
+
+    ct = ContentType[ct_name]
+    client = _open(ctx)
+    try:
+        m = _message(client, ref)
+        body = make(m.message_id)
+        conv = client.store.conversation(m.conversation_id)
+        client.sync_directory()
+        if conv.kind == "group":
+            fn = (
+                client.features.send_group_message
+                if ct == ContentType.REPLY
+                else client.features.send_group_op
+            )
+            res = fn(conv.id, ct, body)
+        else:
+            peer = client.directory.peer(conv.peer_identity)
+            own = client.directory.own_devices(client.identity_id)
+            fn = (
+                client.features.send_message if ct == ContentType.REPLY else client.features.send_op
+            )
+            res = fn(peer, ct, body, own)
+        ok = _publish(client, list(res.frames))
+    finally:
+        client.close()
+    doc = {
+        "conversation_id": hx(res.conversation_id),
+        "message_id": hx(res.message_id),
+        "target": hx(m.message_id),
+        "type": ct.name.lower(),
+        "published": ok,
+    }
+    emit(ctx, doc, f"{ct.name.lower()} sent for {hx(m.message_id)}" + ("" if ok else " (queued)"))
+
+
+@click.command("edit")
+@click.argument("msg")
+@click.argument("text")
+@_with_json
+@click.pass_obj
+@guarded
+def edit(ctx: Ctx, msg: str, text: str) -> None:
+    """Replace the text of your message MSG (id or id prefix) for everyone."""
+    from chatcore.content import encode_edit
+
+    _send_op(ctx, msg, "EDIT", lambda t: encode_edit(t, text))
+
+
+@click.command("delete")
+@click.argument("msg")
+@_with_json
+@click.pass_obj
+@guarded
+def delete(ctx: Ctx, msg: str) -> None:
+    """Delete your message MSG for everyone."""
+    from chatcore.content import encode_delete
+
+    _send_op(ctx, msg, "DELETE", encode_delete)
+
+
+@click.command("react")
+@click.argument("msg")
+@click.argument("emoji", required=False, default="")
+@click.option("--remove", is_flag=True, help="Take your reaction back.")
+@_with_json
+@click.pass_obj
+@guarded
+def react(ctx: Ctx, msg: str, emoji: str, remove: bool) -> None:
+    """React to MSG with EMOJI (one reaction per person; --remove takes it back)."""
+    from chatcore.content import encode_reaction
+
+    if not remove and not emoji:
+        raise ValueError("give an EMOJI (or --remove)")
+    _send_op(ctx, msg, "REACTION", lambda t: encode_reaction(t, "" if remove else emoji))
+
+
+@click.command("reply")
+@click.argument("msg")
+@click.argument("text")
+@_with_json
+@click.pass_obj
+@guarded
+def reply(ctx: Ctx, msg: str, text: str) -> None:
+    """Reply to MSG with TEXT."""
+    from chatcore.content import encode_reply
+
+    _send_op(ctx, msg, "REPLY", lambda t: encode_reply(t, text))
+
+
+# ---- search, receipts, typing -------------------------------------------------------------------
+@click.command("search")
+@click.argument("text")
+@click.option("--conversation", "conv", default=None, help="Only this conversation.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50)
+@_with_json
+@click.pass_obj
+@guarded
+def search(ctx: Ctx, text: str, conv: str | None, limit: int) -> None:
+    """Full-text search over your messages (every word must match), newest first."""
+    client = _open(ctx)
+    try:
+        cid = client.find_conversation(conv).id if conv else None
+        hits = client.features.search(text, cid, limit)
+        docs = [message_doc(client, m) for m in hits]
+        lines = [f"{hx(m.conversation_id)[:10]} {message_line(client, m)}" for m in hits]
+    finally:
+        client.close()
+    emit(ctx, docs, "\n".join(lines) if lines else "no matches")
+
+
+@click.command("receipts")
+@click.argument("mode", type=click.Choice(["on", "off"]), required=False)
+@_with_json
+@click.pass_obj
+@guarded
+def receipts(ctx: Ctx, mode: str | None) -> None:
+    """Show or switch read receipts (delivery receipts always flow; synced to your devices)."""
+    client = _open(ctx)
+    try:
+        if mode is not None:
+            client.sync_directory()
+            _publish(client, client.features.set_read_receipts(mode == "on"))
+        on = client.features.read_receipts
+    finally:
+        client.close()
+    emit(ctx, {"read_receipts": on}, f"read receipts {'on' if on else 'off'}")
+
+
+@click.command("typing")
+@click.argument("to")
+@click.option("--stop", is_flag=True, help="Say you stopped typing.")
+@_with_json
+@click.pass_obj
+@guarded
+def typing(ctx: Ctx, to: str, stop: bool) -> None:
+    """Send one typing indicator to TO (a person or group); 'chat' does this by itself."""
+    client = _open(ctx)
+    try:
+        conv = _conversation_for(client, to)
+        ok = _publish(client, client.features.send_typing(conv, not stop, force=True))
+    finally:
+        client.close()
+    emit(ctx, {"conversation_id": hx(conv), "published": ok}, "typing sent" if ok else "not sent")
+
+
+def _conversation_for(client: Any, to: str) -> bytes:
+    from chatcore.engine import direct_conversation_id
+    from chatcore.errors import UnknownContact
+
+    client.sync_directory()
+    try:
+        return bytes(client.find_group(to))
+    except UnknownContact:
+        peer = client.resolve_peer(to)
+        conv = direct_conversation_id(client.identity_id, peer.identity_id)
+        client.store.ensure_conversation(conv, "direct", peer.identity_id, None, client.clock_ms())
+        return conv
+
+
+# ---- chat ---------------------------------------------------------------------------------------
+class Screen:
+    """Output lines above the line being typed (raw terminal) or plainly (pipes)."""
+
+    def __init__(self, raw: bool) -> None:
+        self.raw = raw
+        self.buf = ""
+
+    def show(self, line: str) -> None:
+        if self.raw:
+            sys.stdout.write("\r\x1b[K" + line + "\r\n" + self.buf)
+            sys.stdout.flush()
+        else:
+            click.echo(line)
+
+
+@click.command("chat")
+@click.argument("to")
+@click.pass_obj
+@guarded
+def chat(ctx: Ctx, to: str) -> None:
+    """Interactive chat: type lines to send; messages, typing and receipts appear as they
+    arrive. Ctrl-D leaves."""
+    client = _open(ctx)
+    _run(_chat(client, to))
+
+
+async def _chat(client: Any, to: str) -> None:
+    from chatcore import content
+    from chatcore.engine import direct_conversation_id
+    from chatcore.errors import UnknownContact
+    from chatcore.payload import ContentType
+
+    f = client.features
+    raw = sys.stdin.isatty()
+    screen = Screen(raw)
+    try:
+        await asyncio.to_thread(client.sync_directory)
+        await client.sync()
+        try:
+            conv = client.find_group(to)
+            title = client.groups.info(conv).name
+
+            async def send(text: str) -> Any:
+                return await client.send_group_text("0x" + conv.hex(), text)
+
+        except UnknownContact:
+            peer = client.resolve_peer(to)
+            conv = direct_conversation_id(client.identity_id, peer.identity_id)
+            title = peer.display or hx(peer.identity_id)
+            client.store.set_peer_display(peer.identity_id, peer.display, client.clock_ms())
+
+            async def send(text: str) -> Any:
+                return await client.send_text("0x" + peer.identity_id.hex(), text)
+
+        shown_status: dict[bytes, str] = {}
+        for m in client.history(conv, 10):
+            screen.show(message_line(client, m))
+            if m.outgoing:
+                shown_status[m.message_id] = m.status
+        f.mark_read(conv)
+        await client.flush_features()
+        screen.show(f"— chatting with {title}; type a line and press Enter, Ctrl-D to leave —")
+        typing_until: dict[bytes, float] = {}
+
+        def receipt_marks(r: Any) -> None:
+            _kind, ids = content.decode_receipt(r.body)
+            for mid in ids:
+                m = client.store.message(conv, mid)
+                if m is None or not m.outgoing or shown_status.get(mid) == m.status:
+                    continue
+                shown_status[mid] = m.status
+                preview = f.view(m).text
+                preview = preview if len(preview) <= 40 else preview[:39] + "…"
+                who = name_of(client, r.sender_identity)
+                screen.show(f"  {MARKS.get(m.status, m.status)} ({who}): {preview}")
+
+        async def incoming() -> None:
+            async for r in client.listen(signals=True):
+                if r.conversation_id != conv:
+                    c = client.store.conversation(r.conversation_id)
+                    if r.content_type in content.MESSAGE_TYPES and not (c and c.muted):
+                        screen.show(
+                            f"(new message from {name_of(client, r.sender_identity)} "
+                            "in another conversation)"
+                        )
+                    continue
+                if r.content_type == ContentType.TYPING:
+                    now = time.monotonic()
+                    if r.body == b"\x01" and typing_until.get(r.sender_identity, 0) < now:
+                        screen.show(f"… {name_of(client, r.sender_identity)} is typing")
+                    typing_until[r.sender_identity] = now + 5 if r.body == b"\x01" else 0
+                elif r.content_type == ContentType.RECEIPT:
+                    receipt_marks(r)
+                else:
+                    typing_until.pop(r.sender_identity, None)
+                    screen.show(message_line(client, r))
+                    if not r.outgoing:
+                        f.mark_read(conv)
+
+        async def flusher() -> None:
+            while True:
+                await asyncio.sleep(0.3)
+                try:
+                    await client.flush_features()
+                except Exception as exc:  # the network is back later: frames wait in the outbox
+                    screen.show(f"(not sent yet: {exc})")
+                    await asyncio.sleep(5)
+
+        async def typed(text: str) -> None:
+            try:
+                res = await send(text)
+                shown_status[res.message_id] = "sent"
+            except Exception as exc:
+                screen.show(f"error: not sent: {exc}")
+
+        async def typing_signal() -> None:
+            try:
+                frames = f.send_typing(conv)
+                if frames:
+                    await client._publish(frames)
+            except Exception:  # an indicator is best effort
+                pass
+
+        listener = asyncio.create_task(incoming())
+        flush_task = asyncio.create_task(flusher())
+        loop = asyncio.get_running_loop()
+        try:
+            if raw:
+                await _raw_input(loop, screen, typed, typing_signal, listener)
+            else:
+                while True:
+                    line = await loop.run_in_executor(None, sys.stdin.readline)
+                    if line == "":
+                        break
+                    text = line.rstrip("\n")
+                    if text.strip():
+                        await typed(text)
+                    if listener.done() and listener.exception() is not None:
+                        raise listener.exception()  # type: ignore[misc]
+        finally:
+            for t in (listener, flush_task):
+                t.cancel()
+                try:
+                    await t
+                except (asyncio.CancelledError, Exception):
+                    pass
+        screen.buf = ""
+        screen.show("— bye —")
+    finally:
+        await client.aclose()
+
+
+async def _raw_input(
+    loop: asyncio.AbstractEventLoop,
+    screen: Screen,
+    typed: Callable[[str], Any],
+    typing_signal: Callable[[], Any],
+    listener: asyncio.Task[None],
+) -> None:
+    """Read keystrokes (cbreak mode): echo them, send a typing indicator, Enter sends."""
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    keys: asyncio.Queue[bytes] = asyncio.Queue()
+    pending: set[asyncio.Future[Any]] = set()
+    tty.setcbreak(fd)
+    loop.add_reader(fd, lambda: keys.put_nowait(os.read(fd, 1024)))
+    try:
+        while True:
+            getter = asyncio.ensure_future(keys.get())
+            done, _ = await asyncio.wait({getter, listener}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                if listener.exception() is not None:
+                    raise listener.exception()  # type: ignore[misc]
+                return
+            chunk = getter.result()
+            if not chunk:
+                return
+            for ch in chunk.decode("utf-8", errors="ignore"):
+                if ch == "\x04":
+                    if not screen.buf:
+                        return
+                elif ch in "\r\n":
+                    text, screen.buf = screen.buf, ""
+                    sys.stdout.write("\r\x1b[K")
+                    sys.stdout.flush()
+                    if text.strip():
+                        await typed(text)
+                elif ch in "\x7f\x08":
+                    if screen.buf:
+                        screen.buf = screen.buf[:-1]
+                        sys.stdout.write("\b \b")
+                        sys.stdout.flush()
+                elif ch.isprintable():
+                    screen.buf += ch
+                    sys.stdout.write(ch)
+                    sys.stdout.flush()
+                    task = asyncio.ensure_future(typing_signal())
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+    finally:
+        loop.remove_reader(fd)
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+COMMANDS = [
+    contacts,
+    requests,
+    conversations,
+    edit,
+    delete,
+    react,
+    reply,
+    search,
+    receipts,
+    typing,
+    chat,
+]

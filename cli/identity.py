@@ -1,0 +1,503 @@
+"""CLI groups for the identity model: ``devices``, ``keys``, ``recovery``, ``bind``, ``backup``.
+
+Registered from :mod:`cli.main`. Secrets other than the passphrase come from the environment
+(for scripts) or a hidden prompt: ``LOGOS_CHAT_RECOVERY_PHRASE``, ``LOGOS_CHAT_WALLET_KEY``,
+``LOGOS_CHAT_BACKUP_PASSPHRASE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.main import EXIT_AUTH, Ctx, _with_json, emit, fail, guarded, hx, passphrase
+
+
+def _secret(env: str, prompt: str) -> str:
+    v = os.environ.get(env)
+    if v is not None:
+        return v
+    if not sys.stdin.isatty():
+        fail(f"no {prompt.lower()}: set {env} or run in a terminal", EXIT_AUTH)
+    value: str = click.prompt(prompt, hide_input=True, err=True)
+    return value
+
+
+def open_client(ctx: Ctx, pw: str) -> Any:
+    """Open this home's client; a device waiting to be linked finishes linking first."""
+    from chatcore.client import Client
+    from chatcore.home import Home
+
+    home = Home(ctx.home)
+    if home.meta_file.exists() and not home.keystore_file.exists():
+        from chatcore.errors import NotInitialised
+        from chatcore.identity import finish_link, link_pending
+
+        if link_pending(ctx.home, pw):
+            res = asyncio.run(finish_link(ctx.home, pw, ctx.network()))
+            if res is None:
+                raise NotInitialised(
+                    "this device is waiting to be approved: run "
+                    "'logos-chat devices approve CODE' on one of your other devices"
+                )
+            click.echo(
+                f"linked this device to identity {hx(res.identity_id)}"
+                + (f" ({', '.join(res.names)})" if res.names else "")
+                + f"; {res.messages_imported} message(s) of history received",
+                err=True,
+            )
+    return Client.open(ctx.home, pw, ctx.network())
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+# ----------------------------------------------------------------------------------------------
+# devices
+# ----------------------------------------------------------------------------------------------
+@click.group()
+def devices() -> None:
+    """Your devices (installations): link, approve, list, revoke."""
+
+
+@devices.command("link")
+@click.option("--wait", is_flag=True, help="Block until another device approves the code.")
+@click.option("--timeout", type=click.IntRange(1), default=600, help="With --wait: seconds.")
+@_with_json
+@click.pass_obj
+@guarded
+def devices_link(ctx: Ctx, wait: bool, timeout: int) -> None:
+    """Make this (new) home a device of an existing identity: prints a pairing code."""
+    from chatcore.identity import finish_link, start_link
+
+    pw = passphrase()
+    network = ctx.network()
+    res = start_link(ctx.home, pw, network)
+    doc: dict[str, Any] = {
+        "code": res.code,
+        "installation_id": hx(res.installation_id),
+        "expires": res.expires,
+        "linked": False,
+    }
+    text = (
+        f"pairing code (valid until {time.strftime('%H:%M:%S', time.localtime(res.expires))}):\n"
+        f"{res.code}\n\nOn a device that already has your identity, run:\n"
+        f"  logos-chat devices approve <code>\n"
+        "This device finishes linking on its next network command (e.g. 'logos-chat sync')."
+    )
+    if wait:
+        if not ctx.json:
+            click.echo(text)
+        deadline = time.monotonic() + timeout
+        linked = None
+        while time.monotonic() < deadline:
+            linked = _run(finish_link(ctx.home, pw, network))
+            if linked is not None:
+                break
+            time.sleep(1.0)
+        if linked is None:
+            fail("not approved in time (the code stays valid until it expires)", 1)
+        doc.update(linked=True, identity_id=hx(linked.identity_id), names=list(linked.names))
+        text = f"linked to identity {hx(linked.identity_id)}" + (
+            f" ({', '.join(linked.names)})" if linked.names else ""
+        )
+    emit(ctx, doc, text)
+
+
+@devices.command("approve")
+@click.argument("code")
+@_with_json
+@click.pass_obj
+@guarded
+def devices_approve(ctx: Ctx, code: str) -> None:
+    """Authorise a new device from its pairing CODE: register it on chain, hand it over."""
+    from chatcore.identity import approve
+
+    pw = passphrase()
+    client = open_client(ctx, pw)
+
+    async def go() -> Any:
+        try:
+            return await approve(client, pw, code)
+        finally:
+            await client.aclose()
+
+    res = _run(go())
+    emit(
+        ctx,
+        {"installation_id": hx(res.installation_id), "gas_used": res.gas_used,
+         "handover_bytes": res.handover_bytes},
+        f"approved device {hx(res.installation_id)} ({res.gas_used} gas); it finishes linking "
+        "on its next network command",
+    )  # fmt: skip
+
+
+def _device_doc(d: Any) -> dict[str, Any]:
+    return {
+        "installation_id": hx(d.installation_id),
+        "status": d.status,
+        "this_device": d.this_device,
+        "added_block": d.added_block,
+        "revoked_block": d.revoked_block,
+        "bundle_seq": d.bundle_seq,
+    }
+
+
+@devices.command("list")
+@_with_json
+@click.pass_obj
+@guarded
+def devices_list(ctx: Ctx) -> None:
+    """Every installation of your identity with its status (active, pending, revoked)."""
+    from chatcore.identity import list_devices
+
+    client = open_client(ctx, passphrase())
+    try:
+        devs = list_devices(client)
+    finally:
+        client.close()
+    docs = [_device_doc(d) for d in devs]
+    lines = [
+        f"{'*' if d['this_device'] else ' '} {d['installation_id']}  {d['status']:<8}"
+        + (f" added at block {d['added_block']}" if d["added_block"] is not None else "")
+        + (f", revoked at block {d['revoked_block']}" if d["revoked_block"] is not None else "")
+        for d in docs
+    ]
+    emit(ctx, docs, "\n".join(lines) + "\n(* = this device)")
+
+
+@devices.command("revoke")
+@click.argument("installation")
+@click.option(
+    "--recovery", "use_phrase", is_flag=True,
+    help="Sign with the recovery phrase (env LOGOS_CHAT_RECOVERY_PHRASE) instead of a device.",
+)  # fmt: skip
+@_with_json
+@click.pass_obj
+@guarded
+def devices_revoke(ctx: Ctx, installation: str, use_phrase: bool) -> None:
+    """Revoke INSTALLATION (id or unique hex prefix): peers stop using it, reject its frames."""
+    from chatcore.identity import revoke, revoke_with_phrase
+
+    if use_phrase:
+        phrase = _secret("LOGOS_CHAT_RECOVERY_PHRASE", "Recovery phrase")
+        ident, target, gas = revoke_with_phrase(ctx.network(), phrase, installation)
+    else:
+        pw = passphrase()
+        client = open_client(ctx, pw)
+        try:
+            ident = client.identity_id
+            target, gas = revoke(client, pw, installation)
+        finally:
+            client.close()
+    emit(
+        ctx,
+        {"identity_id": hx(ident), "installation_id": hx(target), "status": "revoked",
+         "gas_used": gas},
+        f"revoked device {hx(target)} ({gas} gas)",
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# keys
+# ----------------------------------------------------------------------------------------------
+@click.group()
+def keys() -> None:
+    """Rotate keys: signed prekey (default), installation keys, owner account."""
+
+
+@keys.command("rotate")
+@click.option("--installation", "what", flag_value="installation", help="New device keys.")
+@click.option("--owner", "what", flag_value="owner", help="New owner account.")
+@_with_json
+@click.pass_obj
+@guarded
+def keys_rotate(ctx: Ctx, what: str | None) -> None:
+    """Rotate without losing anything: the identity, contacts and history stay."""
+    from chatcore.identity import rotate_installation, rotate_owner, rotate_prekey
+
+    pw = passphrase()
+    client = open_client(ctx, pw)
+    if what == "installation":
+
+        async def go() -> Any:
+            new_client = None
+            try:
+                res, new_client = await rotate_installation(client, pw)
+                return res
+            finally:
+                if new_client is not None:
+                    await new_client.aclose()
+                else:
+                    await client.aclose()
+
+        res = _run(go())
+    else:
+        try:
+            res = rotate_owner(client, pw) if what == "owner" else rotate_prekey(client, pw)
+        finally:
+            client.close()
+    emit(
+        ctx,
+        {"rotated": res.what, "old": res.old, "new": res.new, "gas_used": res.gas_used},
+        f"rotated {res.what}: {res.old} -> {res.new} ({res.gas_used} gas)",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# recovery
+# ----------------------------------------------------------------------------------------------
+@click.group()
+def recovery() -> None:
+    """Recovery phrase: replace it, or restore your identity with it on a new home."""
+
+
+@recovery.command("restore")
+@_with_json
+@click.pass_obj
+@guarded
+def recovery_restore(ctx: Ctx) -> None:
+    """Every device lost: regain control with the phrase (env LOGOS_CHAT_RECOVERY_PHRASE),
+    revoke the lost devices and register this home as a new one."""
+    from chatcore.identity import restore
+
+    phrase = _secret("LOGOS_CHAT_RECOVERY_PHRASE", "Recovery phrase")
+    pw = passphrase(confirm=True)
+    client, res = restore(ctx.home, pw, ctx.network(), phrase)
+    client.close()
+    emit(
+        ctx,
+        {"identity_id": hx(res.identity_id), "installation_id": hx(res.installation_id),
+         "owner": res.owner, "revoked": [hx(r) for r in res.revoked], "names": list(res.names),
+         "gas_used": res.gas_used},
+        f"restored identity {hx(res.identity_id)}"
+        + (f" ({', '.join(res.names)})" if res.names else "")
+        + f"\nnew device {hx(res.installation_id)}, new owner {res.owner}\n"
+        f"revoked {len(res.revoked)} lost device(s). History: 'logos-chat backup import FILE'.",
+    )  # fmt: skip
+
+
+@recovery.command("phrase")
+@_with_json
+@click.pass_obj
+@guarded
+def recovery_phrase(ctx: Ctx) -> None:
+    """Replace the recovery phrase with a new one (shown once; the old one stops working)."""
+    from eth_account import Account
+
+    pw = passphrase()
+    client = open_client(ctx, pw)
+    try:
+        Account.enable_unaudited_hdwallet_features()
+        acct, phrase = Account.create_with_mnemonic()
+        owner = client._owner(pw)
+        receipt = client.registry.set_recovery(owner, client.identity_id, acct.address)
+        with client.store.transaction():
+            client.store.set_meta("recovery", acct.address.encode())
+    finally:
+        client.close()
+    emit(
+        ctx,
+        {"recovery": acct.address, "recovery_phrase": phrase, "gas_used": int(receipt["gasUsed"])},
+        f"new recovery account {acct.address}\n\nRecovery phrase (shown once; write it down):\n"
+        f"  {phrase}",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# backup (history export / import)
+# ----------------------------------------------------------------------------------------------
+@click.group()
+def backup() -> None:
+    """Encrypted history backup: export to a file, import on a new device."""
+
+
+def _backup_secret(use_phrase: bool, pw: str) -> str:
+    if use_phrase:
+        return _secret("LOGOS_CHAT_RECOVERY_PHRASE", "Recovery phrase")
+    return os.environ.get("LOGOS_CHAT_BACKUP_PASSPHRASE") or pw
+
+
+_phrase_opt = click.option(
+    "--phrase", "use_phrase", is_flag=True,
+    help="Protect with the recovery phrase (env LOGOS_CHAT_RECOVERY_PHRASE), not the passphrase.",
+)  # fmt: skip
+
+
+@backup.command("export")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@_phrase_opt
+@_with_json
+@click.pass_obj
+@guarded
+def backup_export(ctx: Ctx, file: Path, use_phrase: bool) -> None:
+    """Write conversations, contacts and messages to FILE, encrypted (scrypt + AES-GCM)."""
+    from chatcore.identity import export_backup
+
+    pw = passphrase()
+    client = open_client(ctx, pw)
+    try:
+        n = export_backup(client, file, _backup_secret(use_phrase, pw))
+    finally:
+        client.close()
+    emit(ctx, {"file": str(file), "messages": n}, f"exported {n} message(s) to {file}")
+
+
+@backup.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@_phrase_opt
+@_with_json
+@click.pass_obj
+@guarded
+def backup_import(ctx: Ctx, file: Path, use_phrase: bool) -> None:
+    """Merge an exported backup into this home (duplicates are skipped)."""
+    from chatcore.identity import import_backup
+
+    pw = passphrase()
+    client = open_client(ctx, pw)
+    try:
+        n = import_backup(client, file, _backup_secret(use_phrase, pw))
+    finally:
+        client.close()
+    emit(ctx, {"file": str(file), "imported": n}, f"imported {n} message(s) from {file}")
+
+
+# ----------------------------------------------------------------------------------------------
+# bind
+# ----------------------------------------------------------------------------------------------
+@click.group()
+def bind() -> None:
+    """Bind external identities: wallets, names, domains."""
+
+
+@bind.command("wallet")
+@click.argument("address", required=False)
+@click.option("--signature", default=None, help="The wallet's EIP-712 LinkWallet signature (hex).")
+@click.option("--deadline", type=int, default=None, help="The deadline the wallet signed.")
+@click.option("--unlink", is_flag=True, help="Remove the link instead.")
+@click.option(
+    "--typed-data", "typed", is_flag=True, help="Print the typed data to sign; send nothing."
+)
+@_with_json
+@click.pass_obj
+@guarded
+def bind_wallet_cmd(
+    ctx: Ctx, address: str | None, signature: str | None, deadline: int | None, unlink: bool,
+    typed: bool,
+) -> None:  # fmt: skip
+    """Link another Ethereum account. The wallet consents by signing EIP-712 LinkWallet: with
+    its key in LOGOS_CHAT_WALLET_KEY, or pass ADDRESS --signature --deadline from a wallet."""
+    from eth_account import Account
+
+    from chatcore.identity import (
+        SIG_TTL_S,
+        bind_wallet,
+        typed_data,
+        unbind_wallet,
+        wallet_link_signature,
+    )
+
+    pw = passphrase()
+    client = open_client(ctx, pw)
+    try:
+        reg = client.registry
+        if unlink:
+            if not address:
+                fail("bind wallet --unlink needs the wallet ADDRESS")
+            gas = unbind_wallet(client, pw, address)
+            emit(ctx, {"wallet": address, "linked": False, "gas_used": gas},
+                 f"unlinked wallet {address} ({gas} gas)")  # fmt: skip
+            return
+        if typed:
+            if not address:
+                fail("bind wallet --typed-data needs the wallet ADDRESS")
+            dl = deadline or reg.latest_timestamp() + SIG_TTL_S
+            msg = {"id": hx(client.identity_id), "wallet": address,
+                   "nonce": reg.nonce_of(address), "deadline": dl}  # fmt: skip
+            doc = typed_data("LinkWallet", msg, client.network.chain_id, reg.identity.address)
+            emit(ctx, doc, json.dumps(doc, indent=2))
+            return
+        if signature is None:
+            key = _secret("LOGOS_CHAT_WALLET_KEY", "Wallet private key (hex)")
+            wallet = Account.from_key(key)
+            if address and address.lower() != wallet.address.lower():
+                fail("LOGOS_CHAT_WALLET_KEY is not the key of ADDRESS")
+            address = wallet.address
+            deadline = reg.latest_timestamp() + SIG_TTL_S
+            sig = wallet_link_signature(wallet, client.identity_id, client.network, reg, deadline)
+        else:
+            if not address or deadline is None:
+                fail("--signature needs ADDRESS and --deadline")
+            sig = bytes.fromhex(signature.removeprefix("0x"))
+        gas = bind_wallet(client, pw, address, sig, deadline)
+    finally:
+        client.close()
+    emit(ctx, {"wallet": address, "linked": True, "gas_used": gas},
+         f"linked wallet {address} ({gas} gas): 'lookup {address}' now finds you")  # fmt: skip
+
+
+@bind.command("name")
+@click.argument("name")
+@click.option("--release", is_flag=True, help="Give the name up.")
+@_with_json
+@click.pass_obj
+@guarded
+def bind_name(ctx: Ctx, name: str, release: bool) -> None:
+    """Claim NAME (commit-reveal) or release it."""
+    from discovery.resolver import parse_query
+
+    kind, norm = parse_query(name)
+    if kind != "name":
+        fail(f"{name!r} is not a valid name")
+    pw = passphrase()
+    client = open_client(ctx, pw)
+    try:
+        if release:
+            if client.registry.name_owner(norm) != client.identity_id:
+                fail(f"the name {norm!r} is not yours", 1)
+            client.registry.release_name(client._owner(pw), norm)
+        else:
+            client.claim_name(pw, norm)
+    finally:
+        client.close()
+    emit(ctx, {"name": norm, "claimed": not release},
+         f"{'released' if release else 'claimed'} the name {norm}")  # fmt: skip
+
+
+@bind.command("domain")
+@click.argument("domain")
+@click.option(
+    "--print", "print_doc", is_flag=True,
+    help="Print the JSON to serve at https://DOMAIN/.well-known/logos-chat.json.",
+)  # fmt: skip
+@_with_json
+@click.pass_obj
+@guarded
+def bind_domain_cmd(ctx: Ctx, domain: str, print_doc: bool) -> None:
+    """Prove control of DOMAIN: https://DOMAIN/.well-known/logos-chat.json must carry the
+    owner-signed statement that 'bind domain DOMAIN --print' shows."""
+    from chatcore.identity import bind_domain, domain_document
+
+    pw = passphrase()
+    client = open_client(ctx, pw)
+    try:
+        if print_doc:
+            doc = domain_document(client, pw, domain)
+            emit(ctx, doc, json.dumps(doc, indent=2))
+            return
+        doc = bind_domain(client, domain)
+    finally:
+        client.close()
+    emit(ctx, {"domain": domain.lower(), "verified": True, "document": doc},
+         f"verified: {domain} belongs to identity {doc['identity_id']}")  # fmt: skip
+
+
+COMMANDS = (devices, keys, recovery, backup, bind)

@@ -1,0 +1,196 @@
+"""Chat features through the real ``logos-chat`` console script on a devnet: contacts, requests,
+blocking, receipts (sent → delivered → read, switchable), edit / delete / react, search,
+conversation flags, and the interactive ``chat`` showing a typing indicator and receipt marks
+(driven through a pseudo-terminal)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli.conftest import CLI, CliResult, RunCli, base_env
+from tests.cli.test_chat_cli import Pty
+
+pytestmark = pytest.mark.devnet
+
+
+@pytest.fixture(scope="module")
+def homes(run_cli: RunCli, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    r = run_cli("devnet", "up", "--json")
+    assert r.code == 0, r.err
+    root = tmp_path_factory.mktemp("feature-homes")
+    out: dict[str, Any] = {}
+    for name in ("alice", "bob", "carol", "dave"):
+        home = root / name
+        r = run_cli("--home", str(home), "init", "--name", name, "--json")
+        assert r.code == 0, r.err
+        out[name] = {"home": str(home), **r.doc}
+    return out
+
+
+def ok(run_cli: RunCli, homes: dict[str, Any], who: str, *args: str) -> CliResult:
+    r = run_cli("--home", homes[who]["home"], *args)
+    assert r.code == 0, (who, args, r.err)
+    assert "Traceback" not in r.err
+    return r
+
+
+def js(run_cli: RunCli, homes: dict[str, Any], who: str, *args: str) -> Any:
+    return ok(run_cli, homes, who, *args, "--json").doc
+
+
+def bad(run_cli: RunCli, homes: dict[str, Any], who: str, *args: str) -> CliResult:
+    r = run_cli("--home", homes[who]["home"], *args)
+    r.assert_one_line_error()
+    return r
+
+
+def last(h: dict[str, Any], text: str) -> dict[str, Any]:
+    return next(m for m in reversed(h["messages"]) if m.get("type") == "text" and m["text"] == text)
+
+
+def test_contacts_requests_receipts_edits_search_conversations(
+    run_cli: RunCli, homes: dict[str, Any]
+) -> None:
+    run = run_cli
+    bob_id = homes["bob"]["identity_id"]
+    c = js(run, homes, "alice", "contacts", "add", "bob", "--alias", "Bobby")
+    assert c["state"] == "contact" and c["alias"] == "Bobby" and c["names"] == ["bob"]
+    s1 = js(run, homes, "alice", "send", "bob", "hello bob")
+    # first contact: a request for bob; sync --json still lists it, marked
+    got = js(run, homes, "bob", "sync")
+    assert [(m["text"], m["request"], m["status"]) for m in got] == [
+        ("hello bob", True, "received")
+    ]
+    reqs = js(run, homes, "bob", "requests", "list")
+    assert [r["name"] for r in reqs] == ["alice"]
+    assert [m["text"] for m in reqs[0]["messages"]] == ["hello bob"]
+    js(run, homes, "bob", "requests", "accept", "alice")
+    assert js(run, homes, "bob", "requests", "list") == []
+    lst = js(run, homes, "alice", "contacts", "list")
+    assert [(x["name"], x["identity_id"], x["names"]) for x in lst] == [("Bobby", bob_id, ["bob"])]
+    # delivered (bob's sync sent the receipt), then read (bob looked at the history)
+    js(run, homes, "alice", "sync")
+    m = last(js(run, homes, "alice", "history", "bob"), "hello bob")
+    assert m["status"] == "delivered"
+    assert m["receipts"] == [{"member": bob_id, "name": "Bobby", "status": "delivered"}]
+    ok(run, homes, "bob", "history", "alice")
+    js(run, homes, "alice", "sync")
+    m = last(js(run, homes, "alice", "history", "bob"), "hello bob")
+    assert m["status"] == "read" and m["receipts"][0]["status"] == "read"
+    # read receipts off: delivered only
+    assert js(run, homes, "bob", "receipts", "off") == {"read_receipts": False}
+    s2 = js(run, homes, "alice", "send", "bob", "second one")
+    js(run, homes, "bob", "sync")
+    ok(run, homes, "bob", "history", "alice")
+    js(run, homes, "alice", "sync")
+    assert last(js(run, homes, "alice", "history", "bob"), "second one")["status"] == "delivered"
+    js(run, homes, "bob", "receipts", "on")
+    # edit, react, delete for everyone, shown on both sides
+    js(run, homes, "alice", "edit", s1["message_id"], "hello bob!")
+    js(run, homes, "bob", "sync")
+    r = js(run, homes, "bob", "react", s1["message_id"][:12], "👍")
+    assert r["type"] == "reaction" and r["published"] is True
+    js(run, homes, "alice", "delete", s2["message_id"])
+    js(run, homes, "bob", "sync")
+    js(run, homes, "alice", "sync")
+    for who, peer in (("alice", "bob"), ("bob", "alice")):
+        h = js(run, homes, who, "history", peer)
+        first = next(x for x in h["messages"] if x["message_id"] == s1["message_id"])
+        assert first["text"] == "hello bob!" and first["edited"] is True
+        assert list(first["reactions"]) == ["👍"]
+        gone = next(x for x in h["messages"] if x["message_id"] == s2["message_id"])
+        assert gone["deleted"] is True and gone["text"] == ""
+    assert "(edited)" in ok(run, homes, "bob", "history", "alice").out
+    # abuse through the CLI: a typed one-line error, nothing changes
+    bad(run, homes, "bob", "react", s2["message_id"], "😀")  # deleted
+    bad(run, homes, "bob", "edit", s1["message_id"], "not yours")
+    bad(run, homes, "bob", "edit", "0xdeadbeef", "x")
+    # search
+    hits = js(run, homes, "bob", "search", "hello")
+    assert [x["message_id"] for x in hits] == [s1["message_id"]]
+    assert js(run, homes, "bob", "search", "second") == []  # deleted
+    assert "no matches" in ok(run, homes, "bob", "search", "nothing-like-this").out
+    # paging still works with --before / --limit
+    h = js(run, homes, "bob", "history", "alice", "--limit", "1", "--before", s2["message_id"])
+    assert [x["message_id"] for x in h["messages"]] == [s1["message_id"]]
+    # conversations: mute, archive (hidden), delete (local only)
+    convs = js(run, homes, "bob", "conversations")
+    assert len(convs) == 1 and convs[0]["muted"] is False and convs[0]["request"] is False
+    assert convs[0]["last_message"]["text"] == ""
+    cid = convs[0]["conversation_id"]
+    assert js(run, homes, "bob", "conversations", "mute", cid[:12])["muted"] is True
+    js(run, homes, "bob", "conversations", "archive", "alice")
+    assert js(run, homes, "bob", "conversations") == []
+    assert [x["archived"] for x in js(run, homes, "bob", "conversations", "--all")] == [True]
+    js(run, homes, "bob", "conversations", "delete", cid)
+    assert js(run, homes, "bob", "conversations", "--all") == []
+    assert len(js(run, homes, "alice", "conversations")) == 1
+    # blocking: carol's messages after the block never show up
+    js(run, homes, "carol", "send", "bob", "hi from carol")
+    got = js(run, homes, "bob", "sync")
+    assert [(x["text"], x["request"]) for x in got] == [("hi from carol", True)]
+    js(run, homes, "bob", "contacts", "block", "carol")
+    js(run, homes, "carol", "send", "bob", "you should not see this")
+    assert js(run, homes, "bob", "sync") == []
+    assert [x["text"] for x in js(run, homes, "bob", "history", "carol")["messages"]] == [
+        "hi from carol"
+    ]
+    states = {x["name"]: x["state"] for x in js(run, homes, "bob", "contacts", "list")}
+    assert states == {"alice": "contact", "carol": "blocked"}
+    # declining: dave's later messages are not shown
+    js(run, homes, "dave", "send", "bob", "dave 1")
+    js(run, homes, "bob", "sync")
+    js(run, homes, "bob", "requests", "decline", "dave")
+    js(run, homes, "dave", "send", "bob", "dave 2")
+    assert js(run, homes, "bob", "sync") == []
+    js(run, homes, "bob", "contacts", "unblock", "carol")
+    js(run, homes, "carol", "send", "bob", "after unblock")
+    assert [x["text"] for x in js(run, homes, "bob", "sync")] == ["after unblock"]
+
+
+def test_chat_shows_typing_and_receipt_marks(
+    run_cli: RunCli, homes: dict[str, Any], devnet_dir: Path, tmp_path: Path
+) -> None:
+    run = run_cli
+    js(run, homes, "alice", "contacts", "add", "dave")
+    js(run, homes, "dave", "contacts", "add", "alice")
+    env = base_env(devnet_dir, tmp_path)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["COLUMNS"] = "200"
+    chat = Pty([str(CLI), "--home", homes["alice"]["home"], "chat", "dave"], env)
+    try:
+        chat.expect("chatting with dave")
+        js(run, homes, "dave", "typing", "alice")
+        chat.expect("dave is typing")
+        js(run, homes, "dave", "send", "alice", "typed it")
+        chat.expect("dave: typed it")
+        chat.write(b"are you there?\n")
+        deadline = time.monotonic() + 20
+        seen: list[str] = []
+        while "are you there?" not in seen and time.monotonic() < deadline:
+            seen += [m["text"] for m in js(run, homes, "dave", "sync")]  # sends "delivered"
+            time.sleep(0.2)
+        assert "are you there?" in seen, chat.output
+        chat.expect("✓✓ delivered (dave): are you there?")
+        ok(run, homes, "dave", "history", "alice")  # sends "read"
+        chat.expect("✓✓ read (dave): are you there?")
+        # dave's edit shows up live too
+        mid = js(run, homes, "dave", "history", "alice")["messages"][-2]["message_id"]
+        js(run, homes, "dave", "edit", mid, "typed it, edited")
+        chat.expect("(edited a message) typed it, edited")
+        chat.write(b"\x04")
+        assert chat.proc.wait(20) == 0, chat.output
+        time.sleep(0.1)
+        assert "bye" in chat.output and "Traceback" not in chat.output
+    finally:
+        chat.close()
+    h = js(run, homes, "alice", "history", "dave")
+    mine = last(h, "are you there?")
+    assert mine["status"] == "read"
+    assert any(m["text"] == "typed it, edited" and m["edited"] for m in h["messages"])
+    # typing indicators are never stored
+    assert all(m["type"] in ("text", "reply") for m in h["messages"])

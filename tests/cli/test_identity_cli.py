@@ -1,0 +1,223 @@
+"""The identity surface of the CLI through the real console script: devices link / approve /
+list / revoke, keys rotate, recovery restore, backup export / import, bind wallet / name /
+domain (against a real HTTPS server on loopback), lookup --history."""
+
+from __future__ import annotations
+
+import datetime
+import http.server
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli.conftest import CliResult, RunCli
+
+pytestmark = pytest.mark.devnet
+
+
+@pytest.fixture(scope="module")
+def up(run_cli: RunCli, devnet_dir: Path) -> CliResult:
+    r = run_cli("devnet", "up", "--json")
+    assert r.code == 0, r.err
+    return r
+
+
+def ok(r: CliResult) -> CliResult:
+    assert r.code == 0, r.err
+    assert "Traceback" not in r.err
+    return r
+
+
+@pytest.fixture(scope="module")
+def homes(
+    up: CliResult, run_cli: RunCli, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("id-homes")
+    out: dict[str, Any] = {"root": root}
+    for name in ("ida", "idb"):
+        r = ok(run_cli("--home", str(root / name), "init", "--name", name, "--json"))
+        out[name] = {"home": str(root / name), **r.doc}
+    return out
+
+
+def h(homes: dict[str, Any], who: str) -> list[str]:
+    return ["--home", homes[who]["home"] if who in homes else str(homes["root"] / who)]
+
+
+def test_link_list_chat_revoke(run_cli: RunCli, homes: dict[str, Any]) -> None:
+    link = ok(run_cli(*h(homes, "ida2"), "devices", "link", "--json")).doc
+    assert link["code"].startswith("logos_chatpair_1_")
+    # not approved yet: a network command says so
+    r = run_cli(*h(homes, "ida2"), "sync")
+    r.assert_one_line_error(code=3, contains="waiting to be approved")
+    ok(run_cli(*h(homes, "ida"), "devices", "approve", link["code"], "--json"))
+    r = run_cli(*h(homes, "ida"), "devices", "approve", link["code"])
+    r.assert_one_line_error(contains="already used")
+    r = ok(run_cli(*h(homes, "ida2"), "sync", "--json"))
+    assert "linked this device" in r.err
+    mine = ok(run_cli(*h(homes, "ida2"), "devices", "list", "--json")).doc
+    assert [(d["status"], d["this_device"]) for d in mine] == [("active", False), ("active", True)]
+    first = ok(run_cli(*h(homes, "ida"), "devices", "list", "--json")).doc
+    assert [(d["status"], d["this_device"]) for d in first] == [("active", True), ("active", False)]
+    # both devices receive, each sees what the other sent
+    assert ok(run_cli(*h(homes, "idb"), "send", "ida", "hi both", "--json")).doc["devices"] == 2
+    for who in ("ida", "ida2"):
+        assert [m["text"] for m in ok(run_cli(*h(homes, who), "sync", "--json")).doc] == ["hi both"]
+    ok(run_cli(*h(homes, "ida2"), "send", "idb", "from the second device"))
+    got = ok(run_cli(*h(homes, "ida"), "sync", "--json")).doc
+    assert [(m["text"], m["outgoing"]) for m in got] == [("from the second device", True)]
+    # revoke the second device from the first
+    ok(run_cli(*h(homes, "ida"), "devices", "revoke", mine[1]["installation_id"], "--json"))
+    r = run_cli(*h(homes, "ida2"), "send", "idb", "still here?")
+    r.assert_one_line_error(code=4, contains="revoked")
+    assert ok(run_cli(*h(homes, "idb"), "send", "ida", "one device", "--json")).doc["devices"] == 1
+    hist = ok(run_cli("lookup", "ida", "--history", "--json")).doc["history"]
+    events = [e["event"] for e in hist]
+    assert events.count("InstallationAdded") == 2 and "InstallationRevoked" in events
+
+
+def test_rotate_and_peers_carry_on(run_cli: RunCli, homes: dict[str, Any]) -> None:
+    ok(run_cli(*h(homes, "idb"), "send", "ida", "before rotation"))
+    ok(run_cli(*h(homes, "ida"), "sync"))
+    for flag in ([], ["--installation"], ["--owner"]):
+        doc = ok(run_cli(*h(homes, "ida"), "keys", "rotate", *flag, "--json")).doc
+        assert doc["gas_used"] > 0 and doc["old"] != doc["new"]
+    ok(run_cli(*h(homes, "idb"), "send", "ida", "after rotation"))
+    got = ok(run_cli(*h(homes, "ida"), "sync", "--json")).doc
+    assert [m["text"] for m in got] == ["after rotation"]
+    ok(run_cli(*h(homes, "ida"), "send", "idb", "reply with new keys"))
+    got = ok(run_cli(*h(homes, "idb"), "sync", "--json")).doc
+    assert [m["text"] for m in got] == ["reply with new keys"]
+    convs = ok(run_cli(*h(homes, "idb"), "conversations", "--json")).doc
+    assert len([c for c in convs if c["title"] == "ida"]) == 1  # same conversation, no reset
+    hist = ok(run_cli("lookup", "ida", "--history", "--json")).doc["history"]
+    assert "OwnerChanged" in [e["event"] for e in hist]
+
+
+def test_recovery_restore_and_backup(
+    run_cli: RunCli, homes: dict[str, Any], tmp_path: Path
+) -> None:
+    phrase = homes["idb"]["recovery_phrase"]
+    backup = tmp_path / "idb.backup"
+    env = {"LOGOS_CHAT_RECOVERY_PHRASE": phrase}
+    ok(run_cli(*h(homes, "idb"), "backup", "export", str(backup), "--phrase", env=env))
+    bad = run_cli(*h(homes, "idb-x"), "recovery", "restore",
+                  env={"LOGOS_CHAT_RECOVERY_PHRASE": "wrong words " * 4})  # fmt: skip
+    bad.assert_one_line_error(contains="recovery phrase")
+    doc = ok(run_cli(*h(homes, "idb-new"), "recovery", "restore", "--json", env=env)).doc
+    assert doc["identity_id"] == homes["idb"]["identity_id"] and len(doc["revoked"]) == 1
+    r = run_cli(*h(homes, "idb"), "sync")
+    r.assert_one_line_error(code=4, contains="revoked")
+    n = ok(
+        run_cli(
+            *h(homes, "idb-new"), "backup", "import", str(backup), "--phrase", "--json", env=env
+        )
+    )
+    assert n.doc["imported"] >= 4
+    hist = ok(run_cli(*h(homes, "idb-new"), "history", "ida", "--json")).doc["messages"]
+    assert "before rotation" in [m["text"] for m in hist]
+    ok(run_cli(*h(homes, "ida"), "send", "idb", "welcome back"))
+    got = ok(run_cli(*h(homes, "idb-new"), "sync", "--json")).doc
+    assert [m["text"] for m in got] == ["welcome back"]
+
+
+def test_bind_wallet_and_name(run_cli: RunCli, homes: dict[str, Any]) -> None:
+    from eth_account import Account
+
+    wallet = Account.create()
+    env = {"LOGOS_CHAT_WALLET_KEY": wallet.key.hex()}
+    ok(run_cli(*h(homes, "ida"), "bind", "wallet", "--json", env=env))
+    found = ok(run_cli("lookup", wallet.address, "--json")).doc
+    assert found["identity_id"] == homes["ida"]["identity_id"]
+    ok(run_cli(*h(homes, "ida"), "bind", "name", "ida-alias"))
+    assert (
+        ok(run_cli("lookup", "ida-alias", "--json")).doc["identity_id"]
+        == homes["ida"]["identity_id"]
+    )
+    ok(run_cli(*h(homes, "ida"), "bind", "name", "ida-alias", "--release"))
+    run_cli("lookup", "ida-alias").assert_one_line_error(code=3)
+    events = [
+        e["event"] for e in ok(run_cli("lookup", "ida", "--history", "--json")).doc["history"]
+    ]
+    assert {"WalletLinked", "NameClaimed", "NameReleased"} <= set(events)
+
+
+@pytest.fixture
+def https_server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """A real HTTPS server on loopback with its own CA (passed to httpx via SSL_CERT_FILE)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    root = tmp_path / "www"
+    (root / ".well-known").mkdir(parents=True)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, directory=str(root), **kw)
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_file, key_file)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield (
+            f"localhost:{srv.server_address[1]}",
+            root / ".well-known" / "logos-chat.json",
+            cert_file,
+        )
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_bind_domain_real_https(run_cli: RunCli, homes: dict[str, Any], https_server: Any) -> None:
+    domain, doc_file, ca = https_server
+    env = {"SSL_CERT_FILE": str(ca)}
+    r = run_cli(*h(homes, "ida"), "bind", "domain", domain, env=env)
+    r.assert_one_line_error(contains="HTTP 404")
+    proof = ok(run_cli(*h(homes, "ida"), "bind", "domain", domain, "--print", "--json")).doc
+    # someone else's proof on the domain is refused
+    doc_file.write_text(json.dumps({**proof, "identity_id": homes["idb"]["identity_id"]}))
+    run_cli(*h(homes, "ida"), "bind", "domain", domain, env=env).assert_one_line_error(
+        contains="another identity"
+    )
+    doc_file.write_text(json.dumps(proof))
+    got = ok(run_cli(*h(homes, "ida"), "bind", "domain", domain, "--json", env=env)).doc
+    assert got["verified"] is True and got["document"]["identity_id"] == homes["ida"]["identity_id"]
+    # without the test CA the certificate is not trusted: no insecure fallback
+    run_cli(*h(homes, "ida"), "bind", "domain", domain).assert_one_line_error(
+        contains="cannot fetch"
+    )

@@ -1,0 +1,266 @@
+"""Contacts, requests, blocking (synced across own devices); edit / delete / react / reply and
+their abuse cases; conversation flags and local delete; full-text search."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatcore import content
+from chatcore.content import ContactState
+from chatcore.errors import ContentError, MalformedMessage
+from chatcore.payload import ContentType
+from tests.engine import snapshot, texts
+
+from . import FWorld
+
+
+def test_first_message_is_a_request_then_accept_or_decline() -> None:
+    w = FWorld()
+    a, b, c = w.person(2), w.person(), w.person()
+    s = w.send_text(b, a, "hi, it's bob")
+    w.route(s.frames)
+    for d in (0, 1):
+        assert w.f(a, d).contact_state(b) == ContactState.REQUEST
+        assert w.f(a, d).is_request(s.conversation_id)
+    assert texts(w.dev(a).store, s.conversation_id) == ["hi, it's bob"]
+    w.route(w.f(a).set_contact(b, ContactState.CONTACT, "Bobby"))
+    assert w.f(a, 1).contact(b).alias == "Bobby"  # type: ignore[union-attr]
+    assert not w.f(a, 1).is_request(s.conversation_id)
+    # the sender made alice a contact by writing to her
+    assert w.f(b).contact_state(a) == ContactState.CONTACT
+    # carol is declined: her later messages are not shown (nor stored) on any device
+    w.route(w.send_text(c, a, "carol 1").frames)
+    w.route(w.f(a, 1).set_contact(c, ContactState.DECLINED))
+    assert w.f(a).contact_state(c) == ContactState.DECLINED
+    s2 = w.send_text(c, a, "carol 2")
+    shown = w.route(s2.frames)
+    assert shown == []
+    for d in (0, 1):
+        assert texts(w.dev(a, d).store, s2.conversation_id) == ["carol 1"]
+
+
+def test_block_drops_before_storage_on_all_devices_and_unblock() -> None:
+    w = FWorld()
+    a, b = w.person(2), w.person()
+    w.route(w.send_text(b, a, "before").frames)
+    w.flush_all()
+    w.route(w.f(a).set_contact(b, ContactState.BLOCKED))
+    assert w.f(a, 1).contact_state(b) == ContactState.BLOCKED
+    before = [snapshot(w.dev(a, d).store) for d in (0, 1)]
+    s = w.send_text(b, a, "you can't see this")
+    assert w.route(s.frames) == []
+    for d in (0, 1):
+        after = snapshot(w.dev(a, d).store)
+        assert after["messages"] == before[d]["messages"]
+        assert after["conversations"] == before[d]["conversations"]
+        assert w.node(a, d).f.queued_receipts() == 0  # no receipt goes back either
+    with pytest.raises(ContentError):
+        w.send_text(a, b, "blocked people get nothing")
+    w.route(w.f(a).set_contact(b, ContactState.CONTACT))
+    s = w.send_text(b, a, "after")
+    w.route(s.frames)
+    assert texts(w.dev(a, 1).store, s.conversation_id) == ["before", "after"]
+
+
+def test_blocked_member_in_a_group_is_not_shown() -> None:
+    w = FWorld()
+    a, b, c = w.person(), w.person(), w.person()
+    gid = w.group(a, [b, c])
+    w.route(w.f(c).set_contact(b, ContactState.BLOCKED))
+    s = w.f(b).send_group_message(gid, ContentType.TEXT, b"noise")
+    w.route(s.frames, frm=w.node(b))
+    assert "noise" in texts(w.dev(a).store, gid)
+    assert "noise" not in texts(w.dev(c).store, gid)
+
+
+def _edit(w: FWorld, who: bytes, to: bytes, ct: ContentType, body: bytes, dev: int = 0):
+    return w.node(who, dev).f.send_op(w.directory.peer(to), ct, body, w.own(who))
+
+
+def test_edit_delete_react_reply_on_every_device() -> None:
+    w = FWorld()
+    a, b = w.person(2), w.person(2)
+    s = w.send_text(a, b, "helo")
+    w.route(s.frames)
+    conv, mid = s.conversation_id, s.message_id
+    e = _edit(w, a, b, ContentType.EDIT, content.encode_edit(mid, "hello"))
+    shown = w.route(e.frames)
+    assert {r.content_type for r in shown} == {ContentType.EDIT}
+    r = _edit(w, b, a, ContentType.REACTION, content.encode_reaction(mid, "👍"), dev=1)
+    w.route(r.frames)
+    rep = w.node(b).f.send_message(
+        w.directory.peer(a), ContentType.REPLY, content.encode_reply(mid, "yes!"), w.own(b)
+    )
+    w.route(rep.frames)
+    for who in (a, b):
+        for d in (0, 1):
+            st = w.dev(who, d).store
+            v = w.node(who, d).f.view(st.message(conv, mid))  # type: ignore[arg-type]
+            assert (v.text, v.edited, v.deleted) == ("hello", True, False)
+            assert v.reactions == {"👍": [b]}
+            rv = w.node(who, d).f.view(st.message(conv, rep.message_id))  # type: ignore[arg-type]
+            assert rv.text == "yes!" and rv.reply_to == mid
+            assert len(st.history(conv)) == 2  # edits and reactions are not messages
+            assert st.conversation(conv).unread in (0, 1)  # type: ignore[union-attr]
+    # reaction changed, then taken back
+    w.route(_edit(w, b, a, ContentType.REACTION, content.encode_reaction(mid, "🎉")).frames)
+    assert w.f(a, 1).view(w.dev(a, 1).store.message(conv, mid)).reactions == {"🎉": [b]}  # type: ignore[arg-type]
+    w.route(_edit(w, b, a, ContentType.REACTION, content.encode_reaction(mid, "")).frames)
+    assert w.f(a).view(w.dev(a).store.message(conv, mid)).reactions == {}  # type: ignore[arg-type]
+    # delete for everyone
+    d = _edit(w, a, b, ContentType.DELETE, content.encode_delete(mid), dev=1)
+    w.route(d.frames)
+    for who in (a, b):
+        for i in (0, 1):
+            v = w.node(who, i).f.view(w.dev(who, i).store.message(conv, mid))  # type: ignore[arg-type]
+            assert v.deleted and v.text == ""
+            assert w.dev(who, i).store.message(conv, mid).body == b""  # type: ignore[union-attr]
+    # acks for ops flow like for messages
+    w.flush_all()
+    assert w.f(a).pending_acks() == 0 and w.f(b).pending_acks() == 0
+
+
+def test_spoofed_or_invalid_ops_are_rejected_and_change_nothing() -> None:
+    w = FWorld()
+    a, b = w.person(), w.person()
+    s = w.send_text(a, b, "mine")
+    w.route(s.frames)
+    conv, mid = s.conversation_id, s.message_id
+    before = snapshot(w.dev(a).store)
+    # bob edits / deletes alice's message
+    for ct, body in (
+        (ContentType.EDIT, content.encode_edit(mid, "pwned")),
+        (ContentType.DELETE, content.encode_delete(mid)),
+    ):
+        with pytest.raises(ContentError):
+            _edit(w, b, a, ct, body)  # refused locally already
+        frames = w.f(b)._signal(a, w.own(a), ct, body)  # a hostile client sends it anyway
+        with pytest.raises(ContentError):
+            w.route(frames, strict=True)
+    # an edit of an unknown message
+    with pytest.raises(ContentError):
+        w.route(
+            w.f(b)._signal(a, w.own(a), ContentType.EDIT, content.encode_edit(b"\x07" * 8, "x")),
+            strict=True,
+        )
+    # a reaction to a deleted message
+    w.route(_edit(w, a, b, ContentType.DELETE, content.encode_delete(mid)).frames)
+    with pytest.raises(ContentError):
+        _edit(w, b, a, ContentType.REACTION, content.encode_reaction(mid, "😀"))
+    with pytest.raises(ContentError):
+        w.route(
+            w.f(b)._signal(a, w.own(a), ContentType.REACTION, content.encode_reaction(mid, "😀")),
+            strict=True,
+        )
+    after = snapshot(w.dev(a).store)
+    assert after["reactions"] == [] and after["content_ops"] != before["content_ops"]
+    assert w.dev(a).store.message(conv, mid).body == b""  # type: ignore[union-attr]
+    with pytest.raises(MalformedMessage):
+        content.decode_targeted(ContentType.REACTION, mid + b"two words")
+    with pytest.raises(ValueError):
+        content.encode_reaction(mid, "x" * 40)
+
+
+def test_group_ops_and_spoofs() -> None:
+    w = FWorld()
+    a, b, c = w.person(), w.person(), w.person()
+    gid = w.group(a, [b, c])
+    s = w.f(a).send_group_message(gid, ContentType.TEXT, b"group hello")
+    w.route(s.frames, frm=w.node(a))
+    e = w.f(a).send_group_op(gid, ContentType.EDIT, content.encode_edit(s.message_id, "group hi"))
+    w.route(e.frames, frm=w.node(a))
+    r = w.f(c).send_group_op(gid, ContentType.REACTION, content.encode_reaction(s.message_id, "❤"))
+    w.route(r.frames, frm=w.node(c))
+    for who in (a, b, c):
+        v = w.f(who).view(w.dev(who).store.message(gid, s.message_id))  # type: ignore[arg-type]
+        assert v.text == "group hi" and v.reactions == {"❤": [c]}
+    # b (a member, not the author) tries to edit a's message over the group topic
+    from chatcore.payload import Payload
+
+    n = w.node(b)
+    p = Payload(ContentType.EDIT, 99, w.clock(), content.encode_edit(s.message_id, "spoof"))
+    with n.dev.store.transaction():
+        fr = n.f._group_frame(gid, p, None)
+    w.route([fr], frm=n)
+    assert any(isinstance(e, ContentError) for e in w.node(a).errors)
+    assert w.f(a).view(w.dev(a).store.message(gid, s.message_id)).text == "group hi"  # type: ignore[arg-type]
+
+
+def test_typing_is_ephemeral_rate_limited_and_expires() -> None:
+    w = FWorld()
+    a, b = w.person(), w.person()
+    s = w.send_text(a, b, "hi")
+    w.route(s.frames)
+    conv = s.conversation_id
+    before = snapshot(w.dev(b).store)
+    frames = w.f(a).send_typing(conv)
+    assert w.f(a).send_typing(conv) == []  # sender side rate limit (3 s)
+    shown = w.route(frames)
+    assert [r.content_type for r in shown] == [ContentType.TYPING]
+    assert w.f(b).typing_now(conv) == [a]
+    after = snapshot(w.dev(b).store)
+    assert after["messages"] == before["messages"] and after["outbox"] == before["outbox"]
+    assert after["conversations"] == before["conversations"]
+    # a flood (a hostile client ignoring the limit) is dropped with a typed error
+    flood = w.f(a).send_typing(conv, force=True)
+    with pytest.raises(ContentError):
+        w.route(flood, strict=True)
+    # expiry
+    w.clock.now += 6_000
+    assert w.f(b).typing_now(conv) == []
+    # a message from the typer clears the indicator at once
+    w.route(w.f(a).send_typing(conv))
+    assert w.f(b).typing_now(conv) == [a]
+    w.route(w.send_text(a, b, "done typing").frames)
+    assert w.f(b).typing_now(conv) == []
+    # group typing
+    gid = w.group(a, [b])
+    w.clock.now += 2_000
+    w.route(w.f(a).send_typing(gid), frm=w.node(a))
+    assert w.f(b).typing_now(gid) == [a]
+
+
+def test_conversation_flags_sync_delete_is_local_and_search() -> None:
+    w = FWorld()
+    a, b = w.person(2), w.person()
+    s1 = w.send_text(b, a, "the quick brown fox")
+    w.route(s1.frames)
+    s2 = w.send_text(b, a, "jumps over the lazy dog")
+    w.route(s2.frames)
+    conv = s1.conversation_id
+    w.route(w.f(a).set_conversation_flags(conv, muted=True, archived=True))
+    c1 = w.dev(a, 1).store.conversation(conv)
+    assert c1 is not None and c1.muted and c1.archived
+    f = w.f(a)
+    assert [m.message_id for m in f.search("fox")] == [s1.message_id]
+    assert [m.message_id for m in f.search("the")] == [s2.message_id, s1.message_id]
+    assert f.search("cat") == []
+    assert f.search('"; DROP') == []  # user text is quoted, never FTS syntax
+    # edits are searchable by their new text, deletes vanish from search
+    w.route(
+        w.f(b)
+        .send_op(
+            w.directory.peer(a),
+            ContentType.EDIT,
+            content.encode_edit(s1.message_id, "a slow red cat"),
+            w.own(b),
+        )
+        .frames
+    )
+    assert [m.message_id for m in f.search("cat")] == [s1.message_id]
+    assert f.search("fox") == []
+    w.route(
+        w.f(b)
+        .send_op(
+            w.directory.peer(a), ContentType.DELETE, content.encode_delete(s2.message_id), w.own(b)
+        )
+        .frames
+    )
+    assert f.search("lazy") == []
+    # delete is local: device 1 keeps it
+    assert f.delete_conversation(conv) == 2
+    assert w.dev(a).store.conversation(conv) is None and f.search("cat") == []
+    assert len(w.dev(a, 1).store.history(conv)) == 2
+    # the conversation comes back with the next message
+    w.route(w.send_text(b, a, "still there?").frames)
+    assert texts(w.dev(a).store, conv) == ["still there?"]

@@ -1,0 +1,204 @@
+"""Receipts (sent → delivered → read, batched, per recipient / member) and end-to-end
+retransmission driven by them (chatcore.reliability wired through chatcore.features)."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatcore import content
+from chatcore.content import ContactState, ReceiptKind
+from chatcore.engine import direct_conversation_id
+from chatcore.errors import ContentError
+from chatcore.payload import ContentType, Payload
+
+from . import FWorld
+
+
+def _status(w: FWorld, who: bytes, conv: bytes, mid: bytes, dev: int = 0) -> str:
+    m = w.dev(who, dev).store.message(conv, mid)
+    assert m is not None
+    return m.status
+
+
+def test_sent_delivered_read_on_every_device_batched() -> None:
+    w = FWorld()
+    a, b = w.person(2), w.person(2)
+    sends = [w.send_text(a, b, f"m{i}") for i in range(3)]
+    conv = sends[0].conversation_id
+    for s in sends:
+        for f in s.frames:
+            w.dev(a).engine.acknowledged(f.outbox_id)
+    assert _status(w, a, conv, sends[0].message_id) == "sent"
+    for s in sends:
+        w.route(s.frames)
+    assert w.f(a).pending_acks() == 3
+    # bob's two devices each send ONE receipt frame per alice device, naming all three
+    frames = w.node(b).f.flush()
+    assert len(frames) == 2  # one per alice device, batched
+    w.route(frames, frm=w.node(b))
+    w.route(w.node(b, 1).f.flush(), frm=w.node(b, 1))
+    for d in (0, 1):  # the same status on both of alice's devices
+        assert {_status(w, a, conv, s.message_id, d) for s in sends} == {"delivered"}
+    assert w.f(a).pending_acks() == 0
+    # alice wrote first: a request for bob; read receipts only once bob accepted her
+    assert w.f(b).contact_state(a) == ContactState.REQUEST
+    w.route(w.f(b).set_contact(a, ContactState.CONTACT))
+    assert w.f(b, 1).contact_state(a) == ContactState.CONTACT
+    # bob reads on device 0: read receipts to alice, read state to bob's device 1
+    assert w.dev(b, 1).store.conversation(conv).unread == 3  # type: ignore[union-attr]
+    assert w.f(b).mark_read(conv) == 3
+    w.route(w.node(b).f.flush(), frm=w.node(b))
+    for d in (0, 1):
+        assert {_status(w, a, conv, s.message_id, d) for s in sends} == {"read"}
+    assert w.dev(b, 1).store.conversation(conv).unread == 0  # type: ignore[union-attr]
+    v = w.f(a).view(w.dev(a).store.message(conv, sends[0].message_id))  # type: ignore[arg-type]
+    assert v.receipts == {b: "read"}
+    # status never goes back: a late "delivered" does not undo "read"
+    late = content.encode_receipt(ReceiptKind.DELIVERED, [sends[0].message_id])
+    frames = w.f(b)._signal(a, w.own(a), ContentType.RECEIPT, late)
+    w.route(frames)
+    assert _status(w, a, conv, sends[0].message_id) == "read"
+
+
+def test_read_receipts_switched_off() -> None:
+    w = FWorld()
+    a, b = w.person(), w.person(2)
+    s = w.send_text(a, b, "hi")
+    w.route(s.frames)
+    w.flush_all()
+    assert _status(w, a, s.conversation_id, s.message_id) == "delivered"
+    w.route(w.f(b).set_contact(a, ContactState.CONTACT))
+    frames = w.f(b).set_read_receipts(False)
+    w.route(frames)
+    assert not w.f(b, 1).read_receipts  # the setting synced to bob's other device
+    w.f(b).mark_read(s.conversation_id)
+    out = w.node(b).f.flush()
+    assert all(f.subject != w.dev(a).engine.inbox for f in out)  # nothing to alice
+    w.route(out)
+    assert _status(w, a, s.conversation_id, s.message_id) == "delivered"
+    assert w.dev(b, 1).store.conversation(s.conversation_id).unread == 0  # type: ignore[union-attr]
+
+
+def test_lost_frame_is_retransmitted_with_backoff_until_acknowledged() -> None:
+    w = FWorld()
+    a, b = w.person(), w.person()
+    w.route(w.send_text(a, b, "first").frames)  # a session exists
+    w.flush_all()
+    w.dropped.add(w.dev(b).engine.inbox)
+    s = w.send_text(a, b, "lost on the way")
+    w.route(s.frames)
+    w.dropped.clear()
+    assert w.dev(b).store.message(s.conversation_id, s.message_id) is None
+    assert w.f(a).flush() == []  # not due yet
+    w.clock.now += 31_000
+    again = w.f(a).flush()
+    assert len(again) == 1 and again[0].frame != s.frames[0].frame  # re-encrypted
+    w.route(again)
+    assert w.dev(b).store.message(s.conversation_id, s.message_id) is not None
+    w.flush_all()
+    assert w.f(a).pending_acks() == 0
+    assert _status(w, a, s.conversation_id, s.message_id) == "delivered"
+    w.clock.now += 10**7
+    assert w.f(a).flush() == []
+
+
+def test_lost_receipt_duplicate_is_acked_again_and_stored_once() -> None:
+    w = FWorld()
+    a, b = w.person(), w.person()
+    s = w.send_text(a, b, "hello")
+    w.route(s.frames)
+    w.node(b).f.flush()  # the receipt is lost
+    w.clock.now += 31_000
+    w.route(w.f(a).flush())  # retransmission: bob already has it
+    assert len(w.dev(b).store.history(s.conversation_id)) == 1
+    w.flush_all()
+    assert w.f(a).pending_acks() == 0
+    # backoff doubles: after the first retransmission the next one waits 60 s
+    s2 = w.send_text(a, b, "again")
+    w.clock.now += 31_000
+    assert len(w.f(a).flush()) == 1
+    w.clock.now += 31_000
+    assert w.f(a).flush() == []
+    w.clock.now += 30_000
+    assert len(w.f(a).flush()) == 1
+    del s2
+
+
+def test_reliability_survives_restart() -> None:
+    w = FWorld()
+    a, b = w.person(), w.person()
+    s = w.send_text(a, b, "x")
+    w.restart(w.dev(a))
+    assert w.f(a).pending_acks() == 1
+    w.route(s.frames)
+    w.flush_all()
+    assert w.f(a).pending_acks() == 0
+
+
+def test_bad_receipts_are_rejected_and_change_nothing() -> None:
+    w = FWorld()
+    a, b, c = w.person(), w.person(), w.person()
+    s = w.send_text(a, b, "to bob")
+    w.route(s.frames)
+    w.route(w.send_text(c, a, "carol here").frames)
+    n = w.node(a)
+    # carol names alice→bob's message: unknown in alice↔carol
+    body = content.encode_receipt(ReceiptKind.READ, [s.message_id])
+    with pytest.raises(ContentError):
+        w.route(w.f(c)._signal(a, w.own(a), ContentType.RECEIPT, body), strict=True)
+    # unknown ids
+    body = content.encode_receipt(ReceiptKind.DELIVERED, [b"\x01" * 8])
+    with pytest.raises(ContentError):
+        w.route(w.f(b)._signal(a, w.own(a), ContentType.RECEIPT, body), strict=True)
+    # bob "acknowledges" his own message (a spoofed receipt)
+    r = w.send_text(b, a, "from bob")
+    w.route(r.frames)
+    body = content.encode_receipt(ReceiptKind.READ, [r.message_id])
+    with pytest.raises(ContentError):
+        w.route(w.f(b)._signal(a, w.own(a), ContentType.RECEIPT, body), strict=True)
+    assert _status(w, a, s.conversation_id, s.message_id) == "sending"
+    assert w.dev(a).store.message(r.conversation_id, r.message_id).status == "received"  # type: ignore[union-attr]
+    assert n.f.receipts(s.conversation_id, s.message_id) == {}
+    # malformed receipt bodies are MalformedMessage (typed) too
+    with pytest.raises(Exception) as ei:
+        content.decode_receipt(b"\x09" + b"\x00" * 8)
+    assert type(ei.value).__name__ == "MalformedMessage"
+
+
+def test_group_receipts_per_member() -> None:
+    w = FWorld()
+    a, b, c = w.person(), w.person(2), w.person()
+    gid = w.group(a, [b, c])
+    s = w.f(a).send_group_message(gid, ContentType.TEXT, b"hello group")
+    w.route(s.frames, frm=w.node(a))
+    assert w.f(a).unacked(gid, s.message_id) == frozenset(
+        {w.dev(b, 0).inst, w.dev(b, 1).inst, w.dev(c).inst}
+    )
+    w.route(w.node(b).f.flush(), frm=w.node(b))
+    w.route(w.node(c).f.flush(), frm=w.node(c))
+    v = w.f(a).view(w.dev(a).store.message(gid, s.message_id))  # type: ignore[arg-type]
+    assert v.receipts == {b: "delivered", c: "delivered"}
+    assert _status(w, a, gid, s.message_id) == "delivered"
+    assert w.f(a).unacked(gid, s.message_id) == frozenset({w.dev(b, 1).inst})
+    w.route(w.node(b, 1).f.flush(), frm=w.node(b, 1))
+    assert w.f(a).pending_acks() == 0
+    w.f(b).mark_read(gid)
+    w.route(w.node(b).f.flush(), frm=w.node(b))
+    v = w.f(a).view(w.dev(a).store.message(gid, s.message_id))  # type: ignore[arg-type]
+    assert v.receipts == {b: "read", c: "delivered"}
+    assert _status(w, a, gid, s.message_id) == "delivered"  # not everyone read it yet
+    w.f(c).mark_read(gid)
+    w.route(w.node(c).f.flush(), frm=w.node(c))
+    assert _status(w, a, gid, s.message_id) == "read"
+    # bob's other device learned the read state from the group receipt of bob's device 0
+    assert w.dev(b, 1).store.conversation(gid).unread == 0  # type: ignore[union-attr]
+
+
+def test_receipt_is_small_and_text_overhead_unchanged() -> None:
+    body = content.encode_receipt(ReceiptKind.DELIVERED, [b"\x00" * 8] * 10)
+    assert len(body) == 81
+    p = Payload(ContentType.TEXT, 5, 1_800_000_000_000, b"x" * 200, (b"abcd",) * 2)
+    assert len(p.encode()) - 200 == 15  # type+flags, lamport, sent-at, history: no new bytes
+    assert direct_conversation_id(b"a" * 32, b"b" * 32) == direct_conversation_id(
+        b"b" * 32, b"a" * 32
+    )

@@ -1,0 +1,135 @@
+"""Multi-device on real anvil + NATS: link, chat from both devices, revoke, rotate, recover."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from chatcore.client import Client
+from chatcore.engine import direct_conversation_id
+from chatcore.errors import UntrustedIdentity
+from chatcore.identity import (
+    DeviceRevoked,
+    PairingError,
+    approve,
+    finish_link,
+    list_devices,
+    revoke,
+    start_link,
+)
+from discovery.network import NetworkConfig
+from tests.integration.conftest import PASSPHRASE, People, Person
+
+pytestmark = pytest.mark.devnet
+
+
+def texts(c: Client, peer: bytes) -> list[str]:
+    return [m.body.decode() for m in c.history(direct_conversation_id(c.identity_id, peer), 1000)]
+
+
+async def link(alice: Person, home: Path, network: NetworkConfig) -> Client:
+    started = start_link(home, PASSPHRASE, network)
+    assert started.code.startswith("logos_chatpair_1_")
+    assert await finish_link(home, PASSPHRASE, network) is None  # not approved yet
+    await approve(alice.c, PASSPHRASE, started.code)
+    linked = await finish_link(home, PASSPHRASE, network)
+    assert linked is not None and linked.identity_id == alice.c.identity_id
+    assert alice.name in linked.names
+    return Client.open(home, PASSPHRASE, network)
+
+
+async def test_link_second_device_and_chat(
+    people: People, network: NetworkConfig, tmp_path: Path
+) -> None:
+    alice, bob = people.new("alice"), people.new("bob")
+    await alice.c.send_text(bob.name, "before linking")
+    await bob.c.sync()
+    a2 = await link(alice, tmp_path / "alice2", network)
+    try:
+        # the history and the conversation list came over with the handover
+        assert texts(a2, bob.c.identity_id) == ["before linking"]
+        devs = list_devices(a2)
+        assert [d.status for d in devs] == ["active", "active"]
+        assert [d.this_device for d in devs] == [False, True]
+        # bob reaches both devices (from his next resolve)
+        bob.c.sync_directory()
+        res = await bob.c.send_text(alice.name, "hi both")
+        assert len(res.frames) == 2
+        assert [m.text for m in await alice.c.sync()] == ["hi both"]
+        assert [m.text for m in await a2.sync()] == ["hi both"]
+        # the new device sends; bob gets it, the first device gets a sync copy
+        res = await a2.send_text(bob.name, "from my second device")
+        assert len(res.frames) == 2
+        assert [m.text for m in await bob.c.sync()] == ["from my second device"]
+        got = await alice.c.sync()
+        assert [(m.text, m.outgoing) for m in got] == [("from my second device", True)]
+        alice.c.sync_directory()
+        res = await alice.c.send_text(bob.name, "from the first")
+        assert len(res.frames) == 2
+        got = await a2.sync()
+        assert [(m.text, m.outgoing) for m in got] == [("from the first", True)]
+        assert texts(a2, bob.c.identity_id) == texts(alice.c, bob.c.identity_id)
+    finally:
+        await a2.aclose()
+
+
+async def test_pairing_code_used_twice_or_expired(
+    people: People, network: NetworkConfig, tmp_path: Path
+) -> None:
+    alice = people.new("alice")
+    mallory = people.new("mallory")
+    started = start_link(tmp_path / "a2", PASSPHRASE, network)
+    await approve(alice.c, PASSPHRASE, started.code)
+    with pytest.raises(PairingError, match="already used"):
+        await approve(alice.c, PASSPHRASE, started.code)
+    # another identity approving the same code afterwards: the device ignores its handover
+    await approve(mallory.c, PASSPHRASE, started.code)
+    linked = await finish_link(tmp_path / "a2", PASSPHRASE, network)
+    assert linked is not None and linked.identity_id == alice.c.identity_id
+    # an expired code
+    expired = start_link(tmp_path / "a3", PASSPHRASE, network, ttl_s=0)
+    time.sleep(1.1)
+    with pytest.raises(PairingError, match="expired"):
+        await approve(alice.c, PASSPHRASE, expired.code)
+
+
+async def test_revoke_from_other_device(
+    people: People, network: NetworkConfig, tmp_path: Path
+) -> None:
+    alice, bob = people.new("alice"), people.new("bob")
+    a2 = await link(alice, tmp_path / "alice2", network)
+    a2_inst = a2.installation_id
+    try:
+        await a2.send_text(bob.name, "hello from a2")
+        await bob.c.sync()
+        target, gas = revoke(alice.c, PASSPHRASE, "0x" + a2_inst.hex()[:10])
+        assert target == a2_inst and gas < 40_000
+        # peers stop encrypting to it from their next resolve (a send reuses an index
+        # synced up to DIRECTORY_MAX_AGE_MS ago, so resolve now)
+        bob.c.sync_directory()
+        res = await bob.c.send_text(alice.name, "only the first device")
+        assert len(res.frames) == 1
+        # the revoked device notices on its next network command, says so, refuses to send
+        with pytest.raises(DeviceRevoked, match="revoked"):
+            await a2.sync()
+        with pytest.raises(DeviceRevoked, match="revoked"):
+            await a2.send_text(bob.name, "am I still here?")
+        # attack: it bypasses its own check and sends anyway -> bob rejects the frame
+        peer = bob.c.directory.peer(bob.c.identity_id)
+        a2.engine.send(peer, __import__("chatcore.payload").payload.ContentType.TEXT, b"sneaky")
+        await a2._publish(
+            [
+                __import__("chatcore.engine").engine.OutFrame(i.id, i.subject, i.frame, i.msg_id)
+                for i in a2.store.pending_outbox()
+            ]
+        )
+        got = await bob.c.sync()
+        assert [m.text for m in got] == []
+        assert "sneaky" not in texts(bob.c, alice.c.identity_id)
+        states = {d.installation_id: d.status for d in list_devices(alice.c)}
+        assert states[a2_inst] == "revoked"
+    finally:
+        await a2.aclose()
+    _ = UntrustedIdentity

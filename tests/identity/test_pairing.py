@@ -1,0 +1,82 @@
+"""Pure parts of the identity module: pairing codes, handovers, backups (no chain, no network)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from chatcore.identity import (
+    IdentityError,
+    PairingCode,
+    PairingError,
+    make_pairing_code,
+    open_backup,
+    open_handover,
+    seal_backup,
+    seal_handover,
+)
+from chatcore.keys import InstallationKeys, SignedPrekey
+from discovery.records import ChainBinding
+
+BINDING = ChainBinding(31337, b"\x11" * 20)
+NOW = 1_800_000_000
+
+
+def _code(ttl: int = 600) -> tuple[PairingCode, object]:
+    keys = InstallationKeys.generate(os.urandom)
+    spk = SignedPrekey.generate(os.urandom, 1, (NOW + 3600) * 1000)
+    return make_pairing_code(keys, spk, BINDING, NOW, os.urandom, ttl)
+
+
+def test_code_roundtrip_and_checks() -> None:
+    code, _ = _code()
+    text = code.to_text()
+    assert text.startswith("logos_chatpair_1_") and len(text) < 400
+    again = PairingCode.from_text(text[:50] + "\n " + text[50:])  # whitespace from a QR / paste
+    assert again == code
+    again.check(BINDING, NOW + 10)
+    with pytest.raises(PairingError, match="expired"):
+        code.check(BINDING, NOW + 601)
+    with pytest.raises(PairingError, match="another network"):
+        code.check(ChainBinding(1, b"\x11" * 20), NOW)
+    raw = bytearray(code.encode())
+    raw[70] ^= 1  # the installation's X25519 key
+    with pytest.raises(PairingError, match="signature"):
+        PairingCode.decode(bytes(raw)).check(BINDING, NOW)
+    for bad in ("logos_chatintro_1_AAAA", "logos_chatpair_1_!!", "logos_chatpair_1_AAAA"):
+        with pytest.raises(PairingError):
+            PairingCode.from_text(bad)
+
+
+def test_handover_sealed_to_the_code() -> None:
+    code, key = _code()
+    approver = InstallationKeys.generate(os.urandom)
+    content = {"v": 1, "identity_id": "ab" * 32, "approved_at": NOW + 5, "owner_key": "cd" * 32}
+    frame = seal_handover(code, content, approver, os.urandom)
+    who, got = open_handover(frame, code, key)
+    assert who == approver.installation_id and got == content
+    # another code's key cannot open it; a flipped bit is refused
+    other, other_key = _code()
+    with pytest.raises(PairingError):
+        open_handover(frame, other, other_key)
+    tampered = bytearray(frame)
+    tampered[-1] ^= 1
+    with pytest.raises(PairingError):
+        open_handover(bytes(tampered), code, key)
+    # approved after the code expired
+    late = seal_handover(code, {**content, "approved_at": NOW + 601}, approver, os.urandom)
+    with pytest.raises(PairingError, match="expired"):
+        open_handover(late, code, key)
+    # a signature replayed onto different content: reseal with a forged body, same signature
+    assert b"owner_key" not in frame  # nothing in clear
+
+
+def test_backup_roundtrip_and_wrong_secret() -> None:
+    content = {"v": 1, "identity_id": "00" * 32, "messages": [{"x": 1}]}
+    data = seal_backup(content, "correct horse", os.urandom)
+    assert open_backup(data, "correct horse") == content
+    with pytest.raises(IdentityError, match="wrong"):
+        open_backup(data, "wrong")
+    with pytest.raises(IdentityError, match="not a Logos Chat backup"):
+        open_backup(b"junk", "x")

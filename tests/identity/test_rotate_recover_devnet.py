@@ -1,0 +1,184 @@
+"""Rotation, recovery, backups, bindings and groups across devices on real anvil + NATS."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+
+from chatcore.client import Client
+from chatcore.engine import direct_conversation_id
+from chatcore.identity import (
+    IdentityError,
+    WrongRecoveryPhrase,
+    bind_wallet,
+    export_backup,
+    import_backup,
+    list_devices,
+    restore,
+    rotate_installation,
+    rotate_owner,
+    rotate_prekey,
+    unbind_wallet,
+    wallet_link_signature,
+)
+from discovery.errors import RegistryReverted
+from discovery.network import NetworkConfig
+from tests.integration.conftest import PASSPHRASE, People
+
+from .test_link_devnet import link, texts
+
+pytestmark = pytest.mark.devnet
+
+
+async def test_rotations_are_invisible_to_peers(people: People, network: NetworkConfig) -> None:
+    alice, bob = people.new("alice"), people.new("bob")
+    await bob.c.send_text(alice.name, "hello alice")
+    await alice.c.sync()
+    ident = alice.c.identity_id
+    # 1. prekey
+    r = rotate_prekey(alice.c, PASSPHRASE)
+    assert r.what == "prekey" and r.gas_used < 45_000
+    # 2. installation keys: new installation registered, old one revoked
+    old_inst = alice.c.installation_id
+    r, alice.client = await rotate_installation(alice.c, PASSPHRASE)
+    assert alice.c.identity_id == ident and alice.c.installation_id != old_inst
+    t0 = time.perf_counter()
+    bob.c.sync_directory()
+    res = await bob.c.send_text(alice.name, "still there?")
+    got = await alice.c.sync()
+    converge_ms = (time.perf_counter() - t0) * 1000
+    assert len(res.frames) == 1 and [m.text for m in got] == ["still there?"]
+    await alice.c.send_text(bob.name, "yes, new keys")
+    assert [m.text for m in await bob.c.sync()] == ["yes, new keys"]
+    # same conversation on both sides, full history kept
+    assert texts(alice.c, bob.c.identity_id) == ["hello alice", "still there?", "yes, new keys"]
+    assert texts(bob.c, ident) == ["hello alice", "still there?", "yes, new keys"]
+    # 3. owner account; the old owner key can no longer act
+    old_owner = alice.c._owner(PASSPHRASE)
+    r = rotate_owner(alice.c, PASSPHRASE)
+    assert r.new != old_owner.address
+    with pytest.raises(RegistryReverted, match="NotAuthorized"):
+        alice.c.registry.revoke_installation(old_owner, ident, alice.c.installation_id)
+    rotate_prekey(alice.c, PASSPHRASE)  # the new owner key works
+    assert alice.c.lookup("0x" + ident.hex()).owner == r.new
+    await bob.c.send_text(alice.name, "after owner change")
+    assert [m.text for m in await alice.c.sync()] == ["after owner change"]
+    print(f"\nconvergence to a rotated installation: {converge_ms:.0f} ms")
+
+
+async def test_recovery_restore_and_backup(
+    people: People, network: NetworkConfig, tmp_path: Path
+) -> None:
+    # a phrase we know: init shows it once
+    alice, bob = people.new("alice"), people.new("bob")
+    phrase_holder = tmp_path / "alice-r"
+    c, res = Client.init(phrase_holder, PASSPHRASE, network, alice.name + "-r")
+    alice_r = c
+    try:
+        await bob.c.send_text(res.name, "hi")
+        await alice_r.sync()
+        await alice_r.send_text(bob.name, "hi bob")
+        await bob.c.sync()
+        backup = tmp_path / "backup.lcb"
+        assert export_backup(alice_r, backup, res.recovery_phrase) == 2
+        lost_inst = alice_r.installation_id
+    finally:
+        await alice_r.aclose()
+    # wrong phrases
+    with pytest.raises(WrongRecoveryPhrase):
+        restore(tmp_path / "x", PASSPHRASE, network, "not a phrase at all")
+    _, other_phrase = Account.create_with_mnemonic()
+    with pytest.raises(WrongRecoveryPhrase, match="no identity"):
+        restore(tmp_path / "x", PASSPHRASE, network, other_phrase)
+    # every device lost: restore on a new home
+    client, r = restore(tmp_path / "new", PASSPHRASE, network, res.recovery_phrase)
+    try:
+        assert r.identity_id == res.identity_id and r.revoked == (lost_inst,)
+        assert res.name in r.names
+        devs = {d.installation_id: d.status for d in list_devices(client)}
+        assert devs == {lost_inst: "revoked", r.installation_id: "active"}
+        with pytest.raises(IdentityError, match="wrong passphrase or phrase"):
+            import_backup(client, backup, "wrong")
+        assert import_backup(client, backup, res.recovery_phrase) == 2
+        assert import_backup(client, backup, res.recovery_phrase) == 0  # idempotent
+        assert texts(client, bob.c.identity_id) == ["hi", "hi bob"]
+        # peers resume with the new installation, same conversation
+        bob.c.sync_directory()
+        sent = await bob.c.send_text(res.name, "welcome back")
+        assert len(sent.frames) == 1
+        assert [m.text for m in await client.sync()] == ["welcome back"]
+        assert texts(bob.c, res.identity_id) == ["hi", "hi bob", "welcome back"]
+    finally:
+        await client.aclose()
+
+
+async def test_bind_wallet_and_replay(people: People, network: NetworkConfig) -> None:
+    alice = people.new("alice")
+    c = alice.c
+    wallet = Account.create()
+    deadline = c.registry.latest_timestamp() + 600
+    sig = wallet_link_signature(wallet, c.identity_id, network, c.registry, deadline)
+    gas = bind_wallet(c, PASSPHRASE, wallet.address, sig, deadline)
+    assert gas < 80_000
+    assert c.lookup(wallet.address).identity_id == c.identity_id
+    unbind_wallet(c, PASSPHRASE, wallet.address)
+    # the same consent replayed: its nonce was used
+    with pytest.raises(RegistryReverted, match="InvalidSignature"):
+        bind_wallet(c, PASSPHRASE, wallet.address, sig, deadline)
+    hist = [h.event for h in c.lookup("0x" + c.identity_id.hex()).history]
+    assert "WalletLinked" in hist and "WalletUnlinked" in hist
+
+
+async def test_linked_device_in_groups(
+    people: People, network: NetworkConfig, tmp_path: Path
+) -> None:
+    alice, bob, carol = people.new("alice"), people.new("bob"), people.new("carol")
+    await alice.c.create_group("trio", [bob.name, carol.name])
+    await bob.c.sync()
+    await carol.c.sync()
+    a2 = await link(alice, tmp_path / "alice2", network)
+    try:
+        for p in (alice.c, bob.c, carol.c):
+            await p.sync()  # everyone notices alice's new device and hands it their key
+        await a2.sync()
+        assert a2.groups.info(a2.find_group("trio")).is_member
+        await bob.c.send_group_text("trio", "hello group")
+        got1 = [m.text for m in await alice.c.sync()]
+        got2 = [m.text for m in await a2.sync()]
+        assert "hello group" in got1 and "hello group" in got2
+        await bob.c.sync()
+        await carol.c.sync()
+        await a2.send_group_text("trio", "from alice's second device")
+        for p in (bob.c, carol.c, alice.c):
+            assert "from alice's second device" in [m.text for m in await p.sync()]
+    finally:
+        await a2.aclose()
+
+
+async def test_twenty_installations(people: People, network: NetworkConfig, tmp_path: Path) -> None:
+    """No fixed cap: 20 installations on one identity, all active and reachable."""
+    from chatcore.keys import InstallationKeys, SignedPrekey
+    from discovery.records import IntroBundle
+
+    alice, bob = people.new("alice"), people.new("bob")
+    owner = alice.c._owner(PASSPHRASE)
+    now = int(time.time())
+    for _ in range(19):
+        k = InstallationKeys.generate(__import__("os").urandom)
+        spk = SignedPrekey.generate(__import__("os").urandom, 1, (now + 3600) * 1000)
+        b = IntroBundle(
+            network.chain_id, network.binding.registry, alice.c.identity_id, k.installation_id,
+            k.ik_x25519, 1, spk.pub, now + 3600, 1, now,
+        ).signed(k.sign)  # fmt: skip
+        alice.c.registry.add_installation(owner, alice.c.identity_id, k.installation_id, b.encode())
+    devs = list_devices(alice.c)
+    assert len(devs) == 20 and all(d.status == "active" for d in devs)
+    bob.c.sync_directory()
+    res = await bob.c.send_text(alice.name, "twenty")
+    assert len(res.frames) == 20
+    conv = direct_conversation_id(alice.c.identity_id, bob.c.identity_id)
+    assert [m.text for m in await alice.c.sync()] == ["twenty"]
+    assert alice.c.store.conversation(conv) is not None
