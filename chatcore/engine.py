@@ -262,6 +262,26 @@ class Engine:
         self.side_events, self.side_frames = [], []
         return ev, fr
 
+    def _notice(self, conv: bytes, peer: bytes, inst: bytes, lamport: int, now: int) -> None:
+        text = f"now also writing from device 0x{inst.hex()[:12]}… (new or rotated device keys)"
+        mid = hashlib.sha256(b"notice" + conv + inst).digest()[:8]
+        self.store.add_message(
+            StoredMessage(
+                conversation_id=conv,
+                message_id=mid,
+                sender_identity=peer,
+                sender_installation=inst,
+                lamport=max(0, lamport - 1),
+                sent_at=now,
+                received_at=now,
+                content_type=int(ContentType.GROUP_CONTROL),
+                body=text.encode(),
+                outgoing=False,
+                status="system",
+                seq=self.store.next_seq(),
+            )
+        )
+
     def acknowledged(self, outbox_id: int) -> None:
         """The delivery network stored a frame: drop it from the outbox, maybe mark 'sent'."""
         with self.store.transaction():
@@ -362,6 +382,9 @@ class Engine:
             self.store.ensure_conversation(conv, "direct", conv_peer, None, now)
             if self.store.has_message(conv, mid):
                 return None
+            if not outgoing and self.store.new_device_of(conv, peer_identity, peer_inst):
+                # like a safety-number change: say so once, in the conversation, and go on
+                self._notice(conv, peer_identity, peer_inst, payload.lamport, now)
             msg = StoredMessage(
                 conversation_id=conv,
                 message_id=mid,

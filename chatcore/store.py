@@ -394,6 +394,16 @@ class Store:
         )
         return True
 
+    def new_device_of(self, conv_id: bytes, identity: bytes, installation: bytes) -> bool:
+        """Has ``identity`` written in this conversation before, but never from ``installation``?"""
+        rows = self._x(
+            "SELECT DISTINCT sender_installation FROM messages WHERE conversation_id=? "
+            "AND sender_identity=? AND outgoing=0",
+            (conv_id, identity),
+        ).fetchall()
+        seen = {bytes(r[0]) for r in rows}
+        return bool(seen) and installation not in seen
+
     def next_seq(self) -> int:
         row = self._x("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages").fetchone()
         return int(row[0])
@@ -439,8 +449,10 @@ class Store:
         return h[0] if h else None
 
     def recent_short_ids(self, conv_id: bytes, n: int) -> list[bytes]:
+        """Causal history for the next message: newest real messages (local notices are
+        never on the wire, so they must not be referenced)."""
         rows = self._x(
-            "SELECT message_id FROM messages WHERE conversation_id=? "
+            "SELECT message_id FROM messages WHERE conversation_id=? AND status != 'system' "
             "ORDER BY lamport DESC, seq DESC LIMIT ?",
             (conv_id, n),
         ).fetchall()

@@ -622,3 +622,27 @@ def test_fuzzed_frames_only_raise_typed_errors() -> None:
         with pytest.raises(ChatCoreError):
             b.receive(head + body)
     assert snapshot(b.store) == before
+
+
+def test_a_peers_new_device_is_noticed_once_and_nothing_else_changes() -> None:
+    """A rotated (or newly linked) installation of a known peer: one notice line in the
+    conversation, then chatting goes on; the notice is never referenced on the wire."""
+    w = World(seed=41)
+    alice, bob = w.person(), w.person()
+    b = w.dev(bob)
+    conv = direct_conversation_id(alice, bob)
+    w.deliver(w.send(alice, bob, "from the old device"))
+    a2 = w.add_device(alice)  # e.g. `keys rotate --installation`, or a linked device
+    w.deliver(w.send(alice, bob, "from the new device", device=1))
+    w.deliver(w.send(alice, bob, "again from the new device", device=1))
+    hist = b.store.history(conv, 10)
+    notices = [m for m in hist if m.status == "system"]
+    assert len(notices) == 1 and notices[0].sender_installation == a2.inst
+    assert [m.body.decode() for m in hist if m.status != "system"] == [
+        "from the old device",
+        "from the new device",
+        "again from the new device",
+    ]
+    # the first device never saw a notice about itself, and bob's next message does not
+    # name the local notice in its causal history
+    assert notices[0].message_id[:4] not in b.store.recent_short_ids(conv, 3)
