@@ -71,6 +71,23 @@ show "${A[@]}" sync
 show --home "$DEMO_DIR/carol" sync
 show "${A[@]}" group list team
 
+step "10. alice links a second device: pairing code on the new one, approval on the old one"
+A2=(--home "$DEMO_DIR/alice-laptop")
+CODE=$("$LC" "${A2[@]}" --json devices link | field code)
+printf '\033[2m$ logos-chat --home %s devices link   # prints the pairing code\033[0m\n%s\n' "$DEMO_DIR/alice-laptop" "$CODE"
+show "${A[@]}" devices approve "$CODE"
+show "${A2[@]}" sync
+show "${A[@]}" devices list
+show "${B[@]}" send alice "Hi alice — this reaches both of your devices."
+show "${A[@]}" sync
+show "${A2[@]}" sync
+
+step "11. alice rotates her device keys; bob just chats on (one notice line, no reset)"
+show "${A[@]}" keys rotate --installation
+show "${A[@]}" send bob "Same me, fresh keys."
+show "${B[@]}" sync
+show "${B[@]}" history alice --limit 4
+
 step "Done"
 cat <<MSG
 The devnet is still running, so you can go on by hand:
