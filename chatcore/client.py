@@ -30,6 +30,7 @@ from chatcore.keys import InstallationKeys, SignedPrekey
 from chatcore.payload import ContentType
 from chatcore.store import Conversation, Store, StoredMessage
 from chatcore.transport.base import Transport
+from discovery.errors import DiscoveryError
 from discovery.index import Index
 from discovery.network import NetworkConfig
 from discovery.records import IntroBundle, PqKeyRecord
@@ -243,7 +244,28 @@ class Client:
         return self.engine.installation_id
 
     def _owner(self, passphrase: str) -> object:
-        return self.home.load_owner_key(passphrase)
+        current = self.home.load_owner_key(passphrase)  # also checks the passphrase
+        raw = self.store.get_secret("owner_key_update")
+        if raw is None:
+            return current
+        # another of our devices rotated the owner key and sent it over: adopt it if the
+        # chain agrees it is the owner now
+        from eth_account import Account
+
+        new = Account.from_key(raw)
+        try:
+            on_chain = self.registry.get_identity(self.identity_id).owner
+        except DiscoveryError:
+            return current
+        if on_chain.lower() != new.address.lower():
+            if on_chain.lower() == current.address.lower():
+                self.store.delete_secret("owner_key_update")  # stale or bogus: drop it
+            return current
+        self.home.save_owner_key(new.key, passphrase)
+        with self.store.transaction():
+            self.store.set_meta("owner", new.address.encode())
+            self.store.delete_secret("owner_key_update")
+        return new
 
     def _new_bundle(self, seq: int, ttl_s: int) -> tuple[SignedPrekey, IntroBundle]:
         now_s = self.clock_ms() // 1000

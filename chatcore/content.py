@@ -22,7 +22,7 @@ handler (spoofed edits, receipts for unknown messages, ...) raise
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chatcore.errors import MalformedMessage
 from chatcore.payload import ContentType
@@ -50,6 +50,7 @@ class SyncOp(enum.IntEnum):
     CONTACT = 1
     CONV = 2
     SETTING = 3
+    OWNER_KEY = 4
 
 
 #: status of an outgoing message, in order; a status never goes back
@@ -185,7 +186,16 @@ class SyncSetting:
     read_receipts: bool
 
 
-SyncItem = SyncContact | SyncConv | SyncSetting
+@dataclass(frozen=True, slots=True)
+class SyncOwnerKey:
+    """The identity's new owner key after ``keys rotate --owner`` (so every device of the
+    identity can go on publishing its own prekeys). Travels only inside the E2E-encrypted
+    sessions between one identity's own installations, like the linking handover."""
+
+    private_key: bytes = field(repr=False)
+
+
+SyncItem = SyncContact | SyncConv | SyncSetting | SyncOwnerKey
 
 
 def encode_sync(item: SyncItem) -> bytes:
@@ -201,6 +211,10 @@ def encode_sync(item: SyncItem) -> bytes:
             raise ValueError("conversation ids are 16 bytes")
         flags = (1 if item.muted else 0) | (2 if item.archived else 0)
         return bytes((SyncOp.CONV,)) + item.conversation_id + bytes((flags,))
+    if isinstance(item, SyncOwnerKey):
+        if len(item.private_key) != 32:
+            raise ValueError("owner keys are 32 bytes")
+        return bytes((SyncOp.OWNER_KEY,)) + item.private_key
     return bytes((SyncOp.SETTING, 1 if item.read_receipts else 0))
 
 
@@ -225,6 +239,10 @@ def decode_sync(body: bytes) -> SyncItem:
         if len(body) != 2 or body[1] > 1:
             raise MalformedMessage("bad setting sync")
         return SyncSetting(body[1] == 1)
+    if op == SyncOp.OWNER_KEY:
+        if len(body) != 33:
+            raise MalformedMessage("bad owner key sync")
+        return SyncOwnerKey(body[1:])
     raise MalformedMessage(f"unknown device sync op {op}")
 
 

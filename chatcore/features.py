@@ -547,6 +547,9 @@ class Features:
                 "UPDATE conversations SET muted=?, archived=? WHERE id=?",
                 (int(item.muted), int(item.archived), item.conversation_id),
             )
+        elif isinstance(item, ct_.SyncOwnerKey):
+            # picked up (and moved into the passphrase-encrypted keystore) by Client._owner
+            self.store.put_secret("owner_key_update", item.private_key)
         else:
             self.store.set_meta("read_receipts", b"1" if item.read_receipts else b"0")
 

@@ -901,6 +901,12 @@ def rotate_owner(client: Client, passphrase: str) -> Rotated:
     with client.store.transaction():
         client.store.set_meta("owner", new.address.encode())
     _fund(client.network, reg, new.address)
+    # our other devices need the new owner key too (they refresh their own prekeys); it goes
+    # E2E-encrypted to each of them through the outbox, sent by the next publish of frames
+    from chatcore.content import SyncOwnerKey
+
+    client.sync_directory()
+    client.features._sync_own(SyncOwnerKey(bytes(new.key)))
     return Rotated("owner", owner.address, new.address, _gas(receipt))
 
 

@@ -241,10 +241,22 @@ def keys_rotate(ctx: Ctx, what: str | None) -> None:
 
         res = _run(go())
     else:
-        try:
-            res = rotate_owner(client, pw) if what == "owner" else rotate_prekey(client, pw)
-        finally:
-            client.close()
+
+        async def rotate() -> Any:
+            from chatcore.errors import TransportError
+
+            try:
+                res = rotate_owner(client, pw) if what == "owner" else rotate_prekey(client, pw)
+                if what == "owner":
+                    try:  # the new owner key, E2E-encrypted to our other devices
+                        await client.flush_outbox()
+                    except TransportError:
+                        pass  # it stays in the outbox; the next send or sync delivers it
+                return res
+            finally:
+                await client.aclose()
+
+        res = _run(rotate())
     emit(
         ctx,
         {"rotated": res.what, "old": res.old, "new": res.new, "gas_used": res.gas_used},

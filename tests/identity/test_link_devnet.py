@@ -133,3 +133,29 @@ async def test_revoke_from_other_device(
     finally:
         await a2.aclose()
     _ = UntrustedIdentity
+
+
+async def test_owner_rotation_reaches_the_other_device(
+    people: People, network: NetworkConfig, tmp_path: Path
+) -> None:
+    """After `keys rotate --owner` on one device, the other device gets the new owner key
+    (E2E-encrypted, own identity only) and can still act on chain, e.g. refresh its bundle."""
+    from chatcore.identity import rotate_owner
+
+    alice = people.new("alice")
+    a2 = await link(alice, tmp_path / "alice2", network)
+    try:
+        alice.c.sync_directory()
+        r = rotate_owner(alice.c, PASSPHRASE)
+        await alice.c.flush_outbox()
+        await a2.sync()  # the DEVICE_SYNC item arrives
+        owner = a2._owner(PASSPHRASE)
+        assert owner.address == r.new  # type: ignore[attr-defined]
+        res = a2.publish(PASSPHRASE)  # signed by the new owner key: accepted on chain
+        assert res.seq >= 2
+        # a bogus key (not the on-chain owner) is ignored and dropped
+        a2.store.put_secret("owner_key_update", b"\x11" * 32)
+        assert a2._owner(PASSPHRASE).address == r.new  # type: ignore[attr-defined]
+        assert a2.store.get_secret("owner_key_update") is None
+    finally:
+        await a2.aclose()
