@@ -454,12 +454,15 @@ def lookup(ctx: Ctx, query: str, show_history: bool, cold: bool) -> None:
                 "event": h.event,
                 "detail": h.detail,
                 "tx": h.tx_hash,
+                "verified": h.verified,
+                **({"note": h.note} if h.note else {}),
             }
             for h in r.history
         ]
         text += "\nhistory:\n" + "\n".join(
-            f"  block {h.block_number:>6}  {h.event:<20} "
+            f"  {'✓' if h.verified else '✗'} block {h.block_number:>6}  {h.event:<20} "
             + ", ".join(f"{k}={v[:18] + '…' if len(v) > 20 else v}" for k, v in h.detail.items())
+            + (f"  ({h.note})" if h.note else "")
             for h in r.history
         )
     emit(ctx, doc, text)

@@ -62,6 +62,9 @@ class HistoryEntry:
     event: str
     detail: dict[str, str]
     tx_hash: str
+    #: checked against the identity's verified current state (see Resolver._audit)
+    verified: bool = True
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,8 +257,85 @@ class Resolver:
             installations=tuple(verified),
             revoked=tuple(revoked),
             rejected=tuple((i, str(e)) for i, e in rejected),
-            history=tuple(history),
+            history=self._audit(state, events, history),
         )
+
+    def _audit(
+        self, state: IdentityState, events: Sequence[Event], entries: list[HistoryEntry]
+    ) -> tuple[HistoryEntry, ...]:
+        """Check each key change against the verified state: records must carry valid
+        signatures bound to this chain, identity and installation; the owner and recovery
+        chains must end where storage is; added / revoked installations must be what storage
+        lists; events must come from this network's registry contracts."""
+        from dataclasses import replace
+
+        mine = [ev for ev in events if ev.args.get("id") == state.identity_id]
+        by_inst = {i.installation_id: i for i in state.installations}
+        owner: str | None = None
+        last_owner_change: int | None = None
+        last_recovery: int | None = None
+        out: list[HistoryEntry] = []
+        for n, (ev, entry) in enumerate(zip(mine, entries, strict=True)):
+            ok, note = True, ""
+            a = ev.args
+            expected = (
+                self.name_registry if ev.name.startswith("Name") else self.binding_address
+            )
+            if ev.address.lower() != expected:
+                ok, note = False, "emitted by another contract"
+            elif ev.name == "IdentityRegistered":
+                owner = a["owner"]
+                ok = ev.block_number == state.created_block
+                note = "" if ok else "not at the identity's creation block"
+            elif ev.name == "OwnerChanged":
+                ok = owner is None or a["previousOwner"] == owner
+                note = "" if ok else "previous owner does not match the owner before it"
+                owner = a["newOwner"]
+                last_owner_change = n
+            elif ev.name == "RecoveryChanged":
+                last_recovery = n
+            elif ev.name == "InstallationAdded":
+                ok = a["installation"] in by_inst
+                note = "" if ok else "installation not listed in storage"
+            elif ev.name == "InstallationRevoked":
+                st = by_inst.get(a["installation"])
+                ok = st is not None and st.revoked
+                note = "" if ok else "storage does not list it as revoked"
+            elif ev.name in ("BundlePublished", "PqKeyPublished"):
+                ok, note = self._record_ok(ev, state.identity_id)
+            out.append(entry if ok else replace(entry, verified=False, note=note))
+        if last_owner_change is not None and owner != state.owner:
+            out[last_owner_change] = replace(
+                out[last_owner_change], verified=False, note="storage names another owner"
+            )
+        if last_recovery is not None:
+            rec = mine[last_recovery].args["recovery"]
+            if rec.lower() != state.recovery.lower():
+                out[last_recovery] = replace(
+                    out[last_recovery], verified=False, note="storage names another recovery"
+                )
+        return tuple(out)
+
+    @property
+    def binding_address(self) -> str:
+        return "0x" + self.binding.registry.hex()
+
+    def _record_ok(self, ev: Event, identity_id: bytes) -> tuple[bool, str]:
+        raw = bytes(ev.args["bundle" if ev.name == "BundlePublished" else "record"])
+        try:
+            rec: IntroBundle | PqKeyRecord = (
+                IntroBundle.decode(raw) if ev.name == "BundlePublished" else PqKeyRecord.decode(raw)
+            )
+            # a historical record: its prekey may have expired since, that is fine
+            rec.verify(
+                self.binding,
+                0,
+                identity_id=identity_id,
+                installation_id=ev.args["installation"],
+            )
+        except InvalidRecord as exc:
+            return False, str(exc)
+        return True, ""
 
     def _verify_installation(
         self,

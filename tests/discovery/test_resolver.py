@@ -279,6 +279,38 @@ def test_history_lists_key_changes(world: World) -> None:
     )
 
 
+def test_history_entries_are_audited_against_the_verified_state(world: World) -> None:
+    r = cold(world.cfg)
+    assert all(e.verified for e in r.resolve("alice").history)
+    # a node (or an old, badly signed publish) adds a bundle event that does not verify:
+    # the identity still resolves from the genuine record; that entry is flagged, with a reason
+    src = r.source
+    assert isinstance(src, ChainSource)
+    state = src.by_name("alice")
+    events = src.events(state)
+    genuine = next(e for e in events if e.name == "BundlePublished")
+    raw = bytearray(genuine.args["bundle"])
+    raw[-1] ^= 1
+    forged = dataclasses.replace(
+        genuine,
+        log_index=genuine.log_index + 100,
+        args={**genuine.args, "bundle": bytes(raw)},
+    )
+    audited = r.verify(state, [*events, forged]).history
+    flagged = [e for e in audited if not e.verified]
+    assert len(flagged) == 1 and flagged[0].log_index == forged.log_index
+    assert "signature" in flagged[0].note
+    # an owner change that storage contradicts is flagged too
+    fake_owner = dataclasses.replace(
+        genuine,
+        name="OwnerChanged",
+        log_index=genuine.log_index + 101,
+        args={"id": state.identity_id, "previousOwner": state.owner, "newOwner": "0x" + "11" * 20},
+    )
+    audited = r.verify(state, [*events, fake_owner]).history
+    assert [e.note for e in audited if not e.verified] == ["storage names another owner"]
+
+
 @pytest.mark.parametrize("kind", ["id", "account", "name"])
 def test_cold_lookup_costs_at_most_two_rpc_calls(world: World, proxy: RpcProxy, kind: str) -> None:
     query = {
