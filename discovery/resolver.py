@@ -278,9 +278,7 @@ class Resolver:
         for n, (ev, entry) in enumerate(zip(mine, entries, strict=True)):
             ok, note = True, ""
             a = ev.args
-            expected = (
-                self.name_registry if ev.name.startswith("Name") else self.binding_address
-            )
+            expected = self.name_registry if ev.name.startswith("Name") else self.binding_address
             if ev.address.lower() != expected:
                 ok, note = False, "emitted by another contract"
             elif ev.name == "IdentityRegistered":
