@@ -575,13 +575,37 @@ def sync(ctx: Ctx) -> None:
 
 @cli.command()
 @click.argument("conversation")
+@click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50)
 @click.option("--before", default=None, help="A message id: show messages before it.")
+@click.option(
+    "--phrase", "use_phrase", is_flag=True, help="export/import: use the recovery phrase."
+)
 @_with_json
 @click.pass_obj
 @guarded
-def history(ctx: Ctx, conversation: str, limit: int, before: str | None) -> None:
-    """Show a conversation (by id prefix, or the peer's name / id / address), oldest first."""
+def history(
+    ctx: Ctx,
+    conversation: str,
+    file: Path | None,
+    limit: int,
+    before: str | None,
+    use_phrase: bool,
+) -> None:
+    """Show a conversation (by id prefix, or the peer's name / id / address), oldest first.
+
+    \b
+    history export FILE [--phrase]   encrypted backup of all history (same as 'backup export')
+    history import FILE [--phrase]   merge such a backup into this home
+    """
+    if conversation in ("export", "import") and file is not None:
+        from cli.identity import backup_export, backup_import
+
+        cmd = backup_export if conversation == "export" else backup_import
+        click.get_current_context().invoke(cmd, file=file, use_phrase=use_phrase)
+        return
+    if file is not None:
+        raise click.UsageError("history takes one conversation (or: history export|import FILE)")
     client = _open(ctx)
     try:
         if not client._synced:

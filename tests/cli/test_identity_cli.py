@@ -105,7 +105,13 @@ def test_recovery_restore_and_backup(
     phrase = homes["idb"]["recovery_phrase"]
     backup = tmp_path / "idb.backup"
     env = {"LOGOS_CHAT_RECOVERY_PHRASE": phrase}
-    ok(run_cli(*h(homes, "idb"), "backup", "export", str(backup), "--phrase", env=env))
+    first = ok(run_cli(*h(homes, "idb"), "backup", "export", str(backup), "--phrase", "--json",
+                       env=env)).doc  # fmt: skip
+    # the spelling, `history export FILE`, is the same command
+    alias = tmp_path / "idb.alias.backup"
+    doc = ok(run_cli(*h(homes, "idb"), "history", "export", str(alias), "--phrase", "--json",
+                     env=env)).doc  # fmt: skip
+    assert doc["messages"] == first["messages"] and alias.stat().st_size > 0
     bad = run_cli(*h(homes, "idb-x"), "recovery", "restore",
                   env={"LOGOS_CHAT_RECOVERY_PHRASE": "wrong words " * 4})  # fmt: skip
     bad.assert_one_line_error(contains="recovery phrase")
