@@ -36,6 +36,8 @@ from chatcore.group.consts import (
     KIND_GROUP_OP,
     KIND_WELCOME,
 )
+from chatcore.group.ops import decode_op
+from chatcore.group.sender_keys import parse_frame
 from chatcore.keys import PeerKeys
 from chatcore.payload import MAX_HISTORY, ContentType, Payload, decode_varint, encode_varint
 from chatcore.store import StoredMessage
@@ -46,6 +48,14 @@ log = logging.getLogger("chatcore.groupchat")
 GROUP_DOMAIN = b"logos-chat/group/v1"
 MAX_CONTROL_ITEMS = 64
 MAX_PENDING_ITEMS = 4096
+#: group frames that could not be decrypted yet (sender key or op not here): kept per group,
+#: retried after every control item for that group, dropped after this many failed retries
+#: or this age (a frame from a non-member or a forgery never becomes decryptable)
+MAX_HELD_FRAMES = 512
+MAX_HELD_TRIES = 1024  # one retry per control frame for the group: 200+ at a big join
+MAX_HELD_AGE_MS = 7 * 86_400_000
+#: GroupError texts that mean "not yet" (the frame may decrypt once control items arrive)
+_NOT_YET = ("unknown sender key", "stale or unknown group epoch")
 
 #: identity -> its active installations' public keys (verified, from the chain)
 Devices = Callable[[bytes], Sequence[PeerKeys]]
@@ -99,10 +109,12 @@ class GroupInfo:
 class GroupChat:
     """Group operations of one installation; shares the engine's store, keys and sessions."""
 
-    def __init__(self, engine: Engine, devices: Devices) -> None:
+    def __init__(self, engine: Engine, devices: Devices, anti_entropy: bool = True) -> None:
         self.engine = engine
         self.store = engine.store
         self.devices = devices
+        #: re-offer our op log to every member when we (an admin) learn ops from someone else
+        self.anti_entropy = anti_entropy
         self._key = InstallationKey.from_seed(engine.own.keys.signing_key.private_bytes_raw())
 
     # --- helpers ------------------------------------------------------------------------------
@@ -294,11 +306,62 @@ class GroupChat:
         """Decrypt and store one frame from a group topic."""
         try:
             return self._receive(subject, frame, cursor)
-        except Exception:
-            if cursor is not None:
-                with self.store.transaction():
+        except Exception as exc:
+            with self.store.transaction():
+                if cursor is not None:
                     self.store.set_cursor(*cursor)
+                if isinstance(exc, GroupError):
+                    self._hold(subject, frame, exc)
             raise
+
+    def _hold(self, subject: str, frame: bytes, exc: GroupError) -> None:
+        """Keep a frame that may decrypt once control items for its group arrive."""
+        if not any(t in str(exc) for t in _NOT_YET):
+            return
+        gid = self.store.group_by_subject(subject)
+        state = self.load(gid) if gid is not None else None
+        if gid is None or state is None or not state.is_member:
+            return
+        try:
+            key_id = parse_frame(frame).key_id
+        except ChatCoreError:
+            return
+        if state.own is not None and key_id == state.own.key_id:
+            return  # our own message echoed by the topic
+        self.store.add_group_held(gid, frame, self.engine.clock_ms(), MAX_HELD_FRAMES)
+
+    def retry_held(self, group_id: bytes) -> list[Received]:
+        """Retry the held frames of a group (after control items for it were applied).
+
+        Returns the messages that decrypted now. A frame that fails for good (duplicate,
+        forged, damaged) or too often or too long is forgotten."""
+        held = self.store.group_held(group_id)
+        if not held:
+            return []
+        subject = group_topic(group_id)
+        now = self.engine.clock_ms()
+        out: list[Received] = []
+        with self.store.transaction():
+            for hid, frame, created, attempts in held:
+                try:
+                    r = self._receive(subject, frame, None)
+                except GroupError as exc:
+                    if (
+                        any(t in str(exc) for t in _NOT_YET)
+                        and attempts + 1 < MAX_HELD_TRIES
+                        and now - created < MAX_HELD_AGE_MS
+                    ):
+                        self.store.group_held_tried(hid)
+                        continue
+                    self.store.delete_group_held(hid)
+                    continue
+                except ChatCoreError:  # duplicate, forged, damaged: never
+                    self.store.delete_group_held(hid)
+                    continue
+                self.store.delete_group_held(hid)
+                if r is not None:
+                    out.append(r)
+        return out
 
     def _receive(
         self, subject: str, frame: bytes, cursor: tuple[str, int] | None
@@ -347,19 +410,54 @@ class GroupChat:
         """Apply ops / welcomes / distributions. Runs inside the engine's receive transaction."""
         events: list[Received] = []
         frames: list[OutFrame] = []
+        before: dict[bytes, int | None] = {}  # group -> op count before these items
         for item in decode_control(body):
             gid = item_group_id(item)
+            if gid not in before:
+                st = self.load(gid)
+                before[gid] = None if st is None else len(st.ops)
             try:
                 ev, fr = self._apply_item(gid, sender, sender_inst, item)
             except (GroupError, MalformedMessage) as exc:
-                if item[0] in (KIND_GROUP_OP, KIND_DISTRIBUTION) and "depend" in str(exc).lower():
+                text = str(exc).lower()
+                if item[0] in (KIND_GROUP_OP, KIND_DISTRIBUTION) and "depend" in text:
+                    self.store.add_group_pending(gid, sender_inst, item, self.engine.clock_ms())
+                    continue
+                if item[0] == KIND_DISTRIBUTION and "not a member" in text:
+                    # our view is behind (the op that re-adds us is still on its way): keep it
                     self.store.add_group_pending(gid, sender_inst, item, self.engine.clock_ms())
                     continue
                 log.warning("group item rejected: %s", exc)
                 continue
             events += ev
             frames += fr
+        for gid in sorted(before):
+            if self.anti_entropy:
+                frames += self._reoffer(gid, before[gid])
+            events += self.retry_held(gid)
         return events, frames
+
+    def _reoffer(self, gid: bytes, ops_before: int | None) -> list[OutFrame]:
+        """Anti-entropy for membership ops: an admin that learned ops from someone else
+        re-sends its op log, op by op, to every member installation it knows. An op goes
+        only to the members in its author's view, so a member added concurrently with
+        another admin's change would never get that change otherwise. Bounded (only when
+        our op set grew, O(members x ops) items) and idempotent (replays are ignored)."""
+        state = self.load(gid)
+        if state is None or ops_before is None or len(state.ops) == ops_before:
+            return []  # nothing new, or we just joined (the welcome held it all)
+        if not state.is_member or self.engine.identity_id not in state.admins():
+            return []
+        items = state.op_log()
+        frames: list[OutFrame] = []
+        for ident in sorted(state.members()):
+            for k in sorted(self.devices(ident), key=lambda k: k.installation_id):
+                if k.installation_id == self.engine.installation_id:
+                    continue
+                for i in range(0, len(items), MAX_CONTROL_ITEMS):
+                    body = encode_control(items[i : i + MAX_CONTROL_ITEMS])
+                    frames.append(self.engine.send_control(ident, k, body))
+        return frames
 
     def _apply_item(
         self, gid: bytes, sender: bytes, sender_inst: bytes, item: bytes
@@ -390,6 +488,8 @@ class GroupChat:
         if kind == KIND_DISTRIBUTION:
             self._save(state.receive_distribution(sender_inst, item))
             return [], []
+        if decode_op(item).op_id in state.ops:
+            return [], []  # a replay (anti-entropy re-offers the whole log): nothing to do
         before_members = state.members()
         new, out = state.apply_op(item, self._ids, rng)
         self._save(new)

@@ -12,6 +12,7 @@ and the simulator (one per simulated device; it survives a simulated crash of it
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from sqlcipher3 import dbapi2 as sqlcipher
 
 from chatcore.errors import StoreError, WrongPassphrase
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -131,6 +132,18 @@ _MIGRATIONS: dict[int, str] = {
         at INTEGER NOT NULL,
         PRIMARY KEY (conversation_id, message_id, member));
     CREATE VIRTUAL TABLE message_fts USING fts5(text);
+    """,
+    # 4: group messages that could not be decrypted yet (sender key / op not here yet)
+    4: """
+    CREATE TABLE group_held (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        group_id BLOB NOT NULL,
+        frame_hash BLOB NOT NULL,
+        frame BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (group_id, frame_hash));
+    CREATE INDEX group_held_by_group ON group_held (group_id, id);
     """,
 }
 
@@ -574,6 +587,41 @@ class Store:
 
     def delete_group_pending(self, pending_id: int) -> None:
         self._x("DELETE FROM group_pending WHERE id=?", (pending_id,))
+
+    def add_group_held(self, group_id: bytes, frame: bytes, now: int, limit: int) -> None:
+        """Keep a group frame that could not be decrypted yet (idempotent; the oldest
+        beyond ``limit`` per group are forgotten)."""
+        h = hashlib.sha256(frame).digest()[:16]
+        self._x(
+            "INSERT OR IGNORE INTO group_held (group_id, frame_hash, frame, created_at) "
+            "VALUES (?,?,?,?)",
+            (group_id, h, frame, now),
+        )
+        self._x(
+            "DELETE FROM group_held WHERE group_id=? AND id NOT IN (SELECT id FROM "
+            "group_held WHERE group_id=? ORDER BY id DESC LIMIT ?)",
+            (group_id, group_id, limit),
+        )
+
+    def group_held(self, group_id: bytes) -> list[tuple[int, bytes, int, int]]:
+        """(id, frame, created_at, attempts) of held frames, oldest first."""
+        rows = self._x(
+            "SELECT id, frame, created_at, attempts FROM group_held WHERE group_id=? ORDER BY id",
+            (group_id,),
+        ).fetchall()
+        return [(int(r[0]), bytes(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    def group_held_count(self, group_id: bytes | None = None) -> int:
+        if group_id is None:
+            return int(self._x("SELECT COUNT(*) FROM group_held").fetchone()[0])
+        q = "SELECT COUNT(*) FROM group_held WHERE group_id=?"
+        return int(self._x(q, (group_id,)).fetchone()[0])
+
+    def group_held_tried(self, held_id: int) -> None:
+        self._x("UPDATE group_held SET attempts = attempts + 1 WHERE id=?", (held_id,))
+
+    def delete_group_held(self, held_id: int) -> None:
+        self._x("DELETE FROM group_held WHERE id=?", (held_id,))
 
     # --- peers (display names cache) ------------------------------------------------------------
     def set_peer_display(self, identity_id: bytes, display: str | None, now: int) -> None:

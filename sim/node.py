@@ -25,16 +25,16 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from chatcore.engine import Engine, OutFrame, OwnIdentity, direct_conversation_id, frame_msg_id
-from chatcore.errors import ChatCoreError, DecryptionError, DuplicateMessage, GroupError
-from chatcore.group.consts import KIND_GROUP_OP, KIND_WELCOME
-from chatcore.groupchat import (
-    MAX_CONTROL_ITEMS,
-    GroupChat,
-    decode_control,
-    encode_control,
-    item_group_id,
+from chatcore.engine import (
+    Engine,
+    OutFrame,
+    OwnIdentity,
+    Received,
+    direct_conversation_id,
+    frame_msg_id,
 )
+from chatcore.errors import ChatCoreError, DecryptionError, DuplicateMessage, GroupError
+from chatcore.groupchat import GroupChat
 from chatcore.keys import InstallationKeys, PeerKeys, SignedPrekey
 from chatcore.payload import MAX_HISTORY, ContentType
 from chatcore.reliability import Reliability
@@ -136,9 +136,6 @@ class Device:
         self._poll_every = POLL_MS
         self._next_poll = 0
         self._ctl_from: bytes | None = None
-        self._touched: set[bytes] = set()  # groups a control item touched in this receive
-        self._op_touched: set[bytes] = set()  # ... with an op or a welcome
-        self._known_epoch: dict[bytes, int] = {}
         #: (subject, seq) -> [frame, refetches done, next refetch at, first failed at]
         self._held: dict[tuple[str, int], list] = {}  # type: ignore[type-arg]
         self._boot()
@@ -153,7 +150,9 @@ class Device:
             w.key_rng,
             w.clock.now_ms,
         )
-        self.groups = GroupChat(self.engine, w.directory.devices)
+        self.groups = GroupChat(
+            self.engine, w.directory.devices, anti_entropy=bool(w.cfg.group_reoffer)
+        )
         self.engine.control_handler = self._on_control
         self.inbox = self.engine.inbox
         self.subjects = {self.inbox}
@@ -168,8 +167,6 @@ class Device:
         if held:
             for subj, seq, data, tries, nxt, first in json.loads(held):
                 self._held[(subj, seq)] = [bytes.fromhex(data), tries, nxt, first]
-        ke = self.store.get_meta("sim.ke")
-        self._known_epoch = {bytes.fromhex(k): v for k, v in json.loads(ke).items()} if ke else {}
         self._acks = {}
         self._fetching = {}
         self._wake_at = None
@@ -397,7 +394,6 @@ class Device:
         st = self.groups.load(gid)
         assert st is not None
         w.oracle.group_ops(gid, st.op_log())
-        self._set_known_epoch(gid, st.epoch)
         w.event(f"G {self.name} {what} -> epoch {st.epoch} ({len(st.members())} members)")
         self._track_control(frames)
         for s in self._subscribe_groups():
@@ -439,65 +435,24 @@ class Device:
     def _on_control(
         self, sender: bytes, sender_inst: bytes, body: bytes
     ) -> tuple[list, list[OutFrame]]:  # type: ignore[type-arg]
-        """The engine's control handler: GroupChat.handle_control, noting what it touched."""
+        """The engine's control handler: GroupChat.handle_control (which applies the items,
+        re-offers the op log and retries held group frames), noting the sender."""
         assert self.groups is not None
         self._ctl_from = sender_inst
-        try:
-            for item in decode_control(body):
-                gid = item_group_id(item)
-                self._touched.add(gid)
-                if item[0] in (KIND_GROUP_OP, KIND_WELCOME):
-                    self._op_touched.add(gid)
-        except ChatCoreError:
-            pass
         return self.groups.handle_control(sender, sender_inst, body)
 
     def _after_control(self) -> None:
-        """Side effects of control items: publish what they produced, follow new topics,
-        re-offer the op log if we are an admin and learned ops, retry held group frames."""
+        """Side effects of control items: publish what they produced (ops, keys, the op-log
+        re-offer), follow new topics, account held group frames the core decrypted now."""
         assert self.engine is not None and self.groups is not None
-        _events, frames = self.engine.drain()
+        events, frames = self.engine.drain()
         self._track_control(frames)
         for s in self._subscribe_groups():
             self.fetch(s)
-        touched, self._touched = sorted(self._touched), set()
-        op_touched, self._op_touched = self._op_touched, set()
-        for gid in touched:
-            if gid in op_touched and self.world.cfg.group_reoffer:
-                self._reoffer(gid)
-            self._retry_held(gid)
-
-    def _reoffer(self, gid: bytes) -> None:
-        """Anti-entropy (simulator mechanism, not in chatcore): an admin that learned ops from
-        someone else re-sends its whole op log (a welcome) to every member installation it
-        knows. A member added concurrently with another admin's change never receives that
-        change from its author (the author did not know the new member); this closes it."""
-        assert self.groups is not None and self.engine is not None
-        st = self.groups.load(gid)
-        if st is None:
-            return
-        before = self._known_epoch.get(gid)
-        self._set_known_epoch(gid, st.epoch)
-        if before is None or st.epoch == before:
-            return  # just joined (the welcome had it all), or nothing new
-        if not st.is_member or self.identity_id not in st.admins():
-            return
-        w = self.world
-        if w.cfg.group_reoffer == "welcome":
-            items = [st.welcome()]
-        else:  # the ops one by one: applied to the receiver's own op set, whatever its state
-            items = st.op_log()
-        frames: list[OutFrame] = []
-        for ident in sorted(st.members()):
-            for k in sorted(self.groups.devices(ident), key=lambda k: k.installation_id):
-                if k.installation_id == self.keys.installation_id:
-                    continue
-                for i in range(0, len(items), MAX_CONTROL_ITEMS):
-                    body = encode_control(items[i : i + MAX_CONTROL_ITEMS])
-                    frames.append(self.engine.send_control(ident, k, body))
-        w.stats["reoffers"] += 1
-        w.event(f"G {self.name} re-offers epoch {st.epoch} to {len(frames)}")
-        self._track_control(frames)
+        for r in events:
+            if r.content_type != ContentType.GROUP_CONTROL:
+                self.world.stats["group_unheld_core"] += 1
+                self._delivered_group(r)
 
     # --- receiving ----------------------------------------------------------------------------
     def pushed(self, f: StoredFrame) -> None:
@@ -659,6 +614,12 @@ class Device:
         if r is None:
             w.stats["group_payload_duplicates"] += 1
             return True
+        self._delivered_group(r)
+        return True
+
+    def _delivered_group(self, r: Received) -> None:
+        w = self.world
+        assert self.groups is not None
         w.oracle.delivered(self, r)
         if w.cfg.group_member_check:
             st = self.groups.load(r.conversation_id)
@@ -667,7 +628,6 @@ class Device:
                     f"{self.name} accepted a group message from "
                     f"{w.user_of(r.sender_identity).name}, not a member in its view"
                 )
-        return True
 
     # --- held group frames (simulator mechanism; see HELD_REFETCH_MS) --------------------------
     def _hold(self, subject: str, seq: int, data: bytes, exc: ChatCoreError) -> None:
@@ -696,16 +656,6 @@ class Device:
             self.world.stats["group_unheld"] += 1
             self._save_held()
 
-    def _retry_held(self, gid: bytes) -> None:
-        if not self._held:
-            return
-        from chatcore.groupchat import group_topic
-
-        subject = group_topic(gid)
-        for key in sorted(k for k in self._held if k[0] == subject):
-            if key in self._held and self.groups is not None:
-                self._process_group(key[0], key[1], self._held[key][0], False)
-
     def _held_tick(self, now: int) -> int | None:
         """Re-fetch due held frames from the store; drop expired ones. Next due time."""
         nxt: int | None = None
@@ -733,16 +683,32 @@ class Device:
         w = self.world
         w.stats["group_refetch"] += 1
         gen = self.gen
+        answered = [False]
+
+        def timeout() -> None:
+            # a request or reply lost on the way is retried, not counted as an attempt (a
+            # fetch with a timeout, as the cursor fetch); bounded by HELD_MAX_AGE_MS
+            e = self._held.get((subject, seq))
+            if answered[0] or e is None or self.gen != gen or not self.up:
+                return
+            w.stats["group_refetch_lost"] += 1
+            e[1] = max(0, e[1] - 1)
+            e[2] = w.clock.now
+            self.arm(w.clock.now)
+
+        w.sched.after(FETCH_TIMEOUT_MS, timeout)
 
         def at_store(_t: bool) -> None:
             if not w.store.up:
                 return
             got = [x for x in w.store.fetch(subject, seq - 1, w.clock.now, limit=1) if x.seq == seq]
             if not got:
+                answered[0] = True  # gone from the store (retention): an empty answer
                 return
             x = got[0]
 
             def back(tampered: bool) -> None:
+                answered[0] = True
                 if self.gen != gen or not self.up or (subject, seq) not in self._held:
                     return
                 data = _flip(x.data, w.rng.randrange(1 << 30)) if tampered else x.data
@@ -751,12 +717,6 @@ class Device:
             w.net.transmit(self.name, len(x.data) + 16, back, may_tamper=True)
 
         w.net.transmit(self.name, FETCH_REQ_BYTES, at_store, may_duplicate=False)
-
-    def _set_known_epoch(self, gid: bytes, epoch: int) -> None:
-        if self._known_epoch.get(gid) != epoch:
-            self._known_epoch[gid] = epoch
-            doc = {k.hex(): v for k, v in sorted(self._known_epoch.items())}
-            self.store.set_meta("sim.ke", json.dumps(doc).encode())
 
     def _save_held(self) -> None:
         doc = [[k[0], k[1], e[0].hex(), e[1], e[2], e[3]] for k, e in sorted(self._held.items())]

@@ -38,9 +38,8 @@ class SimConfig:
     send_receipts: bool = True
     retry_policy: RetryPolicy = field(default_factory=lambda: RetryPolicy(30_000, 2, 6 * 3_600_000))
     hostile: bool = True  # intruders, replays, tampering on the delivery path
-    #: groups: admins re-offer their op log when they learn ops (sim/node.py: Device._reoffer)
-    #: ("ops": the ops one by one; "welcome": one welcome, which trips a GroupChat bug, see
-    #: docs/reliability.md; "": off)
+    #: groups: the core's op-log anti-entropy (GroupChat.anti_entropy: an admin that learns
+    #: ops re-offers its op log); a fault knob: "" switches it off, anything else on
     group_reoffer: str = "ops"
     #: groups: after each accepted group message, check the sender is a member in the
     #: receiver's view (one extra state load per delivery; off for the 201-member run)

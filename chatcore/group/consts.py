@@ -34,7 +34,7 @@ EPOCH_AHEAD: Final = 8
 #: An op made more than this many epochs behind ours is stale.
 OP_MAX_LAG: Final = 16
 #: Sender chains kept per installation (current + the one before, for in-flight messages).
-CHAINS_PER_INSTALLATION: Final = 2
+CHAINS_PER_INSTALLATION: Final = 8
 #: Distributions held until the membership op that makes them valid arrives.
 MAX_PENDING_DISTRIBUTIONS: Final = 4096
 #: Dependencies (heads) one op may name.
