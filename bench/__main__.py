@@ -18,6 +18,7 @@ BENCHES = [
     "bench.gas",
     "bench.group",
     "bench.discovery_scale",
+    "bench.identity",
 ]
 
 
