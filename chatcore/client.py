@@ -14,6 +14,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
+
+from eth_account.signers.local import LocalAccount
 
 from chatcore.directory import ChainDirectory, to_peer
 from chatcore.engine import Engine, OutFrame, OwnIdentity, Peer, Received, SendResult
@@ -243,7 +246,7 @@ class Client:
     def installation_id(self) -> bytes:
         return self.engine.installation_id
 
-    def _owner(self, passphrase: str) -> object:
+    def _owner(self, passphrase: str) -> LocalAccount:
         current = self.home.load_owner_key(passphrase)  # also checks the passphrase
         raw = self.store.get_secret("owner_key_update")
         if raw is None:
@@ -265,7 +268,7 @@ class Client:
         with self.store.transaction():
             self.store.set_meta("owner", new.address.encode())
             self.store.delete_secret("owner_key_update")
-        return new
+        return cast(LocalAccount, new)
 
     def _new_bundle(self, seq: int, ttl_s: int) -> tuple[SignedPrekey, IntroBundle]:
         now_s = self.clock_ms() // 1000
@@ -323,7 +326,7 @@ class Client:
         seq = int(self.store.get_meta("bundle_seq") or b"0") + 1
         spk, bundle = self._new_bundle(seq=seq, ttl_s=prekey_ttl_s)
         receipt = self.registry.publish_bundle(
-            owner,  # type: ignore[arg-type]
+            owner,
             self.identity_id,
             self.installation_id,
             bundle.encode(),

@@ -15,7 +15,9 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from eth_account.signers.local import LocalAccount
 
 from chatcore.errors import NotInitialised, StoreError, WrongPassphrase
 from chatcore.store import Store
@@ -109,7 +111,7 @@ class Home:
         os.chmod(tmp, 0o600)
         tmp.replace(self.keystore_file)
 
-    def load_owner_key(self, passphrase: str) -> Any:
+    def load_owner_key(self, passphrase: str) -> LocalAccount:
         """The owner LocalAccount (raises WrongPassphrase / NotInitialised)."""
         from eth_account import Account
 
@@ -118,6 +120,6 @@ class Home:
         except FileNotFoundError as exc:
             raise NotInitialised(f"no owner keystore in {self.path}") from exc
         try:
-            return Account.from_key(Account.decrypt(ks, passphrase))
+            return cast(LocalAccount, Account.from_key(Account.decrypt(ks, passphrase)))
         except ValueError as exc:
             raise WrongPassphrase("wrong passphrase (cannot decrypt the owner keystore)") from exc

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, overload
 
 import click
 
@@ -53,6 +53,10 @@ def default_home() -> Path:
     return Path(user_data_dir("logos-chat", appauthor=False)) / "home"
 
 
+@overload
+def hx(b: bytes) -> str: ...
+@overload
+def hx(b: None) -> None: ...
 def hx(b: bytes | None) -> str | None:
     return None if b is None else "0x" + b.hex()
 

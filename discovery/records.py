@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from discovery.errors import (
     BadSignature,

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-from eth_abi import decode as abi_decode
+from eth_abi.abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.exceptions import (
     ContractCustomError,
@@ -78,7 +79,7 @@ class Event:
 
 def identity_id_for(owner: str, salt: bytes) -> bytes:
     """The id the registry gives an identity registered by ``owner`` with ``salt``."""
-    from eth_abi import encode
+    from eth_abi.abi import encode
 
     return keccak(encode(["address", "bytes32"], [to_checksum_address(owner), salt]))
 
@@ -421,7 +422,7 @@ class Registry:
 
 
 def name_commitment(name: str, identity_id: bytes, owner: str, secret: bytes) -> bytes:
-    from eth_abi import encode
+    from eth_abi.abi import encode
 
     return keccak(
         encode(

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from discovery.errors import (
     DiscoveryError,
