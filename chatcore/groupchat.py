@@ -116,6 +116,7 @@ class GroupChat:
         #: re-offer our op log to every member when we (an admin) learn ops from someone else
         self.anti_entropy = anti_entropy
         self._key = InstallationKey.from_seed(engine.own.keys.signing_key.private_bytes_raw())
+        self._parsed: dict[bytes, tuple[bytes, GroupState]] = {}
 
     # --- helpers ------------------------------------------------------------------------------
     def _ids(self, identity: bytes) -> list[bytes]:
@@ -127,12 +128,24 @@ class GroupChat:
         return [k.installation_id for k in self.devices(identity)]
 
     def load(self, group_id: bytes) -> GroupState | None:
+        """The group's state as stored. Parsing a large state is costly, so the last parsed
+        value is reused while the stored bytes are the same (states are immutable; a rolled
+        back transaction simply shows other bytes)."""
         raw = self.store.group_state(group_id)
-        return None if raw is None else GroupState.from_bytes(raw)
+        if raw is None:
+            return None
+        hit = self._parsed.get(group_id)
+        if hit is not None and hit[0] == raw:
+            return hit[1]
+        state = GroupState.from_bytes(raw)
+        self._parsed[group_id] = (raw, state)
+        return state
 
     def _save(self, state: GroupState) -> None:
         now = self.engine.clock_ms()
-        self.store.save_group(state.group_id, group_topic(state.group_id), state.to_bytes(), now)
+        raw = state.to_bytes()
+        self.store.save_group(state.group_id, group_topic(state.group_id), raw, now)
+        self._parsed[state.group_id] = (raw, state)
         self.store.ensure_conversation(state.group_id, "group", None, state.name, now)
         self.store.set_conversation_title(state.group_id, state.name)
 
