@@ -36,7 +36,7 @@ import base64
 import binascii
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -186,7 +186,7 @@ class IntroBundle:
         """A copy signed by the installation's Ed25519 key: a 32-byte seed or a sign function."""
         msg = DOMAIN_BUNDLE + self.body()
         sig = key(msg) if callable(key) else _sign(key, msg)
-        return _replace_sig(self, sig)
+        return replace(self, signature=sig)
 
     def signature_ok(self) -> bool:
         return _verify(self.installation_id, self.signature, DOMAIN_BUNDLE + self.body())
@@ -204,17 +204,7 @@ class IntroBundle:
 
         Raises HashMismatch, WrongChain, BadSignature or ExpiredPrekey; returns None if valid.
         """
-        if expected_hash is not None and self.hash() != expected_hash:
-            raise HashMismatch("intro bundle does not match the hash stored on chain")
-        if self.chain_id != binding.chain_id or self.registry != binding.registry:
-            raise WrongChain(
-                f"intro bundle is bound to chain {self.chain_id} / 0x{self.registry.hex()}, "
-                f"not chain {binding.chain_id} / 0x{binding.registry.hex()}"
-            )
-        if identity_id is not None and self.identity_id != identity_id:
-            raise HashMismatch("intro bundle names another identity than its event")
-        if installation_id is not None and self.installation_id != installation_id:
-            raise HashMismatch("intro bundle names another installation than its event")
+        _check_binding("intro bundle", self, binding, expected_hash, identity_id, installation_id)
         if not self.signature_ok():
             raise BadSignature("intro bundle signature does not verify")
         if self.spk_not_after <= now:
@@ -234,23 +224,6 @@ class IntroBundle:
         if bundle.version != version:
             raise MalformedRecord("text version and bundle version differ")
         return bundle
-
-
-def _replace_sig(bundle: IntroBundle, sig: bytes) -> IntroBundle:
-    return IntroBundle(
-        chain_id=bundle.chain_id,
-        registry=bundle.registry,
-        identity_id=bundle.identity_id,
-        installation_id=bundle.installation_id,
-        ik_x25519=bundle.ik_x25519,
-        spk_id=bundle.spk_id,
-        spk_pub=bundle.spk_pub,
-        spk_not_after=bundle.spk_not_after,
-        seq=bundle.seq,
-        issued_at=bundle.issued_at,
-        signature=sig,
-        version=bundle.version,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,18 +296,7 @@ class PqKeyRecord:
     def signed(self, key: bytes | Callable[[bytes], bytes]) -> PqKeyRecord:
         msg = DOMAIN_PQ + self.body()
         sig = key(msg) if callable(key) else _sign(key, msg)
-        return PqKeyRecord(
-            chain_id=self.chain_id,
-            registry=self.registry,
-            identity_id=self.identity_id,
-            installation_id=self.installation_id,
-            pq_key_id=self.pq_key_id,
-            not_after=self.not_after,
-            issued_at=self.issued_at,
-            pq_pub=self.pq_pub,
-            signature=sig,
-            version=self.version,
-        )
+        return replace(self, signature=sig)
 
     def verify(
         self,
@@ -345,18 +307,35 @@ class PqKeyRecord:
         identity_id: bytes | None = None,
         installation_id: bytes | None = None,
     ) -> None:
-        if expected_hash is not None and self.hash() != expected_hash:
-            raise HashMismatch("post-quantum key record does not match the hash stored on chain")
-        if self.chain_id != binding.chain_id or self.registry != binding.registry:
-            raise WrongChain("post-quantum key record is bound to another chain or registry")
-        if identity_id is not None and self.identity_id != identity_id:
-            raise HashMismatch("post-quantum key record names another identity")
-        if installation_id is not None and self.installation_id != installation_id:
-            raise HashMismatch("post-quantum key record names another installation")
+        _check_binding(
+            "post-quantum key record", self, binding, expected_hash, identity_id, installation_id
+        )
         if not _verify(self.installation_id, self.signature, DOMAIN_PQ + self.body()):
             raise BadSignature("post-quantum key record signature does not verify")
         if self.not_after <= now:
             raise ExpiredPrekey("post-quantum key has expired")
+
+
+def _check_binding(
+    what: str,
+    rec: IntroBundle | PqKeyRecord,
+    binding: ChainBinding,
+    expected_hash: bytes | None,
+    identity_id: bytes | None,
+    installation_id: bytes | None,
+) -> None:
+    """The checks both record kinds share: stored hash, chain + registry, event ids."""
+    if expected_hash is not None and rec.hash() != expected_hash:
+        raise HashMismatch(f"{what} does not match the hash stored on chain")
+    if rec.chain_id != binding.chain_id or rec.registry != binding.registry:
+        raise WrongChain(
+            f"{what} is bound to chain {rec.chain_id} / 0x{rec.registry.hex()}, "
+            f"not chain {binding.chain_id} / 0x{binding.registry.hex()}"
+        )
+    if identity_id is not None and rec.identity_id != identity_id:
+        raise HashMismatch(f"{what} names another identity than its event")
+    if installation_id is not None and rec.installation_id != installation_id:
+        raise HashMismatch(f"{what} names another installation than its event")
 
 
 def encode_text(raw: bytes, version: int) -> str:
