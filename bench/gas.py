@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 from eth_account import Account
-from eth_account.messages import encode_typed_data
 from eth_utils.crypto import keccak
 
 from devnet.chain import (
@@ -32,6 +31,7 @@ from devnet.chain import (
     set_balance,
     start_anvil,
 )
+from discovery.eip712 import typed_signature
 
 BUNDLE_BYTES = 290
 PQ_RECORD_BYTES = 1250
@@ -66,36 +66,6 @@ NOTES = {
     "registerBySig": "relayed register (290 B bundle)",
     "publishBundleBySig": "relayed refresh (290 B bundle)",
 }
-
-
-def _sign(
-    acct: Any,
-    primary: str,
-    fields: list[tuple[str, str]],
-    msg: dict[str, Any],
-    chain_id: int,
-    contract: str,
-) -> bytes:
-    full = {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            primary: [{"name": n, "type": t} for n, t in fields],
-        },
-        "primaryType": primary,
-        "domain": {
-            "name": "LogosChatIdentityRegistry",
-            "version": "1",
-            "chainId": chain_id,
-            "verifyingContract": contract,
-        },
-        "message": msg,
-    }
-    return bytes(acct.sign_message(encode_typed_data(full_message=full)).signature)
 
 
 def measure(samples: int) -> dict[str, Any]:
@@ -149,15 +119,9 @@ def measure(samples: int) -> dict[str, Any]:
 
             wallet = new_acct(False)
             dl = far()
-            sig = _sign(
+            sig = typed_signature(
                 wallet,
                 "LinkWallet",
-                [
-                    ("id", "bytes32"),
-                    ("wallet", "address"),
-                    ("nonce", "uint256"),
-                    ("deadline", "uint256"),
-                ],
                 {"id": ident, "wallet": wallet.address, "nonce": 0, "deadline": dl},
                 chain_id,
                 addr,
@@ -178,17 +142,9 @@ def measure(samples: int) -> dict[str, Any]:
             nb = os.urandom(BUNDLE_BYTES)
             prev = bytes(reg.functions.getIdentity(ident).call()[4][0][1])
             nonce = reg.functions.nonces(owner.address).call()
-            sig = _sign(
+            sig = typed_signature(
                 owner,
                 "PublishBundle",
-                [
-                    ("id", "bytes32"),
-                    ("installation", "bytes32"),
-                    ("bundleHash", "bytes32"),
-                    ("previousBundleHash", "bytes32"),
-                    ("nonce", "uint256"),
-                    ("deadline", "uint256"),
-                ],
                 {
                     "id": ident,
                     "installation": inst,
@@ -208,16 +164,9 @@ def measure(samples: int) -> dict[str, Any]:
             gas["publishBundleBySig"].append(r["gasUsed"])
 
             new_owner = new_acct(False)
-            sig = _sign(
+            sig = typed_signature(
                 new_owner,
                 "AcceptOwnership",
-                [
-                    ("id", "bytes32"),
-                    ("newOwner", "address"),
-                    ("currentOwner", "address"),
-                    ("nonce", "uint256"),
-                    ("deadline", "uint256"),
-                ],
                 {
                     "id": ident,
                     "newOwner": new_owner.address,
@@ -235,18 +184,9 @@ def measure(samples: int) -> dict[str, Any]:
             o2 = new_acct(False)
             salt2, inst3, b3 = os.urandom(32), os.urandom(32), os.urandom(BUNDLE_BYTES)
             rec2 = new_acct(False).address
-            sig = _sign(
+            sig = typed_signature(
                 o2,
                 "Register",
-                [
-                    ("owner", "address"),
-                    ("salt", "bytes32"),
-                    ("recovery", "address"),
-                    ("installation", "bytes32"),
-                    ("bundleHash", "bytes32"),
-                    ("nonce", "uint256"),
-                    ("deadline", "uint256"),
-                ],
                 {
                     "owner": o2.address,
                     "salt": salt2,

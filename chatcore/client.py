@@ -452,8 +452,11 @@ class Client:
             try:
                 r = receive(data, cursor=(subject, seq))
             except UntrustedIdentity:
-                # perhaps the sender registered after our last index sync: sync once, retry
-                await asyncio.to_thread(self.sync_directory)
+                # perhaps the sender registered after our last index sync. Sync at most once
+                # a DIRECTORY_MAX_AGE_MS (a flood of bad frames must not become a flood of RPC
+                # calls) and retry only if the index learned something new.
+                if not await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS):
+                    raise
                 r = receive(data, cursor=(subject, seq))
         except ChatCoreError as exc:
             log.warning("dropped frame seq=%d: %s: %s", seq, type(exc).__name__, exc)

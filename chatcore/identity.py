@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from chatcore.crypto import ed25519_verify, hkdf_sha256
 from chatcore.errors import ChatCoreError, NotInitialised, UntrustedIdentity
+from discovery.eip712 import EIP712_TYPES, typed_data, typed_signature  # noqa: F401 (re-exported)
 from discovery.records import ChainBinding, IntroBundle
 
 if TYPE_CHECKING:
@@ -268,53 +269,6 @@ def open_backup(data: bytes, secret: str) -> dict[str, Any]:
     if not isinstance(out, dict) or out.get("v") != 1:
         raise IdentityError("unknown backup version")
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# EIP-712 consents (pure)
-# ----------------------------------------------------------------------------------------------
-EIP712_TYPES: dict[str, list[tuple[str, str]]] = {
-    "AcceptOwnership": [
-        ("id", "bytes32"), ("newOwner", "address"), ("currentOwner", "address"),
-        ("nonce", "uint256"), ("deadline", "uint256"),
-    ],
-    "LinkWallet": [
-        ("id", "bytes32"), ("wallet", "address"), ("nonce", "uint256"), ("deadline", "uint256"),
-    ],
-}  # fmt: skip
-
-
-def typed_data(
-    primary: str, message: dict[str, Any], chain_id: int, registry: str
-) -> dict[str, Any]:
-    return {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            primary: [{"name": n, "type": t} for n, t in EIP712_TYPES[primary]],
-        },
-        "primaryType": primary,
-        "domain": {
-            "name": "LogosChatIdentityRegistry",
-            "version": "1",
-            "chainId": chain_id,
-            "verifyingContract": registry,
-        },
-        "message": message,
-    }
-
-
-def typed_signature(
-    account: Any, primary: str, message: dict[str, Any], chain_id: int, registry: str
-) -> bytes:
-    from eth_account.messages import encode_typed_data
-
-    full = typed_data(primary, message, chain_id, registry)
-    return bytes(account.sign_message(encode_typed_data(full_message=full)).signature)
 
 
 # ----------------------------------------------------------------------------------------------
