@@ -2,8 +2,7 @@
 
 Chain step (Signal sender keys / Megolm style)::
 
-    message_key = HMAC-SHA256(chain_key, 0x01)
-    chain_key'  = HMAC-SHA256(chain_key, 0x02)
+    message_key || chain_key' = BLAKE2b-512(key = chain_key, 0x01, person "LogosChatSK1")
 
 Group message wire (kind 0x13)::
 
@@ -32,7 +31,7 @@ from chatcore.group._primitives import (
     aead_seal,
     ed25519_from_seed,
     ed25519_sign,
-    hmac_sha256,
+    sender_chain_step,
 )
 from chatcore.group.consts import (
     ID_LEN,
@@ -47,8 +46,6 @@ from chatcore.group.consts import (
 )
 from chatcore.group.keys import Rng
 
-_MSG = b"\x01"
-_CHAIN = b"\x02"
 _TAG_OVERHEAD = 16
 _MIN_FRAME = 1 + TAG_LEN + KEY_ID_LEN + 1 + _TAG_OVERHEAD + SIG_LEN
 
@@ -140,12 +137,12 @@ class SenderChain:
     def encrypt(self, tag: bytes, plaintext: bytes) -> tuple[SenderChain, bytes]:
         it = self.iteration
         ck = self.chain_key
-        mk = hmac_sha256(ck, _MSG)
+        mk, nck = sender_chain_step(ck)
         header = b"\x13" + tag + self.key_id + (bytes((it,)) if it < 0x80 else varint(it))
         signed = header + aead_seal(mk, _nonce(it), plaintext, header)
         frame = signed + ed25519_sign(self.signing_secret, signed)
         nxt = SenderChain(
-            self.key_id, self.epoch, it + 1, hmac_sha256(ck, _CHAIN),
+            self.key_id, self.epoch, it + 1, nck,
             self.signing_secret, self.signing_public,
         )  # fmt: skip
         return nxt, frame
@@ -196,18 +193,18 @@ class ReceiverChain:
         if gap:
             new_skipped = dict(self.skipped)
             for i in range(self.iteration, iteration):
-                new_skipped[i] = hmac_sha256(ck, _MSG)
-                ck = hmac_sha256(ck, _CHAIN)
+                new_skipped[i], ck = sender_chain_step(ck)
             if len(new_skipped) > MAX_SKIPPED_KEYS:
                 for old in sorted(new_skipped)[: len(new_skipped) - MAX_SKIPPED_KEYS]:
                     del new_skipped[old]
             skipped = new_skipped
-        pt = aead_open(hmac_sha256(ck, _MSG), _nonce(iteration), ciphertext, header)
+        mk, nck = sender_chain_step(ck)
+        pt = aead_open(mk, _nonce(iteration), ciphertext, header)
         if pt is None:
             raise DecryptionError("message failed authentication")
         nxt = ReceiverChain(
             self.identity, self.installation, self.key_id, self.epoch, self.signing_public,
-            self.base, iteration + 1, hmac_sha256(ck, _CHAIN), skipped,
+            self.base, iteration + 1, nck, skipped,
         )  # fmt: skip
         return nxt, pt
 
