@@ -516,9 +516,12 @@ class Client:
         await self.flush_features()
         return [m for m in out if m.content_type not in (ContentType.TYPING, ContentType.RECEIPT)]
 
-    async def flush_features(self) -> int:
-        """Publish batched receipts and due retransmissions (chatcore.features)."""
-        frames = self.features.flush()
+    async def flush_features(self, due_only: bool = False) -> int:
+        """Publish batched receipts and due retransmissions (chatcore.features).
+
+        ``due_only`` (a long-running loop's timer): receipts wait up to the conversation's ack
+        delay for one of our messages to carry them; otherwise everything queued goes now."""
+        frames = self.features.flush(due_only)
         return await self._publish(frames) if frames else 0
 
     async def listen(self, signals: bool = False) -> AsyncIterator[Received]:

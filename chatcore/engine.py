@@ -26,7 +26,7 @@ from chatcore.errors import (
     UntrustedIdentity,
 )
 from chatcore.keys import InstallationKeys, PeerKeys, PqPrekey, SignedPrekey
-from chatcore.payload import MAX_HISTORY, ContentType, Payload
+from chatcore.payload import MAX_HISTORY, RECENT_HISTORY, ContentType, Payload
 from chatcore.store import Store, StoredMessage
 
 log = logging.getLogger("chatcore.engine")
@@ -46,6 +46,19 @@ def direct_conversation_id(a: bytes, b: bytes) -> bytes:
     """Both sides of a 1:1 conversation derive the same 16-byte id."""
     lo, hi = sorted((a, b))
     return hashlib.sha256(DM_DOMAIN + lo + hi).digest()[:16]
+
+
+def causal_history(recent: Sequence[bytes], acks: Sequence[bytes] = ()) -> tuple[bytes, ...]:
+    """A message's causal history: the conversation's newest short ids, then the short ids of
+    received messages it acknowledges (piggybacked acks), up to ``MAX_HISTORY`` in all."""
+    out = list(dict.fromkeys(recent))
+    for mid in acks:
+        if len(out) >= MAX_HISTORY:
+            break
+        short = mid[:4]
+        if short not in out:
+            out.append(short)
+    return tuple(out)
 
 
 def frame_msg_id(frame: bytes) -> str:
@@ -180,8 +193,14 @@ class Engine:
         content_type: ContentType,
         body: bytes,
         own_devices: Sequence[PeerKeys] = (),
+        acks: Sequence[bytes] = (),
+        read: bool = False,
     ) -> SendResult:
         """Encrypt one message for every installation of ``peer`` and our other devices.
+
+        ``acks``: ids of received messages this message acknowledges (piggybacked in its
+        causal history, see :func:`causal_history`); ``read``: tell the peer the user has read
+        them (the sync copies for our own devices always say so).
 
         Everything (ratchet states, the stored message, the outbox frames) commits in one
         transaction; the frames are also returned so the caller can publish them at once.
@@ -192,8 +211,8 @@ class Engine:
             self.store.ensure_conversation(conv, "direct", peer.identity_id, peer.display, now)
             c = self.store.conversation(conv)
             lamport = (c.lamport if c else 0) + 1
-            history = tuple(self.store.recent_short_ids(conv, MAX_HISTORY - 1))
-            payload = Payload(content_type, lamport, now, body, history)
+            history = causal_history(self.store.recent_short_ids(conv, RECENT_HISTORY), acks)
+            payload = Payload(content_type, lamport, now, body, history, read=read)
             mid = payload.message_id(self.installation_id, conv)
             frames: list[OutFrame] = []
             for inst in peer.installations:
@@ -202,7 +221,13 @@ class Engine:
                 )
             if own_devices:
                 sync_copy = Payload(
-                    content_type, lamport, now, body, history, sync_peer=peer.identity_id
+                    content_type,
+                    lamport,
+                    now,
+                    body,
+                    history,
+                    sync_peer=peer.identity_id,
+                    read=True,  # for our own devices: sending in a conversation reads it
                 )
                 for inst in own_devices:
                     if inst.installation_id == self.installation_id:

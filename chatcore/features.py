@@ -21,6 +21,18 @@ Sending: :meth:`send_message` / :meth:`send_group_message` wrap the engine's sen
 the message for acknowledgements; :meth:`flush` batches queued receipts into one RECEIPT
 payload per conversation and kind, and re-encrypts every message that is due for
 retransmission (``Reliability.due``) for the recipients that have not acknowledged it.
+
+Acknowledgements cost as few bytes as we can make them (SDS-style):
+
+* a message names the conversation's newest messages in its causal history, and naming a
+  message acknowledges it: a reply is its author's receipt, no RECEIPT frame needed;
+* receipts a user owes are first offered to the next message they send in that conversation
+  (piggybacked in its causal history, up to ``MAX_HISTORY`` ids; the READ flag says they were
+  read); sending in a conversation marks it read, as in every chat app;
+* a long-running client calls ``flush(due_only=True)``: a receipt waits up to
+  :data:`DIRECT_ACK_DELAY_MS` (1:1) / :data:`GROUP_ACK_DELAY_MS` (groups) for such a message,
+  then goes out batched with every other receipt of that conversation;
+* a read receipt that will reach the peer replaces the delivered receipt for the same message.
 """
 
 from __future__ import annotations
@@ -33,10 +45,18 @@ from typing import TYPE_CHECKING, Any
 
 from chatcore import content as ct_
 from chatcore.content import ContactState, ReceiptKind
-from chatcore.engine import Engine, OutFrame, Peer, Received, SendResult, direct_conversation_id
+from chatcore.engine import (
+    Engine,
+    OutFrame,
+    Peer,
+    Received,
+    SendResult,
+    causal_history,
+    direct_conversation_id,
+)
 from chatcore.errors import ChatCoreError, ContentError, UnknownContact
 from chatcore.keys import PeerKeys
-from chatcore.payload import MAX_HISTORY, ContentType, Payload
+from chatcore.payload import MAX_HISTORY, RECENT_HISTORY, ContentType, Payload
 from chatcore.reliability import Reliability, RetryPolicy
 from chatcore.store import StoredMessage
 
@@ -50,6 +70,12 @@ TYPING_MIN_INTERVAL_MS = 1_000  # receive side: more often than this from one de
 TYPING_SEND_INTERVAL_MS = 3_000  # send side: at most one indicator per conversation per 3 s
 TYPING_STALE_MS = 30_000  # an indicator older than this (delivered late) is ignored
 REL_META = "reliability"
+#: how long a receipt may wait for a message of ours to carry it (``flush(due_only=True)``);
+#: both far below the sender's first retransmission (``RetryPolicy.first_ms``, 30 s)
+DIRECT_ACK_DELAY_MS = 3_000
+GROUP_ACK_DELAY_MS = 15_000
+#: messages of a conversation searched for the short ids a causal history names
+_HISTORY_LOOKBACK = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +116,8 @@ class Features:
         self.store = engine.store
         self.groups = groups
         self.policy = policy or RetryPolicy()
-        self._acks: dict[tuple[bytes, int], dict[bytes, None]] = {}
+        #: (conversation, receipt kind) -> {message id: when it was queued (ms)}
+        self._acks: dict[tuple[bytes, int], dict[bytes, int]] = {}
         self._typing_seen: dict[bytes, int] = {}  # sender installation -> last accepted ms
         self._typing_sent: dict[bytes, int] = {}  # conversation -> last sent ms
         #: (conversation, identity) -> until when (ms) that identity is shown as typing
@@ -255,9 +282,29 @@ class Features:
             for mid in ids:
                 self.store.set_status(conv, mid, "read")
             self.store.mark_read(conv)
-        for mid in ids:
-            self._acks.setdefault((conv, int(ReceiptKind.READ)), {})[mid] = None
+        if ids:
+            now = self.now()
+            read = self._acks.setdefault((conv, int(ReceiptKind.READ)), {})
+            delivered = self._acks.get((conv, int(ReceiptKind.DELIVERED)), {})
+            supersede = self._read_reaches_peer(conv)
+            for mid in ids:
+                read.setdefault(mid, delivered.get(mid, now))
+                if supersede:
+                    delivered.pop(mid, None)  # "read" tells the peer both
         return len(ids)
+
+    def _read_reaches_peer(self, conv: bytes) -> bool:
+        """Will a read receipt for this conversation be sent to the other side?"""
+        if not self.read_receipts:
+            return False
+        c = self.store.conversation(conv)
+        if c is None:
+            return False
+        if c.kind == "group":
+            return True
+        return c.peer_identity is not None and (
+            self.contact_state(c.peer_identity) == ContactState.CONTACT
+        )
 
     def is_request(self, conv: bytes) -> bool:
         c = self.store.conversation(conv)
@@ -294,6 +341,8 @@ class Features:
         if state == ContactState.BLOCKED or (gid is None and state == ContactState.DECLINED):
             log.info("dropped %s from a blocked/declined identity", ct.name)
             return Handled(None)
+        if payload.history and (ct in ct_.MESSAGE_TYPES or ct in ct_.OP_TYPES):
+            self._history_acks(sender, inst, payload, conv, gid)
         if ct in ct_.MESSAGE_TYPES:
             if ct == ContentType.REPLY:
                 ct_.decode_targeted(ct, payload.body)
@@ -324,7 +373,110 @@ class Features:
         return None if c is None else c.alias
 
     def _ack(self, conv: bytes, mid: bytes) -> None:
-        self._acks.setdefault((conv, int(ReceiptKind.DELIVERED)), {})[mid] = None
+        if mid in self._acks.get((conv, int(ReceiptKind.READ)), {}) and self._read_reaches_peer(
+            conv
+        ):
+            return  # already read (a duplicate): the queued read receipt covers it
+        self._acks.setdefault((conv, int(ReceiptKind.DELIVERED)), {}).setdefault(mid, self.now())
+
+    def _named(
+        self, conv: bytes, history: tuple[bytes, ...]
+    ) -> list[tuple[bytes, bytes, bytes, StoredMessage | None]]:
+        """(id, author, author installation, stored message or None for an op) of the recent
+        messages and ops of ``conv`` whose short ids ``history`` names."""
+        shorts = set(history)
+        out: list[tuple[bytes, bytes, bytes, StoredMessage | None]] = []
+        rows = self._x(
+            "SELECT message_id FROM messages WHERE conversation_id=? AND status != 'system' "
+            "ORDER BY seq DESC LIMIT ?",
+            (conv, _HISTORY_LOOKBACK),
+        ).fetchall()
+        for r in rows:
+            mid = bytes(r[0])
+            if mid[:4] in shorts:
+                m = self.store.message(conv, mid)
+                if m is not None:
+                    out.append((mid, m.sender_identity, m.sender_installation, m))
+        rows = self._x(
+            "SELECT message_id, sender_identity, sender_installation FROM content_ops "
+            "WHERE conversation_id=? ORDER BY rowid DESC LIMIT ?",
+            (conv, _HISTORY_LOOKBACK),
+        ).fetchall()
+        for r in rows:
+            mid = bytes(r[0])
+            if mid[:4] in shorts:
+                out.append((mid, bytes(r[1]), bytes(r[2]), None))
+        return out
+
+    def _history_acks(
+        self, sender: bytes, inst: bytes, p: Payload, conv: bytes, gid: bytes | None
+    ) -> None:
+        """Naming a message in a causal history acknowledges it (SDS): a reply is a receipt.
+
+        From another identity: our messages it names are delivered to (or, with the READ
+        flag, read by) that member, and acknowledged for retransmission. From one of our own
+        devices with the READ flag: the messages it names were read there."""
+        me = self.me
+        named = self._named(conv, p.history)
+        if sender == me:
+            if p.read:
+                changed = False
+                for _mid, _author, _inst, m in named:
+                    if m is not None and not m.outgoing and m.status == "received":
+                        self.store.set_status(conv, m.message_id, "read")
+                        changed = True
+                if changed:
+                    self._recount_unread(conv)
+            return
+        status = "read" if p.read else "delivered"
+        rel: Reliability | None = None
+        for mid, author, author_inst, m in named:
+            if author != me:
+                continue
+            if author_inst == self.engine.installation_id:
+                rel = rel or self._rel()
+                rel.acked(self._rk(conv), mid, inst)
+            if m is not None:
+                self._record_receipt(conv, mid, sender, status)
+                self._update_status(conv, mid, gid)
+        if rel is not None:
+            self._save_rel(rel)
+
+    def _piggyback(self, conv: bytes) -> tuple[list[bytes], bool]:
+        """Receipts the next message in ``conv`` can carry: (message ids, read?).
+
+        Sending in a conversation marks it read first. With read receipts reaching the peer
+        the queued read receipts ride along (READ flag); otherwise the delivered ones do."""
+        self.mark_read(conv)
+        read = self._read_reaches_peer(conv)
+        kind = ReceiptKind.READ if read else ReceiptKind.DELIVERED
+        queued = self._acks.get((conv, int(kind)), {})
+        if not queued:
+            return [], read
+        shorts = set(self.store.recent_short_ids(conv, RECENT_HISTORY))
+        chosen = []
+        for mid in sorted(queued, key=queued.__getitem__):  # oldest first: closest to a retry
+            if mid[:4] not in shorts:
+                if len(shorts) >= MAX_HISTORY:
+                    continue
+                shorts.add(mid[:4])
+            chosen.append(mid)
+        return chosen, read
+
+    def _carried(self, conv: bytes, ids: list[bytes], read: bool) -> None:
+        """The message just sent carries these receipts: they leave the queue."""
+        if not ids:
+            return
+        # our own devices learn "read" from the sync copy (1:1, always READ-flagged) or the
+        # group frame itself; with group read receipts off they are never told (as before)
+        for kind in (ReceiptKind.READ, ReceiptKind.DELIVERED):
+            q = self._acks.get((conv, int(kind)))
+            if q is None:
+                continue
+            for mid in ids:
+                q.pop(mid, None)
+            if not q:
+                del self._acks[(conv, int(kind))]
 
     def _event(self, sender: bytes, inst: bytes, p: Payload, conv: bytes, mid: bytes) -> Received:
         return Received(
@@ -588,10 +740,12 @@ class Features:
         """A text or reply to a 1:1 peer; tracked until every peer device acknowledged it."""
         if self.contact_state(peer.identity_id) == ContactState.BLOCKED:
             raise ContentError("you blocked this identity (contacts unblock first)")
+        conv = direct_conversation_id(self.me, peer.identity_id)
         if ct == ContentType.REPLY:
-            self._check_target(direct_conversation_id(self.me, peer.identity_id), body[: ct_.MID])
+            self._check_target(conv, body[: ct_.MID])
+        acks, read = self._piggyback(conv)
         with self.store.transaction():
-            res = self.engine.send(peer, ct, body, own_devices)
+            res = self.engine.send(peer, ct, body, own_devices, acks, read)
             if self.contact_state(peer.identity_id) != ContactState.CONTACT:
                 self._set_contact(
                     peer.identity_id, ContactState.CONTACT, self._alias(peer.identity_id)
@@ -599,6 +753,7 @@ class Features:
             self._track(
                 res.conversation_id, res.message_id, [i.installation_id for i in peer.installations]
             )
+        self._carried(conv, acks, read)
         return res
 
     def send_op(
@@ -607,26 +762,31 @@ class Features:
         """An edit, delete or reaction in a 1:1 conversation (applied here first)."""
         conv = direct_conversation_id(self.me, peer.identity_id)
         now = self.now()
+        if self.store.conversation(conv) is None:
+            raise UnknownContact("no conversation with that identity")
+        acks, read = self._piggyback(conv)
         with self.store.transaction():
             c = self.store.conversation(conv)
-            if c is None:
-                raise UnknownContact("no conversation with that identity")
+            assert c is not None
             lamport = c.lamport + 1
-            history = tuple(self.store.recent_short_ids(conv, MAX_HISTORY - 1))
-            p = Payload(ct, lamport, now, body, history)
+            history = causal_history(self.store.recent_short_ids(conv, RECENT_HISTORY), acks)
+            p = Payload(ct, lamport, now, body, history, read=read)
             ev = self._apply_op(self.me, self.engine.installation_id, p, conv)
             assert ev is not None
             frames = [
                 self.engine._encrypt_to(peer.identity_id, i, p.encode(), now, conv, ev.message_id)
                 for i in peer.installations
             ]
-            sync = Payload(ct, lamport, now, body, history, sync_peer=peer.identity_id).encode()
+            sync = Payload(
+                ct, lamport, now, body, history, sync_peer=peer.identity_id, read=True
+            ).encode()
             for i in own_devices:
                 if i.installation_id != self.engine.installation_id:
                     frames.append(
                         self.engine._encrypt_to(self.me, i, sync, now, conv, ev.message_id)
                     )
             self._track(conv, ev.message_id, [i.installation_id for i in peer.installations])
+        self._carried(conv, acks, read)
         return SendResult(conv, ev.message_id, lamport, now, tuple(frames))
 
     def _group(self) -> GroupChat:
@@ -643,9 +803,11 @@ class Features:
     def send_group_message(self, gid: bytes, ct: ContentType, body: bytes) -> SendResult:
         if ct == ContentType.REPLY:
             self._check_target(gid, body[: ct_.MID])
+        acks, read = self._piggyback(gid)
         with self.store.transaction():
-            res = self._group().send(gid, ct, body)
+            res = self._group().send(gid, ct, body, acks, read)
             self._track(gid, res.message_id, self._group_recipients(gid))
+        self._carried(gid, acks, read)
         return res
 
     def _group_frame(self, gid: bytes, p: Payload, mid: bytes | None) -> OutFrame:
@@ -666,15 +828,17 @@ class Features:
 
     def send_group_op(self, gid: bytes, ct: ContentType, body: bytes) -> SendResult:
         now = self.now()
+        acks, read = self._piggyback(gid)
         with self.store.transaction():
             c = self.store.conversation(gid)
             lamport = (c.lamport if c else 0) + 1
-            history = tuple(self.store.recent_short_ids(gid, MAX_HISTORY - 1))
-            p = Payload(ct, lamport, now, body, history)
+            history = causal_history(self.store.recent_short_ids(gid, RECENT_HISTORY), acks)
+            p = Payload(ct, lamport, now, body, history, read=read)
             ev = self._apply_op(self.me, self.engine.installation_id, p, gid)
             assert ev is not None
             frame = self._group_frame(gid, p, ev.message_id)
             self._track(gid, ev.message_id, self._group_recipients(gid))
+        self._carried(gid, acks, read)
         return SendResult(gid, ev.message_id, lamport, now, (frame,))
 
     def send_typing(
@@ -716,23 +880,35 @@ class Features:
     def queued_receipts(self) -> int:
         return sum(len(v) for v in self._acks.values())
 
-    def flush(self) -> list[OutFrame]:
-        """Queued receipts (batched) and due retransmissions, as frames to publish."""
-        frames = self._flush_receipts()
+    def flush(self, due_only: bool = False) -> list[OutFrame]:
+        """Queued receipts (batched) and due retransmissions, as frames to publish.
+
+        ``due_only`` (a long-running client's timer): a conversation's receipts wait until the
+        oldest has been queued for the conversation's ack delay, in case a message of ours
+        carries them first. Otherwise (one-shot commands, shutdown) every receipt goes now."""
+        frames = self._flush_receipts(due_only)
         try:
             frames += self._retransmit()
         except ChatCoreError as exc:
             log.warning("retransmission failed: %s", exc)
         return frames
 
-    def _flush_receipts(self) -> list[OutFrame]:
+    def _flush_receipts(self, due_only: bool = False) -> list[OutFrame]:
         acks, self._acks = self._acks, {}
         frames: list[OutFrame] = []
+        now = self.now()
         for (conv, kind), ids_d in sorted(acks.items()):
+            if not ids_d:
+                continue
             ids = list(ids_d)
             c = self.store.conversation(conv)
             if c is None:
                 continue
+            if due_only:
+                delay = GROUP_ACK_DELAY_MS if c.kind == "group" else DIRECT_ACK_DELAY_MS
+                if now - min(ids_d.values()) < delay:
+                    self._acks[(conv, kind)] = ids_d  # not yet: a message of ours may carry it
+                    continue
             read = kind == ReceiptKind.READ
             for start in range(0, len(ids), ct_.MAX_RECEIPT_IDS):
                 chunk = ids[start : start + ct_.MAX_RECEIPT_IDS]

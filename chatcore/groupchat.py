@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from chatcore.engine import Engine, OutFrame, Received, SendResult
+from chatcore.engine import Engine, OutFrame, Received, SendResult, causal_history
 from chatcore.errors import (
     ChatCoreError,
     GroupError,
@@ -39,7 +39,7 @@ from chatcore.group.consts import (
 from chatcore.group.ops import decode_op
 from chatcore.group.sender_keys import parse_frame
 from chatcore.keys import PeerKeys
-from chatcore.payload import MAX_HISTORY, ContentType, Payload, decode_varint, encode_varint
+from chatcore.payload import RECENT_HISTORY, ContentType, Payload, decode_varint, encode_varint
 from chatcore.store import StoredMessage
 from chatcore.transport.base import group_subject
 
@@ -284,7 +284,15 @@ class GroupChat:
             return self._dispatch(new, state, out)
 
     # --- messages -----------------------------------------------------------------------------
-    def send(self, group_id: bytes, content_type: ContentType, body: bytes) -> SendResult:
+    def send(
+        self,
+        group_id: bytes,
+        content_type: ContentType,
+        body: bytes,
+        acks: Sequence[bytes] = (),
+        read: bool = False,
+    ) -> SendResult:
+        """One message to the group topic (``acks``/``read`` as in :meth:`Engine.send`)."""
         now = self.engine.clock_ms()
         with self.store.transaction():
             state = self.load(group_id)
@@ -294,8 +302,8 @@ class GroupChat:
                 raise GroupError("you are not a member of this group")
             conv = self.store.conversation(group_id)
             lamport = (conv.lamport if conv else 0) + 1
-            history = tuple(self.store.recent_short_ids(group_id, MAX_HISTORY - 1))
-            payload = Payload(content_type, lamport, now, body, history)
+            history = causal_history(self.store.recent_short_ids(group_id, RECENT_HISTORY), acks)
+            payload = Payload(content_type, lamport, now, body, history, read=read)
             mid = payload.message_id(self.engine.installation_id, group_id)
             new, frame = state.encrypt(payload.encode())
             self._save(new)

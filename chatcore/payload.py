@@ -2,12 +2,15 @@
 
     byte 0      content type (low 5 bits, ContentType) | flags (high 3 bits):
                 0x20 SYNC (a copy for the sender's own other devices: the conversation's
-                peer identity id follows), 0x40 EPHEMERAL (never stored)
+                peer identity id follows), 0x40 EPHEMERAL (never stored), 0x80 READ (the
+                sender has read the messages its causal history names)
     [32 B]      peer identity id, only with SYNC
     varint      Lamport clock of the conversation
     varint      sent-at: seconds since 2025-01-01 UTC (sender's clock; display only)
     1 B         n = causal history length (≤ MAX_HISTORY)
-    n × 4 B     short ids (first 4 bytes of message ids) of the newest messages seen
+    n × 4 B     short ids (first 4 bytes of message ids): the newest messages of the
+                conversation (RECENT_HISTORY) and then received messages not yet
+                acknowledged (piggybacked acks, SDS-style: naming a message acknowledges it)
     rest        body, by content type (text: UTF-8)
 
 The message id is not sent: both ends derive it (:meth:`Payload.message_id`) from the
@@ -29,15 +32,19 @@ from dataclasses import dataclass, field
 
 from chatcore.errors import MalformedMessage
 
-MAX_HISTORY = 3
+#: short ids a payload may carry (decoders refuse more)
+MAX_HISTORY = 8
+#: the newest messages of the conversation every message names (its causal history proper)
+RECENT_HISTORY = 2
 MAX_BODY = 64 * 1024
 MESSAGE_ID_SIZE = 8
 SHORT_ID_SIZE = 4
 
 FLAG_SYNC = 0x20
 FLAG_EPHEMERAL = 0x40
+FLAG_READ = 0x80
 _TYPE_MASK = 0x1F
-_KNOWN_FLAGS = FLAG_SYNC | FLAG_EPHEMERAL
+_KNOWN_FLAGS = FLAG_SYNC | FLAG_EPHEMERAL | FLAG_READ
 #: sent-at travels as seconds since this instant (2025-01-01T00:00:00Z), in milliseconds
 SENT_AT_EPOCH_MS = 1_735_689_600_000
 MESSAGE_ID_DOMAIN = b"logos-chat/message-id/v1"
@@ -95,6 +102,7 @@ class Payload:
     history: tuple[bytes, ...] = ()
     sync_peer: bytes | None = None
     ephemeral: bool = False
+    read: bool = False  # the sender has read the messages ``history`` names
 
     def __post_init__(self) -> None:
         if not isinstance(self.lamport, int) or self.lamport < 0:
@@ -121,8 +129,10 @@ class Payload:
         ).digest()[:MESSAGE_ID_SIZE]
 
     def encode(self) -> bytes:
-        flags = (FLAG_SYNC if self.sync_peer is not None else 0) | (
-            FLAG_EPHEMERAL if self.ephemeral else 0
+        flags = (
+            (FLAG_SYNC if self.sync_peer is not None else 0)
+            | (FLAG_EPHEMERAL if self.ephemeral else 0)
+            | (FLAG_READ if self.read else 0)
         )
         secs = max(0, self.sent_at_ms - SENT_AT_EPOCH_MS) // 1000
         parts = [bytes((int(self.content_type) | flags,))]
@@ -179,6 +189,7 @@ class Payload:
             history=hist,
             sync_peer=peer,
             ephemeral=bool(flags & FLAG_EPHEMERAL),
+            read=bool(flags & FLAG_READ),
         )
 
     def text(self) -> str:

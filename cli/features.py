@@ -704,8 +704,8 @@ async def _chat(client: Any, to: str) -> None:
         async def flusher() -> None:
             while True:
                 await asyncio.sleep(0.3)
-                try:
-                    await client.flush_features()
+                try:  # receipts wait a moment for one of our messages to carry them
+                    await client.flush_features(due_only=True)
                 except Exception as exc:  # the network is back later: frames wait in the outbox
                     screen.show(f"(not sent yet: {exc})")
                     await asyncio.sleep(5)
@@ -748,6 +748,10 @@ async def _chat(client: Any, to: str) -> None:
                     await t
                 except (asyncio.CancelledError, Exception):
                     pass
+            try:  # what is still queued goes now (queued receipts live in memory only)
+                await client.flush_features()
+            except Exception:  # offline: the senders retransmit and we acknowledge next time
+                pass
         screen.buf = ""
         screen.show("— bye —")
     finally:

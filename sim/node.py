@@ -36,7 +36,7 @@ from chatcore.engine import (
 from chatcore.errors import ChatCoreError, DecryptionError, DuplicateMessage, GroupError
 from chatcore.groupchat import GroupChat
 from chatcore.keys import InstallationKeys, PeerKeys, SignedPrekey
-from chatcore.payload import MAX_HISTORY, ContentType
+from chatcore.payload import RECENT_HISTORY, ContentType
 from chatcore.reliability import Reliability
 from chatcore.store import Store
 from sim.network import StoredFrame
@@ -302,7 +302,7 @@ class Device:
         peer = w.directory.peer(w.users[peer_user].identity_id)
         own = w.directory.peer(self.identity_id).installations
         conv = direct_conversation_id(self.identity_id, peer.identity_id)
-        history = tuple(self.store.recent_short_ids(conv, MAX_HISTORY - 1))
+        history = tuple(self.store.recent_short_ids(conv, RECENT_HISTORY))
         res = self.engine.send(peer, ContentType.TEXT, body, own)
         recipients = [i.installation_id for i in peer.installations] + [
             i.installation_id for i in own if i.installation_id != self.keys.installation_id

@@ -27,6 +27,7 @@ payloads = st.builds(
     history=st.lists(st.binary(min_size=4, max_size=4), max_size=MAX_HISTORY).map(tuple),
     sync_peer=st.none() | st.binary(min_size=32, max_size=32),
     ephemeral=st.booleans(),
+    read=st.booleans(),
 )
 
 
@@ -126,7 +127,6 @@ def test_message_id_is_derived_and_distinguishes_what_it_must() -> None:
         b"",
         b"\x00\x01\x01\x00",  # content type 0
         b"\x1f\x01\x01\x00",  # content type 31 (unknown)
-        b"\x81\x01\x01\x00",  # unknown flag 0x80
         b"\x21" + b"\x09" * 20,  # SYNC without a whole peer id
         b"\x01",  # no lamport
         b"\x01\x81",  # truncated varint

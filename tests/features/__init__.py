@@ -125,3 +125,10 @@ class FWorld(World):
         gid, frames = n.groups.create(name, members)
         self.route(frames, strict=True, frm=n)
         return gid
+
+
+def status(w: FWorld, who: bytes, conv: bytes, mid: bytes, dev: int = 0) -> str:
+    """The stored status of a message on one device of ``who``."""
+    m = w.dev(who, dev).store.message(conv, mid)
+    assert m is not None
+    return m.status

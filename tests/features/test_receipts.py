@@ -12,12 +12,7 @@ from chatcore.errors import ContentError
 from chatcore.payload import ContentType, Payload
 
 from . import FWorld
-
-
-def _status(w: FWorld, who: bytes, conv: bytes, mid: bytes, dev: int = 0) -> str:
-    m = w.dev(who, dev).store.message(conv, mid)
-    assert m is not None
-    return m.status
+from . import status as _status
 
 
 def test_sent_delivered_read_on_every_device_batched() -> None:
@@ -151,14 +146,17 @@ def test_bad_receipts_are_rejected_and_change_nothing() -> None:
     with pytest.raises(ContentError):
         w.route(w.f(b)._signal(a, w.own(a), ContentType.RECEIPT, body), strict=True)
     # bob "acknowledges" his own message (a spoofed receipt)
-    r = w.send_text(b, a, "from bob")
+    assert _status(w, a, s.conversation_id, s.message_id) == "sending"
+    assert n.f.receipts(s.conversation_id, s.message_id) == {}
+    r = w.send_text(b, a, "from bob")  # names "to bob" in its causal history: a receipt
     w.route(r.frames)
+    assert _status(w, a, s.conversation_id, s.message_id) == "delivered"
     body = content.encode_receipt(ReceiptKind.READ, [r.message_id])
     with pytest.raises(ContentError):
         w.route(w.f(b)._signal(a, w.own(a), ContentType.RECEIPT, body), strict=True)
-    assert _status(w, a, s.conversation_id, s.message_id) == "sending"
+    assert _status(w, a, s.conversation_id, s.message_id) == "delivered"
     assert w.dev(a).store.message(r.conversation_id, r.message_id).status == "received"  # type: ignore[union-attr]
-    assert n.f.receipts(s.conversation_id, s.message_id) == {}
+    assert n.f.receipts(s.conversation_id, s.message_id) == {b: "delivered"}
     # malformed receipt bodies are MalformedMessage (typed) too
     with pytest.raises(Exception) as ei:
         content.decode_receipt(b"\x09" + b"\x00" * 8)
