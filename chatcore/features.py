@@ -886,14 +886,18 @@ class Features:
         ``due_only`` (a long-running client's timer): a conversation's receipts wait until the
         oldest has been queued for the conversation's ack delay, in case a message of ours
         carries them first. Otherwise (one-shot commands, shutdown) every receipt goes now."""
-        frames = self._flush_receipts(due_only)
+        return self.flush_receipts(due_only) + self.retransmit()
+
+    def retransmit(self) -> list[OutFrame]:
+        """Messages due for retransmission, re-encrypted for who has not acknowledged them."""
         try:
-            frames += self._retransmit()
+            return self._retransmit()
         except ChatCoreError as exc:
             log.warning("retransmission failed: %s", exc)
-        return frames
+            return []
 
-    def _flush_receipts(self, due_only: bool = False) -> list[OutFrame]:
+    def flush_receipts(self, due_only: bool = False) -> list[OutFrame]:
+        """Queued receipts, batched (``due_only`` as in :meth:`flush`)."""
         acks, self._acks = self._acks, {}
         frames: list[OutFrame] = []
         now = self.now()

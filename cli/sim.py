@@ -3,7 +3,7 @@
     sim scenarios                                   list scenarios
     sim run --scenario NAME --seed N [--json]       one run; a failing run prints its seed
     sim sweep [--scenario NAME] --seeds N [--json]  N seeds of one or every scenario
-    sim scale [--devices N] [--json]                FURPS bandwidth estimate from real frames
+    sim scale [--users N] [--devices N] [--json]    FURPS traffic measured with real clients
 
 Exit status: 0 when every run met every invariant, 1 otherwise (2 for bad usage).
 """
@@ -145,44 +145,67 @@ def sweep_cmd(
 
 
 @sim.command("scale")
+@click.option("--users", type=int, default=200, show_default=True, help="Simulated population.")
+@click.option("--minutes", type=float, default=10.0, show_default=True, help="Measured window.")
 @click.option("--devices", type=int, default=1, show_default=True, help="Installations per user.")
 @click.option("--group-share", type=float, default=0.3, show_default=True)
-@click.option("--group-members", type=int, default=10, show_default=True)
-@click.option("--no-receipts", is_flag=True, help="Leave delivered-receipts out.")
+@click.option("--group-size", type=int, default=10, show_default=True)
+@click.option("--no-read-receipts", is_flag=True, help="Users switched read receipts off.")
+@click.option("--typing", is_flag=True, help="A typing indicator before every message.")
+@click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
 def scale_cmd(
     ctx: click.Context,
+    users: int,
+    minutes: float,
     devices: int,
     group_share: float,
-    group_members: int,
-    no_receipts: bool,
+    group_size: int,
+    no_read_receipts: bool,
+    typing: bool,
+    seed: int,
     as_json: bool,
 ) -> None:
-    """FURPS estimate: 10K users on one shard, a 100-character message 4 times a minute."""
-    from sim.scale import Assumptions, estimate
+    """FURPS traffic, measured: real clients on a lossless shard, scaled to 10K users sending
+    a 100-character message 4 times a minute."""
+    from sim.traffic import TrafficModel, measure
 
-    if devices not in (1, 2, 3) or not 0 <= group_share <= 1 or group_members < 2:
-        raise click.BadParameter("devices 1-3, group share 0..1, group members >= 2")
-    doc = estimate(
-        Assumptions(
+    if not (1 <= devices <= 3 and 0 <= group_share <= 1 and 2 <= group_size <= users):
+        raise click.BadParameter("devices 1-3, group share 0..1, 2 <= group size <= users")
+    if minutes <= 0 or users < 6:
+        raise click.BadParameter("minutes > 0 and at least 6 users")
+    doc = measure(
+        TrafficModel(
+            users=users,
+            minutes=minutes,
             devices_per_user=devices,
             group_share=group_share,
-            group_members=group_members,
-            receipts=not no_receipts,
+            group_size=group_size,
+            read_receipts=not no_read_receipts,
+            typing=typing,
+            seed=seed,
         )
     )
     if _json_wanted(ctx, as_json):
         _emit(doc)
         return
-    m = doc["measured_frames"]
     click.echo(
-        f"measured: steady 1:1 frame {m['steady_frame']} B, {m['frames_per_message']} frame(s) "
-        f"/ message = {m['steady_bytes_per_message']} B; first contact {m['first_contact_bytes']} B"
+        f"{doc['messages']} messages from {users} users over {minutes:g} min (virtual), "
+        f"delivery {doc['delivery_rate']:.4f}"
     )
+    for kind, k in doc["by_kind"].items():
+        click.echo(
+            f"  {kind:10s} {k['frames_per_message']:6.3f} frames/message, "
+            f"mean {k['mean_frame_bytes']:6.1f} B, in {k['ingress_bytes_per_message']:7.1f} B, "
+            f"out {k['egress_bytes_per_message']:7.1f} B per message"
+        )
     click.echo(
-        f"{doc['messages_per_s']} msg/s: ingress {doc['ingress_bps'] / 1e6:.2f} Mbps, "
-        f"ingress+egress {doc['ingress_plus_egress_bps'] / 1e6:.2f} Mbps, with NATS framing "
-        f"{doc['with_nats_framing_bps'] / 1e6:.2f} Mbps "
-        f"({doc['bytes_per_message_total']} B/message; budget 1875)"
+        f"at {doc['furps_messages_per_s']} msg/s (10K users): "
+        f"ingress {doc['ingress_mbps']:.2f} Mbps (target 2: "
+        f"{'ok' if doc['ingress_ok'] else 'MISS'}), ingress+egress "
+        f"{doc['ingress_plus_egress_mbps']:.2f} Mbps (budget 10: "
+        f"{'ok' if doc['total_within_budget'] else 'MISS'}), with NATS framing "
+        f"{doc['with_nats_framing_mbps']:.2f} Mbps (budget 10: "
+        f"{'ok' if doc['framed_within_budget'] else 'MISS'})"
     )

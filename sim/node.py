@@ -749,7 +749,10 @@ class Device:
             size = receipt_size(len(items))
 
             def at_store(
-                _t: bool, dest: Device = dest, items: list = items, size: int = size
+                _t: bool,
+                dest: Device = dest,
+                items: list[tuple[bytes, bytes]] = items,
+                size: int = size,
             ) -> None:
                 if not w.store.up:
                     return

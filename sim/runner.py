@@ -166,7 +166,10 @@ class World:
         self.activity_end = max(self.activity_end, self.t0 + offset_ms)
 
     def send(self, offset_ms: int, dev: Device, peer_user: str, body: bytes) -> None:
-        self.at(offset_ms, lambda: dev.send_text(peer_user, body))
+        def go() -> None:
+            dev.send_text(peer_user, body)
+
+        self.at(offset_ms, go)
 
     def crash(self, offset_ms: int, dev: Device, down_ms: int) -> None:
         self.at(offset_ms, dev.crash)

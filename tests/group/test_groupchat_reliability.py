@@ -100,3 +100,19 @@ def test_groupchat_anti_entropy_flag_defaults_on() -> None:
     w = FWorld(6)
     a = w.person()
     assert isinstance(w.node(a).groups, GroupChat) and w.node(a).groups.anti_entropy
+
+
+def test_own_message_echoed_by_the_topic_is_skipped_quietly() -> None:
+    """Every subscriber of a group topic gets every frame, the sender included: its own
+    frame is recognised (its own sender key) and skipped without an error or a copy."""
+
+    w = FWorld()
+    a, b = w.person(), w.person()
+    gid = w.group(a, [b])
+    s = w.f(a).send_group_message(gid, ContentType.TEXT, b"echo?")
+    n = w.node(a)
+    before = len(w.dev(a).store.history(gid))
+    fr = s.frames[0]
+    assert n.groups.receive(fr.subject, fr.frame, cursor=(fr.subject, 7)) is None
+    assert len(w.dev(a).store.history(gid)) == before
+    assert w.dev(a).store.cursor(fr.subject) == 7

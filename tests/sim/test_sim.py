@@ -111,9 +111,33 @@ def test_cli_sweep_scenarios_and_errors() -> None:
 
 
 def test_cli_scale() -> None:
-    res = CliRunner().invoke(sim, ["scale", "--json"])
+    """Measured traffic: real clients, every message delivered, every sent message acked by
+    receipts or piggybacked acks (no retransmission on a lossless shard), sizes plausible."""
+    res = CliRunner().invoke(sim, ["scale", "--users", "30", "--minutes", "1", "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
-    m = doc["measured_frames"]
-    assert 150 < m["steady_frame"] < 300 and m["first_contact_frame"] > 1088
-    assert doc["messages_per_s"] == pytest.approx(666.67, abs=0.01)
+    assert doc["messages"] > 60 and doc["delivery_rate"] == 1.0 and doc["errors"] == {}
+    assert doc["furps_messages_per_s"] == pytest.approx(666.7, abs=0.1)
+    kinds = doc["by_kind"]
+    assert "retransmit" not in kinds  # receipts / piggybacked acks arrived in time
+    assert 150 < kinds["message"]["mean_frame_bytes"] < 300
+    assert 0 < kinds["receipt"]["frames_per_message"] < 5
+    in_ = doc["ingress_bytes_per_message"]
+    assert doc["ingress_mbps"] == pytest.approx(in_ * 666.7 * 8 / 1e6, rel=0.01)
+    bad = CliRunner().invoke(sim, ["scale", "--group-size", "1"])
+    assert bad.exit_code == 2
+
+
+def test_piggybacked_acks_save_receipt_frames() -> None:
+    """The same traffic with replies (acks ride on them) needs fewer receipt frames than
+    without: piggybacking is measurable, not assumed."""
+    from sim.traffic import TrafficModel, measure
+
+    base = {"users": 20, "minutes": 1.0, "group_share": 0.0, "read_on_arrival": False}
+    chatty = measure(TrafficModel(**base, reply_share=1.0))  # type: ignore[arg-type]
+    broadcast = measure(TrafficModel(**base, reply_share=0.0))  # type: ignore[arg-type]
+    assert chatty["delivery_rate"] == broadcast["delivery_rate"] == 1.0
+    assert (
+        chatty["by_kind"]["receipt"]["frames_per_message"]
+        < broadcast["by_kind"]["receipt"]["frames_per_message"]
+    )
