@@ -937,8 +937,11 @@ class Features:
                         frames += self._signal(
                             self.me, self._own_devices(), ContentType.RECEIPT, body, sync_peer=pid
                         )
-                except ChatCoreError as exc:
-                    log.warning("receipt not sent: %s", exc)
+                except Exception as exc:
+                    # the directory is injected: discovery errors (every device of the peer
+                    # revoked, chain unreachable) arrive here too. A receipt is best effort:
+                    # the sender's retransmission brings the message back and we ack again.
+                    log.warning("receipt not sent: %s: %s", type(exc).__name__, exc)
         return frames
 
     def _retransmit(self) -> list[OutFrame]:
