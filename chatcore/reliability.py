@@ -209,6 +209,10 @@ class Reliability:
     def pending_count(self) -> int:
         return sum(len(c.outgoing) for c in self.conversations.values())
 
+    def has_pending(self) -> bool:
+        """Any sent message still waiting for a recipient (cheaper than ``pending_count``)."""
+        return any(c.outgoing for c in self.conversations.values())
+
     def gap_count(self) -> int:
         return sum(len(c.gaps) for c in self.conversations.values())
 

@@ -318,7 +318,7 @@ class World:
         o = self.oracle
         if o.pending_pairs > len(o.gpending):
             return False
-        if any(d.rel.pending_count() for d in self.devices):
+        if any(d.rel.has_pending() for d in self.devices):
             return False
         if o.pending_pairs and any(o.required(p) for p in o.gpending):
             return False

@@ -24,14 +24,16 @@ def test_backoff_doubles_and_caps() -> None:
 def test_ack_completes_and_due_reschedules() -> None:
     r = Reliability(RetryPolicy(1_000, 2, 60_000))
     log = r.log(CONV)
+    assert not r.has_pending()
     log.sent(mid(1), [A, B], now_ms=0)
+    assert r.has_pending() and r.pending_count() == 1
     assert r.due(999) == []
     due = r.due(1_000)
     assert [(d.message_id, d.recipients, d.attempt) for d in due] == [(mid(1), (A, B), 1)]
     assert r.next_due() == 3_000
     assert not r.acked(CONV, mid(1), A)
     assert r.acked(CONV, mid(1), B)  # the last recipient: done
-    assert r.pending_count() == 0 and r.next_due() is None
+    assert r.pending_count() == 0 and r.next_due() is None and not r.has_pending()
     assert not r.acked(CONV, mid(1), B)  # a late duplicate receipt changes nothing
 
 
