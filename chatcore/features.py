@@ -56,9 +56,9 @@ from chatcore.engine import (
 )
 from chatcore.errors import ChatCoreError, ContentError, UnknownContact
 from chatcore.keys import PeerKeys
-from chatcore.payload import MAX_HISTORY, RECENT_HISTORY, ContentType, Payload
+from chatcore.payload import RECENT_HISTORY, ContentType, Payload
 from chatcore.reliability import Reliability, RetryPolicy
-from chatcore.store import StoredMessage
+from chatcore.store import StoredMessage, prefix_range
 
 if TYPE_CHECKING:
     from chatcore.groupchat import GroupChat
@@ -74,8 +74,6 @@ REL_META = "reliability"
 #: both far below the sender's first retransmission (``RetryPolicy.first_ms``, 30 s)
 DIRECT_ACK_DELAY_MS = 3_000
 GROUP_ACK_DELAY_MS = 15_000
-#: messages of a conversation searched for the short ids a causal history names
-_HISTORY_LOOKBACK = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,30 +380,21 @@ class Features:
     def _named(
         self, conv: bytes, history: tuple[bytes, ...]
     ) -> list[tuple[bytes, bytes, bytes, StoredMessage | None]]:
-        """(id, author, author installation, stored message or None for an op) of the recent
-        messages and ops of ``conv`` whose short ids ``history`` names."""
-        shorts = set(history)
-        out: list[tuple[bytes, bytes, bytes, StoredMessage | None]] = []
-        rows = self._x(
-            "SELECT message_id FROM messages WHERE conversation_id=? AND status != 'system' "
-            "ORDER BY seq DESC LIMIT ?",
-            (conv, _HISTORY_LOOKBACK),
-        ).fetchall()
-        for r in rows:
-            mid = bytes(r[0])
-            if mid[:4] in shorts:
-                m = self.store.message(conv, mid)
-                if m is not None:
-                    out.append((mid, m.sender_identity, m.sender_installation, m))
-        rows = self._x(
-            "SELECT message_id, sender_identity, sender_installation FROM content_ops "
-            "WHERE conversation_id=? ORDER BY rowid DESC LIMIT ?",
-            (conv, _HISTORY_LOOKBACK),
-        ).fetchall()
-        for r in rows:
-            mid = bytes(r[0])
-            if mid[:4] in shorts:
-                out.append((mid, bytes(r[1]), bytes(r[2]), None))
+        """(id, author, author installation, stored message or None for an op) of the messages
+        and ops of ``conv`` whose short ids ``history`` names."""
+        out: list[tuple[bytes, bytes, bytes, StoredMessage | None]] = [
+            (m.message_id, m.sender_identity, m.sender_installation, m)
+            for m in self.store.messages_named(conv, history)
+            if m.status != "system"
+        ]
+        for short in dict.fromkeys(history):
+            sql, args = prefix_range("message_id", short)
+            rows = self._x(
+                "SELECT message_id, sender_identity, sender_installation FROM content_ops "
+                f"WHERE conversation_id=? AND {sql}",
+                (conv, *args),
+            ).fetchall()
+            out += [(bytes(r[0]), bytes(r[1]), bytes(r[2]), None) for r in rows]
         return out
 
     def _history_acks(
@@ -453,15 +442,9 @@ class Features:
         queued = self._acks.get((conv, int(kind)), {})
         if not queued:
             return [], read
-        shorts = set(self.store.recent_short_ids(conv, RECENT_HISTORY))
-        chosen = []
-        for mid in sorted(queued, key=queued.__getitem__):  # oldest first: closest to a retry
-            if mid[:4] not in shorts:
-                if len(shorts) >= MAX_HISTORY:
-                    continue
-                shorts.add(mid[:4])
-            chosen.append(mid)
-        return chosen, read
+        oldest_first = sorted(queued, key=queued.__getitem__)  # closest to a retransmission
+        named = causal_history(self.store.recent_short_ids(conv, RECENT_HISTORY), oldest_first)
+        return [mid for mid in oldest_first if mid[:4] in named], read
 
     def _carried(self, conv: bytes, ids: list[bytes], read: bool) -> None:
         """The message just sent carries these receipts: they leave the queue."""

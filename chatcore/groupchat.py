@@ -65,6 +65,16 @@ def group_topic(group_id: bytes) -> str:
     return group_subject(hashlib.sha256(GROUP_DOMAIN + group_id).digest()[:16])
 
 
+def _own_echo(state: GroupState, frame: bytes) -> bool:
+    """Is this group frame one of ours (our current sender key), echoed back by the topic?"""
+    if state.own is None:
+        return False
+    try:
+        return parse_frame(frame).key_id == state.own.key_id
+    except ChatCoreError:
+        return False
+
+
 def encode_control(items: Sequence[bytes]) -> bytes:
     return encode_varint(len(items)) + b"".join(encode_varint(len(i)) + i for i in items)
 
@@ -343,11 +353,7 @@ class GroupChat:
         state = self.load(gid) if gid is not None else None
         if gid is None or state is None or not state.is_member:
             return
-        try:
-            key_id = parse_frame(frame).key_id
-        except ChatCoreError:
-            return
-        if state.own is not None and key_id == state.own.key_id:
+        if _own_echo(state, frame):
             return  # our own message echoed by the topic
         self.store.add_group_held(gid, frame, self.engine.clock_ms(), MAX_HELD_FRAMES)
 
@@ -394,13 +400,16 @@ class GroupChat:
             raise GroupError("message for a group we are not in")
         state = self.load(gid)
         assert state is not None
-        if state.own is not None and parse_frame(frame).key_id == state.own.key_id:
+        try:
+            new, sender, sender_inst, plaintext = state.decrypt(frame)
+        except GroupError:
+            if not _own_echo(state, frame):
+                raise
             # our own message echoed by the topic (every subscriber gets every frame): it is
             # stored already; nothing to decrypt (we hold no receiving chain for our own key)
             if cursor is not None:
                 self.store.set_cursor(*cursor)
             return None
-        new, sender, sender_inst, plaintext = state.decrypt(frame)
         if sender_inst not in self._ids(sender):
             raise UntrustedIdentity("group message from a revoked or unknown installation")
         payload = Payload.decode(plaintext)

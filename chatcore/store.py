@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +194,15 @@ _MSG_COLS = (
     "received_at, content_type, body, outgoing, status, seq"
 )
 _CONV_COLS = "id, kind, peer_identity, title, created_at, last_at, lamport, unread, muted, archived"
+
+
+def prefix_range(column: str, prefix: bytes) -> tuple[str, tuple[bytes, ...]]:
+    """SQL condition (and its arguments) for a BLOB ``column`` starting with ``prefix``, as a
+    range an index on the column can seek (BLOBs compare bytewise)."""
+    n = int.from_bytes(prefix, "big") + 1
+    if not prefix or n >> (8 * len(prefix)):
+        return f"{column} >= ?", (prefix,)
+    return f"{column} >= ? AND {column} < ?", (prefix, n.to_bytes(len(prefix), "big"))
 
 
 class Store:
@@ -452,6 +461,19 @@ class Store:
             (conv_id, message_id),
         ).fetchone()
         return None if row is None else _msg(row)
+
+    def messages_named(self, conv_id: bytes, shorts: Sequence[bytes]) -> list[StoredMessage]:
+        """Messages of ``conv_id`` whose ids start with one of ``shorts`` (the short ids a
+        causal history names): one primary-key range seek per short id."""
+        out: list[StoredMessage] = []
+        for short in dict.fromkeys(shorts):
+            sql, args = prefix_range("message_id", short)
+            rows = self._x(
+                f"SELECT {_MSG_COLS} FROM messages WHERE conversation_id=? AND {sql}",
+                (conv_id, *args),
+            ).fetchall()
+            out += [_msg(r) for r in rows]
+        return out
 
     def find_message(self, message_id_prefix: bytes) -> list[StoredMessage]:
         rows = self._x(f"SELECT {_MSG_COLS} FROM messages").fetchall()

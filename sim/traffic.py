@@ -25,7 +25,7 @@ from functools import partial
 from typing import Any
 
 from chatcore.content import ContactState
-from chatcore.engine import Engine, OutFrame, OwnIdentity, Received
+from chatcore.engine import Engine, OutFrame, OwnIdentity, Received, direct_conversation_id
 from chatcore.errors import ChatCoreError
 from chatcore.features import Features
 from chatcore.groupchat import GroupChat
@@ -208,12 +208,8 @@ class _Shard:
         else:
             peer_u = contacts[self.rng.randrange(len(contacts))]
             if dev.last_incoming is not None and self.rng.random() < m.reply_share:
-                for c in contacts:
-                    if dev.features.store.conversation(dev.last_incoming) is not None and (
-                        self._conv(u, c) == dev.last_incoming
-                    ):
-                        peer_u = c
-                        break
+                by_conv = {self._conv(u, c): c for c in contacts}
+                peer_u = by_conv.get(dev.last_incoming, peer_u)  # answer the latest, if 1:1
             peer = self.directory.peer(self.identities[peer_u])
             if m.typing:
                 conv = self._conv(u, peer_u)
@@ -227,8 +223,6 @@ class _Shard:
             self.expected_deliveries += recipients
 
     def _conv(self, u: int, v: int) -> bytes:
-        from chatcore.engine import direct_conversation_id
-
         return direct_conversation_id(self.identities[u], self.identities[v])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,24 @@ def test_sessions_pick_confirmed_then_newest() -> None:
     assert s.session_for(inst) == (b"t1" * 4, b"s1c")
     assert s.session_by_tag(b"t2" * 4) == (b"\x01" * 32, inst, b"s2b")
     assert s.count_sessions() == 2
+
+
+def test_messages_named_by_short_id_prefix() -> None:
+    """A causal history names messages by their first 4 bytes: found by a key range seek,
+    including the all-0xff prefix (no upper bound), never a neighbouring prefix."""
+    s = Store.memory()
+    conv, other = b"c" * 16, b"o" * 16
+    ids = [
+        bytes.fromhex("00000001aaaaaaaa"),
+        bytes.fromhex("00000001bbbbbbbb"),
+        bytes.fromhex("00000002aaaaaaaa"),
+        bytes.fromhex("ffffffff00000000"),
+    ]
+    for n, mid in enumerate(ids):
+        s.add_message(replace(msg(conv, n + 1), message_id=mid))
+    s.add_message(replace(msg(other, 9), message_id=bytes.fromhex("00000001cccccccc")))
+    found = s.messages_named(conv, [bytes.fromhex("00000001"), bytes.fromhex("ffffffff")])
+    assert sorted(m.message_id for m in found) == [ids[0], ids[1], ids[3]]
+    assert s.messages_named(conv, [bytes.fromhex("00000003")]) == []
+    # a short id named twice is looked up once
+    assert len(s.messages_named(conv, [ids[2][:4], ids[2][:4]])) == 1
