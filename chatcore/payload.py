@@ -30,6 +30,7 @@ import enum
 import hashlib
 from dataclasses import dataclass, field
 
+from chatcore.codec import read_varint, varint
 from chatcore.errors import MalformedMessage
 
 #: short ids a payload may carry (decoders refuse more)
@@ -63,34 +64,13 @@ class ContentType(enum.IntEnum):
     DEVICE_SYNC = 10
 
 
-def encode_varint(n: int) -> bytes:
-    if n < 0:
-        raise ValueError("varint must be non-negative")
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+#: unsigned LEB128 (``chatcore.codec.varint``)
+encode_varint = varint
 
 
 def decode_varint(data: bytes, pos: int) -> tuple[int, int]:
-    n = 0
-    shift = 0
-    while True:
-        if pos >= len(data):
-            raise MalformedMessage("truncated varint")
-        b = data[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return n, pos
-        shift += 7
-        if shift > 63:
-            raise MalformedMessage("varint too long")
+    """A varint of up to 64 bits (10 bytes); non-minimal encodings are accepted here."""
+    return read_varint(data, pos, limit=10, minimal=False)
 
 
 @dataclass(frozen=True, slots=True)

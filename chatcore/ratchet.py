@@ -34,6 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .codec import read_varint, varint
 from .consts import (
     AEAD_TAG_LEN,
     MAX_COUNTER,
@@ -67,12 +68,7 @@ def encode_varint(value: int) -> bytes:
         return _V1[value]
     if value > MAX_COUNTER:
         raise ValueError("varint exceeds u32")
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    return varint(value)
 
 
 def decode_varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -80,23 +76,10 @@ def decode_varint(data: bytes, pos: int) -> tuple[int, int]:
 
     Raises ``MalformedMessage`` on truncation, overlong or non-minimal encodings.
     """
-    value = 0
-    shift = 0
-    end = len(data)
-    for k in range(5):
-        if pos >= end:
-            raise MalformedMessage("truncated varint")
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            if b == 0 and k > 0:
-                raise MalformedMessage("non-minimal varint")
-            if value > MAX_COUNTER:
-                raise MalformedMessage("varint exceeds u32")
-            return value, pos
-        shift += 7
-    raise MalformedMessage("varint too long")
+    value, pos = read_varint(data, pos, limit=5)
+    if value > MAX_COUNTER:
+        raise MalformedMessage("varint exceeds u32")
+    return value, pos
 
 
 def _kdf_rk(rk: bytes, dh_out: bytes) -> tuple[bytes, bytes]:

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from chatcore.codec import Reader, blob
 from chatcore.errors import GroupError, MalformedMessage
-from chatcore.group._codec import Reader, blob
 from chatcore.group._primitives import ed25519_verify, sha256
 from chatcore.group.consts import (
     ID_LEN,

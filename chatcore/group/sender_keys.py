@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
+from chatcore.codec import Reader, read_varint, varint
 from chatcore.errors import DecryptionError, DuplicateMessage, MalformedMessage, TooManySkipped
-from chatcore.group._codec import Reader, read_varint, varint
 from chatcore.group._primitives import (
     aead_open,
     aead_seal,

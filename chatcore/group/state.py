@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 
+from chatcore.codec import Reader, blob, varint
 from chatcore.errors import ChatCoreError, DecryptionError, GroupError, MalformedMessage
-from chatcore.group._codec import Reader, blob, varint
 from chatcore.group._primitives import ed25519_verify, sha256
 from chatcore.group.consts import (
     CHAINS_PER_INSTALLATION,

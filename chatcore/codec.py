@@ -1,4 +1,5 @@
-"""Tiny binary codec: a bounds-checked reader and varints. Parse errors -> MalformedMessage."""
+"""Tiny binary codec: a bounds-checked reader and varints (unsigned LEB128), the one home of
+both for the payload, the ratchet header and the group core. Parse errors -> MalformedMessage."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
-def read_varint(data: bytes, pos: int, limit: int = 10) -> tuple[int, int]:
-    """(value, new position). Rejects truncated, overlong (non-minimal) and oversize varints."""
+def read_varint(data: bytes, pos: int, limit: int = 10, minimal: bool = True) -> tuple[int, int]:
+    """(value, new position). Rejects truncated varints, ones longer than ``limit`` bytes and
+    (``minimal``) non-minimal encodings."""
     result = 0
     shift = 0
     for i in range(limit):
@@ -30,7 +32,7 @@ def read_varint(data: bytes, pos: int, limit: int = 10) -> tuple[int, int]:
         pos += 1
         result |= (b & 0x7F) << shift
         if not b & 0x80:
-            if b == 0 and i > 0:
+            if minimal and b == 0 and i > 0:
                 raise MalformedMessage("non-minimal varint")
             return result, pos
         shift += 7
