@@ -269,8 +269,8 @@ class Device:
             self.fetch()
             self._next_poll = now + self._poll_every
             self._poll_every = min(POLL_MAX_MS, self._poll_every * 2)
-        if w.cfg.e2e_retry:
-            for rt in self.rel.due(now):
+        if w.cfg.e2e_retry and (due := self.rel.due(now)):
+            for rt in due:
                 for inst in rt.recipients:
                     raw = self.store.get_meta(f"sim.f:{rt.message_id.hex()}{inst.hex()}")
                     if not raw:
