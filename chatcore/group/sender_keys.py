@@ -161,6 +161,24 @@ class ReceiverChain:
     iteration: int  # next iteration expected
     chain_key: bytes = field(repr=False)
     skipped: Mapping[int, bytes] = field(repr=False)  # never mutated after construction
+    # the state encoding of this (immutable) chain, filled on first use: a group state is
+    # saved after every change, and most of its chains did not change
+    _encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    def encoded(self) -> bytes:
+        """This chain's record in the group state encoding (see ``GroupState.to_bytes``)."""
+        enc = self._encoded
+        if enc is None:
+            parts = [
+                self.identity, self.installation, self.key_id, varint(self.epoch),
+                self.signing_public, varint(self.base), varint(self.iteration), self.chain_key,
+                varint(len(self.skipped)),
+            ]  # fmt: skip
+            for i, mk in sorted(self.skipped.items()):
+                parts += [varint(i), mk]
+            enc = b"".join(parts)
+            object.__setattr__(self, "_encoded", enc)
+        return enc
 
     @classmethod
     def from_distribution(cls, d: SenderKeyDistribution) -> ReceiverChain:

@@ -586,11 +586,12 @@ class GroupState:
         ordered = [(inst, kid) for inst, kids in self.by_installation.items() for kid in kids]
         parts.append(varint(len(ordered)))
         for inst, kid in ordered:
-            c = next(c for c in self.chains[kid] if c.installation == inst)
-            parts += [c.identity, c.installation, c.key_id, varint(c.epoch), c.signing_public]
-            parts += [varint(c.base), varint(c.iteration), c.chain_key, varint(len(c.skipped))]
-            for i, mk in sorted(c.skipped.items()):
-                parts += [varint(i), mk]
+            for c in self.chains[kid]:
+                if c.installation == inst:
+                    parts.append(c.encoded())
+                    break
+            else:
+                raise AssertionError("chain index out of step with the chains")
         parts.append(varint(len(self.pending)))
         parts += [blob(d.to_bytes()) for d in self.pending]
         return b"".join(parts)
