@@ -401,7 +401,7 @@ class GroupChat:
         state = self.load(gid)
         assert state is not None
         try:
-            new, sender, sender_inst, plaintext = state.decrypt(frame)
+            new, sender, sender_inst, plaintext = state.decrypt(frame, self.engine.clock_ms())
         except GroupError:
             if not _own_echo(state, frame):
                 raise
@@ -504,7 +504,9 @@ class GroupChat:
         if kind == KIND_WELCOME:
             if state is not None:
                 # merge, never replace: a welcome must not make us forget our own removal
-                new, out, _rej = state.apply_ops(_welcome_ops(item), self._ids, rng)
+                new, out, _rej = state.apply_ops(
+                    _welcome_ops(item), self._ids, rng, self.engine.clock_ms()
+                )
             else:
                 new, out = GroupState.join(
                     item, self.engine.identity_id, self.engine.installation_id, self._ids, rng
@@ -522,12 +524,16 @@ class GroupChat:
             self.store.add_group_pending(gid, sender_inst, item, self.engine.clock_ms())
             return [], []
         if kind == KIND_DISTRIBUTION:
-            self._save(state.receive_distribution(sender_inst, item))
+            self._save(
+                state.receive_distribution(
+                    sender_inst, item, from_identity=sender, now_ms=self.engine.clock_ms()
+                )
+            )
             return [], []
         if decode_op(item).op_id in state.ops:
             return [], []  # a replay (anti-entropy re-offers the whole log): nothing to do
         before_members = state.members()
-        new, out = state.apply_op(item, self._ids, rng)
+        new, out = state.apply_op(item, self._ids, rng, self.engine.clock_ms())
         self._save(new)
         frames = self._dispatch(new, state, out)
         events = []
@@ -557,7 +563,9 @@ class GroupChat:
                     if item[0] == KIND_DISTRIBUTION:
                         self._save(state.receive_distribution(inst, item))
                     else:
-                        new, out = state.apply_op(item, self._ids, self.engine.rng)
+                        new, out = state.apply_op(
+                            item, self._ids, self.engine.rng, self.engine.clock_ms()
+                        )
                         self._save(new)
                         frames += self._dispatch(new, state, out)
                 except ChatCoreError:

@@ -34,6 +34,7 @@ from chatcore.engine import (
     frame_msg_id,
 )
 from chatcore.errors import ChatCoreError, DecryptionError, DuplicateMessage, GroupError
+from chatcore.group.state import removal_epoch
 from chatcore.groupchat import GroupChat
 from chatcore.keys import InstallationKeys, PeerKeys, SignedPrekey
 from chatcore.payload import RECENT_HISTORY, ContentType
@@ -412,7 +413,7 @@ class Device:
             w.stats["group_send_skipped"] += 1  # not (yet / any more) a member in our view
             return
         res = self.groups.send(gid, ContentType.TEXT, body)
-        w.oracle.group_sent(self, gid, res, st.members())
+        w.oracle.group_sent(self, gid, res, st.members(), st.epoch)
         self._busy()
         if self.online:
             self.tick()
@@ -623,7 +624,14 @@ class Device:
         w.oracle.delivered(self, r)
         if w.cfg.group_member_check:
             st = self.groups.load(r.conversation_id)
-            if st is not None and r.sender_identity not in st.members():
+            s = w.oracle.msgs.get(r.message_id)
+            if (
+                st is not None
+                and r.sender_identity not in st.members()
+                # a leaver's message sent before it left (no later than the op that took it
+                # out, in the receiver's view) may still arrive: the core retires its chains
+                and not (s is not None and s.epoch <= removal_epoch(st.ops, r.sender_identity, -1))
+            ):
                 w.oracle.violation(
                     f"{self.name} accepted a group message from "
                     f"{w.user_of(r.sender_identity).name}, not a member in its view"

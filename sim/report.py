@@ -37,6 +37,7 @@ class Sent:
     history: tuple[bytes, ...]
     group: bytes | None = None  # group id for a group message
     members: frozenset[bytes] = frozenset()  # group: the sender's member list at send time
+    epoch: int = 0  # group: the sender's epoch at send time (the frame's tag)
 
 
 class Oracle:
@@ -92,7 +93,7 @@ class Oracle:
 
     # --- groups -------------------------------------------------------------------------------
     def group_sent(
-        self, dev: Device, gid: bytes, res: SendResult, members: frozenset[bytes]
+        self, dev: Device, gid: bytes, res: SendResult, members: frozenset[bytes], epoch: int
     ) -> None:
         w = self.world
         expected = tuple(
@@ -100,7 +101,7 @@ class Oracle:
         )
         s = Sent(
             len(self.msgs) + 1, gid, dev.name, dev.identity_id, dev.keys.installation_id,
-            res.sent_at, expected, (), gid, frozenset(members),
+            res.sent_at, expected, (), gid, frozenset(members), epoch,
         )  # fmt: skip
         self.msgs[res.message_id] = s
         self.expected_pairs += len(expected)
@@ -134,15 +135,35 @@ class Oracle:
 
     def required(self, pair: tuple[str, bytes]) -> bool:
         """A group delivery is required iff the recipient was a member in the sender's view at
-        send time (that is what ``expected`` holds) and both the recipient's and the sender's
-        identities are members of the final (truth) roster."""
+        send time (that is what ``expected`` holds), the recipient's identity is a member of
+        the final (truth) roster, and the sender's identity is one too or the message was
+        sent before every op that took the sender out (its epoch is no later than theirs:
+        the core keeps a leaver's chains retired for that, ``RETIRED_CHAIN_MS``)."""
         name, mid = pair
         s = self.msgs[mid]
         if s.group is None:
             return True
         roster = self.truth(s.group)
         ident = self.world.device(name).identity_id
-        return ident in roster.members and s.sender_identity in roster.members
+        if ident not in roster.members:
+            return False
+        if s.sender_identity in roster.members:
+            return True
+        removals = self.removal_epochs(s.group, s.sender_identity)
+        return bool(removals) and s.epoch <= min(removals)
+
+    def removal_epochs(self, gid: bytes, identity: bytes) -> list[int]:
+        """Epochs of every op anyone made that took ``identity`` out of the group."""
+        from chatcore.group.ops import OpKind, decode_op
+
+        out = []
+        for raw in self.group_ops_raw.get(gid, set()):
+            op = decode_op(raw)
+            if (op.kind is OpKind.REMOVE and op.target == identity) or (
+                op.kind is OpKind.LEAVE and op.author == identity
+            ):
+                out.append(op.epoch)
+        return out
 
     def group_rejected(
         self,
@@ -232,6 +253,17 @@ def check(world: World) -> list[str]:
                 )
     if best_effort:
         world.stats["group_best_effort_undelivered"] = best_effort
+    # required messages of members who later left / were removed (some arrive after the op
+    # that took their sender out: the core's retired chains), delivered
+    leaver = 0
+    for (name, mid), _times in o.shown.items():
+        s = o.msgs.get(mid)
+        if s is None or s.group is None or s.sender_identity in o.truth(s.group).members:
+            continue
+        if name in s.expected and o.required((name, mid)):
+            leaver += 1
+    if leaver:
+        world.stats["group_leavers_messages_delivered"] = leaver
     out += _check_groups(world)
     # 2. the store holds each message once; 3. causal order: a message's history entries
     #    come before it in every member's display order (Lamport, then arrival)

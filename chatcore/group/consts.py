@@ -14,7 +14,7 @@ KIND_DISTRIBUTION: Final = 0x15
 #: A welcome: the op log handed to a new member (over a pairwise session).
 KIND_WELCOME: Final = 0x16
 
-STATE_VERSION: Final = 1
+STATE_VERSION: Final = 2  # 2 adds the retired chains; version 1 states still load
 
 ID_LEN: Final = 32
 TAG_LEN: Final = 8
@@ -35,6 +35,14 @@ EPOCH_AHEAD: Final = 8
 OP_MAX_LAG: Final = 16
 #: Sender chains kept per installation (current + the one before, for in-flight messages).
 CHAINS_PER_INSTALLATION: Final = 8
+#: After a member leaves or is removed, its sender chains stay *retired* this long
+#: (receiver's clock, from when the receiver applied the removal): messages it sent
+#: before the removal that are still in flight, or that a member coming back online
+#: reads after the removal op, still decrypt. Only messages tagged with an epoch no
+#: later than the removal op's are accepted from a retired chain.
+RETIRED_CHAIN_MS: Final = 3_600_000
+#: Retired chains kept per group (oldest dropped first).
+MAX_RETIRED_CHAINS: Final = 256
 #: Distributions held until the membership op that makes them valid arrives.
 MAX_PENDING_DISTRIBUTIONS: Final = 4096
 #: Dependencies (heads) one op may name.

@@ -20,13 +20,16 @@ from chatcore.group.consts import (
     KEY_ID_LEN,
     KIND_WELCOME,
     MAX_PENDING_DISTRIBUTIONS,
+    MAX_RETIRED_CHAINS,
     OP_MAX_LAG,
+    RETIRED_CHAIN_MS,
     STATE_VERSION,
 )
 from chatcore.group.keys import InstallationKey, Rng
 from chatcore.group.ops import Op, OpKind, decode_op, make_op
 from chatcore.group.roster import Roster, effect, fold
 from chatcore.group.sender_keys import (
+    ParsedFrame,
     ReceiverChain,
     SenderChain,
     SenderKeyDistribution,
@@ -54,6 +57,32 @@ class Publish:
 
 
 Outgoing = SendTo | Publish
+
+
+@dataclass(frozen=True, slots=True)
+class RetiredChain:
+    """The chain of an installation whose identity left or was removed, kept read-only for
+    a while so that what it sent *before* the removal still decrypts (in flight, or read
+    by a member catching up, who applies the removal op from its inbox first)."""
+
+    chain: ReceiverChain
+    #: the removal op's epoch: a message tagged with a later epoch was sent after it
+    last_epoch: int
+    #: receiver's clock (ms): the chain is forgotten after this
+    until_ms: int
+
+
+def removal_epoch(ops: Mapping[bytes, Op], identity: bytes, default: int) -> int:
+    """The epoch of the latest op that took ``identity`` out of the group (leave/remove)."""
+    return max(
+        (
+            o.epoch
+            for o in ops.values()
+            if (o.kind is OpKind.REMOVE and o.target == identity)
+            or (o.kind is OpKind.LEAVE and o.author == identity)
+        ),
+        default=default,
+    )
 
 
 def group_tag(group_id: bytes, epoch: int) -> bytes:
@@ -130,6 +159,7 @@ class GroupState:
     tags: Mapping[bytes, int]
     heads: tuple[bytes, ...]
     tag: bytes
+    retired: tuple[RetiredChain, ...]
 
     def __repr__(self) -> str:
         return (
@@ -174,7 +204,7 @@ class GroupState:
     def _blank(cls, group_id: bytes, identity: bytes, installation: bytes) -> GroupState:
         return cls(
             group_id, identity, installation, {}, Roster("", frozenset(), frozenset()), 0,
-            {}, None, {}, {}, (), {}, (), group_tag(group_id, 0),
+            {}, None, {}, {}, (), {}, (), group_tag(group_id, 0), (),
         )  # fmt: skip
 
     @classmethod
@@ -270,7 +300,7 @@ class GroupState:
             key, kind, group_id=self.group_id, epoch=len(self.ops), deps=self.heads,
             author=self.identity, created_ms=now_ms, target=target, name=name,
         )  # fmt: skip
-        state, out = self._accept(op, directory, rng)
+        state, out = self._accept(op, directory, rng, now_ms)
         extra: list[Outgoing] = []
         if kind is OpKind.ADD:
             welcome = state.welcome()
@@ -315,19 +345,22 @@ class GroupState:
     # -- membership changes we receive -------------------------------------------------
 
     def apply_op(
-        self, data: bytes, directory: Directory, rng: Rng
+        self, data: bytes, directory: Directory, rng: Rng, now_ms: int | None = None
     ) -> tuple[GroupState, list[Outgoing]]:
         """Verify and apply one op from the group topic.
+
+        With ``now_ms`` (the receiver's clock), the chains of a member the op takes out of
+        the group are retired for ``RETIRED_CHAIN_MS`` instead of dropped at once.
 
         Raises MalformedMessage (unparseable) or GroupError (other group, replayed, stale,
         missing dependencies — retry after the earlier ops arrive —, unknown installation,
         forged signature, author without the role in the op's causal past).
         """
         op = decode_op(data)
-        return self._accept(op, directory, rng)
+        return self._accept(op, directory, rng, now_ms)
 
     def apply_ops(
-        self, ops: Iterable[bytes], directory: Directory, rng: Rng
+        self, ops: Iterable[bytes], directory: Directory, rng: Rng, now_ms: int | None = None
     ) -> tuple[GroupState, list[Outgoing], list[tuple[bytes, ChatCoreError]]]:
         """Apply a batch in any order (catch-up after being offline): ops whose
         dependencies are in the batch are retried until nothing more applies.
@@ -335,7 +368,7 @@ class GroupState:
         state, changed, rejected = self._apply_all(list(ops), directory)
         if not changed:
             return self, [], rejected
-        state, out = self._transition(state, directory, rng)
+        state, out = self._transition(state, directory, rng, now_ms)
         return state, out, rejected
 
     def _apply_all(
@@ -405,20 +438,22 @@ class GroupState:
         if effect(past_roster, op) is None:
             raise GroupError(f"{op.kind.name} not allowed for its author at epoch {op.epoch}")
 
-    def _accept(self, op: Op, directory: Directory, rng: Rng) -> tuple[GroupState, list[Outgoing]]:
+    def _accept(
+        self, op: Op, directory: Directory, rng: Rng, now_ms: int | None = None
+    ) -> tuple[GroupState, list[Outgoing]]:
         self._check(op, directory, self.ops)
         ops = dict(self.ops)
         ops[op.op_id] = op
-        return self._advance(ops, directory, rng)
+        return self._advance(ops, directory, rng, now_ms)
 
     def _advance(
-        self, ops: dict[bytes, Op], directory: Directory, rng: Rng
+        self, ops: dict[bytes, Op], directory: Directory, rng: Rng, now_ms: int | None = None
     ) -> tuple[GroupState, list[Outgoing]]:
         roster, _ = fold(ops.values())
         if roster is None:
             raise GroupError("no create op")
         folded = replace(self, ops=ops, roster=roster, epoch=len(ops), heads=_heads(ops))
-        return self._transition(folded, directory, rng)
+        return self._transition(folded, directory, rng, now_ms)
 
     def sync_devices(self, directory: Directory, rng: Rng) -> tuple[GroupState, list[Outgoing]]:
         """Re-read member installations (a device was added or revoked). A revoked device
@@ -426,9 +461,13 @@ class GroupState:
         return self._transition(self, directory, rng)
 
     def _transition(
-        self, folded: GroupState, directory: Directory, rng: Rng
+        self, folded: GroupState, directory: Directory, rng: Rng, now_ms: int | None = None
     ) -> tuple[GroupState, list[Outgoing]]:
-        """Key handling after membership may have changed (``self`` is the state before)."""
+        """Key handling after membership may have changed (``self`` is the state before).
+
+        The chains of an installation that is no longer a member installation are dropped;
+        with ``now_ms``, those of an identity that left the group are retired instead (see
+        :class:`RetiredChain`). A revoked device's chains are always dropped."""
         devices = {m: _devices(directory, m) for m in folded.roster.members}
         new = replace(
             folded,
@@ -437,14 +476,30 @@ class GroupState:
             tag=group_tag(folded.group_id, folded.epoch),
         )
         if not new.is_member:
-            return replace(new, own=None, chains={}, by_installation={}, pending=()), []
+            return replace(new, own=None, chains={}, by_installation={}, pending=(), retired=()), []
         before = self.installations()
         after = new.installations()
         chains = {k: v for k, v in self.chains.items()}
         by_installation = dict(self.by_installation)
-        for gone in set(by_installation) - after:
+        owner = {i: ident for ident, insts in self.devices.items() for i in insts}
+        oldest = new.epoch - EPOCH_GRACE  # older tags are refused anyway
+        retired = [
+            r for r in self.retired
+            if r.last_epoch >= oldest and (now_ms is None or now_ms <= r.until_ms)
+        ]  # fmt: skip
+        for gone in sorted(set(by_installation) - after):
+            ident = owner.get(gone)
+            keep = now_ms is not None and ident is not None and ident not in new.roster.members
+            last = removal_epoch(new.ops, ident, self.epoch) if keep and ident else 0
             for key_id in by_installation.pop(gone):
+                if keep and now_ms is not None:
+                    retired += [
+                        RetiredChain(c, last, now_ms + RETIRED_CHAIN_MS)
+                        for c in chains.get(key_id, ())
+                        if c.installation == gone
+                    ]
                 _drop_chain(chains, key_id, gone)
+        new = replace(new, retired=tuple(retired[-MAX_RETIRED_CHAINS:]))
         out: list[Outgoing] = []
         own = self.own
         if own is None or before - after:
@@ -460,12 +515,22 @@ class GroupState:
 
     # -- sender keys ---------------------------------------------------------------------
 
-    def receive_distribution(self, from_installation: bytes, data: bytes) -> GroupState:
+    def receive_distribution(
+        self,
+        from_installation: bytes,
+        data: bytes,
+        *,
+        from_identity: bytes | None = None,
+        now_ms: int | None = None,
+    ) -> GroupState:
         """Install a sender key that ``from_installation`` sent us over our pairwise session.
 
         A distribution from an installation that is not (yet) a member installation is held
-        (bounded) until the op that makes it one arrives. Raises MalformedMessage, or
-        GroupError (another group, sender mismatch, we are not a member).
+        (bounded) until the op that makes it one arrives. With ``from_identity`` (the
+        session's authenticated peer) and ``now_ms``, the key of a member that has left,
+        made before its removal, is installed as a retired chain (its messages sent before
+        the removal still decrypt). Raises MalformedMessage, or GroupError (another group,
+        sender mismatch, we are not a member).
         """
         d = SenderKeyDistribution.from_bytes(data)
         if d.group_id != self.group_id:
@@ -477,6 +542,21 @@ class GroupState:
         if not self.is_member:
             raise GroupError("we are not a member of this group")
         if d.installation not in self.devices.get(d.identity, ()):
+            if (
+                now_ms is not None
+                and from_identity == d.identity
+                and d.identity not in self.roster.members
+                and d.epoch <= (last := removal_epoch(self.ops, d.identity, -1))
+            ):
+                if any(
+                    r.chain.key_id == d.key_id and r.chain.installation == d.installation
+                    for r in self.retired
+                ):
+                    return self
+                r = RetiredChain(
+                    ReceiverChain.from_distribution(d), last, now_ms + RETIRED_CHAIN_MS
+                )
+                return replace(self, retired=(*self.retired, r)[-MAX_RETIRED_CHAINS:])
             pending = (*self.pending, d)[-MAX_PENDING_DISTRIBUTIONS:]
             return replace(self, pending=pending)
         return self._install(d)
@@ -535,27 +615,30 @@ class GroupState:
         return GroupState(
             self.group_id, self.identity, self.installation, self.ops, self.roster,
             self.epoch, self.devices, own, chains, self.by_installation, self.pending,
-            self.tags, self.heads, self.tag,
+            self.tags, self.heads, self.tag, self.retired,
         )  # fmt: skip
 
-    def decrypt(self, frame: bytes) -> tuple[GroupState, bytes, bytes, bytes]:
+    def decrypt(
+        self, frame: bytes, now_ms: int | None = None
+    ) -> tuple[GroupState, bytes, bytes, bytes]:
         """Returns (state, sender identity, sender installation, plaintext).
 
+        A message from a member that has left decrypts only with ``now_ms`` within its
+        retired chain's time and only if tagged with an epoch no later than its removal.
         Raises MalformedMessage; GroupError (stale or unknown epoch, unknown sender key,
         sender not a member, we are not a member); DecryptionError (signature or AEAD);
         DuplicateMessage; TooManySkipped. The state is unchanged on any error.
         """
         p = parse_frame(frame)
-        if p.tag not in self.tags:
+        epoch = self.tags.get(p.tag)
+        if epoch is None:
             raise GroupError("stale or unknown group epoch")
-        candidates = self.chains.get(p.key_id)
-        if not candidates:
-            raise GroupError("unknown sender key")
+        candidates = self.chains.get(p.key_id, ())
         for chain in candidates:
             if ed25519_verify(chain.signing_public, p.signature, p.signed):
                 break
         else:
-            raise DecryptionError("message failed authentication")
+            return self._decrypt_retired(p, epoch, now_ms, bool(candidates))
         new_chain, plaintext = chain.decrypt(p.iteration, p.header, p.ciphertext)
         chains = dict(self.chains)
         chains[p.key_id] = (
@@ -564,6 +647,23 @@ class GroupState:
             else tuple(new_chain if c is chain else c for c in candidates)
         )
         return self._with(self.own, chains), chain.identity, chain.installation, plaintext
+
+    def _decrypt_retired(
+        self, p: ParsedFrame, epoch: int, now_ms: int | None, had_candidates: bool
+    ) -> tuple[GroupState, bytes, bytes, bytes]:
+        for i, r in enumerate(self.retired):
+            c = r.chain
+            if c.key_id != p.key_id or not ed25519_verify(c.signing_public, p.signature, p.signed):
+                continue
+            if now_ms is None or now_ms > r.until_ms or epoch > r.last_epoch:
+                raise GroupError("message from a former member, sent after it left the group")
+            new_chain, plaintext = c.decrypt(p.iteration, p.header, p.ciphertext)
+            retired = list(self.retired)
+            retired[i] = RetiredChain(new_chain, r.last_epoch, r.until_ms)
+            return replace(self, retired=tuple(retired)), c.identity, c.installation, plaintext
+        if had_candidates:
+            raise DecryptionError("message failed authentication")
+        raise GroupError("unknown sender key")
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -594,13 +694,17 @@ class GroupState:
                 raise AssertionError("chain index out of step with the chains")
         parts.append(varint(len(self.pending)))
         parts += [blob(d.to_bytes()) for d in self.pending]
+        parts.append(varint(len(self.retired)))
+        for rc in self.retired:
+            parts += [rc.chain.encoded(), varint(rc.last_epoch), varint(rc.until_ms)]
         return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> GroupState:
         """Inverse of :meth:`to_bytes`. Raises MalformedMessage."""
         r = Reader(data)
-        if r.u8() != STATE_VERSION:
+        version = r.u8()
+        if version not in (1, STATE_VERSION):  # 1: before retired chains
             raise MalformedMessage("unknown group state version")
         group_id, identity, installation = r.take(ID_LEN), r.take(ID_LEN), r.take(ID_LEN)
         ops = {}
@@ -619,16 +723,15 @@ class GroupState:
         chains: dict[bytes, tuple[ReceiverChain, ...]] = {}
         by_installation: dict[bytes, tuple[bytes, ...]] = {}
         for _ in range(r.var()):
-            ident, inst, kid = r.take(ID_LEN), r.take(ID_LEN), r.take(KEY_ID_LEN)
-            epoch, spk, base, it, ck = r.var(), r.take(32), r.var(), r.var(), r.take(32)
-            skipped = {}
-            for _ in range(r.var()):
-                i = r.var()
-                skipped[i] = r.take(32)
-            chain = ReceiverChain(ident, inst, kid, epoch, spk, base, it, ck, skipped)
-            chains[kid] = (*chains.get(kid, ()), chain)
-            by_installation[inst] = (*by_installation.get(inst, ()), kid)
+            chain = _read_chain(r)
+            chains[chain.key_id] = (*chains.get(chain.key_id, ()), chain)
+            by_installation[chain.installation] = (
+                *by_installation.get(chain.installation, ()), chain.key_id
+            )  # fmt: skip
         pending = tuple(SenderKeyDistribution.from_bytes(r.blob()) for _ in range(r.var()))
+        retired: tuple[RetiredChain, ...] = ()
+        if version >= 2:
+            retired = tuple(RetiredChain(_read_chain(r), r.var(), r.var()) for _ in range(r.var()))
         r.end()
         roster, _ = fold(ops.values())
         if roster is None:
@@ -636,8 +739,19 @@ class GroupState:
         return cls(
             group_id, identity, installation, ops, roster, len(ops), devices, own, chains,
             by_installation, pending, _tags(group_id, len(ops)), _heads(ops),
-            group_tag(group_id, len(ops)),
+            group_tag(group_id, len(ops)), retired,
         )  # fmt: skip
+
+
+def _read_chain(r: Reader) -> ReceiverChain:
+    """One receiver chain record (the inverse of ``ReceiverChain.encoded``)."""
+    ident, inst, kid = r.take(ID_LEN), r.take(ID_LEN), r.take(KEY_ID_LEN)
+    epoch, spk, base, it, ck = r.var(), r.take(32), r.var(), r.var(), r.take(32)
+    skipped = {}
+    for _ in range(r.var()):
+        i = r.var()
+        skipped[i] = r.take(32)
+    return ReceiverChain(ident, inst, kid, epoch, spk, base, it, ck, skipped)
 
 
 def _tags(group_id: bytes, epoch: int) -> dict[bytes, int]:

@@ -38,7 +38,10 @@ class Device:
 class World:
     """Identities with devices, a directory, and a router for Outgoing values."""
 
-    def __init__(self, seed: int = 1) -> None:
+    def __init__(self, seed: int = 1, *, clock: bool = False) -> None:
+        # clock=True: receivers pass ``now_ms`` (as GroupChat does), so a leaver's chains
+        # are retired rather than dropped; False keeps the clock-less core behaviour
+        self.clock = clock
         self.rng = SeededRng(seed)
         self.directory: dict[bytes, list[bytes]] = {}
         self.devices: dict[bytes, Device] = {}
@@ -57,6 +60,13 @@ class World:
         self.directory[identity].append(dev.inst)
         self.devices[dev.inst] = dev
         return dev
+
+    @property
+    def t(self) -> int | None:
+        return self.now if self.clock else None
+
+    def owner(self, inst: bytes) -> bytes:
+        return self.devices[inst].identity
 
     def dev(self, identity: bytes, i: int = 0) -> Device:
         return self.devices[self.directory[identity][i]]
@@ -104,7 +114,9 @@ class World:
                     payload, d.identity, d.inst, self.directory, self.rng
                 )
                 for frm, held in d.held:
-                    d.state = d.state.receive_distribution(frm, held)
+                    d.state = d.state.receive_distribution(
+                        frm, held, from_identity=self.owner(frm), now_ms=self.t
+                    )
                 d.held.clear()
         elif kind == KIND_DISTRIBUTION:
             assert pairwise_from is not None
@@ -112,12 +124,14 @@ class World:
                 d.held.append((pairwise_from, payload))
             else:
                 try:
-                    d.state = d.state.receive_distribution(pairwise_from, payload)
+                    d.state = d.state.receive_distribution(
+                        pairwise_from, payload, from_identity=self.owner(src), now_ms=self.t
+                    )
                 except GroupError:
                     pass  # e.g. we were removed meanwhile
         elif kind == KIND_GROUP_OP and d.state is not None:
             try:
-                d.state, out = d.state.apply_op(payload, self.directory, self.rng)
+                d.state, out = d.state.apply_op(payload, self.directory, self.rng, self.t)
             except GroupError:
                 pass  # replays / ops we already made
         return [(d.inst, o) for o in out]
@@ -129,7 +143,7 @@ class World:
         ops = [p for frm, p in inbox if frm is None and p[0] == KIND_GROUP_OP]
         random.Random(7).shuffle(ops)
         assert d.state is not None
-        d.state, out, _rejected = d.state.apply_ops(ops, self.directory, self.rng)
+        d.state, out, _rejected = d.state.apply_ops(ops, self.directory, self.rng, self.t)
         self.route(d.inst, out)
         for frm, p in inbox:
             if frm is not None:
@@ -144,5 +158,5 @@ class World:
     def read(self, identity: bytes, frame: bytes, device: int = 0) -> bytes:
         d = self.dev(identity, device)
         assert d.state is not None
-        d.state, _sid, _sinst, pt = d.state.decrypt(frame)
+        d.state, _sid, _sinst, pt = d.state.decrypt(frame, self.t)
         return pt

@@ -68,3 +68,21 @@ def test_regression_seed4_every_member_gets_every_sender_key() -> None:
 def test_regression_seed2_welcome_does_not_undo_a_removal() -> None:
     r = run("groups", 2)
     assert not any("still believes it is" in v for v in r.violations)
+
+
+def test_regression_finding7_messages_of_a_member_who_left_are_not_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Finding 7: a leaver's chains were dropped when the op that took it out was applied,
+    so what it sent before (in flight, or read later by a member catching up, who applies
+    ops from its inbox first) was lost. The core now retires those chains for
+    RETIRED_CHAIN_MS and the oracle requires those messages. With the window closed
+    (chains forgotten at once) the same seed loses them and the checker says so."""
+    r = run("groups", 8)
+    assert r.violations == [], r.violations[:5]
+    assert r.stats.get("group_leavers_messages_delivered", 0) > 0
+    import chatcore.group.state as state
+
+    monkeypatch.setattr(state, "RETIRED_CHAIN_MS", -1)
+    broken = run("groups", 8)
+    assert any(v.startswith("lost") for v in broken.violations), broken.violations[:3]

@@ -1,0 +1,138 @@
+"""A member who leaves or is removed: what it sent before still arrives (retired chains)."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatcore.errors import GroupError
+from chatcore.group import GroupState
+from chatcore.group.consts import RETIRED_CHAIN_MS
+
+from . import World
+
+
+def _trio(clock: bool) -> tuple[World, bytes, bytes, bytes]:
+    """a (admin) created a group with b and c."""
+    w = World(clock=clock)
+    a, b, c = w.person(), w.person(), w.person()
+    w.create(a, [b, c])
+    return w, a, b, c
+
+
+def test_in_flight_message_of_a_removed_member_still_decrypts() -> None:
+    w, a, b, c = _trio(clock=True)
+    in_flight = w.send(c, b"sent just before the removal")
+    w.act(a, "remove_member", c)
+    sb = w.dev(b).state
+    assert sb is not None and c not in sb.members() and len(sb.retired) == 1
+    assert w.read(b, in_flight) == b"sent just before the removal"
+    assert w.read(a, in_flight) == b"sent just before the removal"
+
+
+def test_without_a_clock_the_core_drops_a_leavers_chains_at_once() -> None:
+    w, a, b, c = _trio(clock=False)
+    in_flight = w.send(c, b"lost without retired chains")
+    w.act(a, "remove_member", c)
+    with pytest.raises(GroupError, match="unknown sender key"):
+        w.read(b, in_flight)
+
+
+def test_member_catching_up_reads_the_last_messages_of_one_who_left() -> None:
+    """The catching-up member applies the leave op (inbox) before it reads the topic."""
+    w = World(clock=True)
+    a, b, c = w.person(), w.person(2), w.person()
+    w.create(a, [b, c])
+    w.dev(b, 1).online = False
+    bye = [w.send(c, b"bye 1"), w.send(c, b"bye 2")]
+    w.act(c, "leave")
+    w.now += 10 * 60_000
+    w.go_online(w.dev(b, 1))
+    sb = w.dev(b, 1).state
+    assert sb is not None and c not in sb.members()
+    assert [w.read(b, f, device=1) for f in bye] == [b"bye 1", b"bye 2"]
+
+
+def test_a_leavers_key_that_arrives_after_the_removal_is_installed_retired() -> None:
+    w = World(clock=True)
+    a, b = w.person(), w.person()
+    w.create(a, [b])
+    w.dev(b).online = False  # b gets the add, c's key and the removal only later
+    c = w.person()
+    w.act(a, "add_member", c)
+    hello = w.send(c, b"hello, briefly")
+    w.act(a, "remove_member", c)
+    w.go_online(w.dev(b))  # ops first (add + remove), then c's key over the pairwise session
+    sb = w.dev(b).state
+    assert sb is not None and c not in sb.members()
+    assert w.read(b, hello) == b"hello, briefly"
+
+
+def test_message_tagged_after_the_removal_epoch_is_refused() -> None:
+    """c saw an op the remover had not seen; what c sends at that later epoch is refused
+    by every member that applied the removal (its epoch is past the removal op's)."""
+    w = World(clock=True)
+    a, b, c, d = w.person(), w.person(), w.person(), w.person()
+    w.create(a, [b, c, d])
+    w.act(a, "promote", d)
+    before = w.send(c, b"before anything")
+    w.dev(a).online = False
+    e = w.person()
+    w.act(d, "add_member", e)  # a does not see this yet
+    w.dev(c).online = False
+    w.act(a, "remove_member", c)  # made on a's older view; c does not see it yet
+    sc = w.dev(c).state
+    assert sc is not None and c in sc.members()
+    late = w.send(c, b"after I saw more ops")
+    assert w.read(b, before) == b"before anything"
+    with pytest.raises(GroupError, match="after it left"):
+        w.read(b, late)
+
+
+def test_the_window_bounds_what_a_leaver_can_still_inject() -> None:
+    """A removed member that kept its old state can still make frames tagged with the
+    pre-removal epoch; they are accepted only inside RETIRED_CHAIN_MS (the price of
+    delivering in-flight messages, as MLS clients that keep past epochs pay it)."""
+    w, a, b, c = _trio(clock=True)
+    c_old = w.dev(c).state
+    assert c_old is not None
+    w.act(a, "remove_member", c)
+    c_old, inside = c_old.encrypt(b"inside the window")
+    w.now += RETIRED_CHAIN_MS
+    assert w.read(b, inside) == b"inside the window"
+    c_old, outside = c_old.encrypt(b"after the window")
+    w.now += 1
+    with pytest.raises(GroupError, match="after it left"):
+        w.read(b, outside)
+    # and an op applied after the window forgets the retired chain altogether
+    w.act(a, "rename", "later")
+    sb = w.dev(b).state
+    assert sb is not None and sb.retired == ()
+    with pytest.raises(GroupError, match="unknown sender key"):
+        w.read(b, outside)
+
+
+def test_retired_chains_survive_a_restart_and_version_1_states_still_load() -> None:
+    w, a, b, c = _trio(clock=True)
+    f1, f2 = w.send(c, b"one"), w.send(c, b"two")
+    w.act(a, "remove_member", c)
+    sb = w.dev(b).state
+    assert sb is not None and sb.retired
+    reloaded = GroupState.from_bytes(sb.to_bytes())
+    assert reloaded.retired == sb.retired
+    w.dev(b).state = reloaded
+    assert w.read(b, f2) == b"two"
+    assert w.read(b, f1) == b"one"  # the skipped key was kept across the reload
+
+    plain = w.dev(a).state
+    assert plain is not None
+    sa = GroupState.from_bytes(plain.to_bytes())
+    fresh = World()
+    x, y = fresh.person(), fresh.person()
+    fresh.create(x, [y])
+    sx = fresh.dev(x).state
+    assert sx is not None and sx.retired == ()
+    v2 = sx.to_bytes()
+    assert v2[0] == 2 and v2[-1] == 0  # version 2, no retired chains
+    v1 = bytes((1,)) + v2[1:-1]
+    assert GroupState.from_bytes(v1).to_bytes() == v2
+    assert sa.to_bytes() == plain.to_bytes()
