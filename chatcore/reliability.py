@@ -206,6 +206,16 @@ class Reliability:
             default=None,
         )
 
+    def drop_recipient(self, installation_id: bytes) -> int:
+        """An installation was revoked: stop waiting for its acks (nobody is left to send
+        them). Returns how many pending messages waited for it; those it completes are done."""
+        n = 0
+        for c in self.conversations.values():
+            for mid in [m for m, p in c.outgoing.items() if installation_id in p.recipients]:
+                n += 1
+                c.acked(mid, installation_id)
+        return n
+
     def pending_count(self) -> int:
         return sum(len(c.outgoing) for c in self.conversations.values())
 

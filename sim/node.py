@@ -82,6 +82,7 @@ OUTBOX_BACKOFF_MS = (500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000)
 #: safety fetch while online (the JetStream redelivery / AckWait analogue): every POLL_MS,
 #: doubling while fetches come back empty, up to POLL_MAX_MS; reset by any traffic
 POLL_MS = 30_000
+SPK_NOT_AFTER = 2**62  # signed prekeys in the simulator never expire
 POLL_MAX_MS = 3_600_000
 FETCH_TIMEOUT_MS = 5_000
 ACK_BATCH_MS = 200
@@ -126,6 +127,8 @@ class Device:
         self.inbox = ""
         self.alive = True
         self.online = True
+        self.revoked = False  # revoked on chain: gone for good
+        self.retiring = False  # being replaced: the user no longer sends from it
         self.gen = 0
         self.engine: Engine | None = None
         self.groups: GroupChat | None = None
@@ -192,8 +195,36 @@ class Device:
         self.groups = None
         self.world.event(f"crash {self.name}")
 
+    def revoke(self) -> None:
+        """Revoked on chain: the device stops for good; peers drop it at their next index
+        sync (here: at once), so nobody waits for its acks any more."""
+        if self.revoked:
+            return
+        w = self.world
+        self.crash()
+        self.revoked = True
+        w.directory.revoke(self.identity_id, self.keys.installation_id)
+        w.event(f"revoked {self.name}")
+        w.stats["revoked"] += 1
+        for d in w.devices:
+            if d is not self and not d.revoked and d.rel.drop_recipient(self.keys.installation_id):
+                d.store.set_meta("sim.rel", d.rel.to_bytes())
+        w.oracle.excuse_device(self)
+
+    def rotate_prekey(self) -> None:
+        """A new signed prekey (bundle seq + 1); the old secret stays for handshakes in flight."""
+        if self.revoked:
+            return
+        w = self.world
+        self.spk = SignedPrekey.generate(w.key_rng, self.spk.id + 1, SPK_NOT_AFTER)
+        self.store.put_secret(f"spk:{self.spk.id:010d}", self.spk.to_bytes())
+        self.peer_keys = self.keys.peer_keys(self.spk)
+        w.directory.update(self.identity_id, self.peer_keys)
+        w.event(f"prekey {self.name} {self.spk.id}")
+        w.stats["prekeys_rotated"] += 1
+
     def restart(self) -> None:
-        if self.alive:
+        if self.alive or self.revoked:
             return
         self.alive = True
         self.gen += 1
@@ -208,6 +239,8 @@ class Device:
         self.world.event(f"offline {self.name}")
 
     def go_online(self) -> None:
+        if self.revoked:
+            return
         self.online = True
         self.gen += 1
         self.world.net.partitioned.discard(self.name)
@@ -563,7 +596,9 @@ class Device:
             self._reack(data)
             return
         w.oracle.delivered(self, r)
-        hist = w.oracle.history_of(r.message_id)  # modelled: Received does not expose it
+        # modelled: Received does not expose the history. Only messages addressed to this
+        # installation can be missing here (one linked mid-run never had the older ones).
+        hist = w.oracle.history_for(r.message_id, self.name)
         arr = self.rel.log(r.conversation_id).received(r.message_id, hist, w.clock.now)
         w.stats["gaps_detected"] += len(arr.missing)
         with self.store.transaction():

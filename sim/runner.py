@@ -19,13 +19,12 @@ from chatcore.reliability import RetryPolicy
 from chatcore.store import Store
 from sim.clock import Scheduler, VirtualClock
 from sim.network import Faults, Network, SimStore
-from sim.node import Device, _LogCounter
+from sim.node import SPK_NOT_AFTER, Device, _LogCounter
 from sim.report import Oracle, RunReport, check, percentile
 
 __all__ = ["SimConfig", "User", "World", "run", "sweep"]
 
 DAY_MS = 86_400_000
-SPK_NOT_AFTER = 2**62
 
 
 @dataclass(slots=True)
@@ -76,6 +75,21 @@ class SimDirectory:
             p = Peer(identity_id, self._names[identity_id], tuple(self._insts[identity_id]))
             self._peers[identity_id] = p
         return p
+
+    def update(self, identity_id: bytes, pk: PeerKeys) -> None:
+        """A new bundle for a registered installation (its signed prekey rotated)."""
+        insts = self._insts[identity_id]
+        i = next(i for i, k in enumerate(insts) if k.installation_id == pk.installation_id)
+        insts[i] = pk
+        self._peers.pop(identity_id, None)
+
+    def revoke(self, identity_id: bytes, installation_id: bytes) -> None:
+        """The installation is revoked on chain: resolvers drop it, its frames are refused."""
+        self._insts[identity_id] = [
+            k for k in self._insts[identity_id] if k.installation_id != installation_id
+        ]
+        self._keys[identity_id].pop(installation_id, None)
+        self._peers.pop(identity_id, None)
 
     def devices(self, identity_id: bytes) -> tuple[PeerKeys, ...]:
         """What GroupChat asks the real directory: an identity's active installations."""
@@ -170,6 +184,63 @@ class World:
             dev.send_text(peer_user, body)
 
         self.at(offset_ms, go)
+
+    def send_from(self, offset_ms: int, u: User, peer_user: str, body: bytes) -> None:
+        """``u`` sends from one of the devices it uses *at that time* (devices come and go)."""
+
+        def go() -> None:
+            devs = [d for d in u.devices if not d.revoked and not d.retiring]
+            if not devs:
+                self.stats["send_without_device"] += 1
+                return
+            self.rng.choice(devs).send_text(peer_user, body)
+
+        self.at(offset_ms, go)
+
+    def new_device(self, u: User) -> Device:
+        """A device linked mid-run: registered, then it starts consuming its inbox."""
+        d = self.add_device(u, f"{u.name}/{len(u.devices)}")
+        self.event(f"linked {d.name}")
+        self.stats["linked"] += 1
+        d.reconnected()
+        return d
+
+    def replace_device(self, offset_ms: int, old: Device, max_wait_ms: int = 600_000) -> None:
+        """Installation rotation: a new installation is registered, the old one stops being
+        used, and is revoked once every message it sent is acknowledged (or after
+        ``max_wait_ms``)."""
+
+        def start() -> None:
+            if old.revoked:
+                return
+            self.new_device(self.users[old.user])
+            old.retiring = True
+            deadline = self.clock.now + max_wait_ms
+            self.sched.after(5_000, lambda: check(deadline))
+
+        def check(deadline: int) -> None:
+            if old.revoked:
+                return
+            if old.rel.has_pending() and self.clock.now < deadline:
+                self.sched.after(5_000, lambda: check(deadline))
+                return
+            old.revoke()
+
+        self.at(offset_ms, start)
+
+    def recover(self, offset_ms: int, u: User, gap_ms: int) -> None:
+        """Recovery: every device of ``u`` is lost and revoked at once; a new installation
+        is registered ``gap_ms`` later (with an empty store: history is not part of it)."""
+
+        def lose() -> None:
+            for d in u.devices:
+                d.revoke()
+
+        self.at(offset_ms, lose)
+        self.at(offset_ms + gap_ms, lambda: self.new_device(u) and None)
+
+    def rotate_prekey(self, offset_ms: int, dev: Device) -> None:
+        self.at(offset_ms, dev.rotate_prekey)
 
     def crash(self, offset_ms: int, dev: Device, down_ms: int) -> None:
         self.at(offset_ms, dev.crash)
@@ -304,6 +375,8 @@ class World:
         self.store.up = True
         self.net.partitioned.clear()
         for d in self.devices:
+            if d.revoked:
+                continue
             if not d.alive:
                 d.restart()
             elif not d.online:
@@ -318,11 +391,11 @@ class World:
         o = self.oracle
         if o.pending_pairs > len(o.gpending):
             return False
-        if any(d.rel.has_pending() for d in self.devices):
+        if any(d.rel.has_pending() for d in self.devices if not d.revoked):
             return False
         if o.pending_pairs and any(o.required(p) for p in o.gpending):
             return False
-        return all(d.store.outbox_size() == 0 for d in self.devices)
+        return all(d.store.outbox_size() == 0 for d in self.devices if not d.revoked)
 
 
 Scenario = Callable[[World, random.Random, float], None]

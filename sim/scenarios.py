@@ -231,6 +231,43 @@ def group_201(w: World, r: random.Random, scale: float) -> None:
             w.group_send(60_000 + r.randrange(60_000), m.devices[0], "big", _body(r))
 
 
+def _talk(w: World, r: random.Random, users: list[User], n: int, window_ms: int) -> None:
+    """``n`` messages each way around a ring of users, each from the device the sender uses
+    at that moment (devices are linked, rotated and revoked during these scenarios)."""
+    for i, a in enumerate(users):
+        b = users[(i + 1) % len(users)]
+        for src, dst in ((a, b), (b, a)):
+            for _ in range(n):
+                w.send_from(r.randrange(window_ms), src, dst.name, _body(r))
+
+
+def rotation(w: World, r: random.Random, scale: float) -> None:
+    """Signed prekeys rotate mid-conversation, and 1-2 installations are replaced: the new
+    one is registered, the old one is revoked once everything it sent was acknowledged."""
+    w.net.faults = base_faults(r)
+    users = [w.add_user(n, r.randrange(1, 3)) for n in ("alice", "bob", "carol")]
+    window = 120_000
+    _talk(w, r, users, _n(6, scale), window)
+    devs = [d for u in users for d in u.devices]
+    for d in r.sample(devs, min(len(devs), r.randrange(2, 5))):
+        w.rotate_prekey(r.randrange(window), d)
+    for d in r.sample(devs, r.randrange(1, 3)):
+        w.replace_device(r.randrange(10_000, 90_000), d)
+    if r.random() < 0.5:
+        w.crash(r.randrange(window), r.choice(devs), r.randrange(100, 20_000))
+
+
+def recovery(w: World, r: random.Random, scale: float) -> None:
+    """A user loses every device: all are revoked at once (what they sent and had not yet
+    delivered is lost with them) and a new installation is registered 1-60 s later, with
+    an empty store; the conversation goes on with it."""
+    w.net.faults = base_faults(r)
+    users = [w.add_user("alice", r.randrange(1, 3)), w.add_user("bob"), w.add_user("carol", 2)]
+    window = 120_000
+    _talk(w, r, users, _n(6, scale), window)
+    w.recover(r.randrange(20_000, 60_000), users[0], r.randrange(1_000, 60_000))
+
+
 SCENARIOS: dict[str, ScenarioSpec] = {
     s.name: s
     for s in (
@@ -251,6 +288,10 @@ SCENARIOS: dict[str, ScenarioSpec] = {
         ScenarioSpec("partition", "devices cut off from the store, then healed", partition),
         ScenarioSpec("chaos", "all faults together", chaos),
         ScenarioSpec("groups", "group chats with membership changes under every fault", groups),
+        ScenarioSpec(
+            "rotation", "prekeys rotate, installations replaced and revoked mid-chat", rotation
+        ),
+        ScenarioSpec("recovery", "a user loses every device and recovers on a new one", recovery),
         ScenarioSpec(
             "group-201",
             "one 201-member group, 10 senders, 10 % loss (slow: not in the default sweep)",

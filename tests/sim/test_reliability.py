@@ -37,6 +37,16 @@ def test_ack_completes_and_due_reschedules() -> None:
     assert not r.acked(CONV, mid(1), B)  # a late duplicate receipt changes nothing
 
 
+def test_revoked_recipient_is_no_longer_waited_for() -> None:
+    r = Reliability()
+    r.log(CONV).sent(mid(1), [A, B], now_ms=0)
+    r.log(bytes([1]) * 16).sent(mid(2), [A], now_ms=0)
+    assert r.drop_recipient(A) == 2
+    assert r.pending_count() == 1 and r.log(CONV).unacked(mid(1)) == {B}
+    assert r.drop_recipient(A) == 0 and r.drop_recipient(B) == 1
+    assert not r.has_pending()
+
+
 def test_dedup_and_gaps() -> None:
     log = Reliability().log(CONV)
     a = log.received(mid(2), (mid(1)[:4],), now_ms=5)
