@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from chatcore import content as ct_
@@ -116,6 +116,9 @@ class Features:
         self.policy = policy or RetryPolicy()
         #: (conversation, receipt kind) -> {message id: when it was queued (ms)}
         self._acks: dict[tuple[bytes, int], dict[bytes, int]] = {}
+        #: 1:1 conversation -> {message id: queued (ms)}: sync copies of our other devices'
+        #: messages, acknowledged to our own devices (their sender tracks them too)
+        self._own_acks: dict[bytes, dict[bytes, int]] = {}
         self._typing_seen: dict[bytes, int] = {}  # sender installation -> last accepted ms
         self._typing_sent: dict[bytes, int] = {}  # conversation -> last sent ms
         #: (conversation, identity) -> until when (ms) that identity is shown as typing
@@ -346,6 +349,8 @@ class Features:
                 ct_.decode_targeted(ct, payload.body)
             mid = payload.message_id(inst, conv)
             if sender == me:
+                if gid is None:
+                    self._own_acks.setdefault(conv, {}).setdefault(mid, self.now())
                 if peer is not None and self.contact_state(peer) in (
                     ContactState.NONE,
                     ContactState.REQUEST,
@@ -359,6 +364,9 @@ class Features:
                 self._set_contact(sender, ContactState.REQUEST, None)
             return None
         if ct in ct_.OP_TYPES:
+            if sender == me and gid is None:  # a sync copy of our other device's op
+                mid = payload.message_id(inst, conv)
+                self._own_acks.setdefault(conv, {}).setdefault(mid, self.now())
             return Handled(self._apply_op(sender, inst, payload, conv))
         if ct == ContentType.RECEIPT:
             return Handled(self._apply_receipt(sender, inst, payload, conv, gid))
@@ -566,6 +574,17 @@ class Features:
         kind, ids = ct_.decode_receipt(p.body)
         me = self.me
         if sender == me:
+            # one of our devices got (or read) these: the sync copies of ours are delivered
+            rel_own: Reliability | None = None
+            for mid in ids:
+                m = self.store.message(conv, mid)
+                op = None if m is not None else self._op(conv, mid)
+                author_inst = m.sender_installation if m is not None else op[1] if op else None
+                if author_inst == self.engine.installation_id:
+                    rel_own = rel_own or self._rel()
+                    rel_own.acked(self._rk(conv), mid, inst)
+            if rel_own is not None:
+                self._save_rel(rel_own)
             # one of our devices read these: the same read state here
             if kind == ReceiptKind.READ:
                 for mid in ids:
@@ -733,9 +752,7 @@ class Features:
                 self._set_contact(
                     peer.identity_id, ContactState.CONTACT, self._alias(peer.identity_id)
                 )
-            self._track(
-                res.conversation_id, res.message_id, [i.installation_id for i in peer.installations]
-            )
+            self._track(res.conversation_id, res.message_id, _recipients(self, peer, own_devices))
         self._carried(conv, acks, read)
         return res
 
@@ -768,7 +785,7 @@ class Features:
                     frames.append(
                         self.engine._encrypt_to(self.me, i, sync, now, conv, ev.message_id)
                     )
-            self._track(conv, ev.message_id, [i.installation_id for i in peer.installations])
+            self._track(conv, ev.message_id, _recipients(self, peer, own_devices))
         self._carried(conv, acks, read)
         return SendResult(conv, ev.message_id, lamport, now, tuple(frames))
 
@@ -861,7 +878,9 @@ class Features:
 
     # ---- receipts out, retransmission ----
     def queued_receipts(self) -> int:
-        return sum(len(v) for v in self._acks.values())
+        return sum(len(v) for v in self._acks.values()) + sum(
+            len(v) for v in self._own_acks.values()
+        )
 
     def flush(self, due_only: bool = False) -> list[OutFrame]:
         """Queued receipts (batched) and due retransmissions, as frames to publish.
@@ -881,8 +900,8 @@ class Features:
 
     def flush_receipts(self, due_only: bool = False) -> list[OutFrame]:
         """Queued receipts, batched (``due_only`` as in :meth:`flush`)."""
+        frames = self._flush_own_acks(due_only)
         acks, self._acks = self._acks, {}
-        frames: list[OutFrame] = []
         now = self.now()
         for (conv, kind), ids_d in sorted(acks.items()):
             if not ids_d:
@@ -925,6 +944,32 @@ class Features:
                     # revoked, chain unreachable) arrive here too. A receipt is best effort:
                     # the sender's retransmission brings the message back and we ack again.
                     log.warning("receipt not sent: %s: %s", type(exc).__name__, exc)
+        return frames
+
+    def _flush_own_acks(self, due_only: bool) -> list[OutFrame]:
+        """Delivered receipts for sync copies, to our own devices (batched per conversation)."""
+        acks, self._own_acks = self._own_acks, {}
+        frames: list[OutFrame] = []
+        now = self.now()
+        for conv, ids_d in sorted(acks.items()):
+            if due_only and now - min(ids_d.values()) < DIRECT_ACK_DELAY_MS:
+                self._own_acks[conv] = ids_d
+                continue
+            c = self.store.conversation(conv)
+            if c is None or c.peer_identity is None:
+                continue
+            ids = list(ids_d)
+            try:
+                own = self._own_devices()
+                for start in range(0, len(ids), ct_.MAX_RECEIPT_IDS):
+                    body = ct_.encode_receipt(
+                        ReceiptKind.DELIVERED, ids[start : start + ct_.MAX_RECEIPT_IDS]
+                    )
+                    frames += self._signal(
+                        self.me, own, ContentType.RECEIPT, body, sync_peer=c.peer_identity
+                    )
+            except Exception as exc:  # best effort, as for receipts to peers (see below)
+                log.warning("receipt to our devices not sent: %s: %s", type(exc).__name__, exc)
         return frames
 
     def _retransmit(self) -> list[OutFrame]:
@@ -972,6 +1017,8 @@ class Features:
             }
         except UnknownContact:
             insts = {}
+        own = {i.installation_id: i for i in self._own_devices()}
+        sync = replace(p, sync_peer=c.peer_identity, read=True)  # as Engine.send makes it
         frames = []
         for r in recipients:
             if r in insts:
@@ -979,6 +1026,10 @@ class Features:
                     self.engine._encrypt_to(
                         c.peer_identity, insts[r], p.encode(), self.now(), conv, mid
                     )
+                )
+            elif r in own:
+                frames.append(
+                    self.engine._encrypt_to(self.me, own[r], sync.encode(), self.now(), conv, mid)
                 )
             else:
                 log_.acked(mid, r)  # that device is gone (revoked): nobody left to wait for
@@ -1077,6 +1128,14 @@ class Features:
             if m is not None:
                 out.append(m)
         return out
+
+
+def _recipients(f: Features, peer: Peer, own_devices: Sequence[PeerKeys]) -> list[bytes]:
+    """Who must acknowledge a 1:1 message: the peer's devices and our other devices."""
+    me = f.engine.installation_id
+    return [i.installation_id for i in peer.installations] + [
+        i.installation_id for i in own_devices if i.installation_id != me
+    ]
 
 
 def _contact(r: Any) -> Contact:

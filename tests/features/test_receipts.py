@@ -34,6 +34,11 @@ def test_sent_delivered_read_on_every_device_batched() -> None:
     w.route(w.node(b, 1).f.flush(), frm=w.node(b, 1))
     for d in (0, 1):  # the same status on both of alice's devices
         assert {_status(w, a, conv, s.message_id, d) for s in sends} == {"delivered"}
+    # still waiting for alice's other device: it got sync copies, and acknowledges them
+    assert w.f(a).pending_acks() == 3
+    own = w.node(a, 1).f.flush()
+    assert len(own) == 1  # one batched receipt, to alice's device 0
+    w.route(own, frm=w.node(a, 1))
     assert w.f(a).pending_acks() == 0
     # alice wrote first: a request for bob; read receipts only once bob accepted her
     assert w.f(b).contact_state(a) == ContactState.REQUEST
@@ -95,6 +100,33 @@ def test_lost_frame_is_retransmitted_with_backoff_until_acknowledged() -> None:
     assert _status(w, a, s.conversation_id, s.message_id) == "delivered"
     w.clock.now += 10**7
     assert w.f(a).flush() == []
+
+
+def test_lost_sync_copy_is_retransmitted_to_our_other_device() -> None:
+    """Our other devices are recipients too: a sync copy lost on the way comes back (as a
+    sync copy, re-encrypted) until that device acknowledges it; it is shown once."""
+    w = FWorld()
+    a, b = w.person(2), w.person()
+    w.route(w.send_text(a, b, "first").frames)
+    w.flush_all()
+    assert w.f(a).pending_acks() == 0
+    w.dropped.add(w.dev(a, 1).engine.inbox)
+    s = w.send_text(a, b, "my other device misses this")
+    w.route(s.frames)
+    w.dropped.clear()
+    w.flush_all()  # bob acknowledges; alice's device 1 has nothing to acknowledge
+    assert w.f(a).unacked(s.conversation_id, s.message_id) == {w.dev(a, 1).inst}
+    assert w.dev(a, 1).store.message(s.conversation_id, s.message_id) is None
+    w.clock.now += 31_000
+    again = w.f(a).flush()
+    assert len(again) == 1 and again[0].subject == w.dev(a, 1).engine.inbox
+    w.route(again)
+    m = w.dev(a, 1).store.message(s.conversation_id, s.message_id)
+    assert m is not None and m.outgoing and m.body == b"my other device misses this"
+    w.flush_all()
+    assert w.f(a).pending_acks() == 0
+    w.route(w.f(a).flush())  # nothing due, and a duplicate copy would be stored once
+    assert len(w.dev(a, 1).store.history(s.conversation_id)) == 2
 
 
 def test_lost_receipt_duplicate_is_acked_again_and_stored_once() -> None:
