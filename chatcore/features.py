@@ -167,6 +167,25 @@ class Features:
                 del rel.conversations[key]
         self.store.set_meta(REL_META, rel.to_bytes())
 
+    def next_due(self) -> int | None:
+        """When :meth:`flush` with ``due_only`` next has work (ms): a retransmission or a
+        queued receipt (the shorter 1:1 delay is assumed for all), or None."""
+        times = [t for t in (self._rel().next_due(),) if t is not None]
+        for q in (*self._acks.values(), *self._own_acks.values()):
+            if q:
+                times.append(min(q.values()) + DIRECT_ACK_DELAY_MS)
+        return min(times, default=None)
+
+    def drop_recipient(self, installation_id: bytes) -> int:
+        """An installation was revoked: stop waiting for its receipts (see
+        ``Reliability.drop_recipient``). Returns how many sent messages waited for it."""
+        with self.store.transaction():
+            rel = self._rel()
+            n = rel.drop_recipient(installation_id)
+            if n:
+                self._save_rel(rel)
+        return n
+
     def pending_acks(self) -> int:
         """Sent messages still waiting for some recipient's receipt."""
         return self._rel().pending_count()

@@ -8,9 +8,13 @@ Client behaviour modelled here (what ``chatcore.client`` does or should do):
 * consume the inbox like an ordered JetStream consumer: a pushed frame is taken only if it is
   the next one after the persisted cursor; a gap (or a reconnect, restart, store restart, a
   slow safety timer) triggers a fetch from the cursor;
-* end-to-end reliability from :mod:`chatcore.reliability`: recipients acknowledge (receipts,
-  *modelled* as a simulator message, see docs/reliability.md), the sender re-publishes the same
-  frame under a fresh ``msg_id`` until every recipient installation acked it.
+* 1:1 messages go through the real :class:`chatcore.features.Features`, as in the client:
+  receipts (batched, piggybacked on messages), end-to-end retransmission (re-encrypted) until
+  every recipient installation acknowledged, our other devices included; the client's timer
+  is ``Features.flush(due_only=True)`` at ``Features.next_due()``;
+* group control frames (ops, welcomes, sender keys) get end-to-end retransmission *modelled*
+  here (``Features`` does not track them): the receiver acks with a simulator message and the
+  sender re-publishes the same frame under a fresh ``msg_id`` until acked.
 
 Crash = the Engine and all in-memory state are dropped (in-flight callbacks are ignored by a
 generation counter); restart = a new Engine on the same Store, reliability state reloaded from
@@ -34,10 +38,11 @@ from chatcore.engine import (
     frame_msg_id,
 )
 from chatcore.errors import ChatCoreError, DecryptionError, DuplicateMessage, GroupError
+from chatcore.features import Features, Handled
 from chatcore.group.state import removal_epoch
 from chatcore.groupchat import GroupChat
 from chatcore.keys import InstallationKeys, PeerKeys, SignedPrekey
-from chatcore.payload import RECENT_HISTORY, ContentType
+from chatcore.payload import RECENT_HISTORY, ContentType, Payload
 from chatcore.reliability import Reliability
 from chatcore.store import Store
 from sim.network import StoredFrame
@@ -82,6 +87,7 @@ OUTBOX_BACKOFF_MS = (500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000)
 #: safety fetch while online (the JetStream redelivery / AckWait analogue): every POLL_MS,
 #: doubling while fetches come back empty, up to POLL_MAX_MS; reset by any traffic
 POLL_MS = 30_000
+FEATURES_TIMER_MS = 1_000  # the client's receipt/retransmission timer granularity
 SPK_NOT_AFTER = 2**62  # signed prekeys in the simulator never expire
 POLL_MAX_MS = 3_600_000
 FETCH_TIMEOUT_MS = 5_000
@@ -132,6 +138,7 @@ class Device:
         self.gen = 0
         self.engine: Engine | None = None
         self.groups: GroupChat | None = None
+        self.features: Features | None = None
         self.subjects: set[str] = set()
         self.rel = Reliability(world.cfg.retry_policy)
         self._wake_at: int | None = None
@@ -140,6 +147,7 @@ class Device:
         self._poll_every = POLL_MS
         self._next_poll = 0
         self._ctl_from: bytes | None = None
+        self._dropped: set[bytes] = set()  # installations revoked while we were down
         #: (subject, seq) -> [frame, refetches done, next refetch at, first failed at]
         self._held: dict[tuple[str, int], list] = {}  # type: ignore[type-arg]
         self._boot()
@@ -158,6 +166,8 @@ class Device:
             self.engine, w.directory.devices, anti_entropy=bool(w.cfg.group_reoffer)
         )
         self.engine.control_handler = self._on_control
+        self.features = Features(self.engine, self.groups, w.cfg.retry_policy)
+        self.engine.content_handler = self._on_content
         self.inbox = self.engine.inbox
         self.subjects = {self.inbox}
         raw = self.store.get_meta("sim.rel")
@@ -193,6 +203,7 @@ class Device:
         self.gen += 1
         self.engine = None
         self.groups = None
+        self.features = None
         self.world.event(f"crash {self.name}")
 
     def revoke(self) -> None:
@@ -206,9 +217,16 @@ class Device:
         w.directory.revoke(self.identity_id, self.keys.installation_id)
         w.event(f"revoked {self.name}")
         w.stats["revoked"] += 1
+        inst = self.keys.installation_id
         for d in w.devices:
-            if d is not self and not d.revoked and d.rel.drop_recipient(self.keys.installation_id):
+            if d is self or d.revoked:
+                continue
+            if d.rel.drop_recipient(inst):
                 d.store.set_meta("sim.rel", d.rel.to_bytes())
+            if d.features is not None:
+                d.features.drop_recipient(inst)
+            else:  # crashed: what it finds in its store at restart (the client's index sync)
+                d._dropped.add(inst)
         w.oracle.excuse_device(self)
 
     def rotate_prekey(self) -> None:
@@ -298,19 +316,32 @@ class Device:
             return
         w = self.world
         now = w.clock.now
+        f = self.features
+        assert f is not None
+        if self._dropped:
+            for inst in sorted(self._dropped):
+                f.drop_recipient(inst)
+            self._dropped.clear()
+        due_at = f.next_due()  # the client's timer fires then
+        if due_at is not None and due_at <= now:
+            if w.cfg.send_receipts:
+                f.flush_receipts(due_only=True)  # the frames are in the outbox
+            if w.cfg.e2e_retry:
+                w.stats["retransmits"] += len(f.retransmit())
+            due_at = f.next_due()
         self.flush_outbox()
         if now >= self._next_poll:
             self.fetch()
             self._next_poll = now + self._poll_every
             self._poll_every = min(POLL_MAX_MS, self._poll_every * 2)
-        if w.cfg.e2e_retry and (due := self.rel.due(now)):
+        if w.cfg.e2e_retry and (due := self.rel.due(now)):  # group control frames
             for rt in due:
                 for inst in rt.recipients:
                     raw = self.store.get_meta(f"sim.f:{rt.message_id.hex()}{inst.hex()}")
                     if not raw:
                         continue
                     msg_id, frame = raw[:32].decode(), raw[32:]
-                    w.stats["retransmits"] += 1
+                    w.stats["control_retransmits"] += 1
                     self._publish(
                         _inbox_of(w, inst), frame, f"{msg_id}.r{rt.attempt}", lambda _s: None
                     )
@@ -324,31 +355,30 @@ class Device:
         d = self.rel.next_due() if w.cfg.e2e_retry else None
         if d is not None:
             nxt.append(max(d, now + 1))
+        if due_at is not None:
+            nxt.append(max(due_at, now + FEATURES_TIMER_MS))
         self.arm(min(nxt))
 
     # --- sending ------------------------------------------------------------------------------
     def send_text(self, peer_user: str, body: bytes) -> bytes | None:
         """The user types a message to ``peer_user``. Returns the message id (None if the app
         is not running)."""
-        if not self.alive or self.engine is None:
+        if not self.alive or self.features is None:
             return None
         w = self.world
         peer = w.directory.peer(w.users[peer_user].identity_id)
         own = w.directory.peer(self.identity_id).installations
         conv = direct_conversation_id(self.identity_id, peer.identity_id)
+        # the oracle's causal check uses the recent part (piggybacked acks may follow it)
         history = tuple(self.store.recent_short_ids(conv, RECENT_HISTORY))
-        res = self.engine.send(peer, ContentType.TEXT, body, own)
+        res = self.features.send_message(peer, ContentType.TEXT, body, own)
         recipients = [i.installation_id for i in peer.installations] + [
             i.installation_id for i in own if i.installation_id != self.keys.installation_id
         ]
         w.oracle.sent(self, res, history, recipients)
         self._busy()
         with self.store.transaction():
-            for f, inst in zip(res.frames, recipients, strict=True):
-                self.store.set_meta(
-                    f"sim.f:{res.message_id.hex()}{inst.hex()}", f.msg_id.encode() + f.frame
-                )
-            self.rel.log(conv).sent(res.message_id, recipients, w.clock.now)
+            self.rel.log(conv).sent(res.message_id, [], w.clock.now)  # known here: never a gap
             self._save_rel()
         if self.online:
             self.tick()
@@ -465,6 +495,17 @@ class Device:
                 w.stats["control_frames"] += 1
                 w.stats["control_bytes"] += len(f.frame)
             self._save_rel()
+
+    def _on_content(
+        self, sender: bytes, inst: bytes, payload: Payload, gid: bytes | None
+    ) -> Handled | None:
+        """The engine's content handler: Features for 1:1 traffic, as in the client. Group
+        messages take GroupChat's own path here (their receipts are not simulated)."""
+        if gid is not None or self.features is None:
+            return None
+        if payload.content_type == ContentType.RECEIPT:
+            self.world.stats["receipts_received"] += 1
+        return self.features.handle(sender, inst, payload, gid)
 
     def _on_control(
         self, sender: bytes, sender_inst: bytes, body: bytes
@@ -592,9 +633,10 @@ class Device:
                 if self.online:
                     self.tick()
                 return
-            w.stats["payload_duplicates"] += 1
-            self._reack(data)
+            w.stats["payload_duplicates_or_signals"] += 1  # Features acked a duplicate again
             return
+        if r.content_type != ContentType.TEXT:
+            return  # a receipt that changed a message's status (an event for the app)
         w.oracle.delivered(self, r)
         # modelled: Received does not expose the history. Only messages addressed to this
         # installation can be missing here (one linked mid-run never had the older ones).
@@ -602,12 +644,9 @@ class Device:
         arr = self.rel.log(r.conversation_id).received(r.message_id, hist, w.clock.now)
         w.stats["gaps_detected"] += len(arr.missing)
         with self.store.transaction():
-            self.store.set_meta(
-                "sim.acc:" + frame_msg_id(data),
-                r.sender_installation + r.conversation_id + r.message_id,
-            )
             self._save_rel()
-        self._ack(r.sender_installation, r.conversation_id, r.message_id)
+        if self.online:
+            self.tick()  # the client's timer: a receipt may be due
 
     def _process_group(
         self,

@@ -221,7 +221,10 @@ class World:
         def check(deadline: int) -> None:
             if old.revoked:
                 return
-            if old.rel.has_pending() and self.clock.now < deadline:
+            busy = old.rel.has_pending() or (
+                old.features is not None and old.features.pending_acks()
+            )
+            if busy and self.clock.now < deadline:
                 self.sched.after(5_000, lambda: check(deadline))
                 return
             old.revoke()
@@ -391,7 +394,11 @@ class World:
         o = self.oracle
         if o.pending_pairs > len(o.gpending):
             return False
-        if any(d.rel.has_pending() for d in self.devices if not d.revoked):
+        if any(
+            d.rel.has_pending() or (d.features is not None and d.features.pending_acks())
+            for d in self.devices
+            if not d.revoked
+        ):
             return False
         if o.pending_pairs and any(o.required(p) for p in o.gpending):
             return False
