@@ -435,6 +435,14 @@ class Features:
         me = self.me
         named = self._named(conv, p.history)
         if sender == me:
+            # our other device names our message: it has it (its sync copy is acknowledged)
+            rel_own: Reliability | None = None
+            for mid, _author, author_inst, _m in named:
+                if author_inst == self.engine.installation_id:
+                    rel_own = rel_own or self._rel()
+                    rel_own.acked(self._rk(conv), mid, inst)
+            if rel_own is not None:
+                self._save_rel(rel_own)
             if p.read:
                 changed = False
                 for _mid, _author, _inst, m in named:
@@ -466,7 +474,9 @@ class Features:
         self.mark_read(conv)
         read = self._read_reaches_peer(conv)
         kind = ReceiptKind.READ if read else ReceiptKind.DELIVERED
-        queued = self._acks.get((conv, int(kind)), {})
+        # sync copies of our other devices' messages ride along too: our devices get the same
+        # history in their sync copy of this message, and that acknowledges them there
+        queued = {**self._own_acks.get(conv, {}), **self._acks.get((conv, int(kind)), {})}
         if not queued:
             return [], read
         oldest_first = sorted(queued, key=queued.__getitem__)  # closest to a retransmission
@@ -487,6 +497,12 @@ class Features:
                 q.pop(mid, None)
             if not q:
                 del self._acks[(conv, int(kind))]
+        own = self._own_acks.get(conv)
+        if own is not None:
+            for mid in ids:
+                own.pop(mid, None)
+            if not own:
+                del self._own_acks[conv]
 
     def _event(self, sender: bytes, inst: bytes, p: Payload, conv: bytes, mid: bytes) -> Received:
         return Received(
@@ -919,7 +935,7 @@ class Features:
 
     def flush_receipts(self, due_only: bool = False) -> list[OutFrame]:
         """Queued receipts, batched (``due_only`` as in :meth:`flush`)."""
-        frames = self._flush_own_acks(due_only)
+        frames: list[OutFrame] = []
         acks, self._acks = self._acks, {}
         now = self.now()
         for (conv, kind), ids_d in sorted(acks.items()):
@@ -954,7 +970,16 @@ class Features:
                     if to_peer:
                         peer = self.engine.directory.peer(pid)
                         frames += self._signal(pid, peer.installations, ContentType.RECEIPT, body)
-                    if read:  # our other devices mark the same messages read
+                    if read:  # our other devices mark the same messages read, and the sync
+                        # copies they sent us that are waiting for a receipt go in the same one
+                        own_ids = list(self._own_acks.get(conv, {}))
+                        room = ct_.MAX_RECEIPT_IDS - len(chunk)
+                        if own_ids and room > 0:
+                            body = ct_.encode_receipt(ReceiptKind.READ, chunk + own_ids[:room])
+                            for mid in own_ids[:room]:
+                                self._own_acks[conv].pop(mid)
+                            if not self._own_acks[conv]:
+                                del self._own_acks[conv]
                         frames += self._signal(
                             self.me, self._own_devices(), ContentType.RECEIPT, body, sync_peer=pid
                         )
@@ -963,7 +988,7 @@ class Features:
                     # revoked, chain unreachable) arrive here too. A receipt is best effort:
                     # the sender's retransmission brings the message back and we ack again.
                     log.warning("receipt not sent: %s: %s", type(exc).__name__, exc)
-        return frames
+        return frames + self._flush_own_acks(due_only)
 
     def _flush_own_acks(self, due_only: bool) -> list[OutFrame]:
         """Delivered receipts for sync copies, to our own devices (batched per conversation)."""

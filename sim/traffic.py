@@ -54,9 +54,13 @@ class TrafficModel:
     contacts_per_user: int = 4  # 1:1 conversations per user (mutual contacts)
     #: share of 1:1 messages that answer the conversation of the latest incoming message
     reply_share: float = 0.5
-    read_on_arrival: bool = True  # the app is open: what arrives is shown (read) at once
+    #: the app is open on the device the user is using (the one it last sent from): what
+    #: arrives there is read at once; its other devices learn "read" from it
+    read_on_arrival: bool = True
     read_receipts: bool = True
     devices_per_user: int = 1
+    #: with several devices: the chance, per message sent, that the user picks up another one
+    device_switch: float = 0.1
     typing: bool = False  # a typing indicator before every message
     flush_every_ms: int = 1_000  # the client's timer: Features.flush(due_only=True)
     latency_ms: int = 50  # one way, publisher -> shard -> subscriber
@@ -92,6 +96,7 @@ class _Shard:
         self.devs: list[_Dev] = []
         self.users: list[list[int]] = []  # user -> device indexes
         self.identities: list[bytes] = []
+        self.foreground: dict[int, int] = {}  # user -> the device in use (last sent from)
         self.subs: dict[str, set[int]] = {}
         self.seqs: Counter[str] = Counter()
         self.counts = _Counts()
@@ -183,7 +188,7 @@ class _Shard:
         if self.measuring:
             self.delivered_messages += 1
         dev.last_incoming = r.conversation_id
-        if self.m.read_on_arrival:
+        if self.m.read_on_arrival and self.foreground.get(dev.user, d) == d:
             dev.features.mark_read(r.conversation_id)
 
     # --- behaviour ---------------------------------------------------------------------------
@@ -195,7 +200,10 @@ class _Shard:
 
     def send(self, u: int, contacts: list[int], groups: list[bytes], body: bytes) -> None:
         m = self.m
-        d = self.users[u][self.rng.randrange(len(self.users[u]))]  # the device in use
+        d = self.foreground.get(u, self.users[u][0])  # the device in use
+        if len(self.users[u]) > 1 and self.rng.random() < m.device_switch:
+            d = self.users[u][self.rng.randrange(len(self.users[u]))]
+        self.foreground[u] = d
         dev = self.devs[d]
         own = self.directory.devices(self.identities[u])
         if groups and self.rng.random() < m.group_share:

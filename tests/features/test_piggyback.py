@@ -116,3 +116,36 @@ def test_group_message_acknowledges_what_it_names() -> None:
     w.route(w.f(a).flush(), frm=w.node(a))  # alice's receipt for "hi all"
     assert w.f(a).pending_acks() == 0 and w.f(b).pending_acks() == 0
     assert _status(w, a, gid, s.message_id) == "delivered"
+
+
+def test_our_other_device_acknowledges_sync_copies_without_a_frame_of_its_own() -> None:
+    """A sync copy is acknowledged by what our other device sends anyway: its own message
+    in the conversation (the sync copy we get names ours), or its read receipt to our
+    devices (the ids ride in it). Only when neither happens does a receipt go alone."""
+    w = FWorld()
+    a, b = w.person(2), w.person()
+    w.route(w.f(b).set_contact(a, ContactState.CONTACT))
+    first = w.send_text(a, b, "from device 0")
+    w.route(first.frames)
+    conv = first.conversation_id
+    assert w.f(a).unacked(conv, first.message_id) == {w.dev(b).inst, w.dev(a, 1).inst}
+    assert w.f(a, 1).queued_receipts() == 1
+    # alice's device 1 writes in the same conversation: its sync copy names "from device 0"
+    second = w.send_text(a, b, "from device 1", device=1)
+    assert w.f(a, 1).queued_receipts() == 0
+    w.route(second.frames, frm=w.node(a, 1))
+    assert w.dev(a, 1).inst not in w.f(a).unacked(conv, first.message_id)
+    # device 0 writes again; device 1 reads what bob wrote: one read receipt carries the ack
+    third = w.send_text(a, b, "again from device 0")
+    w.route(third.frames)
+    w.route(w.f(b).flush())
+    reply = w.send_text(b, a, "hello both")
+    w.route(reply.frames, frm=w.node(b))
+    w.f(a, 1).mark_read(conv)
+    frames = w.f(a, 1).flush(due_only=True)
+    w.clock.now += DIRECT_ACK_DELAY_MS + 1
+    frames += w.f(a, 1).flush(due_only=True)
+    own = [f for f in frames if f.subject == w.dev(a).engine.inbox]
+    assert len(own) == 1  # the read receipt to device 0, with the sync-copy ack inside
+    w.route(frames, frm=w.node(a, 1))
+    assert w.dev(a, 1).inst not in w.f(a).unacked(conv, third.message_id)
