@@ -203,17 +203,17 @@ class GroupChat:
                     queue.setdefault(o.installation, []).append(o.payload)
         frames: list[OutFrame] = []
         for inst, items in sorted(queue.items()):  # deterministic order (the simulator replays)
-            ident = owner.get(inst)
-            if ident is None:
+            who = owner.get(inst)
+            if who is None:
                 log.warning("no identity for installation %s", inst.hex()[:12])
                 continue
-            keys = self._keys_for(ident, inst)
+            keys = self._keys_for(who, inst)
             if keys is None:
                 log.warning("installation %s not resolvable; skipped", inst.hex()[:12])
                 continue
             for start in range(0, len(items), MAX_CONTROL_ITEMS):
                 body = encode_control(items[start : start + MAX_CONTROL_ITEMS])
-                frames.append(self.engine.send_control(ident, keys, body))
+                frames.append(self.engine.send_control(who, keys, body))
         return frames
 
     def _notice(self, group_id: bytes, text: str, author: bytes, author_inst: bytes) -> Received:

@@ -1063,7 +1063,7 @@ def bind_domain(client: Client, domain: str) -> dict[str, Any]:
     verify_domain_document(doc, domain, state, client.network.chain_id)
     with client.store.transaction():
         client.store.set_meta(f"domain:{domain.lower()}", json.dumps(doc).encode())
-    return doc
+    return dict(doc)
 
 
 def require_identity(client: Client) -> None:

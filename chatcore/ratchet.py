@@ -199,12 +199,12 @@ class RatchetState:
         if ns > MAX_COUNTER:
             raise ValueError("sending chain exhausted")
         out = _blake2b(_CK_IN, key=self.cks, digest_size=64, person=_PERSON).digest()  # type: ignore[arg-type]
+        pub = self.dhs_pub
+        assert pub is not None  # set by the first sending ratchet step
         header = (
-            self.dhs_pub
+            pub
             + (_V1[pn] if pn < 128 else encode_varint(pn))
-            + (  # type: ignore[operator]
-                _V1[ns] if ns < 128 else encode_varint(ns)
-            )
+            + (_V1[ns] if ns < 128 else encode_varint(ns))
         )
         ct = AESGCM(out[:32]).encrypt(NONCE, plaintext, ad + header)
         self.cks = out[32:]

@@ -412,10 +412,10 @@ def bind_wallet_cmd(
     from chatcore.identity import (
         SIG_TTL_S,
         bind_wallet,
-        typed_data,
         unbind_wallet,
         wallet_link_signature,
     )
+    from discovery.eip712 import typed_data
 
     pw = passphrase()
     client = open_client(ctx, pw)

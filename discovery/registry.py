@@ -329,7 +329,7 @@ class Registry:
 
     def send_value(self, account: LocalAccount, to: str, value: int) -> Any:
         with self._rpc("transfer"):
-            tx = {
+            tx: dict[str, Any] = {
                 "from": account.address,
                 "to": to_checksum_address(to),
                 "value": value,

@@ -274,7 +274,7 @@ class Device:
         self.fetch()
         self.tick()
 
-    def _guard(self, fn: Callable[[], None]) -> Callable[[bool], None]:
+    def _guard(self, fn: Callable[[], None]) -> Callable[..., None]:
         gen = self.gen
 
         def run(_tampered: bool = False) -> None:

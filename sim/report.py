@@ -297,10 +297,14 @@ def check(world: World) -> list[str]:
     # that took their sender out: the core's retired chains), delivered
     leaver = 0
     for (name, mid), _times in o.shown.items():
-        s = o.msgs.get(mid)
-        if s is None or s.group is None or s.sender_identity in o.truth(s.group).members:
+        sent = o.msgs.get(mid)
+        if (
+            sent is None
+            or sent.group is None
+            or sent.sender_identity in o.truth(sent.group).members
+        ):
             continue
-        if name in s.expected and o.required((name, mid)):
+        if name in sent.expected and o.required((name, mid)):
             leaver += 1
     if leaver:
         world.stats["group_leavers_messages_delivered"] = leaver

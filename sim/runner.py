@@ -216,16 +216,16 @@ class World:
             self.new_device(self.users[old.user])
             old.retiring = True
             deadline = self.clock.now + max_wait_ms
-            self.sched.after(5_000, lambda: check(deadline))
+            self.sched.after(5_000, lambda: revoke_when_done(deadline))
 
-        def check(deadline: int) -> None:
+        def revoke_when_done(deadline: int) -> None:
             if old.revoked:
                 return
             busy = old.rel.has_pending() or (
                 old.features is not None and old.features.pending_acks()
             )
             if busy and self.clock.now < deadline:
-                self.sched.after(5_000, lambda: check(deadline))
+                self.sched.after(5_000, lambda: revoke_when_done(deadline))
                 return
             old.revoke()
 
@@ -239,8 +239,11 @@ class World:
             for d in u.devices:
                 d.revoke()
 
+        def link() -> None:
+            self.new_device(u)
+
         self.at(offset_ms, lose)
-        self.at(offset_ms + gap_ms, lambda: self.new_device(u) and None)
+        self.at(offset_ms + gap_ms, link)
 
     def rotate_prekey(self, offset_ms: int, dev: Device) -> None:
         self.at(offset_ms, dev.rotate_prekey)
