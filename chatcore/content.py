@@ -9,6 +9,8 @@ sent-at). Message ids are the 8-byte derived ids of :meth:`chatcore.payload.Payl
     DELETE     target id (8)                       (delete for everyone)
     TYPING     state (1): 1 = typing, 0 = stopped   (EPHEMERAL: never stored, never acked)
     RECEIPT    kind (1): 1 = delivered, 2 = read | n × message id (8)   (batched, not acked)
+    GROUP_RECEIPT  group id (32) | RECEIPT body     (pairwise: to the messages' author's
+                                                     devices, and "read" to our other devices)
     DEVICE_SYNC  op (1) | op fields                 (only between one identity's devices)
         1 CONTACT   identity (32) | state (1) | alias (UTF-8, rest)
         2 CONV      conversation id (16) | flags (1): 1 muted, 2 archived
@@ -61,7 +63,10 @@ MESSAGE_TYPES = frozenset({ContentType.TEXT, ContentType.REPLY})
 #: content types that change an earlier message (stored apart, acknowledged, retransmitted)
 OP_TYPES = frozenset({ContentType.EDIT, ContentType.DELETE, ContentType.REACTION})
 #: content types that are signals (never stored as messages, never acknowledged)
-SIGNAL_TYPES = frozenset({ContentType.TYPING, ContentType.RECEIPT, ContentType.DEVICE_SYNC})
+SIGNAL_TYPES = frozenset(
+    {ContentType.TYPING, ContentType.RECEIPT, ContentType.GROUP_RECEIPT, ContentType.DEVICE_SYNC}
+)
+GROUP_ID = 32
 
 
 def _utf8(b: bytes, what: str) -> str:
@@ -164,6 +169,21 @@ def decode_receipt(body: bytes) -> tuple[ReceiptKind, tuple[bytes, ...]]:
         raise MalformedMessage("too many ids in a receipt")
     ids = tuple(body[1 + i * MID : 1 + (i + 1) * MID] for i in range(n))
     return kind, tuple(dict.fromkeys(ids))
+
+
+def encode_group_receipt(
+    group_id: bytes, kind: ReceiptKind, ids: list[bytes] | tuple[bytes, ...]
+) -> bytes:
+    if len(group_id) != GROUP_ID:
+        raise ValueError("group ids are 32 bytes")
+    return group_id + encode_receipt(kind, ids)
+
+
+def decode_group_receipt(body: bytes) -> tuple[bytes, ReceiptKind, tuple[bytes, ...]]:
+    if len(body) < GROUP_ID:
+        raise MalformedMessage("bad group receipt length")
+    kind, ids = decode_receipt(body[GROUP_ID:])
+    return body[:GROUP_ID], kind, ids
 
 
 # --- device sync --------------------------------------------------------------------------------

@@ -338,6 +338,10 @@ class Features:
     ) -> Handled | None:
         ct = payload.content_type
         me = self.me
+        if ct == ContentType.GROUP_RECEIPT:
+            if gid is not None:
+                raise ContentError("a pairwise group receipt on a group topic")
+            return Handled(self._apply_group_receipt(sender, inst, payload))
         if gid is None:
             if ct == ContentType.DEVICE_SYNC:
                 if sender != me or payload.sync_peer is not None:
@@ -660,6 +664,43 @@ class Features:
             self._update_status(conv, mid, gid)
         return self._event(sender, inst, p, conv, p.message_id(inst, conv)) if mine else None
 
+    def _apply_group_receipt(self, sender: bytes, inst: bytes, p: Payload) -> Received | None:
+        """A member's receipt for our group messages, sent to us pairwise (or our other
+        device's read state for a group)."""
+        gid, kind, ids = ct_.decode_group_receipt(p.body)
+        st = self.groups.load(gid) if self.groups is not None else None
+        if st is None or (sender != self.me and sender not in st.members()):
+            raise ContentError("a group receipt for a group we do not share with the sender")
+        if self.contact_state(sender) == ContactState.BLOCKED:
+            return None
+        inner = Payload(ContentType.RECEIPT, p.lamport, p.sent_at_ms, ct_.encode_receipt(kind, ids))
+        return self._apply_receipt(sender, inst, inner, gid, gid)
+
+    def _group_receipts(self, gid: bytes, kind: ReceiptKind, ids: list[bytes]) -> list[OutFrame]:
+        """Receipts for group messages go pairwise to each message's author (every device of
+        it), not to the topic: O(members) frames per window instead of O(members²)
+        deliveries; a read receipt also tells our other devices."""
+        by_author: dict[bytes, list[bytes]] = {}
+        for mid in ids:
+            m = self.store.message(gid, mid)
+            op = None if m is not None else self._op(gid, mid)
+            author = m.sender_identity if m is not None else op[0] if op else None
+            if author is not None and author != self.me:
+                by_author.setdefault(author, []).append(mid)
+        frames: list[OutFrame] = []
+        if kind != ReceiptKind.READ or self.read_receipts:
+            for author in sorted(by_author):
+                body = ct_.encode_group_receipt(gid, kind, by_author[author])
+                try:
+                    insts = self.engine.directory.peer(author).installations
+                    frames += self._signal(author, insts, ContentType.GROUP_RECEIPT, body)
+                except Exception as exc:  # best effort, as for 1:1 receipts (see flush_receipts)
+                    log.warning("group receipt not sent: %s: %s", type(exc).__name__, exc)
+        if kind == ReceiptKind.READ:
+            body = ct_.encode_group_receipt(gid, kind, ids)
+            frames += self._signal(self.me, self._own_devices(), ContentType.GROUP_RECEIPT, body)
+        return frames
+
     def _record_receipt(self, conv: bytes, mid: bytes, member: bytes, status: str) -> None:
         row = self._x(
             "SELECT status FROM receipts WHERE conversation_id=? AND message_id=? AND member=?",
@@ -956,11 +997,7 @@ class Features:
                 body = ct_.encode_receipt(ReceiptKind(kind), chunk)
                 try:
                     if c.kind == "group":
-                        if read and not self.read_receipts:
-                            continue
-                        p = Payload(ContentType.RECEIPT, 0, self.now(), body)
-                        with self.store.transaction():
-                            frames.append(self._group_frame(conv, p, None))
+                        frames += self._group_receipts(conv, ReceiptKind(kind), chunk)
                         continue
                     assert c.peer_identity is not None
                     pid = c.peer_identity

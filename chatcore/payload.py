@@ -62,6 +62,7 @@ class ContentType(enum.IntEnum):
     GROUP_CONTROL = 8
     CONTACT_REQUEST = 9
     DEVICE_SYNC = 10
+    GROUP_RECEIPT = 11  # a group member's receipt, pairwise to the author (and our devices)
 
 
 #: unsigned LEB128 (``chatcore.codec.varint``)

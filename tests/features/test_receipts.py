@@ -232,3 +232,31 @@ def test_receipt_is_small_and_text_overhead_unchanged() -> None:
     assert direct_conversation_id(b"a" * 32, b"b" * 32) == direct_conversation_id(
         b"b" * 32, b"a" * 32
     )
+
+
+def test_group_receipts_go_pairwise_to_the_author_only() -> None:
+    """A member's receipt reaches the author's devices (and, for "read", the member's own
+    other devices), never the group topic: the other members do not get it."""
+    w = FWorld()
+    a, b, c = w.person(2), w.person(2), w.person()
+    gid = w.group(a, [b, c])
+    s = w.f(a).send_group_message(gid, ContentType.TEXT, b"hello group")
+    w.route(s.frames, frm=w.node(a))
+    w.f(b).mark_read(gid)
+    frames = w.f(b).flush()
+    inboxes = {w.dev(a, i).engine.inbox for i in (0, 1)} | {w.dev(b, 1).engine.inbox}
+    assert frames and {f.subject for f in frames} == inboxes  # nothing for carol, no topic
+    w.route(frames, frm=w.node(b))
+    for i in (0, 1):
+        assert w.f(a, i).receipts(gid, s.message_id) == {b: "read"}
+    assert w.f(c).receipts(gid, s.message_id) == {}
+    assert w.dev(b, 1).store.conversation(gid).unread == 0  # type: ignore[union-attr]
+    # a pairwise group receipt from a non-member, or naming a group we do not share, fails
+    from chatcore.content import encode_group_receipt
+
+    d = w.person()
+    body = encode_group_receipt(gid, ReceiptKind.DELIVERED, [s.message_id])
+    forged = w.node(d).f._signal(a, w.own(a), ContentType.GROUP_RECEIPT, body)
+    w.route(forged, frm=w.node(d))
+    assert any(isinstance(e, ContentError) for e in w.node(a).errors)
+    assert w.f(a).receipts(gid, s.message_id) == {b: "read"}

@@ -143,6 +143,19 @@ def test_piggybacked_acks_save_receipt_frames() -> None:
     )
 
 
+def test_group_receipts_are_delivered_once_not_to_every_member() -> None:
+    """Group receipts go pairwise to the author: each receipt frame is delivered once (the
+    topic would deliver it to every member: O(members²) per window)."""
+    from sim.traffic import TrafficModel, measure
+
+    m = measure(TrafficModel(users=20, minutes=1.0, group_share=1.0, group_size=10))
+    r = m["by_kind"]["receipt"]
+    assert m["delivery_rate"] == 1.0 and r["frames_per_message"] > 0
+    assert r["egress_bytes_per_message"] == pytest.approx(r["ingress_bytes_per_message"])
+    msg = m["by_kind"]["message"]
+    assert msg["egress_bytes_per_message"] > 5 * msg["ingress_bytes_per_message"]  # the topic
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_rotation_and_recovery_keep_every_invariant(seed: int) -> None:
     """Prekeys rotate, installations are replaced (revoked once what they sent is acked),
