@@ -37,7 +37,7 @@ from chatcore.group.consts import (
     KIND_WELCOME,
 )
 from chatcore.group.ops import decode_op
-from chatcore.group.sender_keys import parse_frame
+from chatcore.group.sender_keys import SenderKeyDistribution, parse_frame
 from chatcore.keys import PeerKeys
 from chatcore.payload import RECENT_HISTORY, ContentType, Payload, decode_varint, encode_varint
 from chatcore.store import StoredMessage
@@ -136,6 +136,15 @@ class GroupChat:
                 own.append(self.engine.installation_id)
             return own
         return [k.installation_id for k in self.devices(identity)]
+
+    def _owner_of(self, inst: bytes, distribution: bytes) -> bytes | None:
+        """The identity a kept distribution names, if the directory confirms ``inst`` is one
+        of its installations (a kept item remembers only the sending installation)."""
+        try:
+            ident = SenderKeyDistribution.from_bytes(distribution).identity
+        except ChatCoreError:
+            return None
+        return ident if inst in self._ids(ident) else None
 
     def load(self, group_id: bytes) -> GroupState | None:
         """The group's state as stored. Parsing a large state is costly, so the last parsed
@@ -561,7 +570,14 @@ class GroupChat:
                     return events, frames
                 try:
                     if item[0] == KIND_DISTRIBUTION:
-                        self._save(state.receive_distribution(inst, item))
+                        self._save(
+                            state.receive_distribution(
+                                inst,
+                                item,
+                                from_identity=self._owner_of(inst, item),
+                                now_ms=self.engine.clock_ms(),
+                            )
+                        )
                     else:
                         new, out = state.apply_op(
                             item, self._ids, self.engine.rng, self.engine.clock_ms()

@@ -499,7 +499,24 @@ class GroupState:
                         if c.installation == gone
                     ]
                 _drop_chain(chains, key_id, gone)
-        new = replace(new, retired=tuple(retired[-MAX_RETIRED_CHAINS:]))
+        pending = new.pending
+        if now_ms is not None and pending:
+            # keys of members that left before we could install them (the ops arrived in one
+            # batch, or before the keys): retired at once if made before they left
+            waiting = []
+            for d in pending:
+                last = removal_epoch(new.ops, d.identity, -1)
+                if (
+                    d.identity not in new.roster.members
+                    and d.epoch <= last
+                    and d.installation in _devices(directory, d.identity)
+                ):
+                    chain = ReceiverChain.from_distribution(d)
+                    retired.append(RetiredChain(chain, last, now_ms + RETIRED_CHAIN_MS))
+                else:
+                    waiting.append(d)
+            pending = tuple(waiting)
+        new = replace(new, retired=tuple(retired[-MAX_RETIRED_CHAINS:]), pending=pending)
         out: list[Outgoing] = []
         own = self.own
         if own is None or before - after:

@@ -136,3 +136,26 @@ def test_retired_chains_survive_a_restart_and_version_1_states_still_load() -> N
     v1 = bytes((1,)) + v2[1:-1]
     assert GroupState.from_bytes(v1).to_bytes() == v2
     assert sa.to_bytes() == plain.to_bytes()
+
+
+def test_key_held_before_the_ops_is_retired_when_they_say_its_sender_left() -> None:
+    """b gets c's key before the ops that add c and then see c leave (one batch): the key
+    waits among the pending ones, and the batch retires it instead of dropping it."""
+    w, a, b, _ = _trio(clock=True)
+    db = w.dev(b)
+    db.online = False
+    c = w.person()
+    w.act(a, "add_member", c)
+    hello = w.send(c, b"hello and goodbye")
+    w.act(c, "leave")
+    inbox, db.inbox = db.inbox, []
+    keys = [(frm, p) for frm, p in inbox if frm is not None and w.owner(frm) == c]
+    ops = [p for frm, p in inbox if frm is None]
+    assert keys and ops and db.state is not None
+    for frm, p in keys:  # the key first: c is not a member in b's view yet
+        db.state = db.state.receive_distribution(frm, p, from_identity=c, now_ms=w.now)
+    assert db.state.pending and not db.state.retired
+    db.state, _out, _rej = db.state.apply_ops(ops, w.directory, w.rng, w.now)
+    db.online = True
+    assert c not in db.state.members() and not db.state.pending
+    assert w.read(b, hello) == b"hello and goodbye"

@@ -86,3 +86,13 @@ def test_regression_finding7_messages_of_a_member_who_left_are_not_lost(
     monkeypatch.setattr(state, "RETIRED_CHAIN_MS", -1)
     broken = run("groups", 8)
     assert any(v.startswith("lost") for v in broken.violations), broken.violations[:3]
+
+
+@pytest.mark.parametrize("seed", [118, 669, 793])
+def test_regression_leavers_key_kept_for_later_is_retired(seed: int) -> None:
+    """Seeds found by the first 1,000-seed sweep after finding 7 was fixed: a member who
+    left had its sender key reach a catching-up member only after (or together with) the
+    ops — kept aside (pending), it was never installed, so the leaver's last messages were
+    lost. Kept keys of a member who left are now retired too."""
+    r = run("groups", seed)
+    assert r.violations == [], r.violations[:3]
