@@ -690,16 +690,39 @@ class Features:
         frames: list[OutFrame] = []
         if kind != ReceiptKind.READ or self.read_receipts:
             for author in sorted(by_author):
-                body = ct_.encode_group_receipt(gid, kind, by_author[author])
                 try:
                     insts = self.engine.directory.peer(author).installations
-                    frames += self._signal(author, insts, ContentType.GROUP_RECEIPT, body)
+                    for to, ids_ in self._receipt_targets(gid, insts, by_author[author], kind):
+                        body = ct_.encode_group_receipt(gid, kind, ids_)
+                        frames += self._signal(author, to, ContentType.GROUP_RECEIPT, body)
                 except Exception as exc:  # best effort, as for 1:1 receipts (see flush_receipts)
                     log.warning("group receipt not sent: %s: %s", type(exc).__name__, exc)
         if kind == ReceiptKind.READ:
             body = ct_.encode_group_receipt(gid, kind, ids)
             frames += self._signal(self.me, self._own_devices(), ContentType.GROUP_RECEIPT, body)
         return frames
+
+    def _receipt_targets(
+        self,
+        conv: bytes,
+        insts: Sequence[PeerKeys],
+        ids: list[bytes],
+        kind: ReceiptKind | None = None,
+    ) -> list[tuple[list[PeerKeys], list[bytes]]]:
+        """Where a receipt goes: "read" to every device of the author (each shows it);
+        "delivered" only to the device that wrote each message (the one waiting for the
+        ack), which saves a frame per other device of the author."""
+        if kind is None or kind == ReceiptKind.READ:
+            return [(list(insts), ids)]
+        by_inst: dict[bytes, list[bytes]] = {}
+        for mid in ids:
+            m = self.store.message(conv, mid)
+            op = None if m is not None else self._op(conv, mid)
+            author_inst = m.sender_installation if m is not None else op[1] if op else None
+            if author_inst is not None:
+                by_inst.setdefault(author_inst, []).append(mid)
+        keys = {i.installation_id: i for i in insts}
+        return [([keys[i]], by_inst[i]) for i in sorted(by_inst) if i in keys]
 
     def _record_receipt(self, conv: bytes, mid: bytes, member: bytes, status: str) -> None:
         row = self._x(
@@ -1006,7 +1029,10 @@ class Features:
                     )
                     if to_peer:
                         peer = self.engine.directory.peer(pid)
-                        frames += self._signal(pid, peer.installations, ContentType.RECEIPT, body)
+                        rk = ReceiptKind(kind)
+                        for to, ids_ in self._receipt_targets(conv, peer.installations, chunk, rk):
+                            body_ = ct_.encode_receipt(rk, ids_)
+                            frames += self._signal(pid, to, ContentType.RECEIPT, body_)
                     if read:  # our other devices mark the same messages read, and the sync
                         # copies they sent us that are waiting for a receipt go in the same one
                         own_ids = list(self._own_acks.get(conv, {}))
