@@ -160,6 +160,9 @@ class GroupState:
     heads: tuple[bytes, ...]
     tag: bytes
     retired: tuple[RetiredChain, ...]
+    #: identity that left -> end of its window (receiver's clock, ms): set when we apply the
+    #: op that took it out; a key of it that arrives later may join that window only
+    left: Mapping[bytes, int]
 
     def __repr__(self) -> str:
         return (
@@ -204,7 +207,7 @@ class GroupState:
     def _blank(cls, group_id: bytes, identity: bytes, installation: bytes) -> GroupState:
         return cls(
             group_id, identity, installation, {}, Roster("", frozenset(), frozenset()), 0,
-            {}, None, {}, {}, (), {}, (), group_tag(group_id, 0), (),
+            {}, None, {}, {}, (), {}, (), group_tag(group_id, 0), (), {},
         )  # fmt: skip
 
     @classmethod
@@ -476,7 +479,9 @@ class GroupState:
             tag=group_tag(folded.group_id, folded.epoch),
         )
         if not new.is_member:
-            return replace(new, own=None, chains={}, by_installation={}, pending=(), retired=()), []
+            return replace(
+                new, own=None, chains={}, by_installation={}, pending=(), retired=(), left={}
+            ), []
         before = self.installations()
         after = new.installations()
         chains = {k: v for k, v in self.chains.items()}
@@ -487,14 +492,22 @@ class GroupState:
             r for r in self.retired
             if r.last_epoch >= oldest and (now_ms is None or now_ms <= r.until_ms)
         ]  # fmt: skip
+        left = {i: t for i, t in self.left.items() if now_ms is None or now_ms <= t}
+        if now_ms is not None:
+            fresh = {oid: o for oid, o in new.ops.items() if oid not in self.ops}
+            for o in fresh.values():
+                who = o.target if o.kind is OpKind.REMOVE else o.author
+                if o.kind in (OpKind.REMOVE, OpKind.LEAVE) and who not in new.roster.members:
+                    left.setdefault(who, now_ms + RETIRED_CHAIN_MS)
         for gone in sorted(set(by_installation) - after):
             ident = owner.get(gone)
             keep = now_ms is not None and ident is not None and ident not in new.roster.members
             last = removal_epoch(new.ops, ident, self.epoch) if keep and ident else 0
             for key_id in by_installation.pop(gone):
-                if keep and now_ms is not None:
+                if keep and now_ms is not None and ident is not None:
+                    until = left.setdefault(ident, now_ms + RETIRED_CHAIN_MS)
                     retired += [
-                        RetiredChain(c, last, now_ms + RETIRED_CHAIN_MS)
+                        RetiredChain(c, last, until)
                         for c in chains.get(key_id, ())
                         if c.installation == gone
                     ]
@@ -502,21 +515,24 @@ class GroupState:
         pending = new.pending
         if now_ms is not None and pending:
             # keys of members that left before we could install them (the ops arrived in one
-            # batch, or before the keys): retired at once if made before they left
+            # batch, or before the keys): retired if made before they left — only when the op
+            # that took them out is applied now (a key sent later must not open a new window)
             waiting = []
             for d in pending:
                 last = removal_epoch(new.ops, d.identity, -1)
+                until = left.get(d.identity, -1)
                 if (
                     d.identity not in new.roster.members
                     and d.epoch <= last
+                    and now_ms <= until
                     and d.installation in _devices(directory, d.identity)
                 ):
                     chain = ReceiverChain.from_distribution(d)
-                    retired.append(RetiredChain(chain, last, now_ms + RETIRED_CHAIN_MS))
+                    retired.append(RetiredChain(chain, last, until))
                 else:
                     waiting.append(d)
             pending = tuple(waiting)
-        new = replace(new, retired=tuple(retired[-MAX_RETIRED_CHAINS:]), pending=pending)
+        new = replace(new, retired=tuple(retired[-MAX_RETIRED_CHAINS:]), pending=pending, left=left)
         out: list[Outgoing] = []
         own = self.own
         if own is None or before - after:
@@ -559,8 +575,13 @@ class GroupState:
         if not self.is_member:
             raise GroupError("we are not a member of this group")
         if d.installation not in self.devices.get(d.identity, ()):
+            # the window of a member who left is the one opened when we applied its removal
+            # (its other chains were retired then): a key arriving later joins that window,
+            # it never opens a new one
+            until = self.left.get(d.identity, -1)
             if (
                 now_ms is not None
+                and now_ms <= until
                 and from_identity == d.identity
                 and d.identity not in self.roster.members
                 and d.epoch <= (last := removal_epoch(self.ops, d.identity, -1))
@@ -570,9 +591,7 @@ class GroupState:
                     for r in self.retired
                 ):
                     return self
-                r = RetiredChain(
-                    ReceiverChain.from_distribution(d), last, now_ms + RETIRED_CHAIN_MS
-                )
+                r = RetiredChain(ReceiverChain.from_distribution(d), last, until)
                 return replace(self, retired=(*self.retired, r)[-MAX_RETIRED_CHAINS:])
             pending = (*self.pending, d)[-MAX_PENDING_DISTRIBUTIONS:]
             return replace(self, pending=pending)
@@ -632,7 +651,7 @@ class GroupState:
         return GroupState(
             self.group_id, self.identity, self.installation, self.ops, self.roster,
             self.epoch, self.devices, own, chains, self.by_installation, self.pending,
-            self.tags, self.heads, self.tag, self.retired,
+            self.tags, self.heads, self.tag, self.retired, self.left,
         )  # fmt: skip
 
     def decrypt(
@@ -714,6 +733,9 @@ class GroupState:
         parts.append(varint(len(self.retired)))
         for rc in self.retired:
             parts += [rc.chain.encoded(), varint(rc.last_epoch), varint(rc.until_ms)]
+        parts.append(varint(len(self.left)))
+        for ident in sorted(self.left):
+            parts += [ident, varint(self.left[ident])]
         return b"".join(parts)
 
     @classmethod
@@ -747,8 +769,12 @@ class GroupState:
             )  # fmt: skip
         pending = tuple(SenderKeyDistribution.from_bytes(r.blob()) for _ in range(r.var()))
         retired: tuple[RetiredChain, ...] = ()
+        left: dict[bytes, int] = {}
         if version >= 2:
             retired = tuple(RetiredChain(_read_chain(r), r.var(), r.var()) for _ in range(r.var()))
+            for _ in range(r.var()):
+                ident = r.take(ID_LEN)
+                left[ident] = r.var()
         r.end()
         roster, _ = fold(ops.values())
         if roster is None:
@@ -756,7 +782,7 @@ class GroupState:
         return cls(
             group_id, identity, installation, ops, roster, len(ops), devices, own, chains,
             by_installation, pending, _tags(group_id, len(ops)), _heads(ops),
-            group_tag(group_id, len(ops)), retired,
+            group_tag(group_id, len(ops)), retired, left,
         )  # fmt: skip
 
 

@@ -132,8 +132,8 @@ def test_retired_chains_survive_a_restart_and_version_1_states_still_load() -> N
     sx = fresh.dev(x).state
     assert sx is not None and sx.retired == ()
     v2 = sx.to_bytes()
-    assert v2[0] == 2 and v2[-1] == 0  # version 2, no retired chains
-    v1 = bytes((1,)) + v2[1:-1]
+    assert v2[0] == 2 and v2[-2:] == b"\x00\x00"  # version 2, no retired chains, nobody left
+    v1 = bytes((1,)) + v2[1:-2]
     assert GroupState.from_bytes(v1).to_bytes() == v2
     assert sa.to_bytes() == plain.to_bytes()
 
@@ -159,3 +159,36 @@ def test_key_held_before_the_ops_is_retired_when_they_say_its_sender_left() -> N
     db.online = True
     assert c not in db.state.members() and not db.state.pending
     assert w.read(b, hello) == b"hello and goodbye"
+
+
+def test_a_key_sent_after_leaving_never_opens_a_new_window() -> None:
+    """A removed member that sends a fresh sender key later joins the window opened when
+    the receiver applied its removal (same end); once that window is over, the key is not
+    installed and its messages are refused."""
+    from chatcore.group.sender_keys import SenderChain
+
+    w, a, b, c = _trio(clock=True)
+    gid = w.dev(a).state.group_id  # type: ignore[union-attr]
+    c_inst = w.dev(c).inst
+    w.act(a, "remove_member", c)
+    sb = w.dev(b).state
+    assert sb is not None
+    until = sb.left[c]
+    assert all(r.until_ms == until for r in sb.retired if r.chain.identity == c)
+
+    def fresh_key(epoch: int) -> tuple[SenderChain, bytes]:
+        chain = SenderChain.generate(w.rng, epoch, {})
+        return chain, chain.distribution(gid, c, c_inst)
+
+    _k1, d1 = fresh_key(sb.epoch - 1)
+    w.now += 60_000
+    sb = sb.receive_distribution(c_inst, d1, from_identity=c, now_ms=w.now)
+    assert {r.until_ms for r in sb.retired if r.chain.identity == c} == {until}  # not extended
+    k2, d2 = fresh_key(sb.epoch - 1)
+    w.now = until + 1
+    sb = sb.receive_distribution(c_inst, d2, from_identity=c, now_ms=w.now)
+    assert all(r.chain.key_id != k2.key_id for r in sb.retired)
+    tag = next(t for t, e in sb.tags.items() if e == sb.epoch - 1)  # the pre-removal tag
+    _k2, late = k2.encrypt(tag, b"late")
+    with pytest.raises(GroupError):
+        sb.decrypt(late, w.now)
