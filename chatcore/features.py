@@ -440,13 +440,7 @@ class Features:
         named = self._named(conv, p.history)
         if sender == me:
             # our other device names our message: it has it (its sync copy is acknowledged)
-            rel_own: Reliability | None = None
-            for mid, _author, author_inst, _m in named:
-                if author_inst == self.engine.installation_id:
-                    rel_own = rel_own or self._rel()
-                    rel_own.acked(self._rk(conv), mid, inst)
-            if rel_own is not None:
-                self._save_rel(rel_own)
+            self._ack_own(conv, [(mid, ai) for mid, _a, ai, _m in named], inst)
             if p.read:
                 changed = False
                 for _mid, _author, _inst, m in named:
@@ -614,16 +608,8 @@ class Features:
         me = self.me
         if sender == me:
             # one of our devices got (or read) these: the sync copies of ours are delivered
-            rel_own: Reliability | None = None
-            for mid in ids:
-                m = self.store.message(conv, mid)
-                op = None if m is not None else self._op(conv, mid)
-                author_inst = m.sender_installation if m is not None else op[1] if op else None
-                if author_inst == self.engine.installation_id:
-                    rel_own = rel_own or self._rel()
-                    rel_own.acked(self._rk(conv), mid, inst)
-            if rel_own is not None:
-                self._save_rel(rel_own)
+            authors = {mid: self._author(conv, mid) for mid in ids}
+            self._ack_own(conv, [(mid, a[1] if a else None) for mid, a in authors.items()], inst)
             # one of our devices read these: the same read state here
             if kind == ReceiptKind.READ:
                 for mid in ids:
@@ -682,11 +668,9 @@ class Features:
         deliveries; a read receipt also tells our other devices."""
         by_author: dict[bytes, list[bytes]] = {}
         for mid in ids:
-            m = self.store.message(gid, mid)
-            op = None if m is not None else self._op(gid, mid)
-            author = m.sender_identity if m is not None else op[0] if op else None
-            if author is not None and author != self.me:
-                by_author.setdefault(author, []).append(mid)
+            found = self._author(gid, mid)
+            if found is not None and found[0] != self.me:
+                by_author.setdefault(found[0], []).append(mid)
         frames: list[OutFrame] = []
         if kind != ReceiptKind.READ or self.read_receipts:
             for author in sorted(by_author):
@@ -716,13 +700,32 @@ class Features:
             return [(list(insts), ids)]
         by_inst: dict[bytes, list[bytes]] = {}
         for mid in ids:
-            m = self.store.message(conv, mid)
-            op = None if m is not None else self._op(conv, mid)
-            author_inst = m.sender_installation if m is not None else op[1] if op else None
-            if author_inst is not None:
-                by_inst.setdefault(author_inst, []).append(mid)
+            found = self._author(conv, mid)
+            if found is not None:
+                by_inst.setdefault(found[1], []).append(mid)
         keys = {i.installation_id: i for i in insts}
         return [([keys[i]], by_inst[i]) for i in sorted(by_inst) if i in keys]
+
+    def _author(self, conv: bytes, mid: bytes) -> tuple[bytes, bytes] | None:
+        """(identity, installation) that wrote a message or an op of ``conv``, if known."""
+        m = self.store.message(conv, mid)
+        if m is not None:
+            return m.sender_identity, m.sender_installation
+        op = self._op(conv, mid)
+        return None if op is None else (op[0], op[1])
+
+    def _ack_own(
+        self, conv: bytes, authored: list[tuple[bytes, bytes | None]], inst: bytes
+    ) -> None:
+        """Our device ``inst`` has these messages: ack the ones this installation wrote
+        (their sync copies to it need no retransmission)."""
+        mine = [mid for mid, author_inst in authored if author_inst == self.engine.installation_id]
+        if not mine:
+            return
+        rel = self._rel()
+        for mid in mine:
+            rel.acked(self._rk(conv), mid, inst)
+        self._save_rel(rel)
 
     def _record_receipt(self, conv: bytes, mid: bytes, member: bytes, status: str) -> None:
         row = self._x(

@@ -44,9 +44,15 @@ EIP712_TYPES: dict[str, list[tuple[str, str]]] = {
 
 
 def typed_data(
-    primary: str, message: dict[str, Any], chain_id: int, registry: str
+    primary: str,
+    message: dict[str, Any],
+    chain_id: int,
+    registry: str,
+    name: str = DOMAIN_NAME,
+    version: str = DOMAIN_VERSION,
 ) -> dict[str, Any]:
-    """The full eth_signTypedData_v4 document for one registry struct."""
+    """The full eth_signTypedData_v4 document for one registry struct (``name``/``version``
+    of the domain overridable, for tests that sign under a wrong domain)."""
     return {
         "types": {
             "EIP712Domain": [
@@ -59,8 +65,8 @@ def typed_data(
         },
         "primaryType": primary,
         "domain": {
-            "name": DOMAIN_NAME,
-            "version": DOMAIN_VERSION,
+            "name": name,
+            "version": version,
             "chainId": chain_id,
             "verifyingContract": registry,
         },

@@ -12,63 +12,9 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
 
 from devnet.chain import decode_error, send_tx
+from discovery.eip712 import DOMAIN_NAME, DOMAIN_VERSION, typed_data
 
-DOMAIN_NAME = "LogosChatIdentityRegistry"
-DOMAIN_VERSION = "1"
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
-
-EIP712_TYPES: dict[str, list[tuple[str, str]]] = {
-    "Register": [
-        ("owner", "address"),
-        ("salt", "bytes32"),
-        ("recovery", "address"),
-        ("installation", "bytes32"),
-        ("bundleHash", "bytes32"),
-        ("nonce", "uint256"),
-        ("deadline", "uint256"),
-    ],
-    "AddInstallation": [
-        ("id", "bytes32"),
-        ("installation", "bytes32"),
-        ("bundleHash", "bytes32"),
-        ("nonce", "uint256"),
-        ("deadline", "uint256"),
-    ],
-    "RevokeInstallation": [
-        ("id", "bytes32"),
-        ("installation", "bytes32"),
-        ("nonce", "uint256"),
-        ("deadline", "uint256"),
-    ],
-    "PublishBundle": [
-        ("id", "bytes32"),
-        ("installation", "bytes32"),
-        ("bundleHash", "bytes32"),
-        ("previousBundleHash", "bytes32"),
-        ("nonce", "uint256"),
-        ("deadline", "uint256"),
-    ],
-    "SetOwner": [
-        ("id", "bytes32"),
-        ("currentOwner", "address"),
-        ("newOwner", "address"),
-        ("nonce", "uint256"),
-        ("deadline", "uint256"),
-    ],
-    "AcceptOwnership": [
-        ("id", "bytes32"),
-        ("newOwner", "address"),
-        ("currentOwner", "address"),
-        ("nonce", "uint256"),
-        ("deadline", "uint256"),
-    ],
-    "LinkWallet": [
-        ("id", "bytes32"),
-        ("wallet", "address"),
-        ("nonce", "uint256"),
-        ("deadline", "uint256"),
-    ],
-}
 
 
 def sign_typed(
@@ -82,25 +28,7 @@ def sign_typed(
     version: str = DOMAIN_VERSION,
 ) -> bytes:
     """Sign EIP-712 typed data the way a wallet's eth_signTypedData_v4 does."""
-    full = {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            primary: [{"name": n, "type": t} for n, t in EIP712_TYPES[primary]],
-        },
-        "primaryType": primary,
-        "domain": {
-            "name": name,
-            "version": version,
-            "chainId": chain_id,
-            "verifyingContract": verifying_contract,
-        },
-        "message": message,
-    }
+    full = typed_data(primary, message, chain_id, verifying_contract, name, version)
     return bytes(account.sign_message(encode_typed_data(full_message=full)).signature)
 
 
