@@ -5,8 +5,9 @@
     await client.send_text("bob", "hi")
     for message in await client.sync(): ...
 
-``Client`` and the error classes are the stable surface; modules below are importable for
-tests, the simulator and advanced integrators. Heavy dependencies (web3, nats) load only
+``Client``, the error classes and the value types it returns (``__all__``) are the stable
+surface (guide: ``docs/api.md``); modules below are importable for tests, the simulator and
+advanced integrators, without a stability promise. Heavy dependencies (web3, nats) load only
 when ``Client`` is first used.
 """
 
@@ -18,6 +19,7 @@ from chatcore.errors import (
     ChatCoreError,
     ContentError,
     DecryptionError,
+    DeliveryPending,
     DuplicateMessage,
     GroupError,
     HandshakeError,
@@ -28,38 +30,70 @@ from chatcore.errors import (
     TooManySkipped,
     TransportError,
     UnknownContact,
+    UnknownMessage,
     UntrustedIdentity,
     WrongPassphrase,
 )
 
 if TYPE_CHECKING:
     from chatcore.client import Client, InitResult, PublishResult
+    from chatcore.content import ContactState
+    from chatcore.engine import Received, SendResult
+    from chatcore.features import Contact, MessageView
+    from chatcore.groupchat import GroupInfo
+    from chatcore.store import Conversation, StoredMessage
 
 __all__ = [
     "ChatCoreError",
     "Client",
+    "Contact",
+    "ContactState",
     "ContentError",
+    "Conversation",
     "DecryptionError",
+    "DeliveryPending",
     "DuplicateMessage",
     "GroupError",
+    "GroupInfo",
     "HandshakeError",
     "InitResult",
     "MalformedMessage",
+    "MessageView",
     "NotInitialised",
     "ProtocolError",
     "PublishResult",
+    "Received",
+    "SendResult",
     "StoreError",
+    "StoredMessage",
     "TooManySkipped",
     "TransportError",
     "UnknownContact",
+    "UnknownMessage",
     "UntrustedIdentity",
     "WrongPassphrase",
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("Client", "InitResult", "PublishResult"):
-        from chatcore import client
+_LAZY = {
+    "Client": "chatcore.client",
+    "InitResult": "chatcore.client",
+    "PublishResult": "chatcore.client",
+    "ContactState": "chatcore.content",
+    "Received": "chatcore.engine",
+    "SendResult": "chatcore.engine",
+    "Contact": "chatcore.features",
+    "MessageView": "chatcore.features",
+    "GroupInfo": "chatcore.groupchat",
+    "Conversation": "chatcore.store",
+    "StoredMessage": "chatcore.store",
+}
 
-        return getattr(client, name)
-    raise AttributeError(f"module 'chatcore' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'chatcore' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

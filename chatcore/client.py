@@ -11,23 +11,34 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 from eth_account.signers.local import LocalAccount
 
+from chatcore.content import (
+    ContactState,
+    encode_delete,
+    encode_edit,
+    encode_reaction,
+    encode_reply,
+)
 from chatcore.directory import ChainDirectory, to_peer
 from chatcore.engine import Engine, OutFrame, OwnIdentity, Peer, Received, SendResult
 from chatcore.errors import (
     ChatCoreError,
+    DeliveryPending,
     NotInitialised,
     StoreError,
     TransportError,
     UnknownContact,
+    UnknownMessage,
     UntrustedIdentity,
 )
+from chatcore.features import Contact, MessageView
+from chatcore.groupchat import GroupInfo
 from chatcore.home import Home
 from chatcore.keys import InstallationKeys, SignedPrekey
 from chatcore.payload import ContentType
@@ -41,6 +52,7 @@ from discovery.registry import Registry, identity_id_for, name_commitment
 from discovery.resolver import ChainSource, ResolvedIdentity, Resolver
 
 log = logging.getLogger("chatcore.client")
+_T = TypeVar("_T")
 
 PREKEY_TTL_S = 14 * 86400
 PREKEY_GRACE_S = 30 * 86400
@@ -387,7 +399,7 @@ class Client:
             self.transport = await NatsTransport.connect(self.network.nats_url)
         return self.transport
 
-    async def _publish(self, frames: list[OutFrame] | tuple[OutFrame, ...]) -> int:
+    async def _publish(self, frames: Sequence[OutFrame]) -> int:
         """Publish frames; each one the store acknowledges leaves the outbox.
 
         A frame that fails stays in the outbox with its next attempt pushed back
@@ -428,6 +440,21 @@ class Client:
             return 0
         return await self._publish(frames)
 
+    async def _deliver(self, result: _T, frames: Sequence[OutFrame] | None = None) -> _T:
+        """Publish ``frames`` (None: the whole outbox) for an action already stored here.
+
+        Raises DeliveryPending (carrying ``result``) if the network did not take them."""
+        try:
+            if frames is None:
+                await self.flush_outbox()
+            elif frames:
+                await self._publish(frames)
+        except TransportError as exc:
+            if isinstance(exc, DeliveryPending):
+                raise
+            raise DeliveryPending(str(exc), result) from exc
+        return result
+
     async def send_text(self, to: str, text: str) -> SendResult:
         if not text:
             raise ValueError("empty message")
@@ -438,8 +465,7 @@ class Client:
         own = self.directory.own_devices(self.identity_id)
         self.store.set_peer_display(peer.identity_id, peer.display, self.clock_ms())
         result = self.features.send_message(peer, ContentType.TEXT, text.encode("utf-8"), own)
-        await self.flush_outbox()
-        return result
+        return await self._deliver(result)
 
     async def _process(self, subject: str, seq: int, data: bytes) -> list[Received]:
         """Handle one delivered frame (inbox or group topic); returns what to show."""
@@ -585,10 +611,186 @@ class Client:
         if not text:
             raise ValueError("empty message")
         gid = self.find_group(group)
-        await self.flush_outbox()
+        try:  # what is older goes first; if the network is down, the new message waits too
+            await self.flush_outbox()
+        except TransportError:
+            pass
         result = self.features.send_group_message(gid, ContentType.TEXT, text.encode("utf-8"))
-        await self._publish(result.frames)
-        return result
+        return await self._deliver(result, result.frames)
+
+    # --- chat features: edits, reactions, replies, typing, read state, contacts, search --------
+    # Every action takes effect in the local store first (and on our other devices through
+    # sync copies); a DeliveryPending error means its frames wait in the outbox.
+    def message(self, ref: bytes | str) -> StoredMessage:
+        """A stored message by id (bytes) or hex id prefix (at least 4 hex digits)."""
+        if isinstance(ref, str):
+            h = ref.strip().lower().removeprefix("0x")
+            if len(h) < 4 or any(c not in "0123456789abcdef" for c in h):
+                raise UnknownMessage(f"{ref!r} is not a message id (hex, at least 4 digits)")
+            prefix = bytes.fromhex(h[: len(h) // 2 * 2])
+        else:
+            prefix = bytes(ref)
+        hits = self.store.find_message(prefix)
+        if len(hits) != 1:
+            what = "ambiguous message id prefix" if hits else "no message"
+            raise UnknownMessage(f"{what} {ref if isinstance(ref, str) else '0x' + ref.hex()!r}")
+        return hits[0]
+
+    def view(self, message: StoredMessage) -> MessageView:
+        """How to show a message now: current text, edited, deleted, reactions, receipts."""
+        return self.features.view(message)
+
+    def receipts(self, message: StoredMessage) -> dict[bytes, str]:
+        """For one of our messages: every other member of its conversation (the peer, or the
+        group's members) and how far it got with them: ``sent``, ``delivered`` or ``read``."""
+        conv = self.store.conversation(message.conversation_id)
+        gid = message.conversation_id if conv is not None and conv.kind == "group" else None
+        got = self.features.receipts(message.conversation_id, message.message_id)
+        members = self.features._members(message.conversation_id, gid)
+        return {m: got.get(m, "sent") for m in members}
+
+    async def _message_op(self, target: StoredMessage, ct: ContentType, body: bytes) -> SendResult:
+        conv = self.store.conversation(target.conversation_id)
+        if conv is None:  # a message outlives its conversation only mid-delete
+            raise UnknownMessage("that message's conversation was deleted")
+        f = self.features
+        if conv.kind == "group":
+            send = f.send_group_message if ct == ContentType.REPLY else f.send_group_op
+            result = send(conv.id, ct, body)
+        else:
+            assert conv.peer_identity is not None
+            await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS)
+            peer = self.directory.peer(conv.peer_identity)
+            own = self.directory.own_devices(self.identity_id)
+            send1 = f.send_message if ct == ContentType.REPLY else f.send_op
+            result = send1(peer, ct, body, own)
+        return await self._deliver(result, result.frames)
+
+    async def edit(self, message: bytes | str, text: str) -> SendResult:
+        """Replace the text of one of our messages, for everyone in the conversation."""
+        if not text:
+            raise ValueError("empty text (use delete_message to delete)")
+        t = self.message(message)
+        return await self._message_op(t, ContentType.EDIT, encode_edit(t.message_id, text))
+
+    async def delete_message(self, message: bytes | str) -> SendResult:
+        """Delete one of our messages for everyone in the conversation."""
+        t = self.message(message)
+        return await self._message_op(t, ContentType.DELETE, encode_delete(t.message_id))
+
+    async def react(self, message: bytes | str, emoji: str) -> SendResult:
+        """Our one reaction to a message; ``""`` takes it back."""
+        t = self.message(message)
+        return await self._message_op(t, ContentType.REACTION, encode_reaction(t.message_id, emoji))
+
+    async def reply(self, message: bytes | str, text: str) -> SendResult:
+        """A message that quotes ``message`` (same conversation)."""
+        if not text:
+            raise ValueError("empty message")
+        t = self.message(message)
+        return await self._message_op(t, ContentType.REPLY, encode_reply(t.message_id, text))
+
+    def conversation_id(self, to: str) -> bytes:
+        """The conversation with ``to``: a group (name or id prefix) or a person (name, id,
+        address), creating the local 1:1 conversation if there is none yet."""
+        try:
+            return self.find_group(to)
+        except UnknownContact:
+            pass
+        self.sync_directory(DIRECTORY_MAX_AGE_MS)
+        peer = self.resolve_peer(to)
+        if peer.identity_id == self.identity_id:
+            raise UnknownContact("cannot start a conversation with yourself")
+        from chatcore.engine import direct_conversation_id
+
+        conv = direct_conversation_id(self.identity_id, peer.identity_id)
+        self.store.ensure_conversation(conv, "direct", peer.identity_id, None, self.clock_ms())
+        if peer.display:
+            self.store.set_peer_display(peer.identity_id, peer.display, self.clock_ms())
+        return conv
+
+    async def send_typing(self, conversation: bytes, active: bool = True) -> int:
+        """A typing indicator (``active=False``: stopped). Rate-limited to one per
+        conversation per 3 s; returns how many frames went out (0 when limited)."""
+        frames = self.features.send_typing(conversation, active)
+        return await self._publish(frames) if frames else 0
+
+    async def mark_read(self, conversation: bytes, *, now: bool = True) -> int:
+        """The user has seen the conversation: its messages become read and read receipts
+        are queued (only for contacts, and only if read receipts are on). ``now`` sends
+        them at once; otherwise they ride on our next message there or go with
+        ``flush_features(due_only=True)``, a long-running app's timer. Returns how many
+        messages became read."""
+        n = self.features.mark_read(conversation)
+        if n and now:
+            await self._deliver(n, self.features.flush_receipts())
+        return n
+
+    @property
+    def read_receipts(self) -> bool:
+        return self.features.read_receipts
+
+    async def set_read_receipts(self, on: bool) -> None:
+        """Send read receipts or not (delivery receipts always flow); synced to our devices."""
+        await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS)
+        frames = self.features.set_read_receipts(on)
+        await self._deliver(None, frames)
+
+    def contact(self, identity_id: bytes) -> Contact | None:
+        return self.features.contact(identity_id)
+
+    def contacts(self, *states: ContactState) -> list[Contact]:
+        """Contacts in these states (all if none given), oldest change first.
+
+        ``ContactState.REQUEST`` lists the pending requests: first messages from strangers."""
+        return self.features.contacts(*states)
+
+    async def set_contact(
+        self, who: str, state: ContactState, alias: str | None = None
+    ) -> Contact | None:
+        """Add (CONTACT), block (BLOCKED), decline a request (DECLINED) or forget (NONE)
+        ``who``, here and on our other devices. The alias is kept unless a new one is given.
+        Returns the contact now (None after NONE without an alias)."""
+        await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS)
+        peer = self.resolve_peer(who)
+        frames = self.features.set_contact(peer.identity_id, state, alias)
+        if peer.display:
+            self.store.set_peer_display(peer.identity_id, peer.display, self.clock_ms())
+        await self._deliver(None, frames)
+        return self.features.contact(peer.identity_id)
+
+    async def set_conversation_flags(
+        self, conversation: bytes, *, muted: bool | None = None, archived: bool | None = None
+    ) -> Conversation:
+        """Mute or archive a conversation (None: unchanged), on all our devices."""
+        await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS)
+        frames = self.features.set_conversation_flags(conversation, muted, archived)
+        conv = self.store.conversation(conversation)
+        assert conv is not None
+        return await self._deliver(conv, frames)
+
+    def delete_conversation(self, conversation: bytes) -> int:
+        """Delete a conversation and its messages on this device only; returns how many."""
+        return self.features.delete_conversation(conversation)
+
+    def is_request(self, conversation: bytes) -> bool:
+        """Is this a 1:1 conversation started by someone who is not a contact yet?"""
+        return self.features.is_request(conversation)
+
+    def search(
+        self, text: str, conversation: bytes | None = None, limit: int = 50
+    ) -> list[StoredMessage]:
+        """Messages whose current text has every word of ``text`` (full-text), newest first."""
+        return self.features.search(text, conversation, limit)
+
+    def group_ids(self) -> list[bytes]:
+        """Every group this installation knows (member or not any more)."""
+        return self.store.group_ids()
+
+    def group_info(self, group: str | bytes) -> GroupInfo:
+        """Name, epoch, members and admins of a group (by name, id or id prefix)."""
+        gid = group if isinstance(group, bytes) else self.find_group(group)
+        return self.groups.info(gid)
 
     # --- local views --------------------------------------------------------------------------
     def conversations(self) -> list[Conversation]:

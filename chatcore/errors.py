@@ -13,7 +13,9 @@
     ├── StoreError                local database problem (wrong passphrase: WrongPassphrase)
     │   └── WrongPassphrase
     ├── TransportError            the delivery network is unreachable or refused a publish
+    │   └── DeliveryPending       done and stored here, its frames wait in the outbox (.result)
     ├── UnknownContact            a name / id that resolves to nobody we can reach
+    ├── UnknownMessage            no (single) message with that id or id prefix
     └── NotInitialised            no identity in this home yet
 
 Bad arguments (wrong length or type) raise ``ValueError`` / ``TypeError`` instead.
@@ -74,8 +76,24 @@ class TransportError(ChatCoreError):
     """The delivery network failed to accept or deliver."""
 
 
+class DeliveryPending(TransportError):
+    """The action took effect here and its frames are stored in the outbox, but the delivery
+    network did not take them yet; the next send, sync or ``flush_outbox`` sends them.
+
+    ``result`` is what the call would have returned (e.g. a ``SendResult`` with the message
+    id), so an app can show the message as "sending" instead of failing."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class UnknownContact(ChatCoreError):
     """Nobody reachable by that name, address or identity id."""
+
+
+class UnknownMessage(ChatCoreError):
+    """No message, or more than one, with that id or id prefix."""
 
 
 class NotInitialised(ChatCoreError):

@@ -476,8 +476,12 @@ class Store:
         return out
 
     def find_message(self, message_id_prefix: bytes) -> list[StoredMessage]:
-        rows = self._x(f"SELECT {_MSG_COLS} FROM messages").fetchall()
-        return [_msg(r) for r in rows if bytes(r[1]).startswith(message_id_prefix)]
+        """Messages whose id starts with the prefix (at most a few: ids are random)."""
+        rows = self._x(
+            f"SELECT {_MSG_COLS} FROM messages WHERE substr(message_id, 1, ?) = ? LIMIT 16",
+            (len(message_id_prefix), message_id_prefix),
+        ).fetchall()
+        return [_msg(r) for r in rows]
 
     def last_message(self, conv_id: bytes) -> StoredMessage | None:
         h = self.history(conv_id, limit=1)

@@ -1,4 +1,4 @@
-"""CLI commands for the chat features (a thin layer over ``chatcore.features``):
+"""CLI commands for the chat features (a thin layer over the ``chatcore.Client`` facade):
 
     contacts add|remove|block|unblock|list     requests list|accept|decline
     conversations [--all] | mute|unmute|archive|unarchive|delete CONV
@@ -15,20 +15,17 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
 
 from cli.main import (
-    EXIT_NOT_FOUND,
     Ctx,
-    _hex,
     _open,
     _run,
     _with_json,
     emit,
-    fail,
     guarded,
     hx,
     message_doc,
@@ -41,51 +38,47 @@ from cli.main import (
 def name_of(client: Any, identity: bytes) -> str:
     if identity == client.identity_id:
         return "me"
-    c = client.features.contact(identity)
+    c = client.contact(identity)
     if c is not None and c.alias:
         return str(c.alias)
     return str(client.display(identity))
 
 
-def _publish(client: Any, frames: list[Any]) -> bool:
-    """Publish frames now; False (they stay in the outbox) if the network is unreachable."""
-    from chatcore.errors import TransportError
+def act(client: Any, action: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
+    """Run one facade action and publish what is queued: (its result, published?).
 
-    async def go() -> bool:
+    The action has already taken effect here when the delivery network is unreachable
+    (``DeliveryPending``): its frames wait in the outbox for the next send or sync."""
+    from chatcore.errors import DeliveryPending, TransportError
+
+    async def go() -> tuple[Any, bool]:
         try:
-            if frames:
-                await client._publish(frames)
-            await client.flush_features()
-            return True
-        except TransportError:
-            return False
+            try:
+                result = await action()
+            except DeliveryPending as exc:
+                return exc.result, False
+            try:
+                await client.flush_features()
+            except TransportError:
+                return result, False
+            return result, True
         finally:
             if client.transport is not None:
                 await client.transport.close()
                 client.transport = None
 
-    return bool(_run(go()))
+    out: tuple[Any, bool] = _run(go())
+    return out
 
 
-def flush_quietly(client: Any) -> None:
-    """Publish queued receipts (e.g. read receipts after 'history'); never fails the command."""
-    if client.features.queued_receipts():
-        try:
-            _publish(client, [])
-        except Exception:  # best effort: the receipt frames wait in the outbox
-            pass
+def _publish(client: Any, frames: list[Any]) -> bool:
+    """Publish frames made outside the facade; False (they stay in the outbox) if offline."""
 
+    async def go() -> None:
+        if frames:
+            await client._deliver(None, frames)
 
-def _message(client: Any, ref: str) -> Any:
-    hits = client.store.find_message(bytes.fromhex(_hex(ref)))
-    if len(hits) != 1:
-        fail(f"no single message {ref!r}" + (" (ambiguous prefix)" if hits else ""), EXIT_NOT_FOUND)
-    return hits[0]
-
-
-def _identity(client: Any, who: str) -> Any:
-    client.sync_directory()
-    return client.resolve_peer(who)
+    return act(client, go)[1]
 
 
 def message_fields(client: Any, m: Any) -> dict[str, Any]:
@@ -93,7 +86,6 @@ def message_fields(client: Any, m: Any) -> dict[str, Any]:
     from chatcore import content
     from chatcore.payload import ContentType
 
-    f = client.features
     try:
         ct = ContentType(m.content_type)
     except ValueError:
@@ -109,7 +101,7 @@ def message_fields(client: Any, m: Any) -> dict[str, Any]:
     if stored is None:
         out["text"] = content.display_text(m.content_type, m.body)
         return out
-    v = f.view(stored)
+    v = client.view(stored)
     out.update(
         text=v.text,
         edited=v.edited,
@@ -119,15 +111,12 @@ def message_fields(client: Any, m: Any) -> dict[str, Any]:
         status=stored.status,
     )
     if stored.outgoing:
-        conv = client.store.conversation(m.conversation_id)
-        gid = m.conversation_id if conv is not None and conv.kind == "group" else None
-        members = f._members(m.conversation_id, gid)
         out["receipts"] = [
-            {"member": hx(x), "name": name_of(client, x), "status": v.receipts.get(x, "sent")}
-            for x in members
+            {"member": hx(x), "name": name_of(client, x), "status": st}
+            for x, st in client.receipts(stored).items()
         ]
     else:
-        out["request"] = f.is_request(m.conversation_id)
+        out["request"] = client.is_request(m.conversation_id)
     return out
 
 
@@ -186,13 +175,10 @@ def _set_contact(ctx: Ctx, who: str, state_name: str, alias: str | None = None) 
 
     client = _open(ctx)
     try:
-        peer = _identity(client, who)
-        state = ContactState[state_name]
-        frames = client.features.set_contact(peer.identity_id, state, alias)
-        if peer.display:
-            client.store.set_peer_display(peer.identity_id, peer.display, client.clock_ms())
-        _publish(client, frames)
-        c = client.features.contact(peer.identity_id)
+        c, _published = act(
+            client, lambda: client.set_contact(who, ContactState[state_name], alias)
+        )
+        peer = client.resolve_peer(who)
         doc = (
             _contact_doc(client, c, names=False)
             if c is not None
@@ -258,7 +244,7 @@ def contacts_list(ctx: Ctx, show_all: bool) -> None:
     try:
         client.sync_directory()
         states = () if show_all else (ContactState.CONTACT, ContactState.BLOCKED)
-        docs = [_contact_doc(client, c) for c in client.features.contacts(*states)]
+        docs = [_contact_doc(client, c) for c in client.contacts(*states)]
     finally:
         client.close()
 
@@ -292,7 +278,7 @@ def requests_list(ctx: Ctx) -> None:
     client = _open(ctx)
     try:
         docs = []
-        for c in client.features.contacts(ContactState.REQUEST):
+        for c in client.contacts(ContactState.REQUEST):
             conv = direct_conversation_id(client.identity_id, c.identity_id)
             msgs = client.history(conv, 20)
             docs.append(
@@ -358,7 +344,7 @@ def conversations(cctx: click.Context, show_all: bool) -> None:
         for c in client.conversations():
             if c.archived and not show_all:
                 continue
-            last = client.store.last_message(c.id)
+            last = next(iter(client.history(c.id, 1)), None)
             rows.append(
                 {
                     "conversation_id": hx(c.id),
@@ -369,7 +355,7 @@ def conversations(cctx: click.Context, show_all: bool) -> None:
                     "last_at": c.last_at,
                     "muted": c.muted,
                     "archived": c.archived,
-                    "request": client.features.is_request(c.id),
+                    "request": client.is_request(c.id),
                     "last_message": None if last is None else message_doc(client, last),
                 }
             )
@@ -397,10 +383,8 @@ def conversations(cctx: click.Context, show_all: bool) -> None:
 def _conv_flag(ctx: Ctx, conv: str, **flags: bool) -> None:
     client = _open(ctx)
     try:
-        c = client.find_conversation(conv)
-        frames = client.features.set_conversation_flags(c.id, **flags)
-        _publish(client, frames)
-        c = client.store.conversation(c.id)
+        cid = client.find_conversation(conv).id
+        c, _published = act(client, lambda: client.set_conversation_flags(cid, **flags))
     finally:
         client.close()
     doc = {"conversation_id": hx(c.id), "muted": c.muted, "archived": c.archived}
@@ -433,48 +417,28 @@ def conversations_delete(ctx: Ctx, conv: str) -> None:
     client = _open(ctx)
     try:
         c = client.find_conversation(conv)
-        n = client.features.delete_conversation(c.id)
+        n = client.delete_conversation(c.id)
     finally:
         client.close()
     emit(ctx, {"conversation_id": hx(c.id), "deleted_messages": n}, f"deleted {n} message(s)")
 
 
 # ---- edit, delete, react, reply -----------------------------------------------------------------
-def _send_op(ctx: Ctx, ref: str, ct_name: str, make: Callable[[bytes], bytes]) -> None:
-    from chatcore.payload import ContentType
-
-    ct = ContentType[ct_name]
+def _send_op(ctx: Ctx, ref: str, kind: str, action: Callable[[Any, bytes], Any]) -> None:
     client = _open(ctx)
     try:
-        m = _message(client, ref)
-        body = make(m.message_id)
-        conv = client.store.conversation(m.conversation_id)
-        client.sync_directory()
-        if conv.kind == "group":
-            fn = (
-                client.features.send_group_message
-                if ct == ContentType.REPLY
-                else client.features.send_group_op
-            )
-            res = fn(conv.id, ct, body)
-        else:
-            peer = client.directory.peer(conv.peer_identity)
-            own = client.directory.own_devices(client.identity_id)
-            fn = (
-                client.features.send_message if ct == ContentType.REPLY else client.features.send_op
-            )
-            res = fn(peer, ct, body, own)
-        ok = _publish(client, list(res.frames))
+        target = client.message(ref).message_id
+        res, ok = act(client, lambda: action(client, target))
     finally:
         client.close()
     doc = {
         "conversation_id": hx(res.conversation_id),
         "message_id": hx(res.message_id),
-        "target": hx(m.message_id),
-        "type": ct.name.lower(),
+        "target": hx(target),
+        "type": kind,
         "published": ok,
     }
-    emit(ctx, doc, f"{ct.name.lower()} sent for {hx(m.message_id)}" + ("" if ok else " (queued)"))
+    emit(ctx, doc, f"{kind} sent for {hx(target)}" + ("" if ok else " (queued)"))
 
 
 @click.command("edit")
@@ -485,9 +449,7 @@ def _send_op(ctx: Ctx, ref: str, ct_name: str, make: Callable[[bytes], bytes]) -
 @guarded
 def edit(ctx: Ctx, msg: str, text: str) -> None:
     """Replace the text of your message MSG (id or id prefix) for everyone."""
-    from chatcore.content import encode_edit
-
-    _send_op(ctx, msg, "EDIT", lambda t: encode_edit(t, text))
+    _send_op(ctx, msg, "edit", lambda c, t: c.edit(t, text))
 
 
 @click.command("delete")
@@ -497,9 +459,7 @@ def edit(ctx: Ctx, msg: str, text: str) -> None:
 @guarded
 def delete(ctx: Ctx, msg: str) -> None:
     """Delete your message MSG for everyone."""
-    from chatcore.content import encode_delete
-
-    _send_op(ctx, msg, "DELETE", encode_delete)
+    _send_op(ctx, msg, "delete", lambda c, t: c.delete_message(t))
 
 
 @click.command("react")
@@ -511,11 +471,9 @@ def delete(ctx: Ctx, msg: str) -> None:
 @guarded
 def react(ctx: Ctx, msg: str, emoji: str, remove: bool) -> None:
     """React to MSG with EMOJI (one reaction per person; --remove takes it back)."""
-    from chatcore.content import encode_reaction
-
     if not remove and not emoji:
         raise ValueError("give an EMOJI (or --remove)")
-    _send_op(ctx, msg, "REACTION", lambda t: encode_reaction(t, "" if remove else emoji))
+    _send_op(ctx, msg, "reaction", lambda c, t: c.react(t, "" if remove else emoji))
 
 
 @click.command("reply")
@@ -526,9 +484,7 @@ def react(ctx: Ctx, msg: str, emoji: str, remove: bool) -> None:
 @guarded
 def reply(ctx: Ctx, msg: str, text: str) -> None:
     """Reply to MSG with TEXT."""
-    from chatcore.content import encode_reply
-
-    _send_op(ctx, msg, "REPLY", lambda t: encode_reply(t, text))
+    _send_op(ctx, msg, "reply", lambda c, t: c.reply(t, text))
 
 
 # ---- search, receipts, typing -------------------------------------------------------------------
@@ -544,7 +500,7 @@ def search(ctx: Ctx, text: str, conv: str | None, limit: int) -> None:
     client = _open(ctx)
     try:
         cid = client.find_conversation(conv).id if conv else None
-        hits = client.features.search(text, cid, limit)
+        hits = client.search(text, cid, limit)
         docs = [message_doc(client, m) for m in hits]
         lines = [f"{hx(m.conversation_id)[:10]} {message_line(client, m)}" for m in hits]
     finally:
@@ -562,9 +518,8 @@ def receipts(ctx: Ctx, mode: str | None) -> None:
     client = _open(ctx)
     try:
         if mode is not None:
-            client.sync_directory()
-            _publish(client, client.features.set_read_receipts(mode == "on"))
-        on = client.features.read_receipts
+            act(client, lambda: client.set_read_receipts(mode == "on"))
+        on = client.read_receipts
     finally:
         client.close()
     emit(ctx, {"read_receipts": on}, f"read receipts {'on' if on else 'off'}")
@@ -580,25 +535,11 @@ def typing(ctx: Ctx, to: str, stop: bool) -> None:
     """Send one typing indicator to TO (a person or group); 'chat' does this by itself."""
     client = _open(ctx)
     try:
-        conv = _conversation_for(client, to)
-        ok = _publish(client, client.features.send_typing(conv, not stop, force=True))
+        conv = client.conversation_id(to)
+        ok = act(client, lambda: client.send_typing(conv, not stop))[1]
     finally:
         client.close()
     emit(ctx, {"conversation_id": hx(conv), "published": ok}, "typing sent" if ok else "not sent")
-
-
-def _conversation_for(client: Any, to: str) -> bytes:
-    from chatcore.engine import direct_conversation_id
-    from chatcore.errors import UnknownContact
-
-    client.sync_directory()
-    try:
-        return bytes(client.find_group(to))
-    except UnknownContact:
-        peer = client.resolve_peer(to)
-        conv = direct_conversation_id(client.identity_id, peer.identity_id)
-        client.store.ensure_conversation(conv, "direct", peer.identity_id, None, client.clock_ms())
-        return conv
 
 
 # ---- chat ---------------------------------------------------------------------------------------
@@ -634,7 +575,6 @@ async def _chat(client: Any, to: str) -> None:
     from chatcore.errors import UnknownContact
     from chatcore.payload import ContentType
 
-    f = client.features
     raw = sys.stdin.isatty()
     screen = Screen(raw)
     try:
@@ -642,7 +582,7 @@ async def _chat(client: Any, to: str) -> None:
         await client.sync()
         try:
             conv = client.find_group(to)
-            title = client.groups.info(conv).name
+            title = client.group_info(conv).name
 
             async def send(text: str) -> Any:
                 return await client.send_group_text("0x" + conv.hex(), text)
@@ -661,7 +601,7 @@ async def _chat(client: Any, to: str) -> None:
             screen.show(message_line(client, m))
             if m.outgoing:
                 shown_status[m.message_id] = m.status
-        f.mark_read(conv)
+        await client.mark_read(conv)
         await client.flush_features()
         screen.show(f"— chatting with {title}; type a line and press Enter, Ctrl-D to leave —")
         typing_until: dict[bytes, float] = {}
@@ -673,7 +613,7 @@ async def _chat(client: Any, to: str) -> None:
                 if m is None or not m.outgoing or shown_status.get(mid) == m.status:
                     continue
                 shown_status[mid] = m.status
-                preview = f.view(m).text
+                preview = client.view(m).text
                 preview = preview if len(preview) <= 40 else preview[:39] + "…"
                 who = name_of(client, r.sender_identity)
                 screen.show(f"  {MARKS.get(m.status, m.status)} ({who}): {preview}")
@@ -699,7 +639,7 @@ async def _chat(client: Any, to: str) -> None:
                     typing_until.pop(r.sender_identity, None)
                     screen.show(message_line(client, r))
                     if not r.outgoing:
-                        f.mark_read(conv)
+                        await client.mark_read(conv, now=False)  # receipts: batched
 
         async def flusher() -> None:
             while True:
@@ -719,9 +659,7 @@ async def _chat(client: Any, to: str) -> None:
 
         async def typing_signal() -> None:
             try:
-                frames = f.send_typing(conv)
-                if frames:
-                    await client._publish(frames)
+                await client.send_typing(conv)
             except Exception:  # an indicator is best effort
                 pass
 

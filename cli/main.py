@@ -78,6 +78,7 @@ def _exit_code(exc: BaseException) -> int:
         NotInitialised,
         TransportError,
         UnknownContact,
+        UnknownMessage,
         UntrustedIdentity,
         WrongPassphrase,
     )
@@ -87,7 +88,7 @@ def _exit_code(exc: BaseException) -> int:
 
     if isinstance(exc, WrongPassphrase):
         return EXIT_AUTH
-    if isinstance(exc, RecordNotFound | UnknownContact | NotInitialised):
+    if isinstance(exc, RecordNotFound | UnknownContact | UnknownMessage | NotInitialised):
         return EXIT_NOT_FOUND
     if isinstance(exc, InvalidRecord | UntrustedIdentity):
         return EXIT_INVALID
@@ -617,22 +618,17 @@ def history(
         conv = client.find_conversation(conversation)
         point = None
         if before is not None:
-            hits = [
-                m
-                for m in client.store.find_message(bytes.fromhex(_hex(before)))
-                if m.conversation_id == conv.id
-            ]
-            if len(hits) != 1:
-                fail(f"no single message {before!r} in this conversation", EXIT_NOT_FOUND)
-            point = (hits[0].lamport, hits[0].seq)
+            at = client.message(before)
+            if at.conversation_id != conv.id:
+                fail(f"message {before!r} is not in this conversation", EXIT_NOT_FOUND)
+            point = (at.lamport, at.seq)
         msgs = client.history(conv.id, limit, point)
-        client.features.mark_read(conv.id)  # read receipts: published below
+        from cli.features import act
+
+        act(client, lambda: client.mark_read(conv.id))  # offline: the receipts wait
         docs = [message_doc(client, m) for m in msgs]
         lines = [message_line(client, m) for m in msgs]
         title = client.display(conv.peer_identity) if conv.peer_identity else conv.title
-        from cli.features import flush_quietly
-
-        flush_quietly(client)
     finally:
         client.close()
     emit(
@@ -670,7 +666,7 @@ def _group_run(ctx: Ctx, fn: Callable[[Any], Any]) -> Any:
 
 
 def group_doc(client: Any, gid: bytes) -> dict[str, Any]:
-    info = client.groups.info(gid)
+    info = client.group_info(gid)
 
     def person(i: bytes) -> dict[str, Any]:
         return {"identity_id": hx(i), "name": client.display(i)}
@@ -797,7 +793,7 @@ def group_list(ctx: Ctx, grp: str | None) -> None:
     client = _open(ctx)
     try:
         client.sync_directory()
-        gids = [client.find_group(grp)] if grp else client.store.group_ids()
+        gids = [client.find_group(grp)] if grp else client.group_ids()
         docs = [group_doc(client, g) for g in gids]
     finally:
         client.close()

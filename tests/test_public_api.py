@@ -10,6 +10,10 @@ def test_all_names_resolve() -> None:
         assert getattr(chatcore, name) is not None, name
     assert chatcore.Client.__name__ == "Client"
     assert issubclass(chatcore.UntrustedIdentity, chatcore.ChatCoreError)
+    # an action done here whose frames wait in the outbox is still a TransportError
+    assert issubclass(chatcore.DeliveryPending, chatcore.TransportError)
+    for value_type in ("Contact", "ContactState", "MessageView", "Conversation", "StoredMessage"):
+        assert value_type in chatcore.__all__
 
 
 def test_unknown_attribute() -> None:
@@ -33,6 +37,29 @@ def test_facade_methods_exist() -> None:
         "publish",
         "create_group",
         "send_group_text",
+        "group_change",
+        "group_info",
+        "group_ids",
+        "message",
+        "view",
+        "receipts",
+        "edit",
+        "delete_message",
+        "react",
+        "reply",
+        "conversation_id",
+        "send_typing",
+        "mark_read",
+        "set_read_receipts",
+        "contact",
+        "contacts",
+        "set_contact",
+        "set_conversation_flags",
+        "delete_conversation",
+        "is_request",
+        "search",
+        "flush_outbox",
+        "flush_features",
         "aclose",
     ):
         assert callable(getattr(c, method)), method

@@ -1,0 +1,143 @@
+"""The ``chatcore.Client`` facade as an app embeds it (docs/api.md): every chat feature
+through public methods only, on real anvil + JetStream, including the delivery network
+going away (``DeliveryPending``: done here, sent later, nothing lost)."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatcore import (
+    ContactState,
+    DeliveryPending,
+    GroupError,
+    UnknownContact,
+    UnknownMessage,
+)
+from tests.fixtures.nats import NatsServer
+
+from .conftest import People
+
+pytestmark = pytest.mark.devnet
+
+
+async def test_one_to_one_features_through_the_facade(people: People) -> None:
+    alice, bob = people.new("alice"), people.new("bob")
+    sent = await alice.c.send_text(bob.name, "helo bob")
+    conv, mid = sent.conversation_id, sent.message_id
+
+    # a first message from a stranger is a request until bob answers it
+    [got] = await bob.c.sync()
+    assert got.text == "helo bob" and got.conversation_id == conv
+    assert bob.c.is_request(conv)
+    assert [c.identity_id for c in bob.c.contacts(ContactState.REQUEST)] == [alice.c.identity_id]
+    c = await bob.c.set_contact(alice.name, ContactState.CONTACT, alias="Al")
+    assert c is not None and c.state == ContactState.CONTACT and c.alias == "Al"
+    assert not bob.c.is_request(conv)
+
+    # read state and receipts
+    assert await bob.c.mark_read(conv) == 1
+    assert await bob.c.mark_read(conv) == 0
+    await alice.c.sync()
+    assert alice.c.receipts(alice.c.message(mid)) == {bob.c.identity_id: "read"}
+    assert alice.c.message(mid).status == "read"
+
+    # edit by id prefix, a reaction and a reply from bob, then a delete
+    prefix = "0x" + mid.hex()[:10]
+    await alice.c.edit(prefix, "hello bob")
+    await bob.c.sync()
+    assert bob.c.view(bob.c.message(mid)).text == "hello bob"
+    assert bob.c.view(bob.c.message(mid)).edited
+    await bob.c.react(mid, "👍")
+    answer = await bob.c.reply(mid, "hi alice")
+    await alice.c.sync()
+    v = alice.c.view(alice.c.message(mid))
+    assert v.reactions == {"👍": [bob.c.identity_id]}
+    assert alice.c.view(alice.c.message(answer.message_id)).reply_to == mid
+    await bob.c.react(mid, "")  # taken back
+    await alice.c.sync()
+    assert alice.c.view(alice.c.message(mid)).reactions == {}
+    await alice.c.delete_message(mid)
+    await bob.c.sync()
+    assert bob.c.view(bob.c.message(mid)).deleted
+
+    # full-text search sees current text only
+    assert [m.message_id for m in bob.c.search("alice")] == [answer.message_id]
+    assert bob.c.search("helo") == []
+
+    # conversation flags, typing (rate-limited), and the conversation by name
+    assert alice.c.conversation_id(bob.name) == conv
+    flags = await alice.c.set_conversation_flags(conv, muted=True)
+    assert flags.muted and not flags.archived
+    assert await alice.c.send_typing(conv) == 1
+    assert await alice.c.send_typing(conv) == 0
+
+    # bad references are typed errors
+    with pytest.raises(UnknownMessage):
+        alice.c.message("0xzzzz")
+    with pytest.raises(UnknownMessage):
+        alice.c.message("0x" + "00" * 16)
+    with pytest.raises(UnknownContact):
+        alice.c.conversation_id(alice.name)  # yourself
+    with pytest.raises(ValueError):
+        await alice.c.edit(answer.message_id, "")
+
+
+async def test_offline_actions_raise_delivery_pending_and_go_later(
+    people: People, nats_server: NatsServer
+) -> None:
+    alice, bob = people.new("alice"), people.new("bob")
+    first = await alice.c.send_text(bob.name, "before the outage")
+    await bob.c.sync()
+    nats_server.stop()
+    await alice.close()
+    alice.open()
+
+    with pytest.raises(DeliveryPending) as err:
+        await alice.c.send_text(bob.name, "during the outage")
+    during = err.value.result
+    assert alice.c.message(during.message_id).status == "sending"
+    with pytest.raises(DeliveryPending):
+        await alice.c.edit(first.message_id, "edited offline")
+    assert alice.c.view(alice.c.message(first.message_id)).text == "edited offline"
+
+    nats_server.start()
+    await alice.close()
+    alice.open()
+    assert await alice.c.flush_outbox() >= 2
+    texts = {r.text for r in await bob.c.sync()}
+    assert "during the outage" in texts
+    assert bob.c.view(bob.c.message(first.message_id)).text == "edited offline"
+
+
+async def test_group_features_through_the_facade(people: People) -> None:
+    a, b, c = people.new("a"), people.new("b"), people.new("c")
+    gid = await a.c.create_group("crew", [b.name, c.name])
+    await b.c.sync()
+    await c.c.sync()
+    info = b.c.group_info("crew")
+    assert info.group_id == gid and info.members == {
+        a.c.identity_id,
+        b.c.identity_id,
+        c.c.identity_id,
+    }
+    assert info.admins == {a.c.identity_id} and b.c.group_ids() == [gid]
+
+    msg = await a.c.send_group_text("crew", "ship it?")
+    await b.c.sync()
+    await c.c.sync()
+    await a.c.sync()
+    m = a.c.message(msg.message_id)
+    assert a.c.receipts(m) == {b.c.identity_id: "delivered", c.c.identity_id: "delivered"}
+    await b.c.react(msg.message_id, "🚀")  # acting in a conversation means having read it
+    assert await b.c.mark_read(gid) == 0
+    assert await c.c.mark_read(gid) == 1
+    await a.c.sync()
+    assert a.c.view(m).reactions == {"🚀": [b.c.identity_id]}
+    assert a.c.receipts(m) == {b.c.identity_id: "read", c.c.identity_id: "read"}
+
+    await a.c.group_change("crew", "remove", c.name)
+    await c.c.sync()
+    assert not c.c.group_info(gid).is_member
+    with pytest.raises(GroupError):
+        await c.c.send_group_text("crew", "still here?")
+
