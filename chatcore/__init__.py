@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from chatcore.engine import Received, SendResult
     from chatcore.features import Contact, MessageView
     from chatcore.groupchat import GroupInfo
+    from chatcore.payload import ContentType
     from chatcore.store import Conversation, StoredMessage
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "Contact",
     "ContactState",
     "ContentError",
+    "ContentType",
     "Conversation",
     "DecryptionError",
     "DeliveryPending",
@@ -80,6 +82,7 @@ _LAZY = {
     "InitResult": "chatcore.client",
     "PublishResult": "chatcore.client",
     "ContactState": "chatcore.content",
+    "ContentType": "chatcore.payload",
     "Received": "chatcore.engine",
     "SendResult": "chatcore.engine",
     "Contact": "chatcore.features",

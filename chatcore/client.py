@@ -597,12 +597,16 @@ class Client:
         raise UnknownContact(f"no group {query!r} (use its name or id)")
 
     async def group_change(self, group: str, how: str, who: str | None = None) -> None:
+        """``how``: add, remove or promote ``who`` (admins only), or leave (``who`` unused)."""
+        if how not in ("add", "remove", "promote", "leave"):
+            raise ValueError(f"unknown group change {how!r} (add, remove, promote or leave)")
         await asyncio.to_thread(self.sync_directory)
         gid = self.find_group(group)
         if how == "leave":
             frames = self.groups.leave(gid)
         else:
-            assert who is not None
+            if who is None:
+                raise ValueError(f"group {how} needs a member (name, identity id or address)")
             target = self._member_ids([who])[0]
             frames = getattr(self.groups, how)(gid, target)
         await self._publish(frames)

@@ -62,6 +62,8 @@ STATUS_RANK = {"sending": 0, "sent": 1, "delivered": 2, "read": 3}
 MESSAGE_TYPES = frozenset({ContentType.TEXT, ContentType.REPLY})
 #: content types that change an earlier message (stored apart, acknowledged, retransmitted)
 OP_TYPES = frozenset({ContentType.EDIT, ContentType.DELETE, ContentType.REACTION})
+#: content types whose body starts with the id of the message they are about
+TARGETED_TYPES = OP_TYPES | {ContentType.REPLY}
 #: content types that are signals (never stored as messages, never acknowledged)
 SIGNAL_TYPES = frozenset(
     {ContentType.TYPING, ContentType.RECEIPT, ContentType.GROUP_RECEIPT, ContentType.DEVICE_SYNC}

@@ -121,7 +121,25 @@ class Received:
 
     @property
     def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
+        """What it says: a text's or reply's text, an edit's new text, a reaction's emoji, a
+        group notice (empty for a delete, a taken-back reaction, and signals)."""
+        from chatcore import content
+
+        body = self.body
+        if self.content_type in content.TARGETED_TYPES:
+            body = body[content.MID :]
+        elif self.content_type in content.SIGNAL_TYPES:
+            return ""
+        return body.decode("utf-8", errors="replace")
+
+    @property
+    def target(self) -> bytes | None:
+        """The message a reply, edit, reaction or delete refers to (None for others)."""
+        from chatcore import content
+
+        if self.content_type in content.TARGETED_TYPES and len(self.body) >= content.MID:
+            return self.body[: content.MID]
+        return None
 
 
 @dataclass(frozen=True, slots=True)

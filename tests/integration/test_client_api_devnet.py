@@ -140,4 +140,3 @@ async def test_group_features_through_the_facade(people: People) -> None:
     assert not c.c.group_info(gid).is_member
     with pytest.raises(GroupError):
         await c.c.send_group_text("crew", "still here?")
-
