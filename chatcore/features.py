@@ -123,6 +123,14 @@ class Features:
         self._typing_sent: dict[bytes, int] = {}  # conversation -> last sent ms
         #: (conversation, identity) -> until when (ms) that identity is shown as typing
         self.typing: dict[tuple[bytes, bytes], int] = {}
+        if groups is not None:
+            groups.refuse_invites_from = lambda identity: (
+                self.contact_state(identity)
+                in (
+                    ContactState.BLOCKED,
+                    ContactState.DECLINED,
+                )
+            )
 
     # ==== small store helpers (tables of schema version 3) ====
     def _x(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
@@ -239,7 +247,28 @@ class Features:
             if alias is None and keep_alias and old is not None:
                 alias = old.alias
             self._set_contact(identity, state, alias)
-            return self._sync_own(ct_.SyncContact(identity, state, alias))
+            frames = self._sync_own(ct_.SyncContact(identity, state, alias))
+        if state == ContactState.CONTACT and (old is None or old.state != state):
+            self._queue_read_of_earlier(identity)
+        return frames
+
+    def _queue_read_of_earlier(self, identity: bytes) -> None:
+        """A request just accepted: what the user already read while it was a request now
+        gets its read receipt (read receipts go to contacts only)."""
+        if not self.read_receipts:
+            return
+        conv = direct_conversation_id(self.me, identity)
+        rows = self._x(
+            "SELECT message_id FROM messages WHERE conversation_id=? AND outgoing=0 "
+            "AND status='read' AND content_type IN (?,?)",
+            (conv, int(ContentType.TEXT), int(ContentType.REPLY)),
+        ).fetchall()
+        if rows:
+            read = self._acks.setdefault((conv, int(ReceiptKind.READ)), {})
+            delivered = self._acks.get((conv, int(ReceiptKind.DELIVERED)), {})
+            for (mid,) in rows:
+                read.setdefault(bytes(mid), self.now())
+                delivered.pop(bytes(mid), None)
 
     # ---- settings ----
     @property
@@ -362,9 +391,23 @@ class Features:
                 raise ContentError("device sync on a group topic")
             conv, peer = gid, None
         state = self.contact_state(sender) if sender != me else ContactState.CONTACT
+        kept = ct in ct_.MESSAGE_TYPES or ct in ct_.OP_TYPES
         if state == ContactState.BLOCKED or (gid is None and state == ContactState.DECLINED):
             log.info("dropped %s from a blocked/declined identity", ct.name)
+            if kept:  # never shown later either, e.g. retransmitted after an unblock
+                self._x(
+                    "INSERT OR IGNORE INTO dropped VALUES (?,?,?)",
+                    (conv, payload.message_id(inst, conv), self.now()),
+                )
             return Handled(None)
+        if (
+            kept
+            and self._x(
+                "SELECT 1 FROM dropped WHERE conversation_id=? AND message_id=?",
+                (conv, payload.message_id(inst, conv)),
+            ).fetchone()
+        ):
+            return Handled(None)  # sent while its author was blocked: stays dropped
         if payload.history and (ct in ct_.MESSAGE_TYPES or ct in ct_.OP_TYPES):
             self._history_acks(sender, inst, payload, conv, gid)
         if ct in ct_.MESSAGE_TYPES:

@@ -127,6 +127,9 @@ class GroupChat:
         self.anti_entropy = anti_entropy
         self._key = InstallationKey.from_seed(engine.own.keys.signing_key.private_bytes_raw())
         self._parsed: dict[bytes, tuple[bytes, GroupState]] = {}
+        #: identities whose invitations we ignore (set by chatcore.features: blocked or
+        #: declined); an invitation from anyone else to a group they are in is accepted
+        self.refuse_invites_from: Callable[[bytes], bool] = lambda identity: False
 
     # --- helpers ------------------------------------------------------------------------------
     def _ids(self, identity: bytes) -> list[bytes]:
@@ -511,6 +514,9 @@ class GroupChat:
         kind = item[0]
         rng = self.engine.rng
         if kind == KIND_WELCOME:
+            if (state is None or not state.is_member) and self.refuse_invites_from(sender):
+                log.info("ignored an invitation to a group from a blocked/declined identity")
+                return [], []
             if state is not None:
                 # merge, never replace: a welcome must not make us forget our own removal
                 new, out, _rej = state.apply_ops(

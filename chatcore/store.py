@@ -25,7 +25,7 @@ from sqlcipher3 import dbapi2 as sqlcipher
 
 from chatcore.errors import StoreError, WrongPassphrase
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -144,6 +144,15 @@ _MIGRATIONS: dict[int, str] = {
         attempts INTEGER NOT NULL DEFAULT 0,
         UNIQUE (group_id, frame_hash));
     CREATE INDEX group_held_by_group ON group_held (group_id, id);
+    """,
+    # 5: ids of messages dropped because their sender was blocked or declined, so that a
+    #    retransmission after an unblock is dropped too (ids only: nothing of the content)
+    5: """
+    CREATE TABLE dropped (
+        conversation_id BLOB NOT NULL,
+        message_id BLOB NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (conversation_id, message_id));
     """,
 }
 

@@ -62,6 +62,46 @@ def test_block_drops_before_storage_on_all_devices_and_unblock() -> None:
     assert texts(w.dev(a, 1).store, s.conversation_id) == ["before", "after"]
 
 
+def test_what_was_sent_during_a_block_stays_dropped_after_unblock() -> None:
+    w = FWorld()
+    a, b = w.person(2), w.person()
+    w.route(w.send_text(b, a, "before").frames)
+    w.flush_all()
+    w.route(w.f(a).set_contact(b, ContactState.BLOCKED))
+    blocked = w.send_text(b, a, "sent while blocked")
+    assert w.route(blocked.frames) == []
+    w.route(w.f(a).set_contact(b, ContactState.CONTACT))
+    # bob's client retransmits what was never acknowledged: it is still not shown
+    w.clock.now += 31_000
+    again = w.f(b).flush()
+    assert again, "the blocked message is retransmitted (it was never acknowledged)"
+    assert w.route(again, frm=w.node(b)) == []
+    for d in (0, 1):
+        assert texts(w.dev(a, d).store, blocked.conversation_id) == ["before"]
+    after = w.send_text(b, a, "after the unblock")
+    w.route(after.frames)
+    assert texts(w.dev(a).store, blocked.conversation_id) == ["before", "after the unblock"]
+
+
+@pytest.mark.parametrize("state", [ContactState.BLOCKED, ContactState.DECLINED])
+def test_invitations_from_blocked_or_declined_identities_are_ignored(state: ContactState) -> None:
+    w = FWorld()
+    a, b, c = w.person(), w.person(), w.person()
+    w.route(w.f(a).set_contact(b, state))
+    gid = w.group(b, [a, c])  # b invites a (ignored) and c
+    assert w.node(a).groups.load(gid) is None
+    assert w.dev(a).store.conversation(gid) is None
+    assert w.node(c).groups.load(gid) is not None
+    s = w.f(b).send_group_message(gid, ContentType.TEXT, b"buy crypto")
+    w.route(s.frames, frm=w.node(b))
+    assert "buy crypto" in texts(w.dev(c).store, gid)
+    assert all(r.conversation_id != gid for r in w.node(a).got)
+    assert w.dev(a).store.conversation(gid) is None
+    # an invitation from someone else to a group b is in is accepted
+    gid2 = w.group(c, [a, b])
+    assert w.node(a).groups.load(gid2) is not None
+
+
 def test_blocked_member_in_a_group_is_not_shown() -> None:
     w = FWorld()
     a, b, c = w.person(), w.person(), w.person()

@@ -80,6 +80,19 @@ def test_read_receipts_switched_off() -> None:
     assert w.dev(b, 1).store.conversation(s.conversation_id).unread == 0  # type: ignore[union-attr]
 
 
+def test_accepting_a_request_sends_read_receipts_for_what_was_read_before() -> None:
+    w = FWorld()
+    a, b = w.person(), w.person()
+    s = w.send_text(b, a, "hello stranger")
+    w.route(s.frames)
+    assert w.f(a).mark_read(s.conversation_id) == 1
+    w.flush_all()
+    assert _status(w, b, s.conversation_id, s.message_id) == "delivered"  # a request: no read
+    w.route(w.f(a).set_contact(b, ContactState.CONTACT))
+    w.flush_all()
+    assert _status(w, b, s.conversation_id, s.message_id) == "read"
+
+
 def test_lost_frame_is_retransmitted_with_backoff_until_acknowledged() -> None:
     w = FWorld()
     a, b = w.person(), w.person()
