@@ -6,7 +6,7 @@ from __future__ import annotations
 from chatcore.errors import GroupError
 from chatcore.groupchat import GroupChat
 from chatcore.payload import ContentType
-from chatcore.store import Store
+from chatcore.store import SCHEMA_VERSION, Store
 from tests.features import FWorld
 
 
@@ -93,7 +93,7 @@ def test_held_frames_are_bounded_and_idempotent() -> None:
     assert s.group_held(gid)[0][3] == 1
     s.delete_group_held(held[0][0])
     assert s.group_held_count(gid) == 3 and s.group_held_count() == 3
-    assert s.schema_version == 4
+    assert s.schema_version == SCHEMA_VERSION
 
 
 def test_groupchat_anti_entropy_flag_defaults_on() -> None:
