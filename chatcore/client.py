@@ -425,7 +425,7 @@ class Client:
             raise TransportError(
                 f"{failed}; {len(frames) - done} frame(s) kept in the outbox, "
                 "sent by the next 'send' or 'sync'"
-            )
+            ) from failed
         return done
 
     async def flush_outbox(self, only_due: bool = False) -> int:
@@ -452,7 +452,8 @@ class Client:
         except TransportError as exc:
             if isinstance(exc, DeliveryPending):
                 raise
-            raise DeliveryPending(str(exc), result) from exc
+            # the network's own words; that the frames wait is what DeliveryPending says
+            raise DeliveryPending(str(exc.__cause__ or exc), result) from exc
         return result
 
     async def send_text(self, to: str, text: str) -> SendResult:
@@ -583,17 +584,33 @@ class Client:
         await self._publish(frames)
         return gid
 
+    def _hex_prefix(self, query: str, max_digits: int) -> bytes | None:
+        h = query.strip().lower().removeprefix("0x")
+        if 4 <= len(h) <= max_digits and all(c in "0123456789abcdef" for c in h):
+            return bytes.fromhex(h[: len(h) // 2 * 2])
+        return None
+
     def find_group(self, query: str) -> bytes:
+        """A group by name or id prefix (4+ hex digits). Of several groups with one name,
+        the one we are still a member of; otherwise the name is ambiguous (UnknownContact
+        listing their ids)."""
         q = query.strip()
-        hits = [c for c in self.store.conversations() if c.kind == "group"]
-        by_name = [c for c in hits if c.title == q]
-        if len(by_name) == 1:
-            return by_name[0].id
-        h = q.lower().removeprefix("0x")
-        if len(h) >= 4 and all(c in "0123456789abcdef" for c in h):
-            pref = [c for c in hits if c.id.hex().startswith(h)]
-            if len(pref) == 1:
-                return pref[0].id
+        infos = [self.groups.info(g) for g in self.store.group_ids()]
+        named = [i for i in infos if i.name == q]
+        if len(named) > 1:
+            named = [i for i in named if i.is_member] or named
+        if len(named) == 1:
+            return named[0].group_id
+        if len(named) > 1:
+            ids = ", ".join("0x" + i.group_id.hex()[:8] for i in named)
+            raise UnknownContact(f"{len(named)} groups are named {q!r}: use an id ({ids})")
+        prefix = self._hex_prefix(q, 64)
+        if prefix is not None:
+            hits = [i.group_id for i in infos if i.group_id.startswith(prefix)]
+            if len(hits) == 1:
+                return hits[0]
+            if hits:
+                raise UnknownContact(f"ambiguous group id prefix {query!r}")
         raise UnknownContact(f"no group {query!r} (use its name or id)")
 
     async def group_change(self, group: str, how: str, who: str | None = None) -> None:
@@ -801,19 +818,30 @@ class Client:
         return self.store.conversations()
 
     def find_conversation(self, query: str, required: bool = True) -> Conversation | None:
-        groups = [c for c in self.store.conversations() if c.kind == "group"]
-        named = [c for c in groups if c.title == query.strip()]
-        if len(named) == 1:
-            return named[0]
-        q = query.strip().lower().removeprefix("0x")
-        if len(q) >= 4 and all(c in "0123456789abcdef" for c in q) and len(q) <= 32:
-            hits = self.store.find_conversations(bytes.fromhex(q[: len(q) // 2 * 2]))
+        """A conversation by group name or id, conversation id prefix, or the person's
+        name, identity id or address. ``required=False``: None instead of UnknownContact."""
+        try:
+            gid = self.find_group(query)
+        except UnknownContact as exc:
+            if "groups are named" in str(exc):
+                raise
+        else:
+            conv = self.store.conversation(gid)
+            if conv is not None:
+                return conv
+        prefix = self._hex_prefix(query, 64)
+        if prefix is not None:
+            hits = self.store.find_conversations(prefix)
             if len(hits) == 1:
                 return hits[0]
         if not required:
             return None
-        # by peer: name, id or address
-        peer = self.directory.lookup(query)
+        from discovery.errors import InvalidQuery
+
+        try:  # by peer: name, id or address
+            peer = self.directory.lookup(query)
+        except (UnknownContact, InvalidQuery):
+            raise UnknownContact(f"no conversation, group or person {query!r}") from None
         from chatcore.engine import direct_conversation_id
 
         conv = self.store.conversation(direct_conversation_id(self.identity_id, peer.identity_id))

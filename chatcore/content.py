@@ -229,8 +229,8 @@ def encode_sync(item: SyncItem) -> bytes:
             raise ValueError("alias too long (64 bytes at most)")
         return bytes((SyncOp.CONTACT,)) + item.identity + bytes((int(item.state),)) + alias
     if isinstance(item, SyncConv):
-        if len(item.conversation_id) != 16:
-            raise ValueError("conversation ids are 16 bytes")
+        if len(item.conversation_id) not in (16, 32):
+            raise ValueError("conversation ids are 16 bytes (1:1) or 32 (a group)")
         flags = (1 if item.muted else 0) | (2 if item.archived else 0)
         return bytes((SyncOp.CONV,)) + item.conversation_id + bytes((flags,))
     if isinstance(item, SyncOwnerKey):
@@ -253,10 +253,10 @@ def decode_sync(body: bytes) -> SyncItem:
             raise MalformedMessage("unknown contact state") from exc
         alias = _utf8(body[34:], "alias") or None
         return SyncContact(body[1:33], state, alias)
-    if op == SyncOp.CONV:
-        if len(body) != 18 or body[17] & ~3:
+    if op == SyncOp.CONV:  # op | conversation id (16: 1:1, 32: a group) | flags
+        if len(body) not in (18, 34) or body[-1] & ~3:
             raise MalformedMessage("bad conversation sync")
-        return SyncConv(body[1:17], bool(body[17] & 1), bool(body[17] & 2))
+        return SyncConv(body[1:-1], bool(body[-1] & 1), bool(body[-1] & 2))
     if op == SyncOp.SETTING:
         if len(body) != 2 or body[1] > 1:
             raise MalformedMessage("bad setting sync")

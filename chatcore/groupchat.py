@@ -116,6 +116,26 @@ class GroupInfo:
     subject: str = field(repr=False)
 
 
+def _check_change(state: GroupState, me: bytes, how: str, target: bytes | None) -> None:
+    """Say in plain words why a membership change of ours would be refused, before the
+    state machine refuses it by its own rules (an op not allowed for its author)."""
+    if not state.is_member:
+        raise GroupError("you are not a member of this group")
+    if how == "leave":
+        return
+    if me not in state.admins():
+        raise GroupError(f"only an admin can {how} members")
+    members = state.members()
+    if how == "add" and target in members:
+        raise GroupError("already a member of this group")
+    if how in ("remove", "promote") and target not in members:
+        raise GroupError("not a member of this group")
+    if how == "promote" and target in state.admins():
+        raise GroupError("already an admin")
+    if how == "remove" and target == me:
+        raise GroupError("to remove yourself, leave the group")
+
+
 class GroupChat:
     """Group operations of one installation; shares the engine's store, keys and sessions."""
 
@@ -266,6 +286,7 @@ class GroupChat:
             state = self.load(group_id)
             if state is None:
                 raise GroupError("unknown group")
+            _check_change(state, self.engine.identity_id, how, target)
             now = self.engine.clock_ms()
             rng = self.engine.rng
             if how == "leave":

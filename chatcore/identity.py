@@ -349,7 +349,21 @@ def snapshot(store: Any, max_messages: int, max_bytes: int | None = None) -> dic
     if max_bytes is not None:
         while msgs and len(json.dumps(msgs)) > max_bytes:
             msgs = msgs[len(msgs) // 4 :]
-    return {"conversations": convs, "peers": _peer_rows(store, convs), "messages": msgs}
+    return {
+        "conversations": convs,
+        "peers": _peer_rows(store, convs),
+        "contacts": _contact_rows(store),
+        "messages": msgs,
+    }
+
+
+def _contact_rows(store: Any) -> list[dict[str, Any]]:
+    """Contacts, blocks and declined requests (a new device must keep blocking too)."""
+    rows = store._x("SELECT identity_id, alias, state, updated_at FROM contacts").fetchall()
+    return [
+        {"identity": bytes(r[0]).hex(), "alias": r[1], "state": int(r[2]), "at": int(r[3])}
+        for r in rows
+    ]
 
 
 def restore_snapshot(store: Any, snap: dict[str, Any]) -> int:
@@ -366,6 +380,14 @@ def restore_snapshot(store: Any, snap: dict[str, Any]) -> int:
         for p in snap.get("peers", []):
             if p.get("display") and store.peer_display(bytes.fromhex(p["identity"])) is None:
                 store.set_peer_display(bytes.fromhex(p["identity"]), p["display"], 0)
+        for k in snap.get("contacts", []):
+            # the newer word wins: a device may have changed a contact since the snapshot
+            store._x(
+                "INSERT INTO contacts VALUES (?,?,?,?) ON CONFLICT(identity_id) DO UPDATE SET "
+                "alias=excluded.alias, state=excluded.state, updated_at=excluded.updated_at "
+                "WHERE excluded.updated_at > contacts.updated_at",
+                (bytes.fromhex(k["identity"]), k.get("alias"), int(k["state"]), int(k["at"])),
+            )
         for m in snap.get("messages", []):
             ok = store.add_message(
                 StoredMessage(
@@ -715,13 +737,22 @@ def find_installation(installations: list[bytes], query: str) -> bytes:
     return hits[0]
 
 
-def revoke(client: Client, passphrase: str, query: str) -> tuple[bytes, int]:
-    """Revoke one of our installations with the owner key (from any remaining device)."""
+def revoke(
+    client: Client, passphrase: str, query: str, *, allow_this_device: bool = False
+) -> tuple[bytes, int]:
+    """Revoke one of our installations with the owner key (from any remaining device).
+
+    Revoking the device in use ends its ability to chat; it needs ``allow_this_device``."""
     client.sync_directory()
     state = client.index.by_id(client.identity_id)
     target = find_installation([i.installation_id for i in state.installations], query)
     if any(i.installation_id == target and i.revoked for i in state.installations):
         raise IdentityError("that installation is already revoked")
+    if target == client.installation_id and not allow_this_device:
+        raise IdentityError(
+            "that is this device: revoking it locks it out of your identity for good "
+            "(pass --this-device to do it anyway)"
+        )
     owner = client._owner(passphrase)
     receipt = client.registry.revoke_installation(owner, client.identity_id, target)
     client.sync_directory() if target != client.installation_id else None
@@ -942,7 +973,22 @@ def restore(
 
 
 # --- backup ---------------------------------------------------------------------------------------
-def export_backup(client: Client, path: Path, secret: str) -> int:
+def check_recovery_phrase(client: Client, phrase: str) -> None:
+    """Raise WrongRecoveryPhrase unless ``phrase`` is this identity's recovery phrase (so a
+    backup sealed with it can be opened by the phrase the user actually has)."""
+    address = recovery_account(phrase).address.lower()
+    if address == (client.store.get_meta("recovery") or b"").decode().lower():
+        return
+    client.sync_directory()  # another device may have set a new phrase since
+    state = client.index.by_id(client.identity_id)
+    if state is None or address != str(state.recovery).lower():
+        raise WrongRecoveryPhrase("that is not the recovery phrase of this identity")
+
+
+def export_backup(client: Client, path: Path, secret: str, *, phrase: bool = False) -> int:
+    """Write an encrypted backup; ``phrase``: ``secret`` is the recovery phrase (checked)."""
+    if phrase:
+        check_recovery_phrase(client, secret)
     snap = snapshot(client.store, 10**9)
     content = {
         "v": 1,
@@ -952,6 +998,8 @@ def export_backup(client: Client, path: Path, secret: str) -> int:
     }
     data = seal_backup(content, secret, client.rng)
     tmp = Path(str(path) + ".tmp")
+    if not tmp.parent.is_dir():
+        raise IdentityError(f"no such folder: {tmp.parent}")
     tmp.write_bytes(data)
     os.chmod(tmp, 0o600)
     tmp.replace(path)
@@ -959,7 +1007,11 @@ def export_backup(client: Client, path: Path, secret: str) -> int:
 
 
 def import_backup(client: Client, path: Path, secret: str) -> int:
-    content = open_backup(Path(path).read_bytes(), secret)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise IdentityError(f"cannot read the backup: {exc.strerror or exc}") from exc
+    content = open_backup(data, secret)
     if content.get("identity_id") != client.identity_id.hex():
         raise IdentityError("this backup belongs to another identity")
     return restore_snapshot(client.store, content)

@@ -378,8 +378,11 @@ class Store:
         return [_conv(r) for r in rows]
 
     def find_conversations(self, prefix: bytes) -> list[Conversation]:
-        rows = self._x(f"SELECT {_CONV_COLS} FROM conversations").fetchall()
-        return [_conv(r) for r in rows if bytes(r[0]).startswith(prefix)]
+        rows = self._x(
+            f"SELECT {_CONV_COLS} FROM conversations WHERE substr(id, 1, ?) = ? LIMIT 16",
+            (len(prefix), prefix),
+        ).fetchall()
+        return [_conv(r) for r in rows]
 
     def bump_lamport(self, conv_id: bytes, seen: int) -> int:
         """Lamport rule: local clock = max(local, seen). Returns the new value."""

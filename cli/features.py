@@ -21,11 +21,14 @@ from typing import Any
 import click
 
 from cli.main import (
+    EXIT_NOT_FOUND,
     Ctx,
     _open,
     _run,
+    _sync_directory_if_reachable,
     _with_json,
     emit,
+    fail,
     guarded,
     hx,
     message_doc,
@@ -44,11 +47,15 @@ def name_of(client: Any, identity: bytes) -> str:
     return str(client.display(identity))
 
 
-def act(client: Any, action: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
+def act(
+    client: Any, action: Callable[[], Awaitable[Any]], *, quiet: bool = False
+) -> tuple[Any, bool]:
     """Run one facade action and publish what is queued: (its result, published?).
 
     The action has already taken effect here when the delivery network is unreachable
-    (``DeliveryPending``): its frames wait in the outbox for the next send or sync."""
+    (``DeliveryPending``): its frames wait in the outbox for the next send or sync. That
+    fails the command (exit 5, saying so) unless ``quiet`` (a side effect such as read
+    receipts after 'history')."""
     from chatcore.errors import DeliveryPending, TransportError
 
     async def go() -> tuple[Any, bool]:
@@ -56,6 +63,8 @@ def act(client: Any, action: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
             try:
                 result = await action()
             except DeliveryPending as exc:
+                if not quiet:
+                    raise
                 return exc.result, False
             try:
                 await client.flush_features()
@@ -170,11 +179,19 @@ def contacts() -> None:
     """Your contacts: add, remove, block, unblock, list (synced to your other devices)."""
 
 
-def _set_contact(ctx: Ctx, who: str, state_name: str, alias: str | None = None) -> None:
+def _set_contact(
+    ctx: Ctx, who: str, state_name: str, alias: str | None = None, *, request: bool = False
+) -> None:
+    """``request``: answering a contact request (there must be one)."""
     from chatcore.content import ContactState
 
     client = _open(ctx)
     try:
+        if request:
+            _sync_directory_if_reachable(client)
+            pending = client.contact(client.resolve_peer(who).identity_id)
+            if pending is None or pending.state != ContactState.REQUEST:
+                fail(f"no contact request from {who}", EXIT_NOT_FOUND)
         c, _published = act(
             client, lambda: client.set_contact(who, ContactState[state_name], alias)
         )
@@ -242,7 +259,7 @@ def contacts_list(ctx: Ctx, show_all: bool) -> None:
 
     client = _open(ctx)
     try:
-        client.sync_directory()
+        _sync_directory_if_reachable(client)
         states = () if show_all else (ContactState.CONTACT, ContactState.BLOCKED)
         docs = [_contact_doc(client, c) for c in client.contacts(*states)]
     finally:
@@ -311,7 +328,7 @@ def requests_list(ctx: Ctx) -> None:
 @guarded
 def requests_accept(ctx: Ctx, who: str) -> None:
     """Accept WHO's request: they become a contact (read receipts start flowing)."""
-    _set_contact(ctx, who, "CONTACT")
+    _set_contact(ctx, who, "CONTACT", request=True)
 
 
 @requests.command("decline")
@@ -321,7 +338,7 @@ def requests_accept(ctx: Ctx, who: str) -> None:
 @guarded
 def requests_decline(ctx: Ctx, who: str) -> None:
     """Decline WHO's request: their later messages are not shown."""
-    _set_contact(ctx, who, "DECLINED")
+    _set_contact(ctx, who, "DECLINED", request=True)
 
 
 # ---- conversations ------------------------------------------------------------------------------

@@ -94,7 +94,9 @@ def devices_link(ctx: Ctx, wait: bool, timeout: int) -> None:
         "This device finishes linking on its next network command (e.g. 'logos-chat sync')."
     )
     if wait:
-        if not ctx.json:
+        if ctx.json:  # the one JSON document comes at the end; the code is needed now
+            click.echo(f"pairing code: {res.code}", err=True)
+        else:
             click.echo(text)
         deadline = time.monotonic() + timeout
         linked = None
@@ -180,10 +182,14 @@ def devices_list(ctx: Ctx) -> None:
     "--recovery", "use_phrase", is_flag=True,
     help="Sign with the recovery phrase (env LOGOS_CHAT_RECOVERY_PHRASE) instead of a device.",
 )  # fmt: skip
+@click.option(
+    "--this-device", "this_device", is_flag=True,
+    help="Allow revoking the device you run this on (it is locked out for good).",
+)  # fmt: skip
 @_with_json
 @click.pass_obj
 @guarded
-def devices_revoke(ctx: Ctx, installation: str, use_phrase: bool) -> None:
+def devices_revoke(ctx: Ctx, installation: str, use_phrase: bool, this_device: bool) -> None:
     """Revoke INSTALLATION (id or unique hex prefix): peers stop using it, reject its frames."""
     from chatcore.identity import revoke, revoke_with_phrase
 
@@ -195,7 +201,7 @@ def devices_revoke(ctx: Ctx, installation: str, use_phrase: bool) -> None:
         client = open_client(ctx, pw)
         try:
             ident = client.identity_id
-            target, gas = revoke(client, pw, installation)
+            target, gas = revoke(client, pw, installation, allow_this_device=this_device)
         finally:
             client.close()
     emit(
@@ -215,14 +221,20 @@ def keys() -> None:
 
 
 @keys.command("rotate")
-@click.option("--installation", "what", flag_value="installation", help="New device keys.")
-@click.option("--owner", "what", flag_value="owner", help="New owner account.")
+@click.option("--installation", "inst", is_flag=True, help="New device keys.")
+@click.option("--owner", "owner", is_flag=True, help="New owner account.")
 @_with_json
 @click.pass_obj
 @guarded
-def keys_rotate(ctx: Ctx, what: str | None) -> None:
-    """Rotate without losing anything: the identity, contacts and history stay."""
+def keys_rotate(ctx: Ctx, inst: bool, owner: bool) -> None:
+    """Rotate without losing anything: the identity, contacts and history stay.
+
+    Without an option: a new signed prekey. One rotation per command."""
     from chatcore.identity import rotate_installation, rotate_owner, rotate_prekey
+
+    if inst and owner:
+        raise ValueError("rotate one thing per command: --installation or --owner")
+    what = "installation" if inst else "owner" if owner else None
 
     pw = passphrase()
     client = open_client(ctx, pw)
@@ -357,7 +369,7 @@ def backup_export(ctx: Ctx, file: Path, use_phrase: bool) -> None:
     pw = passphrase()
     client = open_client(ctx, pw)
     try:
-        n = export_backup(client, file, _backup_secret(use_phrase, pw))
+        n = export_backup(client, file, _backup_secret(use_phrase, pw), phrase=use_phrase)
     finally:
         client.close()
     emit(ctx, {"file": str(file), "messages": n}, f"exported {n} message(s) to {file}")

@@ -97,6 +97,17 @@ def _exit_code(exc: BaseException) -> int:
     return EXIT_ERROR
 
 
+def _error_line(exc: BaseException) -> str:
+    from chatcore.errors import DeliveryPending
+
+    line = str(exc) or type(exc).__name__
+    if isinstance(exc, DeliveryPending):
+        mid = getattr(exc.result, "message_id", None)
+        saved = f"message {hx(mid)} is saved" if mid else "it is saved"
+        line = f"not sent yet, {saved} and goes out with your next send or sync: {line}"
+    return line
+
+
 def guarded(fn: F) -> F:
     """Map every error to one line on stderr and an exit code."""
 
@@ -114,7 +125,7 @@ def guarded(fn: F) -> F:
         except (ChatCoreError, DiscoveryError, DevnetError) as exc:
             if verbose:
                 traceback.print_exc()
-            fail(str(exc) or type(exc).__name__, _exit_code(exc))
+            fail(_error_line(exc), _exit_code(exc))
         except ValueError as exc:
             if verbose:
                 traceback.print_exc()
@@ -540,12 +551,27 @@ def message_line(client: Any, m: Any) -> str:
 @click.pass_obj
 @guarded
 def send(ctx: Ctx, to: str, text: str) -> None:
-    """Send TEXT to TO (a name, identity id, address or conversation id)."""
+    """Send TEXT to TO: a person (name, identity id, address), a group (name or id), or a
+    conversation id."""
+    from chatcore.errors import UnknownContact
+
     client = _open(ctx)
+    target, group = to, False
+    try:
+        client.find_group(to)
+        group = True
+    except UnknownContact as exc:
+        if "groups are named" in str(exc):
+            raise
+        conv = client.find_conversation(to, required=False)
+        if conv is not None and conv.peer_identity is not None:
+            target = "0x" + conv.peer_identity.hex()
 
     async def go() -> Any:
         try:
-            return await client.send_text(to, text)
+            if group:
+                return await client.send_group_text(target, text)
+            return await client.send_text(target, text)
         finally:
             await client.aclose()
 
@@ -556,7 +582,7 @@ def send(ctx: Ctx, to: str, text: str) -> None:
         "devices": len(res.frames),
         "sent_at": res.sent_at,
     }
-    emit(ctx, doc, f"sent to {to} ({len(res.frames)} device(s)), message {hx(res.message_id)}")
+    emit(ctx, doc, f"sent to {to}, message {hx(res.message_id)}")
 
 
 @cli.command()
@@ -570,12 +596,25 @@ def sync(ctx: Ctx) -> None:
     async def go() -> Any:
         try:
             msgs = await client.sync()
-            return [message_doc(client, m) for m in msgs], [message_line(client, m) for m in msgs]
+            return [message_doc(client, m) for m in msgs], [
+                _where(client, m) + message_line(client, m) for m in msgs
+            ]
         finally:
             await client.aclose()
 
     docs, lines = _run(go())
     emit(ctx, docs, "\n".join(lines) if lines else "no new messages")
+
+
+def _where(client: Any, m: Any) -> str:
+    """Where a synced message belongs, for the human 'sync' output: a group's name, or a
+    mark on a contact request."""
+    conv = client.store.conversation(m.conversation_id)
+    if conv is not None and conv.kind == "group":
+        return f"[{conv.title or hx(conv.id)[:10]}] "
+    if not m.outgoing and client.is_request(m.conversation_id):
+        return "(request) "
+    return ""
 
 
 @cli.command()
@@ -610,11 +649,12 @@ def history(
         click.get_current_context().invoke(cmd, file=file, use_phrase=use_phrase)
         return
     if file is not None:
-        raise click.UsageError("history takes one conversation (or: history export|import FILE)")
+        raise ValueError("history takes one conversation (or: history export|import FILE)")
+    if conversation in ("export", "import"):
+        raise ValueError(f"history {conversation} needs a FILE")
     client = _open(ctx)
     try:
-        if not client._synced:
-            client.sync_directory()
+        _sync_directory_if_reachable(client)
         conv = client.find_conversation(conversation)
         point = None
         if before is not None:
@@ -625,7 +665,7 @@ def history(
         msgs = client.history(conv.id, limit, point)
         from cli.features import act
 
-        act(client, lambda: client.mark_read(conv.id))  # offline: the receipts wait
+        act(client, lambda: client.mark_read(conv.id), quiet=True)  # offline: receipts wait
         docs = [message_doc(client, m) for m in msgs]
         lines = [message_line(client, m) for m in msgs]
         title = client.display(conv.peer_identity) if conv.peer_identity else conv.title
@@ -636,6 +676,20 @@ def history(
         {"conversation_id": hx(conv.id), "title": title, "messages": docs},
         "\n".join([f"— {title} ({hx(conv.id)}) —", *lines]) if lines else "no messages",
     )
+
+
+log = logging.getLogger("logos_chat.cli")
+
+
+def _sync_directory_if_reachable(client: Any) -> None:
+    """Learn new names and devices before a local read; with the chain unreachable, the
+    local index (as of the last sync) answers instead of the command failing."""
+    from discovery.errors import ChainUnavailable
+
+    try:
+        client.sync_directory()
+    except ChainUnavailable as exc:
+        log.info("chain unreachable, using the local index: %s", exc)
 
 
 def _hex(s: str) -> str:
@@ -792,7 +846,7 @@ def group_list(ctx: Ctx, grp: str | None) -> None:
     """Members, admins and epoch of GROUP (or all your groups)."""
     client = _open(ctx)
     try:
-        client.sync_directory()
+        _sync_directory_if_reachable(client)
         gids = [client.find_group(grp)] if grp else client.group_ids()
         docs = [group_doc(client, g) for g in gids]
     finally:
@@ -840,7 +894,18 @@ _register_identity()
 
 
 def main() -> None:
-    cli(prog_name="logos-chat")
+    """The console script: click's own errors (a mistyped option, a missing argument) are
+    one ``error:`` line too, exit code 2, as click gives them."""
+    try:
+        rc = cli.main(prog_name="logos-chat", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        fail(exc.format_message() + hint, exc.exit_code)
+    except click.ClickException as exc:
+        fail(exc.format_message(), exc.exit_code)
+    except click.Abort:
+        fail("interrupted", 130)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

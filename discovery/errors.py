@@ -26,6 +26,11 @@ class RecordNotFound(DiscoveryError):
     """Nothing on chain matches the query."""
 
 
+class InvalidQuery(DiscoveryError, ValueError):
+    """A lookup query that is no name, identity id, address or bundle text (a typo, not a
+    failed verification)."""
+
+
 class InvalidRecord(DiscoveryError):
     """A record failed verification and was rejected whole."""
 

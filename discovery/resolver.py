@@ -25,8 +25,8 @@ from eth_utils.crypto import keccak
 from discovery.errors import (
     DiscoveryError,
     HashMismatch,
+    InvalidQuery,
     InvalidRecord,
-    MalformedRecord,
     RecordNotFound,
     RevokedInstallation,
     StaleRecord,
@@ -127,12 +127,12 @@ def parse_query(query: str) -> tuple[str, str]:
     if _ADDR_RE.match(q):
         return "account", q
     if q.startswith("0x"):
-        raise MalformedRecord(
+        raise InvalidQuery(
             f"{query!r} is neither an identity id (0x + 64 hex) nor an address (0x + 40 hex)"
         )
     name = q.lower().removeprefix("@")
     if not NAME_RE.match(name):
-        raise MalformedRecord(
+        raise InvalidQuery(
             f"{query!r} is not a valid name (3-32 of a-z 0-9 - _, not starting with -)"
         )
     return "name", name

@@ -21,7 +21,7 @@ import pytest
 from eth_utils import keccak
 from web3 import Web3
 
-from cli.main import EXIT_AUTH, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNAVAILABLE
+from cli.main import EXIT_AUTH, EXIT_ERROR, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_UNAVAILABLE
 from discovery.network import NetworkConfig
 from discovery.registry import Registry
 from tests.cli.conftest import CliResult, RunCli
@@ -180,7 +180,10 @@ def test_unknown_name(run_cli: RunCli, people: People) -> None:
 
 
 def test_malformed_query(run_cli: RunCli, people: People) -> None:
-    run_cli("lookup", "0x1234", inproc=True).assert_one_line_error(EXIT_INVALID)
+    # a typo is bad input (exit 1), not a failed verification (exit 4)
+    run_cli("lookup", "0x1234", inproc=True).assert_one_line_error(EXIT_ERROR)
+    run_cli("lookup", "ab", inproc=True).assert_one_line_error(EXIT_ERROR)
+    # bundle text that does not decode is a record that fails verification
     run_cli("lookup", "logos_chatintro_1_AAAA", inproc=True).assert_one_line_error(EXIT_INVALID)
 
 

@@ -152,6 +152,33 @@ def test_contacts_requests_receipts_edits_search_conversations(
     assert [x["text"] for x in js(run, homes, "bob", "sync")] == ["after unblock"]
 
 
+def test_groups_by_name_everywhere_and_requests_need_a_request(
+    run_cli: RunCli, homes: dict[str, Any]
+) -> None:
+    run = run_cli
+    r = bad(run, homes, "alice", "requests", "accept", "dave")
+    assert r.code == 3 and "no contact request from dave" in r.err
+    gid = js(run, homes, "carol", "group", "create", "crew", "--member", "dave")["conversation_id"]
+    ok(run, homes, "dave", "sync")
+    # a group name works wherever a conversation is asked for
+    sent = js(run, homes, "carol", "send", "crew", "to the crew")
+    assert sent["conversation_id"] == gid
+    assert js(run, homes, "dave", "conversations", "mute", "crew")["muted"] is True
+    assert js(run, homes, "dave", "conversations", "archive", gid)["archived"] is True
+    out = ok(run, homes, "dave", "sync").out
+    assert "[crew]" in out and "to the crew" in out
+    # refusals say why in plain words and change nothing
+    r = bad(run, homes, "dave", "group", "add", "crew", "alice")
+    assert "only an admin can add" in r.err
+    r = bad(run, homes, "carol", "group", "add", "crew", "dave")
+    assert "already a member" in r.err
+    # two groups with one name: the name is ambiguous, ids still work
+    js(run, homes, "carol", "group", "create", "crew", "--member", "alice")
+    r = bad(run, homes, "carol", "send", "crew", "which one?")
+    assert "2 groups are named 'crew'" in r.err
+    assert js(run, homes, "carol", "send", gid[:12], "by id")["conversation_id"] == gid
+
+
 def test_chat_shows_typing_and_receipt_marks(
     run_cli: RunCli, homes: dict[str, Any], devnet_dir: Path, tmp_path: Path
 ) -> None:

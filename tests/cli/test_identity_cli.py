@@ -71,6 +71,9 @@ def test_link_list_chat_revoke(run_cli: RunCli, homes: dict[str, Any]) -> None:
     ok(run_cli(*h(homes, "ida2"), "send", "idb", "from the second device"))
     got = ok(run_cli(*h(homes, "ida"), "sync", "--json")).doc
     assert [(m["text"], m["outgoing"]) for m in got] == [("from the second device", True)]
+    # a device does not revoke itself by mistake
+    r = run_cli(*h(homes, "ida"), "devices", "revoke", first[0]["installation_id"])
+    r.assert_one_line_error(code=1, contains="this device")
     # revoke the second device from the first
     ok(run_cli(*h(homes, "ida"), "devices", "revoke", mine[1]["installation_id"], "--json"))
     r = run_cli(*h(homes, "ida2"), "send", "idb", "still here?")
@@ -84,6 +87,8 @@ def test_link_list_chat_revoke(run_cli: RunCli, homes: dict[str, Any]) -> None:
 def test_rotate_and_peers_carry_on(run_cli: RunCli, homes: dict[str, Any]) -> None:
     ok(run_cli(*h(homes, "idb"), "send", "ida", "before rotation"))
     ok(run_cli(*h(homes, "ida"), "sync"))
+    both = run_cli(*h(homes, "ida"), "keys", "rotate", "--installation", "--owner")
+    both.assert_one_line_error(code=1, contains="one thing per command")
     for flag in ([], ["--installation"], ["--owner"]):
         doc = ok(run_cli(*h(homes, "ida"), "keys", "rotate", *flag, "--json")).doc
         assert doc["gas_used"] > 0 and doc["old"] != doc["new"]
@@ -105,6 +110,16 @@ def test_recovery_restore_and_backup(
     phrase = homes["idb"]["recovery_phrase"]
     backup = tmp_path / "idb.backup"
     env = {"LOGOS_CHAT_RECOVERY_PHRASE": phrase}
+    # a backup sealed with a phrase the user does not have could never be opened
+    other = homes["ida"]["recovery_phrase"]
+    wrong = run_cli(*h(homes, "idb"), "backup", "export", str(backup), "--phrase",
+                    env={"LOGOS_CHAT_RECOVERY_PHRASE": other})  # fmt: skip
+    wrong.assert_one_line_error(contains="not the recovery phrase of this identity")
+    assert not backup.exists()
+    nowhere = run_cli(*h(homes, "idb"), "backup", "export", str(tmp_path / "no" / "x"))
+    nowhere.assert_one_line_error(code=1, contains="no such folder")
+    missing = run_cli(*h(homes, "idb"), "backup", "import", str(tmp_path / "nothing"))
+    assert missing.code != 0 and "Traceback" not in missing.err
     first = ok(run_cli(*h(homes, "idb"), "backup", "export", str(backup), "--phrase", "--json",
                        env=env)).doc  # fmt: skip
     # the spelling, `history export FILE`, is the same command

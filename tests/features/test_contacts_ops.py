@@ -260,6 +260,16 @@ def test_typing_is_ephemeral_rate_limited_and_expires() -> None:
     assert w.f(b).typing_now(gid) == [a]
 
 
+def test_group_conversation_flags_sync_to_our_other_devices() -> None:
+    w = FWorld()
+    a, b = w.person(2), w.person()
+    gid = w.group(b, [a])
+    w.route(w.f(a).set_conversation_flags(gid, muted=True, archived=True), frm=w.node(a))
+    for d in (0, 1):
+        conv = w.dev(a, d).store.conversation(gid)
+        assert conv is not None and conv.muted and conv.archived
+
+
 def test_conversation_flags_sync_delete_is_local_and_search() -> None:
     w = FWorld()
     a, b = w.person(2), w.person()
@@ -304,3 +314,27 @@ def test_conversation_flags_sync_delete_is_local_and_search() -> None:
     # the conversation comes back with the next message
     w.route(w.send_text(b, a, "still there?").frames)
     assert texts(w.dev(a).store, conv) == ["still there?"]
+
+
+def test_membership_changes_refused_in_plain_words_and_change_nothing() -> None:
+    from chatcore.errors import GroupError
+
+    w = FWorld()
+    a, b, c, d = w.person(), w.person(), w.person(), w.person()
+    gid = w.group(a, [b, c])
+    ga, gb = w.node(a).groups, w.node(b).groups
+    before = ga.load(gid).to_bytes()  # type: ignore[union-attr]
+    cases = [
+        (lambda: gb.add(gid, d), "only an admin can add"),
+        (lambda: ga.add(gid, b), "already a member"),
+        (lambda: ga.remove(gid, d), "not a member"),
+        (lambda: ga.promote(gid, a), "already an admin"),
+        (lambda: ga.remove(gid, a), "leave the group"),
+    ]
+    for call, words in cases:
+        with pytest.raises(GroupError, match=words):
+            call()
+    assert ga.load(gid).to_bytes() == before  # type: ignore[union-attr]
+    w.route(gb.leave(gid), frm=w.node(b))
+    with pytest.raises(GroupError, match="not a member of this group"):
+        gb.leave(gid)

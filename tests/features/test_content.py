@@ -28,6 +28,7 @@ def test_round_trips() -> None:
         c.SyncContact(b"\x02" * 32, c.ContactState.BLOCKED, "Bö"),
         c.SyncContact(b"\x02" * 32, c.ContactState.NONE, None),
         c.SyncConv(b"\x03" * 16, True, False),
+        c.SyncConv(b"\x04" * 32, False, True),  # a group
         c.SyncSetting(False),
         c.SyncOwnerKey(b"\x05" * 32),
     ):
@@ -66,6 +67,7 @@ def test_malformed_targeted(ct: ContentType, body: bytes) -> None:
         (c.decode_sync, b"\x01" + b"\x00" * 10),
         (c.decode_sync, b"\x01" + b"\x00" * 32 + b"\x09"),
         (c.decode_sync, b"\x02" + b"\x00" * 16 + b"\x04"),
+        (c.decode_sync, b"\x02" + b"\x00" * 24 + b"\x01"),  # neither 1:1 nor group id
         (c.decode_sync, b"\x03\x02"),
         (c.decode_sync, b"\x04" + b"\x05" * 31),  # owner key too short
         (c.decode_sync, b"\x09"),

@@ -80,3 +80,24 @@ def test_backup_roundtrip_and_wrong_secret() -> None:
         open_backup(data, "wrong")
     with pytest.raises(IdentityError, match="not a Logos Chat backup"):
         open_backup(b"junk", "x")
+
+
+def test_snapshot_carries_contacts_and_blocks_newer_change_wins() -> None:
+    from chatcore.content import ContactState
+    from chatcore.identity import restore_snapshot, snapshot
+    from chatcore.store import Store
+
+    src, dst = Store.memory(), Store.memory()
+    bob, mallory = b"\x0b" * 32, b"\x0c" * 32
+    for store, rows in (
+        (src, [(bob, "Bobby", ContactState.CONTACT, 10), (mallory, None, ContactState.BLOCKED, 5)]),
+        (dst, [(bob, None, ContactState.DECLINED, 20)]),  # changed here after the snapshot
+    ):
+        for ident, alias, state, at in rows:
+            store._x("INSERT INTO contacts VALUES (?,?,?,?)", (ident, alias, int(state), at))
+    restore_snapshot(dst, snapshot(src, 100))
+    got = {
+        bytes(r[0]): (r[1], int(r[2]))
+        for r in dst._x("SELECT identity_id, alias, state FROM contacts").fetchall()
+    }
+    assert got == {bob: (None, ContactState.DECLINED), mallory: (None, ContactState.BLOCKED)}
