@@ -121,7 +121,9 @@ class Client:
         self.engine = Engine(store, OwnIdentity(identity_id, keys), self.directory, rng, clock_ms)
         from chatcore.groupchat import GroupChat
 
-        self.groups = GroupChat(self.engine, self.directory.devices)
+        self.groups = GroupChat(
+            self.engine, self.directory.devices, past_devices=self._every_installation
+        )
         self.engine.control_handler = self.groups.handle_control
         from chatcore.features import Features
 
@@ -131,6 +133,11 @@ class Client:
         self._synced = False
         self._synced_at = 0
         self._sub: object | None = None
+
+    def _every_installation(self, identity_id: bytes) -> list[bytes]:
+        """Every installation the identity ever registered (revoked ones too), from the
+        local index: who may have signed a group's past membership changes."""
+        return [i.installation_id for i in self.index.by_id(identity_id).installations]
 
     # --- opening ------------------------------------------------------------------------------
     @classmethod

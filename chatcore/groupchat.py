@@ -139,10 +139,19 @@ def _check_change(state: GroupState, me: bytes, how: str, target: bytes | None) 
 class GroupChat:
     """Group operations of one installation; shares the engine's store, keys and sessions."""
 
-    def __init__(self, engine: Engine, devices: Devices, anti_entropy: bool = True) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        devices: Devices,
+        anti_entropy: bool = True,
+        past_devices: Callable[[bytes], Sequence[bytes]] | None = None,
+    ) -> None:
         self.engine = engine
         self.store = engine.store
         self.devices = devices
+        #: every installation an identity ever had (revoked too): the signers of the op log
+        #: in a welcome (a device lost since may have made them). None: active ones only.
+        self.past_devices = past_devices
         #: re-offer our op log to every member when we (an admin) learn ops from someone else
         self.anti_entropy = anti_entropy
         self._key = InstallationKey.from_seed(engine.own.keys.signing_key.private_bytes_raw())
@@ -159,6 +168,10 @@ class GroupChat:
                 own.append(self.engine.installation_id)
             return own
         return [k.installation_id for k in self.devices(identity)]
+
+    def _past_ids(self, identity: bytes) -> list[bytes]:
+        assert self.past_devices is not None
+        return [*self._ids(identity), *self.past_devices(identity)]
 
     def _owner_of(self, inst: bytes, distribution: bytes) -> bytes | None:
         """The identity a kept distribution names, if the directory confirms ``inst`` is one
@@ -225,6 +238,8 @@ class GroupChat:
                     owner.setdefault(i, ident)
         everyone = [i for i in owner if i != self.engine.installation_id]
         queue: dict[bytes, list[bytes]] = {}
+        for inst in self._welcome_new_devices(state, before):
+            queue.setdefault(inst, []).append(state.welcome())
         for o in out:
             if isinstance(o, Publish):
                 # ops name members: never on the shared topic; pairwise to every member device
@@ -247,6 +262,26 @@ class GroupChat:
                 body = encode_control(items[start : start + MAX_CONTROL_ITEMS])
                 frames.append(self.engine.send_control(who, keys, body))
         return frames
+
+    def _welcome_new_devices(self, state: GroupState, before: GroupState | None) -> list[bytes]:
+        """New installations of members who were already members: they need the group's
+        state (a welcome), not only our sender key. A linked device gets it from its own
+        first device, but a device registered after recovery has no other device left. So
+        the admins send it, or every member if the member with the new device is the only
+        admin. The welcome merges into any state the device already has."""
+        if before is None or not state.is_member or not before.is_member:
+            return []
+        me = self.engine.identity_id
+        admins = state.admins()
+        out: list[bytes] = []
+        for ident in sorted(before.roster.members & state.roster.members):
+            if ident == me:
+                continue
+            if me not in (admins - {ident} or state.roster.members - {ident}):
+                continue
+            known = set(before.devices.get(ident, ()))
+            out += [i for i in state.devices.get(ident, ()) if i not in known]
+        return sorted(out)
 
     def _notice(self, group_id: bytes, text: str, author: bytes, author_inst: bytes) -> Received:
         """Record a membership event in the group's history."""
@@ -545,8 +580,9 @@ class GroupChat:
                 )
             else:
                 new, out = GroupState.join(
-                    item, self.engine.identity_id, self.engine.installation_id, self._ids, rng
-                )
+                    item, self.engine.identity_id, self.engine.installation_id, self._ids, rng,
+                    signers=self._past_ids if self.past_devices is not None else None,
+                )  # fmt: skip
             self._save(new)
             frames = self._dispatch(new, state, out)
             events = []

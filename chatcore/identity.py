@@ -657,12 +657,9 @@ async def _join_groups(client: Client, welcomes: list[bytes], transport: Any = N
         try:
             with client.store.transaction():
                 new, out = GroupState.join(
-                    w,
-                    client.identity_id,
-                    client.installation_id,
-                    g._ids,
-                    client.rng,
-                )
+                    w, client.identity_id, client.installation_id, g._ids, client.rng,
+                    signers=g._past_ids,  # our old installation may have signed the ops
+                )  # fmt: skip
                 g._save(new)
                 frames += g._dispatch(new, None, out)
         except ChatCoreError as exc:

@@ -255,12 +255,19 @@ class GroupState:
         installation: bytes,
         directory: Directory,
         rng: Rng,
+        signers: Directory | None = None,
     ) -> tuple[GroupState, list[Outgoing]]:
         """Build our state from a welcome (the op log) and distribute our sender key.
+
+        ``signers``: the installations an identity has ever had, revoked ones included, for
+        checking who signed the ops of the past (an admin may have lost the device that
+        made them); by default only the active ones (``directory``). A change made live is
+        always checked against the active installations.
 
         Raises MalformedMessage / GroupError if the log does not verify or does not make
         us a member.
         """
+        signers = directory if signers is None else signers
         _check_id(identity, "identity")
         _check_id(installation, "installation")
         group_id, raw_ops = decode_welcome(welcome)
@@ -271,13 +278,13 @@ class GroupState:
         root = creates[0]
         if root.group_id != group_id or root.epoch != 0 or root.deps:
             raise GroupError("bad create op")
-        if root.installation not in _devices(directory, root.author):
+        if root.installation not in _devices(signers, root.author):
             raise GroupError("create op not signed by an installation of its author")
         if not root.signature_valid():
             raise GroupError("op signature does not verify")
         state = replace(cls._blank(group_id, identity, installation), ops={root.op_id: root})
         rest = [o.raw for o in ops if o is not root]
-        state, _, rejected = state._apply_all(rest, directory)
+        state, _, rejected = state._apply_all(rest, signers)
         if rejected:
             raise GroupError(f"{len(rejected)} op(s) in the welcome do not apply")
         state, out = state._advance(dict(state.ops), directory, rng)

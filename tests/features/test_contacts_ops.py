@@ -338,3 +338,26 @@ def test_membership_changes_refused_in_plain_words_and_change_nothing() -> None:
     w.route(gb.leave(gid), frm=w.node(b))
     with pytest.raises(GroupError, match="not a member of this group"):
         gb.leave(gid)
+
+
+@pytest.mark.parametrize("admin_gets_new_device", [False, True])
+def test_a_new_device_with_no_other_device_gets_the_group_from_the_members(
+    admin_gets_new_device: bool,
+) -> None:
+    """Recovery: the new installation has no own device to hand it the groups; the admins
+    (or, when the recovered identity is the only admin, the members) welcome it."""
+    w = FWorld()
+    a, b, c = w.person(), w.person(), w.person()
+    gid = w.group(a, [b, c])
+    who = a if admin_gets_new_device else b
+    new = w.add_device(who)  # no handover: an empty store, as after 'recovery restore'
+    node = w.nodes[new.inst]
+    assert node.groups.load(gid) is None
+    for p in (a, b, c):  # every member notices the new device on its next sync
+        w.route(w.node(p).groups.refresh_devices(gid), frm=w.node(p))
+    st = node.groups.load(gid)
+    assert st is not None and st.is_member
+    other = c if who != c else b
+    s = w.f(other).send_group_message(gid, ContentType.TEXT, b"for everyone")
+    w.route(s.frames, frm=w.node(other))
+    assert "for everyone" in texts(new.store, gid)

@@ -233,3 +233,33 @@ def test_distribution_checks() -> None:
     assert sb.receive_distribution(w.dev(a).inst, dist) is sb  # duplicate: no change
     with pytest.raises(ChatCoreError):
         sb.receive_distribution(w.dev(a).inst, b"\x15" + b"\x00" * 172)
+
+
+def test_welcome_signed_by_a_revoked_installation_needs_the_past_signers() -> None:
+    """The admin lost the device that made the group: a newcomer checks the log against
+    every installation the admin ever had, but a live change from the lost device is
+    refused."""
+    from chatcore.group import GroupState
+    from chatcore.group.consts import KIND_WELCOME
+
+    from . import World
+
+    w = World()
+    a, b, c = w.person(), w.person(), w.person()
+    gid = w.create(a, [b])
+    lost = w.dev(a)
+    welcome = lost.state.welcome()  # type: ignore[union-attr]
+    assert welcome[0] == KIND_WELCOME
+    w.add_device(a)
+    w.directory[a].remove(lost.inst)  # revoked: no longer an active installation
+    active = dict(w.directory)
+    ever = {**active, a: [*active[a], lost.inst]}
+    with pytest.raises(GroupError, match="not signed by an installation of its author"):
+        GroupState.join(welcome, b, w.dev(b).inst, active, w.rng)
+    st, _out = GroupState.join(welcome, b, w.dev(b).inst, active, w.rng, signers=ever)
+    assert st.group_id == gid and st.is_member
+    # a live op from the lost device is refused even by someone who knows the past signers
+    _lost_state, out = lost.state.add_member(c, lost.key, ever, w.rng, w.now)  # type: ignore[union-attr]
+    op = next(o.payload for o in out if o.__class__.__name__ == "Publish")
+    with pytest.raises(GroupError, match="not signed by an installation of its author"):
+        st.apply_op(op, active, w.rng)

@@ -115,6 +115,36 @@ async def test_recovery_restore_and_backup(
         await client.aclose()
 
 
+async def test_recovered_identity_gets_its_groups_back(
+    people: People, network: NetworkConfig, tmp_path: Path
+) -> None:
+    bob, carol = people.new("bob"), people.new("carol")
+    lost, res = Client.init(tmp_path / "lost", PASSPHRASE, network, bob.name + "-admin")
+    try:
+        gid = await lost.create_group("club", [bob.name, carol.name])
+        await bob.c.sync()
+        await carol.c.sync()
+    finally:
+        await lost.aclose()
+    client, _r = restore(tmp_path / "new", PASSPHRASE, network, res.recovery_phrase)
+    try:
+        # the members notice the new installation and, the only admin being the one who
+        # lost everything, hand it the group themselves
+        await bob.c.sync()
+        await carol.c.sync()
+        await client.sync()
+        info = client.group_info(gid)
+        assert info.is_member and info.admins == {res.identity_id}
+        await bob.c.send_group_text("club", "still here?")
+        assert "still here?" in [m.text for m in await client.sync()]
+        await carol.c.sync()
+        await client.send_group_text("club", "back again")
+        for p in (bob.c, carol.c):
+            assert "back again" in [m.text for m in await p.sync()]
+    finally:
+        await client.aclose()
+
+
 async def test_bind_wallet_and_replay(people: People, network: NetworkConfig) -> None:
     alice = people.new("alice")
     c = alice.c
