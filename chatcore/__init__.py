@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import discovery  # noqa: F401  (keeps the recursion limit the C stack survives)
 from chatcore.errors import (
     ChatCoreError,
     ContentError,

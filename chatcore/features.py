@@ -408,7 +408,9 @@ class Features:
             ).fetchone()
         ):
             return Handled(None)  # sent while its author was blocked: stays dropped
-        if payload.history and (ct in ct_.MESSAGE_TYPES or ct in ct_.OP_TYPES):
+        if kept:  # refused before anything below queues an acknowledgement in memory
+            self.store._check_lamport_step(conv, payload.lamport)
+        if payload.history and kept:
             self._history_acks(sender, inst, payload, conv, gid)
         if ct in ct_.MESSAGE_TYPES:
             if ct == ContentType.REPLY:
@@ -430,10 +432,11 @@ class Features:
                 self._set_contact(sender, ContactState.REQUEST, None)
             return None
         if ct in ct_.OP_TYPES:
-            if sender == me and gid is None:  # a sync copy of our other device's op
-                mid = payload.message_id(inst, conv)
+            event = self._apply_op(sender, inst, payload, conv)  # raises if refused
+            if sender == me and gid is None:  # a sync copy of our other device's op: only
+                mid = payload.message_id(inst, conv)  # once applied is it acknowledged
                 self._own_acks.setdefault(conv, {}).setdefault(mid, self.now())
-            return Handled(self._apply_op(sender, inst, payload, conv))
+            return Handled(event)
         if ct == ContentType.RECEIPT:
             return Handled(self._apply_receipt(sender, inst, payload, conv, gid))
         if ct == ContentType.TYPING:

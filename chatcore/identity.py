@@ -30,6 +30,7 @@ import base64
 import binascii
 import json
 import os
+import re
 import struct
 import time
 import zlib
@@ -208,9 +209,11 @@ def open_handover(
     if not frame.startswith(HANDOVER_MAGIC) or len(frame) < 4 + 32 + 12 + 16 + 96:
         raise PairingError("not a pairing handover")
     eph_pub, nonce, ct = frame[4:36], frame[36:48], frame[48:]
-    key = _handover_key(
-        pairing_key.exchange(X25519PublicKey.from_public_bytes(eph_pub)), code, eph_pub
-    )
+    try:
+        shared = pairing_key.exchange(X25519PublicKey.from_public_bytes(eph_pub))
+    except ValueError as exc:  # a low-order point: no shared secret
+        raise PairingError("malformed handover") from exc
+    key = _handover_key(shared, code, eph_pub)
     try:
         plain = AESGCM(key).decrypt(nonce, ct, HANDOVER_MAGIC)
     except InvalidTag as exc:
@@ -218,16 +221,22 @@ def open_handover(
     approver, sig = plain[:32], plain[32:96]
     try:
         body = zlib.decompress(plain[96:])
-        content = json.loads(body)
-    except (zlib.error, ValueError) as exc:
+    except zlib.error as exc:
         raise PairingError("malformed handover") from exc
     if not ed25519_verify(
         approver, sig, HANDOVER_SIG_DOMAIN + code.installation_id + code.secret + body
     ):
         raise PairingError("handover signature does not verify")
+    try:
+        content = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise PairingError("malformed handover") from exc
     if not isinstance(content, dict) or content.get("v") != 1:
         raise PairingError("unknown handover version")
-    if int(content.get("approved_at", 0)) > code.expires:
+    approved_at = content.get("approved_at", 0)
+    if type(approved_at) is not int:
+        raise PairingError("malformed handover")
+    if approved_at > code.expires:
         raise PairingError("the pairing code had expired when it was approved")
     return approver, content
 
@@ -265,7 +274,10 @@ def open_backup(data: bytes, secret: str) -> dict[str, Any]:
         body = AESGCM(_backup_key(secret, salt)).decrypt(nonce, ct, BACKUP_MAGIC)
     except InvalidTag as exc:
         raise IdentityError("cannot decrypt the backup: wrong passphrase or phrase") from exc
-    out = json.loads(zlib.decompress(body))
+    try:
+        out = json.loads(zlib.decompress(body))
+    except (zlib.error, ValueError, RecursionError) as exc:
+        raise IdentityError("the backup is damaged") from exc
     if not isinstance(out, dict) or out.get("v") != 1:
         raise IdentityError("unknown backup version")
     return out
@@ -1092,6 +1104,8 @@ def fetch_domain_document(domain: str, *, timeout: float = 10.0) -> Any:
     """GET https://DOMAIN/.well-known/logos-chat.json (httpx; system CAs or SSL_CERT_FILE)."""
     import httpx
 
+    if not _DOMAIN_RE.fullmatch(domain):
+        raise IdentityError(f"{domain!r} is not a domain name (such as example.org)")
     url = f"https://{domain}/.well-known/logos-chat.json"
     try:
         r = httpx.get(url, timeout=timeout, follow_redirects=False)
@@ -1099,10 +1113,21 @@ def fetch_domain_document(domain: str, *, timeout: float = 10.0) -> Any:
         raise IdentityError(f"cannot fetch {url}: {exc}") from exc
     if r.status_code != 200:
         raise IdentityError(f"{url} answered HTTP {r.status_code}")
+    if len(r.content) > MAX_DOMAIN_DOCUMENT:
+        raise IdentityError(f"{url} is larger than {MAX_DOMAIN_DOCUMENT} bytes")
     try:
         return r.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise IdentityError(f"{url} is not JSON") from exc
+
+
+MAX_DOMAIN_DOCUMENT = 16 * 1024
+#: a host name (letters, digits, hyphens; dot-separated labels) with an optional port
+_DOMAIN_RE = re.compile(
+    r"(?=.{1,253}(:|$))([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+    r"(:[0-9]{1,5})?",
+    re.IGNORECASE,
+)
 
 
 def bind_domain(client: Client, domain: str) -> dict[str, Any]:

@@ -38,6 +38,13 @@ MAX_HISTORY = 8
 #: the newest messages of the conversation every message names (its causal history proper)
 RECENT_HISTORY = 2
 MAX_BODY = 64 * 1024
+#: Bounds on what a peer may claim, far beyond any real value and far below SQLite's 2**63
+#: (a value beyond them made the store raise, and stopped later sends). A clock may also
+#: move at most MAX_LAMPORT_STEP past a conversation's (chatcore.engine), so pushing it to
+#: the bound takes 2**16 messages, not one.
+MAX_LAMPORT = 2**48
+MAX_LAMPORT_STEP = 2**32
+MAX_SENT_AT_MS = 2**47  # the year 6429
 MESSAGE_ID_SIZE = 8
 SHORT_ID_SIZE = 4
 
@@ -86,10 +93,10 @@ class Payload:
     read: bool = False  # the sender has read the messages ``history`` names
 
     def __post_init__(self) -> None:
-        if not isinstance(self.lamport, int) or self.lamport < 0:
-            raise ValueError("lamport must be a non-negative int")
-        if not isinstance(self.sent_at_ms, int) or self.sent_at_ms < 0:
-            raise ValueError("sent_at_ms must be a non-negative int")
+        if not isinstance(self.lamport, int) or not 0 <= self.lamport <= MAX_LAMPORT:
+            raise ValueError("lamport must be an int in [0, MAX_LAMPORT]")
+        if not isinstance(self.sent_at_ms, int) or not 0 <= self.sent_at_ms <= MAX_SENT_AT_MS:
+            raise ValueError("sent_at_ms must be an int in [0, MAX_SENT_AT_MS]")
         if len(self.history) > MAX_HISTORY or any(len(h) != SHORT_ID_SIZE for h in self.history):
             raise ValueError("bad causal history")
         if self.sync_peer is not None and len(self.sync_peer) != 32:
@@ -149,6 +156,8 @@ class Payload:
                 raise MalformedMessage("payload truncated")
         lamport, pos = decode_varint(data, pos)
         secs, pos = decode_varint(data, pos)
+        if lamport > MAX_LAMPORT or SENT_AT_EPOCH_MS + secs * 1000 > MAX_SENT_AT_MS:
+            raise MalformedMessage("lamport clock or time out of range")
         if pos >= len(data):
             raise MalformedMessage("payload truncated")
         n = data[pos]

@@ -146,13 +146,15 @@ _MIGRATIONS: dict[int, str] = {
     CREATE INDEX group_held_by_group ON group_held (group_id, id);
     """,
     # 5: ids of messages dropped because their sender was blocked or declined, so that a
-    #    retransmission after an unblock is dropped too (ids only: nothing of the content)
+    #    retransmission after an unblock is dropped too (ids only: nothing of the content);
+    #    pending group items by sender (each sender's share is bounded)
     5: """
     CREATE TABLE dropped (
         conversation_id BLOB NOT NULL,
         message_id BLOB NOT NULL,
         at INTEGER NOT NULL,
         PRIMARY KEY (conversation_id, message_id));
+    CREATE INDEX group_pending_by_sender ON group_pending (from_installation, id);
     """,
 }
 
@@ -385,7 +387,9 @@ class Store:
         return [_conv(r) for r in rows]
 
     def bump_lamport(self, conv_id: bytes, seen: int) -> int:
-        """Lamport rule: local clock = max(local, seen). Returns the new value."""
+        """Lamport rule: local clock = max(local, seen). Returns the new value.
+        Raises MalformedMessage if ``seen`` leaps too far."""
+        self._check_lamport_step(conv_id, seen)
         self._x("UPDATE conversations SET lamport=MAX(lamport, ?) WHERE id=?", (seen, conv_id))
         row = self._x("SELECT lamport FROM conversations WHERE id=?", (conv_id,)).fetchone()
         return int(row[0]) if row else seen
@@ -400,8 +404,19 @@ class Store:
         ).fetchone()
         return row is not None
 
+    def _check_lamport_step(self, conv_id: bytes, lamport: int) -> None:
+        """A peer's clock may not leap far past the conversation's (chatcore.payload)."""
+        from chatcore.errors import MalformedMessage
+        from chatcore.payload import MAX_LAMPORT_STEP
+
+        row = self._x("SELECT lamport FROM conversations WHERE id=?", (conv_id,)).fetchone()
+        if lamport > (int(row[0]) if row else 0) + MAX_LAMPORT_STEP:
+            raise MalformedMessage("lamport clock leaps too far ahead of the conversation")
+
     def add_message(self, m: StoredMessage) -> bool:
-        """Insert a message; False (and nothing written) if it is already there."""
+        """Insert a message; False (and nothing written) if it is already there.
+        Raises MalformedMessage if its Lamport clock leaps too far."""
+        self._check_lamport_step(m.conversation_id, m.lamport)
         cur = self._x(
             f"INSERT OR IGNORE INTO messages ({_MSG_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
@@ -609,11 +624,22 @@ class Store:
             "VALUES (?,?,?,?)",
             (group_id, inst, item, now),
         )
-        # bounded: forget the oldest beyond 4,096 per group
+        # bounded: forget the oldest beyond 4,096 per group, beyond 1,024 from one sending
+        # installation (it picks the group ids, so the first bound alone does not hold it),
+        # and beyond 16,384 in all
         self._x(
             "DELETE FROM group_pending WHERE group_id=? AND id NOT IN (SELECT id FROM "
             "group_pending WHERE group_id=? ORDER BY id DESC LIMIT 4096)",
             (group_id, group_id),
+        )
+        self._x(
+            "DELETE FROM group_pending WHERE from_installation=? AND id NOT IN (SELECT id FROM "
+            "group_pending WHERE from_installation=? ORDER BY id DESC LIMIT 1024)",
+            (inst, inst),
+        )
+        self._x(
+            "DELETE FROM group_pending WHERE id NOT IN (SELECT id FROM group_pending "
+            "ORDER BY id DESC LIMIT 16384)"
         )
 
     def group_pending(self, group_id: bytes) -> list[tuple[int, bytes, bytes]]:

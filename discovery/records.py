@@ -349,8 +349,8 @@ def decode_text(text: str) -> tuple[int, bytes]:
     if not text.startswith(TEXT_PREFIX):
         raise MalformedRecord(f"not an intro bundle text (expected prefix {TEXT_PREFIX!r})")
     version_s, sep, b64 = text[len(TEXT_PREFIX) :].partition("_")
-    if not sep or not version_s.isdigit():
-        raise MalformedRecord("intro bundle text has no version")
+    if not sep or not (0 < len(version_s) <= 4 and all(c in "0123456789" for c in version_s)):
+        raise MalformedRecord("intro bundle text has no version (1-4 ASCII digits)")
     if not b64 or any(c not in _B64URL for c in b64):
         raise MalformedRecord("intro bundle text is not base64url")
     try:

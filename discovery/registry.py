@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 from eth_abi.abi import decode as abi_decode
+from eth_abi.exceptions import DecodingError
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
@@ -105,13 +106,25 @@ class _EventDecoder:
         return hit
 
     def decode(self, log: Any) -> Event | None:
+        """An event of ours, or None for another contract's. Raises ValueError for a log
+        no real node returns (the caller reports the node as malformed)."""
         topics = [bytes(t) for t in log["topics"]]
         if not topics or topics[0] not in self._by_topic:
             return None
         name, inputs = self._by_topic[topics[0]]
+        if len(topics) != 1 + sum(1 for i in inputs if i.get("indexed")) or any(
+            len(t) != 32 for t in topics
+        ):
+            raise ValueError(f"{name} log with malformed topics")
+        block, index = int(log["blockNumber"]), int(log["logIndex"])
+        if not (0 <= block < MAX_BLOCK and 0 <= index < 2**32):
+            raise ValueError(f"{name} log at an impossible position")
         args: dict[str, Any] = {}
         data_inputs = [i for i in inputs if not i.get("indexed")]
-        data_values = abi_decode([i["type"] for i in data_inputs], bytes(log["data"]))
+        try:
+            data_values = abi_decode([i["type"] for i in data_inputs], bytes(log["data"]))
+        except (DecodingError, OverflowError) as exc:
+            raise ValueError(f"{name} log with undecodable data: {exc}") from exc
         ti = 1
         for inp in inputs:
             if inp.get("indexed"):
@@ -123,14 +136,18 @@ class _EventDecoder:
         tx_hash = log.get("transactionHash")
         return Event(
             name=name,
-            block_number=int(log["blockNumber"]),
-            log_index=int(log["logIndex"]),
+            block_number=block,
+            log_index=index,
             tx_hash=bytes(tx_hash).hex() if tx_hash is not None else "",
             address=self._checksum(log["address"]),
             args=args,
             topics=tuple(topics),
             data=bytes(log["data"]),
         )
+
+
+#: no chain has, or will soon have, this many blocks: a larger number is a lying node
+MAX_BLOCK = 2**40
 
 
 def _decode_topic(typ: str, raw: bytes) -> Any:
@@ -186,7 +203,7 @@ class Registry:
             raise ChainUnavailable(f"chain error during {what}: {exc}") from exc
         except DiscoveryError:
             raise
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
             # a node (or something pretending to be one) that answers nonsense
             raise ChainUnavailable(
                 f"the chain node at {self.config.rpc_url} gave a malformed answer to {what}"
@@ -286,7 +303,10 @@ class Registry:
 
     def block_number(self) -> int:
         with self._rpc("blockNumber"):
-            return int(self.w3.eth.block_number)
+            n = int(self.w3.eth.block_number)
+            if not 0 <= n < MAX_BLOCK:  # an index sync would walk towards it for ever
+                raise ValueError(f"impossible block number {n}")
+            return n
 
     def block_hash(self, number: int) -> bytes:
         with self._rpc("getBlock"):

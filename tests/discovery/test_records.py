@@ -277,6 +277,8 @@ def test_binding_rejects_bad_values() -> None:
         "logos_chatintro_1_A",  # 6 bits: not a whole byte
         "logos_chatintro_1_AAAA",  # decodes, but far too short for a bundle
         "logos_chatintro_1_AA AA",
+        "logos_chatintro_²_AAAA",  # a digit to str.isdigit, not to int()
+        "logos_chatintro_" + "9" * 5000 + "_AAAA",  # past Python's int-from-str limit
     ],
 )
 def test_bad_text_is_malformed(text: str) -> None:

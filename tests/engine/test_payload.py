@@ -10,6 +10,8 @@ from chatcore.errors import MalformedMessage
 from chatcore.payload import (
     MAX_BODY,
     MAX_HISTORY,
+    MAX_LAMPORT,
+    MAX_SENT_AT_MS,
     SENT_AT_EPOCH_MS,
     ContentType,
     Payload,
@@ -20,9 +22,11 @@ from chatcore.payload import (
 payloads = st.builds(
     Payload,
     content_type=st.sampled_from(list(ContentType)),
-    lamport=st.integers(0, 2**63 - 1),
+    lamport=st.integers(0, MAX_LAMPORT),
     # whole seconds from 2025 on: the wire carries seconds (display precision)
-    sent_at_ms=st.integers(0, 2**40).map(lambda s: SENT_AT_EPOCH_MS + s * 1000),
+    sent_at_ms=st.integers(0, (MAX_SENT_AT_MS - SENT_AT_EPOCH_MS) // 1000).map(
+        lambda s: SENT_AT_EPOCH_MS + s * 1000
+    ),
     body=st.binary(max_size=600),
     history=st.lists(st.binary(min_size=4, max_size=4), max_size=MAX_HISTORY).map(tuple),
     sync_peer=st.none() | st.binary(min_size=32, max_size=32),
@@ -171,3 +175,17 @@ def test_bad_arguments(kw: dict[str, object]) -> None:
 def test_negative_clock_is_refused() -> None:
     with pytest.raises(ValueError):
         _good(lamport=-1).encode()
+
+
+@pytest.mark.parametrize(
+    ("lamport", "secs"), [(MAX_LAMPORT + 1, 0), (2**63, 0), (0, 2**63), (0, 2**64 - 1)]
+)
+def test_out_of_range_clocks_are_malformed(lamport: int, secs: int) -> None:
+    """A peer's claim the store could not hold (it used to stop every later send)."""
+    from chatcore.codec import varint
+
+    data = bytes((int(ContentType.TEXT),)) + varint(lamport) + varint(secs) + b"\x00" + b"x"
+    with pytest.raises(MalformedMessage, match="out of range"):
+        Payload.decode(data)
+    with pytest.raises(ValueError):
+        Payload(ContentType.TEXT, MAX_LAMPORT + 1, SENT_AT_EPOCH_MS, b"x")

@@ -231,3 +231,17 @@ def test_messages_named_by_short_id_prefix() -> None:
     assert s.messages_named(conv, [bytes.fromhex("00000003")]) == []
     # a short id named twice is looked up once
     assert len(s.messages_named(conv, [ids[2][:4], ids[2][:4]])) == 1
+
+
+def test_pending_group_items_are_bounded_per_sender() -> None:
+    """A stranger picks the group ids of what waits for a welcome: one sender's share is
+    bounded, and another sender's items are not pushed out by it."""
+    s = Store.memory()
+    honest = b"\x01" * 32
+    s.add_group_pending(b"\x09" * 32, honest, b"key", 1)
+    flood = b"\x02" * 32
+    for i in range(1100):
+        s.add_group_pending(i.to_bytes(32, "big"), flood, b"junk", 2)
+    rows = s._x("SELECT from_installation, COUNT(*) FROM group_pending GROUP BY 1").fetchall()
+    assert {bytes(r[0]): r[1] for r in rows} == {honest: 1, flood: 1024}
+    assert s.group_pending(b"\x09" * 32)[0][1:] == (honest, b"key")

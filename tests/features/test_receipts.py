@@ -274,3 +274,46 @@ def test_group_receipts_go_pairwise_to_the_author_only() -> None:
     w.route(forged, frm=w.node(d))
     assert any(isinstance(e, ContentError) for e in w.node(a).errors)
     assert w.f(a).receipts(gid, s.message_id) == {b: "read"}
+
+
+def test_a_refused_own_op_is_not_acknowledged_so_it_comes_again() -> None:
+    """Our other device's edit arrives before the message it edits: it is refused, and
+    not acknowledged, so the retransmission brings it once the message is here."""
+    w = FWorld()
+    a, b = w.person(2), w.person()
+    w.route(w.send_text(a, b, "hello").frames)  # sessions exist
+    w.flush_all()
+    msg = w.send_text(a, b, "helo", device=1)
+    edit = w.node(a, 1).f.send_op(
+        w.directory.peer(b), ContentType.EDIT, content.encode_edit(msg.message_id, "hi!"),
+        w.own(a),
+    )  # fmt: skip
+    to_dev0 = [f for f in edit.frames if f.subject == w.dev(a, 0).engine.inbox]
+    w.route(to_dev0, frm=w.node(a, 1))  # device 0 gets the edit first: refused
+    assert w.f(a, 0).queued_receipts() == 0
+    w.route([*msg.frames, *(f for f in edit.frames if f not in to_dev0)], frm=w.node(a, 1))
+    w.flush_all()
+    w.clock.now += 31_000
+    w.route(w.f(a, 1).flush(), frm=w.node(a, 1))  # the edit again, for device 0 only
+    m = w.dev(a, 0).store.message(msg.conversation_id, msg.message_id)
+    assert m is not None and w.f(a, 0).view(m).text == "hi!"
+
+
+def test_a_lamport_leap_is_refused_and_acknowledged_nowhere() -> None:
+    from chatcore.errors import MalformedMessage
+    from chatcore.payload import MAX_LAMPORT_STEP
+
+    w = FWorld()
+    a, b = w.person(), w.person()
+    w.route(w.send_text(a, b, "hi").frames)
+    w.flush_all()
+    eng = w.dev(a).engine
+    p = Payload(ContentType.TEXT, MAX_LAMPORT_STEP + 10, w.clock.now, b"far ahead")
+    with w.dev(a).store.transaction():
+        frame = eng._encrypt_to(b, w.dev(b).peer_keys, p.encode(), w.clock.now, None, None)
+    with pytest.raises(MalformedMessage, match="leaps"):
+        w.dev(b).engine.receive(frame.frame, cursor=(w.dev(b).engine.inbox, 99))
+    assert w.f(b).queued_receipts() == 0
+    conv = direct_conversation_id(a, b)
+    assert [m.body for m in w.dev(b).store.history(conv)] == [b"hi"]
+    w.route(w.send_text(b, a, "still fine").frames)  # the conversation goes on

@@ -101,3 +101,39 @@ def test_snapshot_carries_contacts_and_blocks_newer_change_wins() -> None:
         for r in dst._x("SELECT identity_id, alias, state FROM contacts").fetchall()
     }
     assert got == {bob: (None, ContactState.DECLINED), mallory: (None, ContactState.BLOCKED)}
+
+
+def test_malformed_handovers_are_pairing_errors() -> None:
+    """Whoever holds the code can seal a handover; nothing they put in one escapes as an
+    untyped error (a low-order key, a wrong type, JSON nested past the stack)."""
+    import zlib
+
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (
+        X25519PrivateKey,
+        X25519PublicKey,
+    )
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    import chatcore.identity as ident
+
+    code, key = _code()
+    sender = InstallationKeys.generate(os.urandom)
+    good = seal_handover(code, {"v": 1, "approved_at": NOW}, sender, os.urandom)
+    low_order = good[:4] + bytes(32) + good[36:]
+    wrong_type = seal_handover(code, {"v": 1, "approved_at": [NOW]}, sender, os.urandom)
+
+    def sealed(body: bytes) -> bytes:  # a correctly signed and sealed body of our choosing
+        sig = sender.sign(ident.HANDOVER_SIG_DOMAIN + code.installation_id + code.secret + body)
+        plain = sender.installation_id + sig + zlib.compress(body, 9)
+        eph = X25519PrivateKey.generate()
+        eph_pub = eph.public_key().public_bytes_raw()
+        k = ident._handover_key(
+            eph.exchange(X25519PublicKey.from_public_bytes(code.pairing_pub)), code, eph_pub
+        )
+        nonce = os.urandom(12)
+        magic = ident.HANDOVER_MAGIC
+        return magic + eph_pub + nonce + AESGCM(k).encrypt(nonce, plain, magic)
+
+    for frame in (low_order, wrong_type, sealed(b"[" * 200_000), sealed(b"\xff not json")):
+        with pytest.raises(PairingError):
+            open_handover(frame, code, key)
