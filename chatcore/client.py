@@ -394,6 +394,11 @@ class Client:
         conv = self.find_conversation(query, required=False)
         if conv is not None and conv.peer_identity is not None:
             return self.directory.peer(conv.peer_identity)
+        # the name we gave a contact ourselves comes before anyone's on-chain name
+        q = query.strip().lower()
+        aliased = [c for c in self.features.contacts() if c.alias and c.alias.lower() == q]
+        if len(aliased) == 1:
+            return self.directory.peer(aliased[0].identity_id)
         return self.directory.lookup(query)
 
     # --- delivery -----------------------------------------------------------------------------

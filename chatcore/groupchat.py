@@ -304,6 +304,10 @@ class GroupChat:
 
     # --- membership changes we make -----------------------------------------------------------
     def create(self, name: str, members: Sequence[bytes]) -> tuple[bytes, list[OutFrame]]:
+        if not name.strip():
+            raise ValueError("a group needs a name")
+        if self.engine.identity_id in members:
+            raise ValueError("you are in the group you create: list the others only")
         gid = self.engine.rng(ID_LEN)
         with self.store.transaction():
             state, out = GroupState.create(

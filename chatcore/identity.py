@@ -504,6 +504,8 @@ async def approve(client: Client, passphrase: str, code_text: str) -> Approved:
     state = client.index.by_id(client.identity_id)
     if any(i.installation_id == code.installation_id for i in state.installations):
         raise PairingError("this pairing code was already used (the device is registered)")
+    if client.index.identities_of_installation(code.installation_id):
+        raise PairingError("this pairing code was already approved by another identity")
     try:
         receipt = client.registry.add_installation(
             owner, client.identity_id, code.installation_id, code.pairing_bundle().encode()

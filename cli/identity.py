@@ -488,6 +488,8 @@ def bind_name(ctx: Ctx, name: str, release: bool) -> None:
             if client.registry.name_owner(norm) != client.identity_id:
                 fail(f"the name {norm!r} is not yours", 1)
             client.registry.release_name(client._owner(pw), norm)
+        elif client.registry.name_owner(norm) == client.identity_id:
+            fail(f"the name {norm!r} is already yours", 1)
         else:
             client.claim_name(pw, norm)
     finally:

@@ -453,13 +453,15 @@ def lookup(ctx: Ctx, query: str, show_history: bool, cold: bool) -> None:
         index = Index(home.index_file, registry)
         try:
             index.sync()
-            r = Resolver(index, network.binding, network.name_registry).resolve(query)
+            r = Resolver(index, network.binding, network.name_registry).resolve(
+                query, require_active=not show_history
+            )
         finally:
             index.close()
     else:
         from chatcore.client import cold_resolver
 
-        r = cold_resolver(network, registry).resolve(query)
+        r = cold_resolver(network, registry).resolve(query, require_active=not show_history)
     doc = resolved_doc(r)
     text = resolved_text(r)
     if show_history:

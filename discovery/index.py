@@ -193,6 +193,13 @@ class Index:
                 db.execute("DELETE FROM names WHERE name=? AND id=?", (a["name"], ident))
 
     # --- IdentitySource -----------------------------------------------------------------------
+    def identities_of_installation(self, installation_id: bytes) -> list[bytes]:
+        """Every identity that registered this installation id (normally at most one)."""
+        rows = self.db.execute(
+            "SELECT id FROM installations WHERE installation=? ORDER BY id", (installation_id,)
+        ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
     def by_id(self, identity_id: bytes) -> IdentityState:
         row = self.db.execute(
             "SELECT owner, recovery, created_block FROM identities WHERE id=?", (identity_id,)

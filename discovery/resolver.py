@@ -153,7 +153,9 @@ class Resolver:
         self.name_registry = name_registry.lower()
         self.clock = clock
 
-    def resolve(self, query: str) -> ResolvedIdentity:
+    def resolve(self, query: str, *, require_active: bool = True) -> ResolvedIdentity:
+        """The verified identity. ``require_active=False`` (an audit of the key history):
+        an identity whose installations are all revoked is returned, with none."""
         kind, q = parse_query(query)
         if kind == "text":
             return self.resolve_text(q)
@@ -165,7 +167,7 @@ class Resolver:
             state = self.source.by_name(q)
         if not state.exists:
             raise RecordNotFound(f"no identity found for {query!r}")
-        return self.verify(state, self.source.events(state))
+        return self.verify(state, self.source.events(state), require_active=require_active)
 
     def resolve_id(self, identity_id: bytes, *, fresh_prekeys: bool = True) -> ResolvedIdentity:
         """Resolve by id. ``fresh_prekeys=False`` accepts expired prekeys: for checking that a
@@ -201,7 +203,12 @@ class Resolver:
 
     # --- verification ---------------------------------------------------------------------
     def verify(
-        self, state: IdentityState, events: Sequence[Event], *, fresh_prekeys: bool = True
+        self,
+        state: IdentityState,
+        events: Sequence[Event],
+        *,
+        fresh_prekeys: bool = True,
+        require_active: bool = True,
     ) -> ResolvedIdentity:
         now = int(self.clock()) if fresh_prekeys else 0
         bundles: dict[bytes, list[Event]] = {}
@@ -240,7 +247,7 @@ class Resolver:
                 )
             except InvalidRecord as exc:
                 rejected.append((inst.installation_id, exc))
-        if not verified:
+        if not verified and require_active:
             if rejected:
                 raise rejected[0][1]
             if revoked:
@@ -301,7 +308,7 @@ class Resolver:
                 note = "" if ok else "storage does not list it as revoked"
             elif ev.name in ("BundlePublished", "PqKeyPublished"):
                 ok, note = self._record_ok(ev, state.identity_id)
-            out.append(entry if ok else replace(entry, verified=False, note=note))
+            out.append(entry if ok and not note else replace(entry, verified=ok, note=note))
         if last_owner_change is not None and owner != state.owner:
             out[last_owner_change] = replace(
                 out[last_owner_change], verified=False, note="storage names another owner"
@@ -324,16 +331,19 @@ class Resolver:
             rec: IntroBundle | PqKeyRecord = (
                 IntroBundle.decode(raw) if ev.name == "BundlePublished" else PqKeyRecord.decode(raw)
             )
+            # a pairing bundle (addInstallation, by the owner) was made by a new device
+            # that did not know its identity yet: it names none
+            pairing = isinstance(rec, IntroBundle) and rec.identity_id == ZERO32
             # a historical record: its prekey may have expired since, that is fine
             rec.verify(
                 self.binding,
                 0,
-                identity_id=identity_id,
+                identity_id=None if pairing else identity_id,
                 installation_id=ev.args["installation"],
             )
         except InvalidRecord as exc:
             return False, str(exc)
-        return True, ""
+        return True, "pairing bundle of a new device" if pairing else ""
 
     def _verify_installation(
         self,

@@ -82,6 +82,9 @@ def test_link_list_chat_revoke(run_cli: RunCli, homes: dict[str, Any]) -> None:
     hist = ok(run_cli("lookup", "ida", "--history", "--json")).doc["history"]
     events = [e["event"] for e in hist]
     assert events.count("InstallationAdded") == 2 and "InstallationRevoked" in events
+    # the linked device's pairing bundle (no identity in it yet) is a verified entry
+    assert all(e["verified"] for e in hist), [e for e in hist if not e["verified"]]
+    assert any(e.get("note") == "pairing bundle of a new device" for e in hist)
 
 
 def test_rotate_and_peers_carry_on(run_cli: RunCli, homes: dict[str, Any]) -> None:

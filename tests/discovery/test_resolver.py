@@ -381,6 +381,10 @@ def test_identity_with_every_installation_revoked(world: World) -> None:
         cold(world.cfg).resolve(world.all_revoked.qid)
     with pytest.raises(RevokedInstallation):
         cold(world.cfg).resolve(world.all_revoked.bundles[0].to_text())
+    # an audit of the key history still works: no installation, every change listed
+    audit = cold(world.cfg).resolve(world.all_revoked.qid, require_active=False)
+    assert audit.installations == () and len(audit.revoked) >= 1
+    assert "InstallationRevoked" in [h.event for h in audit.history]
 
 
 def test_expired_prekey(world: World) -> None:

@@ -84,8 +84,14 @@ async def test_pairing_code_used_twice_or_expired(
     await approve(alice.c, PASSPHRASE, started.code)
     with pytest.raises(PairingError, match="already used"):
         await approve(alice.c, PASSPHRASE, started.code)
-    # another identity approving the same code afterwards: the device ignores its handover
-    await approve(mallory.c, PASSPHRASE, started.code)
+    # another identity approving the same code afterwards is refused (it would be left with
+    # a device that never becomes its own); the device links to the first approver
+    with pytest.raises(PairingError, match="already approved by another identity"):
+        await approve(mallory.c, PASSPHRASE, started.code)
+    assert not any(
+        i.installation_id == started.installation_id
+        for i in mallory.c.index.by_id(mallory.c.identity_id).installations
+    )
     linked = await finish_link(tmp_path / "a2", PASSPHRASE, network)
     assert linked is not None and linked.identity_id == alice.c.identity_id
     # an expired code
