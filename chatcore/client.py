@@ -644,12 +644,31 @@ class Client:
         if not text:
             raise ValueError("empty message")
         gid = self.find_group(group)
+        await self._refresh_group_devices(gid)
         try:  # what is older goes first; if the network is down, the new message waits too
             await self.flush_outbox()
         except TransportError:
             pass
         result = self.features.send_group_message(gid, ContentType.TEXT, text.encode("utf-8"))
         return await self._deliver(result, result.frames)
+
+    async def _refresh_group_devices(self, gid: bytes) -> None:
+        """Before a group message: members' devices as the chain lists them (at most
+        DIRECTORY_MAX_AGE_MS old, as for 1:1), so a device linked a moment ago has our
+        sender key before the message it should read. With the chain unreachable the
+        message goes to the devices we know."""
+        from discovery.errors import ChainUnavailable
+
+        try:
+            await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS)
+        except ChainUnavailable:
+            return
+        frames = self.groups.refresh_devices(gid)
+        if frames:
+            try:
+                await self._publish(frames)
+            except TransportError:
+                pass  # they wait in the outbox, ahead of the message
 
     # --- chat features: edits, reactions, replies, typing, read state, contacts, search --------
     # Every action takes effect in the local store first (and on our other devices through
@@ -688,6 +707,7 @@ class Client:
             raise UnknownMessage("that message's conversation was deleted")
         f = self.features
         if conv.kind == "group":
+            await self._refresh_group_devices(conv.id)
             send = f.send_group_message if ct == ContentType.REPLY else f.send_group_op
             result = send(conv.id, ct, body)
         else:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from chatcore.client import Client
+from chatcore.client import DIRECTORY_MAX_AGE_MS, Client
 from chatcore.engine import direct_conversation_id
 from chatcore.identity import (
     IdentityError,
@@ -184,6 +184,24 @@ async def test_linked_device_in_groups(
         await a2.send_group_text("trio", "from alice's second device")
         for p in (bob.c, carol.c, alice.c):
             assert "from alice's second device" in [m.text for m in await p.sync()]
+    finally:
+        await a2.aclose()
+
+
+async def test_a_device_linked_a_moment_ago_reads_the_next_group_message(
+    people: People, network: NetworkConfig, tmp_path: Path
+) -> None:
+    alice, bob = people.new("alice"), people.new("bob")
+    await alice.c.create_group("duo", [bob.name])
+    await bob.c.sync()
+    a2 = await link(alice, tmp_path / "alice2", network)
+    try:
+        await a2.sync()  # it has the group (from alice's first device), but no key of bob's
+        # bob has not synced since: sending re-reads the chain (when its view is older than
+        # DIRECTORY_MAX_AGE_MS, as here) and hands a2 his key first
+        time.sleep(DIRECTORY_MAX_AGE_MS / 1000 + 0.1)
+        await bob.c.send_group_text("duo", "right after you linked")
+        assert "right after you linked" in [m.text for m in await a2.sync()]
     finally:
         await a2.aclose()
 
