@@ -310,13 +310,21 @@ def recovery_restore(ctx: Ctx) -> None:
 
 
 @recovery.command("phrase")
+@click.option("--yes", is_flag=True, help="Do not ask: the current phrase stops working.")
 @_with_json
 @click.pass_obj
 @guarded
-def recovery_phrase(ctx: Ctx) -> None:
+def recovery_phrase(ctx: Ctx, yes: bool) -> None:
     """Replace the recovery phrase with a new one (shown once; the old one stops working)."""
     from eth_account import Account
 
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("this makes your current recovery phrase useless: pass --yes to go on")
+        if not click.confirm(
+            "Your current recovery phrase will stop working. Make a new one?", err=True
+        ):
+            fail("nothing changed")
     pw = passphrase()
     client = open_client(ctx, pw)
     try:
@@ -429,6 +437,12 @@ def bind_wallet_cmd(
     )
     from discovery.eip712 import typed_data
 
+    if address is not None and not (
+        len(address) == 42
+        and address[:2] in ("0x", "0X")
+        and all(c in "0123456789abcdefABCDEF" for c in address[2:])
+    ):
+        fail(f"{address!r} is not an address (0x + 40 hex)")
     pw = passphrase()
     client = open_client(ctx, pw)
     try:
