@@ -388,8 +388,15 @@ class Client:
         return self.resolver.resolve(query)
 
     def resolve_peer(self, query: str) -> Peer:
+        """A person by conversation id prefix, our alias for them, name, id or address, from
+        the local index (synced first when it can be; offline, as last synced)."""
         if not self._synced:
-            self.sync_directory()
+            from discovery.errors import ChainUnavailable
+
+            try:
+                self.sync_directory()
+            except ChainUnavailable as exc:
+                log.info("chain unreachable, resolving from the local index: %s", exc)
         # a conversation we already have, by id prefix
         conv = self.find_conversation(query, required=False)
         if conv is not None and conv.peer_identity is not None:
@@ -596,10 +603,12 @@ class Client:
         await self._publish(frames)
         return gid
 
-    def _hex_prefix(self, query: str, max_digits: int) -> bytes | None:
+    @staticmethod
+    def _hex_prefix(query: str, max_digits: int) -> str | None:
+        """The lower-case hex digits of an id prefix (4 to ``max_digits``), or None."""
         h = query.strip().lower().removeprefix("0x")
         if 4 <= len(h) <= max_digits and all(c in "0123456789abcdef" for c in h):
-            return bytes.fromhex(h[: len(h) // 2 * 2])
+            return h
         return None
 
     def find_group(self, query: str) -> bytes:
@@ -618,7 +627,7 @@ class Client:
             raise UnknownContact(f"{len(named)} groups are named {q!r}: use an id ({ids})")
         prefix = self._hex_prefix(q, 64)
         if prefix is not None:
-            hits = [i.group_id for i in infos if i.group_id.startswith(prefix)]
+            hits = [i.group_id for i in infos if i.group_id.hex().startswith(prefix)]
             if len(hits) == 1:
                 return hits[0]
             if hits:
@@ -652,16 +661,24 @@ class Client:
         result = self.features.send_group_message(gid, ContentType.TEXT, text.encode("utf-8"))
         return await self._deliver(result, result.frames)
 
+    async def _refresh_directory(self) -> bool:
+        """The chain's view, at most DIRECTORY_MAX_AGE_MS old, for an action that also works
+        from the local index (offline: our devices as we last saw them). True if fresh."""
+        from discovery.errors import ChainUnavailable
+
+        try:
+            await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS)
+        except ChainUnavailable as exc:
+            log.info("chain unreachable, acting on the local index: %s", exc)
+            return False
+        return True
+
     async def _refresh_group_devices(self, gid: bytes) -> None:
         """Before a group message: members' devices as the chain lists them (at most
         DIRECTORY_MAX_AGE_MS old, as for 1:1), so a device linked a moment ago has our
         sender key before the message it should read. With the chain unreachable the
         message goes to the devices we know."""
-        from discovery.errors import ChainUnavailable
-
-        try:
-            await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS)
-        except ChainUnavailable:
+        if not await self._refresh_directory():
             return
         frames = self.groups.refresh_devices(gid)
         if frames:
@@ -673,19 +690,27 @@ class Client:
     # --- chat features: edits, reactions, replies, typing, read state, contacts, search --------
     # Every action takes effect in the local store first (and on our other devices through
     # sync copies); a DeliveryPending error means its frames wait in the outbox.
-    def message(self, ref: bytes | str) -> StoredMessage:
-        """A stored message by id (bytes) or hex id prefix (at least 4 hex digits)."""
+    def message(self, ref: bytes | str, conversation: bytes | None = None) -> StoredMessage:
+        """A stored message by id (bytes) or hex id prefix (at least 4 hex digits), in one
+        conversation if given. Raises UnknownMessage for none or several."""
         if isinstance(ref, str):
-            h = ref.strip().lower().removeprefix("0x")
-            if len(h) < 4 or any(c not in "0123456789abcdef" for c in h):
+            h = self._hex_prefix(ref, 16)
+            if h is None:
                 raise UnknownMessage(f"{ref!r} is not a message id (hex, at least 4 digits)")
-            prefix = bytes.fromhex(h[: len(h) // 2 * 2])
+            hits = [
+                m
+                for m in self.store.find_message(bytes.fromhex(h[: len(h) // 2 * 2]))
+                if m.message_id.hex().startswith(h)
+            ]
         else:
-            prefix = bytes(ref)
-        hits = self.store.find_message(prefix)
+            hits = self.store.find_message(bytes(ref))
+        if conversation is not None:
+            hits = [m for m in hits if m.conversation_id == conversation]
         if len(hits) != 1:
             what = "ambiguous message id prefix" if hits else "no message"
-            raise UnknownMessage(f"{what} {ref if isinstance(ref, str) else '0x' + ref.hex()!r}")
+            where = " in this conversation" if conversation is not None else ""
+            shown = ref if isinstance(ref, str) else "0x" + ref.hex()
+            raise UnknownMessage(f"{what} {shown!r}{where}")
         return hits[0]
 
     def view(self, message: StoredMessage) -> MessageView:
@@ -712,7 +737,7 @@ class Client:
             result = send(conv.id, ct, body)
         else:
             assert conv.peer_identity is not None
-            await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS)
+            await self._refresh_directory()
             peer = self.directory.peer(conv.peer_identity)
             own = self.directory.own_devices(self.identity_id)
             send1 = f.send_message if ct == ContentType.REPLY else f.send_op
@@ -785,7 +810,7 @@ class Client:
 
     async def set_read_receipts(self, on: bool) -> None:
         """Send read receipts or not (delivery receipts always flow); synced to our devices."""
-        await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS)
+        await self._refresh_directory()
         frames = self.features.set_read_receipts(on)
         await self._deliver(None, frames)
 
@@ -804,7 +829,7 @@ class Client:
         """Add (CONTACT), block (BLOCKED), decline a request (DECLINED) or forget (NONE)
         ``who``, here and on our other devices. The alias is kept unless a new one is given.
         Returns the contact now (None after NONE without an alias)."""
-        await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS)
+        await self._refresh_directory()
         peer = self.resolve_peer(who)
         frames = self.features.set_contact(peer.identity_id, state, alias)
         if peer.display:
@@ -816,7 +841,7 @@ class Client:
         self, conversation: bytes, *, muted: bool | None = None, archived: bool | None = None
     ) -> Conversation:
         """Mute or archive a conversation (None: unchanged), on all our devices."""
-        await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS)
+        await self._refresh_directory()
         frames = self.features.set_conversation_flags(conversation, muted, archived)
         conv = self.store.conversation(conversation)
         assert conv is not None
@@ -863,7 +888,13 @@ class Client:
                 return conv
         prefix = self._hex_prefix(query, 64)
         if prefix is not None:
-            hits = self.store.find_conversations(prefix)
+            hits = [
+                c
+                for c in self.store.find_conversations(
+                    bytes.fromhex(prefix[: len(prefix) // 2 * 2])
+                )
+                if c.id.hex().startswith(prefix)
+            ]
             if len(hits) == 1:
                 return hits[0]
         if not required:

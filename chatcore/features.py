@@ -72,6 +72,9 @@ TYPING_STALE_MS = 30_000  # an indicator older than this (delivered late) is ign
 REL_META = "reliability"
 #: how long a receipt may wait for a message of ours to carry it (``flush(due_only=True)``);
 #: both far below the sender's first retransmission (``RetryPolicy.first_ms``, 30 s)
+#: ids of messages dropped while their author was blocked, kept so that a retransmission
+#: after an unblock stays dropped (16 bytes of id each)
+MAX_DROPPED_IDS = 10_000
 DIRECT_ACK_DELAY_MS = 3_000
 GROUP_ACK_DELAY_MS = 15_000
 
@@ -248,8 +251,8 @@ class Features:
                 alias = old.alias
             self._set_contact(identity, state, alias)
             frames = self._sync_own(ct_.SyncContact(identity, state, alias))
-        if state == ContactState.CONTACT and (old is None or old.state != state):
-            self._queue_read_of_earlier(identity)
+        if state == ContactState.CONTACT and old is not None and old.state == ContactState.REQUEST:
+            self._queue_read_of_earlier(identity)  # accepting a request
         return frames
 
     def _queue_read_of_earlier(self, identity: bytes) -> None:
@@ -301,7 +304,7 @@ class Features:
             rows = self._x("SELECT rowid FROM messages WHERE conversation_id=?", (conv,)).fetchall()
             for (rowid,) in rows:
                 self._x("DELETE FROM message_fts WHERE rowid=?", (rowid,))
-            for table in ("messages", "content_ops", "reactions", "receipts"):
+            for table in ("messages", "content_ops", "reactions", "receipts", "dropped"):
                 self._x(f"DELETE FROM {table} WHERE conversation_id=?", (conv,))
             self._x("DELETE FROM conversations WHERE id=?", (conv,))
             rel = self._rel()
@@ -398,6 +401,12 @@ class Features:
                 self._x(
                     "INSERT OR IGNORE INTO dropped VALUES (?,?,?)",
                     (conv, payload.message_id(inst, conv), self.now()),
+                )
+                # bounded: the oldest ids go first (a sender retransmits for hours, not years)
+                self._x(
+                    "DELETE FROM dropped WHERE rowid IN (SELECT rowid FROM dropped "
+                    "ORDER BY at DESC, rowid DESC LIMIT -1 OFFSET ?)",
+                    (MAX_DROPPED_IDS,),
                 )
             return Handled(None)
         if (
@@ -1042,7 +1051,7 @@ class Features:
         """Messages due for retransmission, re-encrypted for who has not acknowledged them."""
         try:
             return self._retransmit()
-        except ChatCoreError as exc:
+        except (ChatCoreError, ValueError) as exc:  # ValueError: a message we cannot re-encode
             log.warning("retransmission failed: %s", exc)
             return []
 

@@ -583,10 +583,24 @@ class GroupChat:
                     _welcome_ops(item), self._ids, rng, self.engine.clock_ms()
                 )
             else:
-                new, out = GroupState.join(
-                    item, self.engine.identity_id, self.engine.installation_id, self._ids, rng,
-                    signers=self._past_ids if self.past_devices is not None else None,
-                )  # fmt: skip
+                me, inst = self.engine.identity_id, self.engine.installation_id
+                try:
+                    new, out = GroupState.join(item, me, inst, self._ids, rng)
+                except GroupError:
+                    if self.past_devices is None:
+                        raise
+                    # ops signed by a device since revoked (lost, or replaced): accepted
+                    # only from a member of the group they describe, who vouches for them
+                    new, out = GroupState.join(item, me, inst, self._ids, rng, self._past_ids)
+                    if sender not in new.members():
+                        raise GroupError(
+                            "a welcome signed by revoked devices, not from a member"
+                        ) from None
+            if (state is None or not state.is_member) and any(
+                self.refuse_invites_from(a) for a in _inviters(new, self.engine.identity_id)
+            ):
+                log.info("ignored an invitation to a group by a blocked/declined identity")
+                return [], []
             self._save(new)
             frames = self._dispatch(new, state, out)
             events = []
@@ -656,6 +670,20 @@ class GroupChat:
                 self.store.delete_group_pending(pid)
                 progress = True
         return events, frames
+
+
+def _inviters(state: GroupState, me: bytes) -> set[bytes]:
+    """Who put us in the group: the creator (if we were a first member) and the authors of
+    the ops that added us."""
+    from chatcore.group.ops import OpKind
+
+    out: set[bytes] = set()
+    for op in state.ops.values():
+        if (op.kind is OpKind.CREATE and me in op.members) or (
+            op.kind is OpKind.ADD and op.target == me
+        ):
+            out.add(op.author)
+    return out
 
 
 def _welcome_ops(welcome: bytes) -> list[bytes]:

@@ -407,7 +407,8 @@ def restore_snapshot(store: Any, snap: dict[str, Any]) -> int:
                     bytes.fromhex(m["sn"]), int(m["l"]), int(m["s"]), int(m["r"]), int(m["t"]),
                     base64.b64decode(m["b"]), bool(m["o"]),
                     "sent" if m["st"] == "sending" else m["st"], store.next_seq(),
-                )
+                ),
+                check_clock=False,  # our own history, checked when it first arrived
             )  # fmt: skip
             added += int(ok)
         # imported history is not news: keep the unread counts the snapshot had

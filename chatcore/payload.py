@@ -38,11 +38,11 @@ MAX_HISTORY = 8
 #: the newest messages of the conversation every message names (its causal history proper)
 RECENT_HISTORY = 2
 MAX_BODY = 64 * 1024
-#: Bounds on what a peer may claim, far beyond any real value and far below SQLite's 2**63
-#: (a value beyond them made the store raise, and stopped later sends). A clock may also
-#: move at most MAX_LAMPORT_STEP past a conversation's (chatcore.engine), so pushing it to
-#: the bound takes 2**16 messages, not one.
-MAX_LAMPORT = 2**48
+#: Bounds on what a peer may claim, far beyond any real value and below SQLite's 2**63 (a
+#: value beyond them made the store raise, and one at 2**63 - 1 stopped every later send).
+#: A clock may also move at most MAX_LAMPORT_STEP past its conversation's (chatcore.store),
+#: so pushing a conversation to the bound takes 2**30 messages, not one.
+MAX_LAMPORT = 2**62
 MAX_LAMPORT_STEP = 2**32
 MAX_SENT_AT_MS = 2**47  # the year 6429
 MESSAGE_ID_SIZE = 8

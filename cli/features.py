@@ -47,25 +47,17 @@ def name_of(client: Any, identity: bytes) -> str:
     return str(client.display(identity))
 
 
-def act(
-    client: Any, action: Callable[[], Awaitable[Any]], *, quiet: bool = False
-) -> tuple[Any, bool]:
+def act(client: Any, action: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
     """Run one facade action and publish what is queued: (its result, published?).
 
     The action has already taken effect here when the delivery network is unreachable
-    (``DeliveryPending``): its frames wait in the outbox for the next send or sync. That
-    fails the command (exit 5, saying so) unless ``quiet`` (a side effect such as read
-    receipts after 'history')."""
-    from chatcore.errors import DeliveryPending, TransportError
+    (``DeliveryPending``): its frames wait in the outbox for the next send or sync, and the
+    command fails saying so (exit 5)."""
+    from chatcore.errors import TransportError
 
     async def go() -> tuple[Any, bool]:
         try:
-            try:
-                result = await action()
-            except DeliveryPending as exc:
-                if not quiet:
-                    raise
-                return exc.result, False
+            result = await action()
             try:
                 await client.flush_features()
             except TransportError:

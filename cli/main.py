@@ -660,14 +660,10 @@ def history(
         conv = client.find_conversation(conversation)
         point = None
         if before is not None:
-            at = client.message(before)
-            if at.conversation_id != conv.id:
-                fail(f"message {before!r} is not in this conversation", EXIT_NOT_FOUND)
+            at = client.message(before, conversation=conv.id)
             point = (at.lamport, at.seq)
         msgs = client.history(conv.id, limit, point)
-        from cli.features import act
-
-        act(client, lambda: client.mark_read(conv.id), quiet=True)  # offline: receipts wait
+        _mark_read_quietly(client, conv.id)
         docs = [message_doc(client, m) for m in msgs]
         lines = [message_line(client, m) for m in msgs]
         title = client.display(conv.peer_identity) if conv.peer_identity else conv.title
@@ -681,6 +677,24 @@ def history(
 
 
 log = logging.getLogger("logos_chat.cli")
+
+
+def _mark_read_quietly(client: Any, conv_id: bytes) -> None:
+    """The user saw the conversation: read receipts go now if the network is there; a
+    local read never fails for them (offline they go with a later send or sync)."""
+    from chatcore.errors import TransportError
+
+    async def go() -> None:
+        try:
+            await client.mark_read(conv_id)
+        except TransportError:
+            pass
+        finally:
+            if client.transport is not None:
+                await client.transport.close()
+                client.transport = None
+
+    _run(go())
 
 
 def _sync_directory_if_reachable(client: Any) -> None:
@@ -900,6 +914,9 @@ def main() -> None:
     one ``error:`` line too, exit code 2, as click gives them."""
     try:
         rc = cli.main(prog_name="logos-chat", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # a group without a command: its help
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+        sys.exit(0)
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         fail(exc.format_message() + hint, exc.exit_code)

@@ -27,6 +27,7 @@ from discovery.registry import (
 )
 
 SCHEMA_VERSION = 1
+SYNC_MAX_CHUNK_BLOCKS = 1 << 22
 SYNC_CHUNK_BLOCKS = 5000
 
 _SCHEMA = """
@@ -107,9 +108,13 @@ class Index:
                 return self.rebuild()
         start = max(last + 1, reg.config.deploy_block)
         applied = 0
+        chunk = SYNC_CHUNK_BLOCKS
         while start <= head:
-            end = min(head, start + SYNC_CHUNK_BLOCKS - 1)
+            end = min(head, start + chunk - 1)
             events = reg.events_between(start, end)
+            # empty stretches (most of a quiet chain, or a node claiming an absurd head)
+            # are crossed in ever larger steps: O(log) calls, not O(blocks / chunk)
+            chunk = SYNC_CHUNK_BLOCKS if events else min(chunk * 2, SYNC_MAX_CHUNK_BLOCKS)
             self.db.execute("BEGIN")
             try:
                 self._apply(events)

@@ -146,8 +146,9 @@ class _EventDecoder:
         )
 
 
-#: no chain has, or will soon have, this many blocks: a larger number is a lying node
-MAX_BLOCK = 2**40
+#: no chain has, or will soon have, this many blocks (136 years of one a second): a larger
+#: number is a lying node
+MAX_BLOCK = 2**32
 
 
 def _decode_topic(typ: str, raw: bytes) -> Any:

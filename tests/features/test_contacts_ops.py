@@ -361,3 +361,56 @@ def test_a_new_device_with_no_other_device_gets_the_group_from_the_members(
     s = w.f(other).send_group_message(gid, ContentType.TEXT, b"for everyone")
     w.route(s.frames, frm=w.node(other))
     assert "for everyone" in texts(new.store, gid)
+
+
+def _with_past_devices(w: FWorld, identity: bytes, dev: int = 0) -> None:
+    """Give a device's GroupChat the chain's whole installation history, as Client does."""
+    node = w.node(identity, dev)
+    node.groups.past_devices = lambda ident: [
+        p.installation_id for p in w.directory.installations.get(ident, [])
+    ]
+
+
+def test_a_welcome_signed_by_a_revoked_device_only_from_a_member() -> None:
+    """The creator lost the device that made the group. A member may hand a member who
+    never got it that history (it vouches for it); a stranger forwarding it is refused."""
+    from chatcore.groupchat import encode_control
+
+    w = FWorld()
+    a, b, c, m = w.person(2), w.person(), w.person(), w.person()
+    w.dropped.add(w.dev(c).engine.inbox)  # c misses its welcome
+    gid = w.group(a, [b, c])  # made by a's device 0
+    w.dropped.clear()
+    assert w.node(c).groups.load(gid) is None
+    w.directory.revoked.add(w.dev(a, 0).inst)
+    welcome = w.node(b).groups.load(gid).welcome()  # type: ignore[union-attr]
+
+    def hand(frm: bytes) -> None:
+        with w.dev(frm).store.transaction():
+            f = w.dev(frm).engine.send_control(c, w.dev(c).peer_keys, encode_control([welcome]))
+        w.route([f], frm=w.node(frm))
+
+    hand(b)  # only active signers known: the history does not verify
+    assert w.node(c).groups.load(gid) is None
+    _with_past_devices(w, c)
+    hand(m)  # a stranger vouches for nothing
+    assert w.node(c).groups.load(gid) is None
+    hand(b)  # a member does
+    st = w.node(c).groups.load(gid)
+    assert st is not None and st.is_member and st.members() == {a, b, c}
+
+
+def test_an_invitation_forwarded_for_a_blocked_identity_is_ignored() -> None:
+    w = FWorld()
+    a, b, c = w.person(), w.person(), w.person()
+    w.route(w.f(a).set_contact(b, ContactState.BLOCKED))
+    gid = w.group(b, [a, c])  # b's invitation to a is ignored
+    assert w.node(a).groups.load(gid) is None
+    from chatcore.groupchat import encode_control
+
+    # c (not blocked) forwards the same history: it is still b's invitation
+    welcome = w.node(c).groups.load(gid).welcome()  # type: ignore[union-attr]
+    with w.dev(c).store.transaction():
+        frame = w.dev(c).engine.send_control(a, w.dev(a).peer_keys, encode_control([welcome]))
+    w.route([frame], frm=w.node(c))
+    assert w.node(a).groups.load(gid) is None

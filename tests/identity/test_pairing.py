@@ -137,3 +137,31 @@ def test_malformed_handovers_are_pairing_errors() -> None:
     for frame in (low_order, wrong_type, sealed(b"[" * 200_000), sealed(b"\xff not json")):
         with pytest.raises(PairingError):
             open_handover(frame, code, key)
+
+
+def test_a_history_whose_clock_leapt_live_still_restores() -> None:
+    """A peer may move a conversation's clock a full step with a reaction (not in a
+    backup) and another with a message: the backup of that history must still restore."""
+    from chatcore import content
+    from chatcore.engine import direct_conversation_id
+    from chatcore.identity import restore_snapshot, snapshot
+    from chatcore.payload import MAX_LAMPORT_STEP, ContentType, Payload
+    from tests.features import FWorld
+
+    w = FWorld()
+    a, b = w.person(), w.person()
+    first = w.send_text(a, b, "hi")
+    w.route(first.frames)
+    conv = direct_conversation_id(a, b)
+
+    def from_a(ct: ContentType, body: bytes) -> None:
+        lamport = w.dev(b).store.conversation(conv).lamport + MAX_LAMPORT_STEP  # type: ignore[union-attr]
+        p = Payload(ct, lamport, w.clock.now, body)
+        with w.dev(a).store.transaction():
+            f = w.dev(a).engine._encrypt_to(b, w.dev(b).peer_keys, p.encode(), 0, None, None)
+        w.dev(b).engine.receive(f.frame, cursor=(w.dev(b).engine.inbox, 99))
+
+    from_a(ContentType.REACTION, content.encode_reaction(first.message_id, "x"))
+    from_a(ContentType.TEXT, b"much later")
+    fresh = w.dev(w.person()).store
+    assert restore_snapshot(fresh, snapshot(w.dev(b).store, 10**9)) == 2
