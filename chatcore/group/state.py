@@ -90,6 +90,15 @@ def group_tag(group_id: bytes, epoch: int) -> bytes:
     return sha256(b"logos-chat/group-tag/v1\x00" + group_id + epoch.to_bytes(4, "big"))[:8]
 
 
+def _claimed_epoch(raw: bytes) -> int:
+    """The epoch an op claims (its ancestors' count, so its dependencies claim less); -1 if
+    it does not decode (then ``decode_op`` reports it in order)."""
+    try:
+        return decode_op(raw).epoch
+    except MalformedMessage:
+        return -1
+
+
 def _devices(directory: Directory, identity: bytes) -> frozenset[bytes]:
     if isinstance(directory, Mapping):
         found: Collection[bytes] = directory.get(identity, ())
@@ -386,7 +395,7 @@ class GroupState:
     ) -> tuple[GroupState, bool, list[tuple[bytes, ChatCoreError]]]:
         """Accept ops (membership only, no key handling) until a fixpoint."""
         ops = dict(self.ops)
-        todo = list(raw_ops)
+        todo = sorted(raw_ops, key=_claimed_epoch)  # dependencies first: one pass, usually
         rejected: list[tuple[bytes, ChatCoreError]] = []
         changed = False
         while todo:
