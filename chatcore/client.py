@@ -124,6 +124,7 @@ class Client:
         self.groups = GroupChat(
             self.engine, self.directory.devices, past_devices=self._every_installation
         )
+        self.groups.display = self._notice_name
         self.engine.control_handler = self.groups.handle_control
         from chatcore.features import Features
 
@@ -133,6 +134,18 @@ class Client:
         self._synced = False
         self._synced_at = 0
         self._sub: object | None = None
+
+    def _notice_name(self, identity_id: bytes) -> str:
+        """A member as a group notice names them: "you", a verified name, or a short id."""
+        if identity_id == self.identity_id:
+            return "you"
+        name = self.store.peer_display(identity_id)
+        if name is None:
+            try:
+                name = self.directory.peer(identity_id).display
+            except ChatCoreError:
+                name = None
+        return name or "0x" + identity_id.hex()[:8] + "…"
 
     def _every_installation(self, identity_id: bytes) -> list[bytes]:
         """Every installation the identity ever registered (revoked ones too), from the

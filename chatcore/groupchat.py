@@ -36,7 +36,7 @@ from chatcore.group.consts import (
     KIND_GROUP_OP,
     KIND_WELCOME,
 )
-from chatcore.group.ops import decode_op
+from chatcore.group.ops import Op, decode_op
 from chatcore.group.sender_keys import SenderKeyDistribution, parse_frame
 from chatcore.keys import PeerKeys
 from chatcore.payload import RECENT_HISTORY, ContentType, Payload, decode_varint, encode_varint
@@ -156,6 +156,10 @@ class GroupChat:
         self.anti_entropy = anti_entropy
         self._key = InstallationKey.from_seed(engine.own.keys.signing_key.private_bytes_raw())
         self._parsed: dict[bytes, tuple[bytes, GroupState]] = {}
+        #: how a notice names a member ("you" for us; Client uses verified names)
+        self.display: Callable[[bytes], str] = lambda i: (
+            "you" if i == engine.identity_id else "0x" + i.hex()[:8] + "…"
+        )
         #: identities whose invitations we ignore (set by chatcore.features: blocked or
         #: declined); an invitation from anyone else to a group they are in is accepted
         self.refuse_invites_from: Callable[[bytes], bool] = lambda identity: False
@@ -620,22 +624,19 @@ class GroupChat:
                 )
             )
             return [], []
-        if decode_op(item).op_id in state.ops:
+        op = decode_op(item)
+        if op.op_id in state.ops:
             return [], []  # a replay (anti-entropy re-offers the whole log): nothing to do
-        before_members = state.members()
+        before_members, before_admins = state.members(), state.admins()
         new, out = state.apply_op(item, self._ids, rng, self.engine.clock_ms())
         self._save(new)
         frames = self._dispatch(new, state, out)
         events = []
-        gone = before_members - new.members()
-        came = new.members() - before_members
-        if self.engine.identity_id in gone:
-            events.append(self._notice(gid, "you are no longer a member", sender, sender_inst))
-        elif gone or came:
-            text = ", ".join(
-                [f"+{len(came)} member(s)"] * bool(came) + [f"-{len(gone)} member(s)"] * bool(gone)
-            )
-            events.append(self._notice(gid, f"membership changed: {text}", sender, sender_inst))
+        text = _describe(
+            op, self.engine.identity_id, before_members, before_admins, new, self.display
+        )
+        if text:  # said by the op's author (an admin may relay someone else's op)
+            events.append(self._notice(gid, text, op.author, op.installation))
         ev2, fr2 = self._replay_pending(gid)
         return events + ev2, frames + fr2
 
@@ -670,6 +671,38 @@ class GroupChat:
                 self.store.delete_group_pending(pid)
                 progress = True
         return events, frames
+
+
+def _describe(
+    op: Op,
+    me: bytes,
+    members: frozenset[bytes],
+    admins: frozenset[bytes],
+    new: GroupState,
+    name: Callable[[bytes], str],
+) -> str:
+    """The notice for an applied op, from its author's point of view ("" if nothing a user
+    would notice changed). Concurrent ops may change more than the op names: that shows
+    as a count."""
+    from chatcore.group.ops import OpKind
+
+    came, gone = new.members() - members, members - new.members()
+    if me in gone:
+        return "removed you" if op.kind is OpKind.REMOVE else "you are no longer a member"
+    if op.kind is OpKind.ADD and came == {op.target}:
+        return f"added {name(op.target)}"
+    if op.kind is OpKind.REMOVE and gone == {op.target}:
+        return f"removed {name(op.target)}"
+    if op.kind is OpKind.LEAVE and gone == {op.author}:
+        return "left the group"
+    if op.kind is OpKind.PROMOTE and not came and not gone and op.target in new.admins():
+        return "" if op.target in admins else f"made {name(op.target)} an admin"
+    if op.kind is OpKind.RENAME and not came and not gone:
+        return f"renamed the group to “{new.name}”"
+    if came or gone:
+        counts = [f"+{len(came)} member(s)"] * bool(came) + [f"-{len(gone)} member(s)"] * bool(gone)
+        return "membership changed: " + ", ".join(counts)
+    return ""
 
 
 def _inviters(state: GroupState, me: bytes) -> set[bytes]:

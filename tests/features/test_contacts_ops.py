@@ -414,3 +414,30 @@ def test_an_invitation_forwarded_for_a_blocked_identity_is_ignored() -> None:
         frame = w.dev(c).engine.send_control(a, w.dev(a).peer_keys, encode_control([welcome]))
     w.route([frame], frm=w.node(c))
     assert w.node(a).groups.load(gid) is None
+
+
+def test_membership_notices_say_who_did_what() -> None:
+    w = FWorld()
+    a, b, c, d = w.person(), w.person(), w.person(), w.person()
+    gid = w.group(a, [b, c])
+    ga = w.node(a).groups
+    w.route(ga.add(gid, d), frm=w.node(a))
+    w.route(ga.promote(gid, b), frm=w.node(a))
+    w.route(w.node(c).groups.leave(gid), frm=w.node(c))
+    w.route(ga.remove(gid, d), frm=w.node(a))
+
+    def notices(who: bytes) -> list[tuple[bytes, str]]:
+        return [
+            (m.sender_identity, m.body.decode())
+            for m in w.dev(who).store.history(gid, 50)
+            if m.status == "system"
+        ]
+
+    short = {x: "0x" + x.hex()[:8] + "…" for x in (b, c, d)}
+    assert notices(b)[1:] == [
+        (a, f"added {short[d]}"),
+        (a, "made you an admin"),
+        (c, "left the group"),
+        (a, f"removed {short[d]}"),
+    ]
+    assert (a, "removed you") in notices(d)
