@@ -143,7 +143,7 @@ class Client:
         if name is None:
             try:
                 name = self.directory.peer(identity_id).display
-            except ChatCoreError:
+            except (ChatCoreError, DiscoveryError):
                 name = None
         return name or "0x" + identity_id.hex()[:8] + "…"
 
@@ -897,6 +897,10 @@ class Client:
                 raise
         else:
             conv = self.store.conversation(gid)
+            if conv is None:  # its history was deleted here; the group goes on
+                info = self.groups.info(gid)
+                self.store.ensure_conversation(gid, "group", None, info.name, self.clock_ms())
+                conv = self.store.conversation(gid)
             if conv is not None:
                 return conv
         prefix = self._hex_prefix(query, 64)
@@ -931,9 +935,18 @@ class Client:
         return self.store.history(conv_id, limit, before)
 
     def display(self, identity_id: bytes) -> str:
+        """A name to show: "me", the verified on-chain name (remembered), or a short id."""
         if identity_id == self.identity_id:
             return "me"
-        return self.store.peer_display(identity_id) or "0x" + identity_id.hex()[:12] + "…"
+        name = self.store.peer_display(identity_id)
+        if name is None:
+            try:  # the local index; no RPC
+                name = self.directory.peer(identity_id).display
+            except (ChatCoreError, DiscoveryError):
+                name = None
+            if name:
+                self.store.set_peer_display(identity_id, name, self.clock_ms())
+        return name or "0x" + identity_id.hex()[:12] + "…"
 
     def peer_from_resolved(self, resolved: ResolvedIdentity) -> Peer:
         return to_peer(resolved)

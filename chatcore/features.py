@@ -72,6 +72,8 @@ TYPING_STALE_MS = 30_000  # an indicator older than this (delivered late) is ign
 REL_META = "reliability"
 #: how long a receipt may wait for a message of ours to carry it (``flush(due_only=True)``);
 #: both far below the sender's first retransmission (``RetryPolicy.first_ms``, 30 s)
+#: contact states whose messages are not shown (in groups only BLOCKED counts)
+_SHUT = (ContactState.BLOCKED, ContactState.DECLINED)
 #: ids of messages dropped while their author was blocked, kept so that a retransmission
 #: after an unblock stays dropped (16 bytes of id each)
 MAX_DROPPED_IDS = 10_000
@@ -225,6 +227,17 @@ class Features:
         return [c for c in out if not states or c.state in states]
 
     def _set_contact(self, identity: bytes, state: ContactState, alias: str | None) -> None:
+        was = self.contact_state(identity)
+        if was != state and was in _SHUT:  # a block (or decline) ends
+            self._x(
+                "UPDATE block_periods SET end_ms=? WHERE identity_id=? AND end_ms IS NULL",
+                (self.now(), identity),
+            )
+        if was != state and state in _SHUT:  # ... or begins
+            self._x(
+                "INSERT OR REPLACE INTO block_periods VALUES (?,?,?,NULL)",
+                (identity, int(state), self.now()),
+            )
         if state == ContactState.NONE and not alias:
             self._x("DELETE FROM contacts WHERE identity_id=?", (identity,))
             return
@@ -409,6 +422,8 @@ class Features:
                     (MAX_DROPPED_IDS,),
                 )
             return Handled(None)
+        if kept and sender != me and self._sent_while_shut(sender, payload.sent_at_ms, gid):
+            return Handled(None)  # written while its author was blocked, arriving only now
         if (
             kept
             and self._x(
@@ -451,6 +466,19 @@ class Features:
         if ct == ContentType.TYPING:
             return Handled(self._apply_typing(sender, inst, payload, conv))
         return None
+
+    def _sent_while_shut(self, sender: bytes, sent_at_ms: int, gid: bytes | None) -> bool:
+        """Did ``sender`` write this while we had it blocked (or, 1:1, declined)? A message
+        can arrive long after it was written: a group message whose sender key came only
+        after an unblock, say. The sender's clock decides: lying can only make a message
+        look newer, and newer ones are allowed anyway."""
+        states = (int(ContactState.BLOCKED),) if gid is not None else tuple(map(int, _SHUT))
+        row = self._x(
+            "SELECT 1 FROM block_periods WHERE identity_id=? AND end_ms IS NOT NULL "
+            f"AND ? >= start_ms AND ? < end_ms AND state IN ({','.join('?' * len(states))})",
+            (sender, sent_at_ms, sent_at_ms, *states),
+        ).fetchone()
+        return row is not None
 
     def _alias(self, identity: bytes) -> str | None:
         c = self.contact(identity)

@@ -287,23 +287,27 @@ class GroupChat:
             out += [i for i in state.devices.get(ident, ()) if i not in known]
         return sorted(out)
 
-    def _notice(self, group_id: bytes, text: str, author: bytes, author_inst: bytes) -> Received:
-        """Record a membership event in the group's history."""
+    def _notice(
+        self, group_id: bytes, text: str, author: bytes, author_inst: bytes, at: int | None = None
+    ) -> Received:
+        """Record a membership event in the group's history (``at``: when its author made
+        it, by the author's clock; now if unknown)."""
         now = self.engine.clock_ms()
+        when = now if at is None or not 0 <= at <= now else at
         mid = hashlib.sha256(group_id + text.encode() + now.to_bytes(8, "big")).digest()[:8]
         conv = self.store.conversation(group_id)
         lamport = (conv.lamport if conv else 0) + 1
         body = text.encode()
         self.store.add_message(
             StoredMessage(
-                group_id, mid, author, author_inst, lamport, now, now,
+                group_id, mid, author, author_inst, lamport, when, now,
                 int(ContentType.GROUP_CONTROL), body, author == self.engine.identity_id,
                 "system", self.store.next_seq(),
             )
         )  # fmt: skip
         return Received(
             group_id, mid, author, author_inst, ContentType.GROUP_CONTROL, body, lamport,
-            now, now, author == self.engine.identity_id,
+            when, now, author == self.engine.identity_id,
         )  # fmt: skip
 
     # --- membership changes we make -----------------------------------------------------------
@@ -636,7 +640,7 @@ class GroupChat:
             op, self.engine.identity_id, before_members, before_admins, new, self.display
         )
         if text:  # said by the op's author (an admin may relay someone else's op)
-            events.append(self._notice(gid, text, op.author, op.installation))
+            events.append(self._notice(gid, text, op.author, op.installation, op.created_ms))
         ev2, fr2 = self._replay_pending(gid)
         return events + ev2, frames + fr2
 

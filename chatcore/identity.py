@@ -325,6 +325,7 @@ def _conversation_rows(store: Any) -> list[dict[str, Any]]:
             "id": c.id.hex(), "kind": c.kind,
             "peer": c.peer_identity.hex() if c.peer_identity else None, "title": c.title,
             "created_at": c.created_at, "last_at": c.last_at, "unread": c.unread,
+            "muted": c.muted, "archived": c.archived,
         }
         for c in store.conversations()
     ]  # fmt: skip
@@ -411,11 +412,18 @@ def restore_snapshot(store: Any, snap: dict[str, Any]) -> int:
                 check_clock=False,  # our own history, checked when it first arrived
             )  # fmt: skip
             added += int(ok)
-        # imported history is not news: keep the unread counts the snapshot had
+        # imported history is not news: keep the unread counts the snapshot had; and the
+        # flags the user set (muted, archived) come along
         for c in snap.get("conversations", []):
             store._x(
-                "UPDATE conversations SET unread=? WHERE id=?",
-                (int(c.get("unread", 0)), bytes.fromhex(c["id"])),
+                "UPDATE conversations SET unread=?, muted=MAX(muted, ?), archived=MAX(archived, ?) "
+                "WHERE id=?",
+                (
+                    int(c.get("unread", 0)),
+                    int(bool(c.get("muted"))),
+                    int(bool(c.get("archived"))),
+                    bytes.fromhex(c["id"]),
+                ),
             )
     return added
 

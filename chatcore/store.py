@@ -147,7 +147,8 @@ _MIGRATIONS: dict[int, str] = {
     """,
     # 5: ids of messages dropped because their sender was blocked or declined, so that a
     #    retransmission after an unblock is dropped too (ids only: nothing of the content);
-    #    pending group items by sender (each sender's share is bounded)
+    #    pending group items by sender (each sender's share is bounded); when an identity
+    #    was blocked or declined, so what it sent then stays hidden whenever it arrives
     5: """
     CREATE TABLE dropped (
         conversation_id BLOB NOT NULL,
@@ -155,6 +156,12 @@ _MIGRATIONS: dict[int, str] = {
         at INTEGER NOT NULL,
         PRIMARY KEY (conversation_id, message_id));
     CREATE INDEX group_pending_by_sender ON group_pending (from_installation, id);
+    CREATE TABLE block_periods (
+        identity_id BLOB NOT NULL,
+        state INTEGER NOT NULL,
+        start_ms INTEGER NOT NULL,
+        end_ms INTEGER,
+        PRIMARY KEY (identity_id, start_ms));
     """,
 }
 

@@ -568,6 +568,10 @@ def send(ctx: Ctx, to: str, text: str) -> None:
         conv = client.find_conversation(to, required=False)
         if conv is not None and conv.peer_identity is not None:
             target = "0x" + conv.peer_identity.hex()
+        hexed = client._hex_prefix(to, 64)
+        if conv is None and hexed is not None and len(hexed) not in (40, 64):
+            # a short hex id that is no group's or conversation's (40 / 64 digits: a person)
+            raise UnknownContact(f"no group, conversation or identity matches {to!r}") from None
 
     async def go() -> Any:
         try:
@@ -735,6 +739,10 @@ def _group_run(ctx: Ctx, fn: Callable[[Any], Any]) -> Any:
     return _run(go())
 
 
+def _members(n: int) -> str:
+    return f"{n} member" + ("" if n == 1 else "s")
+
+
 def group_doc(client: Any, gid: bytes) -> dict[str, Any]:
     info = client.group_info(gid)
 
@@ -768,7 +776,7 @@ def group_create(ctx: Ctx, name: str, members: tuple[str, ...]) -> None:
     emit(
         ctx,
         doc,
-        f"created group “{name}” {doc['conversation_id']} with {len(doc['members'])} members",
+        f"created group “{name}” {doc['conversation_id']} with {_members(len(doc['members']))}",
     )
 
 
@@ -782,7 +790,7 @@ def _group_change(ctx: Ctx, grp: str, how: str, who: str | None) -> None:
         ctx,
         doc,
         f"{how}{' ' + who if who else ''}: “{doc['name']}” is now at epoch "
-        f"{doc['epoch']} with {len(doc['members'])} members",
+        f"{doc['epoch']} with {_members(len(doc['members']))}",
     )
 
 

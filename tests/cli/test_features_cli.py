@@ -172,6 +172,11 @@ def test_groups_by_name_everywhere_and_requests_need_a_request(
     assert "only an admin can add" in r.err
     r = bad(run, homes, "carol", "group", "add", "crew", "dave")
     assert "already a member" in r.err
+    # a deleted group history: the group goes on, its history starts again
+    js(run, homes, "dave", "conversations", "delete", "crew")
+    assert js(run, homes, "dave", "history", "crew")["messages"] == []
+    r = bad(run, homes, "carol", "send", "0x1234", "to nobody")
+    assert "no group, conversation or identity matches" in r.err
     # two groups with one name: the name is ambiguous, ids still work
     js(run, homes, "carol", "group", "create", "crew", "--member", "alice")
     r = bad(run, homes, "carol", "send", "crew", "which one?")

@@ -441,3 +441,34 @@ def test_membership_notices_say_who_did_what() -> None:
         (a, f"removed {short[d]}"),
     ]
     assert (a, "removed you") in notices(d)
+
+
+@pytest.mark.parametrize("in_group", [False, True])
+def test_written_during_a_block_stays_hidden_when_it_arrives_after(in_group: bool) -> None:
+    """A message can arrive long after it was written (delayed, or a group message whose
+    sender key comes only later): written while blocked, it is never shown."""
+    w = FWorld()
+    a, b, c = w.person(), w.person(), w.person()
+    gid = w.group(c, [a, b]) if in_group else None
+    if not in_group:
+        w.route(w.send_text(b, a, "hello").frames)
+    w.route(w.f(a).set_contact(b, ContactState.BLOCKED))
+    w.clock.now += 5_000
+    if gid is not None:
+        during = w.f(b).send_group_message(gid, ContentType.TEXT, b"written while blocked")
+    else:
+        during = w.send_text(b, a, "written while blocked")
+    w.clock.now += 5_000
+    w.route(w.f(a).set_contact(b, ContactState.CONTACT))
+    w.clock.now += 5_000
+    w.route(during.frames, frm=w.node(b))  # arrives only now
+    conv = gid if gid is not None else during.conversation_id
+    assert "written while blocked" not in texts(w.dev(a).store, conv)
+    if gid is not None:
+        assert "written while blocked" in texts(w.dev(c).store, conv)
+    if gid is not None:
+        later = w.f(b).send_group_message(gid, ContentType.TEXT, b"after the unblock")
+    else:
+        later = w.send_text(b, a, "after the unblock")
+    w.route(later.frames, frm=w.node(b))
+    assert "after the unblock" in texts(w.dev(a).store, conv)

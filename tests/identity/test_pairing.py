@@ -165,3 +165,16 @@ def test_a_history_whose_clock_leapt_live_still_restores() -> None:
     from_a(ContentType.TEXT, b"much later")
     fresh = w.dev(w.person()).store
     assert restore_snapshot(fresh, snapshot(w.dev(b).store, 10**9)) == 2
+
+
+def test_snapshot_carries_conversation_flags() -> None:
+    from chatcore.identity import restore_snapshot, snapshot
+    from chatcore.store import Store
+
+    src, dst = Store.memory(), Store.memory()
+    conv = b"\x07" * 16
+    src.ensure_conversation(conv, "direct", b"\x0b" * 32, None, 1)
+    src._x("UPDATE conversations SET muted=1, archived=1 WHERE id=?", (conv,))
+    restore_snapshot(dst, snapshot(src, 10))
+    c = dst.conversation(conv)
+    assert c is not None and c.muted and c.archived
