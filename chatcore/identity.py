@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
 import re
 import struct
@@ -66,6 +67,9 @@ HANDOVER_MAX_BYTES = 512 * 1024
 SIG_TTL_S = 3600
 
 _PAIR = struct.Struct(">BQ20s32s32sI32sQQ32s16sQ64s")
+
+
+log = logging.getLogger("chatcore.identity")
 
 
 class IdentityError(ChatCoreError):
@@ -708,7 +712,15 @@ class DeviceInfo:
 
 
 def list_devices(client: Client) -> list[DeviceInfo]:
-    client.sync_directory()
+    """Every installation of our identity, from the chain (offline: as last synced)."""
+    from discovery.errors import ChainUnavailable
+
+    try:
+        client.sync_directory()
+    except ChainUnavailable as exc:
+        if not client.index.by_id(client.identity_id).installations:
+            raise  # nothing synced yet: nothing to show
+        log.info("chain unreachable, devices as last synced: %s", exc)
     state = client.index.by_id(client.identity_id)
     try:
         resolved = client.resolver.resolve_id(client.identity_id, fresh_prekeys=False)

@@ -492,9 +492,17 @@ def lookup(ctx: Ctx, query: str, show_history: bool, cold: bool) -> None:
 @guarded
 def whoami(ctx: Ctx) -> None:
     """This home's identity, device and shareable bundle text."""
+    from discovery.errors import RecordNotFound
+
     client = _open(ctx)
     try:
-        r = client.lookup("0x" + client.identity_id.hex())
+        offline = _sync_directory_if_reachable(client)  # offline: as of the last sync
+        try:
+            r = client.resolver.resolve_id(client.identity_id, fresh_prekeys=False)
+        except RecordNotFound:
+            if offline is not None:
+                raise offline from None  # nothing synced yet: the chain is what is missing
+            raise
         mine = r.installation(client.installation_id)
         doc = resolved_doc(r)
         doc["this_device"] = hx(client.installation_id)
@@ -701,15 +709,18 @@ def _mark_read_quietly(client: Any, conv_id: bytes) -> None:
     _run(go())
 
 
-def _sync_directory_if_reachable(client: Any) -> None:
+def _sync_directory_if_reachable(client: Any) -> Exception | None:
     """Learn new names and devices before a local read; with the chain unreachable, the
-    local index (as of the last sync) answers instead of the command failing."""
+    local index (as of the last sync) answers instead of the command failing. Returns the
+    ChainUnavailable error, if any, for a caller whose index turns out to be empty."""
     from discovery.errors import ChainUnavailable
 
     try:
         client.sync_directory()
     except ChainUnavailable as exc:
         log.info("chain unreachable, using the local index: %s", exc)
+        return exc
+    return None
 
 
 def _hex(s: str) -> str:

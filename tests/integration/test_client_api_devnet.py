@@ -4,9 +4,12 @@ going away (``DeliveryPending``: done here, sent later, nothing lost)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from chatcore import (
+    Client,
     ContactState,
     DeliveryPending,
     GroupError,
@@ -15,7 +18,7 @@ from chatcore import (
 )
 from tests.fixtures.nats import NatsServer
 
-from .conftest import People
+from .conftest import PASSPHRASE, People
 
 pytestmark = pytest.mark.devnet
 
@@ -140,3 +143,34 @@ async def test_group_features_through_the_facade(people: People) -> None:
     assert not c.c.group_info(gid).is_member
     with pytest.raises(GroupError):
         await c.c.send_group_text("crew", "still here?")
+
+
+async def test_devices_list_offline_is_as_last_synced(people: People, tmp_path: Path) -> None:
+    import dataclasses
+    import socket
+
+    from chatcore.identity import list_devices
+    from discovery.errors import ChainUnavailable
+
+    alice = people.new("alice")
+    await alice.c.sync()
+    online = [(d.installation_id, d.status) for d in list_devices(alice.c)]
+    await alice.close()
+    with socket.socket() as s:  # a port nobody listens on: the chain is gone
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    offline_net = dataclasses.replace(people.network, rpc_url=dead)
+    c = Client.open(alice.home, PASSPHRASE, offline_net)
+    try:
+        assert [(d.installation_id, d.status) for d in list_devices(c)] == online
+    finally:
+        c.close()
+    # a home that never synced has nothing to show: the missing chain is the error
+    fresh, _ = Client.init(tmp_path / "fresh", PASSPHRASE, people.network, None)
+    fresh.close()
+    c = Client.open(tmp_path / "fresh", PASSPHRASE, offline_net)
+    try:
+        with pytest.raises(ChainUnavailable):
+            list_devices(c)
+    finally:
+        c.close()
