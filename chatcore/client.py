@@ -28,6 +28,7 @@ from chatcore.content import (
 from chatcore.directory import ChainDirectory, to_peer
 from chatcore.engine import Engine, OutFrame, OwnIdentity, Peer, Received, SendResult
 from chatcore.errors import (
+    AmbiguousName,
     ChatCoreError,
     DeliveryPending,
     NotInitialised,
@@ -136,16 +137,8 @@ class Client:
         self._sub: object | None = None
 
     def _notice_name(self, identity_id: bytes) -> str:
-        """A member as a group notice names them: "you", a verified name, or a short id."""
-        if identity_id == self.identity_id:
-            return "you"
-        name = self.store.peer_display(identity_id)
-        if name is None:
-            try:
-                name = self.directory.peer(identity_id).display
-            except (ChatCoreError, DiscoveryError):
-                name = None
-        return name or "0x" + identity_id.hex()[:8] + "…"
+        """A member as a group notice names them: "you", else as :meth:`display` does."""
+        return "you" if identity_id == self.identity_id else self.display(identity_id)
 
     def _every_installation(self, identity_id: bytes) -> list[bytes]:
         """Every installation the identity ever registered (revoked ones too), from the
@@ -624,6 +617,11 @@ class Client:
             return h
         return None
 
+    @staticmethod
+    def _whole_bytes(hex_prefix: str) -> bytes:
+        """The whole bytes of a hex prefix (a store query narrows; the digits then decide)."""
+        return bytes.fromhex(hex_prefix[: len(hex_prefix) // 2 * 2])
+
     def find_group(self, query: str) -> bytes:
         """A group by name or id prefix (4+ hex digits). Of several groups with one name,
         the one we are still a member of; otherwise the name is ambiguous (UnknownContact
@@ -637,7 +635,7 @@ class Client:
             return named[0].group_id
         if len(named) > 1:
             ids = ", ".join("0x" + i.group_id.hex()[:8] for i in named)
-            raise UnknownContact(f"{len(named)} groups are named {q!r}: use an id ({ids})")
+            raise AmbiguousName(f"{len(named)} groups are named {q!r}: use an id ({ids})")
         prefix = self._hex_prefix(q, 64)
         if prefix is not None:
             hits = [i.group_id for i in infos if i.group_id.hex().startswith(prefix)]
@@ -712,7 +710,7 @@ class Client:
                 raise UnknownMessage(f"{ref!r} is not a message id (hex, at least 4 digits)")
             hits = [
                 m
-                for m in self.store.find_message(bytes.fromhex(h[: len(h) // 2 * 2]))
+                for m in self.store.find_message(self._whole_bytes(h))
                 if m.message_id.hex().startswith(h)
             ]
         else:
@@ -892,9 +890,10 @@ class Client:
         name, identity id or address. ``required=False``: None instead of UnknownContact."""
         try:
             gid = self.find_group(query)
-        except UnknownContact as exc:
-            if "groups are named" in str(exc):
-                raise
+        except AmbiguousName:
+            raise
+        except UnknownContact:
+            pass
         else:
             conv = self.store.conversation(gid)
             if conv is None:  # its history was deleted here; the group goes on
@@ -907,9 +906,7 @@ class Client:
         if prefix is not None:
             hits = [
                 c
-                for c in self.store.find_conversations(
-                    bytes.fromhex(prefix[: len(prefix) // 2 * 2])
-                )
+                for c in self.store.find_conversations(self._whole_bytes(prefix))
                 if c.id.hex().startswith(prefix)
             ]
             if len(hits) == 1:

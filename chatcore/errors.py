@@ -15,6 +15,7 @@
     ├── TransportError            the delivery network is unreachable or refused a publish
     │   └── DeliveryPending       done and stored here, its frames wait in the outbox (.result)
     ├── UnknownContact            a name / id that resolves to nobody we can reach
+    │   └── AmbiguousName         a name several groups share (use an id)
     ├── UnknownMessage            no (single) message with that id or id prefix
     └── NotInitialised            no identity in this home yet
 
@@ -90,6 +91,10 @@ class DeliveryPending(TransportError):
 
 class UnknownContact(ChatCoreError):
     """Nobody reachable by that name, address or identity id."""
+
+
+class AmbiguousName(UnknownContact):
+    """Several groups have that name: an id tells them apart."""
 
 
 class UnknownMessage(ChatCoreError):

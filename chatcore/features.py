@@ -129,13 +129,7 @@ class Features:
         #: (conversation, identity) -> until when (ms) that identity is shown as typing
         self.typing: dict[tuple[bytes, bytes], int] = {}
         if groups is not None:
-            groups.refuse_invites_from = lambda identity: (
-                self.contact_state(identity)
-                in (
-                    ContactState.BLOCKED,
-                    ContactState.DECLINED,
-                )
-            )
+            groups.refuse_invites_from = lambda identity: self.contact_state(identity) in _SHUT
 
     # ==== small store helpers (tables of schema version 3) ====
     def _x(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
@@ -279,12 +273,7 @@ class Features:
             "AND status='read' AND content_type IN (?,?)",
             (conv, int(ContentType.TEXT), int(ContentType.REPLY)),
         ).fetchall()
-        if rows:
-            read = self._acks.setdefault((conv, int(ReceiptKind.READ)), {})
-            delivered = self._acks.get((conv, int(ReceiptKind.DELIVERED)), {})
-            for (mid,) in rows:
-                read.setdefault(bytes(mid), self.now())
-                delivered.pop(bytes(mid), None)
+        self._queue_read(conv, [bytes(r[0]) for r in rows])
 
     # ---- settings ----
     @property
@@ -347,16 +336,21 @@ class Features:
             for mid in ids:
                 self.store.set_status(conv, mid, "read")
             self.store.mark_read(conv)
-        if ids:
-            now = self.now()
-            read = self._acks.setdefault((conv, int(ReceiptKind.READ)), {})
-            delivered = self._acks.get((conv, int(ReceiptKind.DELIVERED)), {})
-            supersede = self._read_reaches_peer(conv)
-            for mid in ids:
-                read.setdefault(mid, delivered.get(mid, now))
-                if supersede:
-                    delivered.pop(mid, None)  # "read" tells the peer both
+        self._queue_read(conv, ids)
         return len(ids)
+
+    def _queue_read(self, conv: bytes, ids: list[bytes]) -> None:
+        """Queue read receipts for ``ids`` (batched by ``flush_receipts``)."""
+        if not ids:
+            return
+        now = self.now()
+        read = self._acks.setdefault((conv, int(ReceiptKind.READ)), {})
+        delivered = self._acks.get((conv, int(ReceiptKind.DELIVERED)), {})
+        supersede = self._read_reaches_peer(conv)
+        for mid in ids:
+            read.setdefault(mid, delivered.get(mid, now))
+            if supersede:
+                delivered.pop(mid, None)  # "read" tells the peer both
 
     def _read_reaches_peer(self, conv: bytes) -> bool:
         """Will a read receipt for this conversation be sent to the other side?"""
@@ -408,38 +402,25 @@ class Features:
             conv, peer = gid, None
         state = self.contact_state(sender) if sender != me else ContactState.CONTACT
         kept = ct in ct_.MESSAGE_TYPES or ct in ct_.OP_TYPES
+        # the message id is derived (a hash over the payload): once per message
+        mid = payload.message_id(inst, conv) if kept else b""
         if state == ContactState.BLOCKED or (gid is None and state == ContactState.DECLINED):
             log.info("dropped %s from a blocked/declined identity", ct.name)
             if kept:  # never shown later either, e.g. retransmitted after an unblock
-                self._x(
-                    "INSERT OR IGNORE INTO dropped VALUES (?,?,?)",
-                    (conv, payload.message_id(inst, conv), self.now()),
-                )
-                # bounded: the oldest ids go first (a sender retransmits for hours, not years)
-                self._x(
-                    "DELETE FROM dropped WHERE rowid IN (SELECT rowid FROM dropped "
-                    "ORDER BY at DESC, rowid DESC LIMIT -1 OFFSET ?)",
-                    (MAX_DROPPED_IDS,),
-                )
+                self._drop_for_good(conv, mid)
             return Handled(None)
-        if kept and sender != me and self._sent_while_shut(sender, payload.sent_at_ms, gid):
-            return Handled(None)  # written while its author was blocked, arriving only now
-        if (
-            kept
-            and self._x(
-                "SELECT 1 FROM dropped WHERE conversation_id=? AND message_id=?",
-                (conv, payload.message_id(inst, conv)),
-            ).fetchone()
-        ):
-            return Handled(None)  # sent while its author was blocked: stays dropped
-        if kept:  # refused before anything below queues an acknowledgement in memory
+        if kept:
+            if sender != me and self._sent_while_shut(sender, payload.sent_at_ms, gid):
+                return Handled(None)  # written while its author was blocked, arriving now
+            if self._dropped_before(conv, mid):
+                return Handled(None)  # sent while its author was blocked: stays dropped
+            # refused before anything below queues an acknowledgement in memory
             self.store._check_lamport_step(conv, payload.lamport)
         if payload.history and kept:
             self._history_acks(sender, inst, payload, conv, gid)
         if ct in ct_.MESSAGE_TYPES:
             if ct == ContentType.REPLY:
                 ct_.decode_targeted(ct, payload.body)
-            mid = payload.message_id(inst, conv)
             if sender == me:
                 if gid is None:
                     self._own_acks.setdefault(conv, {}).setdefault(mid, self.now())
@@ -458,7 +439,7 @@ class Features:
         if ct in ct_.OP_TYPES:
             event = self._apply_op(sender, inst, payload, conv)  # raises if refused
             if sender == me and gid is None:  # a sync copy of our other device's op: only
-                mid = payload.message_id(inst, conv)  # once applied is it acknowledged
+                # once applied is it acknowledged
                 self._own_acks.setdefault(conv, {}).setdefault(mid, self.now())
             return Handled(event)
         if ct == ContentType.RECEIPT:
@@ -466,6 +447,22 @@ class Features:
         if ct == ContentType.TYPING:
             return Handled(self._apply_typing(sender, inst, payload, conv))
         return None
+
+    def _drop_for_good(self, conv: bytes, mid: bytes) -> None:
+        """Remember the id (only) of a message dropped because its author is blocked;
+        bounded, the oldest go first (a sender retransmits for hours, not years)."""
+        self._x("INSERT OR IGNORE INTO dropped VALUES (?,?,?)", (conv, mid, self.now()))
+        self._x(
+            "DELETE FROM dropped WHERE rowid IN (SELECT rowid FROM dropped "
+            "ORDER BY at DESC, rowid DESC LIMIT -1 OFFSET ?)",
+            (MAX_DROPPED_IDS,),
+        )
+
+    def _dropped_before(self, conv: bytes, mid: bytes) -> bool:
+        row = self._x(
+            "SELECT 1 FROM dropped WHERE conversation_id=? AND message_id=?", (conv, mid)
+        ).fetchone()
+        return row is not None
 
     def _sent_while_shut(self, sender: bytes, sent_at_ms: int, gid: bytes | None) -> bool:
         """Did ``sender`` write this while we had it blocked (or, 1:1, declined)? A message

@@ -36,7 +36,7 @@ from chatcore.group.consts import (
     KIND_GROUP_OP,
     KIND_WELCOME,
 )
-from chatcore.group.ops import Op, decode_op
+from chatcore.group.ops import Op, OpKind, decode_op
 from chatcore.group.sender_keys import SenderKeyDistribution, parse_frame
 from chatcore.keys import PeerKeys
 from chatcore.payload import RECENT_HISTORY, ContentType, Payload, decode_varint, encode_varint
@@ -688,8 +688,6 @@ def _describe(
     """The notice for an applied op, from its author's point of view ("" if nothing a user
     would notice changed). Concurrent ops may change more than the op names: that shows
     as a count."""
-    from chatcore.group.ops import OpKind
-
     came, gone = new.members() - members, members - new.members()
     if me in gone:
         return "removed you" if op.kind is OpKind.REMOVE else "you are no longer a member"
@@ -712,8 +710,6 @@ def _describe(
 def _inviters(state: GroupState, me: bytes) -> set[bytes]:
     """Who put us in the group: the creator (if we were a first member) and the authors of
     the ops that added us."""
-    from chatcore.group.ops import OpKind
-
     out: set[bytes] = set()
     for op in state.ops.values():
         if (op.kind is OpKind.CREATE and me in op.members) or (

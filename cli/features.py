@@ -72,16 +72,6 @@ def act(client: Any, action: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
     return out
 
 
-def _publish(client: Any, frames: list[Any]) -> bool:
-    """Publish frames made outside the facade; False (they stay in the outbox) if offline."""
-
-    async def go() -> None:
-        if frames:
-            await client._deliver(None, frames)
-
-    return act(client, go)[1]
-
-
 def message_fields(client: Any, m: Any) -> dict[str, Any]:
     """Feature fields of a message document (type, current text, edits, reactions, receipts)."""
     from chatcore import content

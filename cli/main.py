@@ -563,16 +563,16 @@ def message_line(client: Any, m: Any) -> str:
 def send(ctx: Ctx, to: str, text: str) -> None:
     """Send TEXT to TO: a person (name, identity id, address), a group (name or id), or a
     conversation id."""
-    from chatcore.errors import UnknownContact
+    from chatcore.errors import AmbiguousName, UnknownContact
 
     client = _open(ctx)
     target, group = to, False
     try:
         client.find_group(to)
         group = True
-    except UnknownContact as exc:
-        if "groups are named" in str(exc):
-            raise
+    except AmbiguousName:
+        raise
+    except UnknownContact:
         conv = client.find_conversation(to, required=False)
         if conv is not None and conv.peer_identity is not None:
             target = "0x" + conv.peer_identity.hex()
