@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import discovery  # noqa: F401  (keeps the recursion limit the C stack survives)
 from chatcore.errors import (
+    AmbiguousName,
     ChatCoreError,
     ContentError,
     DecryptionError,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from chatcore.store import Conversation, StoredMessage
 
 __all__ = [
+    "AmbiguousName",
     "ChatCoreError",
     "Client",
     "Contact",
