@@ -27,7 +27,7 @@ from chatcore.group.consts import (
 )
 from chatcore.group.keys import InstallationKey, Rng
 from chatcore.group.ops import Op, OpKind, decode_op, make_op
-from chatcore.group.roster import Roster, effect, fold
+from chatcore.group.roster import Roster, fold, refusal
 from chatcore.group.sender_keys import (
     ParsedFrame,
     ReceiverChain,
@@ -319,6 +319,9 @@ class GroupState:
             key, kind, group_id=self.group_id, epoch=len(self.ops), deps=self.heads,
             author=self.identity, created_ms=now_ms, target=target, name=name,
         )  # fmt: skip
+        reason = refusal(self.roster, op)  # made on our heads: our roster is its past
+        if reason is not None:
+            raise GroupError(reason)
         state, out = self._accept(op, directory, rng, now_ms)
         extra: list[Outgoing] = []
         if kind is OpKind.ADD:
@@ -454,8 +457,9 @@ class GroupState:
             past_roster = fold(ops[p] for p in past)[0]
         if op.epoch != past_size:
             raise GroupError("op epoch does not match its dependencies")
-        if effect(past_roster, op) is None:
-            raise GroupError(f"{op.kind.name} not allowed for its author at epoch {op.epoch}")
+        reason = refusal(past_roster, op)
+        if reason is not None:
+            raise GroupError(f"{op.kind.name} at epoch {op.epoch} refused: {reason}")
 
     def _accept(
         self, op: Op, directory: Directory, rng: Rng, now_ms: int | None = None
