@@ -355,7 +355,7 @@ class World:
             ]
             chain = SenderChain.generate(self.key_rng, max(epochs), {})
             body = Payload(ContentType.TEXT, 1, self.clock.now, b"forged").encode()
-            _, frame = chain.encrypt(group_tag(gid, max(epochs)), body)
+            _, frame = chain.encrypt(group_tag(gid, max(epochs)), body, self.key_rng(32))
             topic = group_topic(gid)
             self._inject(topic, frame)
             for f in self.store.fetch(topic, 0, self.clock.now, limit=3):

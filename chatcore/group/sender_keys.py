@@ -8,7 +8,13 @@ Group message wire (kind 0x13)::
 
     0x13 | group tag (8) | sender key id (4) | iteration (varint)
          | AES-256-GCM(message_key, nonce = iteration as 12 B big-endian, aad = header)
-         | Ed25519 signature (64) by the chain's signing key over everything before it
+         | Ed25519 signature (64) by the chain's signing key over
+           sender installation id (32) || everything before it
+
+The sender's installation id is signed, not sent: receivers verify against the
+installation each chain was handed out by, so a member that re-distributes another
+member's chain (key id and signing key) as its own cannot have that member's messages
+attributed to it, nor make them fail.
 
 Overhead for any plaintext: 1 + 8 + 4 + varint (1-3 B below 2M messages) + 16 + 64 = 94-96 B.
 
@@ -134,13 +140,16 @@ class SenderChain:
             self.chain_key, self.signing_public,
         ).to_bytes()  # fmt: skip
 
-    def encrypt(self, tag: bytes, plaintext: bytes) -> tuple[SenderChain, bytes]:
+    def encrypt(
+        self, tag: bytes, plaintext: bytes, installation: bytes
+    ) -> tuple[SenderChain, bytes]:
+        """(next chain, frame); ``installation``: ours, the one this chain was handed out by."""
         it = self.iteration
         ck = self.chain_key
         mk, nck = sender_chain_step(ck)
         header = b"\x13" + tag + self.key_id + (bytes((it,)) if it < 0x80 else varint(it))
         signed = header + aead_seal(mk, _nonce(it), plaintext, header)
-        frame = signed + ed25519_sign(self.signing_secret, signed)
+        frame = signed + ed25519_sign(self.signing_secret, installation + signed)
         nxt = SenderChain(
             self.key_id, self.epoch, it + 1, nck,
             self.signing_secret, self.signing_public,
@@ -233,7 +242,7 @@ class ParsedFrame(NamedTuple):
     iteration: int
     header: bytes
     ciphertext: bytes
-    signed: bytes
+    signed: bytes  # everything before the signature (signed after the sender installation)
     signature: bytes
 
 

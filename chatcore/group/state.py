@@ -661,7 +661,7 @@ class GroupState:
             raise GroupError("not a member of this group")
         if not isinstance(plaintext, bytes):
             raise TypeError("plaintext must be bytes")
-        own, frame = own.encrypt(self.tag, plaintext)
+        own, frame = own.encrypt(self.tag, plaintext, self.installation)
         return self._with(own, self.chains), frame
 
     def _with(
@@ -691,7 +691,7 @@ class GroupState:
             raise GroupError("stale or unknown group epoch")
         candidates = self.chains.get(p.key_id, ())
         for chain in candidates:
-            if ed25519_verify(chain.signing_public, p.signature, p.signed):
+            if ed25519_verify(chain.signing_public, p.signature, chain.installation + p.signed):
                 break
         else:
             return self._decrypt_retired(p, epoch, now_ms, bool(candidates))
@@ -709,7 +709,9 @@ class GroupState:
     ) -> tuple[GroupState, bytes, bytes, bytes]:
         for i, r in enumerate(self.retired):
             c = r.chain
-            if c.key_id != p.key_id or not ed25519_verify(c.signing_public, p.signature, p.signed):
+            if c.key_id != p.key_id or not ed25519_verify(
+                c.signing_public, p.signature, c.installation + p.signed
+            ):
                 continue
             if now_ms is None or now_ms > r.until_ms or epoch > r.last_epoch:
                 raise GroupError("message from a former member, sent after it left the group")

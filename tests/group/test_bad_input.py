@@ -270,3 +270,35 @@ def test_welcome_signed_by_a_revoked_installation_needs_the_past_signers() -> No
     op = next(o.payload for o in out if o.__class__.__name__ == "Publish")
     with pytest.raises(GroupError, match="not signed by an installation of its author"):
         st.apply_op(op, active, w.rng)
+
+
+@pytest.mark.parametrize("junk_key", [False, True])
+def test_a_member_redistributing_anothers_chain_gets_no_credit_and_blocks_nothing(
+    junk_key: bool,
+) -> None:
+    """M hands a newcomer V's chain (key id, signing key) as its own, before V's own
+    distribution arrives: V's messages still decrypt as V's (with a junk chain key too)."""
+    from chatcore.group import SendTo
+    from chatcore.group.sender_keys import SenderKeyDistribution
+
+    w = World(9)
+    a, v, m = w.person(), w.person(), w.person()
+    w.create(a, [v, m])
+    sm, mi, vi = _state(w, m), w.dev(m).inst, w.dev(v).inst
+    n = w.person()
+    ni = w.dev(n).inst
+    _sa, out = _state(w, a).add_member(n, w.dev(a).key, w.directory, w.rng, w.now)
+    welcome = next(o.payload for o in out if isinstance(o, SendTo) and o.installation == ni)
+    sn, _ = GroupState.join(welcome, n, ni, w.directory, w.rng)
+    sv, v_out = _state(w, v).apply_op(out[0].payload, w.directory, w.rng, w.now)
+    v_dist = next(o.payload for o in v_out if isinstance(o, SendTo) and o.installation == ni)
+    vchain = next(c for cs in sm.chains.values() for c in cs if c.installation == vi)
+    copy = SenderKeyDistribution(
+        sm.group_id, m, mi, vchain.key_id, vchain.epoch, vchain.iteration,
+        b"\x00" * 32 if junk_key else vchain.chain_key, vchain.signing_public,
+    ).to_bytes()  # fmt: skip
+    sn = sn.receive_distribution(mi, copy, from_identity=m, now_ms=w.now)  # M's copy first
+    sn = sn.receive_distribution(vi, v_dist, from_identity=v, now_ms=w.now)
+    _sv, frame = sv.encrypt(b"written by V")
+    _sn, sender, inst, pt = sn.decrypt(frame, w.now)
+    assert (sender, inst, pt) == (v, vi, b"written by V")

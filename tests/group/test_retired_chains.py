@@ -189,6 +189,6 @@ def test_a_key_sent_after_leaving_never_opens_a_new_window() -> None:
     sb = sb.receive_distribution(c_inst, d2, from_identity=c, now_ms=w.now)
     assert all(r.chain.key_id != k2.key_id for r in sb.retired)
     tag = next(t for t, e in sb.tags.items() if e == sb.epoch - 1)  # the pre-removal tag
-    _k2, late = k2.encrypt(tag, b"late")
+    _k2, late = k2.encrypt(tag, b"late", c_inst)
     with pytest.raises(GroupError):
         sb.decrypt(late, w.now)
