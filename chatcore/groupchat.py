@@ -305,12 +305,12 @@ class GroupChat:
             raise ValueError("a group needs a name")
         if self.engine.identity_id in members:
             raise ValueError("you are in the group you create: list the others only")
-        gid = self.engine.rng(ID_LEN)
         with self.store.transaction():
             state, out = GroupState.create(
-                gid, name, self.engine.identity_id, self._key, members, self._ids,
-                self.engine.rng, self.engine.clock_ms(),
+                self.engine.rng(ID_LEN), name, self.engine.identity_id, self._key, members,
+                self._ids, self.engine.rng, self.engine.clock_ms(),
             )  # fmt: skip
+            gid = state.group_id
             self._save(state)
             frames = self._dispatch(state, None, out)
             self._notice(gid, f"created the group “{name}”", self.engine.identity_id,

@@ -6,8 +6,10 @@ Wire (kind 0x14)::
          | author identity (32) | author installation (32) | created_ms (u64) | payload
          | signature (64)
 
-payload: CREATE = name (varint len + UTF-8) + n members (u16) + identities (32 each);
-ADD / REMOVE / PROMOTE = target identity (32); LEAVE = empty; RENAME = name.
+payload: CREATE = name (varint len + UTF-8) + n members (u16) + identities (32 each)
++ salt (32); ADD / REMOVE / PROMOTE = target identity (32); LEAVE = empty; RENAME = name.
+A group's id is bound to its creator: ``SHA-256(GROUP_ID_DOMAIN || author || salt)`` of its
+create op, so nobody else can make a create op (a welcome) for a group id they learnt.
 The signature is Ed25519 by the author installation over ``OP_DOMAIN || body``;
 the op id is SHA-256 of the body (everything before the signature).
 ``epoch`` is the number of ops the author had seen (its causal past, = the deps and
@@ -33,6 +35,14 @@ from chatcore.group.consts import (
 from chatcore.group.keys import InstallationKey
 
 OP_DOMAIN = b"logos-chat/group-op/v1\x00"
+GROUP_ID_DOMAIN = b"logos-chat/group-id/v1\x00"
+
+
+def group_id_for(author: bytes, salt: bytes) -> bytes:
+    """The id of the group ``author`` creates with ``salt`` (32 random bytes)."""
+    if len(author) != ID_LEN or len(salt) != ID_LEN:
+        raise ValueError("author and salt must be 32 bytes")
+    return sha256(GROUP_ID_DOMAIN + author + salt)
 
 
 class OpKind(IntEnum):
@@ -61,6 +71,7 @@ class Op:
     target: bytes = b""
     name: str = ""
     members: tuple[bytes, ...] = ()
+    salt: bytes = b""  # CREATE only: the group id is group_id_for(author, salt)
     signature: bytes = field(default=b"", repr=False)
     op_id: bytes = field(default=b"", repr=False)
     raw: bytes = field(default=b"", repr=False)
@@ -87,6 +98,7 @@ def _body(
     target: bytes,
     name: str,
     members: tuple[bytes, ...],
+    salt: bytes,
 ) -> bytes:
     parts = [
         bytes((KIND_GROUP_OP, kind)),
@@ -103,6 +115,7 @@ def _body(
     if kind is OpKind.CREATE:
         parts.append(len(members).to_bytes(2, "big"))
         parts.extend(members)
+        parts.append(salt)
     elif kind in _TARGETED:
         parts.append(target)
     return b"".join(parts)
@@ -120,17 +133,23 @@ def make_op(
     target: bytes = b"",
     name: str = "",
     members: tuple[bytes, ...] = (),
+    salt: bytes = b"",
 ) -> Op:
-    """Build and sign an op. Bad arguments raise ValueError."""
+    """Build and sign an op. Bad arguments raise ValueError (a CREATE needs the ``salt``
+    its ``group_id`` is made from: ``group_id_for(author, salt)``)."""
     _check_fields(
         kind, group_id, epoch, deps, author, key.public, created_ms, target, name, members
     )
+    if kind is OpKind.CREATE and (len(salt) != ID_LEN or group_id != group_id_for(author, salt)):
+        raise ValueError("a create op's group id is group_id_for(author, salt)")
     deps = tuple(sorted(deps))
-    body = _body(kind, group_id, epoch, deps, author, key.public, created_ms, target, name, members)
+    body = _body(
+        kind, group_id, epoch, deps, author, key.public, created_ms, target, name, members, salt
+    )
     sig = key.sign(OP_DOMAIN + body)
     return Op(
         group_id, kind, epoch, deps, author, key.public, created_ms, target, name, members,
-        sig, sha256(body), body + sig,
+        salt if kind is OpKind.CREATE else b"", sig, sha256(body), body + sig,
     )  # fmt: skip
 
 
@@ -180,7 +199,7 @@ def decode_op(data: bytes) -> Op:
     author = r.take(ID_LEN)
     installation = r.take(ID_LEN)
     created_ms = r.u64()
-    target, name = b"", ""
+    target, name, salt = b"", "", b""
     members: tuple[bytes, ...] = ()
     if kind in (OpKind.CREATE, OpKind.RENAME):
         raw_name = r.blob()
@@ -194,6 +213,7 @@ def decode_op(data: bytes) -> Op:
         members = tuple(r.take(ID_LEN) for _ in range(r.u16()))
         if len(set(members)) != len(members):
             raise MalformedMessage("duplicate members")
+        salt = r.take(ID_LEN)
     elif kind in _TARGETED:
         target = r.take(ID_LEN)
     body_end = r.pos
@@ -202,7 +222,7 @@ def decode_op(data: bytes) -> Op:
     body = r.data[:body_end]
     return Op(
         group_id, kind, epoch, deps, author, installation, created_ms, target, name, members,
-        signature, sha256(body), r.data,
+        salt, signature, sha256(body), r.data,
     )  # fmt: skip
 
 

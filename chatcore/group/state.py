@@ -26,7 +26,7 @@ from chatcore.group.consts import (
     STATE_VERSION,
 )
 from chatcore.group.keys import InstallationKey, Rng
-from chatcore.group.ops import Op, OpKind, decode_op, make_op
+from chatcore.group.ops import Op, OpKind, decode_op, group_id_for, make_op
 from chatcore.group.roster import Roster, fold, refusal
 from chatcore.group.sender_keys import (
     ParsedFrame,
@@ -222,7 +222,7 @@ class GroupState:
     @classmethod
     def create(
         cls,
-        group_id: bytes,
+        salt: bytes,
         name: str,
         identity: bytes,
         key: InstallationKey,
@@ -233,13 +233,15 @@ class GroupState:
     ) -> tuple[GroupState, list[Outgoing]]:
         """Start a group with ``identity`` as its only admin.
 
+        ``salt``: 32 random bytes; the group's id is ``group_id_for(identity, salt)``.
         Returns the state and, in order: the create op to publish, a welcome for every
         other member installation (our own other devices included), then our sender-key
         distributions. Deliver pairwise payloads to one installation in list order.
         Raises ValueError on bad arguments (e.g. ``key`` not an installation of ``identity``).
         """
-        _check_id(group_id, "group_id")
+        _check_id(salt, "salt")
         _check_id(identity, "identity")
+        group_id = group_id_for(identity, salt)
         roster_ids = [identity, *(_check_id(m, "member") for m in members if m != identity)]
         if len(set(roster_ids)) != len(roster_ids):
             raise ValueError("duplicate members")
@@ -247,7 +249,7 @@ class GroupState:
             raise ValueError("key is not an installation of identity")
         op = make_op(
             key, OpKind.CREATE, group_id=group_id, epoch=0, deps=(), author=identity,
-            created_ms=now_ms, name=name, members=tuple(roster_ids),
+            created_ms=now_ms, name=name, members=tuple(roster_ids), salt=salt,
         )  # fmt: skip
         state, out = cls._blank(group_id, identity, key.public)._advance(
             {op.op_id: op}, directory, rng
@@ -287,6 +289,8 @@ class GroupState:
         root = creates[0]
         if root.group_id != group_id or root.epoch != 0 or root.deps:
             raise GroupError("bad create op")
+        if group_id != group_id_for(root.author, root.salt):
+            raise GroupError("the group id is not its creator's: a welcome for another group")
         if root.installation not in _devices(signers, root.author):
             raise GroupError("create op not signed by an installation of its author")
         if not root.signature_valid():

@@ -73,12 +73,11 @@ class World:
 
     def create(self, creator: bytes, members: list[bytes], name: str = "g") -> bytes:
         d = self.dev(creator)
-        group_id = self.rng(32)
         d.state, out = GroupState.create(
-            group_id, name, creator, d.key, members, self.directory, self.rng, self.now
+            self.rng(32), name, creator, d.key, members, self.directory, self.rng, self.now
         )
         self.route(d.inst, out)
-        return group_id
+        return d.state.group_id
 
     def act(self, identity: bytes, method: str, *args: object, device: int = 0) -> None:
         """Run a membership change on one device and deliver what it produces."""

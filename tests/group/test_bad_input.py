@@ -85,13 +85,12 @@ def test_duplicate_out_of_order_and_gap() -> None:
 def test_non_member_sender_rejected() -> None:
     w, _a, b, _ = _group()
     outsider = w.person()
-    # the outsider runs its own group with the same id to get a chain and a valid-looking tag
+    # the outsider runs a group of its own for a chain, and uses our group's routing tag
     od = w.dev(outsider)
     sb = _state(w, b)
-    fake, _ = GroupState.create(
-        sb.group_id, "fake", outsider, od.key, [], w.directory, w.rng, w.now
-    )
-    frame = fake.encrypt(b"let me in")[1]
+    fake, _ = GroupState.create(w.rng(32), "fake", outsider, od.key, [], w.directory, w.rng, w.now)
+    assert fake.own is not None
+    frame = fake.own.encrypt(sb.tag, b"let me in", od.inst)[1]
     with pytest.raises(GroupError):
         sb.decrypt(frame)
 
@@ -139,6 +138,7 @@ def test_forged_and_unauthorised_ops_rejected_state_unchanged() -> None:
             author=a,
             created_ms=w.now,
             members=(a,),
+            salt=next(o.salt for o in sc.ops.values() if o.kind is OpKind.CREATE),
         ).raw,
         "other group": make_op(
             w.dev(a).key,
@@ -302,3 +302,21 @@ def test_a_member_redistributing_anothers_chain_gets_no_credit_and_blocks_nothin
     _sv, frame = sv.encrypt(b"written by V")
     _sn, sender, inst, pt = sn.decrypt(frame, w.now)
     assert (sender, inst, pt) == (v, vi, b"written by V")
+
+
+def test_a_welcome_for_someone_elses_group_id_is_refused() -> None:
+    """Someone who knows a group's id (a removed member) cannot make a newcomer join a
+    group of theirs under that id: the id is bound to the creator by the create op."""
+    from chatcore.group.ops import OP_DOMAIN, _body, decode_op
+    from chatcore.group.state import encode_welcome
+
+    w, a, b, c = _group()
+    gid = _state(w, a).group_id
+    r, u = w.person(), w.person()
+    rd = w.dev(r)
+    body = _body(OpKind.CREATE, gid, 0, (), r, rd.inst, w.now, b"", "g", (r, a, b, c, u), w.rng(32))
+    fake_create = decode_op(body + rd.key.sign(OP_DOMAIN + body))
+    assert fake_create.signature_valid()  # well-formed and signed: only the binding is off
+    ud = w.dev(u)
+    with pytest.raises(GroupError, match="not its creator's"):
+        GroupState.join(encode_welcome(gid, [fake_create]), u, ud.inst, w.directory, w.rng)
