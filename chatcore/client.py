@@ -235,7 +235,7 @@ class Client:
         if network.faucet_key and reg.balance(owner.address) < MIN_BALANCE_WEI:
             reg.send_value(Account.from_key(network.faucet_key), owner.address, DEV_FUNDING_WEI)
         _spk, bundle = client._new_bundle(seq=1, ttl_s=prekey_ttl_s)
-        reg.register(owner, salt, recovery.address, keys.installation_id, bundle.encode())
+        reg.register(owner, salt, recovery, keys.installation_id, bundle.encode())
         with store.transaction():
             store.set_meta("registered", b"1")
             store.set_meta("bundle_seq", b"1")

@@ -88,6 +88,10 @@ class WrongRecoveryPhrase(IdentityError):
     """The phrase is not valid, or no identity has its account as recovery."""
 
 
+class AmbiguousRecovery(IdentityError):
+    """More than one identity has the phrase's account as recovery: we will not guess which."""
+
+
 # ----------------------------------------------------------------------------------------------
 # pairing code (pure)
 # ----------------------------------------------------------------------------------------------
@@ -804,7 +808,12 @@ def recovery_account(phrase: str) -> Any:
 def identity_for_phrase(
     network: NetworkConfig, phrase: str, index_dir: Path | None = None
 ) -> tuple[Any, Any]:
-    """(recovery account, identity state) for a phrase; raises WrongRecoveryPhrase."""
+    """(recovery account, identity state) for a phrase.
+
+    The index (from events) proposes the identities naming the phrase's account; storage has
+    the last word on each. Raises WrongRecoveryPhrase when none is left, AmbiguousRecovery when
+    several are (the registry makes a recovery account consent, so that takes the phrase's
+    owner agreeing twice; restoring either one could be the wrong one)."""
     import tempfile
 
     from discovery.index import Index
@@ -817,12 +826,21 @@ def identity_for_phrase(
         index = Index((index_dir or Path(tmp)) / "recovery-index.db", registry)
         try:
             index.sync()
-            states = [s for s in index.by_recovery(acct.address) if s.exists]
+            candidates = [s.identity_id for s in index.by_recovery(acct.address) if s.exists]
         finally:
             index.close()
+    states = [
+        st for st in (registry.get_identity(i) for i in candidates)
+        if st.exists and st.recovery.lower() == acct.address.lower()
+    ]  # fmt: skip
     if not states:
         raise WrongRecoveryPhrase("no identity has this recovery phrase")
-    return acct, states[-1]
+    if len(states) > 1:
+        ids = ", ".join("0x" + st.identity_id.hex()[:16] + "…" for st in states)
+        raise AmbiguousRecovery(
+            f"{len(states)} identities have this recovery phrase ({ids}): not restoring any"
+        )
+    return acct, states[0]
 
 
 def revoke_with_phrase(network: NetworkConfig, phrase: str, query: str) -> tuple[bytes, bytes, int]:

@@ -331,7 +331,7 @@ def recovery_phrase(ctx: Ctx, yes: bool) -> None:
         Account.enable_unaudited_hdwallet_features()
         acct, phrase = Account.create_with_mnemonic()
         owner = client._owner(pw)
-        receipt = client.registry.set_recovery(owner, client.identity_id, acct.address)
+        receipt = client.registry.set_recovery(owner, client.identity_id, acct)
         with client.store.transaction():
             client.store.set_meta("recovery", acct.address.encode())
     finally:

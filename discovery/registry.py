@@ -30,10 +30,19 @@ from web3.exceptions import (
 )
 
 from contracts import load_artifact
-from discovery.errors import ChainUnavailable, DiscoveryError, NameTaken, RegistryReverted
+from discovery.errors import (
+    ChainUnavailable,
+    ConsentMissing,
+    DiscoveryError,
+    NameTaken,
+    RegistryReverted,
+)
 from discovery.network import NetworkConfig
 
 ZERO32 = b"\x00" * 32
+ZERO_ADDRESS = "0x" + "00" * 20
+#: how long a consent signature made for our own transaction stays valid (chain time)
+CONSENT_TTL_S = 3600
 REVOKED_HASH = (1).to_bytes(32, "big")
 
 
@@ -363,12 +372,52 @@ class Registry:
             return wait_receipt(self.w3, self.w3.eth.send_raw_transaction(signed.raw_transaction))
 
     def register(
-        self, owner: LocalAccount, salt: bytes, recovery: str, installation: bytes, bundle: bytes
+        self,
+        owner: LocalAccount,
+        salt: bytes,
+        recovery: LocalAccount | str | None,
+        installation: bytes,
+        bundle: bytes,
     ) -> Any:
-        fn = self.identity.functions.register(
-            salt, to_checksum_address(recovery), installation, bundle
-        )
+        """Register ``owner``'s identity. ``recovery``: an account whose key we hold (it signs
+        its consent), None for none, or a bare address (the owner's own only: any other
+        account must consent, ConsentMissing)."""
+        identity_id = identity_id_for(owner.address, salt)
+        address, deadline, sig = self._recovery_args(recovery, owner, identity_id)
+        fn = self.identity.functions.register(salt, address, installation, bundle, deadline, sig)
         return self.transact(owner, fn, "register")
+
+    def recovery_consent(self, recovery: LocalAccount, identity_id: bytes) -> tuple[int, bytes]:
+        """(deadline, signature): ``recovery``'s EIP-712 AcceptRecovery for ``identity_id``,
+        valid for an hour of chain time, at its current nonce."""
+        from discovery.eip712 import typed_signature
+
+        deadline = self.latest_timestamp() + CONSENT_TTL_S
+        msg = {
+            "id": identity_id,
+            "recovery": recovery.address,
+            "nonce": self.nonce_of(recovery.address),
+            "deadline": deadline,
+        }
+        sig = typed_signature(
+            recovery, "AcceptRecovery", msg, self.config.chain_id, self.identity.address
+        )
+        return deadline, sig
+
+    def _recovery_args(
+        self, recovery: LocalAccount | str | None, owner: LocalAccount, identity_id: bytes
+    ) -> tuple[str, int, bytes]:
+        if recovery is None:
+            return ZERO_ADDRESS, 0, b""
+        if isinstance(recovery, str):
+            address = to_checksum_address(recovery)
+            if address not in (ZERO_ADDRESS, owner.address):
+                raise ConsentMissing(
+                    f"recovery account {address} must consent: its key is needed to sign"
+                )
+            return address, 0, b""
+        deadline, sig = self.recovery_consent(recovery, identity_id)
+        return recovery.address, deadline, sig
 
     def add_installation(
         self, signer: LocalAccount, identity_id: bytes, installation: bytes, bundle: bytes
@@ -421,8 +470,12 @@ class Registry:
         )
         return self.transact(signer, fn, "setOwner")
 
-    def set_recovery(self, owner: LocalAccount, identity_id: bytes, recovery: str) -> Any:
-        fn = self.identity.functions.setRecovery(identity_id, to_checksum_address(recovery))
+    def set_recovery(
+        self, owner: LocalAccount, identity_id: bytes, recovery: LocalAccount | str | None
+    ) -> Any:
+        """Owner replaces the recovery account (None clears it); see :meth:`register`."""
+        address, deadline, sig = self._recovery_args(recovery, owner, identity_id)
+        fn = self.identity.functions.setRecovery(identity_id, address, deadline, sig)
         return self.transact(owner, fn, "setRecovery")
 
     def link_wallet(

@@ -6,6 +6,9 @@
         proxy.methods                              # every JSON-RPC method forwarded, in order
         proxy.tamper_logs(topic0)                  # from now on flip one byte of the bundle
                                                    # bytes inside matching eth_getLogs results
+        proxy.drop_topic0.add(topic0)              # eth_getLogs answers omit these events
+        proxy.inject_logs.append(log)              # ... and include this one where the
+                                                   # request's filter would match it
 
 It is an untrusted RPC node in miniature: the resolver must notice what it does.
 """
@@ -30,6 +33,43 @@ def flip_hex_byte(data_hex: str, offset: int) -> str:
     return "0x" + raw.hex()
 
 
+def make_log(
+    address: str, signature: str, topics: list[bytes], data: bytes, block: int, log_index: int
+) -> dict[str, Any]:
+    """A raw log as eth_getLogs returns it, for ``inject_logs`` (topic0 from ``signature``)."""
+    from eth_utils.crypto import keccak
+
+    return {
+        "address": address.lower(),
+        "topics": ["0x" + t.hex() for t in (keccak(text=signature), *topics)],
+        "data": "0x" + data.hex(),
+        "blockNumber": hex(block),
+        "logIndex": hex(log_index),
+        "transactionHash": "0x" + "ab" * 32,
+        "blockHash": "0x" + "00" * 32,
+        "transactionIndex": "0x0",
+        "removed": False,
+    }
+
+
+def _filter_matches(flt: dict[str, Any], log: dict[str, Any]) -> bool:
+    """Would an eth_getLogs filter (addresses, block range, topics) return this log?"""
+    addresses = flt.get("address")
+    if isinstance(addresses, str):
+        addresses = [addresses]
+    if addresses and log["address"].lower() not in {a.lower() for a in addresses}:
+        return False
+    block = int(log["blockNumber"], 16)
+    lo = int(flt.get("fromBlock", "0x0"), 16)
+    hi = flt.get("toBlock", "latest")
+    if block < lo or (hi != "latest" and block > int(hi, 16)):
+        return False
+    for want, got in zip(flt.get("topics") or [], log["topics"], strict=False):
+        if want is not None and want.lower() != got.lower():
+            return False
+    return True
+
+
 class RpcProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
@@ -42,6 +82,10 @@ class RpcProxy:
         self.reply_override: bytes | None = None
         # drop the topic filter of eth_getLogs: answer with every identity's events
         self.widen_logs = False
+        # eth_getLogs answers omit every log whose topic0 (bytes) is in here ...
+        self.drop_topic0: set[bytes] = set()
+        # ... and gain these raw logs (JSON-RPC form) where the request's filter matches them
+        self.inject_logs: list[dict[str, Any]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -93,6 +137,13 @@ class RpcProxy:
     def _rewrite(self, request: Any, response: Any) -> Any:
         if not isinstance(request, dict) or request.get("method") != "eth_getLogs":
             return response
+        if isinstance(response, dict) and isinstance(response.get("result"), list):
+            drop = {"0x" + t.hex() for t in self.drop_topic0}
+            kept = [log for log in response["result"] if log["topics"][0].lower() not in drop]
+            flt = (request.get("params") or [{}])[0]
+            response["result"] = kept + [
+                dict(log) for log in self.inject_logs if _filter_matches(flt, log)
+            ]
         with self._lock:
             tamper = self._tamper
         if tamper is None or not isinstance(response, dict):

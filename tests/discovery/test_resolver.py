@@ -125,16 +125,21 @@ def new_owner(w3: Web3) -> LocalAccount:
 
 
 def register_direct(
-    reg: Registry, w3: Web3, first: IntroBundle | None = None, **bundle_kw: object
+    reg: Registry,
+    w3: Web3,
+    first: IntroBundle | None = None,
+    recovery: LocalAccount | str | None = None,
+    **bundle_kw: object,
 ) -> Ident:
     """Register an identity with one device. ``first``: publish these bytes' fields instead
-    (re-signed for the new identity) - use ``bundle_kw`` to shape the first bundle."""
+    (re-signed for the new identity) - use ``bundle_kw`` to shape the first bundle.
+    ``recovery``: see Registry.register (default: a fresh account, which consents)."""
     owner = new_owner(w3)
     salt = os.urandom(32)
     iid = identity_id_for(owner.address, salt)
     dev = Device.new()
     b = dev.bundle(reg.config, iid, **bundle_kw)  # type: ignore[arg-type]
-    reg.register(owner, salt, Account.create().address, dev.pub, b.encode())
+    reg.register(owner, salt, recovery or Account.create(), dev.pub, b.encode())
     return Ident(owner, iid, [dev], [b])
 
 
