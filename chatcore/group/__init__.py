@@ -11,31 +11,32 @@ order ``(epoch, removals-first, op id)`` (op id = SHA-256 of the signed body). S
 member that has accepted the same set of ops has the same members, admins, name and
 epoch (``epoch`` = number of accepted ops), whatever the arrival order.
 
-* Acceptance (at arrival, all independent of arrival order): well-formed; same group;
-  not a replay; every dependency already accepted (otherwise GroupError: retry later —
+* Acceptance (at arrival), a function of the op and its causal past only, so that every
+  member accepts the same ops whatever it has seen: well-formed; same group; not a
+  replay; every dependency already accepted (otherwise GroupError: retry later —
   ``apply_ops`` does it for a batch); signed by an installation the directory lists for
   the author; ``epoch`` equals the size of its causal past; and the author holds the
   role (admin; member for ``leave``) in the fold of the op's *causal past*, and the op
   changes something there. Forged ops, non-admin ops and ops by members who had seen
-  their own removal are rejected with GroupError and leave the state unchanged.
-  Ops made more than ``OP_MAX_LAG`` epochs behind us are rejected as stale.
+  their own removal are rejected with GroupError and leave the state unchanged. (An
+  earlier rule also refused ops made far behind the receiver; it made members accept
+  different ops, and a later op then applied at some and never at others.)
 * Effect (in the fold over the whole set): an op takes effect only if its author still
   holds the role at the op's place in the total order and the op still changes
   something (adding a member twice, removing a non-member: no effect). Conflicts:
   - two admins change membership concurrently: both apply, in the total order;
-  - an admin is removed concurrently with one of its own ops: the removal wins when
-    it sorts first, which it does at the same epoch (removals sort before other ops of
-    their epoch); an op the admin made at a lower epoch (it had seen fewer ops) came
-    first and stands;
-  - mutual concurrent removals of two admins at one epoch: the one with the smaller op
-    id applies, the other author is no longer admin, so theirs is void;
+  - an op concurrent with a removal of its author (neither saw the other) is void,
+    whatever epoch it claims: a removed admin cannot act by dating ops back (choosing
+    old dependencies), and no scheme without a central sequencer can tell that from a
+    real partition, so removal wins (:func:`chatcore.group.roster.concurrent_with_removal`);
+  - admins rank by when they became admin (the creator first) and an admin removes
+    only admins made after them, so two admins cannot remove each other;
   - if the last admin leaves or is removed, the remaining member with the smallest
     identity id becomes admin.
-* Limits: an op accepted by members whose epoch was within ``OP_MAX_LAG`` but reaching
-  another member that is further ahead is rejected there (a partition longer than
-  ``OP_MAX_LAG`` ops needs a resync by an admin). An admin cannot be stopped from
-  back-dating an op to before its removal (deps = old heads) within that window; with no
-  central sequencer no scheme can tell that apart from a real partition.
+* Limits: the log holds ``MAX_OPS`` ops; a member (or a former member, on dependencies
+  from before its removal) can fill it with signed ops that are void, which freezes
+  membership changes (a welcome of more than about 270 ops does not fit a 64 KiB
+  payload already). Ops are never compacted.
 
 Keys
 ----

@@ -27,12 +27,14 @@ MAX_SKIP: Final = 2000
 #: Skipped message keys kept per sender chain (oldest evicted first).
 MAX_SKIPPED_KEYS: Final = 2000
 #: Epochs older than ``current - EPOCH_GRACE`` are stale for messages.
-EPOCH_GRACE: Final = 16  # = OP_MAX_LAG: the key id and signature decide, not the tag
+EPOCH_GRACE: Final = 16  # the key id and signature decide, not the tag
 #: Messages tagged with an epoch up to this far ahead are accepted (the sender has
 #: seen membership ops that have not reached us yet; the sender key authenticates it).
 EPOCH_AHEAD: Final = 8
-#: An op made more than this many epochs behind ours is stale.
-OP_MAX_LAG: Final = 16
+#: Ops one group's log holds; later ones are refused. Acceptance depends on nothing but
+#: the op and its causal past below this (so that every member accepts the same ops);
+#: a welcome (64 KiB) carries about 270 ops, which bounds groups that still add members.
+MAX_OPS: Final = 4096
 #: Sender chains kept per installation (current + the one before, for in-flight messages).
 CHAINS_PER_INSTALLATION: Final = 8
 #: After a member leaves or is removed, its sender chains stay *retired* this long

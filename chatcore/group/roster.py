@@ -15,6 +15,9 @@ class Roster:
     name: str
     members: frozenset[bytes]
     admins: frozenset[bytes]
+    #: the admins, earliest first (the creator, then in the order they were made admin):
+    #: an admin can remove only admins made after them
+    seniority: tuple[bytes, ...] = ()
 
 
 EMPTY = Roster("", frozenset(), frozenset())
@@ -43,14 +46,14 @@ def _apply(roster: Roster | None, op: Op) -> Roster | str:
             return "the group already exists"
         if op.author not in op.members:
             return "the creator must be a member"
-        return Roster(op.name, frozenset(op.members), frozenset((op.author,)))
+        return Roster(op.name, frozenset(op.members), frozenset((op.author,)), (op.author,))
     if roster is None:
         return "the group does not exist yet"
-    members, admins = roster.members, roster.admins
+    members, admins, seniority = roster.members, roster.admins, roster.seniority
     if op.kind is OpKind.LEAVE:
         if op.author not in members:
             return "only a member can leave"
-        return _fix_admins(Roster(roster.name, members - {op.author}, admins - {op.author}))
+        return _without(roster, op.author)
     if op.author not in admins:
         if op.kind is OpKind.RENAME:
             return "only an admin can rename the group"
@@ -58,22 +61,31 @@ def _apply(roster: Roster | None, op: Op) -> Roster | str:
     if op.kind is OpKind.ADD:
         if op.target in members:
             return "already a member of this group"
-        return Roster(roster.name, members | {op.target}, admins)
+        return Roster(roster.name, members | {op.target}, admins, seniority)
     if op.kind is OpKind.REMOVE:
         if op.target not in members:
             return "not a member of this group"
-        return _fix_admins(Roster(roster.name, members - {op.target}, admins - {op.target}))
+        if op.target in admins and seniority.index(op.target) < seniority.index(op.author):
+            return "an admin can remove only admins made after them"
+        return _without(roster, op.target)
     if op.kind is OpKind.PROMOTE:
         if op.target not in members:
             return "not a member of this group"
         if op.target in admins:
             return "already an admin"
-        return Roster(roster.name, members, admins | {op.target})
+        return Roster(roster.name, members, admins | {op.target}, (*seniority, op.target))
     if op.kind is OpKind.RENAME:
         if op.name == roster.name:
             return "the group already has this name"
-        return Roster(op.name, members, admins)
+        return Roster(op.name, members, admins, seniority)
     return "unknown kind of op"  # pragma: no cover - OpKind is closed
+
+
+def _without(roster: Roster, who: bytes) -> Roster:
+    seniority = tuple(a for a in roster.seniority if a != who)
+    return _fix_admins(
+        Roster(roster.name, roster.members - {who}, roster.admins - {who}, seniority)
+    )
 
 
 def _fix_admins(roster: Roster) -> Roster:
@@ -81,17 +93,63 @@ def _fix_admins(roster: Roster) -> Roster:
     # with the smallest identity id becomes admin (deterministic, so every member agrees).
     if roster.admins or not roster.members:
         return roster
-    return Roster(roster.name, roster.members, frozenset((min(roster.members),)))
+    first = min(roster.members)
+    return Roster(roster.name, roster.members, frozenset((first,)), (first,))
 
 
 def fold(ops: Iterable[Op]) -> tuple[Roster | None, frozenset[bytes]]:
     """Fold ``ops`` in (epoch, op id) order. Returns the roster (None before a create)
-    and the ids of the ops that took effect."""
+    and the ids of the ops that took effect. Ops void by :func:`concurrent_with_removal`
+    are skipped."""
+    ordered = sorted(ops, key=lambda o: o.sort_key)
+    void = concurrent_with_removal(ordered)
     roster: Roster | None = None
     effective: set[bytes] = set()
-    for op in sorted(ops, key=lambda o: o.sort_key):
+    for op in ordered:
+        if op.op_id in void:
+            continue
         after = effect(roster, op)
         if after is not None:
             roster = after
             effective.add(op.op_id)
     return roster, frozenset(effective)
+
+
+def concurrent_with_removal(ordered: list[Op]) -> frozenset[bytes]:
+    """Ids of the ops void because they are concurrent with a removal of their author.
+
+    An op whose author is taken out of the group (removed, or by its own leave) by an op
+    that neither saw it nor was seen by it counts for nothing: the author may have made
+    it after learning of the removal, choosing old dependencies to date it back (no
+    scheme without a central sequencer can tell that from a real partition), so removal
+    wins. Leaves are never void (they only take their own author out). Every accepted
+    op was allowed in its own causal past, so this depends on the set of ops only.
+    ``ordered`` is in fold order, in which every op comes after its dependencies.
+    """
+    removed_by: dict[bytes, list[int]] = {}  # identity -> positions of ops taking it out
+    for i, o in enumerate(ordered):
+        if o.kind is OpKind.REMOVE:
+            removed_by.setdefault(o.target, []).append(i)
+        elif o.kind is OpKind.LEAVE:
+            removed_by.setdefault(o.author, []).append(i)
+    suspects = [
+        i for i, o in enumerate(ordered) if o.kind is not OpKind.LEAVE and o.author in removed_by
+    ]
+    if not suspects:
+        return frozenset()
+    position = {o.op_id: i for i, o in enumerate(ordered)}
+    past: list[int] = []  # bit j set: ordered[j] is in the causal past of ordered[i]
+    for o in ordered:
+        bits = 0
+        for d in o.deps:
+            j = position.get(d)
+            if j is not None:
+                bits |= past[j] | (1 << j)
+        past.append(bits)
+    void: set[bytes] = set()
+    for i in suspects:
+        for j in removed_by[ordered[i].author]:
+            if j != i and not (past[j] >> i) & 1 and not (past[i] >> j) & 1:
+                void.add(ordered[i].op_id)
+                break
+    return frozenset(void)

@@ -19,9 +19,9 @@ from chatcore.group.consts import (
     ID_LEN,
     KEY_ID_LEN,
     KIND_WELCOME,
+    MAX_OPS,
     MAX_PENDING_DISTRIBUTIONS,
     MAX_RETIRED_CHAINS,
-    OP_MAX_LAG,
     RETIRED_CHAIN_MS,
     STATE_VERSION,
 )
@@ -444,8 +444,8 @@ class GroupState:
             raise GroupError("the group already has a create op")
         if not op.deps:
             raise GroupError("op without dependencies")
-        if op.epoch + OP_MAX_LAG < len(ops):
-            raise GroupError(f"stale op (epoch {op.epoch}, ours {len(ops)})")
+        if len(ops) >= MAX_OPS:
+            raise GroupError(f"the group's op log is full ({MAX_OPS} ops)")
         if any(d not in ops for d in op.deps):
             raise GroupError("op depends on ops we have not seen yet")
         if op.installation not in _devices(directory, op.author):

@@ -217,14 +217,25 @@ def test_replayed_and_removed_member_ops_rejected() -> None:
         _state(w, b).add_member(w.person(), w.dev(b).key, w.directory, w.rng, w.now)
 
 
-def test_stale_op_rejected() -> None:
+def test_a_late_op_is_accepted_everywhere_and_sorts_where_it_was_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Acceptance depends only on the op and its causal past, never on how far ahead the
+    receiver is (that split the log: members accepted different ops). A late rename
+    counts at its place in the order: the later renames win. A full log refuses more."""
     w, a, _b, c = _group()
     sa0 = _state(w, a)
     late = _op(w, a, OpKind.RENAME, sa0, name="late")
     for i in range(20):
         w.act(a, "rename", f"n{i}")
-    with pytest.raises(GroupError, match="stale"):
-        _state(w, c).apply_op(late, w.directory, w.rng)
+    sa, _ = _state(w, a).apply_op(late, w.directory, w.rng)
+    sc, _ = _state(w, c).apply_op(late, w.directory, w.rng)
+    assert set(sa.ops) == set(sc.ops) and sa.name == sc.name == "n19"
+    import chatcore.group.state as state_module
+
+    monkeypatch.setattr(state_module, "MAX_OPS", len(sc.ops))
+    with pytest.raises(GroupError, match="op log is full"):
+        sc.apply_op(_op(w, a, OpKind.RENAME, sc, name="one more"), w.directory, w.rng)
 
 
 def test_distribution_checks() -> None:

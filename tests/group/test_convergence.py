@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatcore.errors import GroupError
+from chatcore.errors import ChatCoreError, GroupError
 from chatcore.group import GroupState, OpKind, decode_op
+from chatcore.group.ops import make_op
 
 from . import World
 
@@ -90,31 +92,114 @@ def test_two_admins_partitioned_converge_in_any_order(
     assert views[0][3] == sc0.epoch + len(everything)  # every honest op was accepted
 
 
-def test_concurrent_remove_of_admin_beats_its_same_epoch_op() -> None:
+def test_ops_concurrent_with_their_authors_removal_are_void() -> None:
+    """a (creator) removes admin b while b, not knowing, adds f at the same epoch: the
+    removal wins in every delivery order, f is not added."""
     w, people = _setup()
     a, b, c = people[:3]
     f = people[5]
     sa0, sb0, sc0 = (w.dev(x).state for x in (a, b, c))
     assert sa0 is not None and sb0 is not None and sc0 is not None
-    _, (add_f,) = _make(w, a, sa0, [("add_member", 5)], people)
-    _, (rm_a,) = _make(w, b, sb0, [("remove_member", 0)], people)
-    assert decode_op(add_f).epoch == decode_op(rm_a).epoch
-    for order in ([add_f, rm_a], [rm_a, add_f]):
+    _, (rm_b,) = _make(w, a, sa0, [("remove_member", 1)], people)
+    _, (add_f,) = _make(w, b, sb0, [("add_member", 5)], people)
+    assert decode_op(add_f).epoch == decode_op(rm_b).epoch
+    for order in ([add_f, rm_b], [rm_b, add_f]):
         s = _deliver(w, sc0, order)
-        assert a not in s.members() and f not in s.members()
-        assert s.admins() == {b} and s.epoch == sc0.epoch + 2
+        assert b not in s.members() and f not in s.members()
+        assert s.admins() == {a} and s.epoch == sc0.epoch + 2  # both accepted, one void
 
 
-def test_mutual_removal_keeps_exactly_one_admin() -> None:
+def test_a_junior_admin_cannot_remove_a_senior_one() -> None:
+    """Admins rank by when they became admin (the creator first); an admin removes only
+    admins made after them, so two admins removing each other cannot both fail or both
+    win: the senior's removal stands, in any order."""
     w, people = _setup()
     a, b, c = people[:3]
     sa0, sb0, sc0 = (w.dev(x).state for x in (a, b, c))
     assert sa0 is not None and sb0 is not None and sc0 is not None
+    with pytest.raises(GroupError, match="only admins made after them"):
+        sb0.remove_member(a, w.dev(b).key, w.directory, w.rng, w.now)
+    # forged anyway (signed by b's installation): refused on arrival
+    forged = make_op(
+        w.dev(b).key, OpKind.REMOVE, group_id=sb0.group_id, epoch=len(sb0.ops),
+        deps=sb0.heads, author=b, created_ms=w.now, target=a,
+    ).raw  # fmt: skip
+    with pytest.raises(GroupError, match="only admins made after them"):
+        sc0.apply_op(forged, w.directory, w.rng)
     _, (rm_b,) = _make(w, a, sa0, [("remove_member", 1)], people)
-    _, (rm_a,) = _make(w, b, sb0, [("remove_member", 0)], people)
-    first = min((rm_a, rm_b), key=lambda r: decode_op(r).op_id)
-    survivor = b if first is rm_a else a
-    for order in ([rm_b, rm_a], [rm_a, rm_b]):
-        s = _deliver(w, sc0, order)
-        assert s.admins() == {survivor} and s.members() == set(people[:5]) - {a, b} | {survivor}
-    assert decode_op(rm_a).kind is OpKind.REMOVE
+    s = _deliver(w, sc0, [rm_b])
+    assert s.admins() == {a} and b not in s.members()
+
+
+def _removed_admin() -> tuple[World, list[bytes], GroupState]:
+    """a promotes b, adds d, then removes b; returns b's view from while it was admin."""
+    w, people = _setup()
+    a, b = people[:2]
+    sb_then = w.dev(b).state
+    assert sb_then is not None
+    w.act(a, "add_member", people[6])
+    w.act(a, "remove_member", b)
+    return w, people, sb_then
+
+
+def _backdated(w: World, who: bytes, view: GroupState, kind: OpKind, target: bytes) -> bytes:
+    return make_op(
+        w.dev(who).key, kind, group_id=view.group_id, epoch=len(view.ops), deps=view.heads,
+        author=who, created_ms=w.now, target=target,
+    ).raw  # fmt: skip
+
+
+def test_a_removed_admin_cannot_act_by_dating_ops_back() -> None:
+    """After its removal, b signs ops on dependencies from when it was admin (they sort
+    before the removal): an accomplice it adds is no member anywhere, a member it
+    removes stays; everyone accepts the ops alike (so the logs stay the same)."""
+    w, people, sb_then = _removed_admin()
+    a, b, c, d, e = people[:5]
+    z = w.person()
+    ops = [_backdated(w, b, sb_then, OpKind.ADD, z), _backdated(w, b, sb_then, OpKind.REMOVE, d)]
+    ops.append(_backdated(w, b, sb_then, OpKind.PROMOTE, e))
+    views = []
+    for who in (a, c, d):
+        s = w.dev(who).state
+        assert s is not None
+        for order in (ops, ops[::-1]):
+            t = _deliver(w, s, order)
+            views.append((t.members(), t.admins(), frozenset(t.ops)))
+    assert len(set(views)) == 1
+    members, admins, _ops = views[0]
+    assert z not in members and b not in members and d in members and admins == {a}
+
+
+def test_concurrent_leaves_cannot_split_the_log() -> None:
+    """A member signs 20 leaves on the same dependencies; members get them in different
+    orders. All accept the same ops (acceptance depends only on the op and its past), so
+    a later removal applies everywhere and the removed member reads nothing after it."""
+    w = World(5)
+    a, q, m, x = (w.person() for _ in range(4))
+    w.create(a, [q, m, x])
+    sm = w.dev(m).state
+    assert sm is not None
+    leaves = [
+        make_op(
+            w.dev(m).key, OpKind.LEAVE, group_id=sm.group_id, epoch=len(sm.ops),
+            deps=sm.heads, author=m, created_ms=w.now + i,
+        ).raw
+        for i in range(20)
+    ]  # fmt: skip
+    for who, order in ((a, leaves), (q, leaves[::-1]), (x, leaves[5:] + leaves[:5])):
+        d = w.dev(who)
+        for raw in order:
+            assert d.state is not None
+            d.state, out = d.state.apply_op(raw, w.directory, w.rng)
+            w.route(d.inst, out)
+    sa, sq = w.dev(a).state, w.dev(q).state
+    assert sa is not None and sq is not None
+    assert set(sa.ops) == set(sq.ops) and sa.members() == sq.members() == {a, q, x}
+    x_old = w.dev(x).state
+    assert x_old is not None
+    w.act(a, "remove_member", x)
+    sq = w.dev(q).state
+    assert sq is not None and x not in sq.members()
+    _sq, frame = sq.encrypt(b"after x left")
+    with pytest.raises(ChatCoreError):
+        x_old.decrypt(frame, w.now)
