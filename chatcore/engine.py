@@ -31,6 +31,15 @@ from chatcore.store import Store, StoredMessage
 
 log = logging.getLogger("chatcore.engine")
 
+#: Receiving a frame is retried this often when another process on the same home saved
+#: the session between our read and our write (two CLI commands, an app and the CLI).
+_RACE_RETRIES = 3
+
+
+class _SessionRaced(Exception):
+    """The session changed under us (see Engine._save_received); never escapes receive."""
+
+
 Rng = Callable[[int], bytes]
 INBOX_DOMAIN = b"logos-chat/inbox/v1"
 DM_DOMAIN = b"logos-chat/dm/v1"
@@ -342,14 +351,31 @@ class Engine:
         bad input (malformed, tampered, unknown session, untrusted sender); then nothing but
         the cursor is written.
         """
-        try:
-            result = self._receive(frame, cursor)
-        except Exception:
-            if cursor is not None:
-                with self.store.transaction():
-                    self.store.set_cursor(*cursor)
-            raise
-        return result
+        for attempt in range(_RACE_RETRIES):
+            try:
+                return self._receive(frame, cursor)
+            except _SessionRaced:
+                # another process on this home advanced the session meanwhile: read it again
+                # (the message may then be a duplicate it has handled already)
+                if attempt + 1 == _RACE_RETRIES:
+                    if cursor is not None:
+                        with self.store.transaction():
+                            self.store.set_cursor(*cursor)
+                    raise ProtocolError("session changed by another process; try again") from None
+            except Exception:
+                if cursor is not None:
+                    with self.store.transaction():
+                        self.store.set_cursor(*cursor)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _save_received(
+        self, s: sess.Session, read: bytes | None, peer_identity: bytes, peer_inst: bytes, now: int
+    ) -> None:
+        """Save the session a frame advanced, if no other process changed it since ``read``
+        (otherwise _SessionRaced: the whole receive is retried). Inside a transaction."""
+        if not self.store.replace_session(read, s.tag, peer_identity, peer_inst, s.to_bytes(), now):
+            raise _SessionRaced
 
     def _receive(self, frame: bytes, cursor: tuple[str, int] | None) -> Received | None:
         now = self.clock_ms()
@@ -363,11 +389,13 @@ class Engine:
             if row is None:
                 raise ProtocolError("message for an unknown session")
             peer_identity, peer_inst, state = row
+            read: bytes | None = state
             s = sess.Session.from_bytes(state)
             plaintext = s.decrypt(frame)
             s2 = s
             peer_ik = s2.peer_ik_x25519
         elif kind == KIND_HANDSHAKE:
+            read = None
             s2, info, plaintext = sess.Session.respond(self.own.keys, self._prekey, self._pq, frame)
             if len(info.sender_info) != 33 or info.sender_info[0] != SENDER_INFO_VERSION:
                 raise MalformedMessage("bad sender info in handshake")
@@ -383,9 +411,7 @@ class Engine:
             if self.control_handler is None:
                 raise ProtocolError("group control message, but groups are not enabled")
             with self.store.transaction():
-                self.store.save_session(
-                    s2.tag, peer_identity, peer_inst, s2.to_bytes(), now, confirmed=True
-                )
+                self._save_received(s2, read, peer_identity, peer_inst, now)
                 if cursor is not None:
                     self.store.set_cursor(*cursor)
                 events, frames = self.control_handler(peer_identity, peer_inst, payload.body)
@@ -396,9 +422,7 @@ class Engine:
             with self.store.transaction():
                 handled = self.content_handler(peer_identity, peer_inst, payload, None)
                 if handled is not None:
-                    self.store.save_session(
-                        s2.tag, peer_identity, peer_inst, s2.to_bytes(), now, confirmed=True
-                    )
+                    self._save_received(s2, read, peer_identity, peer_inst, now)
                     if cursor is not None:
                         self.store.set_cursor(*cursor)
             if handled is not None:
@@ -416,9 +440,7 @@ class Engine:
             conv_peer = peer_identity
             outgoing = False
         with self.store.transaction():
-            self.store.save_session(
-                s2.tag, peer_identity, peer_inst, s2.to_bytes(), now, confirmed=True
-            )
+            self._save_received(s2, read, peer_identity, peer_inst, now)
             if cursor is not None:
                 self.store.set_cursor(*cursor)
             mid = payload.message_id(peer_inst, conv)

@@ -462,6 +462,14 @@ class GroupChat:
     def _receive(
         self, subject: str, frame: bytes, cursor: tuple[str, int] | None
     ) -> Received | None:
+        # read, decrypt and write the state in one transaction (no I/O in it): another
+        # process on this home that sends meanwhile must not have its sender chain put back
+        with self.store.transaction():
+            return self._receive_locked(subject, frame, cursor)
+
+    def _receive_locked(
+        self, subject: str, frame: bytes, cursor: tuple[str, int] | None
+    ) -> Received | None:
         if not frame or frame[0] != KIND_GROUP_MESSAGE:
             raise MalformedMessage("not a group message")
         gid = self.store.group_by_subject(subject)

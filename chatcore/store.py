@@ -26,6 +26,9 @@ from sqlcipher3 import dbapi2 as sqlcipher
 from chatcore.errors import StoreError, WrongPassphrase
 
 SCHEMA_VERSION = 5
+#: Sessions kept per peer installation (each handshake a peer sends makes one: a peer
+#: could otherwise grow our store without bound); the newest are kept.
+SESSIONS_PER_INSTALLATION = 4
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -342,6 +345,33 @@ class Store:
             "confirmed=MAX(confirmed, excluded.confirmed)",
             (tag, peer_identity, peer_installation, state, now, now, int(confirmed)),
         )
+
+    def replace_session(
+        self,
+        expected: bytes | None,
+        tag: bytes,
+        peer_identity: bytes,
+        peer_installation: bytes,
+        state: bytes,
+        now: int,
+    ) -> bool:
+        """Save a session a received frame advanced, only if its stored state is still
+        ``expected`` (None: there was none). Call inside a transaction. False: another
+        process on this home changed it since it was read (its write must not be undone:
+        a sending chain put back would reuse a message key). Keeps the newest
+        ``SESSIONS_PER_INSTALLATION`` sessions per peer installation."""
+        row = self._x("SELECT state FROM sessions WHERE tag=?", (tag,)).fetchone()
+        if (None if row is None else bytes(row[0])) != expected:
+            return False
+        self.save_session(tag, peer_identity, peer_installation, state, now, confirmed=True)
+        if row is None:
+            self._x(
+                "DELETE FROM sessions WHERE peer_installation=? AND tag NOT IN (SELECT tag FROM "
+                "sessions WHERE peer_installation=? ORDER BY updated_at DESC, rowid DESC "
+                "LIMIT ?)",
+                (peer_installation, peer_installation, SESSIONS_PER_INSTALLATION),
+            )
+        return True
 
     def session_by_tag(self, tag: bytes) -> tuple[bytes, bytes, bytes] | None:
         """(peer_identity, peer_installation, state) of the session with this routing tag."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -646,3 +647,58 @@ def test_a_peers_new_device_is_noticed_once_and_nothing_else_changes() -> None:
     # the first device never saw a notice about itself, and bob's next message does not
     # name the local notice in its causal history
     assert notices[0].message_id[:4] not in b.store.recent_short_ids(conv, 3)
+
+
+def test_two_processes_on_one_home_never_reuse_a_message_key(tmp_path: Path) -> None:
+    """Bob's home is open twice (an app and a CLI command). Process 2 sends while process 1
+    is between decrypting a frame and saving the session: process 1 must not put the
+    session back (the next send would reuse a message key and nonce); it reads it again."""
+    from chatcore.engine import Engine, OwnIdentity
+    from chatcore.store import Store
+
+    w = World(seed=31)
+    alice, bob = w.person(name="alice"), w.person(name="bob")
+    a, b = w.dev(alice), w.dev(bob)
+    key = bytes(range(32))
+    s1, s2 = Store.open(tmp_path / "state.db", key), Store.open(tmp_path / "state.db", key)
+    s1.put_secret("spk:0000000001", b.spk.to_bytes())
+    e1 = Engine(s1, OwnIdentity(bob, b.keys), w.directory, w.rng, w.clock)
+    e2 = Engine(s2, OwnIdentity(bob, b.keys), w.directory, w.rng, w.clock)
+    to_alice = w.directory.peer(alice)
+    e1.receive(w.frame_for(w.send(alice, bob, "hello"), b))
+    a.receive(e1.send(to_alice, ContentType.TEXT, b"hi alice").frames[0].frame)
+    m1 = w.frame_for(w.send(alice, bob, "how are you?"), b)
+    incoming = w.frame_for(w.send(alice, bob, "still there?"), b)  # m1's chain: no DH step
+    e1.receive(m1)
+    a.receive(e1.send(to_alice, ContentType.TEXT, b"fine").frames[0].frame)
+
+    sent: list[bytes] = []
+    check = w.directory.check_installation
+
+    def meanwhile(*args: object) -> None:
+        w.directory.check_installation = check  # type: ignore[method-assign]
+        sent.append(e2.send(to_alice, ContentType.TEXT, b"first").frames[0].frame)
+        check(*args)  # type: ignore[arg-type]
+
+    w.directory.check_installation = meanwhile  # type: ignore[method-assign]
+    got = e1.receive(incoming)
+    assert got is not None and got.text == "still there?"
+    sent.append(e1.send(to_alice, ContentType.TEXT, b"second").frames[0].frame)
+    assert sent[0][:43] != sent[1][:43]  # tag | ratchet key | pn | n: a fresh message key
+    assert [a.receive(f).text for f in sent] == ["first", "second"]  # type: ignore[union-attr]
+
+
+def test_a_peer_cannot_grow_our_sessions_without_bound() -> None:
+    """Every handshake a peer sends makes a session; only the newest few per peer
+    installation are kept, and the peer's latest session still works."""
+    from chatcore.store import SESSIONS_PER_INSTALLATION
+
+    w = World(seed=32)
+    alice, bob = w.person(name="alice"), w.person(name="bob")
+    a, b = w.dev(alice), w.dev(bob)
+    for i in range(3 * SESSIONS_PER_INSTALLATION):
+        a.store.delete_sessions()  # alice forgets hers: the next send is a new handshake
+        b.receive(w.frame_for(w.send(alice, bob, f"again {i}"), b))
+    assert b.store.count_sessions() == SESSIONS_PER_INSTALLATION
+    got = b.receive(w.frame_for(w.send(alice, bob, "still works"), b))
+    assert got is not None and got.text == "still works"
