@@ -616,7 +616,11 @@ class GroupState:
                 ):
                     return self
                 r = RetiredChain(ReceiverChain.from_distribution(d), last, until)
-                return replace(self, retired=(*self.retired, r)[-MAX_RETIRED_CHAINS:])
+                # a leaver's new keys push out only its own oldest, never other leavers'
+                mine = [x for x in self.retired if x.chain.installation == d.installation]
+                drop = mine[: max(0, len(mine) + 1 - CHAINS_PER_INSTALLATION)]
+                kept = tuple(x for x in self.retired if not any(x is y for y in drop))
+                return replace(self, retired=(*kept, r)[-MAX_RETIRED_CHAINS:])
             pending = (*self.pending, d)[-MAX_PENDING_DISTRIBUTIONS:]
             return replace(self, pending=pending)
         return self._install(d)

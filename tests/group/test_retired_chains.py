@@ -192,3 +192,28 @@ def test_a_key_sent_after_leaving_never_opens_a_new_window() -> None:
     _k2, late = k2.encrypt(tag, b"late", c_inst)
     with pytest.raises(GroupError):
         sb.decrypt(late, w.now)
+
+
+def test_a_removed_member_cannot_push_out_other_leavers_retired_chains() -> None:
+    """Within its window a removed member may send new keys dated before its removal;
+    they replace only its own oldest retired chains, so another leaver's message that is
+    still in flight decrypts."""
+    from chatcore.group.consts import CHAINS_PER_INSTALLATION, MAX_RETIRED_CHAINS
+    from chatcore.group.sender_keys import SenderChain
+
+    w = World(31, clock=True)
+    a, b, c, r = (w.person() for _ in range(4))
+    w.create(a, [b, c, r])
+    in_flight = w.send(c, b"c's last words")
+    w.act(c, "leave")
+    w.act(a, "remove_member", r)
+    sb = w.dev(b).state
+    assert sb is not None
+    r_inst = w.dev(r).inst
+    for _ in range(MAX_RETIRED_CHAINS):
+        chain = SenderChain.generate(w.rng, 0, {})
+        sb = sb.receive_distribution(
+            r_inst, chain.distribution(sb.group_id, r, r_inst), from_identity=r, now_ms=w.now
+        )
+    assert sum(x.chain.installation == r_inst for x in sb.retired) == CHAINS_PER_INSTALLATION
+    assert sb.decrypt(in_flight, w.now)[3] == b"c's last words"
