@@ -4,7 +4,8 @@ It keeps every raw event (so the resolver re-verifies bundles from them exactly 
 cold path) plus the derived lookup tables (account -> id, name -> id, installation status and
 latest hashes). It survives restarts, and can be dropped and rebuilt from the chain at any
 time (``rebuild``). If the block it last synced to is no longer on the chain (a reorg, or a
-devnet that was reset) it rebuilds by itself.
+devnet that was reset) it rebuilds by itself; so it does when the head it syncs to changes
+hash while its logs are being read (a reorg in the middle of a sync), up to three times.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
+from discovery.errors import ChainUnavailable
 from discovery.registry import (
     REVOKED_HASH,
     ZERO32,
@@ -29,6 +31,8 @@ from discovery.registry import (
 SCHEMA_VERSION = 1
 SYNC_MAX_CHUNK_BLOCKS = 1 << 22
 SYNC_CHUNK_BLOCKS = 5000
+#: syncs from scratch after the chain was replaced under one, before giving up
+SYNC_ATTEMPTS = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -89,23 +93,33 @@ class Index:
     # --- sync -------------------------------------------------------------------------------
     def rebuild(self) -> int:
         """Drop everything and sync again from the deploy block."""
+        return self._rebuild(None, SYNC_ATTEMPTS)
+
+    def _rebuild(self, to_block: int | None, attempts: int) -> int:
         scope = self._meta("scope")
         self._clear()
         if scope:
             self._set_meta("scope", scope)
-        return self.sync()
+        return self._sync(to_block, attempts)
 
     def sync(self, to_block: int | None = None) -> int:
         """Fetch and apply every event since the last sync. Returns the events applied."""
+        return self._sync(to_block, SYNC_ATTEMPTS)
+
+    def _sync(self, to_block: int | None, attempts: int) -> int:
         reg = self.registry
         head = reg.block_number() if to_block is None else to_block
         last = self.synced_block
         if last >= 0:
             known = self._meta("synced_hash")
             if known is not None and last <= head and reg.block_hash(last).hex() != known:
-                return self.rebuild()
+                return self._rebuild(to_block, attempts)
             if last > head:
-                return self.rebuild()
+                return self._rebuild(to_block, attempts)
+        # The head's hash before reading any log and again after: if the chain was replaced
+        # in between, the logs may be of the old fork (and the next sync would start above
+        # them), so everything is read again.
+        head_hash = reg.block_hash(head).hex() if head >= 0 and head != last else None
         start = max(last + 1, reg.config.deploy_block)
         applied = 0
         chunk = SYNC_CHUNK_BLOCKS
@@ -125,8 +139,15 @@ class Index:
                 raise
             applied += len(events)
             start = end + 1
-        if head >= 0 and head != last:
-            self._set_meta("synced_hash", reg.block_hash(head).hex())
+        if head_hash is not None:
+            if reg.block_hash(head).hex() != head_hash:
+                if attempts <= 1:
+                    raise ChainUnavailable(
+                        f"the chain at {reg.config.rpc_url} was reorganised during every one "
+                        f"of {SYNC_ATTEMPTS} index syncs: try again later"
+                    )
+                return self._rebuild(to_block, attempts - 1)
+            self._set_meta("synced_hash", head_hash)
         return applied
 
     def _apply(self, events: Iterable[Event]) -> None:

@@ -15,10 +15,10 @@ from web3 import Web3
 from chatcore.client import Client
 from devnet.chain import mine, rpc_url
 from devnet.process import ManagedProcess
-from discovery.errors import RecordNotFound, RevokedInstallation
+from discovery.errors import ChainUnavailable, RecordNotFound, RevokedInstallation
 from discovery.index import Index
 from discovery.network import NetworkConfig
-from discovery.registry import Registry
+from discovery.registry import Event, Registry
 from discovery.resolver import Resolver
 from tests.discovery.rpc_proxy import RpcProxy
 from tests.discovery.test_resolver import (
@@ -253,4 +253,55 @@ def test_chain_reset_below_synced_block_triggers_rebuild(world: World, tmp_path:
     finally:
         if not reverted:
             world.w3.provider.make_request("evm_revert", [snap])  # type: ignore[arg-type]
+        idx.close()
+
+
+def test_reorg_between_reading_logs_and_finishing_the_sync_is_caught(
+    world: World, tmp_path: Path
+) -> None:
+    """The chain is replaced after eth_getLogs answered: the logs are of the old fork. The
+    index must not keep them under the new fork's head (later syncs start above it, so a
+    revocation in the new fork would never be seen)."""
+    w3, reg = world.w3, Registry(world.cfg)
+    bob = register_direct(world.reg, w3)
+    add_device(world.reg, bob)
+    snap = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    mine(w3)  # the old fork: block N is empty
+    head = w3.eth.block_number
+    real = reg.events_between
+    reorged: list[int] = []
+
+    def events_between(a: int, b: int) -> list[Event]:
+        events = real(a, b)
+        if not reorged:
+            reorged.append(1)
+            assert w3.provider.make_request("evm_revert", [snap])["result"]  # type: ignore[arg-type]
+            # the new fork: block N holds a revocation
+            world.reg.revoke_installation(bob.owner, bob.identity_id, bob.devices[0].pub)
+            assert w3.eth.block_number == head
+        return events
+
+    reg.events_between = events_between  # type: ignore[method-assign]
+    idx = Index(tmp_path / "index.sqlite", reg)
+    try:
+        idx.sync(to_block=head)
+        assert reorged
+        resolved = warm(idx, world.cfg).resolve(bob.qid)
+        assert bob.devices[0].pub in resolved.revoked
+        assert resolved == cold(world.cfg).resolve(bob.qid)
+        mine(w3)
+        assert idx.sync() == 0
+    finally:
+        idx.close()
+
+
+def test_a_chain_that_never_holds_still_is_chain_unavailable(world: World, tmp_path: Path) -> None:
+    reg = Registry(world.cfg)
+    hashes = iter(range(10**6))
+    reg.block_hash = lambda n: next(hashes).to_bytes(32, "big")  # type: ignore[method-assign]
+    idx = Index(tmp_path / "index.sqlite", reg)
+    try:
+        with pytest.raises(ChainUnavailable, match="reorganised during every one"):
+            idx.sync()
+    finally:
         idx.close()
