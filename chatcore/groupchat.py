@@ -633,8 +633,12 @@ class GroupChat:
         self._save(new)
         frames = self._dispatch(new, state, out)
         events = []
-        text = _describe(
-            op, self.engine.identity_id, before_members, before_admins, new, self.display
+        text = (
+            ""
+            if op.op_id not in new.ops
+            else _describe(  # a candidate: nothing happened
+                op, self.engine.identity_id, before_members, before_admins, new, self.display
+            )
         )
         if text:  # said by the op's author (an admin may relay someone else's op)
             events.append(self._notice(gid, text, op.author, op.installation, op.created_ms))

@@ -14,7 +14,7 @@ KIND_DISTRIBUTION: Final = 0x15
 #: A welcome: the op log handed to a new member (over a pairwise session).
 KIND_WELCOME: Final = 0x16
 
-STATE_VERSION: Final = 2  # 2 adds the retired chains; version 1 states still load
+STATE_VERSION: Final = 3  # 2 adds the retired chains, 3 the candidate ops
 
 ID_LEN: Final = 32
 TAG_LEN: Final = 8
@@ -35,6 +35,11 @@ EPOCH_AHEAD: Final = 8
 #: the op and its causal past below this (so that every member accepts the same ops);
 #: a welcome (64 KiB) carries about 270 ops, which bounds groups that still add members.
 MAX_OPS: Final = 4096
+#: Ops that count for nothing where they arrive (concurrent with a removal of their author
+#: that we know), kept aside as *candidates*: accepted only if an op we accept depends on
+#: them (a member that got one earlier built on it). Bounded per author and in all.
+MAX_CANDIDATES: Final = 256
+MAX_CANDIDATES_PER_AUTHOR: Final = 16
 #: Sender chains kept per installation (current + the one before, for in-flight messages).
 CHAINS_PER_INSTALLATION: Final = 8
 #: After a member leaves or is removed, its sender chains stay *retired* this long

@@ -19,6 +19,8 @@ from chatcore.group.consts import (
     ID_LEN,
     KEY_ID_LEN,
     KIND_WELCOME,
+    MAX_CANDIDATES,
+    MAX_CANDIDATES_PER_AUTHOR,
     MAX_OPS,
     MAX_PENDING_DISTRIBUTIONS,
     MAX_RETIRED_CHAINS,
@@ -145,6 +147,49 @@ def _ancestors(ops: Mapping[bytes, Op], op: Op) -> set[bytes]:
     return seen
 
 
+def _closure(op: Op, ops: Mapping[bytes, Op], cands: Mapping[bytes, Op]) -> list[Op] | None:
+    """The candidates ``op`` depends on (transitively) beyond ``ops``, in fold order; None
+    if some dependency is neither."""
+    need: dict[bytes, Op] = {}
+    stack = [d for d in op.deps if d not in ops]
+    while stack:
+        oid = stack.pop()
+        if oid in need:
+            continue
+        c = cands.get(oid)
+        if c is None:
+            return None
+        need[oid] = c
+        stack.extend(d for d in c.deps if d not in ops)
+    return sorted(need.values(), key=lambda o: o.sort_key)
+
+
+def _removed_concurrently(op: Op, ops: Mapping[bytes, Op]) -> bool:
+    """True if ``ops`` hold a removal (or leave) of ``op``'s author that ``op`` has not seen."""
+    removals = [
+        o.op_id
+        for o in ops.values()
+        if (o.kind is OpKind.REMOVE and o.target == op.author)
+        or (o.kind is OpKind.LEAVE and o.author == op.author)
+    ]
+    if not removals:
+        return False
+    past = _ancestors(ops, op)
+    return any(r not in past and r != op.op_id for r in removals)
+
+
+def _bounded(cands: Mapping[bytes, Op]) -> tuple[Op, ...]:
+    """The newest candidates: ``MAX_CANDIDATES_PER_AUTHOR`` per author, ``MAX_CANDIDATES``."""
+    per_author: dict[bytes, int] = {}
+    kept: list[Op] = []
+    for o in reversed(list(cands.values())):
+        n = per_author.get(o.author, 0)
+        if n < MAX_CANDIDATES_PER_AUTHOR:
+            per_author[o.author] = n + 1
+            kept.append(o)
+    return tuple(reversed(kept[:MAX_CANDIDATES]))
+
+
 def _heads(ops: Mapping[bytes, Op]) -> tuple[bytes, ...]:
     referenced = {d for o in ops.values() for d in o.deps}
     return tuple(sorted(oid for oid in ops if oid not in referenced))
@@ -172,6 +217,9 @@ class GroupState:
     #: identity that left -> end of its window (receiver's clock, ms): set when we apply the
     #: op that took it out; a key of it that arrives later may join that window only
     left: Mapping[bytes, int]
+    #: valid ops kept aside because they arrived concurrent with a removal of their author
+    #: that we knew (see ``_admit``), oldest first
+    candidates: tuple[Op, ...] = ()
 
     def __repr__(self) -> str:
         return (
@@ -216,7 +264,7 @@ class GroupState:
     def _blank(cls, group_id: bytes, identity: bytes, installation: bytes) -> GroupState:
         return cls(
             group_id, identity, installation, {}, Roster("", frozenset(), frozenset()), 0,
-            {}, None, {}, {}, (), {}, (), group_tag(group_id, 0), (), {},
+            {}, None, {}, {}, (), {}, (), group_tag(group_id, 0), (), {}, (),
         )  # fmt: skip
 
     @classmethod
@@ -393,7 +441,7 @@ class GroupState:
         Returns (state, outgoing, rejected ops with their error). Replays are ignored."""
         state, changed, rejected = self._apply_all(list(ops), directory)
         if not changed:
-            return self, [], rejected
+            return state, [], rejected  # (it may hold new candidates)
         state, out = self._transition(state, directory, rng, now_ms)
         return state, out, rejected
 
@@ -402,38 +450,74 @@ class GroupState:
     ) -> tuple[GroupState, bool, list[tuple[bytes, ChatCoreError]]]:
         """Accept ops (membership only, no key handling) until a fixpoint."""
         ops = dict(self.ops)
+        cands = {c.op_id: c for c in self.candidates}
         todo = sorted(raw_ops, key=_claimed_epoch)  # dependencies first: one pass, usually
         rejected: list[tuple[bytes, ChatCoreError]] = []
         changed = False
+        view = replace(self, heads=())  # never the made-on-our-heads shortcut of _check
         while todo:
             retry: list[bytes] = []
             errors: list[tuple[bytes, ChatCoreError]] = []
-            view = replace(self, ops=ops, heads=(), roster=self.roster)
             for raw in todo:
                 try:
                     op = decode_op(raw)
                     if op.op_id in ops:
                         continue
-                    view._check(op, directory, ops)
+                    changed |= view._admit(op, ops, cands, directory)
                 except GroupError as err:
                     retry.append(raw)
                     errors.append((raw, err))
-                    continue
                 except MalformedMessage as err:
                     rejected.append((raw, err))
-                    continue
-                ops[op.op_id] = op
-                changed = True
             if len(retry) == len(todo):
                 rejected.extend(errors)
                 break
             todo = retry
+        candidates = _bounded(cands)
         if not changed:
-            return self, False, rejected
+            same = candidates == self.candidates
+            return (self if same else replace(self, candidates=candidates)), False, rejected
         roster, _ = fold(ops.values())
         assert roster is not None
-        state = replace(self, ops=ops, roster=roster, epoch=len(ops), heads=_heads(ops))
+        state = replace(
+            self, ops=ops, roster=roster, epoch=len(ops), heads=_heads(ops), candidates=candidates
+        )
         return state, True, rejected
+
+    def _admit(
+        self, op: Op, ops: dict[bytes, Op], cands: dict[bytes, Op], directory: Directory
+    ) -> bool:
+        """Check ``op`` against ``ops`` and add it: True. Raises GroupError (nothing changed).
+
+        A valid op concurrent with a removal of its author that we know counts for nothing
+        (see ``roster.concurrent_with_removal``), so it is not added but kept in ``cands``
+        (False): a member that got it earlier may have built on it, and an op that depends
+        on candidates brings them in with it, each checked. An author cannot bring in its
+        own void ops this way (its op would be void, or not allowed, too), so a former
+        member cannot fill the log. What is accepted still depends on the arrival order
+        only in ops that count for nothing, and is healed by the ops that need them.
+        """
+        closure: list[Op] = []
+        if any(d not in ops for d in op.deps):
+            found = _closure(op, ops, cands)
+            if found is None:
+                raise GroupError("op depends on ops we have not seen yet")
+            closure = found
+        trial = dict(ops) if closure else ops
+        for c in closure:
+            self._check(c, directory, trial)
+            trial[c.op_id] = c
+        self._check(op, directory, trial)
+        if _removed_concurrently(op, trial):
+            cands.pop(op.op_id, None)
+            cands[op.op_id] = op  # newest last
+            return False
+        for c in closure:
+            ops[c.op_id] = c
+            del cands[c.op_id]
+        ops[op.op_id] = op
+        cands.pop(op.op_id, None)
+        return True
 
     def _check(self, op: Op, directory: Directory, ops: Mapping[bytes, Op]) -> None:
         if op.group_id != self.group_id:
@@ -468,10 +552,13 @@ class GroupState:
     def _accept(
         self, op: Op, directory: Directory, rng: Rng, now_ms: int | None = None
     ) -> tuple[GroupState, list[Outgoing]]:
-        self._check(op, directory, self.ops)
         ops = dict(self.ops)
-        ops[op.op_id] = op
-        return self._advance(ops, directory, rng, now_ms)
+        cands = {c.op_id: c for c in self.candidates}
+        added = self._admit(op, ops, cands, directory)
+        state = replace(self, candidates=_bounded(cands))
+        if not added:
+            return state, []
+        return state._advance(ops, directory, rng, now_ms)
 
     def _advance(
         self, ops: dict[bytes, Op], directory: Directory, rng: Rng, now_ms: int | None = None
@@ -679,7 +766,7 @@ class GroupState:
         return GroupState(
             self.group_id, self.identity, self.installation, self.ops, self.roster,
             self.epoch, self.devices, own, chains, self.by_installation, self.pending,
-            self.tags, self.heads, self.tag, self.retired, self.left,
+            self.tags, self.heads, self.tag, self.retired, self.left, self.candidates,
         )  # fmt: skip
 
     def decrypt(
@@ -766,6 +853,8 @@ class GroupState:
         parts.append(varint(len(self.left)))
         for ident in sorted(self.left):
             parts += [ident, varint(self.left[ident])]
+        parts.append(varint(len(self.candidates)))
+        parts += [blob(o.raw) for o in self.candidates]
         return b"".join(parts)
 
     @classmethod
@@ -773,7 +862,7 @@ class GroupState:
         """Inverse of :meth:`to_bytes`. Raises MalformedMessage."""
         r = Reader(data)
         version = r.u8()
-        if version not in (1, STATE_VERSION):  # 1: before retired chains
+        if version not in (1, 2, STATE_VERSION):  # 1: before retired chains; 2: candidates
             raise MalformedMessage("unknown group state version")
         group_id, identity, installation = r.take(ID_LEN), r.take(ID_LEN), r.take(ID_LEN)
         ops = {}
@@ -805,6 +894,9 @@ class GroupState:
             for _ in range(r.var()):
                 ident = r.take(ID_LEN)
                 left[ident] = r.var()
+        candidates: tuple[Op, ...] = ()
+        if version >= 3:
+            candidates = tuple(decode_op(r.blob()) for _ in range(r.var()))
         r.end()
         roster, _ = fold(ops.values())
         if roster is None:
@@ -812,7 +904,7 @@ class GroupState:
         return cls(
             group_id, identity, installation, ops, roster, len(ops), devices, own, chains,
             by_installation, pending, _tags(group_id, len(ops)), _heads(ops),
-            group_tag(group_id, len(ops)), retired, left,
+            group_tag(group_id, len(ops)), retired, left, candidates,
         )  # fmt: skip
 
 

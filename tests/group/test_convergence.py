@@ -105,8 +105,9 @@ def test_ops_concurrent_with_their_authors_removal_are_void() -> None:
     assert decode_op(add_f).epoch == decode_op(rm_b).epoch
     for order in ([add_f, rm_b], [rm_b, add_f]):
         s = _deliver(w, sc0, order)
-        assert b not in s.members() and f not in s.members()
-        assert s.admins() == {a} and s.epoch == sc0.epoch + 2  # both accepted, one void
+        assert b not in s.members() and f not in s.members() and s.admins() == {a}
+        # b's op counts for nothing: kept aside when the removal came first
+        assert decode_op(add_f).op_id in {*s.ops, *(o.op_id for o in s.candidates)}
 
 
 def test_a_junior_admin_cannot_remove_a_senior_one() -> None:
@@ -172,8 +173,9 @@ def test_a_removed_admin_cannot_act_by_dating_ops_back() -> None:
 
 def test_concurrent_leaves_cannot_split_the_log() -> None:
     """A member signs 20 leaves on the same dependencies; members get them in different
-    orders. All accept the same ops (acceptance depends only on the op and its past), so
-    a later removal applies everywhere and the removed member reads nothing after it."""
+    orders and each accepts the first (the rest count for nothing and are kept aside).
+    A later removal by the admin, made on the admin's leave, applies everywhere (it
+    brings that leave in), so the removed member reads nothing sent after it."""
     w = World(5)
     a, q, m, x = (w.person() for _ in range(4))
     w.create(a, [q, m, x])
@@ -194,12 +196,45 @@ def test_concurrent_leaves_cannot_split_the_log() -> None:
             w.route(d.inst, out)
     sa, sq = w.dev(a).state, w.dev(q).state
     assert sa is not None and sq is not None
-    assert set(sa.ops) == set(sq.ops) and sa.members() == sq.members() == {a, q, x}
+    assert sa.members() == sq.members() == {a, q, x} and len(sa.ops) == len(sq.ops)
+    assert set(sa.ops) != set(sq.ops)  # one leave each, not the same one
     x_old = w.dev(x).state
     assert x_old is not None
     w.act(a, "remove_member", x)
-    sq = w.dev(q).state
-    assert sq is not None and x not in sq.members()
+    sa, sq = w.dev(a).state, w.dev(q).state
+    assert sa is not None and sq is not None
+    assert x not in sq.members() and set(sa.ops) <= set(sq.ops)
     _sq, frame = sq.encrypt(b"after x left")
     with pytest.raises(ChatCoreError):
         x_old.decrypt(frame, w.now)
+
+
+def test_a_member_cannot_bring_in_its_own_void_ops() -> None:
+    """m's leaves beyond the first are kept aside; an op of m's own that depends on them
+    is refused (m is out in its past), so they never enter the log."""
+    w = World(6)
+    a, m = w.person(), w.person()
+    w.create(a, [m])
+    sm = w.dev(m).state
+    assert sm is not None
+    leaves = [
+        make_op(
+            w.dev(m).key, OpKind.LEAVE, group_id=sm.group_id, epoch=len(sm.ops),
+            deps=sm.heads, author=m, created_ms=w.now + i,
+        )
+        for i in range(3)
+    ]  # fmt: skip
+    sa = w.dev(a).state
+    assert sa is not None
+    for op in leaves:
+        sa, _ = sa.apply_op(op.raw, w.directory, w.rng)
+    assert len(sa.candidates) == 2
+    deps = tuple(sorted(o.op_id for o in leaves))
+    endorse = make_op(
+        w.dev(m).key, OpKind.LEAVE, group_id=sa.group_id, epoch=len(sm.ops) + 3, deps=deps,
+        author=m, created_ms=w.now,
+    )  # fmt: skip
+    with pytest.raises(GroupError, match="only a member can leave"):
+        sa.apply_op(endorse.raw, w.directory, w.rng)
+    again = GroupState.from_bytes(sa.to_bytes())
+    assert again.candidates == sa.candidates and len(again.ops) == len(sa.ops)
