@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatcore.errors import ChatCoreError, GroupError
-from chatcore.group import GroupState, OpKind, decode_op
+from chatcore.group import GroupState, Op, OpKind, decode_op
 from chatcore.group.ops import make_op
 
 from . import World
@@ -171,6 +171,17 @@ def test_a_removed_admin_cannot_act_by_dating_ops_back() -> None:
     assert z not in members and b not in members and d in members and admins == {a}
 
 
+def _leaves(w: World, m: bytes, view: GroupState, n: int) -> list[Op]:
+    """``n`` leaves by ``m``, all on the dependencies of ``view``."""
+    return [
+        make_op(
+            w.dev(m).key, OpKind.LEAVE, group_id=view.group_id, epoch=len(view.ops),
+            deps=view.heads, author=m, created_ms=w.now + i,
+        )
+        for i in range(n)
+    ]  # fmt: skip
+
+
 def test_concurrent_leaves_cannot_split_the_log() -> None:
     """A member signs 20 leaves on the same dependencies; members get them in different
     orders and each accepts the first (the rest count for nothing and are kept aside).
@@ -181,13 +192,7 @@ def test_concurrent_leaves_cannot_split_the_log() -> None:
     w.create(a, [q, m, x])
     sm = w.dev(m).state
     assert sm is not None
-    leaves = [
-        make_op(
-            w.dev(m).key, OpKind.LEAVE, group_id=sm.group_id, epoch=len(sm.ops),
-            deps=sm.heads, author=m, created_ms=w.now + i,
-        ).raw
-        for i in range(20)
-    ]  # fmt: skip
+    leaves = [op.raw for op in _leaves(w, m, sm, 20)]
     for who, order in ((a, leaves), (q, leaves[::-1]), (x, leaves[5:] + leaves[:5])):
         d = w.dev(who)
         for raw in order:
@@ -217,13 +222,7 @@ def test_a_member_cannot_bring_in_its_own_void_ops() -> None:
     w.create(a, [m])
     sm = w.dev(m).state
     assert sm is not None
-    leaves = [
-        make_op(
-            w.dev(m).key, OpKind.LEAVE, group_id=sm.group_id, epoch=len(sm.ops),
-            deps=sm.heads, author=m, created_ms=w.now + i,
-        )
-        for i in range(3)
-    ]  # fmt: skip
+    leaves = _leaves(w, m, sm, 3)
     sa = w.dev(a).state
     assert sa is not None
     for op in leaves:
