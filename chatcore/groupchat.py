@@ -34,6 +34,7 @@ from chatcore.group.consts import (
     KIND_DISTRIBUTION,
     KIND_GROUP_MESSAGE,
     KIND_GROUP_OP,
+    KIND_WANT,
     KIND_WELCOME,
 )
 from chatcore.group.ops import Op, OpKind, decode_op
@@ -99,10 +100,25 @@ def item_group_id(item: bytes) -> bytes:
     """The group id inside an op (kind, op kind, group id, ...), distribution or welcome."""
     if not item:
         raise MalformedMessage("empty group control item")
-    start = {KIND_GROUP_OP: 2, KIND_DISTRIBUTION: 1, KIND_WELCOME: 1}.get(item[0])
+    start = {KIND_GROUP_OP: 2, KIND_DISTRIBUTION: 1, KIND_WELCOME: 1, KIND_WANT: 1}.get(item[0])
     if start is None or len(item) < start + ID_LEN:
         raise MalformedMessage("unknown group control item")
     return item[start : start + ID_LEN]
+
+
+def encode_want(group_id: bytes, op_ids: Sequence[bytes]) -> bytes:
+    """Ask for ops by id (see ``KIND_WANT``)."""
+    if not 1 <= len(op_ids) <= MAX_CONTROL_ITEMS:
+        raise ValueError("a want names 1 to 64 ops")
+    return bytes((KIND_WANT,)) + group_id + b"".join(op_ids)
+
+
+def decode_want(item: bytes) -> list[bytes]:
+    body = item[1 + ID_LEN :]
+    n, rest = divmod(len(body), ID_LEN)
+    if item[0] != KIND_WANT or rest or not 1 <= n <= MAX_CONTROL_ITEMS:
+        raise MalformedMessage("bad op request")
+    return [body[i * ID_LEN : (i + 1) * ID_LEN] for i in range(n)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,6 +551,8 @@ class GroupChat:
                 text = str(exc).lower()
                 if item[0] in (KIND_GROUP_OP, KIND_DISTRIBUTION) and "depend" in text:
                     self.store.add_group_pending(gid, sender_inst, item, self.engine.clock_ms())
+                    if item[0] == KIND_GROUP_OP:
+                        frames += self._want(gid, sender, sender_inst, item)
                     continue
                 if item[0] == KIND_DISTRIBUTION and "not a member" in text:
                     # our view is behind (the op that re-adds us is still on its way): keep it
@@ -572,12 +590,41 @@ class GroupChat:
                     frames.append(self.engine.send_control(ident, k, body))
         return frames
 
+    def _want(self, gid: bytes, sender: bytes, sender_inst: bytes, op: bytes) -> list[OutFrame]:
+        """Ask the member that sent us ``op`` for the dependencies we lack (pull: pushing
+        alone may never bring them, e.g. an op we had set aside and then forgot)."""
+        state = self.load(gid)
+        keys = self._keys_for(sender, sender_inst)
+        if state is None or keys is None:
+            return []
+        have = {*state.ops, *(c.op_id for c in state.candidates)}
+        missing = [d for d in decode_op(op).deps if d not in have]
+        if not missing:
+            return []
+        body = encode_control([encode_want(gid, missing[:MAX_CONTROL_ITEMS])])
+        return [self.engine.send_control(sender, keys, body)]
+
+    def _answer_want(self, state: GroupState | None, sender: bytes, sender_inst: bytes,
+                     item: bytes) -> list[OutFrame]:  # fmt: skip
+        """Send a member the ops it asked for that we hold (accepted or set aside)."""
+        ids = decode_want(item)
+        keys = self._keys_for(sender, sender_inst)
+        if state is None or not state.is_member or sender not in state.members() or keys is None:
+            return []
+        held = {**{c.op_id: c for c in state.candidates}, **state.ops}
+        found = [held[i].raw for i in ids if i in held]
+        if not found:
+            return []
+        return [self.engine.send_control(sender, keys, encode_control(found))]
+
     def _apply_item(
         self, gid: bytes, sender: bytes, sender_inst: bytes, item: bytes
     ) -> tuple[list[Received], list[OutFrame]]:
         state = self.load(gid)
         kind = item[0]
         rng = self.engine.rng
+        if kind == KIND_WANT:
+            return [], self._answer_want(state, sender, sender_inst, item)
         if kind == KIND_WELCOME:
             if (state is None or not state.is_member) and self.refuse_invites_from(sender):
                 log.info("ignored an invitation to a group from a blocked/declined identity")

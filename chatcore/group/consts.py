@@ -13,6 +13,9 @@ KIND_GROUP_OP: Final = 0x14
 KIND_DISTRIBUTION: Final = 0x15
 #: A welcome: the op log handed to a new member (over a pairwise session).
 KIND_WELCOME: Final = 0x16
+#: A request for ops by id, to the member that sent us an op whose dependencies we lack
+#: (over a pairwise session): ``0x17 | group id (32) | op ids (32 each, 1 to 64)``.
+KIND_WANT: Final = 0x17
 
 STATE_VERSION: Final = 3  # 2 adds the retired chains, 3 the candidate ops
 

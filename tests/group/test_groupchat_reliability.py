@@ -116,3 +116,28 @@ def test_own_message_echoed_by_the_topic_is_skipped_quietly() -> None:
     assert n.groups.receive(fr.subject, fr.frame, cursor=(fr.subject, 7)) is None
     assert len(w.dev(a).store.history(gid)) == before
     assert w.dev(a).store.cursor(fr.subject) == 7
+
+
+def test_a_member_missing_an_op_asks_for_it_and_applies_the_removal() -> None:
+    """q misses b's add; a's later removal of x depends on it. Without the admins' re-offer
+    of their logs (pushing), q asks a for the ops it lacks (pulling), gets them, and
+    applies the removal; q's next message is not readable by x."""
+    w = FWorld(6)
+    a, b, q, x, y = (w.person() for _ in range(5))
+    gid = w.group(a, [b, q, x])
+    for n in w.nodes.values():
+        n.groups.anti_entropy = False
+    na, nb, nq, nx = w.node(a), w.node(b), w.node(q), w.node(x)
+    w.route(na.groups.promote(gid, b), frm=na)
+    w.dropped.add(nq.dev.engine.inbox)
+    w.route(nb.groups.add(gid, y), frm=nb)
+    w.dropped.clear()
+    before = nq.groups.info(gid)
+    assert y not in before.members
+    w.route(na.groups.remove(gid, x), frm=na)
+    after = nq.groups.info(gid)
+    assert x not in after.members and y in after.members
+    res = nq.groups.send(gid, ContentType.TEXT, b"x must not read this")
+    nx.got.clear()
+    w.route(res.frames, frm=nq)
+    assert not any(r.body == b"x must not read this" for r in nx.got)
