@@ -33,10 +33,15 @@ epoch (``epoch`` = number of accepted ops), whatever the arrival order.
     only admins made after them, so two admins cannot remove each other;
   - if the last admin leaves or is removed, the remaining member with the smallest
     identity id becomes admin.
-* Limits: the log holds ``MAX_OPS`` ops; a member (or a former member, on dependencies
-  from before its removal) can fill it with signed ops that are void, which freezes
-  membership changes (a welcome of more than about 270 ops does not fit a 64 KiB
-  payload already). Ops are never compacted.
+* An op that arrives concurrent with a removal of its author that we know counts for
+  nothing; it is kept aside as a *candidate* (bounded) instead of entering the log, and
+  comes in only with an op we accept that depends on it (a member that got it before
+  the removal built on it). So a member or former member cannot fill the log with void
+  ops, and members still end with the same roster. A member missing an op's
+  dependencies asks the op's sender for them (``KIND_WANT``), besides the admins'
+  re-offer of their logs.
+* Limits: the log holds ``MAX_OPS`` ops and is never compacted; a welcome of more than
+  about 270 ops does not fit a 64 KiB payload.
 
 Keys
 ----
