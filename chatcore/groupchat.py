@@ -182,6 +182,10 @@ class GroupChat:
         assert self.past_devices is not None
         return [*self._ids(identity), *self.past_devices(identity)]
 
+    def _signers(self) -> Callable[[bytes], Sequence[bytes]] | None:
+        """Who may have signed ops of the past (revoked devices too), if we know."""
+        return None if self.past_devices is None else self._past_ids
+
     def _owner_of(self, inst: bytes, distribution: bytes) -> bytes | None:
         """The identity a kept distribution names, if the directory confirms ``inst`` is one
         of its installations (a kept item remembers only the sending installation)."""
@@ -632,7 +636,7 @@ class GroupChat:
             if state is not None:
                 # merge, never replace: a welcome must not make us forget our own removal
                 new, out, _rej = state.apply_ops(
-                    _welcome_ops(item), self._ids, rng, self.engine.clock_ms()
+                    _welcome_ops(item), self._ids, rng, self.engine.clock_ms(), self._signers()
                 )
             else:
                 me, inst = self.engine.identity_id, self.engine.installation_id
@@ -676,7 +680,7 @@ class GroupChat:
         if op.op_id in state.ops:
             return [], []  # a replay (anti-entropy re-offers the whole log): nothing to do
         before_members, before_admins = state.members(), state.admins()
-        new, out = state.apply_op(item, self._ids, rng, self.engine.clock_ms())
+        new, out = state.apply_op(item, self._ids, rng, self.engine.clock_ms(), self._signers())
         self._save(new)
         frames = self._dispatch(new, state, out)
         events = []
@@ -714,8 +718,9 @@ class GroupChat:
                         )
                     else:
                         new, out = state.apply_op(
-                            item, self._ids, self.engine.rng, self.engine.clock_ms()
-                        )
+                            item, self._ids, self.engine.rng, self.engine.clock_ms(),
+                            self._signers(),
+                        )  # fmt: skip
                         self._save(new)
                         frames += self._dispatch(new, state, out)
                 except ChatCoreError:

@@ -419,7 +419,12 @@ class GroupState:
     # -- membership changes we receive -------------------------------------------------
 
     def apply_op(
-        self, data: bytes, directory: Directory, rng: Rng, now_ms: int | None = None
+        self,
+        data: bytes,
+        directory: Directory,
+        rng: Rng,
+        now_ms: int | None = None,
+        signers: Directory | None = None,
     ) -> tuple[GroupState, list[Outgoing]]:
         """Verify and apply one op from the group topic.
 
@@ -431,22 +436,27 @@ class GroupState:
         forged signature, author without the role in the op's causal past).
         """
         op = decode_op(data)
-        return self._accept(op, directory, rng, now_ms)
+        return self._accept(op, directory, rng, now_ms, signers)
 
     def apply_ops(
-        self, ops: Iterable[bytes], directory: Directory, rng: Rng, now_ms: int | None = None
+        self,
+        ops: Iterable[bytes],
+        directory: Directory,
+        rng: Rng,
+        now_ms: int | None = None,
+        signers: Directory | None = None,
     ) -> tuple[GroupState, list[Outgoing], list[tuple[bytes, ChatCoreError]]]:
         """Apply a batch in any order (catch-up after being offline): ops whose
         dependencies are in the batch are retried until nothing more applies.
         Returns (state, outgoing, rejected ops with their error). Replays are ignored."""
-        state, changed, rejected = self._apply_all(list(ops), directory)
+        state, changed, rejected = self._apply_all(list(ops), directory, signers)
         if not changed:
             return state, [], rejected  # (it may hold new candidates)
         state, out = self._transition(state, directory, rng, now_ms)
         return state, out, rejected
 
     def _apply_all(
-        self, raw_ops: list[bytes], directory: Directory
+        self, raw_ops: list[bytes], directory: Directory, signers: Directory | None = None
     ) -> tuple[GroupState, bool, list[tuple[bytes, ChatCoreError]]]:
         """Accept ops (membership only, no key handling) until a fixpoint."""
         ops = dict(self.ops)
@@ -463,7 +473,7 @@ class GroupState:
                     op = decode_op(raw)
                     if op.op_id in ops:
                         continue
-                    changed |= view._admit(op, ops, cands, directory)
+                    changed |= view._admit(op, ops, cands, directory, signers)
                 except GroupError as err:
                     retry.append(raw)
                     errors.append((raw, err))
@@ -485,7 +495,12 @@ class GroupState:
         return state, True, rejected
 
     def _admit(
-        self, op: Op, ops: dict[bytes, Op], cands: dict[bytes, Op], directory: Directory
+        self,
+        op: Op,
+        ops: dict[bytes, Op],
+        cands: dict[bytes, Op],
+        directory: Directory,
+        signers: Directory | None = None,
     ) -> bool:
         """Check ``op`` against ``ops`` and add it: True. Raises GroupError (nothing changed).
 
@@ -496,6 +511,11 @@ class GroupState:
         own void ops this way (its op would be void, or not allowed, too), so a former
         member cannot fill the log. What is accepted still depends on the arrival order
         only in ops that count for nothing, and is healed by the ops that need them.
+
+        ``signers`` (every installation an identity ever had): an op signed by a device
+        revoked since is kept aside the same way (members that got it while the device
+        was active accepted it, and build on it); it comes in only with an op that
+        depends on it. Without ``signers`` it is refused.
         """
         closure: list[Op] = []
         if any(d not in ops for d in op.deps):
@@ -505,10 +525,10 @@ class GroupState:
             closure = found
         trial = dict(ops) if closure else ops
         for c in closure:
-            self._check(c, directory, trial)
+            self._check(c, directory, trial, signers)
             trial[c.op_id] = c
-        self._check(op, directory, trial)
-        if _removed_concurrently(op, trial):
+        revoked_signer = self._check(op, directory, trial, signers)
+        if revoked_signer or _removed_concurrently(op, trial):
             cands.pop(op.op_id, None)
             cands[op.op_id] = op  # newest last
             return False
@@ -519,7 +539,15 @@ class GroupState:
         cands.pop(op.op_id, None)
         return True
 
-    def _check(self, op: Op, directory: Directory, ops: Mapping[bytes, Op]) -> None:
+    def _check(
+        self,
+        op: Op,
+        directory: Directory,
+        ops: Mapping[bytes, Op],
+        signers: Directory | None = None,
+    ) -> bool:
+        """Raise GroupError unless ``op`` is valid on ``ops``. True: valid, but signed by an
+        installation of its author that only ``signers`` (past devices) lists."""
         if op.group_id != self.group_id:
             raise GroupError("op for another group")
         if op.op_id in ops:
@@ -532,8 +560,11 @@ class GroupState:
             raise GroupError(f"the group's op log is full ({MAX_OPS} ops)")
         if any(d not in ops for d in op.deps):
             raise GroupError("op depends on ops we have not seen yet")
+        revoked_signer = False
         if op.installation not in _devices(directory, op.author):
-            raise GroupError("op not signed by an installation of its author")
+            if signers is None or op.installation not in _devices(signers, op.author):
+                raise GroupError("op not signed by an installation of its author")
+            revoked_signer = True
         if not op.signature_valid():
             raise GroupError("op signature does not verify")
         if op.deps == self.heads and len(ops) == len(self.ops):
@@ -548,13 +579,19 @@ class GroupState:
         reason = refusal(past_roster, op)
         if reason is not None:
             raise GroupError(f"{op.kind.name} at epoch {op.epoch} refused: {reason}")
+        return revoked_signer
 
     def _accept(
-        self, op: Op, directory: Directory, rng: Rng, now_ms: int | None = None
+        self,
+        op: Op,
+        directory: Directory,
+        rng: Rng,
+        now_ms: int | None = None,
+        signers: Directory | None = None,
     ) -> tuple[GroupState, list[Outgoing]]:
         ops = dict(self.ops)
         cands = {c.op_id: c for c in self.candidates}
-        added = self._admit(op, ops, cands, directory)
+        added = self._admit(op, ops, cands, directory, signers)
         state = replace(self, candidates=_bounded(cands))
         if not added:
             return state, []
