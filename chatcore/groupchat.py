@@ -159,6 +159,8 @@ class GroupChat:
         self.past_devices = past_devices
         #: re-offer our op log to every member when we (an admin) learn ops from someone else
         self.anti_entropy = anti_entropy
+        #: ask the sender of an op for the dependencies we lack (KIND_WANT)
+        self.pull = True
         self._key = InstallationKey.from_seed(engine.own.keys.signing_key.private_bytes_raw())
         self._parsed: dict[bytes, tuple[bytes, GroupState]] = {}
         #: how a notice names a member ("you" for us; Client uses verified names)
@@ -555,7 +557,7 @@ class GroupChat:
                 text = str(exc).lower()
                 if item[0] in (KIND_GROUP_OP, KIND_DISTRIBUTION) and "depend" in text:
                     self.store.add_group_pending(gid, sender_inst, item, self.engine.clock_ms())
-                    if item[0] == KIND_GROUP_OP:
+                    if item[0] == KIND_GROUP_OP and self.pull:
                         frames += self._want(gid, sender, sender_inst, item)
                     continue
                 if item[0] == KIND_DISTRIBUTION and "not a member" in text:

@@ -165,6 +165,7 @@ class Device:
         self.groups = GroupChat(
             self.engine, w.directory.devices, anti_entropy=bool(w.cfg.group_reoffer)
         )
+        self.groups.pull = w.cfg.group_pull
         self.engine.control_handler = self._on_control
         self.features = Features(self.engine, self.groups, w.cfg.retry_policy)
         self.engine.content_handler = self._on_content

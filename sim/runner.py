@@ -40,6 +40,8 @@ class SimConfig:
     #: groups: the core's op-log anti-entropy (GroupChat.anti_entropy: an admin that learns
     #: ops re-offers its op log); a fault knob: "" switches it off, anything else on
     group_reoffer: str = "ops"
+    #: groups: a member missing an op's dependencies asks its sender (GroupChat.pull)
+    group_pull: bool = True
     #: groups: after each accepted group message, check the sender is a member in the
     #: receiver's view (one extra state load per delivery; off for the 201-member run)
     group_member_check: bool = True

@@ -44,11 +44,11 @@ def test_held_frames_are_retried_by_the_core() -> None:
     assert sum(run("groups", s).stats.get("group_unheld_core", 0) for s in (0, 4)) > 0
 
 
-def test_without_reoffer_members_diverge() -> None:
-    """The op-log anti-entropy (GroupChat._reoffer, switched off by SimConfig.group_reoffer="")
-    is what makes membership converge: without it a member added concurrently with another
-    admin's change never gets that change."""
-    r = run("groups", 1, cfg=SimConfig(group_reoffer=""))
+def test_without_reoffer_or_pull_members_diverge() -> None:
+    """The op-log anti-entropy (GroupChat._reoffer, switched off by SimConfig.group_reoffer="",
+    and the pull of missing ops, GroupChat.pull) is what makes membership converge: without
+    it a member added concurrently with another admin's change never gets that change."""
+    r = run("groups", 1, cfg=SimConfig(group_reoffer="", group_pull=False))
     assert any("diverged" in v for v in r.violations)
 
 
