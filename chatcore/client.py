@@ -45,7 +45,7 @@ from chatcore.keys import InstallationKeys, SignedPrekey
 from chatcore.payload import ContentType
 from chatcore.store import Conversation, Store, StoredMessage
 from chatcore.transport.base import Transport
-from discovery.errors import DiscoveryError
+from discovery.errors import DiscoveryError, RegistryReverted
 from discovery.index import Index
 from discovery.network import NetworkConfig
 from discovery.records import IntroBundle, PqKeyRecord
@@ -342,7 +342,15 @@ class Client:
         secret = self.rng(32)
         addr = owner.address  # type: ignore[attr-defined]
         commitment = name_commitment(name, self.identity_id, addr, secret)
-        self.registry.commit_name(owner, commitment)  # type: ignore[arg-type]
+        try:
+            self.registry.commit_name(owner, commitment)  # type: ignore[arg-type]
+        except RegistryReverted as exc:
+            # A watcher copied our pending commitment into an earlier block. It binds the
+            # name, our id, our owner account and our secret: only we can claim with it, so
+            # it serves as ours, aged from the block it was made in.
+            if exc.reason != "CommitmentExists":
+                raise
+        self.registry.wait_for_commitment(commitment)
         self.registry.claim_name(owner, name, self.identity_id, secret)  # type: ignore[arg-type]
 
     def publish(self, passphrase: str, prekey_ttl_s: int = PREKEY_TTL_S) -> PublishResult:

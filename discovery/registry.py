@@ -453,6 +453,36 @@ class Registry:
             fn.call({"from": owner.address}, block_identifier="pending")
         return self.transact(owner, fn, f"claim name {name!r}", gas=250_000)
 
+    def commitment_block(self, commitment: bytes) -> int:
+        """The block a name commitment was made in (0: none)."""
+        with self._rpc("commitments"):
+            return int(self.names.functions.commitments(commitment).call())
+
+    def min_commit_blocks(self) -> int:
+        with self._rpc("minCommitBlocks"):
+            return int(self.names.functions.minCommitBlocks().call())
+
+    def wait_for_commitment(
+        self, commitment: bytes, stall_s: float = 60.0, poll_s: float = 0.5
+    ) -> None:
+        """Return once a claim in the next block would find ``commitment`` old enough.
+        ChainUnavailable when the chain makes no block for ``stall_s`` seconds meanwhile."""
+        made = self.commitment_block(commitment)
+        if made == 0:
+            raise RegistryReverted("name commitment not found on chain", "CommitmentNotFound")
+        ready = made + self.min_commit_blocks()
+        head, since = self.block_number(), time.monotonic()
+        while head + 1 < ready:
+            if time.monotonic() - since > stall_s:
+                raise ChainUnavailable(
+                    f"no new block for {stall_s:.0f} s while waiting for block {ready} "
+                    "to claim the name"
+                )
+            time.sleep(poll_s)
+            now = self.block_number()
+            if now != head:
+                head, since = now, time.monotonic()
+
     def release_name(self, owner: LocalAccount, name: str) -> Any:
         return self.transact(owner, self.names.functions.release(name), f"release name {name!r}")
 

@@ -23,7 +23,6 @@ from web3 import Web3
 
 from chatcore.client import Client
 from devnet.chain import rpc_url, set_balance
-from devnet.manager import DEV_FAUCET_KEY
 from devnet.process import ManagedProcess, free_port
 from discovery.errors import (
     BadSignature,
@@ -43,7 +42,7 @@ from discovery.records import IntroBundle
 from discovery.registry import Registry, identity_id_for
 from discovery.resolver import ChainSource, ResolvedIdentity, Resolver
 from tests.discovery.rpc_proxy import RpcProxy
-from tests.fixtures.chain import Registries
+from tests.fixtures.chain import Registries, network_for
 
 pytestmark = pytest.mark.devnet
 
@@ -53,18 +52,6 @@ PQ_TOPIC = keccak(text="PqKeyPublished(bytes32,bytes32,bytes)")
 
 
 # --- helpers (also used by test_index) ----------------------------------------------------------
-def network_for(anvil: ManagedProcess, registries: Registries) -> NetworkConfig:
-    return NetworkConfig(
-        chain_id=registries.chain_id,
-        rpc_url=rpc_url(anvil),
-        identity_registry=registries.identity_address,
-        name_registry=registries.name_address,
-        deploy_block=registries.deploy_block,
-        nats_url="nats://127.0.0.1:1",  # discovery never touches it
-        faucet_key=DEV_FAUCET_KEY,
-    )
-
-
 def cold(cfg: NetworkConfig, clock: Callable[[], float] = time.time) -> Resolver:
     return Resolver(ChainSource(Registry(cfg)), cfg.binding, cfg.name_registry, clock=clock)
 

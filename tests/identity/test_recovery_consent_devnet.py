@@ -27,15 +27,9 @@ from discovery.errors import ConsentMissing, RegistryReverted
 from discovery.network import NetworkConfig
 from discovery.registry import Registry
 from tests.discovery.rpc_proxy import RpcProxy, make_log
-from tests.discovery.test_resolver import PASSPHRASE, network_for, register_direct
-from tests.fixtures.chain import Registries
+from tests.discovery.test_resolver import PASSPHRASE, register_direct
 
 pytestmark = pytest.mark.devnet
-
-
-@pytest.fixture
-def cfg(anvil: ManagedProcess, registries: Registries) -> NetworkConfig:
-    return network_for(anvil, registries)
 
 
 @pytest.fixture
@@ -45,8 +39,8 @@ def proxy(anvil: ManagedProcess) -> Iterator[RpcProxy]:
 
 
 @pytest.fixture
-def reg(cfg: NetworkConfig) -> Registry:
-    return Registry(cfg)
+def reg(chain_network: NetworkConfig) -> Registry:
+    return Registry(chain_network)
 
 
 @pytest.fixture
@@ -62,7 +56,11 @@ def _installations(reg: Registry, identity_id: bytes) -> list[tuple[bytes, bool]
 
 
 def test_a_decoy_cannot_name_the_victims_recovery(
-    cfg: NetworkConfig, reg: Registry, w3: Web3, recovery: tuple[LocalAccount, str], tmp_path: Path
+    chain_network: NetworkConfig,
+    reg: Registry,
+    w3: Web3,
+    recovery: tuple[LocalAccount, str],
+    tmp_path: Path,
 ) -> None:
     rec, phrase = recovery
     victim = register_direct(reg, w3, recovery=rec)
@@ -81,9 +79,9 @@ def test_a_decoy_cannot_name_the_victims_recovery(
             reg.transact(attacker.owner, fn, "setRecovery")
     assert reg.get_identity(attacker.identity_id).recovery != rec.address
 
-    _acct, state = identity_for_phrase(cfg, phrase)
+    _acct, state = identity_for_phrase(chain_network, phrase)
     assert state.identity_id == victim.identity_id
-    client, res = restore(tmp_path / "home", PASSPHRASE, cfg, phrase)
+    client, res = restore(tmp_path / "home", PASSPHRASE, chain_network, phrase)
     client.close()
     assert res.identity_id == victim.identity_id
     assert res.revoked == (victim.devices[0].pub,)
@@ -96,7 +94,7 @@ def test_a_decoy_cannot_name_the_victims_recovery(
 
 
 def test_an_index_claim_storage_does_not_confirm_is_ignored(
-    cfg: NetworkConfig, reg: Registry, w3: Web3, recovery: tuple[LocalAccount, str],
+    chain_network: NetworkConfig, reg: Registry, w3: Web3, recovery: tuple[LocalAccount, str],
     proxy: RpcProxy,
 ) -> None:  # fmt: skip
     """A node that invents a RecoveryChanged naming the phrase's account for a decoy."""
@@ -105,7 +103,7 @@ def test_an_index_claim_storage_does_not_confirm_is_ignored(
     decoy = register_direct(reg, w3)
     proxy.inject_logs.append(
         make_log(
-            cfg.identity_registry,
+            chain_network.identity_registry,
             "RecoveryChanged(bytes32,address)",
             [decoy.identity_id],
             abi_encode(["address"], [rec.address]),
@@ -113,24 +111,28 @@ def test_an_index_claim_storage_does_not_confirm_is_ignored(
             0x63,
         )
     )
-    lying = dataclasses.replace(cfg, rpc_url=proxy.url)
+    lying = dataclasses.replace(chain_network, rpc_url=proxy.url)
     _acct, state = identity_for_phrase(lying, phrase)
     assert state.identity_id == victim.identity_id
 
 
 def test_a_phrase_that_recovers_two_identities_is_refused(
-    cfg: NetworkConfig, reg: Registry, w3: Web3, recovery: tuple[LocalAccount, str], tmp_path: Path
+    chain_network: NetworkConfig,
+    reg: Registry,
+    w3: Web3,
+    recovery: tuple[LocalAccount, str],
+    tmp_path: Path,
 ) -> None:
     rec, phrase = recovery
     first = register_direct(reg, w3, recovery=rec)
     second = register_direct(reg, w3, recovery=rec)  # the phrase's holder agreed twice
     before = {i.identity_id: _installations(reg, i.identity_id) for i in (first, second)}
     with pytest.raises(AmbiguousRecovery, match="2 identities have this recovery phrase"):
-        identity_for_phrase(cfg, phrase)
+        identity_for_phrase(chain_network, phrase)
     with pytest.raises(AmbiguousRecovery):
-        restore(tmp_path / "home", PASSPHRASE, cfg, phrase)
+        restore(tmp_path / "home", PASSPHRASE, chain_network, phrase)
     with pytest.raises(AmbiguousRecovery):
-        revoke_with_phrase(cfg, phrase, "0x" + first.devices[0].pub.hex())
+        revoke_with_phrase(chain_network, phrase, "0x" + first.devices[0].pub.hex())
     assert not (tmp_path / "home").exists()
     # nothing happened on chain
     for ident in (first, second):

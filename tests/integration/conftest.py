@@ -7,6 +7,7 @@ nats-server per test, and a factory of chat Clients (each a real home directory)
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from collections.abc import AsyncIterator
@@ -17,11 +18,9 @@ import pytest
 import pytest_asyncio
 
 from chatcore.client import Client
-from devnet.chain import rpc_url
-from devnet.manager import DEV_FAUCET_KEY
 from devnet.process import ManagedProcess
 from discovery.network import NetworkConfig
-from tests.fixtures.chain import Registries
+from tests.fixtures.chain import Registries, network_for
 from tests.fixtures.nats import NatsServer
 
 PASSPHRASE = "integration-pw"
@@ -32,15 +31,7 @@ _counter = itertools.count()
 def network(
     anvil: ManagedProcess, registries: Registries, nats_server: NatsServer
 ) -> NetworkConfig:
-    return NetworkConfig(
-        chain_id=registries.chain_id,
-        rpc_url=rpc_url(anvil),
-        identity_registry=registries.identity_address,
-        name_registry=registries.name_address,
-        deploy_block=registries.deploy_block,
-        nats_url=nats_server.url,
-        faucet_key=DEV_FAUCET_KEY,
-    )
+    return dataclasses.replace(network_for(anvil, registries), nats_url=nats_server.url)
 
 
 @dataclass
