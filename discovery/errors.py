@@ -51,6 +51,10 @@ class WrongChain(InvalidRecord):
     """The record (or the node) belongs to another chain id or registry."""
 
 
+class IdentityMismatch(InvalidRecord):
+    """The node answered about another identity than the one asked for."""
+
+
 class ExpiredPrekey(InvalidRecord):
     """The record's signed prekey has expired."""
 

@@ -11,7 +11,7 @@ hash while its logs are being read (a reorg in the middle of a sync), up to thre
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -249,8 +249,23 @@ class Index:
         return _empty() if row is None else self.by_id(bytes(row[0]))
 
     def by_name(self, name: str) -> IdentityState:
+        """The identity storage says holds ``name`` now (one ``nameOwner`` call: the names
+        table comes from logs, which a node can invent or hold back), as the index knows it.
+        With the chain unreachable, the index's own answer as last synced."""
         row = self.db.execute("SELECT id FROM names WHERE name=?", (name,)).fetchone()
-        return _empty() if row is None else self.by_id(bytes(row[0]))
+        holder = None if row is None else bytes(row[0])
+        try:
+            holder = self.registry.name_owner(name)
+        except ChainUnavailable:
+            pass
+        return _empty() if holder is None or holder == ZERO32 else self.by_id(holder)
+
+    def confirm_bindings(
+        self, identity_id: bytes, names: Sequence[str], wallets: Sequence[str]
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Names and wallets as the index's events have them (no RPC: a name looked up is
+        checked against storage in by_name)."""
+        return tuple(names), tuple(wallets)
 
     def by_recovery(self, address: str) -> list[IdentityState]:
         """Identities whose recovery account is ``address`` (for recovery by phrase)."""

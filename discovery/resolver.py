@@ -25,6 +25,7 @@ from eth_utils.crypto import keccak
 from discovery.errors import (
     DiscoveryError,
     HashMismatch,
+    IdentityMismatch,
     InvalidQuery,
     InvalidRecord,
     RecordNotFound,
@@ -93,6 +94,11 @@ class IdentitySource(Protocol):
     def by_account(self, address: str) -> IdentityState: ...
     def by_name(self, name: str) -> IdentityState: ...
     def events(self, state: IdentityState) -> list[Event]: ...
+    def confirm_bindings(
+        self, identity_id: bytes, names: Sequence[str], wallets: Sequence[str]
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The names and wallets (read from events) this source's state binds to the id."""
+        ...
 
 
 class ChainSource:
@@ -115,6 +121,13 @@ class ChainSource:
 
     def events(self, state: IdentityState) -> list[Event]:
         return self.registry.identity_events(state.identity_id, state.created_block)
+
+    def confirm_bindings(
+        self, identity_id: bytes, names: Sequence[str], wallets: Sequence[str]
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Storage's word on each (a node may invent or omit logs, not storage): one more
+        round trip, only for an identity with names or wallets."""
+        return self.registry.confirm_bindings(identity_id, names, wallets)
 
 
 def parse_query(query: str) -> tuple[str, str]:
@@ -160,8 +173,8 @@ class Resolver:
         if kind == "text":
             return self.resolve_text(q)
         if kind == "id":
-            state = self.source.by_id(bytes.fromhex(q[2:]))
-        elif kind == "account":
+            return self.resolve_id(bytes.fromhex(q[2:]), require_active=require_active)
+        if kind == "account":
             state = self.source.by_account(q)
         else:
             state = self.source.by_name(q)
@@ -169,13 +182,25 @@ class Resolver:
             raise RecordNotFound(f"no identity found for {query!r}")
         return self.verify(state, self.source.events(state), require_active=require_active)
 
-    def resolve_id(self, identity_id: bytes, *, fresh_prekeys: bool = True) -> ResolvedIdentity:
+    def resolve_id(
+        self, identity_id: bytes, *, fresh_prekeys: bool = True, require_active: bool = True
+    ) -> ResolvedIdentity:
         """Resolve by id. ``fresh_prekeys=False`` accepts expired prekeys: for checking that a
         *sender* is registered, where only the installation keys matter."""
         state = self.source.by_id(identity_id)
         if not state.exists:
             raise RecordNotFound(f"no identity 0x{identity_id.hex()}")
-        return self.verify(state, self.source.events(state), fresh_prekeys=fresh_prekeys)
+        if state.identity_id != identity_id:
+            raise IdentityMismatch(
+                f"asked for identity 0x{identity_id.hex()[:16]}…, the chain answered about "
+                f"0x{state.identity_id.hex()[:16]}…"
+            )
+        return self.verify(
+            state,
+            self.source.events(state),
+            fresh_prekeys=fresh_prekeys,
+            require_active=require_active,
+        )
 
     def resolve_text(self, text: str) -> ResolvedIdentity:
         """Verify an out-of-band bundle text against the chain."""
@@ -255,12 +280,15 @@ class Resolver:
                     f"every installation of identity 0x{state.identity_id.hex()[:16]}… is revoked"
                 )
             raise RecordNotFound(f"identity 0x{state.identity_id.hex()} has no installations")
+        confirmed_names, confirmed_wallets = self.source.confirm_bindings(
+            state.identity_id, tuple(names), tuple(wallets)
+        )
         return ResolvedIdentity(
             identity_id=state.identity_id,
             owner=state.owner,
             recovery=state.recovery,
-            names=tuple(names),
-            wallets=tuple(wallets),
+            names=confirmed_names,
+            wallets=confirmed_wallets,
             installations=tuple(verified),
             revoked=tuple(revoked),
             rejected=tuple((i, str(e)) for i, e in rejected),

@@ -1,0 +1,135 @@
+"""Logs can be invented or held back by a node, storage cannot: names and wallets a lookup
+shows and the identity a name resolves to follow storage. An answer about another identity
+than the one asked for is refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from eth_abi.abi import encode as abi_encode
+from eth_account import Account
+from eth_utils.crypto import keccak
+from web3 import Web3
+
+from devnet.chain import rpc_url
+from devnet.process import ManagedProcess
+from discovery.eip712 import typed_signature
+from discovery.errors import IdentityMismatch, RecordNotFound
+from discovery.index import Index
+from discovery.network import NetworkConfig
+from discovery.records import ChainBinding
+from discovery.registry import Event, IdentityState, Registry, name_commitment
+from discovery.resolver import Resolver
+from tests.discovery.rpc_proxy import RpcProxy, make_log
+from tests.discovery.test_resolver import (
+    Ident,
+    cold,
+    network_for,
+    register_direct,
+)
+from tests.fixtures.chain import Registries
+
+NAME = "storage-says"
+
+
+@dataclass
+class Scene:
+    cfg: NetworkConfig
+    lying: NetworkConfig  # the same chain through a node that invents logs for mallory
+    alice: Ident
+    mallory: Ident
+    wallet: str  # linked to alice
+
+
+@pytest.fixture(scope="module")
+def scene(anvil: ManagedProcess, w3: Web3, registries: Registries) -> Iterator[Scene]:
+    cfg = network_for(anvil, registries)
+    reg = Registry(cfg)
+    alice, mallory = register_direct(reg, w3), register_direct(reg, w3)
+    secret = os.urandom(32)
+    reg.commit_name(
+        alice.owner, name_commitment(NAME, alice.identity_id, alice.owner.address, secret)
+    )
+    reg.claim_name(alice.owner, NAME, alice.identity_id, secret)
+    wallet = Account.create()
+    dl = reg.latest_timestamp() + 600
+    msg = {"id": alice.identity_id, "wallet": wallet.address, "nonce": 0, "deadline": dl}
+    sig = typed_signature(wallet, "LinkWallet", msg, cfg.chain_id, cfg.identity_registry)
+    reg.link_wallet(alice.owner, alice.identity_id, wallet.address, dl, sig)
+    head = w3.eth.block_number
+    with RpcProxy(rpc_url(anvil)) as proxy:
+        proxy.inject_logs += [
+            make_log(
+                cfg.name_registry, "NameClaimed(bytes32,bytes32,string)",
+                [mallory.identity_id, keccak(text=NAME)], abi_encode(["string"], [NAME]), head, 90,
+            ),
+            make_log(
+                cfg.identity_registry, "WalletLinked(bytes32,address)",
+                [mallory.identity_id, bytes(12) + bytes.fromhex(wallet.address[2:])], b"",
+                head, 91,
+            ),
+        ]  # fmt: skip
+        lying = dataclasses.replace(cfg, rpc_url=proxy.url)
+        yield Scene(cfg, lying, alice, mallory, wallet.address)
+
+
+@pytest.mark.devnet
+def test_cold_lookups_show_only_what_storage_confirms(scene: Scene) -> None:
+    r = cold(scene.lying)
+    m = r.resolve(scene.mallory.qid)
+    assert (m.names, m.wallets) == ((), ())
+    a = r.resolve(scene.alice.qid)
+    assert (a.names, a.wallets) == ((NAME,), (scene.wallet,))
+    assert r.resolve(NAME).identity_id == scene.alice.identity_id
+
+
+@pytest.mark.devnet
+def test_index_lookup_by_name_follows_storage(scene: Scene, tmp_path: Path) -> None:
+    idx = Index(tmp_path / "index.sqlite", Registry(scene.lying))
+    try:
+        idx.sync()
+        r = Resolver(idx, scene.cfg.binding, scene.cfg.name_registry)
+        assert r.resolve(NAME).identity_id == scene.alice.identity_id
+        with pytest.raises(RecordNotFound):
+            r.resolve("nobody-holds-this")
+    finally:
+        idx.close()
+
+
+class _OtherIdentity:
+    """A source whose node answers every id query about one fixed identity."""
+
+    def __init__(self, state: IdentityState) -> None:
+        self.state = state
+
+    def by_id(self, identity_id: bytes) -> IdentityState:
+        return self.state
+
+    def by_account(self, address: str) -> IdentityState:
+        return self.state
+
+    def by_name(self, name: str) -> IdentityState:
+        return self.state
+
+    def events(self, state: IdentityState) -> list[Event]:
+        return []
+
+    def confirm_bindings(
+        self, identity_id: bytes, names: object, wallets: object
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return (), ()
+
+
+def test_an_answer_about_another_identity_is_refused() -> None:
+    other = IdentityState(b"\x02" * 32, "0x" + "11" * 20, "0x" + "00" * 20, 1, ())
+    r = Resolver(_OtherIdentity(other), ChainBinding(31337, b"\x22" * 20), "0x" + "33" * 20)
+    asked = b"\x01" * 32
+    with pytest.raises(IdentityMismatch, match="answered about"):
+        r.resolve_id(asked)
+    with pytest.raises(IdentityMismatch):
+        r.resolve("0x" + asked.hex())
