@@ -18,6 +18,7 @@ from typing import TypeVar, cast
 
 from eth_account.signers.local import LocalAccount
 
+from chatcore.consts import PREKEY_GRACE_S
 from chatcore.content import (
     ContactState,
     encode_delete,
@@ -56,7 +57,6 @@ log = logging.getLogger("chatcore.client")
 _T = TypeVar("_T")
 
 PREKEY_TTL_S = 14 * 86400
-PREKEY_GRACE_S = 30 * 86400
 PQ_KEY_TTL_S = 90 * 86400
 DEV_FUNDING_WEI = 10**18  # 1 ETH from the devnet faucet
 MIN_BALANCE_WEI = 10**16

@@ -53,3 +53,7 @@ SIGNED_PREKEY_VERSION: Final = 1
 PQ_PREKEY_VERSION: Final = 1
 RATCHET_STATE_VERSION: Final = 1
 SESSION_STATE_VERSION: Final = 1
+
+#: A signed prekey stays usable this long after its expiry (handshakes made from a bundle
+#: resolved just before it expired, delivered late); after that it is refused and deleted.
+PREKEY_GRACE_S: Final = 30 * 86400

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chatcore import session as sess
-from chatcore.consts import KIND_HANDSHAKE, KIND_SESSION
+from chatcore.consts import KIND_HANDSHAKE, KIND_SESSION, PREKEY_GRACE_S
 from chatcore.errors import (
     DuplicateMessage,
     MalformedMessage,
@@ -204,8 +204,15 @@ class Engine:
         return bytes((SENDER_INFO_VERSION,)) + self.own.identity_id
 
     def _prekey(self, spk_id: int) -> SignedPrekey | None:
+        """Our signed prekey ``spk_id``, unless it expired more than the grace ago (kept
+        forever it would widen the window in which a stolen store reads first messages)."""
         raw = self.store.get_secret(f"spk:{spk_id:010d}")
-        return None if raw is None else SignedPrekey.from_bytes(raw)
+        if raw is None:
+            return None
+        spk = SignedPrekey.from_bytes(raw)
+        if spk.not_after_ms + PREKEY_GRACE_S * 1000 < self.clock_ms():
+            return None
+        return spk
 
     def _pq(self, pq_id: int) -> PqPrekey | None:
         if pq_id == self.own.keys.pq.id:

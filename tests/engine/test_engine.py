@@ -702,3 +702,23 @@ def test_a_peer_cannot_grow_our_sessions_without_bound() -> None:
     assert b.store.count_sessions() == SESSIONS_PER_INSTALLATION
     got = b.receive(w.frame_for(w.send(alice, bob, "still works"), b))
     assert got is not None and got.text == "still works"
+
+
+def test_a_prekey_long_expired_takes_no_new_sessions() -> None:
+    """A handshake to our signed prekey is refused once the prekey is past its expiry by
+    more than the grace (first messages sealed to it could otherwise be read with a store
+    stolen years later); within the grace it still works."""
+    from chatcore.consts import PREKEY_GRACE_S
+    from chatcore.errors import ChatCoreError
+
+    w = World(seed=33)
+    alice, bob, carol = w.person(name="alice"), w.person(name="bob"), w.person(name="carol")
+    b = w.dev(bob)
+    late = w.frame_for(w.send(alice, bob, "late but fine"), b)
+    too_late = w.frame_for(w.send(carol, bob, "too late"), b)
+    w.clock.now = b.spk.not_after_ms + PREKEY_GRACE_S * 1000 - 60_000
+    got = b.receive(late)
+    assert got is not None and got.text == "late but fine"
+    w.clock.now = b.spk.not_after_ms + PREKEY_GRACE_S * 1000 + 60_000
+    with pytest.raises(ChatCoreError):
+        b.receive(too_late)
