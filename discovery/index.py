@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,9 @@ class Index:
             self._clear()  # the file belonged to another network: start over
         self._set_meta("scope", scope)
         self._set_meta("schema", str(SCHEMA_VERSION))
+        # identity id -> its state with storage's word on it, since the last sync. None until
+        # a sync succeeds in this process: a home that is offline answers from the file alone.
+        self._checked: dict[bytes, IdentityState] | None = None
 
     def close(self) -> None:
         self.db.close()
@@ -93,7 +97,9 @@ class Index:
     # --- sync -------------------------------------------------------------------------------
     def rebuild(self) -> int:
         """Drop everything and sync again from the deploy block."""
-        return self._rebuild(None, SYNC_ATTEMPTS)
+        applied = self._rebuild(None, SYNC_ATTEMPTS)
+        self._checked = {}
+        return applied
 
     def _rebuild(self, to_block: int | None, attempts: int) -> int:
         scope = self._meta("scope")
@@ -104,7 +110,9 @@ class Index:
 
     def sync(self, to_block: int | None = None) -> int:
         """Fetch and apply every event since the last sync. Returns the events applied."""
-        return self._sync(to_block, SYNC_ATTEMPTS)
+        applied = self._sync(to_block, SYNC_ATTEMPTS)
+        self._checked = {}
+        return applied
 
     def _sync(self, to_block: int | None, attempts: int) -> int:
         reg = self.registry
@@ -227,6 +235,44 @@ class Index:
         return [bytes(r[0]) for r in rows]
 
     def by_id(self, identity_id: bytes) -> IdentityState:
+        """The identity as its events built it; once per sync (after one in this process) its
+        installations' status, owner and recovery are checked against storage (one
+        ``getIdentity``), which wins: a node can hold back or invent logs (a revocation
+        omitted would keep a revoked device active), not storage. Installations storage does
+        not list are dropped; ones the index does not know yet (added since the sync) wait for
+        the next sync, since their bundles are not here."""
+        state = self._indexed(identity_id)
+        if self._checked is None or not state.exists:
+            return state
+        hit = self._checked.get(identity_id)
+        if hit is None:
+            hit = self._checked[identity_id] = self._storage_says(state)
+        return hit
+
+    def _storage_says(self, state: IdentityState) -> IdentityState:
+        try:
+            chain = self.registry.get_identity(state.identity_id)
+        except ChainUnavailable:
+            return state  # unreachable since the sync: the index as synced
+        if chain.identity_id != state.identity_id:
+            return _empty()  # storage has no such identity: its logs were invented
+        listed = {i.installation_id: i for i in chain.installations}
+        insts = tuple(
+            replace(i, bundle_hash=REVOKED_HASH, revoked=True)
+            if listed[i.installation_id].revoked
+            else i
+            for i in state.installations
+            if i.installation_id in listed
+        )
+        return replace(
+            state,
+            owner=chain.owner,
+            recovery=chain.recovery,
+            created_block=chain.created_block,
+            installations=insts,
+        )
+
+    def _indexed(self, identity_id: bytes) -> IdentityState:
         row = self.db.execute(
             "SELECT owner, recovery, created_block FROM identities WHERE id=?", (identity_id,)
         ).fetchone()

@@ -1,6 +1,6 @@
 """Logs can be invented or held back by a node, storage cannot: names and wallets a lookup
-shows and the identity a name resolves to follow storage. An answer about another identity
-than the one asked for is refused."""
+shows, the identity a name resolves to, and (through the index) which devices are revoked
+follow storage. An answer about another identity than the one asked for is refused."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from eth_account import Account
 from eth_utils.crypto import keccak
 from web3 import Web3
 
+from chatcore.directory import ChainDirectory
+from chatcore.errors import UntrustedIdentity
 from devnet.chain import rpc_url
 from devnet.process import ManagedProcess
 from discovery.eip712 import typed_signature
@@ -28,9 +30,11 @@ from discovery.resolver import Resolver
 from tests.discovery.rpc_proxy import RpcProxy, make_log
 from tests.discovery.test_resolver import (
     Ident,
+    add_device,
     cold,
     network_for,
     register_direct,
+    via,
 )
 from tests.fixtures.chain import Registries
 
@@ -99,6 +103,44 @@ def test_index_lookup_by_name_follows_storage(scene: Scene, tmp_path: Path) -> N
             r.resolve("nobody-holds-this")
     finally:
         idx.close()
+
+
+@pytest.mark.devnet
+def test_a_revocation_the_node_holds_back_still_counts(
+    anvil: ManagedProcess, w3: Web3, chain_network: NetworkConfig, tmp_path: Path
+) -> None:
+    reg = Registry(chain_network)
+    victim = register_direct(reg, w3)
+    kept = add_device(reg, victim)
+    stolen = victim.devices[0]
+    reg.revoke_installation(victim.owner, victim.identity_id, stolen.pub)
+    with RpcProxy(rpc_url(anvil)) as proxy:
+        proxy.drop_topic0.add(keccak(text="InstallationRevoked(bytes32,bytes32)"))
+        proxy.inject_logs.append(  # and an identity storage never heard of
+            make_log(
+                chain_network.identity_registry, "IdentityRegistered(bytes32,address,address)",
+                [GHOST, bytes(12) + b"\x44" * 20], abi_encode(["address"], ["0x" + "00" * 20]),
+                w3.eth.block_number, 77,
+            )
+        )  # fmt: skip
+        idx = Index(tmp_path / "index.sqlite", Registry(via(proxy, chain_network)))
+        try:
+            idx.sync()
+            assert idx.count_identities() >= 2  # the index did take the node's word
+            r = Resolver(idx, chain_network.binding, chain_network.name_registry)
+            got = r.resolve(victim.qid)
+            assert got.revoked == (stolen.pub,)
+            assert [i.installation_id for i in got.installations] == [kept.pub]
+            directory = ChainDirectory(r)
+            with pytest.raises(UntrustedIdentity, match="revoked"):
+                directory.check_installation(victim.identity_id, stolen.pub, b"\x00" * 32)
+            with pytest.raises(RecordNotFound):
+                r.resolve("0x" + GHOST.hex())
+        finally:
+            idx.close()
+
+
+GHOST = b"\x0f" * 32
 
 
 class _OtherIdentity:
