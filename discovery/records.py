@@ -293,6 +293,9 @@ class PqKeyRecord:
             signature=data[end:],
         )
 
+    def signature_ok(self) -> bool:
+        return _verify(self.installation_id, self.signature, DOMAIN_PQ + self.body())
+
     def signed(self, key: bytes | Callable[[bytes], bytes]) -> PqKeyRecord:
         msg = DOMAIN_PQ + self.body()
         sig = key(msg) if callable(key) else _sign(key, msg)
@@ -310,7 +313,7 @@ class PqKeyRecord:
         _check_binding(
             "post-quantum key record", self, binding, expected_hash, identity_id, installation_id
         )
-        if not _verify(self.installation_id, self.signature, DOMAIN_PQ + self.body()):
+        if not self.signature_ok():
             raise BadSignature("post-quantum key record signature does not verify")
         if self.not_after <= now:
             raise ExpiredPrekey("post-quantum key has expired")

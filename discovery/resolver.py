@@ -416,10 +416,20 @@ class Resolver:
             )
         pq: PqKeyRecord | None = None
         if inst.pq_key_hash != ZERO32:
+            newest = (-1, -1)  # (key id, issued at) of every record this installation signed
             for pev in pqs.get(iid, []):
                 raw = bytes(pev.args["record"])
-                if keccak(raw) == inst.pq_key_hash:
-                    pq = PqKeyRecord.decode(raw)
+                stored = keccak(raw) == inst.pq_key_hash
+                try:
+                    rec = PqKeyRecord.decode(raw)
+                except DiscoveryError:
+                    if stored:
+                        raise  # the installation is rejected
+                    continue
+                if stored:
+                    pq = rec
+                if rec.installation_id == iid and rec.signature_ok():
+                    newest = max(newest, (rec.pq_key_id, rec.issued_at))
             if pq is None:
                 raise HashMismatch(
                     f"no post-quantum key of installation 0x{iid.hex()[:16]}… matches the chain"
@@ -431,6 +441,12 @@ class Resolver:
                 identity_id=identity_id,
                 installation_id=iid,
             )
+            if (pq.pq_key_id, pq.issued_at) < newest:
+                raise StaleRecord(
+                    f"installation 0x{iid.hex()[:16]}…: on-chain post-quantum key "
+                    f"{pq.pq_key_id} (issued {pq.issued_at}) is older than key {newest[0]} "
+                    f"(issued {newest[1]}) it published before"
+                )
         return VerifiedInstallation(bundle=bundle, pq=pq, bundle_block=ev.block_number)
 
 

@@ -38,7 +38,7 @@ from discovery.errors import (
     WrongChain,
 )
 from discovery.network import NetworkConfig
-from discovery.records import IntroBundle
+from discovery.records import MLKEM768_PUBLIC_KEY_SIZE, IntroBundle, PqKeyRecord
 from discovery.registry import Registry, identity_id_for
 from discovery.resolver import ChainSource, ResolvedIdentity, Resolver
 from tests.discovery.rpc_proxy import RpcProxy
@@ -431,6 +431,31 @@ def test_stale_republished_bundle(world: World) -> None:
     s = world.stale
     with pytest.raises(StaleRecord):
         cold(world.cfg).resolve(s.qid)
+
+
+def test_stale_republished_pq_key(world: World, w3: Web3) -> None:
+    ident = register_direct(world.reg, w3)
+    dev = ident.devices[0]
+
+    def pq(key_id: int) -> PqKeyRecord:
+        now = int(time.time())
+        return PqKeyRecord(
+            world.cfg.chain_id, world.cfg.binding.registry, ident.identity_id, dev.pub, key_id,
+            now + 86400, now, os.urandom(MLKEM768_PUBLIC_KEY_SIZE),
+        ).signed(dev.seed)  # fmt: skip
+
+    def publish(rec: PqKeyRecord) -> None:
+        world.reg.publish_pq_key(ident.owner, ident.identity_id, dev.pub, rec.encode())
+
+    k1, k2 = pq(1), pq(2)
+    publish(k1)
+    publish(k2)
+    assert cold(world.cfg).resolve(ident.qid).installations[0].pq == k2
+    publish(k1)  # the old, validly signed record again: storage now names it
+    with pytest.raises(StaleRecord, match="post-quantum key 1"):
+        cold(world.cfg).resolve(ident.qid)
+    publish(k2)
+    assert cold(world.cfg).resolve(ident.qid).installations[0].pq == k2
 
 
 def test_bundle_text_newer_than_chain_is_rejected(world: World) -> None:
