@@ -73,6 +73,8 @@ class Index:
         # identity id -> its state with storage's word on it, since the last sync. None until
         # a sync succeeds in this process: a home that is offline answers from the file alone.
         self._checked: dict[bytes, IdentityState] | None = None
+        # name -> its holder as storage said since the last sync
+        self._holders: dict[str, bytes] = {}
 
     def close(self) -> None:
         self.db.close()
@@ -98,7 +100,7 @@ class Index:
     def rebuild(self) -> int:
         """Drop everything and sync again from the deploy block."""
         applied = self._rebuild(None, SYNC_ATTEMPTS)
-        self._checked = {}
+        self._checked, self._holders = {}, {}
         return applied
 
     def _rebuild(self, to_block: int | None, attempts: int) -> int:
@@ -111,7 +113,7 @@ class Index:
     def sync(self, to_block: int | None = None) -> int:
         """Fetch and apply every event since the last sync. Returns the events applied."""
         applied = self._sync(to_block, SYNC_ATTEMPTS)
-        self._checked = {}
+        self._checked, self._holders = {}, {}
         return applied
 
     def _sync(self, to_block: int | None, attempts: int) -> int:
@@ -295,16 +297,18 @@ class Index:
         return _empty() if row is None else self.by_id(bytes(row[0]))
 
     def by_name(self, name: str) -> IdentityState:
-        """The identity storage says holds ``name`` now (one ``nameOwner`` call: the names
-        table comes from logs, which a node can invent or hold back), as the index knows it.
-        With the chain unreachable, the index's own answer as last synced."""
-        row = self.db.execute("SELECT id FROM names WHERE name=?", (name,)).fetchone()
-        holder = None if row is None else bytes(row[0])
-        try:
-            holder = self.registry.name_owner(name)
-        except ChainUnavailable:
-            pass
-        return _empty() if holder is None or holder == ZERO32 else self.by_id(holder)
+        """The identity storage says holds ``name`` (one ``nameOwner`` call per name and sync:
+        the names table comes from logs, which a node can invent or hold back), as the index
+        knows it. With the chain unreachable, the index's own answer as last synced."""
+        holder = self._holders.get(name)
+        if holder is None:
+            row = self.db.execute("SELECT id FROM names WHERE name=?", (name,)).fetchone()
+            holder = ZERO32 if row is None else bytes(row[0])
+            try:
+                holder = self._holders[name] = self.registry.name_owner(name)
+            except ChainUnavailable:
+                pass
+        return _empty() if holder == ZERO32 else self.by_id(holder)
 
     def confirm_bindings(
         self, identity_id: bytes, names: Sequence[str], wallets: Sequence[str]

@@ -133,9 +133,9 @@ def test_lookups_after_sync_ask_storage_once_per_identity(
                 assert r.resolve(q).installations
             with pytest.raises(RecordNotFound):
                 r.resolve("nobody_here")
-            # each name's holder is asked of storage (nameOwner); the first lookup of each of
-            # the two identities after a sync reads its storage too (getIdentity); no logs
-            assert proxy.methods == ["eth_call"] * (len(names) + (2 if round_ == 1 else 0))
+            # after a sync, each name's holder is asked of storage once (nameOwner), and the
+            # first lookup of each of the two identities reads its storage (getIdentity)
+            assert proxy.methods == ["eth_call"] * (len(names) + 2 if round_ == 1 else 0)
     finally:
         idx.close()
 
