@@ -118,7 +118,16 @@ class Client:
             network.name_registry,
             clock=lambda: self.clock_ms() / 1000,
         )
-        self.directory = ChainDirectory(self.resolver)
+        # sending and receiving rely on storage's word (once per identity and sync);
+        # ``lookup`` shows the index as synced (no RPC)
+        self.directory = ChainDirectory(
+            Resolver(
+                self.index.checked(),
+                network.binding,
+                network.name_registry,
+                clock=lambda: self.clock_ms() / 1000,
+            )
+        )
         self.engine = Engine(store, OwnIdentity(identity_id, keys), self.directory, rng, clock_ms)
         from chatcore.groupchat import GroupChat
 

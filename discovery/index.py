@@ -11,7 +11,7 @@ hash while its logs are being read (a reorg in the middle of a sync), up to thre
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -237,18 +237,21 @@ class Index:
         return [bytes(r[0]) for r in rows]
 
     def by_id(self, identity_id: bytes) -> IdentityState:
-        """The identity as its events built it; once per sync (after one in this process) its
-        installations' status, owner and recovery are checked against storage (one
-        ``getIdentity``), which wins: a node can hold back or invent logs (a revocation
-        omitted would keep a revoked device active), not storage. Installations storage does
-        not list are dropped; ones the index does not know yet (added since the sync) wait for
-        the next sync, since their bundles are not here."""
-        state = self._indexed(identity_id)
+        """The identity as its events built it (no RPC). For sending and receiving, use
+        :meth:`checked`, which has storage's word on it."""
+        return self._indexed(identity_id)
+
+    def checked(self) -> StorageChecked:
+        """This index with storage's word on each identity, once per sync (see
+        :class:`StorageChecked`)."""
+        return StorageChecked(self)
+
+    def _confirmed(self, state: IdentityState) -> IdentityState:
         if self._checked is None or not state.exists:
             return state
-        hit = self._checked.get(identity_id)
+        hit = self._checked.get(state.identity_id)
         if hit is None:
-            hit = self._checked[identity_id] = self._storage_says(state)
+            hit = self._checked[state.identity_id] = self._storage_says(state)
         return hit
 
     def _storage_says(self, state: IdentityState) -> IdentityState:
@@ -297,9 +300,13 @@ class Index:
         return _empty() if row is None else self.by_id(bytes(row[0]))
 
     def by_name(self, name: str) -> IdentityState:
-        """The identity storage says holds ``name`` (one ``nameOwner`` call per name and sync:
-        the names table comes from logs, which a node can invent or hold back), as the index
-        knows it. With the chain unreachable, the index's own answer as last synced."""
+        """The identity the index's events say holds ``name`` (no RPC)."""
+        row = self.db.execute("SELECT id FROM names WHERE name=?", (name,)).fetchone()
+        return _empty() if row is None else self.by_id(bytes(row[0]))
+
+    def _holder(self, name: str) -> bytes | None:
+        """Who storage says holds ``name`` (one ``nameOwner`` call per name and sync); with
+        the chain unreachable, the index's answer as last synced. None: nobody."""
         holder = self._holders.get(name)
         if holder is None:
             row = self.db.execute("SELECT id FROM names WHERE name=?", (name,)).fetchone()
@@ -308,14 +315,7 @@ class Index:
                 holder = self._holders[name] = self.registry.name_owner(name)
             except ChainUnavailable:
                 pass
-        return _empty() if holder == ZERO32 else self.by_id(holder)
-
-    def confirm_bindings(
-        self, identity_id: bytes, names: Sequence[str], wallets: Sequence[str]
-    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Names and wallets as the index's events have them (no RPC: a name looked up is
-        checked against storage in by_name)."""
-        return tuple(names), tuple(wallets)
+        return None if holder == ZERO32 else holder
 
     def by_recovery(self, address: str) -> list[IdentityState]:
         """Identities whose recovery account is ``address`` (for recovery by phrase)."""
@@ -351,3 +351,29 @@ class Index:
 
 def _empty() -> IdentityState:
     return IdentityState(ZERO32, "0x" + "00" * 20, "0x" + "00" * 20, 0, ())
+
+
+class StorageChecked:
+    """The index, with storage's word on what sending and receiving rely on: once per
+    identity and sync (after one in this process), one ``getIdentity`` checks its
+    installations' status, owner and recovery, and storage wins (a node can hold back or
+    invent logs — a revocation held back would keep a stolen device active —, not
+    storage); a name is looked up with ``nameOwner``. Installations storage does not list
+    are dropped; ones the index does not know yet wait for the next sync (their bundles are
+    not here). Plain :class:`Index` lookups (what ``lookup`` shows) stay local: no RPC."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+
+    def by_id(self, identity_id: bytes) -> IdentityState:
+        return self.index._confirmed(self.index.by_id(identity_id))
+
+    def by_account(self, address: str) -> IdentityState:
+        return self.index._confirmed(self.index.by_account(address))
+
+    def by_name(self, name: str) -> IdentityState:
+        holder = self.index._holder(name)
+        return _empty() if holder is None else self.by_id(holder)
+
+    def events(self, state: IdentityState) -> list[Event]:
+        return self.index.events(state)

@@ -94,11 +94,6 @@ class IdentitySource(Protocol):
     def by_account(self, address: str) -> IdentityState: ...
     def by_name(self, name: str) -> IdentityState: ...
     def events(self, state: IdentityState) -> list[Event]: ...
-    def confirm_bindings(
-        self, identity_id: bytes, names: Sequence[str], wallets: Sequence[str]
-    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The names and wallets (read from events) this source's state binds to the id."""
-        ...
 
 
 class ChainSource:
@@ -121,13 +116,6 @@ class ChainSource:
 
     def events(self, state: IdentityState) -> list[Event]:
         return self.registry.identity_events(state.identity_id, state.created_block)
-
-    def confirm_bindings(
-        self, identity_id: bytes, names: Sequence[str], wallets: Sequence[str]
-    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Storage's word on each (a node may invent or omit logs, not storage): one more
-        round trip, only for an identity with names or wallets."""
-        return self.registry.confirm_bindings(identity_id, names, wallets)
 
 
 def parse_query(query: str) -> tuple[str, str]:
@@ -280,15 +268,12 @@ class Resolver:
                     f"every installation of identity 0x{state.identity_id.hex()[:16]}… is revoked"
                 )
             raise RecordNotFound(f"identity 0x{state.identity_id.hex()} has no installations")
-        confirmed_names, confirmed_wallets = self.source.confirm_bindings(
-            state.identity_id, tuple(names), tuple(wallets)
-        )
         return ResolvedIdentity(
             identity_id=state.identity_id,
             owner=state.owner,
             recovery=state.recovery,
-            names=confirmed_names,
-            wallets=confirmed_wallets,
+            names=tuple(names),
+            wallets=tuple(wallets),
             installations=tuple(verified),
             revoked=tuple(revoked),
             rejected=tuple((i, str(e)) for i, e in rejected),
