@@ -118,12 +118,6 @@ def address_of(private_key: bytes) -> str:
     return to_checksum_address(keccak(pub)[12:])
 
 
-def sign_digest(private_key: bytes, digest: bytes) -> bytes:
-    """65-byte r|s|v (v = 27/28, low s) secp256k1 signature of a 32-byte digest (coincurve)."""
-    sig = coincurve.PrivateKey(private_key).sign_recoverable(digest, hasher=None)
-    return sig[:64] + bytes([27 + sig[64]])
-
-
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of an already sorted sequence (q in 0..100)."""
     if not sorted_values:

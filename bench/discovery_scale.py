@@ -54,6 +54,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
+from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from web3 import Web3
 
@@ -64,16 +65,10 @@ from discovery.records import IntroBundle
 from discovery.registry import Registry, identity_id_for, name_commitment
 from discovery.resolver import ChainSource, Resolver
 
-from ._chain_util import CountingSession, Rpc, address_of, percentile, sign_digest
+from ._chain_util import CountingSession, Rpc, address_of, percentile
 from ._util import Row, report
 
-REGISTER_SEL = keccak(text="register(bytes32,address,bytes32,bytes,uint256,bytes)")[:4]
-ACCEPT_RECOVERY_TYPEHASH = keccak(
-    text="AcceptRecovery(bytes32 id,address recovery,uint256 nonce,uint256 deadline)"
-)
-DOMAIN_TYPEHASH = keccak(
-    text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
-)
+REGISTER_SEL = keccak(text="register(bytes32,address,bytes32,bytes)")[:4]
 COMMIT_SEL = keccak(text="commit(bytes32)")[:4]
 CLAIM_SEL = keccak(text="claim(string,bytes32,bytes32)")[:4]
 TOPIC_REGISTERED = "0x" + keccak(text="IdentityRegistered(bytes32,address,address)").hex()
@@ -82,7 +77,6 @@ BLOCK_GAS_LIMIT = 1_000_000_000
 FUND_WEI = 10**18
 CLAIM_GAS = 250_000
 DEFAULT_N = 10_000
-CONSENT_TTL_S = 86_400  # the recovery consents' deadline, after the bench's start
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
@@ -93,8 +87,6 @@ class User:
     salt: bytes
     identity_id: bytes
     bundle: bytes
-    recovery: str  # a fresh account that consented (AcceptRecovery) to be this id's recovery
-    recovery_sig: bytes
     name: str | None = None
 
 
@@ -147,45 +139,14 @@ def _log(quiet: bool, msg: str) -> None:
 # ----------------------------------------------------------------------------- users
 
 
-def _secp256k1_key() -> bytes:
-    key = os.urandom(32)
-    while not 0 < int.from_bytes(key, "big") < SECP256K1_N:
-        key = os.urandom(32)  # practically never
-    return key
-
-
-def _recovery_digest(domain: bytes, ident: bytes, recovery: str, deadline: int) -> bytes:
-    """EIP-712 digest of AcceptRecovery(ident, recovery, nonce 0, deadline)."""
-    struct = keccak(
-        abi_encode(
-            ["bytes32", "bytes32", "address", "uint256", "uint256"],
-            [ACCEPT_RECOVERY_TYPEHASH, ident, recovery, 0, deadline],
-        )
-    )
-    return keccak(b"\x19\x01" + domain + struct)
-
-
 def make_users(n: int, chain_id: int, registry: str, now: int) -> list[User]:
-    """N owners with real signed intro bundles (fresh Ed25519 / X25519 keys each) and a fresh
-    recovery account each, with its consent signature."""
-    from discovery.eip712 import DOMAIN_NAME, DOMAIN_VERSION
-
+    """N owners with real signed intro bundles (fresh Ed25519 / X25519 keys each)."""
     reg_bytes = bytes.fromhex(registry[2:])
-    domain = keccak(
-        abi_encode(
-            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
-            [
-                DOMAIN_TYPEHASH,
-                keccak(text=DOMAIN_NAME),
-                keccak(text=DOMAIN_VERSION),
-                chain_id,
-                registry,
-            ],
-        )
-    )
     users: list[User] = []
     for _ in range(n):
-        key = _secp256k1_key()
+        key = os.urandom(32)
+        while not 0 < int.from_bytes(key, "big") < SECP256K1_N:
+            key = os.urandom(32)  # practically never
         addr = address_of(key)
         salt = os.urandom(32)
         ident = identity_id_for(addr, salt)
@@ -205,18 +166,14 @@ def make_users(n: int, chain_id: int, registry: str, now: int) -> list[User]:
             seq=1,
             issued_at=now,
         ).signed(seed)
-        rec_key = _secp256k1_key()
-        rec = address_of(rec_key)
-        rec_sig = sign_digest(rec_key, _recovery_digest(domain, ident, rec, now + CONSENT_TTL_S))
-        users.append(User(key, addr, salt, ident, bundle.encode(), rec, rec_sig, name=None))
+        users.append(User(key, addr, salt, ident, bundle.encode(), name=None))
     return users
 
 
-def register_calldata(u: User, now: int) -> bytes:
+def register_calldata(u: User, recovery: str) -> bytes:
     inst = u.bundle[61:93]
     return REGISTER_SEL + abi_encode(
-        ["bytes32", "address", "bytes32", "bytes", "uint256", "bytes"],
-        [u.salt, u.recovery, inst, u.bundle, now + CONSENT_TTL_S, u.recovery_sig],
+        ["bytes32", "address", "bytes32", "bytes"], [u.salt, recovery, inst, u.bundle]
     )
 
 
@@ -404,13 +361,14 @@ def main() -> None:
         fund_s = time.perf_counter() - t
         _log(quiet, f"funded {n} owners (anvil_setBalance, batches) in {fund_s:.1f} s")
 
+        recoveries = [to_checksum_address(os.urandom(20)) for _ in range(n)]
         est = int(
             rpc.call(
                 "eth_estimateGas",
                 {
                     "from": users[0].address,
                     "to": ident_reg,
-                    "data": "0x" + register_calldata(users[0], now).hex(),
+                    "data": "0x" + register_calldata(users[0], recoveries[0]).hex(),
                 },
             ),
             16,
@@ -418,13 +376,14 @@ def main() -> None:
         gas = est + est // 4
         base_fee = int(rpc.call("eth_gasPrice"), 16)
         gas_price = 2 * base_fee + 10**9
+        rec_of = {u.address: r for u, r in zip(users, recoveries, strict=True)}
 
         def build_register(u: User) -> bytes:
             return sign_tx(
                 u.key,
                 0,
                 ident_reg,
-                register_calldata(u, now),
+                register_calldata(u, rec_of[u.address]),
                 gas,
                 gas_price,
                 chain_id,

@@ -32,7 +32,7 @@ from devnet.chain import (
     start_anvil,
 )
 from discovery.eip712 import typed_signature
-from discovery.registry import identity_id_for
+from discovery.recovery_binding import recovery_tag, registration_salt
 
 BUNDLE_BYTES = 290
 PQ_RECORD_BYTES = 1250
@@ -54,17 +54,17 @@ TARGETS: dict[str, int | None] = {
 }
 
 NOTES = {
-    "register": "identity + consenting recovery + first installation + 290 B bundle",
+    "register": "identity + recovery (phrase-bound salt) + first installation + 290 B bundle",
     "publishBundle": "refresh an active installation's bundle (290 B)",
     "addInstallation": "new installation + its 290 B bundle",
     "revokeInstallation": "",
     "publishPqKey": "1,250 B record",
     "setOwner": "with the new owner's EIP-712 consent",
-    "setRecovery": "with the new recovery's EIP-712 consent",
+    "setRecovery": "with the new phrase's tag (logged)",
     "linkWallet": "with the wallet's EIP-712 consent",
     "commit": "name commitment",
     "claim": "reveal + claim a 10-char name",
-    "registerBySig": "relayed register (290 B bundle, recovery's consent)",
+    "registerBySig": "relayed register (290 B bundle)",
     "publishBundleBySig": "relayed refresh (290 B bundle)",
 }
 
@@ -88,24 +88,15 @@ def measure(samples: int) -> dict[str, Any]:
         def far() -> int:
             return int(w3.eth.get_block("latest")["timestamp"]) + 3600
 
-        def consent(recovery: Any, ident: bytes, dl: int) -> bytes:
-            """A fresh recovery account's AcceptRecovery (nonce 0) for ``ident``."""
-            msg = {"id": ident, "recovery": recovery.address, "nonce": 0, "deadline": dl}
-            return typed_signature(recovery, "AcceptRecovery", msg, chain_id, addr)
-
         for i in range(samples):
             owner, recovery = new_acct(), new_acct(False)
-            salt, inst = os.urandom(32), os.urandom(32)
+            # the salt a client uses: it binds the recovery phrase to the id
+            salt = registration_salt(recovery.key, chain_id, addr, owner.address)
+            inst = os.urandom(32)
             bundle = os.urandom(BUNDLE_BYTES)
-            ident = bytes(reg.functions.identityIdFor(owner.address, salt).call())
-            dl = far()
-            rsig = consent(recovery, ident, dl)
-            r = send_tx(
-                w3,
-                owner,
-                reg.functions.register(salt, recovery.address, inst, bundle, dl, rsig),
-            )
+            r = send_tx(w3, owner, reg.functions.register(salt, recovery.address, inst, bundle))
             gas["register"].append(r["gasUsed"])
+            ident = bytes(reg.functions.identityIdFor(owner.address, salt).call())
 
             r = send_tx(
                 w3, owner, reg.functions.publishBundle(ident, inst, os.urandom(BUNDLE_BYTES))
@@ -127,11 +118,12 @@ def measure(samples: int) -> dict[str, Any]:
             gas["publishPqKey"].append(r["gasUsed"])
 
             rec = new_acct(False)
-            rsig = consent(rec, ident, dl)
-            r = send_tx(w3, owner, reg.functions.setRecovery(ident, rec.address, dl, rsig))
+            tag = recovery_tag(rec.key, chain_id, addr, ident)
+            r = send_tx(w3, owner, reg.functions.setRecovery(ident, rec.address, tag))
             gas["setRecovery"].append(r["gasUsed"])
 
             wallet = new_acct(False)
+            dl = far()
             sig = typed_signature(
                 wallet,
                 "LinkWallet",
@@ -196,8 +188,7 @@ def measure(samples: int) -> dict[str, Any]:
             # Relayed register.
             o2 = new_acct(False)
             salt2, inst3, b3 = os.urandom(32), os.urandom(32), os.urandom(BUNDLE_BYTES)
-            rec2_acct = new_acct(False)
-            rec2 = rec2_acct.address
+            rec2 = new_acct(False).address
             sig = typed_signature(
                 o2,
                 "Register",
@@ -216,16 +207,7 @@ def measure(samples: int) -> dict[str, Any]:
             r = send_tx(
                 w3,
                 deployer,
-                reg.functions.registerBySig(
-                    o2.address,
-                    salt2,
-                    rec2,
-                    inst3,
-                    b3,
-                    dl,
-                    sig,
-                    consent(rec2_acct, identity_id_for(o2.address, salt2), dl),
-                ),
+                reg.functions.registerBySig(o2.address, salt2, rec2, inst3, b3, dl, sig),
             )
             gas["registerBySig"].append(r["gasUsed"])
 

@@ -229,7 +229,9 @@ class Client:
         owner = Account.from_key(rng(32))
         recovery, phrase = Account.create_with_mnemonic()
         keys = InstallationKeys.generate(rng)
-        salt = rng(32)
+        # binds the id to the recovery phrase: recovery by phrase tells it from decoys that
+        # name the same (public) recovery address (discovery.recovery_binding)
+        salt = registry.recovery_salt(recovery, owner.address)
         identity_id = identity_id_for(owner.address, salt)
         with store.transaction():
             store.put_secret("installation", keys.to_bytes())

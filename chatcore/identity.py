@@ -88,8 +88,13 @@ class WrongRecoveryPhrase(IdentityError):
     """The phrase is not valid, or no identity has its account as recovery."""
 
 
+class RecoveryNotBound(WrongRecoveryPhrase):
+    """Identities name the phrase's account as recovery, but none was registered or given its
+    recovery with this phrase (decoys: anyone can name a public recovery address)."""
+
+
 class AmbiguousRecovery(IdentityError):
-    """More than one identity has the phrase's account as recovery: we will not guess which."""
+    """More than one identity is bound to the phrase: we will not guess which."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -811,12 +816,16 @@ def identity_for_phrase(
     """(recovery account, identity state) for a phrase.
 
     The index (from events) proposes the identities naming the phrase's account; storage has
-    the last word on each. Raises WrongRecoveryPhrase when none is left, AmbiguousRecovery when
-    several are (the registry makes a recovery account consent, so that takes the phrase's
-    owner agreeing twice; restoring either one could be the wrong one)."""
+    the last word on each, and only those bound to this phrase remain: registered with a salt
+    or given the recovery with a tag that only the phrase's holder can make
+    (discovery.recovery_binding). Anyone can name the phrase's (public) address for a decoy;
+    no decoy is bound. Raises WrongRecoveryPhrase when no identity names the account,
+    RecoveryNotBound when none of those is bound, AmbiguousRecovery when several are (the
+    phrase's holder registered twice with it: restoring either could be the wrong one)."""
     import tempfile
 
     from discovery.index import Index
+    from discovery.recovery_binding import bound_to_phrase
     from discovery.registry import Registry
 
     acct = recovery_account(phrase)
@@ -826,15 +835,29 @@ def identity_for_phrase(
         index = Index((index_dir or Path(tmp)) / "recovery-index.db", registry)
         try:
             index.sync()
-            candidates = [s.identity_id for s in index.by_recovery(acct.address) if s.exists]
+            candidates = {
+                s.identity_id: index.events(s) for s in index.by_recovery(acct.address) if s.exists
+            }
         finally:
             index.close()
-    states = [
+    named = [
         st for st in (registry.get_identity(i) for i in candidates)
         if st.exists and st.recovery.lower() == acct.address.lower()
     ]  # fmt: skip
-    if not states:
+    if not named:
         raise WrongRecoveryPhrase("no identity has this recovery phrase")
+    states = [
+        st for st in named
+        if bound_to_phrase(
+            acct.key, acct.address, network.chain_id, registry.identity.address,
+            st.identity_id, candidates[st.identity_id],
+        )
+    ]  # fmt: skip
+    if not states:
+        raise RecoveryNotBound(
+            f"{len(named)} identit{'y names' if len(named) == 1 else 'ies name'} this recovery "
+            "phrase's account, but none was registered or set with this phrase: not restoring"
+        )
     if len(states) > 1:
         ids = ", ".join("0x" + st.identity_id.hex()[:16] + "…" for st in states)
         raise AmbiguousRecovery(

@@ -22,7 +22,8 @@ interface IIdentityRegistry {
 
     event IdentityRegistered(bytes32 indexed id, address indexed owner, address recovery);
     event OwnerChanged(bytes32 indexed id, address indexed previousOwner, address indexed newOwner);
-    event RecoveryChanged(bytes32 indexed id, address recovery);
+    /// `tag` binds the new recovery phrase to the id (see IdentityRegistry.setRecovery).
+    event RecoveryChanged(bytes32 indexed id, address recovery, bytes32 tag);
     event InstallationAdded(bytes32 indexed id, bytes32 indexed installation);
     event InstallationRevoked(bytes32 indexed id, bytes32 indexed installation);
     event BundlePublished(bytes32 indexed id, bytes32 indexed installation, bytes bundle);

@@ -11,9 +11,11 @@ import {IIdentityRegistry} from "./IIdentityRegistry.sol";
 ///         only small fixed fields and hashes; bundle and key-record bytes live in event data.
 /// @dev Access: owner OR recovery may add/revoke installations and publish bundles and PQ keys;
 ///      only the owner sets the recovery or links wallets; owner or recovery may replace the owner,
-///      and the new owner must consent by EIP-712 signature. A recovery account must consent too
-///      (EIP-712 AcceptRecovery over the identity id) when register or setRecovery names it, so
-///      nobody can make someone else's recovery account the recovery of a decoy identity. Every authorisation can also be
+///      and the new owner must consent by EIP-712 signature. Naming a recovery account needs
+///      no consent (anyone may name any address): the client binds its recovery phrase to the
+///      id off-chain (the register salt, or setRecovery's logged tag, is an HMAC under a key
+///      from the phrase) and recovery by phrase keeps only identities so bound, never a decoy
+///      that merely names the same address. Every authorisation can also be
 ///      relayed (`*BySig`): EIP-712 over all parameters, the identity id, the value being replaced,
 ///      a per-signer nonce and a mandatory deadline. Nothing can be paused.
 ///      An ownership transfer keeps everything else: installations, recovery, linked wallets,
@@ -49,8 +51,6 @@ contract IdentityRegistry is IIdentityRegistry, EIP712 {
     );
     bytes32 internal constant LINK_WALLET_TYPEHASH =
         keccak256("LinkWallet(bytes32 id,address wallet,uint256 nonce,uint256 deadline)");
-    bytes32 internal constant ACCEPT_RECOVERY_TYPEHASH =
-        keccak256("AcceptRecovery(bytes32 id,address recovery,uint256 nonce,uint256 deadline)");
 
     mapping(bytes32 id => Identity) internal _identities;
     mapping(bytes32 id => address) internal _recovery;
@@ -68,18 +68,11 @@ contract IdentityRegistry is IIdentityRegistry, EIP712 {
     // ------------------------------------------------------------------ direct calls
 
     /// @notice Create an identity owned by msg.sender, with its first installation and bundle.
-    ///         `recoverySig` is the recovery account's EIP-712 AcceptRecovery consent (expiring at
-    ///         `recoveryDeadline`); not needed when `recovery` is 0 or msg.sender.
-    function register(
-        bytes32 salt,
-        address recovery,
-        bytes32 installation,
-        bytes calldata bundle,
-        uint256 recoveryDeadline,
-        bytes calldata recoverySig
-    ) external returns (bytes32 id) {
-        id = _register(msg.sender, salt, recovery, installation, bundle);
-        _checkAcceptRecovery(id, recovery, msg.sender, recoveryDeadline, recoverySig);
+    function register(bytes32 salt, address recovery, bytes32 installation, bytes calldata bundle)
+        external
+        returns (bytes32 id)
+    {
+        return _register(msg.sender, salt, recovery, installation, bundle);
     }
 
     function addInstallation(bytes32 id, bytes32 installation, bytes calldata bundle) external {
@@ -155,16 +148,14 @@ contract IdentityRegistry is IIdentityRegistry, EIP712 {
         _setOwner(id, current, newOwner);
     }
 
-    /// @notice Owner sets or clears (address(0)) the recovery account. A new recovery account
-    ///         other than the owner consents with an EIP-712 AcceptRecovery signature; clearing
-    ///         needs none.
-    function setRecovery(bytes32 id, address newRecovery, uint256 deadline, bytes calldata recoverySig)
-        external
-    {
+    /// @notice Owner sets or clears (address(0)) the recovery account. `tag` is not checked
+    ///         here, only logged: the client puts HMAC(key from the new recovery phrase, chain,
+    ///         registry, id) in it, so the phrase's holder can tell this identity from decoys
+    ///         that name the same (public) recovery address (anyone may name any address).
+    function setRecovery(bytes32 id, address newRecovery, bytes32 tag) external {
         if (_requireExists(id) != msg.sender) revert NotAuthorized();
-        _checkAcceptRecovery(id, newRecovery, msg.sender, deadline, recoverySig);
         _recovery[id] = newRecovery;
-        emit RecoveryChanged(id, newRecovery);
+        emit RecoveryChanged(id, newRecovery, tag);
     }
 
     /// @notice Owner links a wallet; the wallet consents with an EIP-712 LinkWallet signature.
@@ -204,8 +195,6 @@ contract IdentityRegistry is IIdentityRegistry, EIP712 {
     // ------------------------------------------------------------------ relayed calls
 
     /// @notice Register on behalf of `owner`, who signed Register(...). Any account may submit.
-    ///         The recovery account (unless 0 or `owner`) signed AcceptRecovery(...) with the
-    ///         same deadline.
     function registerBySig(
         address owner,
         bytes32 salt,
@@ -213,15 +202,13 @@ contract IdentityRegistry is IIdentityRegistry, EIP712 {
         bytes32 installation,
         bytes calldata bundle,
         uint256 deadline,
-        bytes calldata sig,
-        bytes calldata recoverySig
+        bytes calldata sig
     ) external returns (bytes32 id) {
         _checkDeadline(deadline);
         _verify(
             owner, _registerStructHash(owner, salt, recovery, installation, keccak256(bundle), deadline), sig
         );
-        id = _register(owner, salt, recovery, installation, bundle);
-        _checkAcceptRecovery(id, recovery, owner, deadline, recoverySig);
+        return _register(owner, salt, recovery, installation, bundle);
     }
 
     /// @notice `signer` (owner or recovery) signed AddInstallation(...).
@@ -471,24 +458,6 @@ contract IdentityRegistry is IIdentityRegistry, EIP712 {
                     ACCEPT_OWNERSHIP_TYPEHASH, id, newOwner, current, _useNonce(newOwner), deadline
                 )
             ),
-            sig
-        );
-    }
-
-    /// `recovery` consents to be the recovery of `id` (AcceptRecovery, its nonce consumed), unless
-    /// it is 0 (no recovery) or `owner` itself (who is the caller or signed the call).
-    function _checkAcceptRecovery(
-        bytes32 id,
-        address recovery,
-        address owner,
-        uint256 deadline,
-        bytes calldata sig
-    ) internal {
-        if (recovery == address(0) || recovery == owner) return;
-        _checkDeadline(deadline);
-        _verify(
-            recovery,
-            keccak256(abi.encode(ACCEPT_RECOVERY_TYPEHASH, id, recovery, _useNonce(recovery), deadline)),
             sig
         );
     }

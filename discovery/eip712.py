@@ -40,9 +40,6 @@ EIP712_TYPES: dict[str, list[tuple[str, str]]] = {
     "LinkWallet": [
         ("id", "bytes32"), ("wallet", "address"), ("nonce", "uint256"), ("deadline", "uint256"),
     ],
-    "AcceptRecovery": [
-        ("id", "bytes32"), ("recovery", "address"), ("nonce", "uint256"), ("deadline", "uint256"),
-    ],
 }  # fmt: skip
 
 

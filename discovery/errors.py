@@ -75,11 +75,6 @@ class RegistryReverted(DiscoveryError):
         self.reason = reason
 
 
-class ConsentMissing(DiscoveryError, ValueError):
-    """An account named for a role it must agree to (a recovery account) without its key or
-    signature: the registry would refuse the transaction."""
-
-
 class NameTaken(RegistryReverted):
     """The name is already claimed by another identity."""
 

@@ -30,19 +30,12 @@ from web3.exceptions import (
 )
 
 from contracts import load_artifact
-from discovery.errors import (
-    ChainUnavailable,
-    ConsentMissing,
-    DiscoveryError,
-    NameTaken,
-    RegistryReverted,
-)
+from discovery.errors import ChainUnavailable, DiscoveryError, NameTaken, RegistryReverted
 from discovery.network import NetworkConfig
+from discovery.recovery_binding import recovery_tag, registration_salt
 
 ZERO32 = b"\x00" * 32
 ZERO_ADDRESS = "0x" + "00" * 20
-#: how long a consent signature made for our own transaction stays valid (chain time)
-CONSENT_TTL_S = 3600
 REVOKED_HASH = (1).to_bytes(32, "big")
 
 
@@ -379,45 +372,22 @@ class Registry:
         installation: bytes,
         bundle: bytes,
     ) -> Any:
-        """Register ``owner``'s identity. ``recovery``: an account whose key we hold (it signs
-        its consent), None for none, or a bare address (the owner's own only: any other
-        account must consent, ConsentMissing)."""
-        identity_id = identity_id_for(owner.address, salt)
-        address, deadline, sig = self._recovery_args(recovery, owner, identity_id)
-        fn = self.identity.functions.register(salt, address, installation, bundle, deadline, sig)
+        """Register ``owner``'s identity. ``recovery``: an account or its address, None for
+        none. Recovery by phrase finds the identity only if ``salt`` is
+        :meth:`recovery_salt` (the registry does not check it)."""
+        if recovery is None:
+            address = ZERO_ADDRESS
+        else:
+            address = to_checksum_address(
+                recovery if isinstance(recovery, str) else recovery.address
+            )
+        fn = self.identity.functions.register(salt, address, installation, bundle)
         return self.transact(owner, fn, "register")
 
-    def recovery_consent(self, recovery: LocalAccount, identity_id: bytes) -> tuple[int, bytes]:
-        """(deadline, signature): ``recovery``'s EIP-712 AcceptRecovery for ``identity_id``,
-        valid for an hour of chain time, at its current nonce."""
-        from discovery.eip712 import typed_signature
-
-        deadline = self.latest_timestamp() + CONSENT_TTL_S
-        msg = {
-            "id": identity_id,
-            "recovery": recovery.address,
-            "nonce": self.nonce_of(recovery.address),
-            "deadline": deadline,
-        }
-        sig = typed_signature(
-            recovery, "AcceptRecovery", msg, self.config.chain_id, self.identity.address
-        )
-        return deadline, sig
-
-    def _recovery_args(
-        self, recovery: LocalAccount | str | None, owner: LocalAccount, identity_id: bytes
-    ) -> tuple[str, int, bytes]:
-        if recovery is None:
-            return ZERO_ADDRESS, 0, b""
-        if isinstance(recovery, str):
-            address = to_checksum_address(recovery)
-            if address not in (ZERO_ADDRESS, owner.address):
-                raise ConsentMissing(
-                    f"recovery account {address} must consent: its key is needed to sign"
-                )
-            return address, 0, b""
-        deadline, sig = self.recovery_consent(recovery, identity_id)
-        return recovery.address, deadline, sig
+    def recovery_salt(self, recovery: LocalAccount, owner: str) -> bytes:
+        """The salt that binds ``recovery``'s phrase to the id ``owner`` registers with it
+        (discovery.recovery_binding)."""
+        return registration_salt(recovery.key, self.config.chain_id, self.identity.address, owner)
 
     def add_installation(
         self, signer: LocalAccount, identity_id: bytes, installation: bytes, bundle: bytes
@@ -535,11 +505,18 @@ class Registry:
         return self.transact(signer, fn, "setOwner")
 
     def set_recovery(
-        self, owner: LocalAccount, identity_id: bytes, recovery: LocalAccount | str | None
+        self, owner: LocalAccount, identity_id: bytes, recovery: LocalAccount | None
     ) -> Any:
-        """Owner replaces the recovery account (None clears it); see :meth:`register`."""
-        address, deadline, sig = self._recovery_args(recovery, owner, identity_id)
-        fn = self.identity.functions.setRecovery(identity_id, address, deadline, sig)
+        """Owner replaces the recovery account (None clears it). The change logs the tag that
+        binds ``recovery``'s phrase to the id (discovery.recovery_binding), so recovery by
+        that phrase finds this identity and not a decoy naming the same address."""
+        address, tag = ZERO_ADDRESS, ZERO32
+        if recovery is not None:
+            address = recovery.address
+            tag = recovery_tag(
+                recovery.key, self.config.chain_id, self.identity.address, identity_id
+            )
+        fn = self.identity.functions.setRecovery(identity_id, address, tag)
         return self.transact(owner, fn, "setRecovery")
 
     def link_wallet(

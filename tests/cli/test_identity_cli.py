@@ -150,6 +150,21 @@ def test_recovery_restore_and_backup(
     assert [m["text"] for m in got] == ["welcome back"]
 
 
+def test_a_new_recovery_phrase_restores(run_cli: RunCli, homes: dict[str, Any]) -> None:
+    """`recovery phrase` binds the new phrase to the identity (the tag it logs): restore finds
+    the identity with it, and no longer with the old one."""
+    idc = ok(run_cli(*h(homes, "idc"), "init", "--json")).doc
+    old = idc["recovery_phrase"]
+    new = ok(run_cli(*h(homes, "idc"), "recovery", "phrase", "--yes", "--json")).doc
+    assert new["recovery"] != idc["recovery"] and new["recovery_phrase"] != old
+    gone = run_cli(*h(homes, "idc-old"), "recovery", "restore",
+                   env={"LOGOS_CHAT_RECOVERY_PHRASE": old})  # fmt: skip
+    gone.assert_one_line_error(contains="recovery phrase")
+    doc = ok(run_cli(*h(homes, "idc-new"), "recovery", "restore", "--json",
+                     env={"LOGOS_CHAT_RECOVERY_PHRASE": new["recovery_phrase"]})).doc  # fmt: skip
+    assert doc["identity_id"] == idc["identity_id"] and len(doc["revoked"]) == 1
+
+
 def test_bind_wallet_and_name(run_cli: RunCli, homes: dict[str, Any]) -> None:
     from eth_account import Account
 

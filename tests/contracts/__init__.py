@@ -67,40 +67,22 @@ def bundle_bytes(n: int = 290) -> bytes:
     return os.urandom(n)
 
 
-def recovery_sig(reg: Any, chain_id: int, recovery: LocalAccount, ident: bytes, dl: int) -> bytes:
-    """``recovery``'s AcceptRecovery consent to be the recovery of ``ident`` at its current
-    nonce on the IdentityRegistry contract ``reg``."""
-    msg = {
-        "id": ident,
-        "recovery": recovery.address,
-        "nonce": reg.functions.nonces(recovery.address).call(),
-        "deadline": dl,
-    }
-    return sign_typed(
-        recovery, "AcceptRecovery", msg, chain_id=chain_id, verifying_contract=reg.address
-    )
-
-
 def register(
     w3: Web3,
     reg: Any,
     owner: LocalAccount,
-    recovery: LocalAccount | None = None,
+    recovery: str | None = None,
     installation: bytes | None = None,
     bundle: bytes | None = None,
     salt: bytes | None = None,
 ) -> tuple[bytes, bytes, bytes]:
-    """Register an identity for ``owner`` (``recovery`` consents); returns (id, installation,
-    bundle)."""
+    """Register an identity for ``owner``; returns (id, installation, bundle)."""
     installation = installation or rand32()
     bundle = bundle or bundle_bytes()
     salt = salt or rand32()
+    recovery = recovery or "0x" + "00" * 20
+    send_tx(w3, owner, reg.functions.register(salt, recovery, installation, bundle))
     ident = bytes(reg.functions.identityIdFor(owner.address, salt).call())
-    rec, dl, sig = "0x" + "00" * 20, 0, b""
-    if recovery is not None:
-        rec, dl = recovery.address, deadline(w3)
-        sig = recovery_sig(reg, w3.eth.chain_id, recovery, ident, dl)
-    send_tx(w3, owner, reg.functions.register(salt, rec, installation, bundle, dl, sig))
     return ident, installation, bundle
 
 

@@ -13,7 +13,6 @@ from tests.contracts import (
     bundle_bytes,
     deadline,
     rand32,
-    recovery_sig,
     register,
     sign_typed,
 )
@@ -59,12 +58,8 @@ def test_register_views_and_events(w3, registries, funded_account):
     reg = registries.identity
     owner, recovery = funded_account(), funded_account(0)
     salt, inst, bundle = rand32(), rand32(), bundle_bytes()
+    receipt = send_tx(w3, owner, reg.functions.register(salt, recovery.address, inst, bundle))
     ident = keccak(encode(["address", "bytes32"], [owner.address, salt]))
-    dl = deadline(w3)
-    rsig = recovery_sig(reg, registries.chain_id, recovery, ident, dl)
-    receipt = send_tx(
-        w3, owner, reg.functions.register(salt, recovery.address, inst, bundle, dl, rsig)
-    )
     assert bytes(reg.functions.identityIdFor(owner.address, salt).call()) == ident
     assert bytes(reg.functions.identityOf(owner.address).call()) == ident
     assert reg.functions.ownerOf(ident).call() == owner.address
@@ -121,12 +116,10 @@ def test_one_identity_per_owner_and_no_id_reuse(w3, registries, funded_account):
     salt = rand32()
     ident, _, _ = register(w3, reg, owner, salt=salt)
     assert_reverts(
-        reg.functions.register(rand32(), ZERO, rand32(), b"x", 0, b""),
-        owner.address,
-        "AlreadyRegistered",
+        reg.functions.register(rand32(), ZERO, rand32(), b"x"), owner.address, "AlreadyRegistered"
     )
     assert_reverts(
-        reg.functions.register(rand32(), ZERO, ZERO32, b"x", 0, b""),
+        reg.functions.register(rand32(), ZERO, ZERO32, b"x"),
         funded_account().address,
         "InvalidInstallation",
     )
@@ -136,9 +129,7 @@ def test_one_identity_per_owner_and_no_id_reuse(w3, registries, funded_account):
     sig = _accept_sig(w3, registries, new_owner, ident, owner.address, dl)
     send_tx(w3, owner, reg.functions.setOwner(ident, new_owner.address, dl, sig))
     assert_reverts(
-        reg.functions.register(salt, ZERO, rand32(), b"x", 0, b""),
-        owner.address,
-        "AlreadyRegistered",
+        reg.functions.register(salt, ZERO, rand32(), b"x"), owner.address, "AlreadyRegistered"
     )
     register(w3, reg, owner)  # another salt works
 
@@ -146,7 +137,7 @@ def test_one_identity_per_owner_and_no_id_reuse(w3, registries, funded_account):
 def test_installation_lifecycle_and_access(w3, registries, funded_account):
     reg = registries.identity
     owner, recovery, stranger = funded_account(), funded_account(), funded_account()
-    ident, inst1, _ = register(w3, reg, owner, recovery=recovery)
+    ident, inst1, _ = register(w3, reg, owner, recovery=recovery.address)
     inst2, inst3 = rand32(), rand32()
     b2 = bundle_bytes()
 
@@ -210,77 +201,41 @@ def test_installation_lifecycle_and_access(w3, registries, funded_account):
 def test_recovery_management(w3, registries, funded_account):
     reg = registries.identity
     owner, recovery, rec2 = funded_account(), funded_account(), funded_account()
-    ident, _, _ = register(w3, reg, owner, recovery=recovery)
-    dl = deadline(w3)
-    sig2 = recovery_sig(reg, registries.chain_id, rec2, ident, dl)
+    ident, _, _ = register(w3, reg, owner, recovery=recovery.address)
+    tag = rand32()
+    set2 = reg.functions.setRecovery(ident, rec2.address, tag)
     # Only the owner sets the recovery: not the recovery, not a stranger.
-    set2 = reg.functions.setRecovery(ident, rec2.address, dl, sig2)
     assert_reverts(set2, recovery.address, "NotAuthorized")
     assert_reverts(set2, funded_account().address, "NotAuthorized")
     r = send_tx(w3, owner, set2)
-    assert (
-        reg.events.RecoveryChanged().process_receipt(r, errors=DISCARD)[0]["args"]["recovery"]
-        == rec2.address
-    )
+    # The tag (the client's binding of the new phrase to the id) is logged as given, unchecked;
+    # the new recovery signs nothing and no nonce is used.
+    (ev,) = reg.events.RecoveryChanged().process_receipt(r, errors=DISCARD)
+    assert ev["args"]["id"] == ident and ev["args"]["recovery"] == rec2.address
+    assert bytes(ev["args"]["tag"]) == tag
+    assert reg.functions.nonces(rec2.address).call() == 0
     assert reg.functions.getIdentity(ident).call()[2] == rec2.address
     # The old recovery lost its powers.
     assert_reverts(
         reg.functions.revokeInstallation(ident, rand32()), recovery.address, "NotAuthorized"
     )
-    # Clearing needs no consent; nor does the owner naming itself.
-    send_tx(w3, owner, reg.functions.setRecovery(ident, ZERO, 0, b""))
+    send_tx(w3, owner, reg.functions.setRecovery(ident, ZERO, ZERO32))
     assert reg.functions.getIdentity(ident).call()[2] == ZERO
-    send_tx(w3, owner, reg.functions.setRecovery(ident, owner.address, 0, b""))
-    assert reg.functions.getIdentity(ident).call()[2] == owner.address
 
 
-def test_recovery_account_must_consent(w3, registries, funded_account):
-    """Nobody can make another account the recovery of their identity (a decoy that the
-    victim's phrase would then restore) without that account's AcceptRecovery signature."""
-    reg, cid = registries.identity, registries.chain_id
-    victim_rec, attacker, other = funded_account(0), funded_account(), funded_account()
-    salt, inst, bundle = rand32(), rand32(), bundle_bytes()
-    decoy = bytes(reg.functions.identityIdFor(attacker.address, salt).call())
-    dl = deadline(w3)
-    r_addr = victim_rec.address
-    # No signature, another account's signature, a consent for another id, a lapsed deadline.
-    forged = recovery_sig(reg, cid, other, decoy, dl)
-    for_other_id = recovery_sig(reg, cid, victim_rec, rand32(), dl)
-    for sig in (b"", forged, for_other_id):
-        assert_reverts(
-            reg.functions.register(salt, r_addr, inst, bundle, dl, sig),
-            attacker.address,
-            "InvalidSignature",
-        )
-    lapsed = deadline(w3, -1)
-    assert_reverts(
-        reg.functions.register(
-            salt, r_addr, inst, bundle, lapsed, recovery_sig(reg, cid, victim_rec, decoy, lapsed)
-        ),
-        attacker.address,
-        "SignatureExpired",
-    )
-    # setRecovery on an identity the attacker owns: the same checks.
-    ident, _, _ = register(w3, reg, attacker)
-    for sig in (b"", recovery_sig(reg, cid, other, ident, dl)):
-        assert_reverts(
-            reg.functions.setRecovery(ident, r_addr, dl, sig), attacker.address, "InvalidSignature"
-        )
-    # With the recovery's consent it works, once: the consent's nonce is used up.
-    good = recovery_sig(reg, cid, victim_rec, ident, dl)
-    send_tx(w3, attacker, reg.functions.setRecovery(ident, r_addr, dl, good))
-    assert reg.functions.getIdentity(ident).call()[2] == r_addr
-    assert reg.functions.nonces(r_addr).call() == 1
-    send_tx(w3, attacker, reg.functions.setRecovery(ident, ZERO, 0, b""))
-    assert_reverts(
-        reg.functions.setRecovery(ident, r_addr, dl, good), attacker.address, "InvalidSignature"
-    )
+def test_register_with_a_recovery_meets_the_gas_target(w3, registries, funded_account):
+    """Issue 2: register identity + first installation + 290 B bundle <= 150k gas, with a
+    recovery account named (no on-chain consent: the binding is the salt, client-side)."""
+    reg = registries.identity
+    owner = funded_account()
+    call = reg.functions.register(rand32(), funded_account(0).address, rand32(), bundle_bytes())
+    assert send_tx(w3, owner, call)["gasUsed"] <= 150_000
 
 
 def test_owner_transfer_needs_new_owner_consent(w3, registries, funded_account):
     reg = registries.identity
     owner, recovery, new_owner, stranger = (funded_account() for _ in range(4))
-    ident, inst, _ = register(w3, reg, owner, recovery=recovery)
+    ident, inst, _ = register(w3, reg, owner, recovery=recovery.address)
     dl = deadline(w3)
     good = _accept_sig(w3, registries, new_owner, ident, owner.address, dl)
 
@@ -323,13 +278,13 @@ def test_owner_transfer_needs_new_owner_consent(w3, registries, funded_account):
     assert reg.functions.nonces(new_owner.address).call() == 1
     # The old owner has no more rights.
     assert_reverts(reg.functions.publishBundle(ident, inst, b"x"), o, "NotAuthorized")
-    assert_reverts(reg.functions.setRecovery(ident, o, 0, b""), o, "NotAuthorized")
+    assert_reverts(reg.functions.setRecovery(ident, o, ZERO32), o, "NotAuthorized")
 
 
 def test_recovery_replaces_owner_and_revokes(w3, registries, funded_account):
     reg = registries.identity
     owner, recovery, new_owner = funded_account(), funded_account(), funded_account()
-    ident, inst, _ = register(w3, reg, owner, recovery=recovery)
+    ident, inst, _ = register(w3, reg, owner, recovery=recovery.address)
     dl = deadline(w3)
     sig = _accept_sig(w3, registries, new_owner, ident, owner.address, dl)
     send_tx(w3, recovery, reg.functions.setOwner(ident, new_owner.address, dl, sig))
@@ -348,7 +303,7 @@ def test_recovery_replaces_owner_and_revokes(w3, registries, funded_account):
 def test_wallet_links(w3, registries, funded_account):
     reg = registries.identity
     owner, recovery, wallet, stranger = (funded_account() for _ in range(4))
-    ident, _, _ = register(w3, reg, owner, recovery=recovery)
+    ident, _, _ = register(w3, reg, owner, recovery=recovery.address)
     dl = deadline(w3)
     sig = _link_sig(w3, registries, wallet, ident, dl)
     # Only the owner links (recovery and strangers cannot), and only with the wallet's consent.
@@ -375,9 +330,7 @@ def test_wallet_links(w3, registries, funded_account):
     )
     # A linked wallet cannot register its own identity, nor be linked twice.
     assert_reverts(
-        reg.functions.register(rand32(), ZERO, rand32(), b"x", 0, b""),
-        wallet.address,
-        "AlreadyRegistered",
+        reg.functions.register(rand32(), ZERO, rand32(), b"x"), wallet.address, "AlreadyRegistered"
     )
     sig2 = _link_sig(w3, registries, wallet, ident, dl)
     assert_reverts(

@@ -90,7 +90,7 @@ def test_front_running_a_reveal_fails(w3, registries, funded_account):
 def test_claim_requires_current_owner(w3, registries, funded_account):
     reg, names = registries.identity, registries.names
     owner, recovery, stranger = funded_account(), funded_account(), funded_account()
-    ident, _, _ = register(w3, reg, owner, recovery=recovery)
+    ident, _, _ = register(w3, reg, owner, recovery=recovery.address)
     secret = rand32()
     # A commitment made by the recovery (not the owner) for the owner's identity is useless.
     send_tx(

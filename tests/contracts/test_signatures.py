@@ -25,7 +25,6 @@ from tests.contracts import (
     bundle_bytes,
     deadline,
     rand32,
-    recovery_sig,
     register,
     revert_error,
     sign_typed,
@@ -80,44 +79,28 @@ def test_domain(registries):
 def test_register_by_sig_relayed(w3, registries, funded_account):
     reg = registries.identity
     owner, relayer = funded_account(0), funded_account()  # the owner holds no ETH at all
-    rec_acct = funded_account(0)
-    salt, inst, bundle, recovery = rand32(), rand32(), bundle_bytes(), rec_acct.address
+    salt, inst, bundle, recovery = rand32(), rand32(), bundle_bytes(), funded_account(0).address
     dl = deadline(w3)
     sig = _register_sig(registries, owner, salt, recovery, inst, bundle, dl)
-    ident = bytes(reg.functions.identityIdFor(owner.address, salt).call())
-    rsig = recovery_sig(reg, registries.chain_id, rec_acct, ident, dl)
-    call = reg.functions.registerBySig(owner.address, salt, recovery, inst, bundle, dl, sig, rsig)
+    call = reg.functions.registerBySig(owner.address, salt, recovery, inst, bundle, dl, sig)
     # Any parameter changed breaks the signature (recovery, bundle, installation, owner).
-    f = reg.functions.registerBySig
     bad_calls = [
-        f(owner.address, salt, ZERO, inst, bundle, dl, sig, rsig),
-        f(owner.address, salt, recovery, inst, bundle + b"!", dl, sig, rsig),
-        f(owner.address, salt, recovery, rand32(), bundle, dl, sig, rsig),
-        f(relayer.address, salt, recovery, inst, bundle, dl, sig, rsig),
-        f(owner.address, rand32(), recovery, inst, bundle, dl, sig, rsig),
-        f(owner.address, salt, recovery, inst, bundle, dl + 1, sig, rsig),
-        # the owner's signature alone does not make someone else's account the recovery
-        f(owner.address, salt, recovery, inst, bundle, dl, sig, b""),
-        f(owner.address, salt, recovery, inst, bundle, dl, sig, sig),
+        reg.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, sig),
+        reg.functions.registerBySig(owner.address, salt, recovery, inst, bundle + b"!", dl, sig),
+        reg.functions.registerBySig(owner.address, salt, recovery, rand32(), bundle, dl, sig),
+        reg.functions.registerBySig(relayer.address, salt, recovery, inst, bundle, dl, sig),
+        reg.functions.registerBySig(owner.address, rand32(), recovery, inst, bundle, dl, sig),
+        reg.functions.registerBySig(owner.address, salt, recovery, inst, bundle, dl + 1, sig),
     ]
     for c in bad_calls:
         assert_reverts(c, relayer.address, "InvalidSignature")
     send_tx(w3, relayer, call)
-    assert bytes(reg.functions.identityOf(owner.address).call()) == ident
+    ident = bytes(reg.functions.identityOf(owner.address).call())
+    assert ident == bytes(reg.functions.identityIdFor(owner.address, salt).call())
     assert reg.functions.ownerOf(ident).call() == owner.address
-    assert reg.functions.getIdentity(ident).call()[2] == recovery
-    assert _nonce(registries, owner) == 1 and _nonce(registries, rec_acct) == 1
+    assert _nonce(registries, owner) == 1
     # Replay of the same signature: nonce already used.
     assert_reverts(call, relayer.address, "InvalidSignature")
-    # The owner may name itself as recovery: its Register signature is consent enough.
-    owner2, salt2 = funded_account(0), rand32()
-    sig2 = _register_sig(registries, owner2, salt2, owner2.address, inst, bundle, dl)
-    send_tx(
-        w3,
-        relayer,
-        f(owner2.address, salt2, owner2.address, inst, bundle, dl, sig2, b""),
-    )
-    assert reg.functions.getIdentityByAccount(owner2.address).call()[2] == owner2.address
 
 
 def test_deadlines(w3, registries, funded_account):
@@ -128,14 +111,14 @@ def test_deadlines(w3, registries, funded_account):
     for dl in (0, now - 1):  # 0 never means "no expiry"; past is expired
         sig = _register_sig(registries, owner, salt, ZERO, inst, bundle, dl)
         assert_reverts(
-            reg.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, sig, b""),
+            reg.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, sig),
             relayer.address,
             "SignatureExpired",
         )
     # A signature that was valid expires once the chain's clock passes its deadline.
     dl = now + 60
     sig = _register_sig(registries, owner, salt, ZERO, inst, bundle, dl)
-    call = reg.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, sig, b"")
+    call = reg.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, sig)
     assert revert_error(call, relayer.address) is None
     w3.provider.make_request("evm_increaseTime", [120])
     mine(w3)
@@ -161,21 +144,19 @@ def test_high_s_signature_rejected(w3, registries, funded_account):
     twin = to_high_s(sig)
     assert twin != sig
     assert_reverts(
-        reg.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, twin, b""),
+        reg.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, twin),
         relayer.address,
         "InvalidSignature",
     )
     # Truncated / compact (64-byte) forms are rejected too.
     for bad in (sig[:64], sig + b"\x00", b""):
         assert_reverts(
-            reg.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, bad, b""),
+            reg.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, bad),
             relayer.address,
             "InvalidSignature",
         )
     send_tx(
-        w3,
-        relayer,
-        reg.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, sig, b""),
+        w3, relayer, reg.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, sig)
     )
 
 
@@ -185,16 +166,14 @@ def test_use_nonce_cancels_outstanding_signatures(w3, registries, funded_account
     salt, inst, bundle = rand32(), rand32(), bundle_bytes()
     dl = deadline(w3)
     sig = _register_sig(registries, owner, salt, ZERO, inst, bundle, dl)
-    call = reg.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, sig, b"")
+    call = reg.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, sig)
     assert reg.functions.useNonce().call({"from": owner.address}) == 0
     send_tx(w3, owner, reg.functions.useNonce())
     assert _nonce(registries, owner) == 1
     assert_reverts(call, relayer.address, "InvalidSignature")
     # A signature for a future nonce is useless until then, and then valid.
     ahead = _register_sig(registries, owner, salt, ZERO, inst, bundle, dl, nonce=2)
-    ahead_call = reg.functions.registerBySig(
-        owner.address, salt, ZERO, inst, bundle, dl, ahead, b""
-    )
+    ahead_call = reg.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, ahead)
     assert_reverts(ahead_call, relayer.address, "InvalidSignature")
     send_tx(w3, owner, reg.functions.useNonce())
     send_tx(w3, relayer, ahead_call)
@@ -208,7 +187,7 @@ def test_replay_across_contract_rejected(w3, registries, funded_account, deploye
     dl = deadline(w3)
     sig = _register_sig(registries, owner, salt, ZERO, inst, bundle, dl)  # for the first contract
     assert_reverts(
-        reg2.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, sig, b""),
+        reg2.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, sig),
         relayer.address,
         "InvalidSignature",
     )
@@ -217,9 +196,7 @@ def test_replay_across_contract_rejected(w3, registries, funded_account, deploye
         registries, owner, salt, ZERO, inst, bundle, dl, contract=other["identity_registry"]
     )
     send_tx(
-        w3,
-        relayer,
-        reg2.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, sig2, b""),
+        w3, relayer, reg2.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, sig2)
     )
 
 
@@ -232,7 +209,7 @@ def test_replay_across_chain_id_rejected(tmp_path, w3, registries, funded_accoun
     relayer = funded_account()
     assert_reverts(
         registries.identity.functions.registerBySig(
-            owner.address, salt, ZERO, inst, bundle, dl, foreign, b""
+            owner.address, salt, ZERO, inst, bundle, dl, foreign
         ),
         relayer.address,
         "InvalidSignature",
@@ -250,7 +227,7 @@ def test_replay_across_chain_id_rejected(tmp_path, w3, registries, funded_accoun
         )  # chain 31337, B's address
         set_balance(w3b, relayer.address, 10**18)
         assert_reverts(
-            reg_b.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, local, b""),
+            reg_b.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, local),
             relayer.address,
             "InvalidSignature",
         )
@@ -268,7 +245,7 @@ def test_replay_across_chain_id_rejected(tmp_path, w3, registries, funded_accoun
         send_tx(
             w3b,
             relayer,
-            reg_b.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, ok, b""),
+            reg_b.functions.registerBySig(owner.address, salt, ZERO, inst, bundle, dl, ok),
         )
         assert bytes(reg_b.functions.identityOf(owner.address).call()) != b"\x00" * 32
     finally:
@@ -278,9 +255,7 @@ def test_replay_across_chain_id_rejected(tmp_path, w3, registries, funded_accoun
 def test_installation_calls_by_sig(w3, registries, funded_account):
     reg = registries.identity
     owner, recovery, stranger, relayer = (funded_account() for _ in range(4))
-    ident, inst1, bundle1 = register(w3, reg, owner, recovery=recovery)
-    # the same recovery for another identity (before signing: its consent uses up a nonce)
-    other_id, _, _ = register(w3, reg, funded_account(), recovery=recovery)
+    ident, inst1, bundle1 = register(w3, reg, owner, recovery=recovery.address)
     dl = deadline(w3)
     r = relayer.address
 
@@ -309,6 +284,7 @@ def test_installation_calls_by_sig(w3, registries, funded_account):
         "InvalidSignature",
     )
     # Bound to the identity id: same message for another id fails.
+    other_id, _, _ = register(w3, reg, funded_account(), recovery=recovery.address)
     assert_reverts(
         reg.functions.addInstallationBySig(other_id, inst2, b2, recovery.address, dl, sig),
         r,
@@ -403,7 +379,7 @@ def test_installation_calls_by_sig(w3, registries, funded_account):
 def test_set_owner_by_sig(w3, registries, funded_account):
     reg = registries.identity
     owner, recovery, new_owner, stranger, relayer = (funded_account() for _ in range(5))
-    ident, _, _ = register(w3, reg, owner, recovery=recovery)
+    ident, _, _ = register(w3, reg, owner, recovery=recovery.address)
     dl = deadline(w3)
 
     def set_msg(signer, current, new):
