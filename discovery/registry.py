@@ -423,40 +423,6 @@ class Registry:
             fn.call({"from": owner.address}, block_identifier="pending")
         return self.transact(owner, fn, f"claim name {name!r}", gas=250_000)
 
-    def confirm_bindings(
-        self, identity_id: bytes, names: Sequence[str], wallets: Sequence[str]
-    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The ``names`` and ``wallets`` that storage binds to ``identity_id`` now
-        (``nameOwner`` / ``identityOf``, all in one JSON-RPC batch; none when there is
-        nothing to check)."""
-        if not names and not wallets:
-            return (), ()
-        calls = [(self.names.address, self.names.functions.nameOwner(n)) for n in names] + [
-            (self.identity.address, self.identity.functions.identityOf(to_checksum_address(w)))
-            for w in wallets
-        ]
-        requests_ = [
-            ("eth_call", [{"to": to, "data": fn._encode_transaction_data()}, "latest"])
-            for to, fn in calls
-        ]
-        with self._rpc("nameOwner / identityOf"):
-            answers = self.w3.provider.make_batch_request(requests_)  # type: ignore[attr-defined]
-            if not isinstance(answers, list) or len(answers) != len(calls):
-                raise ValueError("batch answer of the wrong length")
-            owners = []
-            for a in answers:
-                if "error" in a:
-                    raise ChainUnavailable(f"nameOwner / identityOf failed: {a['error']}")
-                raw = bytes.fromhex(str(a["result"])[2:])
-                if len(raw) != 32:
-                    raise ValueError("not a bytes32")
-                owners.append(raw)
-        ok = [o == identity_id for o in owners]
-        return (
-            tuple(n for n, good in zip(names, ok[: len(names)], strict=True) if good),
-            tuple(w for w, good in zip(wallets, ok[len(names) :], strict=True) if good),
-        )
-
     def commitment_block(self, commitment: bytes) -> int:
         """The block a name commitment was made in (0: none)."""
         with self._rpc("commitments"):

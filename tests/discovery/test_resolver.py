@@ -120,7 +120,7 @@ def register_direct(
 ) -> Ident:
     """Register an identity with one device. ``first``: publish these bytes' fields instead
     (re-signed for the new identity) - use ``bundle_kw`` to shape the first bundle.
-    ``recovery``: see Registry.register (default: a fresh account, which consents)."""
+    ``recovery``: see Registry.register (default: a fresh account)."""
     owner = new_owner(w3)
     salt = os.urandom(32)
     iid = identity_id_for(owner.address, salt)
