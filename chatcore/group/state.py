@@ -504,13 +504,16 @@ class GroupState:
     ) -> bool:
         """Check ``op`` against ``ops`` and add it: True. Raises GroupError (nothing changed).
 
-        A valid op concurrent with a removal of its author that we know counts for nothing
-        (see ``roster.concurrent_with_removal``), so it is not added but kept in ``cands``
-        (False): a member that got it earlier may have built on it, and an op that depends
-        on candidates brings them in with it, each checked. An author cannot bring in its
-        own void ops this way (its op would be void, or not allowed, too), so a former
-        member cannot fill the log. What is accepted still depends on the arrival order
-        only in ops that count for nothing, and is healed by the ops that need them.
+        A valid add, promotion or rename concurrent with a removal of its author that we know
+        counts for nothing in any log that holds that removal (see
+        ``roster.concurrent_with_removal``; every removal counts there, void or not, and
+        removals always enter the log), so it is not added but kept in ``cands`` (False): a
+        member that got it earlier may have built on it, and an op that depends on
+        candidates brings them in with it, each checked. An author cannot bring in its own
+        void ops this way (its op would be void, or not allowed, too). So what is accepted
+        depends on the arrival order only in ops that count for nothing and change nothing
+        else, and is healed by the ops that need them. (Setting removals aside too made
+        members diverge: a void removal still voids its target's concurrent ops.)
 
         ``signers`` (every installation an identity ever had): an op signed by a device
         revoked since is kept aside the same way (members that got it while the device
@@ -528,7 +531,13 @@ class GroupState:
             self._check(c, directory, trial, signers)
             trial[c.op_id] = c
         revoked_signer = self._check(op, directory, trial, signers)
-        if revoked_signer or _removed_concurrently(op, trial):
+        if op.kind in (OpKind.REMOVE, OpKind.LEAVE):
+            # a removal always enters the log (it voids its target's concurrent ops, so
+            # leaving it aside here and not elsewhere would change what counts); one signed
+            # by a device revoked since is refused, as a thief's could be dated back
+            if revoked_signer:
+                raise GroupError("a removal signed by a revoked installation")
+        elif revoked_signer or _removed_concurrently(op, trial):
             cands.pop(op.op_id, None)
             cands[op.op_id] = op  # newest last
             return False

@@ -192,9 +192,9 @@ def _leaves(w: World, m: bytes, view: GroupState, n: int) -> list[Op]:
 
 def test_concurrent_leaves_cannot_split_the_log() -> None:
     """A member signs 20 leaves on the same dependencies; members get them in different
-    orders and each accepts the first (the rest count for nothing and are kept aside).
-    A later removal by the admin, made on the admin's leave, applies everywhere (it
-    brings that leave in), so the removed member reads nothing sent after it."""
+    orders and all accept the same ops (acceptance depends only on the op and its past;
+    removals always enter the log). A later removal by the admin applies everywhere, so the
+    removed member reads nothing sent after it."""
     w = World(5)
     a, q, m, x = (w.person() for _ in range(4))
     w.create(a, [q, m, x])
@@ -209,42 +209,68 @@ def test_concurrent_leaves_cannot_split_the_log() -> None:
             w.route(d.inst, out)
     sa, sq = w.dev(a).state, w.dev(q).state
     assert sa is not None and sq is not None
-    assert sa.members() == sq.members() == {a, q, x} and len(sa.ops) == len(sq.ops)
-    assert set(sa.ops) != set(sq.ops)  # one leave each, not the same one
+    assert set(sa.ops) == set(sq.ops) and sa.members() == sq.members() == {a, q, x}
     x_old = w.dev(x).state
     assert x_old is not None
     w.act(a, "remove_member", x)
-    sa, sq = w.dev(a).state, w.dev(q).state
-    assert sa is not None and sq is not None
-    assert x not in sq.members() and set(sa.ops) <= set(sq.ops)
+    sq = w.dev(q).state
+    assert sq is not None and x not in sq.members()
     _sq, frame = sq.encrypt(b"after x left")
     with pytest.raises(ChatCoreError):
         x_old.decrypt(frame, w.now)
 
 
-def test_a_member_cannot_bring_in_its_own_void_ops() -> None:
-    """m's leaves beyond the first are kept aside; an op of m's own that depends on them
-    is refused (m is out in its past), so they never enter the log."""
-    w = World(6)
-    a, m = w.person(), w.person()
-    w.create(a, [m])
-    sm = w.dev(m).state
-    assert sm is not None
-    leaves = _leaves(w, m, sm, 3)
-    sa = w.dev(a).state
-    assert sa is not None
-    for op in leaves:
-        sa, _ = sa.apply_op(op.raw, w.directory, w.rng)
-    assert len(sa.candidates) == 2
-    deps = tuple(sorted(o.op_id for o in leaves))
-    endorse = make_op(
-        w.dev(m).key, OpKind.LEAVE, group_id=sa.group_id, epoch=len(sm.ops) + 3, deps=deps,
-        author=m, created_ms=w.now,
+def test_a_void_removal_counts_the_same_wherever_it_arrives() -> None:
+    """a removes admin b (R); b, not seeing it, removes admin c (O); c, seeing neither,
+    adds f (P). Members getting O, R, P or R, O, P end with the same roster: O enters
+    every log (removals are never set aside), so P is void everywhere."""
+    w = World(21)
+    a, b, c, d, f = (w.person() for _ in range(5))
+    w.create(a, [b, c, d])
+    w.act(a, "promote", b)
+    w.act(a, "promote", c)
+    base = {p: w.dev(p).state for p in (a, b, c, d)}
+
+    def made(who: bytes, method: str, target: bytes) -> bytes:
+        st = base[who]
+        assert st is not None
+        return getattr(st, method)(target, w.dev(who).key, w.directory, w.rng, w.now)[1][0].payload  # type: ignore[no-any-return]
+
+    r, o, p = made(a, "remove_member", b), made(b, "remove_member", c), made(c, "add_member", f)
+    ends = []
+    for order in ([o, r, p], [r, o, p], [p, o, r], [r, p, o]):
+        sd = base[d]
+        assert sd is not None
+        ends.append(_deliver(w, sd, order))
+    batch = base[d]
+    assert batch is not None
+    ends.append(batch.apply_ops([o, r, p], w.directory, w.rng)[0])
+    assert len({_view(e) for e in ends}) == 1
+    assert f not in ends[0].members() and b not in ends[0].members()
+
+
+def test_a_removed_admin_cannot_bring_in_its_own_void_ops() -> None:
+    """After its removal, b dates adds back; members that know the removal set them aside,
+    and b's own op built on them is set aside too: none enters the log."""
+    w, people, sb_then = _removed_admin()
+    a, b, c = people[:3]
+    z1, z2 = w.person(), w.person()
+    adds = [_backdated(w, b, sb_then, OpKind.ADD, z) for z in (z1, z2)]
+    sc = w.dev(c).state
+    assert sc is not None
+    before = set(sc.ops)
+    for raw in adds:
+        sc, _ = sc.apply_op(raw, w.directory, w.rng)
+    ids = tuple(sorted(decode_op(r).op_id for r in adds))
+    on_them = make_op(
+        w.dev(b).key, OpKind.PROMOTE, group_id=sc.group_id, epoch=len(sb_then.ops) + 2,
+        deps=ids, author=b, created_ms=w.now, target=z1,
     )  # fmt: skip
-    with pytest.raises(GroupError, match="only a member can leave"):
-        sa.apply_op(endorse.raw, w.directory, w.rng)
-    again = GroupState.from_bytes(sa.to_bytes())
-    assert again.candidates == sa.candidates and len(again.ops) == len(sa.ops)
+    sc, _ = sc.apply_op(on_them.raw, w.directory, w.rng)
+    assert set(sc.ops) == before and len(sc.candidates) == 3
+    assert z1 not in sc.members() and sc.admins() == {a}
+    again = GroupState.from_bytes(sc.to_bytes())
+    assert again.candidates == sc.candidates
 
 
 def test_an_op_signed_by_a_device_revoked_since_comes_in_with_the_ops_built_on_it() -> None:
