@@ -48,6 +48,8 @@ log = logging.getLogger("chatcore.groupchat")
 
 GROUP_DOMAIN = b"logos-chat/group/v1"
 MAX_CONTROL_ITEMS = 64
+#: bytes of ops in one answer to a WANT (a payload body holds 64 KiB)
+_ANSWER_BYTES = 48 * 1024
 MAX_PENDING_ITEMS = 4096
 #: group frames that could not be decrypted yet (sender key or op not here): kept per group,
 #: retried after every control item for that group, dropped after this many failed retries
@@ -618,10 +620,21 @@ class GroupChat:
         if state is None or not state.is_member or sender not in state.members() or keys is None:
             return []
         held = {**{c.op_id: c for c in state.candidates}, **state.ops}
-        found = [held[i].raw for i in ids if i in held]
-        if not found:
-            return []
-        return [self.engine.send_control(sender, keys, encode_control(found))]
+        found = [held[i].raw for i in dict.fromkeys(ids) if i in held]  # each id once
+        frames: list[OutFrame] = []
+        batch: list[bytes] = []
+        size = 0
+        for raw in found:  # split so that no answer passes the payload cap
+            if len(raw) + 8 > _ANSWER_BYTES:
+                continue  # an op this large never fits a payload (nor a welcome)
+            if batch and size + len(raw) + 8 > _ANSWER_BYTES:
+                frames.append(self.engine.send_control(sender, keys, encode_control(batch)))
+                batch, size = [], 0
+            batch.append(raw)
+            size += len(raw) + 8
+        if batch:
+            frames.append(self.engine.send_control(sender, keys, encode_control(batch)))
+        return frames
 
     def _apply_item(
         self, gid: bytes, sender: bytes, sender_inst: bytes, item: bytes

@@ -141,3 +141,43 @@ def test_a_member_missing_an_op_asks_for_it_and_applies_the_removal() -> None:
     nx.got.clear()
     w.route(res.frames, frm=nq)
     assert not any(r.body == b"x must not read this" for r in nx.got)
+
+
+def frames_body(node: object, frame: bytes) -> bytes:
+    """The control body inside a pairwise frame, as its receiver decrypts it."""
+    from chatcore import session as sess
+    from chatcore.payload import Payload
+
+    engine = node.dev.engine  # type: ignore[attr-defined]
+    _kind, tag = sess.parse_frame(frame)
+    row = engine.store.session_by_tag(tag)
+    if row is None:
+        _s, _info, plaintext = sess.Session.respond(
+            engine.own.keys, engine._prekey, engine._pq, frame
+        )
+    else:
+        plaintext = sess.Session.from_bytes(row[2]).decrypt(frame)
+    return Payload.decode(plaintext).body
+
+
+def test_a_want_is_answered_once_per_op_and_within_the_payload_cap() -> None:
+    """A member asks 64 times for the create op of a 40-member group (2.7 KB): the answer
+    carries it once, and no answer passes the payload cap (an oversized one made the whole
+    control message fail with an untyped error)."""
+    from chatcore.group import OpKind
+    from chatcore.groupchat import decode_control, encode_control, encode_want
+    from chatcore.payload import MAX_BODY
+
+    w = FWorld(31)
+    people = [w.person() for _ in range(40)]
+    a, b = people[0], people[1]
+    gid = w.group(a, people[1:])
+    na, nb = w.node(a), w.node(b)
+    sa = na.groups.load(gid)
+    assert sa is not None
+    create = next(o for o in sa.ops.values() if o.kind is OpKind.CREATE)
+    body = encode_control([encode_want(gid, [create.op_id] * 64)])
+    _events, frames = na.groups.handle_control(b, nb.dev.inst, body)
+    assert len(frames) == 1 and len(frames[0].frame) < MAX_BODY
+    items = decode_control(frames_body(nb, frames[0].frame))
+    assert items == [create.raw]
