@@ -33,15 +33,19 @@ epoch (``epoch`` = number of accepted ops), whatever the arrival order.
     only admins made after them, so two admins cannot remove each other;
   - if the last admin leaves or is removed, the remaining member with the smallest
     identity id becomes admin.
-* An op that arrives concurrent with a removal of its author that we know counts for
-  nothing; it is kept aside as a *candidate* (bounded) instead of entering the log, and
-  comes in only with an op we accept that depends on it (a member that got it before
-  the removal built on it). So a member or former member cannot fill the log with void
-  ops, and members still end with the same roster. A member missing an op's
-  dependencies asks the op's sender for them (``KIND_WANT``), besides the admins'
-  re-offer of their logs.
+* An add, promotion or rename that arrives concurrent with a removal of its author that
+  we know counts for nothing; it is kept aside as a *candidate* (bounded) instead of
+  entering the log, and comes in only with an op we accept that depends on it (a member
+  that got it before the removal built on it). Removals always enter the log: every
+  removal counts for voiding, void or not, so setting one aside here and not elsewhere
+  would change the roster. A member missing an op's dependencies asks the op's sender for
+  them (``KIND_WANT``), besides the admins' re-offer of their logs.
 * Limits: the log holds ``MAX_OPS`` ops and is never compacted; a welcome of more than
-  about 270 ops does not fit a 64 KiB payload.
+  about 270 ops does not fit a 64 KiB payload. A removed admin can still, by dating ops
+  back: void the later ops of admins junior to it (a dated-back removal of them counts for
+  voiding), and flood a member that has not yet seen its removal with void ops (that
+  member's epoch then runs ahead of the others' until they converge; at ``MAX_OPS`` the
+  removal itself would be refused there).
 
 Keys
 ----
