@@ -358,23 +358,23 @@ class Engine:
         bad input (malformed, tampered, unknown session, untrusted sender); then nothing but
         the cursor is written.
         """
-        for attempt in range(_RACE_RETRIES):
+        try:
+            for _ in range(_RACE_RETRIES - 1):
+                try:
+                    return self._receive(frame, cursor)
+                except _SessionRaced:
+                    # another process on this home advanced the session meanwhile: read it
+                    # again (the message may then be a duplicate it has handled already)
+                    continue
             try:
                 return self._receive(frame, cursor)
             except _SessionRaced:
-                # another process on this home advanced the session meanwhile: read it again
-                # (the message may then be a duplicate it has handled already)
-                if attempt + 1 == _RACE_RETRIES:
-                    if cursor is not None:
-                        with self.store.transaction():
-                            self.store.set_cursor(*cursor)
-                    raise ProtocolError("session changed by another process; try again") from None
-            except Exception:
-                if cursor is not None:
-                    with self.store.transaction():
-                        self.store.set_cursor(*cursor)
-                raise
-        raise AssertionError("unreachable")  # pragma: no cover
+                raise ProtocolError("session changed by another process; try again") from None
+        except Exception:
+            if cursor is not None:
+                with self.store.transaction():
+                    self.store.set_cursor(*cursor)
+            raise
 
     def _save_received(
         self, s: sess.Session, read: bytes | None, peer_identity: bytes, peer_inst: bytes, now: int

@@ -301,16 +301,19 @@ class Index:
 
     def by_name(self, name: str) -> IdentityState:
         """The identity the index's events say holds ``name`` (no RPC)."""
+        holder = self._indexed_holder(name)
+        return _empty() if holder == ZERO32 else self.by_id(holder)
+
+    def _indexed_holder(self, name: str) -> bytes:
         row = self.db.execute("SELECT id FROM names WHERE name=?", (name,)).fetchone()
-        return _empty() if row is None else self.by_id(bytes(row[0]))
+        return ZERO32 if row is None else bytes(row[0])
 
     def _holder(self, name: str) -> bytes | None:
         """Who storage says holds ``name`` (one ``nameOwner`` call per name and sync); with
         the chain unreachable, the index's answer as last synced. None: nobody."""
         holder = self._holders.get(name)
         if holder is None:
-            row = self.db.execute("SELECT id FROM names WHERE name=?", (name,)).fetchone()
-            holder = ZERO32 if row is None else bytes(row[0])
+            holder = self._indexed_holder(name)
             try:
                 holder = self._holders[name] = self.registry.name_owner(name)
             except ChainUnavailable:

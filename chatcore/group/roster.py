@@ -115,6 +115,15 @@ def fold(ops: Iterable[Op]) -> tuple[Roster | None, frozenset[bytes]]:
     return roster, frozenset(effective)
 
 
+def taken_out(op: Op) -> bytes | None:
+    """The identity ``op`` takes out of the group (its target, or a leaver), if any."""
+    if op.kind is OpKind.REMOVE:
+        return op.target
+    if op.kind is OpKind.LEAVE:
+        return op.author
+    return None
+
+
 def concurrent_with_removal(ordered: list[Op]) -> frozenset[bytes]:
     """Ids of the ops void because they are concurrent with a removal of their author.
 
@@ -128,10 +137,9 @@ def concurrent_with_removal(ordered: list[Op]) -> frozenset[bytes]:
     """
     removed_by: dict[bytes, list[int]] = {}  # identity -> positions of ops taking it out
     for i, o in enumerate(ordered):
-        if o.kind is OpKind.REMOVE:
-            removed_by.setdefault(o.target, []).append(i)
-        elif o.kind is OpKind.LEAVE:
-            removed_by.setdefault(o.author, []).append(i)
+        who = taken_out(o)
+        if who is not None:
+            removed_by.setdefault(who, []).append(i)
     suspects = [
         i for i, o in enumerate(ordered) if o.kind is not OpKind.LEAVE and o.author in removed_by
     ]

@@ -29,7 +29,7 @@ from chatcore.group.consts import (
 )
 from chatcore.group.keys import InstallationKey, Rng
 from chatcore.group.ops import Op, OpKind, decode_op, group_id_for, make_op
-from chatcore.group.roster import Roster, fold, refusal
+from chatcore.group.roster import Roster, fold, refusal, taken_out
 from chatcore.group.sender_keys import (
     ParsedFrame,
     ReceiverChain,
@@ -76,15 +76,7 @@ class RetiredChain:
 
 def removal_epoch(ops: Mapping[bytes, Op], identity: bytes, default: int) -> int:
     """The epoch of the latest op that took ``identity`` out of the group (leave/remove)."""
-    return max(
-        (
-            o.epoch
-            for o in ops.values()
-            if (o.kind is OpKind.REMOVE and o.target == identity)
-            or (o.kind is OpKind.LEAVE and o.author == identity)
-        ),
-        default=default,
-    )
+    return max((o.epoch for o in ops.values() if taken_out(o) == identity), default=default)
 
 
 def group_tag(group_id: bytes, epoch: int) -> bytes:
@@ -166,16 +158,11 @@ def _closure(op: Op, ops: Mapping[bytes, Op], cands: Mapping[bytes, Op]) -> list
 
 def _removed_concurrently(op: Op, ops: Mapping[bytes, Op]) -> bool:
     """True if ``ops`` hold a removal (or leave) of ``op``'s author that ``op`` has not seen."""
-    removals = [
-        o.op_id
-        for o in ops.values()
-        if (o.kind is OpKind.REMOVE and o.target == op.author)
-        or (o.kind is OpKind.LEAVE and o.author == op.author)
-    ]
+    removals = [o.op_id for o in ops.values() if taken_out(o) == op.author]
     if not removals:
         return False
-    past = _ancestors(ops, op)
-    return any(r not in past and r != op.op_id for r in removals)
+    past = _ancestors(ops, op)  # ``op`` itself is not in ``ops`` yet
+    return any(r not in past for r in removals)
 
 
 def _bounded(cands: Mapping[bytes, Op]) -> tuple[Op, ...]:
@@ -653,8 +640,8 @@ class GroupState:
         if now_ms is not None:
             fresh = {oid: o for oid, o in new.ops.items() if oid not in self.ops}
             for o in fresh.values():
-                who = o.target if o.kind is OpKind.REMOVE else o.author
-                if o.kind in (OpKind.REMOVE, OpKind.LEAVE) and who not in new.roster.members:
+                who = taken_out(o)
+                if who is not None and who not in new.roster.members:
                     left.setdefault(who, now_ms + RETIRED_CHAIN_MS)
         for gone in sorted(set(by_installation) - after):
             ident = owner.get(gone)
