@@ -22,6 +22,7 @@ from eth_account import Account
 from eth_utils.crypto import keccak
 
 from devnet.chain import (
+    advance_time,
     connect,
     deploy_registries,
     dev_account,
@@ -46,6 +47,8 @@ TARGETS: dict[str, int | None] = {
     "publishPqKey": None,
     "setOwner": None,
     "setRecovery": None,
+    "confirmRecovery": None,
+    "cancelRecoveryChange": None,
     "linkWallet": None,
     "commit": None,
     "claim": None,
@@ -60,7 +63,9 @@ NOTES = {
     "revokeInstallation": "",
     "publishPqKey": "1,250 B record",
     "setOwner": "with the new owner's EIP-712 consent",
-    "setRecovery": "with the new phrase's tag (logged)",
+    "setRecovery": "owner proposes a new recovery (new phrase's tag kept for the log)",
+    "confirmRecovery": "after the 3-day delay: the change and its tag logged",
+    "cancelRecoveryChange": "by the current recovery account, during the delay",
     "linkWallet": "with the wallet's EIP-712 consent",
     "commit": "name commitment",
     "claim": "reveal + claim a 10-char name",
@@ -121,6 +126,13 @@ def measure(samples: int) -> dict[str, Any]:
             tag = recovery_tag(rec.key, chain_id, addr, ident)
             r = send_tx(w3, owner, reg.functions.setRecovery(ident, rec.address, tag))
             gas["setRecovery"].append(r["gasUsed"])
+            set_balance(w3, recovery.address, 10**19)
+            r = send_tx(w3, recovery, reg.functions.cancelRecoveryChange(ident))
+            gas["cancelRecoveryChange"].append(r["gasUsed"])
+            send_tx(w3, owner, reg.functions.setRecovery(ident, rec.address, tag))
+            advance_time(w3, reg.functions.RECOVERY_DELAY().call())
+            r = send_tx(w3, owner, reg.functions.confirmRecovery(ident))
+            gas["confirmRecovery"].append(r["gasUsed"])
 
             wallet = new_acct(False)
             dl = far()

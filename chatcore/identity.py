@@ -97,6 +97,10 @@ class AmbiguousRecovery(IdentityError):
     """More than one identity is bound to the phrase: we will not guess which."""
 
 
+class RecoveryChangeNotReady(IdentityError):
+    """A proposed recovery change is still within the registry's delay."""
+
+
 # ----------------------------------------------------------------------------------------------
 # pairing code (pure)
 # ----------------------------------------------------------------------------------------------
@@ -864,6 +868,134 @@ def identity_for_phrase(
             f"{len(states)} identities have this recovery phrase ({ids}): not restoring any"
         )
     return acct, states[0]
+
+
+# --- changing the recovery account ---------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RecoveryChange:
+    """A recovery account change: applied at once, or proposed and waiting out the delay."""
+
+    recovery: str  # the new recovery account (the zero address when cleared)
+    pending: bool  # True: proposed; the current recovery stays in force until confirmed
+    ready_at: int | None  # chain timestamp from which it can be confirmed (when pending)
+    gas_used: int
+
+
+def change_recovery(client: Client, passphrase: str, new: Any | None) -> RecoveryChange:
+    """The owner replaces the recovery account with ``new`` (None clears it).
+
+    While a recovery account exists the registry only proposes the change: every device
+    holds the owner key, so a thief could otherwise lock the user's recovery out. The
+    current phrase stays in force, and can cancel it, until :func:`confirm_recovery_change`
+    after the registry's delay (``Registry.recovery_delay``)."""
+    owner = client._owner(passphrase)
+    receipt = client.registry.set_recovery(owner, client.identity_id, new)
+    address = new.address if new is not None else "0x" + "00" * 20
+    pending = client.registry.pending_recovery(client.identity_id)
+    if pending is not None and pending.recovery.lower() == address.lower():
+        with client.store.transaction():
+            client.store.set_meta("recovery_pending", address.encode())
+        return RecoveryChange(address, True, pending.ready_at, _gas(receipt))
+    with client.store.transaction():
+        client.store.set_meta("recovery", address.encode())
+        client.store.delete_meta("recovery_pending")
+    return RecoveryChange(address, False, None, _gas(receipt))
+
+
+def confirm_recovery_change(client: Client, passphrase: str) -> RecoveryChange:
+    """Apply the proposed recovery change once its delay has passed. Raises IdentityError
+    when there is none, RecoveryChangeNotReady (with the time) before the delay has passed."""
+    reg = client.registry
+    pending = reg.pending_recovery(client.identity_id)
+    if pending is None:
+        raise IdentityError("no recovery change is waiting to be confirmed")
+    now = reg.latest_timestamp()
+    if now < pending.ready_at:
+        raise RecoveryChangeNotReady(
+            f"the recovery change can be confirmed from {_utc(pending.ready_at)} "
+            f"(in {_span(pending.ready_at - now)})"
+        )
+    receipt = reg.confirm_recovery(client._owner(passphrase), client.identity_id)
+    with client.store.transaction():
+        client.store.set_meta("recovery", pending.recovery.encode())
+        client.store.delete_meta("recovery_pending")
+    return RecoveryChange(pending.recovery, False, None, _gas(receipt))
+
+
+def cancel_recovery_change(
+    network: NetworkConfig,
+    *,
+    client: Client | None = None,
+    passphrase: str | None = None,
+    phrase: str | None = None,
+) -> tuple[bytes, str, int]:
+    """Cancel the proposed recovery change, as the owner (``client`` + ``passphrase``) or as
+    the current recovery account (``phrase``: no device needed, as when a thief proposed it).
+    Returns (identity id, the cancelled proposal's account, gas)."""
+    from discovery.registry import Registry
+
+    if phrase is not None:
+        signer, state = identity_for_phrase(network, phrase)
+        identity_id, registry = state.identity_id, Registry(network)
+    elif client is not None and passphrase is not None:
+        signer, identity_id = client._owner(passphrase), client.identity_id
+        registry = client.registry
+    else:
+        raise ValueError("cancel as the owner (client, passphrase) or with the recovery phrase")
+    pending = registry.pending_recovery(identity_id)
+    if pending is None:
+        raise IdentityError("no recovery change is waiting: nothing to cancel")
+    if phrase is not None:
+        _fund(network, registry, signer.address)
+    receipt = registry.cancel_recovery_change(signer, identity_id)
+    if client is not None:
+        with client.store.transaction():
+            client.store.delete_meta("recovery_pending")
+    return identity_id, pending.recovery, _gas(receipt)
+
+
+def recovery_status(client: Client) -> dict[str, Any]:
+    """The recovery account on chain, and a proposed change: when it can be confirmed, and
+    whether this home proposed it (if not, someone else holding the owner key did)."""
+    reg = client.registry
+    state = reg.get_identity(client.identity_id)
+    pending = reg.pending_recovery(client.identity_id)
+    out: dict[str, Any] = {"recovery": state.recovery, "pending": None}
+    if pending is not None:
+        mine = (client.store.get_meta("recovery_pending") or b"").decode().lower()
+        out["pending"] = {
+            "recovery": pending.recovery,
+            "ready_at": pending.ready_at,
+            "ready": reg.latest_timestamp() >= pending.ready_at,
+            "proposed_here": mine == pending.recovery.lower(),
+        }
+    return out
+
+
+def foreign_recovery_change(client: Client) -> Any | None:
+    """A proposed recovery change this home did not make (``PendingRecovery``), or None.
+
+    Someone holding the owner key made it — another of the user's devices, or a thief
+    holding one: the user should see it within the registry's delay (one eth_call)."""
+    pending = client.registry.pending_recovery(client.identity_id)
+    mine = (client.store.get_meta("recovery_pending") or b"").decode().lower()
+    if pending is None or pending.recovery.lower() == mine:
+        return None
+    return pending
+
+
+def _utc(ts: int) -> str:
+    import datetime as _dt
+
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _span(seconds: int) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{max(seconds, 1) // 60 or 1} min"
 
 
 def revoke_with_phrase(network: NetworkConfig, phrase: str, query: str) -> tuple[bytes, bytes, int]:

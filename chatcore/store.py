@@ -311,6 +311,9 @@ class Store:
     def set_meta(self, key: str, value: bytes) -> None:
         self._x("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, value))
 
+    def delete_meta(self, key: str) -> None:
+        self._x("DELETE FROM meta WHERE key=?", (key,))
+
     def get_secret(self, name: str) -> bytes | None:
         row = self._x("SELECT value FROM secrets WHERE name=?", (name,)).fetchone()
         return None if row is None else bytes(row[0])

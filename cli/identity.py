@@ -315,8 +315,14 @@ def recovery_restore(ctx: Ctx) -> None:
 @click.pass_obj
 @guarded
 def recovery_phrase(ctx: Ctx, yes: bool) -> None:
-    """Replace the recovery phrase with a new one (shown once; the old one stops working)."""
+    """Replace the recovery phrase with a new one (shown once).
+
+    The registry delays the change (3 days on the devnet's registry): the current phrase
+    stays in force, and can cancel it, until 'recovery confirm' after the delay. So a thief
+    holding one of your devices cannot lock your recovery out."""
     from eth_account import Account
+
+    from chatcore.identity import _utc, change_recovery
 
     if not yes:
         if not sys.stdin.isatty():
@@ -330,18 +336,106 @@ def recovery_phrase(ctx: Ctx, yes: bool) -> None:
     try:
         Account.enable_unaudited_hdwallet_features()
         acct, phrase = Account.create_with_mnemonic()
-        owner = client._owner(pw)
-        receipt = client.registry.set_recovery(owner, client.identity_id, acct)
-        with client.store.transaction():
-            client.store.set_meta("recovery", acct.address.encode())
+        res = change_recovery(client, pw, acct)
+    finally:
+        client.close()
+    if res.pending:
+        assert res.ready_at is not None
+        status = (
+            f"proposed: it takes effect with 'logos-chat recovery confirm' from "
+            f"{_utc(res.ready_at)}.\nUntil then keep your current phrase: it alone restores "
+            "your identity, and it can cancel this change ('recovery cancel --recovery')."
+        )
+    else:
+        status = "in force now."
+    emit(
+        ctx,
+        {"recovery": acct.address, "recovery_phrase": phrase, "pending": res.pending,
+         "ready_at": res.ready_at, "gas_used": res.gas_used},
+        f"new recovery account {acct.address}, {status}\n\n"
+        f"New recovery phrase (shown once; write it down):\n  {phrase}",
+    )  # fmt: skip
+
+
+@recovery.command("confirm")
+@_with_json
+@click.pass_obj
+@guarded
+def recovery_confirm(ctx: Ctx) -> None:
+    """Put a proposed recovery phrase in force, once the registry's delay has passed."""
+    from chatcore.identity import confirm_recovery_change
+
+    pw = passphrase()
+    client = open_client(ctx, pw)
+    try:
+        res = confirm_recovery_change(client, pw)
     finally:
         client.close()
     emit(
         ctx,
-        {"recovery": acct.address, "recovery_phrase": phrase, "gas_used": int(receipt["gasUsed"])},
-        f"new recovery account {acct.address}\n\nRecovery phrase (shown once; write it down):\n"
-        f"  {phrase}",
+        {"recovery": res.recovery, "gas_used": res.gas_used},
+        f"recovery account {res.recovery} in force; the previous phrase no longer works",
     )
+
+
+@recovery.command("cancel")
+@click.option(
+    "--recovery", "use_phrase", is_flag=True,
+    help="Cancel with the current recovery phrase (env LOGOS_CHAT_RECOVERY_PHRASE), "
+    "no device needed: for a change you did not make.",
+)  # fmt: skip
+@_with_json
+@click.pass_obj
+@guarded
+def recovery_cancel(ctx: Ctx, use_phrase: bool) -> None:
+    """Cancel a proposed recovery change (yours, or a thief's holding one of your devices)."""
+    from chatcore.identity import cancel_recovery_change
+
+    if use_phrase:
+        phrase = _secret("LOGOS_CHAT_RECOVERY_PHRASE", "Recovery phrase")
+        ident, cancelled, gas = cancel_recovery_change(ctx.network(), phrase=phrase)
+    else:
+        pw = passphrase()
+        client = open_client(ctx, pw)
+        try:
+            ident, cancelled, gas = cancel_recovery_change(
+                ctx.network(), client=client, passphrase=pw
+            )
+        finally:
+            client.close()
+    emit(
+        ctx,
+        {"identity_id": hx(ident), "cancelled": cancelled, "gas_used": gas},
+        f"cancelled the change of recovery account to {cancelled}",
+    )
+
+
+@recovery.command("status")
+@_with_json
+@click.pass_obj
+@guarded
+def recovery_status_cmd(ctx: Ctx) -> None:
+    """The recovery account on chain and any proposed change (warns if not made here)."""
+    from chatcore.identity import _utc, recovery_status
+
+    pw = passphrase()
+    client = open_client(ctx, pw)
+    try:
+        st = recovery_status(client)
+    finally:
+        client.close()
+    lines = [f"recovery account: {st['recovery']}"]
+    p = st["pending"]
+    if p is not None:
+        when = "now" if p["ready"] else f"from {_utc(p['ready_at'])}"
+        lines.append(f"proposed change to {p['recovery']}: can be confirmed {when}")
+        if not p["proposed_here"]:
+            lines.append(
+                "WARNING: not proposed from this home. If it is not yours, someone holds one of "
+                "your devices: run 'logos-chat recovery cancel --recovery', or "
+                "'recovery restore' with your current phrase"
+            )
+    emit(ctx, st, "\n".join(lines))
 
 
 # ----------------------------------------------------------------------------------------------

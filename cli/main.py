@@ -610,6 +610,7 @@ def sync(ctx: Ctx) -> None:
     async def go() -> Any:
         try:
             msgs = await client.sync()
+            _warn_recovery_change(client)
             return [message_doc(client, m) for m in msgs], [
                 _where(client, m) + message_line(client, m) for m in msgs
             ]
@@ -618,6 +619,26 @@ def sync(ctx: Ctx) -> None:
 
     docs, lines = _run(go())
     emit(ctx, docs, "\n".join(lines) if lines else "no new messages")
+
+
+def _warn_recovery_change(client: Any) -> None:
+    """One stderr line when a recovery change this home did not propose is waiting: the
+    registry's delay is there for the user to see it and cancel it if it is a thief's."""
+    from chatcore.errors import ChatCoreError
+    from chatcore.identity import _utc, foreign_recovery_change
+    from discovery.errors import DiscoveryError
+
+    try:
+        pending = foreign_recovery_change(client)
+    except (ChatCoreError, DiscoveryError):
+        return  # the warning must not turn a sync that worked into a failure
+    if pending is not None:
+        click.echo(
+            f"warning: a change of your recovery account to {pending.recovery} can be confirmed "
+            f"from {_utc(pending.ready_at)}; not proposed from this device — if not yours, run "
+            "'logos-chat recovery cancel --recovery' or 'recovery restore'",
+            err=True,
+        )
 
 
 def _where(client: Any, m: Any) -> str:

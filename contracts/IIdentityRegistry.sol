@@ -24,6 +24,8 @@ interface IIdentityRegistry {
     event OwnerChanged(bytes32 indexed id, address indexed previousOwner, address indexed newOwner);
     /// `tag` binds the new recovery phrase to the id (see IdentityRegistry.setRecovery).
     event RecoveryChanged(bytes32 indexed id, address recovery, bytes32 tag);
+    event RecoveryChangeProposed(bytes32 indexed id, address recovery, bytes32 tag, uint64 readyAt);
+    event RecoveryChangeCancelled(bytes32 indexed id, address recovery);
     event InstallationAdded(bytes32 indexed id, bytes32 indexed installation);
     event InstallationRevoked(bytes32 indexed id, bytes32 indexed installation);
     event BundlePublished(bytes32 indexed id, bytes32 indexed installation, bytes bundle);
@@ -42,6 +44,8 @@ interface IIdentityRegistry {
     error InvalidSignature();
     error ZeroAddress();
     error WalletNotLinked();
+    error NoPendingRecovery();
+    error RecoveryChangeNotReady();
 
     function getIdentity(bytes32 id) external view returns (IdentityView memory);
     function getIdentityByAccount(address account) external view returns (IdentityView memory);

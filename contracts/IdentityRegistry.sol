@@ -21,6 +21,11 @@ import {IIdentityRegistry} from "./IIdentityRegistry.sol";
 ///      An ownership transfer keeps everything else: installations, recovery, linked wallets,
 ///      names (NameRegistry binds names to the id). A new owner who does not trust the old
 ///      recovery must call setRecovery.
+///      Recovery changes by the owner are delayed: every device holds the owner key, so a
+///      thief with a device could otherwise replace or clear the recovery account before the
+///      user recovers. The owner's change waits RECOVERY_DELAY; until it is confirmed, the
+///      current recovery account (or the owner) can cancel it, and the recovery account
+///      taking the identity back (setOwner) cancels it. The recovery account changes it at once.
 contract IdentityRegistry is IIdentityRegistry, EIP712 {
     /// One slot per identity.
     struct Identity {
@@ -29,8 +34,18 @@ contract IdentityRegistry is IIdentityRegistry, EIP712 {
         uint32 installationCount; // length of the installation list (revoked ones included)
     }
 
+    /// A recovery change proposed by the owner (one slot); `readyAt` 0: none.
+    struct PendingRecovery {
+        address recovery;
+        uint64 readyAt;
+    }
+
     /// Marks a revoked installation in `_bundleHash`. 0 means "never added".
     bytes32 internal constant REVOKED = bytes32(uint256(1));
+
+    /// How long an owner's change of an existing recovery account waits (and can be cancelled
+    /// by that recovery account) before it can be confirmed.
+    uint256 public constant RECOVERY_DELAY = 3 days;
 
     bytes32 internal constant REGISTER_TYPEHASH = keccak256(
         "Register(address owner,bytes32 salt,address recovery,bytes32 installation,bytes32 bundleHash,uint256 nonce,uint256 deadline)"
@@ -58,6 +73,8 @@ contract IdentityRegistry is IIdentityRegistry, EIP712 {
     mapping(bytes32 id => mapping(bytes32 installation => bytes32)) internal _bundleHash;
     mapping(bytes32 id => mapping(bytes32 installation => bytes32)) internal _pqKeyHash;
     mapping(bytes32 id => mapping(uint256 index => bytes32 installation)) internal _installationAt;
+    mapping(bytes32 id => PendingRecovery) internal _pendingRecovery;
+    mapping(bytes32 id => bytes32 tag) internal _pendingRecoveryTag;
 
     /// Per-signer nonce for every EIP-712 authorisation (relayed calls, ownership and wallet
     /// consents).
@@ -145,17 +162,63 @@ contract IdentityRegistry is IIdentityRegistry, EIP712 {
     {
         address current = _requireOwnerOrRecovery(id, msg.sender);
         if (msg.sender != newOwner) _checkAcceptOwnership(id, newOwner, current, deadline, newOwnerSig);
+        if (msg.sender != current) _cancelPendingRecovery(id); // the recovery takes it back
         _setOwner(id, current, newOwner);
     }
 
-    /// @notice Owner sets or clears (address(0)) the recovery account. `tag` is not checked
-    ///         here, only logged: the client puts HMAC(key from the new recovery phrase, chain,
+    /// @notice Set or clear (address(0)) the recovery account. `tag` is not checked here,
+    ///         only logged: the client puts HMAC(key from the new recovery phrase, chain,
     ///         registry, id) in it, so the phrase's holder can tell this identity from decoys
     ///         that name the same (public) recovery address (anyone may name any address).
+    /// @dev The current recovery account changes it at once. The owner does so at once only
+    ///      while there is no recovery account; otherwise the change is proposed
+    ///      (`RecoveryChangeProposed`, replacing any earlier proposal) and takes effect with
+    ///      `confirmRecovery` once RECOVERY_DELAY has passed.
     function setRecovery(bytes32 id, address newRecovery, bytes32 tag) external {
-        if (_requireExists(id) != msg.sender) revert NotAuthorized();
+        address owner_ = _requireExists(id);
+        address current = _recovery[id];
+        if (msg.sender == owner_ && current != address(0)) {
+            uint64 readyAt = uint64(block.timestamp + RECOVERY_DELAY);
+            _pendingRecovery[id] = PendingRecovery(newRecovery, readyAt);
+            _pendingRecoveryTag[id] = tag;
+            emit RecoveryChangeProposed(id, newRecovery, tag, readyAt);
+            return;
+        }
+        if (msg.sender != owner_ && (msg.sender != current || current == address(0))) {
+            revert NotAuthorized();
+        }
+        _cancelPendingRecovery(id);
         _recovery[id] = newRecovery;
         emit RecoveryChanged(id, newRecovery, tag);
+    }
+
+    /// @notice Anyone applies the owner's proposed recovery change once its delay has passed.
+    function confirmRecovery(bytes32 id) external {
+        PendingRecovery memory p = _pendingRecovery[id];
+        if (p.readyAt == 0) revert NoPendingRecovery();
+        if (block.timestamp < p.readyAt) revert RecoveryChangeNotReady();
+        bytes32 tag = _pendingRecoveryTag[id];
+        delete _pendingRecovery[id];
+        delete _pendingRecoveryTag[id];
+        _recovery[id] = p.recovery;
+        emit RecoveryChanged(id, p.recovery, tag);
+    }
+
+    /// @notice Owner or recovery cancels a proposed recovery change.
+    function cancelRecoveryChange(bytes32 id) external {
+        _requireOwnerOrRecovery(id, msg.sender);
+        if (_pendingRecovery[id].readyAt == 0) revert NoPendingRecovery();
+        _cancelPendingRecovery(id);
+    }
+
+    /// @notice The owner's proposed recovery change (readyAt 0: none).
+    function pendingRecovery(bytes32 id)
+        external
+        view
+        returns (address recovery, uint64 readyAt, bytes32 tag)
+    {
+        PendingRecovery memory p = _pendingRecovery[id];
+        return (p.recovery, p.readyAt, _pendingRecoveryTag[id]);
     }
 
     /// @notice Owner links a wallet; the wallet consents with an EIP-712 LinkWallet signature.
@@ -310,6 +373,7 @@ contract IdentityRegistry is IIdentityRegistry, EIP712 {
             signerSig
         );
         _checkAcceptOwnership(id, newOwner, current, deadline, newOwnerSig);
+        if (signer != current) _cancelPendingRecovery(id); // the recovery takes it back
         _setOwner(id, current, newOwner);
     }
 
@@ -502,6 +566,14 @@ contract IdentityRegistry is IIdentityRegistry, EIP712 {
             h := keccak256(add(p, 0x40), len)
             log3(p, add(0x40, padded), topic0, id, installation)
         }
+    }
+
+    function _cancelPendingRecovery(bytes32 id) internal {
+        PendingRecovery memory p = _pendingRecovery[id];
+        if (p.readyAt == 0) return;
+        delete _pendingRecovery[id];
+        delete _pendingRecoveryTag[id];
+        emit RecoveryChangeCancelled(id, p.recovery);
     }
 
     /// Returns the owner; reverts UnknownIdentity.

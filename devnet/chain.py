@@ -71,6 +71,14 @@ def mine(w3: Web3, blocks: int = 1) -> None:
         raise DevnetError(f"anvil_mine failed: {resp['error']}")
 
 
+def advance_time(w3: Web3, seconds: int) -> None:
+    """evm_increaseTime then mine one block: the chain's clock moves on (devnet only)."""
+    resp = w3.provider.make_request("evm_increaseTime", [int(seconds)])  # type: ignore[arg-type]
+    if "error" in resp:
+        raise DevnetError(f"evm_increaseTime failed: {resp['error']}")
+    mine(w3)
+
+
 # ----------------------------------------------------------------------------- anvil
 
 

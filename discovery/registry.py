@@ -63,6 +63,15 @@ class IdentityState:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingRecovery:
+    """An owner's recovery change waiting out the registry's delay (RECOVERY_DELAY)."""
+
+    recovery: str  # the proposed account; the zero address clears the recovery
+    ready_at: int  # chain timestamp from which ``confirm_recovery`` applies it
+    tag: bytes  # the new phrase's binding tag (discovery.recovery_binding), logged on confirm
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """A decoded registry event."""
 
@@ -473,9 +482,14 @@ class Registry:
     def set_recovery(
         self, owner: LocalAccount, identity_id: bytes, recovery: LocalAccount | None
     ) -> Any:
-        """Owner replaces the recovery account (None clears it). The change logs the tag that
-        binds ``recovery``'s phrase to the id (discovery.recovery_binding), so recovery by
-        that phrase finds this identity and not a decoy naming the same address."""
+        """Owner (or the current recovery account) replaces the recovery account (None clears
+        it). The change logs the tag that binds ``recovery``'s phrase to the id
+        (discovery.recovery_binding), so recovery by that phrase finds this identity and not a
+        decoy naming the same address.
+
+        When the owner replaces an existing recovery account, the registry only *proposes* the
+        change (see :meth:`pending_recovery`): it takes effect with :meth:`confirm_recovery`
+        after the registry's delay, and the current recovery account can cancel it."""
         address, tag = ZERO_ADDRESS, ZERO32
         if recovery is not None:
             address = recovery.address
@@ -484,6 +498,29 @@ class Registry:
             )
         fn = self.identity.functions.setRecovery(identity_id, address, tag)
         return self.transact(owner, fn, "setRecovery")
+
+    def pending_recovery(self, identity_id: bytes) -> PendingRecovery | None:
+        """The owner's proposed recovery change, if any (one eth_call)."""
+        with self._rpc("pendingRecovery"):
+            recovery, ready_at, tag = self.identity.functions.pendingRecovery(identity_id).call()
+        if ready_at == 0:
+            return None
+        return PendingRecovery(to_checksum_address(recovery), int(ready_at), bytes(tag))
+
+    def recovery_delay(self) -> int:
+        """Seconds an owner's recovery change waits before it can be confirmed."""
+        with self._rpc("RECOVERY_DELAY"):
+            return int(self.identity.functions.RECOVERY_DELAY().call())
+
+    def confirm_recovery(self, account: LocalAccount, identity_id: bytes) -> Any:
+        """Apply the proposed recovery change once its delay has passed (anyone may)."""
+        fn = self.identity.functions.confirmRecovery(identity_id)
+        return self.transact(account, fn, "confirmRecovery")
+
+    def cancel_recovery_change(self, signer: LocalAccount, identity_id: bytes) -> Any:
+        """Owner or current recovery account cancels the proposed recovery change."""
+        fn = self.identity.functions.cancelRecoveryChange(identity_id)
+        return self.transact(signer, fn, "cancelRecoveryChange")
 
     def link_wallet(
         self, owner: LocalAccount, identity_id: bytes, wallet: str, deadline: int, sig: bytes

@@ -150,19 +150,84 @@ def test_recovery_restore_and_backup(
     assert [m["text"] for m in got] == ["welcome back"]
 
 
-def test_a_new_recovery_phrase_restores(run_cli: RunCli, homes: dict[str, Any]) -> None:
-    """`recovery phrase` binds the new phrase to the identity (the tag it logs): restore finds
-    the identity with it, and no longer with the old one."""
+def _advance_chain_time(devnet_dir: Path, seconds: int) -> None:
+    from devnet.chain import advance_time, connect
+    from devnet.manager import Devnet
+
+    rpc_url = Devnet(devnet_dir).status().rpc_url
+    assert rpc_url is not None
+    advance_time(connect(rpc_url), seconds)
+
+
+def test_a_new_recovery_phrase_restores(
+    run_cli: RunCli, homes: dict[str, Any], devnet_dir: Path
+) -> None:
+    """`recovery phrase` proposes a new phrase bound to the identity (the tag it logs); it
+    takes effect with `recovery confirm` after the registry's delay: until then the old
+    phrase restores and the new one does not; afterwards the other way round."""
     idc = ok(run_cli(*h(homes, "idc"), "init", "--json")).doc
     old = idc["recovery_phrase"]
     new = ok(run_cli(*h(homes, "idc"), "recovery", "phrase", "--yes", "--json")).doc
     assert new["recovery"] != idc["recovery"] and new["recovery_phrase"] != old
+    assert new["pending"] is True and new["ready_at"] > 0
+    st = ok(run_cli(*h(homes, "idc"), "recovery", "status", "--json")).doc
+    assert st["recovery"] == idc["recovery"]
+    assert st["pending"]["recovery"] == new["recovery"] and st["pending"]["proposed_here"]
+    assert st["pending"]["ready"] is False
+    early = run_cli(*h(homes, "idc-new0"), "recovery", "restore",
+                    env={"LOGOS_CHAT_RECOVERY_PHRASE": new["recovery_phrase"]})  # fmt: skip
+    early.assert_one_line_error(contains="recovery phrase")
+    run_cli(*h(homes, "idc"), "recovery", "confirm").assert_one_line_error(
+        contains="can be confirmed from"
+    )
+    _advance_chain_time(devnet_dir, 3 * 24 * 3600)
+    doc = ok(run_cli(*h(homes, "idc"), "recovery", "confirm", "--json")).doc
+    assert doc["recovery"] == new["recovery"]
+    assert ok(run_cli(*h(homes, "idc"), "recovery", "status", "--json")).doc == {
+        "recovery": new["recovery"], "pending": None,
+    }  # fmt: skip
     gone = run_cli(*h(homes, "idc-old"), "recovery", "restore",
                    env={"LOGOS_CHAT_RECOVERY_PHRASE": old})  # fmt: skip
     gone.assert_one_line_error(contains="recovery phrase")
     doc = ok(run_cli(*h(homes, "idc-new"), "recovery", "restore", "--json",
                      env={"LOGOS_CHAT_RECOVERY_PHRASE": new["recovery_phrase"]})).doc  # fmt: skip
     assert doc["identity_id"] == idc["identity_id"] and len(doc["revoked"]) == 1
+
+
+def test_the_recovery_phrase_cancels_a_thiefs_change(
+    run_cli: RunCli, homes: dict[str, Any], devnet_dir: Path
+) -> None:
+    """A thief holding a copy of a device (so the owner key) proposes its own recovery; the
+    user's device warns on sync, and the user's phrase, no device needed, cancels it."""
+    import shutil
+
+    idd = ok(run_cli(*h(homes, "idd"), "init", "--json")).doc
+    env = {"LOGOS_CHAT_RECOVERY_PHRASE": idd["recovery_phrase"]}
+    shutil.copytree(homes["root"] / "idd", homes["root"] / "idd-thief")
+    thief = ok(run_cli(*h(homes, "idd-thief"), "recovery", "phrase", "--yes", "--json")).doc
+    assert thief["pending"] is True
+    quiet = ok(run_cli(*h(homes, "idd-thief"), "sync"))
+    assert "warning" not in quiet.err  # the thief's own home made it
+    warned = ok(run_cli(*h(homes, "idd"), "sync"))
+    assert f"change of your recovery account to {thief['recovery']}" in warned.err
+    assert len(warned.err.strip().splitlines()) == 1
+    st = ok(run_cli(*h(homes, "idd"), "recovery", "status", "--json")).doc
+    assert st["pending"]["recovery"] == thief["recovery"] and not st["pending"]["proposed_here"]
+    doc = ok(run_cli(*h(homes, "idd-x"), "recovery", "cancel", "--recovery", "--json",
+                     env=env)).doc  # fmt: skip
+    assert doc == {
+        "identity_id": idd["identity_id"], "cancelled": thief["recovery"],
+        "gas_used": doc["gas_used"],
+    }  # fmt: skip
+    again = run_cli(*h(homes, "idd-x"), "recovery", "cancel", "--recovery", env=env)
+    again.assert_one_line_error(contains="nothing to cancel")
+    _advance_chain_time(devnet_dir, 3 * 24 * 3600)
+    run_cli(*h(homes, "idd"), "recovery", "confirm").assert_one_line_error(
+        contains="no recovery change"
+    )
+    assert "warning" not in ok(run_cli(*h(homes, "idd"), "sync")).err
+    doc = ok(run_cli(*h(homes, "idd-new"), "recovery", "restore", "--json", env=env)).doc
+    assert doc["identity_id"] == idd["identity_id"]
 
 
 def test_bind_wallet_and_name(run_cli: RunCli, homes: dict[str, Any]) -> None:

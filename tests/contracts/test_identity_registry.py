@@ -7,7 +7,7 @@ from eth_abi import encode
 from eth_utils import keccak
 from web3.logs import DISCARD
 
-from devnet.chain import ContractReverted, send_tx
+from devnet.chain import ContractReverted, advance_time, send_tx
 from tests.contracts import (
     assert_reverts,
     bundle_bytes,
@@ -198,29 +198,95 @@ def test_installation_lifecycle_and_access(w3, registries, funded_account):
     register(w3, reg, funded_account(), installation=inst2)
 
 
+def _events(reg, name, receipt):
+    return [e["args"] for e in getattr(reg.events, name)().process_receipt(receipt, errors=DISCARD)]
+
+
 def test_recovery_management(w3, registries, funded_account):
     reg = registries.identity
     owner, recovery, rec2 = funded_account(), funded_account(), funded_account()
     ident, _, _ = register(w3, reg, owner, recovery=recovery.address)
+    delay = reg.functions.RECOVERY_DELAY().call()
+    assert delay == 3 * 24 * 3600
     tag = rand32()
     set2 = reg.functions.setRecovery(ident, rec2.address, tag)
-    # Only the owner sets the recovery: not the recovery, not a stranger.
-    assert_reverts(set2, recovery.address, "NotAuthorized")
-    assert_reverts(set2, funded_account().address, "NotAuthorized")
+    assert_reverts(set2, funded_account().address, "NotAuthorized")  # not a stranger
+    # The owner's change of an existing recovery is only proposed: the recovery stays.
     r = send_tx(w3, owner, set2)
-    # The tag (the client's binding of the new phrase to the id) is logged as given, unchecked;
-    # the new recovery signs nothing and no nonce is used.
-    (ev,) = reg.events.RecoveryChanged().process_receipt(r, errors=DISCARD)
-    assert ev["args"]["id"] == ident and ev["args"]["recovery"] == rec2.address
-    assert bytes(ev["args"]["tag"]) == tag
-    assert reg.functions.nonces(rec2.address).call() == 0
+    assert _events(reg, "RecoveryChanged", r) == []
+    (ev,) = _events(reg, "RecoveryChangeProposed", r)
+    now = w3.eth.get_block("latest")["timestamp"]
+    assert (ev["recovery"], bytes(ev["tag"]), ev["readyAt"]) == (rec2.address, tag, now + delay)
+    assert reg.functions.getIdentity(ident).call()[2] == recovery.address
+    got = reg.functions.pendingRecovery(ident).call()
+    assert (got[0], got[1], bytes(got[2])) == (rec2.address, now + delay, tag)
+    # The old recovery keeps its powers meanwhile, and it cannot be confirmed early.
+    confirm = reg.functions.confirmRecovery(ident)
+    assert_reverts(confirm, owner.address, "RecoveryChangeNotReady")
+    advance_time(w3, delay - 60)
+    assert_reverts(confirm, owner.address, "RecoveryChangeNotReady")
+    advance_time(w3, 60)
+    # Anyone may confirm once the delay has passed; the tag is logged with the change.
+    r = send_tx(w3, funded_account(), confirm)
+    (ev,) = _events(reg, "RecoveryChanged", r)
+    assert (bytes(ev["id"]), ev["recovery"], bytes(ev["tag"])) == (ident, rec2.address, tag)
+    assert reg.functions.nonces(rec2.address).call() == 0  # the new recovery signed nothing
     assert reg.functions.getIdentity(ident).call()[2] == rec2.address
+    assert reg.functions.pendingRecovery(ident).call()[1] == 0
+    assert_reverts(confirm, owner.address, "NoPendingRecovery")
     # The old recovery lost its powers.
     assert_reverts(
         reg.functions.revokeInstallation(ident, rand32()), recovery.address, "NotAuthorized"
     )
+    # The recovery account itself changes (or clears) the recovery at once.
+    r = send_tx(w3, rec2, reg.functions.setRecovery(ident, recovery.address, ZERO32))
+    assert _events(reg, "RecoveryChanged", r)[0]["recovery"] == recovery.address
+    assert reg.functions.getIdentity(ident).call()[2] == recovery.address
+    # Clearing by the owner waits too; then, with no recovery, the owner sets one at once.
     send_tx(w3, owner, reg.functions.setRecovery(ident, ZERO, ZERO32))
+    assert reg.functions.getIdentity(ident).call()[2] == recovery.address
+    advance_time(w3, delay)
+    send_tx(w3, owner, confirm)
     assert reg.functions.getIdentity(ident).call()[2] == ZERO
+    r = send_tx(w3, owner, reg.functions.setRecovery(ident, rec2.address, tag))
+    assert _events(reg, "RecoveryChanged", r)[0]["recovery"] == rec2.address
+    assert reg.functions.getIdentity(ident).call()[2] == rec2.address
+
+
+def test_a_thief_with_the_owner_key_cannot_lock_recovery_out(w3, registries, funded_account):
+    """Every device holds the owner key. A thief's recovery change waits; the user's recovery
+    account cancels it, or takes the identity back, which cancels it too."""
+    reg = registries.identity
+    owner, recovery, thief = funded_account(), funded_account(), funded_account()
+    ident, _, _ = register(w3, reg, owner, recovery=recovery.address)
+    delay = reg.functions.RECOVERY_DELAY().call()
+    # 1. the recovery account cancels the thief's proposal
+    send_tx(w3, owner, reg.functions.setRecovery(ident, thief.address, rand32()))
+    cancel = reg.functions.cancelRecoveryChange(ident)
+    assert_reverts(cancel, thief.address, "NotAuthorized")
+    r = send_tx(w3, recovery, cancel)
+    (ev,) = _events(reg, "RecoveryChangeCancelled", r)
+    assert (bytes(ev["id"]), ev["recovery"]) == (ident, thief.address)
+    advance_time(w3, delay)
+    assert_reverts(reg.functions.confirmRecovery(ident), thief.address, "NoPendingRecovery")
+    assert_reverts(cancel, recovery.address, "NoPendingRecovery")
+    assert reg.functions.getIdentity(ident).call()[2] == recovery.address
+    # 2. the recovery account takes the identity back: the proposal goes with the old owner
+    send_tx(w3, owner, reg.functions.setRecovery(ident, thief.address, rand32()))
+    new_owner = funded_account()
+    sig = _accept_sig(w3, registries, new_owner, ident, owner.address, deadline(w3))
+    r = send_tx(w3, recovery, reg.functions.setOwner(ident, new_owner.address, deadline(w3), sig))
+    assert _events(reg, "RecoveryChangeCancelled", r)[0]["recovery"] == thief.address
+    advance_time(w3, delay)
+    assert_reverts(reg.functions.confirmRecovery(ident), thief.address, "NoPendingRecovery")
+    assert reg.functions.getIdentity(ident).call()[2] == recovery.address
+    # 3. an owner's own transfer keeps its proposal (only the recovery's takeover cancels)
+    send_tx(w3, new_owner, reg.functions.setRecovery(ident, thief.address, rand32()))
+    newer = funded_account()
+    sig = _accept_sig(w3, registries, newer, ident, new_owner.address, deadline(w3))
+    r = send_tx(w3, new_owner, reg.functions.setOwner(ident, newer.address, deadline(w3), sig))
+    assert _events(reg, "RecoveryChangeCancelled", r) == []
+    assert reg.functions.pendingRecovery(ident).call()[0] == thief.address
 
 
 def test_register_with_a_recovery_meets_the_gas_target(w3, registries, funded_account):

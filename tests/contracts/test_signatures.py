@@ -440,8 +440,12 @@ def test_set_owner_by_sig(w3, registries, funded_account):
         call(ident, stranger.address, recovery.address, dl, rec_sig, ok), r, "InvalidSignature"
     )
 
+    # A recovery change the (thief's) owner key proposed meanwhile goes with the takeover.
+    send_tx(w3, owner, reg.functions.setRecovery(ident, stranger.address, b"\x01" * 32))
+    assert reg.functions.pendingRecovery(ident).call()[0] == stranger.address
     send_tx(w3, relayer, call(ident, new_owner.address, recovery.address, dl, rec_sig, ok))
     assert reg.functions.ownerOf(ident).call() == new_owner.address
+    assert reg.functions.pendingRecovery(ident).call()[1] == 0
     # Replay is dead: both nonces moved.
     assert_reverts(
         call(ident, new_owner.address, recovery.address, dl, rec_sig, ok), r, "InvalidSignature"

@@ -29,7 +29,7 @@ from chatcore.identity import (
     restore,
     revoke_with_phrase,
 )
-from devnet.chain import rpc_url
+from devnet.chain import advance_time, rpc_url
 from devnet.process import ManagedProcess
 from discovery.network import NetworkConfig
 from discovery.registry import Registry
@@ -87,6 +87,22 @@ def _tag_of(reg: Registry, identity_id: bytes) -> bytes:
 def _set_recovery_raw(reg: Registry, ident: Ident, recovery: str, tag: bytes) -> None:
     fn = reg.identity.functions.setRecovery(ident.identity_id, recovery, tag)
     reg.transact(ident.owner, fn, "setRecovery")
+    _wait_and_confirm(reg, ident.owner, ident.identity_id)
+
+
+def _replace_recovery(
+    reg: Registry, owner: LocalAccount, identity_id: bytes, recovery: LocalAccount
+) -> None:
+    """`recovery phrase` then, after the registry's delay, `recovery confirm`."""
+    reg.set_recovery(owner, identity_id, recovery)
+    _wait_and_confirm(reg, owner, identity_id)
+
+
+def _wait_and_confirm(reg: Registry, owner: LocalAccount, identity_id: bytes) -> None:
+    if reg.pending_recovery(identity_id) is not None:
+        advance_time(reg.w3, reg.recovery_delay())
+        reg.confirm_recovery(owner, identity_id)
+    assert reg.pending_recovery(identity_id) is None
 
 
 def _installations(reg: Registry, identity_id: bytes) -> list[tuple[bytes, bool]]:
@@ -150,7 +166,7 @@ def test_a_replaced_phrase_is_found_and_a_copied_tag_is_not(
     # `recovery phrase`: a new phrase, which did not make the salt; the change logs its tag
     Account.enable_unaudited_hdwallet_features()
     new_rec, new_phrase = Account.create_with_mnemonic()
-    reg.set_recovery(victim.owner, victim.identity_id, new_rec)
+    _replace_recovery(reg, victim.owner, victim.identity_id, new_rec)
     tag = _tag_of(reg, victim.identity_id)
     # an attacker copies the address and the tag onto a decoy
     decoy = register_direct(reg, w3)
@@ -178,7 +194,7 @@ def test_an_index_claim_storage_does_not_confirm_is_ignored(
     victim = _init(chain_network, tmp_path / "victim")
     Account.enable_unaudited_hdwallet_features()
     new_rec, new_phrase = Account.create_with_mnemonic()
-    reg.set_recovery(victim.owner, victim.identity_id, new_rec)
+    _replace_recovery(reg, victim.owner, victim.identity_id, new_rec)
     decoy = register_direct(reg, w3)
     proxy.inject_logs.append(
         make_log(
@@ -201,7 +217,7 @@ def test_a_phrase_bound_to_two_identities_is_refused(
     first = _init(chain_network, tmp_path / "first")
     second = _init(chain_network, tmp_path / "second")
     # the phrase's holder binds the first's phrase to the second too (setRecovery's tag)
-    reg.set_recovery(second.owner, second.identity_id, recovery_account(first.phrase))
+    _replace_recovery(reg, second.owner, second.identity_id, recovery_account(first.phrase))
     before = {v.identity_id: _installations(reg, v.identity_id) for v in (first, second)}
     with pytest.raises(AmbiguousRecovery, match="2 identities have this recovery phrase"):
         identity_for_phrase(chain_network, first.phrase)
