@@ -321,7 +321,10 @@ class Engine:
         self.side_events, self.side_frames = [], []
         return ev, fr
 
-    def _notice(self, conv: bytes, peer: bytes, inst: bytes, lamport: int, now: int) -> None:
+    def _notice(
+        self, conv: bytes, peer: bytes, inst: bytes, lamport: int, sent_at: int, now: int
+    ) -> None:
+        """The new-device notice, placed just before (and timed as) the message it explains."""
         text = f"now also writing from device 0x{inst.hex()[:12]}… (new or rotated device keys)"
         mid = hashlib.sha256(b"notice" + conv + inst).digest()[:8]
         self.store.add_message(
@@ -330,8 +333,8 @@ class Engine:
                 message_id=mid,
                 sender_identity=peer,
                 sender_installation=inst,
-                lamport=max(0, lamport - 1),
-                sent_at=now,
+                lamport=lamport,  # the same: its lower seq puts it just before the message
+                sent_at=sent_at,
                 received_at=now,
                 content_type=int(ContentType.GROUP_CONTROL),
                 body=text.encode(),
@@ -456,7 +459,9 @@ class Engine:
                 return None
             if not outgoing and self.store.new_device_of(conv, peer_identity, peer_inst):
                 # like a safety-number change: say so once, in the conversation, and go on
-                self._notice(conv, peer_identity, peer_inst, payload.lamport, now)
+                self._notice(
+                    conv, peer_identity, peer_inst, payload.lamport, payload.sent_at_ms, now
+                )
             msg = StoredMessage(
                 conversation_id=conv,
                 message_id=mid,

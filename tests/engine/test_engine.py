@@ -639,6 +639,11 @@ def test_a_peers_new_device_is_noticed_once_and_nothing_else_changes() -> None:
     hist = b.store.history(conv, 10)
     notices = [m for m in hist if m.status == "system"]
     assert len(notices) == 1 and notices[0].sender_installation == a2.inst
+    # it sits just before the message it explains (even though a new device's clock starts
+    # lower), timed as that message, not as its receipt
+    first_new = hist[hist.index(notices[0]) + 1]
+    assert first_new.body == b"from the new device" and hist[0].body == b"from the old device"
+    assert notices[0].sent_at == first_new.sent_at != notices[0].received_at
     assert [m.body.decode() for m in hist if m.status != "system"] == [
         "from the old device",
         "from the new device",
