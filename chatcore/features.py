@@ -77,6 +77,11 @@ _SHUT = (ContactState.BLOCKED, ContactState.DECLINED)
 #: ids of messages dropped while their author was blocked, kept so that a retransmission
 #: after an unblock stays dropped (16 bytes of id each)
 MAX_DROPPED_IDS = 10_000
+#: unanswered group invitations (groups we have not written in) by identities that are not
+#: contacts: at most this many per inviter, and in all; more are ignored until we write in
+#: one, leave one, or make the inviter a contact (a contact's invitations are not counted)
+MAX_QUIET_INVITES_PER_STRANGER = 8
+MAX_QUIET_STRANGER_INVITES = 64
 DIRECT_ACK_DELAY_MS = 3_000
 GROUP_ACK_DELAY_MS = 15_000
 
@@ -130,6 +135,7 @@ class Features:
         self.typing: dict[tuple[bytes, bytes], int] = {}
         if groups is not None:
             groups.refuse_invites_from = lambda identity: self.contact_state(identity) in _SHUT
+            groups.invitation_refusal = self._invitation_refusal
 
     # ==== small store helpers (tables of schema version 3) ====
     def _x(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
@@ -364,6 +370,22 @@ class Features:
         return c.peer_identity is not None and (
             self.contact_state(c.peer_identity) == ContactState.CONTACT
         )
+
+    def _invitation_refusal(self, inviters: set[bytes]) -> str | None:
+        """Bound what strangers can put on this device: unanswered group invitations."""
+        if not inviters or any(
+            a == self.me or self.contact_state(a) == ContactState.CONTACT for a in inviters
+        ):
+            return None
+        for a in sorted(inviters):
+            if self.store.quiet_invitations(self.me, a) >= MAX_QUIET_INVITES_PER_STRANGER:
+                return (
+                    f"{MAX_QUIET_INVITES_PER_STRANGER} invitations by 0x{a.hex()[:8]}… are "
+                    "unanswered (not a contact)"
+                )
+        if self.store.quiet_invitations(self.me) >= MAX_QUIET_STRANGER_INVITES:
+            return f"{MAX_QUIET_STRANGER_INVITES} invitations by strangers are unanswered"
+        return None
 
     def is_request(self, conv: bytes) -> bool:
         c = self.store.conversation(conv)

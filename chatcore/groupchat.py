@@ -172,6 +172,9 @@ class GroupChat:
         #: identities whose invitations we ignore (set by chatcore.features: blocked or
         #: declined); an invitation from anyone else to a group they are in is accepted
         self.refuse_invites_from: Callable[[bytes], bool] = lambda identity: False
+        #: why an invitation by these identities (who put us in the group) is not taken,
+        #: or None (set by chatcore.features: unanswered invitations by strangers are bounded)
+        self.invitation_refusal: Callable[[set[bytes]], str | None] = lambda inviters: None
 
     # --- helpers ------------------------------------------------------------------------------
     def _ids(self, identity: bytes) -> list[bytes]:
@@ -220,6 +223,8 @@ class GroupChat:
         self._parsed[state.group_id] = (raw, state)
         self.store.ensure_conversation(state.group_id, "group", None, state.name, now)
         self.store.set_conversation_title(state.group_id, state.name)
+        if not state.is_member:  # left or removed: no longer an invitation waiting on us
+            self.store.forget_invitations(state.group_id)
 
     def info(self, group_id: bytes) -> GroupInfo:
         st = self.load(group_id)
@@ -667,12 +672,19 @@ class GroupChat:
                         raise GroupError(
                             "a welcome signed by revoked devices, not from a member"
                         ) from None
-            if (state is None or not state.is_member) and any(
-                self.refuse_invites_from(a) for a in _inviters(new, self.engine.identity_id)
-            ):
+            invited = state is None or not state.is_member
+            inviters = _inviters(new, self.engine.identity_id) if invited else set()
+            if any(self.refuse_invites_from(a) for a in inviters):
                 log.info("ignored an invitation to a group by a blocked/declined identity")
                 return [], []
+            refusal = self.invitation_refusal(inviters) if invited else None
+            if refusal is not None:
+                log.info("ignored an invitation to a group: %s", refusal)
+                return [], []
             self._save(new)
+            if new.is_member:
+                for a in inviters:
+                    self.store.record_invitation(gid, a, self.engine.clock_ms())
             frames = self._dispatch(new, state, out)
             events = []
             if state is None or not state.is_member:

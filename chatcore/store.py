@@ -25,7 +25,7 @@ from sqlcipher3 import dbapi2 as sqlcipher
 
 from chatcore.errors import StoreError, WrongPassphrase
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: Sessions kept per peer installation (each handshake a peer sends makes one: a peer
 #: could otherwise grow our store without bound); the newest are kept.
 SESSIONS_PER_INSTALLATION = 4
@@ -165,6 +165,16 @@ _MIGRATIONS: dict[int, str] = {
         start_ms INTEGER NOT NULL,
         end_ms INTEGER,
         PRIMARY KEY (identity_id, start_ms));
+    """,
+    # 6: who put us in each group (the creator, or the author of the add): invitations from
+    #    identities that are not contacts are bounded while we have not written there
+    6: """
+    CREATE TABLE group_invites (
+        group_id BLOB NOT NULL,
+        inviter BLOB NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (group_id, inviter));
+    CREATE INDEX group_invites_by_inviter ON group_invites (inviter);
     """,
 }
 
@@ -310,6 +320,30 @@ class Store:
 
     def set_meta(self, key: str, value: bytes) -> None:
         self._x("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, value))
+
+    def record_invitation(self, group_id: bytes, inviter: bytes, at: int) -> None:
+        self._x("INSERT OR IGNORE INTO group_invites VALUES (?,?,?)", (group_id, inviter, at))
+
+    def forget_invitations(self, group_id: bytes) -> None:
+        self._x("DELETE FROM group_invites WHERE group_id=?", (group_id,))
+
+    def quiet_invitations(self, me: bytes, inviter: bytes | None = None) -> int:
+        """Groups we are in by the invitation of someone who is not a contact (state 1),
+        ``inviter`` or anyone, and in which we have not written: unanswered invitations.
+        A conversation deleted here no longer counts."""
+        sql = (
+            "SELECT COUNT(DISTINCT g.group_id) FROM group_invites g "
+            "JOIN conversations c ON c.id = g.group_id "
+            "LEFT JOIN contacts k ON k.identity_id = g.inviter "
+            "WHERE COALESCE(k.state, 0) != 1 AND g.inviter != ? "
+            "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = g.group_id "
+            "AND m.outgoing = 1 AND m.status != 'system')"
+        )
+        args: tuple[Any, ...] = (me,)
+        if inviter is not None:
+            sql += " AND g.inviter = ?"
+            args += (inviter,)
+        return int(self._x(sql, args).fetchone()[0])
 
     def delete_meta(self, key: str) -> None:
         self._x("DELETE FROM meta WHERE key=?", (key,))

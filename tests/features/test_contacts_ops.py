@@ -102,6 +102,48 @@ def test_invitations_from_blocked_or_declined_identities_are_ignored(state: Cont
     assert w.node(a).groups.load(gid2) is not None
 
 
+def test_unanswered_invitations_by_strangers_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stranger (not a contact) can put only so many groups on our devices while we do not
+    write in them; writing in one, leaving one, or making them a contact makes room."""
+    from chatcore import features
+
+    monkeypatch.setattr(features, "MAX_QUIET_INVITES_PER_STRANGER", 2)
+    monkeypatch.setattr(features, "MAX_QUIET_STRANGER_INVITES", 3)
+    w = FWorld()
+    a, b, c, d = w.person(), w.person(), w.person(), w.person()
+
+    def joined(gid: bytes) -> bool:
+        return w.node(a).groups.load(gid) is not None and (
+            w.dev(a).store.conversation(gid) is not None
+        )
+
+    w.route(w.f(d).set_contact(b, ContactState.CONTACT))  # d knows b; a does not
+    b1, b2, b3 = (w.group(b, [a, d], f"b{i}") for i in range(3))
+    assert joined(b1) and joined(b2) and not joined(b3)  # the third is ignored, nothing kept
+    assert w.node(d).groups.load(b3) is not None  # d, whose contact b is, has it
+    # we write in b1: it is answered, so b has room again
+    w.route(w.f(a).send_group_message(b1, ContentType.TEXT, b"hi").frames, frm=w.node(a))
+    b4 = w.group(b, [a], "b4")
+    assert joined(b4)
+    # the total bound: b2, b4 and c1 are unanswered; c2 is one too many
+    c1, c2 = w.group(c, [a], "c1"), w.group(c, [a], "c2")
+    assert joined(c1) and not joined(c2)
+    # leaving one makes room
+    w.route(w.node(a).groups.leave(b2), frm=w.node(a))
+    c3 = w.group(c, [a], "c3")
+    assert joined(c3)
+    # a contact's invitations are not counted, and make them count for nothing
+    w.route(w.f(a).set_contact(d, ContactState.CONTACT))
+    d1, d2, d3 = (w.group(d, [a], f"d{i}") for i in range(3))
+    assert joined(d1) and joined(d2) and joined(d3)
+    # an invitation by a stranger and a contact (b made the group, d added us) is d's too
+    assert not joined(w.group(b, [a], "b5"))  # (b4, c1, c3 unanswered: b alone gets nowhere)
+    g = w.group(b, [d], "b and d")
+    w.route(w.node(b).groups.promote(g, d), frm=w.node(b))
+    w.route(w.node(d).groups.add(g, a), frm=w.node(d))
+    assert joined(g)
+
+
 def test_blocked_member_in_a_group_is_not_shown() -> None:
     w = FWorld()
     a, b, c = w.person(), w.person(), w.person()
