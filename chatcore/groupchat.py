@@ -40,7 +40,14 @@ from chatcore.group.consts import (
 from chatcore.group.ops import Op, OpKind, decode_op
 from chatcore.group.sender_keys import SenderKeyDistribution, parse_frame
 from chatcore.keys import PeerKeys
-from chatcore.payload import RECENT_HISTORY, ContentType, Payload, decode_varint, encode_varint
+from chatcore.payload import (
+    MAX_BODY,
+    RECENT_HISTORY,
+    ContentType,
+    Payload,
+    decode_varint,
+    encode_varint,
+)
 from chatcore.store import StoredMessage
 from chatcore.transport.base import group_subject
 
@@ -48,8 +55,16 @@ log = logging.getLogger("chatcore.groupchat")
 
 GROUP_DOMAIN = b"logos-chat/group/v1"
 MAX_CONTROL_ITEMS = 64
-#: bytes of ops in one answer to a WANT (a payload body holds 64 KiB)
-_ANSWER_BYTES = 48 * 1024
+#: A part of a welcome too large for one pairwise payload (a long op log: more than about
+#: 270 ops), pairwise only: ``0x18 | group id (32) | SHA-256 of the welcome (32) |
+#: index (varint) | count (varint) | bytes``. The receiver keeps the parts (with other
+#: pending items, bounded per sender) until it has them all, then takes the welcome.
+KIND_WELCOME_PART = 0x18
+#: bytes of welcome in one part, and parts in one welcome (MAX_OPS ops fit)
+_PART_BYTES = 60 * 1024
+MAX_WELCOME_PARTS = 64
+#: bytes of items in one control payload (the payload body holds MAX_BODY)
+_BODY_BUDGET = MAX_BODY - 64
 MAX_PENDING_ITEMS = 4096
 #: group frames that could not be decrypted yet (sender key or op not here): kept per group,
 #: retried after every control item for that group, dropped after this many failed retries
@@ -82,6 +97,56 @@ def encode_control(items: Sequence[bytes]) -> bytes:
     return encode_varint(len(items)) + b"".join(encode_varint(len(i)) + i for i in items)
 
 
+def pack_control(items: Sequence[bytes]) -> list[bytes]:
+    """Control payload bodies for ``items``, in order: at most MAX_CONTROL_ITEMS items and
+    _BODY_BUDGET bytes each; a welcome larger than that goes as parts (KIND_WELCOME_PART).
+    Any other item that could never fit is dropped (no such item is ever accepted)."""
+    bodies: list[bytes] = []
+    batch: list[bytes] = []
+    size = 0
+    for item in items:
+        if len(item) + 8 > _BODY_BUDGET:
+            if item[0] != KIND_WELCOME:
+                log.warning("a group control item of %d bytes never fits a payload", len(item))
+                continue
+            parts = welcome_parts(item)
+        else:
+            parts = [item]
+        for part in parts:
+            if batch and (size + len(part) + 8 > _BODY_BUDGET or len(batch) == MAX_CONTROL_ITEMS):
+                bodies.append(encode_control(batch))
+                batch, size = [], 0
+            batch.append(part)
+            size += len(part) + 8
+    if batch:
+        bodies.append(encode_control(batch))
+    return bodies
+
+
+def welcome_parts(welcome: bytes) -> list[bytes]:
+    """A welcome cut into KIND_WELCOME_PART items. ValueError if it needs too many."""
+    gid = welcome[1 : 1 + ID_LEN]
+    digest = hashlib.sha256(welcome).digest()
+    chunks = [welcome[i : i + _PART_BYTES] for i in range(0, len(welcome), _PART_BYTES)]
+    if len(chunks) > MAX_WELCOME_PARTS:
+        raise ValueError(f"a welcome of {len(welcome)} bytes is too large to send")
+    head = bytes((KIND_WELCOME_PART,)) + gid + digest
+    n = encode_varint(len(chunks))
+    return [head + encode_varint(i) + n + c for i, c in enumerate(chunks)]
+
+
+def _parse_part(item: bytes) -> tuple[bytes, int, int, bytes]:
+    """(welcome digest, index, count, bytes) of a welcome part; MalformedMessage if bad."""
+    if len(item) < 1 + 2 * ID_LEN + 2 or item[0] != KIND_WELCOME_PART:
+        raise MalformedMessage("not a welcome part")
+    digest = item[1 + ID_LEN : 1 + 2 * ID_LEN]
+    index, pos = decode_varint(item, 1 + 2 * ID_LEN)
+    count, pos = decode_varint(item, pos)
+    if not 2 <= count <= MAX_WELCOME_PARTS or index >= count or pos >= len(item):
+        raise MalformedMessage("bad welcome part numbering")
+    return digest, index, count, item[pos:]
+
+
 def decode_control(body: bytes) -> list[bytes]:
     n, pos = decode_varint(body, 0)
     if n > MAX_CONTROL_ITEMS:
@@ -102,7 +167,10 @@ def item_group_id(item: bytes) -> bytes:
     """The group id inside an op (kind, op kind, group id, ...), distribution or welcome."""
     if not item:
         raise MalformedMessage("empty group control item")
-    start = {KIND_GROUP_OP: 2, KIND_DISTRIBUTION: 1, KIND_WELCOME: 1, KIND_WANT: 1}.get(item[0])
+    start = {
+        KIND_GROUP_OP: 2, KIND_DISTRIBUTION: 1, KIND_WELCOME: 1, KIND_WANT: 1,
+        KIND_WELCOME_PART: 1,
+    }.get(item[0])  # fmt: skip
     if start is None or len(item) < start + ID_LEN:
         raise MalformedMessage("unknown group control item")
     return item[start : start + ID_LEN]
@@ -280,8 +348,7 @@ class GroupChat:
             if keys is None:
                 log.warning("installation %s not resolvable; skipped", inst.hex()[:12])
                 continue
-            for start in range(0, len(items), MAX_CONTROL_ITEMS):
-                body = encode_control(items[start : start + MAX_CONTROL_ITEMS])
+            for body in pack_control(items):
                 frames.append(self.engine.send_control(who, keys, body))
         return frames
 
@@ -598,8 +665,7 @@ class GroupChat:
             for k in sorted(self.devices(ident), key=lambda k: k.installation_id):
                 if k.installation_id == self.engine.installation_id:
                     continue
-                for i in range(0, len(items), MAX_CONTROL_ITEMS):
-                    body = encode_control(items[i : i + MAX_CONTROL_ITEMS])
+                for body in pack_control(items):
                     frames.append(self.engine.send_control(ident, k, body))
         return frames
 
@@ -626,20 +692,8 @@ class GroupChat:
             return []
         held = {**{c.op_id: c for c in state.candidates}, **state.ops}
         found = [held[i].raw for i in dict.fromkeys(ids) if i in held]  # each id once
-        frames: list[OutFrame] = []
-        batch: list[bytes] = []
-        size = 0
-        for raw in found:  # split so that no answer passes the payload cap
-            if len(raw) + 8 > _ANSWER_BYTES:
-                continue  # an op this large never fits a payload (nor a welcome)
-            if batch and size + len(raw) + 8 > _ANSWER_BYTES:
-                frames.append(self.engine.send_control(sender, keys, encode_control(batch)))
-                batch, size = [], 0
-            batch.append(raw)
-            size += len(raw) + 8
-        if batch:
-            frames.append(self.engine.send_control(sender, keys, encode_control(batch)))
-        return frames
+        # split so that no answer passes the payload cap
+        return [self.engine.send_control(sender, keys, b) for b in pack_control(found)]
 
     def _apply_item(
         self, gid: bytes, sender: bytes, sender_inst: bytes, item: bytes
@@ -649,6 +703,11 @@ class GroupChat:
         rng = self.engine.rng
         if kind == KIND_WANT:
             return [], self._answer_want(state, sender, sender_inst, item)
+        if kind == KIND_WELCOME_PART:
+            welcome = self._collect_part(gid, sender_inst, item)
+            if welcome is None:
+                return [], []
+            return self._apply_item(gid, sender, sender_inst, welcome)
         if kind == KIND_WELCOME:
             if (state is None or not state.is_member) and self.refuse_invites_from(sender):
                 log.info("ignored an invitation to a group from a blocked/declined identity")
@@ -723,6 +782,34 @@ class GroupChat:
         ev2, fr2 = self._replay_pending(gid)
         return events + ev2, frames + fr2
 
+    def _collect_part(self, gid: bytes, sender_inst: bytes, item: bytes) -> bytes | None:
+        """Keep a welcome part; the whole welcome once every part from this sender is here
+        (its parts are then forgotten). MalformedMessage for a bad part or a bad whole."""
+        digest, _index, count, _chunk = _parse_part(item)
+        self.store.add_group_pending(gid, sender_inst, item, self.engine.clock_ms())
+        got: dict[int, bytes] = {}
+        pids: list[int] = []
+        for pid, inst, kept in self.store.group_pending(gid):
+            if inst != sender_inst or kept[0] != KIND_WELCOME_PART:
+                continue
+            try:
+                d, i, n, chunk = _parse_part(kept)
+            except MalformedMessage:
+                continue
+            if d == digest and n == count:
+                got.setdefault(i, chunk)
+                pids.append(pid)
+        if len(got) < count:
+            return None
+        welcome = b"".join(got[i] for i in range(count))
+        for pid in pids:  # (duplicates too)
+            self.store.delete_group_pending(pid)
+        if hashlib.sha256(welcome).digest() != digest or welcome[:1] != bytes((KIND_WELCOME,)):
+            raise MalformedMessage("the parts of a welcome do not make it up")
+        if welcome[1 : 1 + ID_LEN] != gid:
+            raise MalformedMessage("a welcome's parts name another group")
+        return welcome
+
     def _replay_pending(self, gid: bytes) -> tuple[list[Received], list[OutFrame]]:
         events: list[Received] = []
         frames: list[OutFrame] = []
@@ -733,6 +820,8 @@ class GroupChat:
                 state = self.load(gid)
                 if state is None:
                     return events, frames
+                if item[0] == KIND_WELCOME_PART:
+                    continue  # taken when the last part arrives
                 try:
                     if item[0] == KIND_DISTRIBUTION:
                         self._save(
