@@ -69,6 +69,22 @@ def _view(s: GroupState) -> tuple[object, ...]:
     return (s.members(), s.admins(), s.name)
 
 
+def _assert_rosters_remembered_right(s: GroupState) -> None:
+    """The roster remembered after each op (``state._ROSTER_AFTER``, used to check ops
+    with one dependency in linear time) is the fold of that op's causal past and the op."""
+    from chatcore.group import state as state_mod
+    from chatcore.group.roster import fold
+
+    checked = 0
+    for op in s.ops.values():
+        remembered = state_mod._ROSTER_AFTER.get(op.op_id)
+        if remembered is not None:
+            past = state_mod._ancestors(s.ops, op)
+            assert remembered == fold([*(s.ops[p] for p in past), op])[0]
+            checked += 1
+    assert checked or len(s.ops) == 1
+
+
 def _seen(s: GroupState) -> frozenset[bytes]:
     return frozenset((*s.ops, *(c.op_id for c in s.candidates)))
 
@@ -96,6 +112,8 @@ def test_two_admins_partitioned_converge_in_any_order(
     ends.append(batch)
     views = [_view(e) for e in ends]
     assert all(v == views[0] for v in views), views
+    for e in ends:
+        _assert_rosters_remembered_right(e)
     wanted = {decode_op(o).op_id for o in everything}
     assert all(wanted <= _seen(e) for e in ends)  # every honest op accepted or set aside
 
