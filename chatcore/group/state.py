@@ -624,10 +624,18 @@ class GroupState:
     def _advance(
         self, ops: dict[bytes, Op], directory: Directory, rng: Rng, now_ms: int | None = None
     ) -> tuple[GroupState, list[Outgoing]]:
-        roster, _ = fold(ops.values())
+        roster: Roster | None = None
+        heads: tuple[bytes, ...] = ()
+        if self.ops and len(ops) == len(self.ops) + 1:
+            (op,) = (o for oid, o in ops.items() if oid not in self.ops)
+            if op.deps == self.heads:  # the usual case: one op on our heads
+                roster, heads = _ROSTER_AFTER.get(op.op_id), (op.op_id,)
+        if roster is None:
+            roster, _ = fold(ops.values())
+            heads = _heads(ops)
         if roster is None:
             raise GroupError("no create op")
-        folded = replace(self, ops=ops, roster=roster, epoch=len(ops), heads=_heads(ops))
+        folded = replace(self, ops=ops, roster=roster, epoch=len(ops), heads=heads)
         return self._transition(folded, directory, rng, now_ms)
 
     def sync_devices(self, directory: Directory, rng: Rng) -> tuple[GroupState, list[Outgoing]]:

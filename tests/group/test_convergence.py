@@ -75,6 +75,8 @@ def _assert_rosters_remembered_right(s: GroupState) -> None:
     from chatcore.group import state as state_mod
     from chatcore.group.roster import fold
 
+    assert s.roster == fold(s.ops.values())[0]  # (the shortcut for one op on our heads)
+    assert s.heads == state_mod._heads(s.ops)
     checked = 0
     for op in s.ops.values():
         remembered = state_mod._ROSTER_AFTER.get(op.op_id)
