@@ -198,6 +198,40 @@ def run(n: int = N) -> dict[str, object]:
         "wire_overhead_200B": row(overhead, 100, False),
         "megolm_wire_overhead_200B": megolm_overhead,
         "all_members_read_after_add": ok_all,
+        **long_log(LONG_LOG_OPS),
+    }
+
+
+LONG_LOG_OPS = 4000
+
+
+def long_log(target_ops: int) -> dict[str, object]:
+    """A long-lived group: a log of ~``target_ops`` membership ops (an outsider added and
+    removed again and again), then one more member joins from its welcome."""
+    from chatcore.groupchat import pack_control
+
+    net = _Net(7, 4)
+    ids, keys, d = net.ids, net.keys, net.directory
+    st, _ = GroupState.create(net.rng(32), "long", ids[0], keys[0], [ids[1]], d, net.rng, 0)
+    t = time.process_time()
+    n = 0
+    while len(st.ops) < target_ops - 1:
+        st, _ = st.add_member(ids[2], keys[0], d, net.rng, n)
+        st, _ = st.remove_member(ids[2], keys[0], d, net.rng, n + 1)
+        n += 2
+    per_op_ms = (time.process_time() - t) * 1000 / (len(st.ops) - 2)
+    st, _ = st.add_member(ids[3], keys[0], d, net.rng, n)
+    welcome = st.welcome()
+    t = time.process_time()
+    joined, _ = GroupState.join(welcome, ids[3], keys[3].public, d, net.rng)
+    join_cpu = time.process_time() - t
+    assert joined.members() == st.members()
+    return {
+        "long_log_ops": len(st.ops),
+        "long_log_admin_cpu_ms_per_change": round(per_op_ms, 2),
+        "long_log_welcome_bytes": len(welcome),
+        "long_log_welcome_payloads": len(pack_control([welcome])),
+        "long_log_join_cpu_s": round(join_cpu, 3),
     }
 
 

@@ -35,8 +35,8 @@ EPOCH_GRACE: Final = 16  # the key id and signature decide, not the tag
 #: seen membership ops that have not reached us yet; the sender key authenticates it).
 EPOCH_AHEAD: Final = 8
 #: Ops one group's log holds; later ones are refused. Acceptance depends on nothing but
-#: the op and its causal past below this (so that every member accepts the same ops);
-#: a welcome (64 KiB) carries about 270 ops, which bounds groups that still add members.
+#: the op and its causal past below this (so that every member accepts the same ops).
+#: A welcome of more than about 270 ops goes in parts (``chatcore.groupchat``).
 MAX_OPS: Final = 4096
 #: Ops that count for nothing where they arrive (concurrent with a removal of their author
 #: that we know), kept aside as *candidates*: accepted only if an op we accept depends on
