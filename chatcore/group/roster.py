@@ -139,14 +139,21 @@ def _causal_pasts(ordered: list[Op]) -> list[int]:
     return past
 
 
-def _counting(ordered: list[Op], past: list[int]) -> dict[bytes, list[int]]:
-    """identity -> positions (in ``ordered``) of the ops taking it out that count for
-    voiding: see :func:`counting_removals`."""
-    out_by: dict[bytes, list[int]] = {}  # identity -> positions of ops taking it out
+def _taken_out_by(ordered: list[Op]) -> dict[bytes, list[int]]:
+    """identity -> positions (in ``ordered``) of the ops taking it out."""
+    out_by: dict[bytes, list[int]] = {}
     for i, o in enumerate(ordered):
         who = taken_out(o)
         if who is not None:
             out_by.setdefault(who, []).append(i)
+    return out_by
+
+
+def _counting(
+    ordered: list[Op], past: list[int], out_by: dict[bytes, list[int]]
+) -> dict[bytes, list[int]]:
+    """identity -> positions (in ``ordered``) of the ops taking it out that count for
+    voiding: see :func:`counting_removals`."""
 
     def concurrent(i: int, j: int) -> bool:
         return i != j and not (past[j] >> i) & 1 and not (past[i] >> j) & 1
@@ -198,8 +205,10 @@ def counting_removals(ops: Iterable[Op]) -> frozenset[bytes]:
     concurrently) stay undecided and count, as every removal did before: removal wins.
     """
     ordered = sorted(ops, key=lambda o: o.sort_key)
-    counting = _counting(ordered, _causal_pasts(ordered))
-    return frozenset(ordered[j].op_id for positions in counting.values() for j in positions)
+    out_by = _taken_out_by(ordered)
+    if any(o.kind is OpKind.REMOVE and o.author in out_by for o in ordered):
+        out_by = _counting(ordered, _causal_pasts(ordered), out_by)
+    return frozenset(ordered[j].op_id for positions in out_by.values() for j in positions)
 
 
 def concurrent_with_removal(ordered: list[Op]) -> frozenset[bytes]:
@@ -216,15 +225,18 @@ def concurrent_with_removal(ordered: list[Op]) -> frozenset[bytes]:
     allowed in its own causal past, so this depends on the set of ops only. ``ordered``
     is in fold order, in which every op comes after its dependencies.
     """
-    if not any(taken_out(o) is not None for o in ordered):
+    out_by = _taken_out_by(ordered)
+    suspects = [
+        i for i, o in enumerate(ordered) if o.kind is not OpKind.LEAVE and o.author in out_by
+    ]
+    if not suspects:
         return frozenset()
     past = _causal_pasts(ordered)
-    counting = _counting(ordered, past)
+    counting = _counting(ordered, past, out_by)
     void: set[bytes] = set()
-    for i, o in enumerate(ordered):
-        if o.kind is OpKind.LEAVE:
-            continue
-        for j in counting.get(o.author, ()):
+    for i in suspects:
+        o = ordered[i]
+        for j in counting[o.author]:
             if j != i and not (past[j] >> i) & 1 and not (past[i] >> j) & 1:
                 void.add(o.op_id)
                 break

@@ -506,15 +506,18 @@ class GroupState:
         """Check ``op`` against ``ops`` and add it: True. Raises GroupError (nothing changed).
 
         A valid add, promotion or rename concurrent with a removal of its author that we know
-        counts for nothing in any log that holds that removal (see
-        ``roster.concurrent_with_removal``; every removal counts there, void or not, and
+        and that counts (``roster.counting_removals``: a leave, or a removal not void
+        itself) counts for nothing in our log (see ``roster.concurrent_with_removal``;
         removals always enter the log), so it is not added but kept in ``cands`` (False): a
         member that got it earlier may have built on it, and an op that depends on
         candidates brings them in with it, each checked. An author cannot bring in its own
-        void ops this way (its op would be void, or not allowed, too). So what is accepted
-        depends on the arrival order only in ops that count for nothing and change nothing
-        else, and is healed by the ops that need them. (Setting removals aside too made
-        members diverge: a void removal still voids its target's concurrent ops.)
+        void ops this way (its op would be void, or not allowed, too). Whether a removal
+        counts can change as ops arrive (a later removal of its author makes it void), so
+        candidates are checked again whenever the log grows (``_readmit``) and enter it
+        once they count. So what is accepted depends on the arrival order only in ops that
+        count for nothing in the log as it stands and change nothing else. (Setting
+        removals aside too made members diverge: a removal that counts voids its target's
+        concurrent ops, and whether it counts depends on the other removals.)
 
         ``signers`` (every installation an identity ever had): an op signed by a device
         revoked since is kept aside the same way (members that got it while the device
