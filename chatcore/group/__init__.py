@@ -29,27 +29,34 @@ epoch (``epoch`` = number of accepted ops), whatever the arrival order.
     whatever epoch it claims: a removed admin cannot act by dating ops back (choosing
     old dependencies), and no scheme without a central sequencer can tell that from a
     real partition, so removal wins (:func:`chatcore.group.roster.concurrent_with_removal`);
+    a removal that is void this way (its author was removed concurrently by a removal
+    that counts) voids nothing itself (:func:`chatcore.group.roster.counting_removals`);
   - admins rank by when they became admin (the creator first) and an admin removes
-    only admins made after them, so two admins cannot remove each other;
+    only admins made after them, so two admins cannot remove each other (unless they
+    were made admin concurrently: see Limits);
   - if the last admin leaves or is removed, the remaining member with the smallest
     identity id becomes admin.
 * An add, promotion or rename that arrives concurrent with a removal of its author that
   we know counts for nothing; it is kept aside as a *candidate* (bounded) instead of
   entering the log, and comes in only with an op we accept that depends on it (a member
-  that got it before the removal built on it). Removals always enter the log: every
-  removal counts for voiding, void or not, so setting one aside here and not elsewhere
-  would change the roster. A member missing an op's dependencies asks the op's sender for
-  them (``KIND_WANT``), besides the admins' re-offer of their logs.
-* Limits: the log holds ``MAX_OPS`` ops and is never compacted; a welcome of more than
-  about 270 ops does not fit a 64 KiB payload. A removed admin can still, by dating ops
-  back: void the later ops of admins junior to it (a dated-back removal of them counts for
-  voiding), and flood a member that has not yet seen its removal with void ops (that
-  member's epoch then runs ahead of the others' until they converge; at ``MAX_OPS`` the
-  removal itself would be refused there).
+  that got it before the removal built on it), or when it counts again (the removal was
+  found void by a later one: candidates are checked again whenever the log grows).
+  Removals always enter the log: a removal that counts voids its target's concurrent ops,
+  so setting one aside here and not elsewhere would change the roster. A member missing
+  an op's dependencies asks the op's sender for them (``KIND_WANT``), besides the admins'
+  re-offer of their logs.
+* Limits: the log holds ``MAX_OPS`` ops and is never compacted (a welcome of more than
+  about 270 ops goes in parts: ``chatcore.groupchat``). A removed admin can still flood a member
+  that has not yet seen its removal with void ops (that member's epoch then runs ahead of
+  the others' until they converge; at ``MAX_OPS`` the removal itself would be refused
+  there). Its dated-back removals void nothing, unless its remover could not remove it
+  in every causal past (the two were made admin concurrently): then it can date back a
+  removal of its remover, the two removals void each other (a cycle: both count, both
+  are void) and it stays in the group, as before this rule.
 
 Keys
 ----
-Each member installation has one sender chain (HMAC-SHA256 KDF chain + Ed25519 signing
+Each member installation has one sender chain (keyed BLAKE2b chain + Ed25519 signing
 key). On every transition each member compares the set of member installations its
 chain was shared with against the new set: if any installation left (removal, leave,
 revoked device) it rotates and sends the new chain to the remaining installations only;

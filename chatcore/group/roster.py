@@ -124,29 +124,11 @@ def taken_out(op: Op) -> bytes | None:
     return None
 
 
-def concurrent_with_removal(ordered: list[Op]) -> frozenset[bytes]:
-    """Ids of the ops void because they are concurrent with a removal of their author.
-
-    An op whose author is taken out of the group (removed, or by its own leave) by an op
-    that neither saw it nor was seen by it counts for nothing: the author may have made
-    it after learning of the removal, choosing old dependencies to date it back (no
-    scheme without a central sequencer can tell that from a real partition), so removal
-    wins. Leaves are never void (they only take their own author out). Every accepted
-    op was allowed in its own causal past, so this depends on the set of ops only.
-    ``ordered`` is in fold order, in which every op comes after its dependencies.
-    """
-    removed_by: dict[bytes, list[int]] = {}  # identity -> positions of ops taking it out
-    for i, o in enumerate(ordered):
-        who = taken_out(o)
-        if who is not None:
-            removed_by.setdefault(who, []).append(i)
-    suspects = [
-        i for i, o in enumerate(ordered) if o.kind is not OpKind.LEAVE and o.author in removed_by
-    ]
-    if not suspects:
-        return frozenset()
+def _causal_pasts(ordered: list[Op]) -> list[int]:
+    """Bit j of entry i is set when ``ordered[j]`` is in the causal past of ``ordered[i]``
+    (``ordered`` in fold order, so every op comes after its dependencies)."""
     position = {o.op_id: i for i, o in enumerate(ordered)}
-    past: list[int] = []  # bit j set: ordered[j] is in the causal past of ordered[i]
+    past: list[int] = []
     for o in ordered:
         bits = 0
         for d in o.deps:
@@ -154,10 +136,108 @@ def concurrent_with_removal(ordered: list[Op]) -> frozenset[bytes]:
             if j is not None:
                 bits |= past[j] | (1 << j)
         past.append(bits)
+    return past
+
+
+def _taken_out_by(ordered: list[Op]) -> dict[bytes, list[int]]:
+    """identity -> positions (in ``ordered``) of the ops taking it out."""
+    out_by: dict[bytes, list[int]] = {}
+    for i, o in enumerate(ordered):
+        who = taken_out(o)
+        if who is not None:
+            out_by.setdefault(who, []).append(i)
+    return out_by
+
+
+def _counting(
+    ordered: list[Op], past: list[int], out_by: dict[bytes, list[int]]
+) -> dict[bytes, list[int]]:
+    """identity -> positions (in ``ordered``) of the ops taking it out that count for
+    voiding: see :func:`counting_removals`."""
+
+    def concurrent(i: int, j: int) -> bool:
+        return i != j and not (past[j] >> i) & 1 and not (past[i] >> j) & 1
+
+    # the attack graph: a removal is attacked by each op that takes its author out
+    # concurrently; a leave is never attacked
+    attackers: dict[int, list[int]] = {}
+    attacks: dict[int, list[int]] = {}
+    for i, o in enumerate(ordered):
+        if o.kind is OpKind.REMOVE:
+            found = [j for j in out_by.get(o.author, ()) if concurrent(i, j)]
+            attackers[i] = found
+            for j in found:
+                attacks.setdefault(j, []).append(i)
+    # its grounded labelling (unique, whatever the order): IN when every attacker is OUT,
+    # OUT when some attacker is IN; what is left (attacks in a cycle) is undecided
+    left = {i: len(found) for i, found in attackers.items()}
+    status: dict[int, bool] = {}  # True: IN, False: OUT
+    todo = sorted(j for positions in out_by.values() for j in positions if left.get(j, 0) == 0)
+    for j in todo:
+        status[j] = True
+    while todo:
+        j = todo.pop()
+        for i in attacks.get(j, ()):
+            if i in status:
+                continue
+            status[i] = False  # attacked by an IN op
+            for k in attacks.get(i, ()):
+                left[k] -= 1
+                if left[k] == 0 and k not in status:
+                    status[k] = True
+                    todo.append(k)
+    return {
+        who: [j for j in positions if status.get(j) is not False]
+        for who, positions in out_by.items()
+    }
+
+
+def counting_removals(ops: Iterable[Op]) -> frozenset[bytes]:
+    """Ids of the ops that take someone out of the group and count for voiding.
+
+    Leaves always count. A removal counts unless it is itself void because its author was
+    taken out, concurrently, by an op that counts (so a removed admin's removals, dated
+    back, void nothing): the removals form an attack graph (each is attacked by every op
+    taking its author out concurrently), and a removal counts unless its grounded label
+    is OUT (some attacker is IN). The grounded labelling is unique and does not depend on
+    any order, so every member with the same ops agrees. Removals attacking each other in
+    a cycle (each author could remove the other in its own causal past: admins promoted
+    concurrently) stay undecided and count, as every removal did before: removal wins.
+    """
+    ordered = sorted(ops, key=lambda o: o.sort_key)
+    out_by = _taken_out_by(ordered)
+    if any(o.kind is OpKind.REMOVE and o.author in out_by for o in ordered):
+        out_by = _counting(ordered, _causal_pasts(ordered), out_by)
+    return frozenset(ordered[j].op_id for positions in out_by.values() for j in positions)
+
+
+def concurrent_with_removal(ordered: list[Op]) -> frozenset[bytes]:
+    """Ids of the ops void because they are concurrent with a removal of their author.
+
+    An op whose author is taken out of the group (removed, or by its own leave) by an op
+    that neither saw it nor was seen by it, and that counts (:func:`counting_removals`),
+    counts for nothing: the author may have made it after learning of the removal, choosing
+    old dependencies to date it back (no scheme without a central sequencer can tell that
+    from a real partition), so removal wins. Leaves are never void (they only take their
+    own author out). A removal that is void this way because its author was taken out by
+    a removal that counts voids nothing itself, so a removed admin cannot void the later
+    ops of admins junior to it by dating a removal of them back. Every accepted op was
+    allowed in its own causal past, so this depends on the set of ops only. ``ordered``
+    is in fold order, in which every op comes after its dependencies.
+    """
+    out_by = _taken_out_by(ordered)
+    suspects = [
+        i for i, o in enumerate(ordered) if o.kind is not OpKind.LEAVE and o.author in out_by
+    ]
+    if not suspects:
+        return frozenset()
+    past = _causal_pasts(ordered)
+    counting = _counting(ordered, past, out_by)
     void: set[bytes] = set()
     for i in suspects:
-        for j in removed_by[ordered[i].author]:
+        o = ordered[i]
+        for j in counting[o.author]:
             if j != i and not (past[j] >> i) & 1 and not (past[i] >> j) & 1:
-                void.add(ordered[i].op_id)
+                void.add(o.op_id)
                 break
     return frozenset(void)

@@ -29,7 +29,7 @@ from chatcore.group.consts import (
 )
 from chatcore.group.keys import InstallationKey, Rng
 from chatcore.group.ops import Op, OpKind, decode_op, group_id_for, make_op
-from chatcore.group.roster import Roster, effect, fold, refusal, taken_out
+from chatcore.group.roster import Roster, counting_removals, effect, fold, refusal, taken_out
 from chatcore.group.sender_keys import (
     ParsedFrame,
     ReceiverChain,
@@ -172,13 +172,24 @@ def _closure(op: Op, ops: Mapping[bytes, Op], cands: Mapping[bytes, Op]) -> list
     return sorted(need.values(), key=lambda o: o.sort_key)
 
 
-def _removed_concurrently(op: Op, ops: Mapping[bytes, Op]) -> bool:
-    """True if ``ops`` hold a removal (or leave) of ``op``'s author that ``op`` has not seen."""
-    removals = [o.op_id for o in ops.values() if taken_out(o) == op.author]
+def _removed_concurrently(
+    op: Op, ops: Mapping[bytes, Op], counting: frozenset[bytes] | None = None
+) -> bool:
+    """True if ``ops`` hold a removal (or leave) of ``op``'s author that ``op`` has not seen
+    and that counts (``roster.counting_removals(ops)``, given as ``counting`` or computed):
+    then ``op`` is void in any log holding ``ops`` (``roster.concurrent_with_removal``)."""
+    removals = [o for o in ops.values() if taken_out(o) == op.author]
     if not removals:
         return False
     past = _ancestors(ops, op)  # ``op`` itself is not in ``ops`` yet
-    return any(r not in past for r in removals)
+    unseen = [r for r in removals if r.op_id not in past]
+    if not unseen:
+        return False
+    if any(r.kind is OpKind.LEAVE for r in unseen):
+        return True  # leaves always count
+    if counting is None:
+        counting = counting_removals(ops.values())
+    return any(r.op_id in counting for r in unseen)
 
 
 def _bounded(cands: Mapping[bytes, Op]) -> tuple[Op, ...]:
@@ -489,6 +500,8 @@ class GroupState:
                 rejected.extend(errors)
                 break
             todo = retry
+        if changed:
+            view._readmit(ops, cands, directory, signers)
         candidates = _bounded(cands)
         if not changed:
             same = candidates == self.candidates
@@ -507,19 +520,23 @@ class GroupState:
         cands: dict[bytes, Op],
         directory: Directory,
         signers: Directory | None = None,
+        counting: frozenset[bytes] | None = None,
     ) -> bool:
         """Check ``op`` against ``ops`` and add it: True. Raises GroupError (nothing changed).
 
         A valid add, promotion or rename concurrent with a removal of its author that we know
-        counts for nothing in any log that holds that removal (see
-        ``roster.concurrent_with_removal``; every removal counts there, void or not, and
+        and that counts (``roster.counting_removals``: a leave, or a removal not void
+        itself) counts for nothing in our log (see ``roster.concurrent_with_removal``;
         removals always enter the log), so it is not added but kept in ``cands`` (False): a
         member that got it earlier may have built on it, and an op that depends on
         candidates brings them in with it, each checked. An author cannot bring in its own
-        void ops this way (its op would be void, or not allowed, too). So what is accepted
-        depends on the arrival order only in ops that count for nothing and change nothing
-        else, and is healed by the ops that need them. (Setting removals aside too made
-        members diverge: a void removal still voids its target's concurrent ops.)
+        void ops this way (its op would be void, or not allowed, too). Whether a removal
+        counts can change as ops arrive (a later removal of its author makes it void), so
+        candidates are checked again whenever the log grows (``_readmit``) and enter it
+        once they count. So what is accepted depends on the arrival order only in ops that
+        count for nothing in the log as it stands and change nothing else. (Setting
+        removals aside too made members diverge: a removal that counts voids its target's
+        concurrent ops, and whether it counts depends on the other removals.)
 
         ``signers`` (every installation an identity ever had): an op signed by a device
         revoked since is kept aside the same way (members that got it while the device
@@ -543,7 +560,7 @@ class GroupState:
             # by a device revoked since is refused, as a thief's could be dated back
             if revoked_signer:
                 raise GroupError("a removal signed by a revoked installation")
-        elif revoked_signer or _removed_concurrently(op, trial):
+        elif revoked_signer or _removed_concurrently(op, trial, counting):
             cands.pop(op.op_id, None)
             cands[op.op_id] = op  # newest last
             return False
@@ -553,6 +570,39 @@ class GroupState:
         ops[op.op_id] = op
         cands.pop(op.op_id, None)
         return True
+
+    def _readmit(
+        self,
+        ops: dict[bytes, Op],
+        cands: dict[bytes, Op],
+        directory: Directory,
+        signers: Directory | None = None,
+    ) -> bool:
+        """Move the candidates that count now into ``ops`` (True if any); call it whenever
+        ``ops`` grew. Whether a removal counts is not monotone in the log: a removal of
+        ``a`` arriving later makes ``a``'s concurrent removal of ``j`` void, so it stops
+        voiding ``j``'s ops, and a member that set one of them aside must then hold it as
+        a member that got it first does. Candidates are never removals, so what counts is
+        computed once. One signed by a device revoked since stays aside (it comes in only
+        with an op that depends on it, as in ``_admit``)."""
+        if not cands:
+            return False
+        counting = counting_removals(ops.values())
+        back = False
+        for c in sorted(cands.values(), key=lambda o: o.sort_key):  # dependencies first
+            if c.op_id not in cands or c.installation not in _devices(directory, c.author):
+                continue
+            closure = _closure(c, ops, cands)
+            if closure is None:
+                continue
+            trial = {**ops, **{x.op_id: x for x in closure}} if closure else ops
+            if _removed_concurrently(c, trial, counting):
+                continue
+            try:
+                back |= self._admit(c, ops, cands, directory, signers, counting)
+            except GroupError:
+                continue  # e.g. the log is full
+        return back
 
     def _check(
         self,
@@ -616,6 +666,8 @@ class GroupState:
         ops = dict(self.ops)
         cands = {c.op_id: c for c in self.candidates}
         added = self._admit(op, ops, cands, directory, signers)
+        if added:
+            replace(self, heads=())._readmit(ops, cands, directory, signers)
         state = replace(self, candidates=_bounded(cands))
         if not added:
             return state, []

@@ -1,0 +1,100 @@
+"""A removed admin cannot void the ops of admins junior to it by dating removals back."""
+
+from __future__ import annotations
+
+from itertools import permutations
+
+from chatcore.group import GroupState, OpKind, decode_op
+from chatcore.group.ops import make_op
+
+from . import World
+from .test_convergence import _deliver
+
+
+def _backdated(w: World, who: bytes, view: GroupState, kind: OpKind, target: bytes) -> bytes:
+    """An op by ``who`` on the dependencies of ``view`` (an old state of it)."""
+    return make_op(
+        w.dev(who).key, kind, group_id=view.group_id, epoch=len(view.ops), deps=view.heads,
+        author=who, created_ms=w.now, target=target,
+    ).raw  # fmt: skip
+
+
+def _state(w: World, who: bytes) -> GroupState:
+    s = w.dev(who).state
+    assert s is not None
+    return s
+
+
+def _op(
+    s: GroupState, method: str, w: World, who: bytes, *args: object
+) -> tuple[GroupState, bytes]:
+    s, out = getattr(s, method)(*args, w.dev(who).key, w.directory, w.rng, w.now)
+    return s, out[0].payload
+
+
+def test_a_removed_admin_cannot_void_a_junior_admins_later_ops() -> None:
+    """s (creator) promotes a, then j (a is senior to j), then removes a. a, removed, signs
+    a removal of j on dependencies from when it was admin (concurrent with its own removal,
+    so void). That void removal must not void what j did after that point: j's add of z,
+    its promotion of m and its removal of x stay effective at every member, in any order."""
+    w = World(31)
+    s, a, j, m, x, o = (w.person() for _ in range(6))
+    w.create(s, [a, j, m, x, o])
+    w.act(s, "promote", a)
+    w.act(s, "promote", j)
+    a_then, o_then = _state(w, a), _state(w, o)
+    z = w.person()
+    sj = _state(w, j)
+    sj, add_z = _op(sj, "add_member", w, j, z)  # before j sees a's removal
+    ss, rm_a = _op(_state(w, s), "remove_member", w, s, a)
+    sj, _ = sj.apply_op(rm_a, w.directory, w.rng)
+    sj, promote_m = _op(sj, "promote", w, j, m)  # after it
+    sj, rm_x = _op(sj, "remove_member", w, j, x)
+    dated_back = _backdated(w, a, a_then, OpKind.REMOVE, j)
+    assert decode_op(dated_back).epoch <= decode_op(rm_a).epoch  # concurrent with it
+    everything = [add_z, rm_a, promote_m, rm_x, dated_back]
+    ends = [_deliver(w, o_then, list(order)) for order in permutations(everything)]
+    ends.append(o_then.apply_ops(everything, w.directory, w.rng)[0])
+    ends.append(o_then.apply_ops(everything[::-1], w.directory, w.rng)[0])
+    ends.append(_deliver(w, sj, [dated_back]))
+    ends.append(_deliver(w, ss, [add_z, promote_m, rm_x, dated_back]))
+    views = {(e.members(), e.admins(), e.name) for e in ends}
+    assert len(views) == 1, views
+    members, admins, _name = views.pop()
+    assert a not in members and x not in members  # a's removal and j's removal of x stand
+    assert j in members and z in members  # j stays; its add counts
+    assert admins == {s, j, m}  # its promotion counts
+    # j's ops count everywhere, so every member holds them in its log, not aside
+    j_ops = {decode_op(op).op_id for op in (add_z, promote_m, rm_x)}
+    assert all(j_ops <= set(e.ops) for e in ends)
+    assert len({frozenset(e.ops) for e in ends}) == 1
+
+
+def test_an_op_set_aside_for_a_removal_that_stops_counting_comes_back() -> None:
+    """j adds z while, unknown to it, s removes a and a (dating it back) removes j. Member p
+    gets j's add first, then a's removal of j, then s's removal of a; member q gets a's
+    removal of j first, so it sets j's add aside (its author is removed concurrently, as
+    far as q knows), then the add, then s's removal of a — which makes a's removal of j
+    void and stop counting. Both must end with j's add in their log and z a member."""
+    w = World(32)
+    s, a, j, p, q = (w.person() for _ in range(5))
+    w.create(s, [a, j, p, q])
+    w.act(s, "promote", a)
+    w.act(s, "promote", j)
+    a_then, p0, q0 = _state(w, a), _state(w, p), _state(w, q)
+    z = w.person()
+    _, add_z = _op(_state(w, j), "add_member", w, j, z)
+    _, rm_a = _op(_state(w, s), "remove_member", w, s, a)
+    dated_back = _backdated(w, a, a_then, OpKind.REMOVE, j)
+    sp = _deliver(w, p0, [add_z, dated_back, rm_a])
+    sq = q0
+    for raw in (dated_back, add_z):
+        sq, _ = sq.apply_op(raw, w.directory, w.rng)
+    assert decode_op(add_z).op_id in {c.op_id for c in sq.candidates}  # aside, for now
+    sq, _ = sq.apply_op(rm_a, w.directory, w.rng)
+    assert sp.members() == sq.members() and sp.admins() == sq.admins()
+    assert set(sp.ops) == set(sq.ops)
+    assert z in sq.members() and j in sq.members() and a not in sq.members()
+    assert not sq.candidates
+    again = GroupState.from_bytes(sq.to_bytes())
+    assert again.members() == sq.members() and set(again.ops) == set(sq.ops)
