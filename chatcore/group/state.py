@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
+from itertools import islice
 
 from chatcore.codec import Reader, blob, varint
 from chatcore.errors import ChatCoreError, DecryptionError, GroupError, MalformedMessage
@@ -173,12 +174,19 @@ def _closure(op: Op, ops: Mapping[bytes, Op], cands: Mapping[bytes, Op]) -> list
 
 
 def _removed_concurrently(
-    op: Op, ops: Mapping[bytes, Op], counting: frozenset[bytes] | None = None
+    op: Op,
+    ops: Mapping[bytes, Op],
+    counting: frozenset[bytes] | None = None,
+    out_of: Mapping[bytes, list[Op]] | None = None,
 ) -> bool:
     """True if ``ops`` hold a removal (or leave) of ``op``'s author that ``op`` has not seen
     and that counts (``roster.counting_removals(ops)``, given as ``counting`` or computed):
-    then ``op`` is void in any log holding ``ops`` (``roster.concurrent_with_removal``)."""
-    removals = [o for o in ops.values() if taken_out(o) == op.author]
+    then ``op`` is void in any log holding ``ops`` (``roster.concurrent_with_removal``).
+    ``out_of``: the ops of ``ops`` taking each identity out, if known (:func:`_out_of`)."""
+    if out_of is not None:
+        removals = out_of.get(op.author, [])
+    else:
+        removals = [o for o in ops.values() if taken_out(o) == op.author]
     if not removals:
         return False
     past = _ancestors(ops, op)  # ``op`` itself is not in ``ops`` yet
@@ -190,6 +198,16 @@ def _removed_concurrently(
     if counting is None:
         counting = counting_removals(ops.values())
     return any(r.op_id in counting for r in unseen)
+
+
+def _out_of(ops: Iterable[Op], into: dict[bytes, list[Op]] | None = None) -> dict[bytes, list[Op]]:
+    """identity -> the ops taking it out (removals of it, its leave), added to ``into``."""
+    out = {} if into is None else into
+    for o in ops:
+        who = taken_out(o)
+        if who is not None:
+            out.setdefault(who, []).append(o)
+    return out
 
 
 def _bounded(cands: Mapping[bytes, Op]) -> tuple[Op, ...]:
@@ -482,6 +500,10 @@ class GroupState:
         rejected: list[tuple[bytes, ChatCoreError]] = []
         changed = False
         view = replace(self, heads=())  # never the made-on-our-heads shortcut of _check
+        # who is taken out by which op, kept up to date as ops come in: looking it up per
+        # op keeps checking a long log linear (candidates are never removals, so the index
+        # of ``ops`` is that of any trial set too)
+        out_of = _out_of(ops.values())
         while todo:
             retry: list[bytes] = []
             errors: list[tuple[bytes, ChatCoreError]] = []
@@ -490,7 +512,10 @@ class GroupState:
                     op = decode_op(raw)
                     if op.op_id in ops:
                         continue
-                    changed |= view._admit(op, ops, cands, directory, signers)
+                    size = len(ops)
+                    changed |= view._admit(op, ops, cands, directory, signers, None, out_of)
+                    if len(ops) > size:  # newest last (dicts keep insertion order)
+                        _out_of(islice(reversed(ops.values()), len(ops) - size), out_of)
                 except GroupError as err:
                     retry.append(raw)
                     errors.append((raw, err))
@@ -521,6 +546,7 @@ class GroupState:
         directory: Directory,
         signers: Directory | None = None,
         counting: frozenset[bytes] | None = None,
+        out_of: Mapping[bytes, list[Op]] | None = None,
     ) -> bool:
         """Check ``op`` against ``ops`` and add it: True. Raises GroupError (nothing changed).
 
@@ -560,7 +586,7 @@ class GroupState:
             # by a device revoked since is refused, as a thief's could be dated back
             if revoked_signer:
                 raise GroupError("a removal signed by a revoked installation")
-        elif revoked_signer or _removed_concurrently(op, trial, counting):
+        elif revoked_signer or _removed_concurrently(op, trial, counting, out_of):
             cands.pop(op.op_id, None)
             cands[op.op_id] = op  # newest last
             return False
