@@ -32,8 +32,9 @@ epoch (``epoch`` = number of accepted ops), whatever the arrival order.
     a removal that is void this way (its author was removed concurrently by a removal
     that counts) voids nothing itself (:func:`chatcore.group.roster.counting_removals`);
   - admins rank by when they became admin (the creator first) and an admin removes
-    only admins made after them, so two admins cannot remove each other (unless they
-    were made admin concurrently: see Limits);
+    only admins made after them, so two admins cannot remove each other (if they were
+    made admin concurrently, each may in some causal past: the removal by the one made
+    admin first in fold order stands);
   - if the last admin leaves or is removed, the remaining member with the smallest
     identity id becomes admin.
 * An add, promotion or rename that arrives concurrent with a removal of its author that
@@ -49,10 +50,7 @@ epoch (``epoch`` = number of accepted ops), whatever the arrival order.
   about 270 ops goes in parts: ``chatcore.groupchat``). A removed admin can still flood a member
   that has not yet seen its removal with void ops (that member's epoch then runs ahead of
   the others' until they converge; at ``MAX_OPS`` the removal itself would be refused
-  there). Its dated-back removals void nothing, unless its remover could not remove it
-  in every causal past (the two were made admin concurrently): then it can date back a
-  removal of its remover, the two removals void each other (a cycle: both count, both
-  are void) and it stays in the group, as before this rule.
+  there). Its dated-back removals void nothing.
 
 Keys
 ----

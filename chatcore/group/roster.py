@@ -169,23 +169,45 @@ def _counting(
             for j in found:
                 attacks.setdefault(j, []).append(i)
     # its grounded labelling (unique, whatever the order): IN when every attacker is OUT,
-    # OUT when some attacker is IN; what is left (attacks in a cycle) is undecided
+    # OUT when some attacker is IN
     left = {i: len(found) for i, found in attackers.items()}
     status: dict[int, bool] = {}  # True: IN, False: OUT
+
+    def settle(todo: list[int]) -> None:
+        while todo:
+            j = todo.pop()
+            for i in attacks.get(j, ()):
+                if i in status:
+                    continue
+                status[i] = False  # attacked by an IN op
+                for k in attacks.get(i, ()):
+                    left[k] -= 1
+                    if left[k] == 0 and k not in status:
+                        status[k] = True
+                        todo.append(k)
+
     todo = sorted(j for positions in out_by.values() for j in positions if left.get(j, 0) == 0)
     for j in todo:
         status[j] = True
-    while todo:
-        j = todo.pop()
-        for i in attacks.get(j, ()):
-            if i in status:
-                continue
-            status[i] = False  # attacked by an IN op
-            for k in attacks.get(i, ()):
-                left[k] -= 1
-                if left[k] == 0 and k not in status:
-                    status[k] = True
-                    todo.append(k)
+    settle(todo)
+    # What is left attacks itself in cycles: removals by admins made admin concurrently
+    # (each could remove the other in some causal past). Seniority decides, as it does
+    # between admins who know of each other: the removal whose author became admin first
+    # in fold order stands (IN), then the labelling goes on from it. Who became admin
+    # when is read from the ops that made them admin, which no removal can date back.
+    undecided = [i for i in attackers if i not in status]
+    if undecided:
+        made_admin: dict[bytes, int] = {}
+        for i, o in enumerate(ordered):
+            if o.kind is OpKind.CREATE:
+                made_admin.setdefault(o.author, i)
+            elif o.kind is OpKind.PROMOTE:
+                made_admin.setdefault(o.target, i)
+        rank = {i: (made_admin.get(ordered[i].author, len(ordered)), i) for i in undecided}
+        for best in sorted(undecided, key=rank.__getitem__):
+            if best not in status:
+                status[best] = True
+                settle([best])
     return {
         who: [j for j in positions if status.get(j) is not False]
         for who, positions in out_by.items()
@@ -202,7 +224,9 @@ def counting_removals(ops: Iterable[Op]) -> frozenset[bytes]:
     is OUT (some attacker is IN). The grounded labelling is unique and does not depend on
     any order, so every member with the same ops agrees. Removals attacking each other in
     a cycle (each author could remove the other in its own causal past: admins promoted
-    concurrently) stay undecided and count, as every removal did before: removal wins.
+    concurrently) are settled by seniority: the removal by the admin made admin first (in
+    fold order) stands, and the labelling goes on from it; so a junior removed by a senior
+    cannot stay by dating back a removal of the senior to before the senior's promotion.
     """
     ordered = sorted(ops, key=lambda o: o.sort_key)
     out_by = _taken_out_by(ordered)

@@ -98,3 +98,38 @@ def test_an_op_set_aside_for_a_removal_that_stops_counting_comes_back() -> None:
     assert not sq.candidates
     again = GroupState.from_bytes(sq.to_bytes())
     assert again.members() == sq.members() and set(again.ops) == set(sq.ops)
+
+
+def test_admins_made_concurrently_the_senior_ones_removal_stands() -> None:
+    """c promotes s while, concurrently, b promotes a: the two promotions sort one before the
+    other, so one of s and a is the senior admin once both are known. The senior removes
+    the junior; the junior, removed, dates back a removal of the senior to a past where
+    the senior was not admin yet (allowed there: a plain member). The two removals attack
+    each other (a cycle); the senior's must stand — the junior is out, the senior stays
+    admin and what it did next counts — at every member, in any order."""
+    w = World(33)
+    c, b, s, a, o = (w.person() for _ in range(5))
+    w.create(c, [b, s, a, o])
+    w.act(c, "promote", b)
+    base = {x: _state(w, x) for x in (c, b, s, a, o)}
+    _, p_s = _op(base[c], "promote", w, c, s)
+    _, p_a = _op(base[b], "promote", w, b, a)
+    first, second = sorted((p_s, p_a), key=lambda raw: decode_op(raw).sort_key)
+    senior, junior = (s, a) if first == p_s else (a, s)
+    assert decode_op(first).epoch == decode_op(second).epoch  # concurrent
+    merged = _deliver(w, base[senior], [p_s, p_a])
+    assert merged.admins() == {c, b, s, a}
+    merged, rm_junior = _op(merged, "remove_member", w, senior, junior)
+    z = w.person()
+    merged, add_z = _op(merged, "add_member", w, senior, z)
+    junior_then = _deliver(w, base[junior], [p_a if junior == a else p_s])
+    assert senior not in junior_then.admins()
+    dated_back = _backdated(w, junior, junior_then, OpKind.REMOVE, senior)
+    everything = [p_s, p_a, rm_junior, add_z, dated_back]
+    ends = [_deliver(w, base[o], list(order)) for order in permutations(everything)]
+    ends.append(base[o].apply_ops(everything, w.directory, w.rng)[0])
+    ends.append(_deliver(w, merged, [dated_back]))
+    views = {(e.members(), e.admins()) for e in ends}
+    assert len(views) == 1, views
+    members, admins = views.pop()
+    assert junior not in members and senior in admins and z in members
