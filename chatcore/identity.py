@@ -314,7 +314,9 @@ def check_not_revoked(client: Client) -> None:
                     client.store.set_meta("revoked", b"1")
             raise DeviceRevoked(
                 f"this device (0x{client.installation_id.hex()[:16]}…) was revoked on chain: "
-                "it can no longer send or receive; link it again with 'devices link' in a new home"
+                "it can no longer send or receive; link it again with 'devices link' in a new "
+                "home — or, if you did not revoke it, take your identity back with "
+                "'recovery restore' and your recovery phrase"
             )
 
 
@@ -894,7 +896,7 @@ def change_recovery(client: Client, passphrase: str, new: Any | None) -> Recover
     pending = client.registry.pending_recovery(client.identity_id)
     if pending is not None and pending.recovery.lower() == address.lower():
         with client.store.transaction():
-            client.store.set_meta("recovery_pending", address.encode())
+            client.store.set_meta("recovery_pending", _proposal_key(pending))
         return RecoveryChange(address, True, pending.ready_at, _gas(receipt))
     with client.store.transaction():
         client.store.set_meta("recovery", address.encode())
@@ -962,14 +964,22 @@ def recovery_status(client: Client) -> dict[str, Any]:
     pending = reg.pending_recovery(client.identity_id)
     out: dict[str, Any] = {"recovery": state.recovery, "pending": None}
     if pending is not None:
-        mine = (client.store.get_meta("recovery_pending") or b"").decode().lower()
         out["pending"] = {
             "recovery": pending.recovery,
             "ready_at": pending.ready_at,
             "ready": reg.latest_timestamp() >= pending.ready_at,
-            "proposed_here": mine == pending.recovery.lower(),
+            "proposed_here": client.store.get_meta("recovery_pending") == _proposal_key(pending),
         }
+    elif client.store.get_meta("recovery_pending") is not None:
+        with client.store.transaction():
+            client.store.delete_meta("recovery_pending")  # confirmed or cancelled elsewhere
     return out
+
+
+def _proposal_key(pending: Any) -> bytes:
+    """What this home remembers of a proposal it made: the account and when it is ready
+    (a proposal is never told apart by its account alone: a thief may propose the same)."""
+    return f"{pending.recovery.lower()}:{pending.ready_at}".encode()
 
 
 def foreign_recovery_change(client: Client) -> Any | None:
@@ -978,10 +988,13 @@ def foreign_recovery_change(client: Client) -> Any | None:
     Someone holding the owner key made it — another of the user's devices, or a thief
     holding one: the user should see it within the registry's delay (one eth_call)."""
     pending = client.registry.pending_recovery(client.identity_id)
-    mine = (client.store.get_meta("recovery_pending") or b"").decode().lower()
-    if pending is None or pending.recovery.lower() == mine:
+    mine = client.store.get_meta("recovery_pending")
+    if pending is None:
+        if mine is not None:
+            with client.store.transaction():
+                client.store.delete_meta("recovery_pending")  # confirmed or cancelled
         return None
-    return pending
+    return None if mine == _proposal_key(pending) else pending
 
 
 def _utc(ts: int) -> str:
@@ -1117,8 +1130,12 @@ def restore(
 ) -> tuple[Client, Restored]:  # fmt: skip
     """With every device lost: take the identity back with the recovery phrase.
 
-    The recovery account makes a fresh owner (setOwner with the new owner's consent) and
-    revokes every active installation; the new owner registers this home's installation."""
+    The recovery account first takes the ownership itself (``setOwner`` to its own address
+    needs no consent, so it does not depend on who owns the identity when it lands: a thief
+    holding the owner key can neither front-run it with a copied consent nor dodge it by
+    moving the owner, and it cancels a recovery change the thief proposed). Then it revokes
+    every active installation and hands the ownership to a fresh owner (with that owner's
+    consent); the new owner registers this home's installation."""
     from eth_account import Account
 
     from chatcore.client import PREKEY_TTL_S, Client, _scope
@@ -1133,15 +1150,17 @@ def restore(
         raise IdentityError(f"{home.path} already holds an identity: restore into a new home")
     _fund(network, registry, acct.address)
     gas = 0
+    if state.owner.lower() != acct.address.lower():  # (already so after an interrupted run)
+        gas += _gas(registry.set_owner(acct, state.identity_id, acct.address, 0, b""))
     revoked = []
-    for inst in state.installations:
+    for inst in registry.get_identity(state.identity_id).installations:
         if not inst.revoked:
             gas += _gas(registry.revoke_installation(acct, state.identity_id, inst.installation_id))
             revoked.append(inst.installation_id)
     new_owner = Account.from_key(rng(32))
     deadline = registry.latest_timestamp() + SIG_TTL_S
     msg = {
-        "id": state.identity_id, "newOwner": new_owner.address, "currentOwner": state.owner,
+        "id": state.identity_id, "newOwner": new_owner.address, "currentOwner": acct.address,
         "nonce": registry.nonce_of(new_owner.address), "deadline": deadline,
     }  # fmt: skip
     sig = typed_signature(

@@ -609,8 +609,8 @@ def sync(ctx: Ctx) -> None:
 
     async def go() -> Any:
         try:
+            _warn_recovery_change(client)  # first: a thief may have revoked this device too
             msgs = await client.sync()
-            _warn_recovery_change(client)
             return [message_doc(client, m) for m in msgs], [
                 _where(client, m) + message_line(client, m) for m in msgs
             ]

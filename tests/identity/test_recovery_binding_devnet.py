@@ -230,3 +230,75 @@ def test_a_phrase_bound_to_two_identities_is_refused(
     for v in (first, second):
         assert _installations(reg, v.identity_id) == before[v.identity_id]
         assert reg.get_identity(v.identity_id).owner == v.owner.address
+
+
+def test_restore_wins_against_a_thief_holding_the_owner_key(
+    chain_network: NetworkConfig, reg: Registry, w3: Web3, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A thief holding a device (so the owner key) proposes a recovery of its own, and when
+    it sees the user's restore coming it moves the owner to another key of its own. The
+    restore must still take the identity back and cancel the thief's recovery change."""
+    import chatcore.identity as ci
+    from chatcore.identity import SIG_TTL_S, typed_signature
+    from tests.discovery.test_resolver import new_owner
+
+    victim = _init(chain_network, tmp_path / "victim")
+    reg.set_recovery(victim.owner, victim.identity_id, Account.create())
+    assert reg.pending_recovery(victim.identity_id) is not None
+    real = ci.identity_for_phrase
+
+    def racing(network: NetworkConfig, phrase: str, *args: object) -> tuple[object, object]:
+        found = real(network, phrase, *args)  # the restore has read the identity ...
+        thief2 = new_owner(w3)  # ... and the thief moves the owner before it acts
+        deadline = reg.latest_timestamp() + SIG_TTL_S
+        msg = {"id": victim.identity_id, "newOwner": thief2.address,
+               "currentOwner": victim.owner.address, "nonce": 0, "deadline": deadline}  # fmt: skip
+        sig = typed_signature(
+            thief2, "AcceptOwnership", msg, chain_network.chain_id, reg.identity.address
+        )
+        reg.set_owner(victim.owner, victim.identity_id, thief2.address, deadline, sig)
+        return found
+
+    monkeypatch.setattr(ci, "identity_for_phrase", racing)
+    client, res = ci.restore(tmp_path / "new", PASSPHRASE, chain_network, victim.phrase)
+    client.close()
+    state = reg.get_identity(victim.identity_id)
+    assert state.owner == res.owner and state.recovery == recovery_account(victim.phrase).address
+    assert reg.pending_recovery(victim.identity_id) is None
+    assert [i.installation_id for i in state.installations if not i.revoked] == [
+        res.installation_id
+    ]
+
+
+def test_a_thiefs_proposal_is_told_from_one_made_here_earlier(
+    chain_network: NetworkConfig, reg: Registry, w3: Web3, tmp_path: Path
+) -> None:
+    """The user proposed clearing the recovery, then cancelled it with the phrase (no
+    device): the home still remembers its proposal. A thief's later proposal of the same
+    (clearing) must still be reported as not made here; and once nothing is pending the
+    home forgets its own."""
+    from chatcore.identity import (
+        cancel_recovery_change,
+        change_recovery,
+        foreign_recovery_change,
+        recovery_status,
+    )
+
+    client, res = Client.init(tmp_path / "user", PASSPHRASE, chain_network, None)
+    try:
+        mine = change_recovery(client, PASSPHRASE, None)
+        assert mine.pending and foreign_recovery_change(client) is None
+        assert recovery_status(client)["pending"]["proposed_here"]
+        cancel_recovery_change(chain_network, phrase=res.recovery_phrase)
+        advance_time(w3, 60)
+        owner = client._owner(PASSPHRASE)
+        reg.set_recovery(owner, client.identity_id, None)  # the thief, with the owner key
+        theirs = foreign_recovery_change(client)
+        assert theirs is not None and theirs.ready_at != mine.ready_at
+        assert not recovery_status(client)["pending"]["proposed_here"]
+        cancel_recovery_change(chain_network, phrase=res.recovery_phrase)
+        assert foreign_recovery_change(client) is None
+        assert client.store.get_meta("recovery_pending") is None
+    finally:
+        client.close()
