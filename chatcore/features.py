@@ -82,6 +82,10 @@ MAX_DROPPED_IDS = 10_000
 #: one, leave one, or make the inviter a contact (a contact's invitations are not counted)
 MAX_QUIET_INVITES_PER_STRANGER = 8
 MAX_QUIET_STRANGER_INVITES = 64
+#: a home made by ``recovery restore`` takes every group its members send it, unbounded, for
+#: this long (it knows no contacts yet, and the admins welcome its new device only once)
+INVITES_UNBOUNDED_AFTER_RESTORE_MS = 7 * 86_400_000
+INVITES_UNBOUNDED_META = "invites_unbounded_until"
 DIRECT_ACK_DELAY_MS = 3_000
 GROUP_ACK_DELAY_MS = 15_000
 
@@ -377,6 +381,9 @@ class Features:
             a == self.me or self.contact_state(a) == ContactState.CONTACT for a in inviters
         ):
             return None
+        until = self.store.get_meta(INVITES_UNBOUNDED_META)
+        if until is not None and self.now() < int(until):
+            return None  # a restored home getting its groups back
         for a in sorted(inviters):
             if self.store.quiet_invitations(self.me, a) >= MAX_QUIET_INVITES_PER_STRANGER:
                 return (

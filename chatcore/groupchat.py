@@ -767,6 +767,12 @@ class GroupChat:
             return [], []  # a replay (anti-entropy re-offers the whole log): nothing to do
         before_members, before_admins = state.members(), state.admins()
         new, out = state.apply_op(item, self._ids, rng, self.engine.clock_ms(), self._signers())
+        if not state.is_member and new.is_member:  # added back: an invitation too
+            who = {op.author}
+            if self.refuse_invites_from(op.author) or self.invitation_refusal(who) is not None:
+                log.info("ignored being added back to a group: refused invitation")
+                return [], []
+            self.store.record_invitation(gid, op.author, self.engine.clock_ms())
         self._save(new)
         frames = self._dispatch(new, state, out)
         events = []

@@ -1139,6 +1139,7 @@ def restore(
     from eth_account import Account
 
     from chatcore.client import PREKEY_TTL_S, Client, _scope
+    from chatcore.features import INVITES_UNBOUNDED_AFTER_RESTORE_MS, INVITES_UNBOUNDED_META
     from chatcore.home import Home
     from chatcore.keys import InstallationKeys
     from discovery.registry import Registry
@@ -1188,6 +1189,10 @@ def restore(
     with store.transaction():
         store.set_meta("registered", b"1")
         store.set_meta("bundle_seq", b"1")
+        store.set_meta(  # its groups come back from their members: take them all for a while
+            INVITES_UNBOUNDED_META,
+            str(client.clock_ms() + INVITES_UNBOUNDED_AFTER_RESTORE_MS).encode(),
+        )
     client._publish_pq(new_owner)
     client.sync_directory()
     names = client.resolver.resolve_id(state.identity_id, fresh_prekeys=False).names

@@ -144,6 +144,38 @@ def test_unanswered_invitations_by_strangers_are_bounded(monkeypatch: pytest.Mon
     assert joined(g)
 
 
+def test_being_added_back_is_an_invitation_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatcore import features
+
+    monkeypatch.setattr(features, "MAX_QUIET_INVITES_PER_STRANGER", 1)
+    w = FWorld()
+    a, b = w.person(), w.person()
+    g1 = w.group(b, [a])
+    w.route(w.node(a).groups.leave(g1), frm=w.node(a))  # leaving makes room ...
+    g2 = w.group(b, [a])
+    assert w.node(a).groups.load(g2) is not None  # ... which g2 takes
+    w.route(w.node(b).groups.add(g1, a), frm=w.node(b))  # welcome and op: both refused
+    st = w.node(a).groups.load(g1)
+    assert st is not None and not st.is_member
+
+
+def test_a_restored_home_takes_its_groups_back_unbounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A home made by `recovery restore` knows no contacts and has written nowhere, and the
+    members welcome its new device once: for a while every group comes in."""
+    from chatcore import features
+
+    monkeypatch.setattr(features, "MAX_QUIET_INVITES_PER_STRANGER", 1)
+    w = FWorld()
+    a, b = w.person(), w.person()
+    with w.dev(a).store.transaction():
+        w.dev(a).store.set_meta(features.INVITES_UNBOUNDED_META, str(w.clock.now + 60_000).encode())
+    gids = [w.group(b, [a], f"g{i}") for i in range(3)]
+    assert all(w.node(a).groups.load(g) is not None for g in gids)
+    w.clock.now += 60_001
+    late = w.group(b, [a], "late")
+    assert w.node(a).groups.load(late) is None
+
+
 def test_blocked_member_in_a_group_is_not_shown() -> None:
     w = FWorld()
     a, b, c = w.person(), w.person(), w.person()

@@ -262,6 +262,10 @@ def test_restore_wins_against_a_thief_holding_the_owner_key(
 
     monkeypatch.setattr(ci, "identity_for_phrase", racing)
     client, res = ci.restore(tmp_path / "new", PASSPHRASE, chain_network, victim.phrase)
+    from chatcore.features import INVITES_UNBOUNDED_META
+
+    until = client.store.get_meta(INVITES_UNBOUNDED_META)  # its groups come back unbounded
+    assert until is not None and int(until) > client.clock_ms() + 6 * 86_400_000
     client.close()
     state = reg.get_identity(victim.identity_id)
     assert state.owner == res.owner and state.recovery == recovery_account(victim.phrase).address
