@@ -63,6 +63,7 @@ KIND_WELCOME_PART = 0x18
 #: bytes of welcome in one part, and parts in one welcome (MAX_OPS ops fit)
 _PART_BYTES = 60 * 1024
 MAX_WELCOME_PARTS = 64
+MAX_WELCOME_BYTES = _PART_BYTES * MAX_WELCOME_PARTS
 #: bytes of items in one control payload (the payload body holds MAX_BODY)
 _BODY_BUDGET = MAX_BODY - 64
 MAX_PENDING_ITEMS = 4096
@@ -106,7 +107,7 @@ def pack_control(items: Sequence[bytes]) -> list[bytes]:
     size = 0
     for item in items:
         if len(item) + 8 > _BODY_BUDGET:
-            if item[0] != KIND_WELCOME:
+            if item[0] != KIND_WELCOME or len(item) > MAX_WELCOME_BYTES:
                 log.warning("a group control item of %d bytes never fits a payload", len(item))
                 continue
             parts = welcome_parts(item)
@@ -435,6 +436,12 @@ class GroupChat:
             return self._dispatch(new, state, out)
 
     def add(self, group_id: bytes, identity: bytes) -> list[OutFrame]:
+        state = self.load(group_id)
+        if state is not None and len(state.welcome()) > MAX_WELCOME_BYTES:
+            raise GroupError(
+                f"this group's log is too large to welcome anyone ({len(state.ops)} ops): "
+                "create a new group"
+            )
         return self._change(group_id, "add", identity)
 
     def remove(self, group_id: bytes, identity: bytes) -> list[OutFrame]:
@@ -704,7 +711,7 @@ class GroupChat:
         if kind == KIND_WANT:
             return [], self._answer_want(state, sender, sender_inst, item)
         if kind == KIND_WELCOME_PART:
-            welcome = self._collect_part(gid, sender_inst, item)
+            welcome = self._collect_part(gid, state, sender, sender_inst, item)
             if welcome is None:
                 return [], []
             return self._apply_item(gid, sender, sender_inst, welcome)
@@ -712,6 +719,15 @@ class GroupChat:
             if (state is None or not state.is_member) and self.refuse_invites_from(sender):
                 log.info("ignored an invitation to a group from a blocked/declined identity")
                 return [], []
+            if state is None or not state.is_member:
+                # the inviters the welcome claims, before checking it (which costs): a lie
+                # (naming a contact) fails the welcome's cheap signature checks first
+                claimed = _claimed_inviters(item, self.engine.identity_id)
+                if any(self.refuse_invites_from(a) for a in claimed) or (
+                    self.invitation_refusal(claimed) is not None
+                ):
+                    log.info("ignored an invitation to a group before checking it")
+                    return [], []
             if state is not None:
                 # merge, never replace: a welcome must not make us forget our own removal
                 new, out, _rej = state.apply_ops(
@@ -788,28 +804,44 @@ class GroupChat:
         ev2, fr2 = self._replay_pending(gid)
         return events + ev2, frames + fr2
 
-    def _collect_part(self, gid: bytes, sender_inst: bytes, item: bytes) -> bytes | None:
+    def _collect_part(
+        self, gid: bytes, state: GroupState | None, sender: bytes, sender_inst: bytes,
+        item: bytes,
+    ) -> bytes | None:  # fmt: skip
         """Keep a welcome part; the whole welcome once every part from this sender is here
-        (its parts are then forgotten). MalformedMessage for a bad part or a bad whole."""
+        (its parts are then forgotten). Of one sending installation, only the parts of its
+        latest two welcomes are kept. MalformedMessage for a bad part or a bad whole;
+        GroupError for parts of a group we are in from someone who is not a member."""
         digest, _index, count, _chunk = _parse_part(item)
+        if state is not None and state.is_member and sender not in state.members():
+            raise GroupError("welcome parts for our group from a non-member")
         self.store.add_group_pending(gid, sender_inst, item, self.engine.clock_ms())
-        got: dict[int, bytes] = {}
-        pids: list[int] = []
-        for pid, inst, kept in self.store.group_pending(gid):
-            if inst != sender_inst or kept[0] != KIND_WELCOME_PART:
-                continue
+        welcomes: dict[tuple[bytes, bytes, int], dict[int, int]] = {}  # -> index -> row id
+        newest: dict[tuple[bytes, bytes, int], int] = {}
+        for pid, group, head in self.store.group_parts_from(sender_inst):
             try:
-                d, i, n, chunk = _parse_part(kept)
+                d, i, n, _ = _parse_part(head)
             except MalformedMessage:
+                self.store.delete_group_pending(pid)
                 continue
-            if d == digest and n == count:
-                got.setdefault(i, chunk)
-                pids.append(pid)
+            key = (group, d, n)
+            welcomes.setdefault(key, {}).setdefault(i, pid)
+            newest[key] = pid
+        for key in sorted(newest, key=newest.__getitem__)[:-2]:  # older welcomes: dropped
+            for pid, group, head in self.store.group_parts_from(sender_inst):
+                if head[1 + ID_LEN : 1 + 2 * ID_LEN] == key[1] and group == key[0]:
+                    self.store.delete_group_pending(pid)
+            welcomes.pop(key, None)
+        got = welcomes.get((gid, digest, count), {})
         if len(got) < count:
             return None
-        welcome = b"".join(got[i] for i in range(count))
-        for pid in pids:  # (duplicates too)
-            self.store.delete_group_pending(pid)
+        items = self.store.group_pending_items([got[i] for i in range(count)])
+        for pid, group, head in self.store.group_parts_from(sender_inst):  # duplicates too
+            if group == gid and head[1 + ID_LEN : 1 + 2 * ID_LEN] == digest:
+                self.store.delete_group_pending(pid)
+        if len(items) < count:
+            return None
+        welcome = b"".join(_parse_part(items[got[i]])[3] for i in range(count))
         if hashlib.sha256(welcome).digest() != digest or welcome[:1] != bytes((KIND_WELCOME,)):
             raise MalformedMessage("the parts of a welcome do not make it up")
         if welcome[1 : 1 + ID_LEN] != gid:
@@ -826,8 +858,6 @@ class GroupChat:
                 state = self.load(gid)
                 if state is None:
                     return events, frames
-                if item[0] == KIND_WELCOME_PART:
-                    continue  # taken when the last part arrives
                 try:
                     if item[0] == KIND_DISTRIBUTION:
                         self._save(
@@ -887,6 +917,18 @@ def _inviters(state: GroupState, me: bytes) -> set[bytes]:
     the ops that added us."""
     out: set[bytes] = set()
     for op in state.ops.values():
+        if (op.kind is OpKind.CREATE and me in op.members) or (
+            op.kind is OpKind.ADD and op.target == me
+        ):
+            out.add(op.author)
+    return out
+
+
+def _claimed_inviters(welcome: bytes, me: bytes) -> set[bytes]:
+    """Who a welcome says put us in the group (its ops decoded, not checked)."""
+    out: set[bytes] = set()
+    for raw in _welcome_ops(welcome):
+        op = decode_op(raw)
         if (op.kind is OpKind.CREATE and me in op.members) or (
             op.kind is OpKind.ADD and op.target == me
         ):

@@ -720,11 +720,30 @@ class Store:
         )
 
     def group_pending(self, group_id: bytes) -> list[tuple[int, bytes, bytes]]:
+        """Pending items of a group, welcome parts (kind 0x18) left out: see group_parts."""
         rows = self._x(
-            "SELECT id, from_installation, item FROM group_pending WHERE group_id=? ORDER BY id",
+            "SELECT id, from_installation, item FROM group_pending WHERE group_id=? "
+            "AND substr(item, 1, 1) != x'18' ORDER BY id",
             (group_id,),
         ).fetchall()
         return [(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
+
+    def group_parts_from(self, inst: bytes) -> list[tuple[int, bytes, bytes]]:
+        """(id, group id, first 96 bytes) of the welcome parts kept from one installation."""
+        rows = self._x(
+            "SELECT id, group_id, substr(item, 1, 96) FROM group_pending "
+            "WHERE from_installation=? AND substr(item, 1, 1) = x'18' ORDER BY id",
+            (inst,),
+        ).fetchall()
+        return [(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
+
+    def group_pending_items(self, ids: list[int]) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        for pid in ids:
+            row = self._x("SELECT item FROM group_pending WHERE id=?", (pid,)).fetchone()
+            if row is not None:
+                out[pid] = bytes(row[0])
+        return out
 
     def delete_group_pending(self, pending_id: int) -> None:
         self._x("DELETE FROM group_pending WHERE id=?", (pending_id,))

@@ -38,6 +38,10 @@ EPOCH_AHEAD: Final = 8
 #: the op and its causal past below this (so that every member accepts the same ops).
 #: A welcome of more than about 270 ops goes in parts (``chatcore.groupchat``).
 MAX_OPS: Final = 4096
+#: A welcome is checked op by op; an op merging branches folds its whole causal past, so
+#: the sum of the epochs of a welcome's merging ops is bounded (honest logs merge rarely:
+#: this lets a 4,000-op log hold about 500 merges; checking it takes a few seconds at most).
+MAX_MERGE_WORK: Final = 2_000_000
 #: Ops that count for nothing where they arrive (concurrent with a removal of their author
 #: that we know), kept aside as *candidates*: accepted only if an op we accept depends on
 #: them (a member that got one earlier built on it). Bounded per author and in all.
@@ -58,4 +62,5 @@ MAX_PENDING_DISTRIBUTIONS: Final = 4096
 #: Dependencies (heads) one op may name.
 MAX_DEPS: Final = 255
 MAX_NAME_BYTES: Final = 256
-MAX_MEMBERS: Final = 65535
+#: members one create op may name (DESIGN aims at 1,000; a welcome holds the create op)
+MAX_MEMBERS: Final = 10_000

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import lru_cache
 
 from chatcore.codec import Reader, blob
 from chatcore.errors import GroupError, MalformedMessage
@@ -83,8 +84,14 @@ class Op:
         return (self.epoch, rank, self.op_id)
 
     def signature_valid(self) -> bool:
-        body = self.raw[:-SIG_LEN]
-        return ed25519_verify(self.installation, self.signature, OP_DOMAIN + body)
+        return _signature_valid(self.raw, self.installation, self.signature)
+
+
+@lru_cache(maxsize=8192)
+def _signature_valid(raw: bytes, installation: bytes, signature: bytes) -> bool:
+    """A pure function of the op's bytes (an op is checked when it arrives, again when a
+    welcome or a catch-up holds it, and a welcome checks all its signatures first)."""
+    return ed25519_verify(installation, signature, OP_DOMAIN + raw[:-SIG_LEN])
 
 
 def _body(

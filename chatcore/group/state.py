@@ -22,6 +22,7 @@ from chatcore.group.consts import (
     KIND_WELCOME,
     MAX_CANDIDATES,
     MAX_CANDIDATES_PER_AUTHOR,
+    MAX_MERGE_WORK,
     MAX_OPS,
     MAX_PENDING_DISTRIBUTIONS,
     MAX_RETIRED_CHAINS,
@@ -134,20 +135,37 @@ def decode_welcome(data: bytes) -> tuple[bytes, list[bytes]]:
 #: causal past, and an op is never concurrent with its own past, so it cannot change how
 #: that past folds. Shared by every state; bounded (oldest entries dropped first). It turns
 #: checking a log op by op (a welcome, a catch-up) from quadratic into linear where each op
-#: has one dependency, the usual case.
+#: has one dependency, the usual case. Bounded by entries and by the members they hold in
+#: all (each roster is its own set: a welcome of big rosters must not grow memory freely).
 _ROSTER_AFTER: dict[bytes, Roster] = {}
 _ROSTER_AFTER_MAX = 1 << 16
+_ROSTER_AFTER_MAX_MEMBERS = 1 << 20
+_roster_after_members = 0
 
 
 def _remember_roster(op_id: bytes, roster: Roster) -> None:
-    if len(_ROSTER_AFTER) >= _ROSTER_AFTER_MAX:
-        del _ROSTER_AFTER[next(iter(_ROSTER_AFTER))]
+    global _roster_after_members
+    size = len(roster.members) + len(roster.admins)
+    if size > _ROSTER_AFTER_MAX_MEMBERS // 4 or op_id in _ROSTER_AFTER:
+        return
+    while _ROSTER_AFTER and (
+        len(_ROSTER_AFTER) >= _ROSTER_AFTER_MAX
+        or _roster_after_members + size > _ROSTER_AFTER_MAX_MEMBERS
+    ):
+        old = _ROSTER_AFTER.pop(next(iter(_ROSTER_AFTER)))
+        _roster_after_members -= len(old.members) + len(old.admins)
     _ROSTER_AFTER[op_id] = roster
+    _roster_after_members += size
 
 
 def _ancestors(ops: Mapping[bytes, Op], op: Op) -> set[bytes]:
+    return _reach(ops, op.deps)
+
+
+def _reach(ops: Mapping[bytes, Op], start: Iterable[bytes]) -> set[bytes]:
+    """``start`` and everything below it."""
     seen: set[bytes] = set()
-    stack = list(op.deps)
+    stack = list(start)
     while stack:
         oid = stack.pop()
         if oid not in seen:
@@ -375,6 +393,17 @@ class GroupState:
             raise GroupError("create op not signed by an installation of its author")
         if not root.signature_valid():
             raise GroupError("op signature does not verify")
+        # cheap checks first, so that a forged or over-costly welcome fails before the
+        # costly one (folding the causal past of every op that merges branches)
+        for o in ops:
+            if o.installation not in _devices(signers, o.author) or not o.signature_valid():
+                raise GroupError("a welcome op not signed by an installation of its author")
+        work = sum(o.epoch for o in ops if len(o.deps) > 1)
+        if work > MAX_MERGE_WORK:
+            raise GroupError(
+                f"a welcome too costly to check ({work} ops under its merges, at most "
+                f"{MAX_MERGE_WORK})"
+            )
         state = replace(cls._blank(group_id, identity, installation), ops={root.op_id: root})
         first = effect(None, root)
         if first is not None:
@@ -668,7 +697,14 @@ class GroupState:
             past_size = ops[only].epoch + 1
             past_roster = known
         else:
-            past = _ancestors(ops, op)
+            # the ops below the dependencies: none of them may be a dependency too (honest
+            # ops name their heads; a redundant one only makes the op bigger to carry)
+            past = _reach(ops, (dd for d in op.deps for dd in ops[d].deps))
+            if len(op.deps) > 1 and (
+                len(set(op.deps)) != len(op.deps) or any(d in past for d in op.deps)
+            ):
+                raise GroupError("op names a dependency that another of its dependencies has")
+            past.update(op.deps)
             past_size = len(past)
             past_roster = fold(ops[p] for p in past)[0]
         if op.epoch != past_size:

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from chatcore.errors import MalformedMessage
+from chatcore.errors import GroupError, MalformedMessage
 from chatcore.group.consts import KIND_WELCOME
 from chatcore.groupchat import (
     _BODY_BUDGET,
@@ -61,7 +61,7 @@ def test_a_newcomer_joins_a_group_whose_log_outgrew_one_payload() -> None:
     st = w.node(c).groups.load(gid)
     assert st is not None and st.is_member and c in st.members()
     assert st.ops.keys() == w.node(a).groups.load(gid).ops.keys()  # type: ignore[union-attr]
-    assert not [p for p in w.dev(c).store.group_pending(gid) if p[2][0] == KIND_WELCOME_PART]
+    assert not w.dev(c).store.group_parts_from(w.dev(a).inst)
     s = w.f(b).send_group_message(gid, ContentType.TEXT, b"welcome, c")
     w.route(s.frames, frm=w.node(b))
     assert "welcome, c" in texts(w.dev(c).store, gid)
@@ -82,7 +82,7 @@ def test_bad_welcome_parts_are_refused_and_change_nothing() -> None:
         assert nc.groups._apply_item(gid, sender, inst, p) == ([], [])
     with pytest.raises(MalformedMessage, match="do not make it up"):
         nc.groups._apply_item(gid, sender, inst, bad)
-    assert nc.groups.load(gid) is None and nc.dev.store.group_pending(gid) == []
+    assert nc.groups.load(gid) is None and nc.dev.store.group_parts_from(inst) == []
     # bad numbering
     for mangled in (parts[0][:65] + b"\x05\x02" + b"x", parts[0][:65] + b"\x00\x41" + b"x"):
         with pytest.raises(MalformedMessage):
@@ -93,3 +93,126 @@ def test_bad_welcome_parts_are_refused_and_change_nothing() -> None:
         nc.groups._apply_item(gid, sender, inst, p)
     assert nc.groups._apply_item(gid, b, other, parts[-1]) == ([], [])
     assert nc.groups.load(gid) is None
+
+
+def test_junk_parts_are_bounded_per_sender_and_refused_from_non_members() -> None:
+    w = FWorld()
+    a, b, x, c = w.person(), w.person(), w.person(), w.person()
+    gid = w.group(a, [b])
+    nc, inst = w.node(c), w.dev(x).inst
+    for n in range(5):  # five never-finished welcomes from one installation of x
+        junk = welcome_parts(_welcome(3 * 60 * 1024, gid=bytes([n]) * 32))
+        for p in junk[:-1]:
+            nc.groups._apply_item(bytes([n]) * 32, x, inst, p)
+    kept = nc.dev.store.group_parts_from(inst)
+    assert len({(g, h[33:65]) for _, g, h in kept}) == 2 and len(kept) == 4
+    # b is a member of gid: parts for it from x, who is not, are refused
+    nb = w.node(b)
+    part = welcome_parts(_welcome(2 * 60 * 1024, gid=gid))[0]
+    with pytest.raises(GroupError, match="non-member"):
+        nb.groups._apply_item(gid, x, inst, part)
+    assert nb.dev.store.group_parts_from(inst) == []
+
+
+def test_a_welcome_too_costly_to_check_is_refused_early() -> None:
+    """Ops that merge branches fold their whole causal past: a welcome whose merges sum to
+    more than MAX_MERGE_WORK is refused before that work (and a forged op fails first)."""
+    from chatcore.group import GroupState, OpKind
+    from chatcore.group import consts as gconsts
+    from chatcore.group import state as gstate
+    from chatcore.group.ops import make_op
+    from chatcore.group.state import encode_welcome
+
+    from . import World
+
+    w = World(5)
+    a, b = w.person(), w.person()
+    w.create(a, [b])
+    st = w.dev(a).state
+    assert st is not None
+    key = w.dev(a).key
+    for i in range(6):  # two concurrent renames, then a merge, six times over
+        r1 = make_op(key, OpKind.RENAME, group_id=st.group_id, epoch=len(st.ops),
+                     deps=st.heads, author=a, created_ms=w.now, name=f"x{i}")  # fmt: skip
+        r2 = make_op(key, OpKind.RENAME, group_id=st.group_id, epoch=len(st.ops),
+                     deps=st.heads, author=a, created_ms=w.now, name=f"y{i}")  # fmt: skip
+        st, _, _ = st.apply_ops([r1.raw, r2.raw], w.directory, w.rng)
+        assert len(st.heads) == 2
+        st, _ = st.rename(f"m{i}", key, w.directory, w.rng, w.now)
+    newcomer = w.person()
+    st, _ = st.add_member(newcomer, key, w.directory, w.rng, w.now)
+    welcome = encode_welcome(st.group_id, st.ops.values())
+    inst = w.dev(newcomer).key.public
+    GroupState.join(welcome, newcomer, inst, w.directory, w.rng)  # within the bound
+    work = sum(o.epoch for o in st.ops.values() if len(o.deps) > 1)
+    saved = gconsts.MAX_MERGE_WORK
+    try:
+        gstate.MAX_MERGE_WORK = work - 1
+        with pytest.raises(GroupError, match="too costly"):
+            GroupState.join(welcome, newcomer, inst, w.directory, w.rng)
+    finally:
+        gstate.MAX_MERGE_WORK = saved
+
+
+def test_an_op_naming_a_redundant_dependency_is_refused() -> None:
+    from chatcore.group import OpKind
+    from chatcore.group.ops import make_op
+
+    from . import World
+
+    w = World(6)
+    a, b = w.person(), w.person()
+    w.create(a, [b])
+    st = w.dev(a).state
+    assert st is not None
+    first = st.heads
+    st, _ = st.rename("n1", w.dev(a).key, w.directory, w.rng, w.now)
+    bad = make_op(w.dev(a).key, OpKind.RENAME, group_id=st.group_id, epoch=len(st.ops),
+                  deps=(*st.heads, *first), author=a, created_ms=w.now, name="n2")  # fmt: skip
+    sb = w.dev(b).state
+    assert sb is not None
+    sb, _ = sb.apply_op(st.op_log()[-1], w.directory, w.rng)
+    with pytest.raises(GroupError, match="another of its dependencies"):
+        sb.apply_op(bad.raw, w.directory, w.rng)
+
+
+def test_remembered_rosters_are_bounded_by_the_members_they_hold() -> None:
+    from chatcore.group import state as gstate
+    from chatcore.group.roster import Roster
+
+    saved = dict(gstate._ROSTER_AFTER), gstate._roster_after_members
+    try:
+        gstate._ROSTER_AFTER.clear()
+        gstate._roster_after_members = 0
+        big = Roster("g", frozenset(i.to_bytes(32, "big") for i in range(100_000)), frozenset())
+        for n in range(40):  # 4 M members offered, 1 M (2**20) kept at most
+            gstate._remember_roster(n.to_bytes(32, "big"), big)
+        total = sum(len(r.members) for r in gstate._ROSTER_AFTER.values())
+        assert total == gstate._roster_after_members <= gstate._ROSTER_AFTER_MAX_MEMBERS
+        assert b"\x00" * 31 + b"\x27" in gstate._ROSTER_AFTER  # the newest stay
+        huge = Roster("g", frozenset(i.to_bytes(32, "big") for i in range(300_000)), frozenset())
+        gstate._remember_roster(b"\xff" * 32, huge)  # more than a quarter: never kept
+        assert b"\xff" * 32 not in gstate._ROSTER_AFTER
+    finally:
+        gstate._ROSTER_AFTER.clear()
+        gstate._ROSTER_AFTER.update(saved[0])
+        gstate._roster_after_members = saved[1]
+
+
+def test_adding_to_a_group_whose_log_no_welcome_holds_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chatcore import groupchat
+
+    w = FWorld()
+    a, b, c = w.person(), w.person(), w.person()
+    gid = w.group(a, [b])
+    monkeypatch.setattr(groupchat, "MAX_WELCOME_BYTES", 100)
+    with pytest.raises(GroupError, match="too large to welcome anyone"):
+        w.node(a).groups.add(gid, c)
+    st = w.node(a).groups.load(gid)
+    assert st is not None and c not in st.members()
+    # and a welcome that large is never sent (no untyped error on the way)
+    assert pack_control([b"\x14" + b"x" * 40, _welcome(200 * 1024)]) == [
+        pack_control([b"\x14" + b"x" * 40])[0]
+    ]
