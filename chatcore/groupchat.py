@@ -783,12 +783,8 @@ class GroupChat:
             return [], []  # a replay (anti-entropy re-offers the whole log): nothing to do
         before_members, before_admins = state.members(), state.admins()
         new, out = state.apply_op(item, self._ids, rng, self.engine.clock_ms(), self._signers())
-        if not state.is_member and new.is_member:  # added back: an invitation too
-            who = {op.author}
-            if self.refuse_invites_from(op.author) or self.invitation_refusal(who) is not None:
-                log.info("ignored being added back to a group: refused invitation")
-                return [], []
-            self.store.record_invitation(gid, op.author, self.engine.clock_ms())
+        if self._refused_back(state, new, op.author):
+            return [], []
         self._save(new)
         frames = self._dispatch(new, state, out)
         events = []
@@ -803,6 +799,17 @@ class GroupChat:
             events.append(self._notice(gid, text, op.author, op.installation, op.created_ms))
         ev2, fr2 = self._replay_pending(gid)
         return events + ev2, frames + fr2
+
+    def _refused_back(self, state: GroupState, new: GroupState, author: bytes) -> bool:
+        """An op that adds us back to a group we had left is an invitation too: True if
+        refused (blocked, or over the bound of unanswered invitations); else recorded."""
+        if state.is_member or not new.is_member:
+            return False
+        if self.refuse_invites_from(author) or self.invitation_refusal({author}) is not None:
+            log.info("ignored being added back to a group: refused invitation")
+            return True
+        self.store.record_invitation(new.group_id, author, self.engine.clock_ms())
+        return False
 
     def _collect_part(
         self, gid: bytes, state: GroupState | None, sender: bytes, sender_inst: bytes,
@@ -873,6 +880,9 @@ class GroupChat:
                             item, self._ids, self.engine.rng, self.engine.clock_ms(),
                             self._signers(),
                         )  # fmt: skip
+                        if self._refused_back(state, new, decode_op(item).author):
+                            self.store.delete_group_pending(pid)
+                            continue
                         self._save(new)
                         frames += self._dispatch(new, state, out)
                 except ChatCoreError:

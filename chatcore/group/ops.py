@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from functools import lru_cache
 
 from chatcore.codec import Reader, blob
 from chatcore.errors import GroupError, MalformedMessage
@@ -84,14 +83,24 @@ class Op:
         return (self.epoch, rank, self.op_id)
 
     def signature_valid(self) -> bool:
-        return _signature_valid(self.raw, self.installation, self.signature)
+        """Checked once per op: an op is checked when it arrives, again when a welcome or
+        a catch-up holds it, and a welcome checks all its signatures first. Remembered
+        by (op id, installation, signature): the id hashes the signed body, and keys stay
+        small whatever the op's size (bounded count)."""
+        key = self.op_id + self.installation + self.signature
+        known = _VERIFIED.get(key)
+        if known is None:
+            known = ed25519_verify(
+                self.installation, self.signature, OP_DOMAIN + self.raw[:-SIG_LEN]
+            )
+            if len(_VERIFIED) >= _VERIFIED_MAX:
+                del _VERIFIED[next(iter(_VERIFIED))]
+            _VERIFIED[key] = known
+        return known
 
 
-@lru_cache(maxsize=8192)
-def _signature_valid(raw: bytes, installation: bytes, signature: bytes) -> bool:
-    """A pure function of the op's bytes (an op is checked when it arrives, again when a
-    welcome or a catch-up holds it, and a welcome checks all its signatures first)."""
-    return ed25519_verify(installation, signature, OP_DOMAIN + raw[:-SIG_LEN])
+_VERIFIED: dict[bytes, bool] = {}
+_VERIFIED_MAX = 1 << 14
 
 
 def _body(
@@ -217,7 +226,10 @@ def decode_op(data: bytes) -> Op:
         except UnicodeDecodeError:
             raise MalformedMessage("name is not UTF-8") from None
     if kind is OpKind.CREATE:
-        members = tuple(r.take(ID_LEN) for _ in range(r.u16()))
+        count = r.u16()
+        if count > MAX_MEMBERS:
+            raise MalformedMessage(f"a group is created with at most {MAX_MEMBERS} members")
+        members = tuple(r.take(ID_LEN) for _ in range(count))
         if len(set(members)) != len(members):
             raise MalformedMessage("duplicate members")
         salt = r.take(ID_LEN)

@@ -194,15 +194,20 @@ def _counting(
     # (each could remove the other in some causal past). Seniority decides, as it does
     # between admins who know of each other: the removal whose author became admin first
     # in fold order stands (IN), then the labelling goes on from it. Who became admin
-    # when is read from the ops that made them admin, which no removal can date back.
+    # when is read from the ops that made them admin — the latest one for each (a
+    # re-promoted admin ranks anew) — leaving out every promotion concurrent with an op
+    # taking its author out: such a promotion may be set aside at one member and in the
+    # log at another, and a removed admin could date one back to sway the cycle.
     undecided = [i for i in attackers if i not in status]
     if undecided:
         made_admin: dict[bytes, int] = {}
         for i, o in enumerate(ordered):
             if o.kind is OpKind.CREATE:
-                made_admin.setdefault(o.author, i)
-            elif o.kind is OpKind.PROMOTE:
-                made_admin.setdefault(o.target, i)
+                made_admin[o.author] = i
+            elif o.kind is OpKind.PROMOTE and not any(
+                concurrent(i, j) for j in out_by.get(o.author, ())
+            ):
+                made_admin[o.target] = i
         rank = {i: (made_admin.get(ordered[i].author, len(ordered)), i) for i in undecided}
         for best in sorted(undecided, key=rank.__getitem__):
             if best not in status:

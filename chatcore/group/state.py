@@ -22,6 +22,7 @@ from chatcore.group.consts import (
     KIND_WELCOME,
     MAX_CANDIDATES,
     MAX_CANDIDATES_PER_AUTHOR,
+    MAX_DEPS,
     MAX_MERGE_WORK,
     MAX_OPS,
     MAX_PENDING_DISTRIBUTIONS,
@@ -409,7 +410,7 @@ class GroupState:
         if first is not None:
             _remember_roster(root.op_id, first)
         rest = [o.raw for o in ops if o is not root]
-        state, _, rejected = state._apply_all(rest, signers)
+        state, _, rejected = state._apply_all(rest, signers, vouched=True)
         if rejected:
             raise GroupError(f"{len(rejected)} op(s) in the welcome do not apply")
         state, out = state._advance(dict(state.ops), directory, rng)
@@ -431,11 +432,20 @@ class GroupState:
     ) -> tuple[GroupState, list[Outgoing]]:
         if key.public != self.installation:
             raise ValueError("key is not this state's installation")
+        deps, epoch = self.heads, len(self.ops)
+        past_roster: Roster | None = self.roster
+        if len(deps) > MAX_DEPS:
+            # more concurrent heads than one op may name (e.g. a member's many concurrent
+            # leaves): name the first MAX_DEPS; the op's past is theirs, and later ops
+            # merge the rest
+            deps = deps[:MAX_DEPS]
+            past = _reach(self.ops, deps)
+            epoch, past_roster = len(past), fold(self.ops[p] for p in past)[0]
         op = make_op(
-            key, kind, group_id=self.group_id, epoch=len(self.ops), deps=self.heads,
+            key, kind, group_id=self.group_id, epoch=epoch, deps=deps,
             author=self.identity, created_ms=now_ms, target=target, name=name,
         )  # fmt: skip
-        reason = refusal(self.roster, op)  # made on our heads: our roster is its past
+        reason = refusal(past_roster, op)  # what the op's past says
         if reason is not None:
             raise GroupError(reason)
         state, out = self._accept(op, directory, rng, now_ms)
@@ -520,9 +530,18 @@ class GroupState:
         return state, out, rejected
 
     def _apply_all(
-        self, raw_ops: list[bytes], directory: Directory, signers: Directory | None = None
+        self,
+        raw_ops: list[bytes],
+        directory: Directory,
+        signers: Directory | None = None,
+        vouched: bool = False,
     ) -> tuple[GroupState, bool, list[tuple[bytes, ChatCoreError]]]:
-        """Accept ops (membership only, no key handling) until a fixpoint."""
+        """Accept ops (membership only, no key handling) until a fixpoint. ``vouched``: a
+        welcome's log, taken as it is (its void ops enter our log too, as they are in the
+        welcomer's, instead of being set aside: each then finds its dependencies in the
+        log, where set aside each would bring all the earlier ones with it)."""
+        if len(raw_ops) > MAX_OPS + MAX_CANDIDATES:
+            raise GroupError(f"{len(raw_ops)} ops at once: more than a group's log holds")
         ops = dict(self.ops)
         cands = {c.op_id: c for c in self.candidates}
         todo = sorted(raw_ops, key=_claimed_epoch)  # dependencies first: one pass, usually
@@ -542,9 +561,12 @@ class GroupState:
                     if op.op_id in ops:
                         continue
                     size = len(ops)
-                    changed |= view._admit(op, ops, cands, directory, signers, None, out_of)
+                    changed |= view._admit(
+                        op, ops, cands, directory, signers, None, out_of, aside=not vouched
+                    )
                     if len(ops) > size:  # newest last (dicts keep insertion order)
                         _out_of(islice(reversed(ops.values()), len(ops) - size), out_of)
+
                 except GroupError as err:
                     retry.append(raw)
                     errors.append((raw, err))
@@ -576,6 +598,7 @@ class GroupState:
         signers: Directory | None = None,
         counting: frozenset[bytes] | None = None,
         out_of: Mapping[bytes, list[Op]] | None = None,
+        aside: bool = True,
     ) -> bool:
         """Check ``op`` against ``ops`` and add it: True. Raises GroupError (nothing changed).
 
@@ -615,7 +638,7 @@ class GroupState:
             # by a device revoked since is refused, as a thief's could be dated back
             if revoked_signer:
                 raise GroupError("a removal signed by a revoked installation")
-        elif revoked_signer or _removed_concurrently(op, trial, counting, out_of):
+        elif aside and (revoked_signer or _removed_concurrently(op, trial, counting, out_of)):
             cands.pop(op.op_id, None)
             cands[op.op_id] = op  # newest last
             return False

@@ -159,6 +159,38 @@ def test_being_added_back_is_an_invitation_too(monkeypatch: pytest.MonkeyPatch) 
     assert st is not None and not st.is_member
 
 
+def test_being_added_back_by_an_op_that_waited_is_an_invitation_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The op adding us back arrives before the op it depends on: it waits (pending) and is
+    applied when that one comes; the invitation bound holds there too (found by review)."""
+    from chatcore import features
+    from chatcore.group.ops import OpKind
+    from chatcore.groupchat import encode_control
+
+    monkeypatch.setattr(features, "MAX_QUIET_INVITES_PER_STRANGER", 1)
+    w = FWorld()
+    a, b, c = w.person(), w.person(), w.person()
+    g1 = w.group(b, [a, c])
+    w.route(w.node(a).groups.leave(g1), frm=w.node(a))
+    g2 = w.group(b, [a])
+    assert w.node(a).groups.load(g2) is not None  # the one room is taken
+    nb = w.node(b)
+    nb.groups.remove(g1, c)  # op x, not delivered
+    before = set(nb.groups.load(g1).ops)  # type: ignore[union-attr]
+    nb.groups.add(g1, a)  # op y (on x), not delivered
+    st = nb.groups.load(g1)
+    assert st is not None
+    (y,) = [o for oid, o in st.ops.items() if oid not in before]
+    (x,) = [o for o in st.ops.values() if o.kind is OpKind.REMOVE and o.target == c]
+    na, binst = w.node(a), w.dev(b).inst
+    for op in (y, x):  # y waits for x, then is replayed
+        with w.dev(a).store.transaction():
+            na.groups.handle_control(b, binst, encode_control([op.raw]))
+    sa = na.groups.load(g1)
+    assert sa is not None and not sa.is_member
+
+
 def test_a_restored_home_takes_its_groups_back_unbounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A home made by `recovery restore` knows no contacts and has written nowhere, and the
     members welcome its new device once: for a while every group comes in."""

@@ -216,3 +216,109 @@ def test_adding_to_a_group_whose_log_no_welcome_holds_says_so(
     assert pack_control([b"\x14" + b"x" * 40, _welcome(200 * 1024)]) == [
         pack_control([b"\x14" + b"x" * 40])[0]
     ]
+
+
+def test_more_concurrent_heads_than_an_op_may_name() -> None:
+    """A member signs 256 leaves on the same dependencies (all valid: it is a member in
+    each one's past), so the log has 256 heads, more than one op may name (MAX_DEPS).
+    Changes go on: an op names the first MAX_DEPS heads, the next one merges the rest."""
+    from chatcore.group import OpKind
+    from chatcore.group.consts import MAX_DEPS
+    from chatcore.group.ops import make_op
+
+    from . import World
+
+    w = World(8)
+    a, b, m = w.person(), w.person(), w.person()
+    w.create(a, [b, m])
+    sm = w.dev(m).state
+    assert sm is not None
+    leaves = [
+        make_op(
+            w.dev(m).key,
+            OpKind.LEAVE,
+            group_id=sm.group_id,
+            epoch=len(sm.ops),
+            deps=sm.heads,
+            author=m,
+            created_ms=w.now + i,
+        ).raw
+        for i in range(MAX_DEPS + 1)
+    ]
+    sa, sb = w.dev(a).state, w.dev(b).state
+    assert sa is not None and sb is not None
+    sa, _, rejected = sa.apply_ops(leaves, w.directory, w.rng)
+    sb, _, _ = sb.apply_ops(leaves, w.directory, w.rng)
+    assert not rejected and len(sa.heads) == MAX_DEPS + 1 and m not in sa.members()
+    z = w.person()
+    sa, out = sa.add_member(z, w.dev(a).key, w.directory, w.rng, w.now)
+    assert len(sa.heads) == 2 and z in sa.members()
+    sa, out2 = sa.rename("merged", w.dev(a).key, w.directory, w.rng, w.now)
+    assert len(sa.heads) == 1
+    sb, _ = sb.apply_op(out[0].payload, w.directory, w.rng)
+    sb, _ = sb.apply_op(out2[0].payload, w.directory, w.rng)
+    assert (sb.members(), sb.admins(), sb.name) == (sa.members(), sa.admins(), sa.name)
+
+
+def test_a_welcome_of_void_ops_costs_linear_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stranger's welcome: a chain of renames by e, each on the one before, all concurrent
+    with e's removal. Set aside one by one, each op brought all the earlier ones with it
+    (its closure): quadratic work, 15 s at 2,000 ops. A welcome's log is taken as it is:
+    the void renames enter the log (as in the welcomer's) and count for nothing."""
+    from chatcore.group import GroupState, OpKind
+    from chatcore.group import state as gstate
+    from chatcore.group.ops import make_op
+    from chatcore.group.state import encode_welcome
+
+    from . import World
+
+    w = World(505)
+    atk, e, victim = w.person(), w.person(), w.person()
+    w.create(atk, [e, victim])
+    st = w.dev(atk).state
+    assert st is not None
+    (root,) = st.ops.values()
+    key = w.dev(atk).key
+    promote = make_op(key, OpKind.PROMOTE, group_id=root.group_id, epoch=1,
+                      deps=(root.op_id,), author=atk, created_ms=w.now, target=e)  # fmt: skip
+    remove = make_op(key, OpKind.REMOVE, group_id=root.group_id, epoch=2,
+                     deps=(promote.op_id,), author=atk, created_ms=w.now, target=e)  # fmt: skip
+    chain, prev = [], promote
+    for i in range(300):
+        prev = make_op(w.dev(e).key, OpKind.RENAME, group_id=root.group_id, epoch=2 + i,
+                       deps=(prev.op_id,), author=e, created_ms=w.now, name=f"n{i}")  # fmt: skip
+        chain.append(prev)
+    welcome = encode_welcome(root.group_id, [root, promote, remove, *chain])
+    sizes: list[int] = []
+    real = gstate._closure
+
+    def counting(*args: object) -> object:
+        found = real(*args)  # type: ignore[arg-type]
+        sizes.append(len(found or ()))
+        return found
+
+    monkeypatch.setattr(gstate, "_closure", counting)
+    joined, _ = GroupState.join(welcome, victim, w.dev(victim).key.public, w.directory, w.rng)
+    assert len(joined.ops) == 303 and not joined.candidates
+    assert e not in joined.members() and joined.name == root.name  # the renames are void
+    assert max(sizes, default=0) == 0
+
+
+def test_a_create_naming_too_many_members_does_not_decode(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatcore.group import OpKind, decode_op
+    from chatcore.group import ops as gops
+    from chatcore.group.consts import MAX_MEMBERS
+
+    from . import World
+
+    w = World(9)
+    a = w.person()
+    monkeypatch.setattr(gops, "MAX_MEMBERS", MAX_MEMBERS + 1)
+    members = (a, *(i.to_bytes(32, "big") for i in range(1, MAX_MEMBERS + 1)))
+    gid = gops.group_id_for(a, b"\x02" * 32)
+    big = gops.make_op(w.dev(a).key, OpKind.CREATE, group_id=gid, epoch=0, deps=(),
+                       author=a, created_ms=w.now, name="g", members=members,
+                       salt=b"\x02" * 32)  # fmt: skip
+    monkeypatch.setattr(gops, "MAX_MEMBERS", MAX_MEMBERS)
+    with pytest.raises(MalformedMessage, match="at most"):
+        decode_op(big.raw)

@@ -133,3 +133,48 @@ def test_admins_made_concurrently_the_senior_ones_removal_stands() -> None:
     assert len(views) == 1, views
     members, admins = views.pop()
     assert junior not in members and senior in admins and z in members
+
+
+def test_a_void_promotion_does_not_decide_a_cycle() -> None:
+    """A promotion that counts for nothing (its author, e, is removed concurrently) is in the
+    log at a member that got it first and set aside at one that got e's removal first; the
+    seniority that settles a cycle of removals must not depend on it, or those two members
+    end with different rosters. (Found by review: b and c, made admin on concurrent
+    branches, remove each other; e's void promotion of c came earliest.)"""
+    w = World(101)
+    a, b, c, d, e, m = (w.person() for _ in range(6))
+    w.create(a, [b, c, d, e, m])
+    (root,) = _state(w, a).ops.values()
+    made: dict[bytes, object] = {root.op_id: root}
+
+    def op(who: bytes, dep: object, kind: OpKind, target: bytes = b"", name: str = ""):  # type: ignore[no-untyped-def]
+        past, stack = set(), [dep.op_id]  # type: ignore[attr-defined]
+        while stack:
+            x = stack.pop()
+            if x not in past:
+                past.add(x)
+                stack.extend(made[x].deps)  # type: ignore[attr-defined]
+        o = make_op(w.dev(who).key, kind, group_id=root.group_id, epoch=len(past),
+                    deps=(dep.op_id,), author=who, created_ms=w.now, target=target,  # type: ignore[attr-defined]
+                    name=name)  # fmt: skip
+        made[o.op_id] = o
+        return o
+
+    p_d = op(a, root, OpKind.PROMOTE, d)
+    p_e = op(a, p_d, OpKind.PROMOTE, e)
+    a3 = op(a, p_e, OpKind.RENAME, name="x")
+    p_b = op(a, a3, OpKind.PROMOTE, b)
+    d3 = op(d, p_e, OpKind.RENAME, name="y")
+    d4 = op(d, d3, OpKind.RENAME, name="z")
+    p_c = op(d, d4, OpKind.PROMOTE, c)
+    void_p_c = op(e, p_e, OpKind.PROMOTE, c)  # e's, concurrent with e's removal: void
+    rm_e = op(a, p_b, OpKind.REMOVE, e)
+    rm_c = op(b, p_b, OpKind.REMOVE, c)
+    rm_b = op(c, p_c, OpKind.REMOVE, b)
+    base = [o.raw for o in (p_d, p_e, a3, p_b, d3, d4, p_c)]  # type: ignore[attr-defined]
+    m0 = _state(w, m)
+    x = _deliver(w, m0, [*base, rm_e.raw, void_p_c.raw, rm_c.raw, rm_b.raw])  # type: ignore[attr-defined]
+    y = _deliver(w, m0, [*base, void_p_c.raw, rm_e.raw, rm_c.raw, rm_b.raw])  # type: ignore[attr-defined]
+    z = m0.apply_ops([*base, void_p_c.raw, rm_e.raw, rm_c.raw, rm_b.raw], w.directory, w.rng)[0]  # type: ignore[attr-defined]
+    assert void_p_c.op_id in y.ops and void_p_c.op_id not in x.ops  # type: ignore[attr-defined]
+    assert (x.members(), x.admins()) == (y.members(), y.admins()) == (z.members(), z.admins())
