@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from chatcore.engine import Engine, OutFrame, Received, SendResult, causal_history
@@ -722,11 +722,10 @@ class GroupChat:
             if state is None or not state.is_member:
                 # the inviters the welcome claims, before checking it (which costs): a lie
                 # (naming a contact) fails the welcome's cheap signature checks first
-                claimed = _claimed_inviters(item, self.engine.identity_id)
-                if any(self.refuse_invites_from(a) for a in claimed) or (
-                    self.invitation_refusal(claimed) is not None
-                ):
-                    log.info("ignored an invitation to a group before checking it")
+                claimed = _inviters(map(decode_op, _welcome_ops(item)), self.engine.identity_id)
+                refused = self._invitation_refused(claimed)
+                if refused is not None:
+                    log.info("ignored an invitation to a group before checking it: %s", refused)
                     return [], []
             if state is not None:
                 # merge, never replace: a welcome must not make us forget our own removal
@@ -748,13 +747,10 @@ class GroupChat:
                             "a welcome signed by revoked devices, not from a member"
                         ) from None
             invited = state is None or not state.is_member
-            inviters = _inviters(new, self.engine.identity_id) if invited else set()
-            if any(self.refuse_invites_from(a) for a in inviters):
-                log.info("ignored an invitation to a group by a blocked/declined identity")
-                return [], []
-            refusal = self.invitation_refusal(inviters) if invited else None
-            if refusal is not None:
-                log.info("ignored an invitation to a group: %s", refusal)
+            inviters = _inviters(new.ops.values(), self.engine.identity_id) if invited else set()
+            refused = self._invitation_refused(inviters)
+            if refused is not None:
+                log.info("ignored an invitation to a group: %s", refused)
                 return [], []
             self._save(new)
             if new.is_member:
@@ -800,13 +796,22 @@ class GroupChat:
         ev2, fr2 = self._replay_pending(gid)
         return events + ev2, frames + fr2
 
+    def _invitation_refused(self, inviters: set[bytes]) -> str | None:
+        """Why an invitation by ``inviters`` (who put us in a group) is not taken, or None."""
+        if not inviters:
+            return None
+        if any(self.refuse_invites_from(a) for a in inviters):
+            return "an inviter is blocked or declined"
+        return self.invitation_refusal(inviters)
+
     def _refused_back(self, state: GroupState, new: GroupState, author: bytes) -> bool:
         """An op that adds us back to a group we had left is an invitation too: True if
         refused (blocked, or over the bound of unanswered invitations); else recorded."""
         if state.is_member or not new.is_member:
             return False
-        if self.refuse_invites_from(author) or self.invitation_refusal({author}) is not None:
-            log.info("ignored being added back to a group: refused invitation")
+        refused = self._invitation_refused({author})
+        if refused is not None:
+            log.info("ignored being added back to a group: %s", refused)
             return True
         self.store.record_invitation(new.group_id, author, self.engine.clock_ms())
         return False
@@ -823,29 +828,27 @@ class GroupChat:
         if state is not None and state.is_member and sender not in state.members():
             raise GroupError("welcome parts for our group from a non-member")
         self.store.add_group_pending(gid, sender_inst, item, self.engine.clock_ms())
-        welcomes: dict[tuple[bytes, bytes, int], dict[int, int]] = {}  # -> index -> row id
-        newest: dict[tuple[bytes, bytes, int], int] = {}
+        # this sender's kept parts, by welcome: row ids (duplicates too), and index -> row
+        rows: dict[tuple[bytes, bytes, int], list[int]] = {}
+        first: dict[tuple[bytes, bytes, int], dict[int, int]] = {}
         for pid, group, head in self.store.group_parts_from(sender_inst):
             try:
                 d, i, n, _ = _parse_part(head)
             except MalformedMessage:
                 self.store.delete_group_pending(pid)
                 continue
-            key = (group, d, n)
-            welcomes.setdefault(key, {}).setdefault(i, pid)
-            newest[key] = pid
-        for key in sorted(newest, key=newest.__getitem__)[:-2]:  # older welcomes: dropped
-            for pid, group, head in self.store.group_parts_from(sender_inst):
-                if head[1 + ID_LEN : 1 + 2 * ID_LEN] == key[1] and group == key[0]:
-                    self.store.delete_group_pending(pid)
-            welcomes.pop(key, None)
-        got = welcomes.get((gid, digest, count), {})
+            rows.setdefault((group, d, n), []).append(pid)
+            first.setdefault((group, d, n), {}).setdefault(i, pid)
+        for key in sorted(rows, key=lambda k: rows[k][-1])[:-2]:  # older welcomes: dropped
+            for pid in rows.pop(key):
+                self.store.delete_group_pending(pid)
+        key = (gid, digest, count)
+        got = first.get(key, {}) if key in rows else {}
         if len(got) < count:
             return None
         items = self.store.group_pending_items([got[i] for i in range(count)])
-        for pid, group, head in self.store.group_parts_from(sender_inst):  # duplicates too
-            if group == gid and head[1 + ID_LEN : 1 + 2 * ID_LEN] == digest:
-                self.store.delete_group_pending(pid)
+        for pid in rows[key]:
+            self.store.delete_group_pending(pid)
         if len(items) < count:
             return None
         welcome = b"".join(_parse_part(items[got[i]])[3] for i in range(count))
@@ -922,28 +925,15 @@ def _describe(
     return ""
 
 
-def _inviters(state: GroupState, me: bytes) -> set[bytes]:
+def _inviters(ops: Iterable[Op], me: bytes) -> set[bytes]:
     """Who put us in the group: the creator (if we were a first member) and the authors of
     the ops that added us."""
-    out: set[bytes] = set()
-    for op in state.ops.values():
-        if (op.kind is OpKind.CREATE and me in op.members) or (
-            op.kind is OpKind.ADD and op.target == me
-        ):
-            out.add(op.author)
-    return out
-
-
-def _claimed_inviters(welcome: bytes, me: bytes) -> set[bytes]:
-    """Who a welcome says put us in the group (its ops decoded, not checked)."""
-    out: set[bytes] = set()
-    for raw in _welcome_ops(welcome):
-        op = decode_op(raw)
-        if (op.kind is OpKind.CREATE and me in op.members) or (
-            op.kind is OpKind.ADD and op.target == me
-        ):
-            out.add(op.author)
-    return out
+    return {
+        op.author
+        for op in ops
+        if (op.kind is OpKind.CREATE and me in op.members)
+        or (op.kind is OpKind.ADD and op.target == me)
+    }
 
 
 def _welcome_ops(welcome: bytes) -> list[bytes]:

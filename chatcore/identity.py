@@ -890,9 +890,11 @@ def change_recovery(client: Client, passphrase: str, new: Any | None) -> Recover
     holds the owner key, so a thief could otherwise lock the user's recovery out. The
     current phrase stays in force, and can cancel it, until :func:`confirm_recovery_change`
     after the registry's delay (``Registry.recovery_delay``)."""
+    from discovery.registry import ZERO_ADDRESS
+
     owner = client._owner(passphrase)
     receipt = client.registry.set_recovery(owner, client.identity_id, new)
-    address = new.address if new is not None else "0x" + "00" * 20
+    address = new.address if new is not None else ZERO_ADDRESS
     pending = client.registry.pending_recovery(client.identity_id)
     if pending is not None and pending.recovery.lower() == address.lower():
         with client.store.transaction():
@@ -961,19 +963,30 @@ def recovery_status(client: Client) -> dict[str, Any]:
     whether this home proposed it (if not, someone else holding the owner key did)."""
     reg = client.registry
     state = reg.get_identity(client.identity_id)
-    pending = reg.pending_recovery(client.identity_id)
+    pending, here = _pending_recovery(client)
     out: dict[str, Any] = {"recovery": state.recovery, "pending": None}
     if pending is not None:
         out["pending"] = {
             "recovery": pending.recovery,
             "ready_at": pending.ready_at,
             "ready": reg.latest_timestamp() >= pending.ready_at,
-            "proposed_here": client.store.get_meta("recovery_pending") == _proposal_key(pending),
+            "proposed_here": here,
         }
-    elif client.store.get_meta("recovery_pending") is not None:
-        with client.store.transaction():
-            client.store.delete_meta("recovery_pending")  # confirmed or cancelled elsewhere
     return out
+
+
+def _pending_recovery(client: Client) -> tuple[Any | None, bool]:
+    """(the proposed recovery change or None, whether this home proposed it); what this
+    home remembers of its own proposal is forgotten once nothing is pending (confirmed or
+    cancelled, here or elsewhere)."""
+    pending = client.registry.pending_recovery(client.identity_id)
+    mine = client.store.get_meta("recovery_pending")
+    if pending is None:
+        if mine is not None:
+            with client.store.transaction():
+                client.store.delete_meta("recovery_pending")
+        return None, False
+    return pending, mine == _proposal_key(pending)
 
 
 def _proposal_key(pending: Any) -> bytes:
@@ -987,14 +1000,8 @@ def foreign_recovery_change(client: Client) -> Any | None:
 
     Someone holding the owner key made it — another of the user's devices, or a thief
     holding one: the user should see it within the registry's delay (one eth_call)."""
-    pending = client.registry.pending_recovery(client.identity_id)
-    mine = client.store.get_meta("recovery_pending")
-    if pending is None:
-        if mine is not None:
-            with client.store.transaction():
-                client.store.delete_meta("recovery_pending")  # confirmed or cancelled
-        return None
-    return None if mine == _proposal_key(pending) else pending
+    pending, here = _pending_recovery(client)
+    return None if here else pending
 
 
 def _utc(ts: int) -> str:

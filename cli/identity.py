@@ -322,7 +322,8 @@ def recovery_phrase(ctx: Ctx, yes: bool) -> None:
     holding one of your devices cannot lock your recovery out."""
     from eth_account import Account
 
-    from chatcore.identity import _utc, change_recovery
+    from chatcore.identity import change_recovery
+    from cli.main import _ts
 
     if not yes:
         if not sys.stdin.isatty():
@@ -343,7 +344,7 @@ def recovery_phrase(ctx: Ctx, yes: bool) -> None:
         assert res.ready_at is not None
         status = (
             f"proposed: it takes effect with 'logos-chat recovery confirm' from "
-            f"{_utc(res.ready_at)}.\nUntil then keep your current phrase: it alone restores "
+            f"{_ts(res.ready_at)}.\nUntil then keep your current phrase: it alone restores "
             "your identity, and it can cancel this change ('recovery cancel --recovery')."
         )
     else:
@@ -416,7 +417,8 @@ def recovery_cancel(ctx: Ctx, use_phrase: bool) -> None:
 @guarded
 def recovery_status_cmd(ctx: Ctx) -> None:
     """The recovery account on chain and any proposed change (warns if not made here)."""
-    from chatcore.identity import _utc, recovery_status
+    from chatcore.identity import recovery_status
+    from cli.main import _ts
 
     pw = passphrase()
     client = open_client(ctx, pw)
@@ -427,7 +429,7 @@ def recovery_status_cmd(ctx: Ctx) -> None:
     lines = [f"recovery account: {st['recovery']}"]
     p = st["pending"]
     if p is not None:
-        when = "now" if p["ready"] else f"from {_utc(p['ready_at'])}"
+        when = "now" if p["ready"] else f"from {_ts(p['ready_at'])}"
         lines.append(f"proposed change to {p['recovery']}: can be confirmed {when}")
         if not p["proposed_here"]:
             lines.append(

@@ -625,7 +625,7 @@ def _warn_recovery_change(client: Any) -> None:
     """One stderr line when a recovery change this home did not propose is waiting: the
     registry's delay is there for the user to see it and cancel it if it is a thief's."""
     from chatcore.errors import ChatCoreError
-    from chatcore.identity import _utc, foreign_recovery_change
+    from chatcore.identity import foreign_recovery_change
     from discovery.errors import DiscoveryError
 
     try:
@@ -635,7 +635,7 @@ def _warn_recovery_change(client: Any) -> None:
     if pending is not None:
         click.echo(
             f"warning: a change of your recovery account to {pending.recovery} can be confirmed "
-            f"from {_utc(pending.ready_at)}; not proposed from this device — if not yours, run "
+            f"from {_ts(pending.ready_at)}; not proposed from this device — if not yours, run "
             "'logos-chat recovery cancel --recovery' or 'recovery restore'",
             err=True,
         )

@@ -139,6 +139,11 @@ def _causal_pasts(ordered: list[Op]) -> list[int]:
     return past
 
 
+def _concurrent(past: list[int], i: int, j: int) -> bool:
+    """Neither of ``ordered[i]`` and ``ordered[j]`` saw the other (see :func:`_causal_pasts`)."""
+    return i != j and not (past[j] >> i) & 1 and not (past[i] >> j) & 1
+
+
 def _taken_out_by(ordered: list[Op]) -> dict[bytes, list[int]]:
     """identity -> positions (in ``ordered``) of the ops taking it out."""
     out_by: dict[bytes, list[int]] = {}
@@ -155,16 +160,13 @@ def _counting(
     """identity -> positions (in ``ordered``) of the ops taking it out that count for
     voiding: see :func:`counting_removals`."""
 
-    def concurrent(i: int, j: int) -> bool:
-        return i != j and not (past[j] >> i) & 1 and not (past[i] >> j) & 1
-
     # the attack graph: a removal is attacked by each op that takes its author out
     # concurrently; a leave is never attacked
     attackers: dict[int, list[int]] = {}
     attacks: dict[int, list[int]] = {}
     for i, o in enumerate(ordered):
         if o.kind is OpKind.REMOVE:
-            found = [j for j in out_by.get(o.author, ()) if concurrent(i, j)]
+            found = [j for j in out_by.get(o.author, ()) if _concurrent(past, i, j)]
             attackers[i] = found
             for j in found:
                 attacks.setdefault(j, []).append(i)
@@ -205,7 +207,7 @@ def _counting(
             if o.kind is OpKind.CREATE:
                 made_admin[o.author] = i
             elif o.kind is OpKind.PROMOTE and not any(
-                concurrent(i, j) for j in out_by.get(o.author, ())
+                _concurrent(past, i, j) for j in out_by.get(o.author, ())
             ):
                 made_admin[o.target] = i
         rank = {i: (made_admin.get(ordered[i].author, len(ordered)), i) for i in undecided}
@@ -265,8 +267,6 @@ def concurrent_with_removal(ordered: list[Op]) -> frozenset[bytes]:
     void: set[bytes] = set()
     for i in suspects:
         o = ordered[i]
-        for j in counting[o.author]:
-            if j != i and not (past[j] >> i) & 1 and not (past[i] >> j) & 1:
-                void.add(o.op_id)
-                break
+        if any(_concurrent(past, i, j) for j in counting[o.author]):
+            void.add(o.op_id)
     return frozenset(void)

@@ -566,7 +566,6 @@ class GroupState:
                     )
                     if len(ops) > size:  # newest last (dicts keep insertion order)
                         _out_of(islice(reversed(ops.values()), len(ops) - size), out_of)
-
                 except GroupError as err:
                     retry.append(raw)
                     errors.append((raw, err))
