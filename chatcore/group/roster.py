@@ -195,23 +195,30 @@ def _counting(
     # What is left attacks itself in cycles: removals by admins made admin concurrently
     # (each could remove the other in some causal past). Seniority decides, as it does
     # between admins who know of each other: the removal whose author became admin first
-    # in fold order stands (IN), then the labelling goes on from it. Who became admin
-    # when is read from the ops that made them admin — the latest one for each (a
-    # re-promoted admin ranks anew) — leaving out every promotion concurrent with an op
-    # taking its author out: such a promotion may be set aside at one member and in the
-    # log at another, and a removed admin could date one back to sway the cycle.
+    # in fold order stands (IN), then the labelling goes on from it. When a removal's
+    # author became admin is read from the op that made it admin in the removal's own
+    # causal past (the latest there: a re-promoted admin ranks anew), so it is the same
+    # at every member holding the removal: a promotion nothing depends on may be in the
+    # log at one member and set aside at another (signed by a device revoked since).
+    # Promotions concurrent with an op taking their author out are left out too: a
+    # removed admin could date one back to sway the cycle.
     undecided = [i for i in attackers if i not in status]
     if undecided:
-        made_admin: dict[bytes, int] = {}
+        made_admin: dict[bytes, list[int]] = {}  # identity -> positions, ascending
         for i, o in enumerate(ordered):
             if o.kind is OpKind.CREATE:
-                made_admin[o.author] = i
+                made_admin.setdefault(o.author, []).append(i)
             elif o.kind is OpKind.PROMOTE and not any(
                 _concurrent(past, i, j) for j in out_by.get(o.author, ())
             ):
-                made_admin[o.target] = i
-        rank = {i: (made_admin.get(ordered[i].author, len(ordered)), i) for i in undecided}
-        for best in sorted(undecided, key=rank.__getitem__):
+                made_admin.setdefault(o.target, []).append(i)
+
+        def rank(i: int) -> tuple[int, int]:
+            seen = [k for k in made_admin.get(ordered[i].author, ()) if (past[i] >> k) & 1]
+            return (seen[-1] if seen else len(ordered), i)
+
+        ranks = {i: rank(i) for i in undecided}
+        for best in sorted(undecided, key=ranks.__getitem__):
             if best not in status:
                 status[best] = True
                 settle([best])
@@ -232,8 +239,9 @@ def counting_removals(ops: Iterable[Op]) -> frozenset[bytes]:
     any order, so every member with the same ops agrees. Removals attacking each other in
     a cycle (each author could remove the other in its own causal past: admins promoted
     concurrently) are settled by seniority: the removal by the admin made admin first (in
-    fold order) stands, and the labelling goes on from it; so a junior removed by a senior
-    cannot stay by dating back a removal of the senior to before the senior's promotion.
+    fold order, by the promotion in that removal's own causal past) stands, and the
+    labelling goes on from it; so a junior removed by a senior cannot stay by dating back a
+    removal of the senior to before the senior's promotion.
     """
     ordered = sorted(ops, key=lambda o: o.sort_key)
     out_by = _taken_out_by(ordered)

@@ -178,3 +178,57 @@ def test_a_void_promotion_does_not_decide_a_cycle() -> None:
     z = m0.apply_ops([*base, void_p_c.raw, rm_e.raw, rm_c.raw, rm_b.raw], w.directory, w.rng)[0]  # type: ignore[attr-defined]
     assert void_p_c.op_id in y.ops and void_p_c.op_id not in x.ops  # type: ignore[attr-defined]
     assert (x.members(), x.admins()) == (y.members(), y.admins()) == (z.members(), z.admins())
+
+
+def test_a_promotion_by_a_device_revoked_since_does_not_decide_a_cycle() -> None:
+    """P and Q both promote x, concurrently, while c promotes y; x sees P's promotion and
+    c's, y sees only c's, and each removes the other (a cycle, settled by seniority). Q's
+    device is revoked before member n gets Q's promotion, so n keeps it aside while member
+    m, which got it earlier, holds it in its log. x's seniority must not depend on it (it is
+    not in the causal past of anything x did), or m and n end with different rosters. (The
+    residual edge the sixth session left: seniority was read from the latest promotion of
+    each admin in the whole log.)"""
+    w = World(34)
+    c, p, q, x, y, m, n = (w.person() for _ in range(7))
+    w.create(c, [p, q, x, y, m, n])
+    w.act(c, "promote", p)
+    w.act(c, "promote", q)
+    base = {who: _state(w, who) for who in (c, p, q, x, y, m, n)}
+    (head,) = base[c].heads
+    epoch = len(base[c].ops)
+
+    def promote(by: bytes, target: bytes, k: int) -> bytes:
+        return make_op(
+            w.dev(by).key, OpKind.PROMOTE, group_id=base[c].group_id, epoch=epoch,
+            deps=(head,), author=by, created_ms=w.now + k, target=target,
+        ).raw  # fmt: skip
+
+    # x's two concurrent promotions must sort either side of y's (retry the timestamps)
+    p_y = promote(c, y, 0)
+    key_y = decode_op(p_y).sort_key
+    k = 1
+    while True:
+        p_x, q_x = promote(p, x, k), promote(q, x, k + 1)
+        keys = sorted((decode_op(p_x).sort_key, decode_op(q_x).sort_key))
+        if keys[0] < key_y < keys[1]:
+            break
+        k += 2
+    if decode_op(q_x).sort_key < decode_op(p_x).sort_key:  # P's is x's earlier promotion
+        p, q, p_x, q_x = q, p, q_x, p_x
+    sx = _deliver(w, base[x], [p_x, p_y])
+    assert x in sx.admins() and y in sx.admins()
+    _, rm_y = _op(sx, "remove_member", w, x, y)  # x is senior to y in x's view
+    sy = _deliver(w, base[y], [p_y])
+    _, rm_x = _op(sy, "remove_member", w, y, x)  # x is a plain member in y's view
+    # m gets everything while q's device is active
+    sm = _deliver(w, base[m], [p_x, p_y, q_x, rm_y, rm_x])
+    assert decode_op(q_x).op_id in sm.ops
+    # then q's device is revoked; n gets q's promotion only afterwards
+    past = {who: list(insts) for who, insts in w.directory.items()}
+    w.directory[q] = []
+    sn = base[n]
+    for raw in (p_x, p_y, rm_y, rm_x, q_x):
+        sn, _ = sn.apply_op(raw, w.directory, w.rng, signers=past)
+    assert decode_op(q_x).op_id not in sn.ops  # aside: signed by a device revoked since
+    assert (sm.members(), sm.admins()) == (sn.members(), sn.admins())
+    assert y not in sn.members() and x in sn.admins()  # x, senior in its own view, stands
