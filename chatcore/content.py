@@ -125,6 +125,8 @@ def decode_targeted(ctype: ContentType, body: bytes) -> Targeted:
     elif ctype in (ContentType.EDIT, ContentType.REPLY):
         if not text.strip():
             raise MalformedMessage(f"empty {ctype.name.lower()}")
+        if len(rest) > MAX_TEXT_BYTES:
+            raise MalformedMessage(f"{ctype.name.lower()} longer than {MAX_TEXT_BYTES} bytes")
     else:
         raise MalformedMessage(f"{ctype.name} has no target")
     return Targeted(target, text)

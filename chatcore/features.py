@@ -70,13 +70,17 @@ TYPING_MIN_INTERVAL_MS = 1_000  # receive side: more often than this from one de
 TYPING_SEND_INTERVAL_MS = 3_000  # send side: at most one indicator per conversation per 3 s
 TYPING_STALE_MS = 30_000  # an indicator older than this (delivered late) is ignored
 REL_META = "reliability"
-#: how long a receipt may wait for a message of ours to carry it (``flush(due_only=True)``);
-#: both far below the sender's first retransmission (``RetryPolicy.first_ms``, 30 s)
 #: contact states whose messages are not shown (in groups only BLOCKED counts)
 _SHUT = (ContactState.BLOCKED, ContactState.DECLINED)
 #: ids of messages dropped while their author was blocked, kept so that a retransmission
 #: after an unblock stays dropped (16 bytes of id each)
 MAX_DROPPED_IDS = 10_000
+#: a message counts as written during a block only if its sent-at second lies inside the
+#: block with this much to spare (senders' clocks differ a little from ours)
+CLOCK_SLACK_MS = 2_000
+#: the content types a peer may send us (CONTACT_REQUEST, 9, is reserved and never sent:
+#: a first message is the request)
+_ACCEPTED = ct_.MESSAGE_TYPES | ct_.OP_TYPES | ct_.SIGNAL_TYPES
 #: unanswered group invitations (groups we have not written in) by identities that are not
 #: contacts: at most this many per inviter, and in all; more are ignored until we write in
 #: one, leave one, or make the inviter a contact (a contact's invitations are not counted)
@@ -86,6 +90,8 @@ MAX_QUIET_STRANGER_INVITES = 64
 #: this long (it knows no contacts yet, and the admins welcome its new device only once)
 INVITES_UNBOUNDED_AFTER_RESTORE_MS = 7 * 86_400_000
 INVITES_UNBOUNDED_META = "invites_unbounded_until"
+#: how long a receipt may wait for a message of ours to carry it (``flush(due_only=True)``);
+#: both far below the sender's first retransmission (``RetryPolicy.first_ms``, 30 s)
 DIRECT_ACK_DELAY_MS = 3_000
 GROUP_ACK_DELAY_MS = 15_000
 
@@ -133,6 +139,9 @@ class Features:
         #: 1:1 conversation -> {message id: queued (ms)}: sync copies of our other devices'
         #: messages, acknowledged to our own devices (their sender tracks them too)
         self._own_acks: dict[bytes, dict[bytes, int]] = {}
+        #: (conversation, message id) -> (identity, installation) that wrote it, for what we
+        #: acknowledge without storing it (dropped: its receipt must still find its author)
+        self._unstored: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
         self._typing_seen: dict[bytes, int] = {}  # sender installation -> last accepted ms
         self._typing_sent: dict[bytes, int] = {}  # conversation -> last sent ms
         #: (conversation, identity) -> until when (ms) that identity is shown as typing
@@ -316,8 +325,13 @@ class Features:
             rows = self._x("SELECT rowid FROM messages WHERE conversation_id=?", (conv,)).fetchall()
             for (rowid,) in rows:
                 self._x("DELETE FROM message_fts WHERE rowid=?", (rowid,))
-            for table in ("messages", "content_ops", "reactions", "receipts", "dropped"):
+            # the ids in ``dropped`` stay: a blocked author's retransmission stays dropped
+            for table in ("messages", "content_ops", "reactions", "receipts"):
                 self._x(f"DELETE FROM {table} WHERE conversation_id=?", (conv,))
+            # SQLite hands the freed highest rowids out again: the index must take them
+            (top,) = self._x("SELECT COALESCE(MAX(rowid), 0) FROM messages").fetchone()
+            if int(top) < int(self.store.get_meta("fts_rowid") or b"0"):
+                self.store.set_meta("fts_rowid", str(int(top)).encode())
             self._x("DELETE FROM conversations WHERE id=?", (conv,))
             rel = self._rel()
             if rel.conversations.pop(self._rk(conv), None) is not None:
@@ -406,6 +420,8 @@ class Features:
     ) -> Handled | None:
         ct = payload.content_type
         me = self.me
+        if ct not in _ACCEPTED:  # e.g. CONTACT_REQUEST (9), reserved: never sent
+            raise ContentError(f"{ct.name.lower()}: not a content type this version accepts")
         if ct == ContentType.GROUP_RECEIPT:
             if gid is not None:
                 raise ContentError("a pairwise group receipt on a group topic")
@@ -440,9 +456,13 @@ class Features:
             return Handled(None)
         if kept:
             if sender != me and self._sent_while_shut(sender, payload.sent_at_ms, gid):
-                return Handled(None)  # written while its author was blocked, arriving now
+                # written while its author was blocked, arriving now: acknowledged (we are
+                # not blocking it any more), so that its author stops sending it
+                self._ack_unstored(conv, mid, sender, inst)
+                return Handled(None)
             if self._dropped_before(conv, mid):
-                return Handled(None)  # sent while its author was blocked: stays dropped
+                self._ack_unstored(conv, mid, sender, inst)  # as above: stays dropped
+                return Handled(None)  # sent while its author was blocked
             # refused before anything below queues an acknowledgement in memory
             self.store._check_lamport_step(conv, payload.lamport)
         if payload.history and kept:
@@ -497,18 +517,25 @@ class Features:
         """Did ``sender`` write this while we had it blocked (or, 1:1, declined)? A message
         can arrive long after it was written: a group message whose sender key came only
         after an unblock, say. The sender's clock decides: lying can only make a message
-        look newer, and newer ones are allowed anyway."""
+        look newer, and newer ones are allowed anyway. Sent-at travels in whole seconds
+        and clocks differ a little: a message counts as written during a block only if
+        its whole second, widened by ``CLOCK_SLACK_MS``, lies inside it."""
+        latest = sent_at_ms + 999 + CLOCK_SLACK_MS
         states = (int(ContactState.BLOCKED),) if gid is not None else tuple(map(int, _SHUT))
         row = self._x(
             "SELECT 1 FROM block_periods WHERE identity_id=? AND end_ms IS NOT NULL "
             f"AND ? >= start_ms AND ? < end_ms AND state IN ({','.join('?' * len(states))})",
-            (sender, sent_at_ms, sent_at_ms, *states),
+            (sender, sent_at_ms, latest, *states),
         ).fetchone()
         return row is not None
 
     def _alias(self, identity: bytes) -> str | None:
         c = self.contact(identity)
         return None if c is None else c.alias
+
+    def _ack_unstored(self, conv: bytes, mid: bytes, sender: bytes, inst: bytes) -> None:
+        self._unstored[(conv, mid)] = (sender, inst)
+        self._ack(conv, mid)
 
     def _ack(self, conv: bytes, mid: bytes) -> None:
         if mid in self._acks.get((conv, int(ReceiptKind.READ)), {}) and self._read_reaches_peer(
@@ -632,17 +659,34 @@ class Features:
             raise ContentError(f"{what} of an unknown message")
         deleted, edit_lamport = self._flags(conv, t.target)
         if deleted:
-            raise ContentError(f"{what} of a deleted message")
+            if inst == self.engine.installation_id:  # we are sending it
+                raise ContentError(f"{what} of a deleted message")
+            # it raced a delete and can never apply: acknowledged, so it is not resent
+            if sender != self.me:
+                self._ack_unstored(conv, mid, sender, inst)
+            log.info("%s of a deleted message dropped", what)
+            return None
         if ct in (ContentType.EDIT, ContentType.DELETE) and target.sender_identity != sender:
             raise ContentError(f"{what} by someone who is not the message's sender")
+        body = p.body
         if ct == ContentType.EDIT:
-            if p.lamport > edit_lamport:
+            text = t.text.encode("utf-8")
+            if self._newer_edit(conv, t.target, p.lamport, edit_lamport, text):
                 self._x(
                     "UPDATE messages SET edited_body=?, edit_lamport=? WHERE conversation_id=? "
                     "AND message_id=?",
-                    (t.text.encode("utf-8"), p.lamport, conv, t.target),
+                    (text, p.lamport, conv, t.target),
                 )
                 self._reindex(conv, t.target)
+                # the text of a peer's earlier edits is never shown again: only their ids
+                # are kept (for duplicates), so a peer's edits cannot grow the store unseen
+                self._x(
+                    "UPDATE content_ops SET body=substr(body, 1, ?) WHERE conversation_id=? "
+                    "AND content_type=? AND sender_identity!=? AND substr(body, 1, ?)=?",
+                    (ct_.MID, conv, int(ct), self.me, ct_.MID, t.target),
+                )
+            if sender != self.me:  # ours are kept whole: they may be sent again
+                body = p.body[: ct_.MID]
         elif ct == ContentType.DELETE:
             self._x(
                 "UPDATE messages SET deleted=1, body=x'', edited_body=NULL WHERE "
@@ -659,11 +703,13 @@ class Features:
                 self._save_rel(rel)
         else:
             row = self._x(
-                "SELECT lamport FROM reactions WHERE conversation_id=? AND message_id=? AND "
-                "reactor=?",
+                "SELECT lamport, emoji FROM reactions WHERE conversation_id=? AND message_id=? "
+                "AND reactor=?",
                 (conv, t.target, sender),
             ).fetchone()
-            if row is None or int(row[0]) < p.lamport:
+            # the later one wins; between two of one Lamport time (two of the reactor's
+            # devices at once), the larger emoji, so that every device keeps the same
+            if row is None or (int(row[0]), str(row[1])) < (p.lamport, t.text):
                 if t.text:
                     self._x(
                         "INSERT OR REPLACE INTO reactions VALUES (?,?,?,?,?)",
@@ -677,7 +723,7 @@ class Features:
                     )
         self._x(
             "INSERT INTO content_ops VALUES (?,?,?,?,?,?,?,?,?)",
-            (conv, mid, sender, inst, p.lamport, p.sent_at_ms, self.now(), int(ct), p.body),
+            (conv, mid, sender, inst, p.lamport, p.sent_at_ms, self.now(), int(ct), body),
         )
         self.store.bump_lamport(conv, p.lamport)
         if sender != self.me:
@@ -701,6 +747,20 @@ class Features:
         if row is None:
             return None
         return bytes(row[0]), bytes(row[1]), int(row[2]), int(row[3]), int(row[4]), bytes(row[5])
+
+    def _newer_edit(
+        self, conv: bytes, target: bytes, lamport: int, edit_lamport: int, text: bytes
+    ) -> bool:
+        """Does an edit at ``lamport`` replace the shown one? The later one wins; between
+        two of one Lamport time (the author's two devices editing at once), the larger
+        text, so that every device shows the same."""
+        if lamport != edit_lamport:
+            return lamport > edit_lamport
+        row = self._x(
+            "SELECT edited_body FROM messages WHERE conversation_id=? AND message_id=?",
+            (conv, target),
+        ).fetchone()
+        return row is None or row[0] is None or text > bytes(row[0])
 
     def _flags(self, conv: bytes, mid: bytes) -> tuple[bool, int]:
         row = self._x(
@@ -817,6 +877,9 @@ class Features:
 
     def _author(self, conv: bytes, mid: bytes) -> tuple[bytes, bytes] | None:
         """(identity, installation) that wrote a message or an op of ``conv``, if known."""
+        unstored = self._unstored.get((conv, mid))
+        if unstored is not None:
+            return unstored
         m = self.store.message(conv, mid)
         if m is not None:
             return m.sender_identity, m.sender_installation
@@ -1070,6 +1133,8 @@ class Features:
             with self.store.transaction():
                 return [self._group_frame(conv, p, None)]
         assert c.peer_identity is not None
+        if self.contact_state(c.peer_identity) == ContactState.BLOCKED:
+            return []  # as messages: nothing goes to someone we blocked
         peer = self.engine.directory.peer(c.peer_identity)
         return self._signal(
             c.peer_identity, peer.installations, ContentType.TYPING, body, None, True
@@ -1163,6 +1228,9 @@ class Features:
                     # revoked, chain unreachable) arrive here too. A receipt is best effort:
                     # the sender's retransmission brings the message back and we ack again.
                     log.warning("receipt not sent: %s: %s", type(exc).__name__, exc)
+        if self._unstored:  # authors of what still waits for its receipt
+            waiting = {(c, m) for (c, _k), q in self._acks.items() for m in q}
+            self._unstored = {k: v for k, v in self._unstored.items() if k in waiting}
         return frames + self._flush_own_acks(due_only)
 
     def _flush_own_acks(self, due_only: bool) -> list[OutFrame]:
