@@ -33,6 +33,8 @@ from cli.main import (
     hx,
     message_doc,
     message_line,
+    one_entry,
+    terminal_safe,
 )
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -297,7 +299,7 @@ def requests_list(ctx: Ctx) -> None:
         out = []
         for d in docs:
             out.append(f"{d['name']} ({d['identity_id'][:18]}…), {len(d['messages'])} message(s)")
-            out += [f"  {m['text']}" for m in d["messages"][-3:]]
+            out += [f"  {one_entry(m['text'])}" for m in d["messages"][-3:]]
         return "\n".join(out)
 
     emit(ctx, docs, text)
@@ -368,6 +370,7 @@ def conversations(cctx: click.Context, show_all: bool) -> None:
         for r in rows:
             last = r["last_message"]
             preview = "" if last is None else (("me: " if last["outgoing"] else "") + last["text"])
+            preview = " ↵ ".join(preview.splitlines())
             if len(preview) > 50:
                 preview = preview[:49] + "…"
             flags = "".join(f" [{k}]" for k in ("request", "muted", "archived") if r[k]) + (
@@ -550,7 +553,9 @@ class Screen:
         self.buf = ""
 
     def show(self, line: str) -> None:
+        line = terminal_safe(line)
         if self.raw:
+            line = line.replace("\n", "\r\n")
             sys.stdout.write("\r\x1b[K" + line + "\r\n" + self.buf)
             sys.stdout.flush()
         else:

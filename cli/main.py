@@ -61,15 +61,39 @@ def hx(b: bytes | None) -> str | None:
     return None if b is None else "0x" + b.hex()
 
 
+# Text from peers (messages, names, group titles) reaches the terminal: control characters
+# (ESC sequences can set the window title, clear the screen, hide text; CR rewrites a line)
+# and the bidi overrides that reorder what is shown are printed as visible escapes instead.
+_UNSAFE = {
+    c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+    for c in (
+        *range(0x20), 0x7F, *range(0x80, 0xA0),
+        *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029,
+    )
+    if chr(c) not in "\n\t"
+}  # fmt: skip
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every control character but newline and tab shown as an escape."""
+    return text.translate(_UNSAFE)
+
+
+def one_entry(text: str, indent: str = "    ") -> str:
+    """A peer's multi-line text as one entry: later lines indented, so that no line of it
+    can pass for a line of its own (another sender's message, say)."""
+    return terminal_safe(text).replace("\n", "\n" + indent)
+
+
 def emit(ctx: Ctx, doc: Any, text: str | Callable[[], str]) -> None:
-    if ctx.json:
+    if ctx.json:  # JSON escapes every control character itself
         click.echo(json.dumps(doc, indent=2, sort_keys=False, default=str))
     else:
-        click.echo(text() if callable(text) else text)
+        click.echo(terminal_safe(text() if callable(text) else text))
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {terminal_safe(message)}", err=True)
     sys.exit(code)
 
 
@@ -551,7 +575,7 @@ def message_line(client: Any, m: Any) -> str:
     t = time.strftime("%H:%M:%S", time.localtime(m.sent_at / 1000))
     from cli.features import line_text
 
-    return f"[{t}] {who}: {line_text(client, m)}"
+    return f"[{t}] {one_entry(who)}: {one_entry(line_text(client, m))}"
 
 
 @cli.command()
@@ -646,7 +670,7 @@ def _where(client: Any, m: Any) -> str:
     mark on a contact request."""
     conv = client.store.conversation(m.conversation_id)
     if conv is not None and conv.kind == "group":
-        return f"[{conv.title or hx(conv.id)[:10]}] "
+        return f"[{one_entry(conv.title or hx(conv.id)[:10])}] "
     if not m.outgoing and client.is_request(m.conversation_id):
         return "(request) "
     return ""

@@ -233,3 +233,23 @@ def test_interactive_chat_through_a_pty(
     h = as_(run_cli, homes, "alice", "history", "bob", "--json").doc
     texts = [m["text"] for m in h["messages"]]
     assert texts[-2:] == ["ping from bob's shell", "typed at alice's terminal"]
+
+
+def test_a_peers_escape_sequences_never_reach_the_terminal(
+    run_cli: RunCli, homes: dict[str, Any]
+) -> None:
+    """Message text is the peer's: ESC sequences (window title, clear screen, hidden text),
+    a carriage return rewriting the line, a bidi override, or a newline starting a fake
+    line from someone else are shown as escapes / indented, never acted on."""
+    hostile = "hi\x1b]0;PWNED\x07\x1b[2J\r\x1b[Kbob: fake\nbob: also fake \u202eevil"
+    as_(run_cli, homes, "carol", "send", "alice", hostile)
+    for args in (("sync",), ("history", "carol"), ("conversations",), ("search", "fake")):
+        out = as_(run_cli, homes, "alice", *args).out
+        assert not any(c in out for c in "\x1b\x07\r\u202e"), (args, out)
+        assert not any(line.startswith("bob:") for line in out.splitlines()), (args, out)
+    out = as_(run_cli, homes, "alice", "history", "carol").out
+    shown = "hi\\x1b]0;PWNED\\x07\\x1b[2J\\x0d\\x1b[Kbob: fake\n    bob: also fake \\u202eevil"
+    assert shown in out
+    # --json keeps the text as it is (JSON escapes it)
+    doc = as_(run_cli, homes, "alice", "history", "carol", "--json").doc
+    assert doc["messages"][-1]["text"] == hostile
