@@ -39,7 +39,7 @@ from chatcore.engine import (
 )
 from chatcore.errors import ChatCoreError, DecryptionError, DuplicateMessage, GroupError
 from chatcore.features import Features, Handled
-from chatcore.group.state import removal_epoch
+from chatcore.group.state import removal_message_epoch
 from chatcore.groupchat import GroupChat
 from chatcore.keys import InstallationKeys, PeerKeys, SignedPrekey
 from chatcore.payload import RECENT_HISTORY, ContentType, Payload
@@ -705,7 +705,10 @@ class Device:
                 and r.sender_identity not in st.members()
                 # a leaver's message sent before it left (no later than the op that took it
                 # out, in the receiver's view) may still arrive: the core retires its chains
-                and not (s is not None and s.epoch <= removal_epoch(st.ops, r.sender_identity, -1))
+                and not (
+                    s is not None
+                    and s.epoch <= removal_message_epoch(st.ops, r.sender_identity, -1)
+                )
             ):
                 w.oracle.violation(
                     f"{self.name} accepted a group message from "

@@ -155,17 +155,18 @@ class Oracle:
         return bool(removals) and s.epoch <= min(removals)
 
     def removal_epochs(self, gid: bytes, identity: bytes) -> list[int]:
-        """Epochs of every op anyone made that took ``identity`` out of the group."""
-        from chatcore.group.ops import OpKind, decode_op
+        """Message epochs (``chatcore.group.state.message_epoch``: void ops left out) of
+        every op anyone made that took ``identity`` out of the group."""
+        from chatcore.group.ops import decode_op
+        from chatcore.group.roster import concurrent_with_removal, taken_out
+        from chatcore.group.state import _reach, message_epoch
 
-        out = []
-        for raw in self.group_ops_raw.get(gid, set()):
-            op = decode_op(raw)
-            if (op.kind is OpKind.REMOVE and op.target == identity) or (
-                op.kind is OpKind.LEAVE and op.author == identity
-            ):
-                out.append(op.epoch)
-        return out
+        ops = {o.op_id: o for o in map(decode_op, self.group_ops_raw.get(gid, set()))}
+        outs = [o for o in ops.values() if taken_out(o) == identity]
+        if not outs:
+            return []
+        void = concurrent_with_removal(sorted(ops.values(), key=lambda o: o.sort_key))
+        return [message_epoch(o.epoch, void & _reach(ops, o.deps)) for o in outs]
 
     def group_rejected(
         self,

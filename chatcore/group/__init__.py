@@ -47,10 +47,11 @@ epoch (``epoch`` = number of accepted ops), whatever the arrival order.
   an op's dependencies asks the op's sender for them (``KIND_WANT``), besides the admins'
   re-offer of their logs.
 * Limits: the log holds ``MAX_OPS`` ops and is never compacted (a welcome of more than
-  about 270 ops goes in parts: ``chatcore.groupchat``). A removed admin can still flood a member
-  that has not yet seen its removal with void ops (that member's epoch then runs ahead of
-  the others' until they converge; at ``MAX_OPS`` the removal itself would be refused
-  there). Its dated-back removals void nothing.
+  about 270 ops goes in parts: ``chatcore.groupchat``). A removed admin can still fill the log of a
+  member that has not yet seen its removal with void ops (at ``MAX_OPS`` the removal itself
+  would be refused there). Its dated-back removals void nothing, and void ops do not count
+  in the epoch messages are tagged with (``message_epoch``), so members holding them and
+  members keeping them aside read each other.
 
 Keys
 ----

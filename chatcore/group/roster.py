@@ -101,6 +101,18 @@ def fold(ops: Iterable[Op]) -> tuple[Roster | None, frozenset[bytes]]:
     """Fold ``ops`` in (epoch, op id) order. Returns the roster (None before a create)
     and the ids of the ops that took effect. Ops void by :func:`concurrent_with_removal`
     are skipped."""
+    roster, effective, _void = _fold(ops)
+    return roster, effective
+
+
+def fold_void(ops: Iterable[Op]) -> tuple[Roster | None, frozenset[bytes]]:
+    """As :func:`fold`, but with the ids of the ops void by :func:`concurrent_with_removal`
+    (a member may hold them in its log or aside, depending on the order they came in)."""
+    roster, _effective, void = _fold(ops)
+    return roster, void
+
+
+def _fold(ops: Iterable[Op]) -> tuple[Roster | None, frozenset[bytes], frozenset[bytes]]:
     ordered = sorted(ops, key=lambda o: o.sort_key)
     void = concurrent_with_removal(ordered)
     roster: Roster | None = None
@@ -112,7 +124,7 @@ def fold(ops: Iterable[Op]) -> tuple[Roster | None, frozenset[bytes]]:
         if after is not None:
             roster = after
             effective.add(op.op_id)
-    return roster, frozenset(effective)
+    return roster, frozenset(effective), void
 
 
 def taken_out(op: Op) -> bytes | None:

@@ -32,7 +32,16 @@ from chatcore.group.consts import (
 )
 from chatcore.group.keys import InstallationKey, Rng
 from chatcore.group.ops import Op, OpKind, decode_op, group_id_for, make_op
-from chatcore.group.roster import Roster, counting_removals, effect, fold, refusal, taken_out
+from chatcore.group.roster import (
+    Roster,
+    concurrent_with_removal,
+    counting_removals,
+    effect,
+    fold,
+    fold_void,
+    refusal,
+    taken_out,
+)
 from chatcore.group.sender_keys import (
     ParsedFrame,
     ReceiverChain,
@@ -71,15 +80,37 @@ class RetiredChain:
     by a member catching up, who applies the removal op from its inbox first)."""
 
     chain: ReceiverChain
-    #: the removal op's epoch: a message tagged with a later epoch was sent after it
+    #: the message epoch of the removal (``removal_message_epoch``): a message tagged with
+    #: a later epoch was sent after it
     last_epoch: int
     #: receiver's clock (ms): the chain is forgotten after this
     until_ms: int
 
 
 def removal_epoch(ops: Mapping[bytes, Op], identity: bytes, default: int) -> int:
-    """The epoch of the latest op that took ``identity`` out of the group (leave/remove)."""
+    """The epoch of the latest op that took ``identity`` out of the group (leave/remove):
+    the size of its causal past, as sender-key chains count epochs."""
     return max((o.epoch for o in ops.values() if taken_out(o) == identity), default=default)
+
+
+def message_epoch(size: int, void: frozenset[bytes]) -> int:
+    """The epoch group messages are tagged with, for a log of ``size`` ops of which
+    ``void`` are void (concurrent with a removal of their author): the ops that count.
+    Void ops are in one member's log and aside at another's, by the order they came in
+    (those that got them before the removal hold them), so counting them made honest
+    members' epochs drift apart for good — by more than ``EPOCH_AHEAD`` / ``EPOCH_GRACE``,
+    their messages went unread."""
+    return size - len(void)
+
+
+def removal_message_epoch(ops: Mapping[bytes, Op], identity: bytes, default: int) -> int:
+    """As :func:`removal_epoch`, in message epochs: the count of the ops in the causal
+    past of the latest op that took ``identity`` out, void ones left out."""
+    outs = [o for o in ops.values() if taken_out(o) == identity]
+    if not outs:
+        return default
+    void = concurrent_with_removal(sorted(ops.values(), key=lambda o: o.sort_key))
+    return max(message_epoch(o.epoch, void & _reach(ops, o.deps)) for o in outs)
 
 
 def group_tag(group_id: bytes, epoch: int) -> bytes:
@@ -581,11 +612,12 @@ class GroupState:
         if not changed:
             same = candidates == self.candidates
             return (self if same else replace(self, candidates=candidates)), False, rejected
-        roster, _ = fold(ops.values())
+        roster, void = fold_void(ops.values())
         assert roster is not None
         state = replace(
-            self, ops=ops, roster=roster, epoch=len(ops), heads=_heads(ops), candidates=candidates
-        )
+            self, ops=ops, roster=roster, epoch=message_epoch(len(ops), void),
+            heads=_heads(ops), candidates=candidates,
+        )  # fmt: skip
         return state, True, rejected
 
     def _admit(
@@ -762,16 +794,19 @@ class GroupState:
     ) -> tuple[GroupState, list[Outgoing]]:
         roster: Roster | None = None
         heads: tuple[bytes, ...] = ()
+        epoch = 0
         if self.ops and len(ops) == len(self.ops) + 1:
             (op,) = (o for oid, o in ops.items() if oid not in self.ops)
             if op.deps == self.heads:  # the usual case: one op on our heads
-                roster, heads = _ROSTER_AFTER.get(op.op_id), (op.op_id,)
+                # it comes after every op we hold, so it is concurrent with none: it is not
+                # void, and changes what is void nowhere
+                roster, heads, epoch = _ROSTER_AFTER.get(op.op_id), (op.op_id,), self.epoch + 1
         if roster is None:
-            roster, _ = fold(ops.values())
-            heads = _heads(ops)
+            roster, void = fold_void(ops.values())
+            heads, epoch = _heads(ops), message_epoch(len(ops), void)
         if roster is None:
             raise GroupError("no create op")
-        folded = replace(self, ops=ops, roster=roster, epoch=len(ops), heads=heads)
+        folded = replace(self, ops=ops, roster=roster, epoch=epoch, heads=heads)
         return self._transition(folded, directory, rng, now_ms)
 
     def sync_devices(self, directory: Directory, rng: Rng) -> tuple[GroupState, list[Outgoing]]:
@@ -818,7 +853,7 @@ class GroupState:
         for gone in sorted(set(by_installation) - after):
             ident = owner.get(gone)
             keep = now_ms is not None and ident is not None and ident not in new.roster.members
-            last = removal_epoch(new.ops, ident, self.epoch) if keep and ident else 0
+            last = removal_message_epoch(new.ops, ident, self.epoch) if keep and ident else 0
             for key_id in by_installation.pop(gone):
                 if keep and now_ms is not None and ident is not None:
                     until = left.setdefault(ident, now_ms + RETIRED_CHAIN_MS)
@@ -835,15 +870,15 @@ class GroupState:
             # that took them out is applied now (a key sent later must not open a new window)
             waiting = []
             for d in pending:
-                last = removal_epoch(new.ops, d.identity, -1)
                 until = left.get(d.identity, -1)
                 if (
                     d.identity not in new.roster.members
-                    and d.epoch <= last
+                    and d.epoch <= removal_epoch(new.ops, d.identity, -1)
                     and now_ms <= until
                     and d.installation in _devices(directory, d.identity)
                 ):
                     chain = ReceiverChain.from_distribution(d)
+                    last = removal_message_epoch(new.ops, d.identity, -1)
                     retired.append(RetiredChain(chain, last, until))
                 else:
                     waiting.append(d)
@@ -852,7 +887,9 @@ class GroupState:
         out: list[Outgoing] = []
         own = self.own
         if own is None or before - after:
-            own = SenderChain.generate(rng, new.epoch, chains)
+            # a chain's epoch is the size of the log it was made at: it only grows, so the
+            # newest chain of a member is the one with the highest epoch
+            own = SenderChain.generate(rng, len(new.ops), chains)
             targets = after
         else:
             targets = after - before
@@ -900,8 +937,9 @@ class GroupState:
                 and now_ms <= until
                 and from_identity == d.identity
                 and d.identity not in self.roster.members
-                and d.epoch <= (last := removal_epoch(self.ops, d.identity, -1))
+                and d.epoch <= removal_epoch(self.ops, d.identity, -1)
             ):
+                last = removal_message_epoch(self.ops, d.identity, -1)
                 if any(
                     r.chain.key_id == d.key_id and r.chain.installation == d.installation
                     for r in self.retired
@@ -1103,13 +1141,14 @@ class GroupState:
         if version >= 3:
             candidates = tuple(decode_op(r.blob()) for _ in range(r.var()))
         r.end()
-        roster, _ = fold(ops.values())
+        roster, void = fold_void(ops.values())
         if roster is None:
             raise MalformedMessage("group state without a create op")
+        epoch = message_epoch(len(ops), void)
         return cls(
-            group_id, identity, installation, ops, roster, len(ops), devices, own, chains,
-            by_installation, pending, _tags(group_id, len(ops)), _heads(ops),
-            group_tag(group_id, len(ops)), retired, left, candidates,
+            group_id, identity, installation, ops, roster, epoch, devices, own, chains,
+            by_installation, pending, _tags(group_id, epoch), _heads(ops),
+            group_tag(group_id, epoch), retired, left, candidates,
         )  # fmt: skip
 
 

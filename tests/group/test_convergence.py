@@ -316,3 +316,41 @@ def test_an_op_signed_by_a_device_revoked_since_comes_in_with_the_ops_built_on_i
     sb, out = sb.rename("later", w.dev(b).key, w.directory, w.rng, w.now)
     sc, _ = sc.apply_op(out[0].payload, w.directory, w.rng, signers=past)
     assert set(sc.ops) == set(sb.ops) and sc.members() == sb.members() and z in sc.members()
+
+
+def test_void_ops_held_by_one_side_of_a_partition_do_not_set_its_epoch_apart() -> None:
+    """a, an admin, adds 12 people on one side of a partition while s, senior, removes a on
+    the other. m (a's side) got a's adds before the removal, so holds them in its log
+    (void once the removal comes); n got the removal first and keeps them aside. Both end
+    with the same members, and must tag messages with the same epoch: when the void ops
+    counted, m's epoch ran 12 ahead of n's for good, past the epochs either accepts, so
+    neither read the other's messages."""
+    w = World(41)
+    s, a, m, n = (w.person() for _ in range(4))
+    w.create(s, [a, m, n])
+    w.act(s, "promote", a)
+    side1, side2 = [w.dev(a), w.dev(m)], [w.dev(s), w.dev(n)]
+    for d in side1:
+        d.online = False
+    w.act(s, "remove_member", a)  # side 2 only; side 1 gets it later
+    held = {d.inst: d.inbox for d in side1}
+    for d in side1:
+        d.online, d.inbox = True, []
+    for d in side2:
+        d.online = False
+    for _ in range(12):
+        w.act(a, "add_member", w.person())  # side 1 only, before a learns of its removal
+    for d in side1:  # the partition heals
+        d.online = False
+        d.inbox = held[d.inst] + d.inbox
+    for d in (*side2, w.dev(m)):
+        w.go_online(d)
+    sm, sn = w.dev(m).state, w.dev(n).state
+    assert sm is not None and sn is not None
+    assert sm.members() == sn.members() and a not in sm.members()
+    assert len(sm.ops) == len(sn.ops) + 12  # m holds the void adds, n keeps them aside
+    assert sm.epoch == sn.epoch
+    assert w.read(n, w.send(m, b"from m's side")) == b"from m's side"
+    assert w.read(m, w.send(n, b"from n's side")) == b"from n's side"
+    again = GroupState.from_bytes(sm.to_bytes())
+    assert again.epoch == sm.epoch
