@@ -34,6 +34,7 @@ from chatcore.errors import (
     DeliveryPending,
     NotInitialised,
     StoreError,
+    StoreUnavailable,
     TransportError,
     UnknownContact,
     UnknownMessage,
@@ -126,7 +127,8 @@ class Client:
                 network.binding,
                 network.name_registry,
                 clock=lambda: self.clock_ms() / 1000,
-            )
+            ),
+            has_session=lambda installation: store.session_for(installation) is not None,
         )
         self.engine = Engine(store, OwnIdentity(identity_id, keys), self.directory, rng, clock_ms)
         from chatcore.groupchat import GroupChat
@@ -200,6 +202,10 @@ class Client:
 
             raise NameTaken(f"the name {name!r} is already taken")
         home = Home(Path(home_dir))
+        # a directory that exists may hold the user's own files: only what init adds to it
+        # is taken away again if init fails
+        existed = home.path.is_dir()
+        before = set(home.path.iterdir()) if existed else set()
         home.create()
         try:
             return cls._init_in(home, passphrase, network, name, registry, rng, prekey_ttl_s)
@@ -208,7 +214,13 @@ class Client:
                 # nothing reached the chain: leave no half-made home behind
                 import shutil
 
-                shutil.rmtree(home.path, ignore_errors=True)
+                if not existed:
+                    shutil.rmtree(home.path, ignore_errors=True)
+                for made in set(home.path.iterdir()) - before if existed else ():
+                    if made.is_dir() and not made.is_symlink():
+                        shutil.rmtree(made, ignore_errors=True)
+                    else:
+                        made.unlink(missing_ok=True)
             raise
 
     @classmethod
@@ -529,6 +541,8 @@ class Client:
                 if not await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS):
                     raise
                 r = receive(data, cursor=(subject, seq))
+        except StoreUnavailable:
+            raise  # our store, not the frame: stop here, the frame is read again next time
         except ChatCoreError as exc:
             log.warning("dropped frame seq=%d: %s: %s", seq, type(exc).__name__, exc)
             self.engine.drain()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 from chatcore.engine import Peer
 from chatcore.errors import UnknownContact, UntrustedIdentity
 from chatcore.keys import PeerKeys
@@ -36,8 +39,14 @@ class ChainDirectory:
     of incoming frames costs no chain access at all.
     """
 
-    def __init__(self, resolver: Resolver) -> None:
+    def __init__(
+        self, resolver: Resolver, has_session: Callable[[bytes], bool] | None = None
+    ) -> None:
         self.resolver = resolver
+        #: do we hold a session with this installation? A device whose signed prekey has
+        #: expired (offline past its lifetime) is still written to over a session we have:
+        #: the prekey's freshness guards new sessions only
+        self.has_session = has_session
         self._cache: dict[tuple[bytes, bool], ResolvedIdentity] = {}
 
     def refresh(self) -> None:
@@ -58,15 +67,42 @@ class ChainDirectory:
             raise UnknownContact(str(exc)) from exc
 
     def peer(self, identity_id: bytes) -> Peer:
+        """The installations to write to: those with a fresh signed prekey, and those we
+        hold a session with (their prekey may have expired meanwhile)."""
         try:
-            return to_peer(self._resolved(identity_id, True))
+            return self._reachable(identity_id)
         except RecordNotFound as exc:
             raise UnknownContact(str(exc)) from exc
+
+    def _reachable(self, identity_id: bytes) -> Peer:
+        try:
+            fresh: ResolvedIdentity | None = self._resolved(identity_id, True)
+            failure: DiscoveryError | None = None
+        except DiscoveryError as exc:
+            fresh, failure = None, exc
+        if self.has_session is not None:
+            try:
+                every = self._resolved(identity_id, False)
+            except DiscoveryError:
+                every = None
+            if every is not None:
+                keep = {i.installation_id for i in fresh.installations} if fresh else set()
+                insts = [
+                    i
+                    for i in every.installations
+                    if i.installation_id in keep or self.has_session(i.installation_id)
+                ]
+                if insts:
+                    return to_peer(replace(every, installations=tuple(insts)))
+        if fresh is None:
+            assert failure is not None
+            raise failure
+        return to_peer(fresh)
 
     def own_devices(self, identity_id: bytes) -> tuple[PeerKeys, ...]:
         """Our identity's installations (including this one; callers skip it)."""
         try:
-            return to_peer(self._resolved(identity_id, True)).installations
+            return self._reachable(identity_id).installations
         except DiscoveryError:
             return ()
 

@@ -23,6 +23,7 @@ from chatcore.errors import (
     DuplicateMessage,
     MalformedMessage,
     ProtocolError,
+    StoreUnavailable,
     UntrustedIdentity,
 )
 from chatcore.keys import InstallationKeys, PeerKeys, PqPrekey, SignedPrekey
@@ -373,6 +374,8 @@ class Engine:
                 return self._receive(frame, cursor)
             except _SessionRaced:
                 raise ProtocolError("session changed by another process; try again") from None
+        except StoreUnavailable:
+            raise  # nothing wrong with the frame: it is read again, not skipped
         except Exception:
             if cursor is not None:
                 with self.store.transaction():

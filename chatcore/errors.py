@@ -69,6 +69,12 @@ class StoreError(ChatCoreError):
     """The local store failed or is inconsistent."""
 
 
+class StoreUnavailable(StoreError):
+    """The local store cannot be written just now (locked by another process past the busy
+    timeout, read-only, disk full, I/O error). Nothing about the input is wrong: a frame
+    that met this is not skipped, it is read again next time."""
+
+
 class WrongPassphrase(StoreError):
     """The passphrase does not unlock this home."""
 

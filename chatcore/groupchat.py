@@ -26,6 +26,7 @@ from chatcore.errors import (
     ChatCoreError,
     GroupError,
     MalformedMessage,
+    StoreUnavailable,
     UntrustedIdentity,
 )
 from chatcore.group import GroupState, InstallationKey, Publish, SendTo
@@ -509,6 +510,8 @@ class GroupChat:
         """Decrypt and store one frame from a group topic."""
         try:
             return self._receive(subject, frame, cursor)
+        except StoreUnavailable:
+            raise  # nothing wrong with the frame: it is read again, not skipped
         except Exception as exc:
             with self.store.transaction():
                 if cursor is not None:

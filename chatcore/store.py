@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlcipher3 import dbapi2 as sqlcipher
 
-from chatcore.errors import StoreError, WrongPassphrase
+from chatcore.errors import StoreError, StoreUnavailable, WrongPassphrase
 
 SCHEMA_VERSION = 6
 #: Sessions kept per peer installation (each handshake a peer sends makes one: a peer
@@ -179,6 +179,14 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 
+def _store_error(exc: Exception) -> StoreError:
+    """A typed error for a failed SQLite call: ``StoreUnavailable`` for what is about this
+    device and may pass (locked, read-only, full, I/O), ``StoreError`` for the rest."""
+    if isinstance(exc, (sqlite3.OperationalError, sqlcipher.OperationalError)):
+        return StoreUnavailable(f"local store unavailable: {exc}")
+    return StoreError(f"local store error: {exc}")
+
+
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
     conversation_id: bytes
@@ -259,7 +267,10 @@ class Store:
         except sqlcipher.DatabaseError as exc:
             raise WrongPassphrase("wrong passphrase (cannot decrypt the local store)") from exc
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        # FULL: a commit is on disk (the WAL fsynced) before the frame it made is published;
+        # with NORMAL a power cut could roll back a ratchet step whose ciphertext had left,
+        # and the next send would reuse its message key and nonce
+        conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA busy_timeout = 5000")
         return cls(conn)
 
@@ -296,22 +307,28 @@ class Store:
                 finally:
                     self._depth -= 1
                 return
-            self._db.execute("BEGIN IMMEDIATE")
+            self._x("BEGIN IMMEDIATE")
             self._depth = 1
             try:
                 yield
             except BaseException:
                 self._depth = 0
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
             self._depth = 0
-            self._db.execute("COMMIT")
+            try:
+                self._x("COMMIT")
+            except StoreError:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     def _x(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
         try:
             return self._db.execute(sql, args)
         except (sqlite3.Error, sqlcipher.Error) as exc:
-            raise StoreError(f"local store error: {exc}") from exc
+            raise _store_error(exc) from exc
 
     # --- meta and secrets -----------------------------------------------------------------------
     def get_meta(self, key: str) -> bytes | None:

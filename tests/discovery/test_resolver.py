@@ -399,6 +399,32 @@ def test_expired_prekey_after_client_publish_with_short_ttl(world: World) -> Non
         cold(world.cfg, clock=lambda: time.time() + 31).resolve(qid)
 
 
+def test_the_directory_writes_to_an_expired_prekey_device_only_over_a_session(
+    world: World,
+) -> None:
+    """A device offline past its prekey's lifetime was left out of every fan-out, though
+    we hold a session with it: it silently missed messages (and retransmission took it for
+    revoked). The prekey's freshness guards new sessions only."""
+    from chatcore.directory import ChainDirectory
+    from chatcore.errors import UnknownContact
+
+    ident = world.short_ttl_client
+    later = cold(world.cfg, clock=lambda: time.time() + 31)
+    (inst,) = cold(world.cfg).resolve("0x" + ident.hex()).installations
+    with_session = ChainDirectory(later, has_session=lambda i: i == inst.installation_id)
+    assert [k.installation_id for k in with_session.peer(ident).installations] == [
+        inst.installation_id
+    ]
+    assert [k.installation_id for k in with_session.own_devices(ident)] == [inst.installation_id]
+    # no session: no new one on an expired prekey
+    without = ChainDirectory(later, has_session=lambda i: False)
+    with pytest.raises(ExpiredPrekey):
+        without.peer(ident)
+    assert without.own_devices(ident) == ()
+    with pytest.raises((ExpiredPrekey, UnknownContact)):
+        ChainDirectory(later).peer(ident)
+
+
 def test_bad_signature(world: World) -> None:
     b = world.bad_sig
     with pytest.raises(BadSignature):

@@ -1,0 +1,62 @@
+"""``Client.init`` that fails before anything reached the chain leaves no half-made home, and
+never takes away what was in the directory before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatcore import client as client_mod
+from chatcore.client import Client
+from discovery.network import NetworkConfig
+
+
+class _Chain:
+    """Enough of a registry for init's checks before it creates anything."""
+
+    def __init__(self, network: Any) -> None:
+        pass
+
+    def check_chain(self) -> None:
+        pass
+
+    def name_owner(self, name: str) -> bytes:
+        return b"\x00" * 32
+
+
+def _interrupted(*args: Any, **kwargs: Any) -> Any:
+    raise KeyboardInterrupt  # Ctrl-C while registering
+
+
+def _init(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_mod, "Registry", _Chain)
+    monkeypatch.setattr(Client, "_init_in", classmethod(_interrupted))
+    net = NetworkConfig(
+        chain_id=31337, rpc_url="http://127.0.0.1:1", identity_registry="0x" + "11" * 20,
+        name_registry="0x" + "22" * 20, deploy_block=0, nats_url="nats://127.0.0.1:1",
+    )  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        Client.init(home, "pass", net)
+
+
+def test_an_interrupted_init_in_a_directory_of_the_users_keeps_the_users_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "docs"
+    (home / "sub").mkdir(parents=True)
+    (home / "precious.txt").write_text("mine")
+    (home / "sub" / "also.txt").write_text("mine too")
+    _init(home, monkeypatch)
+    assert (home / "precious.txt").read_text() == "mine"
+    assert (home / "sub" / "also.txt").read_text() == "mine too"
+    assert sorted(p.name for p in home.iterdir()) == ["precious.txt", "sub"]  # init's are gone
+
+
+def test_an_interrupted_init_in_a_new_directory_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "new-home"
+    _init(home, monkeypatch)
+    assert not home.exists()
