@@ -38,6 +38,11 @@ SHORT_ID_SIZE = 4
 DEDUP_WINDOW = 4096
 #: Unresolved gaps remembered per conversation (oldest dropped beyond this).
 MAX_GAPS = 256
+#: Sent messages tracked per conversation until acknowledged; beyond this the oldest stops
+#: being retransmitted (a recipient that never acknowledges — a lost phone never revoked, a
+#: peer withholding receipts — must not grow the state and every retransmission round for
+#: ever).
+MAX_PENDING = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +52,18 @@ class RetryPolicy:
     first_ms: int = 30_000
     factor: int = 2
     max_ms: int = 6 * 3_600_000
+    #: a message not acknowledged this long after it was sent is no longer retransmitted:
+    #: the delivery network keeps each copy 30 days, so a device gone up to about twice
+    #: this long still finds the last one
+    give_up_ms: int = 30 * 86_400_000
 
     def __post_init__(self) -> None:
-        if self.first_ms <= 0 or self.factor < 1 or self.max_ms < self.first_ms:
+        if (
+            self.first_ms <= 0
+            or self.factor < 1
+            or self.max_ms < self.first_ms
+            or self.give_up_ms < self.max_ms
+        ):
             raise ValueError("bad retry policy")
 
     def delay(self, attempt: int) -> int:
@@ -114,6 +128,8 @@ class ConversationLog:
             self.outgoing[message_id] = _Pending(
                 set(recipients), now_ms, 0, now_ms + self.policy.delay(0)
             )
+            while len(self.outgoing) > MAX_PENDING:  # the oldest first (insertion order)
+                del self.outgoing[next(iter(self.outgoing))]
 
     def acked(self, message_id: bytes, recipient: bytes) -> bool:
         """A receipt from ``recipient``. True when that completed the message (all acked)."""
@@ -131,9 +147,13 @@ class ConversationLog:
         return frozenset() if p is None else frozenset(p.recipients)
 
     def due(self, now_ms: int) -> list[Retransmit]:
-        """Messages to retransmit now; each is rescheduled with the next backoff step."""
+        """Messages to retransmit now; each is rescheduled with the next backoff step. One
+        sent ``give_up_ms`` ago or more is no longer tracked (it stays unacknowledged)."""
         out: list[Retransmit] = []
-        for mid, p in self.outgoing.items():
+        for mid, p in list(self.outgoing.items()):
+            if now_ms - p.sent_at >= self.policy.give_up_ms:
+                del self.outgoing[mid]
+                continue
             if p.next_at <= now_ms:
                 p.attempts += 1
                 p.next_at = now_ms + self.policy.delay(p.attempts)

@@ -67,3 +67,25 @@ def test_roundtrip_and_bad_state() -> None:
         Reliability.from_bytes(r.to_bytes()[:-3])
     with pytest.raises(ValueError):
         Reliability.from_bytes(b"\x09" + r.to_bytes()[1:])
+
+
+def test_a_recipient_that_never_acknowledges_is_not_waited_for_for_ever() -> None:
+    """Review finding: a lost phone never revoked (or a peer withholding receipts) kept every
+    message pending for ever, each re-sent every 6 h, the state growing with each send."""
+    from chatcore.reliability import MAX_PENDING
+
+    day = 86_400_000
+    r = Reliability(RetryPolicy(1_000, 2, 6 * 3_600_000, give_up_ms=30 * day))
+    log = r.log(CONV)
+    log.sent(mid(1), [A], now_ms=0)
+    assert [d.message_id for d in r.due(29 * day)] == [mid(1)]  # still retransmitted
+    assert r.due(30 * day) == [] and not r.has_pending()  # then given up
+    for i in range(MAX_PENDING + 50):
+        log.sent(mid(10 + i), [A], now_ms=31 * day + i)
+    assert r.pending_count() == MAX_PENDING
+    assert log.unacked(mid(10)) == frozenset()  # the oldest went first
+    assert log.unacked(mid(10 + MAX_PENDING + 49)) == {A}
+    log.sent(mid(5_000), [A], now_ms=32 * day)
+    assert r.pending_count() == MAX_PENDING  # bounded
+    with pytest.raises(ValueError):
+        RetryPolicy(1_000, 2, 5_000, give_up_ms=4_000)
