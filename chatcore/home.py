@@ -96,10 +96,23 @@ class Home:
 
     def open_store(self, passphrase: str) -> Store:
         key = self.db_key(passphrase)
-        if not self.db_file.exists() and self.meta_file.exists():
-            # created but never initialised (e.g. init interrupted before the store existed)
-            pass
-        return Store.open(self.db_file, key)
+        try:
+            return Store.open(self.db_file, key)
+        except WrongPassphrase:
+            # a damaged store looks like a wrong key: the owner keystore (its own MAC) says
+            # whether the passphrase is right, so the user is not sent to retry it
+            if not self.keystore_file.exists():
+                raise
+            try:
+                self.load_owner_key(passphrase)
+            except (WrongPassphrase, NotInitialised, OSError, ValueError):
+                raise WrongPassphrase(
+                    "wrong passphrase (cannot decrypt the local store)"
+                ) from None
+            raise StoreError(
+                f"the local store {self.db_file} is damaged (the passphrase is right: it "
+                "opens the owner keystore)"
+            ) from None
 
     # --- owner keystore ---------------------------------------------------------------------------
     def save_owner_key(self, private_key: bytes, passphrase: str) -> None:

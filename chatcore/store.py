@@ -184,6 +184,8 @@ def _store_error(exc: Exception) -> StoreError:
     device and may pass (locked, read-only, full, I/O), ``StoreError`` for the rest."""
     if isinstance(exc, (sqlite3.OperationalError, sqlcipher.OperationalError)):
         return StoreUnavailable(f"local store unavailable: {exc}")
+    if isinstance(exc, MemoryError):  # how SQLCipher reports a page that fails its check
+        return StoreError("local store damaged (a page does not decrypt) or out of memory")
     return StoreError(f"local store error: {exc}")
 
 
@@ -264,15 +266,23 @@ class Store:
             conn.execute("PRAGMA cipher_log_level = NONE")
             conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlcipher.OperationalError as exc:  # cannot open the file at all
+            raise StoreUnavailable(f"cannot open the local store {path}: {exc}") from exc
         except sqlcipher.DatabaseError as exc:
+            # a wrong key and a damaged first page look alike (``Home.open_store`` tells them
+            # apart by the owner keystore)
             raise WrongPassphrase("wrong passphrase (cannot decrypt the local store)") from exc
-        conn.execute("PRAGMA journal_mode = WAL")
-        # FULL: a commit is on disk (the WAL fsynced) before the frame it made is published;
-        # with NORMAL a power cut could roll back a ratchet step whose ciphertext had left,
-        # and the next send would reuse its message key and nonce
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA busy_timeout = 5000")
-        return cls(conn)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            # FULL: a commit is on disk (the WAL fsynced) before the frame it made is
+            # published; with NORMAL a power cut could roll back a ratchet step whose
+            # ciphertext had left, and the next send would reuse its message key and nonce
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA busy_timeout = 5000")
+            return cls(conn)
+        except (sqlcipher.Error, MemoryError) as exc:
+            conn.close()
+            raise _store_error(exc) from exc
 
     @classmethod
     def memory(cls) -> Store:
@@ -327,7 +337,7 @@ class Store:
     def _x(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
         try:
             return self._db.execute(sql, args)
-        except (sqlite3.Error, sqlcipher.Error) as exc:
+        except (sqlite3.Error, sqlcipher.Error, MemoryError) as exc:
             raise _store_error(exc) from exc
 
     # --- meta and secrets -----------------------------------------------------------------------

@@ -10,6 +10,8 @@ hash while its logs are being read (a reorg in the middle of a sync), up to thre
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import replace
@@ -60,10 +62,15 @@ class Index:
     def __init__(self, path: Path | str, registry: Registry) -> None:
         self.path = str(path)
         self.registry = registry
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        try:
+            self.db = self._connect()
+        except sqlite3.DatabaseError:
+            # a damaged file: the index only copies the chain, so it is set aside and built
+            # again by the next sync
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.path + suffix, self.path + ".damaged" + suffix)
+            self.db = self._connect()
         cfg = registry.config
         scope = f"{cfg.chain_id}:{cfg.identity_registry.lower()}:{cfg.name_registry.lower()}"
         if self._meta("scope") not in (None, scope):
@@ -75,6 +82,17 @@ class Index:
         self._checked: dict[bytes, IdentityState] | None = None
         # name -> its holder as storage said since the last sync
         self._holders: dict[str, bytes] = {}
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         self.db.close()
