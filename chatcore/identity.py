@@ -360,15 +360,40 @@ def _peer_rows(store: Any, conversations: list[dict[str, Any]]) -> list[dict[str
 
 
 def _message_rows(store: Any, conv_id: bytes, limit: int) -> list[dict[str, Any]]:
-    return [
-        {
+    # what edits, deletes and reactions made of each message comes along: without it a
+    # new device or a restored backup showed the original text of an edited (redacted)
+    # message, and no reactions
+    changes = {
+        bytes(r[0]): (r[1], int(r[2]), int(r[3]))
+        for r in store._x(
+            "SELECT message_id, edited_body, edit_lamport, deleted FROM messages "
+            "WHERE conversation_id=? AND (edited_body IS NOT NULL OR deleted=1)",
+            (conv_id,),
+        ).fetchall()
+    }
+    reactions: dict[bytes, list[list[Any]]] = {}
+    for mid, who, emoji, lamport in store._x(
+        "SELECT message_id, reactor, emoji, lamport FROM reactions WHERE conversation_id=?",
+        (conv_id,),
+    ).fetchall():
+        reactions.setdefault(bytes(mid), []).append([bytes(who).hex(), emoji, int(lamport)])
+    rows = []
+    for m in store.history(conv_id, limit):
+        row = {
             "c": m.conversation_id.hex(), "m": m.message_id.hex(), "si": m.sender_identity.hex(),
             "sn": m.sender_installation.hex(), "l": m.lamport, "s": m.sent_at, "r": m.received_at,
             "t": m.content_type, "b": base64.b64encode(m.body).decode(), "o": m.outgoing,
             "st": m.status,
-        }
-        for m in store.history(conv_id, limit)
-    ]  # fmt: skip
+        }  # fmt: skip
+        changed = changes.get(m.message_id)
+        if changed is not None:
+            edited, row["el"], row["d"] = changed
+            if edited is not None:
+                row["e"] = base64.b64encode(bytes(edited)).decode()
+        if m.message_id in reactions:
+            row["rx"] = reactions[m.message_id]
+        rows.append(row)
+    return rows
 
 
 def snapshot(store: Any, max_messages: int, max_bytes: int | None = None) -> dict[str, Any]:
@@ -387,6 +412,31 @@ def snapshot(store: Any, max_messages: int, max_bytes: int | None = None) -> dic
         "contacts": _contact_rows(store),
         "messages": msgs,
     }
+
+
+def _restore_changes(store: Any, m: dict[str, Any]) -> None:
+    """A message's edit, delete and reactions from a snapshot row (the newer word wins)."""
+    key = (bytes.fromhex(m["c"]), bytes.fromhex(m["m"]))
+    if m.get("d"):
+        store._x(
+            "UPDATE messages SET deleted=1, body=x'', edited_body=NULL "
+            "WHERE conversation_id=? AND message_id=?",
+            key,
+        )
+        store._x("DELETE FROM reactions WHERE conversation_id=? AND message_id=?", key)
+        return
+    if "e" in m:
+        store._x(
+            "UPDATE messages SET edited_body=?, edit_lamport=? WHERE conversation_id=? AND "
+            "message_id=? AND deleted=0 AND edit_lamport < ?",
+            (base64.b64decode(m["e"]), int(m["el"]), *key, int(m["el"])),
+        )
+    for who, emoji, lamport in m.get("rx", ()):
+        store._x(
+            "INSERT INTO reactions VALUES (?,?,?,?,?) ON CONFLICT DO UPDATE SET "
+            "emoji=excluded.emoji, lamport=excluded.lamport WHERE excluded.lamport > lamport",
+            (*key, bytes.fromhex(who), str(emoji), int(lamport)),
+        )
 
 
 def _contact_rows(store: Any) -> list[dict[str, Any]]:
@@ -431,6 +481,7 @@ def restore_snapshot(store: Any, snap: dict[str, Any]) -> int:
                 check_clock=False,  # our own history, checked when it first arrived
             )  # fmt: skip
             added += int(ok)
+            _restore_changes(store, m)
         # imported history is not news: keep the unread counts the snapshot had; and the
         # flags the user set (muted, archived) come along
         for c in snap.get("conversations", []):
