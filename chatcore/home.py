@@ -106,9 +106,7 @@ class Home:
             try:
                 self.load_owner_key(passphrase)
             except (WrongPassphrase, NotInitialised, OSError, ValueError):
-                raise WrongPassphrase(
-                    "wrong passphrase (cannot decrypt the local store)"
-                ) from None
+                raise WrongPassphrase("wrong passphrase (cannot decrypt the local store)") from None
             raise StoreError(
                 f"the local store {self.db_file} is damaged (the passphrase is right: it "
                 "opens the owner keystore)"
