@@ -946,18 +946,43 @@ class Client:
                 return hits[0]
         if not required:
             return None
-        from discovery.errors import InvalidQuery
-
-        try:  # by peer: name, id or address
-            peer = self.directory.lookup(query)
-        except (UnknownContact, InvalidQuery):
-            raise UnknownContact(f"no conversation, group or person {query!r}") from None
         from chatcore.engine import direct_conversation_id
+        from discovery.errors import DiscoveryError
 
-        conv = self.store.conversation(direct_conversation_id(self.identity_id, peer.identity_id))
+        aliased, named = self._known_person(query)
+        who = aliased
+        if who is None:
+            try:  # by peer: name, id or address
+                who = self.directory.lookup(query).identity_id
+            except (UnknownContact, DiscoveryError):
+                # reading our own history needs no chain: the name as we last saw it does
+                # (the chain may say their devices, or ours, are revoked, or be unreachable)
+                who = named
+        if who is None:
+            raise UnknownContact(f"no conversation, group or person {query!r}")
+        conv = self.store.conversation(direct_conversation_id(self.identity_id, who))
         if conv is None:
             raise UnknownContact(f"no conversation with {query!r}")
         return conv
+
+    def _known_person(self, query: str) -> tuple[bytes | None, bytes | None]:
+        """Who ``query`` names here without the chain: (the contact we gave this alias, the
+        conversation peer that had this name when we last saw it), one match each or None."""
+        q = query.strip().lower()
+        if not q:
+            return None, None
+        aliases = {c.identity_id for c in self.features.contacts() if (c.alias or "").lower() == q}
+        named = set()
+        for c in self.store.conversations():
+            if c.peer_identity is None:
+                continue
+            seen = (c.title or "", self.store.peer_display(c.peer_identity) or "")
+            if q in (n.lower() for n in seen):
+                named.add(c.peer_identity)
+        return (
+            aliases.pop() if len(aliases) == 1 else None,
+            named.pop() if len(named) == 1 else None,
+        )
 
     def history(
         self, conv_id: bytes, limit: int = 50, before: tuple[int, int] | None = None

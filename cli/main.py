@@ -603,7 +603,13 @@ def send(ctx: Ctx, to: str, text: str) -> None:
         hexed = client._hex_prefix(to, 64)
         if conv is None and hexed is not None and len(hexed) not in (40, 64):
             # a short hex id that is no group's or conversation's (40 / 64 digits: a person)
-            raise UnknownContact(f"no group, conversation or identity matches {to!r}") from None
+            # — unless it is a name (names of hex letters only, such as "cafe", exist)
+            from discovery.errors import DiscoveryError
+
+            try:
+                client.resolve_peer(to)
+            except (UnknownContact, DiscoveryError):
+                raise UnknownContact(f"no group, conversation or identity matches {to!r}") from None
 
     async def go() -> Any:
         try:

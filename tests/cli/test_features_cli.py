@@ -226,3 +226,28 @@ def test_chat_shows_typing_and_receipt_marks(
     assert any(m["text"] == "typed it, edited" and m["edited"] for m in h["messages"])
     # typing indicators are never stored
     assert all(m["type"] in ("text", "reply") for m in h["messages"])
+
+
+def test_hex_letter_names_aliases_and_history_after_a_revocation(
+    run_cli: RunCli, homes: dict[str, Any], tmp_path: Path
+) -> None:
+    """Review findings: a registered name of hex letters only ("beefcafe") could be looked
+    up but not written to (taken for an id prefix); an alias worked for 'send' but not for
+    'history'; our own history with someone whose devices are all revoked could not be
+    opened by their name."""
+    home = str(tmp_path / "beef")
+    r = run_cli("--home", home, "init", "--name", "beefcafe", "--json")
+    assert r.code == 0, r.err
+    ok(run_cli, homes, "alice", "send", "beefcafe", "to a hex-letter name")
+    got = run_cli("--home", home, "sync", "--json")
+    assert [m["text"] for m in got.doc] == ["to a hex-letter name"], got.err
+    ok(run_cli, homes, "alice", "contacts", "add", "beefcafe", "--alias", "Cow")
+    h = js(run_cli, homes, "alice", "history", "Cow")
+    assert [m["text"] for m in h["messages"]] == ["to a hex-letter name"]
+    me = run_cli("--home", home, "devices", "list", "--json").doc
+    gone = run_cli(
+        "--home", home, "devices", "revoke", me[0]["installation_id"], "--this-device", "--json"
+    )
+    assert gone.code == 0, gone.err
+    h = js(run_cli, homes, "alice", "history", "beefcafe")
+    assert [m["text"] for m in h["messages"]] == ["to a hex-letter name"]
