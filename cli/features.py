@@ -569,6 +569,8 @@ class Screen:
 def chat(ctx: Ctx, to: str) -> None:
     """Interactive chat: type lines to send; messages, typing and receipts appear as they
     arrive. Ctrl-D leaves."""
+    if ctx.json:
+        raise click.UsageError("chat is interactive: --json is not supported (use history)")
     client = _open(ctx)
     _run(_chat(client, to))
 

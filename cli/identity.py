@@ -310,7 +310,11 @@ def recovery_restore(ctx: Ctx) -> None:
 
 
 @recovery.command("phrase")
-@click.option("--yes", is_flag=True, help="Do not ask: the current phrase stops working.")
+@click.option(
+    "--yes", is_flag=True,
+    help="Do not ask (needed without a terminal): the current phrase stops working once the "
+    "change is confirmed.",
+)  # fmt: skip
 @_with_json
 @click.pass_obj
 @guarded
@@ -327,9 +331,14 @@ def recovery_phrase(ctx: Ctx, yes: bool) -> None:
 
     if not yes:
         if not sys.stdin.isatty():
-            fail("this makes your current recovery phrase useless: pass --yes to go on")
+            fail(
+                "this replaces your recovery phrase once confirmed (after the registry's "
+                "delay): pass --yes to go on"
+            )
         if not click.confirm(
-            "Your current recovery phrase will stop working. Make a new one?", err=True
+            "Your current recovery phrase will stop working once the change is confirmed "
+            "(after the registry's delay; until then it can cancel it). Make a new one?",
+            err=True,
         ):
             fail("nothing changed")
     pw = passphrase()
@@ -561,7 +570,10 @@ def bind_wallet_cmd(
             return
         if signature is None:
             key = _secret("LOGOS_CHAT_WALLET_KEY", "Wallet private key (hex)")
-            wallet = Account.from_key(key)
+            try:
+                wallet = Account.from_key(key)
+            except (ValueError, TypeError):
+                fail("LOGOS_CHAT_WALLET_KEY is not a private key (64 hex digits)")
             if address and address.lower() != wallet.address.lower():
                 fail("LOGOS_CHAT_WALLET_KEY is not the key of ADDRESS")
             address = wallet.address

@@ -7,6 +7,7 @@ stderr and exit non-zero, never a traceback (``-v`` adds the traceback for debug
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -156,6 +157,10 @@ def guarded(fn: F) -> F:
             fail(str(exc), EXIT_ERROR)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except BrokenPipeError:  # e.g. '| head' closed our output: stop quietly, as cat does
+            with contextlib.suppress(OSError):
+                sys.stdout = open(os.devnull, "w")
+            sys.exit(141)
         except Exception as exc:
             if verbose:
                 traceback.print_exc()
@@ -165,12 +170,14 @@ def guarded(fn: F) -> F:
 
 
 def passphrase(confirm: bool = False) -> str:
-    env = os.environ.get("LOGOS_CHAT_PASSPHRASE")
-    if env is not None:
-        return env
-    if not sys.stdin.isatty():
-        fail("no passphrase: set LOGOS_CHAT_PASSPHRASE or run in a terminal", EXIT_AUTH)
-    value: str = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm, err=True)
+    """This home's passphrase (``confirm``: a new one, asked twice; it may not be empty)."""
+    value = os.environ.get("LOGOS_CHAT_PASSPHRASE")
+    if value is None:
+        if not sys.stdin.isatty():
+            fail("no passphrase: set LOGOS_CHAT_PASSPHRASE or run in a terminal", EXIT_AUTH)
+        value = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm, err=True)
+    if confirm and not value.strip():
+        fail("the passphrase may not be empty: it encrypts this home's keys and history")
     return value
 
 

@@ -345,3 +345,19 @@ def test_devnet_down_then_errors_then_up_keeps_state(
     )
     assert warm.code == 0, warm.err
     check_alice(warm.doc, people.alice, seq=2)
+
+
+def test_new_user_slips_get_one_clear_line(run_cli: RunCli, people: People, tmp_path: Path) -> None:
+    """Review findings: an empty passphrase made a home encrypted under nothing; '--json
+    chat' printed plain text; a malformed wallet key gave a library's message."""
+    home = tmp_path / "empty-pass"
+    r = run_cli("--home", str(home), "init", env={"LOGOS_CHAT_PASSPHRASE": ""}, inproc=True)
+    r.assert_one_line_error(EXIT_ERROR, "may not be empty")
+    assert not (home / "home.json").exists()
+    r = run_cli("--home", str(people.alice_home), "--json", "chat", "bob", inproc=True)
+    assert r.code == 2 and "--json is not supported" in r.err
+    r = run_cli(
+        "--home", str(people.alice_home), "bind", "wallet",
+        env={"LOGOS_CHAT_WALLET_KEY": "garbage"}, inproc=True,
+    )  # fmt: skip
+    r.assert_one_line_error(EXIT_ERROR, "LOGOS_CHAT_WALLET_KEY is not a private key")
