@@ -244,8 +244,7 @@ class Engine:
         conv = direct_conversation_id(self.identity_id, peer.identity_id)
         with self.store.transaction():
             self.store.ensure_conversation(conv, "direct", peer.identity_id, peer.display, now)
-            c = self.store.conversation(conv)
-            lamport = (c.lamport if c else 0) + 1
+            lamport = self.store.next_lamport(conv, now)
             history = causal_history(self.store.recent_short_ids(conv, RECENT_HISTORY), acks)
             payload = Payload(content_type, lamport, now, body, history, read=read)
             mid = payload.message_id(self.installation_id, conv)

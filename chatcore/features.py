@@ -1040,9 +1040,7 @@ class Features:
             raise UnknownContact("no conversation with that identity")
         acks, read = self._piggyback(conv)
         with self.store.transaction():
-            c = self.store.conversation(conv)
-            assert c is not None
-            lamport = c.lamport + 1
+            lamport = self.store.next_lamport(conv, now)
             history = causal_history(self.store.recent_short_ids(conv, RECENT_HISTORY), acks)
             p = Payload(ct, lamport, now, body, history, read=read)
             ev = self._apply_op(self.me, self.engine.installation_id, p, conv)
@@ -1104,8 +1102,7 @@ class Features:
         now = self.now()
         acks, read = self._piggyback(gid)
         with self.store.transaction():
-            c = self.store.conversation(gid)
-            lamport = (c.lamport if c else 0) + 1
+            lamport = self.store.next_lamport(gid, now)
             history = causal_history(self.store.recent_short_ids(gid, RECENT_HISTORY), acks)
             p = Payload(ct, lamport, now, body, history, read=read)
             ev = self._apply_op(self.me, self.engine.installation_id, p, gid)

@@ -483,8 +483,7 @@ class GroupChat:
                 raise GroupError("unknown group")
             if not state.is_member:
                 raise GroupError("you are not a member of this group")
-            conv = self.store.conversation(group_id)
-            lamport = (conv.lamport if conv else 0) + 1
+            lamport = self.store.next_lamport(group_id, now)
             history = causal_history(self.store.recent_short_ids(group_id, RECENT_HISTORY), acks)
             payload = Payload(content_type, lamport, now, body, history, read=read)
             mid = payload.message_id(self.engine.installation_id, group_id)

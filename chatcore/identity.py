@@ -1200,6 +1200,7 @@ def restore(
     from chatcore.features import INVITES_UNBOUNDED_AFTER_RESTORE_MS, INVITES_UNBOUNDED_META
     from chatcore.home import Home
     from chatcore.keys import InstallationKeys
+    from chatcore.store import CLOCK_FLOOR_META
     from discovery.registry import Registry
 
     acct, state = identity_for_phrase(network, phrase)
@@ -1251,6 +1252,8 @@ def restore(
             INVITES_UNBOUNDED_META,
             str(client.clock_ms() + INVITES_UNBOUNDED_AFTER_RESTORE_MS).encode(),
         )
+        # peers hold conversations this home does not know: see Store.next_lamport
+        store.set_meta(CLOCK_FLOOR_META, b"1")
     client._publish_pq(new_owner)
     client.sync_directory()
     names = client.resolver.resolve_id(state.identity_id, fresh_prekeys=False).names

@@ -26,6 +26,8 @@ from sqlcipher3 import dbapi2 as sqlcipher
 from chatcore.errors import StoreError, StoreUnavailable, WrongPassphrase
 
 SCHEMA_VERSION = 6
+#: meta key set by ``recovery restore``: see :meth:`Store.next_lamport`
+CLOCK_FLOOR_META = "lamport_from_clock"
 #: Sessions kept per peer installation (each handshake a peer sends makes one: a peer
 #: could otherwise grow our store without bound); the newest are kept.
 SESSIONS_PER_INSTALLATION = 4
@@ -486,6 +488,18 @@ class Store:
             (len(prefix), prefix),
         ).fetchall()
         return [_conv(r) for r in rows]
+
+    def next_lamport(self, conv_id: bytes, now_ms: int) -> int:
+        """The Lamport value of our next message in a conversation: one past the clock. In
+        a home made by ``recovery restore`` a conversation may be new *here* while peers
+        hold its history (whose clock we cannot know): one that starts here starts from the
+        wall clock in seconds, so that our first messages do not sort before that history
+        at the peers (before, they showed at the top of the conversation)."""
+        c = self.conversation(conv_id)
+        current = c.lamport if c is not None else 0
+        if current == 0 and self.get_meta(CLOCK_FLOOR_META) is not None:
+            return max(1, now_ms // 1000)
+        return current + 1
 
     def bump_lamport(self, conv_id: bytes, seen: int) -> int:
         """Lamport rule: local clock = max(local, seen). Returns the new value.

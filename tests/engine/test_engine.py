@@ -727,3 +727,26 @@ def test_a_prekey_long_expired_takes_no_new_sessions() -> None:
     w.clock.now = b.spk.not_after_ms + PREKEY_GRACE_S * 1000 + 60_000
     with pytest.raises(ChatCoreError):
         b.receive(too_late)
+
+
+def test_a_restored_home_does_not_write_before_the_history_its_peers_hold() -> None:
+    """Review finding: a home made by 'recovery restore' knows none of its conversations,
+    so its clock started at 1 and its first messages sorted at the top of the peer's
+    history. Such a home starts a conversation that is new *to it* from the wall clock."""
+    from chatcore.store import CLOCK_FLOOR_META
+
+    w = World(77)
+    a, b = w.person(), w.person()
+    for i in range(3):
+        w.deliver(w.send(a, b, f"old {i}"))
+        w.deliver(w.send(b, a, f"reply {i}"))
+    restored = w.add_device(a)  # the restored home: a new device that knows nothing
+    restored.store.set_meta(CLOCK_FLOOR_META, b"1")
+    res = w.send(a, b, "new after restore", device=1, sync=False)
+    w.deliver(res)
+    shown = texts(w.dev(b).store, res.conversation_id)
+    assert shown[-1] == "new after restore", shown
+    assert res.lamport == w.clock() // 1000
+    # an ordinary home still counts from 1
+    c, d = w.person(), w.person()
+    assert w.send(c, d, "first").lamport == 1
