@@ -397,6 +397,27 @@ class GroupChat:
             when, now, author == self.engine.identity_id,
         )  # fmt: skip
 
+    def _joined_notice(self, gid: bytes, state: GroupState) -> Received:
+        """How we came into a group, said by whoever did it, when they did it: the latest op
+        that added us (or made the group with us in it). Our own identity's op (a group we
+        made, or were added to, from another device) says that this device joined."""
+        me = self.engine.identity_id
+        how = max(
+            (
+                o for o in state.ops.values()
+                if (o.kind is OpKind.ADD and o.target == me)
+                or (o.kind is OpKind.CREATE and me in o.members)
+            ),
+            key=lambda o: o.sort_key,
+            default=None,
+        )  # fmt: skip
+        if how is None or how.author == me:
+            inst = self.engine.installation_id if how is None else how.installation
+            return self._notice(gid, f"joined “{state.name}” on this device", me, inst)
+        return self._notice(
+            gid, f"you were added to “{state.name}”", how.author, how.installation, how.created_ms
+        )
+
     # --- membership changes we make -----------------------------------------------------------
     def create(self, name: str, members: Sequence[bytes]) -> tuple[bytes, list[OutFrame]]:
         if not name.strip():
@@ -761,8 +782,7 @@ class GroupChat:
             frames = self._dispatch(new, state, out)
             events = []
             if state is None or not state.is_member:
-                events.append(self._notice(gid, f"you were added to “{new.name}”", sender,
-                                           sender_inst))  # fmt: skip
+                events.append(self._joined_notice(gid, new))
             ev2, fr2 = self._replay_pending(gid)
             return events + ev2, frames + fr2
         if state is None:

@@ -541,6 +541,8 @@ def test_membership_notices_say_who_did_what() -> None:
         ]
 
     short = {x: "0x" + x.hex()[:8] + "…" for x in (b, c, d)}
+    assert notices(b)[0] == (a, "you were added to “g”")  # by who added us
+    assert notices(d)[0] == (a, "you were added to “g”")
     assert notices(b)[1:] == [
         (a, f"added {short[d]}"),
         (a, "made you an admin"),
@@ -548,6 +550,19 @@ def test_membership_notices_say_who_did_what() -> None:
         (a, f"removed {short[d]}"),
     ]
     assert (a, "removed you") in notices(d)
+
+
+def test_a_group_made_on_our_other_device_says_this_device_joined() -> None:
+    """Review finding: the creator's second device said "me: you were added"."""
+    w = FWorld()
+    a, b = w.person(2), w.person()
+    gid = w.group(a, [b])
+    notices = [
+        (m.sender_identity, m.body.decode())
+        for m in w.dev(a, 1).store.history(gid, 50)
+        if m.status == "system"
+    ]
+    assert notices[0] == (a, "joined “g” on this device")
 
 
 @pytest.mark.parametrize("in_group", [False, True])
