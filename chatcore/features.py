@@ -58,7 +58,7 @@ from chatcore.errors import ChatCoreError, ContentError, UnknownContact
 from chatcore.keys import PeerKeys
 from chatcore.payload import RECENT_HISTORY, ContentType, Payload
 from chatcore.reliability import Reliability, RetryPolicy
-from chatcore.store import StoredMessage, prefix_range
+from chatcore.store import Store, StoredMessage, prefix_range
 
 if TYPE_CHECKING:
     from chatcore.groupchat import GroupChat
@@ -1372,22 +1372,7 @@ class Features:
             self.store.set_meta("fts_rowid", str(done).encode())
 
     def _reindex(self, conv: bytes, mid: bytes) -> None:
-        row = self._x(
-            "SELECT rowid, content_type, edited_body, deleted FROM messages WHERE "
-            "conversation_id=? AND message_id=?",
-            (conv, mid),
-        ).fetchone()
-        if row is None:
-            return
-        rowid = int(row[0])
-        if rowid > int(self.store.get_meta("fts_rowid") or b"0"):
-            return  # not indexed yet: _index will take the current text
-        self._x("DELETE FROM message_fts WHERE rowid=?", (rowid,))
-        if not row[3] and row[2] is not None:
-            self._x(
-                "INSERT INTO message_fts (rowid, text) VALUES (?,?)",
-                (rowid, bytes(row[2]).decode("utf-8", "replace")),
-            )
+        reindex(self.store, conv, mid)
 
     def search(self, text: str, conv: bytes | None = None, limit: int = 50) -> list[StoredMessage]:
         """Messages whose (current) text matches every word of ``text``, newest first."""
@@ -1424,3 +1409,24 @@ def _recipients(f: Features, peer: Peer, own_devices: Sequence[PeerKeys]) -> lis
 
 def _contact(r: Any) -> Contact:
     return Contact(bytes(r[0]), r[1], ContactState(int(r[2])), int(r[3]))
+
+
+def reindex(store: Store, conv: bytes, mid: bytes) -> None:
+    """Bring one message's search entry up to date after an edit or delete (a message not
+    indexed yet is left to ``Features._index``, which takes its current text)."""
+    row = store._x(
+        "SELECT rowid, content_type, edited_body, deleted FROM messages WHERE "
+        "conversation_id=? AND message_id=?",
+        (conv, mid),
+    ).fetchone()
+    if row is None:
+        return
+    rowid = int(row[0])
+    if rowid > int(store.get_meta("fts_rowid") or b"0"):
+        return
+    store._x("DELETE FROM message_fts WHERE rowid=?", (rowid,))
+    if not row[3] and row[2] is not None:
+        store._x(
+            "INSERT INTO message_fts (rowid, text) VALUES (?,?)",
+            (rowid, bytes(row[2]).decode("utf-8", "replace")),
+        )

@@ -415,7 +415,11 @@ def snapshot(store: Any, max_messages: int, max_bytes: int | None = None) -> dic
 
 
 def _restore_changes(store: Any, m: dict[str, Any]) -> None:
-    """A message's edit, delete and reactions from a snapshot row (the newer word wins)."""
+    """A message's edit, delete and reactions from a snapshot row, by the rules of live ops
+    (``chatcore.features``): a delete is final, the later edit or reaction wins and a tie
+    goes to the larger text; the search index follows."""
+    from chatcore.features import reindex
+
     key = (bytes.fromhex(m["c"]), bytes.fromhex(m["m"]))
     if m.get("d"):
         store._x(
@@ -424,17 +428,27 @@ def _restore_changes(store: Any, m: dict[str, Any]) -> None:
             key,
         )
         store._x("DELETE FROM reactions WHERE conversation_id=? AND message_id=?", key)
+        reindex(store, *key)
         return
+    row = store._x(
+        "SELECT deleted FROM messages WHERE conversation_id=? AND message_id=?", key
+    ).fetchone()
+    if row is None or row[0]:
+        return  # deleted here: nothing comes back onto it
     if "e" in m:
+        text, at = base64.b64decode(m["e"]), int(m["el"])
         store._x(
             "UPDATE messages SET edited_body=?, edit_lamport=? WHERE conversation_id=? AND "
-            "message_id=? AND deleted=0 AND edit_lamport < ?",
-            (base64.b64decode(m["e"]), int(m["el"]), *key, int(m["el"])),
+            "message_id=? AND (edit_lamport < ? OR (edit_lamport = ? AND "
+            "(edited_body IS NULL OR edited_body < ?)))",
+            (text, at, *key, at, at, text),
         )
+        reindex(store, *key)
     for who, emoji, lamport in m.get("rx", ()):
         store._x(
             "INSERT INTO reactions VALUES (?,?,?,?,?) ON CONFLICT DO UPDATE SET "
-            "emoji=excluded.emoji, lamport=excluded.lamport WHERE excluded.lamport > lamport",
+            "emoji=excluded.emoji, lamport=excluded.lamport WHERE excluded.lamport > lamport "
+            "OR (excluded.lamport = lamport AND excluded.emoji > emoji)",
             (*key, bytes.fromhex(who), str(emoji), int(lamport)),
         )
 

@@ -497,8 +497,14 @@ class Store:
         at the peers (before, they showed at the top of the conversation)."""
         c = self.conversation(conv_id)
         current = c.lamport if c is not None else 0
-        if current == 0 and self.get_meta(CLOCK_FLOOR_META) is not None:
-            return max(1, now_ms // 1000)
+        if (
+            self.get_meta(CLOCK_FLOOR_META) is not None
+            and not self._x(
+                "SELECT 1 FROM messages WHERE conversation_id=? AND status!='system' LIMIT 1",
+                (conv_id,),
+            ).fetchone()
+        ):  # nothing here but our own notices ("you were added"): new here
+            return max(current + 1, now_ms // 1000)
         return current + 1
 
     def bump_lamport(self, conv_id: bytes, seen: int) -> int:

@@ -64,6 +64,8 @@ class Index:
         self.registry = registry
         try:
             self.db = self._connect()
+        except sqlite3.OperationalError:
+            raise  # locked, read-only, I/O: not damage (and maybe another process's file)
         except sqlite3.DatabaseError:
             # a damaged file: the index only copies the chain, so it is set aside and built
             # again by the next sync

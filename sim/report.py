@@ -155,18 +155,19 @@ class Oracle:
         return bool(removals) and s.epoch <= min(removals)
 
     def removal_epochs(self, gid: bytes, identity: bytes) -> list[int]:
-        """Message epochs (``chatcore.group.state.message_epoch``: void ops left out) of
-        every op anyone made that took ``identity`` out of the group."""
+        """Message epochs (``chatcore.group.state.removal_message_epoch``: void ops in each
+        one's own causal past left out) of every op anyone made that took ``identity`` out
+        of the group."""
         from chatcore.group.ops import decode_op
-        from chatcore.group.roster import concurrent_with_removal, taken_out
-        from chatcore.group.state import _reach, message_epoch
+        from chatcore.group.roster import taken_out
+        from chatcore.group.state import removal_message_epoch
 
         ops = {o.op_id: o for o in map(decode_op, self.group_ops_raw.get(gid, set()))}
-        outs = [o for o in ops.values() if taken_out(o) == identity]
-        if not outs:
-            return []
-        void = concurrent_with_removal(sorted(ops.values(), key=lambda o: o.sort_key))
-        return [message_epoch(o.epoch, void & _reach(ops, o.deps)) for o in outs]
+        return [
+            removal_message_epoch({**_past(ops, o), o.op_id: o}, identity, -1)
+            for o in ops.values()
+            if taken_out(o) == identity
+        ]
 
     def group_rejected(
         self,
@@ -426,3 +427,10 @@ class RunReport:
 
 def stats_counter() -> Counter[str]:
     return Counter()
+
+
+def _past(ops: dict[bytes, Any], op: Any) -> dict[bytes, Any]:
+    """The causal past of ``op`` in ``ops`` (without it)."""
+    from chatcore.group.state import _reach
+
+    return {p: ops[p] for p in _reach(ops, op.deps)}

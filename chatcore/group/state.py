@@ -105,12 +105,17 @@ def message_epoch(size: int, void: frozenset[bytes]) -> int:
 
 def removal_message_epoch(ops: Mapping[bytes, Op], identity: bytes, default: int) -> int:
     """As :func:`removal_epoch`, in message epochs: the count of the ops in the causal
-    past of the latest op that took ``identity`` out, void ones left out."""
-    outs = [o for o in ops.values() if taken_out(o) == identity]
-    if not outs:
-        return default
-    void = concurrent_with_removal(sorted(ops.values(), key=lambda o: o.sort_key))
-    return max(message_epoch(o.epoch, void & _reach(ops, o.deps)) for o in outs)
+    past of the latest op that took ``identity`` out, void ones left out — void as that
+    past alone says, so that every member holding the op gets the same number whatever
+    else it holds (a message tagged later was sent after it)."""
+    best = None
+    for o in ops.values():
+        if taken_out(o) == identity:
+            past = [ops[p] for p in _reach(ops, o.deps)]
+            void = concurrent_with_removal(sorted(past, key=lambda x: x.sort_key))
+            n = message_epoch(len(past), void)
+            best = n if best is None else max(best, n)
+    return default if best is None else best
 
 
 def group_tag(group_id: bytes, epoch: int) -> bytes:

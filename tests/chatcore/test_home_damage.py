@@ -57,3 +57,28 @@ def test_a_damaged_index_is_built_again(tmp_path: Path) -> None:
     assert index.synced_block == -1
     index.close()
     assert (tmp_path / "index.db.damaged").read_bytes().startswith(b"not a database")
+
+
+def test_a_locked_index_is_not_taken_for_a_damaged_one(tmp_path: Path) -> None:
+    """Review finding: 'database is locked' (another process) also set the live index aside."""
+    import sqlite3
+
+    registry = SimpleNamespace(
+        config=SimpleNamespace(chain_id=1, identity_registry="0xA", name_registry="0xB")
+    )
+    path = tmp_path / "index.db"
+    index = Index(path, registry)  # type: ignore[arg-type]
+    index.db.execute("INSERT INTO names VALUES ('alice', x'01')")
+    index.close()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("PRAGMA locking_mode=EXCLUSIVE")
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            Index(path, registry)  # type: ignore[arg-type]
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert not list(tmp_path.glob("*.damaged*"))
+    again = Index(path, registry)  # type: ignore[arg-type]
+    assert again.db.execute("SELECT name FROM names").fetchall() == [("alice",)]

@@ -45,3 +45,57 @@ def test_edits_deletes_and_reactions_survive_a_snapshot() -> None:
     # importing the same snapshot again changes nothing, and an older one cannot undo it
     restore_snapshot(copy, snapshot(source, 1000))
     assert _state(copy) == _state(source)
+
+
+def test_an_imported_snapshot_keeps_search_in_step_and_deleted_messages_bare() -> None:
+    """Review findings: importing an edit or delete left the old words searchable; an older
+    backup put reactions back onto a message deleted here."""
+    w = FWorld()
+    a, b = w.person(), w.person(2)
+    secret = w.send_text(a, b, "my password is hunter2")
+    w.route(secret.frames, strict=True)
+    w.route(w.f(b).set_contact(a, ContactState.CONTACT))
+    peer_a = w.directory.peer(a)
+    react = content.encode_reaction(secret.message_id, "👍")
+    w.route(w.f(b).send_op(peer_a, ContentType.REACTION, react, w.own(b)).frames, strict=True)
+    older = snapshot(w.dev(b).store, 1000)  # with the reaction, before the delete
+    assert [m.message_id for m in w.f(b).search("hunter2")] == [secret.message_id]
+    # b's second device has indexed the old text; the edit reaches only the first one
+    assert [m.message_id for m in w.f(b, 1).search("hunter2")] == [secret.message_id]
+    edit = content.encode_edit(secret.message_id, "(redacted)")
+    frames = w.f(a).send_op(w.directory.peer(b), ContentType.EDIT, edit, w.own(a)).frames
+    w.route([f for f in frames if f.subject == w.dev(b).engine.inbox])
+    newer = snapshot(w.dev(b).store, 1000)
+    restore_snapshot(w.dev(b, 1).store, newer)
+    assert w.f(b, 1).search("hunter2") == []
+    assert [m.message_id for m in w.f(b, 1).search("redacted")] == [secret.message_id]
+    # deleted here; an older backup brings no reaction back
+    delete = content.encode_delete(secret.message_id)
+    w.route(w.f(a).send_op(w.directory.peer(b), ContentType.DELETE, delete, w.own(a)).frames)
+    restore_snapshot(w.dev(b).store, older)
+    store = w.dev(b).store
+    assert store._x("SELECT COUNT(*) FROM reactions").fetchone()[0] == 0
+    assert w.f(b).search("hunter2") == [] and w.f(b).search("password") == []
+
+
+def test_a_restored_home_rewelcomed_to_a_group_writes_after_its_history() -> None:
+    """Review finding: the restore clock floor missed groups, where the join notice had
+    already moved the clock to 1 (the first message sorted above the group's history)."""
+    from chatcore.store import CLOCK_FLOOR_META
+
+    w = FWorld(11)
+    a, b = w.person(), w.person()
+    gid = w.group(a, [b])
+    na, nb = w.node(a), w.node(b)
+    for i in range(3):
+        w.route(na.groups.send(gid, ContentType.TEXT, f"old a{i}".encode()).frames, frm=na)
+        w.route(nb.groups.send(gid, ContentType.TEXT, f"old b{i}".encode()).frames, frm=nb)
+    dev = w.add_device(a)  # the restored home: knows nothing
+    dev.store.set_meta(CLOCK_FLOOR_META, b"1")
+    for p in (a, b):
+        w.route(w.node(p).groups.refresh_devices(gid), frm=w.node(p))
+    restored = w.nodes[dev.inst]
+    res = restored.groups.send(gid, ContentType.TEXT, b"new after restore")
+    w.route(res.frames, frm=restored)
+    texts = [m.body for m in nb.dev.store.history(gid, 50) if m.status != "system"]
+    assert texts[-1] == b"new after restore", texts

@@ -218,3 +218,43 @@ def test_a_removed_member_cannot_push_out_other_leavers_retired_chains() -> None
         )
     assert sum(x.chain.installation == r_inst for x in sb.retired) == CHAINS_PER_INSTALLATION
     assert sb.decrypt(in_flight, w.now)[3] == b"c's last words"
+
+
+def test_a_leavers_late_message_is_read_alike_whatever_order_the_removals_came_in() -> None:
+    """The message epoch of a removal is counted in that removal's own past, so members
+    holding the same ops agree on a leaver's late message (review finding: one read it and
+    one refused it, by the order two removals arrived)."""
+    from chatcore.group import Publish
+    from chatcore.group.consts import KIND_GROUP_OP
+
+    w = World(5, clock=True)
+    a, y, b, x, m1, m2, z = (w.person() for _ in range(7))
+    w.create(a, [y, b, x, m1, m2])
+    w.act(a, "promote", y)
+    w.act(a, "promote", b)
+
+    def make(who: bytes, method: str, target: bytes) -> bytes:
+        d = w.dev(who)
+        assert d.state is not None
+        d.state, out = getattr(d.state, method)(target, d.key, w.directory, w.rng, w.now)
+        return next(
+            o.payload for o in out if isinstance(o, Publish) and o.payload[0] == KIND_GROUP_OP
+        )
+
+    def apply(who: bytes, op: bytes) -> None:
+        d = w.dev(who)
+        assert d.state is not None
+        d.state, _ = d.state.apply_op(op, w.directory, w.rng, w.now)
+
+    void_add = make(y, "add_member", z)  # y adds z while a, not knowing it, removes y
+    rm_y = make(a, "remove_member", y)
+    for who in (b, x, m1, m2):
+        apply(who, void_add)
+    late = w.send(x, b"written while still a member")
+    rm_x = make(b, "remove_member", x)
+    apply(m1, rm_y)
+    apply(m1, rm_x)
+    apply(m2, rm_x)
+    apply(m2, rm_y)
+    w.now += 1000
+    assert w.read(m1, late) == w.read(m2, late) == b"written while still a member"
