@@ -58,6 +58,9 @@ log = logging.getLogger("chatcore.client")
 _T = TypeVar("_T")
 
 PREKEY_TTL_S = 14 * 86400
+#: a signed prekey is replaced (``refresh_prekey_if_due``) once less than this share of its
+#: lifetime is left: 3.5 days of the default 14
+PREKEY_REFRESH_SHARE = 4
 PQ_KEY_TTL_S = 90 * 86400
 DEV_FUNDING_WEI = 10**18  # 1 ETH from the devnet faucet
 MIN_BALANCE_WEI = 10**16
@@ -326,6 +329,7 @@ class Client:
         with self.store.transaction():
             self.store.put_secret(f"spk:{spk_id:010d}", spk.to_bytes())
             self.store.set_meta("spk_current", str(spk_id).encode())
+            self.store.set_meta("spk_issued_at", str(now_s).encode())
             # forget prekeys past their grace window
             for sname, raw in self.store.secrets_with_prefix("spk:"):
                 old = SignedPrekey.from_bytes(raw)
@@ -396,6 +400,28 @@ class Client:
             bundle.spk_not_after,
             int(receipt["gasUsed"]),
         )
+
+    def prekey_due(self) -> bool:
+        """Is this device's signed prekey near its end (less than a quarter of its lifetime
+        left, or gone)? Past its end, nobody can start a conversation with this device."""
+        cur = self.store.get_meta("spk_current")
+        raw = self.store.get_secret(f"spk:{int(cur):010d}") if cur else None
+        if raw is None:
+            return True
+        end_s = SignedPrekey.from_bytes(raw).not_after_ms // 1000
+        issued = self.store.get_meta("spk_issued_at")
+        life = end_s - int(issued) if issued else PREKEY_TTL_S
+        return end_s - self.clock_ms() // 1000 < max(1, life // PREKEY_REFRESH_SHARE)
+
+    def refresh_prekey_if_due(
+        self, passphrase: str, prekey_ttl_s: int = PREKEY_TTL_S
+    ) -> PublishResult | None:
+        """Publish a fresh bundle if the signed prekey is near its end (``prekey_due``); an
+        app calls this now and then (the CLI does on 'sync' and 'chat'). Before, only a
+        manual 'publish' did, so two weeks on nobody could start a conversation with us."""
+        if not self.prekey_due():
+            return None
+        return self.publish(passphrase, prekey_ttl_s)
 
     def claim_name(self, passphrase: str, name: str) -> None:
         self._claim_name(self._owner(passphrase), name)

@@ -24,6 +24,8 @@ from cli.main import (
     EXIT_NOT_FOUND,
     Ctx,
     _open,
+    _open_with,
+    _refresh_prekey,
     _run,
     _sync_directory_if_reachable,
     _with_json,
@@ -34,6 +36,7 @@ from cli.main import (
     message_doc,
     message_line,
     one_entry,
+    passphrase,
     terminal_safe,
 )
 
@@ -571,11 +574,12 @@ def chat(ctx: Ctx, to: str) -> None:
     arrive. Ctrl-D leaves."""
     if ctx.json:
         raise click.UsageError("chat is interactive: --json is not supported (use history)")
-    client = _open(ctx)
-    _run(_chat(client, to))
+    pw = passphrase()
+    client = _open_with(ctx, pw)
+    _run(_chat(client, to, pw))
 
 
-async def _chat(client: Any, to: str) -> None:
+async def _chat(client: Any, to: str, pw: str | None = None) -> None:
     from chatcore import content
     from chatcore.engine import direct_conversation_id
     from chatcore.errors import UnknownContact
@@ -586,6 +590,8 @@ async def _chat(client: Any, to: str) -> None:
     try:
         await asyncio.to_thread(client.sync_directory)
         await client.sync()
+        if pw is not None:
+            await asyncio.to_thread(_refresh_prekey, client, pw)
         try:
             conv = client.find_group(to)
             title = client.group_info(conv).name

@@ -642,12 +642,14 @@ def send(ctx: Ctx, to: str, text: str) -> None:
 @guarded
 def sync(ctx: Ctx) -> None:
     """Fetch, decrypt and store what arrived; print new messages."""
-    client = _open(ctx)
+    pw = passphrase()
+    client = _open_with(ctx, pw)
 
     async def go() -> Any:
         try:
             _warn_recovery_change(client)  # first: a thief may have revoked this device too
             msgs = await client.sync()
+            _refresh_prekey(client, pw)
             return [message_doc(client, m) for m in msgs], [
                 _where(client, m) + message_line(client, m) for m in msgs
             ]
@@ -656,6 +658,21 @@ def sync(ctx: Ctx) -> None:
 
     docs, lines = _run(go())
     emit(ctx, docs, "\n".join(lines) if lines else "no new messages")
+
+
+def _refresh_prekey(client: Any, pw: str) -> None:
+    """A fresh signed prekey when this one nears its end (so that people can still start
+    conversations with this device); a failure only says so: the sync itself worked."""
+    from chatcore.errors import ChatCoreError
+    from discovery.errors import DiscoveryError
+
+    try:
+        res = client.refresh_prekey_if_due(pw)
+    except (ChatCoreError, DiscoveryError) as exc:
+        click.echo(f"warning: prekey not refreshed: {terminal_safe(str(exc))}", err=True)
+        return
+    if res is not None:
+        logging.getLogger("cli").info("published a fresh signed prekey (seq %d)", res.seq)
 
 
 def _warn_recovery_change(client: Any) -> None:

@@ -561,3 +561,23 @@ def test_registry_maps_reverts(world: World) -> None:
     with pytest.raises(RegistryReverted) as ei:
         world.reg.revoke_installation(stranger, m.identity_id, m.devices[1].pub)
     assert ei.value.reason == "NotAuthorized"
+
+
+def test_a_prekey_near_its_end_is_refreshed(world: World, tmp_path: Path) -> None:
+    """Review finding: only a manual 'publish' replaced the signed prekey, so two weeks on
+    nobody could start a conversation with a device. ``refresh_prekey_if_due`` (the CLI's
+    'sync' and 'chat' call it) publishes a fresh one once a quarter of its life is left."""
+    client = init_client(tmp_path / "fresh", world.cfg, None, prekey_ttl_s=400)
+    try:
+        assert not client.prekey_due()
+        assert client.refresh_prekey_if_due(PASSPHRASE) is None
+        real = client.clock_ms
+        client.clock_ms = lambda: real() + 320_000  # type: ignore[method-assign]
+        assert client.prekey_due()
+        res = client.refresh_prekey_if_due(PASSPHRASE)
+        assert res is not None and res.seq == 2
+        assert not client.prekey_due()
+        (inst,) = cold(world.cfg).resolve("0x" + client.identity_id.hex()).installations
+        assert inst.bundle.seq == 2 and inst.bundle.spk_id == res.prekey_id
+    finally:
+        client.close()
