@@ -384,13 +384,26 @@ class Client:
         """Refresh this installation's bundle: a new signed prekey, seq + 1."""
         owner = self._owner(passphrase)
         seq = int(self.store.get_meta("bundle_seq") or b"0") + 1
+        before = {k: self.store.get_meta(k) for k in ("spk_current", "spk_issued_at")}
         spk, bundle = self._new_bundle(seq=seq, ttl_s=prekey_ttl_s)
-        receipt = self.registry.publish_bundle(
-            owner,
-            self.identity_id,
-            self.installation_id,
-            bundle.encode(),
-        )
+        try:
+            receipt = self.registry.publish_bundle(
+                owner,
+                self.identity_id,
+                self.installation_id,
+                bundle.encode(),
+            )
+        except BaseException:
+            # not on chain (as far as we know): the prekey on chain is still the current
+            # one, so ``prekey_due`` stays true and the next try publishes again. The new
+            # secret is kept, in case the transaction went through after all.
+            with self.store.transaction():
+                for k, v in before.items():
+                    if v is None:
+                        self.store.delete_meta(k)
+                    else:
+                        self.store.set_meta(k, v)
+            raise
         self.store.set_meta("bundle_seq", str(seq).encode())
         return PublishResult(
             self.identity_id,
@@ -409,19 +422,29 @@ class Client:
         if raw is None:
             return True
         end_s = SignedPrekey.from_bytes(raw).not_after_ms // 1000
-        issued = self.store.get_meta("spk_issued_at")
-        life = end_s - int(issued) if issued else PREKEY_TTL_S
+        life = self._prekey_lifetime() or PREKEY_TTL_S
         return end_s - self.clock_ms() // 1000 < max(1, life // PREKEY_REFRESH_SHARE)
 
     def refresh_prekey_if_due(
-        self, passphrase: str, prekey_ttl_s: int = PREKEY_TTL_S
+        self, passphrase: str, prekey_ttl_s: int | None = None
     ) -> PublishResult | None:
         """Publish a fresh bundle if the signed prekey is near its end (``prekey_due``); an
         app calls this now and then (the CLI does on 'sync' and 'chat'). Before, only a
-        manual 'publish' did, so two weeks on nobody could start a conversation with us."""
+        manual 'publish' did, so two weeks on nobody could start a conversation with us.
+        The new prekey lives as long as the current one did, unless ``prekey_ttl_s``."""
         if not self.prekey_due():
             return None
+        if prekey_ttl_s is None:
+            prekey_ttl_s = self._prekey_lifetime() or PREKEY_TTL_S
         return self.publish(passphrase, prekey_ttl_s)
+
+    def _prekey_lifetime(self) -> int | None:
+        """Seconds the current signed prekey was made to last, if known."""
+        cur, issued = self.store.get_meta("spk_current"), self.store.get_meta("spk_issued_at")
+        raw = self.store.get_secret(f"spk:{int(cur):010d}") if cur else None
+        if raw is None or issued is None:
+            return None
+        return max(1, SignedPrekey.from_bytes(raw).not_after_ms // 1000 - int(issued))
 
     def claim_name(self, passphrase: str, name: str) -> None:
         self._claim_name(self._owner(passphrase), name)

@@ -579,5 +579,22 @@ def test_a_prekey_near_its_end_is_refreshed(world: World, tmp_path: Path) -> Non
         assert not client.prekey_due()
         (inst,) = cold(world.cfg).resolve("0x" + client.identity_id.hex()).installations
         assert inst.bundle.seq == 2 and inst.bundle.spk_id == res.prekey_id
+        # the renewed prekey lives as long as the one before (400 s), not the default
+        assert 398 <= res.prekey_expires - client.clock_ms() // 1000 <= 400
+        # a renewal that does not reach the chain is tried again at the next call
+        client.clock_ms = lambda: real() + 640_000  # type: ignore[method-assign]
+        assert client.prekey_due()
+        publish = client.registry.publish_bundle
+
+        def no_funds(*args: object, **kwargs: object) -> object:
+            raise ValueError("insufficient funds for gas")
+
+        client.registry.publish_bundle = no_funds  # type: ignore[method-assign]
+        with pytest.raises(ValueError, match="insufficient funds"):
+            client.refresh_prekey_if_due(PASSPHRASE)
+        assert client.prekey_due()  # still: the chain has the old one
+        client.registry.publish_bundle = publish  # type: ignore[method-assign]
+        again = client.refresh_prekey_if_due(PASSPHRASE)
+        assert again is not None and again.seq == 3 and not client.prekey_due()
     finally:
         client.close()
