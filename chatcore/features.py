@@ -657,8 +657,7 @@ class Features:
         what = ct.name.lower()
         if target is None or target.content_type not in (ContentType.TEXT, ContentType.REPLY):
             raise ContentError(f"{what} of an unknown message")
-        deleted, edit_lamport = self._flags(conv, t.target)
-        if deleted:
+        if self._flags(conv, t.target)[0]:  # deleted
             if inst == self.engine.installation_id:  # we are sending it
                 raise ContentError(f"{what} of a deleted message")
             # it raced a delete and can never apply: acknowledged, so it is not resent
@@ -670,14 +669,7 @@ class Features:
             raise ContentError(f"{what} by someone who is not the message's sender")
         body = p.body
         if ct == ContentType.EDIT:
-            text = t.text.encode("utf-8")
-            if self._newer_edit(conv, t.target, p.lamport, edit_lamport, text):
-                self._x(
-                    "UPDATE messages SET edited_body=?, edit_lamport=? WHERE conversation_id=? "
-                    "AND message_id=?",
-                    (text, p.lamport, conv, t.target),
-                )
-                self._reindex(conv, t.target)
+            if apply_edit(self.store, conv, t.target, p.lamport, t.text.encode("utf-8")):
                 # the text of a peer's earlier edits is never shown again: only their ids
                 # are kept (for duplicates), so a peer's edits cannot grow the store unseen
                 self._x(
@@ -688,39 +680,13 @@ class Features:
             if sender != self.me:  # ours are kept whole: they may be sent again
                 body = p.body[: ct_.MID]
         elif ct == ContentType.DELETE:
-            self._x(
-                "UPDATE messages SET deleted=1, body=x'', edited_body=NULL WHERE "
-                "conversation_id=? AND message_id=?",
-                (conv, t.target),
-            )
-            self._x(
-                "DELETE FROM reactions WHERE conversation_id=? AND message_id=?", (conv, t.target)
-            )
-            self._reindex(conv, t.target)
+            mark_deleted(self.store, conv, t.target)
             rel = self._rel()
             log_ = rel.conversations.get(self._rk(conv))
             if log_ is not None and log_.outgoing.pop(t.target, None) is not None:
                 self._save_rel(rel)
         else:
-            row = self._x(
-                "SELECT lamport, emoji FROM reactions WHERE conversation_id=? AND message_id=? "
-                "AND reactor=?",
-                (conv, t.target, sender),
-            ).fetchone()
-            # the later one wins; between two of one Lamport time (two of the reactor's
-            # devices at once), the larger emoji, so that every device keeps the same
-            if row is None or (int(row[0]), str(row[1])) < (p.lamport, t.text):
-                if t.text:
-                    self._x(
-                        "INSERT OR REPLACE INTO reactions VALUES (?,?,?,?,?)",
-                        (conv, t.target, sender, t.text, p.lamport),
-                    )
-                else:
-                    self._x(
-                        "DELETE FROM reactions WHERE conversation_id=? AND message_id=? AND "
-                        "reactor=?",
-                        (conv, t.target, sender),
-                    )
+            apply_reaction(self.store, conv, t.target, sender, t.text, p.lamport)
         self._x(
             "INSERT INTO content_ops VALUES (?,?,?,?,?,?,?,?,?)",
             (conv, mid, sender, inst, p.lamport, p.sent_at_ms, self.now(), int(ct), body),
@@ -747,20 +713,6 @@ class Features:
         if row is None:
             return None
         return bytes(row[0]), bytes(row[1]), int(row[2]), int(row[3]), int(row[4]), bytes(row[5])
-
-    def _newer_edit(
-        self, conv: bytes, target: bytes, lamport: int, edit_lamport: int, text: bytes
-    ) -> bool:
-        """Does an edit at ``lamport`` replace the shown one? The later one wins; between
-        two of one Lamport time (the author's two devices editing at once), the larger
-        text, so that every device shows the same."""
-        if lamport != edit_lamport:
-            return lamport > edit_lamport
-        row = self._x(
-            "SELECT edited_body FROM messages WHERE conversation_id=? AND message_id=?",
-            (conv, target),
-        ).fetchone()
-        return row is None or row[0] is None or text > bytes(row[0])
 
     def _flags(self, conv: bytes, mid: bytes) -> tuple[bool, int]:
         row = self._x(
@@ -1371,9 +1323,6 @@ class Features:
                 self._x("INSERT INTO message_fts (rowid, text) VALUES (?,?)", (rowid, text))
             self.store.set_meta("fts_rowid", str(done).encode())
 
-    def _reindex(self, conv: bytes, mid: bytes) -> None:
-        reindex(self.store, conv, mid)
-
     def search(self, text: str, conv: bytes | None = None, limit: int = 50) -> list[StoredMessage]:
         """Messages whose (current) text matches every word of ``text``, newest first."""
         words = text.split()
@@ -1430,3 +1379,57 @@ def reindex(store: Store, conv: bytes, mid: bytes) -> None:
             "INSERT INTO message_fts (rowid, text) VALUES (?,?)",
             (rowid, bytes(row[2]).decode("utf-8", "replace")),
         )
+
+
+def apply_edit(store: Store, conv: bytes, target: bytes, lamport: int, text: bytes) -> bool:
+    """Show ``text`` for a message if this edit is newer than the one shown: the later
+    Lamport time wins, and between two of one time (the author's two devices at once) the
+    larger text, so that every device shows the same. True if it was applied."""
+    row = store._x(
+        "SELECT edit_lamport, edited_body FROM messages WHERE conversation_id=? AND message_id=?",
+        (conv, target),
+    ).fetchone()
+    if row is None or (lamport, text) <= (int(row[0]), bytes(row[1] or b"")):
+        return False
+    store._x(
+        "UPDATE messages SET edited_body=?, edit_lamport=? WHERE conversation_id=? "
+        "AND message_id=?",
+        (text, lamport, conv, target),
+    )
+    reindex(store, conv, target)
+    return True
+
+
+def apply_reaction(
+    store: Store, conv: bytes, target: bytes, reactor: bytes, emoji: str, lamport: int
+) -> None:
+    """``reactor``'s reaction to a message (an empty ``emoji`` takes it back), if newer than
+    the one held: the later one wins; between two of one time, the larger emoji."""
+    row = store._x(
+        "SELECT lamport, emoji FROM reactions WHERE conversation_id=? AND message_id=? "
+        "AND reactor=?",
+        (conv, target, reactor),
+    ).fetchone()
+    if row is not None and (int(row[0]), str(row[1])) >= (lamport, emoji):
+        return
+    if emoji:
+        store._x(
+            "INSERT OR REPLACE INTO reactions VALUES (?,?,?,?,?)",
+            (conv, target, reactor, emoji, lamport),
+        )
+    else:
+        store._x(
+            "DELETE FROM reactions WHERE conversation_id=? AND message_id=? AND reactor=?",
+            (conv, target, reactor),
+        )
+
+
+def mark_deleted(store: Store, conv: bytes, target: bytes) -> None:
+    """A message deleted for everyone: its text and reactions go, and its search entry."""
+    store._x(
+        "UPDATE messages SET deleted=1, body=x'', edited_body=NULL WHERE "
+        "conversation_id=? AND message_id=?",
+        (conv, target),
+    )
+    store._x("DELETE FROM reactions WHERE conversation_id=? AND message_id=?", (conv, target))
+    reindex(store, conv, target)

@@ -418,17 +418,11 @@ def _restore_changes(store: Any, m: dict[str, Any]) -> None:
     """A message's edit, delete and reactions from a snapshot row, by the rules of live ops
     (``chatcore.features``): a delete is final, the later edit or reaction wins and a tie
     goes to the larger text; the search index follows."""
-    from chatcore.features import reindex
+    from chatcore.features import apply_edit, apply_reaction, mark_deleted
 
     key = (bytes.fromhex(m["c"]), bytes.fromhex(m["m"]))
     if m.get("d"):
-        store._x(
-            "UPDATE messages SET deleted=1, body=x'', edited_body=NULL "
-            "WHERE conversation_id=? AND message_id=?",
-            key,
-        )
-        store._x("DELETE FROM reactions WHERE conversation_id=? AND message_id=?", key)
-        reindex(store, *key)
+        mark_deleted(store, *key)
         return
     row = store._x(
         "SELECT deleted FROM messages WHERE conversation_id=? AND message_id=?", key
@@ -436,21 +430,9 @@ def _restore_changes(store: Any, m: dict[str, Any]) -> None:
     if row is None or row[0]:
         return  # deleted here: nothing comes back onto it
     if "e" in m:
-        text, at = base64.b64decode(m["e"]), int(m["el"])
-        store._x(
-            "UPDATE messages SET edited_body=?, edit_lamport=? WHERE conversation_id=? AND "
-            "message_id=? AND (edit_lamport < ? OR (edit_lamport = ? AND "
-            "(edited_body IS NULL OR edited_body < ?)))",
-            (text, at, *key, at, at, text),
-        )
-        reindex(store, *key)
+        apply_edit(store, *key, int(m["el"]), base64.b64decode(m["e"]))
     for who, emoji, lamport in m.get("rx", ()):
-        store._x(
-            "INSERT INTO reactions VALUES (?,?,?,?,?) ON CONFLICT DO UPDATE SET "
-            "emoji=excluded.emoji, lamport=excluded.lamport WHERE excluded.lamport > lamport "
-            "OR (excluded.lamport = lamport AND excluded.emoji > emoji)",
-            (*key, bytes.fromhex(who), str(emoji), int(lamport)),
-        )
+        apply_reaction(store, *key, bytes.fromhex(who), str(emoji), int(lamport))
 
 
 def _contact_rows(store: Any) -> list[dict[str, Any]]:
