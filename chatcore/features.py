@@ -58,7 +58,7 @@ from chatcore.errors import ChatCoreError, ContentError, UnknownContact
 from chatcore.keys import PeerKeys
 from chatcore.payload import RECENT_HISTORY, ContentType, Payload
 from chatcore.reliability import Reliability, RetryPolicy
-from chatcore.store import Store, StoredMessage, prefix_range
+from chatcore.store import RESTORED_AT_META, Store, StoredMessage, prefix_range
 
 if TYPE_CHECKING:
     from chatcore.groupchat import GroupChat
@@ -89,7 +89,6 @@ MAX_QUIET_STRANGER_INVITES = 64
 #: a home made by ``recovery restore`` takes every group its members send it, unbounded, for
 #: this long (it knows no contacts yet, and the admins welcome its new device only once)
 INVITES_UNBOUNDED_AFTER_RESTORE_MS = 7 * 86_400_000
-INVITES_UNBOUNDED_META = "invites_unbounded_until"
 #: how long a receipt may wait for a message of ours to carry it (``flush(due_only=True)``);
 #: both far below the sender's first retransmission (``RetryPolicy.first_ms``, 30 s)
 DIRECT_ACK_DELAY_MS = 3_000
@@ -395,8 +394,8 @@ class Features:
             a == self.me or self.contact_state(a) == ContactState.CONTACT for a in inviters
         ):
             return None
-        until = self.store.get_meta(INVITES_UNBOUNDED_META)
-        if until is not None and self.now() < int(until):
+        restored = self.store.get_meta(RESTORED_AT_META)
+        if restored is not None and self.now() < int(restored) + INVITES_UNBOUNDED_AFTER_RESTORE_MS:
             return None  # a restored home getting its groups back
         for a in sorted(inviters):
             if self.store.quiet_invitations(self.me, a) >= MAX_QUIET_INVITES_PER_STRANGER:

@@ -1193,10 +1193,9 @@ def restore(
     from eth_account import Account
 
     from chatcore.client import PREKEY_TTL_S, Client, _scope
-    from chatcore.features import INVITES_UNBOUNDED_AFTER_RESTORE_MS, INVITES_UNBOUNDED_META
     from chatcore.home import Home
     from chatcore.keys import InstallationKeys
-    from chatcore.store import CLOCK_FLOOR_META
+    from chatcore.store import RESTORED_AT_META
     from discovery.registry import Registry
 
     acct, state = identity_for_phrase(network, phrase)
@@ -1244,12 +1243,9 @@ def restore(
     with store.transaction():
         store.set_meta("registered", b"1")
         store.set_meta("bundle_seq", b"1")
-        store.set_meta(  # its groups come back from their members: take them all for a while
-            INVITES_UNBOUNDED_META,
-            str(client.clock_ms() + INVITES_UNBOUNDED_AFTER_RESTORE_MS).encode(),
-        )
-        # peers hold conversations this home does not know: see Store.next_lamport
-        store.set_meta(CLOCK_FLOOR_META, b"1")
+        # peers hold conversations and groups this home does not know: it takes every group
+        # for a while (chatcore.features) and starts conversations from the wall clock
+        store.set_meta(RESTORED_AT_META, str(client.clock_ms()).encode())
     client._publish_pq(new_owner)
     client.sync_directory()
     names = client.resolver.resolve_id(state.identity_id, fresh_prekeys=False).names

@@ -26,8 +26,9 @@ from sqlcipher3 import dbapi2 as sqlcipher
 from chatcore.errors import StoreError, StoreUnavailable, WrongPassphrase
 
 SCHEMA_VERSION = 6
-#: meta key set by ``recovery restore``: see :meth:`Store.next_lamport`
-CLOCK_FLOOR_META = "lamport_from_clock"
+#: meta key set by ``recovery restore`` (when, ms): such a home knows none of the history its
+#: peers hold (see :meth:`Store.next_lamport`, and ``chatcore.features`` on invitations)
+RESTORED_AT_META = "restored_at"
 #: Sessions kept per peer installation (each handshake a peer sends makes one: a peer
 #: could otherwise grow our store without bound); the newest are kept.
 SESSIONS_PER_INSTALLATION = 4
@@ -498,7 +499,7 @@ class Store:
         c = self.conversation(conv_id)
         current = c.lamport if c is not None else 0
         if (
-            self.get_meta(CLOCK_FLOOR_META) is not None
+            self.get_meta(RESTORED_AT_META) is not None
             and not self._x(
                 "SELECT 1 FROM messages WHERE conversation_id=? AND status!='system' LIMIT 1",
                 (conv_id,),

@@ -733,7 +733,7 @@ def test_a_restored_home_does_not_write_before_the_history_its_peers_hold() -> N
     """Review finding: a home made by 'recovery restore' knows none of its conversations,
     so its clock started at 1 and its first messages sorted at the top of the peer's
     history. Such a home starts a conversation that is new *to it* from the wall clock."""
-    from chatcore.store import CLOCK_FLOOR_META
+    from chatcore.store import RESTORED_AT_META
 
     w = World(77)
     a, b = w.person(), w.person()
@@ -741,7 +741,7 @@ def test_a_restored_home_does_not_write_before_the_history_its_peers_hold() -> N
         w.deliver(w.send(a, b, f"old {i}"))
         w.deliver(w.send(b, a, f"reply {i}"))
     restored = w.add_device(a)  # the restored home: a new device that knows nothing
-    restored.store.set_meta(CLOCK_FLOOR_META, b"1")
+    restored.store.set_meta(RESTORED_AT_META, str(w.clock()).encode())
     res = w.send(a, b, "new after restore", device=1, sync=False)
     w.deliver(res)
     shown = texts(w.dev(b).store, res.conversation_id)

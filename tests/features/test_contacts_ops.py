@@ -9,6 +9,7 @@ from chatcore import content
 from chatcore.content import ContactState
 from chatcore.errors import ContentError, MalformedMessage
 from chatcore.payload import ContentType
+from chatcore.store import RESTORED_AT_META
 from tests.engine import snapshot, texts
 
 from . import FWorld
@@ -200,7 +201,8 @@ def test_a_restored_home_takes_its_groups_back_unbounded(monkeypatch: pytest.Mon
     w = FWorld()
     a, b = w.person(), w.person()
     with w.dev(a).store.transaction():
-        w.dev(a).store.set_meta(features.INVITES_UNBOUNDED_META, str(w.clock.now + 60_000).encode())
+        restored = w.clock.now + 60_000 - features.INVITES_UNBOUNDED_AFTER_RESTORE_MS
+        w.dev(a).store.set_meta(RESTORED_AT_META, str(restored).encode())
     gids = [w.group(b, [a], f"g{i}") for i in range(3)]
     assert all(w.node(a).groups.load(g) is not None for g in gids)
     w.clock.now += 60_001

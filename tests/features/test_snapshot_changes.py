@@ -81,7 +81,7 @@ def test_an_imported_snapshot_keeps_search_in_step_and_deleted_messages_bare() -
 def test_a_restored_home_rewelcomed_to_a_group_writes_after_its_history() -> None:
     """Review finding: the restore clock floor missed groups, where the join notice had
     already moved the clock to 1 (the first message sorted above the group's history)."""
-    from chatcore.store import CLOCK_FLOOR_META
+    from chatcore.store import RESTORED_AT_META
 
     w = FWorld(11)
     a, b = w.person(), w.person()
@@ -91,7 +91,7 @@ def test_a_restored_home_rewelcomed_to_a_group_writes_after_its_history() -> Non
         w.route(na.groups.send(gid, ContentType.TEXT, f"old a{i}".encode()).frames, frm=na)
         w.route(nb.groups.send(gid, ContentType.TEXT, f"old b{i}".encode()).frames, frm=nb)
     dev = w.add_device(a)  # the restored home: knows nothing
-    dev.store.set_meta(CLOCK_FLOOR_META, b"1")
+    dev.store.set_meta(RESTORED_AT_META, str(w.clock()).encode())
     for p in (a, b):
         w.route(w.node(p).groups.refresh_devices(gid), frm=w.node(p))
     restored = w.nodes[dev.inst]

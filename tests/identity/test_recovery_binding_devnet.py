@@ -262,9 +262,11 @@ def test_restore_wins_against_a_thief_holding_the_owner_key(
 
     monkeypatch.setattr(ci, "identity_for_phrase", racing)
     client, res = ci.restore(tmp_path / "new", PASSPHRASE, chain_network, victim.phrase)
-    from chatcore.features import INVITES_UNBOUNDED_META
+    from chatcore.features import INVITES_UNBOUNDED_AFTER_RESTORE_MS
+    from chatcore.store import RESTORED_AT_META
 
-    until = client.store.get_meta(INVITES_UNBOUNDED_META)  # its groups come back unbounded
+    restored = client.store.get_meta(RESTORED_AT_META)  # its groups come back unbounded
+    until = None if restored is None else int(restored) + INVITES_UNBOUNDED_AFTER_RESTORE_MS
     assert until is not None and int(until) > client.clock_ms() + 6 * 86_400_000
     client.close()
     state = reg.get_identity(victim.identity_id)
