@@ -417,13 +417,11 @@ class Client:
     def prekey_due(self) -> bool:
         """Is this device's signed prekey near its end (less than a quarter of its lifetime
         left, or gone)? Past its end, nobody can start a conversation with this device."""
-        cur = self.store.get_meta("spk_current")
-        raw = self.store.get_secret(f"spk:{int(cur):010d}") if cur else None
-        if raw is None:
+        end_s, life = self._prekey_span()
+        if end_s is None:
             return True
-        end_s = SignedPrekey.from_bytes(raw).not_after_ms // 1000
-        life = self._prekey_lifetime() or PREKEY_TTL_S
-        return end_s - self.clock_ms() // 1000 < max(1, life // PREKEY_REFRESH_SHARE)
+        margin = max(1, (life or PREKEY_TTL_S) // PREKEY_REFRESH_SHARE)
+        return end_s - self.clock_ms() // 1000 < margin
 
     def refresh_prekey_if_due(
         self, passphrase: str, prekey_ttl_s: int | None = None
@@ -435,16 +433,18 @@ class Client:
         if not self.prekey_due():
             return None
         if prekey_ttl_s is None:
-            prekey_ttl_s = self._prekey_lifetime() or PREKEY_TTL_S
+            prekey_ttl_s = self._prekey_span()[1] or PREKEY_TTL_S
         return self.publish(passphrase, prekey_ttl_s)
 
-    def _prekey_lifetime(self) -> int | None:
-        """Seconds the current signed prekey was made to last, if known."""
+    def _prekey_span(self) -> tuple[int | None, int | None]:
+        """(when the current signed prekey ends, s; how long it was made to last, s), each
+        None if unknown."""
         cur, issued = self.store.get_meta("spk_current"), self.store.get_meta("spk_issued_at")
         raw = self.store.get_secret(f"spk:{int(cur):010d}") if cur else None
-        if raw is None or issued is None:
-            return None
-        return max(1, SignedPrekey.from_bytes(raw).not_after_ms // 1000 - int(issued))
+        if raw is None:
+            return None, None
+        end_s = SignedPrekey.from_bytes(raw).not_after_ms // 1000
+        return end_s, None if issued is None else max(1, end_s - int(issued))
 
     def claim_name(self, passphrase: str, name: str) -> None:
         self._claim_name(self._owner(passphrase), name)
@@ -488,10 +488,9 @@ class Client:
         if conv is not None and conv.peer_identity is not None:
             return self.directory.peer(conv.peer_identity)
         # the name we gave a contact ourselves comes before anyone's on-chain name
-        q = query.strip().lower()
-        aliased = [c for c in self.features.contacts() if c.alias and c.alias.lower() == q]
-        if len(aliased) == 1:
-            return self.directory.peer(aliased[0].identity_id)
+        aliased, _named = self._known_person(query)
+        if aliased is not None:
+            return self.directory.peer(aliased)
         return self.directory.lookup(query)
 
     # --- delivery -----------------------------------------------------------------------------
