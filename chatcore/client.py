@@ -41,7 +41,7 @@ from chatcore.errors import (
     UntrustedIdentity,
 )
 from chatcore.features import Contact, MessageView
-from chatcore.groupchat import GroupInfo
+from chatcore.groupchat import GroupInfo, NotYet, group_topic
 from chatcore.home import Home
 from chatcore.keys import InstallationKeys, SignedPrekey
 from chatcore.payload import ContentType
@@ -572,12 +572,17 @@ class Client:
         result = self.features.send_message(peer, ContentType.TEXT, text.encode("utf-8"), own)
         return await self._deliver(result)
 
-    async def _process(self, subject: str, seq: int, data: bytes) -> list[Received]:
-        """Handle one delivered frame (inbox or group topic); returns what to show."""
+    async def _process(
+        self, subject: str, seq: int, data: bytes, hold: bool = True
+    ) -> list[Received]:
+        """Handle one delivered frame (inbox or group topic); returns what to show.
+
+        ``hold=False`` (group topics): raises NotYet for a frame that needs control items
+        not read yet, leaving it unread (see ``GroupChat.receive``)."""
         receive = (
             self.engine.receive
             if subject == self.engine.inbox
-            else lambda d, cursor: self.groups.receive(subject, d, cursor)
+            else lambda d, cursor: self.groups.receive(subject, d, cursor, hold)
         )
         try:
             try:
@@ -629,6 +634,12 @@ class Client:
             if frames:
                 await self._publish(frames)
         out: list[Received] = []
+        # Membership ops come pairwise (inbox), messages on the group topics. To show each
+        # change between the messages written before and after it, a group's topic is read
+        # up to the first frame of a later epoch (or needing a key still in our inbox):
+        # first, and again after each change the inbox brings; then every topic to its end.
+        for subject in self.groups.subjects():
+            out += await self._read(transport, subject, hold=False)
         done: set[str] = set()
         while True:
             # the inbox first: it may add groups whose topics we then read too
@@ -637,17 +648,34 @@ class Client:
             if not todo:
                 break
             for subject in todo:
-                while True:
-                    batch = await transport.fetch(
-                        subject, after=self.store.cursor(subject), limit=500
-                    )
-                    if not batch:
-                        break
-                    for d in batch:
-                        out += await self._process(d.subject, d.seq, d.data)
+                out += await self._read(transport, subject)
                 done.add(subject)
         await self.flush_features()
         return [m for m in out if m.content_type not in (ContentType.TYPING, ContentType.RECEIPT)]
+
+    async def _read(self, transport: Transport, subject: str, hold: bool = True) -> list[Received]:
+        """Process what ``subject`` holds past our cursor (``hold=False``: up to the first
+        frame that is not decryptable yet). After a frame of our inbox that changed a group,
+        that group's topic is read on up to its next such frame."""
+        out: list[Received] = []
+        while True:
+            batch = await transport.fetch(subject, after=self.store.cursor(subject), limit=500)
+            if not batch:
+                return out
+            for d in batch:
+                try:
+                    got = await self._process(d.subject, d.seq, d.data, hold)
+                except NotYet:
+                    return out
+                out += got
+                if subject == self.engine.inbox:
+                    changed = {
+                        r.conversation_id
+                        for r in got
+                        if r.content_type == ContentType.GROUP_CONTROL
+                    }
+                    for gid in sorted(changed & set(self.store.group_ids())):
+                        out += await self._read(transport, group_topic(gid), hold=False)
 
     async def flush_features(self, due_only: bool = False) -> int:
         """Publish batched receipts and due retransmissions (chatcore.features).

@@ -77,6 +77,13 @@ MAX_HELD_AGE_MS = 7 * 86_400_000
 #: GroupError texts that mean "not yet" (the frame may decrypt once control items arrive)
 _NOT_YET = ("unknown sender key", "stale or unknown group epoch")
 
+
+class NotYet(Exception):
+    """A group frame that needs control items still to be read (``receive(hold=False)``).
+
+    Not a ChatCoreError: nothing is wrong with the frame, and it is not consumed."""
+
+
 #: identity -> its active installations' public keys (verified, from the chain)
 Devices = Callable[[bytes], Sequence[PeerKeys]]
 
@@ -455,6 +462,15 @@ class GroupChat:
                 }[how]
                 new, out = fn(target, self._key, self._ids, rng, now)
             self._save(new)
+            # our own change in our own history too ("added bob"), which also moves our
+            # clock past it: what we write next sorts after the change everywhere
+            for op in (new.ops[i] for i in new.ops.keys() - state.ops.keys()):
+                text = _describe(
+                    op, self.engine.identity_id, state.members(), state.admins(), new,
+                    self.display,
+                )  # fmt: skip
+                if text:
+                    self._notice(group_id, text, op.author, op.installation, op.created_ms)
             return self._dispatch(new, state, out)
 
     def add(self, group_id: bytes, identity: bytes) -> list[OutFrame]:
@@ -525,20 +541,35 @@ class GroupChat:
         return SendResult(group_id, mid, lamport, now, (OutFrame(oid, subject, frame, msg_id),))
 
     def receive(
-        self, subject: str, frame: bytes, cursor: tuple[str, int] | None
+        self, subject: str, frame: bytes, cursor: tuple[str, int] | None, hold: bool = True
     ) -> Received | None:
-        """Decrypt and store one frame from a group topic."""
+        """Decrypt and store one frame from a group topic.
+
+        ``hold=False``: a frame that needs control items not here yet (a sender key, the op
+        of a newer epoch) raises :class:`NotYet` and is left unread (no cursor move, not
+        held), so that a reader can first take its inbox and then read on from there."""
         try:
-            return self._receive(subject, frame, cursor)
-        except StoreUnavailable:
+            return self._receive(subject, frame, cursor, hold)
+        except (StoreUnavailable, NotYet):
             raise  # nothing wrong with the frame: it is read again, not skipped
-        except Exception as exc:
-            with self.store.transaction():
-                if cursor is not None:
-                    self.store.set_cursor(*cursor)
-                if isinstance(exc, GroupError):
-                    self._hold(subject, frame, exc)
+        except GroupError as exc:
+            if not hold and any(t in str(exc) for t in _NOT_YET):
+                raise NotYet(str(exc)) from None
+            self._consumed(subject, frame, cursor, exc)
             raise
+        except Exception as exc:
+            self._consumed(subject, frame, cursor, exc)
+            raise
+
+    def _consumed(
+        self, subject: str, frame: bytes, cursor: tuple[str, int] | None, exc: Exception
+    ) -> None:
+        """A frame that failed is read (cursor moved on), and held if it may decrypt later."""
+        with self.store.transaction():
+            if cursor is not None:
+                self.store.set_cursor(*cursor)
+            if isinstance(exc, GroupError):
+                self._hold(subject, frame, exc)
 
     def _hold(self, subject: str, frame: bytes, exc: GroupError) -> None:
         """Keep a frame that may decrypt once control items for its group arrive."""
@@ -586,15 +617,15 @@ class GroupChat:
         return out
 
     def _receive(
-        self, subject: str, frame: bytes, cursor: tuple[str, int] | None
+        self, subject: str, frame: bytes, cursor: tuple[str, int] | None, ahead: bool = True
     ) -> Received | None:
         # read, decrypt and write the state in one transaction (no I/O in it): another
         # process on this home that sends meanwhile must not have its sender chain put back
         with self.store.transaction():
-            return self._receive_locked(subject, frame, cursor)
+            return self._receive_locked(subject, frame, cursor, ahead)
 
     def _receive_locked(
-        self, subject: str, frame: bytes, cursor: tuple[str, int] | None
+        self, subject: str, frame: bytes, cursor: tuple[str, int] | None, ahead: bool
     ) -> Received | None:
         if not frame or frame[0] != KIND_GROUP_MESSAGE:
             raise MalformedMessage("not a group message")
@@ -603,6 +634,10 @@ class GroupChat:
             raise GroupError("message for a group we are not in")
         state = self.load(gid)
         assert state is not None
+        if not ahead and state.tags.get(parse_frame(frame).tag, 0) > state.epoch:
+            # tagged with an epoch we are behind: its op is on the way (or in our inbox),
+            # and the message was written after that change
+            raise NotYet("a message of a later epoch")
         try:
             new, sender, sender_inst, plaintext = state.decrypt(frame, self.engine.clock_ms())
         except GroupError:
@@ -929,7 +964,7 @@ def _describe(
     would notice changed). Concurrent ops may change more than the op names: that shows
     as a count."""
     came, gone = new.members() - members, members - new.members()
-    if me in gone:
+    if me in gone and op.author != me:
         return "removed you" if op.kind is OpKind.REMOVE else "you are no longer a member"
     if op.kind is OpKind.ADD and came == {op.target}:
         return f"added {name(op.target)}"

@@ -103,3 +103,48 @@ async def test_removed_member_cannot_send_and_non_member_frames_are_dropped(
     assert texts(got, gid) == []
     assert b.c.store.group_state(gid) == before
     await asyncio.sleep(0)
+
+
+def _story(person: Person, gid: bytes) -> list[str]:
+    """The group's history as the person sees it: texts and notices, in order."""
+    return [
+        m.body.decode()
+        for m in person.c.history(gid, 100)
+        if m.content_type in (ContentType.TEXT, ContentType.GROUP_CONTROL)
+    ]
+
+
+async def test_an_offline_member_sees_changes_between_the_messages_around_them(
+    people: People,
+) -> None:
+    # the ops come pairwise (inbox), the messages on the group topic: a member catching up
+    # must still see each change after what was written before it and before what came after
+    a, b, c, d = people.new("oa"), people.new("ob"), people.new("oc"), people.new("od")
+    gid = await a.c.create_group("story", [b.name, c.name])
+    await sync_all([b, c, a])
+    await a.c.send_group_text("story", "one")
+    await a.c.send_group_text("story", "two")
+    await a.c.group_change("story", "add", d.name)
+    await a.c.group_change("story", "promote", b.name)
+    await a.c.send_group_text("story", "three")
+    await a.c.group_change("story", "remove", c.name)
+    await a.c.send_group_text("story", "four")
+    await b.c.sync()
+    story = _story(b, gid)
+    story = story[story.index("one") :]
+    assert story[:2] == ["one", "two"], story
+    assert story[2].startswith("added od") and story[3] == "made you an admin", story
+    assert story[4] == "three" and story[5].startswith("removed oc"), story
+    assert story[6:] == ["four"], story
+    # the author's own history shows its changes in the same places
+    mine = _story(a, gid)
+    mine = mine[mine.index("one") :]
+    assert [m.split("-")[0] for m in mine] == [
+        "one",
+        "two",
+        "added od",
+        "made ob",
+        "three",
+        "removed oc",
+        "four",
+    ], mine
