@@ -59,6 +59,7 @@ class Oracle:
         self.gpending: set[tuple[str, bytes]] = set()  # (device, message) not shown yet
         self.group_ops_raw: dict[bytes, set[bytes]] = {}  # every op any author created
         self._truth: dict[bytes, tuple[int, Any]] = {}
+        self._reference: dict[bytes, tuple[int, Any, Any, Any]] = {}
         self.frame_of: dict[bytes, bytes] = {}  # sha256(group frame) -> message id
         self.last_error: dict[tuple[str, bytes], str] = {}  # (device, message) -> why not
 
@@ -145,7 +146,8 @@ class Oracle:
         s = self.msgs[mid]
         if s.group is None:
             return True
-        roster = self.truth(s.group)
+        ref = self.reference(s.group)
+        roster = self.truth(s.group) if ref is None else ref
         ident = self.world.device(name).identity_id
         if ident not in roster.members:
             return False
@@ -154,14 +156,34 @@ class Oracle:
         removals = self.removal_epochs(s.group, s.sender_identity)
         return bool(removals) and s.epoch <= min(removals)
 
+    def reference(self, gid: bytes) -> Any:
+        """The independent model's members and admins (sim/reference.py) if the group's log
+        is simple, else None (then the core's fold is the specification)."""
+        from sim import reference
+
+        ops = self.group_ops_raw.get(gid, set())
+        hit = self._reference.get(gid)
+        if hit is None or hit[0] != len(ops):
+            decoded = reference.decode_all(ops)
+            past = reference.pasts(decoded)
+            m = reference.model(decoded, past) if reference.simple(decoded, past) else None
+            hit = (len(ops), m, decoded, past)
+            self._reference[gid] = hit
+        return hit[1]
+
     def removal_epochs(self, gid: bytes, identity: bytes) -> list[int]:
-        """Message epochs (``chatcore.group.state.removal_message_epoch``: void ops in each
-        one's own causal past left out) of every op anyone made that took ``identity`` out
-        of the group."""
+        """Message epochs of every op anyone made that took ``identity`` out of the group:
+        for a simple log the size of each one's causal past, worked out independently
+        (sim/reference.py); otherwise ``chatcore.group.state.removal_message_epoch`` (void
+        ops in each one's own causal past left out)."""
         from chatcore.group.ops import decode_op
         from chatcore.group.roster import taken_out
         from chatcore.group.state import removal_message_epoch
+        from sim import reference
 
+        if self.reference(gid) is not None:
+            _n, _m, decoded, past = self._reference[gid]
+            return reference.removal_epochs(decoded, past, identity)
         ops = {o.op_id: o for o in map(decode_op, self.group_ops_raw.get(gid, set()))}
         return [
             removal_message_epoch({**_past(ops, o), o.op_id: o}, identity, -1)
@@ -363,6 +385,17 @@ def _check_groups(world: World) -> list[str]:
         roster = o.truth(gid)
         if roster is None:
             continue
+        ref = o.reference(gid)
+        if ref is not None:
+            world.stats["groups_checked_by_reference"] += 1
+            if (roster.members, roster.admins) != (ref.members, ref.admins):
+                out.append(
+                    f"group {label}: the fold of the op log gives {len(roster.members)} "
+                    f"members / {len(roster.admins)} admins, the reference model "
+                    f"{len(ref.members)} / {len(ref.admins)} (members differ by "
+                    f"{len(roster.members ^ ref.members)}, admins by "
+                    f"{len(roster.admins ^ ref.admins)})"
+                )
         for dev in world.devices:
             if dev.groups is None:
                 continue

@@ -96,3 +96,72 @@ def test_regression_leavers_key_kept_for_later_is_retired(seed: int) -> None:
     lost. Kept keys of a member who left are now retired too."""
     r = run("groups", seed)
     assert r.violations == [], r.violations[:3]
+
+
+# --- the oracle's independence (sim/reference.py) --------------------------------------------
+# The oracle must not take membership from the fold it checks: these break the core's rules
+# and the run must report it.
+
+
+def test_groups_logs_are_checked_by_the_reference_model() -> None:
+    r = run("groups", 0)
+    assert r.stats.get("groups_checked_by_reference", 0) >= 1
+
+
+def test_the_oracle_catches_a_fold_that_ignores_removals(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatcore.group import roster
+    from chatcore.group.ops import OpKind
+
+    real = roster._apply
+
+    def broken(r: roster.Roster | None, op: object) -> object:
+        if getattr(op, "kind", None) is OpKind.REMOVE and r is not None:
+            return r  # the removed member stays
+        return real(r, op)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(roster, "_apply", broken)
+    r = run("groups", 0)
+    assert any("reference model" in v for v in r.violations), r.violations[:3]
+
+
+def test_the_oracle_catches_leavers_messages_refused_too_early(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chatcore.group import state
+
+    real = state.removal_message_epoch
+
+    def one_less(ops: object, identity: bytes, default: int) -> int:
+        e = real(ops, identity, default)  # type: ignore[arg-type]
+        return e if e == default else max(0, e - 1)
+
+    monkeypatch.setattr(state, "removal_message_epoch", one_less)
+    r = run("groups", 3)
+    assert any(v.startswith("lost") for v in r.violations), r.violations[:3]
+
+
+def test_reference_model_on_simple_and_concurrent_logs() -> None:
+    from sim import reference
+    from tests.group import World
+
+    w = World(11)
+    a, b, c, d, e = (w.person() for _ in range(5))
+    gid = w.create(a, [b, c, d])
+    w.act(a, "promote", b)
+    w.act(a, "add_member", e)
+    w.act(b, "remove_member", d)
+    ops = reference.decode_all(w.dev(a).state.op_log())
+    past = reference.pasts(ops)
+    assert reference.simple(ops, past)
+    m = reference.model(ops, past)
+    assert m.members == frozenset({a, b, c, e}) and m.admins == frozenset({a, b})
+    assert reference.removal_epochs(ops, past, d) == [3]  # create, promote, add seen
+    # b removes c while a, not knowing it, promotes c: two concurrent ops about one person
+    # (the core's tie rules decide those) are not simple
+    w.dev(a).online = w.dev(b).online = False
+    w.act(b, "remove_member", c)
+    w.act(a, "promote", c)
+    log = set(w.dev(a).state.op_log()) | set(w.dev(b).state.op_log())
+    ops = reference.decode_all(log)
+    assert not reference.simple(ops, reference.pasts(ops))
+    assert gid
