@@ -414,7 +414,12 @@ def main() -> None:
             raise RuntimeError(
                 f"registration check failed: {len(want - got)} ids missing, {len(reg_logs)} events"
             )
-        gas_used = int(rpc.call("eth_getTransactionReceipt", sub.last_hashes[-1])["gasUsed"], 16)
+        # the most any registration of the last batch used (they are all alike in size)
+        gas_used = max(
+            int(rpc.call("eth_getTransactionReceipt", h)["gasUsed"], 16)
+            for h in sub.last_hashes[-50:]
+        )
+        bundle_sizes = {len(u.bundle) for u in users}
         rows.append(
             Row(f"register {n:,} (+1st device+bundle)", rate, "tx/s", "≥ 200 tx/s", rate >= 200)
         )
@@ -446,7 +451,14 @@ def main() -> None:
         )
         rows.append(Row("  untimed: fund owners (setBalance)", fund_s, "s", "informational", None))
         rows.append(
-            Row("gas per register (249 B bundle)", gas_used, "gas", "≤ 150k", gas_used <= 150_000)
+            Row(
+                f"gas per register, max of last batch ({'/'.join(map(str, sorted(bundle_sizes)))}"
+                " B bundle)",
+                gas_used,
+                "gas",
+                "≤ 150k",
+                gas_used <= 150_000,
+            )
         )
         extra["registration"] = {
             "n": n,
@@ -459,7 +471,7 @@ def main() -> None:
             "prepare_seconds": prep_s,
             "fund_seconds": fund_s,
             "gas_limit_per_tx": gas,
-            "gas_used_last": gas_used,
+            "gas_used_max_last_batch": gas_used,
             "chunk": args.chunk,
             "mining": args.mining,
         }

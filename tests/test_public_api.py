@@ -1,4 +1,4 @@
-"""The public surface apps rely on: names in chatcore.__all__ resolve, and nothing else leaks."""
+"""The public surface apps rely on: names in chatcore.__all__ resolve, unknown names raise."""
 
 from __future__ import annotations
 
