@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from chatcore.groupchat import GroupInfo, NotYet, group_topic
 from chatcore.home import Home
 from chatcore.keys import InstallationKeys, SignedPrekey
 from chatcore.payload import ContentType
-from chatcore.store import Conversation, Store, StoredMessage
+from chatcore.store import Conversation, Store, StoredMessage, _store_error
 from chatcore.transport.base import Transport
 from discovery.errors import DiscoveryError, RegistryReverted
 from discovery.index import Index
@@ -115,7 +116,10 @@ class Client:
         self.rng = rng
         self.clock_ms = clock_ms
         self.registry = registry or Registry(network)
-        self.index = Index(home.index_file, self.registry)
+        try:
+            self.index = Index(home.index_file, self.registry)
+        except sqlite3.Error as exc:
+            raise _store_error(exc) from exc  # e.g. index.db locked by another process
         self.resolver = Resolver(
             self.index,
             network.binding,
@@ -149,6 +153,8 @@ class Client:
         self._synced = False
         self._synced_at = 0
         self._sub: object | None = None
+        #: stored by a sync() the network broke off; the next sync() / listen() returns them
+        self._unreported: list[Received] = []
 
     def _notice_name(self, identity_id: bytes) -> str:
         """A member as a group notice names them: "you", else as :meth:`display` does."""
@@ -460,8 +466,11 @@ class Client:
         now = self.clock_ms()
         if max_age_ms and self._synced and now - self._synced_at <= max_age_ms:
             return 0
-        n = self.index.sync()
-        self.directory.refresh()
+        try:
+            n = self.index.sync()
+            self.directory.refresh()
+        except sqlite3.Error as exc:  # the local index (index.db): locked, full, closed
+            raise _store_error(exc) from exc
         from chatcore.identity import check_not_revoked
 
         check_not_revoked(self)  # a revoked device says so and stops here
@@ -507,8 +516,9 @@ class Client:
         """Publish frames; each one the store acknowledges leaves the outbox.
 
         A frame that fails stays in the outbox with its next attempt pushed back
-        (RETRY_BACKOFF_MS by attempt count); the others are still tried. Raises
-        TransportError at the end if any failed: nothing is lost, it is only late.
+        (RETRY_BACKOFF_MS by attempt count), and so do the frames after it, untried: the
+        network that just failed one (after the transport's timeout) would keep each caller
+        waiting once per frame. Raises TransportError then: nothing is lost, it is only late.
         """
         transport = await self.connect()
         done = 0
@@ -522,7 +532,7 @@ class Client:
                 delay = RETRY_BACKOFF_MS[min(n, len(RETRY_BACKOFF_MS) - 1)]
                 self.store.outbox_retry_later(f.outbox_id, self.clock_ms() + delay)
                 failed = exc
-                continue
+                break
             self.engine.acknowledged(f.outbox_id)
             done += 1
         if failed is not None:
@@ -563,7 +573,7 @@ class Client:
     async def send_text(self, to: str, text: str) -> SendResult:
         if not text:
             raise ValueError("empty message")
-        await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS)
+        await self._refresh_directory()  # offline chain: the devices the local index knows
         peer = self.resolve_peer(to)
         if peer.identity_id == self.identity_id:
             raise UnknownContact("cannot start a conversation with yourself")
@@ -591,7 +601,12 @@ class Client:
                 # perhaps the sender registered after our last index sync. Sync at most once
                 # a DIRECTORY_MAX_AGE_MS (a flood of bad frames must not become a flood of RPC
                 # calls) and retry only if the index learned something new.
-                if not await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS):
+                try:
+                    learnt = await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS)
+                except DiscoveryError as exc:  # chain unreachable: the sender resends it
+                    log.info("could not check an unknown sender on chain: %s", exc)
+                    learnt = 0
+                if not learnt:
                     raise
                 r = receive(data, cursor=(subject, seq))
         except StoreUnavailable:
@@ -602,17 +617,30 @@ class Client:
             return []
         events, frames = self.engine.drain()
         if frames:
-            await self._publish(frames)
-        if events and self._sub is not None:
-            await self._sub.add_subjects(  # type: ignore[attr-defined]
-                [s for s in self.groups.subjects() if s not in self._sub.subjects],  # type: ignore[attr-defined]
-                after=0,
-            )
+            await self._publish_later(frames)
+        if events:
+            await self._follow_new_groups()
         out = [*events, *([r] if r is not None else [])]
         for m in out:
             if not m.outgoing:
                 self._remember_display(m.sender_identity)
         return out
+
+    async def _publish_later(self, frames: Sequence[OutFrame]) -> None:
+        """Publish what reading a frame produced (acks, keys, answers); if the network does
+        not take it now, it waits in the outbox: reading goes on."""
+        try:
+            await self._publish(frames)
+        except TransportError as exc:
+            log.info("kept in the outbox for later: %s", exc)
+
+    async def _follow_new_groups(self) -> None:
+        """A running ``listen()`` subscribes to groups we are in but it does not follow yet."""
+        sub = self._sub
+        if sub is not None:
+            new = [s for s in self.groups.subjects() if s not in sub.subjects]  # type: ignore[attr-defined]
+            if new:
+                await sub.add_subjects(new, after=0)  # type: ignore[attr-defined]
 
     def _remember_display(self, identity_id: bytes) -> None:
         if self.store.peer_display(identity_id) is not None:
@@ -625,21 +653,38 @@ class Client:
             self.store.set_peer_display(identity_id, peer.display, self.clock_ms())
 
     async def sync(self) -> list[Received]:
-        """Flush the outbox, then fetch, decrypt and store everything that arrived."""
-        await asyncio.to_thread(self.sync_directory)
+        """Flush the outbox, then fetch, decrypt and store everything that arrived.
+
+        With the chain unreachable it reads on (senders it cannot check yet resend). If
+        the delivery network fails midway, what was already stored is returned by the next
+        ``sync()`` or ``listen()`` of this Client (and is in ``history`` at once)."""
+        from discovery.errors import ChainUnavailable
+
+        try:
+            await asyncio.to_thread(self.sync_directory)
+        except ChainUnavailable as exc:
+            log.info("chain unreachable, reading on the local index: %s", exc)
         transport = await self.connect()
         await self.flush_outbox()
         for gid in self.store.group_ids():
             frames = self.groups.refresh_devices(gid)
             if frames:
-                await self._publish(frames)
-        out: list[Received] = []
+                await self._publish_later(frames)
+        out, self._unreported = self._unreported, []
+        try:
+            await self._sync_read(transport, out)
+        except BaseException:
+            self._unreported = out  # stored already: returned next time, not lost
+            raise
+        return [m for m in out if m.content_type not in (ContentType.TYPING, ContentType.RECEIPT)]
+
+    async def _sync_read(self, transport: Transport, out: list[Received]) -> None:
         # Membership ops come pairwise (inbox), messages on the group topics. To show each
         # change between the messages written before and after it, a group's topic is read
         # up to the first frame of a later epoch (or needing a key still in our inbox):
         # first, and again after each change the inbox brings; then every topic to its end.
         for subject in self.groups.subjects():
-            out += await self._read(transport, subject, hold=False)
+            await self._read(transport, subject, out, hold=False)
         done: set[str] = set()
         while True:
             # the inbox first: it may add groups whose topics we then read too
@@ -648,25 +693,28 @@ class Client:
             if not todo:
                 break
             for subject in todo:
-                out += await self._read(transport, subject)
+                await self._read(transport, subject, out)
                 done.add(subject)
-        await self.flush_features()
-        return [m for m in out if m.content_type not in (ContentType.TYPING, ContentType.RECEIPT)]
+        try:
+            await self.flush_features()
+        except TransportError as exc:  # receipts and resends wait in the outbox
+            log.info("kept in the outbox for later: %s", exc)
 
-    async def _read(self, transport: Transport, subject: str, hold: bool = True) -> list[Received]:
-        """Process what ``subject`` holds past our cursor (``hold=False``: up to the first
-        frame that is not decryptable yet). After a frame of our inbox that changed a group,
-        that group's topic is read on up to its next such frame."""
-        out: list[Received] = []
+    async def _read(
+        self, transport: Transport, subject: str, out: list[Received], hold: bool = True
+    ) -> None:
+        """Process what ``subject`` holds past our cursor into ``out`` (``hold=False``: up to
+        the first frame that is not decryptable yet). After a frame of our inbox that changed
+        a group, that group's topic is read on up to its next such frame."""
         while True:
             batch = await transport.fetch(subject, after=self.store.cursor(subject), limit=500)
             if not batch:
-                return out
+                return
             for d in batch:
                 try:
                     got = await self._process(d.subject, d.seq, d.data, hold)
                 except NotYet:
-                    return out
+                    return
                 out += got
                 if subject == self.engine.inbox:
                     changed = {
@@ -675,7 +723,7 @@ class Client:
                         if r.content_type == ContentType.GROUP_CONTROL
                     }
                     for gid in sorted(changed & set(self.store.group_ids())):
-                        out += await self._read(transport, group_topic(gid), hold=False)
+                        await self._read(transport, group_topic(gid), out, hold=False)
 
     async def flush_features(self, due_only: bool = False) -> int:
         """Publish batched receipts and due retransmissions (chatcore.features).
@@ -694,6 +742,10 @@ class Client:
         sub = await transport.subscribe(subjects, after={s: self.store.cursor(s) for s in subjects})
         self._sub = sub
         try:
+            while self._unreported:
+                r = self._unreported.pop(0)
+                if signals or r.content_type not in (ContentType.TYPING, ContentType.RECEIPT):
+                    yield r
             async for d in sub:
                 for r in await self._process(d.subject, d.seq, d.data):
                     if signals or r.content_type not in (ContentType.TYPING, ContentType.RECEIPT):
@@ -715,8 +767,8 @@ class Client:
         await asyncio.to_thread(self.sync_directory)
         ids = self._member_ids(members)
         gid, frames = self.groups.create(name, ids)
-        await self._publish(frames)
-        return gid
+        await self._follow_new_groups()
+        return await self._deliver(gid, frames)  # DeliveryPending(gid): created, sent later
 
     @staticmethod
     def _hex_prefix(query: str, max_digits: int) -> str | None:
@@ -731,10 +783,14 @@ class Client:
         """The whole bytes of a hex prefix (a store query narrows; the digits then decide)."""
         return bytes.fromhex(hex_prefix[: len(hex_prefix) // 2 * 2])
 
-    def find_group(self, query: str) -> bytes:
-        """A group by name or id prefix (4+ hex digits). Of several groups with one name,
-        the one we are still a member of; otherwise the name is ambiguous (UnknownContact
-        listing their ids)."""
+    def find_group(self, query: str | bytes) -> bytes:
+        """A group by name or id prefix (4+ hex digits), or its id as bytes (what
+        ``create_group`` returns). Of several groups with one name, the one we are still a
+        member of; otherwise the name is ambiguous (AmbiguousName listing their ids)."""
+        if isinstance(query, bytes):
+            if query in self.store.group_ids():
+                return query
+            raise UnknownContact(f"no group 0x{query.hex()[:16]}")
         q = query.strip()
         infos = [self.groups.info(g) for g in self.store.group_ids()]
         named = [i for i in infos if i.name == q]
@@ -754,7 +810,7 @@ class Client:
                 raise UnknownContact(f"ambiguous group id prefix {query!r}")
         raise UnknownContact(f"no group {query!r} (use its name or id)")
 
-    async def group_change(self, group: str, how: str, who: str | None = None) -> None:
+    async def group_change(self, group: str | bytes, how: str, who: str | None = None) -> None:
         """``how``: add, remove or promote ``who`` (admins only), or leave (``who`` unused)."""
         if how not in ("add", "remove", "promote", "leave"):
             raise ValueError(f"unknown group change {how!r} (add, remove, promote or leave)")
@@ -767,9 +823,9 @@ class Client:
                 raise ValueError(f"group {how} needs a member (name, identity id or address)")
             target = self._member_ids([who])[0]
             frames = getattr(self.groups, how)(gid, target)
-        await self._publish(frames)
+        await self._deliver(None, frames)  # DeliveryPending: done here, sent later
 
-    async def send_group_text(self, group: str, text: str) -> SendResult:
+    async def send_group_text(self, group: str | bytes, text: str) -> SendResult:
         if not text:
             raise ValueError("empty message")
         gid = self.find_group(group)
@@ -888,14 +944,24 @@ class Client:
         t = self.message(message)
         return await self._message_op(t, ContentType.REPLY, encode_reply(t.message_id, text))
 
-    def conversation_id(self, to: str) -> bytes:
+    def conversation_id(self, to: str | bytes) -> bytes:
         """The conversation with ``to``: a group (name or id prefix) or a person (name, id,
-        address), creating the local 1:1 conversation if there is none yet."""
+        address), creating the local 1:1 conversation if there is none yet; or a
+        conversation id (bytes) we have."""
+        if isinstance(to, bytes):
+            if self.store.conversation(to) is None:
+                raise UnknownContact(f"no conversation 0x{to.hex()[:16]}")
+            return to
         try:
             return self.find_group(to)
         except UnknownContact:
             pass
-        self.sync_directory(DIRECTORY_MAX_AGE_MS)
+        from discovery.errors import ChainUnavailable
+
+        try:
+            self.sync_directory(DIRECTORY_MAX_AGE_MS)
+        except ChainUnavailable as exc:  # the local index still knows our contacts
+            log.info("chain unreachable, resolving on the local index: %s", exc)
         peer = self.resolve_peer(to)
         if peer.identity_id == self.identity_id:
             raise UnknownContact("cannot start a conversation with yourself")

@@ -141,7 +141,8 @@ class Features:
         #: (conversation, message id) -> (identity, installation) that wrote it, for what we
         #: acknowledge without storing it (dropped: its receipt must still find its author)
         self._unstored: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
-        self._typing_seen: dict[bytes, int] = {}  # sender installation -> last accepted ms
+        #: (sender installation, conversation, typing?) -> last accepted ms (flood limit)
+        self._typing_seen: dict[tuple[bytes, bytes, bool], int] = {}
         self._typing_sent: dict[bytes, int] = {}  # conversation -> last sent ms
         #: (conversation, identity) -> until when (ms) that identity is shown as typing
         self.typing: dict[tuple[bytes, bytes], int] = {}
@@ -900,10 +901,17 @@ class Features:
         now = self.now()
         if p.sent_at_ms < now - TYPING_STALE_MS:
             return None  # delivered late: meaningless now
-        last = self._typing_seen.get(inst)
+        # one device, one conversation, one state: "stopped" right after "typing", or typing
+        # in two conversations in a second, is what a user does, not a flood
+        key = (inst, conv, active)
+        last = self._typing_seen.get(key)
         if last is not None and now - last < TYPING_MIN_INTERVAL_MS:
             raise ContentError("typing indicators too often (flood)")
-        self._typing_seen[inst] = now
+        if len(self._typing_seen) >= 4096:  # forget what no longer limits anything
+            self._typing_seen = {
+                k: t for k, t in self._typing_seen.items() if now - t < TYPING_MIN_INTERVAL_MS
+            }
+        self._typing_seen[key] = now
         if active:
             self.typing[(conv, sender)] = now + TYPING_TTL_MS
         else:

@@ -596,3 +596,22 @@ def test_written_during_a_block_stays_hidden_when_it_arrives_after(in_group: boo
         later = w.send_text(b, a, "after the unblock")
     w.route(later.frames, frm=w.node(b))
     assert "after the unblock" in texts(w.dev(a).store, conv)
+
+
+def test_stopped_typing_and_typing_elsewhere_are_not_a_flood() -> None:
+    # the receiver limits one device per conversation and state: "stopped" right after
+    # "typing", and typing in a group then in a 1:1 within a second, are what users do
+    w = FWorld()
+    a, b = w.person(), w.person()
+    s = w.send_text(a, b, "hi")
+    w.route(s.frames)
+    conv = s.conversation_id
+    gid = w.group(a, [b])
+    w.clock.now += 5_000
+    w.route(w.f(a).send_typing(gid), frm=w.node(a))
+    w.route(w.f(a).send_typing(conv), strict=True)
+    assert w.f(b).typing_now(gid) == [a] and w.f(b).typing_now(conv) == [a]
+    w.clock.now += 300
+    shown = w.route(w.f(a).send_typing(conv, False), strict=True)
+    assert [r.content_type for r in shown] == [ContentType.TYPING]
+    assert w.f(b).typing_now(conv) == []

@@ -1,0 +1,175 @@
+"""The facade under partial faults, as an app meets them (found by an embedding review):
+the delivery network failing midway through a sync or for a moment under listen(), the chain
+unreachable, the local index locked, offline group actions, groups an app creates while it
+listens. Real anvil + JetStream; faults are injected by wrapping the real transport."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from chatcore import DeliveryPending, StoreUnavailable, TransportError, UnknownContact
+from chatcore.payload import ContentType
+from chatcore.transport.base import Transport
+
+from .conftest import People, Person
+
+pytestmark = pytest.mark.devnet
+
+
+class Faulty:
+    """The real transport, with ``fail_fetch`` / ``fail_publish`` calls failing."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.fail_fetch_after: int | None = None  # fail every fetch after this many succeed
+        self.fail_publish = False
+        self.fetches = 0
+
+    async def fetch(self, subject: str, after: Any = None, limit: int = 500) -> Any:
+        if self.fail_fetch_after is not None and self.fetches >= self.fail_fetch_after:
+            raise TransportError("fetch: delivery network unreachable (injected)")
+        self.fetches += 1
+        return await self.inner.fetch(subject, after=after, limit=limit)
+
+    async def publish(self, subject: str, data: bytes, msg_id: str | None = None) -> Any:
+        if self.fail_publish:
+            raise TransportError("publish: delivery network unreachable (injected)")
+        return await self.inner.publish(subject, data, msg_id=msg_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def faulty(p: Person) -> Faulty:
+    f = Faulty(await p.c.connect())
+    p.c.transport = f  # type: ignore[assignment]
+    return f
+
+
+def texts(msgs: Sequence[Any]) -> list[str]:
+    return [m.text for m in msgs if m.content_type == ContentType.TEXT]
+
+
+async def test_a_sync_broken_off_returns_what_it_stored_next_time(people: People) -> None:
+    alice, bob = people.new("fa"), people.new("fb")
+    await alice.c.send_text(bob.name, "one")
+    await alice.c.send_text(bob.name, "two")
+    f = await faulty(bob)
+    f.fail_fetch_after = 1  # the inbox's first batch arrives, then the network goes
+    with pytest.raises(TransportError):
+        await bob.c.sync()
+    assert [m.body for m in bob.c.history(bob.c.conversation_id(alice.name))] == [b"one", b"two"]
+    f.fail_fetch_after = None
+    assert texts(await bob.c.sync()) == ["one", "two"]  # stored, and now reported once
+    assert texts(await bob.c.sync()) == []
+
+
+async def test_listen_reads_on_when_a_side_frame_cannot_be_published(people: People) -> None:
+    alice, bob = people.new("la"), people.new("lb")
+    await alice.c.send_text(bob.name, "hi")
+    await bob.c.sync()
+    f = await faulty(bob)
+    f.fail_publish = True  # bob's acks and key hand-outs cannot go out for now
+    gid = await alice.c.create_group("flaky", [bob.name])
+    await alice.c.send_text(bob.name, "after the group")
+    got: list[Any] = []
+
+    async def listen() -> None:
+        async for r in bob.c.listen():
+            got.append(r)
+            if r.text == "after the group":
+                return
+
+    await asyncio.wait_for(listen(), 20)
+    assert any(r.conversation_id == gid for r in got)  # the "you were added" notice
+    assert bob.c.store.pending_outbox()  # what could not go waits in the outbox
+    f.fail_publish = False
+    assert await bob.c.flush_outbox() > 0
+
+
+async def test_sync_reads_with_the_chain_unreachable(
+    people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from discovery.errors import ChainUnavailable
+
+    alice, bob = people.new("ca"), people.new("cb")
+    await alice.c.send_text(bob.name, "known")
+    await bob.c.sync()
+    await alice.c.send_text(bob.name, "while the chain is down")
+
+    def down(*_a: object, **_k: object) -> int:
+        raise ChainUnavailable("chain unreachable (injected)")
+
+    monkeypatch.setattr(bob.c.index, "sync", down)
+    assert texts(await bob.c.sync()) == ["while the chain is down"]
+    assert bob.c.conversation_id(alice.name) == bob.c.conversation_id(
+        bob.c.conversation_id(alice.name)
+    )
+    res = await bob.c.send_text(alice.name, "answer without the chain")
+    monkeypatch.undo()
+    assert texts(await alice.c.sync()) == ["answer without the chain"]
+    assert res.conversation_id == bob.c.conversation_id(alice.name)
+
+
+async def test_offline_group_actions_raise_delivery_pending_with_the_result(
+    people: People,
+) -> None:
+    alice, bob, carol = people.new("ga"), people.new("gb"), people.new("gc")
+    await alice.c.sync()
+    f = await faulty(alice)
+    f.fail_publish = True
+    with pytest.raises(DeliveryPending) as err:
+        await alice.c.create_group("offline team", [bob.name])
+    gid = err.value.result
+    assert isinstance(gid, bytes) and alice.c.group_info(gid).name == "offline team"
+    with pytest.raises(DeliveryPending):
+        await alice.c.group_change(gid, "add", carol.name)  # by the id create_group gave
+    assert len(alice.c.group_info(gid).members) == 3
+    f.fail_publish = False
+    await alice.c.flush_outbox()
+    await bob.c.sync()
+    assert bob.c.find_group("offline team") == gid
+    assert len(bob.c.group_ids()) == 1  # one group, not one per retry
+    with pytest.raises(UnknownContact):
+        alice.c.find_group(b"\x00" * 32)
+
+
+async def test_listen_follows_a_group_the_app_creates_while_listening(people: People) -> None:
+    bob, carol = people.new("sb"), people.new("sc")
+    await carol.c.sync()
+    got: list[str] = []
+
+    async def listen() -> None:
+        async for r in bob.c.listen():
+            if r.content_type == ContentType.TEXT:
+                got.append(r.text)
+                return
+
+    task = asyncio.create_task(listen())
+    await asyncio.sleep(0.3)
+    gid = await bob.c.create_group("made while listening", [carol.name])
+    await carol.c.sync()
+    await carol.c.send_group_text(gid, "in the new group")
+    await asyncio.wait_for(task, 20)
+    assert got == ["in the new group"]
+
+
+async def test_a_locked_local_index_is_store_unavailable(people: People) -> None:
+    alice, bob = people.new("ia"), people.new("ib")
+    await bob.c.sync()
+    people.new("ic")  # a new chain event for bob's index to take in
+    lock = sqlite3.connect(bob.home / "index.db", timeout=0)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreUnavailable):
+            await bob.c.sync()
+    finally:
+        lock.rollback()
+        lock.close()
+    assert isinstance(await bob.c.sync(), list)
+    assert alice.c is not None
