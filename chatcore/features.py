@@ -57,7 +57,7 @@ from chatcore.engine import (
 from chatcore.errors import ChatCoreError, ContentError, UnknownContact
 from chatcore.keys import PeerKeys
 from chatcore.payload import RECENT_HISTORY, ContentType, Payload
-from chatcore.reliability import Reliability, RetryPolicy
+from chatcore.reliability import ConversationLog, Reliability, RetryPolicy
 from chatcore.store import RESTORED_AT_META, Store, StoredMessage, prefix_range
 
 if TYPE_CHECKING:
@@ -191,6 +191,10 @@ class Features:
             log_.seen.clear()
             if not log_.outgoing and not log_.gaps:
                 del rel.conversations[key]
+        for conv, mid in self.store.group_sent_keys():  # kept only while awaited
+            held = rel.conversations.get(self._rk(conv))
+            if held is None or mid not in held.outgoing:
+                self.store.delete_group_sent(conv, mid)
         self.store.set_meta(REL_META, rel.to_bytes())
 
     def next_due(self) -> int | None:
@@ -1037,6 +1041,7 @@ class Features:
         acks, read = self._piggyback(gid)
         with self.store.transaction():
             res = self._group().send(gid, ct, body, acks, read)
+            self.store.add_group_sent(gid, res.message_id, res.frames[0].frame)
             self._track(gid, res.message_id, self._group_recipients(gid))
         self._carried(gid, acks, read)
         return res
@@ -1057,6 +1062,33 @@ class Features:
         oid = self.store.add_outbox(subject, frame, msg_id, self.now(), gid if mid else None, mid)
         return OutFrame(oid, subject, frame, msg_id)
 
+    def _resend_group(
+        self, log_: ConversationLog, gid: bytes, mid: bytes, recipients: tuple[bytes, ...]
+    ) -> list[OutFrame]:
+        """Re-publish a group message as it first went out, for the member installations that
+        have not acknowledged it and still are members' installations. Never re-encrypted
+        under today's chain: a member added since the message must not read it (a new
+        member's chain starts after it). Devices revoked or members gone since are no
+        longer waited for; with nobody left, or the frame not kept, the message is let go."""
+        from chatcore.engine import frame_msg_id
+        from chatcore.groupchat import group_topic
+
+        pending = log_.outgoing.get(mid)
+        frame = self.store.group_sent(gid, mid)
+        state = self._group().load(gid)
+        current = set(self._group_recipients(gid)) if state and state.is_member else set()
+        waiting = [r for r in recipients if r in current]
+        if pending is not None:
+            pending.recipients.intersection_update(current)
+        if frame is None or not waiting:
+            log_.outgoing.pop(mid, None)
+            return []
+        subject = group_topic(gid)
+        attempt = pending.attempts if pending is not None else 0
+        msg_id = f"{frame_msg_id(frame)}-{attempt}"  # not deduplicated with the first copy
+        oid = self.store.add_outbox(subject, frame, msg_id, self.now(), gid, mid)
+        return [OutFrame(oid, subject, frame, msg_id)]
+
     def send_group_op(self, gid: bytes, ct: ContentType, body: bytes) -> SendResult:
         now = self.now()
         acks, read = self._piggyback(gid)
@@ -1067,6 +1099,7 @@ class Features:
             ev = self._apply_op(self.me, self.engine.installation_id, p, gid)
             assert ev is not None
             frame = self._group_frame(gid, p, ev.message_id)
+            self.store.add_group_sent(gid, ev.message_id, frame.frame)
             self._track(gid, ev.message_id, self._group_recipients(gid))
         self._carried(gid, acks, read)
         return SendResult(gid, ev.message_id, lamport, now, (frame,))
@@ -1251,7 +1284,7 @@ class Features:
             log_.outgoing.pop(mid, None)
             return []
         if c.kind == "group":
-            return [self._group_frame(conv, p, mid)]
+            return self._resend_group(log_, conv, mid, recipients)
         assert c.peer_identity is not None
         try:
             insts = {

@@ -25,7 +25,7 @@ from sqlcipher3 import dbapi2 as sqlcipher
 
 from chatcore.errors import StoreError, StoreUnavailable, WrongPassphrase
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: meta key set by ``recovery restore`` (when, ms): such a home knows none of the history its
 #: peers hold (see :meth:`Store.next_lamport`, and ``chatcore.features`` on invitations)
 RESTORED_AT_META = "restored_at"
@@ -178,6 +178,16 @@ _MIGRATIONS: dict[int, str] = {
         at INTEGER NOT NULL,
         PRIMARY KEY (group_id, inviter));
     CREATE INDEX group_invites_by_inviter ON group_invites (inviter);
+    """,
+    # 7: the frame each of our group messages went out as, while some member has not
+    #    acknowledged it: a retransmission re-publishes these very bytes (under the chain
+    #    and iteration of the time), so that a member added since cannot read it
+    7: """
+    CREATE TABLE group_sent (
+        conversation_id BLOB NOT NULL,
+        message_id BLOB NOT NULL,
+        frame BLOB NOT NULL,
+        PRIMARY KEY (conversation_id, message_id));
     """,
 }
 
@@ -648,6 +658,31 @@ class Store:
             (conv_id, n),
         ).fetchall()
         return [bytes(r[0])[:4] for r in rows]
+
+    # --- group frames kept for retransmission ----------------------------------------------
+    def add_group_sent(self, conv_id: bytes, message_id: bytes, frame: bytes) -> None:
+        self._x(
+            "INSERT OR REPLACE INTO group_sent (conversation_id, message_id, frame) "
+            "VALUES (?, ?, ?)",
+            (conv_id, message_id, frame),
+        )
+
+    def group_sent(self, conv_id: bytes, message_id: bytes) -> bytes | None:
+        row = self._x(
+            "SELECT frame FROM group_sent WHERE conversation_id=? AND message_id=?",
+            (conv_id, message_id),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def group_sent_keys(self) -> list[tuple[bytes, bytes]]:
+        rows = self._x("SELECT conversation_id, message_id FROM group_sent").fetchall()
+        return [(bytes(r[0]), bytes(r[1])) for r in rows]
+
+    def delete_group_sent(self, conv_id: bytes, message_id: bytes) -> None:
+        self._x(
+            "DELETE FROM group_sent WHERE conversation_id=? AND message_id=?",
+            (conv_id, message_id),
+        )
 
     # --- outbox -------------------------------------------------------------------------------
     def add_outbox(

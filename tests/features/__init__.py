@@ -33,6 +33,7 @@ class FWorld(World):
         super().__init__(seed)
         self.nodes: dict[bytes, Node] = {}  # installation id -> node
         self.dropped: set[str] = set()  # inbox subjects whose frames are lost (a "network fault")
+        self.deaf: set[bytes] = set()  # installations that get nothing at all (offline)
 
     def devices_of(self, identity: bytes) -> tuple[PeerKeys, ...]:
         try:
@@ -76,7 +77,7 @@ class FWorld(World):
         while queue:
             fr, src = queue.pop(0)
             for n in self.nodes.values():
-                if n is src:
+                if n is src or n.dev.inst in self.deaf:
                     continue
                 eng = n.dev.engine
                 if fr.subject == eng.inbox:

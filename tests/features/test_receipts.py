@@ -317,3 +317,46 @@ def test_a_lamport_leap_is_refused_and_acknowledged_nowhere() -> None:
     conv = direct_conversation_id(a, b)
     assert [m.body for m in w.dev(b).store.history(conv)] == [b"hi"]
     w.route(w.send_text(b, a, "still fine").frames)  # the conversation goes on
+
+
+def test_a_group_retransmission_is_the_first_frame_unreadable_to_members_added_since() -> None:
+    # d misses c's message; e is added; c's retransmission for d must not let e read it
+    w = FWorld(9)
+    a, c, d, e = w.person(), w.person(), w.person(), w.person()
+    gid = w.group(a, [c, d])
+    w.flush_all()
+    w.deaf.add(w.dev(d).inst)
+    res = w.node(c).f.send_group_message(gid, ContentType.TEXT, b"before e joined")
+    w.route(res.frames, frm=w.node(c))
+    w.flush_all()
+    w.route(w.node(a).groups.add(gid, e), frm=w.node(a))
+    w.flush_all()
+    w.clock.now += 31_000
+    again = [f for f in w.f(c).flush() if f.subject == res.frames[0].subject]
+    w.deaf.clear()
+    w.route(again, frm=w.node(c))
+    assert w.dev(d).store.message(gid, res.message_id) is not None
+    assert w.dev(e).store.message(gid, res.message_id) is None  # e was added after it
+    assert [f.frame for f in again] == [res.frames[0].frame]  # the very bytes, not re-encrypted
+    # once d has acknowledged it, the kept frame goes
+    w.flush_all()
+    w.flush_all()
+    assert w.f(c).pending_acks() == 0
+    assert w.dev(c).store.group_sent(gid, res.message_id) is None
+
+
+def test_a_group_retransmission_stops_for_members_gone_since() -> None:
+    w = FWorld(10)
+    a, c, d = w.person(), w.person(), w.person()
+    gid = w.group(a, [c, d])
+    w.flush_all()
+    w.deaf.add(w.dev(d).inst)
+    res = w.node(c).f.send_group_message(gid, ContentType.TEXT, b"d never reads this")
+    w.route(res.frames, frm=w.node(c))
+    w.flush_all()
+    w.deaf.clear()
+    w.route(w.node(a).groups.remove(gid, d), frm=w.node(a))
+    w.flush_all()
+    w.clock.now += 31_000
+    assert [f for f in w.f(c).flush() if f.subject == res.frames[0].subject] == []
+    assert w.f(c).pending_acks() == 0
