@@ -535,18 +535,21 @@ class GroupState:
         rng: Rng,
         now_ms: int | None = None,
         signers: Directory | None = None,
+        vouched: bool = False,
     ) -> tuple[GroupState, list[Outgoing]]:
         """Verify and apply one op from the group topic.
 
         With ``now_ms`` (the receiver's clock), the chains of a member the op takes out of
         the group are retired for ``RETIRED_CHAIN_MS`` instead of dropped at once.
+        ``vouched``: it came from an active installation of an admin, out of that admin's
+        log, so one signed by a device revoked since enters at once (see ``_admit``).
 
         Raises MalformedMessage (unparseable) or GroupError (other group, replayed, stale,
         missing dependencies — retry after the earlier ops arrive —, unknown installation,
         forged signature, author without the role in the op's causal past).
         """
         op = decode_op(data)
-        return self._accept(op, directory, rng, now_ms, signers)
+        return self._accept(op, directory, rng, now_ms, signers, vouched)
 
     def apply_ops(
         self,
@@ -635,6 +638,7 @@ class GroupState:
         counting: frozenset[bytes] | None = None,
         out_of: Mapping[bytes, list[Op]] | None = None,
         aside: bool = True,
+        vouched: bool = False,
     ) -> bool:
         """Check ``op`` against ``ops`` and add it: True. Raises GroupError (nothing changed).
 
@@ -655,7 +659,10 @@ class GroupState:
         ``signers`` (every installation an identity ever had): an op signed by a device
         revoked since is kept aside the same way (members that got it while the device
         was active accepted it, and build on it); it comes in only with an op that
-        depends on it. Without ``signers`` it is refused.
+        depends on it, or ``vouched`` (relayed by an active installation of an admin out of
+        its log: as good as an op of that admin built on it; a thief's op dated back after
+        the revocation is in no honest log, as every member refuses or sets it aside).
+        Without ``signers`` it is refused.
         """
         closure: list[Op] = []
         if any(d not in ops for d in op.deps):
@@ -672,9 +679,11 @@ class GroupState:
             # a removal always enters the log (it voids its target's concurrent ops, so
             # leaving it aside here and not elsewhere would change what counts); one signed
             # by a device revoked since is refused, as a thief's could be dated back
-            if revoked_signer:
+            if revoked_signer and not vouched:
                 raise GroupError("a removal signed by a revoked installation")
-        elif aside and (revoked_signer or _removed_concurrently(op, trial, counting, out_of)):
+        elif aside and (
+            (revoked_signer and not vouched) or _removed_concurrently(op, trial, counting, out_of)
+        ):
             cands.pop(op.op_id, None)
             cands[op.op_id] = op  # newest last
             return False
@@ -783,10 +792,11 @@ class GroupState:
         rng: Rng,
         now_ms: int | None = None,
         signers: Directory | None = None,
+        vouched: bool = False,
     ) -> tuple[GroupState, list[Outgoing]]:
         ops = dict(self.ops)
         cands = {c.op_id: c for c in self.candidates}
-        added = self._admit(op, ops, cands, directory, signers)
+        added = self._admit(op, ops, cands, directory, signers, vouched=vouched)
         if added:
             replace(self, heads=())._readmit(ops, cands, directory, signers)
         state = replace(self, candidates=_bounded(cands))

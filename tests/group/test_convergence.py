@@ -318,6 +318,24 @@ def test_an_op_signed_by_a_device_revoked_since_comes_in_with_the_ops_built_on_i
     assert set(sc.ops) == set(sb.ops) and sc.members() == sb.members() and z in sc.members()
 
 
+def test_an_op_signed_by_a_device_revoked_since_comes_in_vouched_by_an_admin() -> None:
+    """a's first device adds z and is revoked before c gets the op. Nobody builds on the add,
+    but a's other (active) device relays it from its log (anti-entropy): c takes it at once.
+    Relayed by someone who is not an admin it stays aside."""
+    w = World(13)
+    a, b, c, z = w.person(2), w.person(), w.person(), w.person()
+    w.create(a, [b, c])
+    sa, sc = w.dev(a).state, w.dev(c).state
+    assert sa is not None and sc is not None
+    add = sa.add_member(z, w.dev(a).key, w.directory, w.rng, w.now)[1][0].payload
+    past = {p: list(insts) for p, insts in w.directory.items()}
+    w.directory[a].remove(w.dev(a).inst)  # revoked
+    aside, _ = sc.apply_op(add, w.directory, w.rng, signers=past)  # from b: not an admin
+    assert decode_op(add).op_id not in aside.ops
+    sc, _ = sc.apply_op(add, w.directory, w.rng, signers=past, vouched=True)
+    assert decode_op(add).op_id in sc.ops and z in sc.members()
+
+
 def test_void_ops_held_by_one_side_of_a_partition_do_not_set_its_epoch_apart() -> None:
     """a, an admin, adds 12 people on one side of a partition while s, senior, removes a on
     the other. m (a's side) got a's adds before the removal, so holds them in its log
