@@ -469,6 +469,8 @@ class Client:
         try:
             n = self.index.sync()
             self.directory.refresh()
+            if n:
+                self._recheck_displays()
         except sqlite3.Error as exc:  # the local index (index.db): locked, full, closed
             raise _store_error(exc) from exc
         from chatcore.identity import check_not_revoked
@@ -641,6 +643,19 @@ class Client:
             new = [s for s in self.groups.subjects() if s not in sub.subjects]  # type: ignore[attr-defined]
             if new:
                 await sub.add_subjects(new, after=0)  # type: ignore[attr-defined]
+
+    def _recheck_displays(self) -> None:
+        """Names we show for people are remembered; after the index learned something, a
+        name that its holder released (or that passed to someone else) is replaced by the
+        person's current name, so two people never show under one name."""
+        for ident, name in self.store.peer_displays():
+            if self.index.indexed_holder(name) == ident:
+                continue
+            try:
+                new = self.directory.peer(ident).display
+            except (ChatCoreError, DiscoveryError):
+                new = None
+            self.store.set_peer_display(ident, new, self.clock_ms())
 
     def _remember_display(self, identity_id: bytes) -> None:
         if self.store.peer_display(identity_id) is not None:

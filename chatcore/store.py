@@ -874,6 +874,11 @@ class Store:
             (identity_id, display, now),
         )
 
+    def peer_displays(self) -> list[tuple[bytes, str]]:
+        """Every remembered (identity, name) pair."""
+        rows = self._x("SELECT identity_id, display FROM peers WHERE display IS NOT NULL")
+        return [(bytes(r[0]), str(r[1])) for r in rows.fetchall()]
+
     def peer_display(self, identity_id: bytes) -> str | None:
         row = self._x("SELECT display FROM peers WHERE identity_id=?", (identity_id,)).fetchone()
         return None if row is None or row[0] is None else str(row[0])

@@ -324,6 +324,11 @@ class Index:
         holder = self._indexed_holder(name)
         return _empty() if holder == ZERO32 else self.by_id(holder)
 
+    def indexed_holder(self, name: str) -> bytes | None:
+        """Who the index's events say holds ``name`` now (no RPC); None: nobody."""
+        holder = self._indexed_holder(name)
+        return None if holder == ZERO32 else holder
+
     def _indexed_holder(self, name: str) -> bytes:
         row = self.db.execute("SELECT id FROM names WHERE name=?", (name,)).fetchone()
         return ZERO32 if row is None else bytes(row[0])

@@ -173,3 +173,19 @@ async def test_a_locked_local_index_is_store_unavailable(people: People) -> None
         lock.close()
     assert isinstance(await bob.c.sync(), list)
     assert alice.c is not None
+
+
+async def test_a_released_name_passes_to_its_new_holder_in_what_we_show(people: People) -> None:
+    from discovery.resolver import parse_query
+
+    from .conftest import PASSPHRASE
+
+    bob, carol = people.new("nb"), people.new("nc")
+    await bob.c.send_text(carol.name, "hi, bob here")
+    await carol.c.sync()
+    assert carol.c.display(bob.c.identity_id) == bob.name  # remembered
+    bob.c.registry.release_name(bob.c._owner(PASSPHRASE), parse_query(bob.name)[1])
+    mallory = people.new("nm")
+    mallory.c.claim_name(PASSPHRASE, bob.name)  # the name is hers now
+    await carol.c.sync()
+    assert carol.c.display(bob.c.identity_id) != bob.name  # bob no longer shows under it
