@@ -109,3 +109,9 @@ class UnknownMessage(ChatCoreError):
 
 class NotInitialised(ChatCoreError):
     """This home has no identity yet (run init)."""
+
+
+class AwaitingReceipts(ChatCoreError):
+    """This device's messages still wait for receipts: replacing or revoking its keys now
+    would make recipients that have not fetched them yet drop them (frames from a revoked
+    installation are refused). Sync later, or force it."""

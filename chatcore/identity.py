@@ -1093,16 +1093,29 @@ def rotate_prekey(client: Client, passphrase: str) -> Rotated:
     return Rotated("prekey", before, str(res.prekey_id), res.gas_used)
 
 
-async def rotate_installation(client: Client, passphrase: str) -> tuple[Rotated, Client]:
+async def rotate_installation(
+    client: Client, passphrase: str, force: bool = False
+) -> tuple[Rotated, Client]:
     """New installation keys in this home: register them, switch, revoke the old ones.
 
     Sessions are dropped (peers start new ones with the new installation); groups are
     re-joined from their op logs as the new installation. Returns the reopened client.
+    Raises AwaitingReceipts (nothing changed) while messages sent from the old keys wait
+    for receipts, unless ``force``: once the old keys are revoked, a recipient that has
+    not fetched such a message yet drops it, and it cannot be resent under the new keys.
     """
     from chatcore.client import PREKEY_TTL_S, Client
+    from chatcore.errors import AwaitingReceipts
     from chatcore.keys import InstallationKeys
 
     await client.sync()  # read what is waiting in the old inbox first
+    waiting = client.features.pending_acks()
+    if waiting and not force:
+        raise AwaitingReceipts(
+            f"{waiting} message(s) sent from this device still wait for receipts; recipients "
+            "that have not fetched them would drop them once these keys are revoked: sync "
+            "later, or force the rotation"
+        )
     owner = client._owner(passphrase)
     old = client.installation_id
     welcomes = [

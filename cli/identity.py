@@ -223,13 +223,21 @@ def keys() -> None:
 @keys.command("rotate")
 @click.option("--installation", "inst", is_flag=True, help="New device keys.")
 @click.option("--owner", "owner", is_flag=True, help="New owner account.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --installation: rotate even while sent messages wait for receipts "
+    "(recipients that have not fetched them yet will drop them).",
+)
 @_with_json
 @click.pass_obj
 @guarded
-def keys_rotate(ctx: Ctx, inst: bool, owner: bool) -> None:
-    """Rotate without losing anything: the identity, contacts and history stay.
+def keys_rotate(ctx: Ctx, inst: bool, owner: bool, force: bool) -> None:
+    """Rotate keys; the identity, contacts and history stay.
 
-    Without an option: a new signed prekey. One rotation per command."""
+    Without an option: a new signed prekey. One rotation per command. --installation
+    refuses while messages sent from this device wait for receipts (they would be lost
+    to recipients that have not fetched them): sync later, or --force."""
     from chatcore.identity import rotate_installation, rotate_owner, rotate_prekey
 
     if inst and owner:
@@ -243,7 +251,7 @@ def keys_rotate(ctx: Ctx, inst: bool, owner: bool) -> None:
         async def go() -> Any:
             new_client = None
             try:
-                res, new_client = await rotate_installation(client, pw)
+                res, new_client = await rotate_installation(client, pw, force)
                 return res
             finally:
                 if new_client is not None:

@@ -69,6 +69,23 @@ async def test_rotations_are_invisible_to_peers(people: People, network: Network
     print(f"\nconvergence to a rotated installation: {converge_ms:.0f} ms")
 
 
+async def test_installation_rotation_waits_for_receipts_of_what_it_sent(
+    people: People,
+) -> None:
+    from chatcore.errors import AwaitingReceipts
+
+    alice, bob = people.new("alice"), people.new("bob")
+    await alice.c.send_text(bob.name, "sent just before rotating")
+    old = alice.c.installation_id
+    with pytest.raises(AwaitingReceipts):  # bob has not fetched it: it would be lost to him
+        await rotate_installation(alice.c, PASSPHRASE)
+    assert alice.c.installation_id == old
+    assert [m.text for m in await bob.c.sync()] == ["sent just before rotating"]
+    await bob.c.flush_features()  # bob's receipt
+    _r, alice.client = await rotate_installation(alice.c, PASSPHRASE)
+    assert alice.c.installation_id != old
+
+
 async def test_recovery_restore_and_backup(
     people: People, network: NetworkConfig, tmp_path: Path
 ) -> None:
