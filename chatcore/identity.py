@@ -657,12 +657,15 @@ async def finish_link(
             if own_transport:
                 await transport.close()
                 transport = None
+        from discovery.errors import DiscoveryError
+
         registry = Registry(network)
         index = Index(home.index_file, registry)
         try:
             index.sync()
             resolver = Resolver(index, network.binding, network.name_registry)
             found: tuple[int, bytes, dict[str, Any], bytes] | None = None
+            rejected: Exception | None = None
             last_seq = 0
             for d in batch:
                 last_seq = d.seq
@@ -670,10 +673,11 @@ async def finish_link(
                     approver, content = open_handover(d.data, code, pairing_key)
                     ident = bytes.fromhex(content["identity_id"])
                     _verify_handover(index, resolver, ident, approver, code)
-                except (PairingError, ChatCoreError, KeyError, ValueError) as exc:
+                except (PairingError, ChatCoreError, DiscoveryError, KeyError, ValueError) as exc:
                     import logging
 
                     logging.getLogger("chatcore.identity").warning("handover rejected: %s", exc)
+                    rejected = exc
                     continue
                 found = (d.seq, ident, content, approver)
                 break
@@ -681,6 +685,12 @@ async def finish_link(
                 if last_seq:
                     with store.transaction():
                         store.set_cursor(subject, last_seq)
+                if isinstance(rejected, DiscoveryError) or "active device" in str(rejected):
+                    raise PairingError(
+                        f"the approval cannot be taken ({rejected}); if the device that "
+                        "approved this one was revoked or rotated since, run 'devices link' "
+                        "again in a new home"
+                    )
                 if int(time.time()) > code.expires:
                     raise PairingError(
                         "the pairing code expired before it was approved: run 'devices link' again"
@@ -847,10 +857,25 @@ def revoke(
             "that is this device: revoking it locks it out of your identity for good "
             "(pass --this-device to do it anyway)"
         )
+    if target == client.installation_id:
+        _no_link_in_progress(client)
     owner = client._owner(passphrase)
     receipt = client.registry.revoke_installation(owner, client.identity_id, target)
     client.sync_directory() if target != client.installation_id else None
     return target, _gas(receipt)
+
+
+def _no_link_in_progress(client: Client) -> None:
+    """Raise IdentityError if a device is approved but has not finished linking: it takes
+    its keys from the approving device's handover, which it accepts only while that device
+    is active, so revoking or rotating this one now would strand it for good."""
+    pending = [d for d in list_devices(client) if d.status == "pending" and not d.this_device]
+    if pending:
+        raise IdentityError(
+            f"device 0x{pending[0].installation_id.hex()[:12]}… is approved but has not "
+            "finished linking (its first 'sync'); it needs this device active to do so: let "
+            "it sync first, or revoke it"
+        )
 
 
 def recovery_account(phrase: str) -> Any:
@@ -1109,6 +1134,7 @@ async def rotate_installation(
     from chatcore.keys import InstallationKeys
 
     await client.sync()  # read what is waiting in the old inbox first
+    _no_link_in_progress(client)
     waiting = client.features.pending_acks()
     if waiting and not force:
         raise AwaitingReceipts(

@@ -165,3 +165,20 @@ async def test_owner_rotation_reaches_the_other_device(
         assert a2.store.get_secret("owner_key_update") is None
     finally:
         await a2.aclose()
+
+
+async def test_this_device_is_not_revoked_or_rotated_while_a_device_it_approved_links(
+    people: People, network: NetworkConfig, tmp_path: Path
+) -> None:
+    from chatcore.identity import IdentityError, revoke, rotate_installation
+
+    alice = people.new("alice")
+    started = start_link(tmp_path / "alice2", PASSPHRASE, network)
+    await approve(alice.c, PASSPHRASE, started.code)
+    # the new device takes its keys from this one's handover, only while this one is active
+    with pytest.raises(IdentityError, match="not finished linking"):
+        revoke(alice.c, PASSPHRASE, "0x" + alice.c.installation_id.hex(), allow_this_device=True)
+    with pytest.raises(IdentityError, match="not finished linking"):
+        await rotate_installation(alice.c, PASSPHRASE)
+    assert await finish_link(tmp_path / "alice2", PASSPHRASE, network) is not None
+    revoke(alice.c, PASSPHRASE, "0x" + alice.c.installation_id.hex(), allow_this_device=True)
