@@ -660,6 +660,8 @@ class GroupChat:
             self._save(new)
             if cursor is not None:
                 self.store.set_cursor(*cursor)
+            if not own:
+                self._new_device_notice(gid, sender, sender_inst, payload, now)
             hook = self.engine.content_handler
             if hook is not None and (handled := hook(sender, sender_inst, payload, gid)):
                 return handled.event  # type: ignore[no-any-return]
@@ -676,6 +678,22 @@ class GroupChat:
             gid, mid, sender, sender_inst, payload.content_type, payload.body,
             payload.lamport, payload.sent_at_ms, now, own,
         )  # fmt: skip
+
+    def _new_device_notice(
+        self, gid: bytes, sender: bytes, inst: bytes, payload: Payload, now: int
+    ) -> None:
+        """A member writing from an installation new to this group (linked, rotated, or
+        after a recovery — which could be someone holding a stolen phrase) gets the same
+        notice as in a 1:1 conversation, just before its first message here."""
+        dev_key = "gdev:" + (gid + inst).hex()
+        if self.store.get_meta(dev_key) is not None:
+            return
+        self.store.set_meta(dev_key, b"1")
+        mem_key = "gmem:" + (gid + sender).hex()
+        if self.store.get_meta(mem_key) is None:
+            self.store.set_meta(mem_key, b"1")  # the member's first device we hear here
+            return
+        self.engine._notice(gid, sender, inst, payload.lamport, payload.sent_at_ms, now)
 
     # --- control items that arrived over a pairwise session ----------------------------------
     def handle_control(

@@ -182,3 +182,30 @@ async def test_this_device_is_not_revoked_or_rotated_while_a_device_it_approved_
         await rotate_installation(alice.c, PASSPHRASE)
     assert await finish_link(tmp_path / "alice2", PASSPHRASE, network) is not None
     revoke(alice.c, PASSPHRASE, "0x" + alice.c.installation_id.hex(), allow_this_device=True)
+
+
+async def test_group_members_see_a_notice_when_someone_writes_from_a_new_device(
+    people: People, network: NetworkConfig, tmp_path: Path
+) -> None:
+    from chatcore.payload import ContentType
+
+    alice, bob = people.new("alice"), people.new("bob")
+    gid = await alice.c.create_group("devs", [bob.name])
+    await bob.c.sync()
+    await bob.c.send_group_text(gid, "one")
+    await alice.c.sync()
+    b2 = await link(bob, tmp_path / "bob2", network)
+    try:
+        await b2.sync()
+        await bob.c.sync()
+        await b2.send_group_text(gid, "from the new device")
+        await alice.c.sync()
+        shown = [
+            (m.content_type, m.body.decode()) for m in alice.c.history(gid, 50)
+            if m.sender_identity == bob.c.identity_id
+        ]  # fmt: skip
+        assert shown[-2][0] == ContentType.GROUP_CONTROL and "new or rotated" in shown[-2][1]
+        assert shown[-1] == (ContentType.TEXT, "from the new device")
+        assert sum("new or rotated" in t for _c, t in shown) == 1  # bob's first device: none
+    finally:
+        await b2.aclose()
