@@ -845,11 +845,14 @@ class Client:
             raise ValueError("empty message")
         gid = self.find_group(group)
         await self._refresh_group_devices(gid)
+        offline: TransportError | None = None
         try:  # what is older goes first; if the network is down, the new message waits too
             await self.flush_outbox()
-        except TransportError:
-            pass
+        except TransportError as exc:
+            offline = exc
         result = self.features.send_group_message(gid, ContentType.TEXT, text.encode("utf-8"))
+        if offline is not None:  # do not wait for the network a second time
+            raise DeliveryPending(str(offline.__cause__ or offline), result) from offline
         return await self._deliver(result, result.frames)
 
     async def _refresh_directory(self) -> bool:

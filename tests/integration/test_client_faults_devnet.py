@@ -29,6 +29,7 @@ class Faulty:
         self.fail_fetch_after: int | None = None  # fail every fetch after this many succeed
         self.fail_publish = False
         self.fetches = 0
+        self.publishes = 0  # attempts, failed ones too
 
     async def fetch(self, subject: str, after: Any = None, limit: int = 500) -> Any:
         if self.fail_fetch_after is not None and self.fetches >= self.fail_fetch_after:
@@ -37,6 +38,7 @@ class Faulty:
         return await self.inner.fetch(subject, after=after, limit=limit)
 
     async def publish(self, subject: str, data: bytes, msg_id: str | None = None) -> Any:
+        self.publishes += 1
         if self.fail_publish:
             raise TransportError("publish: delivery network unreachable (injected)")
         return await self.inner.publish(subject, data, msg_id=msg_id)
@@ -189,3 +191,29 @@ async def test_a_released_name_passes_to_its_new_holder_in_what_we_show(people: 
     mallory.c.claim_name(PASSPHRASE, bob.name)  # the name is hers now
     await carol.c.sync()
     assert carol.c.display(bob.c.identity_id) != bob.name  # bob no longer shows under it
+
+
+async def test_offline_sends_try_the_network_once_per_call(people: People) -> None:
+    # an unreachable network costs the transport's timeout per attempt: one per send, not
+    # one per frame waiting in the outbox (nor one more for the new message)
+    alice, bob = people.new("oa"), people.new("ob")
+    gid = await alice.c.create_group("offline sends", [bob.name])
+    await bob.c.sync()
+    await alice.c.sync()
+    f = await faulty(alice)
+    f.fail_publish = True
+    for i in range(3):
+        f.publishes = 0
+        with pytest.raises(DeliveryPending):
+            await alice.c.send_group_text(gid, f"offline {i}")
+        assert f.publishes == 1, i
+        f.publishes = 0
+        with pytest.raises(DeliveryPending):
+            await alice.c.send_text(bob.name, f"offline 1:1 {i}")
+        assert f.publishes == 1, i
+    f.fail_publish = False
+    await alice.c.flush_outbox()
+    got = [r.text for r in await bob.c.sync()]
+    assert sorted(got) == sorted(
+        [f"offline {i}" for i in range(3)] + [f"offline 1:1 {i}" for i in range(3)]
+    )
