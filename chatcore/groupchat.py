@@ -773,7 +773,11 @@ class GroupChat:
         keys = self._keys_for(sender, sender_inst)
         if state is None or not state.is_member or sender not in state.members() or keys is None:
             return []
-        held = {**{c.op_id: c for c in state.candidates}, **state.ops}
+        # never a candidate signed by a device revoked since: an op an admin relays counts as
+        # vouched for (see GroupState._admit), and such a candidate is in no honest log —
+        # a thief's op, dated back, that a member passed us
+        aside = {c.op_id: c for c in state.candidates if c.installation in self._ids(c.author)}
+        held = {**aside, **state.ops}
         found = [held[i].raw for i in dict.fromkeys(ids) if i in held]  # each id once
         # split so that no answer passes the payload cap
         return [self.engine.send_control(sender, keys, b) for b in pack_control(found)]

@@ -181,3 +181,34 @@ def test_a_want_is_answered_once_per_op_and_within_the_payload_cap() -> None:
     assert len(frames) == 1 and len(frames[0].frame) < MAX_BODY
     items = decode_control(frames_body(nb, frames[0].frame))
     assert items == [create.raw]
+
+
+def test_an_admin_never_relays_an_op_whose_signer_was_revoked_since() -> None:
+    """What an admin relays counts as vouched for, so an op that an admin keeps aside
+    because its signing device was revoked since (a thief's, dated back, passed on by a
+    member) must not go out in an answer to a want."""
+    from chatcore.group.ops import decode_op
+    from chatcore.groupchat import encode_want
+
+    w = FWorld(21)
+    a, b, c, m, z = w.person(), w.person(), w.person(), w.person(), w.person()
+    w.add_device(a)
+    gid = w.group(a, [b, c, m])
+    w.route(w.node(a).groups.promote(gid, b), frm=w.node(a))
+    every = {ident: [k.installation_id for k in w.devices_of(ident)] for ident in (a, b, c, m, z)}
+    for n in w.nodes.values():
+        n.groups.past_devices = lambda ident: every.get(ident, [])
+    a1 = w.node(a).groups
+    st = a1.load(gid)
+    assert st is not None
+    _new, out = st.add_member(z, a1._key, a1._ids, w.rng, w.clock())
+    forged = out[0].payload  # made by a's first device, never sent: a thief's later
+    w.directory.revoked.add(w.dev(a).inst)
+    gb = w.node(b).groups
+    m_inst = w.dev(m).inst
+    with w.dev(b).store.transaction():
+        gb._apply_item(gid, m, m_inst, forged)  # m (not an admin) passes it to b: aside
+    sb = gb.load(gid)
+    assert sb is not None and decode_op(forged).op_id in {x.op_id for x in sb.candidates}
+    want = encode_want(gid, [decode_op(forged).op_id])
+    assert gb._answer_want(sb, c, w.dev(c).inst, want) == []
