@@ -857,9 +857,11 @@ class GroupChat:
         if op.op_id in state.ops:
             return [], []  # a replay (anti-entropy re-offers the whole log): nothing to do
         before_members, before_admins = state.members(), state.admins()
-        # an admin's active device relays ops out of its log (anti-entropy): it vouches for
-        # one signed by a device revoked since (the engine admits only active senders)
-        vouched = sender in state.admins() and sender_inst in self._ids(sender)
+        # the author's own active device relaying its op (anti-entropy from its log) vouches
+        # for it though the device that signed it was revoked since (a lost phone's last
+        # change); nobody vouches for another identity's ops (the engine admits only
+        # active senders)
+        vouched = sender == op.author and sender_inst in self._ids(sender)
         new, out = state.apply_op(
             item, self._ids, rng, self.engine.clock_ms(), self._signers(), vouched
         )

@@ -541,8 +541,8 @@ class GroupState:
 
         With ``now_ms`` (the receiver's clock), the chains of a member the op takes out of
         the group are retired for ``RETIRED_CHAIN_MS`` instead of dropped at once.
-        ``vouched``: it came from an active installation of an admin, out of that admin's
-        log, so one signed by a device revoked since enters at once (see ``_admit``).
+        ``vouched``: its author relayed it from an active installation, so one signed by a
+        device revoked since enters at once (see ``_admit``).
 
         Raises MalformedMessage (unparseable) or GroupError (other group, replayed, stale,
         missing dependencies — retry after the earlier ops arrive —, unknown installation,
@@ -659,9 +659,8 @@ class GroupState:
         ``signers`` (every installation an identity ever had): an op signed by a device
         revoked since is kept aside the same way (members that got it while the device
         was active accepted it, and build on it); it comes in only with an op that
-        depends on it, or ``vouched`` (relayed by an active installation of an admin out of
-        its log: as good as an op of that admin built on it; a thief's op dated back after
-        the revocation is in no honest log, as every member refuses or sets it aside).
+        depends on it, or ``vouched`` (relayed by an active installation of its own author:
+        as good as an op of the author built on it).
         Without ``signers`` it is refused.
         """
         closure: list[Op] = []

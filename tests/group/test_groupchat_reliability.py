@@ -212,3 +212,31 @@ def test_an_admin_never_relays_an_op_whose_signer_was_revoked_since() -> None:
     assert sb is not None and decode_op(forged).op_id in {x.op_id for x in sb.candidates}
     want = encode_want(gid, [decode_op(forged).op_id])
     assert gb._answer_want(sb, c, w.dev(c).inst, want) == []
+
+
+def test_only_the_authors_own_device_vouches_for_an_op_of_a_revoked_device() -> None:
+    from chatcore.group.ops import decode_op
+
+    w = FWorld(22)
+    a, b, c, z = w.person(), w.person(), w.person(), w.person()
+    w.add_device(a)
+    gid = w.group(a, [b, c])
+    w.route(w.node(a).groups.promote(gid, b), frm=w.node(a))
+    every = {ident: [k.installation_id for k in w.devices_of(ident)] for ident in (a, b, c, z)}
+    for n in w.nodes.values():
+        n.groups.past_devices = lambda ident: every.get(ident, [])
+    a1 = w.node(a).groups
+    st = a1.load(gid)
+    assert st is not None
+    op = st.add_member(z, a1._key, a1._ids, w.rng, w.clock())[1][0].payload
+    w.directory.revoked.add(w.dev(a).inst)  # a's first device is lost
+    gc = w.node(c).groups
+    oid = decode_op(op).op_id
+    with w.dev(c).store.transaction():
+        gc._apply_item(gid, b, w.dev(b).inst, op)  # another admin relays it: aside
+    sc = gc.load(gid)
+    assert sc is not None and oid not in sc.ops
+    with w.dev(c).store.transaction():
+        gc._apply_item(gid, a, w.dev(a, 1).inst, op)  # a's other device: a vouches
+    sc = gc.load(gid)
+    assert sc is not None and oid in sc.ops and z in sc.members()
