@@ -33,6 +33,7 @@ from chatcore.errors import (
     AmbiguousName,
     ChatCoreError,
     DeliveryPending,
+    FrameRefused,
     NotInitialised,
     StoreError,
     StoreUnavailable,
@@ -68,6 +69,9 @@ MIN_BALANCE_WEI = 10**16
 RETRY_BACKOFF_MS = (1_000, 5_000, 30_000, 120_000)
 # how stale the on-chain index may be when sending (revocations reach senders within this)
 DIRECTORY_MAX_AGE_MS = 1_000
+#: after the chain failed to answer whether an unknown sender exists: do not ask again for
+#: frames like it for this long (each attempt may take the RPC timeout)
+CHAIN_RETRY_MS = 30_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +157,10 @@ class Client:
         self._synced = False
         self._synced_at = 0
         self._sub: object | None = None
+        #: the index block at which remembered names were last re-checked (see sync_directory)
+        self._names_checked_at = -1
+        #: when checking an unknown sender on chain last failed (ms): not again for a while
+        self._chain_failed_at: int | None = None
         #: stored by a sync() the network broke off; the next sync() / listen() returns them
         self._unreported: list[Received] = []
 
@@ -469,8 +477,10 @@ class Client:
         try:
             n = self.index.sync()
             self.directory.refresh()
-            if n:
+            block = self.index.synced_block
+            if block != self._names_checked_at:  # this or another process learnt something
                 self._recheck_displays()
+                self._names_checked_at = block
         except sqlite3.Error as exc:  # the local index (index.db): locked, full, closed
             raise _store_error(exc) from exc
         from chatcore.identity import check_not_revoked
@@ -534,6 +544,8 @@ class Client:
                 delay = RETRY_BACKOFF_MS[min(n, len(RETRY_BACKOFF_MS) - 1)]
                 self.store.outbox_retry_later(f.outbox_id, self.clock_ms() + delay)
                 failed = exc
+                if isinstance(exc, FrameRefused):
+                    continue  # that frame only: the network is up, try the others
                 break
             self.engine.acknowledged(f.outbox_id)
             done += 1
@@ -603,10 +615,15 @@ class Client:
                 # perhaps the sender registered after our last index sync. Sync at most once
                 # a DIRECTORY_MAX_AGE_MS (a flood of bad frames must not become a flood of RPC
                 # calls) and retry only if the index learned something new.
+                failed = self._chain_failed_at
+                if failed is not None and self.clock_ms() - failed < CHAIN_RETRY_MS:
+                    raise  # failed just now: a flood of such frames must not hang on the chain
                 try:
                     learnt = await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS)
+                    self._chain_failed_at = None
                 except DiscoveryError as exc:  # chain unreachable: the sender resends it
                     log.info("could not check an unknown sender on chain: %s", exc)
+                    self._chain_failed_at = self.clock_ms()
                     learnt = 0
                 if not learnt:
                     raise
@@ -719,25 +736,23 @@ class Client:
         self, transport: Transport, subject: str, out: list[Received], hold: bool = True
     ) -> None:
         """Process what ``subject`` holds past our cursor into ``out`` (``hold=False``: up to
-        the first frame that is not decryptable yet). After a frame of our inbox that changed
-        a group, that group's topic is read on up to its next such frame."""
+        the first frame that is not decryptable yet). After a frame of our inbox with ops or
+        keys for a group, that group's topic is read on up to its next such frame."""
         while True:
             batch = await transport.fetch(subject, after=self.store.cursor(subject), limit=500)
             if not batch:
                 return
             for d in batch:
+                if subject == self.engine.inbox:
+                    self.groups.touched.clear()
                 try:
                     got = await self._process(d.subject, d.seq, d.data, hold)
                 except NotYet:
                     return
                 out += got
-                if subject == self.engine.inbox:
-                    changed = {
-                        r.conversation_id
-                        for r in got
-                        if r.content_type == ContentType.GROUP_CONTROL
-                    }
-                    for gid in sorted(changed & set(self.store.group_ids())):
+                if subject == self.engine.inbox and self.groups.touched:
+                    touched, self.groups.touched = self.groups.touched, set()
+                    for gid in sorted(touched & set(self.store.group_ids())):
                         await self._read(transport, group_topic(gid), out, hold=False)
 
     async def flush_features(self, due_only: bool = False) -> int:

@@ -83,6 +83,11 @@ class TransportError(ChatCoreError):
     """The delivery network failed to accept or deliver."""
 
 
+class FrameRefused(TransportError):
+    """The delivery network is up but refused this one frame (a non-retryable API error):
+    the frames after it are still tried."""
+
+
 class DeliveryPending(TransportError):
     """The action took effect here and its frames are stored in the outbox, but the delivery
     network did not take them yet; the next send, sync or ``flush_outbox`` sends them.

@@ -238,6 +238,9 @@ class GroupChat:
         self.past_devices = past_devices
         #: re-offer our op log to every member when we (an admin) learn ops from someone else
         self.anti_entropy = anti_entropy
+        #: groups that control items were about since the reader last cleared it (a reader
+        #: of the inbox then reads those groups' topics on: keys and ops arrived for them)
+        self.touched: set[bytes] = set()
         #: ask the sender of an op for the dependencies we lack (KIND_WANT)
         self.pull = True
         self._key = InstallationKey.from_seed(engine.own.keys.signing_key.private_bytes_raw())
@@ -705,6 +708,7 @@ class GroupChat:
         before: dict[bytes, int | None] = {}  # group -> op count before these items
         for item in decode_control(body):
             gid = item_group_id(item)
+            self.touched.add(gid)
             if gid not in before:
                 st = self.load(gid)
                 before[gid] = None if st is None else len(st.ops)

@@ -35,7 +35,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import api
 
-from chatcore.errors import TransportError
+from chatcore.errors import FrameRefused, TransportError
 from chatcore.transport.base import (
     SUBJECT_PREFIX,
     Cursor,
@@ -514,7 +514,7 @@ class NatsTransport:
                 raise
             except nats.js.errors.APIError as e:
                 if getattr(e, "code", None) not in (503, 408, 500, None):
-                    raise TransportError(f"{what} refused by {self.url}: {e}") from e
+                    raise FrameRefused(f"{what} refused by {self.url}: {e}") from e
                 last = e
             except _RETRYABLE as e:
                 last = e

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from chatcore import DeliveryPending, StoreUnavailable, TransportError, UnknownContact
+from chatcore.errors import FrameRefused
 from chatcore.payload import ContentType
 from chatcore.transport.base import Transport
 
@@ -30,6 +31,7 @@ class Faulty:
         self.fail_publish = False
         self.fetches = 0
         self.publishes = 0  # attempts, failed ones too
+        self.refuse_next = False  # the next publish is refused (the network is up)
 
     async def fetch(self, subject: str, after: Any = None, limit: int = 500) -> Any:
         if self.fail_fetch_after is not None and self.fetches >= self.fail_fetch_after:
@@ -39,6 +41,9 @@ class Faulty:
 
     async def publish(self, subject: str, data: bytes, msg_id: str | None = None) -> Any:
         self.publishes += 1
+        if self.refuse_next:
+            self.refuse_next = False
+            raise FrameRefused("publish refused (injected)")
         if self.fail_publish:
             raise TransportError("publish: delivery network unreachable (injected)")
         return await self.inner.publish(subject, data, msg_id=msg_id)
@@ -217,3 +222,72 @@ async def test_offline_sends_try_the_network_once_per_call(people: People) -> No
     assert sorted(got) == sorted(
         [f"offline {i}" for i in range(3)] + [f"offline 1:1 {i}" for i in range(3)]
     )
+
+
+async def test_a_chain_that_hangs_is_asked_once_for_a_flood_of_unknown_senders(
+    people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from chatcore.errors import UntrustedIdentity
+    from discovery.errors import ChainUnavailable
+
+    alice, bob = people.new("ua"), people.new("ub")
+    await bob.c.sync()
+    for i in range(6):
+        await alice.c.send_text(bob.name, f"m{i}")
+    attempts: list[float] = []
+
+    def hangs(*_a: object, **_k: object) -> int:
+        attempts.append(time.monotonic())
+        time.sleep(0.2)  # a node that answers nothing, then times out
+        raise ChainUnavailable("chain unreachable (injected)")
+
+    def unknown_sender(_frame: bytes, cursor: Any = None) -> Any:
+        if cursor is not None:
+            bob.c.store.set_cursor(*cursor)
+        raise UntrustedIdentity("sender not on chain (as for a made-up sender)")
+
+    await asyncio.sleep(1.1)  # the last index sync is older than DIRECTORY_MAX_AGE_MS
+    monkeypatch.setattr(bob.c.index, "sync", hangs)
+    monkeypatch.setattr(bob.c.engine, "receive", unknown_sender)
+    await bob.c.sync()
+    assert 1 <= len(attempts) <= 2  # the sync itself, then one for the first frame at most
+
+
+async def test_names_are_rechecked_when_another_process_synced_the_index(
+    people: People,
+) -> None:
+    from discovery.index import Index
+    from discovery.resolver import parse_query
+
+    from .conftest import PASSPHRASE
+
+    bob, carol = people.new("pb"), people.new("pc")
+    await bob.c.send_text(carol.name, "hi")
+    await carol.c.sync()
+    assert carol.c.display(bob.c.identity_id) == bob.name
+    bob.c.registry.release_name(bob.c._owner(PASSPHRASE), parse_query(bob.name)[1])
+    people.new("pm").c.claim_name(PASSPHRASE, bob.name)
+    other = Index(carol.home / "index.db", carol.c.registry)  # e.g. a CLI 'lookup'
+    assert other.sync() > 0
+    other.close()
+    await carol.c.sync()
+    assert carol.c.display(bob.c.identity_id) != bob.name
+
+
+async def test_a_refused_frame_does_not_hold_up_the_frames_after_it(people: People) -> None:
+    alice, bob = people.new("ra"), people.new("rb")
+    await alice.c.send_text(bob.name, "first")
+    await bob.c.sync()
+    f = await faulty(alice)
+    f.fail_publish = True
+    for t in ("two", "three"):
+        with pytest.raises(DeliveryPending):
+            await alice.c.send_text(bob.name, t)
+    f.fail_publish = False
+    f.refuse_next = True  # the network is up, but refuses the oldest frame
+    with pytest.raises(TransportError):
+        await alice.c.flush_outbox()
+    assert [r.text for r in await bob.c.sync()] == ["three"]
+    assert len(alice.c.store.pending_outbox()) == 1  # the refused one waits

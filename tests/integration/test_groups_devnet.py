@@ -148,3 +148,25 @@ async def test_an_offline_member_sees_changes_between_the_messages_around_them(
         "removed oc",
         "four",
     ], mine
+
+
+async def test_a_member_catching_up_reads_messages_unlocked_by_new_keys_in_place(
+    people: People,
+) -> None:
+    # a removal makes d hand out a new sender key (pairwise, no notice); d's next message
+    # needs it: read on after the key arrives, it comes before the next change
+    a, b, c, d, e = (people.new(n) for n in ("ka", "kb", "kc", "kd", "ke"))
+    gid = await a.c.create_group("keys", [b.name, c.name, d.name])
+    await sync_all([b, c, d, a])
+    await sync_all([b, c, d, a])
+    await a.c.send_group_text("keys", "one")
+    await a.c.group_change("keys", "remove", c.name)
+    await d.c.sync()
+    await d.c.send_group_text("keys", "x from d")
+    await a.c.sync()
+    await a.c.group_change("keys", "add", e.name)
+    await a.c.send_group_text("keys", "z")
+    await b.c.sync()
+    story = _story(b, gid)
+    story = story[story.index("one") :]
+    assert [s.split("-")[0] for s in story] == ["one", "removed kc", "x from d", "added ke", "z"]
