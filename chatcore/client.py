@@ -535,6 +535,7 @@ class Client:
         transport = await self.connect()
         done = 0
         failed: TransportError | None = None
+        refused_only = True
         attempts = {i.id: i.attempts for i in self.store.pending_outbox()}
         for f in frames:
             try:
@@ -546,11 +547,14 @@ class Client:
                 failed = exc
                 if isinstance(exc, FrameRefused):
                     continue  # that frame only: the network is up, try the others
+                refused_only = False
                 break
             self.engine.acknowledged(f.outbox_id)
             done += 1
         if failed is not None:
-            raise TransportError(
+            # FrameRefused if only refusals: the network is up (callers read on)
+            kind = FrameRefused if refused_only else TransportError
+            raise kind(
                 f"{failed}; {len(frames) - done} frame(s) kept in the outbox, "
                 "sent by the next 'send' or 'sync'"
             ) from failed
@@ -580,6 +584,12 @@ class Client:
         except TransportError as exc:
             if isinstance(exc, DeliveryPending):
                 raise
+            own = {f.outbox_id for f in getattr(result, "frames", ())}
+            if isinstance(exc, FrameRefused) and own:
+                waiting = {i.id for i in self.store.pending_outbox()}
+                if not own & waiting:  # ours went out; an older frame was refused
+                    log.warning("a frame waiting in the outbox was refused: %s", exc)
+                    return result
             # the network's own words; that the frames wait is what DeliveryPending says
             raise DeliveryPending(str(exc.__cause__ or exc), result) from exc
         return result
@@ -694,10 +704,14 @@ class Client:
 
         try:
             await asyncio.to_thread(self.sync_directory)
+            self._chain_failed_at = None  # it answers again
         except ChainUnavailable as exc:
             log.info("chain unreachable, reading on the local index: %s", exc)
         transport = await self.connect()
-        await self.flush_outbox()
+        try:
+            await self.flush_outbox()
+        except FrameRefused as exc:  # the network is up: read on
+            log.warning("a frame waiting in the outbox was refused: %s", exc)
         for gid in self.store.group_ids():
             frames = self.groups.refresh_devices(gid)
             if frames:
@@ -777,6 +791,7 @@ class Client:
                 if signals or r.content_type not in (ContentType.TYPING, ContentType.RECEIPT):
                     yield r
             async for d in sub:
+                self.groups.touched.clear()  # only sync() reads it (in-place ordering)
                 for r in await self._process(d.subject, d.seq, d.data):
                     if signals or r.content_type not in (ContentType.TYPING, ContentType.RECEIPT):
                         yield r

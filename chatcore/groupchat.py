@@ -865,7 +865,11 @@ class GroupChat:
         # for it though the device that signed it was revoked since (a lost phone's last
         # change); nobody vouches for another identity's ops (the engine admits only
         # active senders)
-        vouched = sender == op.author and sender_inst in self._ids(sender)
+        vouched = (
+            sender == op.author
+            and sender_inst in self._ids(sender)
+            and op.kind not in (OpKind.REMOVE, OpKind.LEAVE)
+        )
         new, out = state.apply_op(
             item, self._ids, rng, self.engine.clock_ms(), self._signers(), vouched
         )

@@ -671,17 +671,33 @@ class GroupState:
             closure = found
         trial = dict(ops) if closure else ops
         for c in closure:
-            self._check(c, directory, trial, signers)
+            if self._check(c, directory, trial, signers) and not (
+                op.author == c.author or op.author in self.roster.admins
+            ):
+                # signed by a device revoked since: only its author or an admin (in our
+                # view) building on it vouches for it — a member holding a stolen key must
+                # not make itself admin by building on its own forgery
+                raise GroupError(
+                    "depends on an op signed by a device revoked since that no admin vouches for"
+                )
             trial[c.op_id] = c
         revoked_signer = self._check(op, directory, trial, signers)
-        if op.kind in (OpKind.REMOVE, OpKind.LEAVE):
-            # a removal always enters the log (it voids its target's concurrent ops, so
-            # leaving it aside here and not elsewhere would change what counts); one signed
-            # by a device revoked since is refused, as a thief's could be dated back
-            if revoked_signer and not vouched:
-                raise GroupError("a removal signed by a revoked installation")
-        elif aside and (
-            (revoked_signer and not vouched) or _removed_concurrently(op, trial, counting, out_of)
+        removal = op.kind in (OpKind.REMOVE, OpKind.LEAVE)
+        if removal and revoked_signer:
+            # a removal always enters the log when it comes (it voids its target's concurrent
+            # ops); one signed by a device revoked since waits aside, as a thief's could be
+            # dated back, until an admin's op builds on it (whoever relays it: acceptance
+            # depends on the op and its causal past only)
+            cands.pop(op.op_id, None)
+            cands[op.op_id] = op
+            return False
+        if (
+            not removal
+            and aside
+            and (
+                (revoked_signer and not vouched)
+                or _removed_concurrently(op, trial, counting, out_of)
+            )
         ):
             cands.pop(op.op_id, None)
             cands[op.op_id] = op  # newest last

@@ -372,3 +372,70 @@ def test_void_ops_held_by_one_side_of_a_partition_do_not_set_its_epoch_apart() -
     assert w.read(m, w.send(n, b"from n's side")) == b"from n's side"
     again = GroupState.from_bytes(sm.to_bytes())
     assert again.epoch == sm.epoch
+
+
+def test_a_member_with_a_stolen_revoked_key_cannot_make_itself_admin() -> None:
+    """t holds a's revoked first device. It signs "a promotes t" with it (dated back) and
+    builds on it with its own active device (an add). Only the forged op's author or an
+    admin building on it vouches for it: members refuse t's add and t stays a member."""
+    w = World(51)
+    a, t, b, s = w.person(2), w.person(), w.person(), w.person()
+    w.create(a, [t, b])
+    sb = w.dev(b).state
+    assert sb is not None
+    past = {p: list(insts) for p, insts in w.directory.items()}
+    stolen = w.dev(a)
+    w.directory[a].remove(stolen.inst)  # revoked; t has its key
+    forged = make_op(
+        stolen.key, OpKind.PROMOTE, group_id=sb.group_id, epoch=len(sb.ops),
+        deps=sb.heads, author=a, created_ms=w.now, target=t,
+    )  # fmt: skip
+    add = make_op(
+        w.dev(t).key, OpKind.ADD, group_id=sb.group_id, epoch=len(sb.ops) + 1,
+        deps=(forged.op_id,), author=t, created_ms=w.now, target=s,
+    )  # fmt: skip
+    sb, _ = sb.apply_op(forged.raw, w.directory, w.rng, signers=past)
+    assert forged.op_id not in sb.ops  # aside
+    with pytest.raises(GroupError, match="vouches"):
+        sb.apply_op(add.raw, w.directory, w.rng, signers=past)
+    assert t not in sb.admins() and s not in sb.members()
+
+
+def test_a_leave_signed_by_a_device_revoked_since_comes_in_with_an_admins_later_op() -> None:
+    """b leaves while c is offline, then b's device is revoked (rotated or lost). a adds z on
+    top. c gets both later: the leave waits aside (it is not refused), and comes in with a's
+    add, so c ends with a's log (before, c refused the leave and a's later ops for good)."""
+    w = World(52)
+    a, b, c, z = w.person(), w.person(), w.person(), w.person()
+    w.create(a, [b, c])
+    sa, sb, sc = (w.dev(p).state for p in (a, b, c))
+    assert sa is not None and sb is not None and sc is not None
+    leave = sb.leave(w.dev(b).key, w.directory, w.rng, w.now)[1][0].payload
+    sa, _ = sa.apply_op(leave, w.directory, w.rng)
+    past = {p: list(insts) for p, insts in w.directory.items()}
+    w.directory[b].remove(w.dev(b).inst)
+    sa, out = sa.add_member(z, w.dev(a).key, w.directory, w.rng, w.now)
+    add = out[0].payload
+    sc, _ = sc.apply_op(leave, w.directory, w.rng, signers=past)  # a relays it: aside
+    assert decode_op(leave).op_id not in sc.ops
+    sc, _ = sc.apply_op(add, w.directory, w.rng, signers=past)
+    assert set(sc.ops) == set(sa.ops) and sc.members() == sa.members()
+    assert b not in sc.members() and z in sc.members()
+
+
+def test_a_removal_signed_by_a_device_revoked_since_is_not_vouched_by_its_author() -> None:
+    """A removal decides what is void, so its acceptance must not depend on who relays it:
+    one signed by a device revoked since stays aside even from its author's other device
+    (a removed admin's back-dated removal, handed to one member only, split the group)."""
+    w = World(53)
+    a, r, c, m = w.person(), w.person(2), w.person(), w.person()
+    w.create(a, [r, c, m])
+    w.act(a, "promote", r)
+    sm = w.dev(m).state
+    sr = w.dev(r).state
+    assert sm is not None and sr is not None
+    rm = sr.remove_member(c, w.dev(r).key, w.directory, w.rng, w.now)[1][0].payload
+    past = {p: list(insts) for p, insts in w.directory.items()}
+    w.directory[r].remove(w.dev(r).inst)
+    sm2, _ = sm.apply_op(rm, w.directory, w.rng, signers=past, vouched=True)
+    assert decode_op(rm).op_id not in sm2.ops and c in sm2.members()

@@ -291,3 +291,28 @@ async def test_a_refused_frame_does_not_hold_up_the_frames_after_it(people: Peop
         await alice.c.flush_outbox()
     assert [r.text for r in await bob.c.sync()] == ["three"]
     assert len(alice.c.store.pending_outbox()) == 1  # the refused one waits
+
+
+async def test_a_frame_refused_for_good_holds_up_neither_sync_nor_later_sends(
+    people: People,
+) -> None:
+    alice, bob = people.new("xa"), people.new("xb")
+    await alice.c.send_text(bob.name, "first")
+    await bob.c.sync()
+    f = await faulty(alice)
+    refused: set[bytes] = set()
+    real = f.publish
+
+    async def refuse_one(subject: str, data: bytes, msg_id: str | None = None) -> Any:
+        if data in refused or (not refused and subject == bob.c.engine.inbox):
+            refused.add(data)  # this frame, every time it is tried
+            raise FrameRefused("publish refused (injected, for good)")
+        return await real(subject, data, msg_id)
+
+    f.publish = refuse_one  # type: ignore[method-assign]
+    with pytest.raises(DeliveryPending):
+        await alice.c.send_text(bob.name, "refused one")
+    await bob.c.send_text(alice.name, "hello alice")
+    assert texts(await alice.c.sync()) == ["hello alice"]  # the network is up: read on
+    await alice.c.send_text(bob.name, "a later one")  # went out: no DeliveryPending
+    assert texts(await bob.c.sync()) == ["a later one"]
