@@ -670,17 +670,25 @@ class GroupState:
                 raise GroupError("op depends on ops we have not seen yet")
             closure = found
         trial = dict(ops) if closure else ops
+        revoked: list[Op] = []
+        tainted: set[bytes] = set()  # revoked-signed closure ops and what builds on them
         for c in closure:
-            if self._check(c, directory, trial, signers) and not (
-                op.author == c.author or op.author in self.roster.admins
-            ):
-                # signed by a device revoked since: only its author or an admin (in our
-                # view) building on it vouches for it — a member holding a stolen key must
-                # not make itself admin by building on its own forgery
+            if self._check(c, directory, trial, signers):
+                revoked.append(c)
+                tainted.add(c.op_id)
+            elif any(d in tainted for d in c.deps):
+                tainted.add(c.op_id)
+            trial[c.op_id] = c
+        if revoked:
+            # signed by a device revoked since: only its author, or someone who is an admin
+            # without those ops' help, vouches for it by building on it — a member holding
+            # a stolen key must not make itself admin by building on its own forgery
+            base = fold(o for k, o in trial.items() if k not in tainted)[0]
+            admins = base.admins if base is not None else frozenset()
+            if any(op.author != c.author and op.author not in admins for c in revoked):
                 raise GroupError(
                     "depends on an op signed by a device revoked since that no admin vouches for"
                 )
-            trial[c.op_id] = c
         revoked_signer = self._check(op, directory, trial, signers)
         removal = op.kind in (OpKind.REMOVE, OpKind.LEAVE)
         if removal and revoked_signer:

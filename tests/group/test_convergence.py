@@ -439,3 +439,29 @@ def test_a_removal_signed_by_a_device_revoked_since_is_not_vouched_by_its_author
     w.directory[r].remove(w.dev(r).inst)
     sm2, _ = sm.apply_op(rm, w.directory, w.rng, signers=past, vouched=True)
     assert decode_op(rm).op_id not in sm2.ops and c in sm2.members()
+
+
+def test_another_admin_building_on_a_revoked_devices_op_vouches_for_it() -> None:
+    """a's phone adds z and is lost (revoked) before c gets the add; b, an admin without
+    the add's help, builds on it: c takes both (the add alone stays aside)."""
+    w = World(54)
+    a, b, c, z = w.person(2), w.person(), w.person(), w.person()
+    w.create(a, [b, c])
+    sa, sb, sc = (w.dev(p).state for p in (a, b, c))
+    phone = w.dev(a, 1)
+    sp = phone.state
+    assert sa is not None and sb is not None and sc is not None and sp is not None
+    sa, out = sa.promote(b, w.dev(a).key, w.directory, w.rng, w.now)
+    promote = out[0].payload
+    sp, _ = sp.apply_op(promote, w.directory, w.rng)
+    add = sp.add_member(z, phone.key, w.directory, w.rng, w.now)[1][0].payload
+    sb, _ = sb.apply_op(promote, w.directory, w.rng)
+    sb, _ = sb.apply_op(add, w.directory, w.rng)
+    past = {p: list(insts) for p, insts in w.directory.items()}
+    w.directory[a].remove(phone.inst)
+    sb, out = sb.rename("later", w.dev(b).key, w.directory, w.rng, w.now)
+    sc, _ = sc.apply_op(promote, w.directory, w.rng, signers=past)
+    sc, _ = sc.apply_op(add, w.directory, w.rng, signers=past)
+    assert decode_op(add).op_id not in sc.ops  # aside
+    sc, _ = sc.apply_op(out[0].payload, w.directory, w.rng, signers=past)
+    assert set(sc.ops) == set(sb.ops) and z in sc.members()
