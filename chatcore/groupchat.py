@@ -40,6 +40,7 @@ from chatcore.group.consts import (
 )
 from chatcore.group.ops import Op, OpKind, decode_op
 from chatcore.group.sender_keys import SenderKeyDistribution, parse_frame
+from chatcore.group.state import vouched_by
 from chatcore.keys import PeerKeys
 from chatcore.payload import (
     MAX_BODY,
@@ -826,6 +827,12 @@ class GroupChat:
                     # ops signed by a device since revoked (lost, or replaced): accepted
                     # only from a member of the group they describe, who vouches for them
                     new, out = GroupState.join(item, me, inst, self._ids, rng, self._past_ids)
+                    if not vouched_by(new.ops, self._ids, (sender, me)):
+                        # a member holding a revoked device must not forge a newcomer's log
+                        raise GroupError(
+                            "a welcome with ops of revoked devices that neither their "
+                            "authors nor an admin vouch for"
+                        ) from None
                     if sender not in new.members():
                         raise GroupError(
                             "a welcome signed by revoked devices, not from a member"

@@ -681,9 +681,11 @@ class GroupState:
             trial[c.op_id] = c
         if revoked:
             # signed by a device revoked since: only its author, or someone who is an admin
-            # without those ops' help, vouches for it by building on it — a member holding
-            # a stolen key must not make itself admin by building on its own forgery
-            base = fold(o for k, o in trial.items() if k not in tainted)[0]
+            # in the op's causal past without those ops' help, vouches for it by building on
+            # it — a member holding a stolen key must not make itself admin by building on
+            # its own forgery
+            past = _reach(trial, op.deps)  # the op's causal past only: the same everywhere
+            base = fold(trial[k] for k in past if k not in tainted)[0]
             admins = base.admins if base is not None else frozenset()
             if any(op.author != c.author and op.author not in admins for c in revoked):
                 raise GroupError(
@@ -1212,3 +1214,23 @@ def _drop_chain(chains: dict[bytes, tuple[ReceiverChain, ...]], key_id: bytes, i
         chains[key_id] = left
     else:
         chains.pop(key_id, None)
+
+
+def vouched_by(ops: Mapping[bytes, Op], active: Directory, who: Iterable[bytes]) -> bool:
+    """Is every op of ``ops`` signed by an installation that ``active`` no longer lists
+    vouched for: made by one of ``who``, or ``who`` holds an admin who is one without the
+    help of those ops (and of what builds on them)? For a welcome holding such ops. The
+    create op is the root (its group id binds it to its creator) and is not questioned."""
+    tainted: set[bytes] = set()
+    revoked: list[Op] = []
+    for o in sorted(ops.values(), key=lambda x: x.sort_key):
+        if o.kind is not OpKind.CREATE and o.installation not in _devices(active, o.author):
+            revoked.append(o)
+            tainted.add(o.op_id)
+        elif any(d in tainted for d in o.deps):
+            tainted.add(o.op_id)
+    who = set(who)
+    if all(o.author in who for o in revoked):
+        return True
+    base = fold(o for k, o in ops.items() if k not in tainted)[0]
+    return base is not None and bool(base.admins & who)

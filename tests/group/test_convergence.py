@@ -465,3 +465,33 @@ def test_another_admin_building_on_a_revoked_devices_op_vouches_for_it() -> None
     assert decode_op(add).op_id not in sc.ops  # aside
     sc, _ = sc.apply_op(out[0].payload, w.directory, w.rng, signers=past)
     assert set(sc.ops) == set(sb.ops) and z in sc.members()
+
+
+def test_a_welcome_with_a_revoked_devices_ops_needs_their_author_or_an_admin() -> None:
+    """t, a plain member holding a's revoked device, races a's welcome to newcomer y with the
+    log plus a forged "a promotes t". GroupChat takes ops of revoked devices in a welcome
+    only if their author or an admin (without their help) sent it, or they are the
+    newcomer's own (its restored identity's old devices)."""
+    from chatcore.group.state import encode_welcome, vouched_by
+
+    w = World(78)
+    a, t, b, y = w.person(2), w.person(), w.person(), w.person()
+    w.create(a, [t, b])
+    stolen, other = w.dev(a, 0), w.dev(a, 1)
+    past = {p: list(i) for p, i in w.directory.items()}
+    w.directory[a].remove(stolen.inst)
+    sa, st = other.state, w.dev(t).state
+    assert sa is not None and st is not None
+    sa, out = sa.add_member(y, other.key, w.directory, w.rng, w.now)
+    st, _ = st.apply_op(out[0].payload, w.directory, w.rng)
+    forged = make_op(
+        stolen.key, OpKind.PROMOTE, group_id=st.group_id, epoch=len(st.ops),
+        deps=st.heads, author=a, created_ms=w.now, target=t,
+    )  # fmt: skip
+    wel = encode_welcome(st.group_id, [*st.ops.values(), forged])
+    sy, _ = GroupState.join(wel, y, w.dev(y).inst, w.directory, w.rng, past)
+    assert t in sy.admins()  # what the state alone would take
+    assert not vouched_by(sy.ops, w.directory, (t, y))  # from t: refused
+    assert vouched_by(sy.ops, w.directory, (a, y))  # from a: a vouches for its own
+    assert vouched_by(sy.ops, w.directory, (b, a))  # a newcomer device of a's own identity
+    assert vouched_by(sa.ops, w.directory, (t, y))  # nothing revoked-signed: nothing to vouch

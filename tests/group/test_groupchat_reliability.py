@@ -3,6 +3,8 @@ frames retried after control items, op-log anti-entropy, bounded held-frame stor
 
 from __future__ import annotations
 
+import pytest
+
 from chatcore.errors import GroupError
 from chatcore.groupchat import GroupChat
 from chatcore.payload import ContentType
@@ -240,3 +242,36 @@ def test_only_the_authors_own_device_vouches_for_an_op_of_a_revoked_device() -> 
         gc._apply_item(gid, a, w.dev(a, 1).inst, op)  # a's other device: a vouches
     sc = gc.load(gid)
     assert sc is not None and oid in sc.ops and z in sc.members()
+
+
+def test_a_member_cannot_welcome_a_newcomer_with_a_forged_op_of_a_revoked_device() -> None:
+    from chatcore.group.ops import OpKind, make_op
+    from chatcore.group.state import encode_welcome
+
+    w = FWorld(23)
+    a, t, b, y = w.person(), w.person(), w.person(), w.person()
+    w.add_device(a)
+    gid = w.group(a, [t, b])
+    every = {ident: [k.installation_id for k in w.devices_of(ident)] for ident in (a, t, b, y)}
+    for n in w.nodes.values():
+        n.groups.past_devices = lambda ident: every.get(ident, [])
+    stolen = w.node(a).groups._key
+    w.directory.revoked.add(w.dev(a).inst)  # a's first device: t has its key
+    g1 = w.node(a, 1).groups  # a's other device adds y
+    s1 = g1.load(gid)
+    assert s1 is not None
+    add = s1.add_member(y, g1._key, g1._ids, w.rng, w.clock())[1][0].payload
+    gt = w.node(t).groups
+    st = gt.load(gid)
+    assert st is not None
+    st, _ = st.apply_op(add, gt._ids, w.rng)
+    forged = make_op(
+        stolen, OpKind.PROMOTE, group_id=gid, epoch=len(st.ops), deps=st.heads,
+        author=a, created_ms=w.clock(), target=t,
+    )  # fmt: skip
+    welcome = encode_welcome(gid, [*st.ops.values(), forged])
+    gy = w.node(y).groups
+    with pytest.raises(GroupError, match="vouch"):
+        with w.dev(y).store.transaction():
+            gy._apply_item(gid, t, w.dev(t).inst, welcome)
+    assert gy.load(gid) is None
