@@ -47,7 +47,7 @@ from chatcore.groupchat import GroupInfo, NotYet, group_topic
 from chatcore.home import Home
 from chatcore.keys import InstallationKeys, SignedPrekey
 from chatcore.payload import ContentType
-from chatcore.store import Conversation, Store, StoredMessage, _store_error
+from chatcore.store import Conversation, Store, StoredMessage, store_error
 from chatcore.transport.base import Transport
 from discovery.errors import DiscoveryError, RegistryReverted
 from discovery.index import Index
@@ -123,7 +123,7 @@ class Client:
         try:
             self.index = Index(home.index_file, self.registry)
         except sqlite3.Error as exc:
-            raise _store_error(exc) from exc  # e.g. index.db locked by another process
+            raise store_error(exc) from exc  # e.g. index.db locked by another process
         self.resolver = Resolver(
             self.index,
             network.binding,
@@ -482,7 +482,7 @@ class Client:
                 self._recheck_displays()
                 self._names_checked_at = block
         except sqlite3.Error as exc:  # the local index (index.db): locked, full, closed
-            raise _store_error(exc) from exc
+            raise store_error(exc) from exc
         from chatcore.identity import check_not_revoked
 
         check_not_revoked(self)  # a revoked device says so and stops here
@@ -700,13 +700,8 @@ class Client:
         With the chain unreachable it reads on (senders it cannot check yet resend). If
         the delivery network fails midway, what was already stored is returned by the next
         ``sync()`` or ``listen()`` of this Client (and is in ``history`` at once)."""
-        from discovery.errors import ChainUnavailable
-
-        try:
-            await asyncio.to_thread(self.sync_directory)
+        if await asyncio.to_thread(self._sync_directory_or_local):
             self._chain_failed_at = None  # it answers again
-        except ChainUnavailable as exc:
-            log.info("chain unreachable, reading on the local index: %s", exc)
         transport = await self.connect()
         try:
             await self.flush_outbox()
@@ -722,7 +717,7 @@ class Client:
         except BaseException:
             self._unreported = out  # stored already: returned next time, not lost
             raise
-        return [m for m in out if m.content_type not in (ContentType.TYPING, ContentType.RECEIPT)]
+        return [m for m in out if not _signal(m)]
 
     async def _sync_read(self, transport: Transport, out: list[Received]) -> None:
         # Membership ops come pairwise (inbox), messages on the group topics. To show each
@@ -741,10 +736,7 @@ class Client:
             for subject in todo:
                 await self._read(transport, subject, out)
                 done.add(subject)
-        try:
-            await self.flush_features()
-        except TransportError as exc:  # receipts and resends wait in the outbox
-            log.info("kept in the outbox for later: %s", exc)
+        await self._publish_later(self.features.flush())  # receipts, due resends
 
     async def _read(
         self, transport: Transport, subject: str, out: list[Received], hold: bool = True
@@ -788,12 +780,12 @@ class Client:
         try:
             while self._unreported:
                 r = self._unreported.pop(0)
-                if signals or r.content_type not in (ContentType.TYPING, ContentType.RECEIPT):
+                if signals or not _signal(r):
                     yield r
             async for d in sub:
                 self.groups.touched.clear()  # only sync() reads it (in-place ordering)
                 for r in await self._process(d.subject, d.seq, d.data):
-                    if signals or r.content_type not in (ContentType.TYPING, ContentType.RECEIPT):
+                    if signals or not _signal(r):
                         yield r
         finally:
             self._sub = None
@@ -888,10 +880,15 @@ class Client:
     async def _refresh_directory(self) -> bool:
         """The chain's view, at most DIRECTORY_MAX_AGE_MS old, for an action that also works
         from the local index (offline: our devices as we last saw them). True if fresh."""
+        return await asyncio.to_thread(self._sync_directory_or_local, DIRECTORY_MAX_AGE_MS)
+
+    def _sync_directory_or_local(self, max_age_ms: int = 0) -> bool:
+        """``sync_directory``, or, with the chain unreachable, the local index as last
+        synced (logged). True if the chain answered."""
         from discovery.errors import ChainUnavailable
 
         try:
-            await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS)
+            self.sync_directory(max_age_ms)
         except ChainUnavailable as exc:
             log.info("chain unreachable, acting on the local index: %s", exc)
             return False
@@ -1004,12 +1001,7 @@ class Client:
             return self.find_group(to)
         except UnknownContact:
             pass
-        from discovery.errors import ChainUnavailable
-
-        try:
-            self.sync_directory(DIRECTORY_MAX_AGE_MS)
-        except ChainUnavailable as exc:  # the local index still knows our contacts
-            log.info("chain unreachable, resolving on the local index: %s", exc)
+        self._sync_directory_or_local(DIRECTORY_MAX_AGE_MS)  # offline: the local index
         peer = self.resolve_peer(to)
         if peer.identity_id == self.identity_id:
             raise UnknownContact("cannot start a conversation with yourself")
@@ -1195,6 +1187,11 @@ class Client:
 
     def peer_from_resolved(self, resolved: ResolvedIdentity) -> Peer:
         return to_peer(resolved)
+
+
+def _signal(r: Received) -> bool:
+    """A typing indicator or receipt: shown by an interactive view only."""
+    return r.content_type in (ContentType.TYPING, ContentType.RECEIPT)
 
 
 def _registered(home: Home, passphrase: str) -> bool:

@@ -321,7 +321,7 @@ class Engine:
         self.side_events, self.side_frames = [], []
         return ev, fr
 
-    def _notice(
+    def new_device_notice(
         self, conv: bytes, peer: bytes, inst: bytes, lamport: int, sent_at: int, now: int
     ) -> None:
         """The new-device notice, placed just before (and timed as) the message it explains."""
@@ -461,7 +461,7 @@ class Engine:
                 return None
             if not outgoing and self.store.new_device_of(conv, peer_identity, peer_inst):
                 # like a safety-number change: say so once, in the conversation, and go on
-                self._notice(
+                self.new_device_notice(
                     conv, peer_identity, peer_inst, payload.lamport, payload.sent_at_ms, now
                 )
             msg = StoredMessage(

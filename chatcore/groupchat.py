@@ -621,15 +621,15 @@ class GroupChat:
         return out
 
     def _receive(
-        self, subject: str, frame: bytes, cursor: tuple[str, int] | None, ahead: bool = True
+        self, subject: str, frame: bytes, cursor: tuple[str, int] | None, hold: bool = True
     ) -> Received | None:
         # read, decrypt and write the state in one transaction (no I/O in it): another
         # process on this home that sends meanwhile must not have its sender chain put back
         with self.store.transaction():
-            return self._receive_locked(subject, frame, cursor, ahead)
+            return self._receive_locked(subject, frame, cursor, hold)
 
     def _receive_locked(
-        self, subject: str, frame: bytes, cursor: tuple[str, int] | None, ahead: bool
+        self, subject: str, frame: bytes, cursor: tuple[str, int] | None, hold: bool
     ) -> Received | None:
         if not frame or frame[0] != KIND_GROUP_MESSAGE:
             raise MalformedMessage("not a group message")
@@ -638,7 +638,7 @@ class GroupChat:
             raise GroupError("message for a group we are not in")
         state = self.load(gid)
         assert state is not None
-        if not ahead and state.tags.get(parse_frame(frame).tag, 0) > state.epoch:
+        if not hold and state.tags.get(parse_frame(frame).tag, 0) > state.epoch:
             # tagged with an epoch we are behind: its op is on the way (or in our inbox),
             # and the message was written after that change
             raise NotYet("a message of a later epoch")
@@ -688,7 +688,9 @@ class GroupChat:
     ) -> None:
         """A member writing from an installation new to this group (linked, rotated, or
         after a recovery — which could be someone holding a stolen phrase) gets the same
-        notice as in a 1:1 conversation, just before its first message here."""
+        notice as in a 1:1 conversation, just before its first message here. Remembered in
+        two meta keys (not ``Store.new_device_of``, which reads every message of the
+        conversation: once per group message that is too much for a large group)."""
         dev_key = "gdev:" + (gid + inst).hex()
         if self.store.get_meta(dev_key) is not None:
             return
@@ -697,7 +699,7 @@ class GroupChat:
         if self.store.get_meta(mem_key) is None:
             self.store.set_meta(mem_key, b"1")  # the member's first device we hear here
             return
-        self.engine._notice(gid, sender, inst, payload.lamport, payload.sent_at_ms, now)
+        self.engine.new_device_notice(gid, sender, inst, payload.lamport, payload.sent_at_ms, now)
 
     # --- control items that arrived over a pairwise session ----------------------------------
     def handle_control(
@@ -778,9 +780,9 @@ class GroupChat:
         keys = self._keys_for(sender, sender_inst)
         if state is None or not state.is_member or sender not in state.members() or keys is None:
             return []
-        # never a candidate signed by a device revoked since: an op an admin relays counts as
-        # vouched for (see GroupState._admit), and such a candidate is in no honest log —
-        # a thief's op, dated back, that a member passed us
+        # never a candidate signed by a device revoked since: such a candidate is in no
+        # honest log (a thief's op, dated back, that a member passed us), and an admin
+        # passing it on lends it weight it must not have (see GroupState._admit)
         aside = {c.op_id: c for c in state.candidates if c.installation in self._ids(c.author)}
         held = {**aside, **state.ops}
         found = [held[i].raw for i in dict.fromkeys(ids) if i in held]  # each id once

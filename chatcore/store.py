@@ -192,7 +192,7 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 
-def _store_error(exc: Exception) -> StoreError:
+def store_error(exc: Exception) -> StoreError:
     """A typed error for a failed SQLite call: ``StoreUnavailable`` for what is about this
     device and may pass (locked, read-only, full, I/O), ``StoreError`` for the rest."""
     if isinstance(exc, (sqlite3.OperationalError, sqlcipher.OperationalError)):
@@ -295,7 +295,7 @@ class Store:
             return cls(conn)
         except (sqlcipher.Error, MemoryError) as exc:
             conn.close()
-            raise _store_error(exc) from exc
+            raise store_error(exc) from exc
 
     @classmethod
     def memory(cls) -> Store:
@@ -351,7 +351,7 @@ class Store:
         try:
             return self._db.execute(sql, args)
         except (sqlite3.Error, sqlcipher.Error, MemoryError) as exc:
-            raise _store_error(exc) from exc
+            raise store_error(exc) from exc
 
     # --- meta and secrets -----------------------------------------------------------------------
     def get_meta(self, key: str) -> bytes | None:

@@ -684,10 +684,8 @@ class GroupState:
             # in the op's causal past without those ops' help, vouches for it by building on
             # it — a member holding a stolen key must not make itself admin by building on
             # its own forgery
-            past = _reach(trial, op.deps)  # the op's causal past only: the same everywhere
-            base = fold(trial[k] for k in past if k not in tainted)[0]
-            admins = base.admins if base is not None else frozenset()
-            if any(op.author != c.author and op.author not in admins for c in revoked):
+            past = [trial[k] for k in _reach(trial, op.deps)]  # the same at every member
+            if not _vouched(revoked, tainted, past, {op.author}):
                 raise GroupError(
                     "depends on an op signed by a device revoked since that no admin vouches for"
                 )
@@ -1229,8 +1227,16 @@ def vouched_by(ops: Mapping[bytes, Op], active: Directory, who: Iterable[bytes])
             tainted.add(o.op_id)
         elif any(d in tainted for d in o.deps):
             tainted.add(o.op_id)
-    who = set(who)
+    return _vouched(revoked, tainted, ops.values(), set(who))
+
+
+def _vouched(
+    revoked: Iterable[Op], tainted: Collection[bytes], past: Iterable[Op], who: Collection[bytes]
+) -> bool:
+    """Ops of devices revoked since (``revoked``; ``tainted``: they and what builds on them)
+    are vouched for by ``who``: their authors are among ``who``, or one of ``who`` is an
+    admin in ``past`` without the tainted ops' help."""
     if all(o.author in who for o in revoked):
         return True
-    base = fold(o for k, o in ops.items() if k not in tainted)[0]
-    return base is not None and bool(base.admins & who)
+    base = fold(o for o in past if o.op_id not in tainted)[0]
+    return base is not None and bool(base.admins & set(who))
