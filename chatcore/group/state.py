@@ -640,7 +640,8 @@ class GroupState:
         aside: bool = True,
         vouched: bool = False,
     ) -> bool:
-        """Check ``op`` against ``ops`` and add it: True. Raises GroupError (nothing changed).
+        """Check ``op`` against ``ops`` and add it: True (also when it is set aside but the
+        revoked devices' ops it vouches for entered). Raises GroupError (nothing changed).
 
         A valid add, promotion or rename concurrent with a removal of its author that we know
         and that counts (``roster.counting_removals``: a leave, or a removal not void
@@ -699,17 +700,24 @@ class GroupState:
             cands.pop(op.op_id, None)
             cands[op.op_id] = op
             return False
+        unvouched = revoked_signer and not vouched
         if (
             not removal
             and aside
-            and (
-                (revoked_signer and not vouched)
-                or _removed_concurrently(op, trial, counting, out_of)
-            )
+            and (unvouched or _removed_concurrently(op, trial, counting, out_of))
         ):
             cands.pop(op.op_id, None)
             cands[op.op_id] = op  # newest last
-            return False
+            if not (revoked and not unvouched):
+                return False
+            # void (its author was removed concurrently), but its author vouched for the
+            # revoked devices' ops it builds on when it made it, as the check above says
+            # on its causal past alone: members that got it before the removal hold them,
+            # so we must too (kept aside with it, they set the two sides apart for good)
+            for c in closure:
+                ops[c.op_id] = c
+                del cands[c.op_id]
+            return True
         for c in closure:
             ops[c.op_id] = c
             del cands[c.op_id]

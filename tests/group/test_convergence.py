@@ -441,10 +441,13 @@ def test_a_removal_signed_by_a_device_revoked_since_is_not_vouched_by_its_author
     assert decode_op(rm).op_id not in sm2.ops and c in sm2.members()
 
 
-def test_another_admin_building_on_a_revoked_devices_op_vouches_for_it() -> None:
-    """a's phone adds z and is lost (revoked) before c gets the add; b, an admin without
-    the add's help, builds on it: c takes both (the add alone stays aside)."""
-    w = World(54)
+def _phone_adds_then_b_is_promoted(
+    seed: int,
+) -> tuple[World, tuple[bytes, ...], tuple[GroupState, ...], tuple[bytes, bytes]]:
+    """a (two devices) makes a group with b and c and promotes b; a's phone (which got the
+    promotion) adds z, and b gets both ops. (world, (a, b, c, z), states of a, b, c,
+    (promotion, add)); c has neither op yet."""
+    w = World(seed)
     a, b, c, z = w.person(2), w.person(), w.person(), w.person()
     w.create(a, [b, c])
     sa, sb, sc = (w.dev(p).state for p in (a, b, c))
@@ -457,8 +460,15 @@ def test_another_admin_building_on_a_revoked_devices_op_vouches_for_it() -> None
     add = sp.add_member(z, phone.key, w.directory, w.rng, w.now)[1][0].payload
     sb, _ = sb.apply_op(promote, w.directory, w.rng)
     sb, _ = sb.apply_op(add, w.directory, w.rng)
+    return w, (a, b, c, z), (sa, sb, sc), (promote, add)
+
+
+def test_another_admin_building_on_a_revoked_devices_op_vouches_for_it() -> None:
+    """a's phone adds z and is lost (revoked) before c gets the add; b, an admin without
+    the add's help, builds on it: c takes both (the add alone stays aside)."""
+    w, (a, b, _c, z), (_sa, sb, sc), (promote, add) = _phone_adds_then_b_is_promoted(54)
     past = {p: list(insts) for p, insts in w.directory.items()}
-    w.directory[a].remove(phone.inst)
+    w.directory[a].remove(w.dev(a, 1).inst)
     sb, out = sb.rename("later", w.dev(b).key, w.directory, w.rng, w.now)
     sc, _ = sc.apply_op(promote, w.directory, w.rng, signers=past)
     sc, _ = sc.apply_op(add, w.directory, w.rng, signers=past)
@@ -495,3 +505,27 @@ def test_a_welcome_with_a_revoked_devices_ops_needs_their_author_or_an_admin() -
     assert vouched_by(sy.ops, w.directory, (a, y))  # from a: a vouches for its own
     assert vouched_by(sy.ops, w.directory, (b, a))  # a newcomer device of a's own identity
     assert vouched_by(sa.ops, w.directory, (t, y))  # nothing revoked-signed: nothing to vouch
+
+
+def test_a_void_op_still_vouches_for_the_revoked_devices_op_it_builds_on() -> None:
+    """a's phone adds z and is lost (revoked) before c gets the add; b, an admin, builds on
+    it while a's other device removes b. b's op is void (concurrent with b's removal), but
+    b was an admin when it vouched: c takes the add whichever of b's op and the removal
+    comes first (before, c kept the add aside if the removal came first, and stayed apart
+    from the members that got b's op first)."""
+    w, (a, b, _c, z), (sa, sb, sc), (promote, add) = _phone_adds_then_b_is_promoted(55)
+    sa, out = sa.remove_member(b, w.dev(a).key, w.directory, w.rng, w.now)  # a has no add
+    removal = out[0].payload
+    past = {p: list(insts) for p, insts in w.directory.items()}
+    w.directory[a].remove(w.dev(a, 1).inst)
+    sb, out = sb.rename("later", w.dev(b).key, w.directory, w.rng, w.now)
+    vouch = out[0].payload
+    views = []
+    for order in ((vouch, removal), (removal, vouch)):
+        s = sc
+        for raw in (promote, add, *order):
+            s, _ = s.apply_op(raw, w.directory, w.rng, signers=past)
+        views.append(_view(s))
+        assert decode_op(add).op_id in s.ops, order == (vouch, removal)
+        assert z in s.members() and b not in s.members()
+    assert views[0] == views[1]
