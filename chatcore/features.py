@@ -54,7 +54,7 @@ from chatcore.engine import (
     causal_history,
     direct_conversation_id,
 )
-from chatcore.errors import ChatCoreError, ContentError, UnknownContact
+from chatcore.errors import ChatCoreError, ContentError, StoreError, UnknownContact
 from chatcore.keys import PeerKeys
 from chatcore.payload import RECENT_HISTORY, ContentType, Payload
 from chatcore.reliability import ConversationLog, Reliability, RetryPolicy
@@ -92,6 +92,8 @@ INVITES_UNBOUNDED_AFTER_RESTORE_MS = 7 * 86_400_000
 #: how long a receipt may wait for a message of ours to carry it (``flush(due_only=True)``);
 #: both far below the sender's first retransmission (``RetryPolicy.first_ms``, 30 s)
 DIRECT_ACK_DELAY_MS = 3_000
+#: kind of an ``owed_receipts`` row for a sync copy's receipt to our own devices
+_OWN = 0
 GROUP_ACK_DELAY_MS = 15_000
 
 
@@ -133,11 +135,10 @@ class Features:
         self.store = engine.store
         self.groups = groups
         self.policy = policy or RetryPolicy()
-        #: (conversation, receipt kind) -> {message id: when it was queued (ms)}
-        self._acks: dict[tuple[bytes, int], dict[bytes, int]] = {}
-        #: 1:1 conversation -> {message id: queued (ms)}: sync copies of our other devices'
-        #: messages, acknowledged to our own devices (their sender tracks them too)
-        self._own_acks: dict[bytes, dict[bytes, int]] = {}
+        # Receipts owed are kept in the store (``owed_receipts``: conversation, kind, message
+        # id, when queued), so a quit or a crash loses none: a read receipt is sent once.
+        # Kind ``_OWN``: sync copies of our other devices' 1:1 messages, acknowledged to our
+        # own devices (their sender tracks them too).
         #: (conversation, message id) -> (identity, installation) that wrote it, for what we
         #: acknowledge without storing it (dropped: its receipt must still find its author)
         self._unstored: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
@@ -180,6 +181,47 @@ class Features:
             self.store.set_meta("relconv:" + key.hex(), conv)
         return key
 
+    # ---- receipts owed (table owed_receipts) ----
+    def _owed(self, conv: bytes, kind: int) -> dict[bytes, int]:
+        """{message id: when queued (ms)} owed in ``conv``, oldest first."""
+        rows = self._x(
+            "SELECT message_id, queued_at FROM owed_receipts WHERE conversation_id=? AND kind=? "
+            "ORDER BY queued_at, message_id",
+            (conv, kind),
+        ).fetchall()
+        return {bytes(r[0]): int(r[1]) for r in rows}
+
+    def _owed_all(self, own: bool) -> dict[tuple[bytes, int], dict[bytes, int]]:
+        """Everything owed, by (conversation, kind): our own devices' (``own``) or peers'."""
+        rows = self._x(
+            "SELECT conversation_id, kind, message_id, queued_at FROM owed_receipts WHERE "
+            f"kind {'=' if own else '!='} ? ORDER BY conversation_id, kind, queued_at, message_id",
+            (_OWN,),
+        ).fetchall()
+        out: dict[tuple[bytes, int], dict[bytes, int]] = {}
+        for conv, kind, mid, at in rows:
+            out.setdefault((bytes(conv), int(kind)), {})[bytes(mid)] = int(at)
+        return out
+
+    def _owe(self, conv: bytes, kind: int, mid: bytes, at: int) -> None:
+        self._x("INSERT OR IGNORE INTO owed_receipts VALUES (?,?,?,?)", (conv, kind, mid, at))
+
+    def _unowe(self, conv: bytes, kind: int, mids: Sequence[bytes]) -> None:
+        for mid in mids:
+            self._x(
+                "DELETE FROM owed_receipts WHERE conversation_id=? AND kind=? AND message_id=?",
+                (conv, kind, mid),
+            )
+
+    def _is_owed(self, conv: bytes, kind: int, mid: bytes) -> bool:
+        return (
+            self._x(
+                "SELECT 1 FROM owed_receipts WHERE conversation_id=? AND kind=? AND message_id=?",
+                (conv, kind, mid),
+            ).fetchone()
+            is not None
+        )
+
     def _conv_of(self, key: bytes) -> bytes:
         return self.store.get_meta("relconv:" + key.hex()) or key
 
@@ -201,9 +243,9 @@ class Features:
         """When :meth:`flush` with ``due_only`` next has work (ms): a retransmission or a
         queued receipt (the shorter 1:1 delay is assumed for all), or None."""
         times = [t for t in (self._rel().next_due(),) if t is not None]
-        for q in (*self._acks.values(), *self._own_acks.values()):
-            if q:
-                times.append(min(q.values()) + DIRECT_ACK_DELAY_MS)
+        (oldest,) = self._x("SELECT MIN(queued_at) FROM owed_receipts").fetchone()
+        if oldest is not None:
+            times.append(int(oldest) + DIRECT_ACK_DELAY_MS)
         return min(times, default=None)
 
     def drop_recipient(self, installation_id: bytes) -> int:
@@ -241,28 +283,82 @@ class Features:
             "identity_id"
         ).fetchall()
         out = [_contact(r) for r in rows]
-        return [c for c in out if not states or c.state in states]
+        if states:
+            return [c for c in out if c.state in states]
+        # a contact the user removed is kept as a row for device sync (see _set_contact)
+        return [c for c in out if c.state != ContactState.NONE or c.alias]
 
-    def _set_contact(self, identity: bytes, state: ContactState, alias: str | None) -> None:
+    def _set_contact(
+        self,
+        identity: bytes,
+        state: ContactState,
+        alias: str | None,
+        stamp: bytes | None = None,
+        at: int | None = None,
+    ) -> None:
+        """Write a contact. ``stamp`` (a change the user made, here or on another device of
+        ours: see ``_stamp``) is kept for device sync's last-writer-wins; changes this
+        device makes by itself (a stranger's first message makes a request) keep the old
+        one. ``at``: when the change was made (ms), this device's clock by default."""
+        at = self.now() if at is None else at
         was = self.contact_state(identity)
         if was != state and was in _SHUT:  # a block (or decline) ends
             self._x(
                 "UPDATE block_periods SET end_ms=? WHERE identity_id=? AND end_ms IS NULL",
-                (self.now(), identity),
+                (at, identity),
             )
         if was != state and state in _SHUT:  # ... or begins
             self._x(
                 "INSERT OR REPLACE INTO block_periods VALUES (?,?,?,NULL)",
-                (identity, int(state), self.now()),
+                (identity, int(state), at),
             )
-        if state == ContactState.NONE and not alias:
+            self._stop_waiting_for(identity)
+        if (
+            state == ContactState.NONE
+            and not alias
+            and stamp is None
+            and self._stamp_of(identity) is None
+        ):
             self._x("DELETE FROM contacts WHERE identity_id=?", (identity,))
             return
+        # a contact removed by the user stays as a row (state NONE): its stamp must outlive
+        # it, or an older change from another device would bring the contact back
         self._x(
-            "INSERT INTO contacts VALUES (?,?,?,?) ON CONFLICT(identity_id) DO UPDATE SET "
-            "alias=excluded.alias, state=excluded.state, updated_at=excluded.updated_at",
-            (identity, alias, int(state), self.now()),
+            "INSERT INTO contacts (identity_id, alias, state, updated_at, stamp) "
+            "VALUES (?,?,?,?,?) ON CONFLICT(identity_id) DO UPDATE SET "
+            "alias=excluded.alias, state=excluded.state, updated_at=excluded.updated_at, "
+            "stamp=COALESCE(excluded.stamp, contacts.stamp)",
+            (identity, alias, int(state), at, stamp),
         )
+
+    def _stamp_of(self, identity: bytes) -> bytes | None:
+        row = self._x("SELECT stamp FROM contacts WHERE identity_id=?", (identity,)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def _stamp(self, at: int, installation: bytes | None = None) -> bytes:
+        """Order of the user's changes across its devices: when (whole seconds, as a
+        payload carries its time), then which device. Two changes of one device within a
+        second have equal stamps: the one that arrives later is the later (``_newer``)."""
+        return (at // 1000).to_bytes(8, "big") + (installation or self.engine.installation_id)
+
+    @staticmethod
+    def _newer(stamp: bytes, old: bytes | None) -> bool:
+        """Does a change stamped ``stamp`` replace one stamped ``old``? (One device's
+        changes reach us in the order it made them.)"""
+        if old is None:
+            return True
+        return stamp >= old if stamp[8:] == old[8:] else stamp > old
+
+    def _stop_waiting_for(self, identity: bytes) -> None:
+        """Blocked (or declined): its receipts are dropped from now on, so our messages it
+        had not acknowledged must not wait for them (retransmitted to it for 30 days, and
+        holding up ``keys rotate --installation``)."""
+        rows = self._x(
+            "SELECT DISTINCT peer_installation FROM sessions WHERE peer_identity=?", (identity,)
+        ).fetchall()
+        rel = self._rel()
+        if sum(rel.drop_recipient(bytes(r[0])) for r in rows):
+            self._save_rel(rel)
 
     def set_contact(
         self,
@@ -279,8 +375,9 @@ class Features:
             old = self.contact(identity)
             if alias is None and keep_alias and old is not None:
                 alias = old.alias
-            self._set_contact(identity, state, alias)
-            frames = self._sync_own(ct_.SyncContact(identity, state, alias))
+            now = self.now()
+            self._set_contact(identity, state, alias, self._stamp(now), now)
+            frames = self._sync_own(ct_.SyncContact(identity, state, alias), now)
         if state == ContactState.CONTACT and old is not None and old.state == ContactState.REQUEST:
             self._queue_read_of_earlier(identity)  # accepting a request
         return frames
@@ -305,8 +402,10 @@ class Features:
 
     def set_read_receipts(self, on: bool) -> list[OutFrame]:
         with self.store.transaction():
+            now = self.now()
             self.store.set_meta("read_receipts", b"1" if on else b"0")
-            return self._sync_own(ct_.SyncSetting(on))
+            self.store.set_meta("read_receipts_stamp", self._stamp(now))
+            return self._sync_own(ct_.SyncSetting(on), now)
 
     # ---- conversations ----
     def set_conversation_flags(
@@ -318,10 +417,12 @@ class Features:
                 raise UnknownContact("no such conversation")
             m = c.muted if muted is None else muted
             a = c.archived if archived is None else archived
+            now = self.now()
             self._x(
-                "UPDATE conversations SET muted=?, archived=? WHERE id=?", (int(m), int(a), conv)
+                "UPDATE conversations SET muted=?, archived=?, flags_stamp=? WHERE id=?",
+                (int(m), int(a), self._stamp(now), conv),
             )
-            return self._sync_own(ct_.SyncConv(conv, m, a))
+            return self._sync_own(ct_.SyncConv(conv, m, a), now)
 
     def delete_conversation(self, conv: bytes) -> int:
         """Delete a conversation and everything in it, on this device only."""
@@ -364,7 +465,7 @@ class Features:
             for mid in ids:
                 self.store.set_status(conv, mid, "read")
             self.store.mark_read(conv)
-        self._queue_read(conv, ids)
+            self._queue_read(conv, ids)  # with the status: read here means a receipt owed
         return len(ids)
 
     def _queue_read(self, conv: bytes, ids: list[bytes]) -> None:
@@ -372,13 +473,11 @@ class Features:
         if not ids:
             return
         now = self.now()
-        read = self._acks.setdefault((conv, int(ReceiptKind.READ)), {})
-        delivered = self._acks.get((conv, int(ReceiptKind.DELIVERED)), {})
-        supersede = self._read_reaches_peer(conv)
+        delivered = self._owed(conv, ReceiptKind.DELIVERED)
         for mid in ids:
-            read.setdefault(mid, delivered.get(mid, now))
-            if supersede:
-                delivered.pop(mid, None)  # "read" tells the peer both
+            self._owe(conv, ReceiptKind.READ, mid, delivered.get(mid, now))
+        if self._read_reaches_peer(conv):
+            self._unowe(conv, ReceiptKind.DELIVERED, ids)  # "read" tells the peer both
 
     def _read_reaches_peer(self, conv: bytes) -> bool:
         """Will a read receipt for this conversation be sent to the other side?"""
@@ -434,7 +533,7 @@ class Features:
             if ct == ContentType.DEVICE_SYNC:
                 if sender != me or payload.sync_peer is not None:
                     raise ContentError("device sync from another identity")
-                self._apply_sync(ct_.decode_sync(payload.body))
+                self._apply_sync(ct_.decode_sync(payload.body), payload.sent_at_ms, inst)
                 return Handled(None)
             if sender == me:
                 if payload.sync_peer is None:
@@ -476,7 +575,7 @@ class Features:
                 ct_.decode_targeted(ct, payload.body)
             if sender == me:
                 if gid is None:
-                    self._own_acks.setdefault(conv, {}).setdefault(mid, self.now())
+                    self._owe(conv, _OWN, mid, self.now())
                 if peer is not None and self.contact_state(peer) in (
                     ContactState.NONE,
                     ContactState.REQUEST,
@@ -493,7 +592,7 @@ class Features:
             event = self._apply_op(sender, inst, payload, conv)  # raises if refused
             if sender == me and gid is None:  # a sync copy of our other device's op: only
                 # once applied is it acknowledged
-                self._own_acks.setdefault(conv, {}).setdefault(mid, self.now())
+                self._owe(conv, _OWN, mid, self.now())
             return Handled(event)
         if ct == ContentType.RECEIPT:
             return Handled(self._apply_receipt(sender, inst, payload, conv, gid))
@@ -542,11 +641,9 @@ class Features:
         self._ack(conv, mid)
 
     def _ack(self, conv: bytes, mid: bytes) -> None:
-        if mid in self._acks.get((conv, int(ReceiptKind.READ)), {}) and self._read_reaches_peer(
-            conv
-        ):
+        if self._is_owed(conv, ReceiptKind.READ, mid) and self._read_reaches_peer(conv):
             return  # already read (a duplicate): the queued read receipt covers it
-        self._acks.setdefault((conv, int(ReceiptKind.DELIVERED)), {}).setdefault(mid, self.now())
+        self._owe(conv, ReceiptKind.DELIVERED, mid, self.now())
 
     def _named(
         self, conv: bytes, history: tuple[bytes, ...]
@@ -614,7 +711,7 @@ class Features:
         kind = ReceiptKind.READ if read else ReceiptKind.DELIVERED
         # sync copies of our other devices' messages ride along too: our devices get the same
         # history in their sync copy of this message, and that acknowledges them there
-        queued = {**self._own_acks.get(conv, {}), **self._acks.get((conv, int(kind)), {})}
+        queued = {**self._owed(conv, _OWN), **self._owed(conv, kind)}
         if not queued:
             return [], read
         oldest_first = sorted(queued, key=queued.__getitem__)  # closest to a retransmission
@@ -627,20 +724,8 @@ class Features:
             return
         # our own devices learn "read" from the sync copy (1:1, always READ-flagged) or the
         # group frame itself; with group read receipts off they are never told (as before)
-        for kind in (ReceiptKind.READ, ReceiptKind.DELIVERED):
-            q = self._acks.get((conv, int(kind)))
-            if q is None:
-                continue
-            for mid in ids:
-                q.pop(mid, None)
-            if not q:
-                del self._acks[(conv, int(kind))]
-        own = self._own_acks.get(conv)
-        if own is not None:
-            for mid in ids:
-                own.pop(mid, None)
-            if not own:
-                del self._own_acks[conv]
+        for kind in (ReceiptKind.READ, ReceiptKind.DELIVERED, _OWN):
+            self._unowe(conv, kind, ids)
 
     def _event(self, sender: bytes, inst: bytes, p: Payload, conv: bytes, mid: bytes) -> Received:
         return Received(
@@ -930,19 +1015,32 @@ class Features:
         return sorted(i for (c, i) in self.typing if c == conv)
 
     # ---- device sync ----
-    def _apply_sync(self, item: ct_.SyncItem) -> None:
+    def _apply_sync(self, item: ct_.SyncItem, at: int, installation: bytes) -> None:
+        """A change the user made on another device (at ``at`` ms, on ``installation``): the
+        newest change wins, whatever order the two devices' changes arrive in (applied
+        unconditionally, two devices changing one setting at once ended swapped)."""
+        stamp = self._stamp(at, installation)
         if isinstance(item, ct_.SyncContact):
-            self._set_contact(item.identity, item.state, item.alias)
+            if item.identity == self.me:
+                return
+            if self._newer(stamp, self._stamp_of(item.identity)):
+                self._set_contact(item.identity, item.state, item.alias, stamp, at)
         elif isinstance(item, ct_.SyncConv):
-            self._x(
-                "UPDATE conversations SET muted=?, archived=? WHERE id=?",
-                (int(item.muted), int(item.archived), item.conversation_id),
-            )
+            row = self._x(
+                "SELECT flags_stamp FROM conversations WHERE id=?", (item.conversation_id,)
+            ).fetchone()
+            if row is not None and self._newer(stamp, None if row[0] is None else bytes(row[0])):
+                self._x(
+                    "UPDATE conversations SET muted=?, archived=?, flags_stamp=? WHERE id=?",
+                    (int(item.muted), int(item.archived), stamp, item.conversation_id),
+                )
         elif isinstance(item, ct_.SyncOwnerKey):
             # picked up (and moved into the passphrase-encrypted keystore) by Client._owner
             self.store.put_secret("owner_key_update", item.private_key)
         else:
-            self.store.set_meta("read_receipts", b"1" if item.read_receipts else b"0")
+            if self._newer(stamp, self.store.get_meta("read_receipts_stamp")):
+                self.store.set_meta("read_receipts", b"1" if item.read_receipts else b"0")
+                self.store.set_meta("read_receipts_stamp", stamp)
 
     # ==== sending ====
     def _own_devices(self) -> list[PeerKeys]:
@@ -952,9 +1050,10 @@ class Features:
             return []
         return [i for i in insts if i.installation_id != self.engine.installation_id]
 
-    def _sync_own(self, item: ct_.SyncItem) -> list[OutFrame]:
+    def _sync_own(self, item: ct_.SyncItem, at: int | None = None) -> list[OutFrame]:
+        """Tell our other devices of a change the user made (at ``at`` ms: its stamp)."""
         body = ct_.encode_sync(item)
-        return self._signal(self.me, self._own_devices(), ContentType.DEVICE_SYNC, body)
+        return self._signal(self.me, self._own_devices(), ContentType.DEVICE_SYNC, body, at=at)
 
     def _signal(
         self,
@@ -964,11 +1063,13 @@ class Features:
         body: bytes,
         sync_peer: bytes | None = None,
         ephemeral: bool = False,
+        at: int | None = None,
     ) -> list[OutFrame]:
-        """A payload that is not a chat message (Lamport 0, not stored, not acknowledged)."""
+        """A payload that is not a chat message (Lamport 0, not stored, not acknowledged);
+        ``at``: its time (ms), now by default."""
         if not insts:
             return []
-        now = self.now()
+        now = self.now() if at is None else at
         data = Payload(ct, 0, now, body, (), sync_peer, ephemeral).encode()
         with self.store.transaction():
             return [self.engine._encrypt_to(to, i, data, now, None, None) for i in insts]
@@ -1143,9 +1244,7 @@ class Features:
 
     # ---- receipts out, retransmission ----
     def queued_receipts(self) -> int:
-        return sum(len(v) for v in self._acks.values()) + sum(
-            len(v) for v in self._own_acks.values()
-        )
+        return int(self._x("SELECT COUNT(*) FROM owed_receipts").fetchone()[0])
 
     def flush(self, due_only: bool = False) -> list[OutFrame]:
         """Queued receipts (batched) and due retransmissions, as frames to publish.
@@ -1164,88 +1263,95 @@ class Features:
             return []
 
     def flush_receipts(self, due_only: bool = False) -> list[OutFrame]:
-        """Queued receipts, batched (``due_only`` as in :meth:`flush`)."""
+        """Queued receipts, batched (``due_only`` as in :meth:`flush`). A receipt leaves the
+        queue in the transaction that puts its frames in the outbox."""
         frames: list[OutFrame] = []
-        acks, self._acks = self._acks, {}
         now = self.now()
-        for (conv, kind), ids_d in sorted(acks.items()):
-            if not ids_d:
-                continue
-            ids = list(ids_d)
-            c = self.store.conversation(conv)
-            if c is None:
-                continue
-            if due_only:
-                delay = GROUP_ACK_DELAY_MS if c.kind == "group" else DIRECT_ACK_DELAY_MS
-                if now - min(ids_d.values()) < delay:
-                    self._acks[(conv, kind)] = ids_d  # not yet: a message of ours may carry it
-                    continue
-            read = kind == ReceiptKind.READ
-            for start in range(0, len(ids), ct_.MAX_RECEIPT_IDS):
-                chunk = ids[start : start + ct_.MAX_RECEIPT_IDS]
-                body = ct_.encode_receipt(ReceiptKind(kind), chunk)
-                try:
-                    if c.kind == "group":
-                        frames += self._group_receipts(conv, ReceiptKind(kind), chunk)
-                        continue
-                    assert c.peer_identity is not None
-                    pid = c.peer_identity
-                    to_peer = not read or (
-                        self.read_receipts and self.contact_state(pid) == ContactState.CONTACT
-                    )
-                    if to_peer:
-                        peer = self.engine.directory.peer(pid)
-                        rk = ReceiptKind(kind)
-                        for to, ids_ in self._receipt_targets(conv, peer.installations, chunk, rk):
-                            body_ = ct_.encode_receipt(rk, ids_)
-                            frames += self._signal(pid, to, ContentType.RECEIPT, body_)
-                    if read:  # our other devices mark the same messages read, and the sync
-                        # copies they sent us that are waiting for a receipt go in the same one
-                        own_ids = list(self._own_acks.get(conv, {}))
-                        room = ct_.MAX_RECEIPT_IDS - len(chunk)
-                        if own_ids and room > 0:
-                            body = ct_.encode_receipt(ReceiptKind.READ, chunk + own_ids[:room])
-                            for mid in own_ids[:room]:
-                                self._own_acks[conv].pop(mid)
-                            if not self._own_acks[conv]:
-                                del self._own_acks[conv]
-                        frames += self._signal(
-                            self.me, self._own_devices(), ContentType.RECEIPT, body, sync_peer=pid
-                        )
-                except Exception as exc:
-                    # the directory is injected: discovery errors (every device of the peer
-                    # revoked, chain unreachable) arrive here too. A receipt is best effort:
-                    # the sender's retransmission brings the message back and we ack again.
-                    log.warning("receipt not sent: %s: %s", type(exc).__name__, exc)
+        for (conv, kind), ids_d in self._owed_all(own=False).items():
+            with self.store.transaction():
+                frames += self._flush_owed(conv, kind, ids_d, now, due_only)
         if self._unstored:  # authors of what still waits for its receipt
-            waiting = {(c, m) for (c, _k), q in self._acks.items() for m in q}
+            waiting = {(c, m) for (c, _k), q in self._owed_all(own=False).items() for m in q}
             self._unstored = {k: v for k, v in self._unstored.items() if k in waiting}
         return frames + self._flush_own_acks(due_only)
 
+    def _flush_owed(
+        self, conv: bytes, kind: int, ids_d: dict[bytes, int], now: int, due_only: bool
+    ) -> list[OutFrame]:
+        c = self.store.conversation(conv)
+        if c is not None and due_only:
+            delay = GROUP_ACK_DELAY_MS if c.kind == "group" else DIRECT_ACK_DELAY_MS
+            if now - min(ids_d.values()) < delay:
+                return []  # not yet: a message of ours may carry it
+        ids = list(ids_d)
+        self._unowe(conv, kind, ids)
+        if c is None:
+            return []  # the conversation was deleted
+        frames: list[OutFrame] = []
+        read = kind == ReceiptKind.READ
+        for start in range(0, len(ids), ct_.MAX_RECEIPT_IDS):
+            chunk = ids[start : start + ct_.MAX_RECEIPT_IDS]
+            body = ct_.encode_receipt(ReceiptKind(kind), chunk)
+            try:
+                if c.kind == "group":
+                    frames += self._group_receipts(conv, ReceiptKind(kind), chunk)
+                    continue
+                assert c.peer_identity is not None
+                pid = c.peer_identity
+                to_peer = not read or (
+                    self.read_receipts and self.contact_state(pid) == ContactState.CONTACT
+                )
+                if to_peer:
+                    peer = self.engine.directory.peer(pid)
+                    rk = ReceiptKind(kind)
+                    for to, ids_ in self._receipt_targets(conv, peer.installations, chunk, rk):
+                        body_ = ct_.encode_receipt(rk, ids_)
+                        frames += self._signal(pid, to, ContentType.RECEIPT, body_)
+                if read:  # our other devices mark the same messages read, and the sync
+                    # copies they sent us that are waiting for a receipt go in the same one
+                    own_ids = list(self._owed(conv, _OWN))
+                    room = ct_.MAX_RECEIPT_IDS - len(chunk)
+                    if own_ids and room > 0:
+                        body = ct_.encode_receipt(ReceiptKind.READ, chunk + own_ids[:room])
+                        self._unowe(conv, _OWN, own_ids[:room])
+                    frames += self._signal(
+                        self.me, self._own_devices(), ContentType.RECEIPT, body, sync_peer=pid
+                    )
+            except Exception as exc:
+                if isinstance(exc, StoreError):
+                    raise  # nothing is lost: the receipts stay owed
+                # the directory is injected: discovery errors (every device of the peer
+                # revoked, chain unreachable) arrive here too. A receipt is best effort:
+                # the sender's retransmission brings the message back and we ack again.
+                log.warning("receipt not sent: %s: %s", type(exc).__name__, exc)
+        return frames
+
     def _flush_own_acks(self, due_only: bool) -> list[OutFrame]:
         """Delivered receipts for sync copies, to our own devices (batched per conversation)."""
-        acks, self._own_acks = self._own_acks, {}
         frames: list[OutFrame] = []
         now = self.now()
-        for conv, ids_d in sorted(acks.items()):
+        for (conv, _kind), ids_d in self._owed_all(own=True).items():
             if due_only and now - min(ids_d.values()) < DIRECT_ACK_DELAY_MS:
-                self._own_acks[conv] = ids_d
                 continue
-            c = self.store.conversation(conv)
-            if c is None or c.peer_identity is None:
-                continue
-            ids = list(ids_d)
-            try:
-                own = self._own_devices()
-                for start in range(0, len(ids), ct_.MAX_RECEIPT_IDS):
-                    body = ct_.encode_receipt(
-                        ReceiptKind.DELIVERED, ids[start : start + ct_.MAX_RECEIPT_IDS]
-                    )
-                    frames += self._signal(
-                        self.me, own, ContentType.RECEIPT, body, sync_peer=c.peer_identity
-                    )
-            except Exception as exc:  # best effort, as for receipts to peers (see below)
-                log.warning("receipt to our devices not sent: %s: %s", type(exc).__name__, exc)
+            with self.store.transaction():
+                ids = list(ids_d)
+                self._unowe(conv, _OWN, ids)
+                c = self.store.conversation(conv)
+                if c is None or c.peer_identity is None:
+                    continue
+                try:
+                    own = self._own_devices()
+                    for start in range(0, len(ids), ct_.MAX_RECEIPT_IDS):
+                        body = ct_.encode_receipt(
+                            ReceiptKind.DELIVERED, ids[start : start + ct_.MAX_RECEIPT_IDS]
+                        )
+                        frames += self._signal(
+                            self.me, own, ContentType.RECEIPT, body, sync_peer=c.peer_identity
+                        )
+                except StoreError:
+                    raise
+                except Exception as exc:  # best effort, as for receipts to peers
+                    log.warning("receipt to our devices not sent: %s: %s", type(exc).__name__, exc)
         return frames
 
     def _retransmit(self) -> list[OutFrame]:

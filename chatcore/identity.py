@@ -437,11 +437,14 @@ def _restore_changes(store: Any, m: dict[str, Any]) -> None:
 
 def _contact_rows(store: Any) -> list[dict[str, Any]]:
     """Contacts, blocks and declined requests (a new device must keep blocking too)."""
-    rows = store._x("SELECT identity_id, alias, state, updated_at FROM contacts").fetchall()
+    rows = store._x("SELECT identity_id, alias, state, updated_at, stamp FROM contacts").fetchall()
     return [
-        {"identity": bytes(r[0]).hex(), "alias": r[1], "state": int(r[2]), "at": int(r[3])}
+        {
+            "identity": bytes(r[0]).hex(), "alias": r[1], "state": int(r[2]), "at": int(r[3]),
+            "stamp": None if r[4] is None else bytes(r[4]).hex(),
+        }
         for r in rows
-    ]
+    ]  # fmt: skip
 
 
 def restore_snapshot(store: Any, snap: dict[str, Any]) -> int:
@@ -460,11 +463,19 @@ def restore_snapshot(store: Any, snap: dict[str, Any]) -> int:
                 store.set_peer_display(bytes.fromhex(p["identity"]), p["display"], 0)
         for k in snap.get("contacts", []):
             # the newer word wins: a device may have changed a contact since the snapshot
+            stamp = bytes.fromhex(k["stamp"]) if k.get("stamp") else None
             store._x(
-                "INSERT INTO contacts VALUES (?,?,?,?) ON CONFLICT(identity_id) DO UPDATE SET "
-                "alias=excluded.alias, state=excluded.state, updated_at=excluded.updated_at "
-                "WHERE excluded.updated_at > contacts.updated_at",
-                (bytes.fromhex(k["identity"]), k.get("alias"), int(k["state"]), int(k["at"])),
+                "INSERT INTO contacts (identity_id, alias, state, updated_at, stamp) "
+                "VALUES (?,?,?,?,?) ON CONFLICT(identity_id) DO UPDATE SET "
+                "alias=excluded.alias, state=excluded.state, updated_at=excluded.updated_at, "
+                "stamp=excluded.stamp WHERE excluded.updated_at > contacts.updated_at",
+                (
+                    bytes.fromhex(k["identity"]),
+                    k.get("alias"),
+                    int(k["state"]),
+                    int(k["at"]),
+                    stamp,
+                ),
             )
         for m in snap.get("messages", []):
             ok = store.add_message(

@@ -25,7 +25,7 @@ from sqlcipher3 import dbapi2 as sqlcipher
 
 from chatcore.errors import StoreError, StoreUnavailable, WrongPassphrase
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 #: meta key set by ``recovery restore`` (when, ms): such a home knows none of the history its
 #: peers hold (see :meth:`Store.next_lamport`, and ``chatcore.features`` on invitations)
 RESTORED_AT_META = "restored_at"
@@ -189,6 +189,19 @@ _MIGRATIONS: dict[int, str] = {
         frame BLOB NOT NULL,
         PRIMARY KEY (conversation_id, message_id));
     """,
+    # 8: receipts owed (read receipts are sent once: kept only in memory, a quit lost them
+    #    for good); when the user last changed a contact or a conversation's flags, and on
+    #    which device (device sync applies the newest change: last writer wins)
+    8: """
+    CREATE TABLE owed_receipts (
+        conversation_id BLOB NOT NULL,
+        kind INTEGER NOT NULL,
+        message_id BLOB NOT NULL,
+        queued_at INTEGER NOT NULL,
+        PRIMARY KEY (conversation_id, kind, message_id));
+    ALTER TABLE contacts ADD COLUMN stamp BLOB;
+    ALTER TABLE conversations ADD COLUMN flags_stamp BLOB;
+    """,
 }
 
 
@@ -310,6 +323,10 @@ class Store:
             raise StoreError(f"store schema {cur} is newer than this software ({SCHEMA_VERSION})")
         for v in range(cur + 1, SCHEMA_VERSION + 1):
             with self.transaction():
+                # another process may have upgraded since we read the version (an app and a
+                # CLI command starting at once after an update): read it again under the lock
+                if self._db.execute("PRAGMA user_version").fetchone()[0] >= v:
+                    continue
                 for stmt in _MIGRATIONS[v].split(";"):
                     if stmt.strip():
                         self._db.execute(stmt)
@@ -574,7 +591,13 @@ class Store:
         self._x(
             "UPDATE conversations SET last_at=MAX(last_at, ?), lamport=MAX(lamport, ?), "
             "unread=unread + ? WHERE id=?",
-            (m.received_at, m.lamport, 0 if m.outgoing else 1, m.conversation_id),
+            # notices ("system") are not unread: reading cannot mark them on our other devices
+            (
+                m.received_at,
+                m.lamport,
+                int(not m.outgoing and m.status == "received"),
+                m.conversation_id,
+            ),
         )
         return True
 

@@ -245,3 +245,45 @@ def test_pending_group_items_are_bounded_per_sender() -> None:
     rows = s._x("SELECT from_installation, COUNT(*) FROM group_pending GROUP BY 1").fetchall()
     assert {bytes(r[0]): r[1] for r in rows} == {honest: 1, flood: 1024}
     assert s.group_pending(b"\x09" * 32)[0][1:] == (honest, b"key")
+
+
+def test_two_processes_upgrading_one_store_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An app and a CLI command start together after an update: the one that waits for the
+    other's upgrade must not run it again (it read the old version before the lock, and
+    failed with "table ... already exists")."""
+    import threading
+
+    from sqlcipher3 import dbapi2 as sqlcipher
+
+    from chatcore import store as store_mod
+
+    p = tmp_path / "s.db"
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION - 1)
+    Store.open(p, KEY).close()
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION)
+    first = sqlcipher.connect(str(p), isolation_level=None, check_same_thread=False)
+    first.execute(f"PRAGMA key = \"x'{KEY.hex()}'\"")
+    first.execute("BEGIN IMMEDIATE")
+    for stmt in store_mod._MIGRATIONS[SCHEMA_VERSION].split(";"):
+        if stmt.strip():
+            first.execute(stmt)
+    first.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    result: list[object] = []
+
+    def second() -> None:
+        try:
+            result.append(Store.open(p, KEY))
+        except StoreError as exc:
+            result.append(exc)
+
+    t = threading.Thread(target=second)
+    t.start()
+    t.join(0.5)  # it waits for the lock
+    first.execute("COMMIT")
+    first.close()
+    t.join(10)
+    (opened,) = result
+    assert isinstance(opened, Store) and opened.schema_version == SCHEMA_VERSION
+    opened.close()

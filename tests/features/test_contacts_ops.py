@@ -615,3 +615,36 @@ def test_stopped_typing_and_typing_elsewhere_are_not_a_flood() -> None:
     shown = w.route(w.f(a).send_typing(conv, False), strict=True)
     assert [r.content_type for r in shown] == [ContentType.TYPING]
     assert w.f(b).typing_now(conv) == []
+
+
+def test_two_devices_changing_one_setting_at_once_end_with_the_newest_change() -> None:
+    """Both of alice's devices change bob's contact state (and the conversation's mute)
+    before they see each other's change: both end with the newer change, whichever order
+    the sync items arrive in (applied as they came, the two ended swapped for good)."""
+    w = FWorld()
+    a, b = w.person(2), w.person()
+    s = w.send_text(b, a, "hi")
+    w.route(s.frames)
+    conv = s.conversation_id
+    first = w.f(a, 0).set_contact(b, ContactState.BLOCKED)
+    w.clock.now += 2_000
+    second = w.f(a, 1).set_contact(b, ContactState.CONTACT, alias="Bobby")
+    w.route(second)
+    w.route(first)
+    for d in (0, 1):
+        c = w.f(a, d).contact(b)
+        assert c is not None and (c.state, c.alias) == (ContactState.CONTACT, "Bobby")
+    first = w.f(a, 1).set_conversation_flags(conv, muted=True)
+    w.clock.now += 2_000
+    second = w.f(a, 0).set_conversation_flags(conv, muted=False)
+    w.route(second)
+    w.route(first)
+    assert [w.dev(a, d).store.conversation(conv).muted for d in (0, 1)] == [False, False]  # type: ignore[union-attr]
+    # within one second, one device's later change still wins (they arrive in order)
+    w.route(w.f(a, 0).set_contact(b, ContactState.BLOCKED))
+    w.route(w.f(a, 0).set_contact(b, ContactState.NONE))
+    assert [w.f(a, d).contact_state(b) for d in (0, 1)] == [ContactState.NONE] * 2
+    # a removed contact keeps its stamp: an older change from the other device stays old
+    w.clock.now -= 10_000
+    w.route(w.f(a, 1).set_contact(b, ContactState.CONTACT))
+    assert w.f(a, 0).contact_state(b) == ContactState.NONE

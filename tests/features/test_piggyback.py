@@ -54,7 +54,7 @@ def test_read_receipt_replaces_delivered_and_rides_with_read_flag() -> None:
     w.route(s.frames)
     conv = s.conversation_id
     assert w.f(b).mark_read(conv) == 1
-    assert w.f(b)._acks.get((conv, int(ReceiptKind.DELIVERED)), {}) == {}
+    assert w.f(b)._owed(conv, ReceiptKind.DELIVERED) == {}
     assert w.f(b).queued_receipts() == 1  # only the read receipt
     r = w.send_text(b, a, "done")  # carries it, READ flag
     assert w.f(b).queued_receipts() == 0

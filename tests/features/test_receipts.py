@@ -360,3 +360,71 @@ def test_a_group_retransmission_stops_for_members_gone_since() -> None:
     w.clock.now += 31_000
     assert [f for f in w.f(c).flush() if f.subject == res.frames[0].subject] == []
     assert w.f(c).pending_acks() == 0
+
+
+def test_owed_read_receipts_survive_a_restart() -> None:
+    """bob reads alice's messages and quits before the receipts go out (or answers: the
+    answer carries a few of them). After a restart they still go out: alice sees "read"
+    and bob's other device clears its unread count (they lived in memory only, and were
+    lost for good: read here, nothing unread was left to send them for)."""
+    w = FWorld()
+    a, b = w.person(), w.person(2)
+    w.route(w.f(b).set_contact(a, ContactState.CONTACT))
+    sends = [w.send_text(a, b, f"m{i}") for i in range(12)]
+    conv = sends[0].conversation_id
+    for s in sends:
+        w.route(s.frames)
+    w.flush_all()
+    assert w.dev(b, 1).store.conversation(conv).unread == 12  # type: ignore[union-attr]
+    assert w.f(b).mark_read(conv) == 12  # queued, not sent yet
+    w.restart(w.dev(b))
+    assert w.f(b).queued_receipts() >= 12
+    w.route(w.f(b).flush(), frm=w.node(b))
+    assert {_status(w, a, conv, s.message_id) for s in sends} == {"read"}
+    assert w.dev(b, 1).store.conversation(conv).unread == 0  # type: ignore[union-attr]
+    assert w.f(b).queued_receipts() == 0
+
+
+def test_messages_to_someone_blocked_stop_waiting_for_their_receipts() -> None:
+    """Receipts of a blocked identity are dropped: a message it had not acknowledged must
+    not be retransmitted to it for 30 days (nor hold up a rotation of our installation)."""
+    w = FWorld()
+    a, b = w.person(), w.person()
+    s = w.send_text(a, b, "something I regret")
+    assert w.f(a).pending_acks() == 1
+    w.f(a).set_contact(b, ContactState.BLOCKED)
+    assert w.f(a).pending_acks() == 0
+    w.clock.now += 7 * 3_600_000
+    assert w.f(a).flush() == []
+    del s
+
+
+def test_a_group_message_stored_before_a_crash_is_still_acknowledged() -> None:
+    """bob's process dies after storing a group message and before its receipt went out.
+    The retransmitted frame is a duplicate there (dropped without a new receipt), so the
+    receipt must outlive the crash: it does, and alice stops re-publishing."""
+    w = FWorld()
+    a, b = w.person(), w.person()
+    gid = w.group(a, [b])
+    w.flush_all()
+    s = w.f(a).send_group_message(gid, ContentType.TEXT, b"hello team")
+    w.route(s.frames, frm=w.node(a))
+    w.restart(w.dev(b))  # nothing flushed
+    w.route(w.f(b).flush(), frm=w.node(b))
+    assert _status(w, a, gid, s.message_id) == "delivered"
+    assert w.f(a).pending_acks() == 0
+
+
+def test_notices_are_not_unread() -> None:
+    """ "you were added" and the like are not counted unread: reading them could not clear
+    them on our other devices (no receipt names a notice), so the counts drifted apart."""
+    w = FWorld()
+    a, b = w.person(), w.person(2)
+    gid = w.group(a, [b])
+    w.flush_all()
+    for d in (0, 1):
+        c = w.dev(b, d).store.conversation(gid)
+        assert c is not None and c.unread == 0
+        assert [m.status for m in w.dev(b, d).store.history(gid)] == ["system"]
+    w.route(w.f(a).send_group_message(gid, ContentType.TEXT, b"hi").frames, frm=w.node(a))
+    assert [w.dev(b, d).store.conversation(gid).unread for d in (0, 1)] == [1, 1]  # type: ignore[union-attr]

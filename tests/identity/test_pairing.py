@@ -94,7 +94,10 @@ def test_snapshot_carries_contacts_and_blocks_newer_change_wins() -> None:
         (dst, [(bob, None, ContactState.DECLINED, 20)]),  # changed here after the snapshot
     ):
         for ident, alias, state, at in rows:
-            store._x("INSERT INTO contacts VALUES (?,?,?,?)", (ident, alias, int(state), at))
+            store._x(
+                "INSERT INTO contacts (identity_id, alias, state, updated_at) VALUES (?,?,?,?)",
+                (ident, alias, int(state), at),
+            )
     restore_snapshot(dst, snapshot(src, 100))
     got = {
         bytes(r[0]): (r[1], int(r[2]))
