@@ -38,6 +38,13 @@ MAX_SENDER_INFO: Final = 4096
 # --- ratchet ------------------------------------------------------------------------------
 #: Most message keys one received message may make us skip in one chain (Olm refuses > 2000).
 MAX_SKIP: Final = 1000
+#: Furthest one authenticated message may move a receiving chain forward (its message number
+#: past the next expected one, or in a new chain). Beyond :data:`MAX_SKIP` only the newest
+#: ``MAX_SKIP`` skipped keys are kept: the older ones are for frames the delivery network has
+#: dropped (a peer offline past the 30-day retention while retransmissions, each re-encrypted,
+#: grew the sender's chain). The bound is CPU: one keyed BLAKE2b per step, ~45 ms for a
+#: forged frame at most (~0.9 µs a step), before its tag fails and the state stays unchanged.
+MAX_FORWARD: Final = 50_000
 #: Total skipped message keys kept per session; the oldest are evicted beyond this
 #: (libsignal: MAX_MESSAGE_KEYS = 2000).
 MAX_SKIPPED_KEYS: Final = 2000

@@ -12,6 +12,13 @@ KDFs: root ``HKDF-SHA256(salt=rk, ikm=DH, info="LogosChat ratchet") -> rk', ck``
 ``BLAKE2b-512(key=ck, "\\x01", person="LogosChatCK1") -> mk | ck'`` (see :mod:`chatcore.crypto`).
 Each message key is used once, with a constant nonce.
 
+Skipping: one message may move a receiving chain up to ``MAX_FORWARD`` message numbers ahead
+(CPU-bounded); only the newest ``MAX_SKIP`` skipped keys of that walk are kept (at most
+``MAX_SKIPPED_KEYS`` in all). A new chain whose header says more than ``MAX_SKIP`` messages of
+the previous chain are missing drops that chain's remaining keys once the message
+authenticates (the spec would refuse it for ever: a peer that was offline past the delivery
+network's retention could then never read its sender again).
+
 Differences from the spec, on purpose:
 
 * The sending half of a DH ratchet step happens lazily at the next :meth:`RatchetState.encrypt`
@@ -38,6 +45,7 @@ from .codec import read_varint, varint
 from .consts import (
     AEAD_TAG_LEN,
     MAX_COUNTER,
+    MAX_FORWARD,
     MAX_OLD_CHAINS,
     MAX_SKIP,
     MAX_SKIPPED_KEYS,
@@ -90,6 +98,21 @@ def _kdf_rk(rk: bytes, dh_out: bytes) -> tuple[bytes, bytes]:
 def _chain(ck: bytes) -> tuple[bytes, bytes]:
     out = _blake2b(_CK_IN, key=ck, digest_size=64, person=_PERSON).digest()
     return out[:32], out[32:]
+
+
+def _walk(ck: bytes, dh: bytes, start: int, stop: int, out: list[tuple[bytes, bytes]]) -> bytes:
+    """Advance chain key ``ck`` (at message ``start``) to message ``stop``; append the skipped
+    keys to ``out``, only the newest :data:`MAX_SKIP` of them (a longer walk, up to
+    :data:`MAX_FORWARD`, costs CPU but no memory). Returns the chain key at ``stop``."""
+    keep_from = stop - MAX_SKIP
+    if start < keep_from:  # the oldest keys are not kept: just step over them
+        for _ in range(keep_from - start):
+            ck = _blake2b(_CK_IN, key=ck, digest_size=64, person=_PERSON).digest()[32:]
+        start = keep_from
+    for j in range(start, stop):
+        mk, ck = _chain(ck)
+        out.append((dh + _U32.pack(j), mk))
+    return ck
 
 
 def _open(mk: bytes, ct: bytes, ad: bytes) -> bytes:
@@ -217,7 +240,7 @@ class RatchetState:
         """Decrypt the body starting at ``data[off]``; commits the new state only on success.
 
         Raises ``MalformedMessage`` (unparseable), ``DuplicateMessage`` (key already used),
-        ``TooManySkipped`` (gap over :data:`~chatcore.consts.MAX_SKIP`) or ``DecryptionError``.
+        ``TooManySkipped`` (gap over :data:`~chatcore.consts.MAX_FORWARD`) or ``DecryptionError``.
         """
         end = len(data)
         i = off + X25519_LEN
@@ -262,12 +285,9 @@ class RatchetState:
                 raise DecryptionError("decryption failed")
             if n < self.nr:
                 raise DuplicateMessage(f"message {n} already received")
-            if n - self.nr > MAX_SKIP:
+            if n - self.nr > MAX_FORWARD:
                 raise TooManySkipped(f"gap of {n - self.nr} messages")
-            ck = self.ckr
-            for j in range(self.nr, n):
-                mk, ck = _chain(ck)
-                new.append((dh + _U32.pack(j), mk))
+            ck = _walk(self.ckr, dh, self.nr, n, new)
             mk, ck = _chain(ck)
             pt = _open(mk, ct, ad)
             self.ckr, self.nr = ck, n + 1
@@ -278,23 +298,20 @@ class RatchetState:
         dhs = self._dhs_key()
         if dhs is None or dh == self.dhs_pub:
             raise DecryptionError("decryption failed")
-        if self.ckr is not None and self.dhr is not None:
-            if pn - self.nr > MAX_SKIP:
-                raise TooManySkipped(f"gap of {pn - self.nr} messages in the previous chain")
-            ck = self.ckr
-            for j in range(self.nr, pn):
-                mk, ck = _chain(ck)
-                new.append((self.dhr + _U32.pack(j), mk))
-        if n > MAX_SKIP:
+        if n > MAX_FORWARD:
             raise TooManySkipped(f"gap of {n} messages")
+        if self.ckr is not None and self.dhr is not None and pn - self.nr <= MAX_SKIP:
+            _walk(self.ckr, self.dhr, self.nr, pn, new)
+        # else: more than MAX_SKIP of the previous chain are missing. They are not derived
+        # (that would be CPU for anyone who forges a header); once this frame authenticates,
+        # the previous chain is dropped: the sender re-encrypts what we do not acknowledge in
+        # its current chain, so a peer offline past the delivery retention heals.
         try:
             shared = x25519_dh(dhs, dh)
         except ValueError:
             raise DecryptionError("decryption failed") from None
         rk, ck = _kdf_rk(self.rk, shared)
-        for j in range(n):
-            mk, ck = _chain(ck)
-            new.append((dh + _U32.pack(j), mk))
+        ck = _walk(ck, dh, 0, n, new)
         mk, ck = _chain(ck)
         pt = _open(mk, ct, ad)
         # authenticated: commit

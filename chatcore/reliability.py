@@ -6,8 +6,9 @@ this module tracks what the *recipients* confirmed, in the spirit of the Logos S
 * every message has an id; for each sent message we keep the recipient installations that have
   not acknowledged it yet (receipts are the acks);
 * unacknowledged messages are due for retransmission on an exponential backoff schedule
-  (:class:`RetryPolicy`); a retransmission re-publishes the same stored frame (the receiver's
-  ratchet rejects a copy it already has, and it acks it again);
+  (:class:`RetryPolicy`), daily once a message is two days old; a 1:1 retransmission is
+  re-encrypted (the receiver's store drops a copy it already has, and it acks it again), a
+  group retransmission re-publishes the first frame;
 * every arriving message is checked against a bounded window of ids already seen (dedup) and its
   causal history (the short ids :class:`chatcore.payload.Payload` carries) against what we have:
   references to messages we never saw are *gaps*, kept until the message arrives (or is repaired).
@@ -56,6 +57,14 @@ class RetryPolicy:
     #: the delivery network keeps each copy 30 days, so a device gone up to about twice
     #: this long still finds the last one
     give_up_ms: int = 30 * 86_400_000
+    #: a message still unacknowledged this long after it was sent is retransmitted only every
+    #: ``slow_ms`` (or ``max_ms`` if longer): its recipient has been silent for days. Every
+    #: retransmission is re-encrypted and takes a number in the sender's ratchet chain, so
+    #: this keeps the chain growth toward a peer away for weeks to ~46 per message (the
+    #: receiver fast-forwards at most ``chatcore.consts.MAX_FORWARD`` = 50,000: enough for
+    #: ``MAX_PENDING`` messages) and each copy still reaches the last day before give-up
+    slow_after_ms: int = 2 * 86_400_000
+    slow_ms: int = 86_400_000
 
     def __post_init__(self) -> None:
         if (
@@ -63,13 +72,18 @@ class RetryPolicy:
             or self.factor < 1
             or self.max_ms < self.first_ms
             or self.give_up_ms < self.max_ms
+            or self.slow_after_ms <= 0
+            or self.slow_ms <= 0
         ):
             raise ValueError("bad retry policy")
 
-    def delay(self, attempt: int) -> int:
-        """Wait before retransmission number ``attempt + 1`` (attempt 0 = after the first send)."""
+    def delay(self, attempt: int, age_ms: int = 0) -> int:
+        """Wait before retransmission number ``attempt + 1`` (attempt 0 = after the first send)
+        of a message sent ``age_ms`` ago."""
         if attempt < 0:
             raise ValueError("attempt must be >= 0")
+        if age_ms >= self.slow_after_ms:
+            return max(self.slow_ms, self.max_ms)
         d = self.first_ms
         for _ in range(attempt):
             d *= self.factor
@@ -156,7 +170,7 @@ class ConversationLog:
                 continue
             if p.next_at <= now_ms:
                 p.attempts += 1
-                p.next_at = now_ms + self.policy.delay(p.attempts)
+                p.next_at = now_ms + self.policy.delay(p.attempts, now_ms - p.sent_at)
                 out.append(
                     Retransmit(self.conversation_id, mid, tuple(sorted(p.recipients)), p.attempts)
                 )

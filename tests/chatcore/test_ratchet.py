@@ -103,31 +103,65 @@ def test_duplicates() -> None:
         dec(b, bodies[2])
 
 
-def test_skip_limit() -> None:
+def test_skip_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ratchet_mod, "MAX_FORWARD", MAX_SKIP + 500)
     a, b, rng = pair()
-    bodies = [enc(a, b"x", rng) for _ in range(MAX_SKIP + 2)]
+    bodies = [enc(a, b"x%d" % i, rng) for i in range(MAX_SKIP + 502)]
     before = b.to_bytes()
     with pytest.raises(TooManySkipped):
-        dec(b, bodies[MAX_SKIP + 1])  # would skip MAX_SKIP + 1 keys
+        dec(b, bodies[MAX_SKIP + 501])  # would move the chain MAX_FORWARD + 1 ahead
     assert b.to_bytes() == before
-    assert dec(b, bodies[MAX_SKIP]) == b"x"  # exactly MAX_SKIP skipped is fine
+    assert dec(b, bodies[MAX_SKIP + 500]) == b"x%d" % (MAX_SKIP + 500)  # exactly MAX_FORWARD
+    # only the newest MAX_SKIP skipped keys are kept; the older ones were stepped over
     assert len(b.skipped) == MAX_SKIP
+    assert dec(b, bodies[500]) == b"x500"
+    with pytest.raises(DuplicateMessage):
+        dec(b, bodies[499])
+    assert dec(b, bodies[MAX_SKIP + 501]) == b"x%d" % (MAX_SKIP + 501)
 
 
-def test_skip_limit_on_previous_chain() -> None:
+def test_new_chain_past_the_skip_limit_drops_the_previous_chain() -> None:
+    """The peer's previous chain is more than MAX_SKIP ahead of us (its frames expired from
+    the delivery network): its new chain is taken once it authenticates, the old one
+    dropped. Before, every later message was refused with TooManySkipped, for ever."""
     a2, b2, rng2 = pair(6)
     dec(b2, enc(a2, b"0", rng2))
     dec(a2, enc(b2, b"r", rng2))
-    lost = [enc(a2, b"lost", rng2) for _ in range(MAX_SKIP + 1)]
-    assert lost
-    dec(a2, enc(b2, b"r2", rng2))  # b2 has not ratcheted: same b chain
-    # a2 now ratchets; its new chain says pn = MAX_SKIP + 2 which b2 cannot skip
-    assert a2.need_send_ratchet is False
+    dec(b2, enc(a2, b"a1", rng2))  # a2's second chain: b2 will answer on a new chain
+    lost = [enc(a2, b"lost", rng2) for _ in range(MAX_SKIP + 1)]  # b2 never gets these
+    dec(a2, enc(b2, b"r2", rng2))
+    # a2 ratchets; its new chain says pn = MAX_SKIP + 2, more than b2 would skip
+    assert a2.need_send_ratchet is True
     body = enc(a2, b"new", rng2)
+    assert a2.pn == MAX_SKIP + 2 and b2.nr == 1
     before = b2.to_bytes()
+    forged = body[:-1] + bytes([body[-1] ^ 1])
+    with pytest.raises(DecryptionError):
+        dec(b2, forged)
+    assert b2.to_bytes() == before  # nothing dropped for a frame that does not authenticate
+    assert dec(b2, body) == b"new"
+    assert len(b2.skipped) == 0  # the previous chain's keys were not derived
+    with pytest.raises(DuplicateMessage):
+        dec(b2, lost[-1])
+    dec(a2, enc(b2, b"back", rng2))
+    assert dec(b2, enc(a2, b"and on", rng2)) == b"and on"
+
+
+def test_new_chain_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ratchet_mod, "MAX_FORWARD", 1200)
+    a, b, rng = pair(7)
+    dec(b, enc(a, b"0", rng))
+    dec(a, enc(b, b"r", rng))
+    bodies = [enc(a, b"n%d" % i, rng) for i in range(1202)]  # a's second chain
+    before = b.to_bytes()
     with pytest.raises(TooManySkipped):
-        dec(b2, body)
-    assert b2.to_bytes() == before
+        dec(b, bodies[1201])
+    assert b.to_bytes() == before
+    assert dec(b, bodies[1200]) == b"n1200"
+    assert len(b.skipped) == MAX_SKIP
+    assert dec(b, bodies[200]) == b"n200"
+    with pytest.raises(DuplicateMessage):
+        dec(b, bodies[199])
 
 
 def test_total_skipped_cap_evicts_oldest(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -89,3 +89,11 @@ def test_a_recipient_that_never_acknowledges_is_not_waited_for_for_ever() -> Non
     assert r.pending_count() == MAX_PENDING  # bounded
     with pytest.raises(ValueError):
         RetryPolicy(1_000, 2, 5_000, give_up_ms=4_000)
+
+
+def test_retry_slows_down_once_a_message_is_days_old() -> None:
+    p = RetryPolicy()
+    assert p.delay(20) == 6 * 3_600_000
+    assert p.delay(20, age_ms=2 * 86_400_000 - 1) == 6 * 3_600_000
+    assert p.delay(20, age_ms=2 * 86_400_000) == 86_400_000
+    assert p.delay(1, age_ms=3 * 86_400_000) == 86_400_000
