@@ -708,7 +708,13 @@ class Client:
         except FrameRefused as exc:  # the network is up: read on
             log.warning("a frame waiting in the outbox was refused: %s", exc)
         for gid in self.store.group_ids():
-            frames = self.groups.refresh_devices(gid)
+            try:
+                frames = self.groups.refresh_devices(gid)
+            except StoreUnavailable:
+                raise  # reading could not store anything either
+            except Exception as exc:  # one group's trouble must not stop reading everything
+                log.warning("group %s: devices not refreshed: %s", gid.hex()[:12], exc)
+                continue
             if frames:
                 await self._publish_later(frames)
         out, self._unreported = self._unreported, []

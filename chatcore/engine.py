@@ -21,6 +21,7 @@ from chatcore import session as sess
 from chatcore.consts import KIND_HANDSHAKE, KIND_SESSION, PREKEY_GRACE_S
 from chatcore.errors import (
     DuplicateMessage,
+    HandshakeError,
     MalformedMessage,
     ProtocolError,
     StoreUnavailable,
@@ -248,11 +249,11 @@ class Engine:
             history = causal_history(self.store.recent_short_ids(conv, RECENT_HISTORY), acks)
             payload = Payload(content_type, lamport, now, body, history, read=read)
             mid = payload.message_id(self.installation_id, conv)
-            frames: list[OutFrame] = []
-            for inst in peer.installations:
-                frames.append(
-                    self._encrypt_to(peer.identity_id, inst, payload.encode(), now, conv, mid)
-                )
+            frames = self.encrypt_each(
+                peer.identity_id, peer.installations, payload.encode(), now, conv, mid
+            )
+            if peer.installations and not frames:
+                raise HandshakeError("no device of that identity has usable keys")
             if own_devices:
                 sync_copy = Payload(
                     content_type,
@@ -263,12 +264,10 @@ class Engine:
                     sync_peer=peer.identity_id,
                     read=True,  # for our own devices: sending in a conversation reads it
                 )
-                for inst in own_devices:
-                    if inst.installation_id == self.installation_id:
-                        continue
-                    frames.append(
-                        self._encrypt_to(self.identity_id, inst, sync_copy.encode(), now, conv, mid)
-                    )
+                others = [i for i in own_devices if i.installation_id != self.installation_id]
+                frames += self.encrypt_each(
+                    self.identity_id, others, sync_copy.encode(), now, conv, mid
+                )
             self.store.add_message(
                 StoredMessage(
                     conversation_id=conv,
@@ -308,8 +307,30 @@ class Engine:
         oid = self.store.add_outbox(subject, frame, msg_id, now, conv, mid)
         return OutFrame(oid, subject, frame, msg_id)
 
+    def encrypt_each(
+        self,
+        peer_identity: bytes,
+        insts: Sequence[PeerKeys],
+        plaintext: bytes,
+        now: int,
+        conv: bytes | None,
+        mid: bytes | None,
+    ) -> list[OutFrame]:
+        """One frame per installation (inside the caller's transaction). An installation whose
+        published keys no session can use (a low-order X25519 key, a malformed ML-KEM key:
+        anyone can sign such a bundle for a device of theirs) is skipped and logged, so that
+        it cannot stop a send, a group change or a sync for everyone else."""
+        frames: list[OutFrame] = []
+        for inst in insts:
+            try:
+                frames.append(self._encrypt_to(peer_identity, inst, plaintext, now, conv, mid))
+            except HandshakeError as exc:  # raised before anything was written
+                log.warning("device %s skipped: %s", inst.installation_id.hex()[:12], exc)
+        return frames
+
     def send_control(self, peer_identity: bytes, inst: PeerKeys, body: bytes) -> OutFrame:
-        """Encrypt a control payload (not a chat message) for one installation."""
+        """Encrypt a control payload (not a chat message) for one installation. Raises
+        ``HandshakeError`` if its keys are unusable (see :meth:`encrypt_each`)."""
         now = self.clock_ms()
         payload = Payload(ContentType.GROUP_CONTROL, 0, now, body)
         with self.store.transaction():

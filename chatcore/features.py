@@ -53,6 +53,7 @@ from chatcore.engine import (
     SendResult,
     causal_history,
     direct_conversation_id,
+    inbox_subject,
 )
 from chatcore.errors import ChatCoreError, ContentError, StoreError, UnknownContact
 from chatcore.keys import PeerKeys
@@ -1072,7 +1073,7 @@ class Features:
         now = self.now() if at is None else at
         data = Payload(ct, 0, now, body, (), sync_peer, ephemeral).encode()
         with self.store.transaction():
-            return [self.engine._encrypt_to(to, i, data, now, None, None) for i in insts]
+            return self.engine.encrypt_each(to, insts, data, now, None, None)
 
     def send_message(
         self, peer: Peer, ct: ContentType, body: bytes, own_devices: Sequence[PeerKeys] = ()
@@ -1090,7 +1091,11 @@ class Features:
                 self._set_contact(
                     peer.identity_id, ContactState.CONTACT, self._alias(peer.identity_id)
                 )
-            self._track(res.conversation_id, res.message_id, _recipients(self, peer, own_devices))
+            self._track(
+                res.conversation_id,
+                res.message_id,
+                _recipients(self, peer, own_devices, res.frames),
+            )
         self._carried(conv, acks, read)
         return res
 
@@ -1109,19 +1114,15 @@ class Features:
             p = Payload(ct, lamport, now, body, history, read=read)
             ev = self._apply_op(self.me, self.engine.installation_id, p, conv)
             assert ev is not None
-            frames = [
-                self.engine._encrypt_to(peer.identity_id, i, p.encode(), now, conv, ev.message_id)
-                for i in peer.installations
-            ]
+            frames = self.engine.encrypt_each(
+                peer.identity_id, peer.installations, p.encode(), now, conv, ev.message_id
+            )
             sync = Payload(
                 ct, lamport, now, body, history, sync_peer=peer.identity_id, read=True
             ).encode()
-            for i in own_devices:
-                if i.installation_id != self.engine.installation_id:
-                    frames.append(
-                        self.engine._encrypt_to(self.me, i, sync, now, conv, ev.message_id)
-                    )
-            self._track(conv, ev.message_id, _recipients(self, peer, own_devices))
+            others = [i for i in own_devices if i.installation_id != self.engine.installation_id]
+            frames += self.engine.encrypt_each(self.me, others, sync, now, conv, ev.message_id)
+            self._track(conv, ev.message_id, _recipients(self, peer, own_devices, frames))
         self._carried(conv, acks, read)
         return SendResult(conv, ev.message_id, lamport, now, tuple(frames))
 
@@ -1404,17 +1405,18 @@ class Features:
         frames = []
         for r in recipients:
             if r in insts:
-                frames.append(
-                    self.engine._encrypt_to(
-                        c.peer_identity, insts[r], p.encode(), self.now(), conv, mid
-                    )
+                got = self.engine.encrypt_each(
+                    c.peer_identity, [insts[r]], p.encode(), self.now(), conv, mid
                 )
             elif r in own:
-                frames.append(
-                    self.engine._encrypt_to(self.me, own[r], sync.encode(), self.now(), conv, mid)
+                got = self.engine.encrypt_each(
+                    self.me, [own[r]], sync.encode(), self.now(), conv, mid
                 )
             else:
-                log_.acked(mid, r)  # that device is gone (revoked): nobody left to wait for
+                got = []
+            if not got:  # that device is gone (revoked) or unusable: nobody left to wait for
+                log_.acked(mid, r)
+            frames += got
         return frames
 
     # ==== views ====
@@ -1494,11 +1496,17 @@ class Features:
         return out
 
 
-def _recipients(f: Features, peer: Peer, own_devices: Sequence[PeerKeys]) -> list[bytes]:
-    """Who must acknowledge a 1:1 message: the peer's devices and our other devices."""
+def _recipients(
+    f: Features, peer: Peer, own_devices: Sequence[PeerKeys], frames: Sequence[OutFrame]
+) -> list[bytes]:
+    """Who must acknowledge a 1:1 message: the peer's devices and our other devices that
+    were sent a frame (not those skipped for unusable keys, see ``Engine.encrypt_each``)."""
     me = f.engine.installation_id
-    return [i.installation_id for i in peer.installations] + [
-        i.installation_id for i in own_devices if i.installation_id != me
+    sent = {fr.subject for fr in frames}
+    return [
+        i.installation_id
+        for i in (*peer.installations, *own_devices)
+        if i.installation_id != me and inbox_subject(i.installation_id) in sent
     ]
 
 

@@ -25,6 +25,7 @@ from chatcore.engine import Engine, OutFrame, Received, SendResult, causal_histo
 from chatcore.errors import (
     ChatCoreError,
     GroupError,
+    HandshakeError,
     MalformedMessage,
     StoreUnavailable,
     UntrustedIdentity,
@@ -362,8 +363,18 @@ class GroupChat:
                 log.warning("installation %s not resolvable; skipped", inst.hex()[:12])
                 continue
             for body in pack_control(items):
-                frames.append(self.engine.send_control(who, keys, body))
+                frames += self._control(who, keys, body)
         return frames
+
+    def _control(self, who: bytes, keys: PeerKeys, body: bytes) -> list[OutFrame]:
+        """A control payload for one member installation; none if its published keys are
+        unusable (logged): one member's bad device must not stop a group change, nor the
+        device refresh every member's sync runs, for everyone else."""
+        try:
+            return [self.engine.send_control(who, keys, body)]
+        except HandshakeError as exc:
+            log.warning("device %s of a member skipped: %s", keys.installation_id.hex()[:12], exc)
+            return []
 
     def _welcome_new_devices(self, state: GroupState, before: GroupState | None) -> list[bytes]:
         """New installations of members who were already members: they need the group's
@@ -756,7 +767,7 @@ class GroupChat:
                 if k.installation_id == self.engine.installation_id:
                     continue
                 for body in pack_control(items):
-                    frames.append(self.engine.send_control(ident, k, body))
+                    frames += self._control(ident, k, body)
         return frames
 
     def _want(self, gid: bytes, sender: bytes, sender_inst: bytes, op: bytes) -> list[OutFrame]:
@@ -771,7 +782,7 @@ class GroupChat:
         if not missing:
             return []
         body = encode_control([encode_want(gid, missing[:MAX_CONTROL_ITEMS])])
-        return [self.engine.send_control(sender, keys, body)]
+        return self._control(sender, keys, body)
 
     def _answer_want(self, state: GroupState | None, sender: bytes, sender_inst: bytes,
                      item: bytes) -> list[OutFrame]:  # fmt: skip
@@ -787,7 +798,7 @@ class GroupChat:
         held = {**aside, **state.ops}
         found = [held[i].raw for i in dict.fromkeys(ids) if i in held]  # each id once
         # split so that no answer passes the payload cap
-        return [self.engine.send_control(sender, keys, b) for b in pack_control(found)]
+        return [f for b in pack_control(found) for f in self._control(sender, keys, b)]
 
     def _apply_item(
         self, gid: bytes, sender: bytes, sender_inst: bytes, item: bytes

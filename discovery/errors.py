@@ -8,6 +8,7 @@ DiscoveryError
 │   ├── BadSignature          signature does not verify under the installation key
 │   ├── WrongChain            record bound to another chain id or registry
 │   ├── ExpiredPrekey         the signed prekey is past its not-after time
+│   ├── UnusableKey           a published public key no session can use (low-order, malformed)
 │   ├── RevokedInstallation   the installation was revoked on chain
 │   └── StaleRecord           an older sequence number than one already seen
 ├── RegistryReverted          the contract refused a transaction (carries the reason)
@@ -57,6 +58,12 @@ class IdentityMismatch(InvalidRecord):
 
 class ExpiredPrekey(InvalidRecord):
     """The record's signed prekey has expired."""
+
+
+class UnusableKey(InvalidRecord):
+    """A signed record publishes a public key no session can be made with: a low-order
+    X25519 point (its Diffie-Hellman output is all zero) or an ML-KEM-768 key that does not
+    load. Anyone can sign such a record with their own installation key."""
 
 
 class RevokedInstallation(InvalidRecord):

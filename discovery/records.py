@@ -40,6 +40,8 @@ from dataclasses import dataclass, field, replace
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from eth_utils.crypto import keccak
 
 from discovery.errors import (
@@ -47,6 +49,7 @@ from discovery.errors import (
     ExpiredPrekey,
     HashMismatch,
     MalformedRecord,
+    UnusableKey,
     WrongChain,
 )
 
@@ -68,6 +71,30 @@ def _check_len(name: str, value: bytes, n: int) -> None:
         raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
     if len(value) != n:
         raise ValueError(f"{name} must be {n} bytes, got {len(value)}")
+
+
+#: Any X25519 private key serves for the trial exchange (clamping makes it a multiple of the
+#: cofactor, so the output is all zero exactly for the low-order points)
+_PROBE = X25519PrivateKey.from_private_bytes(bytes(range(32)))
+
+
+def x25519_usable(pub: bytes) -> bool:
+    """Can a session use this X25519 public key? False for the low-order points, whose
+    Diffie-Hellman output is all zero (OpenSSL refuses it), found by a trial exchange."""
+    try:
+        _PROBE.exchange(X25519PublicKey.from_public_bytes(pub))
+    except ValueError:
+        return False
+    return True
+
+
+def mlkem768_usable(pub: bytes) -> bool:
+    """Does this ML-KEM-768 encapsulation key load (FIPS 203 length and modulus checks)?"""
+    try:
+        MLKEM768PublicKey.from_public_bytes(pub)
+    except ValueError:
+        return False
+    return True
 
 
 def _sign(seed: bytes, message: bytes) -> bytes:
@@ -202,7 +229,8 @@ class IntroBundle:
     ) -> None:
         """Check everything that can be checked without the chain's installation status.
 
-        Raises HashMismatch, WrongChain, BadSignature or ExpiredPrekey; returns None if valid.
+        Raises HashMismatch, WrongChain, BadSignature, UnusableKey (a low-order X25519 key) or
+        ExpiredPrekey; returns None if valid.
         """
         _check_binding("intro bundle", self, binding, expected_hash, identity_id, installation_id)
         if not self.signature_ok():
@@ -212,6 +240,15 @@ class IntroBundle:
                 f"signed prekey of installation 0x{self.installation_id.hex()[:16]}… "
                 f"expired at {self.spk_not_after}"
             )
+        for name, key in (
+            ("installation X25519 key", self.ik_x25519),
+            ("signed prekey", self.spk_pub),
+        ):
+            if not x25519_usable(key):
+                raise UnusableKey(
+                    f"intro bundle of installation 0x{self.installation_id.hex()[:16]}…: "
+                    f"its {name} is a low-order point"
+                )
 
     # --- text form ------------------------------------------------------------------------
     def to_text(self) -> str:
@@ -315,6 +352,11 @@ class PqKeyRecord:
         )
         if not self.signature_ok():
             raise BadSignature("post-quantum key record signature does not verify")
+        if not mlkem768_usable(self.pq_pub):
+            raise UnusableKey(
+                f"post-quantum key of installation 0x{self.installation_id.hex()[:16]}… "
+                "is not a valid ML-KEM-768 key"
+            )
         if self.not_after <= now:
             raise ExpiredPrekey("post-quantum key has expired")
 

@@ -8,6 +8,7 @@ import os
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey
 from eth_utils import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from discovery.errors import (
     HashMismatch,
     InvalidRecord,
     MalformedRecord,
+    UnusableKey,
     WrongChain,
 )
 from discovery.records import (
@@ -31,6 +33,7 @@ from discovery.records import (
     decode_text,
     encode_text,
     looks_like_text,
+    x25519_usable,
 )
 
 REGISTRY = bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3")
@@ -66,6 +69,10 @@ def make_bundle(seed: bytes = SEED, **over: object) -> IntroBundle:
     return IntroBundle(**fields).signed(seed)  # type: ignore[arg-type]
 
 
+PQ_PUB = MLKEM768PrivateKey.from_seed_bytes(bytes(range(64))).public_key().public_bytes_raw()
+assert len(PQ_PUB) == MLKEM768_PUBLIC_KEY_SIZE
+
+
 def make_pq(seed: bytes = SEED, **over: object) -> PqKeyRecord:
     _, pub = seed_and_pub(seed)
     fields: dict[str, object] = dict(
@@ -76,7 +83,7 @@ def make_pq(seed: bytes = SEED, **over: object) -> PqKeyRecord:
         pq_key_id=1,
         not_after=NOW + 86400,
         issued_at=NOW,
-        pq_pub=bytes(range(256)) * 4 + b"\x5a" * (MLKEM768_PUBLIC_KEY_SIZE - 1024),
+        pq_pub=PQ_PUB,
     )
     fields.update(over)
     return PqKeyRecord(**fields).signed(seed)  # type: ignore[arg-type]
@@ -435,7 +442,41 @@ def test_round_trip_property(
     assert IntroBundle.from_text(b.to_text()) == b
     assert b.signature_ok()
     binding = ChainBinding(chain_id, registry)
-    if not_after > 0:
+    if not_after > 0 and x25519_usable(ik) and x25519_usable(spk_pub):
         b.verify(binding, not_after - 1, expected_hash=keccak(raw))
     with pytest.raises(ExpiredPrekey):
         b.verify(binding, not_after, expected_hash=keccak(raw))
+
+
+# Low-order X25519 points (RFC 7748 section 6.1 lists them; DH with any is all zero): 0, 1,
+# the points of order 8, and p - 1, p, p + 1 in non-canonical form.
+LOW_ORDER = [
+    bytes(32),
+    (1).to_bytes(32, "little"),
+    bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+    bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+    ((1 << 255) - 19 - 1).to_bytes(32, "little"),
+    ((1 << 255) - 19).to_bytes(32, "little"),
+    ((1 << 255) - 19 + 1).to_bytes(32, "little"),
+]
+
+
+@pytest.mark.parametrize("point", LOW_ORDER)
+@pytest.mark.parametrize("field", ["ik_x25519", "spk_pub"])
+def test_bundle_with_a_low_order_key_is_unusable(field: str, point: bytes) -> None:
+    """Anyone can sign such a bundle for a device of theirs; no session can be made with it
+    (and before, trying broke every send and group change that fanned out to it)."""
+    b = make_bundle(**{field: point})
+    assert b.signature_ok()
+    with pytest.raises(UnusableKey):
+        b.verify(BINDING, NOW)
+    assert isinstance(UnusableKey("x"), InvalidRecord)  # the resolver rejects the device
+
+
+def test_pq_record_with_a_malformed_key_is_unusable() -> None:
+    make_pq().verify(BINDING, NOW)
+    for bad in (b"\xff" * MLKEM768_PUBLIC_KEY_SIZE, b"\xff" * 32 + PQ_PUB[32:]):
+        r = make_pq(pq_pub=bad)
+        assert r.signature_ok()
+        with pytest.raises(UnusableKey):
+            r.verify(BINDING, NOW)

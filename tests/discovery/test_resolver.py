@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
@@ -38,7 +39,7 @@ from discovery.errors import (
     WrongChain,
 )
 from discovery.network import NetworkConfig
-from discovery.records import MLKEM768_PUBLIC_KEY_SIZE, IntroBundle, PqKeyRecord
+from discovery.records import IntroBundle, PqKeyRecord
 from discovery.registry import Registry, identity_id_for
 from discovery.resolver import ChainSource, ResolvedIdentity, Resolver
 from tests.discovery.rpc_proxy import RpcProxy
@@ -458,7 +459,7 @@ def test_stale_republished_pq_key(world: World, w3: Web3) -> None:
         now = int(time.time())
         return PqKeyRecord(
             world.cfg.chain_id, world.cfg.binding.registry, ident.identity_id, dev.pub, key_id,
-            now + 86400, now, os.urandom(MLKEM768_PUBLIC_KEY_SIZE),
+            now + 86400, now, MLKEM768PrivateKey.generate().public_key().public_bytes_raw(),
         ).signed(dev.seed)  # fmt: skip
 
     def publish(rec: PqKeyRecord) -> None:
