@@ -43,7 +43,7 @@ from chatcore.errors import (
     UntrustedIdentity,
 )
 from chatcore.features import Contact, MessageView
-from chatcore.groupchat import GroupInfo, NotYet, group_topic
+from chatcore.groupchat import ID_LIKE, GroupInfo, NotYet, group_topic
 from chatcore.home import Home
 from chatcore.keys import InstallationKeys, SignedPrekey
 from chatcore.payload import ContentType
@@ -505,7 +505,10 @@ class Client:
             except ChainUnavailable as exc:
                 log.info("chain unreachable, resolving from the local index: %s", exc)
         # a conversation we already have, by id prefix
-        conv = self.find_conversation(query, required=False)
+        try:
+            conv = self.find_conversation(query, required=False)
+        except AmbiguousName:  # groups of that name: a person is asked for here
+            conv = None
         if conv is not None and conv.peer_identity is not None:
             return self.directory.peer(conv.peer_identity)
         # the name we gave a contact ourselves comes before anyone's on-chain name
@@ -836,10 +839,21 @@ class Client:
             raise UnknownContact(f"no group 0x{query.hex()[:16]}")
         q = query.strip()
         infos = [self.groups.info(g) for g in self.store.group_ids()]
-        named = [i for i in infos if i.name == q]
+        # "0x" and hex digits is an id (a group's, or a person's identity id or address),
+        # never a name: anyone can name a group after someone's id or address, or after
+        # another group's id, and take what we meant for them
+        named = [] if ID_LIKE.fullmatch(q) else [i for i in infos if i.name == q]
         if len(named) > 1:
             named = [i for i in named if i.is_member] or named
         if len(named) == 1:
+            person = self._person_named(q)
+            if person is not None and not named[0].is_member:
+                raise UnknownContact(f"no group {q!r} we are in")  # the person, then
+            if person is not None:  # anyone can name a group after someone we know
+                raise AmbiguousName(
+                    f"{q!r} names a group and a person: use the group's id "
+                    f"(0x{named[0].group_id.hex()[:8]}) or the person's (0x{person.hex()[:8]})"
+                )
             return named[0].group_id
         if len(named) > 1:
             ids = ", ".join("0x" + i.group_id.hex()[:8] for i in named)
@@ -1063,6 +1077,14 @@ class Client:
         Returns the contact now (None after NONE without an alias)."""
         await self._refresh_directory()
         peer = self.resolve_peer(who)
+        if alias is not None:
+            # an alias comes before on-chain names when we look someone up: one that looks
+            # like an id or address, or is another person's name, would send them our messages
+            if ID_LIKE.fullmatch(alias.strip()):
+                raise ValueError("an alias cannot look like an id or address (0x and hex digits)")
+            holder = self._person_named(alias.strip())
+            if holder is not None and holder != peer.identity_id:
+                raise ValueError(f"{alias.strip()!r} is someone else's name here: choose another")
         frames = self.features.set_contact(peer.identity_id, state, alias)
         if peer.display:
             self.store.set_peer_display(peer.identity_id, peer.display, self.clock_ms())
@@ -1153,12 +1175,23 @@ class Client:
             raise UnknownContact(f"no conversation with {query!r}")
         return conv
 
+    def _person_named(self, name: str) -> bytes | None:
+        """Someone ``name`` names here, without the chain: our alias for a contact, a
+        conversation peer's name, or the holder of that on-chain name in the local index."""
+        aliased, named = self._known_person(name)
+        if aliased is not None or named is not None:
+            return aliased or named
+        try:
+            return self.index.indexed_holder(name)
+        except (ChatCoreError, DiscoveryError, ValueError, sqlite3.Error):
+            return None
+
     def _known_person(self, query: str) -> tuple[bytes | None, bytes | None]:
         """Who ``query`` names here without the chain: (the contact we gave this alias, the
         conversation peer that had this name when we last saw it), one match each or None."""
         q = query.strip().lower()
-        if not q:
-            return None, None
+        if not q or ID_LIKE.fullmatch(q):  # an id or address means just that (set before
+            return None, None  # aliases were checked, one could look like one)
         aliases = {c.identity_id for c in self.features.contacts() if (c.alias or "").lower() == q}
         named = set()
         for c in self.store.conversations():

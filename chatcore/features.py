@@ -725,7 +725,10 @@ class Features:
             return
         # our own devices learn "read" from the sync copy (1:1, always READ-flagged) or the
         # group frame itself; with group read receipts off they are never told (as before)
-        for kind in (ReceiptKind.READ, ReceiptKind.DELIVERED, _OWN):
+        # a message without the READ flag tells "delivered" only: the read receipts it named
+        # stay owed (to our own devices at least, which learn the read state from them)
+        kinds = (ReceiptKind.READ,) if read else ()
+        for kind in (*kinds, ReceiptKind.DELIVERED, _OWN):
             self._unowe(conv, kind, ids)
 
     def _event(self, sender: bytes, inst: bytes, p: Payload, conv: bytes, mid: bytes) -> Received:
@@ -1084,19 +1087,24 @@ class Features:
         conv = direct_conversation_id(self.me, peer.identity_id)
         if ct == ContentType.REPLY:
             self._check_target(conv, body[: ct_.MID])
-        acks, read = self._piggyback(conv)
         with self.store.transaction():
-            res = self.engine.send(peer, ct, body, own_devices, acks, read)
-            if self.contact_state(peer.identity_id) != ContactState.CONTACT:
+            # writing to someone makes them a contact (answering a request accepts it), before
+            # the receipts this message carries are chosen: read ones go to contacts only
+            was = self.contact_state(peer.identity_id)
+            if was != ContactState.CONTACT:
                 self._set_contact(
                     peer.identity_id, ContactState.CONTACT, self._alias(peer.identity_id)
                 )
+                if was == ContactState.REQUEST:
+                    self._queue_read_of_earlier(peer.identity_id)
+            acks, read = self._piggyback(conv)
+            res = self.engine.send(peer, ct, body, own_devices, acks, read)
             self._track(
                 res.conversation_id,
                 res.message_id,
                 _recipients(self, peer, own_devices, res.frames),
             )
-        self._carried(conv, acks, read)
+            self._carried(conv, acks, read)
         return res
 
     def send_op(

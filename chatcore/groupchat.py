@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -54,6 +55,8 @@ from chatcore.payload import (
 from chatcore.store import StoredMessage
 from chatcore.transport.base import group_subject
 
+#: what an id, an id prefix or an address looks like: never taken as a name
+ID_LIKE = re.compile(r"0[xX][0-9a-fA-F]*")
 log = logging.getLogger("chatcore.groupchat")
 
 GROUP_DOMAIN = b"logos-chat/group/v1"
@@ -444,6 +447,8 @@ class GroupChat:
     def create(self, name: str, members: Sequence[bytes]) -> tuple[bytes, list[OutFrame]]:
         if not name.strip():
             raise ValueError("a group needs a name")
+        if ID_LIKE.fullmatch(name.strip()):
+            raise ValueError("a group name cannot look like an id or address (0x and hex digits)")
         if self.engine.identity_id in members:
             raise ValueError("you are in the group you create: list the others only")
         with self.store.transaction():

@@ -22,7 +22,9 @@ def test_a_reply_is_the_receipt_no_receipt_frame() -> None:
     r = w.send_text(b, a, "hi alice")
     assert w.f(b).queued_receipts() == 0  # carried by the reply
     w.route(r.frames)
-    assert _status(w, a, s.conversation_id, s.message_id) == "delivered"
+    # answering accepts alice's request and marks the conversation read: the reply says
+    # "read" (it said "delivered" while the request was accepted only after it was sent)
+    assert _status(w, a, s.conversation_id, s.message_id) == "read"
     assert w.f(a).pending_acks() == 0
     assert w.f(b).pending_acks() == 1  # bob's reply waits for alice's receipt
     assert w.f(a).unacked(s.conversation_id, s.message_id) == frozenset()

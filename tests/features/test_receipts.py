@@ -196,13 +196,13 @@ def test_bad_receipts_are_rejected_and_change_nothing() -> None:
     assert n.f.receipts(s.conversation_id, s.message_id) == {}
     r = w.send_text(b, a, "from bob")  # names "to bob" in its causal history: a receipt
     w.route(r.frames)
-    assert _status(w, a, s.conversation_id, s.message_id) == "delivered"
+    assert _status(w, a, s.conversation_id, s.message_id) == "read"  # (answering reads)
     body = content.encode_receipt(ReceiptKind.READ, [r.message_id])
     with pytest.raises(ContentError):
         w.route(w.f(b)._signal(a, w.own(a), ContentType.RECEIPT, body), strict=True)
-    assert _status(w, a, s.conversation_id, s.message_id) == "delivered"
+    assert _status(w, a, s.conversation_id, s.message_id) == "read"
     assert w.dev(a).store.message(r.conversation_id, r.message_id).status == "received"  # type: ignore[union-attr]
-    assert n.f.receipts(s.conversation_id, s.message_id) == {b: "delivered"}
+    assert n.f.receipts(s.conversation_id, s.message_id) == {b: "read"}
     # malformed receipt bodies are MalformedMessage (typed) too
     with pytest.raises(Exception) as ei:
         content.decode_receipt(b"\x09" + b"\x00" * 8)
@@ -428,3 +428,21 @@ def test_notices_are_not_unread() -> None:
         assert [m.status for m in w.dev(b, d).store.history(gid)] == ["system"]
     w.route(w.f(a).send_group_message(gid, ContentType.TEXT, b"hi").frames, frm=w.node(a))
     assert [w.dev(b, d).store.conversation(gid).unread for d in (0, 1)] == [1, 1]  # type: ignore[union-attr]
+
+
+def test_answering_a_request_sends_the_read_receipts_of_what_was_read() -> None:
+    """dave reads erin's first message (a request: no read receipt yet), then answers,
+    which accepts the request: erin's message becomes "read" for her, as with "requests
+    accept" (the answer carried a "delivered" and dropped the read receipt for good)."""
+    w = FWorld()
+    d, e = w.person(2), w.person()
+    s = w.send_text(e, d, "erin msg one")
+    w.route(s.frames)
+    conv = s.conversation_id
+    assert w.f(d).contact_state(e) == ContactState.REQUEST
+    assert w.f(d).mark_read(conv) == 1
+    w.route(w.send_text(d, e, "dave replies").frames, frm=w.node(d))
+    w.flush_all()
+    assert w.f(d).contact_state(e) == ContactState.CONTACT
+    assert _status(w, e, conv, s.message_id) == "read"
+    assert w.dev(d, 1).store.conversation(conv).unread == 0  # type: ignore[union-attr]
