@@ -22,6 +22,7 @@ from eth_account.signers.local import LocalAccount
 from chatcore.consts import PREKEY_GRACE_S
 from chatcore.content import (
     ContactState,
+    check_text,
     encode_delete,
     encode_edit,
     encode_reaction,
@@ -598,12 +599,11 @@ class Client:
         return result
 
     async def send_text(self, to: str, text: str) -> SendResult:
-        if not text:
-            raise ValueError("empty message")
+        check_text(text)
         await self._refresh_directory()  # offline chain: the devices the local index knows
         peer = self.resolve_peer(to)
         if peer.identity_id == self.identity_id:
-            raise UnknownContact("cannot start a conversation with yourself")
+            raise ValueError("cannot start a conversation with yourself")
         own = self.directory.own_devices(self.identity_id)
         self.store.set_peer_display(peer.identity_id, peer.display, self.clock_ms())
         result = self.features.send_message(peer, ContentType.TEXT, text.encode("utf-8"), own)
@@ -883,8 +883,7 @@ class Client:
         await self._deliver(None, frames)  # DeliveryPending: done here, sent later
 
     async def send_group_text(self, group: str | bytes, text: str) -> SendResult:
-        if not text:
-            raise ValueError("empty message")
+        check_text(text)
         gid = self.find_group(group)
         await self._refresh_group_devices(gid)
         offline: TransportError | None = None
@@ -937,7 +936,7 @@ class Client:
         if isinstance(ref, str):
             h = self._hex_prefix(ref, 16)
             if h is None:
-                raise UnknownMessage(f"{ref!r} is not a message id (hex, at least 4 digits)")
+                raise ValueError(f"{ref!r} is not a message id (hex, at least 4 digits)")
             hits = [
                 m
                 for m in self.store.find_message(self._whole_bytes(h))
@@ -987,8 +986,9 @@ class Client:
 
     async def edit(self, message: bytes | str, text: str) -> SendResult:
         """Replace the text of one of our messages, for everyone in the conversation."""
-        if not text:
-            raise ValueError("empty text (use delete_message to delete)")
+        if not text.strip():
+            raise ValueError("empty text (to remove a message, delete it)")
+        check_text(text)
         t = self.message(message)
         return await self._message_op(t, ContentType.EDIT, encode_edit(t.message_id, text))
 
@@ -1004,8 +1004,7 @@ class Client:
 
     async def reply(self, message: bytes | str, text: str) -> SendResult:
         """A message that quotes ``message`` (same conversation)."""
-        if not text:
-            raise ValueError("empty message")
+        check_text(text)
         t = self.message(message)
         return await self._message_op(t, ContentType.REPLY, encode_reply(t.message_id, text))
 
@@ -1024,7 +1023,7 @@ class Client:
         self._sync_directory_or_local(DIRECTORY_MAX_AGE_MS)  # offline: the local index
         peer = self.resolve_peer(to)
         if peer.identity_id == self.identity_id:
-            raise UnknownContact("cannot start a conversation with yourself")
+            raise ValueError("cannot start a conversation with yourself")
         from chatcore.engine import direct_conversation_id
 
         conv = direct_conversation_id(self.identity_id, peer.identity_id)

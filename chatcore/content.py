@@ -86,11 +86,11 @@ def _target(body: bytes, what: str) -> tuple[bytes, bytes]:
 
 # --- reply, edit, reaction, delete -------------------------------------------------------------
 def encode_reply(target: bytes, text: str) -> bytes:
-    return _check_mid(target) + _check_text(text)
+    return _check_mid(target) + check_text(text)
 
 
 def encode_edit(target: bytes, text: str) -> bytes:
-    return _check_mid(target) + _check_text(text)
+    return _check_mid(target) + check_text(text)
 
 
 def encode_reaction(target: bytes, emoji: str) -> bytes:
@@ -277,10 +277,12 @@ def _check_mid(mid: bytes) -> bytes:
     return mid
 
 
-def _check_text(text: str) -> bytes:
+def check_text(text: str) -> bytes:
+    """The UTF-8 of a message's text; ValueError if it is blank or over the limit (the same
+    for messages, replies and edits)."""
     b = text.encode("utf-8")
     if not text.strip():
         raise ValueError("empty message")
     if len(b) > MAX_TEXT_BYTES:
-        raise ValueError("message too long")
+        raise ValueError(f"message too long: {len(b)} bytes, at most {MAX_TEXT_BYTES}")
     return b

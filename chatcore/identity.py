@@ -896,7 +896,12 @@ def recovery_account(phrase: str) -> Any:
     try:
         return Account.from_mnemonic(" ".join(phrase.split()))
     except Exception as exc:  # eth_account raises ValidationError / ValueError
-        raise WrongRecoveryPhrase(f"not a valid recovery phrase: {exc}") from exc
+        # (the library's own words, e.g. "Language not detected", say nothing to a user)
+        n = len(phrase.split())
+        raise WrongRecoveryPhrase(
+            f"not a valid recovery phrase ({n} words; expected the 12 English words shown "
+            "when it was made, in order)"
+        ) from exc
 
 
 def identity_for_phrase(

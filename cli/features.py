@@ -544,7 +544,8 @@ def typing(ctx: Ctx, to: str, stop: bool) -> None:
         ok = act(client, lambda: client.send_typing(conv, not stop))[1]
     finally:
         client.close()
-    emit(ctx, {"conversation_id": hx(conv), "published": ok}, "typing sent" if ok else "not sent")
+    said = "stopped typing sent" if stop else "typing sent"
+    emit(ctx, {"conversation_id": hx(conv), "published": ok}, said if ok else "not sent")
 
 
 # ---- chat ---------------------------------------------------------------------------------------

@@ -76,6 +76,9 @@ def devices() -> None:
 @guarded
 def devices_link(ctx: Ctx, wait: bool, timeout: int) -> None:
     """Make this (new) home a device of an existing identity: prints a pairing code."""
+    source = click.get_current_context().get_parameter_source("timeout")
+    if not wait and source == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--timeout goes with --wait")
     from chatcore.identity import finish_link, start_link
 
     pw = passphrase()
@@ -242,6 +245,8 @@ def keys_rotate(ctx: Ctx, inst: bool, owner: bool, force: bool) -> None:
 
     if inst and owner:
         raise ValueError("rotate one thing per command: --installation or --owner")
+    if force and not inst:
+        raise click.UsageError("--force goes with --installation")
     what = "installation" if inst else "owner" if owner else None
 
     pw = passphrase()

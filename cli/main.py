@@ -729,8 +729,16 @@ def history(
     history export FILE [--phrase]   encrypted backup of all history (same as 'backup export')
     history import FILE [--phrase]   merge such a backup into this home
     """
+    given = {
+        p: click.get_current_context().get_parameter_source(p)
+        == click.core.ParameterSource.COMMANDLINE
+        for p in ("limit", "before", "use_phrase")
+    }
     if conversation in ("export", "import") and file is not None:
         from cli.identity import backup_export, backup_import
+
+        if given["limit"] or given["before"]:
+            raise click.UsageError(f"history {conversation} takes no --limit or --before")
 
         cmd = backup_export if conversation == "export" else backup_import
         click.get_current_context().invoke(cmd, file=file, use_phrase=use_phrase)
@@ -738,7 +746,12 @@ def history(
     if file is not None:
         raise ValueError("history takes one conversation (or: history export|import FILE)")
     if conversation in ("export", "import"):
-        raise ValueError(f"history {conversation} needs a FILE")
+        raise ValueError(
+            f"history {conversation} needs a FILE (a person named {conversation}: "
+            f"history @{conversation})"
+        )
+    if given["use_phrase"]:
+        raise click.UsageError("--phrase goes with history export|import FILE")
     client = _open(ctx)
     try:
         _sync_directory_if_reachable(client)

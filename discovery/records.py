@@ -35,6 +35,7 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -64,6 +65,14 @@ _BUNDLE_BODY = struct.Struct(">BQ20s32s32s32sI32sQQQ")
 _PQ_HEAD = struct.Struct(">BQ20s32s32sIQQ")
 BUNDLE_SIZE = _BUNDLE_BODY.size + 64
 PQ_RECORD_SIZE = _PQ_HEAD.size + MLKEM768_PUBLIC_KEY_SIZE + 64
+
+
+def _utc(seconds: int) -> str:
+    """A Unix time as people read it (UTC)."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+    except (OverflowError, OSError, ValueError):
+        return str(seconds)
 
 
 def _check_len(name: str, value: bytes, n: int) -> None:
@@ -238,7 +247,8 @@ class IntroBundle:
         if self.spk_not_after <= now:
             raise ExpiredPrekey(
                 f"signed prekey of installation 0x{self.installation_id.hex()[:16]}… "
-                f"expired at {self.spk_not_after}"
+                f"expired at {_utc(self.spk_not_after)} (its owner's next publish or sync "
+                "renews it)"
             )
         for name, key in (
             ("installation X25519 key", self.ik_x25519),

@@ -123,6 +123,8 @@ def parse_query(query: str) -> tuple[str, str]:
     q = query.strip()
     if looks_like_text(q):
         return "text", q
+    if q[:2] == "0X":  # as typed or pasted: the prefix is not case-sensitive
+        q = "0x" + q[2:]
     if _ID_RE.match(q):
         return "id", q.lower()
     if _ADDR_RE.match(q):

@@ -171,6 +171,23 @@ def test_unknown_identity(run_cli: RunCli, people: People) -> None:
     assert r.out == ""
 
 
+def test_an_upper_case_0x_is_still_an_id(run_cli: RunCli, people: People) -> None:
+    r = run_cli("lookup", "0X" + "AB" * 32, inproc=True)
+    r.assert_one_line_error(EXIT_NOT_FOUND, "no identity")  # not "not a valid name"
+
+
+def test_options_that_do_not_go_together_are_usage_errors(run_cli: RunCli, tmp_path: Path) -> None:
+    """They used to be ignored without a word (found by a new-user review)."""
+    home = str(tmp_path / "h")
+    for args, what in (
+        (["keys", "rotate", "--force"], "--force"),
+        (["devices", "link", "--timeout", "3"], "--timeout"),
+        (["history", "bob", "--phrase"], "--phrase"),
+        (["history", "export", str(tmp_path / "f"), "--limit", "3"], "--limit"),
+    ):
+        run_cli("--home", home, *args).assert_one_line_error(2, what)
+
+
 def test_unknown_name(run_cli: RunCli, people: People) -> None:
     run_cli("lookup", "nobody_here", inproc=True).assert_one_line_error(
         EXIT_NOT_FOUND, "nobody_here"
