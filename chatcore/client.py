@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
 
 from chatcore.consts import PREKEY_GRACE_S
 from chatcore.content import (
@@ -94,6 +95,8 @@ class PublishResult:
     prekey_id: int
     prekey_expires: int
     gas_used: int
+    #: the post-quantum key record was renewed too (it was near its end)
+    pq_renewed: bool = False
 
 
 def _now_ms() -> int:
@@ -366,19 +369,72 @@ class Client:
         return spk, bundle
 
     def _publish_pq(self, owner: object) -> None:
+        """Publish this installation's post-quantum key record: its ML-KEM key (the same
+        key and key id when renewing: no secret to keep for peers holding the old record)
+        valid for PQ_KEY_TTL_S, issued now (after any record published before, so the
+        resolver takes it as the newest)."""
         keys = self.engine.own.keys
         now_s = self.clock_ms() // 1000
+        _end, issued_before = self._pq_span()
+        issued = now_s if issued_before is None else max(now_s, issued_before + 1)
         rec = PqKeyRecord(
             chain_id=self.network.chain_id,
             registry=self.network.binding.registry,
             identity_id=self.identity_id,
             installation_id=keys.installation_id,
             pq_key_id=keys.pq.id,
-            not_after=now_s + PQ_KEY_TTL_S,
-            issued_at=now_s,
+            not_after=issued + PQ_KEY_TTL_S,
+            issued_at=issued,
             pq_pub=keys.pq.pub,
         ).signed(keys.sign)
         self.registry.publish_pq_key(owner, self.identity_id, keys.installation_id, rec.encode())  # type: ignore[arg-type]
+        with self.store.transaction():
+            self.store.set_meta(
+                "pq_record",
+                f"{keys.installation_id.hex()}:{keys.pq.id}:{rec.issued_at}:{rec.not_after}".encode(),
+            )
+
+    def pq_due(self) -> bool:
+        """Is this device's post-quantum key record near its end (less than a quarter of
+        PQ_KEY_TTL_S left, or unknown)? Past its end the resolver rejects the whole
+        installation: nobody new can reach the device."""
+        end_s, _issued = self._pq_span()
+        if end_s is None:
+            return True
+        return end_s - self.clock_ms() // 1000 < PQ_KEY_TTL_S // PREKEY_REFRESH_SHARE
+
+    def _pq_span(self) -> tuple[int | None, int | None]:
+        """(when this installation's post-quantum key record on chain ends, when it was
+        issued; s), each None if unknown: as last published from this home, else (a home
+        from before this was remembered) as the local index has it."""
+        keys = self.engine.own.keys
+        raw = self.store.get_meta("pq_record")
+        if raw is not None:
+            inst_hex, key_id, issued, end = raw.decode().split(":")
+            if inst_hex == keys.installation_id.hex() and int(key_id) == keys.pq.id:
+                return int(end), int(issued)
+        try:
+            state = self.index.by_id(self.identity_id)
+        except sqlite3.Error:
+            return None, None
+        inst = next(
+            (i for i in state.installations if i.installation_id == keys.installation_id), None
+        )
+        if inst is None or inst.pq_key_hash == b"\x00" * 32:
+            return None, None
+        for ev in self.index.events(state):
+            if ev.name != "PqKeyPublished" or ev.args.get("installation") != inst.installation_id:
+                continue
+            rec_raw = bytes(ev.args["record"])
+            if keccak(rec_raw) != inst.pq_key_hash:
+                continue
+            try:
+                rec = PqKeyRecord.decode(rec_raw)
+            except DiscoveryError:
+                return None, None
+            if rec.pq_key_id == keys.pq.id and rec.pq_pub == keys.pq.pub:
+                return rec.not_after, rec.issued_at
+        return None, None
 
     def _claim_name(self, owner: object, name: str) -> None:
         secret = self.rng(32)
@@ -396,8 +452,13 @@ class Client:
         self.registry.claim_name(owner, name, self.identity_id, secret)  # type: ignore[arg-type]
 
     def publish(self, passphrase: str, prekey_ttl_s: int = PREKEY_TTL_S) -> PublishResult:
-        """Refresh this installation's bundle: a new signed prekey, seq + 1."""
+        """Refresh this installation's bundle: a new signed prekey, seq + 1; and its
+        post-quantum key record first if that is near its end (``pq_due``)."""
         owner = self._owner(passphrase)
+        pq_renewed = False
+        if self.pq_due():
+            self._publish_pq(owner)
+            pq_renewed = True
         seq = int(self.store.get_meta("bundle_seq") or b"0") + 1
         before = {k: self.store.get_meta(k) for k in ("spk_current", "spk_issued_at")}
         spk, bundle = self._new_bundle(seq=seq, ttl_s=prekey_ttl_s)
@@ -427,6 +488,7 @@ class Client:
             spk.id,
             bundle.spk_not_after,
             int(receipt["gasUsed"]),
+            pq_renewed,
         )
 
     def prekey_due(self) -> bool:
@@ -441,11 +503,13 @@ class Client:
     def refresh_prekey_if_due(
         self, passphrase: str, prekey_ttl_s: int | None = None
     ) -> PublishResult | None:
-        """Publish a fresh bundle if the signed prekey is near its end (``prekey_due``); an
-        app calls this now and then (the CLI does on 'sync' and 'chat'). Before, only a
-        manual 'publish' did, so two weeks on nobody could start a conversation with us.
+        """Publish a fresh bundle if the signed prekey is near its end (``prekey_due``) or
+        the post-quantum key record is (``pq_due``; it is renewed too); an app calls this
+        now and then (the CLI does on 'sync' and 'chat'). Before, only a manual 'publish'
+        did, so two weeks on nobody could start a conversation with us (and the
+        post-quantum record was never renewed: 90 days on, the same).
         The new prekey lives as long as the current one did, unless ``prekey_ttl_s``."""
-        if not self.prekey_due():
+        if not (self.prekey_due() or self.pq_due()):
             return None
         if prekey_ttl_s is None:
             prekey_ttl_s = self._prekey_span()[1] or PREKEY_TTL_S

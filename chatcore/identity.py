@@ -732,8 +732,7 @@ async def finish_link(
         store.close()
     client = Client.open(home.path, passphrase, network)
     try:
-        res = client.publish(passphrase)
-        client._publish_pq(owner)
+        res = client.publish(passphrase)  # and the post-quantum key record (none yet)
         client.sync_directory()
         if content.get("welcomes"):
             await _join_groups(client, [bytes.fromhex(w) for w in content["welcomes"]], transport)

@@ -599,3 +599,46 @@ def test_a_prekey_near_its_end_is_refreshed(world: World, tmp_path: Path) -> Non
         assert again is not None and again.seq == 3 and not client.prekey_due()
     finally:
         client.close()
+
+
+def test_the_post_quantum_key_record_is_renewed(world: World, tmp_path: Path) -> None:
+    """Review finding: the post-quantum key record (90 days) was published at setup only;
+    ``publish`` and ``refresh_prekey_if_due`` renewed the bundle alone, so 90 days on the
+    resolver rejected the whole installation (ExpiredPrekey) and nobody new could reach
+    it. Now both renew it once less than a quarter of its lifetime is left (``pq_due``):
+    the same ML-KEM key under the same id, issued later, so the newest-record check passes
+    and peers holding the old record still reach the same secret."""
+    from chatcore.client import PQ_KEY_TTL_S
+
+    client = init_client(tmp_path / "pq", world.cfg, None)
+    try:
+        t0 = client.clock_ms()
+        day = 86400 * 1000
+        ident = "0x" + client.identity_id.hex()
+        (first,) = cold(world.cfg).resolve(ident).installations
+        assert first.pq is not None and not client.pq_due()
+        # the device refreshes now and then, as the CLI does on every 'sync' and 'chat'
+        renewed = 0
+        for d in range(0, 94, 3):
+            client.clock_ms = lambda d=d: t0 + d * day  # type: ignore[method-assign]
+            res = client.refresh_prekey_if_due(PASSPHRASE)
+            renewed += bool(res is not None and res.pq_renewed)
+        assert renewed == 1 and not client.pq_due()
+        for d in (89, 91, 93, 100):
+            at = t0 / 1000 + d * 86400
+            (inst,) = cold(world.cfg, clock=lambda at=at: at).resolve(ident).installations
+            assert inst.pq is not None
+            assert inst.pq.pq_key_id == first.pq.pq_key_id and inst.pq.pq_pub == first.pq.pq_pub
+            assert inst.pq.issued_at > first.pq.issued_at
+            assert inst.pq.not_after > at
+        # a manual 'publish' renews it too once it is due, and not before
+        assert not client.publish(PASSPHRASE).pq_renewed
+        client.clock_ms = lambda: t0 + 93 * day + (PQ_KEY_TTL_S - 20 * 86400) * 1000  # type: ignore[method-assign]
+        assert client.pq_due()
+        assert client.publish(PASSPHRASE).pq_renewed and not client.pq_due()
+        # a home from before the record was remembered reads its end from the local index
+        client.store.delete_meta("pq_record")
+        client.sync_directory()
+        assert not client.pq_due()
+    finally:
+        client.close()
