@@ -136,9 +136,10 @@ class Client:
         )
         # sending and receiving rely on storage's word (once per identity and sync);
         # ``lookup`` shows the index as synced (no RPC)
+        self._checked = self.index.checked()
         self.directory = ChainDirectory(
             Resolver(
-                self.index.checked(),
+                self._checked,
                 network.binding,
                 network.name_registry,
                 clock=lambda: self.clock_ms() / 1000,
@@ -741,9 +742,10 @@ class Client:
     def _recheck_displays(self) -> None:
         """Names we show for people are remembered; after the index learned something, a
         name that its holder released (or that passed to someone else) is replaced by the
-        person's current name, so two people never show under one name."""
+        person's current name, so two people never show under one name. Who holds a name
+        is storage's word (``nameOwner``, once per name and sync), not the logs'."""
         for ident, name in self.store.peer_displays():
-            if self.index.indexed_holder(name) == ident:
+            if self._checked.name_holder(name) == ident:
                 continue
             try:
                 new = self.directory.peer(ident).display

@@ -148,7 +148,9 @@ def _contact_doc(client: Any, c: Any, names: bool = True) -> dict[str, Any]:
     verified: list[str] = []
     if names:
         try:
-            verified = list(client.resolver.resolve_id(c.identity_id, fresh_prekeys=False).names)
+            # names storage says they hold (the checked view; the logs alone could lie)
+            checked = client.directory.resolver
+            verified = list(checked.resolve_id(c.identity_id, fresh_prekeys=False).names)
         except Exception:  # the chain may not know it (yet): no verified names
             verified = []
     return {

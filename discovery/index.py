@@ -84,6 +84,8 @@ class Index:
         self._checked: dict[bytes, IdentityState] | None = None
         # name -> its holder as storage said since the last sync
         self._holders: dict[str, bytes] = {}
+        # account address (checksummed) -> its identity as storage said since the last sync
+        self._accounts: dict[str, bytes] = {}
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -120,7 +122,7 @@ class Index:
     def rebuild(self) -> int:
         """Drop everything and sync again from the deploy block."""
         applied = self._rebuild(None, SYNC_ATTEMPTS)
-        self._checked, self._holders = {}, {}
+        self._checked, self._holders, self._accounts = {}, {}, {}
         return applied
 
     def _rebuild(self, to_block: int | None, attempts: int) -> int:
@@ -133,7 +135,7 @@ class Index:
     def sync(self, to_block: int | None = None) -> int:
         """Fetch and apply every event since the last sync. Returns the events applied."""
         applied = self._sync(to_block, SYNC_ATTEMPTS)
-        self._checked, self._holders = {}, {}
+        self._checked, self._holders, self._accounts = {}, {}, {}
         return applied
 
     def _sync(self, to_block: int | None, attempts: int) -> int:
@@ -345,6 +347,21 @@ class Index:
                 pass
         return None if holder == ZERO32 else holder
 
+    def _account_holder(self, address: str) -> bytes | None:
+        """The identity storage says ``address`` owns or is linked to (one ``identityOf``
+        call per address and sync); with the chain unreachable, the index's answer as last
+        synced. None: none."""
+        address = to_checksum_address(address)
+        holder = self._accounts.get(address)
+        if holder is None:
+            row = self.db.execute("SELECT id FROM accounts WHERE address=?", (address,)).fetchone()
+            holder = ZERO32 if row is None else bytes(row[0])
+            try:
+                holder = self._accounts[address] = self.registry.identity_of(address)
+            except ChainUnavailable:
+                pass
+        return None if holder == ZERO32 else holder
+
     def by_recovery(self, address: str) -> list[IdentityState]:
         """Identities whose recovery account is ``address`` (for recovery by phrase)."""
         rows = self.db.execute(
@@ -386,7 +403,9 @@ class StorageChecked:
     identity and sync (after one in this process), one ``getIdentity`` checks its
     installations' status, owner and recovery, and storage wins (a node can hold back or
     invent logs — a revocation held back would keep a stolen device active —, not
-    storage); a name is looked up with ``nameOwner``. Installations storage does not list
+    storage); a name is looked up with ``nameOwner``, an address with ``identityOf``, and
+    a name an identity's logs give it is shown only if ``nameOwner`` agrees
+    (:meth:`name_holder`, which the resolver asks). Installations storage does not list
     are dropped; ones the index does not know yet wait for the next sync (their bundles are
     not here). Plain :class:`Index` lookups (what ``lookup`` shows) stay local: no RPC."""
 
@@ -397,11 +416,16 @@ class StorageChecked:
         return self.index._confirmed(self.index.by_id(identity_id))
 
     def by_account(self, address: str) -> IdentityState:
-        return self.index._confirmed(self.index.by_account(address))
+        holder = self.index._account_holder(address)
+        return _empty() if holder is None else self.by_id(holder)
 
     def by_name(self, name: str) -> IdentityState:
-        holder = self.index._holder(name)
+        holder = self.name_holder(name)
         return _empty() if holder is None else self.by_id(holder)
+
+    def name_holder(self, name: str) -> bytes | None:
+        """Who storage says holds ``name`` (once per name and sync); None: nobody."""
+        return self.index._holder(name)
 
     def events(self, state: IdentityState) -> list[Event]:
         return self.index.events(state)

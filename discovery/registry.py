@@ -258,6 +258,11 @@ class Registry:
             raw = self.identity.functions.getIdentityByAccount(to_checksum_address(address)).call()
         return _identity_state(raw)
 
+    def identity_of(self, address: str) -> bytes:
+        """The identity id an account owns or is linked to in storage (zero: none)."""
+        with self._rpc("identityOf"):
+            return bytes(self.identity.functions.identityOf(to_checksum_address(address)).call())
+
     def resolve_name(self, name: str) -> IdentityState:
         with self._rpc("resolveName"):
             raw = self.names.functions.resolveName(name).call()

@@ -249,6 +249,11 @@ class Resolver:
                 wallets.pop(a["wallet"], None)
             history.append(_history_entry(ev))
 
+        # a source with storage's word on names (the index's checked view) keeps only the
+        # names storage says this identity holds: a node can invent a NameClaimed log
+        holder = getattr(self.source, "name_holder", None)
+        if holder is not None:
+            names = {n: None for n in names if holder(n) == state.identity_id}
         verified: list[VerifiedInstallation] = []
         revoked: list[bytes] = []
         rejected: list[tuple[bytes, InvalidRecord]] = []

@@ -129,6 +129,8 @@ def test_lookups_after_sync_ask_storage_once_per_identity(
         idx.sync()
         names = [q for q in [*world.queries(), "nobody_here"] if parse_query(q)[0] == "name"]
         assert len(names) == 2
+        accounts = [q for q in world.queries() if parse_query(q)[0] == "account"]
+        assert len(accounts) == 2
         for checked in (False, True):
             r = warm(idx, world.cfg, checked=checked)
             for round_ in (1, 2):
@@ -137,9 +139,11 @@ def test_lookups_after_sync_ask_storage_once_per_identity(
                     assert r.resolve(q).installations
                 with pytest.raises(RecordNotFound):
                     r.resolve("nobody_here")
-                # after a sync, each name's holder is asked of storage once (nameOwner), and
-                # the first lookup of each of the two identities reads its storage
-                calls = len(names) + 2 if checked and round_ == 1 else 0
+                # after a sync, each name's holder is asked of storage once (nameOwner; the
+                # names alice's logs give her are checked with it too), each address's
+                # identity once (identityOf), and the first lookup of each of the two
+                # identities reads its storage
+                calls = len(names) + len(accounts) + 2 if checked and round_ == 1 else 0
                 assert proxy.methods == ["eth_call"] * calls
     finally:
         idx.close()

@@ -77,6 +77,11 @@ def scene(anvil: ManagedProcess, w3: Web3, registries: Registries) -> Iterator[S
                 [mallory.identity_id, bytes(12) + bytes.fromhex(wallet.address[2:])], b"",
                 head, 91,
             ),
+            make_log(  # alice's owner account, too
+                cfg.identity_registry, "WalletLinked(bytes32,address)",
+                [mallory.identity_id, bytes(12) + bytes.fromhex(alice.owner.address[2:])], b"",
+                head, 92,
+            ),
         ]  # fmt: skip
         lying = dataclasses.replace(cfg, rpc_url=proxy.url)
         yield Scene(cfg, lying, alice, mallory, wallet.address)
@@ -99,6 +104,65 @@ def test_a_name_resolves_to_its_holder_in_storage_whatever_the_logs_say(
             r.resolve("nobody-holds-this")
     finally:
         idx.close()
+
+
+@pytest.mark.devnet
+def test_an_address_resolves_to_its_identity_in_storage_whatever_the_logs_say(
+    scene: Scene, tmp_path: Path
+) -> None:
+    """Review finding: the checked index (what ``send_text("0x<address>")`` uses) took
+    address -> identity from WalletLinked logs alone, so a node inventing one made alice's
+    wallet or owner address resolve to mallory. It asks storage (``identityOf``), once per
+    address and sync."""
+    idx = Index(tmp_path / "index.sqlite", Registry(scene.lying))
+    try:
+        idx.sync()
+        # the index did take the node's word
+        assert idx.by_account(scene.wallet).identity_id == scene.mallory.identity_id
+        assert idx.by_account(scene.alice.owner.address).identity_id == scene.mallory.identity_id
+        r = Resolver(idx.checked(), scene.cfg.binding, scene.cfg.name_registry)
+        for addr in (scene.wallet, scene.alice.owner.address, scene.wallet.lower()):
+            assert r.resolve(addr).identity_id == scene.alice.identity_id
+        assert r.resolve(scene.mallory.owner.address).identity_id == scene.mallory.identity_id
+        with pytest.raises(RecordNotFound):
+            r.resolve(Account.create().address)
+    finally:
+        idx.close()
+
+
+@pytest.mark.devnet
+def test_a_name_shows_only_for_its_holder_in_storage(scene: Scene, tmp_path: Path) -> None:
+    """Review finding: the name shown for a peer (and remembered) came from NameClaimed
+    logs, so a node inventing one made mallory show as alice's name; and the re-check of
+    remembered names asked the logs who holds a name. Both follow ``nameOwner`` now."""
+    idx = Index(tmp_path / "index.sqlite", Registry(scene.lying))
+    try:
+        idx.sync()
+        assert idx.indexed_holder(NAME) == scene.mallory.identity_id  # the logs say so
+        directory = ChainDirectory(
+            Resolver(idx.checked(), scene.cfg.binding, scene.cfg.name_registry)
+        )
+        assert directory.peer(scene.alice.identity_id).display == NAME
+        assert directory.peer(scene.mallory.identity_id).display is None
+        assert directory.lookup(NAME).identity_id == scene.alice.identity_id
+    finally:
+        idx.close()
+    # a client that remembered mallory under that name (shown before) drops it on sync
+    from chatcore.client import Client
+    from tests.discovery.test_resolver import PASSPHRASE
+
+    home = tmp_path / "observer"
+    Client.init(home, PASSPHRASE, scene.cfg)[0].close()
+    client = Client.open(home, PASSPHRASE, scene.lying)
+    try:
+        client.store.set_peer_display(scene.mallory.identity_id, NAME, client.clock_ms())
+        client.store.set_peer_display(scene.alice.identity_id, NAME, client.clock_ms())
+        client.sync_directory()
+        assert client.store.peer_display(scene.mallory.identity_id) is None
+        assert client.store.peer_display(scene.alice.identity_id) == NAME
+        assert client.display(scene.mallory.identity_id) != NAME
+    finally:
+        client.close()
 
 
 @pytest.mark.devnet
