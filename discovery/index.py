@@ -3,9 +3,12 @@
 It keeps every raw event (so the resolver re-verifies bundles from them exactly as on the
 cold path) plus the derived lookup tables (account -> id, name -> id, installation status and
 latest hashes). It survives restarts, and can be dropped and rebuilt from the chain at any
-time (``rebuild``). If the block it last synced to is no longer on the chain (a reorg, or a
-devnet that was reset) it rebuilds by itself; so it does when the head it syncs to changes
-hash while its logs are being read (a reorg in the middle of a sync), up to three times.
+time (``rebuild``). Each chunk of a sync is saved with the hash of the head the sync reads
+towards (read before its first log), so a sync broken off goes on from there. If that block
+is no longer on the chain (a reorg, or a devnet that was reset) it rebuilds by itself; so it
+does when the head changes hash while its logs are being read (a reorg in the middle of a
+sync), up to three times. A rebuild is one transaction: if it fails, the index stays as it
+was (and is rebuilt by a later sync).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -120,39 +123,86 @@ class Index:
 
     # --- sync -------------------------------------------------------------------------------
     def rebuild(self) -> int:
-        """Drop everything and sync again from the deploy block."""
-        applied = self._rebuild(None, SYNC_ATTEMPTS)
+        """Sync again from the deploy block; the index as it was stays if that fails."""
+        applied = self._sync(None, rebuild=True)
         self._checked, self._holders, self._accounts = {}, {}, {}
         return applied
-
-    def _rebuild(self, to_block: int | None, attempts: int) -> int:
-        scope = self._meta("scope")
-        self._clear()
-        if scope:
-            self._set_meta("scope", scope)
-        return self._sync(to_block, attempts)
 
     def sync(self, to_block: int | None = None) -> int:
         """Fetch and apply every event since the last sync. Returns the events applied."""
-        applied = self._sync(to_block, SYNC_ATTEMPTS)
+        applied = self._sync(to_block)
         self._checked, self._holders, self._accounts = {}, {}, {}
         return applied
 
-    def _sync(self, to_block: int | None, attempts: int) -> int:
+    def _sync(self, to_block: int | None, rebuild: bool = False) -> int:
+        """Sync on; if the chain under the index was replaced, rebuild it from the deploy
+        block, and again (up to SYNC_ATTEMPTS in all) while it is replaced during that."""
+        attempts = SYNC_ATTEMPTS
+        while True:
+            try:
+                return self._rebuild_once(to_block) if rebuild else self._sync_once(to_block)
+            except _ChainReplaced as exc:
+                if exc.during:
+                    attempts -= 1
+                    if attempts <= 0:
+                        raise ChainUnavailable(
+                            f"the chain at {self.registry.config.rpc_url} was reorganised during "
+                            f"every one of {SYNC_ATTEMPTS} index syncs: try again later"
+                        ) from None
+                rebuild = True
+
+    def _rebuild_once(self, to_block: int | None) -> int:
+        """Drop everything and sync from the deploy block, in one transaction: if that
+        fails (the node breaks off, the chain changes again), the index as it was stays."""
+        with self._savepoint("rebuild"):
+            scope = self._meta("scope")
+            self._clear()
+            if scope:
+                self._set_meta("scope", scope)
+            return self._sync_once(to_block)
+
+    @contextlib.contextmanager
+    def _savepoint(self, name: str) -> Iterator[None]:
+        """A transaction (nested in one already open: a savepoint of it)."""
+        self.db.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.db.execute(f"ROLLBACK TO {name}")
+            self.db.execute(f"RELEASE {name}")
+            raise
+        self.db.execute(f"RELEASE {name}")
+
+    def _sync_once(self, to_block: int | None) -> int:
+        """Read the logs from the last synced block on, chunk by chunk, towards the head.
+
+        The head's hash is read before any log, and saved (with the head's number) with
+        every chunk. A block's hash stands for every block below it, so while the saved
+        block keeps its hash, every chunk saved is of the chain: a sync checks it first,
+        and again after its last chunk (a chain replaced while its logs were read). A sync
+        broken off therefore goes on where it stopped, and a chain replaced meanwhile is
+        still noticed by the next sync. Raises _ChainReplaced."""
         reg = self.registry
         head = reg.block_number() if to_block is None else to_block
         last = self.synced_block
+        known = self._meta("synced_hash")
+        at = int(self._meta("synced_hash_block") or last)  # the block ``known`` is of
+        if last >= 0 and (known is None or at > head):
+            # the hash of a synced block was never saved (a first sync broken off before
+            # this version), or the chain is shorter than what we synced (a reset): nothing
+            # says these logs are still the chain's
+            raise _ChainReplaced(during=False)
+        head_hash = reg.block_hash(head).hex() if head >= 0 else None
         if last >= 0:
-            known = self._meta("synced_hash")
-            if known is not None and last <= head and reg.block_hash(last).hex() != known:
-                return self._rebuild(to_block, attempts)
-            if last > head:
-                return self._rebuild(to_block, attempts)
-        # The head's hash before reading any log and again after: if the chain was replaced
-        # in between, the logs may be of the old fork (and the next sync would start above
-        # them), so everything is read again.
-        head_hash = reg.block_hash(head).hex() if head >= 0 and head != last else None
+            # after reading the head's hash: a chain replaced in between fails this check,
+            # or the one after the last chunk
+            now = head_hash if at == head else reg.block_hash(at).hex()
+            if now != known:
+                raise _ChainReplaced(during=False)
         start = max(last + 1, reg.config.deploy_block)
+        if start > head:
+            return 0
+        assert head_hash is not None
         applied = 0
         chunk = SYNC_CHUNK_BLOCKS
         while start <= head:
@@ -161,25 +211,16 @@ class Index:
             # empty stretches (most of a quiet chain, or a node claiming an absurd head)
             # are crossed in ever larger steps: O(log) calls, not O(blocks / chunk)
             chunk = SYNC_CHUNK_BLOCKS if events else min(chunk * 2, SYNC_MAX_CHUNK_BLOCKS)
-            self.db.execute("BEGIN")
-            try:
+            with self._savepoint("chunk"):
                 self._apply(events)
                 self._set_meta("synced_block", str(end))
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+                self._set_meta("synced_hash", head_hash)
+                self._set_meta("synced_hash_block", str(head))
             applied += len(events)
             start = end + 1
-        if head_hash is not None:
-            if reg.block_hash(head).hex() != head_hash:
-                if attempts <= 1:
-                    raise ChainUnavailable(
-                        f"the chain at {reg.config.rpc_url} was reorganised during every one "
-                        f"of {SYNC_ATTEMPTS} index syncs: try again later"
-                    )
-                return self._rebuild(to_block, attempts - 1)
-            self._set_meta("synced_hash", head_hash)
+        if reg.block_hash(head).hex() != head_hash:
+            # replaced while its logs were read: they may be of the old fork
+            raise _ChainReplaced(during=True)
         return applied
 
     def _apply(self, events: Iterable[Event]) -> None:
@@ -392,6 +433,15 @@ class Index:
 
     def count_identities(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM identities").fetchone()[0])
+
+
+class _ChainReplaced(Exception):
+    """Blocks the index synced are no longer the chain's: rebuild. ``during``: it happened
+    while this sync read logs (counted against SYNC_ATTEMPTS)."""
+
+    def __init__(self, during: bool) -> None:
+        super().__init__("the chain was replaced")
+        self.during = during
 
 
 def _empty() -> IdentityState:

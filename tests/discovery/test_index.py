@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -320,4 +320,159 @@ def test_a_chain_that_never_holds_still_is_chain_unavailable(world: World, tmp_p
         with pytest.raises(ChainUnavailable, match="reorganised during every one"):
             idx.sync()
     finally:
+        idx.close()
+
+
+def _flaky(reg: Registry, fail: Callable[[int, int, int], bool]) -> list[tuple[int, int]]:
+    """Make ``reg.events_between`` raise ChainUnavailable (a node timing out) when
+    ``fail(call number from 1, from block, to block)``; returns the ranges asked for."""
+    calls: list[tuple[int, int]] = []
+
+    def events_between(a: int, b: int) -> list[Event]:
+        calls.append((a, b))
+        if fail(len(calls), a, b):
+            raise ChainUnavailable("simulated timeout")
+        return Registry.events_between(reg, a, b)
+
+    reg.events_between = events_between  # type: ignore[method-assign]
+    return calls
+
+
+def test_a_sync_broken_off_midway_goes_on_where_it_stopped(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: a sync saved its block per chunk but the block's hash only at the
+    end, so after a sync broken off midway the next one saw a hash mismatch, took it for a
+    reorg and rebuilt from the deploy block, committing the wiped tables first: if that
+    failed too, the index was left empty (every contact gone). Now each chunk saves the
+    hash the next sync checks with it, and a sync broken off goes on from there."""
+    monkeypatch.setattr("discovery.index.SYNC_CHUNK_BLOCKS", 4)
+    reg = Registry(world.cfg)
+    idx = Index(tmp_path / "index.sqlite", reg)
+    try:
+        idx.sync()
+        known = idx.count_identities()
+        mine(world.w3, 6)
+        carol = register_direct(world.reg, world.w3)
+        mine(world.w3, 6)
+        _flaky(reg, lambda n, a, b: n == 2)
+        with pytest.raises(ChainUnavailable):
+            idx.sync()
+        stopped = idx.synced_block
+        calls = _flaky(reg, lambda n, a, b: n == 1)  # the node fails again at once
+        with pytest.raises(ChainUnavailable):
+            idx.sync()
+        assert calls[0][0] == stopped + 1  # no rebuild from the deploy block
+        assert idx.count_identities() >= known
+        assert warm(idx, world.cfg).resolve("alice").identity_id == world.alice.identity_id
+        calls = _flaky(reg, lambda n, a, b: False)
+        idx.sync()
+        assert calls[0][0] == stopped + 1
+        assert warm(idx, world.cfg).resolve(carol.qid).identity_id == carol.identity_id
+        assert_same_as_cold(idx, world)
+    finally:
+        idx.close()
+
+
+def test_a_rebuild_that_fails_keeps_the_index(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: a rebuild wiped the tables and committed before syncing again, so a
+    rebuild the node broke off left the index empty. It is one transaction now."""
+    monkeypatch.setattr("discovery.index.SYNC_CHUNK_BLOCKS", 4)
+    path = tmp_path / "index.sqlite"
+    reg = Registry(world.cfg)
+    idx = Index(path, reg)
+    try:
+        idx.sync()
+        before = all_rows(path)
+        block = idx.synced_block
+        _flaky(reg, lambda n, a, b: n == 2)
+        with pytest.raises(ChainUnavailable):
+            idx.rebuild()
+        assert all_rows(path) == before and idx.synced_block == block
+        assert_same_as_cold(idx, world)
+        _flaky(reg, lambda n, a, b: False)
+        idx.rebuild()
+        assert all_rows(path) == before
+    finally:
+        idx.close()
+
+
+def test_a_chain_reset_after_a_first_sync_broken_off_is_noticed(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: a first sync broken off saved no block hash at all, so no later sync
+    checked for a replaced chain: after a devnet reset the index kept the old chain's
+    identities and missed the new one's for good. Each chunk saves a hash now."""
+    monkeypatch.setattr("discovery.index.SYNC_CHUNK_BLOCKS", 4)
+    w3 = world.w3
+    snap = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    top = w3.eth.block_number  # the blocks up to here stay
+    reverted = False
+    reg = Registry(world.cfg)
+    idx = Index(tmp_path / "index.sqlite", reg)
+    try:
+        ghost = register_direct(world.reg, w3)
+        mine(w3, 8)
+        # broken off after the chunk that holds the first block above ``top``
+        _flaky(reg, lambda n, a, b: a > top + 1)
+        with pytest.raises(ChainUnavailable):
+            idx.sync()
+        assert idx.synced_block > top
+        assert w3.provider.make_request("evm_revert", [snap])["result"]  # type: ignore[arg-type]
+        reverted = True
+        carol = register_direct(world.reg, w3)  # the new chain, from block top + 1
+        mine(w3, 12)
+        _flaky(reg, lambda n, a, b: False)
+        idx.sync()
+        with pytest.raises(RecordNotFound):
+            warm(idx, world.cfg).resolve(ghost.qid)
+        assert warm(idx, world.cfg).resolve(carol.qid).identity_id == carol.identity_id
+        assert_same_as_cold(idx, world)
+    finally:
+        if not reverted:
+            w3.provider.make_request("evm_revert", [snap])  # type: ignore[arg-type]
+        idx.close()
+
+
+def test_a_chain_replaced_below_a_chunk_already_saved_is_noticed(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chain is replaced from a block an earlier chunk of the same sync saved (the
+    later chunks' logs are of the new chain): the head's hash, read before the first log
+    and saved with every chunk, no longer matches after the last one, so the sync rebuilds
+    (a guard for the per-chunk saving: the hash of a later chunk's end would agree)."""
+    monkeypatch.setattr("discovery.index.SYNC_CHUNK_BLOCKS", 4)
+    w3 = world.w3
+    snap = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    top = w3.eth.block_number
+    reverted: list[Ident] = []
+    reg = Registry(world.cfg)
+    idx = Index(tmp_path / "index.sqlite", reg)
+    try:
+        ghost = register_direct(world.reg, w3)
+        mine(w3, 40)
+        head = w3.eth.block_number
+
+        def replace_chain(n: int, a: int, b: int) -> bool:
+            # in a chunk after the one that saved the ghost's first block, not the last one
+            if top + 1 < a and b < head and not reverted:
+                assert w3.provider.make_request("evm_revert", [snap])["result"]  # type: ignore[arg-type]
+                reverted.append(register_direct(world.reg, w3))
+                mine(w3, 60)
+            return False
+
+        _flaky(reg, replace_chain)
+        idx.sync()
+        assert reverted
+        with pytest.raises(RecordNotFound):
+            warm(idx, world.cfg).resolve(ghost.qid)
+        carol = reverted[0]
+        idx.sync()
+        assert warm(idx, world.cfg).resolve(carol.qid).identity_id == carol.identity_id
+        assert_same_as_cold(idx, world)
+    finally:
+        if not reverted:
+            w3.provider.make_request("evm_revert", [snap])  # type: ignore[arg-type]
         idx.close()
