@@ -342,11 +342,17 @@ class Client:
 
     def _new_bundle(self, seq: int, ttl_s: int) -> tuple[SignedPrekey, IntroBundle]:
         now_s = self.clock_ms() // 1000
-        cur = self.store.get_meta("spk_current")
-        spk_id = (int(cur) if cur else 0) + 1
+        # a fresh id, never one we made before: a publish that failed (as far as we know)
+        # puts spk_current back, but its transaction may have landed, and the chain then
+        # advertises that prekey: its secret must not be overwritten by a later one
+        ids = (self.store.get_meta(k) for k in ("spk_current", "spk_last_id"))
+        spk_id = max(int(v) for v in (*ids, b"0") if v) + 1
+        while self.store.get_secret(f"spk:{spk_id:010d}") is not None:
+            spk_id += 1
         spk = SignedPrekey.generate(self.rng, spk_id, (now_s + ttl_s) * 1000)
         with self.store.transaction():
             self.store.put_secret(f"spk:{spk_id:010d}", spk.to_bytes())
+            self.store.set_meta("spk_last_id", str(spk_id).encode())
             self.store.set_meta("spk_current", str(spk_id).encode())
             self.store.set_meta("spk_issued_at", str(now_s).encode())
             # forget prekeys past their grace window
@@ -473,7 +479,8 @@ class Client:
         except BaseException:
             # not on chain (as far as we know): the prekey on chain is still the current
             # one, so ``prekey_due`` stays true and the next try publishes again. The new
-            # secret is kept, in case the transaction went through after all.
+            # secret is kept (and its id never reused), in case the transaction went
+            # through after all: peers may then use it until it expires.
             with self.store.transaction():
                 for k, v in before.items():
                     if v is None:

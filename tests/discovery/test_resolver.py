@@ -642,3 +642,36 @@ def test_the_post_quantum_key_record_is_renewed(world: World, tmp_path: Path) ->
         assert not client.pq_due()
     finally:
         client.close()
+
+
+def test_a_publish_that_landed_though_it_failed_keeps_its_prekey(
+    world: World, tmp_path: Path
+) -> None:
+    """Review finding: a publish whose transaction landed but failed here (a receipt
+    timeout) put the previous prekey back as current, and the next publish made a new
+    prekey under the same id, overwriting the secret the chain advertised: peers that
+    resolved the bundle in between could not start a conversation. Ids are never reused."""
+    client = init_client(tmp_path / "landed", world.cfg, None)
+    try:
+        ident = "0x" + client.identity_id.hex()
+        publish = client.registry.publish_bundle
+
+        def landed_then_timeout(*args: object, **kwargs: object) -> object:
+            publish(*args, **kwargs)  # type: ignore[arg-type]
+            raise ChainUnavailable("no receipt within 120 s")
+
+        client.registry.publish_bundle = landed_then_timeout  # type: ignore[method-assign]
+        with pytest.raises(ChainUnavailable):
+            client.publish(PASSPHRASE)
+        client.registry.publish_bundle = publish  # type: ignore[method-assign]
+        (advertised,) = cold(world.cfg).resolve(ident).installations
+        # a peer resolved that bundle; meanwhile this device publishes again
+        res = client.publish(PASSPHRASE)
+        assert res.prekey_id != advertised.bundle.spk_id
+        kept = client.engine._prekey(advertised.bundle.spk_id)
+        assert kept is not None and kept.pub == advertised.bundle.spk_pub
+        (now,) = cold(world.cfg).resolve(ident).installations
+        current = client.engine._prekey(now.bundle.spk_id)
+        assert current is not None and current.pub == now.bundle.spk_pub
+    finally:
+        client.close()
