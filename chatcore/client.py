@@ -36,6 +36,8 @@ from chatcore.errors import (
     ChatCoreError,
     DeliveryPending,
     FrameRefused,
+    NotAMessageId,
+    NotAPeer,
     NotInitialised,
     StoreError,
     StoreUnavailable,
@@ -101,6 +103,11 @@ class PublishResult:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _as_name(text: str) -> str:
+    """A name as people type it, compared as lookups do: case and a leading "@" aside."""
+    return text.strip().lower().removeprefix("@")
 
 
 class Client:
@@ -675,7 +682,7 @@ class Client:
         await self._refresh_directory()  # offline chain: the devices the local index knows
         peer = self.resolve_peer(to)
         if peer.identity_id == self.identity_id:
-            raise ValueError("cannot start a conversation with yourself")
+            raise NotAPeer("cannot start a conversation with yourself")
         own = self.directory.own_devices(self.identity_id)
         self.store.set_peer_display(peer.identity_id, peer.display, self.clock_ms())
         result = self.features.send_message(peer, ContentType.TEXT, text.encode("utf-8"), own)
@@ -750,15 +757,27 @@ class Client:
         """Names we show for people are remembered; after the index learned something, a
         name that its holder released (or that passed to someone else) is replaced by the
         person's current name, so two people never show under one name. Who holds a name
-        is storage's word (``nameOwner``, once per name and sync), not the logs'."""
+        is storage's word (``nameOwner``), not the logs'; it is asked once for a name, and
+        again only when the logs no longer agree (asking for every remembered name whenever
+        the chain moved cost one call per contact per sync)."""
         for ident, name in self.store.peer_displays():
+            ok_key = "display_checked:" + ident.hex()
+            try:
+                logs_say = self.index.indexed_holder(name)
+            except sqlite3.Error:
+                logs_say = None
+            if logs_say == ident and self.store.get_meta(ok_key) == name.encode():
+                continue  # storage said so once, and the logs say nothing changed since
             if self._checked.name_holder(name) == ident:
+                self.store.set_meta(ok_key, name.encode())
                 continue
             try:
                 new = self.directory.peer(ident).display
             except (ChatCoreError, DiscoveryError):
                 new = None
             self.store.set_peer_display(ident, new, self.clock_ms())
+            if new:
+                self.store.set_meta(ok_key, new.encode())
 
     def _remember_display(self, identity_id: bytes) -> None:
         if self.store.peer_display(identity_id) is not None:
@@ -918,10 +937,10 @@ class Client:
         named = [] if ID_LIKE.fullmatch(q) else [i for i in infos if i.name == q]
         if len(named) > 1:
             named = [i for i in named if i.is_member] or named
+        person = self._person_named(q) if named else None
+        if person is not None and not any(i.is_member for i in named):
+            raise UnknownContact(f"no group {q!r} we are in")  # the person, then
         if len(named) == 1:
-            person = self._person_named(q)
-            if person is not None and not named[0].is_member:
-                raise UnknownContact(f"no group {q!r} we are in")  # the person, then
             if person is not None:  # anyone can name a group after someone we know
                 raise AmbiguousName(
                     f"{q!r} names a group and a person: use the group's id "
@@ -1009,7 +1028,7 @@ class Client:
         if isinstance(ref, str):
             h = self._hex_prefix(ref, 16)
             if h is None:
-                raise ValueError(f"{ref!r} is not a message id (hex, at least 4 digits)")
+                raise NotAMessageId(f"{ref!r} is not a message id (hex, at least 4 digits)")
             hits = [
                 m
                 for m in self.store.find_message(self._whole_bytes(h))
@@ -1096,7 +1115,7 @@ class Client:
         self._sync_directory_or_local(DIRECTORY_MAX_AGE_MS)  # offline: the local index
         peer = self.resolve_peer(to)
         if peer.identity_id == self.identity_id:
-            raise ValueError("cannot start a conversation with yourself")
+            raise NotAPeer("cannot start a conversation with yourself")
         from chatcore.engine import direct_conversation_id
 
         conv = direct_conversation_id(self.identity_id, peer.identity_id)
@@ -1253,24 +1272,24 @@ class Client:
         aliased, named = self._known_person(name)
         if aliased is not None or named is not None:
             return aliased or named
-        try:
-            return self.index.indexed_holder(name)
+        try:  # on-chain names are lower case, and "@name" is a name as lookups take it
+            return self.index.indexed_holder(_as_name(name))
         except (ChatCoreError, DiscoveryError, ValueError, sqlite3.Error):
             return None
 
     def _known_person(self, query: str) -> tuple[bytes | None, bytes | None]:
         """Who ``query`` names here without the chain: (the contact we gave this alias, the
         conversation peer that had this name when we last saw it), one match each or None."""
-        q = query.strip().lower()
+        q = _as_name(query)
         if not q or ID_LIKE.fullmatch(q):  # an id or address means just that (set before
             return None, None  # aliases were checked, one could look like one)
-        aliases = {c.identity_id for c in self.features.contacts() if (c.alias or "").lower() == q}
+        aliases = {c.identity_id for c in self.features.contacts() if _as_name(c.alias or "") == q}
         named = set()
         for c in self.store.conversations():
             if c.peer_identity is None:
                 continue
             seen = (c.title or "", self.store.peer_display(c.peer_identity) or "")
-            if q in (n.lower() for n in seen):
+            if q in (_as_name(n) for n in seen):
                 named.add(c.peer_identity)
         return (
             aliases.pop() if len(aliases) == 1 else None,

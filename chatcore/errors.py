@@ -112,6 +112,14 @@ class UnknownMessage(ChatCoreError):
     """No message, or more than one, with that id or id prefix."""
 
 
+class NotAMessageId(UnknownMessage, ValueError):
+    """Not a message id at all (not hex, or too short): bad input, not a missing message."""
+
+
+class NotAPeer(UnknownContact, ValueError):
+    """Our own identity where another person is needed: bad input."""
+
+
 class NotInitialised(ChatCoreError):
     """This home has no identity yet (run init)."""
 

@@ -272,7 +272,9 @@ class Features:
             "SELECT identity_id, alias, state, updated_at FROM contacts WHERE identity_id=?",
             (identity,),
         ).fetchone()
-        return None if row is None else _contact(row)
+        if row is None or (row[2] == ContactState.NONE and not row[1]):
+            return None  # (a removed contact's row only keeps its stamp: see _set_contact)
+        return _contact(row)
 
     def contact_state(self, identity: bytes) -> ContactState:
         c = self.contact(identity)
@@ -342,6 +344,17 @@ class Features:
         second have equal stamps: the one that arrives later is the later (``_newer``)."""
         return (at // 1000).to_bytes(8, "big") + (installation or self.engine.installation_id)
 
+    def _local_at(self, old: bytes | None) -> int:
+        """When (ms) a change the user makes here now is stamped: now, but never before the
+        change it replaces (``old``, its stamp), so that our other devices take it whatever
+        our clocks say (a device whose clock is behind made changes the others dropped)."""
+        now = self.now()
+        if old is None:
+            return now
+        old_s = int.from_bytes(old[:8], "big")
+        floor_s = old_s if old[8:] == self.engine.installation_id else old_s + 1
+        return max(now, floor_s * 1000)
+
     @staticmethod
     def _newer(stamp: bytes, old: bytes | None) -> bool:
         """Does a change stamped ``stamp`` replace one stamped ``old``? (One device's
@@ -376,7 +389,7 @@ class Features:
             old = self.contact(identity)
             if alias is None and keep_alias and old is not None:
                 alias = old.alias
-            now = self.now()
+            now = self._local_at(self._stamp_of(identity))
             self._set_contact(identity, state, alias, self._stamp(now), now)
             frames = self._sync_own(ct_.SyncContact(identity, state, alias), now)
         if state == ContactState.CONTACT and old is not None and old.state == ContactState.REQUEST:
@@ -403,7 +416,7 @@ class Features:
 
     def set_read_receipts(self, on: bool) -> list[OutFrame]:
         with self.store.transaction():
-            now = self.now()
+            now = self._local_at(self.store.get_meta("read_receipts_stamp"))
             self.store.set_meta("read_receipts", b"1" if on else b"0")
             self.store.set_meta("read_receipts_stamp", self._stamp(now))
             return self._sync_own(ct_.SyncSetting(on), now)
@@ -418,7 +431,8 @@ class Features:
                 raise UnknownContact("no such conversation")
             m = c.muted if muted is None else muted
             a = c.archived if archived is None else archived
-            now = self.now()
+            (old,) = self._x("SELECT flags_stamp FROM conversations WHERE id=?", (conv,)).fetchone()
+            now = self._local_at(None if old is None else bytes(old))
             self._x(
                 "UPDATE conversations SET muted=?, archived=?, flags_stamp=? WHERE id=?",
                 (int(m), int(a), self._stamp(now), conv),

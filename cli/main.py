@@ -111,6 +111,8 @@ def _exit_code(exc: BaseException) -> int:
     from discovery.errors import ChainUnavailable, InvalidRecord, RecordNotFound
     from discovery.network import NetworkFileError
 
+    if isinstance(exc, ValueError):  # typed and bad input too (NotAMessageId, NotAPeer)
+        return EXIT_ERROR
     if isinstance(exc, WrongPassphrase):
         return EXIT_AUTH
     if isinstance(exc, RecordNotFound | UnknownContact | UnknownMessage | NotInitialised):
@@ -799,6 +801,7 @@ def _sync_directory_if_reachable(client: Any) -> Exception | None:
     """Learn new names and devices before a local read; with the chain unreachable, the
     local index (as of the last sync) answers instead of the command failing. Returns the
     ChainUnavailable error, if any, for a caller whose index turns out to be empty."""
+    from chatcore.identity import DeviceRevoked
     from discovery.errors import ChainUnavailable
 
     try:
@@ -806,6 +809,12 @@ def _sync_directory_if_reachable(client: Any) -> Exception | None:
     except ChainUnavailable as exc:
         log.info("chain unreachable, using the local index: %s", exc)
         return exc
+    except DeviceRevoked:  # what is on this device stays readable here
+        click.echo(
+            "warning: this device was revoked on chain (it can no longer send or receive); "
+            "showing what it holds",
+            err=True,
+        )
     return None
 
 

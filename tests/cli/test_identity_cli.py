@@ -78,6 +78,11 @@ def test_link_list_chat_revoke(run_cli: RunCli, homes: dict[str, Any]) -> None:
     ok(run_cli(*h(homes, "ida"), "devices", "revoke", mine[1]["installation_id"], "--json"))
     r = run_cli(*h(homes, "ida2"), "send", "idb", "still here?")
     r.assert_one_line_error(code=4, contains="revoked")
+    # what the revoked device holds stays readable there, as conversations and search are
+    r = ok(run_cli(*h(homes, "ida2"), "history", "idb", "--json"))
+    assert "from the second device" in [m["text"] for m in r.doc["messages"]]
+    assert "revoked" in r.err
+    ok(run_cli(*h(homes, "ida2"), "contacts", "list"))
     assert ok(run_cli(*h(homes, "idb"), "send", "ida", "one device", "--json")).doc["devices"] == 1
     hist = ok(run_cli("lookup", "ida", "--history", "--json")).doc["history"]
     events = [e["event"] for e in hist]

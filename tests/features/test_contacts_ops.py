@@ -644,7 +644,36 @@ def test_two_devices_changing_one_setting_at_once_end_with_the_newest_change() -
     w.route(w.f(a, 0).set_contact(b, ContactState.BLOCKED))
     w.route(w.f(a, 0).set_contact(b, ContactState.NONE))
     assert [w.f(a, d).contact_state(b) for d in (0, 1)] == [ContactState.NONE] * 2
-    # a removed contact keeps its stamp: an older change from the other device stays old
-    w.clock.now -= 10_000
-    w.route(w.f(a, 1).set_contact(b, ContactState.CONTACT))
-    assert w.f(a, 0).contact_state(b) == ContactState.NONE
+    # a removed contact keeps its stamp: an earlier change from the other device, arriving
+    # after the removal, stays older
+    w.clock.now += 5_000
+    late = w.f(a, 1).set_contact(b, ContactState.BLOCKED)
+    w.clock.now += 2_000
+    w.route(w.f(a, 0).set_contact(b, ContactState.NONE))
+    w.route(late)
+    assert [w.f(a, d).contact_state(b) for d in (0, 1)] == [ContactState.NONE] * 2
+
+
+def test_a_device_whose_clock_is_behind_still_makes_the_later_change() -> None:
+    """Device 1 sees device 0 block bob, then unblocks him (in the same second, or with its
+    clock 30 s behind): its change is the later one and must win on both devices (stamped
+    with its own clock, device 0 dropped it and the two stayed apart: blocked on one)."""
+    w = FWorld()
+    a, b = w.person(2), w.person()
+    s = w.send_text(b, a, "hi")
+    w.route(s.frames)
+    conv = s.conversation_id
+    for back in (0, 30_000):
+        w.clock.now += 60_000
+        w.route(w.f(a, 0).set_contact(b, ContactState.BLOCKED))
+        w.route(w.f(a, 0).set_read_receipts(False))
+        w.route(w.f(a, 0).set_conversation_flags(conv, muted=True))
+        assert w.f(a, 1).contact_state(b) == ContactState.BLOCKED
+        w.clock.now += 400 - back
+        w.route(w.f(a, 1).set_contact(b, ContactState.CONTACT))
+        w.route(w.f(a, 1).set_read_receipts(True))
+        w.route(w.f(a, 1).set_conversation_flags(conv, muted=False))
+        w.clock.now += back
+        assert [w.f(a, d).contact_state(b) for d in (0, 1)] == [ContactState.CONTACT] * 2
+        assert [w.f(a, d).read_receipts for d in (0, 1)] == [True, True]
+        assert [w.dev(a, d).store.conversation(conv).muted for d in (0, 1)] == [False, False]  # type: ignore[union-attr]

@@ -53,3 +53,54 @@ async def test_an_alias_cannot_be_an_address_or_someone_elses_name(people: Peopl
     res = await alice.c.send_text(bob.name, "for bob")
     assert res.conversation_id == alice.c.conversation_id(bob.id_hex)
     assert alice.c.resolve_peer("Caro").identity_id == carol.c.identity_id
+
+
+async def test_case_and_at_do_not_get_a_group_or_alias_past_a_persons_name(
+    people: People,
+) -> None:
+    """On-chain names are compared as lookups take them (case aside, "@name" is a name):
+    "ALICE" and "@alice" shadowed alice as group names, and "BOB" passed as an alias.
+    Groups we left, several of them, no longer hide the person either."""
+    from chatcore.content import ContactState
+
+    alice, bob, carol = people.new("ca"), people.new("cb"), people.new("cc")
+    for name in (alice.name.upper(), "@" + alice.name):
+        gid = await carol.c.create_group(name, [bob.name])
+        await bob.c.sync()
+        with pytest.raises(AmbiguousName, match="names a group and a person"):
+            bob.c.find_group(name)
+        await bob.c.group_change(gid, "leave")
+    for name in (alice.name, alice.name):  # two groups of one name, both left
+        gid = await carol.c.create_group(name, [bob.name])
+        await bob.c.sync()
+        await bob.c.group_change(gid, "leave")
+    res = await bob.c.send_text(alice.name, "still alice")
+    assert res.conversation_id == bob.c.conversation_id(alice.id_hex)
+    for alias in (bob.name.upper(), "@" + bob.name):
+        with pytest.raises(ValueError, match="someone else's name"):
+            await alice.c.set_contact(carol.name, ContactState.CONTACT, alias=alias)
+
+
+async def test_remembered_names_are_not_asked_of_the_chain_at_every_block(
+    people: People,
+) -> None:
+    """A remembered name is checked against storage once, then again only when the logs
+    stop agreeing: one nameOwner call per contact on every sync where the chain moved (by
+    an empty block, too) was 25 s per sync for 500 contacts at 50 ms a call."""
+    alice = people.new("ra")
+    others = [people.new(f"r{i}") for i in range(5)]
+    c = alice.c
+    for p in others:
+        c.store.set_peer_display(p.c.identity_id, p.name, c.clock_ms())
+    c.registry.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    calls = []
+    real = c.registry.name_owner
+    c.registry.name_owner = lambda name: (calls.append(name), real(name))[1]  # type: ignore[method-assign]
+    c.sync_directory()
+    assert sorted(calls) == sorted(p.name for p in others)  # once each
+    for _ in range(3):
+        calls.clear()
+        c.registry.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        c.sync_directory()
+        assert calls == []
+    assert [c.display(p.c.identity_id) for p in others] == [p.name for p in others]
