@@ -727,11 +727,17 @@ class Client:
             self.engine.drain()
             return []
         events, frames = self.engine.drain()
-        if frames:
-            await self._publish_later(frames)
-        if events:
-            await self._follow_new_groups()
         out = [*events, *([r] if r is not None else [])]
+        if frames or events:
+            # stored, and the cursor is past the frame: until returned they wait among the
+            # unreported, so that a task cancelled in the awaits below (a wait_for timeout)
+            # does not lose them — no sync() or listen() would return them again
+            self._unreported.extend(out)
+            if frames:
+                await self._publish_later(frames)
+            if events:
+                await self._follow_new_groups()
+            self._unreported = [x for x in self._unreported if not any(x is y for y in out)]
         for m in out:
             if not m.outgoing:
                 self._remember_display(m.sender_identity)
@@ -816,7 +822,9 @@ class Client:
         try:
             await self._sync_read(transport, out)
         except BaseException:
-            self._unreported = out  # stored already: returned next time, not lost
+            # stored already: returned next time, not lost (with those of a frame whose
+            # processing was cut off, which _process left among the unreported)
+            self._unreported = out + self._unreported
             raise
         return [m for m in out if not _signal(m)]
 
@@ -885,9 +893,14 @@ class Client:
                     yield r
             async for d in sub:
                 self.groups.touched.clear()  # only sync() reads it (in-place ordering)
-                for r in await self._process(d.subject, d.seq, d.data):
-                    if signals or not _signal(r):
-                        yield r
+                batch = await self._process(d.subject, d.seq, d.data)
+                try:
+                    while batch:
+                        r = batch.pop(0)  # (closed at the yield: the app has it)
+                        if signals or not _signal(r):
+                            yield r
+                finally:  # the app stopped listening mid-batch: the rest is returned later
+                    self._unreported = batch + self._unreported
         finally:
             self._sub = None
             await sub.close()
@@ -1055,7 +1068,7 @@ class Client:
         conv = self.store.conversation(message.conversation_id)
         gid = message.conversation_id if conv is not None and conv.kind == "group" else None
         got = self.features.receipts(message.conversation_id, message.message_id)
-        members = self.features._members(message.conversation_id, gid)
+        members = self.features.recipients(message.conversation_id, message.message_id, gid)
         return {m: got.get(m, "sent") for m in members}
 
     async def _message_op(self, target: StoredMessage, ct: ContentType, body: bytes) -> SendResult:

@@ -151,6 +151,7 @@ class Features:
         if groups is not None:
             groups.refuse_invites_from = lambda identity: self.contact_state(identity) in _SHUT
             groups.invitation_refusal = self._invitation_refusal
+            groups.members_left = self._members_left
 
     # ==== small store helpers (tables of schema version 3) ====
     def _x(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
@@ -971,12 +972,39 @@ class Features:
         )
 
     def receipts(self, conv: bytes, mid: bytes) -> dict[bytes, str]:
+        """Who has acknowledged one of our messages: member -> delivered | read."""
         rows = self._x(
             "SELECT member, status FROM receipts WHERE conversation_id=? AND message_id=? "
-            "ORDER BY member",
+            "AND status != 'sent' ORDER BY member",
             (conv, mid),
         ).fetchall()
         return {bytes(r[0]): str(r[1]) for r in rows}
+
+    def recipients(self, conv: bytes, mid: bytes, gid: bytes | None) -> list[bytes]:
+        """Who one of our messages is for, as its status counts them: a group message's
+        members when it was sent that are members still (since the ninth session; before,
+        the members of today — so a member added since held it at "sent" for good, and one
+        removed since until some later receipt came), or the 1:1 peer."""
+        now = self._members(conv, gid)
+        if gid is None:
+            return now
+        rows = self._x(
+            "SELECT member FROM receipts WHERE conversation_id=? AND message_id=?", (conv, mid)
+        ).fetchall()
+        if not rows:
+            return now  # sent before the recipients were kept
+        then = {bytes(r[0]) for r in rows}
+        return [m for m in now if m in then]
+
+    def _members_left(self, gid: bytes) -> None:
+        """Members left the group: our messages that waited on them may be done now."""
+        rows = self._x(
+            "SELECT message_id FROM messages WHERE conversation_id=? AND outgoing=1 "
+            "AND status IN ('sent', 'delivered') ORDER BY seq DESC LIMIT 1000",
+            (gid,),
+        ).fetchall()
+        for (mid,) in rows:
+            self._update_status(gid, bytes(mid), gid)
 
     def _members(self, conv: bytes, gid: bytes | None) -> list[bytes]:
         if gid is not None and self.groups is not None:
@@ -991,7 +1019,7 @@ class Features:
         if m is None:
             return
         got = self.receipts(conv, mid)
-        members = self._members(conv, gid) or list(got)
+        members = self.recipients(conv, mid, gid) or list(got)
         if not members:
             return
         ranks = [ct_.STATUS_RANK.get(got.get(x, "sent"), 1) for x in members]
@@ -1167,6 +1195,10 @@ class Features:
             res = self._group().send(gid, ct, body, acks, read)
             self.store.add_group_sent(gid, res.message_id, res.frames[0].frame)
             self._track(gid, res.message_id, self._group_recipients(gid))
+            # who it was for: its status is measured against them (a member added later
+            # cannot read it, so never acknowledges it), not against the members of today
+            for member in self._members(gid, gid):
+                self._record_receipt(gid, res.message_id, member, "sent")
         self._carried(gid, acks, read)
         return res
 

@@ -260,6 +260,9 @@ class GroupChat:
         #: why an invitation by these identities (who put us in the group) is not taken,
         #: or None (set by chatcore.features: unanswered invitations by strangers are bounded)
         self.invitation_refusal: Callable[[set[bytes]], str | None] = lambda inviters: None
+        #: called with a group's id when members left it (set by chatcore.features: the
+        #: status of our messages that waited on them moves on)
+        self.members_left: Callable[[bytes], None] = lambda group_id: None
 
     # --- helpers ------------------------------------------------------------------------------
     def _ids(self, identity: bytes) -> list[bytes]:
@@ -303,6 +306,7 @@ class GroupChat:
 
     def _save(self, state: GroupState) -> None:
         now = self.engine.clock_ms()
+        before = self._parsed.get(state.group_id)
         raw = state.to_bytes()
         self.store.save_group(state.group_id, group_topic(state.group_id), raw, now)
         self._parsed[state.group_id] = (raw, state)
@@ -310,6 +314,8 @@ class GroupChat:
         self.store.set_conversation_title(state.group_id, state.name)
         if not state.is_member:  # left or removed: no longer an invitation waiting on us
             self.store.forget_invitations(state.group_id)
+        elif before is not None and before[1].members() - state.members():
+            self.members_left(state.group_id)
 
     def info(self, group_id: bytes) -> GroupInfo:
         st = self.load(group_id)

@@ -446,3 +446,29 @@ def test_answering_a_request_sends_the_read_receipts_of_what_was_read() -> None:
     assert w.f(d).contact_state(e) == ContactState.CONTACT
     assert _status(w, e, conv, s.message_id) == "read"
     assert w.dev(d, 1).store.conversation(conv).unread == 0  # type: ignore[union-attr]
+
+
+def test_a_group_messages_status_counts_the_members_it_was_sent_to() -> None:
+    """A member added after a message cannot read it, so never acknowledges it: the status
+    counts the members it was sent to (it stayed "sent" for good). A member removed before
+    acknowledging no longer holds it back, at once (it waited for some later receipt)."""
+    w = FWorld()
+    a, b, c, d = w.person(), w.person(), w.person(), w.person()
+    gid = w.group(a, [b, c])
+    first = w.f(a).send_group_message(gid, ContentType.TEXT, b"to b and c")
+    w.route(first.frames, frm=w.node(a))
+    w.f(b).mark_read(gid)
+    w.route(w.f(b).flush(), frm=w.node(b))
+    assert _status(w, a, gid, first.message_id) == "sent"  # c has not acknowledged
+    w.route(w.node(a).groups.remove(gid, c), frm=w.node(a))
+    assert _status(w, a, gid, first.message_id) == "read"
+    second = w.f(a).send_group_message(gid, ContentType.TEXT, b"before d")
+    w.route(second.frames, frm=w.node(a))
+    w.route(w.node(a).groups.add(gid, d), frm=w.node(a))
+    w.f(b).mark_read(gid)
+    w.route(w.f(b).flush(), frm=w.node(b))
+    w.flush_all()
+    assert _status(w, a, gid, second.message_id) == "read"
+    view = w.f(a).view(w.dev(a).store.message(gid, second.message_id))  # type: ignore[arg-type]
+    assert view.receipts == {b: "read"}
+    assert w.f(a).recipients(gid, second.message_id, gid) == [b]

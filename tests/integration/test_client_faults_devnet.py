@@ -316,3 +316,49 @@ async def test_a_frame_refused_for_good_holds_up_neither_sync_nor_later_sends(
     assert texts(await alice.c.sync()) == ["hello alice"]  # the network is up: read on
     await alice.c.send_text(bob.name, "a later one")  # went out: no DeliveryPending
     assert texts(await bob.c.sync()) == ["a later one"]
+
+
+class _Hanging:
+    """The real transport, with publishing hanging when ``hang`` is set."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.hang = False
+
+    async def publish(self, subject: str, data: bytes, msg_id: str | None = None) -> Any:
+        if self.hang:
+            await asyncio.sleep(3600)
+        return await self.inner.publish(subject, data, msg_id=msg_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_read_cut_off_by_cancellation_returns_its_events_later(people: People) -> None:
+    """Reading a group invitation publishes key hand-outs; an app's wait_for timed out there
+    (the network slow): the frame was stored and the cursor past it, but its "you were added"
+    was never returned by any sync() or listen() (found by a concurrency review)."""
+    alice, bob = people.new("ta"), people.new("tb")
+    for how in ("sync", "listen"):
+        gid = await alice.c.create_group(f"cut off {how}", [bob.name])
+        await alice.c.send_group_text(gid, f"hello {how}")
+        t = _Hanging(await bob.c.connect())
+        bob.c.transport = t  # type: ignore[assignment]
+        t.hang = True
+        if how == "sync":
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(bob.c.sync(), 3)
+        else:
+
+            async def first() -> Any:
+                async for r in bob.c.listen():
+                    return r
+                return None
+
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(first(), 3)
+        t.hang = False
+        got = [r.text for r in await bob.c.sync()]
+        assert f"you were added to “cut off {how}”" in " ".join(got), got
+        assert f"hello {how}" in got
+        bob.c.transport = t.inner  # type: ignore[assignment]

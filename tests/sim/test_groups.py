@@ -54,7 +54,7 @@ def test_without_reoffer_or_pull_members_diverge() -> None:
 
 def test_regression_seed0_in_flight_messages_survive_epoch_changes() -> None:
     r = run("groups", 0)
-    assert not any("stale or unknown group epoch" in v for v in r.violations)
+    assert r.violations == [], r.violations[:5]  # it was "stale or unknown group epoch"
 
 
 def test_regression_seed4_every_member_gets_every_sender_key() -> None:
@@ -67,7 +67,7 @@ def test_regression_seed4_every_member_gets_every_sender_key() -> None:
 
 def test_regression_seed2_welcome_does_not_undo_a_removal() -> None:
     r = run("groups", 2)
-    assert not any("still believes it is" in v for v in r.violations)
+    assert r.violations == [], r.violations[:5]  # it was "still believes it is" a member
 
 
 def test_regression_finding7_messages_of_a_member_who_left_are_not_lost(

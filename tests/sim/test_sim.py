@@ -117,7 +117,6 @@ def test_cli_scale() -> None:
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
     assert doc["messages"] > 60 and doc["delivery_rate"] == 1.0 and doc["errors"] == {}
-    assert doc["furps_messages_per_s"] == pytest.approx(666.7, abs=0.1)
     kinds = doc["by_kind"]
     assert "retransmit" not in kinds  # receipts / piggybacked acks arrived in time
     assert 150 < kinds["message"]["mean_frame_bytes"] < 300
