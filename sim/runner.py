@@ -366,6 +366,42 @@ class World:
 
         self.at(offset_ms, go)
 
+    def group_stale_sender(self, offset_ms: int, dev: Device, label: str, after_ms: int) -> None:
+        """A member about to be removed keeps a copy of its group state (taken at
+        ``offset_ms``, just before its removal) and, ``after_ms`` later, posts with it: a
+        frame tagged with the pre-removal epoch, past the hour members keep a leaver's chain
+        (``RETIRED_CHAIN_MS``). If it was removed, nobody may show it (the oracle flags any
+        message the simulation did not send); if the removal did not happen, nothing is
+        posted."""
+        kept: list[bytes] = []
+
+        def snapshot() -> None:
+            gid = self.group_ids.get(label)
+            st = dev.groups.load(gid) if gid is not None and dev.groups is not None else None
+            if st is not None and st.is_member:
+                kept.append(st.to_bytes())
+
+        def post() -> None:
+            from chatcore.group import GroupState
+            from chatcore.groupchat import group_topic
+            from chatcore.payload import Payload
+
+            gid = self.group_ids.get(label)
+            truth = self.oracle.truth(gid) if gid is not None else None
+            if not kept or gid is None or truth is None or dev.identity_id in truth.members:
+                return
+            st = GroupState.from_bytes(kept[0])
+            for _ in range(3):  # numbers its old chain never used
+                st, _frame = st.encrypt(b"skipped")
+            body = Payload(ContentType.TEXT, 1, self.clock.now, b"after my removal").encode()
+            _, frame = st.encrypt(body)
+            self._inject(group_topic(gid), frame)
+            self.stats["group_stale_sender_posts"] += 1
+            self.event(f"stale sender {dev.name} -> {label}")
+
+        self.at(offset_ms, snapshot)
+        self.at(offset_ms + after_ms, post)
+
     def _inject(self, subject: str, frame: bytes) -> None:
         self.hostile_frames.add(hashlib.sha256(frame).digest())
         mid = "hostile-" + str(self.stats["hostile"])

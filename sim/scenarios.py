@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from chatcore.group.consts import RETIRED_CHAIN_MS
 from sim.network import Faults
 from sim.runner import DAY_MS, Scenario, User, World
 
@@ -182,7 +183,11 @@ def groups(w: World, r: random.Random, scale: float) -> None:
         if len(members) >= 4:
             k = members[-1]
             removed.append(k)
-            w.group_change(t + r.randrange(0, 300), r.choice(second.devices), label, "remove", k)
+            at = t + r.randrange(0, 300)
+            w.group_change(at, r.choice(second.devices), label, "remove", k)
+            # it keeps its state and posts after the hour members keep its chain (+10 min:
+            # every member has applied the removal by then)
+            w.group_stale_sender(at - 1, r.choice(k.devices), label, RETIRED_CHAIN_MS + 600_000)
         # a member leaves
         t += r.randrange(3_000, 15_000)
         if len(members) >= 5:

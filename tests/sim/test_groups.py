@@ -165,3 +165,21 @@ def test_reference_model_on_simple_and_concurrent_logs() -> None:
     ops = reference.decode_all(log)
     assert not reference.simple(ops, reference.pasts(ops))
     assert gid
+
+
+def test_a_removed_member_posting_after_the_window_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A removed member keeps its old state and posts an hour and ten minutes after its
+    removal (``World.group_stale_sender``): nobody may show it. Before the ninth session's
+    audit no run exercised this refusal (removing it failed no seed). With the core keeping
+    a leaver's chain for days, the same seed shows the post and the checker says so."""
+    from chatcore.group import state
+
+    r = run("groups", 1)
+    assert r.violations == [], r.violations[:5]
+    assert r.stats.get("group_stale_sender_posts", 0) > 0
+    monkeypatch.setattr(state, "RETIRED_CHAIN_MS", 10 * 86_400_000)
+    broken = run("groups", 1)
+    shown = [v for v in broken.violations if "nobody in the simulation sent" in v]
+    assert shown, broken.violations[:3]
