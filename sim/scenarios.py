@@ -187,7 +187,7 @@ def groups(w: World, r: random.Random, scale: float) -> None:
             w.group_change(at, r.choice(second.devices), label, "remove", k)
             # it keeps its state and posts after the hour members keep its chain (+10 min:
             # every member has applied the removal by then)
-            w.group_stale_sender(at - 1, r.choice(k.devices), label, RETIRED_CHAIN_MS + 600_000)
+            w.group_stale_sender(at - 1, k.devices[0], label, RETIRED_CHAIN_MS + 600_000)
         # a member leaves
         t += r.randrange(3_000, 15_000)
         if len(members) >= 5:
