@@ -209,10 +209,12 @@ class Features:
         self._x("INSERT OR IGNORE INTO owed_receipts VALUES (?,?,?,?)", (conv, kind, mid, at))
 
     def _unowe(self, conv: bytes, kind: int, mids: Sequence[bytes]) -> None:
-        for mid in mids:
+        for start in range(0, len(mids), 500):  # one statement per 500 ids, not one per id
+            chunk = tuple(mids[start : start + 500])
             self._x(
-                "DELETE FROM owed_receipts WHERE conversation_id=? AND kind=? AND message_id=?",
-                (conv, kind, mid),
+                "DELETE FROM owed_receipts WHERE conversation_id=? AND kind=? AND message_id "
+                f"IN ({','.join('?' * len(chunk))})",
+                (conv, kind, *chunk),
             )
 
     def _is_owed(self, conv: bytes, kind: int, mid: bytes) -> bool:
