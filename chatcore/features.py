@@ -246,11 +246,13 @@ class Features:
     def next_due(self) -> int | None:
         """When :meth:`flush` with ``due_only`` next has work (ms): a retransmission or a
         queued receipt (the shorter 1:1 delay is assumed for all), or None."""
-        times = [t for t in (self._rel().next_due(),) if t is not None]
-        (oldest,) = self._x("SELECT MIN(queued_at) FROM owed_receipts").fetchone()
-        if oldest is not None:
-            times.append(int(oldest) + DIRECT_ACK_DELAY_MS)
+        times = [t for t in (self._rel().next_due(), self.next_receipt_due()) if t is not None]
         return min(times, default=None)
+
+    def next_receipt_due(self) -> int | None:
+        """When the oldest queued receipt is due (ms; the shorter 1:1 delay), or None."""
+        (oldest,) = self._x("SELECT MIN(queued_at) FROM owed_receipts").fetchone()
+        return None if oldest is None else int(oldest) + DIRECT_ACK_DELAY_MS
 
     def drop_recipient(self, installation_id: bytes) -> int:
         """An installation was revoked: stop waiting for its receipts (see

@@ -323,13 +323,16 @@ class Device:
             for inst in sorted(self._dropped):
                 f.drop_recipient(inst)
             self._dropped.clear()
-        due_at = f.next_due()  # the client's timer fires then
+        # the client's timer fires then (a client that never retransmits has only receipts
+        # to wait for: a retransmission overdue for good would wake it every second)
+        timer = f.next_due if w.cfg.e2e_retry else f.next_receipt_due
+        due_at = timer()
         if due_at is not None and due_at <= now:
             if w.cfg.send_receipts:
                 f.flush_receipts(due_only=True)  # the frames are in the outbox
             if w.cfg.e2e_retry:
                 w.stats["retransmits"] += len(f.retransmit())
-            due_at = f.next_due()
+            due_at = timer()
         self.flush_outbox()
         if now >= self._next_poll:
             self.fetch()
