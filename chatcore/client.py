@@ -607,6 +607,25 @@ class Client:
             self.transport = await NatsTransport.connect(self.network.nats_url)
         return self.transport
 
+    async def _check_stream(self, transport: Transport) -> None:
+        """Cursors are stream sequence numbers of one store. If the delivery network's store
+        was made again (the server lost it, or the stream was deleted), its numbers started
+        over at 1 and our cursors would skip every new frame up to them: then every subject
+        is read from the start (frames read before are duplicates, dropped as such)."""
+        stream_id = getattr(transport, "stream_id", None)
+        if stream_id is None:  # a transport without one (the simulator's, tests')
+            return
+        sid = (await stream_id()).encode()
+        known = self.store.get_meta("delivery_stream")
+        if known == sid:
+            return
+        # a home from before this check knows no stream: its cursors tell, if they are past
+        # the end of the stream
+        if known is not None or self.store.max_cursor() > await transport.last_seq():
+            log.warning("the delivery network's store was made again: reading it from the start")
+            self.store.reset_cursors()
+        self.store.set_meta("delivery_stream", sid)
+
     async def _publish(self, frames: Sequence[OutFrame]) -> int:
         """Publish frames; each one the store acknowledges leaves the outbox.
 
@@ -804,6 +823,7 @@ class Client:
         if await asyncio.to_thread(self._sync_directory_or_local):
             self._chain_failed_at = None  # it answers again
         transport = await self.connect()
+        await self._check_stream(transport)
         try:
             await self.flush_outbox()
         except FrameRefused as exc:  # the network is up: read on
@@ -883,6 +903,7 @@ class Client:
 
         ``signals`` also yields typing indicators and receipts (for an interactive view)."""
         transport = await self.connect()
+        await self._check_stream(transport)
         subjects = [self.engine.inbox, *self.groups.subjects()]
         sub = await transport.subscribe(subjects, after={s: self.store.cursor(s) for s in subjects})
         self._sub = sub

@@ -776,6 +776,14 @@ class Store:
             (subject, seq),
         )
 
+    def max_cursor(self) -> int:
+        return int(self._x("SELECT COALESCE(MAX(seq), 0) FROM cursors").fetchone()[0])
+
+    def reset_cursors(self) -> None:
+        """Every subject is read from its start again (the delivery network's store was made
+        again: its sequence numbers started over)."""
+        self._x("DELETE FROM cursors")
+
     def set_conversation_title(self, conv_id: bytes, title: str | None) -> None:
         self._x("UPDATE conversations SET title=? WHERE id=?", (title, conv_id))
 

@@ -15,6 +15,11 @@ retention window (``max_age``) and a duplicate window for ``Nats-Msg-Id`` dedup.
   reconnect (e.g. a nats-server restart) or ``add_subjects``. That is the "ordered consumer"
   pattern, done here so that several filter subjects and per-subject cursors fit in it.
 * ``fetch`` uses a short-lived ephemeral pull consumer (AckPolicy.NONE) on one subject.
+* A stream that is gone (the server lost its store, or someone deleted the stream) is made
+  again by the next operation that misses it. A stream made again numbers its messages from 1
+  again: ``stream_id`` (name and creation time) tells it apart, so that a client drops cursors
+  of the old one, and a subscription whose consumer is recreated on a new stream reads it
+  from its start.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ __all__ = ["NatsSubscription", "NatsTransport"]
 T = TypeVar("T")
 
 _STATUS = "Status"
+_STREAM_NOT_FOUND = 10059  # JetStream API err_code
 _MSG_ID = "Nats-Msg-Id"
 _RETRYABLE = (
     asyncio.TimeoutError,
@@ -135,6 +141,7 @@ class NatsSubscription:
         self._lock = asyncio.Lock()
         self._maint: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[None]] = set()
+        self._stream_created: str | None = None  # of the stream the cursors are of
         self.last_reset_reason = ""
         self.resets = 0  # consumers created (1 + recreations); for tests and diagnostics
 
@@ -246,6 +253,14 @@ class NatsSubscription:
             await self._drop_consumer()
             if not self._filt:
                 return
+            created = await self._t._stream_created()
+            if self._stream_created is not None and created != self._stream_created:
+                # a new stream under the old name: its sequence numbers started over, so
+                # everything on it is new to us
+                self._filt = dict.fromkeys(self._filt, 0)
+                self._cursors = dict.fromkeys(self._cursors, 0)
+                self.last_reset_reason = "the stream was made again"
+            self._stream_created = created
             start = min(self._filt.values()) + 1
             filters = sorted(self._filt)
             nc = self._t._nc
@@ -387,6 +402,8 @@ class NatsTransport:
         self._subs: set[NatsSubscription] = set()
         self._closed = False
         self.reconnects = 0
+        # how to make the stream again if it is gone: (max_age_s, duplicate window, replicas)
+        self._stream_cfg: tuple[float, float, int] | None = None
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
@@ -463,31 +480,42 @@ class NatsTransport:
     async def _ensure_stream(
         self, max_age_s: float, dup_s: float, replicas: int, create: bool
     ) -> None:
-        async def op() -> None:
-            try:
-                await self._jsm.stream_info(self.stream)
-                return
-            except nats.js.errors.NotFoundError:
-                if not create:
-                    raise TransportError(
-                        f"stream {self.stream} does not exist at {self.url}"
-                    ) from None
-            cfg = api.StreamConfig(
-                name=self.stream,
-                subjects=[SUBJECT_PREFIX + ">"],
-                storage=api.StorageType.FILE,
-                retention=api.RetentionPolicy.LIMITS,
-                discard=api.DiscardPolicy.OLD,
-                max_age=max_age_s,
-                duplicate_window=min(dup_s, max_age_s),
-                num_replicas=replicas,
-            )
-            try:
-                await self._jsm.add_stream(cfg)
-            except nats.js.errors.BadRequestError:
-                await self._jsm.stream_info(self.stream)  # created concurrently by someone else
+        if create:
+            self._stream_cfg = (max_age_s, dup_s, replicas)
+        await self._retry(self._stream_info, f"set up stream {self.stream}")
 
-        await self._retry(op, f"set up stream {self.stream}")
+    async def _stream_info(self) -> api.StreamInfo:
+        """The stream's info; a stream that is gone is made again (if this transport may)."""
+        try:
+            return await self._jsm.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            if self._stream_cfg is None:
+                raise TransportError(f"stream {self.stream} does not exist at {self.url}") from None
+        max_age_s, dup_s, replicas = self._stream_cfg
+        cfg = api.StreamConfig(
+            name=self.stream,
+            subjects=[SUBJECT_PREFIX + ">"],
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS,
+            discard=api.DiscardPolicy.OLD,
+            max_age=max_age_s,
+            duplicate_window=min(dup_s, max_age_s),
+            num_replicas=replicas,
+        )
+        try:
+            return await self._jsm.add_stream(cfg)
+        except nats.js.errors.BadRequestError:
+            return await self._jsm.stream_info(self.stream)  # created concurrently by someone else
+
+    async def _stream_created(self) -> str:
+        info = await self._stream_info()
+        return info.created.isoformat() if info.created is not None else ""
+
+    async def stream_id(self) -> str:
+        """The stream's name and creation time: it changes when the stream is made again (its
+        sequence numbers, so every cursor, start over then)."""
+        self._check()
+        return f"{self.stream}@{await self._retry(self._stream_created, 'read stream')}"
 
     # ---- helpers --------------------------------------------------------------------------
     def _check(self) -> None:
@@ -513,9 +541,16 @@ class NatsTransport:
             except TransportError:
                 raise
             except nats.js.errors.APIError as e:
-                if getattr(e, "code", None) not in (503, 408, 500, None):
+                if getattr(e, "err_code", None) == _STREAM_NOT_FOUND:
+                    last = e
+                    await self._remake_stream()
+                elif getattr(e, "code", None) not in (503, 408, 500, None):
                     raise FrameRefused(f"{what} refused by {self.url}: {e}") from e
+                else:
+                    last = e
+            except nats.js.errors.NoStreamResponseError as e:  # no stream takes the subject
                 last = e
+                await self._remake_stream()
             except _RETRYABLE as e:
                 last = e
             except nats.errors.Error as e:
@@ -527,6 +562,12 @@ class NatsTransport:
                 ) from last
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 0.5)
+
+    async def _remake_stream(self) -> None:
+        """After an operation missed the stream: make it again if it is gone (the retry then
+        finds it); a failure here is the operation's to report."""
+        with contextlib.suppress(TransportError, nats.errors.Error, *_RETRYABLE):
+            await self._stream_info()
 
     # ---- Transport ------------------------------------------------------------------------
     async def publish(self, subject: str, data: bytes, msg_id: str | None = None) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import re
+import shutil
 
 import pytest
 
@@ -125,6 +126,43 @@ async def test_nats_restart_between_send_and_sync(
         await lst.stop()
     assert await alice.c.sync() == []
     assert alice.c.store.outbox_size() == bob.c.store.outbox_size() == 0
+
+
+async def _lose_the_store(nats_server: NatsServer) -> None:
+    """The server comes back on the same URL without its JetStream store (a disk replaced,
+    the stream deleted and made again): its sequence numbers start over at 1."""
+    await asyncio.to_thread(nats_server.stop)
+    await asyncio.to_thread(shutil.rmtree, nats_server.store_dir)
+    await asyncio.to_thread(nats_server.start)
+
+
+async def test_a_delivery_network_that_lost_its_store_is_read_from_its_start(
+    people: People, nats_server: NatsServer
+) -> None:
+    alice, bob = people.new("alice"), people.new("bob")
+    for i in range(6):  # bob's cursor moves well past what a new stream starts with
+        await alice.c.send_text(bob.name, f"old {i}")
+    assert len(await bob.c.sync()) == 6
+    await _lose_the_store(nats_server)
+    # alice's connected client sends on (the stream is made again), bob reads it
+    await alice.c.send_text(bob.name, "new 1")
+    assert [r.text for r in await bob.c.sync()] == ["new 1"]
+    # a live listener of a home that last read the old store, too
+    await bob.close()
+    await _lose_the_store(nats_server)
+    await alice.c.send_text(bob.name, "new 2")
+    bob.open()
+    lst = Listener(bob.c)
+    try:
+        assert (await lst.next(timeout=15)).text == "new 2"
+        # and a store lost while it listens
+        await _lose_the_store(nats_server)
+        await alice.c.send_text(bob.name, "new 3")
+        assert (await lst.next(timeout=15)).text == "new 3"
+    finally:
+        await lst.stop()
+    assert await bob.c.sync() == []
+    assert alice.c.store.outbox_size() == 0
 
 
 async def test_crash_between_sent_and_acknowledged(people: People, nats_server: NatsServer) -> None:
