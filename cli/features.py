@@ -591,8 +591,7 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
     raw = sys.stdin.isatty()
     screen = Screen(raw)
     try:
-        await asyncio.to_thread(client.sync_directory)
-        await client.sync()
+        await client.sync()  # (the chain first; unreachable, the local index as last synced)
         if pw is not None:
             await asyncio.to_thread(_refresh_prekey, client, pw)
         try:

@@ -7,6 +7,7 @@ One devnet for the module (started by ``devnet up`` here, stopped by the devnet_
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -253,3 +254,29 @@ def test_a_peers_escape_sequences_never_reach_the_terminal(
     # --json keeps the text as it is (JSON escapes it)
     doc = as_(run_cli, homes, "alice", "history", "carol", "--json").doc
     assert doc["messages"][-1]["text"] == hostile
+
+
+def test_chat_works_with_the_chain_unreachable(
+    run_cli: RunCli, homes: dict[str, Any], devnet_dir: Path, tmp_path: Path
+) -> None:
+    """As 'send' and 'sync' do, 'chat' goes on from the local index when the chain node
+    does not answer (it refused to start)."""
+    as_(run_cli, homes, "bob", "send", "alice", "hi before the chain went away")
+    net = json.loads((devnet_dir / "network.json").read_text())
+    net["rpc_url"] = "http://127.0.0.1:1"  # nothing listens there
+    dead = tmp_path / "dead-rpc.json"
+    dead.write_text(json.dumps(net))
+    env = base_env(devnet_dir, tmp_path)
+    p = subprocess.run(
+        [str(CLI), "--network", str(dead), "--home", homes["alice"]["home"], "chat", "bob"],
+        env=env,
+        input="typed while the chain is down\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    assert "hi before the chain went away" in p.stdout
+    got = as_(run_cli, homes, "bob", "sync", "--json").doc
+    assert "typed while the chain is down" in [m["text"] for m in got]
