@@ -585,7 +585,7 @@ def chat(ctx: Ctx, to: str) -> None:
 async def _chat(client: Any, to: str, pw: str | None = None) -> None:
     from chatcore import content
     from chatcore.engine import direct_conversation_id
-    from chatcore.errors import UnknownContact
+    from chatcore.errors import DeliveryPending, UnknownContact
     from chatcore.payload import ContentType
 
     raw = sys.stdin.isatty()
@@ -668,6 +668,12 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
             try:
                 res = await send(text)
                 shown_status[res.message_id] = "sent"
+            except DeliveryPending as exc:  # saved: typing it again would send it twice
+                shown_status[exc.result.message_id] = "sending"
+                screen.show(
+                    f"(not sent yet: saved as {hx(exc.result.message_id)}, it goes out when "
+                    f"the network is back: {exc})"
+                )
             except Exception as exc:
                 screen.show(f"error: not sent: {exc}")
 

@@ -280,3 +280,53 @@ def test_chat_works_with_the_chain_unreachable(
     assert "hi before the chain went away" in p.stdout
     got = as_(run_cli, homes, "bob", "sync", "--json").doc
     assert "typed while the chain is down" in [m["text"] for m in got]
+
+
+def test_chat_says_a_line_typed_offline_is_saved_not_lost(
+    run_cli: RunCli, homes: dict[str, Any], devnet_dir: Path, tmp_path: Path, nats_server: Any
+) -> None:
+    """A line typed while the delivery network is away is saved and goes out later (the
+    outbox): chat must not say 'not sent' (the user types it again: the peer gets it twice)."""
+    net = json.loads((devnet_dir / "network.json").read_text())
+    net["nats_url"] = nats_server.url  # a delivery network this test can stop
+    own = tmp_path / "own-nats.json"
+    own.write_text(json.dumps(net))
+    p = subprocess.Popen(
+        [str(CLI), "--network", str(own), "--home", homes["carol"]["home"], "chat", "alice"],
+        env=base_env(devnet_dir, tmp_path),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(p.stdout.readline, "")))  # type: ignore[union-attr]
+    reader.start()
+
+    def wait_for(text: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            hit = [ln for ln in list(lines) if text in ln]
+            if hit:
+                return hit[0]
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} not seen in {lines}")
+
+    try:
+        wait_for("chatting with")
+        nats_server.stop()
+        assert p.stdin is not None
+        p.stdin.write("typed with the network away\n")
+        p.stdin.flush()
+        line = wait_for("not sent")
+        assert "error" not in line and "saved" in line, line
+        p.stdin.close()
+        assert p.wait(30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
+        reader.join(5)
+    doc = as_(run_cli, homes, "carol", "history", "alice", "--json").doc
+    assert doc["messages"][-1]["text"] == "typed with the network away"
+    assert doc["messages"][-1]["status"] == "sending"
