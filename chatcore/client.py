@@ -692,8 +692,11 @@ class Client:
                 if not own & waiting:  # ours went out; an older frame was refused
                     log.warning("a frame waiting in the outbox was refused: %s", exc)
                     return result
-            # the network's own words; that the frames wait is what DeliveryPending says
-            raise DeliveryPending(str(exc.__cause__ or exc), result) from exc
+            # the transport's own words (without _publish's "kept in the outbox": that the
+            # frames wait is what DeliveryPending says); not those of the exception under it
+            # (a connection timeout's are empty, a NATS client's are its internals)
+            cause = exc.__cause__ if isinstance(exc.__cause__, TransportError) else exc
+            raise DeliveryPending(str(cause) or str(exc), result) from exc
         return result
 
     async def send_text(self, to: str, text: str) -> SendResult:

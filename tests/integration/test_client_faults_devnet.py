@@ -6,6 +6,8 @@ listens. Real anvil + JetStream; faults are injected by wrapping the real transp
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import socket
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -362,3 +364,24 @@ async def test_a_read_cut_off_by_cancellation_returns_its_events_later(people: P
         assert f"you were added to “cut off {how}”" in " ".join(got), got
         assert f"hello {how}" in got
         bob.c.transport = t.inner  # type: ignore[assignment]
+
+
+async def test_delivery_pending_says_in_words_why_the_network_did_not_take_it(
+    people: People,
+) -> None:
+    """A NATS URL where something listens but never speaks NATS (a mistyped port): the
+    connection times out with an exception whose text is empty, and DeliveryPending said only
+    'DeliveryPending' (the CLI printed that as the reason)."""
+    alice, bob = people.new("alice"), people.new("bob")
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen()
+        await alice.close()
+        alice.network = dataclasses.replace(
+            alice.network, nats_url=f"nats://127.0.0.1:{mute.getsockname()[1]}"
+        )
+        alice.open()
+        with pytest.raises(DeliveryPending) as exc:
+            await alice.c.send_text(bob.name, "to a network that never answers")
+    said = str(exc.value)
+    assert "delivery network unreachable at nats://127.0.0.1:" in said, said
