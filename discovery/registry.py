@@ -28,6 +28,7 @@ from web3.exceptions import (
     Web3Exception,
     Web3RPCError,
 )
+from web3.providers.rpc.utils import ExceptionRetryConfiguration
 
 from contracts import load_artifact
 from discovery.errors import ChainUnavailable, DiscoveryError, NameTaken, RegistryReverted
@@ -181,7 +182,14 @@ class Registry:
             session.trust_env = False  # no proxy lookup in the environment on every request
             w3 = Web3(
                 Web3.HTTPProvider(
-                    config.rpc_url, request_kwargs={"timeout": timeout}, session=session
+                    config.rpc_url,
+                    request_kwargs={"timeout": timeout},
+                    session=session,
+                    # web3 retries timeouts too (5 attempts): a node that takes connections
+                    # and answers nothing held every call for 5 timeouts and more
+                    exception_retry_configuration=ExceptionRetryConfiguration(
+                        errors=(ConnectionError, requests.exceptions.HTTPError)
+                    ),
                 )
             )
             # web3's "validation" adds 2 eth_chainId per eth_call; check_chain() covers it

@@ -112,3 +112,22 @@ def test_a_huge_but_possible_head_is_crossed_in_few_calls() -> None:
     index.sync()
     assert index.synced_block == 2**32 - 1
     assert node.calls < 1_200  # type: ignore[attr-defined]
+
+
+def test_a_node_that_never_answers_costs_one_timeout_not_five() -> None:
+    """A node that takes the connection and answers nothing: each call gives up after the
+    registry's timeout. web3 retried timeouts 5 times by default, so every call (and every
+    send or chat line, which ask the chain first) hung for 5 timeouts and more."""
+    import socket
+    import time
+
+    with socket.socket() as mute:  # the kernel accepts connections; nobody answers
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(16)
+        url = f"http://127.0.0.1:{mute.getsockname()[1]}"
+        cfg = NetworkConfig(31337, url, REGISTRY, "0x" + "33" * 20, 0, "nats://x")
+        reg = Registry(cfg, timeout=0.5)
+        t0 = time.monotonic()
+        with pytest.raises(ChainUnavailable):
+            reg.block_number()
+        assert time.monotonic() - t0 < 1.5
