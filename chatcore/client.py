@@ -73,8 +73,9 @@ MIN_BALANCE_WEI = 10**16
 RETRY_BACKOFF_MS = (1_000, 5_000, 30_000, 120_000)
 # how stale the on-chain index may be when sending (revocations reach senders within this)
 DIRECTORY_MAX_AGE_MS = 1_000
-#: after the chain failed to answer whether an unknown sender exists: do not ask again for
-#: frames like it for this long (each attempt may take the RPC timeout)
+#: after the chain failed to answer (whether an unknown sender exists, or before a send): do
+#: not ask again for frames like it, or before sends, for this long (each attempt may take
+#: the RPC timeout)
 CHAIN_RETRY_MS = 30_000
 
 
@@ -171,7 +172,7 @@ class Client:
         self._sub: object | None = None
         #: the index block at which remembered names were last re-checked (see sync_directory)
         self._names_checked_at = -1
-        #: when checking an unknown sender on chain last failed (ms): not again for a while
+        #: when asking the chain last failed (ms): not again for a while (see CHAIN_RETRY_MS)
         self._chain_failed_at: int | None = None
         #: stored by a sync() the network broke off; the next sync() / listen() returns them
         self._unreported: list[Received] = []
@@ -1027,8 +1028,15 @@ class Client:
 
     async def _refresh_directory(self) -> bool:
         """The chain's view, at most DIRECTORY_MAX_AGE_MS old, for an action that also works
-        from the local index (offline: our devices as we last saw them). True if fresh."""
-        return await asyncio.to_thread(self._sync_directory_or_local, DIRECTORY_MAX_AGE_MS)
+        from the local index (offline: our devices as we last saw them). True if fresh.
+        After the chain failed, it is asked again only CHAIN_RETRY_MS later: a node that
+        hangs would otherwise hold up each message of a chat for a whole timeout."""
+        failed = self._chain_failed_at
+        if failed is not None and self.clock_ms() - failed < CHAIN_RETRY_MS:
+            return False
+        fresh = await asyncio.to_thread(self._sync_directory_or_local, DIRECTORY_MAX_AGE_MS)
+        self._chain_failed_at = None if fresh else self.clock_ms()
+        return fresh
 
     def _sync_directory_or_local(self, max_age_ms: int = 0) -> bool:
         """``sync_directory``, or, with the chain unreachable, the local index as last

@@ -385,3 +385,27 @@ async def test_delivery_pending_says_in_words_why_the_network_did_not_take_it(
             await alice.c.send_text(bob.name, "to a network that never answers")
     said = str(exc.value)
     assert "delivery network unreachable at nats://127.0.0.1:" in said, said
+
+
+async def test_sends_wait_on_a_hanging_chain_once_not_per_message(
+    people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each send asks the chain first (devices linked since); with a node that hangs, every
+    message of a chat waited a whole timeout before going out from the local index."""
+    from discovery.errors import ChainUnavailable
+
+    alice, bob = people.new("ha"), people.new("hb")
+    await alice.c.send_text(bob.name, "while the chain answers")
+    attempts: list[int] = []
+
+    def hangs(*_a: object, **_k: object) -> int:
+        attempts.append(1)
+        raise ChainUnavailable("chain unreachable (injected)")
+
+    await asyncio.sleep(1.1)  # the last index sync is older than DIRECTORY_MAX_AGE_MS
+    monkeypatch.setattr(alice.c.index, "sync", hangs)
+    for i in range(3):
+        await alice.c.send_text(bob.name, f"chain hangs {i}")
+        await asyncio.sleep(1.1)
+    assert len(attempts) == 1
+    assert texts(await bob.c.sync())[-3:] == [f"chain hangs {i}" for i in range(3)]
