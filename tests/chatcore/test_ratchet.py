@@ -248,3 +248,21 @@ def test_from_bytes_rejects_malformed(mutate: Callable[[bytes], bytes]) -> None:
     enc(a, b"x", rng)
     with pytest.raises(ValueError):
         RatchetState.from_bytes(mutate(a.to_bytes()))
+
+
+def test_new_chain_exactly_at_the_skip_limit_keeps_the_previous_chain() -> None:
+    """A new chain whose header says exactly MAX_SKIP messages of the previous chain are
+    missing derives and keeps their keys (only more than MAX_SKIP drops the chain): the
+    late messages of the previous chain still decrypt."""
+    a, b, rng = pair(8)
+    dec(b, enc(a, b"0", rng))
+    dec(a, enc(b, b"r", rng))
+    dec(b, enc(a, b"a1", rng))  # a's second chain; b.nr == 1
+    late = [enc(a, b"late%d" % i, rng) for i in range(MAX_SKIP)]  # delayed, not lost
+    dec(a, enc(b, b"r2", rng))
+    body = enc(a, b"new", rng)
+    assert a.pn - b.nr == MAX_SKIP
+    assert dec(b, body) == b"new"
+    assert len(b.skipped) == MAX_SKIP
+    assert dec(b, late[0]) == b"late0"
+    assert dec(b, late[-1]) == b"late%d" % (MAX_SKIP - 1)

@@ -424,3 +424,16 @@ def test_wallet_links(w3, registries, funded_account):
     send_tx(w3, owner, reg.functions.linkWallet(ident, wallet.address, dl, sig2))
     send_tx(w3, wallet, reg.functions.unlinkWallet(ident, wallet.address))
     assert bytes(reg.functions.identityOf(wallet.address).call()) == ZERO32
+
+
+def test_the_recovery_account_may_unlink_a_wallet(w3, registries, funded_account):
+    """unlinkWallet: 'Owner, recovery or the wallet itself removes a wallet link'."""
+    reg = registries.identity
+    owner, recovery, wallet = (funded_account() for _ in range(3))
+    ident, _, _ = register(w3, reg, owner, recovery=recovery.address)
+    dl = deadline(w3)
+    sig = _link_sig(w3, registries, wallet, ident, dl)
+    send_tx(w3, owner, reg.functions.linkWallet(ident, wallet.address, dl, sig))
+    assert bytes(reg.functions.identityOf(wallet.address).call()) == ident
+    send_tx(w3, recovery, reg.functions.unlinkWallet(ident, wallet.address))
+    assert bytes(reg.functions.identityOf(wallet.address).call()) == ZERO32

@@ -675,3 +675,36 @@ def test_a_publish_that_landed_though_it_failed_keeps_its_prekey(
         assert current is not None and current.pub == now.bundle.spk_pub
     finally:
         client.close()
+
+
+def test_bundle_text_bound_to_another_registry_for_a_valid_identity(world: World) -> None:
+    """Same chain id, another registry deployment (identity ids do not depend on the
+    registry, so the same owner's id can exist in both): the text is refused."""
+    m = world.multi
+    dev = m.devices[1]
+    other = dataclasses.replace(
+        dev.bundle(world.cfg, m.identity_id, seq=1), registry=b"\x11" * 20
+    ).signed(dev.seed)
+    assert other.signature_ok()
+    with pytest.raises(WrongChain):
+        cold(world.cfg).resolve(other.to_text())
+
+
+def test_a_forged_bundle_with_a_high_seq_does_not_make_later_ones_stale(
+    world: World, w3: Web3
+) -> None:
+    """Only bundles the installation signed count toward the newest seq: a badly signed
+    record (published by whoever holds the owner or recovery account, without the device's
+    key) with a huge seq must not make the device's next real bundle 'stale' for ever."""
+    ident = register_direct(world.reg, w3)
+    dev = ident.devices[0]
+    good = dev.bundle(world.cfg, ident.identity_id, seq=99)
+    sig = bytearray(good.signature)
+    sig[3] ^= 0x01
+    forged = dataclasses.replace(good, signature=bytes(sig))
+    world.reg.publish_bundle(ident.owner, ident.identity_id, dev.pub, forged.encode())
+    with pytest.raises(BadSignature):
+        cold(world.cfg).resolve(ident.qid)
+    b2 = dev.bundle(world.cfg, ident.identity_id, seq=2)
+    world.reg.publish_bundle(ident.owner, ident.identity_id, dev.pub, b2.encode())
+    assert cold(world.cfg).resolve(ident.qid).installations[0].bundle == b2

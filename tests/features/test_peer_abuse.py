@@ -190,3 +190,43 @@ def test_no_typing_indicator_goes_to_someone_blocked() -> None:
     w.route(w.f(a).set_contact(m, ContactState.BLOCKED))
     assert w.f(a).send_typing(s.conversation_id) == []
     assert w.f(m).typing_now(s.conversation_id) == []
+
+
+def test_an_edit_racing_a_delete_is_dropped_and_the_text_stays_gone() -> None:
+    """Deleted for everyone means gone: an edit that arrives after the delete (sent before
+    it reached its author's other device, or by a client that ignores it) does not bring
+    text back, not even to search; it is acknowledged so that it is not sent again. Our
+    own device refuses to edit a deleted message."""
+    w = FWorld()
+    a, b = w.person(2), w.person()
+    s = w.send_text(a, b, "secret plan")
+    w.route(s.frames)
+    conv, mid = s.conversation_id, s.message_id
+    late = w.f(a, 1).send_op(
+        w.directory.peer(b), ContentType.EDIT, content.encode_edit(mid, "secret plan v2"),
+        w.own(a),
+    )  # fmt: skip
+    d = w.f(a).send_op(
+        w.directory.peer(b), ContentType.DELETE, content.encode_delete(mid), w.own(a)
+    )
+    w.route(d.frames, strict=True)
+    queued = w.f(b).queued_receipts()
+    assert w.route([f for f in late.frames if f.subject == w.dev(b).engine.inbox]) == []
+    assert w.f(b).queued_receipts() == queued + 1
+    m = w.dev(b).store.message(conv, mid)
+    assert m is not None and m.body == b""
+    v = w.f(b).view(m)
+    assert v.deleted and v.text == "" and not v.edited
+    (edited,) = (
+        w.dev(b)
+        .store._x(
+            "SELECT edited_body FROM messages WHERE conversation_id=? AND message_id=?", (conv, mid)
+        )
+        .fetchone()
+    )
+    assert edited is None
+    assert w.f(b).search("plan") == []
+    with pytest.raises(ContentError):
+        w.f(a).send_op(
+            w.directory.peer(b), ContentType.EDIT, content.encode_edit(mid, "again"), w.own(a)
+        )

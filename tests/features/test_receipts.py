@@ -472,3 +472,65 @@ def test_a_group_messages_status_counts_the_members_it_was_sent_to() -> None:
     view = w.f(a).view(w.dev(a).store.message(gid, second.message_id))  # type: ignore[arg-type]
     assert view.receipts == {b: "read"}
     assert w.f(a).recipients(gid, second.message_id, gid) == [b]
+
+
+def test_a_late_delivered_receipt_does_not_undo_read() -> None:
+    """Receipts can arrive out of order (a retransmitted or another device's "delivered"
+    after "read"): a member's receipt never goes back down."""
+    w = FWorld()
+    a, b = w.person(), w.person()
+    s = w.send_text(a, b, "hi")
+    w.route(s.frames)
+    conv, mid = s.conversation_id, s.message_id
+    read = content.encode_receipt(ReceiptKind.READ, [mid])
+    w.route(w.f(b)._signal(a, w.own(a), ContentType.RECEIPT, read), strict=True)
+    assert w.f(a).receipts(conv, mid) == {b: "read"}
+    late = content.encode_receipt(ReceiptKind.DELIVERED, [mid])
+    w.route(w.f(b)._signal(a, w.own(a), ContentType.RECEIPT, late), strict=True)
+    assert w.f(a).receipts(conv, mid) == {b: "read"}
+    assert _status(w, a, conv, mid) == "read"
+
+
+def test_a_members_receipt_for_someone_elses_message_records_nothing() -> None:
+    """A group member can send us a receipt naming another member's message (a buggy or
+    hostile client): it is not our message, so no receipt is recorded and nothing shown."""
+    w = FWorld()
+    a, b, c = w.person(), w.person(), w.person()
+    gid = w.group(a, [b, c])
+    s = w.f(a).send_group_message(gid, ContentType.TEXT, b"from alice")
+    w.route(s.frames, frm=w.node(a))
+    before = _status(w, b, gid, s.message_id)
+    body = content.encode_group_receipt(gid, ReceiptKind.READ, [s.message_id])
+    shown = w.route(w.f(c)._signal(b, w.own(b), ContentType.GROUP_RECEIPT, body), strict=True)
+    assert shown == []
+    assert w.f(b).receipts(gid, s.message_id) == {}
+    assert _status(w, b, gid, s.message_id) == before
+
+
+def test_a_retransmitted_edit_is_applied_once_and_acknowledged_again() -> None:
+    """An edit whose acknowledgement was lost comes again: it is not applied or shown a
+    second time, and it is acknowledged again so that its sender stops sending it."""
+    w = FWorld()
+    a, b = w.person(), w.person()
+    s = w.send_text(a, b, "helo")
+    w.route(s.frames)
+    w.flush_all()
+    conv, mid = s.conversation_id, s.message_id
+    e = w.f(a).send_op(
+        w.directory.peer(b), ContentType.EDIT, content.encode_edit(mid, "hello"), w.own(a)
+    )
+    assert [r.content_type for r in w.route(e.frames, strict=True)] == [ContentType.EDIT]
+    w.node(b).f.flush()  # the acknowledgement is lost
+    w.clock.now += 31_000
+    again = w.f(a).flush()
+    assert again  # the edit is retransmitted
+    assert w.route(again, strict=True) == []  # not shown twice
+    w.flush_all()
+    assert w.f(a).pending_acks() == 0
+    ops = (
+        w.dev(b)
+        .store._x("SELECT COUNT(*) FROM content_ops WHERE conversation_id=?", (conv,))
+        .fetchone()
+    )
+    assert ops[0] == 1
+    assert w.f(b).view(w.dev(b).store.message(conv, mid)).text == "hello"  # type: ignore[arg-type]

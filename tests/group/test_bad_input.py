@@ -13,7 +13,7 @@ from chatcore.errors import (
     TooManySkipped,
 )
 from chatcore.group import GroupState, InstallationKey, OpKind
-from chatcore.group.consts import EPOCH_GRACE, MAX_SKIP
+from chatcore.group.consts import EPOCH_AHEAD, EPOCH_GRACE, MAX_SKIP
 from chatcore.group.ops import make_op
 
 from . import World
@@ -331,3 +331,19 @@ def test_a_welcome_for_someone_elses_group_id_is_refused() -> None:
     ud = w.dev(u)
     with pytest.raises(GroupError, match="not its creator's"):
         GroupState.join(encode_welcome(gid, [fake_create]), u, ud.inst, w.directory, w.rng)
+
+
+def test_a_message_from_a_member_up_to_epoch_ahead_ops_ahead_is_read() -> None:
+    """A member that applied ops we have not got yet tags its messages with a later epoch:
+    up to EPOCH_AHEAD epochs ahead they are read (its sender key did not change), beyond
+    that refused as an unknown epoch."""
+    w, a, b, c = _group()
+    behind = _state(w, b)
+    w.dev(b).online = False  # b gets none of the ops below
+    for _ in range(EPOCH_AHEAD):
+        w.act(a, "add_member", w.person())
+    assert _state(w, c).epoch == behind.epoch + EPOCH_AHEAD
+    assert behind.decrypt(w.send(c, b"from ahead"))[3] == b"from ahead"
+    w.act(a, "add_member", w.person())
+    with pytest.raises(GroupError):
+        behind.decrypt(w.send(c, b"too far"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatcore.reliability import Reliability, RetryPolicy
+from chatcore.reliability import MAX_GAPS, Reliability, RetryPolicy
 
 CONV = bytes(16)
 A, B = b"\x01" * 32, b"\x02" * 32
@@ -97,3 +97,14 @@ def test_retry_slows_down_once_a_message_is_days_old() -> None:
     assert p.delay(20, age_ms=2 * 86_400_000 - 1) == 6 * 3_600_000
     assert p.delay(20, age_ms=2 * 86_400_000) == 86_400_000
     assert p.delay(1, age_ms=3 * 86_400_000) == 86_400_000
+
+
+def test_open_gaps_are_bounded_oldest_forgotten_first() -> None:
+    """Each arriving message may name ids we never got; a peer naming ids that never come
+    cannot grow the gap list past MAX_GAPS: the oldest are forgotten first."""
+    log = Reliability().log(CONV)
+    names = [mid(1000 + i)[:4] for i in range(MAX_GAPS + 10)]
+    for n, i in enumerate(range(0, len(names), 5)):
+        log.received(mid(n + 1), tuple(names[i : i + 5]), now_ms=n)
+    assert len(log.gaps) == MAX_GAPS
+    assert set(log.open_gaps(10**6)) == set(names[10:])
