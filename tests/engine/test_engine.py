@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from chatcore.consts import KIND_HANDSHAKE, KIND_SESSION
-from chatcore.engine import Peer, direct_conversation_id, frame_msg_id, inbox_subject
+from chatcore.engine import (
+    SENDER_INFO_VERSION,
+    Peer,
+    direct_conversation_id,
+    frame_msg_id,
+    inbox_subject,
+)
 from chatcore.errors import (
     ChatCoreError,
     DecryptionError,
@@ -750,3 +756,18 @@ def test_a_restored_home_does_not_write_before_the_history_its_peers_hold() -> N
     # an ordinary home still counts from 1
     c, d = w.person(), w.person()
     assert w.send(c, d, "first").lamport == 1
+
+
+def test_an_unknown_sender_info_version_is_refused_and_nothing_is_stored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sealed sender info starts with its version: a handshake with another version
+    (a future format we cannot read) is refused, not read as today's layout."""
+    w = World(seed=16)
+    alice, bob = w.person(), w.person()
+    a, b = w.dev(alice), w.dev(bob)
+    monkeypatch.setattr(a.engine, "_sender_info", lambda: bytes((SENDER_INFO_VERSION + 1,)) + alice)
+    res = a.engine.send(w.directory.peer(bob), ContentType.TEXT, b"v2", ())
+    with pytest.raises(MalformedMessage):
+        b.receive(w.frame_for(res, b))
+    assert b.store.count_sessions() == 0 and b.store.conversations() == []

@@ -677,3 +677,22 @@ def test_a_device_whose_clock_is_behind_still_makes_the_later_change() -> None:
         assert [w.f(a, d).contact_state(b) for d in (0, 1)] == [ContactState.CONTACT] * 2
         assert [w.f(a, d).read_receipts for d in (0, 1)] == [True, True]
         assert [w.dev(a, d).store.conversation(conv).muted for d in (0, 1)] == [False, False]  # type: ignore[union-attr]
+
+
+def test_device_sync_from_another_identity_is_refused_and_changes_nothing() -> None:
+    """Only our own devices may change our contacts, settings or owner key: a DEVICE_SYNC
+    from anyone else (a contact's hostile client) is refused and changes nothing."""
+    w = FWorld()
+    a, b, c = w.person(), w.person(), w.person()
+    w.route(w.send_text(b, a, "hello").frames)
+    for item in (
+        content.SyncContact(c, ContactState.BLOCKED, "spam"),
+        content.SyncSetting(False),
+        content.SyncOwnerKey(b"\x07" * 32),
+    ):
+        frames = w.f(b)._signal(a, w.own(a), ContentType.DEVICE_SYNC, content.encode_sync(item))
+        with pytest.raises(ContentError):
+            w.route(frames, strict=True)
+    assert w.f(a).contact_state(c) == ContactState.NONE
+    assert w.f(a).read_receipts
+    assert w.dev(a).store.get_secret("owner_key_update") is None

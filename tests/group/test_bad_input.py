@@ -347,3 +347,27 @@ def test_a_message_from_a_member_up_to_epoch_ahead_ops_ahead_is_read() -> None:
     w.act(a, "add_member", w.person())
     with pytest.raises(GroupError):
         behind.decrypt(w.send(c, b"too far"))
+
+
+def test_a_removed_member_installs_no_sender_key() -> None:
+    """Once removed, our state takes no member's sender key (one sent by a member that has
+    not yet applied the removal, say): we read nothing of the group any more."""
+    w, a, b, c = _group()
+    w.act(a, "remove_member", b)
+    st = _state(w, b)
+    assert not st.is_member
+    cst = _state(w, c)
+    assert cst.own is not None
+    dist = cst.own.distribution(cst.group_id, c, w.dev(c).inst)
+    with pytest.raises(GroupError):
+        st.receive_distribution(w.dev(c).inst, dist, from_identity=c)
+
+
+def test_a_welcome_that_does_not_make_us_a_member_is_refused() -> None:
+    """A welcome whose log has us removed (an old one forwarded after the removal, say)
+    builds no group state we are silently not a member of."""
+    w, a, _, c = _group()
+    w.act(a, "remove_member", c)
+    welcome = _state(w, a).welcome()
+    with pytest.raises(GroupError, match="member"):
+        GroupState.join(welcome, c, w.dev(c).inst, w.directory, w.rng)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatcore.errors import GroupError
+from chatcore.errors import DecryptionError, GroupError
 from chatcore.group import GroupState
 from chatcore.group.consts import RETIRED_CHAIN_MS
 
@@ -258,3 +258,18 @@ def test_a_leavers_late_message_is_read_alike_whatever_order_the_removals_came_i
     apply(m2, rm_y)
     w.now += 1000
     assert w.read(m1, late) == w.read(m2, late) == b"written while still a member"
+
+
+def test_a_retired_chain_still_needs_the_leavers_signature() -> None:
+    """Every member holds a leaver's chain key; only the leaver's signature says it wrote a
+    message. A frame of a retired chain whose signature does not verify is refused (a
+    member could otherwise write as the one who left, during its window)."""
+    w, a, b, c = _trio(clock=True)
+    in_flight = w.send(c, b"signed by c")
+    w.act(a, "remove_member", c)
+    sb = w.dev(b).state
+    assert sb is not None and len(sb.retired) == 1
+    forged = in_flight[:-1] + bytes([in_flight[-1] ^ 1])
+    with pytest.raises((GroupError, DecryptionError)):
+        sb.decrypt(forged, w.now)
+    assert w.read(b, in_flight) == b"signed by c"
