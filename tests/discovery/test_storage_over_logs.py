@@ -29,6 +29,7 @@ from discovery.registry import Event, IdentityState, Registry, name_commitment
 from discovery.resolver import Resolver
 from tests.discovery.rpc_proxy import RpcProxy, make_log
 from tests.discovery.test_resolver import (
+    Device,
     Ident,
     add_device,
     cold,
@@ -230,3 +231,41 @@ def test_an_answer_about_another_identity_is_refused() -> None:
         r.resolve_id(asked)
     with pytest.raises(IdentityMismatch):
         r.resolve("0x" + asked.hex())
+
+
+@pytest.mark.devnet
+def test_a_device_the_node_invents_is_not_used(
+    anvil: ManagedProcess, w3: Web3, chain_network: NetworkConfig, tmp_path: Path
+) -> None:
+    """A node that invents InstallationAdded and BundlePublished logs for someone's identity
+    (a device of its own, its bundle well signed and bound to this chain): storage does not
+    list the device, so the checked index leaves it out and nothing is sent to it."""
+    reg = Registry(chain_network)
+    victim = register_direct(reg, w3)
+    fake = Device.new()
+    bundle = fake.bundle(chain_network, victim.identity_id)
+    head = w3.eth.block_number
+    with RpcProxy(rpc_url(anvil)) as proxy:
+        proxy.inject_logs += [
+            make_log(
+                chain_network.identity_registry, "InstallationAdded(bytes32,bytes32)",
+                [victim.identity_id, fake.pub], b"", head, 80,
+            ),
+            make_log(
+                chain_network.identity_registry, "BundlePublished(bytes32,bytes32,bytes)",
+                [victim.identity_id, fake.pub], abi_encode(["bytes"], [bundle.encode()]),
+                head, 81,
+            ),
+        ]  # fmt: skip
+        idx = Index(tmp_path / "index.sqlite", Registry(via(proxy, chain_network)))
+        try:
+            idx.sync()
+            listed = [i.installation_id for i in idx.by_id(victim.identity_id).installations]
+            assert fake.pub in listed  # the index did take the node's word
+            r = Resolver(idx.checked(), chain_network.binding, chain_network.name_registry)
+            got = r.resolve(victim.qid)
+            assert [i.installation_id for i in got.installations] == [victim.devices[0].pub]
+            with pytest.raises(UntrustedIdentity):
+                ChainDirectory(r).check_installation(victim.identity_id, fake.pub, bundle.ik_x25519)
+        finally:
+            idx.close()
