@@ -275,3 +275,38 @@ def test_a_member_cannot_welcome_a_newcomer_with_a_forged_op_of_a_revoked_device
         with w.dev(y).store.transaction():
             gy._apply_item(gid, t, w.dev(t).inst, welcome)
     assert gy.load(gid) is None
+
+
+def test_a_revoked_device_cannot_write_to_a_group_before_any_change() -> None:
+    """A device revoked on chain (lost or stolen) keeps its sender key in the group's state
+    until the next membership change: its messages are refused all the same."""
+    from chatcore.errors import UntrustedIdentity
+
+    w = FWorld(22)
+    a, b = w.person(), w.person(2)
+    gid = w.group(a, [b])
+    ok = w.f(b, 1).send_group_message(gid, ContentType.TEXT, b"before")
+    w.route(ok.frames, frm=w.node(b, 1))
+    assert w.dev(a).store.message(gid, ok.message_id) is not None
+    w.directory.revoked.add(w.dev(b, 1).inst)
+    s = w.f(b, 1).send_group_message(gid, ContentType.TEXT, b"from the thief")
+    w.route(s.frames, frm=w.node(b, 1))
+    assert any(isinstance(e, UntrustedIdentity) for e in w.node(a).errors)
+    assert w.dev(a).store.message(gid, s.message_id) is None
+
+
+def test_a_non_member_asking_for_ops_gets_none() -> None:
+    """The op log says who is in a group and what it is called: one removed from it (or
+    anyone else) asking a member for ops gets none; a member asking gets them."""
+    from chatcore.groupchat import encode_want
+
+    w = FWorld(23)
+    a, b, c = w.person(), w.person(), w.person()
+    gid = w.group(a, [b, c])
+    w.route(w.node(a).groups.remove(gid, c), frm=w.node(a))
+    gb = w.node(b).groups
+    sb = gb.load(gid)
+    assert sb is not None and c not in sb.members()
+    want = encode_want(gid, list(sb.ops))
+    assert gb._answer_want(sb, c, w.dev(c).inst, want) == []
+    assert gb._answer_want(sb, a, w.dev(a).inst, want) != []
