@@ -388,6 +388,7 @@ class Features:
         keep_alias: bool = True,
     ) -> list[OutFrame]:
         """Change a contact's state (and alias) here and on every other device of ours."""
+        state = ContactState(state)  # ValueError before anything is written (7, "contact")
         if identity == self.me:
             raise ValueError("you cannot add, block or answer yourself")
         with self.store.transaction():

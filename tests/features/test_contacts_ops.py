@@ -696,3 +696,17 @@ def test_device_sync_from_another_identity_is_refused_and_changes_nothing() -> N
     assert w.f(a).contact_state(c) == ContactState.NONE
     assert w.f(a).read_receipts
     assert w.dev(a).store.get_secret("owner_key_update") is None
+
+
+@pytest.mark.parametrize("bad", [7, -1, "contact"])
+def test_set_contact_with_no_contact_state_changes_nothing(bad: object) -> None:
+    """A state that is no ContactState (an app's own int, a string) is refused before the
+    store is written: it used to be stored, and every later contacts() (and create_group,
+    which reads them) raised ValueError for good."""
+    w = FWorld()
+    a, b = w.person(), w.person()
+    w.route(w.f(a).set_contact(b, ContactState.CONTACT, "Bobby"))
+    with pytest.raises(ValueError):
+        w.f(a).set_contact(b, bad)  # type: ignore[arg-type]
+    assert w.f(a).contact_state(b) == ContactState.CONTACT
+    assert [(c.identity_id, c.alias) for c in w.f(a).contacts()] == [(b, "Bobby")]
