@@ -110,6 +110,22 @@ async def _probe(url: str, timeout: float) -> bool:
     return False
 
 
+def _cancels() -> int:
+    """How many cancellations of the current task are pending (``Task.cancelling``)."""
+    task = asyncio.current_task()
+    return 0 if task is None else task.cancelling()
+
+
+def _still_cancelled(before: int) -> None:
+    """Raise CancelledError if the current task was cancelled since ``before`` (``_cancels``)
+    although the awaited call returned: Python 3.11's ``asyncio.wait_for`` (inside nats-py's
+    requests) returns the result when a cancellation arrives as that result does, and the
+    cancellation is lost. Then a ``listen()`` cancelled at that moment read on for ever (the
+    app's ``task.cancel(); await task`` hung) and a ``sync()`` finished its whole read."""
+    if _cancels() > before:
+        raise asyncio.CancelledError
+
+
 class _FlowControl:
     __slots__ = ("reply",)
 
@@ -425,6 +441,7 @@ class NatsTransport:
         """Connect (raises TransportError within ~``connect_timeout`` if unreachable) and make
         sure the stream exists (created with the given retention if missing; an existing
         stream is used as configured)."""
+        cancels = _cancels()
         if not await _probe(url, connect_timeout):
             raise TransportError(f"delivery network unreachable at {url}")
         holder: list[NatsTransport] = []
@@ -472,6 +489,7 @@ class NatsTransport:
         holder.append(t)
         try:
             await t._ensure_stream(max_age_s, duplicate_window_s, replicas, create_stream)
+            _still_cancelled(cancels)
         except BaseException:
             await t.close()
             raise
@@ -533,11 +551,14 @@ class NatsTransport:
         deadline = time.monotonic() + self.op_timeout
         backoff = 0.05
         last: BaseException | None = None
+        cancels = _cancels()
         while True:
             if self._nc.is_closed:
                 raise TransportError(f"{what}: connection to {self.url} is closed")
             try:
-                return await op()
+                result = await op()
+                _still_cancelled(cancels)
+                return result
             except TransportError:
                 raise
             except nats.js.errors.APIError as e:
@@ -555,6 +576,7 @@ class NatsTransport:
                 last = e
             except nats.errors.Error as e:
                 last = e
+            _still_cancelled(cancels)
             if time.monotonic() + backoff > deadline:
                 raise TransportError(
                     f"{what}: delivery network unreachable at {self.url} "

@@ -184,3 +184,41 @@ async def test_wiretap_sees_subjects_and_payloads(
         assert not wiretap.seen(b"alice")
     finally:
         await t.close()
+
+
+@pytest.mark.parametrize("call", ["publish", "subscribe", "fetch"])
+async def test_a_cancellation_lost_inside_nats_py_still_cancels(
+    nats_server: NatsServer, call: str
+) -> None:
+    """Python 3.11's asyncio.wait_for (in nats-py's requests) returns the reply when a
+    cancellation arrives with it, and the cancellation is lost: a listen() cancelled then
+    read on for ever (the app's ``task.cancel(); await task`` hung). The transport raises
+    it itself."""
+    t = await connect(nats_server)
+    try:
+        await t.publish(A, b"x")
+        api = t._js if call == "publish" else t._jsm
+        name = "publish" if call == "publish" else "add_consumer"
+        real = getattr(api, name)
+
+        async def reply_and_cancel_at_once(*args: object, **kw: object) -> object:
+            result = await real(*args, **kw)
+            loop = asyncio.get_running_loop()
+            fut = loop.create_future()
+            loop.call_soon(fut.set_result, result)
+            loop.call_soon(asyncio.current_task().cancel)  # type: ignore[union-attr]
+            return await asyncio.wait_for(fut, 5.0)
+
+        setattr(api, name, reply_and_cancel_at_once)
+        if call == "publish":
+            task = asyncio.create_task(t.publish(A, b"y"))
+        elif call == "subscribe":
+            task = asyncio.create_task(t.subscribe([A], after=0))
+        else:
+            task = asyncio.create_task(t.fetch(A, after=0))
+        with pytest.raises(asyncio.CancelledError):
+            got = await task
+            if call == "subscribe":
+                await got.close()  # type: ignore[attr-defined]
+    finally:
+        await t.close()
