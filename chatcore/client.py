@@ -1155,6 +1155,8 @@ class Client:
             return to
         try:
             return self.find_group(to)
+        except AmbiguousName:
+            raise  # several groups, or a group and a person: the caller must say which
         except UnknownContact:
             pass
         self._sync_directory_or_local(DIRECTORY_MAX_AGE_MS)  # offline: the local index

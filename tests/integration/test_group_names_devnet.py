@@ -24,6 +24,10 @@ async def test_a_group_named_after_a_person_does_not_take_their_messages(people:
     # alice's name names a group and a person: the CLI's "send alice" asks which
     with pytest.raises(AmbiguousName, match="names a group and a person"):
         bob.c.find_group(alice.name)
+    # so does conversation_id (it gave the 1:1 conversation: an app's mark_read or
+    # send_typing there went to the person when the user meant the group)
+    with pytest.raises(AmbiguousName, match="names a group and a person"):
+        bob.c.conversation_id(alice.name)
     assert bob.c.find_group("0x" + gid.hex()[:8]) == gid  # the id still finds it
     # the 1:1 API and ids always mean the person
     for to in (alice.name, alice.id_hex):
@@ -69,6 +73,14 @@ async def test_case_and_at_do_not_get_a_group_or_alias_past_a_persons_name(
         await bob.c.sync()
         with pytest.raises(AmbiguousName, match="names a group and a person"):
             bob.c.find_group(name)
+        await bob.c.group_change(gid, "leave")
+    twins = [await carol.c.create_group("twins", [bob.name]) for _ in range(2)]
+    await bob.c.sync()
+    # two groups of one name: conversation_id says so (it looked the name up as a person's
+    # and said "no identity found for 'twins'")
+    with pytest.raises(AmbiguousName, match="2 groups are named 'twins'"):
+        bob.c.conversation_id("twins")
+    for gid in twins:
         await bob.c.group_change(gid, "leave")
     for name in (alice.name, alice.name):  # two groups of one name, both left
         gid = await carol.c.create_group(name, [bob.name])
