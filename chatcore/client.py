@@ -1119,7 +1119,10 @@ class Client:
             own = self.directory.own_devices(self.identity_id)
             send1 = f.send_message if ct == ContentType.REPLY else f.send_op
             result = send1(peer, ct, body, own)
-        return await self._deliver(result, result.frames)
+        # the whole outbox, in order: the message an edit, delete or reaction is about may
+        # still wait there (sent offline), and its receivers drop an action on a message
+        # they do not have yet (they saw it unchanged until a retransmission, ~30 s later)
+        return await self._deliver(result)
 
     async def edit(self, message: bytes | str, text: str) -> SendResult:
         """Replace the text of one of our messages, for everyone in the conversation."""

@@ -409,3 +409,36 @@ async def test_sends_wait_on_a_hanging_chain_once_not_per_message(
         await asyncio.sleep(1.1)
     assert len(attempts) == 1
     assert texts(await bob.c.sync())[-3:] == [f"chain hangs {i}" for i in range(3)]
+
+
+@pytest.mark.parametrize("group", [False, True])
+async def test_an_edit_of_a_message_still_in_the_outbox_goes_after_it(
+    people: People, group: bool
+) -> None:
+    """A message sent offline, then fixed (edit, delete, reaction) once the network is back:
+    the action went out alone, ahead of the message still waiting in the outbox; receivers
+    dropped it ("edit of an unknown message") and showed the old text until a
+    retransmission, ~30 s later."""
+    alice, bob = people.new("oa" + "g" * group), people.new("ob" + "g" * group)
+    await alice.c.send_text(bob.name, "hi")  # bob knows alice
+    gid = await alice.c.create_group("outbox", [bob.name]) if group else None
+    await bob.c.sync()
+    f = await faulty(alice)
+    f.fail_publish = True
+    with pytest.raises(DeliveryPending) as pending:
+        if gid is not None:
+            await alice.c.send_group_text(gid, "helo")
+        else:
+            await alice.c.send_text(bob.name, "helo")
+    mid = pending.value.result.message_id
+    f.fail_publish = False  # back, and the user fixes the typo before any sync or timer
+    await alice.c.edit(mid, "hello")
+    await alice.c.react(mid, "👍")
+    got = await bob.c.sync()
+    assert [(r.content_type, r.text) for r in got] == [
+        (ContentType.TEXT, "helo"),
+        (ContentType.EDIT, "hello"),
+        (ContentType.REACTION, "👍"),
+    ]
+    v = bob.c.view(bob.c.message(mid))
+    assert (v.text, v.edited, v.reactions) == ("hello", True, {"👍": [alice.c.identity_id]})
