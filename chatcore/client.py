@@ -290,6 +290,7 @@ class Client:
         _spk, bundle = client._new_bundle(seq=1, ttl_s=prekey_ttl_s)
         reg.register(owner, salt, recovery, keys.installation_id, bundle.encode())
         with store.transaction():
+            client._prekey_published(bundle)
             store.set_meta("registered", b"1")
             store.set_meta("bundle_seq", b"1")
         client._publish_pq(owner)
@@ -358,11 +359,13 @@ class Client:
         while self.store.get_secret(f"spk:{spk_id:010d}") is not None:
             spk_id += 1
         spk = SignedPrekey.generate(self.rng, spk_id, (now_s + ttl_s) * 1000)
+        # only the secret here: the prekey becomes current (``_prekey_published``) once the
+        # chain took its bundle. A process killed in between (no ``except`` runs) must not
+        # leave a prekey the chain never saw as current: ``prekey_due`` would go by its end,
+        # and the advertised one would expire with no refresh
         with self.store.transaction():
             self.store.put_secret(f"spk:{spk_id:010d}", spk.to_bytes())
             self.store.set_meta("spk_last_id", str(spk_id).encode())
-            self.store.set_meta("spk_current", str(spk_id).encode())
-            self.store.set_meta("spk_issued_at", str(now_s).encode())
             # forget prekeys past their grace window
             for sname, raw in self.store.secrets_with_prefix("spk:"):
                 old = SignedPrekey.from_bytes(raw)
@@ -382,6 +385,13 @@ class Client:
             issued_at=now_s,
         ).signed(keys.sign)
         return spk, bundle
+
+    def _prekey_published(self, bundle: IntroBundle) -> None:
+        """The chain took ``bundle``: its signed prekey is the current one (inside or outside
+        the caller's transaction)."""
+        with self.store.transaction():
+            self.store.set_meta("spk_current", str(bundle.spk_id).encode())
+            self.store.set_meta("spk_issued_at", str(bundle.issued_at).encode())
 
     def _publish_pq(self, owner: object) -> None:
         """Publish this installation's post-quantum key record: its ML-KEM key (the same
@@ -475,28 +485,20 @@ class Client:
             self._publish_pq(owner)
             pq_renewed = True
         seq = int(self.store.get_meta("bundle_seq") or b"0") + 1
-        before = {k: self.store.get_meta(k) for k in ("spk_current", "spk_issued_at")}
         spk, bundle = self._new_bundle(seq=seq, ttl_s=prekey_ttl_s)
-        try:
-            receipt = self.registry.publish_bundle(
-                owner,
-                self.identity_id,
-                self.installation_id,
-                bundle.encode(),
-            )
-        except BaseException:
-            # not on chain (as far as we know): the prekey on chain is still the current
-            # one, so ``prekey_due`` stays true and the next try publishes again. The new
-            # secret is kept (and its id never reused), in case the transaction went
-            # through after all: peers may then use it until it expires.
-            with self.store.transaction():
-                for k, v in before.items():
-                    if v is None:
-                        self.store.delete_meta(k)
-                    else:
-                        self.store.set_meta(k, v)
-            raise
-        self.store.set_meta("bundle_seq", str(seq).encode())
+        # if this fails (or the process dies), the prekey on chain is still the current one
+        # as far as we know, so ``prekey_due`` stays true and the next try publishes again.
+        # The new secret is kept (and its id never reused), in case the transaction went
+        # through after all: peers may then use it until it expires.
+        receipt = self.registry.publish_bundle(
+            owner,
+            self.identity_id,
+            self.installation_id,
+            bundle.encode(),
+        )
+        with self.store.transaction():
+            self._prekey_published(bundle)
+            self.store.set_meta("bundle_seq", str(seq).encode())
         return PublishResult(
             self.identity_id,
             self.installation_id,

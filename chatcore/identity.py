@@ -1175,6 +1175,7 @@ async def rotate_installation(
     with client.store.transaction():
         client.store.put_secret("installation", new_keys.to_bytes())
         client.store.put_secret(f"installation-old:{old.hex()}", b"revoked")
+        client._prekey_published(bundle)
         client.store.set_meta("bundle_seq", b"1")
         client.store.delete_sessions()
     client._publish_pq(owner)
@@ -1295,6 +1296,7 @@ def restore(
         )
     )
     with store.transaction():
+        client._prekey_published(bundle)
         store.set_meta("registered", b"1")
         store.set_meta("bundle_seq", b"1")
         # peers hold conversations and groups this home does not know: it takes every group

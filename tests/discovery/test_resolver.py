@@ -601,6 +601,65 @@ def test_a_prekey_near_its_end_is_refreshed(world: World, tmp_path: Path) -> Non
         client.close()
 
 
+_REFRESH_KILLED = """
+import os, signal, sys, time
+from pathlib import Path
+from chatcore.client import Client
+from discovery.network import NetworkConfig
+
+client = Client.open(sys.argv[1], sys.argv[2], NetworkConfig.load(Path(sys.argv[3])))
+client.clock_ms = lambda: int(time.time() * 1000) + int(sys.argv[4])
+client.pq_due = lambda: False  # the signed prekey's refresh alone
+assert client.prekey_due()
+
+
+def killed(*args, **kwargs):  # the process dies before the bundle reaches the chain
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+client.registry.publish_bundle = killed
+client.refresh_prekey_if_due(sys.argv[2])
+"""
+
+
+def test_a_refresh_killed_before_the_chain_took_it_is_tried_again(
+    world: World, tmp_path: Path
+) -> None:
+    """Review finding: a process killed during a prekey refresh (``sync`` does one), after
+    the new prekey was stored and before its bundle reached the chain, left that prekey as
+    the current one: ``prekey_due`` went by its end (two weeks on), the advertised prekey
+    expired days before, and meanwhile nobody could start a conversation with the device."""
+    import subprocess
+    import sys
+
+    ttl_s = 400
+    client = init_client(tmp_path / "killed", world.cfg, None, prekey_ttl_s=ttl_s)
+    (advertised,) = cold(world.cfg).resolve("0x" + client.identity_id.hex()).installations
+    client.close()
+    net = tmp_path / "network.json"
+    world.cfg.save(net)
+    proc = subprocess.run(
+        [sys.executable, "-c", _REFRESH_KILLED, str(tmp_path / "killed"), PASSPHRASE,
+         str(net), str(320_000)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == -9, proc.stderr
+    client = Client.open(tmp_path / "killed", PASSPHRASE, world.cfg)
+    try:
+        # the chain still advertises the first prekey, a while before it ends: still due
+        real = client.clock_ms
+        client.clock_ms = lambda: real() + 320_000  # type: ignore[method-assign]
+        (inst,) = cold(world.cfg).resolve("0x" + client.identity_id.hex()).installations
+        assert inst.bundle.spk_id == advertised.bundle.spk_id
+        assert client.prekey_due()
+        res = client.refresh_prekey_if_due(PASSPHRASE)
+        assert res is not None and res.prekey_id != advertised.bundle.spk_id
+        (inst,) = cold(world.cfg).resolve("0x" + client.identity_id.hex()).installations
+        assert inst.bundle.spk_id == res.prekey_id and not client.prekey_due()
+    finally:
+        client.close()
+
+
 def test_the_post_quantum_key_record_is_renewed(world: World, tmp_path: Path) -> None:
     """Review finding: the post-quantum key record (90 days) was published at setup only;
     ``publish`` and ``refresh_prekey_if_due`` renewed the bundle alone, so 90 days on the
