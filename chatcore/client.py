@@ -77,6 +77,8 @@ DIRECTORY_MAX_AGE_MS = 1_000
 #: not ask again for frames like it, or before sends, for this long (each attempt may take
 #: the RPC timeout)
 CHAIN_RETRY_MS = 30_000
+#: secret: the new owner key of an owner rotation under way here (see ``_owner``)
+OWNER_ROTATING = "owner_key_rotating"
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +329,7 @@ class Client:
 
     def _owner(self, passphrase: str) -> LocalAccount:
         current = self.home.load_owner_key(passphrase)  # also checks the passphrase
+        current = self._finish_owner_rotation(current, passphrase)
         raw = self.store.get_secret("owner_key_update")
         if raw is None:
             return current
@@ -348,6 +351,41 @@ class Client:
             self.store.set_meta("owner", new.address.encode())
             self.store.delete_secret("owner_key_update")
         return cast(LocalAccount, new)
+
+    def _finish_owner_rotation(self, current: LocalAccount, passphrase: str) -> LocalAccount:
+        """An owner rotation of this device (``keys rotate --owner``) that a dead process
+        left midway: its new key is kept in the store (``OWNER_ROTATING``) before the chain
+        is asked, so that it is not lost if the chain took it. Adopt it if the chain says it
+        is the owner (and send it to our other devices), else drop it."""
+        from chatcore.content import SyncOwnerKey
+
+        raw = self.store.get_secret(OWNER_ROTATING)
+        if raw is None:
+            return current
+        from eth_account import Account
+
+        new = Account.from_key(raw)
+        try:
+            on_chain = self.registry.get_identity(self.identity_id).owner
+        except DiscoveryError:
+            return current
+        if on_chain.lower() == new.address.lower():
+            if current.address.lower() != new.address.lower():
+                self.home.save_owner_key(new.key, passphrase)
+            from chatcore.identity import _fund
+
+            _fund(self.network, self.registry, new.address)  # as rotate_owner does
+            try:
+                self.sync_directory()  # our devices as the chain has them now
+            except ChatCoreError as exc:
+                log.info("owner rotation finished without a directory sync: %s", exc)
+            with self.store.transaction():
+                self.store.set_meta("owner", new.address.encode())
+                self.features._sync_own(SyncOwnerKey(bytes(new.key)))
+                self.store.delete_secret(OWNER_ROTATING)
+            return cast(LocalAccount, new)
+        self.store.delete_secret(OWNER_ROTATING)  # it never landed (or another owner since)
+        return current
 
     def _new_bundle(self, seq: int, ttl_s: int) -> tuple[SignedPrekey, IntroBundle]:
         now_s = self.clock_ms() // 1000

@@ -1197,6 +1197,8 @@ def rotate_owner(client: Client, passphrase: str) -> Rotated:
     """A new owner account (setOwner with its EIP-712 consent); the keystore is replaced."""
     from eth_account import Account
 
+    from chatcore.client import OWNER_ROTATING
+
     owner = client._owner(passphrase)
     new = Account.from_key(client.rng(32))
     reg = client.registry
@@ -1208,6 +1210,11 @@ def rotate_owner(client: Client, passphrase: str) -> Rotated:
     sig = typed_signature(
         new, "AcceptOwnership", msg, client.network.chain_id, reg.identity.address
     )
+    # kept before the chain is asked: a process killed once the chain took the new owner
+    # but before the keystore held it lost the identity's owner key for good (every later
+    # publish, device change or rotation refused); ``Client._owner`` finishes such a run
+    with client.store.transaction():
+        client.store.put_secret(OWNER_ROTATING, bytes(new.key))
     receipt = reg.set_owner(owner, client.identity_id, new.address, deadline, sig)
     client.home.save_owner_key(new.key, passphrase)
     with client.store.transaction():
@@ -1218,7 +1225,9 @@ def rotate_owner(client: Client, passphrase: str) -> Rotated:
     from chatcore.content import SyncOwnerKey
 
     client.sync_directory()
-    client.features._sync_own(SyncOwnerKey(bytes(new.key)))
+    with client.store.transaction():
+        client.features._sync_own(SyncOwnerKey(bytes(new.key)))
+        client.store.delete_secret(OWNER_ROTATING)
     return Rotated("owner", owner.address, new.address, _gas(receipt))
 
 

@@ -69,6 +69,64 @@ async def test_rotations_are_invisible_to_peers(people: People, network: Network
     print(f"\nconvergence to a rotated installation: {converge_ms:.0f} ms")
 
 
+_ROTATE_OWNER_KILLED = """
+import os, signal, sys
+from pathlib import Path
+from chatcore.client import Client
+from chatcore.identity import rotate_owner
+from discovery.network import NetworkConfig
+
+client = Client.open(sys.argv[1], sys.argv[2], NetworkConfig.load(Path(sys.argv[3])))
+set_owner = client.registry.set_owner
+
+
+def landed_then_killed(*args, **kwargs):  # the chain took it; the process dies at once
+    set_owner(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+client.registry.set_owner = landed_then_killed
+rotate_owner(client, sys.argv[2])
+"""
+
+
+async def test_an_owner_rotation_killed_after_the_chain_took_it_keeps_the_new_key(
+    people: People, network: NetworkConfig, tmp_path: Path
+) -> None:
+    """Review finding: ``keys rotate --owner`` made the new owner key in memory and wrote it
+    to the keystore only after ``setOwner`` landed. A process killed in between (kill -9, a
+    power cut) lost the identity's owner key for good: every publish, prekey refresh and
+    device change was refused (NotAuthorized), on this device and the linked ones. The key
+    is kept in the store first; the next command that needs the owner finishes the
+    rotation, and the other devices get the key as after a whole rotation."""
+    import subprocess
+    import sys
+
+    alice = people.new("alice")
+    a2 = await link(alice, tmp_path / "alice2", network)
+    try:
+        old_owner = alice.c._owner(PASSPHRASE).address
+        await alice.crash()
+        net = tmp_path / "network.json"
+        network.save(net)
+        proc = subprocess.run(
+            [sys.executable, "-c", _ROTATE_OWNER_KILLED, str(alice.home), PASSPHRASE, str(net)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == -9, proc.stderr
+        alice.open()
+        on_chain = alice.c.registry.get_identity(alice.c.identity_id).owner
+        assert on_chain != old_owner  # the chain took the new owner
+        rotate_prekey(alice.c, PASSPHRASE)  # the new owner key is at hand here
+        assert alice.c._owner(PASSPHRASE).address == on_chain
+        await alice.c.flush_outbox()
+        await a2.sync()  # and the linked device got it, and can act as the owner
+        rotate_prekey(a2, PASSPHRASE)
+        assert a2._owner(PASSPHRASE).address == on_chain
+    finally:
+        a2.close()
+
+
 async def test_installation_rotation_waits_for_receipts_of_what_it_sent(
     people: People,
 ) -> None:
