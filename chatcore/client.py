@@ -79,6 +79,12 @@ DIRECTORY_MAX_AGE_MS = 1_000
 CHAIN_RETRY_MS = 30_000
 #: secret: the new owner key of an owner rotation under way here (see ``_owner``)
 OWNER_ROTATING = "owner_key_rotating"
+#: secrets of an installation rotation (``chatcore.identity.rotate_installation``): the new
+#: keys until this home switched to them; each old installation, REVOKING until the chain
+#: revoked it (see ``finish_key_rotation``)
+INSTALLATION_NEXT = "installation-next"
+INSTALLATION_OLD = "installation-old:"
+REVOKING = b"revoking"
 
 
 @dataclass(frozen=True, slots=True)
@@ -560,16 +566,47 @@ class Client:
         self, passphrase: str, prekey_ttl_s: int | None = None
     ) -> PublishResult | None:
         """Publish a fresh bundle if the signed prekey is near its end (``prekey_due``) or
-        the post-quantum key record is (``pq_due``; it is renewed too); an app calls this
+        the post-quantum key record is (``pq_due``; it is renewed too), after finishing a
+        key rotation a dead process left midway (``finish_key_rotation``); an app calls this
         now and then (the CLI does on 'sync' and 'chat'). Before, only a manual 'publish'
         did, so two weeks on nobody could start a conversation with us (and the
         post-quantum record was never renewed: 90 days on, the same).
         The new prekey lives as long as the current one did, unless ``prekey_ttl_s``."""
+        self.finish_key_rotation(passphrase)
         if not (self.prekey_due() or self.pq_due()):
             return None
         if prekey_ttl_s is None:
             prekey_ttl_s = self._prekey_span()[1] or PREKEY_TTL_S
         return self.publish(passphrase, prekey_ttl_s)
+
+    def finish_key_rotation(self, passphrase: str) -> list[bytes]:
+        """Revoke what an installation rotation that a dead process left midway left active
+        on chain: new keys registered before this home switched to them (nobody holds them
+        now), or the old keys it switched from. Returns the installations revoked (none,
+        and no chain call, when no rotation was interrupted)."""
+        staged = self.store.get_secret(INSTALLATION_NEXT)
+        left = [] if staged is None else [InstallationKeys.from_bytes(staged).installation_id]
+        left += [
+            bytes.fromhex(name.removeprefix(INSTALLATION_OLD))
+            for name, value in self.store.secrets_with_prefix(INSTALLATION_OLD)
+            if value == REVOKING
+        ]
+        if not left:
+            return []
+        state = self.registry.get_identity(self.identity_id)
+        active = {i.installation_id for i in state.installations if not i.revoked}
+        revoked = []
+        for inst in left:
+            if inst in active and inst != self.installation_id:
+                self.registry.revoke_installation(self._owner(passphrase), self.identity_id, inst)
+                log.warning("revoked device 0x%s left by an interrupted rotation", inst.hex()[:12])
+                revoked.append(inst)
+        with self.store.transaction():
+            self.store.delete_secret(INSTALLATION_NEXT)
+            for inst in left:
+                if self.store.get_secret(f"{INSTALLATION_OLD}{inst.hex()}") is not None:
+                    self.store.put_secret(f"{INSTALLATION_OLD}{inst.hex()}", b"revoked")
+        return revoked
 
     def _prekey_span(self) -> tuple[int | None, int | None]:
         """(when the current signed prekey ends, s; how long it was made to last, s), each

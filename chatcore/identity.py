@@ -1144,7 +1144,13 @@ async def rotate_installation(
     for receipts, unless ``force``: once the old keys are revoked, a recipient that has
     not fetched such a message yet drops it, and it cannot be resent under the new keys.
     """
-    from chatcore.client import PREKEY_TTL_S, Client
+    from chatcore.client import (
+        INSTALLATION_NEXT,
+        INSTALLATION_OLD,
+        PREKEY_TTL_S,
+        REVOKING,
+        Client,
+    )
     from chatcore.errors import AwaitingReceipts
     from chatcore.keys import InstallationKeys
 
@@ -1164,6 +1170,12 @@ async def rotate_installation(
         if (st := client.groups.load(g)) is not None and st.is_member
     ]  # fmt: skip
     new_keys = InstallationKeys.generate(client.rng)
+    # kept before the chain is asked, and the old keys marked "revoking" until the chain
+    # revoked them: a process killed midway left an active installation on chain that
+    # nobody holds the keys of (peers wrote to it for ever), or the old keys active (after a
+    # rotation meant to retire them); ``Client.finish_key_rotation`` revokes what is left
+    with client.store.transaction():
+        client.store.put_secret(INSTALLATION_NEXT, new_keys.to_bytes())
     # the new installation's first bundle, signed by its own key
     client.engine.own = type(client.engine.own)(client.identity_id, new_keys)
     _spk, bundle = client._new_bundle(seq=1, ttl_s=PREKEY_TTL_S)
@@ -1174,12 +1186,15 @@ async def rotate_installation(
     )
     with client.store.transaction():
         client.store.put_secret("installation", new_keys.to_bytes())
-        client.store.put_secret(f"installation-old:{old.hex()}", b"revoked")
+        client.store.put_secret(f"{INSTALLATION_OLD}{old.hex()}", REVOKING)
+        client.store.delete_secret(INSTALLATION_NEXT)
         client._prekey_published(bundle)
         client.store.set_meta("bundle_seq", b"1")
         client.store.delete_sessions()
     client._publish_pq(owner)
     gas += _gas(client.registry.revoke_installation(owner, client.identity_id, old))
+    with client.store.transaction():
+        client.store.put_secret(f"{INSTALLATION_OLD}{old.hex()}", b"revoked")
     home, network, transport = client.home, client.network, client.transport
     client.transport = None
     client.close()

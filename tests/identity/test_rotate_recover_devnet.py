@@ -127,6 +127,68 @@ async def test_an_owner_rotation_killed_after_the_chain_took_it_keeps_the_new_ke
         a2.close()
 
 
+_ROTATE_INSTALLATION_KILLED = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from chatcore.client import Client
+from chatcore.identity import rotate_installation
+from discovery.network import NetworkConfig
+
+client = Client.open(sys.argv[1], sys.argv[2], NetworkConfig.load(Path(sys.argv[3])))
+reg = client.registry
+name, when = sys.argv[4].split(":")
+call = getattr(reg, name)
+
+
+def killed(*args, **kwargs):
+    if when == "after":  # the chain took it; the process dies at once
+        call(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+setattr(reg, name, killed)
+asyncio.run(rotate_installation(client, sys.argv[2], force=True))
+"""
+
+
+@pytest.mark.parametrize("at", ["add_installation:after", "revoke_installation:before"])
+async def test_an_installation_rotation_killed_midway_leaves_no_device_active(
+    people: People, network: NetworkConfig, tmp_path: Path, at: str
+) -> None:
+    """Review finding: ``keys rotate --installation`` killed once the chain registered the
+    new keys but before the home held them left an installation active for good whose keys
+    nobody has (peers encrypted every message to it too); killed before the old keys were
+    revoked, it left them active (a rotation is what a user does to retire keys). The next
+    ``refresh_prekey_if_due`` (every 'sync') revokes what was left."""
+    import subprocess
+    import sys
+
+    alice, bob = people.new("alice"), people.new("bob")
+    ident = alice.c.identity_id
+    await alice.crash()
+    net = tmp_path / "network.json"
+    network.save(net)
+    proc = subprocess.run(
+        [sys.executable, "-c", _ROTATE_INSTALLATION_KILLED, str(alice.home), PASSPHRASE,
+         str(net), at],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == -9, proc.stderr
+    alice.open()
+    active = lambda: [  # noqa: E731
+        i.installation_id for i in alice.c.registry.get_identity(ident).installations
+        if not i.revoked
+    ]  # fmt: skip
+    assert len(active()) == 2  # one nobody holds the keys of
+    alice.c.refresh_prekey_if_due(PASSPHRASE)
+    assert active() == [alice.c.installation_id]
+    assert alice.c.finish_key_rotation(PASSPHRASE) == []  # done: no chain call
+    bob.c.sync_directory()
+    res = await bob.c.send_text(alice.name, "one device")
+    assert len(res.frames) == 1
+    assert [m.text for m in await alice.c.sync()] == ["one device"]
+
+
 async def test_installation_rotation_waits_for_receipts_of_what_it_sent(
     people: People,
 ) -> None:
