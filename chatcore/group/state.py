@@ -876,9 +876,25 @@ class GroupState:
             tag=group_tag(folded.group_id, folded.epoch),
         )
         if not new.is_member:
+            # keys made by members who knew at least the log we hold now (a chain's epoch is
+            # the size of the log it was made at), such as the key a member made when it
+            # applied our removal, were sent to us for a later membership: a re-add whose
+            # welcome reached us after them (its admin's process died between the frames of
+            # the removal, or was offline). Dropped here, they were gone for good: the
+            # welcome does not carry them and their senders do not send them again. A key
+            # its sender gave us reads only what that sender meant us to read
+            n_ops = len(new.ops)
+            later = {k: tuple(c for c in cs if c.epoch >= n_ops) for k, cs in self.chains.items()}
+            later = {k: cs for k, cs in later.items() if cs}
+            by_installation = {}
+            for i, ks in self.by_installation.items():
+                kept = tuple(k for k in ks if any(c.installation == i for c in later.get(k, ())))
+                if kept:
+                    by_installation[i] = kept
             return replace(
-                new, own=None, chains={}, by_installation={}, pending=(), retired=(), left={}
-            ), []
+                new, own=None, chains=later, by_installation=by_installation, pending=(),
+                retired=(), left={},
+            ), []  # fmt: skip
         before = self.installations()
         after = new.installations()
         chains = {k: v for k, v in self.chains.items()}

@@ -310,3 +310,33 @@ def test_a_non_member_asking_for_ops_gets_none() -> None:
     want = encode_want(gid, list(sb.ops))
     assert gb._answer_want(sb, c, w.dev(c).inst, want) == []
     assert gb._answer_want(sb, a, w.dev(a).inst, want) != []
+
+
+def test_a_key_that_reaches_a_member_before_its_removal_and_readding_is_kept() -> None:
+    """Review finding (crash safety): an admin's process killed between the frames of a
+    removal (the removed member's copy stayed in its outbox; an outage does the same), then
+    re-adding that member: another member's sender key, sent on the re-add, reached the
+    member before its removal. Applying the removal dropped every chain, the welcome did
+    not bring that key back, and the member could not read that other member's messages
+    until it re-keyed (retransmissions are the same frame: they do not help)."""
+    w = FWorld(6)
+    a, b, c = w.person(), w.person(), w.person()
+    gid = w.group(a, [b, c])
+    na, nb, nc = w.node(a), w.node(b), w.node(c)
+    c_inbox = nc.dev.engine.inbox
+    removal = na.groups.remove(gid, c)
+    w.route([f for f in removal if f.subject != c_inbox], frm=na)  # c's copy waits
+    out = nb.groups.send(gid, ContentType.TEXT, b"while c is out")  # not for c
+    w.route(out.frames, frm=nb)
+    readd = na.groups.add(gid, c)
+    w.route([f for f in readd if f.subject != c_inbox], frm=na)  # b sends c its key now
+    # a's process comes back: its outbox goes out in order (the removal, then the welcome)
+    w.route([f for f in removal if f.subject == c_inbox], frm=na)
+    w.route([f for f in readd if f.subject == c_inbox], frm=na)
+    st = nc.groups.load(gid)
+    assert st is not None and st.is_member
+    res = nb.groups.send(gid, ContentType.TEXT, b"from b after the re-add")
+    nc.got.clear()
+    w.route(res.frames, frm=nb)
+    assert [r.body for r in nc.got] == [b"from b after the re-add"]
+    assert not nc.dev.store.has_message(gid, out.message_id)
