@@ -715,6 +715,9 @@ async def finish_link(
             if state.owner != owner.address:
                 raise PairingError("the handover's owner key is not the identity's owner on chain")
             home.save_owner_key(owner.key, passphrase)
+            # one transaction with the history it brings: a process killed between the two
+            # had taken the identity (so no later 'devices link' read the handover again)
+            # and lost the history, contacts and conversation settings for good
             with store.transaction():
                 store.set_meta("identity_id", ident)
                 store.set_meta("owner", owner.address.encode())
@@ -725,7 +728,7 @@ async def finish_link(
                 store.set_cursor(subject, seq)
                 store.delete_secret("pair:key")
                 store.set_meta("pair_code", b"")
-            added = restore_snapshot(store, content)
+                added = restore_snapshot(store, content)
         finally:
             index.close()
     finally:

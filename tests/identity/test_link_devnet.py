@@ -40,6 +40,54 @@ async def link(alice: Person, home: Path, network: NetworkConfig) -> Client:
     return Client.open(home, PASSPHRASE, network)
 
 
+_LINK_KILLED = """
+import asyncio, os, signal, sys
+from pathlib import Path
+import chatcore.identity as identity
+from discovery.network import NetworkConfig
+
+
+def killed(*args, **kwargs):  # the process dies as it stores the handover's history
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+identity.restore_snapshot = killed
+asyncio.run(identity.finish_link(sys.argv[1], sys.argv[2], NetworkConfig.load(Path(sys.argv[3]))))
+"""
+
+
+async def test_a_link_killed_while_storing_the_history_is_finished_again(
+    people: People, network: NetworkConfig, tmp_path: Path
+) -> None:
+    """Review finding: ``finish_link`` took the identity in one transaction and stored the
+    handover's history, contacts and conversation settings in another. A process killed in
+    between left a linked device without them for good: the next 'devices link' found the
+    identity taken and read no handover again. Both are one transaction now."""
+    import subprocess
+    import sys
+
+    alice, bob = people.new("alice"), people.new("bob")
+    await alice.c.send_text(bob.name, "before linking")
+    await bob.c.sync()
+    home = tmp_path / "alice2"
+    started = start_link(home, PASSPHRASE, network)
+    await approve(alice.c, PASSPHRASE, started.code)
+    net = tmp_path / "network.json"
+    network.save(net)
+    proc = subprocess.run(
+        [sys.executable, "-c", _LINK_KILLED, str(home), PASSPHRASE, str(net)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == -9, proc.stderr
+    linked = await finish_link(home, PASSPHRASE, network)
+    assert linked is not None and linked.identity_id == alice.c.identity_id
+    a2 = Client.open(home, PASSPHRASE, network)
+    try:
+        assert texts(a2, bob.c.identity_id) == ["before linking"]
+    finally:
+        a2.close()
+
+
 async def test_link_second_device_and_chat(
     people: People, network: NetworkConfig, tmp_path: Path
 ) -> None:
