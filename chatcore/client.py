@@ -85,6 +85,10 @@ OWNER_ROTATING = "owner_key_rotating"
 INSTALLATION_NEXT = "installation-next"
 INSTALLATION_OLD = "installation-old:"
 REVOKING = b"revoking"
+#: meta: when (ms) the installation rotation last moved on; ``finish_key_rotation`` leaves
+#: it alone for ROTATION_SETTLE_MS (it may be under way in another process on this home)
+ROTATION_AT = "installation_rotation_at"
+ROTATION_SETTLE_MS = 10 * 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -583,7 +587,8 @@ class Client:
         """Revoke what an installation rotation that a dead process left midway left active
         on chain: new keys registered before this home switched to them (nobody holds them
         now), or the old keys it switched from. Returns the installations revoked (none,
-        and no chain call, when no rotation was interrupted)."""
+        and no chain call, when no rotation was interrupted, or one moved on less than
+        ROTATION_SETTLE_MS ago)."""
         staged = self.store.get_secret(INSTALLATION_NEXT)
         left = [] if staged is None else [InstallationKeys.from_bytes(staged).installation_id]
         left += [
@@ -593,6 +598,8 @@ class Client:
         ]
         if not left:
             return []
+        if self.clock_ms() - int(self.store.get_meta(ROTATION_AT) or b"0") < ROTATION_SETTLE_MS:
+            return []  # perhaps under way in another process (an app and a CLI command)
         state = self.registry.get_identity(self.identity_id)
         active = {i.installation_id for i in state.installations if not i.revoked}
         revoked = []

@@ -1152,6 +1152,7 @@ async def rotate_installation(
         INSTALLATION_OLD,
         PREKEY_TTL_S,
         REVOKING,
+        ROTATION_AT,
         Client,
     )
     from chatcore.errors import AwaitingReceipts
@@ -1179,6 +1180,7 @@ async def rotate_installation(
     # rotation meant to retire them); ``Client.finish_key_rotation`` revokes what is left
     with client.store.transaction():
         client.store.put_secret(INSTALLATION_NEXT, new_keys.to_bytes())
+        client.store.set_meta(ROTATION_AT, str(client.clock_ms()).encode())
     # the new installation's first bundle, signed by its own key
     client.engine.own = type(client.engine.own)(client.identity_id, new_keys)
     _spk, bundle = client._new_bundle(seq=1, ttl_s=PREKEY_TTL_S)
@@ -1191,6 +1193,7 @@ async def rotate_installation(
         client.store.put_secret("installation", new_keys.to_bytes())
         client.store.put_secret(f"{INSTALLATION_OLD}{old.hex()}", REVOKING)
         client.store.delete_secret(INSTALLATION_NEXT)
+        client.store.set_meta(ROTATION_AT, str(client.clock_ms()).encode())
         client._prekey_published(bundle)
         client.store.set_meta("bundle_seq", b"1")
         client.store.delete_sessions()

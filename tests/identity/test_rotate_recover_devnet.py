@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from chatcore.client import DIRECTORY_MAX_AGE_MS, Client
+from chatcore.client import DIRECTORY_MAX_AGE_MS, ROTATION_SETTLE_MS, Client
 from chatcore.engine import direct_conversation_id
 from chatcore.identity import (
     IdentityError,
@@ -159,7 +159,8 @@ async def test_an_installation_rotation_killed_midway_leaves_no_device_active(
     new keys but before the home held them left an installation active for good whose keys
     nobody has (peers encrypted every message to it too); killed before the old keys were
     revoked, it left them active (a rotation is what a user does to retire keys). The next
-    ``refresh_prekey_if_due`` (every 'sync') revokes what was left."""
+    ``refresh_prekey_if_due`` (every 'sync') revokes what was left, once the rotation is
+    not under way in another process on the home."""
     import subprocess
     import sys
 
@@ -180,6 +181,10 @@ async def test_an_installation_rotation_killed_midway_leaves_no_device_active(
         if not i.revoked
     ]  # fmt: skip
     assert len(active()) == 2  # one nobody holds the keys of
+    alice.c.refresh_prekey_if_due(PASSPHRASE)  # (it may be under way in another process)
+    assert len(active()) == 2
+    real = alice.c.clock_ms
+    alice.c.clock_ms = lambda: real() + ROTATION_SETTLE_MS  # type: ignore[method-assign]
     alice.c.refresh_prekey_if_due(PASSPHRASE)
     assert active() == [alice.c.installation_id]
     assert alice.c.finish_key_rotation(PASSPHRASE) == []  # done: no chain call
