@@ -669,10 +669,11 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
                 res = await send(text)
                 shown_status[res.message_id] = "sent"
             except DeliveryPending as exc:  # saved: typing it again would send it twice
-                shown_status[exc.result.message_id] = "sending"
+                mid = exc.result.message_id  # type: ignore[attr-defined]  # a SendResult here
+                shown_status[mid] = "sending"
                 screen.show(
-                    f"(not sent yet: saved as {hx(exc.result.message_id)}, it goes out when "
-                    f"the network is back: {exc})"
+                    f"(not sent yet: saved as {hx(mid)}, it goes out when the network is "
+                    f"back: {exc})"
                 )
             except Exception as exc:
                 screen.show(f"error: not sent: {exc}")
