@@ -680,7 +680,31 @@ class Client:
         aliased, _named = self._known_person(query)
         if aliased is not None:
             return self.directory.peer(aliased)
-        return self.directory.lookup(query)
+        peer = self.directory.lookup(query)
+        self._check_name_moved(query, peer.identity_id)
+        return peer
+
+    def _check_name_moved(self, query: str, holder: bytes) -> None:
+        """Refuse (``AmbiguousName``) a name that someone we know gave up and another
+        identity holds now, unless we took the new holder as a contact: writing to them
+        under it would silently switch the person behind a name the user knows."""
+        q = _as_name(query)
+        if not q or ID_LIKE.fullmatch(q) or holder == self.identity_id:
+            return
+        was = self.store.get_meta("name_was:" + q)
+        if was is None or bytes(was) == holder:
+            return
+        if self.features.contact_state(holder) == ContactState.CONTACT:
+            return  # the user chose the new holder (by id)
+        from chatcore.engine import direct_conversation_id
+
+        conv = direct_conversation_id(self.identity_id, bytes(was))
+        if self.features.contact(bytes(was)) is None and self.store.conversation(conv) is None:
+            return  # someone we no longer know
+        raise AmbiguousName(
+            f"the name {q!r} has passed to another identity (0x{holder.hex()}), not the "
+            f"person you knew by it (0x{bytes(was).hex()}): use the id of the one you mean"
+        )
 
     # --- delivery -----------------------------------------------------------------------------
     async def connect(self, transport: Transport | None = None) -> Transport:
@@ -884,6 +908,7 @@ class Client:
             if self._checked.name_holder(name) == ident:
                 self.store.set_meta(ok_key, name.encode())
                 continue
+            self.store.set_meta("name_was:" + name, ident)  # see _check_name_moved
             try:
                 new = self.directory.peer(ident).display
             except (ChatCoreError, DiscoveryError):

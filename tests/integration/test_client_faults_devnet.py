@@ -200,6 +200,39 @@ async def test_a_released_name_passes_to_its_new_holder_in_what_we_show(people: 
     assert carol.c.display(bob.c.identity_id) != bob.name  # bob no longer shows under it
 
 
+async def test_a_name_that_moved_to_someone_else_is_not_a_silent_switch_of_person(
+    people: People,
+) -> None:
+    # carol knows bob by his name; bob gives it up and mallory claims it: 'send bob' and a
+    # group '--member bob' must not quietly mean mallory now
+    from chatcore.errors import AmbiguousName
+    from discovery.resolver import parse_query
+
+    from .conftest import PASSPHRASE
+
+    bob, carol = people.new("mb"), people.new("mc")
+    await carol.c.send_text(bob.name, "hi bob")
+    await bob.c.sync()
+    bob.c.registry.release_name(bob.c._owner(PASSPHRASE), parse_query(bob.name)[1])
+    mallory = people.new("mm")
+    mallory.c.claim_name(PASSPHRASE, bob.name)
+    await asyncio.sleep(1.1)  # carol's view of the chain is older than DIRECTORY_MAX_AGE_MS
+    for attempt in (
+        lambda: carol.c.send_text(bob.name, "for bob's eyes"),
+        lambda: carol.c.create_group("moved", [bob.name]),
+    ):
+        with pytest.raises(AmbiguousName) as err:
+            await attempt()
+        assert mallory.id_hex in str(err.value) and bob.id_hex in str(err.value)
+    assert await mallory.c.sync() == []
+    # the ids say who is meant; once carol took mallory as a contact the name is hers
+    await carol.c.send_text(bob.id_hex, "still to bob")
+    await carol.c.send_text(mallory.id_hex, "hello, new holder")
+    await carol.c.send_text(bob.name, "to mallory, knowingly")
+    assert texts(await mallory.c.sync()) == ["hello, new holder", "to mallory, knowingly"]
+    assert texts(await bob.c.sync()) == ["still to bob"]
+
+
 async def test_offline_sends_try_the_network_once_per_call(people: People) -> None:
     # an unreachable network costs the transport's timeout per attempt: one per send, not
     # one per frame waiting in the outbox (nor one more for the new message)
