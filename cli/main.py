@@ -126,8 +126,16 @@ def _exit_code(exc: BaseException) -> int:
 
 def _error_line(exc: BaseException) -> str:
     from chatcore.errors import DeliveryPending
+    from discovery.errors import RegistryReverted
 
     line = str(exc) or type(exc).__name__
+    if isinstance(exc, RegistryReverted) and exc.reason == "NotAuthorized":
+        # the owner key this home holds is not the owner's any more: usually another of our
+        # devices ran 'keys rotate --owner' and the new key waits in this device's inbox
+        line += (
+            " (the key this device signed with is not your identity's owner on chain; if the"
+            " owner key was rotated on another device, run 'sync' here to receive it)"
+        )
     if isinstance(exc, DeliveryPending):
         mid = getattr(exc.result, "message_id", None)
         saved = f"message {hx(mid)} is saved" if mid else "it is saved"

@@ -112,6 +112,23 @@ def test_rotate_and_peers_carry_on(run_cli: RunCli, homes: dict[str, Any]) -> No
     assert "OwnerChanged" in [e["event"] for e in hist]
 
 
+def test_a_device_behind_an_owner_rotation_is_told_to_sync(
+    run_cli: RunCli, homes: dict[str, Any]
+) -> None:
+    # the new owner key reaches the other devices through their inbox: until one syncs,
+    # what it signs with the old key is refused, and the error says what to do
+    ok(run_cli(*h(homes, "ido"), "init", "--json"))
+    code = ok(run_cli(*h(homes, "ido2"), "devices", "link", "--json")).doc["code"]
+    ok(run_cli(*h(homes, "ido"), "devices", "approve", code))
+    ok(run_cli(*h(homes, "ido2"), "sync"))
+    ok(run_cli(*h(homes, "ido"), "keys", "rotate", "--owner"))
+    r = run_cli(*h(homes, "ido2"), "publish")
+    r.assert_one_line_error(code=1, contains="NotAuthorized")
+    assert "rotated on another device" in r.err and "'sync'" in r.err
+    ok(run_cli(*h(homes, "ido2"), "sync"))
+    ok(run_cli(*h(homes, "ido2"), "publish"))
+
+
 def test_recovery_restore_and_backup(
     run_cli: RunCli, homes: dict[str, Any], tmp_path: Path
 ) -> None:
