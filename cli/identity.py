@@ -196,6 +196,7 @@ def devices_revoke(ctx: Ctx, installation: str, use_phrase: bool, this_device: b
     """Revoke INSTALLATION (id or unique hex prefix): peers stop using it, reject its frames."""
     from chatcore.identity import revoke, revoke_with_phrase
 
+    mine = None
     if use_phrase:
         phrase = _secret("LOGOS_CHAT_RECOVERY_PHRASE", "Recovery phrase")
         ident, target, gas = revoke_with_phrase(ctx.network(), phrase, installation)
@@ -203,15 +204,26 @@ def devices_revoke(ctx: Ctx, installation: str, use_phrase: bool, this_device: b
         pw = passphrase()
         client = open_client(ctx, pw)
         try:
-            ident = client.identity_id
+            ident, mine = client.identity_id, client.installation_id
             target, gas = revoke(client, pw, installation, allow_this_device=this_device)
         finally:
             client.close()
+    text = f"revoked device {hx(target)} ({gas} gas)"
+    if target != mine:
+        # every linked device holds the owner key (design.md): revoking takes the device's
+        # keys off the chain, not the owner key it keeps, with which it can still add and
+        # revoke devices. Rotating it now (not before: an active device is sent the new one)
+        # leaves the revoked device with a key that no longer counts.
+        text += (
+            "\nit still holds your owner key: if it was lost or stolen, run"
+            " 'logos-chat keys rotate --owner' now (your other devices get the new key on"
+            " their next sync)"
+        )
     emit(
         ctx,
         {"identity_id": hx(ident), "installation_id": hx(target), "status": "revoked",
          "gas_used": gas},
-        f"revoked device {hx(target)} ({gas} gas)",
+        text,
     )  # fmt: skip
 
 
