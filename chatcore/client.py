@@ -691,19 +691,23 @@ class Client:
         q = _as_name(query)
         if not q or ID_LIKE.fullmatch(q) or holder == self.identity_id:
             return
-        was = self.store.get_meta("name_was:" + q)
-        if was is None or bytes(was) == holder:
+        raw = self.store.get_meta("name_was:" + q)
+        if raw is None or len(raw) != 40 or bytes(raw[:32]) == holder:
             return
-        if self.features.contact_state(holder) == ContactState.CONTACT:
-            return  # the user chose the new holder (by id)
+        was, moved_at = bytes(raw[:32]), int.from_bytes(raw[32:], "big")
+        chosen = self.features.contact(holder)
+        if chosen is not None and chosen.state == ContactState.CONTACT:
+            if chosen.updated_at >= moved_at:
+                return  # the user took the new holder as a contact (by id) since
         from chatcore.engine import direct_conversation_id
 
-        conv = direct_conversation_id(self.identity_id, bytes(was))
-        if self.features.contact(bytes(was)) is None and self.store.conversation(conv) is None:
+        conv = direct_conversation_id(self.identity_id, was)
+        if self.features.contact(was) is None and self.store.conversation(conv) is None:
             return  # someone we no longer know
         raise AmbiguousName(
             f"the name {q!r} has passed to another identity (0x{holder.hex()}), not the "
-            f"person you knew by it (0x{bytes(was).hex()}): use the id of the one you mean"
+            f"person you knew by it (0x{was.hex()}): use the id of the one you mean "
+            "('contacts add' the new holder's id to mean them by this name)"
         )
 
     # --- delivery -----------------------------------------------------------------------------
@@ -908,7 +912,8 @@ class Client:
             if self._checked.name_holder(name) == ident:
                 self.store.set_meta(ok_key, name.encode())
                 continue
-            self.store.set_meta("name_was:" + name, ident)  # see _check_name_moved
+            moved_at = self.clock_ms().to_bytes(8, "big")
+            self.store.set_meta("name_was:" + name, ident + moved_at)  # see _check_name_moved
             try:
                 new = self.directory.peer(ident).display
             except (ChatCoreError, DiscoveryError):
