@@ -704,11 +704,13 @@ def _warn_recovery_change(client: Any) -> None:
 
 
 def _where(client: Any, m: Any) -> str:
-    """Where a synced message belongs, for the human 'sync' output: a group's name, or a
-    mark on a contact request."""
+    """Where a synced message belongs, for the human 'sync' output: a group's name, whom
+    a message another device of ours sent went to, or a mark on a contact request."""
     conv = client.store.conversation(m.conversation_id)
     if conv is not None and conv.kind == "group":
         return f"[{one_entry(conv.title or hx(conv.id)[:10])}] "
+    if m.outgoing and conv is not None and conv.peer_identity is not None:
+        return f"(to {one_entry(client.display(conv.peer_identity))}) "
     if not m.outgoing and client.is_request(m.conversation_id):
         return "(request) "
     return ""

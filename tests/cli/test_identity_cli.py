@@ -71,6 +71,9 @@ def test_link_list_chat_revoke(run_cli: RunCli, homes: dict[str, Any]) -> None:
     ok(run_cli(*h(homes, "ida2"), "send", "idb", "from the second device"))
     got = ok(run_cli(*h(homes, "ida"), "sync", "--json")).doc
     assert [(m["text"], m["outgoing"]) for m in got] == [("from the second device", True)]
+    ok(run_cli(*h(homes, "ida2"), "send", "idb", "and one more"))
+    r = ok(run_cli(*h(homes, "ida"), "sync"))  # a sync copy says whom it went to
+    assert r.out.startswith("(to idb) [") and "] me: and one more" in r.out, r.out
     # a device does not revoke itself by mistake
     r = run_cli(*h(homes, "ida"), "devices", "revoke", first[0]["installation_id"])
     r.assert_one_line_error(code=1, contains="this device")
