@@ -686,29 +686,38 @@ class Client:
 
     def _check_name_moved(self, query: str, holder: bytes) -> None:
         """Refuse (``AmbiguousName``) a name that someone we know gave up and another
-        identity holds now, unless we took the new holder as a contact: writing to them
-        under it would silently switch the person behind a name the user knows."""
+        identity holds now, unless we took the new holder as a contact since: writing to
+        them under it would silently switch the person behind a name the user knows."""
         q = _as_name(query)
-        if not q or ID_LIKE.fullmatch(q) or holder == self.identity_id:
+        if not q or ID_LIKE.fullmatch(q):
             return
-        raw = self.store.get_meta("name_was:" + q)
+        was = self._name_moved_from(q, holder)
+        if was is not None:
+            raise AmbiguousName(
+                f"the name {q!r} has passed to another identity (0x{holder.hex()}), not the "
+                f"person you knew by it (0x{was.hex()}): use the id of the one you mean "
+                "('contacts add' the new holder's id to mean them by this name)"
+            )
+
+    def _name_moved_from(self, name: str, holder: bytes) -> bytes | None:
+        """The person we knew by ``name`` before ``holder`` took it, if we still know them
+        and have not taken ``holder`` as a contact since the name moved; else None."""
+        raw = self.store.get_meta("name_was:" + name)
         if raw is None or len(raw) != 40 or bytes(raw[:32]) == holder:
-            return
+            return None
+        if holder == self.identity_id:
+            return None
         was, moved_at = bytes(raw[:32]), int.from_bytes(raw[32:], "big")
         chosen = self.features.contact(holder)
         if chosen is not None and chosen.state == ContactState.CONTACT:
             if chosen.updated_at >= moved_at:
-                return  # the user took the new holder as a contact (by id) since
+                return None  # the user took the new holder as a contact (by id) since
         from chatcore.engine import direct_conversation_id
 
         conv = direct_conversation_id(self.identity_id, was)
         if self.features.contact(was) is None and self.store.conversation(conv) is None:
-            return  # someone we no longer know
-        raise AmbiguousName(
-            f"the name {q!r} has passed to another identity (0x{holder.hex()}), not the "
-            f"person you knew by it (0x{was.hex()}): use the id of the one you mean "
-            "('contacts add' the new holder's id to mean them by this name)"
-        )
+            return None  # someone we no longer know
+        return was
 
     # --- delivery -----------------------------------------------------------------------------
     async def connect(self, transport: Transport | None = None) -> Transport:
@@ -1466,7 +1475,9 @@ class Client:
         return self.store.history(conv_id, limit, before)
 
     def display(self, identity_id: bytes) -> str:
-        """A name to show: "me", the verified on-chain name (remembered), or a short id."""
+        """A name to show: "me", the verified on-chain name (remembered; marked when it
+        passed to this person from someone we know, see ``_name_moved_from``), or a short
+        id."""
         if identity_id == self.identity_id:
             return "me"
         name = self.store.peer_display(identity_id)
@@ -1477,6 +1488,8 @@ class Client:
                 name = None
             if name:
                 self.store.set_peer_display(identity_id, name, self.clock_ms())
+        if name and self._name_moved_from(name, identity_id) is not None:
+            return f"{name} (new holder of the name)"  # not the person we knew by it
         return name or "0x" + identity_id.hex()[:12] + "…"
 
     def peer_from_resolved(self, resolved: ResolvedIdentity) -> Peer:

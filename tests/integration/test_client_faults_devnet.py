@@ -218,7 +218,8 @@ async def test_a_name_that_moved_to_someone_else_is_not_a_silent_switch_of_perso
     await bob.c.sync()
     await mallory.c.sync()
     bob.c.registry.release_name(bob.c._owner(PASSPHRASE), parse_query(bob.name)[1])
-    mallory.c.claim_name(PASSPHRASE, bob.name)
+    mallory.c.registry.release_name(mallory.c._owner(PASSPHRASE), parse_query(mallory.name)[1])
+    mallory.c.claim_name(PASSPHRASE, bob.name)  # her only name now: she shows under it
     await asyncio.sleep(1.1)  # carol's view of the chain is older than DIRECTORY_MAX_AGE_MS
     for attempt in (
         lambda: carol.c.send_text(bob.name, "for bob's eyes"),
@@ -228,9 +229,12 @@ async def test_a_name_that_moved_to_someone_else_is_not_a_silent_switch_of_perso
             await attempt()
         assert mallory.id_hex in str(err.value) and bob.id_hex in str(err.value)
     assert await mallory.c.sync() == []
+    assert carol.c.display(mallory.c.identity_id) == f"{bob.name} (new holder of the name)"
+    assert carol.c.display(bob.c.identity_id) != bob.name
     # the ids say who is meant; once carol took mallory as a contact again, the name is hers
     await carol.c.send_text(bob.id_hex, "still to bob")
     await carol.c.set_contact(mallory.id_hex, ContactState.CONTACT)
+    assert carol.c.display(mallory.c.identity_id) == bob.name
     await carol.c.send_text(bob.name, "to mallory, knowingly")
     assert texts(await mallory.c.sync()) == ["to mallory, knowingly"]
     assert texts(await bob.c.sync()) == ["still to bob"]
