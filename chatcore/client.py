@@ -339,6 +339,11 @@ class Client:
 
     def _owner(self, passphrase: str) -> LocalAccount:
         current = self.home.load_owner_key(passphrase)  # also checks the passphrase
+        # a revoked device keeps the owner key, but no longer acts for the identity: it
+        # says so (DeviceRevoked), as it does for sending. (It claimed names, proposed
+        # recovery changes, and rotated the owner key — taking the identity from the other
+        # devices — and only then said it was revoked.)
+        self.sync_directory(DIRECTORY_MAX_AGE_MS)
         current = self._finish_owner_rotation(current, passphrase)
         raw = self.store.get_secret("owner_key_update")
         if raw is None:

@@ -17,6 +17,7 @@ from chatcore.identity import (
     finish_link,
     list_devices,
     revoke,
+    rotate_owner,
     start_link,
 )
 from discovery.network import NetworkConfig
@@ -170,6 +171,15 @@ async def test_revoke_from_other_device(
             await a2.sync()
         with pytest.raises(DeviceRevoked, match="revoked"):
             await a2.send_text(bob.name, "am I still here?")
+        # nor does it act for the identity on chain with the owner key it still holds
+        with pytest.raises(DeviceRevoked, match="revoked"):
+            a2.claim_name(PASSPHRASE, alice.name + "-a2")
+        with pytest.raises(DeviceRevoked, match="revoked"):
+            a2.publish(PASSPHRASE)
+        owner = alice.c.registry.get_identity(alice.c.identity_id).owner
+        with pytest.raises(DeviceRevoked, match="revoked"):
+            rotate_owner(a2, PASSPHRASE)  # it took the identity, and said it had failed
+        assert alice.c.registry.get_identity(alice.c.identity_id).owner == owner
         # attack: it bypasses its own check and sends anyway -> bob rejects the frame
         peer = bob.c.directory.peer(bob.c.identity_id)
         a2.engine.send(peer, __import__("chatcore.payload").payload.ContentType.TEXT, b"sneaky")
