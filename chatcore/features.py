@@ -458,7 +458,7 @@ class Features:
             (top,) = self._x("SELECT COALESCE(MAX(rowid), 0) FROM messages").fetchone()
             if int(top) < int(self.store.get_meta("fts_rowid") or b"0"):
                 self.store.set_meta("fts_rowid", str(int(top)).encode())
-            self._x("DELETE FROM conversations WHERE id=?", (conv,))
+            self.store.delete_conversation_row(conv)
             rel = self._rel()
             if rel.conversations.pop(self._rk(conv), None) is not None:
                 self._save_rel(rel)

@@ -29,6 +29,9 @@ SCHEMA_VERSION = 8
 #: meta key set by ``recovery restore`` (when, ms): such a home knows none of the history its
 #: peers hold (see :meth:`Store.next_lamport`, and ``chatcore.features`` on invitations)
 RESTORED_AT_META = "restored_at"
+#: meta key prefix (+ conversation id in hex): the Lamport clock of a conversation deleted
+#: here (:meth:`Store.delete_conversation_row`), taken up again if it comes back
+DELETED_CLOCK_META = "deleted_clock:"
 #: Sessions kept per peer installation (each handshake a peer sends makes one: a peer
 #: could otherwise grow our store without bound); the newest are kept.
 SESSIONS_PER_INSTALLATION = 4
@@ -499,6 +502,23 @@ class Store:
             "last_at) VALUES (?,?,?,?,?,?)",
             (conv_id, kind, peer_identity, title, now, now),
         )
+        key = DELETED_CLOCK_META + conv_id.hex()
+        clock = self.get_meta(key)
+        if clock is not None:  # deleted here, the peers still hold its history
+            self._x(
+                "UPDATE conversations SET lamport=MAX(lamport, ?) WHERE id=?", (int(clock), conv_id)
+            )
+            self.delete_meta(key)
+
+    def delete_conversation_row(self, conv_id: bytes) -> None:
+        """Forget a conversation here, but not its clock: the group or the person is still
+        there, and our next message in it must sort after what the peers hold (with the
+        clock back at 0 it showed at the top of the conversation at every peer)."""
+        c = self.conversation(conv_id)
+        if c is None:
+            return
+        self._x("DELETE FROM conversations WHERE id=?", (conv_id,))
+        self.set_meta(DELETED_CLOCK_META + conv_id.hex(), str(c.lamport).encode())
 
     def conversation(self, conv_id: bytes) -> Conversation | None:
         row = self._x(f"SELECT {_CONV_COLS} FROM conversations WHERE id=?", (conv_id,)).fetchone()
@@ -524,7 +544,10 @@ class Store:
         wall clock in seconds, so that our first messages do not sort before that history
         at the peers (before, they showed at the top of the conversation)."""
         c = self.conversation(conv_id)
-        current = c.lamport if c is not None else 0
+        if c is not None:
+            current = c.lamport
+        else:  # new here, or deleted here (its clock kept)
+            current = int(self.get_meta(DELETED_CLOCK_META + conv_id.hex()) or b"0")
         if (
             self.get_meta(RESTORED_AT_META) is not None
             and not self._x(

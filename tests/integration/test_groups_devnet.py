@@ -170,3 +170,27 @@ async def test_a_member_catching_up_reads_messages_unlocked_by_new_keys_in_place
     story = _story(b, gid)
     story = story[story.index("one") :]
     assert [s.split("-")[0] for s in story] == ["one", "removed kc", "x from d", "added ke", "z"]
+
+
+async def test_a_message_sent_after_deleting_the_conversation_here_sorts_last(
+    people: People,
+) -> None:
+    """Review finding: ``delete_conversation`` dropped the conversation's Lamport clock with
+    it, so the next message written there (the group, or the person, still there) took
+    clock 1 and showed at the top of the conversation at every peer, before the history."""
+    a, b = people.new("da"), people.new("db")
+    gid = await a.c.create_group("kept", [b.name])
+    await b.c.sync()
+    for i in range(3):
+        await a.c.send_group_text(gid, f"old {i}")
+        await a.c.send_text(b.name, f"old {i}")
+    await b.c.sync()
+    direct = b.c.conversation_id(a.name)
+    b.c.delete_conversation(gid)
+    b.c.delete_conversation(direct)
+    await b.c.send_group_text(gid, "new")
+    await b.c.send_text(a.name, "new")
+    await a.c.sync()
+    for conv in (gid, a.c.conversation_id(b.name)):
+        shown = [m.body.decode() for m in a.c.history(conv, 100) if m.content_type == 1]
+        assert shown[-1] == "new", shown
