@@ -731,12 +731,14 @@ class GroupChat:
         events: list[Received] = []
         frames: list[OutFrame] = []
         before: dict[bytes, int | None] = {}  # group -> op count before these items
+        members_before: dict[bytes, frozenset[bytes]] = {}
         for item in decode_control(body):
             gid = item_group_id(item)
             self.touched.add(gid)
             if gid not in before:
                 st = self.load(gid)
                 before[gid] = None if st is None else len(st.ops)
+                members_before[gid] = frozenset() if st is None else st.members()
             try:
                 ev, fr = self._apply_item(gid, sender, sender_inst, item)
             except (GroupError, MalformedMessage) as exc:
@@ -757,6 +759,7 @@ class GroupChat:
         for gid in sorted(before):
             if self.anti_entropy:
                 frames += self._reoffer(gid, before[gid])
+            frames += self._tell_voided(gid, members_before[gid])
             events += self.retry_held(gid)
         return events, frames
 
@@ -777,6 +780,34 @@ class GroupChat:
             for k in sorted(self.devices(ident), key=lambda k: k.installation_id):
                 if k.installation_id == self.engine.installation_id:
                     continue
+                for body in pack_control(items):
+                    frames += self._control(ident, k, body)
+        return frames
+
+    def _tell_voided(self, gid: bytes, members_before: frozenset[bytes]) -> list[OutFrame]:
+        """Members that left our view with no removal or leave of them in the log: the add
+        that brought them in turned void (its author, an admin, was removed concurrently).
+        The other members may never have known them, so we send them the log: they see
+        that they are not in the group (before, they took themselves for members for good,
+        writing to nobody and reading nothing). Someone removed once, then added back by
+        such a void add, is not told (the old removal hides it)."""
+        state = self.load(gid)
+        if state is None:
+            return []
+        me = self.engine.identity_id
+        gone = members_before - state.members() - {me}
+        taken_out = {
+            o.target if o.kind == OpKind.REMOVE else o.author
+            for o in state.ops.values()
+            if o.kind in (OpKind.REMOVE, OpKind.LEAVE)
+        }
+        voided = sorted(i for i in gone if i not in taken_out)
+        if not voided:
+            return []
+        frames: list[OutFrame] = []
+        items = state.op_log()
+        for ident in voided:
+            for k in sorted(self.devices(ident), key=lambda k: k.installation_id):
                 for body in pack_control(items):
                     frames += self._control(ident, k, body)
         return frames
@@ -1033,7 +1064,8 @@ def _describe(
     as a count."""
     came, gone = new.members() - members, members - new.members()
     if me in gone and op.author != me:
-        return "removed you" if op.kind is OpKind.REMOVE else "you are no longer a member"
+        removed = op.kind is OpKind.REMOVE and op.target == me  # not when our add turned void
+        return "removed you" if removed else "you are no longer a member"
     if op.kind is OpKind.ADD and came == {op.target}:
         return f"added {name(op.target)}"
     if op.kind is OpKind.REMOVE and gone == {op.target}:

@@ -194,3 +194,26 @@ async def test_a_message_sent_after_deleting_the_conversation_here_sorts_last(
     for conv in (gid, a.c.conversation_id(b.name)):
         shown = [m.body.decode() for m in a.c.history(conv, 100) if m.content_type == 1]
         assert shown[-1] == "new", shown
+
+
+async def test_a_member_added_by_an_admin_removed_meanwhile_learns_it_is_not_in(
+    people: People,
+) -> None:
+    """Review finding: an add concurrent with its author's removal is void, but the
+    newcomer had the author's welcome and nobody else knew it: it took itself for a member
+    for good (sending to nobody, reading nothing, no error). The author tells it now."""
+    from chatcore.errors import GroupError
+
+    a, b, c, f = (people.new(n) for n in ("va", "vb", "vc", "vf"))
+    gid = await a.c.create_group("void", [b.name, c.name])
+    await sync_all([b, c, a])
+    await a.c.group_change(gid, "promote", b.name)
+    await sync_all([b, c, a])
+    await a.c.group_change(gid, "remove", b.name)  # concurrently: b adds f
+    await b.c.group_change(gid, "add", f.name)
+    got = await sync_all([f, c, a, b, f])
+    assert f.c.groups.info(gid).members == a.c.groups.info(gid).members
+    assert not f.c.groups.info(gid).is_member
+    assert "you are no longer a member" in [r.text for r in got[f.name]]
+    with pytest.raises(GroupError):
+        await f.c.send_group_text(gid, "hello?")
