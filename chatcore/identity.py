@@ -1179,6 +1179,10 @@ async def rotate_installation(
     # nobody holds the keys of (peers wrote to it for ever), or the old keys active (after a
     # rotation meant to retire them); ``Client.finish_key_rotation`` revokes what is left
     with client.store.transaction():
+        # keys a killed run staged may be active on chain: revoked later as old ones
+        if (staged := client.store.get_secret(INSTALLATION_NEXT)) is not None:
+            staged_id = InstallationKeys.from_bytes(staged).installation_id
+            client.store.put_secret(f"{INSTALLATION_OLD}{staged_id.hex()}", REVOKING)
         client.store.put_secret(INSTALLATION_NEXT, new_keys.to_bytes())
         client.store.set_meta(ROTATION_AT, str(client.clock_ms()).encode())
     # the new installation's first bundle, signed by its own key

@@ -194,6 +194,39 @@ async def test_an_installation_rotation_killed_midway_leaves_no_device_active(
     assert [m.text for m in await alice.c.sync()] == ["one device"]
 
 
+async def test_an_installation_rotation_run_again_after_a_kill_still_revokes_the_first(
+    people: People, network: NetworkConfig, tmp_path: Path
+) -> None:
+    """Review finding: a user whose 'keys rotate --installation' was killed once the chain
+    registered the new keys runs it again. The second run replaced the staged keys of the
+    first, so the installation the first registered (nobody holds its keys) was forgotten
+    and stayed active for good: peers encrypted every message to it."""
+    import subprocess
+    import sys
+
+    alice = people.new("alice")
+    ident = alice.c.identity_id
+    await alice.crash()
+    net = tmp_path / "network.json"
+    network.save(net)
+    proc = subprocess.run(
+        [sys.executable, "-c", _ROTATE_INSTALLATION_KILLED, str(alice.home), PASSPHRASE,
+         str(net), "add_installation:after"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == -9, proc.stderr
+    alice.open()
+    _rotated, alice.client = await rotate_installation(alice.c, PASSPHRASE, force=True)
+    real = alice.c.clock_ms
+    alice.c.clock_ms = lambda: real() + ROTATION_SETTLE_MS  # type: ignore[method-assign]
+    alice.c.refresh_prekey_if_due(PASSPHRASE)
+    active = [
+        i.installation_id for i in alice.c.registry.get_identity(ident).installations
+        if not i.revoked
+    ]  # fmt: skip
+    assert active == [alice.c.installation_id]
+
+
 async def test_installation_rotation_waits_for_receipts_of_what_it_sent(
     people: People,
 ) -> None:
