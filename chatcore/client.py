@@ -667,12 +667,15 @@ class Client:
     def resolve_peer(self, query: str) -> Peer:
         """A person by conversation id prefix, our alias for them, name, id or address, from
         the local index (synced first when it can be; offline, as last synced)."""
-        if not self._synced:
+        failed = self._chain_failed_at
+        if not self._synced and (failed is None or self.clock_ms() - failed >= CHAIN_RETRY_MS):
             from discovery.errors import ChainUnavailable
 
             try:
                 self.sync_directory()
             except ChainUnavailable as exc:
+                # not again before CHAIN_RETRY_MS (a node that hangs: a timeout each time)
+                self._chain_failed_at = self.clock_ms()
                 log.info("chain unreachable, resolving from the local index: %s", exc)
         # a conversation we already have, by id prefix
         try:

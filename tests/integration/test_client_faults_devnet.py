@@ -482,3 +482,29 @@ async def test_an_edit_of_a_message_still_in_the_outbox_goes_after_it(
     ]
     v = bob.c.view(bob.c.message(mid))
     assert (v.text, v.edited, v.reactions) == ("hello", True, {"👍": [alice.c.identity_id]})
+
+
+async def test_a_chat_started_with_the_chain_hanging_waits_on_it_once(
+    people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: a process that had not synced the directory yet (a chat started
+    while the node hangs: it goes on from the local index) asked the chain again before
+    each message when resolving the person (``resolve_peer``), after ``_refresh_directory``
+    had already skipped it: a whole RPC timeout per message, as before the fix for sends."""
+    from discovery.errors import ChainUnavailable
+
+    alice, bob = people.new("hc"), people.new("hd")
+    await alice.c.send_text(bob.name, "while the chain answers")
+    await alice.crash()
+    alice.open()
+    attempts: list[int] = []
+
+    def hangs(*_a: object, **_k: object) -> int:
+        attempts.append(1)
+        raise ChainUnavailable("chain unreachable (injected)")
+
+    monkeypatch.setattr(alice.c.index, "sync", hangs)
+    for i in range(3):  # as 'chat' sends: to the person's id
+        await alice.c.send_text(bob.id_hex, f"chain hangs {i}")
+    assert len(attempts) == 1
+    assert texts(await bob.c.sync())[-3:] == [f"chain hangs {i}" for i in range(3)]
