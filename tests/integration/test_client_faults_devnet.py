@@ -508,3 +508,25 @@ async def test_a_chat_started_with_the_chain_hanging_waits_on_it_once(
         await alice.c.send_text(bob.id_hex, f"chain hangs {i}")
     assert len(attempts) == 1
     assert texts(await bob.c.sync())[-3:] == [f"chain hangs {i}" for i in range(3)]
+
+
+async def test_a_domain_document_is_signed_with_the_chain_unreachable(
+    people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: since the owner key is handed out only after a directory sync (a
+    revoked device says so), 'bind domain --print', which only signs with it, failed with
+    ChainUnavailable while the node was down (it worked offline before)."""
+    from chatcore.identity import domain_document
+    from discovery.errors import ChainUnavailable
+
+    from .conftest import PASSPHRASE
+
+    alice = people.new("dom")
+    await asyncio.sleep(1.1)  # the last index sync is older than DIRECTORY_MAX_AGE_MS
+
+    def down(*_a: object, **_k: object) -> int:
+        raise ChainUnavailable("chain unreachable (injected)")
+
+    monkeypatch.setattr(alice.c.index, "sync", down)
+    doc = domain_document(alice.c, PASSPHRASE, "example.org")
+    assert doc["signer"] == alice.c.home.load_owner_key(PASSPHRASE).address
