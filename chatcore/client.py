@@ -622,6 +622,8 @@ class Client:
         with self.store.transaction():
             self.store.delete_secret(INSTALLATION_NEXT)
             for inst in left:
+                if inst == self.installation_id and inst in active:
+                    continue  # this process still runs on them: the new keys' revoke them
                 if self.store.get_secret(f"{INSTALLATION_OLD}{inst.hex()}") is not None:
                     self.store.put_secret(f"{INSTALLATION_OLD}{inst.hex()}", b"revoked")
         return revoked

@@ -227,6 +227,42 @@ async def test_an_installation_rotation_run_again_after_a_kill_still_revokes_the
     assert active == [alice.c.installation_id]
 
 
+async def test_a_process_still_on_the_old_keys_does_not_mark_them_revoked(
+    people: People, network: NetworkConfig, tmp_path: Path
+) -> None:
+    """Review finding: an app still running on the old keys (it opened the home before a
+    rotation that another process ran and was killed before revoking them) left its own
+    installation alone in ``finish_key_rotation``, as it must, but marked it done: the
+    process on the new keys then found nothing left, and the old keys stayed active."""
+    import subprocess
+    import sys
+
+    alice = people.new("alice")
+    ident = alice.c.identity_id
+    old_app = alice.c  # the app: still open, on the old keys
+    alice.client = None
+    net = tmp_path / "network.json"
+    network.save(net)
+    proc = subprocess.run(
+        [sys.executable, "-c", _ROTATE_INSTALLATION_KILLED, str(alice.home), PASSPHRASE,
+         str(net), "revoke_installation:before"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == -9, proc.stderr
+    real = old_app.clock_ms
+    old_app.clock_ms = lambda: real() + ROTATION_SETTLE_MS  # type: ignore[method-assign]
+    assert old_app.finish_key_rotation(PASSPHRASE) == []  # not its own keys
+    await old_app.aclose()
+    alice.open()
+    alice.c.clock_ms = lambda: real() + ROTATION_SETTLE_MS  # type: ignore[method-assign]
+    alice.c.refresh_prekey_if_due(PASSPHRASE)
+    active = [
+        i.installation_id for i in alice.c.registry.get_identity(ident).installations
+        if not i.revoked
+    ]  # fmt: skip
+    assert active == [alice.c.installation_id]
+
+
 async def test_installation_rotation_waits_for_receipts_of_what_it_sent(
     people: People,
 ) -> None:
