@@ -587,8 +587,9 @@ class NatsTransport:
 
     async def _remake_stream(self) -> None:
         """After an operation missed the stream: make it again if it is gone (the retry then
-        finds it); a failure here is the operation's to report."""
-        with contextlib.suppress(TransportError, nats.errors.Error, *_RETRYABLE):
+        finds it); a failure here is the operation's to report. A transport that may not make
+        it (``create_stream=False``) says at once that it does not exist (TransportError)."""
+        with contextlib.suppress(nats.errors.Error, *_RETRYABLE):
             await self._stream_info()
 
     # ---- Transport ------------------------------------------------------------------------

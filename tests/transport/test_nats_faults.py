@@ -155,6 +155,28 @@ async def test_publish_gives_up_cleanly_when_server_stays_down(nats_server: Nats
         await t.close()  # must not hang with the server gone
 
 
+async def test_a_stream_deleted_under_a_transport_that_may_not_make_it_is_refused_at_once(
+    nats_server: NatsServer,
+) -> None:
+    """``create_stream=False`` (the stream is the operator's): a stream deleted since connect
+    is reported as missing at once, not retried until the operation times out."""
+    maker = await connect(nats_server)
+    t = await connect(nats_server, create_stream=False, op_timeout=5.0)
+    try:
+        await t.publish(A, b"ok")
+        await maker._jsm.delete_stream(maker.stream)
+        t0 = time.monotonic()
+        with pytest.raises(TransportError, match="does not exist"):
+            await t.publish(A, b"lost?")
+        assert time.monotonic() - t0 < 2.0
+        # a transport that may make it does so, and the stream is new
+        await maker.publish(A, b"again")
+        assert [d.data for d in await maker.fetch(A)] == [b"again"]
+    finally:
+        await t.close()
+        await maker.close()
+
+
 async def test_subscribe_to_existing_stream_with_other_retention_keeps_it(
     nats_server: NatsServer,
 ) -> None:
