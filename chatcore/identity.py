@@ -1186,13 +1186,20 @@ async def rotate_installation(
         client.store.put_secret(INSTALLATION_NEXT, new_keys.to_bytes())
         client.store.set_meta(ROTATION_AT, str(client.clock_ms()).encode())
     # the new installation's first bundle, signed by its own key
-    client.engine.own = type(client.engine.own)(client.identity_id, new_keys)
-    _spk, bundle = client._new_bundle(seq=1, ttl_s=PREKEY_TTL_S)
-    gas = _gas(
-        client.registry.add_installation(
-            owner, client.identity_id, new_keys.installation_id, bundle.encode()
+    own = client.engine.own
+    client.engine.own = type(own)(client.identity_id, new_keys)
+    try:
+        _spk, bundle = client._new_bundle(seq=1, ttl_s=PREKEY_TTL_S)
+        gas = _gas(
+            client.registry.add_installation(
+                owner, client.identity_id, new_keys.installation_id, bundle.encode()
+            )
         )
-    )
+    except BaseException:
+        # the chain refused or was unreachable: this client goes on with the keys it has
+        # (it read a new inbox no peer writes to, and answered with unregistered keys)
+        client.engine.own = own
+        raise
     with client.store.transaction():
         client.store.put_secret("installation", new_keys.to_bytes())
         client.store.put_secret(f"{INSTALLATION_OLD}{old.hex()}", REVOKING)

@@ -441,3 +441,34 @@ async def test_twenty_installations(people: People, network: NetworkConfig, tmp_
     conv = direct_conversation_id(alice.c.identity_id, bob.c.identity_id)
     assert [m.text for m in await alice.c.sync()] == ["twenty"]
     assert alice.c.store.conversation(conv) is not None
+
+
+async def test_a_rotation_refused_by_an_unreachable_chain_leaves_the_client_on_its_keys(
+    people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: since ``_owner`` hands out the owner key with the chain unreachable,
+    ``rotate_installation`` gets as far as the chain call; failing there, the client it was
+    given had already switched its engine to the new, unregistered keys: what it sent next
+    no peer could read."""
+    import asyncio
+
+    from discovery.errors import ChainUnavailable
+
+    alice, bob = people.new("rkc"), people.new("rkd")
+    await alice.c.send_text(bob.name, "before")
+    await bob.c.sync()
+    await asyncio.sleep(DIRECTORY_MAX_AGE_MS / 1000 + 0.1)
+
+    def down(*_a: object, **_k: object) -> int:
+        raise ChainUnavailable("chain unreachable (injected)")
+
+    old = alice.c.installation_id
+    with monkeypatch.context() as m:
+        m.setattr(alice.c.index, "sync", down)
+        m.setattr(alice.c.registry, "add_installation", down)
+        with pytest.raises(ChainUnavailable):
+            await rotate_installation(alice.c, PASSPHRASE, force=True)
+    assert alice.c.installation_id == old
+    await bob.c.send_text(alice.name, "reply")
+    await alice.c.sync()
+    assert texts(alice.c, bob.c.identity_id)[-1:] == ["reply"]
