@@ -787,10 +787,12 @@ class GroupChat:
     def _tell_voided(self, gid: bytes, members_before: frozenset[bytes]) -> list[OutFrame]:
         """Members that left our view with no removal or leave of them in the log: the add
         that brought them in turned void (its author, an admin, was removed concurrently).
-        The other members may never have known them, so we send them the log: they see
-        that they are not in the group (before, they took themselves for members for good,
-        writing to nobody and reading nothing). Someone removed once, then added back by
-        such a void add, is not told (the old removal hides it)."""
+        The other members may never have known them, so we send them the removals that
+        voided it, with their causal past (``_voiding_ops``; not the whole log: what the group
+        did after is not theirs to learn): they see that they are not in the group (before,
+        they took themselves for members for good, writing to nobody and reading nothing).
+        Someone removed once, then added back by such a void add, is not told (the old
+        removal hides it)."""
         state = self.load(gid)
         if state is None:
             return []
@@ -805,8 +807,10 @@ class GroupChat:
         if not voided:
             return []
         frames: list[OutFrame] = []
-        items = state.op_log()
         for ident in voided:
+            items = _voiding_ops(state, ident)
+            if not items:
+                continue
             for k in sorted(self.devices(ident), key=lambda k: k.installation_id):
                 for body in pack_control(items):
                     frames += self._control(ident, k, body)
@@ -1049,6 +1053,25 @@ class GroupChat:
                 self.store.delete_group_pending(pid)
                 progress = True
         return events, frames
+
+
+def _voiding_ops(state: GroupState, ident: bytes) -> list[bytes]:
+    """The removals (and leaves) of the admins who added ``ident``, with their causal past, in
+    fold order: what a member whose add turned void needs to see it is not in the group."""
+    adders = {o.author for o in state.ops.values() if o.kind is OpKind.ADD and o.target == ident}
+    todo = [
+        o
+        for o in state.ops.values()
+        if (o.kind is OpKind.REMOVE and o.target in adders)
+        or (o.kind is OpKind.LEAVE and o.author in adders)
+    ]
+    past: dict[bytes, Op] = {}
+    while todo:
+        o = todo.pop()
+        if o.op_id not in past:
+            past[o.op_id] = o
+            todo += [state.ops[d] for d in o.deps if d in state.ops]
+    return [o.raw for o in sorted(past.values(), key=lambda o: o.sort_key)]
 
 
 def _describe(

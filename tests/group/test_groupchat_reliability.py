@@ -340,3 +340,30 @@ def test_a_key_that_reaches_a_member_before_its_removal_and_readding_is_kept() -
     w.route(res.frames, frm=nb)
     assert [r.body for r in nc.got] == [b"from b after the re-add"]
     assert not nc.dev.store.has_message(gid, out.message_id)
+
+
+def test_a_member_whose_add_turned_void_learns_only_the_removal_that_voided_it() -> None:
+    """A member whose view loses someone added by an admin removed concurrently tells that
+    person it is out — with the removal and its causal past only: what the group did after
+    (here: adding g) is not for someone who never validly was in it."""
+    w = FWorld(7)
+    a, b, c, d, f, g, h = (w.person() for _ in range(7))
+    gid = w.group(a, [b, c, d])
+    na, nb, nd, nf = w.node(a), w.node(b), w.node(d), w.node(f)
+    w.route(na.groups.promote(gid, b), frm=na)
+    rem = na.groups.remove(gid, b)
+    add = nb.groups.add(gid, f)  # concurrent with b's removal: void
+    w.route(add, frm=nb)  # everyone, d too, sees f added
+    for n in (nd, w.node(c), nf, nb):  # only d is left to tell f, and only later
+        w.deaf.add(n.dev.inst)
+    w.route(rem, frm=na)
+    w.route(na.groups.add(gid, g), frm=na)
+    w.deaf.discard(nf.dev.inst)
+    before = nf.groups.load(gid)
+    assert before is not None and before.is_member
+    w.deaf.discard(nd.dev.inst)
+    w.route(na.groups.add(gid, h), frm=na)  # d catches up, and tells f
+    st = nf.groups.load(gid)
+    assert st is not None and not st.is_member
+    assert g not in st.members() and h not in st.members()
+    assert not any(o.target in (g, h) for o in st.ops.values())
