@@ -91,6 +91,12 @@ ROTATION_AT = "installation_rotation_at"
 ROTATION_SETTLE_MS = 10 * 60_000
 
 
+def _check_flag(name: str, value: object) -> None:
+    """A switch must be a bool: a string such as "no" (truthy) would do the opposite."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {type(value).__name__}")
+
+
 @dataclass(frozen=True, slots=True)
 class InitResult:
     identity_id: bytes
@@ -1316,6 +1322,7 @@ class Client:
     async def send_typing(self, conversation: bytes, active: bool = True) -> int:
         """A typing indicator (``active=False``: stopped). Rate-limited to one per
         conversation per 3 s; returns how many frames went out (0 when limited)."""
+        _check_flag("active", active)
         frames = self.features.send_typing(conversation, active)
         return await self._publish(frames) if frames else 0
 
@@ -1336,6 +1343,7 @@ class Client:
 
     async def set_read_receipts(self, on: bool) -> None:
         """Send read receipts or not (delivery receipts always flow); synced to our devices."""
+        _check_flag("on", on)
         await self._refresh_directory()
         frames = self.features.set_read_receipts(on)
         await self._deliver(None, frames)
@@ -1375,6 +1383,9 @@ class Client:
         self, conversation: bytes, *, muted: bool | None = None, archived: bool | None = None
     ) -> Conversation:
         """Mute or archive a conversation (None: unchanged), on all our devices."""
+        for name, flag in (("muted", muted), ("archived", archived)):
+            if flag is not None:
+                _check_flag(name, flag)
         await self._refresh_directory()
         frames = self.features.set_conversation_flags(conversation, muted, archived)
         conv = self.store.conversation(conversation)

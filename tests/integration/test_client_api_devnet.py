@@ -83,6 +83,18 @@ async def test_one_to_one_features_through_the_facade(people: People) -> None:
         alice.c.conversation_id(alice.name)  # yourself
     with pytest.raises(ValueError):
         await alice.c.edit(answer.message_id, "")
+    # a switch that is no bool is refused and changes nothing ("no" is truthy: it would
+    # have switched read receipts on, archived, or sent "typing")
+    assert alice.c.read_receipts
+    await alice.c.set_read_receipts(False)
+    with pytest.raises(TypeError):
+        await alice.c.set_read_receipts("yes")  # type: ignore[arg-type]
+    assert not alice.c.read_receipts
+    with pytest.raises(TypeError):
+        await alice.c.set_conversation_flags(conv, archived="no")  # type: ignore[arg-type]
+    assert not alice.c.store.conversation(conv).archived  # type: ignore[union-attr]
+    with pytest.raises(TypeError):
+        await alice.c.send_typing(conv, active=0)  # type: ignore[arg-type]
 
 
 async def test_offline_actions_raise_delivery_pending_and_go_later(
