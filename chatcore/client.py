@@ -357,27 +357,21 @@ class Client:
 
             check_not_revoked(self)
         current = self._finish_owner_rotation(current, passphrase)
-        raw = self.store.get_secret("owner_key_update")
-        if raw is None:
-            return current
         # another of our devices rotated the owner key and sent it over: adopt it if the
         # chain agrees it is the owner now
-        from eth_account import Account
-
-        new = Account.from_key(raw)
-        try:
-            on_chain = self.registry.get_identity(self.identity_id).owner
-        except DiscoveryError:
+        kept = self._kept_owner_key("owner_key_update")
+        if kept is None:
             return current
-        if on_chain.lower() != new.address.lower():
-            if on_chain.lower() == current.address.lower():
+        new, on_chain = kept
+        if on_chain != new.address.lower():
+            if on_chain == current.address.lower():
                 self.store.delete_secret("owner_key_update")  # stale or bogus: drop it
             return current
         self.home.save_owner_key(new.key, passphrase)
         with self.store.transaction():
             self.store.set_meta("owner", new.address.encode())
             self.store.delete_secret("owner_key_update")
-        return cast(LocalAccount, new)
+        return new
 
     def _finish_owner_rotation(self, current: LocalAccount, passphrase: str) -> LocalAccount:
         """An owner rotation of this device (``keys rotate --owner``) that a dead process
@@ -386,17 +380,11 @@ class Client:
         is the owner (and send it to our other devices), else drop it."""
         from chatcore.content import SyncOwnerKey
 
-        raw = self.store.get_secret(OWNER_ROTATING)
-        if raw is None:
+        kept = self._kept_owner_key(OWNER_ROTATING)
+        if kept is None:
             return current
-        from eth_account import Account
-
-        new = Account.from_key(raw)
-        try:
-            on_chain = self.registry.get_identity(self.identity_id).owner
-        except DiscoveryError:
-            return current
-        if on_chain.lower() == new.address.lower():
+        new, on_chain = kept
+        if on_chain == new.address.lower():
             if current.address.lower() != new.address.lower():
                 self.home.save_owner_key(new.key, passphrase)
             from chatcore.identity import _fund
@@ -410,9 +398,23 @@ class Client:
                 self.store.set_meta("owner", new.address.encode())
                 self.features._sync_own(SyncOwnerKey(bytes(new.key)))
                 self.store.delete_secret(OWNER_ROTATING)
-            return cast(LocalAccount, new)
+            return new
         self.store.delete_secret(OWNER_ROTATING)  # it never landed (or another owner since)
         return current
+
+    def _kept_owner_key(self, secret: str) -> tuple[LocalAccount, str] | None:
+        """The owner key kept under ``secret`` and the owner the chain names now (lower
+        case); None if no key is kept or the chain cannot tell."""
+        raw = self.store.get_secret(secret)
+        if raw is None:
+            return None
+        from eth_account import Account
+
+        try:
+            on_chain = self.registry.get_identity(self.identity_id).owner
+        except DiscoveryError:
+            return None
+        return cast(LocalAccount, Account.from_key(raw)), on_chain.lower()
 
     def _new_bundle(self, seq: int, ttl_s: int) -> tuple[SignedPrekey, IntroBundle]:
         now_s = self.clock_ms() // 1000

@@ -151,6 +151,33 @@ asyncio.run(rotate_installation(client, sys.argv[2], force=True))
 """
 
 
+def _rotate_killed(home: Path, network: NetworkConfig, tmp_path: Path, at: str) -> None:
+    """Run ``rotate_installation`` on ``home`` in a process that SIGKILLs itself at ``at``
+    (``registry call:before|after``)."""
+    import subprocess
+    import sys
+
+    net = tmp_path / "network.json"
+    network.save(net)
+    proc = subprocess.run(
+        [sys.executable, "-c", _ROTATE_INSTALLATION_KILLED, str(home), PASSPHRASE, str(net), at],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == -9, proc.stderr
+
+
+def _active(client: Client) -> list[bytes]:
+    """The identity's installations the chain holds active."""
+    installations = client.registry.get_identity(client.identity_id).installations
+    return [i.installation_id for i in installations if not i.revoked]
+
+
+def _settled(client: Client) -> None:
+    """The client's clock runs ROTATION_SETTLE_MS ahead: a rotation is no longer under way."""
+    real = client.clock_ms
+    client.clock_ms = lambda: real() + ROTATION_SETTLE_MS  # type: ignore[method-assign]
+
+
 @pytest.mark.parametrize("at", ["add_installation:after", "revoke_installation:before"])
 async def test_an_installation_rotation_killed_midway_leaves_no_device_active(
     people: People, network: NetworkConfig, tmp_path: Path, at: str
@@ -161,32 +188,16 @@ async def test_an_installation_rotation_killed_midway_leaves_no_device_active(
     revoked, it left them active (a rotation is what a user does to retire keys). The next
     ``refresh_prekey_if_due`` (every 'sync') revokes what was left, once the rotation is
     not under way in another process on the home."""
-    import subprocess
-    import sys
-
     alice, bob = people.new("alice"), people.new("bob")
-    ident = alice.c.identity_id
     await alice.crash()
-    net = tmp_path / "network.json"
-    network.save(net)
-    proc = subprocess.run(
-        [sys.executable, "-c", _ROTATE_INSTALLATION_KILLED, str(alice.home), PASSPHRASE,
-         str(net), at],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == -9, proc.stderr
+    _rotate_killed(alice.home, network, tmp_path, at)
     alice.open()
-    active = lambda: [  # noqa: E731
-        i.installation_id for i in alice.c.registry.get_identity(ident).installations
-        if not i.revoked
-    ]  # fmt: skip
-    assert len(active()) == 2  # one nobody holds the keys of
+    assert len(_active(alice.c)) == 2  # one nobody holds the keys of
     alice.c.refresh_prekey_if_due(PASSPHRASE)  # (it may be under way in another process)
-    assert len(active()) == 2
-    real = alice.c.clock_ms
-    alice.c.clock_ms = lambda: real() + ROTATION_SETTLE_MS  # type: ignore[method-assign]
+    assert len(_active(alice.c)) == 2
+    _settled(alice.c)
     alice.c.refresh_prekey_if_due(PASSPHRASE)
-    assert active() == [alice.c.installation_id]
+    assert _active(alice.c) == [alice.c.installation_id]
     assert alice.c.finish_key_rotation(PASSPHRASE) == []  # done: no chain call
     bob.c.sync_directory()
     res = await bob.c.send_text(alice.name, "one device")
@@ -201,30 +212,14 @@ async def test_an_installation_rotation_run_again_after_a_kill_still_revokes_the
     registered the new keys runs it again. The second run replaced the staged keys of the
     first, so the installation the first registered (nobody holds its keys) was forgotten
     and stayed active for good: peers encrypted every message to it."""
-    import subprocess
-    import sys
-
     alice = people.new("alice")
-    ident = alice.c.identity_id
     await alice.crash()
-    net = tmp_path / "network.json"
-    network.save(net)
-    proc = subprocess.run(
-        [sys.executable, "-c", _ROTATE_INSTALLATION_KILLED, str(alice.home), PASSPHRASE,
-         str(net), "add_installation:after"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == -9, proc.stderr
+    _rotate_killed(alice.home, network, tmp_path, "add_installation:after")
     alice.open()
     _rotated, alice.client = await rotate_installation(alice.c, PASSPHRASE, force=True)
-    real = alice.c.clock_ms
-    alice.c.clock_ms = lambda: real() + ROTATION_SETTLE_MS  # type: ignore[method-assign]
+    _settled(alice.c)
     alice.c.refresh_prekey_if_due(PASSPHRASE)
-    active = [
-        i.installation_id for i in alice.c.registry.get_identity(ident).installations
-        if not i.revoked
-    ]  # fmt: skip
-    assert active == [alice.c.installation_id]
+    assert _active(alice.c) == [alice.c.installation_id]
 
 
 async def test_a_process_still_on_the_old_keys_does_not_mark_them_revoked(
@@ -234,33 +229,17 @@ async def test_a_process_still_on_the_old_keys_does_not_mark_them_revoked(
     rotation that another process ran and was killed before revoking them) left its own
     installation alone in ``finish_key_rotation``, as it must, but marked it done: the
     process on the new keys then found nothing left, and the old keys stayed active."""
-    import subprocess
-    import sys
-
     alice = people.new("alice")
-    ident = alice.c.identity_id
     old_app = alice.c  # the app: still open, on the old keys
     alice.client = None
-    net = tmp_path / "network.json"
-    network.save(net)
-    proc = subprocess.run(
-        [sys.executable, "-c", _ROTATE_INSTALLATION_KILLED, str(alice.home), PASSPHRASE,
-         str(net), "revoke_installation:before"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == -9, proc.stderr
-    real = old_app.clock_ms
-    old_app.clock_ms = lambda: real() + ROTATION_SETTLE_MS  # type: ignore[method-assign]
+    _rotate_killed(alice.home, network, tmp_path, "revoke_installation:before")
+    _settled(old_app)
     assert old_app.finish_key_rotation(PASSPHRASE) == []  # not its own keys
     await old_app.aclose()
     alice.open()
-    alice.c.clock_ms = lambda: real() + ROTATION_SETTLE_MS  # type: ignore[method-assign]
+    _settled(alice.c)
     alice.c.refresh_prekey_if_due(PASSPHRASE)
-    active = [
-        i.installation_id for i in alice.c.registry.get_identity(ident).installations
-        if not i.revoked
-    ]  # fmt: skip
-    assert active == [alice.c.installation_id]
+    assert _active(alice.c) == [alice.c.installation_id]
 
 
 async def test_installation_rotation_waits_for_receipts_of_what_it_sent(
