@@ -683,8 +683,7 @@ class Client:
     def resolve_peer(self, query: str) -> Peer:
         """A person by conversation id prefix, our alias for them, name, id or address, from
         the local index (synced first when it can be; offline, as last synced)."""
-        failed = self._chain_failed_at
-        if not self._synced and (failed is None or self.clock_ms() - failed >= CHAIN_RETRY_MS):
+        if not self._synced and not self._chain_resting():
             from discovery.errors import ChainUnavailable
 
             try:
@@ -875,8 +874,7 @@ class Client:
                 # perhaps the sender registered after our last index sync. Sync at most once
                 # a DIRECTORY_MAX_AGE_MS (a flood of bad frames must not become a flood of RPC
                 # calls) and retry only if the index learned something new.
-                failed = self._chain_failed_at
-                if failed is not None and self.clock_ms() - failed < CHAIN_RETRY_MS:
+                if self._chain_resting():
                     raise  # failed just now: a flood of such frames must not hang on the chain
                 try:
                     learnt = await asyncio.to_thread(self.sync_directory, DIRECTORY_MAX_AGE_MS)
@@ -1173,13 +1171,17 @@ class Client:
             raise DeliveryPending(str(offline.__cause__ or offline), result) from offline
         return await self._deliver(result, result.frames)
 
+    def _chain_resting(self) -> bool:
+        """The chain failed to answer less than CHAIN_RETRY_MS ago: do not ask it yet."""
+        failed = self._chain_failed_at
+        return failed is not None and self.clock_ms() - failed < CHAIN_RETRY_MS
+
     async def _refresh_directory(self) -> bool:
         """The chain's view, at most DIRECTORY_MAX_AGE_MS old, for an action that also works
         from the local index (offline: our devices as we last saw them). True if fresh.
         After the chain failed, it is asked again only CHAIN_RETRY_MS later: a node that
         hangs would otherwise hold up each message of a chat for a whole timeout."""
-        failed = self._chain_failed_at
-        if failed is not None and self.clock_ms() - failed < CHAIN_RETRY_MS:
+        if self._chain_resting():
             return False
         fresh = await asyncio.to_thread(self._sync_directory_or_local, DIRECTORY_MAX_AGE_MS)
         self._chain_failed_at = None if fresh else self.clock_ms()
