@@ -28,7 +28,7 @@ demo: setup
 	bash scripts/demo.sh "$(DEMO_DIR)"
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: setup
 	$(PY) -m bench
