@@ -94,6 +94,23 @@ def _servers(url: str) -> list[str]:
     return [u.strip() for u in url.split(",") if u.strip()]
 
 
+class _StrictTlsClient(NatsClient):
+    """nats-py upgrades a ``tls://`` connection to TLS only when the server's INFO asks for it,
+    so a server (or anyone in between) that does not ask would get it in plain text. This one
+    refuses before CONNECT is sent, on the first connection and on every reconnect (as the Go
+    client's ``ErrSecureConnWanted``)."""
+
+    tls_refused: str | None = None
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        await super()._process_info(info, initial_connection)
+        server = self._current_server
+        if initial_connection and server is not None and server.uri.scheme == "tls":
+            if not info.get("tls_required"):
+                self.tls_refused = f"the server at tls://{server.uri.netloc} did not ask for TLS"
+                raise nats.errors.Error(f"nats: {self.tls_refused}")
+
+
 async def _probe(url: str, timeout: float) -> bool:
     """True if at least one of the servers accepts a TCP connection within ``timeout``."""
     for u in _servers(url):
@@ -451,12 +468,13 @@ class NatsTransport:
                 holder[0]._on_reconnected()
 
         async def on_error(e: Exception) -> None:
-            return None
+            if nc.tls_refused and not holder:  # first connection: give up at once
+                raise e
 
         async def on_disconnect() -> None:
             return None
 
-        nc = NatsClient()
+        nc = _StrictTlsClient()
         try:
             await asyncio.wait_for(
                 nc.connect(
@@ -477,6 +495,8 @@ class NatsTransport:
         except (TimeoutError, Exception) as e:
             with contextlib.suppress(Exception):
                 await nc.close()
+            if nc.tls_refused:
+                raise TransportError(f"refused the delivery network: {nc.tls_refused}") from e
             raise TransportError(f"delivery network unreachable at {url}: {e!r}") from e
         t = cls(
             nc,

@@ -1,0 +1,123 @@
+"""A ``tls://`` URL means TLS or nothing: nats-py upgrades only when the server asks for TLS,
+so a server (or anyone in between) that does not ask must not get the connection in plain
+text. A real TLS server (self-signed certificate, trusted through SSL_CERT_FILE) still works."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+from ipaddress import ip_address
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from chatcore.errors import TransportError
+from chatcore.transport import inbox_subject
+from chatcore.transport.nats import NatsTransport
+from devnet.nats import HOST
+from devnet.process import ManagedProcess, find_binary, free_port, spawn
+from tests.fixtures.nats import NatsServer, Wiretap
+
+pytestmark = pytest.mark.devnet
+
+A = inbox_subject(b"\x01" * 16)
+
+
+async def test_a_tls_url_refuses_a_server_that_does_not_ask_for_tls(
+    nats_server: NatsServer, wiretap: Wiretap
+) -> None:
+    url = nats_server.url.replace("nats://", "tls://")
+    with pytest.raises(TransportError, match="did not ask for TLS"):
+        await NatsTransport.connect(url, connect_timeout=2.0)
+    await wiretap.settle()
+    # nothing crossed the server in plain text: no stream set-up, no publish
+    assert wiretap.subjects() == set()
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "logos-chat test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ip_address(HOST))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_a_tls_url_works_with_a_tls_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    port = free_port(HOST)
+    argv = [find_binary("nats-server"), "-js", "-a", HOST, "-p", str(port)]
+    argv += ["-sd", str(tmp_path / "store"), "--tls", "--tlscert", str(cert), "--tlskey", str(key)]
+    proc: ManagedProcess = spawn("nats-server", argv, HOST, port, log_path=tmp_path / "log")
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        t = await NatsTransport.connect(f"tls://{HOST}:{port}", connect_timeout=3.0)
+        try:
+            await t.publish(A, b"over tls")
+            got = await t.fetch(A, 0)
+            assert [d.data for d in got] == [b"over tls"]
+        finally:
+            await t.close()
+    finally:
+        proc.stop()
+
+
+async def test_a_reconnect_never_falls_back_to_plain_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TLS server goes away and a plain one takes its port: the client keeps trying but
+    sends it nothing (no consumer set-up, no publish)."""
+    cert, key = _self_signed(tmp_path)
+    port = free_port(HOST)
+    argv = [find_binary("nats-server"), "-js", "-a", HOST, "-p", str(port)]
+    argv += ["-sd", str(tmp_path / "store")]
+    tls_args = ["--tls", "--tlscert", str(cert), "--tlskey", str(key)]
+    proc = spawn("nats-server", argv + tls_args, HOST, port, log_path=tmp_path / "log")
+    plain: ManagedProcess | None = None
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    t = await NatsTransport.connect(f"tls://{HOST}:{port}", connect_timeout=3.0, heartbeat_s=0.3)
+    try:
+        sub = await t.subscribe([A])
+        proc.stop()
+        plain = spawn("nats-server", argv, HOST, port, log_path=tmp_path / "log2")
+        tap = await Wiretap(f"nats://{HOST}:{port}").start()
+        try:
+            await asyncio.sleep(2.0)  # ~10 reconnect attempts and consumer resets
+            with contextlib.suppress(TransportError, TimeoutError):
+                await asyncio.wait_for(t.publish(A, b"secret"), 1.0)
+            await tap.settle()
+            assert tap.subjects() == set()
+        finally:
+            await tap.close()
+        await sub.close()
+    finally:
+        await t.close()
+        proc.stop()
+        if plain is not None:
+            plain.stop()
