@@ -4,7 +4,6 @@ domain (against a real HTTPS server on loopback), lookup --history."""
 
 from __future__ import annotations
 
-import datetime
 import http.server
 import json
 import ssl
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.cli.conftest import CliResult, RunCli
+from tests.fixtures.certs import self_signed
 
 pytestmark = pytest.mark.devnet
 
@@ -280,32 +280,7 @@ def test_bind_wallet_and_name(run_cli: RunCli, homes: dict[str, Any]) -> None:
 @pytest.fixture
 def https_server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     """A real HTTPS server on loopback with its own CA (passed to httpx via SSL_CERT_FILE)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_file, key_file = self_signed(tmp_path, "localhost")
     root = tmp_path / "www"
     (root / ".well-known").mkdir(parents=True)
 

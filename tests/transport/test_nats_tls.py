@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from chatcore.errors import TransportError
 from chatcore.transport import inbox_subject
 from chatcore.transport.nats import NatsTransport
 from devnet.nats import HOST
 from devnet.process import ManagedProcess, find_binary, free_port, spawn
+from tests.fixtures.certs import self_signed
 from tests.fixtures.nats import NatsServer, Wiretap
 
 pytestmark = pytest.mark.devnet
@@ -39,38 +34,10 @@ async def test_a_tls_url_refuses_a_server_that_does_not_ask_for_tls(
     assert wiretap.subjects() == set()
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "logos-chat test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ip_address(HOST))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 async def test_a_tls_url_works_with_a_tls_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path, HOST)
     port = free_port(HOST)
     argv = [find_binary("nats-server"), "-js", "-a", HOST, "-p", str(port)]
     argv += ["-sd", str(tmp_path / "store"), "--tls", "--tlscert", str(cert), "--tlskey", str(key)]
@@ -93,7 +60,7 @@ async def test_a_reconnect_never_falls_back_to_plain_text(
 ) -> None:
     """The TLS server goes away and a plain one takes its port: the client keeps trying but
     sends it nothing (no consumer set-up, no publish)."""
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path, HOST)
     port = free_port(HOST)
     argv = [find_binary("nats-server"), "-js", "-a", HOST, "-p", str(port)]
     argv += ["-sd", str(tmp_path / "store")]
