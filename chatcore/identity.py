@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from chatcore.crypto import ed25519_verify, hkdf_sha256
 from chatcore.errors import ChatCoreError, NotInitialised, UntrustedIdentity
 from discovery.eip712 import EIP712_TYPES, typed_data, typed_signature  # noqa: F401 (re-exported)
+from discovery.errors import RecordNotFound
 from discovery.records import ChainBinding, IntroBundle
 
 if TYPE_CHECKING:
@@ -796,16 +797,28 @@ class DeviceInfo:
     bundle_seq: int | None
 
 
+def not_on_chain(identity_id: bytes) -> RecordNotFound:
+    """The error for a home whose identity the chain does not know (a devnet started again
+    without its state, or a home pointed at another chain)."""
+    return RecordNotFound(
+        f"your identity 0x{identity_id.hex()} is not on this chain (was the chain started "
+        "again without its state?); a home works only on the chain it was made on: "
+        "'logos-chat init' with a new --home makes an identity here"
+    )
+
+
 def list_devices(client: Client) -> list[DeviceInfo]:
     """Every installation of our identity, from the chain (offline: as last synced)."""
     from discovery.errors import ChainUnavailable
 
+    online = True
     try:
         client.sync_directory()
     except ChainUnavailable as exc:
         if not client.index.by_id(client.identity_id).installations:
             raise  # nothing synced yet: nothing to show
         log.info("chain unreachable, devices as last synced: %s", exc)
+        online = False
     state = client.index.by_id(client.identity_id)
     try:
         resolved = client.resolver.resolve_id(client.identity_id, fresh_prekeys=False)
@@ -813,6 +826,10 @@ def list_devices(client: Client) -> list[DeviceInfo]:
         history = resolved.history
     except ChatCoreError:
         raise
+    except RecordNotFound:
+        if online:
+            raise not_on_chain(client.identity_id) from None
+        verified, history = {}, ()
     except Exception:
         verified, history = {}, ()
     added: dict[bytes, int] = {}
@@ -1053,6 +1070,8 @@ def recovery_status(client: Client) -> dict[str, Any]:
     whether this home proposed it (if not, someone else holding the owner key did)."""
     reg = client.registry
     state = reg.get_identity(client.identity_id)
+    if not state.exists:
+        raise not_on_chain(client.identity_id)
     pending, here = _pending_recovery(client)
     out: dict[str, Any] = {"recovery": state.recovery, "pending": None}
     if pending is not None:

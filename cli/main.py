@@ -543,7 +543,9 @@ def whoami(ctx: Ctx) -> None:
         except RecordNotFound:
             if offline is not None:
                 raise offline from None  # nothing synced yet: the chain is what is missing
-            raise
+            from chatcore.identity import not_on_chain
+
+            raise not_on_chain(client.identity_id) from None
         mine = r.installation(client.installation_id)
         doc = resolved_doc(r)
         doc["this_device"] = hx(client.installation_id)

@@ -238,6 +238,12 @@ class Registry:
             reason = getattr(exc, "message", None) or str(exc)
         if reason in ("NameTaken", "NameAlreadyClaimed"):
             return NameTaken(f"{what}: name is already taken", reason)
+        if reason == "UnknownIdentity":
+            return RegistryReverted(
+                f"{what} refused by the registry: the identity is not on this chain (was the "
+                "chain started again without its state?)",
+                reason,
+            )
         return RegistryReverted(f"{what} refused by the registry: {reason}", reason)
 
     def check_chain(self) -> None:
