@@ -59,7 +59,7 @@ from chatcore.errors import ChatCoreError, ContentError, StoreError, UnknownCont
 from chatcore.keys import PeerKeys
 from chatcore.payload import RECENT_HISTORY, ContentType, Payload
 from chatcore.reliability import ConversationLog, Reliability, RetryPolicy
-from chatcore.store import RESTORED_AT_META, Store, StoredMessage, prefix_range
+from chatcore.store import RESTORED_AT_META, UNREAD_WHERE, Store, StoredMessage, prefix_range
 
 if TYPE_CHECKING:
     from chatcore.groupchat import GroupChat
@@ -466,18 +466,14 @@ class Features:
 
     def unread_ids(self, conv: bytes) -> list[bytes]:
         rows = self._x(
-            "SELECT message_id FROM messages WHERE conversation_id=? AND outgoing=0 "
-            "AND status='received' AND content_type IN (?,?) ORDER BY lamport, seq",
-            (conv, int(ContentType.TEXT), int(ContentType.REPLY)),
+            f"SELECT message_id FROM messages WHERE conversation_id=? AND {UNREAD_WHERE} "
+            "ORDER BY lamport, seq",
+            (conv,),
         ).fetchall()
         return [bytes(r[0]) for r in rows]
 
     def _recount_unread(self, conv: bytes) -> None:
-        self._x(
-            "UPDATE conversations SET unread=(SELECT COUNT(*) FROM messages WHERE "
-            "conversation_id=? AND outgoing=0 AND status='received') WHERE id=?",
-            (conv, conv),
-        )
+        self.store.recount_unread(conv)
 
     def mark_read(self, conv: bytes) -> int:
         """The user saw the conversation: mark it read, queue read receipts. Returns how many."""
@@ -1645,4 +1641,5 @@ def mark_deleted(store: Store, conv: bytes, target: bytes) -> None:
         (conv, target),
     )
     store._x("DELETE FROM reactions WHERE conversation_id=? AND message_id=?", (conv, target))
+    store.recount_unread(conv)
     reindex(store, conv, target)

@@ -263,6 +263,9 @@ _MSG_COLS = (
     "conversation_id, message_id, sender_identity, sender_installation, lamport, sent_at, "
     "received_at, content_type, body, outgoing, status, seq"
 )
+#: the messages that count as unread (a ``messages`` WHERE clause): notices have their own
+#: status ("system"), edits and reactions are no messages
+UNREAD_WHERE = "outgoing=0 AND status='received' AND deleted=0"
 _CONV_COLS = "id, kind, peer_identity, title, created_at, last_at, lamport, unread, muted, archived"
 
 
@@ -568,6 +571,14 @@ class Store:
 
     def mark_read(self, conv_id: bytes) -> None:
         self._x("UPDATE conversations SET unread=0 WHERE id=?", (conv_id,))
+
+    def recount_unread(self, conv_id: bytes) -> None:
+        """Count again what is unread: received here, not read, not deleted for everyone."""
+        self._x(
+            f"UPDATE conversations SET unread=(SELECT COUNT(*) FROM messages WHERE "
+            f"conversation_id=? AND {UNREAD_WHERE}) WHERE id=?",
+            (conv_id, conv_id),
+        )
 
     # --- messages -----------------------------------------------------------------------------
     def has_message(self, conv_id: bytes, message_id: bytes) -> bool:

@@ -710,3 +710,22 @@ def test_set_contact_with_no_contact_state_changes_nothing(bad: object) -> None:
         w.f(a).set_contact(b, bad)  # type: ignore[arg-type]
     assert w.f(a).contact_state(b) == ContactState.CONTACT
     assert [(c.identity_id, c.alias) for c in w.f(a).contacts()] == [(b, "Bobby")]
+
+
+def test_a_message_deleted_for_everyone_is_no_longer_unread() -> None:
+    """Unread counts what the user can still read: a deletion takes the message out of the
+    count on every device, and a later recount (a read on another device) agrees."""
+    w = FWorld()
+    a, b = w.person(), w.person(2)
+    s1, s2 = w.send_text(a, b, "one"), w.send_text(a, b, "two")
+    w.route(s1.frames + s2.frames)
+    conv = s1.conversation_id
+    for d in (0, 1):
+        assert w.dev(b, d).store.conversation(conv).unread == 2  # type: ignore[union-attr]
+    w.route(_edit(w, a, b, ContentType.DELETE, content.encode_delete(s1.message_id)).frames)
+    for d in (0, 1):
+        assert w.dev(b, d).store.conversation(conv).unread == 1  # type: ignore[union-attr]
+    w.route(w.f(b).set_contact(a, ContactState.CONTACT))
+    assert w.f(b).mark_read(conv) == 1  # only the message that is left
+    w.route(w.node(b).f.flush(), frm=w.node(b))
+    assert w.dev(b, 1).store.conversation(conv).unread == 0  # type: ignore[union-attr]
