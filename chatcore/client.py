@@ -969,8 +969,9 @@ class Client:
         With the chain unreachable it reads on (senders it cannot check yet resend). If
         the delivery network fails midway, what was already stored is returned by the next
         ``sync()`` or ``listen()`` of this Client (and is in ``history`` at once)."""
-        if await asyncio.to_thread(self._sync_directory_or_local):
-            self._chain_failed_at = None  # it answers again
+        # the chain as _refresh_directory asks it: a sync that finds it hanging spares the
+        # sends (and syncs) of the next CHAIN_RETRY_MS a timeout each
+        await self._refresh_directory(0)
         transport = await self.connect()
         await self._check_stream(transport)
         try:
@@ -1176,14 +1177,14 @@ class Client:
         failed = self._chain_failed_at
         return failed is not None and self.clock_ms() - failed < CHAIN_RETRY_MS
 
-    async def _refresh_directory(self) -> bool:
-        """The chain's view, at most DIRECTORY_MAX_AGE_MS old, for an action that also works
+    async def _refresh_directory(self, max_age_ms: int = DIRECTORY_MAX_AGE_MS) -> bool:
+        """The chain's view, at most ``max_age_ms`` old, for an action that also works
         from the local index (offline: our devices as we last saw them). True if fresh.
         After the chain failed, it is asked again only CHAIN_RETRY_MS later: a node that
         hangs would otherwise hold up each message of a chat for a whole timeout."""
         if self._chain_resting():
             return False
-        fresh = await asyncio.to_thread(self._sync_directory_or_local, DIRECTORY_MAX_AGE_MS)
+        fresh = await asyncio.to_thread(self._sync_directory_or_local, max_age_ms)
         self._chain_failed_at = None if fresh else self.clock_ms()
         return fresh
 

@@ -451,6 +451,31 @@ async def test_sends_wait_on_a_hanging_chain_once_not_per_message(
     assert texts(await bob.c.sync())[-3:] == [f"chain hangs {i}" for i in range(3)]
 
 
+async def test_syncs_and_sends_wait_on_a_hanging_chain_once_between_them(
+    people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An app that syncs in a loop and sends in between: a sync that found the chain hanging
+    did not tell the sends (nor the next sync), so each asked it again and waited again."""
+    from discovery.errors import ChainUnavailable
+
+    alice, bob = people.new("hsa"), people.new("hsb")
+    await alice.c.send_text(bob.name, "while the chain answers")
+    attempts: list[int] = []
+
+    def hangs(*_a: object, **_k: object) -> int:
+        attempts.append(1)
+        raise ChainUnavailable("chain unreachable (injected)")
+
+    await asyncio.sleep(1.1)  # the last index sync is older than DIRECTORY_MAX_AGE_MS
+    monkeypatch.setattr(alice.c.index, "sync", hangs)
+    for i in range(2):
+        await alice.c.sync()
+        await alice.c.send_text(bob.name, f"chain hangs {i}")
+        await asyncio.sleep(1.1)
+    assert len(attempts) == 1
+    assert texts(await bob.c.sync())[-2:] == [f"chain hangs {i}" for i in range(2)]
+
+
 @pytest.mark.parametrize("group", [False, True])
 async def test_an_edit_of_a_message_still_in_the_outbox_goes_after_it(
     people: People, group: bool
