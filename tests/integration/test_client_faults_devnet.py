@@ -427,14 +427,13 @@ async def test_delivery_pending_says_in_words_why_the_network_did_not_take_it(
     assert "delivery network unreachable at nats://127.0.0.1:" in said, said
 
 
-async def test_sends_wait_on_a_hanging_chain_once_not_per_message(
-    people: People, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each send asks the chain first (devices linked since); with a node that hangs, every
-    message of a chat waited a whole timeout before going out from the local index."""
+async def _chain_starts_hanging(
+    people: People, monkeypatch: pytest.MonkeyPatch, tag: str
+) -> tuple[Person, Person, list[int]]:
+    """alice has written to bob; then every index sync of alice's fails (and is counted)."""
     from discovery.errors import ChainUnavailable
 
-    alice, bob = people.new("ha"), people.new("hb")
+    alice, bob = people.new(tag + "a"), people.new(tag + "b")
     await alice.c.send_text(bob.name, "while the chain answers")
     attempts: list[int] = []
 
@@ -444,6 +443,15 @@ async def test_sends_wait_on_a_hanging_chain_once_not_per_message(
 
     await asyncio.sleep(1.1)  # the last index sync is older than DIRECTORY_MAX_AGE_MS
     monkeypatch.setattr(alice.c.index, "sync", hangs)
+    return alice, bob, attempts
+
+
+async def test_sends_wait_on_a_hanging_chain_once_not_per_message(
+    people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each send asks the chain first (devices linked since); with a node that hangs, every
+    message of a chat waited a whole timeout before going out from the local index."""
+    alice, bob, attempts = await _chain_starts_hanging(people, monkeypatch, "h")
     for i in range(3):
         await alice.c.send_text(bob.name, f"chain hangs {i}")
         await asyncio.sleep(1.1)
@@ -456,18 +464,7 @@ async def test_syncs_and_sends_wait_on_a_hanging_chain_once_between_them(
 ) -> None:
     """An app that syncs in a loop and sends in between: a sync that found the chain hanging
     did not tell the sends (nor the next sync), so each asked it again and waited again."""
-    from discovery.errors import ChainUnavailable
-
-    alice, bob = people.new("hsa"), people.new("hsb")
-    await alice.c.send_text(bob.name, "while the chain answers")
-    attempts: list[int] = []
-
-    def hangs(*_a: object, **_k: object) -> int:
-        attempts.append(1)
-        raise ChainUnavailable("chain unreachable (injected)")
-
-    await asyncio.sleep(1.1)  # the last index sync is older than DIRECTORY_MAX_AGE_MS
-    monkeypatch.setattr(alice.c.index, "sync", hangs)
+    alice, bob, attempts = await _chain_starts_hanging(people, monkeypatch, "hs")
     for i in range(2):
         await alice.c.sync()
         await alice.c.send_text(bob.name, f"chain hangs {i}")
