@@ -47,7 +47,7 @@ from chatcore.errors import (
     UntrustedIdentity,
 )
 from chatcore.features import Contact, MessageView
-from chatcore.groupchat import ID_LIKE, GroupInfo, NotYet, group_topic
+from chatcore.groupchat import ID_LIKE, GroupInfo, NotYet, check_group_name, group_topic
 from chatcore.home import Home
 from chatcore.keys import InstallationKeys, SignedPrekey
 from chatcore.payload import ContentType
@@ -1086,6 +1086,7 @@ class Client:
         return ids
 
     async def create_group(self, name: str, members: list[str]) -> bytes:
+        check_group_name(name)  # before asking the chain anything
         await asyncio.to_thread(self.sync_directory)
         ids = self._member_ids(members)
         gid, frames = self.groups.create(name, ids)
@@ -1144,9 +1145,11 @@ class Client:
         raise UnknownContact(f"no group {query!r} (use its name or id)")
 
     async def group_change(self, group: str | bytes, how: str, who: str | None = None) -> None:
-        """``how``: add, remove or promote ``who`` (admins only), or leave (``who`` unused)."""
+        """``how``: add, remove or promote ``who`` (admins only), or leave (``who`` unused).
+        To rename: ``rename_group``."""
         if how not in ("add", "remove", "promote", "leave"):
-            raise ValueError(f"unknown group change {how!r} (add, remove, promote or leave)")
+            hint = " (to rename a group: rename_group)" if how == "rename" else ""
+            raise ValueError(f"unknown group change {how!r} (add, remove, promote or leave){hint}")
         await asyncio.to_thread(self.sync_directory)
         gid = self.find_group(group)
         if how == "leave":
@@ -1156,6 +1159,17 @@ class Client:
                 raise ValueError(f"group {how} needs a member (name, identity id or address)")
             target = self._member_ids([who])[0]
             frames = getattr(self.groups, how)(gid, target)
+        await self._deliver(None, frames)  # DeliveryPending: done here, sent later
+
+    async def rename_group(self, group: str | bytes, name: str) -> None:
+        """Give ``group`` a new name (admins only: GroupError otherwise, and for the name it
+        already has). The name is checked as ``create_group`` checks it (ValueError: blank,
+        too long, control characters, like an id). Members see it, and a notice, on their
+        next sync; offline: DeliveryPending (renamed here, sent later)."""
+        check_group_name(name)
+        await asyncio.to_thread(self.sync_directory)
+        gid = self.find_group(group)
+        frames = self.groups.rename(gid, name)
         await self._deliver(None, frames)  # DeliveryPending: done here, sent later
 
     async def send_group_text(self, group: str | bytes, text: str) -> SendResult:

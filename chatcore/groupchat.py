@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -39,6 +40,7 @@ from chatcore.group.consts import (
     KIND_GROUP_OP,
     KIND_WANT,
     KIND_WELCOME,
+    MAX_NAME_BYTES,
 )
 from chatcore.group.ops import Op, OpKind, decode_op
 from chatcore.group.sender_keys import SenderKeyDistribution, parse_frame
@@ -214,6 +216,31 @@ class GroupInfo:
     admins: frozenset[bytes]
     is_member: bool
     subject: str = field(repr=False)
+
+
+#: characters a group name we give may not hold besides control characters (category Cc):
+#: line and paragraph separators, and the bidi embeddings, overrides and isolates that
+#: reorder what is shown around them (a name is shown on one line, among other text)
+_NAME_UNSAFE = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def check_group_name(name: str) -> str:
+    """``name`` if a group may be given it (created or renamed): text, not blank, at most
+    MAX_NAME_BYTES of UTF-8, no control characters, not like an id or address. ValueError
+    (TypeError for a non-string) otherwise."""
+    if not isinstance(name, str):
+        raise TypeError(f"a group name must be a string, not {type(name).__name__}")
+    if not name.strip():
+        raise ValueError("a group needs a name")
+    if ID_LIKE.fullmatch(name.strip()):
+        raise ValueError("a group name cannot look like an id or address (0x and hex digits)")
+    for ch in name:
+        if ch in _NAME_UNSAFE or unicodedata.category(ch) in ("Cc", "Cs"):
+            raise ValueError(f"a group name cannot hold control characters (U+{ord(ch):04X})")
+    size = len(name.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        raise ValueError(f"group name too long: {size} bytes, at most {MAX_NAME_BYTES}")
+    return name
 
 
 def _check_change(state: GroupState, me: bytes, how: str, target: bytes | None) -> None:
@@ -451,10 +478,7 @@ class GroupChat:
 
     # --- membership changes we make -----------------------------------------------------------
     def create(self, name: str, members: Sequence[bytes]) -> tuple[bytes, list[OutFrame]]:
-        if not name.strip():
-            raise ValueError("a group needs a name")
-        if ID_LIKE.fullmatch(name.strip()):
-            raise ValueError("a group name cannot look like an id or address (0x and hex digits)")
+        check_group_name(name)
         if self.engine.identity_id in members:
             raise ValueError("you are in the group you create: list the others only")
         with self.store.transaction():
@@ -469,7 +493,9 @@ class GroupChat:
                          self.engine.installation_id)  # fmt: skip
         return gid, frames
 
-    def _change(self, group_id: bytes, how: str, target: bytes | None = None) -> list[OutFrame]:
+    def _change(
+        self, group_id: bytes, how: str, target: bytes | None = None, name: str = ""
+    ) -> list[OutFrame]:
         with self.store.transaction():
             state = self.load(group_id)
             if state is None:
@@ -479,6 +505,8 @@ class GroupChat:
             rng = self.engine.rng
             if how == "leave":
                 new, out = state.leave(self._key, self._ids, rng, now)
+            elif how == "rename":
+                new, out = state.rename(name, self._key, self._ids, rng, now)
             else:
                 assert target is not None
                 fn = {
@@ -516,6 +544,10 @@ class GroupChat:
 
     def leave(self, group_id: bytes) -> list[OutFrame]:
         return self._change(group_id, "leave")
+
+    def rename(self, group_id: bytes, name: str) -> list[OutFrame]:
+        """Give the group a new name (admins only, as the op rules say)."""
+        return self._change(group_id, "rename", name=check_group_name(name))
 
     def refresh_devices(self, group_id: bytes) -> list[OutFrame]:
         """Re-read member devices from the chain (revoked device -> key rotation)."""

@@ -842,7 +842,7 @@ def _hex(s: str) -> str:
 # ----------------------------------------------------------------------------------------------
 @cli.group()
 def group() -> None:
-    """Group chats: create, send, add, remove, promote, leave, list."""
+    """Group chats: create, send, add, remove, promote, rename, leave, list."""
 
 
 def _group_run(ctx: Ctx, fn: Callable[[Any], Any]) -> Any:
@@ -943,6 +943,29 @@ def group_remove(ctx: Ctx, grp: str, who: str) -> None:
 def group_promote(ctx: Ctx, grp: str, who: str) -> None:
     """Make WHO an admin of GROUP (admins only)."""
     _group_change(ctx, grp, "promote", who)
+
+
+@group.command("rename")
+@click.argument("grp", metavar="GROUP")
+@click.argument("name")
+@_with_json
+@click.pass_obj
+@guarded
+def group_rename(ctx: Ctx, grp: str, name: str) -> None:
+    """Give GROUP the new name NAME (admins only)."""
+
+    async def fn(c: Any) -> Any:
+        gid = c.find_group(grp)  # after the rename, the old name no longer finds it
+        await c.rename_group(gid, name)
+        return group_doc(c, gid)
+
+    doc = _group_run(ctx, fn)
+    emit(
+        ctx,
+        doc,
+        f"renamed {grp} to “{doc['name']}” {doc['conversation_id']}, now at epoch "
+        f"{doc['epoch']} with {_members(len(doc['members']))}",
+    )
 
 
 @group.command("leave")

@@ -38,6 +38,7 @@ def test_facade_methods_exist() -> None:
         "create_group",
         "send_group_text",
         "group_change",
+        "rename_group",
         "group_info",
         "group_ids",
         "message",

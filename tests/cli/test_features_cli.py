@@ -182,6 +182,16 @@ def test_groups_by_name_everywhere_and_requests_need_a_request(
     r = bad(run, homes, "carol", "send", "crew", "which one?")
     assert "2 groups are named 'crew'" in r.err
     assert js(run, homes, "carol", "send", gid[:12], "by id")["conversation_id"] == gid
+    # a rename (admins only) shows wherever the group's name is shown
+    r = bad(run, homes, "dave", "group", "rename", gid[:12], "dave's")
+    assert "only an admin can rename" in r.err
+    r = bad(run, homes, "carol", "group", "rename", gid[:12], "bad\x1bname")
+    assert "control characters" in r.err
+    assert js(run, homes, "carol", "group", "rename", gid[:12], "deck")["name"] == "deck"
+    assert "renamed the group to “deck”" in ok(run, homes, "dave", "sync").out
+    assert js(run, homes, "dave", "group", "list", "deck")["conversation_id"] == gid
+    rows = js(run, homes, "dave", "conversations", "--all")
+    assert [x["title"] for x in rows if x["conversation_id"] == gid] == ["deck"]
 
 
 def test_chat_shows_typing_and_receipt_marks(

@@ -217,3 +217,35 @@ async def test_a_member_added_by_an_admin_removed_meanwhile_learns_it_is_not_in(
     assert "you are no longer a member" in [r.text for r in got[f.name]]
     with pytest.raises(GroupError):
         await f.c.send_group_text(gid, "hello?")
+
+
+async def test_an_admins_rename_reaches_every_member_and_a_non_admins_is_refused(
+    people: People,
+) -> None:
+    from chatcore.errors import GroupError, UnknownContact
+
+    a, b, c = people.new("na"), people.new("nb"), people.new("nc")
+    gid = await a.c.create_group("before", [b.name, c.name])
+    await sync_all([b, c, a])
+    await c.close()  # c is offline while the group is renamed
+    # a member who is not an admin: refused, nothing changes for anyone
+    state = b.c.store.group_state(gid)
+    with pytest.raises(GroupError, match="only an admin can rename"):
+        await b.c.rename_group("before", "b's name")
+    assert b.c.store.group_state(gid) == state and b.c.group_info(gid).name == "before"
+    with pytest.raises(ValueError, match="control characters"):
+        await a.c.rename_group(gid, "two\nlines")
+    await a.c.rename_group("before", "after")
+    assert a.c.find_group("after") == gid
+    with pytest.raises(UnknownContact):
+        a.c.find_group("before")
+    await b.c.sync()
+    c.open()
+    await c.c.sync()
+    for p in (a, b, c):
+        assert p.c.group_info(gid).name == "after", p.name
+        assert [v.title for v in p.c.conversations() if v.id == gid] == ["after"], p.name
+        assert _story(p, gid)[-1] == "renamed the group to “after”", p.name
+    # b's refused rename left nothing behind that reaches the others
+    await sync_all([a, c])
+    assert {p.c.group_info(gid).name for p in (a, b, c)} == {"after"}
