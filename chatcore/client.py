@@ -1145,11 +1145,16 @@ class Client:
         raise UnknownContact(f"no group {query!r} (use its name or id)")
 
     async def group_change(self, group: str | bytes, how: str, who: str | None = None) -> None:
-        """``how``: add, remove or promote ``who`` (admins only), or leave (``who`` unused).
-        To rename: ``rename_group``."""
+        """``how``: add, remove or promote ``who`` (admins only), or leave (no ``who``: we
+        leave; an admin takes someone else out with ``remove``). To rename: ``rename_group``."""
         if how not in ("add", "remove", "promote", "leave"):
             hint = " (to rename a group: rename_group)" if how == "rename" else ""
             raise ValueError(f"unknown group change {how!r} (add, remove, promote or leave){hint}")
+        if how == "leave" and who is not None:
+            raise ValueError(
+                "group leave takes no member: you leave the group yourself "
+                "(to take someone else out, an admin uses remove)"
+            )
         await asyncio.to_thread(self.sync_directory)
         gid = self.find_group(group)
         if how == "leave":

@@ -249,3 +249,20 @@ async def test_an_admins_rename_reaches_every_member_and_a_non_admins_is_refused
     # b's refused rename left nothing behind that reaches the others
     await sync_all([a, c])
     assert {p.c.group_info(gid).name for p in (a, b, c)} == {"after"}
+
+
+async def test_leave_with_a_member_is_refused_and_leaves_nobody(people: People) -> None:
+    """Review finding: ``group_change(g, "leave", who)`` ignored ``who`` and took us out of
+    the group (an admin meaning to remove someone left instead)."""
+    a, b = people.new("la"), people.new("lb")
+    gid = await a.c.create_group("stay", [b.name])
+    await b.c.sync()
+    for p, other in ((a, b), (b, a)):
+        with pytest.raises(ValueError, match="leave takes no member"):
+            await p.c.group_change(gid, "leave", other.name)
+    await sync_all([a, b])
+    for p in (a, b):
+        info = p.c.group_info(gid)
+        assert info.is_member and info.members == {a.c.identity_id, b.c.identity_id}, p.name
+    with pytest.raises(ValueError, match="rename_group"):
+        await a.c.group_change(gid, "rename", "other")
