@@ -129,6 +129,14 @@ def _as_name(text: str) -> str:
     return text.strip().lower().removeprefix("@")
 
 
+def _moved(what: str, holder: bytes, was: bytes) -> AmbiguousName:
+    return AmbiguousName(
+        f"{what} has passed to another identity (0x{holder.hex()}), not the person you "
+        f"knew by it (0x{was.hex()}): use the id of the one you mean ('contacts add' the "
+        "new holder's id to mean them by it)"
+    )
+
+
 class Client:
     """One installation of one identity, in one home directory."""
 
@@ -705,6 +713,7 @@ class Client:
             return self.directory.peer(aliased)
         peer = self.directory.lookup(query)
         self._check_name_moved(query, peer.identity_id)
+        self._check_address_moved(query, peer.identity_id)
         return peer
 
     def _check_name_moved(self, query: str, holder: bytes) -> None:
@@ -716,16 +725,40 @@ class Client:
             return
         was = self._name_moved_from(q, holder)
         if was is not None:
-            raise AmbiguousName(
-                f"the name {q!r} has passed to another identity (0x{holder.hex()}), not the "
-                f"person you knew by it (0x{was.hex()}): use the id of the one you mean "
-                "('contacts add' the new holder's id to mean them by this name)"
-            )
+            raise _moved(f"the name {q!r}", holder, was)
+
+    def _check_address_moved(self, query: str, holder: bytes) -> None:
+        """As ``_check_name_moved``, for a wallet address: its key's holder can move it to
+        another identity. The identity an address meant when we last used it is remembered;
+        a move is refused until we know the old person no more or take the new as a contact."""
+        from discovery.resolver import parse_query
+
+        kind, q = parse_query(query)
+        if kind != "account" or holder == self.identity_id:
+            return
+        addr = q.lower()
+        seen_key, was_key = "addr_seen:" + addr, "addr_was:" + addr
+        seen = self.store.get_meta(seen_key)
+        if seen is not None and bytes(seen) != holder:
+            was_raw = self.store.get_meta(was_key)
+            if was_raw is None or bytes(was_raw[:32]) != bytes(seen):
+                self.store.set_meta(was_key, bytes(seen) + self.clock_ms().to_bytes(8, "big"))
+            was = self._moved_from(was_key, holder)
+            if was is not None:
+                raise _moved(f"the address {q}", holder, was)
+            self.store.delete_meta(was_key)
+        if seen is None or bytes(seen) != holder:
+            self.store.set_meta(seen_key, holder)
 
     def _name_moved_from(self, name: str, holder: bytes) -> bytes | None:
         """The person we knew by ``name`` before ``holder`` took it, if we still know them
         and have not taken ``holder`` as a contact since the name moved; else None."""
-        raw = self.store.get_meta("name_was:" + name)
+        return self._moved_from("name_was:" + name, holder)
+
+    def _moved_from(self, meta_key: str, holder: bytes) -> bytes | None:
+        """``meta_key`` holds (the person we knew, when it moved): that person, if we still
+        know them and have not taken ``holder`` as a contact since; else None."""
+        raw = self.store.get_meta(meta_key)
         if raw is None or len(raw) != 40 or bytes(raw[:32]) == holder:
             return None
         if holder == self.identity_id:

@@ -240,6 +240,51 @@ async def test_a_name_that_moved_to_someone_else_is_not_a_silent_switch_of_perso
     assert texts(await bob.c.sync()) == ["still to bob"]
 
 
+async def test_a_wallet_address_that_moved_to_someone_else_is_not_a_silent_switch_of_person(
+    people: People,
+) -> None:
+    """carol writes to bob by his wallet's address; the wallet's key (not bob's identity)
+    moves the address to mallory: '0xWALLET' must not quietly mean mallory now, as with a
+    name that moved."""
+    from eth_account import Account
+
+    from chatcore.content import ContactState
+    from chatcore.errors import AmbiguousName
+    from chatcore.identity import bind_wallet, unbind_wallet, wallet_link_signature
+
+    from .conftest import PASSPHRASE
+
+    bob, carol, mallory = people.new("wb"), people.new("wc"), people.new("wm")
+    wallet = Account.create()
+
+    def bind(p: Person) -> None:
+        deadline = p.c.registry.latest_timestamp() + 600
+        sig = wallet_link_signature(wallet, p.c.identity_id, p.network, p.c.registry, deadline)
+        bind_wallet(p.c, PASSPHRASE, wallet.address, sig, deadline)
+
+    bind(bob)
+    await carol.c.send_text(wallet.address, "hi bob")
+    await carol.c.send_text(mallory.name, "hi mallory")
+    assert texts(await bob.c.sync()) == ["hi bob"]
+    await mallory.c.sync()
+    unbind_wallet(bob.c, PASSPHRASE, wallet.address)
+    bind(mallory)  # the wallet's holder moves it
+    await asyncio.sleep(1.1)  # carol's view of the chain is older than DIRECTORY_MAX_AGE_MS
+    for attempt in (
+        lambda: carol.c.send_text(wallet.address, "for bob's eyes"),
+        lambda: carol.c.create_group("moved wallet", [wallet.address.lower()]),
+    ):
+        with pytest.raises(AmbiguousName) as err:
+            await attempt()
+        assert mallory.id_hex in str(err.value) and bob.id_hex in str(err.value)
+    assert await mallory.c.sync() == []
+    # once carol took mallory as a contact (by id), the address means her
+    await carol.c.set_contact(mallory.id_hex, ContactState.CONTACT)
+    await carol.c.send_text(wallet.address, "to mallory, knowingly")
+    assert texts(await mallory.c.sync()) == ["to mallory, knowingly"]
+    assert await bob.c.sync() == []
+
+
 async def test_offline_sends_try_the_network_once_per_call(people: People) -> None:
     # an unreachable network costs the transport's timeout per attempt: one per send, not
     # one per frame waiting in the outbox (nor one more for the new message)
