@@ -29,6 +29,7 @@ from chatcore.errors import (
     GroupError,
     HandshakeError,
     MalformedMessage,
+    ProtocolError,
     StoreUnavailable,
     UntrustedIdentity,
 )
@@ -54,7 +55,7 @@ from chatcore.payload import (
     decode_varint,
     encode_varint,
 )
-from chatcore.store import StoredMessage
+from chatcore.store import Store, StoredMessage
 from chatcore.transport.base import group_subject
 
 #: what an id, an id prefix or an address looks like: never taken as a name
@@ -81,6 +82,11 @@ MAX_PENDING_ITEMS = 4096
 MAX_HELD_FRAMES = 512
 MAX_HELD_TRIES = 1024  # one retry per control frame for the group: 200+ at a big join
 MAX_HELD_AGE_MS = 7 * 86_400_000
+#: store secret name prefix (+ group id in hex): a welcome this installation is to join as
+#: itself, kept (in the transaction that took it) until joined: a linked device's handover
+#: brings one per group, an installation rotation makes them. A process killed before the
+#: joins left the device out of those groups (see :meth:`GroupChat.join_kept_welcomes`).
+KEPT_WELCOME = "kept_welcome:"
 #: GroupError texts that mean "not yet" (the frame may decrypt once control items arrive)
 _NOT_YET = ("unknown sender key", "stale or unknown group epoch")
 
@@ -93,6 +99,11 @@ class NotYet(Exception):
 
 #: identity -> its active installations' public keys (verified, from the chain)
 Devices = Callable[[bytes], Sequence[PeerKeys]]
+
+
+def keep_welcome(store: Store, welcome: bytes) -> None:
+    """Keep a welcome to join as this installation (in the caller's transaction)."""
+    store.put_secret(KEPT_WELCOME + item_group_id(welcome).hex(), welcome)
 
 
 def group_topic(group_id: bytes) -> str:
@@ -548,6 +559,43 @@ class GroupChat:
     def rename(self, group_id: bytes, name: str) -> list[OutFrame]:
         """Give the group a new name (admins only, as the op rules say)."""
         return self._change(group_id, "rename", name=check_group_name(name))
+
+    def join_kept_welcomes(self) -> list[OutFrame]:
+        """Join the groups of the kept welcomes (:func:`keep_welcome`) as this installation;
+        returns the frames (our sender key, in the outbox). Each group in one transaction
+        with forgetting its welcome, so a process killed midway joins each group once: a
+        state of ours there already (a member's welcome came first) takes the welcome's ops
+        as a merge; one of another installation of ours (a rotation) is replaced. A welcome
+        that does not verify is dropped (logged); any other error leaves the rest kept."""
+        frames: list[OutFrame] = []
+        me, inst, rng = self.engine.identity_id, self.engine.installation_id, self.engine.rng
+        for name, welcome in self.store.secrets_with_prefix(KEPT_WELCOME):
+            try:
+                with self.store.transaction():
+                    gid = item_group_id(welcome)
+                    state = self.load(gid)
+                    if state is not None and state.installation == inst:
+                        new, out, _rej = state.apply_ops(
+                            _welcome_ops(welcome), self._ids, rng, self.engine.clock_ms(),
+                            self._signers(),
+                        )  # fmt: skip
+                        before: GroupState | None = state
+                    else:  # our old installation may have signed the ops
+                        new, out = GroupState.join(
+                            welcome, me, inst, self._ids, rng, signers=self._signers()
+                        )
+                        before = None
+                    self._save(new)
+                    frames += self._dispatch(new, before, out)
+                    frames += self._replay_pending(gid)[1]
+                    self.store.delete_secret(name)
+            except StoreUnavailable:
+                raise
+            except (ProtocolError, MalformedMessage) as exc:  # the welcome itself
+                log.warning("group not joined: %s", exc)
+                with self.store.transaction():
+                    self.store.delete_secret(name)
+        return frames
 
     def refresh_devices(self, group_id: bytes) -> list[OutFrame]:
         """Re-read member devices from the chain (revoked device -> key rotation)."""

@@ -641,6 +641,7 @@ async def finish_link(
     Returns None if nothing has arrived yet."""
     from chatcore.client import Client
     from chatcore.engine import inbox_subject
+    from chatcore.groupchat import keep_welcome
     from chatcore.home import Home
     from chatcore.keys import InstallationKeys
     from discovery.index import Index
@@ -730,6 +731,13 @@ async def finish_link(
                 store.delete_secret("pair:key")
                 store.set_meta("pair_code", b"")
                 added = restore_snapshot(store, content)
+                # and the groups to join: a process killed before the joins below left
+                # the device out of them (the next sync joins what is kept)
+                for w in content.get("welcomes") or ():
+                    try:
+                        keep_welcome(store, bytes.fromhex(w))
+                    except (ChatCoreError, ValueError, TypeError) as exc:
+                        logging.getLogger("chatcore.identity").warning("group not joined: %s", exc)
         finally:
             index.close()
     finally:
@@ -738,8 +746,11 @@ async def finish_link(
     try:
         res = client.publish(passphrase)  # and the post-quantum key record (none yet)
         client.sync_directory()
-        if content.get("welcomes"):
-            await _join_groups(client, [bytes.fromhex(w) for w in content["welcomes"]], transport)
+        frames = client.groups.join_kept_welcomes()
+        if frames:
+            if transport is not None:
+                await client.connect(transport)
+            await client._publish_later(frames)  # else in the outbox: sent by the next sync
         names = client.resolver.resolve_id(ident, fresh_prekeys=False).names
     finally:
         await client.aclose() if transport is None else client.close()
@@ -758,32 +769,6 @@ def _verify_handover(
     resolved = resolver.resolve_id(ident, fresh_prekeys=False)
     if resolved.installation(approver) is None:
         raise PairingError("the handover was not sent by an active device of that identity")
-
-
-async def _join_groups(client: Client, welcomes: list[bytes], transport: Any = None) -> int:
-    """Join groups from welcomes (op logs) as this installation; distribute our sender key."""
-    from chatcore.group import GroupState
-
-    frames = []
-    g = client.groups
-    for w in welcomes:
-        try:
-            with client.store.transaction():
-                new, out = GroupState.join(
-                    w, client.identity_id, client.installation_id, g._ids, client.rng,
-                    signers=g._past_ids,  # our old installation may have signed the ops
-                )  # fmt: skip
-                g._save(new)
-                frames += g._dispatch(new, None, out)
-        except ChatCoreError as exc:
-            import logging
-
-            logging.getLogger("chatcore.identity").warning("group not joined: %s", exc)
-    if frames:
-        if transport is not None:
-            await client.connect(transport)
-        await client._publish(frames)
-    return len(welcomes)
 
 
 # --- listing and revoking -------------------------------------------------------------------------
@@ -1175,6 +1160,7 @@ async def rotate_installation(
         Client,
     )
     from chatcore.errors import AwaitingReceipts
+    from chatcore.groupchat import keep_welcome
     from chatcore.keys import InstallationKeys
 
     await client.sync()  # read what is waiting in the old inbox first
@@ -1227,6 +1213,8 @@ async def rotate_installation(
         client._prekey_published(bundle)
         client.store.set_meta("bundle_seq", b"1")
         client.store.delete_sessions()
+        for w in welcomes:  # joined as the new keys below, or by the next sync if killed
+            keep_welcome(client.store, w)
     client._publish_pq(owner)
     gas += _gas(client.registry.revoke_installation(owner, client.identity_id, old))
     with client.store.transaction():
@@ -1238,7 +1226,7 @@ async def rotate_installation(
     if transport is not None:
         await new_client.connect(transport)
     new_client.sync_directory()
-    await _join_groups(new_client, welcomes)
+    await new_client._publish_later(new_client.groups.join_kept_welcomes())
     return Rotated(
         "installation", "0x" + old.hex(), "0x" + new_keys.installation_id.hex(), gas
     ), new_client

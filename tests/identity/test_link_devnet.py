@@ -20,10 +20,12 @@ from chatcore.identity import (
     rotate_owner,
     start_link,
 )
+from chatcore.payload import ContentType
 from discovery.network import NetworkConfig
 from tests.integration.conftest import PASSPHRASE, People, Person
 
 pytestmark = pytest.mark.devnet
+TEXT = ContentType.TEXT
 
 
 def texts(c: Client, peer: bytes) -> list[str]:
@@ -267,3 +269,78 @@ async def test_group_members_see_a_notice_when_someone_writes_from_a_new_device(
         assert sum("new or rotated" in t for _c, t in shown) == 1  # bob's first device: none
     finally:
         await b2.aclose()
+
+
+_LINK_KILLED_JOINING = """
+import asyncio, os, signal, sys
+from pathlib import Path
+import chatcore.client as client_mod
+import chatcore.identity as identity
+from chatcore.group.state import GroupState
+from discovery.network import NetworkConfig
+
+where, calls = sys.argv[4], []
+join = GroupState.join.__func__
+
+
+def joining(cls, *args, **kwargs):  # the process dies as it joins the n-th group
+    calls.append(1)
+    if where == f"join:{len(calls)}":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return join(cls, *args, **kwargs)
+
+
+async def publishing(self, frames):  # the groups are joined; it dies sending our keys
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+GroupState.join = classmethod(joining)
+if where == "publish":
+    client_mod.Client._publish = publishing
+asyncio.run(identity.finish_link(sys.argv[1], sys.argv[2], NetworkConfig.load(Path(sys.argv[3]))))
+"""
+
+
+@pytest.mark.parametrize("where", ["join:1", "join:2", "publish"])
+async def test_a_link_killed_while_joining_its_groups_joins_them_on_the_next_sync(
+    people: People, network: NetworkConfig, tmp_path: Path, where: str
+) -> None:
+    """Tenth session's review finding: ``finish_link`` stored the handover's history in
+    one transaction and joined the groups its welcomes name afterwards. A process killed in
+    between (before any group, after the first, or sending our sender keys) left the new
+    device out of those groups until an admin welcomed it again (the first device never
+    welcomes its own). The welcomes are kept with the history now, and joined (once each)
+    by the next sync."""
+    import subprocess
+    import sys
+
+    alice, bob = people.new("alice"), people.new("bob")
+    gids = [await alice.c.create_group(n, [bob.name]) for n in ("one", "two")]
+    await bob.c.sync()
+    home = tmp_path / "alice2"
+    started = start_link(home, PASSPHRASE, network)
+    await approve(alice.c, PASSPHRASE, started.code)
+    net = tmp_path / "network.json"
+    network.save(net)
+    proc = subprocess.run(
+        [sys.executable, "-c", _LINK_KILLED_JOINING, str(home), PASSPHRASE, str(net), where],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == -9, proc.stderr
+    # the link itself is done (the identity taken with its history): not run again
+    assert await finish_link(home, PASSPHRASE, network) is None
+    a2 = Client.open(home, PASSPHRASE, network)
+    try:
+        joined = [g for g in gids if a2.groups.load(g) is not None]
+        assert len(joined) == {"join:1": 0, "join:2": 1, "publish": 2}[where]
+        await a2.sync()  # (bob has not synced since: he welcomed nobody)
+        for gid in gids:
+            st = a2.groups.load(gid)
+            assert st is not None and st.is_member
+            await a2.send_group_text(gid, "from the new device")
+        got = await bob.c.sync()
+        assert sorted((m.conversation_id, m.text) for m in got if m.content_type == TEXT) == sorted(
+            (gid, "from the new device") for gid in gids
+        )
+    finally:
+        await a2.aclose()
