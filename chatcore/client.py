@@ -67,6 +67,8 @@ PREKEY_TTL_S = 14 * 86400
 #: a signed prekey is replaced (``refresh_prekey_if_due``) once less than this share of its
 #: lifetime is left: 3.5 days of the default 14
 PREKEY_REFRESH_SHARE = 4
+#: meta: "block:bundle hash" of the last bundle renewal the chain took (see renewal_dropped)
+RENEWAL_META = "bundle_renewal"
 PQ_KEY_TTL_S = 90 * 86400
 DEV_FUNDING_WEI = 10**18  # 1 ETH from the devnet faucet
 MIN_BALANCE_WEI = 10**16
@@ -461,12 +463,35 @@ class Client:
         ).signed(keys.sign)
         return spk, bundle
 
-    def _prekey_published(self, bundle: IntroBundle) -> None:
-        """The chain took ``bundle``: its signed prekey is the current one (inside or outside
-        the caller's transaction)."""
+    def _prekey_published(self, bundle: IntroBundle, block: int | None = None) -> None:
+        """The chain took ``bundle`` (in ``block``, if a renewal): its signed prekey is the
+        current one (inside or outside the caller's transaction)."""
         with self.store.transaction():
             self.store.set_meta("spk_current", str(bundle.spk_id).encode())
             self.store.set_meta("spk_issued_at", str(bundle.issued_at).encode())
+            if block is None:
+                self.store.delete_meta(RENEWAL_META)
+            else:
+                self.store.set_meta(RENEWAL_META, f"{block}:{bundle.hash().hex()}".encode())
+
+    def renewal_dropped(self) -> bool:
+        """Did a reorg drop our last bundle renewal? True if the local index, synced past the
+        block that took it, holds another bundle for this installation: the chain then
+        advertises an older prekey (which ends before the one we took as current)."""
+        raw = self.store.get_meta(RENEWAL_META)
+        if raw is None:
+            return False
+        block, want = raw.decode().split(":")
+        try:
+            if self.index.synced_block <= int(block):
+                return False  # the index has not seen that far (yet): no telling
+            installations = self.index.by_id(self.identity_id).installations
+        except sqlite3.Error:  # the index is busy: the next refresh tells
+            return False
+        for inst in installations:
+            if inst.installation_id == self.installation_id:
+                return not inst.revoked and inst.bundle_hash.hex() != want
+        return False
 
     def _publish_pq(self, owner: object) -> None:
         """Publish this installation's post-quantum key record: its ML-KEM key (the same
@@ -572,7 +597,7 @@ class Client:
             bundle.encode(),
         )
         with self.store.transaction():
-            self._prekey_published(bundle)
+            self._prekey_published(bundle, int(receipt["blockNumber"]))
             self.store.set_meta("bundle_seq", str(seq).encode())
         return PublishResult(
             self.identity_id,
@@ -604,7 +629,7 @@ class Client:
         post-quantum record was never renewed: 90 days on, the same).
         The new prekey lives as long as the current one did, unless ``prekey_ttl_s``."""
         self.finish_key_rotation(passphrase)
-        if not (self.prekey_due() or self.pq_due()):
+        if not (self.prekey_due() or self.pq_due() or self.renewal_dropped()):
             return None
         if prekey_ttl_s is None:
             prekey_ttl_s = self._prekey_span()[1] or PREKEY_TTL_S

@@ -451,3 +451,31 @@ async def test_a_rotation_refused_by_an_unreachable_chain_leaves_the_client_on_i
     await bob.c.send_text(alice.name, "reply")
     await alice.c.sync()
     assert texts(alice.c, bob.c.identity_id)[-1:] == ["reply"]
+
+
+async def test_a_prekey_renewal_dropped_by_a_reorg_is_published_again(people: People) -> None:
+    """The chain took a renewed bundle, then a reorg dropped it: the chain advertises the
+    previous prekey again, which ends earlier than the one this device took as current.
+    The next refresh (once the index has seen the new fork past the renewal's block)
+    publishes again, instead of waiting for the wrong prekey's end."""
+    from devnet.chain import mine
+
+    alice = people.new("reorg")
+    w3 = alice.c.registry.w3
+    snap = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    renewed = alice.c.publish(PASSPHRASE)
+    assert alice.c.refresh_prekey_if_due(PASSPHRASE) is None  # nothing due: it just renewed
+    assert w3.provider.make_request("evm_revert", [snap])["result"]  # type: ignore[arg-type]
+    mine(w3, 3)  # the new fork, past the renewal's height
+    alice.c.sync_directory()
+
+    def advertised() -> int:
+        r = alice.c.resolver.resolve_id(alice.c.identity_id, fresh_prekeys=False)
+        return r.installation(alice.c.installation_id).bundle.spk_id  # type: ignore[union-attr]
+
+    assert advertised() < renewed.prekey_id  # the renewal is gone from the chain
+    again = alice.c.refresh_prekey_if_due(PASSPHRASE)
+    assert again is not None
+    alice.c.sync_directory()
+    assert advertised() == again.prekey_id
+    assert alice.c.refresh_prekey_if_due(PASSPHRASE) is None  # and only once
