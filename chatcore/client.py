@@ -67,7 +67,7 @@ PREKEY_TTL_S = 14 * 86400
 #: a signed prekey is replaced (``refresh_prekey_if_due``) once less than this share of its
 #: lifetime is left: 3.5 days of the default 14
 PREKEY_REFRESH_SHARE = 4
-#: meta: "block:bundle hash" of the last bundle renewal the chain took (see renewal_dropped)
+#: meta: "block:bundle hash" of the last bundle renewal the chain took (see _renewal_dropped)
 RENEWAL_META = "bundle_renewal"
 PQ_KEY_TTL_S = 90 * 86400
 DEV_FUNDING_WEI = 10**18  # 1 ETH from the devnet faucet
@@ -474,7 +474,7 @@ class Client:
             else:
                 self.store.set_meta(RENEWAL_META, f"{block}:{bundle.hash().hex()}".encode())
 
-    def renewal_dropped(self) -> bool:
+    def _renewal_dropped(self) -> bool:
         """Did a reorg drop our last bundle renewal? True if the local index, synced past the
         block that took it, holds another bundle for this installation: the chain then
         advertises an older prekey (which ends before the one we took as current)."""
@@ -629,7 +629,7 @@ class Client:
         post-quantum record was never renewed: 90 days on, the same).
         The new prekey lives as long as the current one did, unless ``prekey_ttl_s``."""
         self.finish_key_rotation(passphrase)
-        if not (self.prekey_due() or self.pq_due() or self.renewal_dropped()):
+        if not (self.prekey_due() or self.pq_due() or self._renewal_dropped()):
             return None
         if prekey_ttl_s is None:
             prekey_ttl_s = self._prekey_span()[1] or PREKEY_TTL_S
