@@ -146,8 +146,9 @@ class Features:
         #: (sender installation, conversation, typing?) -> last accepted ms (flood limit)
         self._typing_seen: dict[tuple[bytes, bytes, bool], int] = {}
         self._typing_sent: dict[bytes, int] = {}  # conversation -> last sent ms
-        #: (conversation, identity) -> until when (ms) that identity is shown as typing
-        self.typing: dict[tuple[bytes, bytes], int] = {}
+        #: (conversation, identity, installation) -> until when (ms) that device types: a
+        #: person shows as typing while any of their devices does
+        self.typing: dict[tuple[bytes, bytes, bytes], int] = {}
         if groups is not None:
             groups.refuse_invites_from = lambda identity: self.contact_state(identity) in _SHUT
             groups.invitation_refusal = self._invitation_refusal
@@ -601,7 +602,7 @@ class Features:
                     self._set_contact(peer, ContactState.CONTACT, self._alias(peer))
                 return None
             self._ack(conv, mid)  # a duplicate is acknowledged again (the ack may have been lost)
-            self.typing.pop((conv, sender), None)
+            self.typing.pop((conv, sender, inst), None)
             if gid is None and state == ContactState.NONE:
                 self._set_contact(sender, ContactState.REQUEST, None)
             return None
@@ -1049,9 +1050,9 @@ class Features:
             }
         self._typing_seen[key] = now
         if active:
-            self.typing[(conv, sender)] = now + TYPING_TTL_MS
+            self.typing[(conv, sender, inst)] = now + TYPING_TTL_MS
         else:
-            self.typing.pop((conv, sender), None)
+            self.typing.pop((conv, sender, inst), None)
         return self._event(sender, inst, p, conv, b"\x00" * 8)
 
     def typing_now(self, conv: bytes) -> list[bytes]:
@@ -1059,7 +1060,7 @@ class Features:
         now = self.now()
         for k in [k for k, until in self.typing.items() if until <= now]:
             del self.typing[k]
-        return sorted(i for (c, i) in self.typing if c == conv)
+        return sorted({i for (c, i, _inst) in self.typing if c == conv})
 
     # ---- device sync ----
     def _apply_sync(self, item: ct_.SyncItem, at: int, installation: bytes) -> None:

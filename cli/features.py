@@ -618,7 +618,7 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
         await client.mark_read(conv)
         await client.flush_features()
         screen.show(f"— chatting with {title}; type a line and press Enter, Ctrl-D to leave —")
-        typing_until: dict[bytes, float] = {}
+        typing_until: dict[tuple[bytes, bytes], float] = {}  # (identity, device) -> until
 
         def receipt_marks(r: Any) -> None:
             _kind, ids = content.decode_receipt(r.body)
@@ -642,15 +642,19 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
                             "in another conversation)"
                         )
                     continue
+                device = (r.sender_identity, r.sender_installation)
                 if r.content_type == ContentType.TYPING:
                     now = time.monotonic()
-                    if r.body == b"\x01" and typing_until.get(r.sender_identity, 0) < now:
+                    shown = any(  # a person types while any of their devices does
+                        t > now for (who, _), t in typing_until.items() if who == device[0]
+                    )
+                    if r.body == b"\x01" and not shown:
                         screen.show(f"… {name_of(client, r.sender_identity)} is typing")
-                    typing_until[r.sender_identity] = now + 5 if r.body == b"\x01" else 0
+                    typing_until[device] = now + 5 if r.body == b"\x01" else 0
                 elif r.content_type == ContentType.RECEIPT:
                     receipt_marks(r)
                 else:
-                    typing_until.pop(r.sender_identity, None)
+                    typing_until.pop(device, None)
                     screen.show(message_line(client, r))
                     if not r.outgoing:
                         await client.mark_read(conv, now=False)  # receipts: batched

@@ -729,3 +729,20 @@ def test_a_message_deleted_for_everyone_is_no_longer_unread() -> None:
     assert w.f(b).mark_read(conv) == 1  # only the message that is left
     w.route(w.node(b).f.flush(), frm=w.node(b))
     assert w.dev(b, 1).store.conversation(conv).unread == 0  # type: ignore[union-attr]
+
+
+def test_one_device_stopping_does_not_hide_another_still_typing() -> None:
+    """alice types on two devices; one stops (or sends): she is still typing on the other."""
+    w = FWorld()
+    a, b = w.person(2), w.person()
+    s = w.send_text(a, b, "hi")
+    w.route(s.frames)
+    conv = s.conversation_id
+    w.route(w.node(a, 0).f.send_typing(conv), frm=w.node(a, 0))
+    w.route(w.node(a, 1).f.send_typing(conv), frm=w.node(a, 1))
+    assert w.f(b).typing_now(conv) == [a]
+    w.clock.now += 1_500
+    w.route(w.node(a, 1).f.send_typing(conv, False), frm=w.node(a, 1))
+    assert w.f(b).typing_now(conv) == [a]  # device 0 still types
+    w.route(w.send_text(a, b, "from device 0").frames)
+    assert w.f(b).typing_now(conv) == []
