@@ -565,8 +565,11 @@ class GroupChat:
         returns the frames (our sender key, in the outbox). Each group in one transaction
         with forgetting its welcome, so a process killed midway joins each group once: a
         state of ours there already (a member's welcome came first) takes the welcome's ops
-        as a merge; one of another installation of ours (a rotation) is replaced. A welcome
-        that does not verify is dropped (logged); any other error leaves the rest kept."""
+        as a merge; one of another installation of ours (a rotation) is replaced by a join
+        of the welcome's ops and its own (what it learnt after the welcome was kept, our
+        removal say, is not undone). A welcome that does not verify (or no longer makes us a
+        member) is dropped; one that fails otherwise is kept for the next sync, and the
+        others are joined (both logged)."""
         frames: list[OutFrame] = []
         me, inst, rng = self.engine.identity_id, self.engine.installation_id, self.engine.rng
         for name, welcome in self.store.secrets_with_prefix(KEPT_WELCOME):
@@ -581,6 +584,8 @@ class GroupChat:
                         )  # fmt: skip
                         before: GroupState | None = state
                     else:  # our old installation may have signed the ops
+                        if state is not None:
+                            welcome = _with_ops(welcome, state)
                         new, out = GroupState.join(
                             welcome, me, inst, self._ids, rng, signers=self._signers()
                         )
@@ -595,6 +600,8 @@ class GroupChat:
                 log.warning("group not joined: %s", exc)
                 with self.store.transaction():
                     self.store.delete_secret(name)
+            except Exception as exc:  # e.g. the chain: kept for the next sync
+                log.warning("group not joined yet: %s", exc)
         return frames
 
     def refresh_devices(self, group_id: bytes) -> list[OutFrame]:
@@ -1194,6 +1201,15 @@ def _inviters(ops: Iterable[Op], me: bytes) -> set[bytes]:
         if (op.kind is OpKind.CREATE and me in op.members)
         or (op.kind is OpKind.ADD and op.target == me)
     }
+
+
+def _with_ops(welcome: bytes, state: GroupState) -> bytes:
+    """``welcome`` with the ops of ``state`` (of the same group) added: one log of both."""
+    from chatcore.group.state import decode_welcome, encode_welcome
+
+    gid, raws = decode_welcome(welcome)
+    ops = {op.op_id: op for op in map(decode_op, raws)}
+    return encode_welcome(gid, {**ops, **state.ops}.values())
 
 
 def _welcome_ops(welcome: bytes) -> list[bytes]:
