@@ -1185,7 +1185,13 @@ def _describe(
     if op.kind is OpKind.PROMOTE and not came and not gone and op.target in new.admins():
         return "" if op.target in admins else f"made {name(op.target)} an admin"
     if op.kind is OpKind.RENAME and not came and not gone:
-        return f"renamed the group to “{new.name}”"
+        if new.name == op.name:
+            return f"renamed the group to “{op.name}”"
+        # another admin's rename at the same time comes later in the op order: it stands
+        return (
+            f"renamed the group to “{op.name}” at the same time as another admin: "
+            f"it stays “{new.name}”"
+        )
     if came or gone:
         counts = [f"+{len(came)} member(s)"] * bool(came) + [f"-{len(gone)} member(s)"] * bool(gone)
         return "membership changed: " + ", ".join(counts)

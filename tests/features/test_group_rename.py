@@ -106,3 +106,39 @@ def test_a_name_that_is_not_text_is_a_type_error() -> None:
     gid = w.group(alice, [bob], name="crew")
     with pytest.raises(TypeError):
         w.node(alice).groups.rename(gid, b"crew2")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", [36, 37, 38])
+def test_concurrent_renames_converge_and_each_notice_says_what_its_author_chose(
+    seed: int,
+) -> None:
+    """Two admins renaming at once: every member ends with the same name (the op order
+    decides), and each notice tells the name its author gave, not the one that stands (a
+    notice said the loser had renamed the group to the winner's name); the loser's, where
+    it comes after the winner's, says which name stays."""
+    w = FWorld(seed=seed)
+    alice, bob, carol = (w.person(name=n) for n in ("alice", "bob", "carol"))
+    gid = w.group(alice, [bob, carol], name="crew")
+    w.route(w.node(alice).groups.promote(gid, bob), strict=True, frm=w.node(alice))
+    chosen = {alice: "alpha", bob: "bravo"}
+    frames = {who: w.node(who).groups.rename(gid, name) for who, name in chosen.items()}
+    for who, fr in frames.items():
+        w.route(fr, strict=True, frm=w.node(who))
+    names = {w.node(p).groups.info(gid).name for p in (alice, bob, carol)}
+    assert len(names) == 1 and names <= set(chosen.values())
+    (stands,) = names
+    for p in (alice, bob, carol):
+        conv = w.dev(p).store.conversation(gid)
+        assert conv is not None and conv.title == stands
+        renames = [
+            m
+            for m in w.dev(p).store.history(gid, 100)
+            if m.content_type == ContentType.GROUP_CONTROL and b"renamed" in m.body
+        ]
+        assert {m.sender_identity for m in renames} == set(chosen)
+        for m in renames:
+            body = m.body.decode()
+            assert f"renamed the group to “{chosen[m.sender_identity]}”" in body, body
+        # the one read last says which name stays
+        last = max(renames, key=lambda m: m.seq).body.decode()
+        assert last.endswith(f"“{stands}”"), last
