@@ -91,7 +91,23 @@ def _status(msg: Msg) -> str | None:
 
 
 def _servers(url: str) -> list[str]:
-    return [u.strip() for u in url.split(",") if u.strip()]
+    """The servers of a URL (comma-separated), each scheme in lower case (nats-py knows
+    ``tls://`` only so: ``TLS://host`` was taken as a plain server named "tls").
+    TransportError for a URL that mixes ``tls://`` servers with others: nats-py would go on
+    to a plain one whenever a TLS one does not answer (anyone able to block it downgrades
+    the connection), and take the servers a plain one names as plain ones too."""
+    servers = []
+    for u in (u.strip() for u in url.split(",")):
+        if u:
+            scheme, sep, rest = u.partition("://")
+            servers.append(scheme.lower() + sep + rest if sep else u)
+    tls = [u.startswith("tls://") for u in servers]
+    if any(tls) and not all(tls):
+        raise TransportError(
+            f"the delivery network URL {url!r} mixes tls:// servers with plain ones: "
+            "make every one tls://"
+        )
+    return servers
 
 
 class _StrictTlsClient(NatsClient):

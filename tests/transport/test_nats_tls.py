@@ -34,6 +34,32 @@ async def test_a_tls_url_refuses_a_server_that_does_not_ask_for_tls(
     assert wiretap.subjects() == set()
 
 
+@pytest.mark.parametrize("order", ["tls-first", "plain-first"])
+async def test_a_url_mixing_tls_and_plain_servers_is_refused(
+    nats_server: NatsServer, wiretap: Wiretap, order: str
+) -> None:
+    """Several servers in one URL: nats-py went on to the plain one when the tls:// one did
+    not answer (anyone able to block it downgraded the connection), and took the servers its
+    INFO names as plain ones too."""
+    dead = f"tls://{HOST}:{free_port(HOST)}"
+    urls = [dead, nats_server.url] if order == "tls-first" else [nats_server.url, dead]
+    with pytest.raises(TransportError, match="tls://"):
+        await NatsTransport.connect(",".join(urls), connect_timeout=2.0)
+    await wiretap.settle()
+    assert wiretap.subjects() == set()
+
+
+@pytest.mark.parametrize("scheme", ["TLS", "Tls"])
+async def test_a_tls_url_in_capitals_is_tls_too(
+    nats_server: NatsServer, wiretap: Wiretap, scheme: str
+) -> None:
+    url = nats_server.url.replace("nats://", f"{scheme}://")
+    with pytest.raises(TransportError, match="did not ask for TLS"):
+        await NatsTransport.connect(url, connect_timeout=2.0)
+    await wiretap.settle()
+    assert wiretap.subjects() == set()
+
+
 async def test_a_tls_url_works_with_a_tls_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
