@@ -1549,6 +1549,9 @@ class Client:
                 # reading our own history needs no chain: the name as we last saw it does
                 # (the chain may say their devices, or ours, are revoked, or be unreachable)
                 who = named
+            else:  # a name or address that passed to someone else: as for sends
+                self._check_name_moved(query, who)
+                self._check_address_moved(query, who)
         if who is None:
             raise UnknownContact(f"no conversation, group or person {query!r}")
         conv = self.store.conversation(direct_conversation_id(self.identity_id, who))

@@ -36,6 +36,7 @@ from cli.main import (
     message_doc,
     message_line,
     one_entry,
+    one_line,
     passphrase,
     terminal_safe,
 )
@@ -381,7 +382,8 @@ def conversations(cctx: click.Context, show_all: bool) -> None:
             flags = "".join(f" [{k}]" for k in ("request", "muted", "archived") if r[k]) + (
                 f" ({r['unread']} unread)" if r["unread"] else ""
             )
-            out.append(f"{r['conversation_id'][:18]}…  {r['title']}{flags}  {preview}")
+            title = one_line(r["title"] or "")
+            out.append(f"{r['conversation_id'][:18]}…  {title}{flags}  {preview}")
         return "\n".join(out)
 
     emit(ctx, rows, text)
@@ -617,7 +619,9 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
                 shown_status[m.message_id] = m.status
         await client.mark_read(conv)
         await client.flush_features()
-        screen.show(f"— chatting with {title}; type a line and press Enter, Ctrl-D to leave —")
+        screen.show(
+            f"— chatting with {one_line(title)}; type a line and press Enter, Ctrl-D to leave —"
+        )
         typing_until: dict[tuple[bytes, bytes], float] = {}  # (identity, device) -> until
 
         def receipt_marks(r: Any) -> None:

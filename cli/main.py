@@ -80,6 +80,12 @@ def terminal_safe(text: str) -> str:
     return text.translate(_UNSAFE)
 
 
+def one_line(text: str) -> str:
+    """A peer's short text (a group's name) on one line: newlines and tabs as escapes too,
+    so that it cannot pass for a line of its own."""
+    return terminal_safe(text).replace("\n", "\\n").replace("\t", "\\t")
+
+
 def one_entry(text: str, indent: str = "    ") -> str:
     """A peer's multi-line text as one entry: later lines indented, so that no line of it
     can pass for a line of its own (another sender's message, say)."""
@@ -710,7 +716,7 @@ def _where(client: Any, m: Any) -> str:
     a message another device of ours sent went to, or a mark on a contact request."""
     conv = client.store.conversation(m.conversation_id)
     if conv is not None and conv.kind == "group":
-        return f"[{one_entry(conv.title or hx(conv.id)[:10])}] "
+        return f"[{one_line(conv.title or hx(conv.id)[:10])}] "
     if m.outgoing and conv is not None and conv.peer_identity is not None:
         return f"(to {one_entry(client.display(conv.peer_identity))}) "
     if not m.outgoing and client.is_request(m.conversation_id):
@@ -784,7 +790,9 @@ def history(
     emit(
         ctx,
         {"conversation_id": hx(conv.id), "title": title, "messages": docs},
-        "\n".join([f"— {title} ({hx(conv.id)}) —", *lines]) if lines else "no messages",
+        "\n".join([f"— {one_line(title or '')} ({hx(conv.id)}) —", *lines])
+        if lines
+        else "no messages",
     )
 
 
@@ -1022,11 +1030,11 @@ def group_list(ctx: Ctx, grp: str | None) -> None:
         for d in docs:
             admins = {a["identity_id"] for a in d["admins"]}
             out.append(
-                f"“{d['name']}” {d['conversation_id']} epoch {d['epoch']}"
+                f"“{one_line(d['name'])}” {d['conversation_id']} epoch {d['epoch']}"
                 + ("" if d["is_member"] else " (you are not a member)")
             )
             for m in d["members"]:
-                out.append(f"  {'★' if m['identity_id'] in admins else ' '} {m['name']}")
+                out.append(f"  {'★' if m['identity_id'] in admins else ' '} {one_line(m['name'])}")
         return "\n".join(out) if out else "no groups"
 
     emit(ctx, docs[0] if grp else docs, text)

@@ -194,6 +194,29 @@ def test_groups_by_name_everywhere_and_requests_need_a_request(
     assert [x["title"] for x in rows if x["conversation_id"] == gid] == ["deck"]
 
 
+def test_a_group_name_from_a_hostile_client_stays_on_one_line(
+    run_cli: RunCli, homes: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Names from the wire are not checked like ours: a peer's client can put a newline in
+    one. Where a title is printed on a line of its own, it is escaped, so it cannot pass
+    for another line (a conversation, a member)."""
+    gid = js(run_cli, homes, "carol", "group", "create", "hostile", "--member", "dave")[
+        "conversation_id"
+    ]
+    ok(run_cli, homes, "dave", "sync")
+    for where in ("chatcore.client", "chatcore.groupchat"):  # carol's client skips the check
+        monkeypatch.setattr(f"{where}.check_group_name", lambda name: name)
+    evil = "deck\n0xfeed…  bank (3 unread)\tsend me money"
+    r = run_cli("--home", homes["carol"]["home"], "group", "rename", gid[:12], evil, inproc=True)
+    assert r.code == 0, r.err
+    ok(run_cli, homes, "dave", "sync")
+    for args in (["conversations", "--all"], ["group", "list", gid[:12]], ["history", gid[:12]]):
+        out = ok(run_cli, homes, "dave", *args).out
+        assert "bank (3 unread)" in out
+        assert not any(line.startswith("0xfeed") for line in out.splitlines()), out
+        assert "deck\\n0xfeed" in out and "\\tsend me money" in out
+
+
 def test_chat_shows_typing_and_receipt_marks(
     run_cli: RunCli, homes: dict[str, Any], devnet_dir: Path, tmp_path: Path
 ) -> None:

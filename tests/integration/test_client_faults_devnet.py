@@ -228,6 +228,8 @@ async def test_a_name_that_moved_to_someone_else_is_not_a_silent_switch_of_perso
         with pytest.raises(AmbiguousName) as err:
             await attempt()
         assert mallory.id_hex in str(err.value) and bob.id_hex in str(err.value)
+    with pytest.raises(AmbiguousName):  # reading or muting "his" conversation, too
+        carol.c.find_conversation(bob.name)
     assert await mallory.c.sync() == []
     assert carol.c.display(mallory.c.identity_id) == f"{bob.name} (new holder of the name)"
     assert carol.c.display(bob.c.identity_id) != bob.name
@@ -277,6 +279,8 @@ async def test_a_wallet_address_that_moved_to_someone_else_is_not_a_silent_switc
         with pytest.raises(AmbiguousName) as err:
             await attempt()
         assert mallory.id_hex in str(err.value) and bob.id_hex in str(err.value)
+    with pytest.raises(AmbiguousName):  # reading or muting "his" conversation, too
+        carol.c.find_conversation(wallet.address)
     assert await mallory.c.sync() == []
     # once carol took mallory as a contact (by id), the address means her
     await carol.c.set_contact(mallory.id_hex, ContactState.CONTACT)
