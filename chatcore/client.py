@@ -387,7 +387,8 @@ class Client:
         """An owner rotation of this device (``keys rotate --owner``) that a dead process
         left midway: its new key is kept in the store (``OWNER_ROTATING``) before the chain
         is asked, so that it is not lost if the chain took it. Adopt it if the chain says it
-        is the owner (and send it to our other devices), else drop it."""
+        is the owner (and send it to our other devices); else keep it while its consent is
+        valid (the transaction may still be mined), and drop it after."""
         from chatcore.content import SyncOwnerKey
 
         kept = self._kept_owner_key(OWNER_ROTATING)
@@ -409,6 +410,17 @@ class Client:
                 self.features._sync_own(SyncOwnerKey(bytes(new.key)))
                 self.store.delete_secret(OWNER_ROTATING)
             return new
+        raw = self.store.get_secret(OWNER_ROTATING) or b""
+        if on_chain == current.address.lower() and len(raw) == 40:
+            # not (yet) on chain: while the new owner's consent is valid, the transaction
+            # may still be mined (it was sent, then the process died waiting); dropping the
+            # key then lost the identity's owner for good once it landed
+            deadline = int.from_bytes(raw[32:], "big")
+            try:
+                if self.registry.latest_timestamp() <= deadline:
+                    return current
+            except DiscoveryError:
+                return current  # the chain cannot tell: ask it next time
         self.store.delete_secret(OWNER_ROTATING)  # it never landed (or another owner since)
         return current
 
@@ -424,7 +436,7 @@ class Client:
             on_chain = self.registry.get_identity(self.identity_id).owner
         except DiscoveryError:
             return None
-        return cast(LocalAccount, Account.from_key(raw)), on_chain.lower()
+        return cast(LocalAccount, Account.from_key(raw[:32])), on_chain.lower()
 
     def _new_bundle(self, seq: int, ttl_s: int) -> tuple[SignedPrekey, IntroBundle]:
         now_s = self.clock_ms() // 1000

@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from chatcore.crypto import ed25519_verify, hkdf_sha256
 from chatcore.errors import ChatCoreError, NotInitialised, UntrustedIdentity
 from discovery.eip712 import EIP712_TYPES, typed_data, typed_signature  # noqa: F401 (re-exported)
-from discovery.errors import RecordNotFound
+from discovery.errors import RecordNotFound, RegistryReverted
 from discovery.records import ChainBinding, IntroBundle
 
 if TYPE_CHECKING:
@@ -582,7 +582,6 @@ class Approved:
 async def approve(client: Client, passphrase: str, code_text: str) -> Approved:
     """Register a new device's installation on chain and send it the handover."""
     from chatcore.engine import frame_msg_id, inbox_subject
-    from discovery.errors import RegistryReverted
 
     code = PairingCode.from_text(code_text)
     code.check(client.network.binding, _now_s(client))
@@ -1239,6 +1238,13 @@ def rotate_owner(client: Client, passphrase: str) -> Rotated:
     from chatcore.client import OWNER_ROTATING
 
     owner = client._owner(passphrase)
+    if client.store.get_secret(OWNER_ROTATING) is not None:
+        # a rotation sent before, not mined yet: a second one would put its key in place of
+        # the first's, which the chain may still take
+        raise IdentityError(
+            "an earlier owner rotation is still waiting to be mined: try again in a while "
+            "(it is finished, or given up once its consent expires, within an hour)"
+        )
     new = Account.from_key(client.rng(32))
     reg = client.registry
     deadline = reg.latest_timestamp() + SIG_TTL_S
@@ -1252,9 +1258,15 @@ def rotate_owner(client: Client, passphrase: str) -> Rotated:
     # kept before the chain is asked: a process killed once the chain took the new owner
     # but before the keystore held it lost the identity's owner key for good (every later
     # publish, device change or rotation refused); ``Client._owner`` finishes such a run
+    # (with the consent's deadline: until then the transaction may still be mined)
     with client.store.transaction():
-        client.store.put_secret(OWNER_ROTATING, bytes(new.key))
-    receipt = reg.set_owner(owner, client.identity_id, new.address, deadline, sig)
+        client.store.put_secret(OWNER_ROTATING, bytes(new.key) + deadline.to_bytes(8, "big"))
+    try:
+        receipt = reg.set_owner(owner, client.identity_id, new.address, deadline, sig)
+    except RegistryReverted:  # refused for good (not a timeout): nothing can land
+        with client.store.transaction():
+            client.store.delete_secret(OWNER_ROTATING)
+        raise
     client.home.save_owner_key(new.key, passphrase)
     with client.store.transaction():
         client.store.set_meta("owner", new.address.encode())

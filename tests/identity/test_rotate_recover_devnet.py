@@ -479,3 +479,61 @@ async def test_a_prekey_renewal_dropped_by_a_reorg_is_published_again(people: Pe
     alice.c.sync_directory()
     assert advertised() == again.prekey_id
     assert alice.c.refresh_prekey_if_due(PASSPHRASE) is None  # and only once
+
+
+async def test_an_owner_rotation_killed_before_its_transaction_was_mined_keeps_the_key(
+    people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``setOwner`` was sent, the process died before it was mined (a real chain takes
+    seconds). The next owner action found the chain still naming the old owner and dropped
+    the new key, and then the transaction landed: the identity's owner key was lost for
+    good. The key is kept while the new owner's consent can still land (its deadline)."""
+    import discovery.registry as registry_mod
+
+    alice = people.new("slow")
+    w3 = alice.c.registry.w3
+    old_owner = alice.c._owner(PASSPHRASE).address
+
+    class Killed(BaseException):
+        pass
+
+    def killed(*_a: object, **_k: object) -> None:
+        raise Killed  # the transaction is with the node; the process dies waiting
+
+    assert w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(registry_mod, "wait_receipt", killed)
+            with pytest.raises(Killed):
+                rotate_owner(alice.c, PASSPHRASE)
+        # the next owner action, before the transaction is mined: the old owner still acts
+        assert alice.c._owner(PASSPHRASE).address == old_owner
+        with pytest.raises(IdentityError, match="still waiting to be mined"):
+            rotate_owner(alice.c, PASSPHRASE)  # would put its key in place of the first's
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    finally:
+        w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+    on_chain = alice.c.registry.get_identity(alice.c.identity_id).owner
+    assert on_chain != old_owner  # it landed
+    rotate_prekey(alice.c, PASSPHRASE)  # and this home can act as the new owner
+    assert alice.c._owner(PASSPHRASE).address == on_chain
+
+
+async def test_an_owner_rotation_the_chain_refused_can_be_tried_again_at_once(
+    people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refusal (a revert) is final, unlike a transaction that may still be mined: the
+    kept key goes at once, and a new rotation is not held up for the consent's hour."""
+    alice = people.new("refused")
+    old_owner = alice.c._owner(PASSPHRASE).address
+
+    def refused(*_a: object, **_k: object) -> None:
+        raise RegistryReverted("setOwner refused by the registry: NotAuthorized", "NotAuthorized")
+
+    with monkeypatch.context() as m:
+        m.setattr(alice.c.registry, "set_owner", refused)
+        with pytest.raises(RegistryReverted):
+            rotate_owner(alice.c, PASSPHRASE)
+    assert alice.c._owner(PASSPHRASE).address == old_owner
+    r = rotate_owner(alice.c, PASSPHRASE)
+    assert alice.c.registry.get_identity(alice.c.identity_id).owner == r.new
