@@ -63,13 +63,14 @@ show "${B[@]}" group send team "Hello team — encrypted once, published once."
 show "${A[@]}" sync
 show --home "$DEMO_DIR/carol" sync
 
-step "9. alice removes carol: every remaining sender key rotates, carol reads nothing after"
+step "9. alice removes carol: every remaining sender key rotates, carol reads nothing after; alice renames the group"
 show "${A[@]}" group remove team carol
 show "${B[@]}" sync
 show "${B[@]}" group send team "Only alice and I can read this."
 show "${A[@]}" sync
 show --home "$DEMO_DIR/carol" sync
-show "${A[@]}" group list team
+show "${A[@]}" group rename team core
+show "${A[@]}" group list core
 
 step "10. alice links a second device: pairing code on the new one, approval on the old one"
 A2=(--home "$DEMO_DIR/alice-laptop")
