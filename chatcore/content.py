@@ -15,6 +15,9 @@ sent-at). Message ids are the 8-byte derived ids of :meth:`chatcore.payload.Payl
         1 CONTACT   identity (32) | state (1) | alias (UTF-8, rest)
         2 CONV      conversation id (16) | flags (1): 1 muted, 2 archived
         3 SETTING   read receipts on (1)
+        4 OWNER_KEY the identity's new owner key (32)
+        5 HISTORY   zlib(JSON): messages a new device missed between its approval and its
+                    first bundle, in the linking handover's format (chatcore.identity)
 
 Decoding raises :class:`~chatcore.errors.MalformedMessage`; rule violations found by the
 handler (spoofed edits, receipts for unknown messages, ...) raise
@@ -24,7 +27,10 @@ handler (spoofed edits, receipts for unknown messages, ...) raise
 from __future__ import annotations
 
 import enum
+import json
+import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from chatcore.errors import MalformedMessage
 from chatcore.payload import ContentType
@@ -53,6 +59,7 @@ class SyncOp(enum.IntEnum):
     CONV = 2
     SETTING = 3
     OWNER_KEY = 4
+    HISTORY = 5
 
 
 #: status of an outgoing message, in order; a status never goes back
@@ -219,7 +226,20 @@ class SyncOwnerKey:
     private_key: bytes = field(repr=False)
 
 
-SyncItem = SyncContact | SyncConv | SyncSetting | SyncOwnerKey
+@dataclass(frozen=True, slots=True)
+class SyncHistory:
+    """Messages (with what edits, deletes and reactions made of them), their conversations
+    and contacts, as the linking handover carries them: what the approving device stored
+    between a new device's approval and that device's first bundle, which no peer sent to
+    the new device (``chatcore.identity.forward_linked_history``). A JSON object."""
+
+    content: dict[str, Any] = field(repr=False)
+
+
+SyncItem = SyncContact | SyncConv | SyncSetting | SyncOwnerKey | SyncHistory
+
+#: a HISTORY body decompresses to at most this much JSON
+MAX_SYNC_HISTORY_JSON = 4 * 1024 * 1024
 
 
 def encode_sync(item: SyncItem) -> bytes:
@@ -239,6 +259,9 @@ def encode_sync(item: SyncItem) -> bytes:
         if len(item.private_key) != 32:
             raise ValueError("owner keys are 32 bytes")
         return bytes((SyncOp.OWNER_KEY,)) + item.private_key
+    if isinstance(item, SyncHistory):
+        body = json.dumps(item.content, separators=(",", ":"), sort_keys=True).encode()
+        return bytes((SyncOp.HISTORY,)) + zlib.compress(body, 6)
     return bytes((SyncOp.SETTING, 1 if item.read_receipts else 0))
 
 
@@ -267,6 +290,16 @@ def decode_sync(body: bytes) -> SyncItem:
         if len(body) != 33:
             raise MalformedMessage("bad owner key sync")
         return SyncOwnerKey(body[1:])
+    if op == SyncOp.HISTORY:
+        d = zlib.decompressobj()
+        try:
+            raw = d.decompress(body[1:], MAX_SYNC_HISTORY_JSON)
+            content = json.loads(raw)
+        except (zlib.error, ValueError, RecursionError) as exc:
+            raise MalformedMessage("bad history sync") from exc
+        if d.unconsumed_tail or not d.eof or not isinstance(content, dict):
+            raise MalformedMessage("bad history sync")
+        return SyncHistory(content)
     raise MalformedMessage(f"unknown device sync op {op}")
 
 

@@ -15,7 +15,8 @@ It runs inside the receive transaction after decryption and sender checks, and
   acknowledges the message in :mod:`chatcore.reliability`, so it is not retransmitted again;
 * shows typing indicators (ephemeral, never stored, at most one per second per sender device,
   expiring after :data:`TYPING_TTL_MS`);
-* applies device-sync items (contacts, blocks, mute/archive, settings) from our own devices.
+* applies device-sync items (contacts, blocks, mute/archive, settings, the history a newly
+  linked device missed) from our own devices.
 
 Sending: :meth:`send_message` / :meth:`send_group_message` wrap the engine's send and track
 the message for acknowledgements; :meth:`flush` batches queued receipts into one RECEIPT
@@ -1085,6 +1086,19 @@ class Features:
         elif isinstance(item, ct_.SyncOwnerKey):
             # picked up (and moved into the passphrase-encrypted keystore) by Client._owner
             self.store.put_secret("owner_key_update", item.private_key)
+        elif isinstance(item, ct_.SyncHistory):
+            # what the device that approved us got before peers counted us as a device
+            from chatcore.identity import import_forwarded
+
+            for m in import_forwarded(self.store, item.content):  # shown as they arrive
+                if m.content_type not in ContentType._value2member_map_:
+                    continue
+                ev = Received(
+                    m.conversation_id, m.message_id, m.sender_identity, m.sender_installation,
+                    ContentType(m.content_type), m.body, m.lamport, m.sent_at, m.received_at,
+                    m.outgoing,
+                )  # fmt: skip
+                self.engine.side_events.append(ev)
         else:
             if self._newer(stamp, self.store.get_meta("read_receipts_stamp")):
                 self.store.set_meta("read_receipts", b"1" if item.read_receipts else b"0")
@@ -1102,6 +1116,12 @@ class Features:
         """Tell our other devices of a change the user made (at ``at`` ms: its stamp)."""
         body = ct_.encode_sync(item)
         return self._signal(self.me, self._own_devices(), ContentType.DEVICE_SYNC, body, at=at)
+
+    def forward_history(self, device: PeerKeys, part: dict[str, Any]) -> list[OutFrame]:
+        """A part of the history a device of ours missed (``chatcore.identity.forward_parts``),
+        to that device only."""
+        body = ct_.encode_sync(ct_.SyncHistory(part))
+        return self._signal(self.me, [device], ContentType.DEVICE_SYNC, body)
 
     def _signal(
         self,

@@ -361,6 +361,11 @@ def _peer_rows(store: Any, conversations: list[dict[str, Any]]) -> list[dict[str
 
 
 def _message_rows(store: Any, conv_id: bytes, limit: int) -> list[dict[str, Any]]:
+    return _rows(store, conv_id, store.history(conv_id, limit))
+
+
+def _rows(store: Any, conv_id: bytes, messages: list[Any]) -> list[dict[str, Any]]:
+    """Snapshot rows of some messages of one conversation."""
     # what edits, deletes and reactions made of each message comes along: without it a
     # new device or a restored backup showed the original text of an edited (redacted)
     # message, and no reactions
@@ -379,7 +384,7 @@ def _message_rows(store: Any, conv_id: bytes, limit: int) -> list[dict[str, Any]
     ).fetchall():
         reactions.setdefault(bytes(mid), []).append([bytes(who).hex(), emoji, int(lamport)])
     rows = []
-    for m in store.history(conv_id, limit):
+    for m in messages:
         row = {
             "c": m.conversation_id.hex(), "m": m.message_id.hex(), "si": m.sender_identity.hex(),
             "sn": m.sender_installation.hex(), "l": m.lamport, "s": m.sent_at, "r": m.received_at,
@@ -448,8 +453,15 @@ def _contact_rows(store: Any) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def restore_snapshot(store: Any, snap: dict[str, Any]) -> int:
-    """Merge conversations, contacts and messages into a store; returns messages added."""
+def restore_snapshot(
+    store: Any, snap: dict[str, Any], *, news: bool = False, added_to: list[Any] | None = None
+) -> int:
+    """Merge conversations, contacts and messages into a store; returns messages added
+    (``added_to``: gets them, StoredMessage as added).
+
+    ``news``: the messages are new to the user here (a history forwarded after linking,
+    :func:`forward_linked_history`): counted as unread as they come, instead of taking the
+    unread counts of the snapshot."""
     from chatcore.store import StoredMessage
 
     added = 0
@@ -479,25 +491,26 @@ def restore_snapshot(store: Any, snap: dict[str, Any]) -> int:
                 ),
             )
         for m in snap.get("messages", []):
-            ok = store.add_message(
-                StoredMessage(
-                    bytes.fromhex(m["c"]), bytes.fromhex(m["m"]), bytes.fromhex(m["si"]),
-                    bytes.fromhex(m["sn"]), int(m["l"]), int(m["s"]), int(m["r"]), int(m["t"]),
-                    base64.b64decode(m["b"]), bool(m["o"]),
-                    "sent" if m["st"] == "sending" else m["st"], store.next_seq(),
-                ),
-                check_clock=False,  # our own history, checked when it first arrived
+            message = StoredMessage(
+                bytes.fromhex(m["c"]), bytes.fromhex(m["m"]), bytes.fromhex(m["si"]),
+                bytes.fromhex(m["sn"]), int(m["l"]), int(m["s"]), int(m["r"]), int(m["t"]),
+                base64.b64decode(m["b"]), bool(m["o"]),
+                "sent" if m["st"] == "sending" else m["st"], store.next_seq(),
             )  # fmt: skip
+            # our own history, checked when it first arrived
+            ok = store.add_message(message, check_clock=False)
             added += int(ok)
+            if ok and added_to is not None:
+                added_to.append(message)
             _restore_changes(store, m)
         # imported history is not news: keep the unread counts the snapshot had; and the
         # flags the user set (muted, archived) come along
         for c in snap.get("conversations", []):
             store._x(
-                "UPDATE conversations SET unread=?, muted=MAX(muted, ?), archived=MAX(archived, ?) "
-                "WHERE id=?",
+                "UPDATE conversations SET unread=COALESCE(?, unread), muted=MAX(muted, ?), "
+                "archived=MAX(archived, ?) WHERE id=?",
                 (
-                    int(c.get("unread", 0)),
+                    None if news else int(c.get("unread", 0)),
                     int(bool(c.get("muted"))),
                     int(bool(c.get("archived"))),
                     bytes.fromhex(c["id"]),
@@ -600,6 +613,7 @@ async def approve(client: Client, passphrase: str, code_text: str) -> Approved:
         if exc.args and "Installation" in str(exc):
             raise PairingError(f"this pairing code was already used ({exc})") from exc
         raise
+    cut = link_cut(client.store, client.clock_ms())
     snap = snapshot(client.store, HANDOVER_MAX_MESSAGES, HANDOVER_MAX_BYTES)
     content = {
         "v": 1,
@@ -619,6 +633,9 @@ async def approve(client: Client, passphrase: str, code_text: str) -> Approved:
         client.store.add_outbox(
             inbox_subject(code.installation_id), frame, frame_msg_id(frame), client.clock_ms()
         )
+        # what peers send us until the new device publishes its own bundle reaches only us:
+        # forwarded to it once it has (forward_linked_history, at our syncs)
+        client.store.set_meta(LINK_FORWARD + code.installation_id.hex(), cut)
     await client.flush_outbox()
     return Approved(code.installation_id, _gas(receipt), len(frame))
 
@@ -768,6 +785,197 @@ def _verify_handover(
     resolved = resolver.resolve_id(ident, fresh_prekeys=False)
     if resolved.installation(approver) is None:
         raise PairingError("the handover was not sent by an active device of that identity")
+
+
+# --- forwarding what a new device missed ---------------------------------------------------------
+#: meta key prefix (+ the approved installation's id in hex): what the handover to a device
+#: approved here covered (JSON: the last message ``seq`` and ``since``, the time in ms from
+#: which content ops were not in it; ``approved`` at; ``active``: when we first saw the
+#: device's own bundle, or null), until the messages stored since have been forwarded
+LINK_FORWARD = "link_forward:"
+#: after this long since its approval a device gets nothing forwarded any more (it never
+#: linked, or what peers sent before they knew of it has arrived here long since)
+LINK_FORWARD_TTL_MS = 7 * 86_400_000
+#: once the new device was seen active, what arrives later is forwarded if it was sent (by
+#: its author's clock) at most this long after (senders' clocks differ from ours)
+LINK_FORWARD_SLACK_MS = 60_000
+#: a forwarded part's JSON (before compression) stays below this: each part travels as one
+#: device-sync payload (``chatcore.payload.MAX_BODY``, 64 KiB)
+FORWARD_PART_BYTES = 56 * 1024
+
+
+def link_cut(store: Any, now_ms: int) -> bytes:
+    """What a handover about to be made of ``store`` covers (taken before the snapshot:
+    whatever is stored meanwhile counts as after it, and the new device drops doubles)."""
+    cut = {"seq": store.next_seq() - 1, "since": now_ms, "approved": now_ms, "active": None}
+    return json.dumps(cut).encode()
+
+
+def forward_parts(
+    store: Any, after_seq: int, since_ms: int, sent_by: int | None = None,
+    max_messages: int = HANDOVER_MAX_MESSAGES,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """What a device approved from ``store`` missed, in the handover's format and split into
+    parts of at most :data:`FORWARD_PART_BYTES`: the messages stored after ``after_seq``, and
+    those that edits, deletes and reactions received since ``since_ms`` changed (with the
+    reactions taken back then); ``sent_by``: only what was sent (by its author's clock) no
+    later. Their conversations come along, and the contacts changed since ``since_ms``."""
+    from chatcore.content import MID
+    from chatcore.payload import ContentType
+
+    sent, sent_args = ("", ()) if sent_by is None else (" AND sent_at <= ?", (sent_by,))
+    want = {
+        (bytes(c), bytes(m))
+        for c, m in store._x(
+            f"SELECT conversation_id, message_id FROM messages WHERE seq > ?{sent}",
+            (after_seq, *sent_args),
+        ).fetchall()
+    }
+    taken_back: dict[tuple[bytes, bytes], list[list[Any]]] = {}
+    for conv, who, lamport, ct, body in store._x(
+        "SELECT conversation_id, sender_identity, lamport, content_type, body FROM content_ops "
+        f"WHERE received_at >= ?{sent}",
+        (since_ms, *sent_args),
+    ).fetchall():
+        key = (bytes(conv), bytes(body)[:MID])
+        want.add(key)
+        if int(ct) == ContentType.REACTION and len(body) == MID:  # a reaction taken back
+            taken_back.setdefault(key, []).append([bytes(who).hex(), "", int(lamport)])
+    found = [m for k in want if (m := store.message(*k)) is not None]
+    found.sort(key=lambda m: m.seq)
+    if len(found) > max_messages:
+        log.warning("forwarding the newest %d of %d messages", max_messages, len(found))
+        found = found[-max_messages:]
+    by_conv: dict[bytes, list[Any]] = {}
+    for m in found:
+        by_conv.setdefault(m.conversation_id, []).append(m)
+    rows: list[dict[str, Any]] = []
+    for conv, msgs in by_conv.items():
+        for row in _rows(store, conv, msgs):
+            have = {r[0] for r in row.get("rx", ())}
+            back = taken_back.get((conv, bytes.fromhex(row["m"])), [])
+            back = [r for r in back if r[0] not in have]
+            if back:
+                row["rx"] = [*row.get("rx", ()), *back]
+            rows.append(row)
+    convs = {c["id"]: c for c in _conversation_rows(store) if bytes.fromhex(c["id"]) in by_conv}
+    peers = {p["identity"]: p for p in _peer_rows(store, list(convs.values()))}
+    contacts = [k for k in _contact_rows(store) if k["at"] >= since_ms]
+    return _pack(contacts, rows, convs, peers)
+
+
+def _pack(
+    contacts: list[dict[str, Any]], rows: list[dict[str, Any]], convs: dict[str, Any],
+    peers: dict[str, Any],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Parts of at most FORWARD_PART_BYTES of JSON, each with the conversations (and their
+    peers' names) of its messages, so that each can be taken alone."""
+    parts: list[dict[str, Any]] = []
+    part: dict[str, Any] = {}
+    size = 0
+
+    def items(kind: str, item: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        out = [(kind, item)]
+        if kind == "messages" and all(c["id"] != item["c"] for c in part.get("conversations", ())):
+            conv = convs[item["c"]]
+            out.append(("conversations", conv))
+            if conv["peer"] in peers:
+                out.append(("peers", peers[conv["peer"]]))
+        return out
+
+    def cost(add: list[tuple[str, dict[str, Any]]]) -> int:
+        return sum(len(json.dumps(x, separators=(",", ":"))) + 1 for _k, x in add)
+
+    for kind, item in [*(("contacts", k) for k in contacts), *(("messages", r) for r in rows)]:
+        add = items(kind, item)
+        if part and size + cost(add) > FORWARD_PART_BYTES - 64:
+            parts.append(part)
+            part, size = {}, 0
+            add = items(kind, item)
+        if cost(add) > FORWARD_PART_BYTES - 64 and "rx" in item:
+            item = {k: v for k, v in item.items() if k != "rx"}  # a flood of reactions
+            add = items(kind, item)
+        if cost(add) > FORWARD_PART_BYTES - 64:
+            log.warning("a message too large to forward was left out")
+            continue
+        for k, x in add:
+            part.setdefault(k, []).append(x)
+        size += cost(add)
+    if part:
+        parts.append(part)
+    return [{"v": 1, **p} for p in parts]
+
+
+def import_forwarded(store: Any, content: dict[str, Any]) -> list[Any]:
+    """Take a part of :func:`forward_parts` from one of our devices, as a handover's history
+    (a message already here is not doubled); returns the messages added (StoredMessage).
+    Raises MalformedMessage if it is not such a part."""
+    from chatcore.errors import MalformedMessage
+
+    if content.get("v") != 1:
+        raise MalformedMessage("unknown history sync version")
+    added: list[Any] = []
+    try:
+        restore_snapshot(store, content, news=True, added_to=added)
+        return added
+    except (KeyError, ValueError, TypeError, AttributeError, binascii.Error) as exc:
+        raise MalformedMessage(f"malformed history sync: {exc}") from exc
+
+
+def forward_linked_history(client: Client) -> list[Any]:
+    """For each device approved here that has since published its own bundle: send it
+    (over our pairwise session, end-to-end encrypted, as device-sync payloads in the outbox)
+    what this device stored after the handover's cut — messages peers sent us before they
+    counted the new device as ours, so they reached us only. Until LINK_FORWARD_TTL_MS after
+    the approval, later syncs forward what arrives late but was sent before we saw the new
+    device active (a sender's retransmission, or one that was offline). A cut is dropped
+    once the device is revoked, or past LINK_FORWARD_TTL_MS. Returns the frames (already
+    in the outbox: a process killed before sending them sends them later; the new device
+    drops doubles)."""
+    pending = client.store.meta_with_prefix(LINK_FORWARD)
+    if not pending:
+        return []
+    now = client.clock_ms()
+    revoked = {
+        i.installation_id
+        for i in client.index.by_id(client.identity_id).installations
+        if i.revoked
+    }  # fmt: skip
+    own = {k.installation_id: k for k in client.directory.own_devices(client.identity_id)}
+    frames: list[Any] = []
+    for key, raw in pending:
+        try:
+            inst = bytes.fromhex(key[len(LINK_FORWARD) :])
+            cut = json.loads(raw)
+            seq, since, approved = int(cut["seq"]), int(cut["since"]), int(cut["approved"])
+            active = None if cut.get("active") is None else int(cut["active"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("dropped an unreadable link cut: %s", exc)
+            with client.store.transaction():
+                client.store.delete_meta(key)
+            continue
+        if inst in revoked or now - approved > LINK_FORWARD_TTL_MS:
+            with client.store.transaction():
+                client.store.delete_meta(key)
+            continue
+        device = own.get(inst)
+        if device is None or inst == client.installation_id:
+            continue  # not linked yet
+        # one transaction: the parts in the outbox and the cut moved past them
+        with client.store.transaction():
+            sent_by = None if active is None else active + LINK_FORWARD_SLACK_MS
+            parts = forward_parts(client.store, seq, since, sent_by)
+            for part in parts:
+                frames += client.features.forward_history(device, part)
+            if parts or active is None:
+                cut = {
+                    "seq": client.store.next_seq() - 1, "since": now, "approved": approved,
+                    "active": now if active is None else active,
+                }  # fmt: skip
+                client.store.set_meta(key, json.dumps(cut).encode())
+        if parts:
+            log.info("forwarded %d part(s) of history to device %s", len(parts), inst.hex()[:12])
+    return frames
 
 
 # --- listing and revoking -------------------------------------------------------------------------

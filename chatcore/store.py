@@ -408,6 +408,13 @@ class Store:
             args += (inviter,)
         return int(self._x(sql, args).fetchone()[0])
 
+    def meta_with_prefix(self, prefix: str) -> list[tuple[str, bytes]]:
+        rows = self._x(
+            "SELECT key, value FROM meta WHERE key >= ? AND key < ? ORDER BY key",
+            (prefix, prefix + "\uffff"),
+        ).fetchall()
+        return [(str(k), bytes(v)) for k, v in rows]
+
     def delete_meta(self, key: str) -> None:
         self._x("DELETE FROM meta WHERE key=?", (key,))
 

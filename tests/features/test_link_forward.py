@@ -1,0 +1,229 @@
+"""What reaches a device between its approval and its own bundle is forwarded to it.
+
+Eleventh session's finding: until a new device publishes its own bundle, peers do not count it
+as a device of its identity (its pairing bundle names none), so what they send then reaches the
+approving device only. That device forwards, over their pairwise session, what it stored after
+the handover's cut (``chatcore.identity.forward_parts`` as device-sync payloads); the new device
+takes it as it takes the handover's history."""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from chatcore import content
+from chatcore.content import ContactState, SyncHistory, decode_sync, encode_sync
+from chatcore.engine import direct_conversation_id
+from chatcore.errors import ContentError, MalformedMessage
+from chatcore.identity import (
+    FORWARD_PART_BYTES,
+    LINK_FORWARD,
+    LINK_FORWARD_SLACK_MS,
+    LINK_FORWARD_TTL_MS,
+    forward_linked_history,
+    forward_parts,
+    link_cut,
+    restore_snapshot,
+    snapshot,
+)
+from chatcore.payload import MAX_BODY, ContentType
+from chatcore.store import Store
+from tests.engine import Device
+
+from . import FWorld, Node
+
+TEXT = ContentType.TEXT
+
+
+def _shown(f_store: Store, node: Node, conv: bytes) -> list[tuple[bytes, str, bool]]:
+    return [
+        (m.message_id, (v := node.f.view(m)).text, v.deleted)
+        for m in reversed(f_store.history(conv, 1000))
+    ]
+
+
+def _reactions(store: Store) -> list[tuple[object, ...]]:
+    rows = store._x("SELECT * FROM reactions ORDER BY message_id, reactor").fetchall()
+    return [tuple(r) for r in rows]
+
+
+def _approve(w: FWorld, a: bytes) -> tuple[Device, int, int]:
+    """A second device of ``a``, approved: it has the handover, peers do not know it yet."""
+    a1 = w.dev(a)
+    a2 = w.make_device(a, register=False)
+    w.people[a].append(a2)
+    w._attach(a2)
+    cut = (a1.store.next_seq() - 1, w.clock.now)
+    restore_snapshot(a2.store, snapshot(a1.store, 2000))
+    return a2, *cut
+
+
+def test_what_peers_sent_before_the_new_device_had_its_bundle_reaches_it_once() -> None:
+    w = FWorld()
+    a, b, c = w.person(), w.person(), w.person()
+    w.route(w.f(a).set_contact(b, ContactState.CONTACT))
+    gid = w.group(a, [b])
+    before = w.send_text(b, a, "before")
+    w.route(before.frames, strict=True)
+    dm = direct_conversation_id(a, b)
+    peer_b, peer_a = w.directory.peer(b), w.directory.peer(a)
+    thumbs = content.encode_reaction(before.message_id, "👍")
+    w.route(w.f(a).send_op(peer_b, ContentType.REACTION, thumbs, w.own(a)).frames, strict=True)
+    a2, seq, since = _approve(w, a)
+    n1, n2 = w.node(a), w.node(a, 1)
+    assert _shown(a2.store, n2, dm) == _shown(w.dev(a).store, n1, dm)
+    # between the approval and the new device's own bundle: nothing of this reaches it
+    window = [
+        w.send_text(b, a, "between, 1:1"),
+        w.send_text(a, b, "mine, between"),
+        w.send_text(c, a, "a stranger writes"),
+        w.f(b).send_group_message(gid, TEXT, b"between, group"),
+        w.f(b).send_op(
+            peer_a, ContentType.EDIT, content.encode_edit(before.message_id, "edited"), w.own(b)
+        ),
+        w.f(a).send_op(
+            peer_b, ContentType.REACTION, content.encode_reaction(before.message_id, ""), w.own(a)
+        ),
+    ]
+    for res in window:
+        w.route(res.frames, strict=True)
+    assert n2.got == []
+    w.directory.register(a, a2.peer_keys)  # its own bundle, published by finish_link
+    parts = forward_parts(w.dev(a).store, seq, since)
+    frames = [f for p in parts for f in n1.f.forward_history(a2.peer_keys, p)]
+    shown = w.route(frames, strict=True, frm=n1)
+    assert {r.text for r in shown} >= {
+        "between, 1:1", "mine, between", "a stranger writes", "between, group"
+    }  # fmt: skip
+    for conv in (dm, gid, direct_conversation_id(a, c)):
+        assert _shown(a2.store, n2, conv) == _shown(w.dev(a).store, n1, conv)
+    assert ("edited" in [t for _m, t, _d in _shown(a2.store, n2, dm)]) is True
+    assert _reactions(a2.store) == _reactions(w.dev(a).store) == []  # taken back there
+    assert n2.f.contact_state(c) == ContactState.REQUEST
+    assert a2.store.conversation(direct_conversation_id(a, c)).unread == 1  # type: ignore[union-attr]
+    # forwarded again (a process killed before it forgot the cut): nothing doubles
+    again = forward_parts(w.dev(a).store, seq, since)
+    assert w.route([f for p in again for f in n1.f.forward_history(a2.peer_keys, p)]) == []
+    for conv in (dm, gid):
+        assert _shown(a2.store, n2, conv) == _shown(w.dev(a).store, n1, conv)
+
+
+def test_a_history_sync_is_taken_only_from_our_own_devices() -> None:
+    w = FWorld()
+    a, b = w.person(), w.person()
+    w.route(w.send_text(b, a, "hi").frames, strict=True)
+    a2, _seq, since = _approve(w, a)
+    w.directory.register(a, a2.peer_keys)
+    forged = {
+        "v": 1,
+        "conversations": [],
+        "messages": forward_parts(w.dev(a).store, 0, since)[0]["messages"],
+    }
+    frames = w.f(b).forward_history(a2.peer_keys, forged)
+    with pytest.raises(ContentError):
+        w.route(frames, strict=True)
+    assert len(a2.store.history(direct_conversation_id(a, b), 10)) == 1  # the handover's
+
+
+def test_a_long_window_goes_in_parts_each_within_one_payload() -> None:
+    w = FWorld()
+    a, b = w.person(), w.person()
+    a2, seq, since = _approve(w, a)
+    big = "x" * 15_000
+    for i in range(12):
+        w.route(w.send_text(b, a, f"{i} {big}").frames, strict=True)
+    parts = forward_parts(w.dev(a).store, seq, since)
+    assert len(parts) > 1
+    for p in parts:
+        assert len(json.dumps(p, separators=(",", ":"))) <= FORWARD_PART_BYTES
+        body = encode_sync(SyncHistory(p))
+        assert len(body) <= MAX_BODY and decode_sync(body) == SyncHistory(p)
+    assert sum(len(p["messages"]) for p in parts) == 12
+    w.directory.register(a, a2.peer_keys)
+    n1 = w.node(a)
+    w.route([f for p in parts for f in n1.f.forward_history(a2.peer_keys, p)], strict=True)
+    dm = direct_conversation_id(a, b)
+    assert [m.body for m in a2.store.history(dm, 100)] == [
+        m.body for m in w.dev(a).store.history(dm, 100)
+    ]
+
+
+def test_a_malformed_history_sync_is_refused() -> None:
+    with pytest.raises(MalformedMessage):
+        decode_sync(bytes((content.SyncOp.HISTORY,)) + b"not zlib")
+    with pytest.raises(MalformedMessage):  # a bomb: more than MAX_SYNC_HISTORY_JSON unpacked
+        decode_sync(
+            bytes((content.SyncOp.HISTORY,))
+            + zlib.compress(b'{"v":1,"x":"' + b"x" * content.MAX_SYNC_HISTORY_JSON + b'"}')
+        )
+    w = FWorld()
+    a = w.person()
+    a2, _seq, _since = _approve(w, a)
+    w.directory.register(a, a2.peer_keys)
+    bad = {"v": 1, "messages": [{"c": "zz"}]}
+    with pytest.raises(MalformedMessage):
+        w.route(w.f(a).forward_history(a2.peer_keys, bad), strict=True)
+
+
+class _Client(SimpleNamespace):
+    """What ``forward_linked_history`` uses of a Client, over a device of the FWorld."""
+
+    def __init__(self, w: FWorld, who: bytes, revoked: set[bytes]) -> None:
+        node = w.node(who)
+        dev = node.dev
+        super().__init__(
+            store=dev.store, features=node.f, identity_id=who, installation_id=dev.inst,
+            clock_ms=w.clock,
+            directory=SimpleNamespace(own_devices=w.devices_of),
+            index=SimpleNamespace(by_id=lambda _i: SimpleNamespace(installations=[
+                SimpleNamespace(installation_id=i, revoked=True) for i in revoked
+            ])),
+        )  # fmt: skip
+
+
+def test_the_approving_device_forwards_once_the_new_one_is_active_then_only_late_arrivals() -> None:
+    w = FWorld()
+    a, b = w.person(), w.person()
+    revoked: set[bytes] = set()
+    a1 = w.dev(a)
+    a2, _seq, _since = _approve(w, a)
+    key = LINK_FORWARD + a2.inst.hex()
+    with a1.store.transaction():
+        a1.store.set_meta(key, link_cut(a1.store, w.clock.now))
+    client: Any = _Client(w, a, revoked)
+    dm = direct_conversation_id(a, b)
+    w.route(w.send_text(b, a, "between").frames, strict=True)
+    late = w.send_text(b, a, "sent between, arrives late")  # (b's outbox, offline)
+    assert forward_linked_history(client) == []  # not active yet: the cut is kept
+    assert a1.store.get_meta(key) is not None
+    w.directory.register(a, a2.peer_keys)
+    shown = w.route(forward_linked_history(client), strict=True)
+    assert [r.text for r in shown] == ["between"]
+    # after: sent to both devices, not forwarded; one sent before but arriving only now is
+    w.clock.now += LINK_FORWARD_SLACK_MS + 2_000  # (sent-at travels in whole seconds)
+    w.route(w.send_text(b, a, "after").frames, strict=True)
+    w.route([f for f in late.frames if f.subject == a1.engine.inbox], strict=True)
+    frames = forward_linked_history(client)
+    assert len(frames) == 1  # (what went to both devices stays out of it)
+    active = json.loads(a1.store.get_meta(key) or b"")["active"]
+    by = active + LINK_FORWARD_SLACK_MS
+    texts = [base64.b64decode(m["b"]) for m in forward_parts(a1.store, 0, 0, by)[0]["messages"]]
+    assert b"after" not in texts and b"sent between, arrives late" in texts
+    shown = w.route(frames, strict=True)
+    assert [r.text for r in shown] == ["sent between, arrives late"]
+    assert [m.body for m in a2.store.history(dm, 10)] == [m.body for m in a1.store.history(dm, 10)]
+    assert forward_linked_history(client) == []
+    # revoked, or approved too long ago: the cut goes
+    revoked.add(a2.inst)
+    forward_linked_history(client)
+    assert a1.store.get_meta(key) is None
+    with a1.store.transaction():
+        a1.store.set_meta(LINK_FORWARD + "00" * 32, link_cut(a1.store, w.clock.now))
+    w.clock.now += LINK_FORWARD_TTL_MS + 1
+    assert forward_linked_history(client) == []
+    assert a1.store.meta_with_prefix(LINK_FORWARD) == []
