@@ -453,6 +453,7 @@ class Features:
             rows = self._x("SELECT rowid FROM messages WHERE conversation_id=?", (conv,)).fetchall()
             for (rowid,) in rows:
                 self._x("DELETE FROM message_fts WHERE rowid=?", (rowid,))
+            self.store.keep_seq_floor()  # their numbers are not given out again
             # the ids in ``dropped`` stay: a blocked author's retransmission stays dropped
             for table in ("messages", "content_ops", "reactions", "receipts"):
                 self._x(f"DELETE FROM {table} WHERE conversation_id=?", (conv,))

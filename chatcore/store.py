@@ -25,7 +25,9 @@ from sqlcipher3 import dbapi2 as sqlcipher
 
 from chatcore.errors import StoreError, StoreUnavailable, WrongPassphrase
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
+#: meta: the highest message number given out before messages were deleted (next_seq)
+SEQ_FLOOR = "seq_floor"
 #: meta key set by ``recovery restore`` (when, ms): such a home knows none of the history its
 #: peers hold (see :meth:`Store.next_lamport`, and ``chatcore.features`` on invitations)
 RESTORED_AT_META = "restored_at"
@@ -204,6 +206,12 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (conversation_id, kind, message_id));
     ALTER TABLE contacts ADD COLUMN stamp BLOB;
     ALTER TABLE conversations ADD COLUMN flags_stamp BLOB;
+    """,
+    # 9: messages by arrival number: each stored message asks for the highest (a scan of
+    #    the whole table before: 6 ms a message at 200,000 messages), and the history
+    #    forwarded to a newly linked device is read from a number on
+    9: """
+    CREATE INDEX messages_by_seq ON messages (seq);
     """,
 }
 
@@ -653,8 +661,16 @@ class Store:
         return bool(seen) and installation not in seen
 
     def next_seq(self) -> int:
-        row = self._x("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages").fetchone()
-        return int(row[0])
+        """The next arrival number: past every message stored, and past those deleted
+        (``keep_seq_floor``), so a number is never given out twice."""
+        (top,) = self._x("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()
+        return max(int(top), int(self.get_meta(SEQ_FLOOR) or b"0")) + 1
+
+    def keep_seq_floor(self) -> None:
+        """Before messages are deleted: remember the highest number given out."""
+        (top,) = self._x("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()
+        if int(top) > int(self.get_meta(SEQ_FLOOR) or b"0"):
+            self.set_meta(SEQ_FLOOR, str(int(top)).encode())
 
     def set_status(self, conv_id: bytes, message_id: bytes, status: str) -> None:
         self._x(

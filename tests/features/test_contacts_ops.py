@@ -746,3 +746,20 @@ def test_one_device_stopping_does_not_hide_another_still_typing() -> None:
     assert w.f(b).typing_now(conv) == [a]  # device 0 still types
     w.route(w.send_text(a, b, "from device 0").frames)
     assert w.f(b).typing_now(conv) == []
+
+
+def test_message_numbers_are_never_given_out_again_after_a_deletion() -> None:
+    """``seq`` orders what this device stored (the history forwarded to a newly linked
+    device is everything past a seq): deleting the conversation that held the newest ones
+    handed their numbers out again, so later messages could fall behind such a cut."""
+    w = FWorld()
+    a, b, c = w.person(), w.person(), w.person()
+    w.route(w.send_text(a, b, "first").frames)
+    last = w.send_text(c, b, "newest")
+    w.route(last.frames)
+    store = w.dev(b).store
+    top = store.message(last.conversation_id, last.message_id).seq  # type: ignore[union-attr]
+    w.f(b).delete_conversation(last.conversation_id)
+    later = w.send_text(a, b, "after the deletion")
+    w.route(later.frames)
+    assert store.message(later.conversation_id, later.message_id).seq > top  # type: ignore[union-attr]
