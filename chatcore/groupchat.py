@@ -798,8 +798,8 @@ class GroupChat:
         """A member writing from an installation new to this group (linked, rotated, or
         after a recovery — which could be someone holding a stolen phrase) gets the same
         notice as in a 1:1 conversation, just before its first message here. Remembered in
-        two meta keys (not ``Store.new_device_of``, which reads every message of the
-        conversation: once per group message that is too much for a large group)."""
+        two meta keys (not ``Store.new_device_of``, which asks the messages table twice:
+        two meta reads are less, once per group message)."""
         dev_key = "gdev:" + (gid + inst).hex()
         if self.store.get_meta(dev_key) is not None:
             return
