@@ -71,7 +71,10 @@ TYPING_TTL_MS = 5_000
 TYPING_MIN_INTERVAL_MS = 1_000  # receive side: more often than this from one device = flood
 TYPING_SEND_INTERVAL_MS = 3_000  # send side: at most one indicator per conversation per 3 s
 TYPING_STALE_MS = 30_000  # an indicator older than this (delivered late) is ignored
+#: meta: the reliability state of every conversation in one blob (before: now split, once)
 REL_META = "reliability"
+#: meta key prefix (+ the conversation's 16-byte reliability key in hex): its log
+REL_CONV_META = "rel:"
 #: contact states whose messages are not shown (in groups only BLOCKED counts)
 _SHUT = (ContactState.BLOCKED, ContactState.DECLINED)
 #: ids of messages dropped while their author was blocked, kept so that a retransmission
@@ -126,6 +129,17 @@ class MessageView:
     receipts: dict[bytes, str]  # member identity -> delivered | read
 
 
+class _Rel(Reliability):
+    """Reliability state as loaded by ``Features._rel``: the logs of the conversations
+    ``keys`` (all, if empty), which of them were stored (``loaded``) and their stored bytes."""
+
+    def __init__(self, policy: RetryPolicy, keys: tuple[bytes, ...]) -> None:
+        super().__init__(policy)
+        self.keys = keys
+        self.loaded: set[bytes] = set()
+        self.raw: dict[bytes, bytes | None] = {}
+
+
 class Features:
     def __init__(
         self,
@@ -166,15 +180,50 @@ class Features:
     def now(self) -> int:
         return self.engine.clock_ms()
 
-    def _rel(self) -> Reliability:
+    def _rel(self, *keys: bytes) -> _Rel:
+        """The reliability state of the conversations with these keys (``_rk``), or of all
+        with none named. Each conversation's log is kept under its own meta key: a message
+        reads and writes its own conversation's, not those of all (with a few thousand
+        messages awaited across the groups, the whole state was ~350 KB parsed and written
+        again at every message sent or acknowledged)."""
+        self._split_rel()
+        rel = _Rel(self.policy, keys)
+        if keys:
+            rows = [(k, self.store.get_meta(REL_CONV_META + k.hex())) for k in keys]
+        else:
+            rows = [
+                (bytes.fromhex(name[len(REL_CONV_META) :]), raw)
+                for name, raw in self.store.meta_with_prefix(REL_CONV_META)
+            ]
+        for key, raw in rows:
+            if raw is None:
+                continue
+            rel.loaded.add(key)
+            rel.raw[key] = raw
+            try:
+                got = Reliability.from_bytes(raw, self.policy).conversations.get(key)
+            except ValueError:
+                log.warning("reliability state of a conversation unreadable; starting afresh")
+                continue
+            if got is not None:
+                rel.conversations[key] = got
+        return rel
+
+    def _split_rel(self) -> None:
+        """The state as one blob (before the logs were kept by conversation): split once."""
         raw = self.store.get_meta(REL_META)
         if raw is None:
-            return Reliability(self.policy)
-        try:
-            return Reliability.from_bytes(raw, self.policy)
-        except ValueError:
-            log.warning("reliability state unreadable; starting afresh")
-            return Reliability(self.policy)
+            return
+        with self.store.transaction():
+            try:
+                old = Reliability.from_bytes(raw, self.policy)
+            except ValueError:
+                log.warning("reliability state unreadable; starting afresh")
+                old = Reliability(self.policy)
+            self.store.delete_meta(REL_META)
+            rel = _Rel(self.policy, tuple(old.conversations))
+            rel.conversations = old.conversations
+            self._save_rel(rel)
 
     def _rk(self, conv: bytes) -> bytes:
         """Reliability logs are keyed by 16-byte ids; group ids are longer: a digest + a map."""
@@ -231,19 +280,38 @@ class Features:
     def _conv_of(self, key: bytes) -> bytes:
         return self.store.get_meta("relconv:" + key.hex()) or key
 
-    def _save_rel(self, rel: Reliability) -> None:
-        # Only the outgoing side is used here (the store is the durable dedup), so the blob
-        # keeps pending messages only: it stays small however long the conversations get.
-        for key in list(rel.conversations):
-            log_ = rel.conversations[key]
-            log_.seen.clear()
-            if not log_.outgoing and not log_.gaps:
-                del rel.conversations[key]
-        for conv, mid in self.store.group_sent_keys():  # kept only while awaited
-            held = rel.conversations.get(self._rk(conv))
-            if held is None or mid not in held.outgoing:
-                self.store.delete_group_sent(conv, mid)
-        self.store.set_meta(REL_META, rel.to_bytes())
+    def _save_rel(self, rel: _Rel) -> None:
+        """Write back the logs of the conversations ``rel`` holds (those it was loaded for)."""
+        # Only the outgoing side is used here (the store is the durable dedup), so a log
+        # keeps pending messages only: it stays small however long the conversation gets.
+        for key in sorted(rel.loaded | rel.conversations.keys() | set(rel.keys)):
+            log_ = rel.conversations.get(key)
+            if log_ is not None:
+                log_.seen.clear()
+            if log_ is None or (not log_.outgoing and not log_.gaps):
+                rel.conversations.pop(key, None)
+                if key in rel.loaded:
+                    self.store.delete_meta(REL_CONV_META + key.hex())
+                    rel.loaded.discard(key)
+                raw = None
+            else:
+                one = Reliability(self.policy)
+                one.conversations[key] = log_
+                raw = one.to_bytes()
+                if rel.raw.get(key) != raw:
+                    self.store.set_meta(REL_CONV_META + key.hex(), raw)
+                    rel.loaded.add(key)
+            rel.raw[key] = raw
+            if rel.keys:  # the group frames kept for retransmission, only while awaited
+                conv = self._conv_of(key)
+                for mid in self.store.group_sent_ids(conv):
+                    if log_ is None or mid not in log_.outgoing:
+                        self.store.delete_group_sent(conv, mid)
+        if not rel.keys:  # the whole state: every kept frame
+            for conv, mid in self.store.group_sent_keys():
+                held = rel.conversations.get(self._rk(conv))
+                if held is None or mid not in held.outgoing:
+                    self.store.delete_group_sent(conv, mid)
 
     def next_due(self) -> int | None:
         """When :meth:`flush` with ``due_only`` next has work (ms): a retransmission or a
@@ -271,7 +339,8 @@ class Features:
         return self._rel().pending_count()
 
     def unacked(self, conv: bytes, mid: bytes) -> frozenset[bytes]:
-        return self._rel().log(self._rk(conv)).unacked(mid)
+        key = self._rk(conv)
+        return self._rel(key).log(key).unacked(mid)
 
     # ---- contacts ----
     def contact(self, identity: bytes) -> Contact | None:
@@ -462,7 +531,7 @@ class Features:
             if int(top) < int(self.store.get_meta("fts_rowid") or b"0"):
                 self.store.set_meta("fts_rowid", str(int(top)).encode())
             self.store.delete_conversation_row(conv)
-            rel = self._rel()
+            rel = self._rel(self._rk(conv))
             if rel.conversations.pop(self._rk(conv), None) is not None:
                 self._save_rel(rel)
             return len(rows)
@@ -708,12 +777,12 @@ class Features:
                     self._recount_unread(conv)
             return
         status = "read" if p.read else "delivered"
-        rel: Reliability | None = None
+        rel: _Rel | None = None
         for mid, author, author_inst, m in named:
             if author != me:
                 continue
             if author_inst == self.engine.installation_id:
-                rel = rel or self._rel()
+                rel = rel or self._rel(self._rk(conv))
                 rel.acked(self._rk(conv), mid, inst)
             if m is not None:
                 self._record_receipt(conv, mid, sender, status)
@@ -793,7 +862,7 @@ class Features:
                 body = p.body[: ct_.MID]
         elif ct == ContentType.DELETE:
             mark_deleted(self.store, conv, t.target)
-            rel = self._rel()
+            rel = self._rel(self._rk(conv))
             log_ = rel.conversations.get(self._rk(conv))
             if log_ is not None and log_.outgoing.pop(t.target, None) is not None:
                 self._save_rel(rel)
@@ -852,7 +921,7 @@ class Features:
                 self._recount_unread(conv)
             return None
         status = "read" if kind == ReceiptKind.READ else "delivered"
-        rel: Reliability | None = None
+        rel: _Rel | None = None
         known = 0
         mine: list[bytes] = []
         for mid in ids:
@@ -870,7 +939,7 @@ class Features:
             if author != me:
                 continue  # a member's receipt for someone else's message
             if author_inst == self.engine.installation_id:
-                rel = rel or self._rel()
+                rel = rel or self._rel(self._rk(conv))
                 rel.acked(self._rk(conv), mid, inst)
             if m is not None:
                 self._record_receipt(conv, mid, sender, status)
@@ -958,7 +1027,7 @@ class Features:
         mine = [mid for mid, author_inst in authored if author_inst == self.engine.installation_id]
         if not mine:
             return
-        rel = self._rel()
+        rel = self._rel(self._rk(conv))
         for mid in mine:
             rel.acked(self._rk(conv), mid, inst)
         self._save_rel(rel)
@@ -1316,7 +1385,7 @@ class Features:
             raise ContentError("reply to a deleted message")
 
     def _track(self, conv: bytes, mid: bytes, recipients: list[bytes]) -> None:
-        rel = self._rel()
+        rel = self._rel(self._rk(conv))
         rel.log(self._rk(conv)).sent(mid, recipients, self.now())
         self._save_rel(rel)
 

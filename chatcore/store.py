@@ -775,6 +775,12 @@ class Store:
         rows = self._x("SELECT conversation_id, message_id FROM group_sent").fetchall()
         return [(bytes(r[0]), bytes(r[1])) for r in rows]
 
+    def group_sent_ids(self, conv_id: bytes) -> list[bytes]:
+        rows = self._x(
+            "SELECT message_id FROM group_sent WHERE conversation_id=?", (conv_id,)
+        ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
     def delete_group_sent(self, conv_id: bytes, message_id: bytes) -> None:
         self._x(
             "DELETE FROM group_sent WHERE conversation_id=? AND message_id=?",

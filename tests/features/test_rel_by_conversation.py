@@ -1,0 +1,70 @@
+"""The reliability state (what each sent message still waits for) is kept by conversation:
+a message sent, or acknowledged, in one conversation reads and writes that conversation's
+log only, whatever waits in the others (it was one blob of every conversation's, parsed
+and written whole at every such message)."""
+
+from __future__ import annotations
+
+from chatcore.engine import direct_conversation_id
+from chatcore.features import REL_CONV_META, REL_META
+from chatcore.payload import ContentType
+from chatcore.reliability import Reliability
+
+from . import FWorld
+
+
+def _setup() -> tuple[FWorld, bytes, bytes, bytes, bytes]:
+    w = FWorld()
+    a, b, c = w.person(), w.person(), w.person()
+    w.deaf.add(w.dev(c).inst)  # c never acknowledges: what a sends c stays awaited
+    for i in range(3):
+        w.route(w.send_text(a, c, f"to c {i}").frames)
+    gid = w.group(a, [b, c])
+    res = w.f(a).send_group_message(gid, ContentType.TEXT, b"to the group")
+    w.route(res.frames, frm=w.node(a))
+    w.flush_all()  # b's receipts: only c is awaited
+    return w, a, b, c, gid
+
+
+def test_a_message_touches_its_own_conversations_log_only() -> None:
+    w, a, b, c, gid = _setup()
+    fa = w.f(a)
+    other_keys = [fa._rk(direct_conversation_id(a, c)), fa._rk(gid)]
+    assert all(fa.store.get_meta(REL_CONV_META + k.hex()) for k in other_keys)
+    stmts: list[str] = []
+    fa.store._db.set_trace_callback(stmts.append)
+    try:
+        res = w.send_text(a, b, "to b")  # sent: tracked
+        w.route(res.frames)
+        w.route(w.f(b).flush(), frm=w.node(b))  # b's receipt: acknowledged
+    finally:
+        fa.store._db.set_trace_callback(None)
+    assert not fa.unacked(res.conversation_id, res.message_id)  # b acknowledged
+    touched = [s for s in stmts if REL_CONV_META in s]
+    key = fa._rk(res.conversation_id).hex()
+    assert touched and all(key in s for s in touched), [s[:90] for s in touched if key not in s]
+    assert not [s for s in stmts if f"'{REL_META}'" in s and not s.startswith("SELECT")]
+    # and the others still wait for c
+    assert fa.pending_acks() == 4
+    assert all(fa.store.get_meta(REL_CONV_META + k.hex()) for k in other_keys)
+
+
+def test_state_of_one_blob_is_split_and_kept() -> None:
+    w, a, _b, c, _gid = _setup()
+    fa = w.f(a)
+    # the state as an older version kept it: one blob
+    whole = fa._rel()
+    old = Reliability(fa.policy)
+    old.conversations = dict(whole.conversations)
+    for name, _ in fa.store.meta_with_prefix(REL_CONV_META):
+        fa.store.delete_meta(name)
+    fa.store.set_meta(REL_META, old.to_bytes())
+    assert fa.pending_acks() == 4  # read, split
+    assert fa.store.get_meta(REL_META) is None
+    assert len(fa.store.meta_with_prefix(REL_CONV_META)) == 2
+    # the group frame kept for retransmission is still there: c is still awaited
+    assert fa.store.group_sent_keys()
+    w.clock.now += 10 * 60_000  # due: retransmitted, in both conversations
+    subjects = {f.subject for f in fa.flush()}
+    assert {w.dev(c).engine.inbox, *w.node(a).groups.subjects()} <= subjects
+    assert fa.pending_acks() == 4
