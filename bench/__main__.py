@@ -19,6 +19,7 @@ BENCHES = [
     "bench.group",
     "bench.discovery_scale",
     "bench.identity",
+    "bench.store_scale",
 ]
 
 
