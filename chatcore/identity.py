@@ -914,12 +914,90 @@ def import_forwarded(store: Any, content: dict[str, Any]) -> list[Any]:
 
     if content.get("v") != 1:
         raise MalformedMessage("unknown history sync version")
-    added: list[Any] = []
     try:
-        restore_snapshot(store, content, news=True, added_to=added)
-        return added
+        _check_forwarded(content)
     except (KeyError, ValueError, TypeError, AttributeError, binascii.Error) as exc:
         raise MalformedMessage(f"malformed history sync: {exc}") from exc
+    added: list[Any] = []
+    restore_snapshot(store, content, news=True, added_to=added)
+    return added
+
+
+def _check_forwarded(content: dict[str, Any]) -> None:
+    """Every field of a forwarded part has the type and range ``restore_snapshot`` stores
+    (raises ValueError, TypeError or KeyError otherwise): a number past SQLite's 64 bits
+    raised OverflowError, a status or title of another type was stored as it came."""
+    from chatcore.content import GROUP_ID, MID, STATUS_RANK, ContactState
+    from chatcore.payload import MAX_LAMPORT, MAX_SENT_AT_MS
+
+    def hexid(v: Any, *sizes: int) -> None:
+        if not isinstance(v, str) or len(bytes.fromhex(v)) not in sizes:
+            raise ValueError("bad id")
+
+    def num(v: Any, top: int = MAX_SENT_AT_MS) -> None:
+        if type(v) is not int or not 0 <= v <= top:
+            raise ValueError("bad number")
+
+    def opt(v: Any, kind: type) -> None:
+        if v is not None and not isinstance(v, kind):
+            raise TypeError("bad field")
+
+    def rows(key: str) -> list[dict[str, Any]]:
+        got = content.get(key, [])
+        if not isinstance(got, list) or not all(isinstance(r, dict) for r in got):
+            raise TypeError(f"bad {key}")
+        return got
+
+    convs = set()
+    for c in rows("conversations"):
+        hexid(c["id"], 16, GROUP_ID)
+        if c["kind"] not in ("direct", "group"):
+            raise ValueError("bad conversation kind")
+        if c["peer"] is not None:
+            hexid(c["peer"], 32)
+        opt(c["title"], str)
+        num(c["created_at"])
+        num(c.get("unread", 0))
+        for flag in ("muted", "archived"):
+            opt(c.get(flag), int)  # (bool is an int)
+        convs.add(c["id"])
+    for p in rows("peers"):
+        hexid(p["identity"], 32)
+        opt(p.get("display"), str)
+    for k in rows("contacts"):
+        hexid(k["identity"], 32)
+        opt(k.get("alias"), str)
+        ContactState(k["state"])
+        num(k["at"])
+        if k.get("stamp"):
+            hexid(k["stamp"], *range(1, 65))
+    for m in rows("messages"):
+        if m["c"] not in convs:
+            raise ValueError("a message without its conversation")
+        hexid(m["m"], MID)
+        hexid(m["si"], 32)
+        hexid(m["sn"], 32)
+        num(m["l"], MAX_LAMPORT)
+        num(m["s"])
+        num(m["r"])
+        num(m["t"], 255)
+        if not isinstance(m["b"], str) or not isinstance(m["o"], bool):
+            raise TypeError("bad message")
+        base64.b64decode(m["b"], validate=True)
+        if m["st"] not in ({*STATUS_RANK, "received", "system"}):
+            raise ValueError("bad status")
+        if "e" in m:
+            base64.b64decode(m["e"], validate=True)
+            num(m["el"], MAX_LAMPORT)
+        opt(m.get("d"), int)
+        rx = m.get("rx", [])
+        if not isinstance(rx, list):
+            raise TypeError("bad reactions")
+        for who, emoji, lamport in rx:
+            hexid(who, 32)
+            if not isinstance(emoji, str):
+                raise TypeError("bad reaction")
+            num(lamport, MAX_LAMPORT)
 
 
 def forward_linked_history(client: Client) -> list[Any]:

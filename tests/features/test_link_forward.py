@@ -227,3 +227,46 @@ def test_the_approving_device_forwards_once_the_new_one_is_active_then_only_late
     w.clock.now += LINK_FORWARD_TTL_MS + 1
     assert forward_linked_history(client) == []
     assert a1.store.meta_with_prefix(LINK_FORWARD) == []
+
+
+_BAD_FIELDS: list[tuple[str, str, object]] = [
+    ("messages", "l", 2**70),  # past SQLite's 64 bits: OverflowError, out of the sync
+    ("messages", "s", float("inf")),  # (JSON's Infinity)
+    ("messages", "t", 2**64),
+    ("messages", "st", None),  # stored as it came
+    ("messages", "st", [1]),
+    ("messages", "o", "false"),  # a true value: shown as ours
+    ("messages", "c", "00"),  # a conversation not in the part
+    ("messages", "m", "01"),
+    ("messages", "rx", [["00" * 32, "x", 2**70]]),
+    ("messages", "e", 5),
+    ("messages", "d", "yes"),
+    ("conversations", "kind", 5),
+    ("conversations", "title", {"x": 1}),
+    ("conversations", "created_at", 2**70),
+    ("peers", "display", [1]),
+    ("contacts", "state", 2**70),
+    ("contacts", "at", 2**70),
+    ("contacts", "alias", [1]),
+]
+
+
+@pytest.mark.parametrize(("kind", "key", "value"), _BAD_FIELDS)
+def test_a_history_sync_with_a_field_of_the_wrong_type_or_range_is_malformed(
+    kind: str, key: str, value: object
+) -> None:
+    w = FWorld()
+    a, b = w.person(), w.person()
+    w.route(w.f(a).set_contact(b, ContactState.CONTACT))
+    w.route(w.send_text(b, a, "hi").frames, strict=True)
+    a2, seq, since = _approve(w, a)
+    w.directory.register(a, a2.peer_keys)
+    w.route(w.send_text(b, a, "between").frames, strict=True)
+    w.route(w.f(a).set_contact(b, ContactState.CONTACT, "bee"))
+    (part,) = forward_parts(w.dev(a).store, seq, since)
+    assert part[kind], kind
+    part[kind][0][key] = value
+    before = a2.store.history(direct_conversation_id(a, b), 10)
+    with pytest.raises(MalformedMessage):
+        w.route(w.f(a).forward_history(a2.peer_keys, part), strict=True)
+    assert a2.store.history(direct_conversation_id(a, b), 10) == before
