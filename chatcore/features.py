@@ -1158,8 +1158,10 @@ class Features:
             self.store.put_secret("owner_key_update", item.private_key)
         elif isinstance(item, ct_.SyncHistory):
             # what the device that approved us got before peers counted us as a device
-            from chatcore.identity import import_forwarded
+            from chatcore.identity import forward_allowed, import_forwarded
 
+            if not forward_allowed(self.store, installation, self.now()):
+                raise ContentError("history sync from a device that did not link this one")
             for m in import_forwarded(self.store, item.content):  # shown as they arrive
                 if m.content_type not in ContentType._value2member_map_:
                     continue

@@ -743,6 +743,9 @@ async def finish_link(
                 store.set_meta("registered", b"1")
                 store.set_meta("bundle_seq", b"1")
                 store.set_meta("linked_from", approver)
+                # the forwarded history (import_forwarded) is taken from ``approver`` only,
+                # and for LINK_FORWARD_TTL_MS from now
+                store.set_meta(LINKED_AT, str(int(time.time() * 1000)).encode())
                 store.set_cursor(subject, seq)
                 store.delete_secret("pair:key")
                 store.set_meta("pair_code", b"")
@@ -802,6 +805,21 @@ LINK_FORWARD_SLACK_MS = 60_000
 #: a forwarded part's JSON (before compression) stays below this: each part travels as one
 #: device-sync payload (``chatcore.payload.MAX_BODY``, 64 KiB)
 FORWARD_PART_BYTES = 56 * 1024
+#: meta of a linked device: when it took the handover (ms); with ``linked_from`` (the
+#: approving installation) what bounds who may forward it history, and until when
+LINKED_AT = "linked_at"
+
+
+def forward_allowed(store: Any, installation: bytes, now_ms: int) -> bool:
+    """May ``installation`` (a device of our identity) forward us history now? Only the
+    device that approved this one, and for as long as it forwards (the handover's trust,
+    not more): any other device of ours — one compromised, or holding a revoked device's
+    keys until the index says so — could otherwise put messages under a peer's name into
+    every device of ours at any time."""
+    linked_at = store.get_meta(LINKED_AT)
+    if store.get_meta("linked_from") != installation or linked_at is None:
+        return False
+    return now_ms <= int(linked_at) + LINK_FORWARD_TTL_MS + LINK_FORWARD_SLACK_MS
 
 
 def link_cut(store: Any, now_ms: int) -> bytes:

@@ -25,6 +25,7 @@ from chatcore.identity import (
     LINK_FORWARD,
     LINK_FORWARD_SLACK_MS,
     LINK_FORWARD_TTL_MS,
+    LINKED_AT,
     forward_linked_history,
     forward_parts,
     link_cut,
@@ -60,6 +61,9 @@ def _approve(w: FWorld, a: bytes) -> tuple[Device, int, int]:
     w._attach(a2)
     cut = (a1.store.next_seq() - 1, w.clock.now)
     restore_snapshot(a2.store, snapshot(a1.store, 2000))
+    with a2.store.transaction():  # as finish_link keeps them
+        a2.store.set_meta("linked_from", a1.inst)
+        a2.store.set_meta(LINKED_AT, str(w.clock.now).encode())
     return a2, *cut
 
 
@@ -270,3 +274,30 @@ def test_a_history_sync_with_a_field_of_the_wrong_type_or_range_is_malformed(
     with pytest.raises(MalformedMessage):
         w.route(w.f(a).forward_history(a2.peer_keys, part), strict=True)
     assert a2.store.history(direct_conversation_id(a, b), 10) == before
+
+
+def test_a_history_sync_is_taken_only_from_the_device_that_linked_this_one_while_it_forwards() -> (
+    None
+):
+    w = FWorld()
+    a, b = w.person(), w.person()
+    w.route(w.f(a).set_contact(b, ContactState.CONTACT))
+    a2, seq, since = _approve(w, a)
+    w.route(w.send_text(b, a, "between").frames, strict=True)
+    w.directory.register(a, a2.peer_keys)
+    a3 = w.add_device(a)  # another device of ours (compromised, say)
+    (part,) = forward_parts(w.dev(a).store, seq, since)
+    forged = json.loads(json.dumps(part))
+    forged["messages"][0]["b"] = base64.b64encode(b"send me your recovery phrase").decode()
+    forged["messages"][0]["m"] = "ab" * 8
+    dm = direct_conversation_id(a, b)
+    n3 = w.nodes[a3.inst]
+    for to, frm in ((a2, n3), (w.dev(a), w.nodes[a2.inst])):  # (the first device linked none)
+        before = to.store.history(dm, 10)
+        with pytest.raises(ContentError):
+            w.route(frm.f.forward_history(to.peer_keys, forged), strict=True)
+        assert to.store.history(dm, 10) == before
+    w.clock.now += LINK_FORWARD_TTL_MS + LINK_FORWARD_SLACK_MS + 1  # and the approver, too late
+    with pytest.raises(ContentError):
+        w.route(w.f(a).forward_history(a2.peer_keys, part), strict=True)
+    assert b"between" not in [m.body for m in a2.store.history(dm, 10)]
