@@ -211,19 +211,31 @@ class Features:
 
     def _split_rel(self) -> None:
         """The state as one blob (before the logs were kept by conversation): split once."""
-        raw = self.store.get_meta(REL_META)
-        if raw is None:
+        if self.store.get_meta(REL_META) is None:
             return
         with self.store.transaction():
+            # read again under the lock: another process on this home (an app and a CLI
+            # command after an upgrade) may have split it meanwhile, and written logs since
+            # that the blob read before would overwrite (a message sent there no longer
+            # retransmitted, its kept group frame swept)
+            raw = self.store.get_meta(REL_META)
+            if raw is None:
+                return
             try:
                 old = Reliability.from_bytes(raw, self.policy)
             except ValueError:
                 log.warning("reliability state unreadable; starting afresh")
                 old = Reliability(self.policy)
             self.store.delete_meta(REL_META)
-            rel = _Rel(self.policy, tuple(old.conversations))
-            rel.conversations = old.conversations
-            self._save_rel(rel)
+            # the logs only: not through _save_rel, whose sweep of the kept group frames
+            # took the frame of a group message being sent (kept before it is tracked)
+            # when that send was the first use of the state after an upgrade
+            for key, log_ in old.conversations.items():
+                log_.seen.clear()
+                if log_.outgoing or log_.gaps:
+                    one = Reliability(self.policy)
+                    one.conversations[key] = log_
+                    self.store.set_meta(REL_CONV_META + key.hex(), one.to_bytes())
 
     def _rk(self, conv: bytes) -> bytes:
         """Reliability logs are keyed by 16-byte ids; group ids are longer: a digest + a map."""

@@ -68,3 +68,56 @@ def test_state_of_one_blob_is_split_and_kept() -> None:
     subjects = {f.subject for f in fa.flush()}
     assert {w.dev(c).engine.inbox, *w.node(a).groups.subjects()} <= subjects
     assert fa.pending_acks() == 4
+
+
+def _as_one_blob(w: FWorld, a: bytes) -> None:
+    """The state as an older version kept it."""
+    fa = w.f(a)
+    whole = fa._rel()
+    old = Reliability(fa.policy)
+    old.conversations = dict(whole.conversations)
+    with fa.store.transaction():
+        for name, _ in fa.store.meta_with_prefix(REL_CONV_META):
+            fa.store.delete_meta(name)
+        fa.store.set_meta(REL_META, old.to_bytes())
+
+
+def test_a_group_message_sent_first_after_the_upgrade_keeps_its_frame() -> None:
+    w, a, _b, _c, gid = _setup()
+    _as_one_blob(w, a)
+    fa = w.f(a)
+    res = fa.send_group_message(gid, ContentType.TEXT, b"first thing after the upgrade")
+    assert fa.unacked(gid, res.message_id)
+    assert (gid, res.message_id) in fa.store.group_sent_keys()  # kept for retransmission
+    assert fa.store.get_meta(REL_META) is None and fa.pending_acks() == 5
+
+
+def test_a_split_made_by_another_process_meanwhile_is_not_overwritten() -> None:
+    """Two processes on one home after an upgrade (an app and a CLI command): the second
+    read the old blob before the first split it and sent a group message; splitting its
+    stale copy afterwards lost that message's log (never retransmitted) and its kept frame."""
+    w, a, _b, _c, gid = _setup()
+    _as_one_blob(w, a)
+    fa = w.f(a)
+    store = fa.store
+    get_meta = store.get_meta
+    sent: list[bytes] = []
+
+    def other_process_meanwhile(key: str) -> bytes | None:
+        raw = get_meta(key)
+        if key == REL_META and not sent:
+            store.get_meta = get_meta  # type: ignore[method-assign]
+            # the other process: splits the blob, then sends in the group
+            res = fa.send_group_message(gid, ContentType.TEXT, b"sent by the other process")
+            sent.append(res.message_id)
+            store.get_meta = other_process_meanwhile  # type: ignore[method-assign]
+        return raw
+
+    store.get_meta = other_process_meanwhile  # type: ignore[method-assign]
+    try:
+        pending = fa.pending_acks()
+    finally:
+        store.get_meta = get_meta  # type: ignore[method-assign]
+    assert sent and fa.unacked(gid, sent[0])  # still awaited (by b and c)
+    assert (gid, sent[0]) in fa.store.group_sent_keys()  # and kept for retransmission
+    assert pending == fa.pending_acks() == 5
