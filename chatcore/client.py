@@ -23,6 +23,7 @@ from eth_utils.crypto import keccak
 from chatcore.consts import PREKEY_GRACE_S
 from chatcore.content import (
     ContactState,
+    check_str,
     check_text,
     encode_delete,
     encode_edit,
@@ -120,6 +121,25 @@ class PublishResult:
     gas_used: int
     #: the post-quantum key record was renewed too (it was near its end)
     pq_renewed: bool = False
+
+
+def _check_limit(limit: object) -> None:
+    """A page size: an int, 0 or more (SQLite takes a negative LIMIT as no limit at all)."""
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+    if limit < 0:
+        raise ValueError(f"limit must be 0 or more, not {limit}")
+
+
+def _check_before(before: object) -> tuple[int, int]:
+    """A history page's start: (lamport, seq) of a stored message."""
+    if (
+        not isinstance(before, (tuple, list))
+        or len(before) != 2
+        or any(isinstance(x, bool) or not isinstance(x, int) for x in before)
+    ):
+        raise TypeError(f"before must be (lamport, seq), two ints, not {before!r}")
+    return before[0], before[1]
 
 
 def _now_ms() -> int:
@@ -1178,6 +1198,8 @@ class Client:
 
     async def create_group(self, name: str, members: list[str]) -> bytes:
         check_group_name(name)  # before asking the chain anything
+        if isinstance(members, (str, bytes)):  # one name would be read letter by letter
+            raise TypeError("members must be a list of names, ids or addresses, not one")
         await asyncio.to_thread(self.sync_directory)
         ids = self._member_ids(members)
         gid, frames = self.groups.create(name, ids)
@@ -1205,6 +1227,7 @@ class Client:
             if query in self.store.group_ids():
                 return query
             raise UnknownContact(f"no group 0x{query.hex()[:16]}")
+        check_str("a group or person", query)
         q = query.strip()
         infos = [self.groups.info(g) for g in self.store.group_ids()]
         # "0x" and hex digits is an id (a group's, or a person's identity id or address),
@@ -1330,6 +1353,10 @@ class Client:
     def message(self, ref: bytes | str, conversation: bytes | None = None) -> StoredMessage:
         """A stored message by id (bytes) or hex id prefix (at least 4 hex digits), in one
         conversation if given. Raises UnknownMessage for none or several."""
+        if not isinstance(ref, (str, bytes)):
+            raise TypeError(
+                f"a message is its id (bytes) or a hex prefix, not {type(ref).__name__}"
+            )
         if isinstance(ref, str):
             h = self._hex_prefix(ref, 16)
             if h is None:
@@ -1386,6 +1413,7 @@ class Client:
 
     async def edit(self, message: bytes | str, text: str) -> SendResult:
         """Replace the text of one of our messages, for everyone in the conversation."""
+        check_str("a message's text", text)
         if not text.strip():
             raise ValueError("empty text (to remove a message, delete it)")
         check_text(text)
@@ -1481,6 +1509,7 @@ class Client:
         await self._refresh_directory()
         peer = self.resolve_peer(who)
         if alias is not None:
+            check_str("an alias", alias)
             # an alias comes before on-chain names when we look someone up: one that looks
             # like an id or address, or is another person's name, would send them our messages
             if ID_LIKE.fullmatch(alias.strip()):
@@ -1519,6 +1548,8 @@ class Client:
         self, text: str, conversation: bytes | None = None, limit: int = 50
     ) -> list[StoredMessage]:
         """Messages whose current text has every word of ``text`` (full-text), newest first."""
+        check_str("a search", text)
+        _check_limit(limit)
         return self.features.search(text, conversation, limit)
 
     def group_ids(self) -> list[bytes]:
@@ -1617,7 +1648,11 @@ class Client:
     def history(
         self, conv_id: bytes, limit: int = 50, before: tuple[int, int] | None = None
     ) -> list[StoredMessage]:
-        return self.store.history(conv_id, limit, before)
+        """The newest ``limit`` messages (before the message at ``(lamport, seq)`` if given),
+        in causal order. ValueError/TypeError for a negative or non-int ``limit`` or a
+        ``before`` that is not two ints."""
+        _check_limit(limit)
+        return self.store.history(conv_id, limit, None if before is None else _check_before(before))
 
     def display(self, identity_id: bytes) -> str:
         """A name to show: "me", the verified on-chain name (remembered; marked when it

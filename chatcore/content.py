@@ -101,6 +101,7 @@ def encode_edit(target: bytes, text: str) -> bytes:
 
 
 def encode_reaction(target: bytes, emoji: str) -> bytes:
+    check_str("an emoji", emoji)
     e = emoji.encode("utf-8")
     if len(e) > MAX_EMOJI_BYTES or any(c.isspace() for c in emoji):
         raise ValueError("a reaction is one emoji (at most 32 bytes, no spaces)")
@@ -310,9 +311,17 @@ def _check_mid(mid: bytes) -> bytes:
     return mid
 
 
+def check_str(what: str, value: object) -> None:
+    """TypeError for an argument that must be a string and is not (an app's bug, reported
+    as such rather than as an AttributeError from inside)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, not {type(value).__name__}")
+
+
 def check_text(text: str) -> bytes:
     """The UTF-8 of a message's text; ValueError if it is blank or over the limit (the same
-    for messages, replies and edits)."""
+    for messages, replies and edits); TypeError if it is no string."""
+    check_str("a message's text", text)
     b = text.encode("utf-8")
     if not text.strip():
         raise ValueError("empty message")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import os
@@ -1702,9 +1703,15 @@ def export_backup(client: Client, path: Path, secret: str, *, phrase: bool = Fal
     tmp = Path(str(path) + ".tmp")
     if not tmp.parent.is_dir():
         raise IdentityError(f"no such folder: {tmp.parent}")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o600)
+        tmp.replace(path)
+    except OSError as exc:  # a folder in the way, no permission, disk full
+        with contextlib.suppress(OSError):
+            if tmp.is_file():
+                tmp.unlink()
+        raise IdentityError(f"cannot write the backup: {exc.strerror or exc}") from exc
     return len(snap["messages"])
 
 

@@ -119,7 +119,10 @@ class ChainSource:
 
 
 def parse_query(query: str) -> tuple[str, str]:
-    """Classify a lookup query: ('id'|'account'|'name'|'text', normalised)."""
+    """Classify a lookup query: ('id'|'account'|'name'|'text', normalised). TypeError for a
+    query that is no string."""
+    if not isinstance(query, str):
+        raise TypeError(f"a lookup query must be a string, not {type(query).__name__}")
     q = query.strip()
     if looks_like_text(q):
         return "text", q

@@ -87,3 +87,15 @@ def test_encoders_refuse_bad_arguments() -> None:
         c.encode_reaction(MID, "two words")
     with pytest.raises(ValueError):
         c.encode_receipt(c.ReceiptKind.READ, [])
+
+
+@pytest.mark.parametrize("bad", [42, None, b"hi", ["hi"]])
+def test_text_and_emoji_that_are_no_strings_are_a_type_error(bad: object) -> None:
+    """An app passing a non-string gets TypeError (docs/api.md: bad arguments raise
+    ValueError/TypeError), not an AttributeError from deep inside."""
+    with pytest.raises(TypeError, match="must be a string"):
+        c.check_text(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be a string"):
+        c.encode_reply(MID, bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be a string"):
+        c.encode_reaction(MID, bad)  # type: ignore[arg-type]

@@ -1,0 +1,84 @@
+"""Bad arguments to the ``chatcore.Client`` facade (docs/api.md, "Errors": bad arguments
+raise ValueError/TypeError): a value of the wrong type or shape is refused with one of
+those, never an AttributeError, IndexError or OSError from inside, and changes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chatcore import ContactState
+from chatcore.identity import IdentityError, export_backup
+
+from .conftest import People
+
+pytestmark = pytest.mark.devnet
+
+
+async def test_arguments_of_the_wrong_type_are_type_errors(people: People) -> None:
+    alice, bob = people.new("alice"), people.new("bob")
+    sent = await alice.c.send_text(bob.name, "hello")
+    conv = sent.conversation_id
+    before = alice.c.history(conv)
+    for bad in (42, None):
+        with pytest.raises(TypeError):
+            alice.c.lookup(bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            await alice.c.send_text(bad, "hi")  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            await alice.c.send_text(bob.name, bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            alice.c.message(bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            alice.c.group_info(bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            await alice.c.edit(sent.message_id, bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            await alice.c.react(sent.message_id, bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            alice.c.search(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # (alias=None keeps the alias)
+        await alice.c.set_contact(bob.name, ContactState.CONTACT, alias=42)  # type: ignore[arg-type]
+    # a single name where a list of members is expected (it would be read letter by letter)
+    with pytest.raises(TypeError, match="list"):
+        await alice.c.create_group("team", bob.name)  # type: ignore[arg-type]
+    assert alice.c.group_ids() == []
+    assert alice.c.history(conv) == before
+
+
+async def test_history_and_search_refuse_a_bad_page(people: People) -> None:
+    alice, bob = people.new("alice"), people.new("bob")
+    conv = (await alice.c.send_text(bob.name, "hello there")).conversation_id
+    for limit in (-1, -50):
+        with pytest.raises(ValueError, match="limit"):
+            alice.c.history(conv, limit)
+        with pytest.raises(ValueError, match="limit"):
+            alice.c.search("hello", limit=limit)
+    for limit in ("5", 2.5, None):
+        with pytest.raises(TypeError, match="limit"):
+            alice.c.history(conv, limit)  # type: ignore[arg-type]
+    for before in ((1,), (1, 2, 3), 5, ("a", 1), [1]):
+        with pytest.raises((TypeError, ValueError), match="before"):
+            alice.c.history(conv, 50, before)  # type: ignore[arg-type]
+    [m] = alice.c.history(conv)
+    assert alice.c.history(conv, 50, (m.lamport, m.seq)) == []
+    assert alice.c.history(conv, 50, [m.lamport, m.seq + 1]) == [m]  # type: ignore[arg-type]
+
+
+async def test_export_backup_to_a_path_it_cannot_write_is_an_identity_error(
+    people: People, tmp_path: Path
+) -> None:
+    alice, bob = people.new("alice"), people.new("bob")
+    await alice.c.send_text(bob.name, "hello")
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    with pytest.raises(IdentityError, match="cannot write the backup"):
+        export_backup(alice.c, folder, "secret")  # the path is a folder
+    assert folder.is_dir() and not Path(str(folder) + ".tmp").exists()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "backup.lcb.tmp").mkdir()  # the temporary file cannot be made
+    with pytest.raises(IdentityError, match="cannot write the backup"):
+        export_backup(alice.c, locked / "backup.lcb", "secret")
+    assert export_backup(alice.c, tmp_path / "ok.lcb", "secret") == 1
