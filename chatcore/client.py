@@ -131,6 +131,15 @@ def _check_limit(limit: object) -> None:
         raise ValueError(f"limit must be 0 or more, not {limit}")
 
 
+def _check_ttl(ttl_s: object) -> None:
+    """A signed prekey's lifetime: a whole number of seconds, at least 1 (0 or less would
+    put an expired bundle on chain: nobody could start a conversation with the device)."""
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int):
+        raise TypeError(f"a prekey lifetime is an int (seconds), not {type(ttl_s).__name__}")
+    if ttl_s < 1:
+        raise ValueError(f"a prekey lifetime must be at least 1 s, not {ttl_s}")
+
+
 def _check_before(before: object) -> tuple[int, int]:
     """A history page's start: (lamport, seq) of a stored message."""
     if (
@@ -265,6 +274,7 @@ class Client:
         prekey_ttl_s: int = PREKEY_TTL_S,
     ) -> tuple[Client, InitResult]:
         """Create keys, register identity + first installation + bundle on chain, claim a name."""
+        _check_ttl(prekey_ttl_s)
 
         if name is not None:
             from discovery.resolver import parse_query
@@ -610,7 +620,9 @@ class Client:
 
     def publish(self, passphrase: str, prekey_ttl_s: int = PREKEY_TTL_S) -> PublishResult:
         """Refresh this installation's bundle: a new signed prekey, seq + 1; and its
-        post-quantum key record first if that is near its end (``pq_due``)."""
+        post-quantum key record first if that is near its end (``pq_due``).
+        ``prekey_ttl_s`` under 1 s: ValueError (an expired bundle would go on chain)."""
+        _check_ttl(prekey_ttl_s)
         owner = self._owner(passphrase)
         pq_renewed = False
         if self.pq_due():

@@ -1633,6 +1633,8 @@ class Features:
 
     def search(self, text: str, conv: bytes | None = None, limit: int = 50) -> list[StoredMessage]:
         """Messages whose (current) text matches every word of ``text``, newest first."""
+        if "\x00" in text:  # SQLite's full-text query ends at a NUL ("unterminated string")
+            raise ValueError("a search cannot hold a NUL character")
         words = text.split()
         if not words:
             raise ValueError("nothing to search for")

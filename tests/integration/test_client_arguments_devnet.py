@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from chatcore import ContactState
+from chatcore import Client, ContactState
 from chatcore.identity import IdentityError, export_backup
 
-from .conftest import People
+from .conftest import PASSPHRASE, People
 
 pytestmark = pytest.mark.devnet
 
@@ -82,3 +82,35 @@ async def test_export_backup_to_a_path_it_cannot_write_is_an_identity_error(
     with pytest.raises(IdentityError, match="cannot write the backup"):
         export_backup(alice.c, locked / "backup.lcb", "secret")
     assert export_backup(alice.c, tmp_path / "ok.lcb", "secret") == 1
+
+
+async def test_a_prekey_lifetime_under_a_second_is_refused_before_the_chain(
+    people: People, tmp_path: Path
+) -> None:
+    """``publish(passphrase, 0)`` (or a negative lifetime) put an already expired bundle on
+    chain: nobody could start a conversation with the device until the next publish."""
+    alice = people.new("alice")
+    seq = alice.c.lookup(alice.name).installations[0].bundle.seq
+    for ttl in (0, -5):
+        with pytest.raises(ValueError, match="lifetime"):
+            alice.c.publish(PASSPHRASE, ttl)
+        with pytest.raises(ValueError, match="lifetime"):
+            Client.init(tmp_path / "never", PASSPHRASE, people.network, prekey_ttl_s=ttl)
+    with pytest.raises(TypeError, match="lifetime"):
+        alice.c.publish(PASSPHRASE, "60")  # type: ignore[arg-type]
+    assert not (tmp_path / "never").exists()
+    assert alice.c.lookup(alice.name).installations[0].bundle.seq == seq
+    assert not alice.c.prekey_due()
+    assert alice.c.publish(PASSPHRASE, 60).seq == seq + 1
+
+
+async def test_a_search_holding_a_nul_is_a_value_error_not_a_store_failure(
+    people: People,
+) -> None:
+    """A NUL in the search text made SQLite's full-text query fail, reported as
+    StoreUnavailable ("retry later") though nothing was wrong with the store."""
+    alice, bob = people.new("alice"), people.new("bob")
+    await alice.c.send_text(bob.name, "hello there")
+    with pytest.raises(ValueError, match="NUL"):
+        alice.c.search("hello\x00there")
+    assert [m.body for m in alice.c.search("hello")] == [b"hello there"]
