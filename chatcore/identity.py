@@ -1147,6 +1147,9 @@ def list_devices(client: Client) -> list[DeviceInfo]:
 
 
 def find_installation(installations: list[bytes], query: str) -> bytes:
+    from chatcore.content import check_str
+
+    check_str("an installation id", query)
     q = query.strip().lower().removeprefix("0x")
     if len(q) < 4 or any(c not in "0123456789abcdef" for c in q):
         raise ValueError(f"{query!r} is not an installation id (0x + hex, at least 4 digits)")

@@ -10,6 +10,7 @@ from chatcore.identity import (
     IdentityError,
     PairingCode,
     PairingError,
+    find_installation,
     make_pairing_code,
     open_backup,
     open_handover,
@@ -181,3 +182,11 @@ def test_snapshot_carries_conversation_flags() -> None:
     restore_snapshot(dst, snapshot(src, 10))
     c = dst.conversation(conv)
     assert c is not None and c.muted and c.archived
+
+
+@pytest.mark.parametrize("bad", [None, 1234, b"\x12\x34"])
+def test_an_installation_query_that_is_no_string_is_a_type_error(bad: object) -> None:
+    """``revoke(client, pw, None)`` raised AttributeError from inside (bad arguments are
+    ValueError/TypeError, docs/api.md)."""
+    with pytest.raises(TypeError, match="must be a string"):
+        find_installation([b"\x12\x34" * 16], bad)  # type: ignore[arg-type]
