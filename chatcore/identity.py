@@ -46,7 +46,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from chatcore.crypto import ed25519_verify, hkdf_sha256
-from chatcore.errors import ChatCoreError, NotInitialised, UntrustedIdentity
+from chatcore.errors import (
+    ChatCoreError,
+    DeliveryPending,
+    NotInitialised,
+    TransportError,
+    UntrustedIdentity,
+)
 from discovery.eip712 import EIP712_TYPES, typed_data, typed_signature  # noqa: F401 (re-exported)
 from discovery.errors import RecordNotFound, RegistryReverted
 from discovery.records import ChainBinding, IntroBundle
@@ -637,8 +643,12 @@ async def approve(client: Client, passphrase: str, code_text: str) -> Approved:
         # what peers send us until the new device publishes its own bundle reaches only us:
         # forwarded to it once it has (forward_linked_history, at our syncs)
         client.store.set_meta(LINK_FORWARD + code.installation_id.hex(), cut)
-    await client.flush_outbox()
-    return Approved(code.installation_id, _gas(receipt), len(frame))
+    approved = Approved(code.installation_id, _gas(receipt), len(frame))
+    try:
+        await client.flush_outbox()
+    except TransportError as exc:  # registered on chain: the handover waits in the outbox
+        raise DeliveryPending(str(exc.__cause__ or exc), approved) from exc
+    return approved
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ import pytest
 
 from chatcore.client import Client
 from chatcore.engine import direct_conversation_id
-from chatcore.errors import UntrustedIdentity
+from chatcore.errors import DeliveryPending, UntrustedIdentity
 from chatcore.identity import (
     DeviceRevoked,
     PairingError,
@@ -22,6 +22,7 @@ from chatcore.identity import (
 )
 from chatcore.payload import ContentType
 from discovery.network import NetworkConfig
+from tests.fixtures.nats import NatsServer
 from tests.integration.conftest import PASSPHRASE, People, Person
 
 pytestmark = pytest.mark.devnet
@@ -390,3 +391,26 @@ async def test_messages_sent_between_approval_and_the_first_sync_reach_the_new_d
             ]
     finally:
         await a2.aclose()
+
+
+async def test_approve_offline_says_the_handover_is_saved_and_it_goes_later(
+    people: People, network: NetworkConfig, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """An approval with the delivery network down registered the device on chain and kept
+    its handover in the outbox, but raised a plain TransportError: the CLI said the approval
+    failed, and approving again said the code was already used. It is DeliveryPending
+    (``.result``: the Approved), and the handover goes with the next flush."""
+    alice = people.new("alice")
+    started = start_link(tmp_path / "alice2", PASSPHRASE, network)
+    nats_server.stop()
+    await alice.close()
+    alice.open()
+    with pytest.raises(DeliveryPending) as err:
+        await approve(alice.c, PASSPHRASE, started.code)
+    assert err.value.result.installation_id == started.installation_id
+    nats_server.start()
+    await alice.close()
+    alice.open()
+    assert await alice.c.flush_outbox() >= 1
+    linked = await finish_link(tmp_path / "alice2", PASSPHRASE, network)
+    assert linked is not None and linked.identity_id == alice.c.identity_id
