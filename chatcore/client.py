@@ -1454,14 +1454,19 @@ class Client:
         conversation id (bytes) we have."""
         if isinstance(to, bytes):
             if self.store.conversation(to) is None:
-                raise UnknownContact(f"no conversation 0x{to.hex()[:16]}")
+                if to not in self.store.group_ids():
+                    raise UnknownContact(f"no conversation 0x{to.hex()[:16]}")
+                self._group_conversation(to)  # its history was deleted here; the group goes on
             return to
         try:
-            return self.find_group(to)
+            gid = self.find_group(to)
         except AmbiguousName:
             raise  # several groups, or a group and a person: the caller must say which
         except UnknownContact:
             pass
+        else:
+            self._group_conversation(gid)
+            return gid
         self._sync_directory_or_local(DIRECTORY_MAX_AGE_MS)  # offline: the local index
         peer = self.resolve_peer(to)
         if peer.identity_id == self.identity_id:
@@ -1587,13 +1592,7 @@ class Client:
         except UnknownContact:
             pass
         else:
-            conv = self.store.conversation(gid)
-            if conv is None:  # its history was deleted here; the group goes on
-                info = self.groups.info(gid)
-                self.store.ensure_conversation(gid, "group", None, info.name, self.clock_ms())
-                conv = self.store.conversation(gid)
-            if conv is not None:
-                return conv
+            return self._group_conversation(gid)
         prefix = self._hex_prefix(query, 64)
         if prefix is not None:
             hits = [
@@ -1625,6 +1624,17 @@ class Client:
         conv = self.store.conversation(direct_conversation_id(self.identity_id, who))
         if conv is None:
             raise UnknownContact(f"no conversation with {query!r}")
+        return conv
+
+    def _group_conversation(self, gid: bytes) -> Conversation:
+        """A group's conversation, made again (empty) if its history was deleted here: the
+        group goes on."""
+        conv = self.store.conversation(gid)
+        if conv is None:
+            info = self.groups.info(gid)
+            self.store.ensure_conversation(gid, "group", None, info.name, self.clock_ms())
+            conv = self.store.conversation(gid)
+        assert conv is not None
         return conv
 
     def _person_named(self, name: str) -> bytes | None:

@@ -186,3 +186,21 @@ async def test_devices_list_offline_is_as_last_synced(people: People, tmp_path: 
             list_devices(c)
     finally:
         c.close()
+
+
+async def test_a_group_whose_history_was_deleted_still_has_its_conversation(
+    people: People,
+) -> None:
+    """``delete_conversation(gid)`` deletes the history here; the group goes on. Then
+    ``conversation_id(gid)`` said "no conversation" and mute/typing by the group's id raised
+    UnknownContact, though ``conversation_id`` documents it makes the conversation."""
+    alice, bob = people.new("alice"), people.new("bob")
+    gid = await alice.c.create_group("team", [bob.name])
+    await alice.c.send_group_text(gid, "hello team")
+    assert alice.c.delete_conversation(gid) >= 1
+    assert alice.c.conversation_id(gid) == gid
+    assert alice.c.conversation_id("team") == gid
+    flags = await alice.c.set_conversation_flags(gid, muted=True)
+    assert flags.id == gid and flags.kind == "group" and flags.muted
+    assert await alice.c.send_typing(gid) == 1
+    assert alice.c.history(gid) == []
