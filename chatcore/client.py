@@ -1175,6 +1175,7 @@ class Client:
         """Live messages (after replaying what arrived while away).
 
         ``signals`` also yields typing indicators and receipts (for an interactive view)."""
+        _check_flag("signals", signals)
         transport = await self.connect()
         await self._check_stream(transport)
         subjects = [self.engine.inbox, *self.groups.subjects()]

@@ -1480,6 +1480,7 @@ async def rotate_installation(
     from chatcore.groupchat import keep_welcome
     from chatcore.keys import InstallationKeys
 
+    client.home.load_owner_key(passphrase)  # a wrong passphrase says so before anything else
     await client.sync()  # read what is waiting in the old inbox first
     _no_link_in_progress(client)
     waiting = client.features.pending_acks()

@@ -245,11 +245,13 @@ async def test_a_process_still_on_the_old_keys_does_not_mark_them_revoked(
 async def test_installation_rotation_waits_for_receipts_of_what_it_sent(
     people: People,
 ) -> None:
-    from chatcore.errors import AwaitingReceipts
+    from chatcore.errors import AwaitingReceipts, WrongPassphrase
 
     alice, bob = people.new("alice"), people.new("bob")
     await alice.c.send_text(bob.name, "sent just before rotating")
     old = alice.c.installation_id
+    with pytest.raises(WrongPassphrase):  # a wrong passphrase says so first
+        await rotate_installation(alice.c, "not the passphrase")
     with pytest.raises(AwaitingReceipts):  # bob has not fetched it: it would be lost to him
         await rotate_installation(alice.c, PASSPHRASE)
     assert alice.c.installation_id == old

@@ -40,6 +40,8 @@ async def test_arguments_of_the_wrong_type_are_type_errors(people: People) -> No
             alice.c.search(bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError):  # (alias=None keeps the alias)
         await alice.c.set_contact(bob.name, ContactState.CONTACT, alias=42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="signals"):  # "no" would have meant yes
+        await alice.c.listen(signals="no").__anext__()  # type: ignore[arg-type]
     # a single name where a list of members is expected (it would be read letter by letter)
     with pytest.raises(TypeError, match="list"):
         await alice.c.create_group("team", bob.name)  # type: ignore[arg-type]
