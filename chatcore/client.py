@@ -275,6 +275,7 @@ class Client:
     ) -> tuple[Client, InitResult]:
         """Create keys, register identity + first installation + bundle on chain, claim a name."""
         _check_ttl(prekey_ttl_s)
+        Home.check_new_passphrase(passphrase)
 
         if name is not None:
             from discovery.resolver import parse_query

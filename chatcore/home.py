@@ -79,6 +79,15 @@ class Home:
             dklen=32,
         )
 
+    @staticmethod
+    def check_new_passphrase(passphrase: str) -> None:
+        """A passphrase for a new home: a string, not blank (it encrypts the home's keys
+        and history; the CLI refuses a blank one too). TypeError / ValueError."""
+        if not isinstance(passphrase, str):
+            raise TypeError(f"the passphrase must be a string, not {type(passphrase).__name__}")
+        if not passphrase.strip():
+            raise ValueError("the passphrase may not be empty: it encrypts the home's keys")
+
     def create(self) -> None:
         """Lay out a new home (fails if one exists)."""
         if self.meta_file.exists():

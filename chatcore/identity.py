@@ -558,6 +558,7 @@ def start_link(
             store.close()
         keys_store = home.open_store(passphrase)
     else:
+        Home.check_new_passphrase(passphrase)
         home.create()
         keys_store = home.open_store(passphrase)
     store = keys_store
@@ -1632,6 +1633,7 @@ def restore(
     from chatcore.store import RESTORED_AT_META
     from discovery.registry import Registry
 
+    Home.check_new_passphrase(passphrase)  # before the chain is asked to do anything
     acct, state = identity_for_phrase(network, phrase)
     registry = Registry(network)
     home = Home(Path(home_dir))

@@ -10,6 +10,7 @@ import pytest
 
 from chatcore import Client, ContactState
 from chatcore.identity import IdentityError, export_backup
+from discovery.network import NetworkConfig
 
 from .conftest import PASSPHRASE, People
 
@@ -116,3 +117,22 @@ async def test_a_search_holding_a_nul_is_a_value_error_not_a_store_failure(
     with pytest.raises(ValueError, match="NUL"):
         alice.c.search("hello\x00there")
     assert [m.body for m in alice.c.search("hello")] == [b"hello there"]
+
+
+async def test_a_new_home_needs_a_passphrase(network: NetworkConfig, tmp_path: Path) -> None:
+    """The passphrase encrypts a home's keys and history: the CLI refuses a blank one for a
+    new home, and so does the API (before anything is created or sent to the chain)."""
+    from chatcore.identity import restore, start_link
+
+    root = tmp_path / "homes"  # (tmp_path holds the test's nats-server too)
+
+    for blank in ("", "   "):
+        with pytest.raises(ValueError, match="passphrase"):
+            Client.init(root / "a", blank, network)
+        with pytest.raises(ValueError, match="passphrase"):
+            start_link(root / "b", blank, network)
+        with pytest.raises(ValueError, match="passphrase"):
+            restore(root / "c", blank, network, "no phrase needed to refuse this")
+    with pytest.raises(TypeError, match="passphrase"):
+        Client.init(root / "a", None, network)  # type: ignore[arg-type]
+    assert not root.exists()
