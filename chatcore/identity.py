@@ -469,10 +469,27 @@ def restore_snapshot(
     ``news``: the messages are new to the user here (a history forwarded after linking,
     :func:`forward_linked_history`): counted as unread as they come, instead of taking the
     unread counts of the snapshot."""
-    from chatcore.store import StoredMessage
+    from chatcore.store import DELETED_CLOCK_META, StoredMessage
 
     added = 0
     with store.transaction():
+        # a forward (news) does not bring back what the user deleted here: a conversation
+        # deleted here takes only messages newer than its deletion (as from the peer)
+        gone: dict[str, int] = {}
+        if news:
+            for c in snap.get("conversations", []):
+                clock = store.get_meta(DELETED_CLOCK_META + c["id"])
+                if clock is not None and store.conversation(bytes.fromhex(c["id"])) is None:
+                    gone[c["id"]] = int(clock)
+            snap = {
+                **snap,
+                "conversations": [c for c in snap.get("conversations", [])
+                                  if c["id"] not in gone or any(
+                                      m["c"] == c["id"] and int(m["l"]) > gone[c["id"]]
+                                      for m in snap.get("messages", []))],
+                "messages": [m for m in snap.get("messages", [])
+                             if m["c"] not in gone or int(m["l"]) > gone[m["c"]]],
+            }  # fmt: skip
         for c in snap.get("conversations", []):
             store.ensure_conversation(
                 bytes.fromhex(c["id"]), c["kind"],

@@ -33,7 +33,7 @@ from chatcore.identity import (
     snapshot,
 )
 from chatcore.payload import MAX_BODY, ContentType
-from chatcore.store import Store
+from chatcore.store import Store, StoredMessage
 from tests.engine import Device
 
 from . import FWorld, Node
@@ -301,3 +301,33 @@ def test_a_history_sync_is_taken_only_from_the_device_that_linked_this_one_while
     with pytest.raises(ContentError):
         w.route(w.f(a).forward_history(a2.peer_keys, part), strict=True)
     assert b"between" not in [m.body for m in a2.store.history(dm, 10)]
+
+
+def test_a_forward_does_not_bring_back_a_conversation_deleted_here() -> None:
+    """The review's finding: a message forwarded again (an edit of it reached the approving
+    device late) brought back a conversation the user had deleted on the new device, its
+    old messages shown as new. What the deletion covered stays deleted; a message newer
+    than the deletion still comes, as it would from the peer."""
+    src, dst = Store.memory(), Store.memory()
+    conv, peer = b"\x05" * 16, b"\x06" * 32
+
+    def message(i: int) -> None:
+        m = StoredMessage(
+            conv, bytes([i]) * 8, peer, b"\x07" * 32, i, 1_000 * i, 1_000 * i,
+            int(TEXT), f"m{i}".encode(), False, "received", src.next_seq(),
+        )  # fmt: skip
+        src.add_message(m)
+
+    src.ensure_conversation(conv, "direct", peer, None, 0)
+    for i in (1, 2):
+        message(i)
+    restore_snapshot(dst, snapshot(src, 2000))
+    with dst.transaction():  # the user deletes it here (as Features.delete_conversation)
+        dst.keep_seq_floor()
+        dst._x("DELETE FROM messages WHERE conversation_id=?", (conv,))
+        dst.delete_conversation_row(conv)
+    assert restore_snapshot(dst, snapshot(src, 2000), news=True) == 0
+    assert dst.conversation(conv) is None
+    message(3)  # written after the deletion
+    assert restore_snapshot(dst, snapshot(src, 2000), news=True) == 1
+    assert [m.body for m in dst.history(conv, 10)] == [b"m3"]
