@@ -44,6 +44,7 @@ from chatcore.group.consts import (
     MAX_NAME_BYTES,
 )
 from chatcore.group.ops import Op, OpKind, decode_op
+from chatcore.group.roster import taken_out
 from chatcore.group.sender_keys import SenderKeyDistribution, parse_frame
 from chatcore.group.state import vouched_by
 from chatcore.keys import PeerKeys
@@ -87,6 +88,10 @@ MAX_HELD_AGE_MS = 7 * 86_400_000
 #: brings one per group, an installation rotation makes them. A process killed before the
 #: joins left the device out of those groups (see :meth:`GroupChat.join_kept_welcomes`).
 KEPT_WELCOME = "kept_welcome:"
+#: store meta key prefix (+ group id and installation id in hex): the digest of our log's
+#: heads when we last told that installation, of an identity not in the group, the ops that
+#: took it out (see :meth:`GroupChat._tell_not_member`)
+TOLD_NOT_MEMBER = "gtold:"
 #: GroupError texts that mean "not yet" (the frame may decrypt once control items arrive)
 _NOT_YET = ("unknown sender key", "stale or unknown group epoch")
 
@@ -847,6 +852,7 @@ class GroupChat:
             if self.anti_entropy:
                 frames += self._reoffer(gid, before[gid])
             frames += self._tell_voided(gid, members_before[gid])
+            frames += self._tell_not_member(gid, sender, sender_inst)
             events += self.retry_held(gid)
         return events, frames
 
@@ -902,6 +908,30 @@ class GroupChat:
                 for body in pack_control(items):
                     frames += self._control(ident, k, body)
         return frames
+
+    def _tell_not_member(self, gid: bytes, sender: bytes, sender_inst: bytes) -> list[OutFrame]:
+        """A device of an identity that is not in the group sent us items for it (its sender
+        key, an op): it takes itself for a member. A linked device that joined from a welcome
+        its first device handed over before the identity was taken out, say: nobody sent it
+        the removal (it was not yet counted as the identity's device), and it never learns
+        otherwise. We send it the ops that took its identity out (``_exit_ops``: the removals
+        or leave, or those that voided its add, with their causal past), as ``_tell_voided``
+        does, so that it applies them itself (signed by their authors: our word is not
+        needed). At most once per device for each head of our log (``TOLD_NOT_MEMBER``): a
+        device that keeps sending gets nothing more until the group changes."""
+        state = self.load(gid)
+        if state is None or not state.is_member or sender in state.members():
+            return []
+        keys = self._keys_for(sender, sender_inst)
+        items = _exit_ops(state, sender)
+        if keys is None or not items:
+            return []
+        mark = TOLD_NOT_MEMBER + (gid + sender_inst).hex()
+        heads = hashlib.sha256(b"".join(state.heads)).digest()
+        if self.store.get_meta(mark) == heads:
+            return []
+        self.store.set_meta(mark, heads)
+        return [f for body in pack_control(items) for f in self._control(sender, keys, body)]
 
     def _want(self, gid: bytes, sender: bytes, sender_inst: bytes, op: bytes) -> list[OutFrame]:
         """Ask the member that sent us ``op`` for the dependencies we lack (pull: pushing
@@ -1145,13 +1175,31 @@ class GroupChat:
 def _voiding_ops(state: GroupState, ident: bytes) -> list[bytes]:
     """The removals (and leaves) of the admins who added ``ident``, with their causal past, in
     fold order: what a member whose add turned void needs to see it is not in the group."""
+    return _with_past(state, _voiding_roots(state, ident))
+
+
+def _voiding_roots(state: GroupState, ident: bytes) -> list[Op]:
     adders = {o.author for o in state.ops.values() if o.kind is OpKind.ADD and o.target == ident}
-    todo = [
+    return [
         o
         for o in state.ops.values()
         if (o.kind is OpKind.REMOVE and o.target in adders)
         or (o.kind is OpKind.LEAVE and o.author in adders)
     ]
+
+
+def _exit_ops(state: GroupState, ident: bytes) -> list[bytes]:
+    """The ops that took ``ident`` out of the group (its removals and leaves) or, if none,
+    those that voided its add (``_voiding_ops``), with their causal past, in fold order:
+    what a device of ``ident`` that takes itself for a member needs to see it is not, and
+    nothing the group did after (an adder's removal long after ``ident``'s own is not
+    sent). Empty if ``ident`` was never in the group."""
+    out = [o for o in state.ops.values() if taken_out(o) == ident]
+    return _with_past(state, out or _voiding_roots(state, ident))
+
+
+def _with_past(state: GroupState, todo: list[Op]) -> list[bytes]:
+    """``todo`` and their causal past (as far as ``state`` holds it), in fold order."""
     past: dict[bytes, Op] = {}
     while todo:
         o = todo.pop()
