@@ -89,3 +89,13 @@ def test_schema_9_store_gets_the_indexes() -> None:
     assert st.schema_version == SCHEMA_VERSION
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"messages_by_sender", "messages_unread"} <= names
+
+
+def test_next_message_number_seeks_the_seq_index() -> None:
+    """Each stored message asks for the highest number given out: one seek in
+    messages_by_seq (schema 9), not a scan of every message."""
+    st = _store()
+    assert st.next_seq() == 301
+    for plan in _plans(st, st.next_seq):
+        assert "messages_by_seq" in plan, plan
+        assert not plan.startswith("SCAN messages"), plan
