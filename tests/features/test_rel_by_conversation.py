@@ -121,3 +121,36 @@ def test_a_split_made_by_another_process_meanwhile_is_not_overwritten() -> None:
     assert sent and fa.unacked(gid, sent[0])  # still awaited (by b and c)
     assert (gid, sent[0]) in fa.store.group_sent_keys()  # and kept for retransmission
     assert pending == fa.pending_acks() == 5
+
+
+def test_a_group_frame_is_kept_while_awaited_and_dropped_once_acknowledged() -> None:
+    """The kept frame of a group message (for retransmission) goes when its last member
+    acknowledges it: an acknowledgement reads and writes one conversation's log, and sweeps
+    that conversation's kept frames with it."""
+    w = FWorld()
+    a, b, c = w.person(), w.person(), w.person()
+    gid = w.group(a, [b, c])
+    w.deaf.add(w.dev(c).inst)  # c is offline for a while
+    fa = w.f(a)
+    res = fa.send_group_message(gid, ContentType.TEXT, b"to the group")
+    w.route(res.frames, frm=w.node(a))
+    w.flush_all()  # b's receipts: only c is awaited
+    kept = fa.store.group_sent_ids(gid)
+    assert kept and all(fa.unacked(gid, mid) for mid in kept)  # c has not acknowledged
+    w.deaf.discard(w.dev(c).inst)
+    w.clock.now += 10 * 60_000  # due: retransmitted, and c gets it now
+    w.route(fa.flush(), frm=w.node(a))
+    w.route(w.f(c).flush(), frm=w.node(c))  # c's receipts
+    assert not any(fa.unacked(gid, mid) for mid in kept)
+    assert fa.store.group_sent_ids(gid) == []  # no longer kept
+    assert fa.pending_acks() == 0
+
+
+def test_deleting_a_groups_history_drops_its_kept_frames_with_its_log() -> None:
+    w, a, _b, _c, gid = _setup()
+    fa = w.f(a)
+    assert fa.store.group_sent_ids(gid)  # c still awaited
+    fa.delete_conversation(gid)
+    assert fa.store.get_meta(REL_CONV_META + fa._rk(gid).hex()) is None
+    assert fa.store.group_sent_ids(gid) == []  # nothing left to retransmit it for
+    assert fa.pending_acks() == 3  # the 1:1 messages to c still wait
