@@ -210,7 +210,8 @@ def test_the_approving_device_forwards_once_the_new_one_is_active_then_only_late
     assert [r.text for r in shown] == ["between"]
     # after: sent to both devices, not forwarded; one sent before but arriving only now is
     w.clock.now += LINK_FORWARD_SLACK_MS + 2_000  # (sent-at travels in whole seconds)
-    w.route(w.send_text(b, a, "after").frames, strict=True)
+    after = w.send_text(b, a, "after")  # (not yet at the new device: on its way there)
+    w.route([f for f in after.frames if f.subject != a2.engine.inbox], strict=True)
     w.route([f for f in late.frames if f.subject == a1.engine.inbox], strict=True)
     frames = forward_linked_history(client)
     assert len(frames) == 1  # (what went to both devices stays out of it)
@@ -220,6 +221,7 @@ def test_the_approving_device_forwards_once_the_new_one_is_active_then_only_late
     assert b"after" not in texts and b"sent between, arrives late" in texts
     shown = w.route(frames, strict=True)
     assert [r.text for r in shown] == ["sent between, arrives late"]
+    w.route([f for f in after.frames if f.subject == a2.engine.inbox], strict=True)
     assert [m.body for m in a2.store.history(dm, 10)] == [m.body for m in a1.store.history(dm, 10)]
     assert forward_linked_history(client) == []
     # revoked, or approved too long ago: the cut goes
@@ -233,7 +235,50 @@ def test_the_approving_device_forwards_once_the_new_one_is_active_then_only_late
     assert a1.store.meta_with_prefix(LINK_FORWARD) == []
 
 
+def test_a_device_active_with_nothing_to_forward_gets_only_late_arrivals_after() -> None:
+    """Nothing arrived between the approval and the new device's bundle: the first sync
+    that sees it active forwards nothing, but from then on only what was sent before it was
+    active comes (what peers send later goes to both devices: theirs to deliver)."""
+    w = FWorld()
+    a, b = w.person(), w.person()
+    a1 = w.dev(a)
+    a2, _seq, _since = _approve(w, a)
+    key = LINK_FORWARD + a2.inst.hex()
+    with a1.store.transaction():
+        a1.store.set_meta(key, link_cut(a1.store, w.clock.now))
+    client: Any = _Client(w, a, set())
+    w.directory.register(a, a2.peer_keys)
+    assert forward_linked_history(client) == []  # active now: nothing to forward
+    w.clock.now += LINK_FORWARD_SLACK_MS + 2_000
+    after = w.send_text(b, a, "after")  # (not yet at the new device: on its way there)
+    w.route([f for f in after.frames if f.subject != a2.engine.inbox], strict=True)
+    shown = w.route(forward_linked_history(client), strict=True)
+    assert [r.text for r in shown] == []  # (b's request, as a contact, may come along)
+    assert a1.store.get_meta(key) is not None  # kept (for late arrivals) until it expires
+    to_a2 = [f for f in after.frames if f.subject == a2.engine.inbox]
+    assert [r.text for r in w.route(to_a2, strict=True)] == ["after"]  # peers deliver it
+
+
+def test_an_edit_received_in_the_millisecond_of_the_cut_is_forwarded() -> None:
+    """``since`` is the time the cut was taken, before the snapshot: a change received in
+    that same millisecond may have missed the snapshot, so it counts as after the cut."""
+    w = FWorld()
+    a, b = w.person(), w.person()
+    before = w.send_text(b, a, "before")
+    w.route(before.frames, strict=True)
+    a1 = w.dev(a)
+    seq = a1.store.next_seq() - 1
+    edit = content.encode_edit(before.message_id, "edited")
+    w.route(w.f(b).send_op(w.directory.peer(a), ContentType.EDIT, edit, w.own(b)).frames)
+    ((at,),) = a1.store._x("SELECT received_at FROM content_ops").fetchall()
+    parts = forward_parts(a1.store, seq, int(at))
+    assert [m["m"] for p in parts for m in p["messages"]] == [before.message_id.hex()]
+    assert forward_parts(a1.store, seq, int(at) + 1) == []
+
+
 _BAD_FIELDS: list[tuple[str, str, object]] = [
+    ("messages", "l", -1),  # a number below 0
+    ("messages", "r", True),  # (a bool is an int to Python)
     ("messages", "l", 2**70),  # past SQLite's 64 bits: OverflowError, out of the sync
     ("messages", "s", float("inf")),  # (JSON's Infinity)
     ("messages", "t", 2**64),
@@ -331,3 +376,6 @@ def test_a_forward_does_not_bring_back_a_conversation_deleted_here() -> None:
     message(3)  # written after the deletion
     assert restore_snapshot(dst, snapshot(src, 2000), news=True) == 1
     assert [m.body for m in dst.history(conv, 10)] == [b"m3"]
+    back = dst.conversation(conv)  # listed again, the new message unread (not the old ones)
+    assert back is not None and back.unread == 1
+    assert src.conversation(conv).unread == 3  # type: ignore[union-attr]
