@@ -142,3 +142,14 @@ def test_concurrent_renames_converge_and_each_notice_says_what_its_author_chose(
         # the one read last says which name stays
         last = max(renames, key=lambda m: m.seq).body.decode()
         assert last.endswith(f"“{stands}”"), last
+
+
+def test_a_name_of_the_full_length_is_taken() -> None:
+    w = FWorld(seed=35)
+    alice, bob = w.person(name="alice"), w.person(name="bob")
+    longest = "é" * (MAX_NAME_BYTES // 2) + "x" * (MAX_NAME_BYTES % 2)  # just MAX_NAME_BYTES
+    assert len(longest.encode()) == MAX_NAME_BYTES
+    gid = w.group(alice, [bob], name=longest)
+    w.route(w.node(alice).groups.rename(gid, "x" * MAX_NAME_BYTES), strict=True,
+            frm=w.node(alice))  # fmt: skip
+    assert w.node(bob).groups.info(gid).name == "x" * MAX_NAME_BYTES

@@ -259,3 +259,22 @@ def test_a_busy_group_does_not_send_a_stale_device_the_same_answer_again() -> No
     info = a2.groups.info(gid)
     assert not info.is_member and alice not in info.members
     assert info.name == "crew"
+
+
+def test_a_member_is_not_told_the_ops_that_once_took_it_out() -> None:
+    """Taken out, then added again: a member now, so its items get no exit ops back."""
+    w = FWorld(seed=77)
+    alice, bob = w.person(name="alice"), w.person(name="bob")
+    gid = w.group(bob, [alice], name="crew")
+    na, nb = w.node(alice), w.node(bob)
+    w.route(nb.groups.remove(gid, alice), strict=True, frm=nb)
+    w.route(nb.groups.add(gid, alice), strict=True, frm=nb)
+    w.route(nb.groups.rename(gid, "crew two"), strict=True, frm=nb)  # (its log moves on)
+    assert na.groups.info(gid).is_member and alice in nb.groups.info(gid).members
+    st = na.groups.load(gid)
+    assert st is not None and st.own is not None
+    dist = st.own.distribution(gid, alice, na.dev.inst)
+    bob_keys = w.directory.peer(bob).installations[0]
+    fr = na.dev.engine.send_control(bob, bob_keys, encode_control([dist]))
+    nb.dev.engine.receive(fr.frame)
+    assert [f for f in nb.dev.engine.drain()[1] if f.subject == na.dev.engine.inbox] == []
