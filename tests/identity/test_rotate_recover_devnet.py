@@ -380,6 +380,22 @@ async def test_linked_device_in_groups(
         await a2.aclose()
 
 
+async def test_a_rotated_installation_stays_in_its_groups(people: People) -> None:
+    """The groups are joined again as the new installation (from the welcomes kept at the
+    rotation): members' messages reach it and its own reach them."""
+    alice, bob = people.new("alice"), people.new("bob")
+    gid = await alice.c.create_group("duo", [bob.name])
+    await bob.c.sync()
+    _r, alice.client = await rotate_installation(alice.c, PASSPHRASE)
+    assert alice.c.groups.info(gid).is_member
+    await alice.c.sync()
+    await bob.c.sync()  # alice's new installation and its sender key
+    await bob.c.send_group_text(gid, "still in the group?")
+    assert [m.text for m in await alice.c.sync()] == ["still in the group?"]
+    await alice.c.send_group_text(gid, "yes, new keys")
+    assert "yes, new keys" in [m.text for m in await bob.c.sync()]
+
+
 async def test_a_device_linked_a_moment_ago_reads_the_next_group_message(
     people: People, network: NetworkConfig, tmp_path: Path
 ) -> None:
