@@ -499,6 +499,18 @@ async def test_a_prekey_renewal_dropped_by_a_reorg_is_published_again(people: Pe
     assert alice.c.refresh_prekey_if_due(PASSPHRASE) is None  # and only once
 
 
+async def test_a_renewal_before_an_installation_rotation_is_not_taken_for_a_dropped_one(
+    people: People,
+) -> None:
+    """The renewal remembered (to tell whether a reorg dropped it) is of the old keys: the
+    new installation's first bundle replaces it, and nothing is published again."""
+    alice = people.new("renews")
+    alice.c.publish(PASSPHRASE)
+    _r, alice.client = await rotate_installation(alice.c, PASSPHRASE)
+    alice.c.sync_directory()
+    assert alice.c.refresh_prekey_if_due(PASSPHRASE) is None
+
+
 async def test_an_owner_rotation_killed_before_its_transaction_was_mined_keeps_the_key(
     people: People, monkeypatch: pytest.MonkeyPatch
 ) -> None:
