@@ -169,9 +169,9 @@ def test_a_malformed_history_sync_is_refused() -> None:
     a = w.person()
     a2, _seq, _since = _approve(w, a)
     w.directory.register(a, a2.peer_keys)
-    bad = {"v": 1, "messages": [{"c": "zz"}]}
-    with pytest.raises(MalformedMessage):
-        w.route(w.f(a).forward_history(a2.peer_keys, bad), strict=True)
+    for bad in ({"v": 1, "messages": [{"c": "zz"}]}, {"v": 2}, {"messages": []}):
+        with pytest.raises(MalformedMessage):
+            w.route(w.f(a).forward_history(a2.peer_keys, bad), strict=True)
 
 
 class _Client(SimpleNamespace):

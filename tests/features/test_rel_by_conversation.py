@@ -5,6 +5,7 @@ and written whole at every such message)."""
 
 from __future__ import annotations
 
+from chatcore import content
 from chatcore.engine import direct_conversation_id
 from chatcore.features import REL_CONV_META, REL_META
 from chatcore.payload import ContentType
@@ -154,3 +155,21 @@ def test_deleting_a_groups_history_drops_its_kept_frames_with_its_log() -> None:
     assert fa.store.get_meta(REL_CONV_META + fa._rk(gid).hex()) is None
     assert fa.store.group_sent_ids(gid) == []  # nothing left to retransmit it for
     assert fa.pending_acks() == 3  # the 1:1 messages to c still wait
+
+
+def test_a_message_deleted_from_another_device_of_ours_is_no_longer_awaited() -> None:
+    """A delete of a message this device sent (made on our other device) ends its wait
+    here: it is not retransmitted (nor kept waiting in pending_acks)."""
+    w = FWorld()
+    a, c = w.person(), w.person()
+    w.add_device(a)
+    w.deaf.add(w.dev(c).inst)  # c never acknowledges
+    res = w.send_text(a, c, "sent, then deleted")
+    w.route(res.frames, frm=w.node(a))
+    fa = w.f(a)
+    assert fa.unacked(res.conversation_id, res.message_id) and fa.pending_acks() == 1
+    delete = content.encode_delete(res.message_id)
+    other = w.f(a, 1).send_op(w.directory.peer(c), ContentType.DELETE, delete, w.own(a))
+    w.route(other.frames, strict=True, frm=w.node(a, 1))
+    assert not fa.unacked(res.conversation_id, res.message_id)
+    assert fa.pending_acks() == 0  # (the delete waits at the device that sent it)
