@@ -602,3 +602,17 @@ async def test_a_domain_document_is_signed_with_the_chain_unreachable(
     monkeypatch.setattr(alice.c.index, "sync", down)
     doc = domain_document(alice.c, PASSPHRASE, "example.org")
     assert doc["signer"] == alice.c.home.load_owner_key(PASSPHRASE).address
+
+
+async def test_a_sync_asks_the_chain_however_recent_its_last_read(people: People) -> None:
+    """A sync reads the chain every time (a send may use a view up to DIRECTORY_MAX_AGE_MS
+    old): a sender registered since the last read is known at once."""
+    alice, bob = people.new("sra"), people.new("srb")
+    await alice.c.send_text(bob.name, "hi")
+    assert texts(await bob.c.sync()) == ["hi"]
+    now = bob.c.clock_ms()
+    bob.c.clock_ms = lambda: now  # no time passes for bob: his last read is 0 ms old
+    carol = people.new("src")  # on chain after bob's last read
+    await carol.c.send_text(bob.name, "new here")
+    assert texts(await bob.c.sync()) == ["new here"]
+    assert bob.c.index.synced_block >= carol.c.index.synced_block
