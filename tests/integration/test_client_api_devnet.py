@@ -204,3 +204,6 @@ async def test_a_group_whose_history_was_deleted_still_has_its_conversation(
     assert flags.id == gid and flags.kind == "group" and flags.muted
     assert await alice.c.send_typing(gid) == 1
     assert alice.c.history(gid) == []
+    alice.c.delete_conversation(gid)
+    assert alice.c.conversation_id("team") == gid  # by its name, too, it is made again
+    assert gid in [c.id for c in alice.c.conversations()]
