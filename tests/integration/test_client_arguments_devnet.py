@@ -4,6 +4,7 @@ those, never an AttributeError, IndexError or OSError from inside, and changes n
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,8 @@ async def test_arguments_of_the_wrong_type_are_type_errors(people: People) -> No
     with pytest.raises(TypeError):  # (alias=None keeps the alias)
         await alice.c.set_contact(bob.name, ContactState.CONTACT, alias=42)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="signals"):  # "no" would have meant yes
-        await alice.c.listen(signals="no").__anext__()  # type: ignore[arg-type]
+        # (a bound on the wait: a listen that took it would wait for a message for ever)
+        await asyncio.wait_for(alice.c.listen(signals="no").__anext__(), 60)  # type: ignore[arg-type]
     # a single name where a list of members is expected (it would be read letter by letter)
     with pytest.raises(TypeError, match="list"):
         await alice.c.create_group("team", bob.name)  # type: ignore[arg-type]
