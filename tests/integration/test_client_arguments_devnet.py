@@ -109,6 +109,20 @@ async def test_a_prekey_lifetime_under_a_second_is_refused_before_the_chain(
     assert alice.c.publish(PASSPHRASE, 60).seq == seq + 1
 
 
+async def test_a_bad_group_name_is_refused_before_the_chain_is_asked(
+    people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = people.new("alice"), people.new("bob")
+    asked: list[object] = []
+    monkeypatch.setattr(alice.c, "sync_directory", lambda *a: asked.append(a))
+    for bad in ("", "two\nlines", "0x1234abcd"):
+        with pytest.raises(ValueError, match="name"):
+            await alice.c.create_group(bad, [bob.name])
+        with pytest.raises(ValueError, match="name"):
+            await alice.c.rename_group("team", bad)
+    assert asked == [] and alice.c.group_ids() == []
+
+
 async def test_a_search_holding_a_nul_is_a_value_error_not_a_store_failure(
     people: People,
 ) -> None:
