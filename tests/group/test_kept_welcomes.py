@@ -278,3 +278,28 @@ def test_a_member_is_not_told_the_ops_that_once_took_it_out() -> None:
     fr = na.dev.engine.send_control(bob, bob_keys, encode_control([dist]))
     nb.dev.engine.receive(fr.frame)
     assert [f for f in nb.dev.engine.drain()[1] if f.subject == na.dev.engine.inbox] == []
+
+
+def test_what_raced_ahead_of_a_kept_welcome_is_taken_when_it_is_joined() -> None:
+    """A member's sender key that reached the new device before it joined from its kept
+    welcome is kept aside, and taken at the join: the member's next message reads."""
+    w = FWorld(seed=78)
+    alice, bob = w.person(name="alice"), w.person(name="bob")
+    gid = w.group(bob, [alice], name="crew")
+    kept = w.node(alice).groups.load(gid).welcome()  # type: ignore[union-attr]
+    new = w.add_device(alice)
+    with new.store.transaction():
+        keep_welcome(new.store, kept)
+    a2, nb = w.node(alice, 1), w.node(bob)
+    st = nb.groups.load(gid)
+    assert st is not None and st.own is not None
+    dist = st.own.distribution(gid, bob, nb.dev.inst)
+    fr = nb.dev.engine.send_control(alice, new.peer_keys, encode_control([dist]))
+    w.route([fr], strict=True, frm=nb)
+    assert new.store.group_pending(gid)  # no group here yet: kept aside
+    w.route(a2.groups.join_kept_welcomes(), frm=a2)
+    assert new.store.group_pending(gid) == []
+    res = nb.groups.send(gid, ContentType.TEXT, b"read me")
+    w.deaf.add(w.dev(alice).inst)
+    shown = w.route(res.frames, strict=True, frm=nb)
+    assert [r.text for r in shown if r.conversation_id == gid] == ["read me"]
