@@ -210,7 +210,13 @@ def test_a_group_name_from_a_hostile_client_stays_on_one_line(
     r = run_cli("--home", homes["carol"]["home"], "group", "rename", gid[:12], evil, inproc=True)
     assert r.code == 0, r.err
     ok(run_cli, homes, "dave", "sync")
-    for args in (["conversations", "--all"], ["group", "list", gid[:12]], ["history", gid[:12]]):
+    ok(run_cli, homes, "carol", "group", "send", gid[:12], "hello")
+    for args in (
+        ["sync"],  # the message, as "[group] carol: hello"
+        ["conversations", "--all"],
+        ["group", "list", gid[:12]],
+        ["history", gid[:12]],
+    ):
         out = ok(run_cli, homes, "dave", *args).out
         assert "bank (3 unread)" in out
         assert not any(line.startswith("0xfeed") for line in out.splitlines()), out
