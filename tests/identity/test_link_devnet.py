@@ -347,6 +347,55 @@ async def test_a_link_killed_while_joining_its_groups_joins_them_on_the_next_syn
         await a2.aclose()
 
 
+async def test_a_message_stored_just_after_the_handovers_snapshot_reaches_the_new_device(
+    people: People, network: NetworkConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process on the home (an app listening) stores a message while approve reads
+    the handover's history: whatever is not in the snapshot counts as after the cut (taken
+    first), and is forwarded."""
+    import os
+
+    import chatcore.identity as identity
+    from chatcore.content import MID
+    from chatcore.store import StoredMessage
+
+    alice, bob = people.new("alice"), people.new("bob")
+    await bob.c.send_text(alice.name, "before linking")
+    await alice.c.sync()
+    dm = direct_conversation_id(alice.c.identity_id, bob.c.identity_id)
+    real = identity.snapshot
+
+    def snapshot_then_a_message(store: object, *a: object) -> object:
+        snap = real(store, *a)
+        st = alice.c.store
+        now = alice.c.clock_ms()
+        with st.transaction():
+            st.add_message(
+                StoredMessage(
+                    dm, os.urandom(MID), bob.c.identity_id, bob.c.installation_id,
+                    st.next_lamport(dm, now), now, now, int(TEXT), b"stored meanwhile",
+                    False, "received", st.next_seq(),
+                ),
+                check_clock=False,
+            )  # fmt: skip
+        return snap
+
+    monkeypatch.setattr(identity, "snapshot", snapshot_then_a_message)
+    home = tmp_path / "alice2"
+    started = start_link(home, PASSPHRASE, network)
+    await approve(alice.c, PASSPHRASE, started.code)
+    monkeypatch.undo()
+    assert await finish_link(home, PASSPHRASE, network) is not None
+    a2 = Client.open(home, PASSPHRASE, network)
+    try:
+        await alice.c.sync()  # a2 is active: forwarded
+        await a2.sync()
+        assert [m.body for m in a2.history(dm, 100)] == [m.body for m in alice.c.history(dm, 100)]
+        assert b"stored meanwhile" in [m.body for m in a2.history(dm, 100)]
+    finally:
+        await a2.aclose()
+
+
 async def test_messages_sent_between_approval_and_the_first_sync_reach_the_new_device(
     people: People, network: NetworkConfig, tmp_path: Path
 ) -> None:
