@@ -44,7 +44,6 @@ from chatcore.group.consts import (
     MAX_NAME_BYTES,
 )
 from chatcore.group.ops import Op, OpKind, decode_op
-from chatcore.group.roster import taken_out
 from chatcore.group.sender_keys import SenderKeyDistribution, parse_frame
 from chatcore.group.state import vouched_by
 from chatcore.keys import PeerKeys
@@ -88,12 +87,6 @@ MAX_HELD_AGE_MS = 7 * 86_400_000
 #: brings one per group, an installation rotation makes them. A process killed before the
 #: joins left the device out of those groups (see :meth:`GroupChat.join_kept_welcomes`).
 KEPT_WELCOME = "kept_welcome:"
-#: store meta key prefix (+ group id and installation id in hex): the digest of the ops
-#: that took its identity out of the group (it is not in it) when we last sent that
-#: installation them, and when (ms, 8 bytes; see :meth:`GroupChat._tell_not_member`)
-TOLD_NOT_MEMBER = "gtold:"
-#: the same answer goes to a device at most this often (ms): in case it was lost
-TELL_AGAIN_MS = 86_400_000
 #: GroupError texts that mean "not yet" (the frame may decrypt once control items arrive)
 _NOT_YET = ("unknown sender key", "stale or unknown group epoch")
 
@@ -854,7 +847,6 @@ class GroupChat:
             if self.anti_entropy:
                 frames += self._reoffer(gid, before[gid])
             frames += self._tell_voided(gid, members_before[gid])
-            frames += self._tell_not_member(gid, sender, sender_inst)
             events += self.retry_held(gid)
         return events, frames
 
@@ -909,43 +901,6 @@ class GroupChat:
             for k in sorted(self.devices(ident), key=lambda k: k.installation_id):
                 for body in pack_control(items):
                     frames += self._control(ident, k, body)
-        return frames
-
-    def _tell_not_member(self, gid: bytes, sender: bytes, sender_inst: bytes) -> list[OutFrame]:
-        """A device of an identity that is not in the group sent us items for it (its sender
-        key, an op): it takes itself for a member. A linked device that joined from a welcome
-        its first device handed over before the identity was taken out, say: nobody sent it
-        the removal (it was not yet counted as the identity's device), and it never learns
-        otherwise. We send it the ops that took its identity out (``_exit_ops``: the removals
-        or leave, and what voided its adds since, with their causal past), as
-        ``_tell_voided`` does, so that it applies them itself (signed by their authors: our
-        word is not needed). The same answer at most once per device a day
-        (``TOLD_NOT_MEMBER``, ``TELL_AGAIN_MS``): it is the whole log for a member removed
-        late, and a device that keeps sending must not have it sent again with every op of
-        a busy group. (A leaver's own device is answered too, once: useless to it, but
-        skipping it changed the simulator's trajectories enough to expose the late-applier
-        window described in docs/status.md.)"""
-        state = self.load(gid)
-        if state is None or not state.is_member or sender in state.members():
-            return []
-        keys = self._keys_for(sender, sender_inst)
-        roots = _exit_ops(state, sender)
-        if keys is None or not roots:
-            return []
-        items = _with_past(state, roots)
-        mark = TOLD_NOT_MEMBER + (gid + sender_inst).hex()
-        digest = hashlib.sha256(b"".join(sorted(o.op_id for o in roots))).digest()
-        now = self.engine.clock_ms()
-        last = self.store.get_meta(mark)
-        if (
-            last is not None
-            and last[:32] == digest
-            and 0 <= now - int.from_bytes(last[32:40], "big") < TELL_AGAIN_MS
-        ):
-            return []
-        frames = [f for body in pack_control(items) for f in self._control(sender, keys, body)]
-        if frames:
-            self.store.set_meta(mark, digest + now.to_bytes(8, "big"))
         return frames
 
     def _want(self, gid: bytes, sender: bytes, sender_inst: bytes, op: bytes) -> list[OutFrame]:
@@ -1188,72 +1143,22 @@ class GroupChat:
 
 
 def _voiding_ops(state: GroupState, ident: bytes) -> list[bytes]:
-    """What voided the adds of ``ident`` (see :func:`_voiding_roots`), with their causal
-    past, in fold order: what a member whose add turned void needs to see it is not in the
-    group."""
-    adds = [o for o in state.ops.values() if o.kind is OpKind.ADD and o.target == ident]
-    return _with_past(state, _voiding_roots(state, adds))
-
-
-def _voiding_roots(state: GroupState, adds: list[Op]) -> list[Op]:
-    """For each of ``adds``, the first removals (and leaves) of its author that did not see
-    it: those that void it. Not the author's later ones (it was added back, then removed or
-    left again): they came after the first (members that saw the first keep the void add
-    aside, so no later op of theirs sees it either), and would bring with their causal past
-    all the group did since."""
-    roots: dict[bytes, Op] = {}
-    for add in adds:
-        before, later = _past(state, [add]), _later(state, {add.op_id})
-        found = {
-            o.op_id
-            for o in state.ops.values()
-            if taken_out(o) == add.author and o.op_id not in before and o.op_id not in later
-        }
-        roots.update((i, state.ops[i]) for i in sorted(found - _later(state, found)))
-    return list(roots.values())
-
-
-def _later(state: GroupState, ids: set[bytes]) -> set[bytes]:
-    """The ops of ``state`` that have one of ``ids`` in their causal past (one pass in fold
-    order, in which every op comes after its dependencies)."""
-    later: set[bytes] = set()
-    for o in sorted(state.ops.values(), key=lambda o: o.sort_key):
-        if any(d in ids or d in later for d in o.deps):
-            later.add(o.op_id)
-    return later
-
-
-def _exit_ops(state: GroupState, ident: bytes) -> list[Op]:
-    """The ops that took ``ident`` out of the group: its removals and leaves, and what voided
-    its adds that none of those saw (an add back after its removal, void). With their causal
-    past (``_with_past``) that is what a device of ``ident`` that takes itself for a member
-    needs to see it is not, and nothing the group did after. Empty if ``ident`` was never in
-    the group."""
-    out = [o for o in state.ops.values() if taken_out(o) == ident]
-    seen = _past(state, out)
-    adds = [
+    """The removals (and leaves) of the admins who added ``ident``, with their causal past, in
+    fold order: what a member whose add turned void needs to see it is not in the group."""
+    adders = {o.author for o in state.ops.values() if o.kind is OpKind.ADD and o.target == ident}
+    todo = [
         o
         for o in state.ops.values()
-        if o.kind is OpKind.ADD and o.target == ident and o.op_id not in seen
+        if (o.kind is OpKind.REMOVE and o.target in adders)
+        or (o.kind is OpKind.LEAVE and o.author in adders)
     ]
-    return out + _voiding_roots(state, adds)
-
-
-def _past(state: GroupState, todo: list[Op]) -> dict[bytes, Op]:
-    """``todo`` and their causal past (as far as ``state`` holds it), by id."""
     past: dict[bytes, Op] = {}
-    todo = list(todo)
     while todo:
         o = todo.pop()
         if o.op_id not in past:
             past[o.op_id] = o
             todo += [state.ops[d] for d in o.deps if d in state.ops]
-    return past
-
-
-def _with_past(state: GroupState, todo: list[Op]) -> list[bytes]:
-    """``todo`` and their causal past (as far as ``state`` holds it), in fold order."""
-    return [o.raw for o in sorted(_past(state, todo).values(), key=lambda o: o.sort_key)]
+    return [o.raw for o in sorted(past.values(), key=lambda o: o.sort_key)]
 
 
 def _describe(
