@@ -123,21 +123,23 @@ class PublishResult:
     pq_renewed: bool = False
 
 
+def _check_int(value: object, what: str, least: int, unit: str = "") -> None:
+    """``value`` is an int (not a bool) of at least ``least``: TypeError / ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int{unit}, not {type(value).__name__}")
+    if value < least:
+        raise ValueError(f"{what} must be at least {least}, not {value}")
+
+
 def _check_limit(limit: object) -> None:
-    """A page size: an int, 0 or more (SQLite takes a negative LIMIT as no limit at all)."""
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(f"limit must be an int, not {type(limit).__name__}")
-    if limit < 0:
-        raise ValueError(f"limit must be 0 or more, not {limit}")
+    """A page size: 0 or more (SQLite takes a negative LIMIT as no limit at all)."""
+    _check_int(limit, "limit", 0)
 
 
 def _check_ttl(ttl_s: object) -> None:
-    """A signed prekey's lifetime: a whole number of seconds, at least 1 (0 or less would
-    put an expired bundle on chain: nobody could start a conversation with the device)."""
-    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int):
-        raise TypeError(f"a prekey lifetime is an int (seconds), not {type(ttl_s).__name__}")
-    if ttl_s < 1:
-        raise ValueError(f"a prekey lifetime must be at least 1 s, not {ttl_s}")
+    """A signed prekey's lifetime, at least 1 s (0 or less would put an expired bundle on
+    chain: nobody could start a conversation with the device)."""
+    _check_int(ttl_s, "a prekey lifetime", 1, " (seconds)")
 
 
 def _check_before(before: object) -> tuple[int, int]:
@@ -782,9 +784,14 @@ class Client:
         if aliased is not None:
             return self.directory.peer(aliased)
         peer = self.directory.lookup(query)
-        self._check_name_moved(query, peer.identity_id)
-        self._check_address_moved(query, peer.identity_id)
+        self._check_moved(query, peer.identity_id)
         return peer
+
+    def _check_moved(self, query: str, holder: bytes) -> None:
+        """A name or wallet address that passed from someone we know to ``holder``:
+        AmbiguousName (see ``_check_name_moved``, ``_check_address_moved``)."""
+        self._check_name_moved(query, holder)
+        self._check_address_moved(query, holder)
 
     def _check_name_moved(self, query: str, holder: bytes) -> None:
         """Refuse (``AmbiguousName``) a name that someone we know gave up and another
@@ -809,16 +816,17 @@ class Client:
         addr = q.lower()
         seen_key, was_key = "addr_seen:" + addr, "addr_was:" + addr
         seen = self.store.get_meta(seen_key)
-        if seen is not None and bytes(seen) != holder:
+        if seen == holder:
+            return
+        if seen is not None:
             was_raw = self.store.get_meta(was_key)
-            if was_raw is None or bytes(was_raw[:32]) != bytes(seen):
-                self.store.set_meta(was_key, bytes(seen) + self.clock_ms().to_bytes(8, "big"))
+            if was_raw is None or was_raw[:32] != seen:
+                self.store.set_meta(was_key, seen + self.clock_ms().to_bytes(8, "big"))
             was = self._moved_from(was_key, holder)
             if was is not None:
                 raise _moved(f"the address {q}", holder, was)
             self.store.delete_meta(was_key)
-        if seen is None or bytes(seen) != holder:
-            self.store.set_meta(seen_key, holder)
+        self.store.set_meta(seen_key, holder)
 
     def _name_moved_from(self, name: str, holder: bytes) -> bytes | None:
         """The person we knew by ``name`` before ``holder`` took it, if we still know them
@@ -1619,8 +1627,7 @@ class Client:
                 # (the chain may say their devices, or ours, are revoked, or be unreachable)
                 who = named
             else:  # a name or address that passed to someone else: as for sends
-                self._check_name_moved(query, who)
-                self._check_address_moved(query, who)
+                self._check_moved(query, who)
         if who is None:
             raise UnknownContact(f"no conversation, group or person {query!r}")
         conv = self.store.conversation(direct_conversation_id(self.identity_id, who))

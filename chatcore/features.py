@@ -233,9 +233,13 @@ class Features:
             for key, log_ in old.conversations.items():
                 log_.seen.clear()
                 if log_.outgoing or log_.gaps:
-                    one = Reliability(self.policy)
-                    one.conversations[key] = log_
-                    self.store.set_meta(REL_CONV_META + key.hex(), one.to_bytes())
+                    self.store.set_meta(REL_CONV_META + key.hex(), self._log_bytes(key, log_))
+
+    def _log_bytes(self, key: bytes, log_: ConversationLog) -> bytes:
+        """One conversation's log as stored under ``REL_CONV_META``."""
+        one = Reliability(self.policy)
+        one.conversations[key] = log_
+        return one.to_bytes()
 
     def _rk(self, conv: bytes) -> bytes:
         """Reliability logs are keyed by 16-byte ids; group ids are longer: a digest + a map."""
@@ -307,9 +311,7 @@ class Features:
                     rel.loaded.discard(key)
                 raw = None
             else:
-                one = Reliability(self.policy)
-                one.conversations[key] = log_
-                raw = one.to_bytes()
+                raw = self._log_bytes(key, log_)
                 if rel.raw.get(key) != raw:
                     self.store.set_meta(REL_CONV_META + key.hex(), raw)
                     rel.loaded.add(key)

@@ -22,6 +22,7 @@ from chatcore.identity import (
 )
 from chatcore.payload import ContentType
 from discovery.network import NetworkConfig
+from tests.fixtures.killed import run_killed
 from tests.fixtures.nats import NatsServer
 from tests.integration.conftest import PASSPHRASE, People, Person
 
@@ -67,22 +68,13 @@ async def test_a_link_killed_while_storing_the_history_is_finished_again(
     handover's history, contacts and conversation settings in another. A process killed in
     between left a linked device without them for good: the next 'devices link' found the
     identity taken and read no handover again. Both are one transaction now."""
-    import subprocess
-    import sys
-
     alice, bob = people.new("alice"), people.new("bob")
     await alice.c.send_text(bob.name, "before linking")
     await bob.c.sync()
     home = tmp_path / "alice2"
     started = start_link(home, PASSPHRASE, network)
     await approve(alice.c, PASSPHRASE, started.code)
-    net = tmp_path / "network.json"
-    network.save(net)
-    proc = subprocess.run(
-        [sys.executable, "-c", _LINK_KILLED, str(home), PASSPHRASE, str(net)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == -9, proc.stderr
+    run_killed(_LINK_KILLED, home, PASSPHRASE, network, tmp_path)
     linked = await finish_link(home, PASSPHRASE, network)
     assert linked is not None and linked.identity_id == alice.c.identity_id
     a2 = Client.open(home, PASSPHRASE, network)
@@ -312,22 +304,13 @@ async def test_a_link_killed_while_joining_its_groups_joins_them_on_the_next_syn
     device out of those groups until an admin welcomed it again (the first device never
     welcomes its own). The welcomes are kept with the history now, and joined (once each)
     by the next sync."""
-    import subprocess
-    import sys
-
     alice, bob = people.new("alice"), people.new("bob")
     gids = [await alice.c.create_group(n, [bob.name]) for n in ("one", "two")]
     await bob.c.sync()
     home = tmp_path / "alice2"
     started = start_link(home, PASSPHRASE, network)
     await approve(alice.c, PASSPHRASE, started.code)
-    net = tmp_path / "network.json"
-    network.save(net)
-    proc = subprocess.run(
-        [sys.executable, "-c", _LINK_KILLED_JOINING, str(home), PASSPHRASE, str(net), where],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == -9, proc.stderr
+    run_killed(_LINK_KILLED_JOINING, home, PASSPHRASE, network, tmp_path, where)
     # the link itself is done (the identity taken with its history): not run again
     assert await finish_link(home, PASSPHRASE, network) is None
     a2 = Client.open(home, PASSPHRASE, network)

@@ -26,6 +26,7 @@ from chatcore.identity import (
 )
 from discovery.errors import RegistryReverted
 from discovery.network import NetworkConfig
+from tests.fixtures.killed import run_killed
 from tests.integration.conftest import PASSPHRASE, People
 
 from .test_link_devnet import link, texts
@@ -99,21 +100,12 @@ async def test_an_owner_rotation_killed_after_the_chain_took_it_keeps_the_new_ke
     device change was refused (NotAuthorized), on this device and the linked ones. The key
     is kept in the store first; the next command that needs the owner finishes the
     rotation, and the other devices get the key as after a whole rotation."""
-    import subprocess
-    import sys
-
     alice = people.new("alice")
     a2 = await link(alice, tmp_path / "alice2", network)
     try:
         old_owner = alice.c._owner(PASSPHRASE).address
         await alice.crash()
-        net = tmp_path / "network.json"
-        network.save(net)
-        proc = subprocess.run(
-            [sys.executable, "-c", _ROTATE_OWNER_KILLED, str(alice.home), PASSPHRASE, str(net)],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert proc.returncode == -9, proc.stderr
+        run_killed(_ROTATE_OWNER_KILLED, alice.home, PASSPHRASE, network, tmp_path)
         alice.open()
         on_chain = alice.c.registry.get_identity(alice.c.identity_id).owner
         assert on_chain != old_owner  # the chain took the new owner
@@ -154,16 +146,7 @@ asyncio.run(rotate_installation(client, sys.argv[2], force=True))
 def _rotate_killed(home: Path, network: NetworkConfig, tmp_path: Path, at: str) -> None:
     """Run ``rotate_installation`` on ``home`` in a process that SIGKILLs itself at ``at``
     (``registry call:before|after``)."""
-    import subprocess
-    import sys
-
-    net = tmp_path / "network.json"
-    network.save(net)
-    proc = subprocess.run(
-        [sys.executable, "-c", _ROTATE_INSTALLATION_KILLED, str(home), PASSPHRASE, str(net), at],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == -9, proc.stderr
+    run_killed(_ROTATE_INSTALLATION_KILLED, home, PASSPHRASE, network, tmp_path, at)
 
 
 def _active(client: Client) -> list[bytes]:
