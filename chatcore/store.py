@@ -680,14 +680,20 @@ class Store:
     def next_seq(self) -> int:
         """The next arrival number: past every message stored, and past those deleted
         (``keep_seq_floor``), so a number is never given out twice."""
-        (top,) = self._x("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()
-        return max(int(top), int(self.get_meta(SEQ_FLOOR) or b"0")) + 1
+        return max(self._top_seq(), self._seq_floor()) + 1
 
     def keep_seq_floor(self) -> None:
         """Before messages are deleted: remember the highest number given out."""
+        top = self._top_seq()
+        if top > self._seq_floor():
+            self.set_meta(SEQ_FLOOR, str(top).encode())
+
+    def _top_seq(self) -> int:
         (top,) = self._x("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()
-        if int(top) > int(self.get_meta(SEQ_FLOOR) or b"0"):
-            self.set_meta(SEQ_FLOOR, str(int(top)).encode())
+        return int(top)
+
+    def _seq_floor(self) -> int:
+        return int(self.get_meta(SEQ_FLOOR) or b"0")
 
     def set_status(self, conv_id: bytes, message_id: bytes, status: str) -> None:
         self._x(
