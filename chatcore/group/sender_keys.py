@@ -35,8 +35,8 @@ from chatcore.errors import DecryptionError, DuplicateMessage, MalformedMessage,
 from chatcore.group._primitives import (
     aead_open,
     aead_seal,
+    chain_sign,
     ed25519_from_seed,
-    ed25519_sign,
     sender_chain_step,
 )
 from chatcore.group.consts import (
@@ -149,7 +149,7 @@ class SenderChain:
         mk, nck = sender_chain_step(ck)
         header = b"\x13" + tag + self.key_id + (bytes((it,)) if it < 0x80 else varint(it))
         signed = header + aead_seal(mk, _nonce(it), plaintext, header)
-        frame = signed + ed25519_sign(self.signing_secret, installation + signed)
+        frame = signed + chain_sign(self.signing_secret, installation + signed)
         nxt = SenderChain(
             self.key_id, self.epoch, it + 1, nck,
             self.signing_secret, self.signing_public,
