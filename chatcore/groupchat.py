@@ -604,6 +604,29 @@ class GroupChat:
                 log.warning("group not joined yet: %s", exc)
         return frames
 
+    def tell_linked_device(
+        self, device: PeerKeys, gids: Iterable[bytes]
+    ) -> tuple[set[bytes], list[OutFrame]]:
+        """A device of ours that joined ``gids`` from a handover's welcomes (see
+        ``chatcore.identity.forward_linked_history``): for each group our identity is out
+        of here (removed, left, its add voided), send it our op log of the group, so that
+        it applies the signed ops and is out too (members did not send it the change: they
+        did not count it yet). Returns the groups done with (told, or gone here: their state
+        deleted) and the frames (in the outbox). A group we are still in is not done: the
+        members count the device now, so a later change reaches it from them."""
+        me = self.engine.identity_id
+        done: set[bytes] = set()
+        frames: list[OutFrame] = []
+        for gid in gids:
+            state = self.load(gid)
+            if state is not None and me in state.members():
+                continue
+            if state is not None:
+                for body in pack_control(state.op_log()):
+                    frames += self._control(me, device, body)
+            done.add(gid)
+        return done, frames
+
     def refresh_devices(self, group_id: bytes) -> list[OutFrame]:
         """Re-read member devices from the chain (revoked device -> key rotation)."""
         with self.store.transaction():

@@ -36,7 +36,7 @@ import re
 import struct
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -638,7 +638,8 @@ async def approve(client: Client, passphrase: str, code_text: str) -> Approved:
         if exc.args and "Installation" in str(exc):
             raise PairingError(f"this pairing code was already used ({exc})") from exc
         raise
-    cut = link_cut(client.store, client.clock_ms())
+    groups = [s for g in client.store.group_ids() if (s := client.groups.load(g)) and s.is_member]
+    cut = link_cut(client.store, client.clock_ms(), [s.group_id for s in groups])
     snap = snapshot(client.store, HANDOVER_MAX_MESSAGES, HANDOVER_MAX_BYTES)
     content = {
         "v": 1,
@@ -646,11 +647,7 @@ async def approve(client: Client, passphrase: str, code_text: str) -> Approved:
         "approved_at": _now_s(client),
         "owner_key": bytes(owner.key).hex(),
         "recovery": (client.store.get_meta("recovery") or b"").decode(),
-        "welcomes": [
-            client.groups.load(g).welcome().hex()  # type: ignore[union-attr]
-            for g in client.store.group_ids()
-            if client.groups.load(g) is not None and client.groups.load(g).is_member  # type: ignore[union-attr]
-        ],
+        "welcomes": [s.welcome().hex() for s in groups],
         **snap,
     }
     frame = seal_handover(code, content, client.engine.own.keys, client.rng)
@@ -851,10 +848,14 @@ def forward_allowed(store: Any, installation: bytes, now_ms: int) -> bool:
     return now_ms <= int(linked_at) + LINK_FORWARD_TTL_MS + LINK_FORWARD_SLACK_MS
 
 
-def link_cut(store: Any, now_ms: int) -> bytes:
+def link_cut(store: Any, now_ms: int, groups: Sequence[bytes] = ()) -> bytes:
     """What a handover about to be made of ``store`` covers (taken before the snapshot:
-    whatever is stored meanwhile counts as after it, and the new device drops doubles)."""
-    cut = {"seq": store.next_seq() - 1, "since": now_ms, "approved": now_ms, "active": None}
+    whatever is stored meanwhile counts as after it, and the new device drops doubles), and
+    the groups whose welcomes it holds (``groups``: see ``forward_linked_history``)."""
+    cut = {
+        "seq": store.next_seq() - 1, "since": now_ms, "approved": now_ms, "active": None,
+        "groups": [g.hex() for g in groups],
+    }  # fmt: skip
     return json.dumps(cut).encode()
 
 
@@ -1056,7 +1057,13 @@ def forward_linked_history(client: Client) -> list[Any]:
     device active (a sender's retransmission, or one that was offline). A cut is dropped
     once the device is revoked, or past LINK_FORWARD_TTL_MS. Returns the frames (already
     in the outbox: a process killed before sending them sends them later; the new device
-    drops doubles)."""
+    drops doubles).
+
+    Groups too: a group of the handover that our identity was taken out of (or left) before
+    the new device was active sent it no removal (members did not count it yet), so it
+    joined from the handover's welcome taking itself for a member. Once our identity is out
+    of such a group here, the new device gets our op log of it, once
+    (``GroupChat.tell_linked_device``)."""
     pending = client.store.meta_with_prefix(LINK_FORWARD)
     if not pending:
         return []
@@ -1074,6 +1081,7 @@ def forward_linked_history(client: Client) -> list[Any]:
             cut = json.loads(raw)
             seq, since, approved = int(cut["seq"]), int(cut["since"]), int(cut["approved"])
             active = None if cut.get("active") is None else int(cut["active"])
+            groups = [bytes.fromhex(g) for g in cut.get("groups") or ()]  # (none: older cuts)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("dropped an unreadable link cut: %s", exc)
             with client.store.transaction():
@@ -1092,10 +1100,13 @@ def forward_linked_history(client: Client) -> list[Any]:
             parts = forward_parts(client.store, seq, since, sent_by)
             for part in parts:
                 frames += client.features.forward_history(device, part)
-            if parts or active is None:
+            told, out = client.groups.tell_linked_device(device, groups) if groups else (set(), [])
+            frames += out
+            if parts or told or active is None:
                 cut = {
                     "seq": client.store.next_seq() - 1, "since": now, "approved": approved,
                     "active": now if active is None else active,
+                    "groups": [g.hex() for g in groups if g not in told],
                 }  # fmt: skip
                 client.store.set_meta(key, json.dumps(cut).encode())
         if parts:

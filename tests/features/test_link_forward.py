@@ -19,7 +19,8 @@ import pytest
 from chatcore import content
 from chatcore.content import ContactState, SyncHistory, decode_sync, encode_sync
 from chatcore.engine import direct_conversation_id
-from chatcore.errors import ContentError, MalformedMessage
+from chatcore.errors import ContentError, GroupError, MalformedMessage
+from chatcore.groupchat import keep_welcome
 from chatcore.identity import (
     FORWARD_PART_BYTES,
     LINK_FORWARD,
@@ -181,8 +182,8 @@ class _Client(SimpleNamespace):
         node = w.node(who)
         dev = node.dev
         super().__init__(
-            store=dev.store, features=node.f, identity_id=who, installation_id=dev.inst,
-            clock_ms=w.clock,
+            store=dev.store, features=node.f, groups=node.groups, identity_id=who,
+            installation_id=dev.inst, clock_ms=w.clock,
             directory=SimpleNamespace(own_devices=w.devices_of),
             index=SimpleNamespace(by_id=lambda _i: SimpleNamespace(installations=[
                 SimpleNamespace(installation_id=i, revoked=True) for i in revoked
@@ -379,3 +380,44 @@ def test_a_forward_does_not_bring_back_a_conversation_deleted_here() -> None:
     back = dst.conversation(conv)  # listed again, the new message unread (not the old ones)
     assert back is not None and back.unread == 1
     assert src.conversation(conv).unread == 3  # type: ignore[union-attr]
+
+
+def test_a_device_joined_from_a_stale_handover_welcome_learns_its_identity_is_out() -> None:
+    """The handover held a group's welcome; the identity was taken out of the group before
+    the new device published its bundle, so nobody sent it the removal (members did not
+    count it yet), and it joined from the welcome taking itself for a member. The approving
+    device, once it sees the new one active, sends it its op log of each handed-over group
+    our identity is out of (once): the new device applies the signed ops and is out too."""
+    w = FWorld(seed=74)
+    a, b, c = w.person(name="alice"), w.person(name="bob"), w.person(name="carol")
+    gid = w.group(b, [a, c], name="crew")
+    kept_gid = w.group(b, [a], name="still in")
+    a1 = w.dev(a)
+    a2, _seq, _since = _approve(w, a)
+    n2 = w.node(a, 1)
+    assert n2.dev is a2
+    welcomes = [w.node(a).groups.load(g).welcome() for g in (gid, kept_gid)]  # type: ignore[union-attr]
+    with a2.store.transaction():
+        for welcome in welcomes:
+            keep_welcome(a2.store, welcome)
+    key = LINK_FORWARD + a2.inst.hex()
+    with a1.store.transaction():
+        a1.store.set_meta(key, link_cut(a1.store, w.clock.now, [gid, kept_gid]))
+    nb = w.node(b)
+    w.route(nb.groups.remove(gid, a), strict=True, frm=nb)  # a2 is not counted: not sent it
+    assert not w.node(a).groups.info(gid).is_member
+    w.route(n2.groups.join_kept_welcomes(), frm=n2)
+    assert n2.groups.info(gid).is_member  # it takes itself for a member
+    client: Any = _Client(w, a, set())
+    assert forward_linked_history(client) == []  # not active yet: nothing goes
+    w.directory.register(a, a2.peer_keys)
+    w.route(forward_linked_history(client), strict=True)
+    info = n2.groups.info(gid)
+    assert not info.is_member and a not in info.members
+    assert info.members == nb.groups.info(gid).members
+    assert n2.groups.info(kept_gid).is_member  # a group we are still in is left alone
+    with pytest.raises(GroupError):
+        n2.groups.send(gid, TEXT, b"still here?")
+    # told once: the group is off the cut, and the next forwards send nothing for it
+    assert json.loads(a1.store.get_meta(key) or b"")["groups"] == [kept_gid.hex()]
+    assert forward_linked_history(client) == []

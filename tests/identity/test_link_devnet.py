@@ -446,3 +446,46 @@ async def test_approve_offline_says_the_handover_is_saved_and_it_goes_later(
     assert await alice.c.flush_outbox() >= 1
     linked = await finish_link(tmp_path / "alice2", PASSPHRASE, network)
     assert linked is not None and linked.identity_id == alice.c.identity_id
+
+
+@pytest.mark.parametrize("how", ["removed", "left"])
+async def test_a_device_linked_as_its_identity_left_a_group_is_out_of_it_too(
+    people: People, network: NetworkConfig, tmp_path: Path, how: str
+) -> None:
+    """Eleventh session's known limit (a stale handover welcome): alice approves a new
+    device, then bob removes her from a group (or she leaves it from her first device)
+    before the new device's first sync. Members did not count the new device yet, so
+    nobody sent it the change, and it joined from the handover's welcome taking itself
+    for a member (what it wrote there, members dropped). Now alice's first device, at its
+    first sync once the new one is active, sends it its op log of that group: the new
+    device is out too, and a group she is still in is untouched."""
+    alice, bob = people.new("alice"), people.new("bob")
+    gone = await bob.c.create_group("gone", [alice.name])
+    kept = await bob.c.create_group("kept", [alice.name])
+    await alice.c.sync()
+    home = tmp_path / "alice2"
+    started = start_link(home, PASSPHRASE, network)
+    await approve(alice.c, PASSPHRASE, started.code)
+    if how == "removed":
+        await bob.c.group_change(gone, "remove", alice.name)
+        await alice.c.sync()
+    else:
+        await alice.c.group_change(gone, "leave")
+    assert not alice.c.group_info(gone).is_member
+    linked = await finish_link(home, PASSPHRASE, network)
+    assert linked is not None
+    a2 = Client.open(home, PASSPHRASE, network)
+    try:
+        assert a2.group_info(gone).is_member  # joined from the handover's welcome
+        await alice.c.sync()  # sees the new device active: tells it
+        await a2.sync()
+        info = a2.group_info(gone)
+        assert not info.is_member and alice.c.identity_id not in info.members
+        assert a2.group_info(kept).is_member
+        await a2.send_group_text(kept, "from the new device")
+        got = await bob.c.sync()
+        assert [(m.conversation_id, m.text) for m in got if m.content_type == TEXT] == [
+            (kept, "from the new device")
+        ]
+    finally:
+        await a2.aclose()
