@@ -179,6 +179,13 @@ class ConversationLog:
     def next_due(self) -> int | None:
         return min((p.next_at for p in self.outgoing.values()), default=None)
 
+    def wake_at(self) -> int | None:
+        """When :meth:`due` next changes something (ms): a message is due again, or one is
+        given up on (``give_up_ms`` after it was sent); None with nothing pending."""
+        give_up = self.policy.give_up_ms
+        times = (min(p.next_at, p.sent_at + give_up) for p in self.outgoing.values())
+        return min(times, default=None)
+
     # --- receiving ------------------------------------------------------------------------------
     def received(self, message_id: bytes, history: tuple[bytes, ...], now_ms: int) -> Arrival:
         """An arriving message (also a sync copy of our own). Dedup, then gap bookkeeping."""

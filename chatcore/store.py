@@ -25,7 +25,7 @@ from sqlcipher3 import dbapi2 as sqlcipher
 
 from chatcore.errors import StoreError, StoreUnavailable, WrongPassphrase
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 #: meta: the highest message number given out before messages were deleted (next_seq)
 SEQ_FLOOR = "seq_floor"
 #: meta key set by ``recovery restore`` (when, ms): such a home knows none of the history its
@@ -229,7 +229,43 @@ _MIGRATIONS: dict[int, str] = {
     CREATE INDEX messages_unread ON messages (conversation_id, lamport, seq)
         WHERE outgoing=0 AND status='received' AND deleted=0;
     """,
+    # 11: when each conversation's reliability log (meta ``rel:`` + its key in hex, see
+    #    ``chatcore.features``) next has work (a retransmission, or a message to give up
+    #    on): the retransmission timer read and parsed every log at each tick, due or not
+    #    (5 ms a tick with 3,300 messages awaited). ``chatcore.features`` writes the time
+    #    with the log; any other write of a log (the logs an upgrade had, a process of an
+    #    older version still running on this home) marks its conversation due now (0), so
+    #    that the next tick reads it and puts its real time there
+    11: """
+    CREATE TABLE rel_due (key TEXT PRIMARY KEY, due_at INTEGER NOT NULL);
+    CREATE INDEX rel_due_by_time ON rel_due (due_at);
+    INSERT INTO rel_due SELECT substr(key, 5), 0 FROM meta WHERE substr(key, 1, 4) = 'rel:';
+    CREATE TRIGGER rel_due_on_insert AFTER INSERT ON meta
+        WHEN substr(NEW.key, 1, 4) = 'rel:'
+        BEGIN INSERT OR REPLACE INTO rel_due VALUES (substr(NEW.key, 5), 0); END;
+    CREATE TRIGGER rel_due_on_update AFTER UPDATE ON meta
+        WHEN substr(NEW.key, 1, 4) = 'rel:'
+        BEGIN INSERT OR REPLACE INTO rel_due VALUES (substr(NEW.key, 5), 0); END;
+    CREATE TRIGGER rel_due_on_delete AFTER DELETE ON meta
+        WHEN substr(OLD.key, 1, 4) = 'rel:'
+        BEGIN DELETE FROM rel_due WHERE key = substr(OLD.key, 5); END;
+    """,
 }
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration (a trigger's body holds semicolons of its own)."""
+    out: list[str] = []
+    buf = ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n;"):
+                out.append(buf)
+            buf = ""
+    if buf.strip(" \n;"):
+        raise ValueError("an incomplete statement in a migration")
+    return out
 
 
 def store_error(exc: Exception) -> StoreError:
@@ -354,9 +390,8 @@ class Store:
                 # CLI command starting at once after an update): read it again under the lock
                 if self._db.execute("PRAGMA user_version").fetchone()[0] >= v:
                     continue
-                for stmt in _MIGRATIONS[v].split(";"):
-                    if stmt.strip():
-                        self._db.execute(stmt)
+                for stmt in _statements(_MIGRATIONS[v]):
+                    self._db.execute(stmt)
                 self._db.execute(f"PRAGMA user_version = {v}")
 
     @property

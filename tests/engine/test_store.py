@@ -266,9 +266,8 @@ def test_two_processes_upgrading_one_store_at_once(
     first = sqlcipher.connect(str(p), isolation_level=None, check_same_thread=False)
     first.execute(f"PRAGMA key = \"x'{KEY.hex()}'\"")
     first.execute("BEGIN IMMEDIATE")
-    for stmt in store_mod._MIGRATIONS[SCHEMA_VERSION].split(";"):
-        if stmt.strip():
-            first.execute(stmt)
+    for stmt in store_mod._statements(store_mod._MIGRATIONS[SCHEMA_VERSION]):
+        first.execute(stmt)
     first.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     result: list[object] = []
 

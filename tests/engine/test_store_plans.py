@@ -84,6 +84,9 @@ def test_schema_9_store_gets_the_indexes() -> None:
     st = Store(conn)
     for ix in ("messages_by_sender", "messages_unread"):
         conn.execute(f"DROP INDEX {ix}")
+    for trigger in ("rel_due_on_insert", "rel_due_on_update", "rel_due_on_delete"):
+        conn.execute(f"DROP TRIGGER {trigger}")  # and what schema 11 added
+    conn.execute("DROP TABLE rel_due")
     conn.execute("PRAGMA user_version = 9")
     st = Store(conn)
     assert st.schema_version == SCHEMA_VERSION
