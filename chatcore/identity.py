@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -820,7 +821,9 @@ def _verify_handover(
 #: meta key prefix (+ the approved installation's id in hex): what the handover to a device
 #: approved here covered (JSON: the last message ``seq`` and ``since``, the time in ms from
 #: which content ops were not in it; ``approved`` at; ``active``: when we first saw the
-#: device's own bundle, or null), until the messages stored since have been forwarded
+#: device's own bundle, or null; ``contacts``: the contacts forwarded that are dated
+#: ``since`` or later, identity -> [``contact_version``, at], so that each change goes
+#: once), until the messages stored since have been forwarded
 LINK_FORWARD = "link_forward:"
 #: after this long since its approval a device gets nothing forwarded any more (it never
 #: linked, or what peers sent before they knew of it has arrived here long since)
@@ -859,15 +862,24 @@ def link_cut(store: Any, now_ms: int, groups: Sequence[bytes] = ()) -> bytes:
     return json.dumps(cut).encode()
 
 
+def contact_version(row: dict[str, Any]) -> str:
+    """A contact row of :func:`_contact_rows` as it is now (what a forward remembers of
+    the contacts it sent)."""
+    fields = [row["alias"], row["state"], row["at"], row["stamp"]]
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:16]
+
+
 def forward_parts(
     store: Any, after_seq: int, since_ms: int, sent_by: int | None = None,
-    max_messages: int = HANDOVER_MAX_MESSAGES,
+    max_messages: int = HANDOVER_MAX_MESSAGES, forwarded: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """What a device approved from ``store`` missed, in the handover's format and split into
     parts of at most :data:`FORWARD_PART_BYTES`: the messages stored after ``after_seq``, and
     those that edits, deletes and reactions received since ``since_ms`` changed (with the
     reactions taken back then); ``sent_by``: only what was sent (by its author's clock) no
-    later. Their conversations come along, and the contacts changed since ``since_ms``."""
+    later. Their conversations come along, and the contacts changed since ``since_ms``,
+    except those ``forwarded`` names as they are now (identity in hex -> ``[version, at]``,
+    :func:`contact_version`: sent by an earlier forward)."""
     from chatcore.content import MID
     from chatcore.payload import ContentType
 
@@ -908,7 +920,12 @@ def forward_parts(
             rows.append(row)
     convs = {c["id"]: c for c in _conversation_rows(store) if bytes.fromhex(c["id"]) in by_conv}
     peers = {p["identity"]: p for p in _peer_rows(store, list(convs.values()))}
-    contacts = [k for k in _contact_rows(store) if k["at"] >= since_ms]
+    went = forwarded or {}
+    contacts = [
+        k
+        for k in _contact_rows(store)
+        if k["at"] >= since_ms and (went.get(k["identity"]) or [None])[0] != contact_version(k)
+    ]
     return _pack(contacts, rows, convs, peers)
 
 
@@ -1082,7 +1099,10 @@ def forward_linked_history(client: Client) -> list[Any]:
             seq, since, approved = int(cut["seq"]), int(cut["since"]), int(cut["approved"])
             active = None if cut.get("active") is None else int(cut["active"])
             groups = [bytes.fromhex(g) for g in cut.get("groups") or ()]  # (none: older cuts)
-        except (ValueError, KeyError, TypeError) as exc:
+            went: dict[str, list[Any]] = {
+                str(i): [str(v), int(t)] for i, (v, t) in (cut.get("contacts") or {}).items()
+            }
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("dropped an unreadable link cut: %s", exc)
             with client.store.transaction():
                 client.store.delete_meta(key)
@@ -1097,16 +1117,22 @@ def forward_linked_history(client: Client) -> list[Any]:
         # one transaction: the parts in the outbox and the cut moved past them
         with client.store.transaction():
             sent_by = None if active is None else active + LINK_FORWARD_SLACK_MS
-            parts = forward_parts(client.store, seq, since, sent_by)
+            parts = forward_parts(client.store, seq, since, sent_by, forwarded=went)
             for part in parts:
                 frames += client.features.forward_history(device, part)
+                for k in part.get("contacts", ()):
+                    went[k["identity"]] = [contact_version(k), k["at"]]
             told, out = client.groups.tell_linked_device(device, groups) if groups else (set(), [])
             frames += out
             if parts or told or active is None:
+                # the contacts that went, as they went: one changed "later" than now (by
+                # the clock of our device that changed it, if ahead of ours) is picked again
+                # by the next forward, and went at every sync until our clock passed it
                 cut = {
                     "seq": client.store.next_seq() - 1, "since": now, "approved": approved,
                     "active": now if active is None else active,
                     "groups": [g.hex() for g in groups if g not in told],
+                    "contacts": {i: v for i, v in went.items() if v[1] >= now},
                 }  # fmt: skip
                 client.store.set_meta(key, json.dumps(cut).encode())
         if parts:

@@ -421,3 +421,51 @@ def test_a_device_joined_from_a_stale_handover_welcome_learns_its_identity_is_ou
     # told once: the group is off the cut, and the next forwards send nothing for it
     assert json.loads(a1.store.get_meta(key) or b"")["groups"] == [kept_gid.hex()]
     assert forward_linked_history(client) == []
+
+
+def test_a_contact_change_is_forwarded_once() -> None:
+    """A contact changed on another device of ours whose clock is ahead (its change is
+    dated in our future) went with every forward until our clock passed that date: each
+    late arrival brought it again. What a forward sent is remembered with the cut (in the
+    transaction that puts the parts in the outbox); a later change of it goes again."""
+    w = FWorld()
+    a, b, e = w.person(), w.person(), w.person()
+    a1 = w.dev(a)
+    a3 = w.add_device(a)  # our third device, its clock 5 minutes ahead
+    a3.engine.clock_ms = lambda: w.clock() + 300_000
+    a2, _seq, _since = _approve(w, a)
+    key = LINK_FORWARD + a2.inst.hex()
+    with a1.store.transaction():
+        a1.store.set_meta(key, link_cut(a1.store, w.clock.now))
+    client: Any = _Client(w, a, set())
+    n1 = w.node(a)
+    contacts_sent: list[str] = []
+    forward = n1.f.forward_history
+
+    def spy(device: Any, part: dict[str, Any]) -> Any:
+        contacts_sent.extend(k["identity"] for k in part.get("contacts", ()))
+        return forward(device, part)
+
+    n1.f.forward_history = spy  # type: ignore[method-assign]
+    # changed on the device that is ahead, before the new device was active (a1 only)
+    w.route(w.f(a, 1).set_contact(e, ContactState.BLOCKED), frm=w.node(a, 1))
+    assert n1.f.contact_state(e) == ContactState.BLOCKED
+    w.directory.register(a, a2.peer_keys)
+    late = [w.send_text(b, a, f"sent before, arrives late {i}") for i in range(3)]
+    w.route(forward_linked_history(client), strict=True)
+    assert contacts_sent == [e.hex()]
+    assert w.f(a, 2).contact_state(e) == ContactState.BLOCKED
+    for i, res in enumerate(late):  # each arrives late, forwarded by a sync in those 5 min
+        w.clock.now += 10_000
+        w.route([f for f in res.frames if f.subject == a1.engine.inbox], strict=True)
+        shown = w.route(forward_linked_history(client), strict=True)
+        assert [r.text for r in shown] == [f"sent before, arrives late {i}"]
+    assert contacts_sent.count(e.hex()) == 1  # once
+    assert contacts_sent.count(b.hex()) == 1  # (b's request, made by its first late message)
+    # changed again (still dated ahead of us): that change goes, once
+    w.route(w.f(a, 1).set_contact(e, ContactState.CONTACT, "eve"), frm=w.node(a, 1))
+    w.route(forward_linked_history(client), strict=True)
+    w.clock.now += 10_000
+    w.route(forward_linked_history(client), strict=True)
+    assert contacts_sent.count(e.hex()) == 2 and contacts_sent.count(b.hex()) == 1
+    assert w.f(a, 2).contact(e).alias == "eve"  # type: ignore[union-attr]
