@@ -534,6 +534,27 @@ def receipts(ctx: Ctx, mode: str | None) -> None:
     emit(ctx, {"read_receipts": on}, f"read receipts {'on' if on else 'off'}")
 
 
+class TypingShown:
+    """Who is typing in ``chat``: a person types while any of their devices does (an
+    indicator lasts ``ttl`` seconds unless renewed; a stop or a message from a device ends
+    that device's)."""
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._until: dict[tuple[bytes, bytes], float] = {}  # (identity, device) -> until
+
+    def signal(self, who: bytes, device: bytes, on: bool, now: float) -> bool:
+        """Record a typing indicator (``on``) or its stop; True if '… X is typing' is to be
+        shown now (X was not typing on any device)."""
+        shown = any(t > now for (w, _), t in self._until.items() if w == who)
+        self._until[(who, device)] = now + self.ttl if on else 0
+        return on and not shown
+
+    def wrote(self, who: bytes, device: bytes) -> None:
+        """A message from that device: its indicator ends."""
+        self._until.pop((who, device), None)
+
+
 @click.command("typing")
 @click.argument("to")
 @click.option("--stop", is_flag=True, help="Say you stopped typing.")
@@ -622,7 +643,7 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
         screen.show(
             f"— chatting with {one_line(title)}; type a line and press Enter, Ctrl-D to leave —"
         )
-        typing_until: dict[tuple[bytes, bytes], float] = {}  # (identity, device) -> until
+        typing = TypingShown()
 
         def receipt_marks(r: Any) -> None:
             _kind, ids = content.decode_receipt(r.body)
@@ -648,17 +669,12 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
                     continue
                 device = (r.sender_identity, r.sender_installation)
                 if r.content_type == ContentType.TYPING:
-                    now = time.monotonic()
-                    shown = any(  # a person types while any of their devices does
-                        t > now for (who, _), t in typing_until.items() if who == device[0]
-                    )
-                    if r.body == b"\x01" and not shown:
+                    if typing.signal(*device, r.body == b"\x01", time.monotonic()):
                         screen.show(f"… {name_of(client, r.sender_identity)} is typing")
-                    typing_until[device] = now + 5 if r.body == b"\x01" else 0
                 elif r.content_type == ContentType.RECEIPT:
                     receipt_marks(r)
                 else:
-                    typing_until.pop(device, None)
+                    typing.wrote(*device)
                     screen.show(message_line(client, r))
                     if not r.outgoing:
                         await client.mark_read(conv, now=False)  # receipts: batched

@@ -290,3 +290,25 @@ def test_hex_letter_names_aliases_and_history_after_a_revocation(
     assert gone.code == 0, gone.err
     h = js(run_cli, homes, "alice", "history", "beefcafe")
     assert [m["text"] for m in h["messages"]] == ["to a hex-letter name"]
+
+
+def test_chat_shows_a_person_typing_once_whichever_of_their_devices_types() -> None:
+    """'… bob is typing' appears when bob starts typing on any device, not again while
+    another of his devices still types, and again once none does (stopped, wrote, or
+    silent past the indicator's life)."""
+    import cli.main  # noqa: F401  (first: it imports cli.features to register its commands)
+    from cli.features import TypingShown
+
+    t = TypingShown(ttl=5.0)
+    bob, phone, laptop, carol = b"b" * 32, b"p" * 32, b"l" * 32, b"c" * 32
+    assert t.signal(bob, phone, True, 0.0)  # shown
+    assert not t.signal(bob, phone, True, 1.0)  # renewed: not again
+    assert not t.signal(bob, laptop, True, 2.0)  # his other device: still bob typing
+    assert not t.signal(bob, phone, False, 3.0)  # the phone stops; the laptop still types
+    assert not t.signal(bob, laptop, True, 4.0)  # so this is no new "typing"
+    assert t.signal(carol, carol, True, 4.0)  # someone else is their own line
+    t.wrote(bob, laptop)  # the laptop sent its message: nobody of bob's types now
+    assert t.signal(bob, phone, True, 5.0)
+    assert not t.signal(bob, phone, False, 6.0)  # a stop shows nothing
+    assert t.signal(bob, laptop, True, 6.5)  # shown again: none of his devices was typing
+    assert t.signal(bob, phone, True, 20.0)  # the laptop's indicator ran out long since
