@@ -52,7 +52,7 @@ from chatcore.groupchat import ID_LIKE, GroupInfo, NotYet, check_group_name, gro
 from chatcore.home import Home
 from chatcore.keys import InstallationKeys, SignedPrekey
 from chatcore.payload import ContentType
-from chatcore.store import Conversation, Store, StoredMessage, store_error
+from chatcore.store import DELETED_CLOCK_META, Conversation, Store, StoredMessage, store_error
 from chatcore.transport.base import Transport
 from discovery.errors import DiscoveryError, RegistryReverted
 from discovery.index import Index
@@ -1502,6 +1502,7 @@ class Client:
         them at once; otherwise they ride on our next message there or go with
         ``flush_features(due_only=True)``, a long-running app's timer. Returns how many
         messages became read."""
+        self._check_conversation(conversation)
         n = self.features.mark_read(conversation)
         if n and now:
             await self._deliver(n, self.features.flush_receipts())
@@ -1564,12 +1565,29 @@ class Client:
         return await self._deliver(conv, frames)
 
     def delete_conversation(self, conversation: bytes) -> int:
-        """Delete a conversation and its messages on this device only; returns how many."""
+        """Delete a conversation and its messages on this device only; returns how many (0
+        for one deleted here already)."""
+        self._check_conversation(conversation)
         return self.features.delete_conversation(conversation)
 
     def is_request(self, conversation: bytes) -> bool:
         """Is this a 1:1 conversation started by someone who is not a contact yet?"""
+        self._check_conversation(conversation)
         return self.features.is_request(conversation)
+
+    def _check_conversation(self, conversation: bytes) -> None:
+        """UnknownContact for a conversation id this home never had (a wrong id must not
+        pass for an empty conversation), TypeError for no bytes. A conversation deleted
+        here, or a group whose history was deleted here, is known: the person or the group
+        is still there."""
+        if not isinstance(conversation, bytes):
+            raise TypeError(f"a conversation id is bytes, not {type(conversation).__name__}")
+        if (
+            self.store.conversation(conversation) is None
+            and self.store.get_meta(DELETED_CLOCK_META + conversation.hex()) is None
+            and conversation not in self.store.group_ids()
+        ):
+            raise UnknownContact(f"no conversation 0x{conversation.hex()[:16]}")
 
     def search(
         self, text: str, conversation: bytes | None = None, limit: int = 50

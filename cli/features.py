@@ -638,7 +638,10 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
             screen.show(message_line(client, m))
             if m.outgoing:
                 shown_status[m.message_id] = m.status
-        await client.mark_read(conv)
+        try:
+            await client.mark_read(conv)
+        except UnknownContact:
+            pass  # someone never written to: no conversation yet, nothing to mark read
         await client.flush_features()
         screen.show(
             f"— chatting with {one_line(title)}; type a line and press Enter, Ctrl-D to leave —"

@@ -715,9 +715,11 @@ def _where(client: Any, m: Any) -> str:
     """Where a synced message belongs, for the human 'sync' output: a group's name, whom
     a message another device of ours sent went to, or a mark on a contact request."""
     conv = client.store.conversation(m.conversation_id)
-    if conv is not None and conv.kind == "group":
+    if conv is None:  # deleted here meanwhile
+        return ""
+    if conv.kind == "group":
         return f"[{one_line(conv.title or hx(conv.id)[:10])}] "
-    if m.outgoing and conv is not None and conv.peer_identity is not None:
+    if m.outgoing and conv.peer_identity is not None:
         return f"(to {one_entry(client.display(conv.peer_identity))}) "
     if not m.outgoing and client.is_request(m.conversation_id):
         return "(request) "

@@ -330,3 +330,29 @@ def test_chat_says_a_line_typed_offline_is_saved_not_lost(
     doc = as_(run_cli, homes, "carol", "history", "alice", "--json").doc
     assert doc["messages"][-1]["text"] == "typed with the network away"
     assert doc["messages"][-1]["status"] == "sending"
+
+
+def test_chat_with_someone_never_written_to_opens_and_a_wrong_conversation_is_one_line(
+    run_cli: RunCli, homes: dict[str, Any], devnet_dir: Path, tmp_path: Path
+) -> None:
+    """'chat' marks the conversation read as it opens: with someone this home never wrote
+    to there is none yet, and ``mark_read`` on an id the home never had is UnknownContact
+    now (it was a silent 0): chat must open all the same, and write."""
+    home = tmp_path / "erin"
+    r = run_cli("--home", str(home), "init", "--name", "erin", "--json")
+    assert r.code == 0, r.err
+    p = subprocess.run(
+        [str(CLI), "--home", str(home), "chat", "carol"],
+        env=base_env(devnet_dir, tmp_path),
+        input="hello from someone new\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr and "chatting with carol" in p.stdout
+    got = as_(run_cli, homes, "carol", "sync", "--json").doc
+    assert "hello from someone new" in [m["text"] for m in got]
+    # the commands that take a conversation still say no in one line
+    for args in (("conversations", "delete", "alice"), ("history", "0x07070707")):
+        run_cli("--home", str(home), *args).assert_one_line_error()

@@ -207,3 +207,46 @@ async def test_a_group_whose_history_was_deleted_still_has_its_conversation(
     alice.c.delete_conversation(gid)
     assert alice.c.conversation_id("team") == gid  # by its name, too, it is made again
     assert gid in [c.id for c in alice.c.conversations()]
+
+
+async def test_conversation_actions_on_an_id_this_home_never_had_are_unknown_contact(
+    people: People,
+) -> None:
+    """``mark_read``, ``is_request`` and ``delete_conversation`` on an id this home never
+    had returned 0 / False silently (a wrong id looked like an empty conversation), while
+    mute, typing and ``conversation_id`` raised UnknownContact. A conversation deleted here,
+    or a group whose history was deleted here, is no wrong id: 0 / False as before."""
+    alice, bob = people.new("alice"), people.new("bob")
+    sent = await alice.c.send_text(bob.name, "hello")
+    direct = sent.conversation_id
+    gid = await alice.c.create_group("team", [bob.name])
+    await alice.c.send_group_text(gid, "hello team")
+    for wrong in (b"\x07" * 16, b"\x07" * 32, direct[:-1] + bytes([direct[-1] ^ 1])):
+        with pytest.raises(UnknownContact):
+            await alice.c.mark_read(wrong)
+        with pytest.raises(UnknownContact):
+            alice.c.is_request(wrong)
+        with pytest.raises(UnknownContact):
+            alice.c.delete_conversation(wrong)
+        with pytest.raises(UnknownContact):  # as the others do
+            await alice.c.set_conversation_flags(wrong, muted=True)
+    for not_bytes in ("0x" + direct.hex(), None):
+        with pytest.raises(TypeError):
+            await alice.c.mark_read(not_bytes)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            alice.c.is_request(not_bytes)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            alice.c.delete_conversation(not_bytes)  # type: ignore[arg-type]
+    assert alice.c.history(direct) != [] and alice.c.history(gid) != []
+
+    # deleted here: the person and the group are still there; deleting again is no error
+    for conv in (direct, gid):
+        assert alice.c.delete_conversation(conv) >= 1
+        assert alice.c.delete_conversation(conv) == 0
+        assert await alice.c.mark_read(conv) == 0
+        assert not alice.c.is_request(conv)
+    # and when it comes back it is an ordinary conversation again
+    await bob.c.sync()
+    await bob.c.send_text(alice.name, "still here")
+    await alice.c.sync()
+    assert alice.c.is_request(direct) is False and await alice.c.mark_read(direct) == 1
