@@ -162,6 +162,18 @@ def _as_name(text: str) -> str:
     return text.strip().lower().removeprefix("@")
 
 
+def _claimable(name: str) -> str:
+    """A name as ``init`` and ``claim_name`` claim it (lower case, no "@"); InvalidQuery /
+    ValueError for anything else, TypeError for no string."""
+    from discovery.resolver import parse_query
+
+    check_str("a name", name)
+    kind, norm = parse_query(name)
+    if kind != "name":
+        raise ValueError("a name must be 3-32 characters of a-z 0-9 - _")
+    return norm
+
+
 def _moved(what: str, holder: bytes, was: bytes) -> AmbiguousName:
     return AmbiguousName(
         f"{what} has passed to another identity (0x{holder.hex()}), not the person you "
@@ -280,11 +292,7 @@ class Client:
         Home.check_new_passphrase(passphrase)
 
         if name is not None:
-            from discovery.resolver import parse_query
-
-            kind, name = parse_query(name)
-            if kind != "name":
-                raise ValueError("a name must be 3-32 characters of a-z 0-9 - _")
+            name = _claimable(name)
         # Everything that can fail on chain is checked before anything is created or sent.
         registry = Registry(network)
         registry.check_chain()
@@ -727,7 +735,9 @@ class Client:
         return end_s, None if issued is None else max(1, end_s - int(issued))
 
     def claim_name(self, passphrase: str, name: str) -> None:
-        self._claim_name(self._owner(passphrase), name)
+        """Claim an on-chain name for this identity (checked as ``init``'s, before the
+        chain is asked)."""
+        self._claim_name(self._owner(passphrase), _claimable(name))
 
     # --- discovery ----------------------------------------------------------------------------
     def sync_directory(self, max_age_ms: int = 0) -> int:

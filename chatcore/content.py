@@ -311,18 +311,34 @@ def _check_mid(mid: bytes) -> bytes:
     return mid
 
 
-def check_str(what: str, value: object) -> None:
-    """TypeError for an argument that must be a string and is not (an app's bug, reported
-    as such rather than as an AttributeError from inside)."""
+def utf8(what: str, value: object) -> bytes:
+    """The UTF-8 of an argument that must be a string. TypeError if it is none (an app's bug,
+    reported as such rather than as an AttributeError from inside); ValueError naming the
+    argument if it has no UTF-8 (a lone surrogate: what Python makes of a byte that is not
+    UTF-8 in a command-line argument or an environment variable), rather than Python's
+    UnicodeEncodeError from wherever the text is first encoded."""
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a string, not {type(value).__name__}")
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        ch = ord(value[exc.start])
+        raise ValueError(
+            f"{what} is not valid text: a lone surrogate (U+{ch:04X}) at character "
+            f"{exc.start} has no UTF-8"
+        ) from None
+
+
+def check_str(what: str, value: object) -> None:
+    """TypeError for an argument that must be a string and is not, ValueError for one that
+    is not valid text (see :func:`utf8`)."""
+    utf8(what, value)
 
 
 def check_text(text: str) -> bytes:
-    """The UTF-8 of a message's text; ValueError if it is blank or over the limit (the same
-    for messages, replies and edits); TypeError if it is no string."""
-    check_str("a message's text", text)
-    b = text.encode("utf-8")
+    """The UTF-8 of a message's text; ValueError if it is blank, over the limit (the same
+    for messages, replies and edits) or not valid text; TypeError if it is no string."""
+    b = utf8("a message's text", text)
     if not text.strip():
         raise ValueError("empty message")
     if len(b) > MAX_TEXT_BYTES:

@@ -23,6 +23,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from chatcore.content import check_str
 from chatcore.engine import Engine, OutFrame, Received, SendResult, causal_history
 from chatcore.errors import (
     ChatCoreError,
@@ -239,8 +240,7 @@ def check_group_name(name: str) -> str:
     """``name`` if a group may be given it (created or renamed): text, not blank, at most
     MAX_NAME_BYTES of UTF-8, no control characters, not like an id or address. ValueError
     (TypeError for a non-string) otherwise."""
-    if not isinstance(name, str):
-        raise TypeError(f"a group name must be a string, not {type(name).__name__}")
+    check_str("a group name", name)  # (a lone surrogate: not valid text)
     if not name.strip():
         raise ValueError("a group needs a name")
     if ID_LIKE.fullmatch(name.strip()):

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from eth_account.signers.local import LocalAccount
 
+from chatcore.content import check_str, utf8
 from chatcore.errors import NotInitialised, StoreError, WrongPassphrase
 from chatcore.store import Store
 
@@ -70,7 +71,7 @@ class Home:
     def db_key(self, passphrase: str) -> bytes:
         p = self._params()
         return hashlib.scrypt(
-            passphrase.encode("utf-8"),
+            utf8("the passphrase", passphrase),
             salt=bytes.fromhex(p["salt"]),
             n=int(p["n"]),
             r=int(p["r"]),
@@ -83,8 +84,7 @@ class Home:
     def check_new_passphrase(passphrase: str) -> None:
         """A passphrase for a new home: a string, not blank (it encrypts the home's keys
         and history; the CLI refuses a blank one too). TypeError / ValueError."""
-        if not isinstance(passphrase, str):
-            raise TypeError(f"the passphrase must be a string, not {type(passphrase).__name__}")
+        check_str("the passphrase", passphrase)  # a string with UTF-8 (no lone surrogate)
         if not passphrase.strip():
             raise ValueError("the passphrase may not be empty: it encrypts the home's keys")
 

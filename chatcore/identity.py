@@ -46,6 +46,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from chatcore.content import utf8
 from chatcore.crypto import ed25519_verify, hkdf_sha256
 from chatcore.errors import (
     ChatCoreError,
@@ -271,7 +272,7 @@ def open_handover(
 # backup (pure)
 # ----------------------------------------------------------------------------------------------
 def _backup_key(secret: str, salt: bytes) -> bytes:
-    return hashlib_scrypt(secret.encode(), salt)
+    return hashlib_scrypt(utf8("the backup passphrase", secret), salt)
 
 
 def hashlib_scrypt(secret: bytes, salt: bytes) -> bytes:

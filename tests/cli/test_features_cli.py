@@ -312,3 +312,32 @@ def test_chat_shows_a_person_typing_once_whichever_of_their_devices_types() -> N
     assert not t.signal(bob, phone, False, 6.0)  # a stop shows nothing
     assert t.signal(bob, laptop, True, 6.5)  # shown again: none of his devices was typing
     assert t.signal(bob, phone, True, 20.0)  # the laptop's indicator ran out long since
+
+
+def test_an_argument_that_is_not_utf8_is_one_line_naming_it(
+    run_cli: RunCli, homes: dict[str, Any]
+) -> None:
+    """A byte that is not UTF-8 in an argument reaches Python as a lone surrogate: each
+    command says in one line which argument is not valid text (not Python's codec message
+    from deep inside), and nothing is sent or changed."""
+    not_utf8 = "caf\udce9"  # "café" typed in a Latin-1 terminal: argv byte 0xe9
+    ok(run_cli, homes, "carol", "send", "dave", "first")
+    sent = js(run_cli, homes, "carol", "send", "dave", "second")
+    ok(run_cli, homes, "carol", "group", "create", "utf8-team", "--member", "dave")
+    for args, what in (
+        (("send", "dave", not_utf8), "message's text"),
+        (("edit", sent["message_id"], not_utf8), "message's text"),
+        (("reply", sent["message_id"], not_utf8), "message's text"),
+        (("react", sent["message_id"], not_utf8), "emoji"),
+        (("search", not_utf8), "search"),
+        (("group", "send", "utf8-team", not_utf8), "message's text"),
+        (("group", "create", not_utf8, "--member", "dave"), "group name"),
+        (("group", "rename", "utf8-team", not_utf8), "group name"),
+        (("contacts", "add", "dave", "--alias", not_utf8), "alias"),
+    ):
+        r = bad(run_cli, homes, "carol", *args)
+        assert what in r.err and "U+DCE9" in r.err and "codec" not in r.err, (args, r.err)
+    h = js(run_cli, homes, "carol", "history", "dave")
+    texts = [m["text"] for m in h["messages"] if m.get("type") == "text"]
+    assert texts[-2:] == ["first", "second"]
+    assert "utf8-team" in ok(run_cli, homes, "carol", "group", "list", "utf8-team").out

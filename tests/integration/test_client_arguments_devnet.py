@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chatcore import Client, ContactState
+from chatcore import Client, ContactState, ContentType
 from chatcore.identity import IdentityError, export_backup
 from discovery.network import NetworkConfig
 
@@ -152,3 +152,46 @@ async def test_a_new_home_needs_a_passphrase(network: NetworkConfig, tmp_path: P
     with pytest.raises(TypeError, match="passphrase"):
         Client.init(root / "a", None, network)  # type: ignore[arg-type]
     assert not root.exists()
+
+
+async def test_text_with_a_lone_surrogate_is_a_value_error_naming_the_argument(
+    people: People, tmp_path: Path
+) -> None:
+    """A lone surrogate (what Python makes of a byte that is not UTF-8 in a command-line
+    argument or an environment variable) has no UTF-8: sends, edits, replies, reactions,
+    search, group names, aliases, names and passphrases raised Python's UnicodeEncodeError
+    from wherever the text was first encoded (a name's claim got as far as the owner key).
+    Now a ValueError at the call, naming the argument, and nothing changes."""
+    alice, bob = people.new("alice"), people.new("bob")
+    sent = await alice.c.send_text(bob.name, "hello")
+    gid = await alice.c.create_group("team", [bob.name])
+    conv = sent.conversation_id
+    bad = "a\ud800b"
+    calls = {
+        "message's text": lambda: alice.c.send_text(bob.name, bad),
+        "message's text ": lambda: alice.c.send_group_text(gid, bad),
+        "message's text  ": lambda: alice.c.edit(sent.message_id, bad),
+        "message's text   ": lambda: alice.c.reply(sent.message_id, bad),
+        "emoji": lambda: alice.c.react(sent.message_id, bad),
+        "search": lambda: alice.c.search(bad),
+        "group name": lambda: alice.c.create_group(bad, [bob.name]),
+        "group name ": lambda: alice.c.rename_group(gid, bad),
+        "alias": lambda: alice.c.set_contact(bob.name, ContactState.CONTACT, alias=bad),
+        "a name": lambda: alice.c.claim_name(PASSPHRASE, bad),
+        "passphrase": lambda: Client.init(tmp_path / "never", bad, people.network),
+        "passphrase ": lambda: Client.open(alice.home, bad, people.network),
+        "backup passphrase": lambda: export_backup(alice.c, tmp_path / "b.lcb", bad),
+    }
+    for what, call in calls.items():
+        with pytest.raises(ValueError, match=what.strip()) as got:
+            result = call()
+            if asyncio.iscoroutine(result):
+                await result
+        assert not isinstance(got.value, UnicodeError), (what, repr(got.value))
+        assert "U+D800" in str(got.value), what
+    assert [m.body for m in alice.c.history(conv)] == [b"hello"]
+    assert not [m for m in alice.c.history(gid) if m.content_type == ContentType.TEXT]
+    assert alice.c.group_info(gid).name == "team" and alice.c.group_ids() == [gid]
+    contact = alice.c.contact(bob.c.identity_id)
+    assert contact is None or contact.alias is None
+    assert not (tmp_path / "never").exists() and not (tmp_path / "b.lcb").exists()
