@@ -236,6 +236,12 @@ class GroupInfo:
 _NAME_UNSAFE = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
+#: meta key prefixes (+ group id + installation / member identity, hex): a device, and a
+#: member, heard in the group (``GroupChat._new_device_notice``)
+_DEVICE_SEEN = "gdev:"
+_MEMBER_SEEN = "gmem:"
+
+
 def check_group_name(name: str) -> str:
     """``name`` if a group may be given it (created or renamed): text, not blank, at most
     MAX_NAME_BYTES of UTF-8, no control characters, not like an id or address. ValueError
@@ -354,6 +360,30 @@ class GroupChat:
             self.store.forget_invitations(state.group_id)
         elif before is not None and before[1].members() - state.members():
             self.members_left(state.group_id)
+        self._forget_devices_gone(None if before is None else before[1], state)
+
+    def _forget_devices_gone(self, before: GroupState | None, state: GroupState) -> None:
+        """Drop what ``_new_device_notice`` remembers of devices and members that are gone
+        from the group: every one when we are out of it (left or removed), else the
+        installations no longer in it (revoked, or their member left or was removed) and the
+        members no longer in it. (Kept, the meta rows grew with every device rotated or
+        revoked and every member gone, for good.) Someone back in the group later is judged
+        by the history here instead: no notice for a device they wrote from before."""
+        gid = state.group_id
+        if not state.is_member:
+            if before is None or before.is_member:
+                for prefix in (_DEVICE_SEEN, _MEMBER_SEEN):
+                    self.store.delete_meta_with_prefix(prefix + gid.hex())
+            return
+        if before is None or before.devices is state.devices or before.devices == state.devices:
+            return
+        gone = frozenset().union(*before.devices.values()) - frozenset().union(
+            *state.devices.values()
+        )
+        for inst in gone:
+            self.store.delete_meta(_DEVICE_SEEN + (gid + inst).hex())
+        for member in before.members() - state.members():
+            self.store.delete_meta(_MEMBER_SEEN + (gid + member).hex())
 
     def info(self, group_id: bytes) -> GroupInfo:
         st = self.load(group_id)
@@ -797,7 +827,7 @@ class GroupChat:
             if cursor is not None:
                 self.store.set_cursor(*cursor)
             if not own:
-                self._new_device_notice(gid, sender, sender_inst, payload, now)
+                self._new_device_notice(new, sender, sender_inst, payload, now)
             hook = self.engine.content_handler
             if hook is not None and (handled := hook(sender, sender_inst, payload, gid)):
                 return handled.event  # type: ignore[no-any-return]
@@ -816,22 +846,30 @@ class GroupChat:
         )  # fmt: skip
 
     def _new_device_notice(
-        self, gid: bytes, sender: bytes, inst: bytes, payload: Payload, now: int
+        self, state: GroupState, sender: bytes, inst: bytes, payload: Payload, now: int
     ) -> None:
         """A member writing from an installation new to this group (linked, rotated, or
         after a recovery — which could be someone holding a stolen phrase) gets the same
         notice as in a 1:1 conversation, just before its first message here. Remembered in
-        two meta keys (not ``Store.new_device_of``, which asks the messages table twice:
-        two meta reads are less, once per group message)."""
-        dev_key = "gdev:" + (gid + inst).hex()
+        two meta keys while the member is in the group (not ``Store.new_device_of``, which
+        asks the messages table twice: one meta read is less, once per group message; the
+        table is asked only when a device is heard here for the first time)."""
+        gid = state.group_id
+        dev_key = _DEVICE_SEEN + (gid + inst).hex()
         if self.store.get_meta(dev_key) is not None:
             return
-        self.store.set_meta(dev_key, b"1")
-        mem_key = "gmem:" + (gid + sender).hex()
-        if self.store.get_meta(mem_key) is None:
-            self.store.set_meta(mem_key, b"1")  # the member's first device we hear here
-            return
-        self.engine.new_device_notice(gid, sender, inst, payload.lamport, payload.sent_at_ms, now)
+        mem_key = _MEMBER_SEEN + (gid + sender).hex()
+        # not heard here from this device (or forgotten, see _forget_devices_gone: then the
+        # history tells whether the member wrote from it, or from others only, before)
+        heard = self.store.get_meta(mem_key) is not None or self.store.wrote_here(gid, sender)
+        new = heard and not self.store.wrote_here(gid, sender, inst)
+        if state.is_member and sender in state.members():  # (forgotten when they are gone)
+            self.store.set_meta(dev_key, b"1")
+            self.store.set_meta(mem_key, b"1")
+        if new:
+            self.engine.new_device_notice(
+                gid, sender, inst, payload.lamport, payload.sent_at_ms, now
+            )
 
     # --- control items that arrived over a pairwise session ----------------------------------
     def handle_control(

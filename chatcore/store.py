@@ -474,6 +474,9 @@ class Store:
     def delete_meta(self, key: str) -> None:
         self._x("DELETE FROM meta WHERE key=?", (key,))
 
+    def delete_meta_with_prefix(self, prefix: str) -> None:
+        self._x("DELETE FROM meta WHERE key >= ? AND key < ?", (prefix, prefix + "\uffff"))
+
     def get_secret(self, name: str) -> bytes | None:
         row = self._x("SELECT value FROM secrets WHERE name=?", (name,)).fetchone()
         return None if row is None else bytes(row[0])
@@ -701,16 +704,19 @@ class Store:
     def new_device_of(self, conv_id: bytes, identity: bytes, installation: bytes) -> bool:
         """Has ``identity`` written in this conversation before, but never from ``installation``?"""
         # two seeks in messages_by_sender (not every message of the identity here)
-        q = (
-            "SELECT 1 FROM messages WHERE conversation_id=? AND sender_identity=? "
-            "AND outgoing=0{} LIMIT 1"
+        return self.wrote_here(conv_id, identity) and not self.wrote_here(
+            conv_id, identity, installation
         )
-        if self._x(q.format(""), (conv_id, identity)).fetchone() is None:
-            return False
-        row = self._x(
-            q.format(" AND sender_installation=?"), (conv_id, identity, installation)
-        ).fetchone()
-        return row is None
+
+    def wrote_here(
+        self, conv_id: bytes, identity: bytes, installation: bytes | None = None
+    ) -> bool:
+        """Is a message of ``identity`` (from ``installation``, if given) stored here?"""
+        q = "SELECT 1 FROM messages WHERE conversation_id=? AND sender_identity=? AND outgoing=0"
+        if installation is None:
+            return self._x(q + " LIMIT 1", (conv_id, identity)).fetchone() is not None
+        q += " AND sender_installation=? LIMIT 1"
+        return self._x(q, (conv_id, identity, installation)).fetchone() is not None
 
     def next_seq(self) -> int:
         """The next arrival number: past every message stored, and past those deleted

@@ -264,6 +264,45 @@ async def test_group_members_see_a_notice_when_someone_writes_from_a_new_device(
         await b2.aclose()
 
 
+async def test_a_revoked_device_is_forgotten_by_the_groups_that_heard_it(
+    people: People, network: NetworkConfig, tmp_path: Path
+) -> None:
+    """The new-device notice remembers each device heard in a group in a meta row
+    ("gdev:" + group + installation) that was never deleted: one more for good with every
+    device linked, rotated and revoked. A revoked device can never write again (its frames
+    are refused): its row goes when the group's member devices are re-read."""
+    alice, bob = people.new("alice"), people.new("bob")
+    gid = await alice.c.create_group("devs", [bob.name])
+    await bob.c.sync()
+    await bob.c.send_group_text(gid, "one")
+    b2 = await link(bob, tmp_path / "bob2", network)
+    b2_inst = b2.installation_id
+    try:
+        await b2.sync()
+        await bob.c.sync()
+        await b2.send_group_text(gid, "from the new device")
+        await alice.c.sync()
+
+        def heard() -> set[str]:
+            return {k for k, _ in alice.c.store.meta_with_prefix("gdev:" + gid.hex())}
+
+        bob_row, b2_row = ("gdev:" + (gid + i).hex() for i in (bob.c.installation_id, b2_inst))
+        assert heard() == {bob_row, b2_row}
+        revoke(bob.c, PASSPHRASE, "0x" + b2_inst.hex())
+        alice.c.sync_directory()
+        await alice.c.send_group_text(gid, "to bob's devices")  # re-reads them first
+        assert heard() == {bob_row}
+        assert alice.c.store.get_meta("gmem:" + (gid + bob.c.identity_id).hex()) is not None
+        await bob.c.sync()
+        await bob.c.send_group_text(gid, "still me")
+        await alice.c.sync()
+        shown = [m.body.decode() for m in alice.c.history(gid, 50)]
+        assert shown[-1] == "still me"
+        assert sum("new or rotated" in t for t in shown) == 1  # b2's, and no other
+    finally:
+        await b2.aclose()
+
+
 _LINK_KILLED_JOINING = """
 import asyncio, os, signal, sys
 from pathlib import Path

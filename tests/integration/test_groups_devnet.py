@@ -266,3 +266,66 @@ async def test_leave_with_a_member_is_refused_and_leaves_nobody(people: People) 
         assert info.is_member and info.members == {a.c.identity_id, b.c.identity_id}, p.name
     with pytest.raises(ValueError, match="rename_group"):
         await a.c.group_change(gid, "rename", "other")
+
+
+def heard(p: Person, gid: bytes) -> set[tuple[str, bytes]]:
+    """What ``p`` remembers of the devices ("gdev:") and members ("gmem:") heard in the
+    group, for the new-device notice: (kind, installation or identity)."""
+    out = set()
+    for kind in ("gdev:", "gmem:"):
+        for key, _ in p.c.store.meta_with_prefix(kind + gid.hex()):
+            out.add((kind, bytes.fromhex(key[len(kind) + 64 :])))
+    return out
+
+
+def device_notices(p: Person, gid: bytes, who: Person) -> list[str]:
+    return [
+        m.body.decode()
+        for m in p.c.history(gid, 500)
+        if m.sender_identity == who.c.identity_id
+        and m.content_type == ContentType.GROUP_CONTROL
+        and "writing from device" in m.body.decode()
+    ]
+
+
+async def test_what_the_new_device_notice_remembers_goes_with_the_member_or_the_group(
+    people: People,
+) -> None:
+    """The meta rows that say a member's device was heard in a group ("gdev:" per device,
+    "gmem:" per member) were never deleted: they grew with every member gone and every group
+    left. They go now with the member (removed or left) and with the group when we leave it;
+    a member back later is judged by the history here (no notice for a device they wrote
+    from before), and a new device of theirs still gets its notice."""
+    a, b, c = people.new("ha"), people.new("hb"), people.new("hc")
+    gid = await a.c.create_group("heard", [b.name, c.name])
+    await sync_all([b, c])
+    await b.c.send_group_text(gid, "from b")
+    await c.c.send_group_text(gid, "from c")
+    await sync_all([a, b, c])
+    b_dev, c_dev = b.c.installation_id, c.c.installation_id
+    b_rows = {("gdev:", b_dev), ("gmem:", b.c.identity_id)}
+    c_rows = {("gdev:", c_dev), ("gmem:", c.c.identity_id)}
+    assert heard(a, gid) == b_rows | c_rows
+    assert heard(b, gid) == c_rows
+
+    await a.c.group_change(gid, "remove", c.name)  # c's rows go, at the admin and at b
+    await sync_all([b, c])
+    assert heard(a, gid) == b_rows and heard(b, gid) == set()
+    assert c.c.store.meta_with_prefix("gdev:" + gid.hex()) == []  # c is out: all of them
+
+    await a.c.group_change(gid, "add", c.name)  # back: the same device, no notice
+    await sync_all([b, c])
+    await c.c.send_group_text(gid, "back again")
+    await sync_all([a, b])
+    for p in (a, b):
+        assert texts(p.c.history(gid, 500), gid)[-1] == "back again", p.name
+        assert device_notices(p, gid, c) == [], p.name
+    assert heard(a, gid) == b_rows | c_rows
+
+    await b.c.group_change(gid, "leave")  # b's rows go at a; all of b's own go
+    await sync_all([a, c])
+    assert heard(a, gid) == c_rows and heard(b, gid) == set()
+    assert b.c.store.meta_with_prefix("gmem:" + gid.hex()) == []
+    await a.c.send_group_text(gid, "still going")
+    await c.c.sync()
+    assert texts(c.c.history(gid, 500), gid)[-1] == "still going"
