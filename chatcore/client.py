@@ -13,7 +13,7 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar, cast
 
@@ -37,6 +37,8 @@ from chatcore.errors import (
     ChatCoreError,
     DeliveryPending,
     FrameRefused,
+    InitIncomplete,
+    InitInterrupted,
     NotAMessageId,
     NotAPeer,
     NotInitialised,
@@ -362,18 +364,36 @@ class Client:
             client._prekey_published(bundle)
             store.set_meta("registered", b"1")
             store.set_meta("bundle_seq", b"1")
-        client._publish_pq(owner)
-        if name:
-            client._claim_name(owner, name)
-        return client, InitResult(
+        result = InitResult(
             identity_id=identity_id,
             installation_id=keys.installation_id,
             owner=owner.address,
             recovery=recovery.address,
             recovery_phrase=phrase,
-            name=name,
+            name=None,
             bundle_seq=1,
         )
+        # The identity is on chain: what fails from here on must not take the recovery
+        # phrase with it (it is shown once, by our caller), nor leave the caller a home
+        # that 'init' refuses to make again without saying what is missing.
+        step = "pq_key"
+        try:
+            client._publish_pq(owner)
+            if name:
+                step = "name"
+                client._claim_name(owner, name)
+        except Exception as exc:
+            client.close()
+            what = "its post-quantum key record" if step == "pq_key" else f"the name {name!r}"
+            raise InitIncomplete(
+                f"identity 0x{identity_id.hex()} is registered, but {what} is not: {exc}",
+                result,
+                step,
+            ) from exc
+        except KeyboardInterrupt as exc:
+            client.close()
+            raise InitInterrupted(result, step) from exc
+        return client, replace(result, name=name)
 
     def close(self) -> None:
         self.index.close()

@@ -17,7 +17,8 @@
     ├── UnknownContact            a name / id that resolves to nobody we can reach
     │   └── AmbiguousName         a name several groups share (use an id)
     ├── UnknownMessage            no (single) message with that id or id prefix
-    └── NotInitialised            no identity in this home yet
+    ├── NotInitialised            no identity in this home yet
+    └── InitIncomplete            init registered the identity, a later step failed (.result)
 
 Bad arguments (wrong length or type) raise ``ValueError`` / ``TypeError`` instead.
 """
@@ -128,3 +129,26 @@ class AwaitingReceipts(ChatCoreError):
     """This device's messages still wait for receipts: replacing or revoking its keys now
     would make recipients that have not fetched them yet drop them (frames from a revoked
     installation are refused). Sync later, or force it."""
+
+
+class InitIncomplete(ChatCoreError):
+    """``Client.init`` registered the identity on chain, then a later step failed: the
+    post-quantum key record (``step`` "pq_key"; ``publish`` puts it on chain) or the name
+    claim (``step`` "name"; ``claim_name`` tries again). The home is made (``Client.open``
+    opens it). ``result`` is the ``InitResult`` (``name`` None) whose recovery phrase exists
+    nowhere else: show it. The failure is ``__cause__``."""
+
+    def __init__(self, message: str, result: object, step: str) -> None:
+        super().__init__(message)
+        self.result = result
+        self.step = step
+
+
+class InitInterrupted(KeyboardInterrupt):
+    """Ctrl-C after ``Client.init`` registered the identity (as ``InitIncomplete``, whose
+    ``result`` and ``step`` it carries; still a ``KeyboardInterrupt``)."""
+
+    def __init__(self, result: object, step: str) -> None:
+        super().__init__()
+        self.result = result
+        self.step = step

@@ -339,14 +339,36 @@ def devnet_status(ctx: Ctx, directory: Path | None) -> None:
 def init(ctx: Ctx, name: str | None, prekey_ttl: int | None) -> None:
     """Create an identity: owner key, recovery phrase, first device; register it on chain."""
     from chatcore.client import PREKEY_TTL_S, Client
+    from chatcore.errors import InitIncomplete, InitInterrupted
     from chatcore.home import Home
 
     network = ctx.network()
     if Home(ctx.home).meta_file.exists():
         fail(f"{ctx.home} already holds an identity", EXIT_ERROR)
     pw = passphrase(confirm=True)
-    client, res = Client.init(ctx.home, pw, network, name, prekey_ttl_s=prekey_ttl or PREKEY_TTL_S)
+    try:
+        client, res = Client.init(
+            ctx.home, pw, network, name, prekey_ttl_s=prekey_ttl or PREKEY_TTL_S
+        )
+    except (InitIncomplete, InitInterrupted) as exc:
+        # registered on chain: the recovery phrase exists nowhere else, so it is shown
+        # before the one error line says what is left to do
+        _show_init(ctx, exc.result)
+        todo = (
+            f"claim it with 'logos-chat --home {ctx.home} bind name NAME'"
+            if exc.step == "name"
+            else f"finish with 'logos-chat --home {ctx.home} publish'"
+            + (" and claim the name with 'bind name NAME'" if name else "")
+        )
+        if isinstance(exc, InitInterrupted):
+            fail(f"interrupted after the identity was registered: {todo}", 130)
+        cause = exc.__cause__ or exc
+        fail(f"{_error_line(cause)}; the identity is registered: {todo}", _exit_code(cause))
     client.close()
+    _show_init(ctx, res)
+
+
+def _show_init(ctx: Ctx, res: Any) -> None:
     doc = {
         "identity_id": hx(res.identity_id),
         "installation_id": hx(res.installation_id),

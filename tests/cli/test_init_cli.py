@@ -1,0 +1,79 @@
+"""``logos-chat init`` when something goes wrong after the identity reached the chain: the
+recovery phrase (shown nowhere else) is still shown, and the home says what is left to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from discovery.registry import Registry
+from tests.cli.conftest import RunCli
+
+pytestmark = pytest.mark.devnet
+
+
+@pytest.fixture(scope="module")
+def up(run_cli: RunCli) -> None:
+    r = run_cli("devnet", "up", "--json", inproc=True)
+    assert r.code == 0, r.err
+
+
+def test_a_name_claim_lost_after_registration_still_shows_the_recovery_phrase(
+    up: None, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = run_cli("--home", str(tmp_path / "one"), "init", "--name", "samename", "--json")
+    assert first.code == 0, first.err
+    # Two people claim one name at once: both find it free before they register, the
+    # second one's claim is refused on chain after its identity was registered.
+    monkeypatch.setattr(Registry, "name_owner", lambda self, name: b"\x00" * 32)
+    home = ["--home", str(tmp_path / "two")]
+    r = run_cli(*home, "init", "--name", "samename", "--json", inproc=True)
+    r.assert_one_line_error(contains="bind name")
+    assert "samename" in r.err and "taken" in r.err
+    doc = r.doc  # what init made is printed all the same
+    assert doc["name"] is None
+    monkeypatch.undo()
+
+    # the phrase shown is the identity's: it restores it in a new home
+    restored = run_cli(
+        "--home", str(tmp_path / "restored"), "recovery", "restore", "--json",
+        env={"LOGOS_CHAT_RECOVERY_PHRASE": doc["recovery_phrase"]},
+    )  # fmt: skip
+    assert restored.code == 0, restored.err
+    assert restored.doc["identity_id"] == doc["identity_id"]
+
+
+def test_a_name_claim_lost_after_registration_text_output(
+    up: None, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = run_cli("--home", str(tmp_path / "one"), "init", "--name", "textname")
+    assert first.code == 0, first.err
+    monkeypatch.setattr(Registry, "name_owner", lambda self, name: b"\x00" * 32)
+    home = ["--home", str(tmp_path / "two")]
+    r = run_cli(*home, "init", "--name", "textname", inproc=True)
+    r.assert_one_line_error(contains="bind name")
+    assert "Recovery phrase" in r.out
+    monkeypatch.undo()
+    # the home works; the name can be claimed later (another one: this one is taken)
+    assert run_cli(*home, "bind", "name", "othername").code == 0
+    assert run_cli(*home, "whoami", "--json").doc["names"] == ["othername"]
+
+
+def test_ctrl_c_during_the_name_claim_still_shows_the_recovery_phrase(
+    up: None, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while the claim waits for its commitment to age
+
+    monkeypatch.setattr(Registry, "wait_for_commitment", interrupted)
+    home = ["--home", str(tmp_path / "impatient")]
+    r = run_cli(*home, "init", "--name", "impatient", "--json", inproc=True)
+    r.assert_one_line_error(code=130, contains="bind name")
+    monkeypatch.undo()
+    restored = run_cli(
+        "--home", str(tmp_path / "restored"), "recovery", "restore", "--json",
+        env={"LOGOS_CHAT_RECOVERY_PHRASE": r.doc["recovery_phrase"]},
+    )  # fmt: skip
+    assert restored.code == 0, restored.err
+    assert restored.doc["identity_id"] == r.doc["identity_id"]
