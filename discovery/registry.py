@@ -247,7 +247,8 @@ class Registry:
         return RegistryReverted(f"{what} refused by the registry: {reason}", reason)
 
     def check_chain(self) -> None:
-        """Make sure the node serves the chain the network file names (once)."""
+        """Make sure the node serves the chain the network file names, with both registry
+        contracts deployed (once)."""
         if self._chain_checked:
             return
         from discovery.errors import WrongChain
@@ -259,6 +260,18 @@ class Registry:
                 f"the node at {self.config.rpc_url} serves chain {actual}, "
                 f"but the network file says {self.config.chain_id}"
             )
+        # a call to an address without code succeeds and a transaction to it is mined:
+        # a network file naming no registry (a typo, another deployment's file) would
+        # "register" an identity nowhere and find nobody
+        for label, contract in (("identity", self.identity), ("name", self.names)):
+            with self._rpc("getCode"):
+                code = self.w3.eth.get_code(contract.address)
+            if not code:
+                raise WrongChain(
+                    f"no registry contract at {contract.address} (the network file's {label} "
+                    f"registry) on chain {actual} at {self.config.rpc_url}: the network file "
+                    "names another deployment"
+                )
         self._chain_checked = True
 
     # --- reads --------------------------------------------------------------------------------

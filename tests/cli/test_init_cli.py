@@ -3,6 +3,7 @@ recovery phrase (shown nowhere else) is still shown, and the home says what is l
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,19 @@ def test_ctrl_c_during_the_name_claim_still_shows_the_recovery_phrase(
     )  # fmt: skip
     assert restored.code == 0, restored.err
     assert restored.doc["identity_id"] == r.doc["identity_id"]
+
+
+@pytest.mark.parametrize("field", ["identity_registry", "name_registry"])
+def test_a_network_file_naming_no_registry_contract_is_refused(
+    up: None, run_cli: RunCli, devnet_dir: Path, tmp_path: Path, field: str
+) -> None:
+    net = json.loads((devnet_dir / "network.json").read_text())
+    net[field] = "0x" + "11" * 20  # a typo, or another deployment's file: no contract there
+    wrong = tmp_path / "wrong-network.json"
+    wrong.write_text(json.dumps(net))
+    home = tmp_path / "nowhere"
+    r = run_cli("--home", str(home), "--network", str(wrong), "init")
+    r.assert_one_line_error(code=4, contains="no registry contract")
+    assert not home.exists()  # nothing was made, nothing sent: a retry with the right file works
+    r = run_cli("--network", str(wrong), "lookup", "0x" + "22" * 32)
+    r.assert_one_line_error(code=4, contains="no registry contract")
