@@ -48,6 +48,7 @@ from chatcore.errors import (
     UnknownContact,
     UnknownMessage,
     UntrustedIdentity,
+    WrongPassphrase,
 )
 from chatcore.features import Contact, MessageView
 from chatcore.groupchat import ID_LIKE, GroupInfo, NotYet, check_group_name, group_topic
@@ -269,6 +270,12 @@ class Client:
         if raw_keys is None or ident is None:
             store.close()
             raise NotInitialised(f"{home.path} has no registered identity (run init)")
+        if store.get_meta("registered") is None and store.get_meta("salt") is not None:
+            store.close()  # init's keys, never registered: the process died on the way
+            raise NotInitialised(
+                f"init did not finish in {home.path} (it stopped before the identity was "
+                "registered): run init there again, it starts over"
+            )
         scope = store.get_meta("network")
         mine = _scope(network).encode()
         if scope is not None and scope != mine:
@@ -303,6 +310,8 @@ class Client:
 
             raise NameTaken(f"the name {name!r} is already taken")
         home = Home(Path(home_dir))
+        if home.meta_file.exists():
+            _clear_unfinished_init(home, passphrase, registry)
         # a directory that exists may hold the user's own files: only what init adds to it
         # is taken away again if init fails
         existed = home.path.is_dir()
@@ -1758,6 +1767,35 @@ class Client:
 def _signal(r: Received) -> bool:
     """A typing indicator or receipt: shown by an interactive view only."""
     return r.content_type in (ContentType.TYPING, ContentType.RECEIPT)
+
+
+def _clear_unfinished_init(home: Home, passphrase: str, registry: Registry) -> None:
+    """Take away a home an init died in before its identity was registered (a store with
+    nothing but init's keys, or nothing at all; the chain does not know the identity), so
+    that init can start over. Any other home: StoreError, it already holds an identity."""
+    taken = StoreError(f"{home.path} already holds an identity")
+    try:
+        store = home.open_store(passphrase)
+    except WrongPassphrase:
+        raise taken from None
+    try:
+        ident = store.get_meta("identity_id")
+        unfinished = (
+            store.get_meta("registered") is None
+            and store.get_meta("pair_code") is None  # a device waiting to be linked
+            and (ident is None or store.get_meta("salt") is not None)  # init's, not restore's
+        )
+    finally:
+        store.close()
+    if not unfinished or (ident is not None and registry.get_identity(ident).exists):
+        raise taken
+    db, index = home.db_file, home.index_file
+    for f in (
+        *(db.with_name(db.name + x) for x in ("-wal", "-shm", "-journal")),
+        *(index.with_name(index.name + x) for x in ("-wal", "-shm", "-journal")),
+        db, index, home.keystore_file, home.keystore_file.with_suffix(".tmp"), home.meta_file,
+    ):  # fmt: skip
+        f.unlink(missing_ok=True)
 
 
 def _registered(home: Home, passphrase: str) -> bool:

@@ -340,12 +340,9 @@ def init(ctx: Ctx, name: str | None, prekey_ttl: int | None) -> None:
     """Create an identity: owner key, recovery phrase, first device; register it on chain."""
     from chatcore.client import PREKEY_TTL_S, Client
     from chatcore.errors import InitIncomplete, InitInterrupted
-    from chatcore.home import Home
 
     network = ctx.network()
-    if Home(ctx.home).meta_file.exists():
-        fail(f"{ctx.home} already holds an identity", EXIT_ERROR)
-    pw = passphrase(confirm=True)
+    pw = passphrase(confirm=True)  # (a home an init died in before registering starts over)
     try:
         client, res = Client.init(
             ctx.home, pw, network, name, prekey_ttl_s=prekey_ttl or PREKEY_TTL_S

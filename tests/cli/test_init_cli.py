@@ -4,6 +4,8 @@ recovery phrase (shown nowhere else) is still shown, and the home says what is l
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,62 @@ def test_a_network_file_naming_no_registry_contract_is_refused(
     assert not home.exists()  # nothing was made, nothing sent: a retry with the right file works
     r = run_cli("--network", str(wrong), "lookup", "0x" + "22" * 32)
     r.assert_one_line_error(code=4, contains="no registry contract")
+
+
+_INIT_KILLED = """
+import os, signal, sys
+from chatcore.home import Home
+from discovery.registry import Registry
+from cli.main import cli
+
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+at = sys.argv[1]
+if at == "register":  # the keys are stored, the registration not sent yet
+    Registry.register = killed
+else:  # the store is written, the owner keystore not yet
+    Home.save_owner_key = killed
+cli(sys.argv[2:], prog_name="logos-chat")
+"""
+
+
+@pytest.mark.parametrize("at", ["keystore", "register"])
+def test_init_killed_before_registering_can_be_run_again(
+    up: None, run_cli: RunCli, devnet_dir: Path, tmp_path: Path, at: str
+) -> None:
+    from tests.cli.conftest import base_env
+
+    home = ["--home", str(tmp_path / "killed")]
+    name = f"killed-{at}"
+    proc = subprocess.run(
+        [sys.executable, "-c", _INIT_KILLED, at, *home, "init", "--name", name],
+        env=base_env(devnet_dir, tmp_path), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == -9, proc.stderr
+    # the home is no identity: said so, not blamed on the chain
+    r = run_cli(*home, "whoami")
+    r.assert_one_line_error(contains="init")
+    assert "not on this chain" not in r.err
+    # and init starts over
+    r = run_cli(*home, "init", "--name", name, "--json")
+    assert r.code == 0, r.err
+    assert run_cli("lookup", name, "--json").doc["identity_id"] == r.doc["identity_id"]
+    assert run_cli(*home, "whoami", "--json").doc["identity_id"] == r.doc["identity_id"]
+
+
+def test_init_keeps_refusing_a_home_that_holds_an_identity_or_waits_to_be_linked(
+    up: None, run_cli: RunCli, tmp_path: Path
+) -> None:
+    home = ["--home", str(tmp_path / "made")]
+    made = run_cli(*home, "init", "--json")
+    assert made.code == 0, made.err
+    for passphrase in ("test passphrase", "another one"):
+        r = run_cli(*home, "init", env={"LOGOS_CHAT_PASSPHRASE": passphrase})
+        r.assert_one_line_error(code=1, contains="already holds an identity")
+    assert run_cli(*home, "whoami", "--json").doc["identity_id"] == made.doc["identity_id"]
+
+    pending = ["--home", str(tmp_path / "pending")]
+    code = run_cli(*pending, "devices", "link", "--json").doc["code"]
+    run_cli(*pending, "init").assert_one_line_error(code=1, contains="already holds an identity")
+    assert run_cli(*pending, "devices", "link", "--json").doc["code"] == code
