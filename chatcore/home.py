@@ -88,11 +88,19 @@ class Home:
         if not passphrase.strip():
             raise ValueError("the passphrase may not be empty: it encrypts the home's keys")
 
+    def make_dir(self) -> None:
+        """The home's directory, made if missing (StoreError if it cannot be: a path
+        through a file, no permission, a read-only file system)."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StoreError(f"cannot make the home {self.path}: {exc.strerror or exc}") from exc
+
     def create(self) -> None:
         """Lay out a new home (fails if one exists)."""
         if self.meta_file.exists():
             raise StoreError(f"{self.path} already holds an identity")
-        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.make_dir()
         params = {
             "version": HOME_VERSION,
             "kdf": "scrypt",
@@ -101,7 +109,10 @@ class Home:
             "r": SCRYPT_R,
             "p": SCRYPT_P,
         }
-        self.meta_file.write_text(json.dumps(params, indent=2) + "\n")
+        try:
+            self.meta_file.write_text(json.dumps(params, indent=2) + "\n")
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.meta_file}: {exc.strerror or exc}") from exc
 
     def open_store(self, passphrase: str) -> Store:
         key = self.db_key(passphrase)

@@ -1694,6 +1694,7 @@ def restore(
     home = Home(Path(home_dir))
     if home.meta_file.exists():
         raise IdentityError(f"{home.path} already holds an identity: restore into a new home")
+    home.make_dir()  # before the chain is changed: a home that cannot be made stops it here
     _fund(network, registry, acct.address)
     gas = 0
     if state.owner.lower() != acct.address.lower():  # (already so after an interrupted run)

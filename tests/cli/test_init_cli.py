@@ -155,3 +155,30 @@ def test_init_keeps_refusing_a_home_that_holds_an_identity_or_waits_to_be_linked
     code = run_cli(*pending, "devices", "link", "--json").doc["code"]
     run_cli(*pending, "init").assert_one_line_error(code=1, contains="already holds an identity")
     assert run_cli(*pending, "devices", "link", "--json").doc["code"] == code
+
+
+@pytest.mark.parametrize("command", [["init"], ["devices", "link"]], ids=" ".join)
+def test_a_home_that_cannot_be_made_is_a_one_line_error(
+    up: None, run_cli: RunCli, tmp_path: Path, command: list[str]
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    r = run_cli("--home", str(a_file / "home"), *command)
+    r.assert_one_line_error(code=1, contains=str(a_file / "home"))
+
+
+def test_a_restore_into_a_home_that_cannot_be_made_changes_nothing_on_chain(
+    up: None, run_cli: RunCli, tmp_path: Path
+) -> None:
+    home = ["--home", str(tmp_path / "kept")]
+    made = run_cli(*home, "init", "--json")
+    assert made.code == 0, made.err
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    env = {"LOGOS_CHAT_RECOVERY_PHRASE": made.doc["recovery_phrase"]}
+    r = run_cli("--home", str(a_file / "home"), "recovery", "restore", env=env)
+    r.assert_one_line_error(code=1, contains=str(a_file / "home"))
+    # the identity's device was not revoked, nor its owner replaced: the home works on
+    devices = run_cli(*home, "devices", "list", "--json").doc
+    assert [d["status"] for d in devices] == ["active"]
+    assert run_cli(*home, "publish").code == 0
