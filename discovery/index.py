@@ -89,6 +89,9 @@ class Index:
         self._holders: dict[str, bytes] = {}
         # account address (checksummed) -> its identity as storage said since the last sync
         self._accounts: dict[str, bytes] = {}
+        # the chain failed to answer since the last sync: the file alone answers until the
+        # next one (a node that hangs cost a timeout per identity, name and address asked)
+        self._unreachable = False
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -126,12 +129,14 @@ class Index:
         """Sync again from the deploy block; the index as it was stays if that fails."""
         applied = self._sync(None, rebuild=True)
         self._checked, self._holders, self._accounts = {}, {}, {}
+        self._unreachable = False
         return applied
 
     def sync(self, to_block: int | None = None) -> int:
         """Fetch and apply every event since the last sync. Returns the events applied."""
         applied = self._sync(to_block)
         self._checked, self._holders, self._accounts = {}, {}, {}
+        self._unreachable = False
         return applied
 
     def _sync(self, to_block: int | None, rebuild: bool = False) -> int:
@@ -309,8 +314,14 @@ class Index:
         :class:`StorageChecked`)."""
         return StorageChecked(self)
 
+    def _ask_storage(self) -> bool:
+        """Ask storage about identities, names and addresses? Only once a sync succeeded
+        in this process (offline, the file alone answers), and not after the chain failed
+        to answer since."""
+        return self._checked is not None and not self._unreachable
+
     def _confirmed(self, state: IdentityState) -> IdentityState:
-        if self._checked is None or not state.exists:
+        if self._checked is None or not state.exists or not self._ask_storage():
             return state
         hit = self._checked.get(state.identity_id)
         if hit is None:
@@ -321,6 +332,7 @@ class Index:
         try:
             chain = self.registry.get_identity(state.identity_id)
         except ChainUnavailable:
+            self._unreachable = True
             return state  # unreachable since the sync: the index as synced
         if chain.identity_id != state.identity_id:
             return _empty()  # storage has no such identity: its logs were invented
@@ -382,10 +394,11 @@ class Index:
         holder = self._holders.get(name)
         if holder is None:
             holder = self._indexed_holder(name)
-            try:
-                holder = self._holders[name] = self.registry.name_owner(name)
-            except ChainUnavailable:
-                pass
+            if self._ask_storage():
+                try:
+                    holder = self._holders[name] = self.registry.name_owner(name)
+                except ChainUnavailable:
+                    self._unreachable = True
         return None if holder == ZERO32 else holder
 
     def _account_holder(self, address: str) -> bytes | None:
@@ -397,10 +410,11 @@ class Index:
         if holder is None:
             row = self.db.execute("SELECT id FROM accounts WHERE address=?", (address,)).fetchone()
             holder = ZERO32 if row is None else bytes(row[0])
-            try:
-                holder = self._accounts[address] = self.registry.identity_of(address)
-            except ChainUnavailable:
-                pass
+            if self._ask_storage():
+                try:
+                    holder = self._accounts[address] = self.registry.identity_of(address)
+                except ChainUnavailable:
+                    self._unreachable = True
         return None if holder == ZERO32 else holder
 
     def by_recovery(self, address: str) -> list[IdentityState]:

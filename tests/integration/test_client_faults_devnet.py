@@ -523,6 +523,36 @@ async def test_syncs_and_sends_wait_on_a_hanging_chain_once_between_them(
     assert texts(await bob.c.sync())[-2:] == [f"chain hangs {i}" for i in range(2)]
 
 
+@pytest.mark.parametrize("to", ["name", "address"])
+async def test_a_send_from_a_new_process_asks_a_hanging_chain_once(
+    people: People, monkeypatch: pytest.MonkeyPatch, to: str
+) -> None:
+    """A CLI send is a new process: it has no earlier failure to remember. With a node that
+    takes connections and answers nothing, it waited one timeout for the index sync and then
+    one more for each name or address it checked with storage (five in all: 50 s for one
+    'logos-chat send'). Every request to the node is counted; each fails as a timeout."""
+    import requests
+
+    alice, bob = people.new(f"hn{to[0]}a"), people.new(f"hn{to[0]}b")
+    await alice.c.send_text(bob.name, "while the chain answers")
+    await bob.c.sync()
+    target = bob.name if to == "name" else bob.c.store.get_meta("owner").decode()  # type: ignore[union-attr]
+    await alice.c.send_text(target, "the address is checked while the chain answers")
+    await alice.crash()
+    alice.open()
+    asked: list[str] = []
+
+    def hangs(method: str, params: object) -> object:
+        asked.append(method)
+        raise requests.exceptions.ReadTimeout("no answer (injected)")
+
+    monkeypatch.setattr(alice.c.registry.w3.provider, "make_request", hangs)
+    await alice.c.send_text(target, "the chain hangs")
+    assert len(asked) == 1, asked
+    got = texts(await bob.c.sync())
+    assert got[-1] == "the chain hangs", got
+
+
 @pytest.mark.parametrize("group", [False, True])
 async def test_an_edit_of_a_message_still_in_the_outbox_goes_after_it(
     people: People, group: bool
