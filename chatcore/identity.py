@@ -1446,7 +1446,14 @@ def _pending_recovery(client: Client) -> tuple[Any | None, bool]:
     """(the proposed recovery change or None, whether this home proposed it); what this
     home remembers of its own proposal is forgotten once nothing is pending (confirmed or
     cancelled, here or elsewhere)."""
-    pending = client.registry.pending_recovery(client.identity_id)
+    from discovery.errors import ChainUnavailable
+
+    try:
+        pending = client.registry.pending_recovery(client.identity_id)
+    except ChainUnavailable:
+        # the sync this check comes before does not wait for the node a second time
+        client._chain_failed_at = client.clock_ms()
+        raise
     mine = client.store.get_meta("recovery_pending")
     if pending is None:
         if mine is not None:
