@@ -320,6 +320,14 @@ def devnet_status(ctx: Ctx, directory: Path | None) -> None:
             f"devnet running: chain at {st.rpc_url} (block {st.block_number}), "
             f"NATS at {st.nats_url}\n  network file {st.network_file}"
         )
+    elif st.anvil_pid or st.nats_pid:
+        up, down = ("anvil", st.anvil_pid), "nats-server"
+        if not st.anvil_pid:
+            up, down = ("nats-server", st.nats_pid), "anvil"
+        text = (
+            f"devnet not running ({st.directory}): {down} stopped, {up[0]} (pid {up[1]}) "
+            "still runs; 'logos-chat devnet up' starts both again, 'devnet down' stops it"
+        )
     else:
         text = f"devnet not running ({st.directory})"
     emit(ctx, st.as_dict(), text)

@@ -196,15 +196,14 @@ class Devnet:
                 block = int(connect(rpc).eth.block_number)
             except Exception:
                 block = None
+        # each server's pid while it runs (one may have died: the devnet is then not running,
+        # and 'up' starts both again)
+        pids = {
+            key: st.get(key, {}).get("pid") if _ours(st.get(key, {}).get("pid"), needle) else None
+            for key, needle in (("anvil", "anvil"), ("nats", "nats-server"))
+        }
         return DevnetStatus(
-            self.dir,
-            running,
-            st.get("anvil", {}).get("pid") if running else None,
-            st.get("nats", {}).get("pid") if running else None,
-            rpc,
-            nats,
-            block,
-            self.network_file,
+            self.dir, running, pids["anvil"], pids["nats"], rpc, nats, block, self.network_file
         )
 
     def require_running(self) -> NetworkConfig:

@@ -4,10 +4,12 @@ empty device list or a zero recovery account as if all were well."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from devnet.process import pid_alive, stop_pid
 from tests.cli.conftest import RunCli
 
 pytestmark = pytest.mark.devnet
@@ -30,3 +32,20 @@ def test_an_identity_gone_from_the_chain_is_an_error_not_an_empty_answer(
     for cmd in (["devices", "list"], ["recovery", "status"], ["whoami"]):
         r = run_cli(*home, *cmd, inproc=True)
         r.assert_one_line_error(contains="not on this chain")
+
+
+def test_status_of_a_devnet_with_one_server_gone_says_which(
+    run_cli: RunCli, devnet_dir: Path
+) -> None:
+    assert run_cli("devnet", "up", "--json", inproc=True).code == 0
+    pids = json.loads((devnet_dir / "devnet.json").read_text())
+    stop_pid(pids["nats"]["pid"])  # the nats-server this test's devnet started dies
+    r = run_cli("devnet", "status")
+    assert r.code == 0, r.err  # (exit 0 either way, as documented)
+    assert "nats-server" in r.out and "stopped" in r.out, r.out
+    assert str(pids["anvil"]["pid"]) in r.out, r.out  # the chain still runs
+    doc = run_cli("devnet", "status", "--json").doc
+    assert doc["running"] is False and doc["anvil_pid"] == pids["anvil"]["pid"], doc
+    assert doc["nats_pid"] is None, doc
+    assert run_cli("devnet", "down").code == 0  # stops the chain left running
+    assert not pid_alive(pids["anvil"]["pid"])
