@@ -68,6 +68,8 @@ log = logging.getLogger("chatcore.client")
 _T = TypeVar("_T")
 
 PREKEY_TTL_S = 14 * 86400
+#: the longest signed-prekey lifetime ``publish``/``init`` take (a year)
+PREKEY_TTL_MAX_S = 365 * 86400
 #: a signed prekey is replaced (``refresh_prekey_if_due``) once less than this share of its
 #: lifetime is left: 3.5 days of the default 14
 PREKEY_REFRESH_SHARE = 4
@@ -126,12 +128,16 @@ class PublishResult:
     pq_renewed: bool = False
 
 
-def _check_int(value: object, what: str, least: int, unit: str = "") -> None:
-    """``value`` is an int (not a bool) of at least ``least``: TypeError / ValueError."""
+def _check_int(
+    value: object, what: str, least: int, unit: str = "", most: int | None = None
+) -> None:
+    """``value`` is an int (not a bool) in ``least``..``most``: TypeError / ValueError."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} must be an int{unit}, not {type(value).__name__}")
     if value < least:
         raise ValueError(f"{what} must be at least {least}, not {value}")
+    if most is not None and value > most:
+        raise ValueError(f"{what} must be at most {most}{unit}, not {value}")
 
 
 def _check_limit(limit: object) -> None:
@@ -141,8 +147,9 @@ def _check_limit(limit: object) -> None:
 
 def _check_ttl(ttl_s: object) -> None:
     """A signed prekey's lifetime, at least 1 s (0 or less would put an expired bundle on
-    chain: nobody could start a conversation with the device)."""
-    _check_int(ttl_s, "a prekey lifetime", 1, " (seconds)")
+    chain: nobody could start a conversation with the device) and at most a year
+    (``PREKEY_TTL_MAX_S``: a signed prekey kept longer spoils forward secrecy)."""
+    _check_int(ttl_s, "a prekey lifetime", 1, " (seconds)", PREKEY_TTL_MAX_S)
 
 
 def _check_before(before: object) -> tuple[int, int]:

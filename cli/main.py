@@ -339,7 +339,10 @@ def devnet_status(ctx: Ctx, directory: Path | None) -> None:
 @cli.command()
 @click.option("--name", default=None, help="Claim this name (3-32 of a-z 0-9 - _).")
 @click.option(
-    "--prekey-ttl", type=click.IntRange(min=1), default=None, help="Prekey lifetime, seconds."
+    "--prekey-ttl",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Prekey lifetime, seconds (at most a year).",
 )
 @_with_json
 @click.pass_obj
@@ -403,7 +406,10 @@ def _open(ctx: Ctx) -> Any:
 
 @cli.command()
 @click.option(
-    "--prekey-ttl", type=click.IntRange(min=1), default=None, help="Prekey lifetime, seconds."
+    "--prekey-ttl",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Prekey lifetime, seconds (at most a year).",
 )
 @_with_json
 @click.pass_obj

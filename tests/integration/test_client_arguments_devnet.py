@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from chatcore import Client, ContactState, ContentType
+from chatcore.client import PREKEY_TTL_MAX_S
 from chatcore.identity import IdentityError, export_backup
 from discovery.network import NetworkConfig
 
@@ -96,7 +97,9 @@ async def test_a_prekey_lifetime_under_a_second_is_refused_before_the_chain(
     chain: nobody could start a conversation with the device until the next publish."""
     alice = people.new("alice")
     seq = alice.c.lookup(alice.name).installations[0].bundle.seq
-    for ttl in (0, -5):
+    # and one past a year: a signed prekey that long-lived spoils forward secrecy (one of
+    # 2**50 s put an expiry in the year 58 million on chain; 2**64 an internal u64 error)
+    for ttl in (0, -5, PREKEY_TTL_MAX_S + 1, 2**50, 2**64 - 1):
         with pytest.raises(ValueError, match="lifetime"):
             alice.c.publish(PASSPHRASE, ttl)
         with pytest.raises(ValueError, match="lifetime"):
