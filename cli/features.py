@@ -181,7 +181,12 @@ def _set_contact(
             _sync_directory_if_reachable(client)
             pending = client.contact(client.resolve_peer(who).identity_id)
             if pending is None or pending.state != ContactState.REQUEST:
-                fail(f"no contact request from {who}", EXIT_NOT_FOUND)
+                hint = {
+                    ContactState.DECLINED: " (you declined it; 'contacts add' takes them back)",
+                    ContactState.BLOCKED: " (blocked; 'contacts unblock' first)",
+                    ContactState.CONTACT: " (already a contact)",
+                }.get(pending.state if pending is not None else ContactState.NONE, "")
+                fail(f"no contact request from {who}{hint}", EXIT_NOT_FOUND)
         c, _published = act(
             client, lambda: client.set_contact(who, ContactState[state_name], alias)
         )

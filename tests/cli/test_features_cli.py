@@ -147,6 +147,9 @@ def test_contacts_requests_receipts_edits_search_conversations(
     js(run, homes, "bob", "requests", "decline", "dave")
     js(run, homes, "dave", "send", "bob", "dave 2")
     assert js(run, homes, "bob", "sync") == []
+    # accepting it afterwards says what took it and how to take dave back
+    r = bad(run, homes, "bob", "requests", "accept", "dave")
+    assert r.code == 3 and "you declined it" in r.err and "'contacts add'" in r.err
     js(run, homes, "bob", "contacts", "unblock", "carol")
     js(run, homes, "carol", "send", "bob", "after unblock")
     assert [x["text"] for x in js(run, homes, "bob", "sync")] == ["after unblock"]
