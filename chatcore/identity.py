@@ -1117,6 +1117,11 @@ def forward_linked_history(client: Client) -> list[Any]:
             continue  # not linked yet
         # one transaction: the parts in the outbox and the cut moved past them
         with client.store.transaction():
+            # read again under the lock: another process on this home (an app and a CLI
+            # sync) may have forwarded from this cut since we read it, and moved it past
+            # what it sent (or dropped it): the next sync goes on from where it is now
+            if client.store.get_meta(key) != raw:
+                continue
             sent_by = None if active is None else active + LINK_FORWARD_SLACK_MS
             parts = forward_parts(client.store, seq, since, sent_by, forwarded=went)
             for part in parts:

@@ -469,3 +469,31 @@ def test_a_contact_change_is_forwarded_once() -> None:
     w.route(forward_linked_history(client), strict=True)
     assert contacts_sent.count(e.hex()) == 2 and contacts_sent.count(b.hex()) == 1
     assert w.f(a, 2).contact(e).alias == "eve"  # type: ignore[union-attr]
+
+
+def test_what_another_process_on_the_home_forwarded_is_not_sent_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two processes on one home (an app running, a CLI sync) may both read the cut before
+    either forwards from it (the directory is asked in between). The second reads it again
+    under the lock: what the first sent (the history, the op log of a group our identity is
+    out of) is not sent again from the cut it read."""
+    w = FWorld(seed=75)
+    a, b = w.person(name="alice"), w.person(name="bob")
+    gid = w.group(b, [a], name="crew")
+    a1 = w.dev(a)
+    a2, _seq, _since = _approve(w, a)
+    key = LINK_FORWARD + a2.inst.hex()
+    with a1.store.transaction():
+        a1.store.set_meta(key, link_cut(a1.store, w.clock.now, [gid]))
+    w.route(w.send_text(b, a, "between").frames, strict=True)
+    nb = w.node(b)
+    w.route(nb.groups.remove(gid, a), strict=True, frm=nb)
+    w.directory.register(a, a2.peer_keys)
+    stale = a1.store.meta_with_prefix(LINK_FORWARD)  # read by the second process
+    client: Any = _Client(w, a, set())
+    sent = forward_linked_history(client)  # the first process
+    assert sent and json.loads(a1.store.get_meta(key) or b"")["groups"] == []
+    monkeypatch.setattr(a1.store, "meta_with_prefix", lambda _prefix: stale)
+    assert forward_linked_history(client) == []  # the second: nothing again
+    assert json.loads(a1.store.get_meta(key) or b"")["groups"] == []
