@@ -772,8 +772,9 @@ class Client:
 
     def claim_name(self, passphrase: str, name: str) -> None:
         """Claim an on-chain name for this identity (checked as ``init``'s, before the
-        chain is asked)."""
-        self._claim_name(self._owner(passphrase), _claimable(name))
+        chain is asked: unlocking the owner key syncs the directory)."""
+        name = _claimable(name)
+        self._claim_name(self._owner(passphrase), name)
 
     # --- discovery ----------------------------------------------------------------------------
     def sync_directory(self, max_age_ms: int = 0) -> int:

@@ -198,3 +198,18 @@ async def test_text_with_a_lone_surrogate_is_a_value_error_naming_the_argument(
     contact = alice.c.contact(bob.c.identity_id)
     assert contact is None or contact.alias is None
     assert not (tmp_path / "never").exists() and not (tmp_path / "b.lcb").exists()
+
+
+async def test_claim_name_refuses_a_bad_name_before_the_owner_key_and_the_chain(
+    people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``claim_name`` checks its name as ``init`` does, before anything else: unlocking the
+    owner key syncs the directory from the chain (and may finish an owner rotation), so a
+    name that can never be claimed must be refused before it."""
+    alice = people.new("alice")
+    unlocked: list[str] = []
+    monkeypatch.setattr(alice.c, "_owner", lambda passphrase: unlocked.append(passphrase))
+    for bad in ("a\ud800b", "0x" + "ab" * 20, "no", "not a name!", None):
+        with pytest.raises((ValueError, TypeError)):
+            alice.c.claim_name(PASSPHRASE, bad)  # type: ignore[arg-type]
+    assert unlocked == []
