@@ -1146,6 +1146,8 @@ class Features:
         now = self.now()
         if p.sent_at_ms < now - TYPING_STALE_MS:
             return None  # delivered late: meaningless now
+        if self.store.conversation(conv) is None:
+            return None  # none here (deleted, or a stranger typing first): nothing shows it
         # one device, one conversation, one state: "stopped" right after "typing", or typing
         # in two conversations in a second, is what a user does, not a flood
         key = (inst, conv, active)

@@ -763,3 +763,24 @@ def test_message_numbers_are_never_given_out_again_after_a_deletion() -> None:
     later = w.send_text(a, b, "after the deletion")
     w.route(later.frames)
     assert store.message(later.conversation_id, later.message_id).seq > top  # type: ignore[union-attr]
+
+
+def test_typing_in_a_conversation_not_here_is_not_shown() -> None:
+    """A typing indicator for a conversation this device does not have (never written, or
+    deleted here) was yielded as an event whose conversation id names nothing here: an app
+    asking ``is_request`` or ``mark_read`` of it got UnknownContact. Nothing shows it now;
+    the next message brings the conversation back as before."""
+    w = FWorld()
+    a, b = w.person(), w.person()
+    s = w.send_text(a, b, "hi")
+    w.route(s.frames, strict=True)
+    conv = s.conversation_id
+    w.f(b).delete_conversation(conv)
+    assert w.dev(b).store.conversation(conv) is None
+    assert w.route(w.f(a).send_typing(conv), strict=True) == []
+    assert w.f(b).typing_now(conv) == []
+    assert [r.text for r in w.route(w.send_text(a, b, "again").frames, strict=True)] == ["again"]
+    w.clock.now += 4_000
+    shown = w.route(w.f(a).send_typing(conv), strict=True)
+    assert [r.content_type for r in shown] == [ContentType.TYPING]
+    assert w.f(b).typing_now(conv) == [a]
