@@ -5,8 +5,8 @@ the hot path. Measured here (``bench/group.py``, 300-byte messages):
 
 * signing: ed25519-dalek through vodozemac 12.4 us, libsodium (PyNaCl) 14.4 us, OpenSSL
   (pyca) 32 us. vodozemac signs only with an Olm ``Account``'s key, and takes a key in only
-  through libolm's documented account pickle, so ``chain_sign`` builds one in memory from
-  our seed (``_account``; cached per key): the signatures are RFC 8032's, byte for byte
+  through its account pickle, so ``chain_signer`` builds one in memory from our seed
+  (kept by the sending chain that uses it, no longer): the signatures are RFC 8032's, byte for byte
   libsodium's for the same seed (tested). The hot path (every group message) uses it;
   rare signatures (group ops) stay on libsodium;
 * verifying: ed25519-dalek through vodozemac 37 us, libsodium 56 us, OpenSSL 107 us ->
@@ -60,8 +60,7 @@ def ed25519_sign(secret: bytes, message: bytes) -> bytes:
 _PICKLE_KEY = b"logos-chat in-memory signer only"
 
 
-@lru_cache(maxsize=4096)  # ~46 us to build one; a simulator runs many members' chains
-def _account(secret: bytes) -> Account:
+def chain_signer(secret: bytes) -> Account:
     """A vodozemac Account whose Ed25519 key is the one of ``secret`` (seed || public).
 
     vodozemac's account pickle (0.10): JSON with the signing key as its 32-byte seed
@@ -95,9 +94,10 @@ def _account(secret: bytes) -> Account:
 _a2b = binascii.a2b_base64
 
 
-def chain_sign(secret: bytes, message: bytes) -> bytes:
-    """Detached Ed25519 signature (64 bytes) with ed25519-dalek: the per-message signer."""
-    return _a2b(_account(secret).sign(message).to_base64() + "==")
+def chain_sign(signer: Account, message: bytes) -> bytes:
+    """Detached Ed25519 signature (64 bytes) with ed25519-dalek (``chain_signer``): the
+    per-message signer."""
+    return _a2b(signer.sign(message).to_base64() + "==")
 
 
 @lru_cache(maxsize=8192)
