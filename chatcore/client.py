@@ -87,6 +87,10 @@ DIRECTORY_MAX_AGE_MS = 1_000
 CHAIN_RETRY_MS = 30_000
 #: secret: the new owner key of an owner rotation under way here (see ``_owner``)
 OWNER_ROTATING = "owner_key_rotating"
+#: set by init just before it sends the registration (the bundle it sends; the recovery
+#: phrase is kept as a secret beside it) until the chain took it: the next init finishes
+INIT_BUNDLE = "init_bundle"
+INIT_PHRASE = "init_recovery_phrase"
 #: secrets of an installation rotation (``chatcore.identity.rotate_installation``): the new
 #: keys until this home switched to them; each old installation, REVOKING until the chain
 #: revoked it (see ``finish_key_rotation``)
@@ -277,6 +281,12 @@ class Client:
         if raw_keys is None or ident is None:
             store.close()
             raise NotInitialised(f"{home.path} has no registered identity (run init)")
+        if store.get_meta("registered") is None and store.get_meta(INIT_BUNDLE) is not None:
+            store.close()  # init stopped after it sent the registration
+            raise NotInitialised(
+                f"init did not finish in {home.path} (it stopped after it sent the "
+                "registration): run init there again, it finishes this identity"
+            )
         if store.get_meta("registered") is None and store.get_meta("salt") is not None:
             store.close()  # init's keys, never registered: the process died on the way
             raise NotInitialised(
@@ -317,8 +327,9 @@ class Client:
 
             raise NameTaken(f"the name {name!r} is already taken")
         home = Home(Path(home_dir))
-        if home.meta_file.exists():
-            _clear_unfinished_init(home, passphrase, registry)
+        if home.meta_file.exists() and _unfinished_init(home, passphrase, registry):
+            # an init stopped after it sent the registration: finish that identity
+            return cls._resume_init(home, passphrase, network, name, registry, rng)
         # a directory that exists may hold the user's own files: only what init adds to it
         # is taken away again if init fails
         existed = home.path.is_dir()
@@ -328,7 +339,7 @@ class Client:
             return cls._init_in(home, passphrase, network, name, registry, rng, prekey_ttl_s)
         except BaseException:
             if not (home.db_file.exists() and _registered(home, passphrase)):
-                # nothing reached the chain: leave no half-made home behind
+                # nothing reached the chain (nor may still): leave no half-made home behind
                 import shutil
 
                 if not existed:
@@ -371,45 +382,141 @@ class Client:
             store.set_meta("network", _scope(network).encode())
         home.save_owner_key(owner.key, passphrase)
         client = cls(home, store, network, keys, identity_id, rng=rng, registry=registry)
-        reg = client.registry
-        if network.faucet_key and reg.balance(owner.address) < MIN_BALANCE_WEI:
-            reg.send_value(Account.from_key(network.faucet_key), owner.address, DEV_FUNDING_WEI)
         _spk, bundle = client._new_bundle(seq=1, ttl_s=prekey_ttl_s)
-        reg.register(owner, salt, recovery, keys.installation_id, bundle.encode())
+        # From here on the registration may reach the chain (a Ctrl-C or a dead process
+        # cannot tell whether it did): what it needs to be finished is kept, and the home
+        # with it, so that the next init finishes this identity rather than lose it.
         with store.transaction():
-            client._prekey_published(bundle)
-            store.set_meta("registered", b"1")
-            store.set_meta("bundle_seq", b"1")
+            store.put_secret(INIT_PHRASE, phrase.encode())
+            store.set_meta(INIT_BUNDLE, bundle.encode())
+        return client._finish_init(owner, phrase, bundle, name, resumed=False)
+
+    @classmethod
+    def _resume_init(
+        cls,
+        home: Home,
+        passphrase: str,
+        network: NetworkConfig,
+        name: str | None,
+        registry: Registry,
+        rng: Callable[[int], bytes],
+    ) -> tuple[Client, InitResult]:
+        """Finish an init that stopped after its registration was (maybe) sent, with the
+        keys, bundle and recovery phrase it kept."""
+        store = home.open_store(passphrase)
+        try:
+            scope = store.get_meta("network")
+            if scope is not None and scope != _scope(network).encode():
+                raise StoreError(
+                    f"this home belongs to another network ({scope.decode()}), not "
+                    f"{_scope(network)}"
+                )
+            owner = home.load_owner_key(passphrase)
+            keys = InstallationKeys.from_bytes(store.get_secret("installation") or b"")
+            ident = store.get_meta("identity_id") or b""
+            phrase = (store.get_secret(INIT_PHRASE) or b"").decode()
+            bundle = IntroBundle.decode(store.get_meta(INIT_BUNDLE) or b"")
+        except BaseException:
+            store.close()
+            raise
+        client = cls(home, store, network, keys, ident, rng=rng, registry=registry)
+        return client._finish_init(owner, phrase, bundle, name, resumed=True)
+
+    def _finish_init(
+        self,
+        owner: LocalAccount,
+        phrase: str,
+        bundle: IntroBundle,
+        name: str | None,
+        *,
+        resumed: bool,
+    ) -> tuple[Client, InitResult]:
+        """Register (unless an earlier init's registration landed), then the PQ key record
+        and the name. Closes the client if it raises."""
+        store, reg, identity_id = self.store, self.registry, self.identity_id
+        recovery = (store.get_meta("recovery") or b"").decode()
         result = InitResult(
             identity_id=identity_id,
-            installation_id=keys.installation_id,
+            installation_id=self.installation_id,
             owner=owner.address,
-            recovery=recovery.address,
+            recovery=recovery,
             recovery_phrase=phrase,
             name=None,
             bundle_seq=1,
         )
+        ident = f"0x{identity_id.hex()}"
+        try:
+            landed = resumed and reg.get_identity(identity_id).exists
+            if resumed and not landed and reg.pending_transactions(owner.address):
+                self.close()
+                raise InitIncomplete(
+                    f"the registration of identity {ident} that an earlier init sent is not "
+                    "mined yet: run init again later (this home keeps its keys)",
+                    result,
+                    "register",
+                )
+            if not landed:
+                if self.network.faucet_key and reg.balance(owner.address) < MIN_BALANCE_WEI:
+                    from eth_account import Account
+
+                    faucet = Account.from_key(self.network.faucet_key)
+                    reg.send_value(faucet, owner.address, DEV_FUNDING_WEI)
+                reg.register(owner, bytes(store.get_meta("salt") or b""), recovery,
+                             self.installation_id, bundle.encode())  # fmt: skip
+        except InitIncomplete:
+            raise
+        except RegistryReverted:
+            # refused on chain: final. Unless the identity is there (an earlier
+            # registration of ours landed meanwhile), none is, nor will be: init may start
+            # over
+            try:
+                landed = reg.get_identity(identity_id).exists
+            except DiscoveryError:
+                landed = False
+            if not landed:
+                with store.transaction():
+                    store.delete_meta(INIT_BUNDLE)
+                    store.delete_secret(INIT_PHRASE)
+                self.close()
+                raise
+        except Exception as exc:
+            self.close()
+            raise InitIncomplete(
+                f"the registration of identity {ident} was sent but not confirmed ({exc}): "
+                "run init again in this home to finish it",
+                result,
+                "register",
+            ) from exc
+        except KeyboardInterrupt as exc:
+            self.close()
+            raise InitInterrupted(result, "register") from exc
+        with store.transaction():
+            self._prekey_published(bundle)
+            store.set_meta("registered", b"1")
+            store.set_meta("bundle_seq", b"1")
+            store.delete_meta(INIT_BUNDLE)
+            store.delete_secret(INIT_PHRASE)  # our caller shows it, once
         # The identity is on chain: what fails from here on must not take the recovery
         # phrase with it (it is shown once, by our caller), nor leave the caller a home
         # that 'init' refuses to make again without saying what is missing.
         step = "pq_key"
         try:
-            client._publish_pq(owner)
+            self._publish_pq(owner)
             if name:
                 step = "name"
-                client._claim_name(owner, name)
+                self._claim_name(owner, name)
         except Exception as exc:
-            client.close()
+            self.close()
             what = "its post-quantum key record" if step == "pq_key" else f"the name {name!r}"
             raise InitIncomplete(
-                f"identity 0x{identity_id.hex()} is registered, but {what} is not: {exc}",
+                f"identity {ident} is registered, but {what} is not: {exc}",
                 result,
                 step,
             ) from exc
         except KeyboardInterrupt as exc:
-            client.close()
+            self.close()
             raise InitInterrupted(result, step) from exc
-        return client, replace(result, name=name)
+        return self, replace(result, name=name)
 
     def close(self) -> None:
         self.index.close()
@@ -1777,10 +1884,12 @@ def _signal(r: Received) -> bool:
     return r.content_type in (ContentType.TYPING, ContentType.RECEIPT)
 
 
-def _clear_unfinished_init(home: Home, passphrase: str, registry: Registry) -> None:
-    """Take away a home an init died in before its identity was registered (a store with
-    nothing but init's keys, or nothing at all; the chain does not know the identity), so
-    that init can start over. Any other home: StoreError, it already holds an identity."""
+def _unfinished_init(home: Home, passphrase: str, registry: Registry) -> bool:
+    """A home ``init`` is run in again. True: an init stopped in it after its registration
+    may have been sent (``init`` finishes that identity: its keys are never taken away).
+    False: an init died in it before that (a store with nothing but init's keys, or nothing
+    at all; the chain does not know the identity): the home is taken away, init starts
+    over. Any other home: StoreError, it already holds an identity."""
     taken = StoreError(f"{home.path} already holds an identity")
     try:
         store = home.open_store(passphrase)
@@ -1793,8 +1902,11 @@ def _clear_unfinished_init(home: Home, passphrase: str, registry: Registry) -> N
             and store.get_meta("pair_code") is None  # a device waiting to be linked
             and (ident is None or store.get_meta("salt") is not None)  # init's, not restore's
         )
+        sent = store.get_meta(INIT_BUNDLE) is not None
     finally:
         store.close()
+    if unfinished and sent:
+        return True
     if not unfinished or (ident is not None and registry.get_identity(ident).exists):
         raise taken
     db, index = home.db_file, home.index_file
@@ -1804,15 +1916,17 @@ def _clear_unfinished_init(home: Home, passphrase: str, registry: Registry) -> N
         db, index, home.keystore_file, home.keystore_file.with_suffix(".tmp"), home.meta_file,
     ):  # fmt: skip
         f.unlink(missing_ok=True)
+    return False
 
 
 def _registered(home: Home, passphrase: str) -> bool:
+    """Registered, or its registration may have been sent (see ``_unfinished_init``)."""
     try:
         store = home.open_store(passphrase)
     except ChatCoreError:
         return False
     try:
-        return store.get_meta("registered") is not None
+        return store.get_meta("registered") is not None or store.get_meta(INIT_BUNDLE) is not None
     finally:
         store.close()
 

@@ -136,7 +136,11 @@ class InitIncomplete(ChatCoreError):
     post-quantum key record (``step`` "pq_key"; ``publish`` puts it on chain) or the name
     claim (``step`` "name"; ``claim_name`` tries again). The home is made (``Client.open``
     opens it). ``result`` is the ``InitResult`` (``name`` None) whose recovery phrase exists
-    nowhere else: show it. The failure is ``__cause__``."""
+    nowhere else: show it. The failure is ``__cause__``.
+
+    ``step`` "register": the registration was sent (or may have been) and the chain has not
+    confirmed it (or it is still pending): it may yet be mined. The home keeps the keys and
+    the phrase; ``Client.init`` on it again finishes that identity (and returns the phrase)."""
 
     def __init__(self, message: str, result: object, step: str) -> None:
         super().__init__(message)

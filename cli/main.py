@@ -353,12 +353,24 @@ def init(ctx: Ctx, name: str | None, prekey_ttl: int | None) -> None:
     from chatcore.errors import InitIncomplete, InitInterrupted
 
     network = ctx.network()
-    pw = passphrase(confirm=True)  # (a home an init died in before registering starts over)
+    # (a home an init died in before registering starts over; one it died in after it
+    # sent the registration is finished)
+    pw = passphrase(confirm=True)
     try:
         client, res = Client.init(
             ctx.home, pw, network, name, prekey_ttl_s=prekey_ttl or PREKEY_TTL_S
         )
     except (InitIncomplete, InitInterrupted) as exc:
+        if exc.step == "register":
+            # sent, not confirmed: the home keeps the keys and the phrase; init run again
+            # finishes the identity and shows the phrase then
+            if isinstance(exc, InitInterrupted):
+                fail(
+                    "interrupted before the chain confirmed the registration: run "
+                    f"'logos-chat --home {ctx.home} init' again to finish it",
+                    130,
+                )
+            fail(_error_line(exc), _exit_code(exc.__cause__ or exc))
         # registered on chain: the recovery phrase exists nowhere else, so it is shown
         # before the one error line says what is left to do
         _show_init(ctx, exc.result)

@@ -360,6 +360,13 @@ class Registry:
         with self._rpc("nonces"):
             return int(self.identity.functions.nonces(to_checksum_address(address)).call())
 
+    def pending_transactions(self, address: str) -> int:
+        """How many of ``address``'s transactions the node holds, not yet mined."""
+        with self._rpc("getTransactionCount"):
+            account = to_checksum_address(address)
+            pending = int(self.w3.eth.get_transaction_count(account, "pending"))
+            return max(0, pending - int(self.w3.eth.get_transaction_count(account, "latest")))
+
     def balance(self, address: str) -> int:
         with self._rpc("getBalance"):
             return int(self.w3.eth.get_balance(to_checksum_address(address)))

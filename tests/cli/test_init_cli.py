@@ -182,3 +182,86 @@ def test_a_restore_into_a_home_that_cannot_be_made_changes_nothing_on_chain(
     devices = run_cli(*home, "devices", "list", "--json").doc
     assert [d["status"] for d in devices] == ["active"]
     assert run_cli(*home, "publish").code == 0
+
+
+_INIT_KILLED_WAITING = """
+import os, signal, sys
+import discovery.registry as registry_mod
+from discovery.registry import Registry
+from cli.main import cli
+
+register, wait_receipt = Registry.register, registry_mod.wait_receipt
+sent = []
+
+def spy(*args, **kwargs):
+    sent.append(1)
+    return register(*args, **kwargs)
+
+def killed(*args, **kwargs):
+    if not sent:  # the faucet's funding
+        return wait_receipt(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)  # the registration is with the node
+
+Registry.register = spy
+registry_mod.wait_receipt = killed
+cli(sys.argv[1:], prog_name="logos-chat")
+"""
+
+
+def test_init_killed_after_sending_the_registration_is_finished_by_the_next_init(
+    up: None, run_cli: RunCli, devnet_dir: Path, tmp_path: Path
+) -> None:
+    """The registration landed, the process never saw it: the home said init did not
+    finish, and init refused it ('already holds an identity'), so the recovery phrase was
+    never shown. The next init finishes that identity and shows its phrase."""
+    from eth_account import Account
+
+    from tests.cli.conftest import base_env
+
+    home = ["--home", str(tmp_path / "killed")]
+    proc = subprocess.run(
+        [sys.executable, "-c", _INIT_KILLED_WAITING, *home, "init"],
+        env=base_env(devnet_dir, tmp_path), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == -9, proc.stderr
+    r = run_cli(*home, "whoami")
+    r.assert_one_line_error(contains="run init there again")
+    r = run_cli(*home, "init", "--name", "killedwaiting", "--json")
+    assert r.code == 0, r.err
+    ident = r.doc["identity_id"]
+    assert run_cli("lookup", "killedwaiting", "--json").doc["identity_id"] == ident
+    assert run_cli(*home, "whoami", "--json").doc["identity_id"] == ident
+    Account.enable_unaudited_hdwallet_features()
+    assert Account.from_mnemonic(r.doc["recovery_phrase"]).address == r.doc["recovery"]
+    # and only the one identity: the owner sent one registration
+    owner = run_cli("lookup", ident, "--json").doc["owner"]
+    assert owner == r.doc["owner"]
+
+
+def test_init_interrupted_waiting_for_its_registration_says_to_run_it_again(
+    up: None, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import discovery.registry as registry_mod
+
+    register, wait_receipt = Registry.register, registry_mod.wait_receipt
+    sent: list[bool] = []
+
+    def spy(*args: object, **kwargs: object) -> object:
+        sent.append(True)
+        return register(*args, **kwargs)  # type: ignore[arg-type]
+
+    def ctrl_c(*args: object, **kwargs: object) -> object:
+        if not sent:  # the faucet's funding
+            return wait_receipt(*args, **kwargs)  # type: ignore[arg-type]
+        raise KeyboardInterrupt
+
+    home = ["--home", str(tmp_path / "ctrl-c")]
+    with monkeypatch.context() as m:
+        m.setattr(Registry, "register", spy)
+        m.setattr(registry_mod, "wait_receipt", ctrl_c)
+        r = run_cli(*home, "init", inproc=True)
+    r.assert_one_line_error(code=130, contains="init' again")
+    assert "Recovery phrase" not in r.out  # shown by the init that finishes it
+    r = run_cli(*home, "init", "--json")
+    assert r.code == 0, r.err
+    assert run_cli("lookup", r.doc["identity_id"], "--json").doc["owner"] == r.doc["owner"]

@@ -1,0 +1,105 @@
+"""``Client.init`` stopped (Ctrl-C, a dead process) after its registration was sent but
+before its receipt came: the transaction may still be mined. The home (owner key, recovery
+phrase, device keys) is kept, and the next ``init`` in it finishes that identity (or sends
+the same registration again) instead of making another: an identity that got registered is
+never left without its keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+
+import discovery.registry as registry_mod
+from chatcore.client import Client
+from chatcore.errors import InitIncomplete, NotInitialised
+from discovery.network import NetworkConfig
+from discovery.registry import Registry, identity_id_for
+from tests.integration.conftest import PASSPHRASE
+
+pytestmark = pytest.mark.devnet
+
+
+def _rpc(network: NetworkConfig, method: str, *params: Any) -> Any:
+    return Registry(network).w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
+
+
+def _interrupted_init(
+    home: Path, network: NetworkConfig, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, bytes]:
+    """Ctrl-C while init waits for its registration's receipt (automine is turned off
+    first: the transaction stays pending; the caller turns it on again). Returns the owner
+    and salt it was sent with."""
+    sent: list[tuple[str, bytes]] = []
+    register, wait_receipt = Registry.register, registry_mod.wait_receipt
+
+    def spy(self: Registry, owner: Any, salt: bytes, *args: Any) -> Any:
+        sent.append((owner.address, salt))
+        assert _rpc(network, "evm_setAutomine", False)
+        return register(self, owner, salt, *args)
+
+    def ctrl_c(*args: Any, **kwargs: Any) -> Any:
+        if not sent:  # the faucet's funding
+            return wait_receipt(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Registry, "register", spy)
+        m.setattr(registry_mod, "wait_receipt", ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            Client.init(home, PASSPHRASE, network)
+    assert len(sent) == 1
+    return sent[0]
+
+
+def _finished(home: Path, network: NetworkConfig, owner: str, salt: bytes) -> None:
+    """init in the home again: the identity sent first is the one it finishes."""
+    client, res = Client.init(home, PASSPHRASE, network)
+    try:
+        ident = identity_id_for(owner, salt)
+        assert res.identity_id == ident and res.owner == owner
+        assert client.registry.get_identity(ident).exists
+        # the recovery phrase shown is the one the identity was bound to
+        recovery = Account.from_mnemonic(res.recovery_phrase)
+        assert client.registry.recovery_salt(recovery, owner) == salt
+        assert client.lookup("0x" + ident.hex()).identity_id == ident
+    finally:
+        client.close()
+    again = Client.open(home, PASSPHRASE, network)  # an ordinary home from now on
+    assert again.identity_id == ident
+    again.close()
+
+
+def test_init_interrupted_before_its_registration_was_mined_keeps_the_identity(
+    tmp_path: Path, network: NetworkConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "slow"
+    try:
+        owner, salt = _interrupted_init(home, network, monkeypatch)
+        # other commands say init is not finished; the next init, while the registration
+        # is still pending, says so and keeps the home
+        with pytest.raises(NotInitialised, match="init"):
+            Client.open(home, PASSPHRASE, network)
+        with pytest.raises(InitIncomplete, match="not mined yet"):
+            Client.init(home, PASSPHRASE, network)
+        _rpc(network, "evm_mine")
+    finally:
+        _rpc(network, "evm_setAutomine", True)
+    _finished(home, network, owner, salt)
+
+
+def test_init_interrupted_whose_registration_was_dropped_sends_the_same_one_again(
+    tmp_path: Path, network: NetworkConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node dropped the pending transaction (or never got it): the next init registers
+    the same keys (the dropped transaction, if it ever came back, registers the same id)."""
+    home = tmp_path / "dropped"
+    try:
+        owner, salt = _interrupted_init(home, network, monkeypatch)
+        _rpc(network, "anvil_dropAllTransactions")
+    finally:
+        _rpc(network, "evm_setAutomine", True)
+    assert not Registry(network).get_identity(identity_id_for(owner, salt)).exists
+    _finished(home, network, owner, salt)
