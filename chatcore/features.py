@@ -372,8 +372,40 @@ class Features:
         return n
 
     def pending_acks(self) -> int:
-        """Sent messages still waiting for some recipient's receipt."""
+        """Sent messages still waiting for some recipient's receipt (a cheap count: see
+        :meth:`pending_by_conversation` for those of an earlier installation of ours)."""
         return self._rel().pending_count()
+
+    def pending_by_conversation(self) -> dict[bytes, int]:
+        """Conversation id -> how many of this installation's messages there still wait
+        for a receipt.
+
+        What an earlier installation of ours sent (before a forced key rotation, or by
+        another process on this home still on the old keys) can neither be resent (its id is
+        that installation's) nor acknowledged here, and a recipient that had not fetched it
+        refuses it once those keys are revoked: such messages are taken out of the log here
+        (they stay 'sent', not 'delivered', unless a receipt sent before comes in). They
+        held up every later key rotation until their first retransmission was due."""
+        with self.store.transaction():
+            rel = self._rel()
+            me, dropped = self.engine.installation_id, 0
+            for key, log_ in rel.conversations.items():
+                conv = self._conv_of(key)
+                for mid in list(log_.outgoing):
+                    author = self._author(conv, mid)
+                    if author is not None and author[1] != me:
+                        del log_.outgoing[mid]
+                        dropped += 1
+            if dropped:
+                log.info(
+                    "%d message(s) of an earlier installation of ours no longer awaited", dropped
+                )
+                self._save_rel(rel)
+        return {
+            self._conv_of(key): len(c.outgoing)
+            for key, c in sorted(rel.conversations.items())
+            if c.outgoing
+        }
 
     def unacked(self, conv: bytes, mid: bytes) -> frozenset[bytes]:
         key = self._rk(conv)

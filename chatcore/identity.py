@@ -1551,12 +1551,23 @@ async def rotate_installation(
     client.home.load_owner_key(passphrase)  # a wrong passphrase says so before anything else
     await client.sync()  # read what is waiting in the old inbox first
     _no_link_in_progress(client)
-    waiting = client.features.pending_acks()
+    waiting = client.features.pending_by_conversation()
     if waiting and not force:
+        where = []
+        for conv, n in waiting.items():
+            c = client.store.conversation(conv)
+            title = (
+                "a deleted conversation" if c is None
+                else client.display(c.peer_identity) if c.peer_identity is not None
+                else c.title or "0x" + conv.hex()[:10]
+            )  # fmt: skip
+            where.append(f"{n} to {title}")
         raise AwaitingReceipts(
-            f"{waiting} message(s) sent from this device still wait for receipts; recipients "
-            "that have not fetched them would drop them once these keys are revoked: sync "
-            "later, or force the rotation"
+            f"{sum(waiting.values())} message(s) sent from this device still wait for "
+            f"receipts ({', '.join(where)}); recipients that have not fetched them would "
+            "drop them once these keys are revoked: sync again once they have been online "
+            "(their receipts come in), or force the rotation ('keys rotate --installation "
+            "--force') and let those messages go"
         )
     owner = client._owner(passphrase)
     old = client.installation_id

@@ -244,6 +244,45 @@ async def test_installation_rotation_waits_for_receipts_of_what_it_sent(
     assert alice.c.installation_id != old
 
 
+async def test_messages_of_a_revoked_installation_of_ours_hold_up_no_later_rotation(
+    people: People,
+) -> None:
+    """New-user review: 'keys rotate --installation --force' while a send and a group send
+    ran on the same home. The recipients never get those messages (as --force says), and
+    afterwards every 'keys rotate --installation' was refused: they were counted as waiting
+    for receipts that can never come (frames of the revoked installation are refused, and
+    they cannot be resent: their ids are the old installation's)."""
+    from chatcore.errors import AwaitingReceipts
+
+    alice, bob = people.new("alice"), people.new("bob")
+    gid = await alice.c.create_group("crew", [bob.name])
+    await bob.c.sync()
+    await bob.c.flush_features()
+    await alice.c.sync()
+    assert alice.c.features.pending_acks() == 0
+    await alice.c.send_text(bob.name, "x")
+    await alice.c.send_group_text(gid, "y")
+    with pytest.raises(AwaitingReceipts) as refused:
+        await rotate_installation(alice.c, PASSPHRASE)
+    # it says where they wait, and what to do
+    assert f"1 to {bob.name}" in str(refused.value) and "1 to crew" in str(refused.value)
+    assert "--force" in str(refused.value)
+    _r, alice.client = await rotate_installation(alice.c, PASSPHRASE, force=True)
+    assert "x" not in [m.text for m in await bob.c.sync()]  # lost, as --force says
+    await bob.c.flush_features()
+    await alice.c.sync()
+    # nothing this device sent waits: the next rotation goes ahead without --force
+    assert alice.c.features.pending_by_conversation() == {}
+    old = alice.c.installation_id
+    _r, alice.client = await rotate_installation(alice.c, PASSPHRASE)
+    assert alice.c.installation_id != old
+    # and what the new keys send is awaited as before
+    await alice.c.send_text(bob.name, "after")
+    assert list(alice.c.features.pending_by_conversation().values()) == [1]
+    with pytest.raises(AwaitingReceipts):
+        await rotate_installation(alice.c, PASSPHRASE)
+
+
 async def test_recovery_restore_and_backup(
     people: People, network: NetworkConfig, tmp_path: Path
 ) -> None:
