@@ -631,7 +631,12 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
 
         except UnknownContact:
             peer = client.resolve_peer(to)
+            # the local conversation, made if there is none yet (as the API's
+            # conversation_id does): marked read, and the peer's typing shows before any message
             conv = direct_conversation_id(client.identity_id, peer.identity_id)
+            client.store.ensure_conversation(
+                conv, "direct", peer.identity_id, None, client.clock_ms()
+            )
             title = peer.display or hx(peer.identity_id)
             client.store.set_peer_display(peer.identity_id, peer.display, client.clock_ms())
 
@@ -643,10 +648,7 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
             screen.show(message_line(client, m))
             if m.outgoing:
                 shown_status[m.message_id] = m.status
-        try:
-            await client.mark_read(conv)
-        except UnknownContact:
-            pass  # someone never written to: no conversation yet, nothing to mark read
+        await client.mark_read(conv)
         await client.flush_features()
         screen.show(
             f"— chatting with {one_line(title)}; type a line and press Enter, Ctrl-D to leave —"

@@ -262,6 +262,7 @@ def test_chat_works_with_the_chain_unreachable(
     """As 'send' and 'sync' do, 'chat' goes on from the local index when the chain node
     does not answer (it refused to start)."""
     as_(run_cli, homes, "bob", "send", "alice", "hi before the chain went away")
+    as_(run_cli, homes, "alice", "sync")  # her local index knows bob (not only by luck of order)
     net = json.loads((devnet_dir / "network.json").read_text())
     net["rpc_url"] = "http://127.0.0.1:1"  # nothing listens there
     dead = tmp_path / "dead-rpc.json"
