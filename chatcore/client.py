@@ -1419,7 +1419,8 @@ class Client:
             if person is not None:  # anyone can name a group after someone we know
                 raise AmbiguousName(
                     f"{q!r} names a group and a person: use the group's id "
-                    f"(0x{named[0].group_id.hex()[:8]}) or the person's (0x{person.hex()[:8]})"
+                    f"(0x{named[0].group_id.hex()[:8]}) or the person's whole identity id "
+                    f"(0x{person.hex()})"
                 )
             return named[0].group_id
         if len(named) > 1:

@@ -106,6 +106,7 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 def _exit_code(exc: BaseException) -> int:
     from chatcore.errors import (
+        AmbiguousName,
         NotInitialised,
         TransportError,
         UnknownContact,
@@ -118,6 +119,8 @@ def _exit_code(exc: BaseException) -> int:
     from discovery.network import NetworkFileError
 
     if isinstance(exc, ValueError):  # typed and bad input too (NotAMessageId, NotAPeer)
+        return EXIT_ERROR
+    if isinstance(exc, AmbiguousName):  # found more than one: the input needs an id
         return EXIT_ERROR
     if isinstance(exc, WrongPassphrase):
         return EXIT_AUTH
@@ -932,6 +935,31 @@ def group_doc(client: Any, gid: bytes) -> dict[str, Any]:
     }
 
 
+def _check_free_group_name(client: Any, name: str, renaming: bytes | None = None) -> None:
+    """Refuse (ValueError) a name for a group of ours that already names a person we know or
+    another group we are in: 'send NAME', 'history NAME' would then be ambiguous (find_group
+    refuses such a name until an id is given). Groups others name so are still followed."""
+    from chatcore.groupchat import check_group_name
+
+    check_group_name(name)  # its own errors first (blank, like an id, control characters)
+    _sync_directory_if_reachable(client)  # on-chain names as the chain has them now
+    q = name.strip()
+    person = client._person_named(q)
+    if person is not None:
+        whose = "your own name" if person == client.identity_id else "a person's name here"
+        raise ValueError(
+            f"{q!r} is {whose} ({hx(person)[:10]}…): a group of that name would make it "
+            "ambiguous wherever a name is asked for; choose another group name"
+        )
+    for gid in client.group_ids():
+        info = client.group_info(gid)
+        if gid != renaming and info.is_member and info.name in (name, q):
+            raise ValueError(
+                f"you are already in a group named {q!r} ({hx(gid)[:10]}…); "
+                "choose another group name"
+            )
+
+
 @group.command("create")
 @click.argument("name")
 @click.option("--member", "members", multiple=True, help="Name, identity id or address.")
@@ -942,6 +970,7 @@ def group_create(ctx: Ctx, name: str, members: tuple[str, ...]) -> None:
     """Create group NAME with you as admin and the given members."""
 
     async def fn(c: Any) -> Any:
+        _check_free_group_name(c, name)
         gid = await c.create_group(name, list(members))
         return group_doc(c, gid)
 
@@ -1011,6 +1040,7 @@ def group_rename(ctx: Ctx, grp: str, name: str) -> None:
 
     async def fn(c: Any) -> Any:
         gid = c.find_group(grp)  # after the rename, the old name no longer finds it
+        _check_free_group_name(c, name, renaming=gid)
         await c.rename_group(gid, name)
         return group_doc(c, gid)
 

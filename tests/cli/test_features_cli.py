@@ -180,10 +180,29 @@ def test_groups_by_name_everywhere_and_requests_need_a_request(
     assert js(run, homes, "dave", "history", "crew")["messages"] == []
     r = bad(run, homes, "carol", "send", "0x1234", "to nobody")
     assert "no group, conversation or identity matches" in r.err
-    # two groups with one name: the name is ambiguous, ids still work
-    js(run, homes, "carol", "group", "create", "crew", "--member", "alice")
+    # our own groups get names that name nobody else here (a new-user review: a group named
+    # after a contact made 'send bob' fail); said in one line, bad input (exit 1)
+    for taken in ("crew", "bob", "carol"):
+        r = bad(run, homes, "carol", "group", "create", taken, "--member", "alice")
+        assert r.code == 1 and taken in r.err and "choose another group name" in r.err
+    r = bad(run, homes, "carol", "group", "rename", gid[:12], "bob")
+    assert r.code == 1 and "choose another group name" in r.err
+    # two groups with one name (another's group): the name is ambiguous (bad input, exit 1,
+    # not "not found"), ids still work
+    js(run, homes, "alice", "group", "create", "crew", "--member", "carol")
+    ok(run, homes, "carol", "sync")
     r = bad(run, homes, "carol", "send", "crew", "which one?")
-    assert "2 groups are named 'crew'" in r.err
+    assert r.code == 1 and "2 groups are named 'crew'" in r.err
+    # another's group named as we call a person (alice's alias for bob): both ids said, and
+    # the person's works as given
+    bobby = js(run, homes, "carol", "group", "create", "Bobby", "--member", "alice")
+    ok(run, homes, "alice", "sync")
+    r = bad(run, homes, "alice", "send", "Bobby", "which one?")
+    assert r.code == 1 and "names a group and a person" in r.err
+    assert bobby["conversation_id"][:10] in r.err
+    bob_id = homes["bob"]["identity_id"]
+    assert bob_id in r.err
+    assert js(run, homes, "alice", "send", bob_id, "by id")["conversation_id"] != gid
     assert js(run, homes, "carol", "send", gid[:12], "by id")["conversation_id"] == gid
     # a rename (admins only) shows wherever the group's name is shown
     r = bad(run, homes, "dave", "group", "rename", gid[:12], "dave's")
