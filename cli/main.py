@@ -651,6 +651,16 @@ def message_line(client: Any, m: Any) -> str:
     return f"[{t}] {one_entry(who)}: {one_entry(line_text(client, m))}"
 
 
+async def _say_if_revoked(client: Any) -> None:
+    """DeviceRevoked before anything else a send could say (that a name is ambiguous, or
+    whom it names): a revoked device can send nothing. From the chain (which a send asks
+    anyway); unreachable, from the index as last synced."""
+    from chatcore.identity import check_not_revoked
+
+    if not await client._refresh_directory():
+        check_not_revoked(client)
+
+
 @cli.command()
 @click.argument("to")
 @click.argument("text")
@@ -663,6 +673,7 @@ def send(ctx: Ctx, to: str, text: str) -> None:
     from chatcore.errors import AmbiguousName, UnknownContact
 
     client = _open(ctx)
+    _run(_say_if_revoked(client))
     target, group = to, False
     try:
         client.find_group(to)
@@ -1073,6 +1084,7 @@ def group_send(ctx: Ctx, grp: str, text: str) -> None:
     """Send TEXT to GROUP (encrypted once, published once)."""
 
     async def fn(c: Any) -> Any:
+        await _say_if_revoked(c)
         return await c.send_group_text(grp, text)
 
     res = _group_run(ctx, fn)

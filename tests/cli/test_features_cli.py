@@ -302,6 +302,10 @@ def test_hex_letter_names_aliases_and_history_after_a_revocation(
     ok(run_cli, homes, "alice", "send", "beefcafe", "to a hex-letter name")
     got = run_cli("--home", home, "sync", "--json")
     assert [m["text"] for m in got.doc] == ["to a hex-letter name"], got.err
+    # a name that is a group's and a person's here (another's group named as we call alice)
+    assert run_cli("--home", home, "contacts", "add", "alice", "--alias", "Ally").code == 0
+    ok(run_cli, homes, "carol", "group", "create", "Ally", "--member", "beefcafe")
+    assert run_cli("--home", home, "sync").code == 0
     ok(run_cli, homes, "alice", "contacts", "add", "beefcafe", "--alias", "Cow")
     h = js(run_cli, homes, "alice", "history", "Cow")
     assert [m["text"] for m in h["messages"]] == ["to a hex-letter name"]
@@ -310,6 +314,9 @@ def test_hex_letter_names_aliases_and_history_after_a_revocation(
         "--home", home, "devices", "revoke", me[0]["installation_id"], "--this-device", "--json"
     )
     assert gone.code == 0, gone.err
+    # a revoked device says so first, not what it would have said of the name (a review)
+    for args in (["send", "Ally", "hi"], ["group", "send", "Ally", "hi"]):
+        run_cli("--home", home, *args).assert_one_line_error(code=4, contains="was revoked")
     h = js(run_cli, homes, "alice", "history", "beefcafe")
     assert [m["text"] for m in h["messages"]] == ["to a hex-letter name"]
 
