@@ -30,6 +30,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -70,7 +71,12 @@ PAIR_TTL_S = 600
 HANDOVER_MAGIC = b"\xf0LCP"  # not a session frame kind: an engine drops it as malformed
 HANDOVER_INFO = b"logos-chat/pair-handover/v1"
 HANDOVER_SIG_DOMAIN = b"logos-chat/pair-handover-sig/v1"
-BACKUP_MAGIC = b"LCBACKUP1"
+BACKUP_MAGIC = b"LCBACKUP1"  # the first format: no length, no key check (still opened)
+#: since the twelfth session: magic, the file's length (8 bytes), salt, nonce, a key check
+#: (16 bytes), then the ciphertext, with all before it as associated data. The length tells
+#: a truncated file, the key check a wrong passphrase from a damaged file.
+BACKUP_MAGIC_2 = b"LCBACKUP2"
+_BACKUP_2 = struct.Struct(">9sQ16s12s16s")
 #: how much history a handover carries (it travels as one delivery-network message)
 HANDOVER_MAX_MESSAGES = 2000
 HANDOVER_MAX_BYTES = 512 * 1024
@@ -281,26 +287,41 @@ def hashlib_scrypt(secret: bytes, salt: bytes) -> bytes:
     return hashlib.scrypt(secret, salt=salt, n=2**15, r=8, p=1, maxmem=128 * 2**20, dklen=32)
 
 
+def _backup_key_check(key: bytes) -> bytes:
+    """A value that tells whether a passphrase derived ``key`` (and nothing of the key)."""
+    return hkdf_sha256(key, b"", b"logos-chat/backup-key-check/v2", 16)
+
+
 def seal_backup(content: dict[str, Any], secret: str, rng: Callable[[int], bytes]) -> bytes:
     salt, nonce = rng(16), rng(12)
     body = zlib.compress(json.dumps(content, separators=(",", ":")).encode(), 6)
-    return (
-        BACKUP_MAGIC
-        + salt
-        + nonce
-        + AESGCM(_backup_key(secret, salt)).encrypt(nonce, body, BACKUP_MAGIC)
-    )
+    key = _backup_key(secret, salt)
+    size = _BACKUP_2.size + len(body) + 16  # AES-GCM adds a 16-byte tag
+    header = _BACKUP_2.pack(BACKUP_MAGIC_2, size, salt, nonce, _backup_key_check(key))
+    return header + AESGCM(key).encrypt(nonce, body, header)
 
 
 def open_backup(data: bytes, secret: str) -> dict[str, Any]:
-    if not data.startswith(BACKUP_MAGIC) or len(data) < len(BACKUP_MAGIC) + 28 + 16:
+    """The content of a backup file; IdentityError saying what is wrong: not a backup, a
+    truncated or damaged one, or a wrong passphrase / phrase."""
+    if data.startswith(BACKUP_MAGIC_2) or (data and BACKUP_MAGIC_2.startswith(data)):
+        body = _open_backup_2(data, secret)
+    elif data.startswith(BACKUP_MAGIC):
+        if len(data) < len(BACKUP_MAGIC) + 28 + 16:
+            raise IdentityError(
+                "the backup file is truncated: copy it again from where it was made"
+            )
+        p = len(BACKUP_MAGIC)
+        salt, nonce, ct = data[p : p + 16], data[p + 16 : p + 28], data[p + 28 :]
+        try:
+            body = AESGCM(_backup_key(secret, salt)).decrypt(nonce, ct, BACKUP_MAGIC)
+        except InvalidTag as exc:  # this format cannot tell the two apart
+            raise IdentityError(
+                "cannot decrypt the backup: wrong passphrase or phrase, or the file is "
+                "damaged or truncated"
+            ) from exc
+    else:
         raise IdentityError("not a Logos Chat backup file")
-    p = len(BACKUP_MAGIC)
-    salt, nonce, ct = data[p : p + 16], data[p + 16 : p + 28], data[p + 28 :]
-    try:
-        body = AESGCM(_backup_key(secret, salt)).decrypt(nonce, ct, BACKUP_MAGIC)
-    except InvalidTag as exc:
-        raise IdentityError("cannot decrypt the backup: wrong passphrase or phrase") from exc
     try:
         out = json.loads(zlib.decompress(body))
     except (zlib.error, ValueError, RecursionError) as exc:
@@ -308,6 +329,31 @@ def open_backup(data: bytes, secret: str) -> dict[str, Any]:
     if not isinstance(out, dict) or out.get("v") != 1:
         raise IdentityError("unknown backup version")
     return out
+
+
+def _open_backup_2(data: bytes, secret: str) -> bytes:
+    if len(data) < _BACKUP_2.size:
+        raise IdentityError(
+            f"the backup file is truncated ({len(data)} bytes, not even its header): "
+            "copy it again from where it was made"
+        )
+    _magic, size, salt, nonce, check = _BACKUP_2.unpack_from(data)
+    if len(data) != size:
+        what = "truncated" if len(data) < size else "damaged (longer than it was written)"
+        raise IdentityError(
+            f"the backup file is {what}: {len(data)} bytes of {size}; "
+            "copy it again from where it was made"
+        )
+    key = _backup_key(secret, salt)
+    if not hmac.compare_digest(_backup_key_check(key), check):
+        raise IdentityError("cannot decrypt the backup: wrong passphrase or phrase")
+    header = data[: _BACKUP_2.size]
+    try:
+        return AESGCM(key).decrypt(nonce, data[_BACKUP_2.size :], header)
+    except InvalidTag as exc:
+        raise IdentityError(
+            "the backup file is damaged: its content does not authenticate"
+        ) from exc
 
 
 # ----------------------------------------------------------------------------------------------

@@ -151,6 +151,12 @@ def test_recovery_restore_and_backup(
     assert missing.code != 0 and "Traceback" not in missing.err
     first = ok(run_cli(*h(homes, "idb"), "backup", "export", str(backup), "--phrase", "--json",
                        env=env)).doc  # fmt: skip
+    # a backup cut short says so, not "wrong passphrase" (a new-user review)
+    cut = tmp_path / "cut.backup"
+    cut.write_bytes(backup.read_bytes()[:100])
+    r = run_cli(*h(homes, "idb"), "history", "import", str(cut), "--phrase", env=env)
+    r.assert_one_line_error(code=1, contains="truncated")
+    assert "passphrase" not in r.err
     # the spelling, `history export FILE`, is the same command
     alias = tmp_path / "idb.alias.backup"
     doc = ok(run_cli(*h(homes, "idb"), "history", "export", str(alias), "--phrase", "--json",

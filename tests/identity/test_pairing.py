@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import zlib
 
 import pytest
 
@@ -81,6 +83,43 @@ def test_backup_roundtrip_and_wrong_secret() -> None:
         open_backup(data, "wrong")
     with pytest.raises(IdentityError, match="not a Logos Chat backup"):
         open_backup(b"junk", "x")
+
+
+def test_a_truncated_or_damaged_backup_says_so_not_wrong_passphrase() -> None:
+    """A new-user review: a backup cut short ('head -c 100') said "wrong passphrase or
+    phrase". The file now tells truncation, damage and a wrong passphrase apart."""
+    content = {"v": 1, "identity_id": "00" * 32, "messages": [{"x": i} for i in range(50)]}
+    data = seal_backup(content, "correct horse", os.urandom)
+    for cut in (100, len(data) - 1, 20, 5):
+        with pytest.raises(IdentityError, match="truncated") as err:
+            open_backup(data[:cut], "correct horse")
+        assert "passphrase" not in str(err.value)
+    with pytest.raises(IdentityError, match="damaged"):
+        open_backup(data + b"\n", "correct horse")
+    flipped = data[:-20] + bytes([data[-20] ^ 1]) + data[-19:]
+    with pytest.raises(IdentityError, match="damaged") as err:
+        open_backup(flipped, "correct horse")
+    assert "passphrase" not in str(err.value)
+    with pytest.raises(IdentityError, match="wrong passphrase or phrase") as err:
+        open_backup(data, "wrong")
+    assert "damaged" not in str(err.value)
+
+
+def test_a_backup_of_the_first_format_still_opens() -> None:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from chatcore.identity import BACKUP_MAGIC, _backup_key
+
+    content = {"v": 1, "identity_id": "00" * 32, "messages": []}
+    salt, nonce = os.urandom(16), os.urandom(12)
+    body = zlib.compress(json.dumps(content).encode())
+    ct = AESGCM(_backup_key("pw", salt)).encrypt(nonce, body, BACKUP_MAGIC)
+    old = BACKUP_MAGIC + salt + nonce + ct
+    assert open_backup(old, "pw") == content
+    with pytest.raises(IdentityError, match="wrong passphrase or phrase"):  # or damaged: it
+        open_backup(old, "other")  # cannot tell, and says both
+    with pytest.raises(IdentityError, match="truncated"):
+        open_backup(old[:40], "pw")
 
 
 def test_snapshot_carries_contacts_and_blocks_newer_change_wins() -> None:
