@@ -1479,7 +1479,10 @@ class Client:
             offline = exc
         result = self.features.send_group_message(gid, ContentType.TEXT, text.encode("utf-8"))
         if offline is not None:  # do not wait for the network a second time
-            raise DeliveryPending(str(offline.__cause__ or offline), result) from offline
+            # the transport's own words, as _deliver gives them (not those of the exception
+            # under it: a timeout's are empty, and the error said just "DeliveryPending")
+            cause = offline.__cause__ if isinstance(offline.__cause__, TransportError) else offline
+            raise DeliveryPending(str(cause) or str(offline), result) from offline
         return await self._deliver(result, result.frames)
 
     def _chain_resting(self) -> bool:

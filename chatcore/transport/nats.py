@@ -127,6 +127,15 @@ class _StrictTlsClient(NatsClient):
                 raise nats.errors.Error(f"nats: {self.tls_refused}")
 
 
+def _why(e: BaseException | None) -> str:
+    """A failure in words for an error line (a repr such as "TimeoutError()" is for logs)."""
+    if e is None:
+        return "no answer"
+    if isinstance(e, TimeoutError | asyncio.TimeoutError):  # (nats-py's are ones too)
+        return "timed out"
+    return str(e).strip() or type(e).__name__
+
+
 async def _probe(url: str, timeout: float) -> bool:
     """True if at least one of the servers accepts a TCP connection within ``timeout``."""
     for u in _servers(url):
@@ -513,7 +522,7 @@ class NatsTransport:
                 await nc.close()
             if nc.tls_refused:
                 raise TransportError(f"refused the delivery network: {nc.tls_refused}") from e
-            raise TransportError(f"delivery network unreachable at {url}: {e!r}") from e
+            raise TransportError(f"delivery network unreachable at {url}: {_why(e)}") from e
         t = cls(
             nc,
             url,
@@ -616,7 +625,7 @@ class NatsTransport:
             if time.monotonic() + backoff > deadline:
                 raise TransportError(
                     f"{what}: delivery network unreachable at {self.url} "
-                    f"(gave up after {self.op_timeout:.0f}s: {last!r})"
+                    f"(gave up after {self.op_timeout:.0f}s: {_why(last)})"
                 ) from last
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 0.5)

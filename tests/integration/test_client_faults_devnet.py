@@ -461,8 +461,11 @@ async def test_delivery_pending_says_in_words_why_the_network_did_not_take_it(
 ) -> None:
     """A NATS URL where something listens but never speaks NATS (a mistyped port): the
     connection times out with an exception whose text is empty, and DeliveryPending said only
-    'DeliveryPending' (the CLI printed that as the reason)."""
+    'DeliveryPending' (the CLI printed that as the reason); a group send said it still (a
+    new-user review, with nats-server stopped by SIGSTOP), and the 1:1 send ended in
+    ": TimeoutError()"."""
     alice, bob = people.new("alice"), people.new("bob")
+    gid = await alice.c.create_group("pending", [bob.name])
     with socket.socket() as mute:
         mute.bind(("127.0.0.1", 0))
         mute.listen()
@@ -473,8 +476,11 @@ async def test_delivery_pending_says_in_words_why_the_network_did_not_take_it(
         alice.open()
         with pytest.raises(DeliveryPending) as exc:
             await alice.c.send_text(bob.name, "to a network that never answers")
-    said = str(exc.value)
-    assert "delivery network unreachable at nats://127.0.0.1:" in said, said
+        with pytest.raises(DeliveryPending) as gexc:
+            await alice.c.send_group_text(gid, "to a group, the same")
+    for said in (str(exc.value), str(gexc.value)):
+        assert "delivery network unreachable at nats://127.0.0.1:" in said, said
+        assert said.endswith(": timed out") and "()" not in said, said
 
 
 async def _chain_starts_hanging(
