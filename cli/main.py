@@ -152,6 +152,25 @@ def _error_line(exc: BaseException) -> str:
     return line
 
 
+def _refuse_blank_arguments(cctx: click.Context) -> None:
+    """An empty or blank argument (a name, an id, a FILE) is bad input, the same for every
+    command (exit 1): it was "not found" for some (exit 3), "not a valid name" for others,
+    and 'group list ""' listed every group."""
+    for param in cctx.command.params:
+        if not isinstance(param, click.Argument) or param.name is None:
+            continue
+        if cctx.get_parameter_source(param.name) != click.core.ParameterSource.COMMANDLINE:
+            continue
+        value = cctx.params.get(param.name)
+        if isinstance(value, str) and not value.strip():
+            what = "is empty"
+        elif isinstance(value, Path) and str(value) == ".":  # "" became ".": no file either
+            what = "names no file"
+        else:
+            continue
+        fail(f"{param.human_readable_name} {what} (see '{cctx.command_path} --help')", EXIT_ERROR)
+
+
 def guarded(fn: F) -> F:
     """Map every error to one line on stderr and an exit code."""
 
@@ -161,7 +180,9 @@ def guarded(fn: F) -> F:
         from devnet.errors import DevnetError
         from discovery.errors import DiscoveryError
 
-        verbose = bool(click.get_current_context().find_root().params.get("verbose"))
+        cctx = click.get_current_context()
+        verbose = bool(cctx.find_root().params.get("verbose"))
+        _refuse_blank_arguments(cctx)
         try:
             return fn(*args, **kwargs)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):

@@ -378,3 +378,13 @@ def test_new_user_slips_get_one_clear_line(run_cli: RunCli, people: People, tmp_
         env={"LOGOS_CHAT_WALLET_KEY": "garbage"}, inproc=True,
     )  # fmt: skip
     r.assert_one_line_error(EXIT_ERROR, "LOGOS_CHAT_WALLET_KEY is not a private key")
+    # an empty or blank argument is bad input for every command alike (exit 1): 'history ""'
+    # said "not found" (exit 3) where 'lookup ""' said "not a valid name" (a new-user review)
+    for args in (
+        ["history", ""], ["history", " "], ["lookup", ""], ["send", "", "hi"], ["send", "bob", ""],
+        ["group", "list", ""], ["group", "send", " ", "hi"], ["conversations", "mute", ""],
+        ["contacts", "add", ""], ["history", "export", ""], ["edit", "", "x"], ["chat", ""],
+    ):  # fmt: skip
+        r = run_cli("--home", str(people.alice_home), *args, inproc=True)
+        r.assert_one_line_error(EXIT_ERROR)
+        assert "is empty" in r.err or "names no file" in r.err, (args, r.err)
