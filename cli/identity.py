@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from cli.main import EXIT_AUTH, Ctx, _with_json, emit, fail, guarded, hx, passphrase
+from cli.main import EXIT_AUTH, Ctx, _clock, _with_json, emit, fail, guarded, hx, passphrase
 
 
 def _secret(env: str, prompt: str) -> str:
@@ -91,7 +91,7 @@ def devices_link(ctx: Ctx, wait: bool, timeout: int) -> None:
         "linked": False,
     }
     text = (
-        f"pairing code (valid until {time.strftime('%H:%M:%S', time.localtime(res.expires))}):\n"
+        f"pairing code (valid until {_clock(res.expires)}):\n"
         f"{res.code}\n\nOn a device that already has your identity, run:\n"
         f"  logos-chat devices approve <code>\n"
         "This device finishes linking on its next network command (e.g. 'logos-chat sync')."

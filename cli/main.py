@@ -482,8 +482,26 @@ def _open_with(ctx: Ctx, pw: str) -> Any:
     return open_client(ctx, pw)
 
 
+def _zone(t: time.struct_time) -> str:
+    """The zone of a local time as its offset: "UTC", "UTC+05:30" (abbreviations such as
+    "CST" are ambiguous, and some zones have none)."""
+    off = t.tm_gmtoff or 0
+    if off == 0:
+        return "UTC"
+    h, m = divmod(abs(off) // 60, 60)
+    return f"UTC{'+' if off > 0 else '-'}{h:02d}:{m:02d}"
+
+
 def _ts(unix_s: int | float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix_s))
+    """A date and time as every command prints it: local time, with its zone."""
+    t = time.localtime(unix_s)
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', t)} {_zone(t)}"
+
+
+def _clock(unix_s: int | float) -> str:
+    """A time of day soon to come (a code's expiry): local time, with its zone."""
+    t = time.localtime(unix_s)
+    return f"{time.strftime('%H:%M:%S', t)} {_zone(t)}"
 
 
 def resolved_doc(r: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ click's CliRunner (same code path, without a Python start-up per call).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import time
 from collections.abc import Iterator
@@ -141,6 +142,12 @@ def test_lookup_through_home_index_and_text_output(run_cli: RunCli, people: Peop
     check_alice(r.doc, a, seq=1)
     cold = run_cli("lookup", a["owner"], "--cold", "--json", inproc=True)
     assert cold.doc == r.doc
+    # a time is shown with its zone, as in every command (a new-user review: lookup's had
+    # none, beside others'): here a zone half an hour off the hour
+    zoned = run_cli("--home", str(people.alice_home), "lookup", a["owner"], env={"TZ": "XST-5:30"})
+    zone = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    expires = dt.datetime.fromtimestamp(r.doc["installations"][0]["prekey_expires"], zone)
+    assert f"valid until {expires:%Y-%m-%d %H:%M:%S} UTC+05:30," in zoned.out, zoned.out
     text = run_cli("lookup", "alice", "--history", inproc=True)
     assert text.code == 0
     assert a["identity_id"] in text.out and "alice" in text.out
