@@ -199,7 +199,8 @@ def _set_contact(
         doc["names"] = [peer.display] if peer.display else []
     finally:
         client.close()
-    emit(ctx, doc, f"{who}: {doc['state']}" + (f" (alias {alias})" if alias else ""))
+    kept = doc.get("alias")  # the alias given now, or the one kept
+    emit(ctx, doc, f"{who}: {doc['state']}" + (f" (alias {kept})" if kept else ""))
 
 
 @contacts.command("add")

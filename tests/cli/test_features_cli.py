@@ -59,6 +59,9 @@ def test_contacts_requests_receipts_edits_search_conversations(
     bob_id = homes["bob"]["identity_id"]
     c = js(run, homes, "alice", "contacts", "add", "bob", "--alias", "Bobby")
     assert c["state"] == "contact" and c["alias"] == "Bobby" and c["names"] == ["bob"]
+    # adding again keeps the alias, and says so (it printed "bob: contact")
+    again = ok(run, homes, "alice", "contacts", "add", "bob").out
+    assert again.strip() == "bob: contact (alias Bobby)", again
     s1 = js(run, homes, "alice", "send", "bob", "hello bob")
     # first contact: a request for bob; sync --json still lists it, marked
     got = js(run, homes, "bob", "sync")
