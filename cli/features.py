@@ -614,7 +614,7 @@ def chat(ctx: Ctx, to: str) -> None:
 async def _chat(client: Any, to: str, pw: str | None = None) -> None:
     from chatcore import content
     from chatcore.engine import direct_conversation_id
-    from chatcore.errors import DeliveryPending, UnknownContact
+    from chatcore.errors import DeliveryPending, NotAPeer, UnknownContact
     from chatcore.payload import ContentType
 
     raw = sys.stdin.isatty()
@@ -632,6 +632,8 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
 
         except UnknownContact:
             peer = client.resolve_peer(to)
+            if peer.identity_id == client.identity_id:  # (before a conversation is made)
+                raise NotAPeer("cannot chat with yourself: name someone else or a group") from None
             # the local conversation, made if there is none yet (as the API's
             # conversation_id does): marked read, and the peer's typing shows before any message
             conv = direct_conversation_id(client.identity_id, peer.identity_id)

@@ -357,3 +357,25 @@ def test_chat_with_someone_never_written_to_opens_and_a_wrong_conversation_is_on
     # the commands that take a conversation still say no in one line
     for args in (("conversations", "delete", "alice"), ("history", "0x07070707")):
         run_cli("--home", str(home), *args).assert_one_line_error()
+
+
+def test_chat_with_yourself_is_refused_and_makes_no_conversation(
+    run_cli: RunCli, homes: dict[str, Any], devnet_dir: Path, tmp_path: Path
+) -> None:
+    """'chat' makes the local 1:1 conversation as it opens; with our own name it made one
+    with ourselves (titled 'me', listed from then on; the API's conversation_id refuses
+    that: NotAPeer) and then refused every line typed."""
+    before = as_(run_cli, homes, "alice", "conversations", "--json").doc
+    p = subprocess.run(
+        [str(CLI), "--home", homes["alice"]["home"], "chat", "alice"],
+        env=base_env(devnet_dir, tmp_path),
+        input="hello me\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr and "yourself" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    after = as_(run_cli, homes, "alice", "conversations", "--json").doc
+    assert after == before
