@@ -91,6 +91,9 @@ OWNER_ROTATING = "owner_key_rotating"
 #: phrase is kept as a secret beside it) until the chain took it: the next init finishes
 INIT_BUNDLE = "init_bundle"
 INIT_PHRASE = "init_recovery_phrase"
+#: the name that init was asked to claim (beside INIT_BUNDLE): the init that finishes claims
+#: it when given none (the CLI says to run 'init' again, without the name)
+INIT_NAME = "init_name"
 #: secrets of an installation rotation (``chatcore.identity.rotate_installation``): the new
 #: keys until this home switched to them; each old installation, REVOKING until the chain
 #: revoked it (see ``finish_key_rotation``)
@@ -389,6 +392,8 @@ class Client:
         with store.transaction():
             store.put_secret(INIT_PHRASE, phrase.encode())
             store.set_meta(INIT_BUNDLE, bundle.encode())
+            if name:
+                store.set_meta(INIT_NAME, name.encode())
         return client._finish_init(owner, phrase, bundle, name, resumed=False)
 
     @classmethod
@@ -416,6 +421,8 @@ class Client:
             ident = store.get_meta("identity_id") or b""
             phrase = (store.get_secret(INIT_PHRASE) or b"").decode()
             bundle = IntroBundle.decode(store.get_meta(INIT_BUNDLE) or b"")
+            if name is None:  # the one the interrupted init was given, if any
+                name = (store.get_meta(INIT_NAME) or b"").decode() or None
         except BaseException:
             store.close()
             raise
@@ -476,6 +483,7 @@ class Client:
             if not landed:
                 with store.transaction():
                     store.delete_meta(INIT_BUNDLE)
+                    store.delete_meta(INIT_NAME)
                     store.delete_secret(INIT_PHRASE)
                 self.close()
                 raise
@@ -495,6 +503,7 @@ class Client:
             store.set_meta("registered", b"1")
             store.set_meta("bundle_seq", b"1")
             store.delete_meta(INIT_BUNDLE)
+            store.delete_meta(INIT_NAME)
             store.delete_secret(INIT_PHRASE)  # our caller shows it, once
         # The identity is on chain: what fails from here on must not take the recovery
         # phrase with it (it is shown once, by our caller), nor leave the caller a home

@@ -6,6 +6,7 @@ never left without its keys."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ def _rpc(network: NetworkConfig, method: str, *params: Any) -> Any:
 
 
 def _interrupted_init(
-    home: Path, network: NetworkConfig, monkeypatch: pytest.MonkeyPatch
+    home: Path, network: NetworkConfig, monkeypatch: pytest.MonkeyPatch, name: str | None = None
 ) -> tuple[str, bytes]:
     """Ctrl-C while init waits for its registration's receipt (automine is turned off
     first: the transaction stays pending; the caller turns it on again). Returns the owner
@@ -49,7 +50,7 @@ def _interrupted_init(
         m.setattr(Registry, "register", spy)
         m.setattr(registry_mod, "wait_receipt", ctrl_c)
         with pytest.raises(KeyboardInterrupt):
-            Client.init(home, PASSPHRASE, network)
+            Client.init(home, PASSPHRASE, network, name)
     assert len(sent) == 1
     return sent[0]
 
@@ -103,3 +104,23 @@ def test_init_interrupted_whose_registration_was_dropped_sends_the_same_one_agai
         _rpc(network, "evm_setAutomine", True)
     assert not Registry(network).get_identity(identity_id_for(owner, salt)).exists
     _finished(home, network, owner, salt)
+
+
+def test_init_run_again_without_the_name_claims_the_name_the_interrupted_one_was_given(
+    tmp_path: Path, network: NetworkConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'init --name N' interrupted says to run 'init' again (no --name): the init that
+    finishes the identity claims N all the same (it finished one without a name)."""
+    home, name = tmp_path / "named", f"resumed-{os.urandom(4).hex()}"
+    try:
+        owner, salt = _interrupted_init(home, network, monkeypatch, name)
+        _rpc(network, "anvil_dropAllTransactions")
+    finally:
+        _rpc(network, "evm_setAutomine", True)
+    client, res = Client.init(home, PASSPHRASE, network)
+    try:
+        ident = identity_id_for(owner, salt)
+        assert res.identity_id == ident and res.name == name
+        assert client.lookup(name).identity_id == ident
+    finally:
+        client.close()
