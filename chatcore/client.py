@@ -1902,12 +1902,18 @@ def _unfinished_init(home: Home, passphrase: str, registry: Registry) -> bool:
     may have been sent (``init`` finishes that identity: its keys are never taken away).
     False: an init died in it before that (a store with nothing but init's keys, or nothing
     at all; the chain does not know the identity): the home is taken away, init starts
-    over. Any other home: StoreError, it already holds an identity."""
+    over. Any other home: StoreError, it already holds an identity. A passphrase that does
+    not open it: WrongPassphrase (an init that stopped after it sent the registration cannot
+    be told from an identity without it, and is finished by init with its passphrase)."""
     taken = StoreError(f"{home.path} already holds an identity")
     try:
         store = home.open_store(passphrase)
     except WrongPassphrase:
-        raise taken from None
+        raise WrongPassphrase(
+            f"wrong passphrase: it does not open {home.path} (which holds an identity, or an "
+            "init that did not finish: run init with the passphrase it was given to finish "
+            "it; nothing was changed)"
+        ) from None
     try:
         ident = store.get_meta("identity_id")
         unfinished = (

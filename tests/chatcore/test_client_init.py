@@ -60,3 +60,36 @@ def test_an_interrupted_init_in_a_new_directory_leaves_nothing(
     home = tmp_path / "new-home"
     _init(home, monkeypatch)
     assert not home.exists()
+
+
+def _net() -> NetworkConfig:
+    return NetworkConfig(
+        chain_id=31337, rpc_url="http://127.0.0.1:1", identity_registry="0x" + "11" * 20,
+        name_registry="0x" + "22" * 20, deploy_block=0, nats_url="nats://127.0.0.1:1",
+    )  # fmt: skip
+
+
+def _files(home: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(home.iterdir())}
+
+
+def test_init_with_a_wrong_passphrase_in_a_home_whose_init_stopped_after_sending_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said the home 'already holds an identity' (the user may then delete the home,
+    whose registration may still land): a wrong passphrase, said as for other commands."""
+    from chatcore.client import INIT_BUNDLE
+    from chatcore.errors import WrongPassphrase
+    from chatcore.home import Home
+
+    monkeypatch.setattr(client_mod, "Registry", _Chain)
+    home = Home(tmp_path / "interrupted")
+    home.create()
+    store = home.open_store("the right one")
+    store.set_meta(INIT_BUNDLE, b"the bundle it sent")
+    store.close()
+    home.save_owner_key(b"\x01" * 32, "the right one")
+    before = _files(home.path)
+    with pytest.raises(WrongPassphrase, match="passphrase"):
+        Client.init(home.path, "a wrong one", _net())
+    assert _files(home.path) == before

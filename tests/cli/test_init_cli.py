@@ -146,9 +146,12 @@ def test_init_keeps_refusing_a_home_that_holds_an_identity_or_waits_to_be_linked
     home = ["--home", str(tmp_path / "made")]
     made = run_cli(*home, "init", "--json")
     assert made.code == 0, made.err
-    for passphrase in ("test passphrase", "another one"):
-        r = run_cli(*home, "init", env={"LOGOS_CHAT_PASSPHRASE": passphrase})
-        r.assert_one_line_error(code=1, contains="already holds an identity")
+    r = run_cli(*home, "init")
+    r.assert_one_line_error(code=1, contains="already holds an identity")
+    # a passphrase that does not open it: said as other commands say it (the home may be
+    # one whose init stopped after it sent the registration: nobody is told to delete it)
+    r = run_cli(*home, "init", env={"LOGOS_CHAT_PASSPHRASE": "another one"})
+    r.assert_one_line_error(code=6, contains="wrong passphrase")
     assert run_cli(*home, "whoami", "--json").doc["identity_id"] == made.doc["identity_id"]
 
     pending = ["--home", str(tmp_path / "pending")]
@@ -226,6 +229,13 @@ def test_init_killed_after_sending_the_registration_is_finished_by_the_next_init
     assert proc.returncode == -9, proc.stderr
     r = run_cli(*home, "whoami")
     r.assert_one_line_error(contains="run init there again")
+    # another passphrase: it does not open the home (not 'already holds an identity', which
+    # may have the user delete a home whose registration landed); the home is untouched
+    files = {p.name: p.read_bytes() for p in (tmp_path / "killed").iterdir()}
+    r = run_cli(*home, "init", env={"LOGOS_CHAT_PASSPHRASE": "not this one"})
+    r.assert_one_line_error(code=6, contains="wrong passphrase")
+    assert "already holds" not in r.err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "killed").iterdir()} == files
     r = run_cli(*home, "init", "--name", "killedwaiting", "--json")
     assert r.code == 0, r.err
     ident = r.doc["identity_id"]
