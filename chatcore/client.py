@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import NoReturn, TypeVar, cast
 
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
@@ -452,6 +452,7 @@ class Client:
             bundle_seq=1,
         )
         ident = f"0x{identity_id.hex()}"
+        sending = False  # from the register call on, the registration may reach the chain
         try:
             landed = resumed and reg.get_identity(identity_id).exists
             if resumed and not landed and reg.pending_transactions(owner.address):
@@ -468,6 +469,7 @@ class Client:
 
                     faucet = Account.from_key(self.network.faucet_key)
                     reg.send_value(faucet, owner.address, DEV_FUNDING_WEI)
+                sending = True
                 reg.register(owner, bytes(store.get_meta("salt") or b""), recovery,
                              self.installation_id, bundle.encode())  # fmt: skip
         except InitIncomplete:
@@ -488,6 +490,10 @@ class Client:
                 self.close()
                 raise
         except Exception as exc:
+            from discovery.errors import NotSent
+
+            if not sending or isinstance(exc, NotSent):  # nothing was sent (this time)
+                self._not_sent(exc, resumed, result)
             self.close()
             raise InitIncomplete(
                 f"the registration of identity {ident} was sent but not confirmed ({exc}): "
@@ -526,6 +532,34 @@ class Client:
             self.close()
             raise InitInterrupted(result, step) from exc
         return self, replace(result, name=name)
+
+    def _not_sent(self, exc: Exception, resumed: bool, result: InitResult) -> NoReturn:
+        """``_finish_init`` failed before its registration was sent. A new init's: nothing
+        of the identity can reach the chain, the home is taken away (by ``init``) and init
+        starts over. A resumed one's: the earlier init's registration may still land, the
+        home keeps everything."""
+        from discovery.errors import NotSent
+
+        ident = f"0x{self.identity_id.hex()}"
+        if resumed:
+            self.close()
+            raise InitIncomplete(
+                f"init could not finish identity {ident}, nothing was sent this time ({exc}): "
+                "run init again in this home to finish it (it keeps its keys)",
+                result,
+                "register",
+            ) from exc
+        try:
+            with self.store.transaction():
+                self.store.delete_meta(INIT_BUNDLE)
+                self.store.delete_meta(INIT_NAME)
+                self.store.delete_secret(INIT_PHRASE)
+        finally:
+            self.close()
+        raise NotSent(
+            f"nothing was registered, the registration was not sent ({exc}): run init "
+            "again, it starts over"
+        ) from exc
 
     def close(self) -> None:
         self.index.close()

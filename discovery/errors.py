@@ -14,6 +14,7 @@ DiscoveryError
 ├── RegistryReverted          the contract refused a transaction (carries the reason)
 │   └── NameTaken
 └── ChainUnavailable          the RPC node cannot be reached or answered nonsense
+    └── NotSent               ... before a transaction was sent: nothing of it can land
 """
 
 from __future__ import annotations
@@ -88,3 +89,8 @@ class NameTaken(RegistryReverted):
 
 class ChainUnavailable(DiscoveryError):
     """The chain's RPC endpoint cannot be reached."""
+
+
+class NotSent(ChainUnavailable):
+    """The chain failed (unreachable, or refused to estimate it: e.g. no money for gas)
+    before a transaction was handed to the node: nothing of it can land."""

@@ -31,7 +31,13 @@ from web3.exceptions import (
 from web3.providers.rpc.utils import ExceptionRetryConfiguration
 
 from contracts import load_artifact
-from discovery.errors import ChainUnavailable, DiscoveryError, NameTaken, RegistryReverted
+from discovery.errors import (
+    ChainUnavailable,
+    DiscoveryError,
+    NameTaken,
+    NotSent,
+    RegistryReverted,
+)
 from discovery.network import NetworkConfig
 from discovery.recovery_binding import recovery_tag, registration_salt
 
@@ -380,19 +386,28 @@ class Registry:
         ``gas`` skips estimation: needed where the call depends on the block it lands in
         (a name claim must be mined after its commitment's block).
         """
+        try:
+            with self._rpc(what):
+                self.check_chain()
+                params: dict[str, Any] = {
+                    "from": account.address,
+                    "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
+                    "chainId": self.config.chain_id,
+                    "value": value,
+                }
+                if gas is not None:
+                    params["gas"] = gas
+                tx = fn.build_transaction(params)
+                signed = account.sign_transaction(tx)
+        except ChainUnavailable as exc:  # nothing was handed to the node yet
+            raise NotSent(str(exc)) from exc.__cause__
         with self._rpc(what):
-            self.check_chain()
-            params: dict[str, Any] = {
-                "from": account.address,
-                "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
-                "chainId": self.config.chain_id,
-                "value": value,
-            }
-            if gas is not None:
-                params["gas"] = gas
-            tx = fn.build_transaction(params)
-            signed = account.sign_transaction(tx)
-            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            try:
+                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            except Web3RPCError as exc:
+                if "insufficient funds" in str(exc).lower():  # refused: the node kept nothing
+                    raise NotSent(f"chain error during {what}: {exc}") from exc
+                raise  # another refusal may mean a copy is pooled ('already known'): unsure
             receipt = wait_receipt(self.w3, tx_hash)
         if receipt["status"] != 1:
             raise RegistryReverted(f"{what} reverted on chain")

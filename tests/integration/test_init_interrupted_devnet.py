@@ -124,3 +124,55 @@ def test_init_run_again_without_the_name_claims_the_name_the_interrupted_one_was
         assert client.lookup(name).identity_id == ident
     finally:
         client.close()
+
+
+def test_init_that_sent_nothing_says_so_and_can_simply_be_run_again(
+    tmp_path: Path, network: NetworkConfig
+) -> None:
+    """No money for gas (no faucet): the chain refuses to estimate the registration, so it
+    is never sent. init said it 'was sent but not confirmed'; it says nothing was sent, and
+    leaves no home (the next init starts over)."""
+    from dataclasses import replace
+
+    from discovery.errors import NotSent
+
+    home = tmp_path / "penniless"
+    with pytest.raises(NotSent) as err:
+        Client.init(home, PASSPHRASE, replace(network, faucet_key=None))
+    assert not isinstance(err.value, InitIncomplete)
+    assert "not sent" in str(err.value) and "init again" in str(err.value)
+    assert "was sent" not in str(err.value)
+    assert not home.exists()
+    client, res = Client.init(home, PASSPHRASE, network)
+    try:
+        assert client.registry.get_identity(res.identity_id).exists
+    finally:
+        client.close()
+
+
+def test_init_resumed_that_sent_nothing_this_time_keeps_the_home(
+    tmp_path: Path, network: NetworkConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An init finishing an interrupted one whose own try fails before it sends: the
+    earlier registration may still land, so the home keeps everything; it says nothing
+    was sent this time."""
+    from discovery.errors import ChainUnavailable
+
+    home = tmp_path / "twice"
+    try:
+        owner, salt = _interrupted_init(home, network, monkeypatch)
+        _rpc(network, "anvil_dropAllTransactions")
+    finally:
+        _rpc(network, "evm_setAutomine", True)
+    files = {p.name: p.read_bytes() for p in home.iterdir()}
+
+    def unreachable(*args: Any) -> Any:  # the chain went away after init's first checks
+        raise ChainUnavailable("chain unreachable")
+
+    with monkeypatch.context() as m:
+        m.setattr(Registry, "pending_transactions", unreachable)
+        with pytest.raises(InitIncomplete, match="nothing was sent") as err:
+            Client.init(home, PASSPHRASE, network)
+    assert "was sent but" not in str(err.value)
+    assert {p.name for p in home.iterdir()} == set(files)
+    _finished(home, network, owner, salt)
