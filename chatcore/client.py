@@ -8,6 +8,7 @@ Chain calls are blocking (web3) and run in a worker thread from the async method
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
@@ -330,12 +331,36 @@ class Client:
 
             raise NameTaken(f"the name {name!r} is already taken")
         home = Home(Path(home_dir))
-        if home.meta_file.exists() and _unfinished_init(home, passphrase, registry):
-            # an init stopped after it sent the registration: finish that identity
-            return cls._resume_init(home, passphrase, network, name, registry, rng)
         # a directory that exists may hold the user's own files: only what init adds to it
         # is taken away again if init fails
         existed = home.path.is_dir()
+        home.make_dir()
+        try:
+            with home.init_lock():  # one init at a time: a second took the first's files
+                return cls._init_locked(
+                    home, existed, passphrase, network, name, registry, rng, prekey_ttl_s
+                )
+        except BaseException:
+            if not existed:  # e.g. the lock was not taken: the directory made for it goes
+                with contextlib.suppress(OSError):
+                    home.path.rmdir()  # only if empty: another init's files stay
+            raise
+
+    @classmethod
+    def _init_locked(
+        cls,
+        home: Home,
+        existed: bool,
+        passphrase: str,
+        network: NetworkConfig,
+        name: str | None,
+        registry: Registry,
+        rng: Callable[[int], bytes],
+        prekey_ttl_s: int,
+    ) -> tuple[Client, InitResult]:
+        if home.meta_file.exists() and _unfinished_init(home, passphrase, registry):
+            # an init stopped after it sent the registration: finish that identity
+            return cls._resume_init(home, passphrase, network, name, registry, rng)
         before = set(home.path.iterdir()) if existed else set()
         home.create()
         try:

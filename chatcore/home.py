@@ -4,15 +4,19 @@
     HOME/keystore.json   the owner's Ethereum key, V3 keystore (scrypt), passphrase-encrypted
     HOME/state.db        SQLCipher database: installation keys, prekeys, sessions, messages
     HOME/index.db        the on-chain directory index (public data, rebuildable)
+    HOME/init.lock       while ``init`` runs in the home (an exclusive flock): one at a time
 
 The database key is scrypt(passphrase, salt); the passphrase itself is never stored.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -51,6 +55,50 @@ class Home:
     @property
     def index_file(self) -> Path:
         return self.path / "index.db"
+
+    @property
+    def init_lock_file(self) -> Path:
+        return self.path / "init.lock"
+
+    @contextmanager
+    def init_lock(self) -> Iterator[None]:
+        """Hold the home's init lock (an exclusive flock on ``init.lock``, made in the home,
+        which must exist): a second init in the home at the same time would take the
+        first one's files away (or lay out a home over it). StoreError if another process
+        holds it, or it cannot be made. The file is removed when released."""
+        while True:
+            try:
+                fd = os.open(self.init_lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot lock the home {self.path}: {exc.strerror or exc}"
+                ) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # the file it locked may have been removed by the init that held it: then
+                # lock the one in its place
+                current = os.stat(self.init_lock_file).st_ino
+            except BlockingIOError:
+                os.close(fd)
+                raise StoreError(
+                    f"another init is running on the home {self.path}: let it finish (then "
+                    "run init again if it did not)"
+                ) from None
+            except FileNotFoundError:
+                current = None
+            except BaseException:
+                os.close(fd)
+                raise
+            if current == os.fstat(fd).st_ino:
+                break
+            os.close(fd)
+        try:
+            try:
+                yield
+            finally:
+                self.init_lock_file.unlink(missing_ok=True)  # still held: no one uses it
+        finally:
+            os.close(fd)
 
     def exists(self) -> bool:
         return self.meta_file.exists() and self.db_file.exists()

@@ -229,13 +229,20 @@ def test_init_killed_after_sending_the_registration_is_finished_by_the_next_init
     assert proc.returncode == -9, proc.stderr
     r = run_cli(*home, "whoami")
     r.assert_one_line_error(contains="run init there again")
+
     # another passphrase: it does not open the home (not 'already holds an identity', which
     # may have the user delete a home whose registration landed); the home is untouched
-    files = {p.name: p.read_bytes() for p in (tmp_path / "killed").iterdir()}
+    # (but for the lock file the killed init left, which the next init takes and removes)
+    def files() -> dict[str, bytes]:
+        return {
+            p.name: p.read_bytes() for p in (tmp_path / "killed").iterdir() if p.suffix != ".lock"
+        }
+
+    before = files()
     r = run_cli(*home, "init", env={"LOGOS_CHAT_PASSPHRASE": "not this one"})
     r.assert_one_line_error(code=6, contains="wrong passphrase")
     assert "already holds" not in r.err
-    assert {p.name: p.read_bytes() for p in (tmp_path / "killed").iterdir()} == files
+    assert files() == before
     r = run_cli(*home, "init", "--name", "killedwaiting", "--json")
     assert r.code == 0, r.err
     ident = r.doc["identity_id"]
@@ -275,3 +282,23 @@ def test_init_interrupted_waiting_for_its_registration_says_to_run_it_again(
     r = run_cli(*home, "init", "--json")
     assert r.code == 0, r.err
     assert run_cli("lookup", r.doc["identity_id"], "--json").doc["owner"] == r.doc["owner"]
+
+
+def test_init_while_another_init_runs_on_the_home_is_a_one_line_error(
+    up: None, run_cli: RunCli, tmp_path: Path
+) -> None:
+    from chatcore.home import Home
+
+    home = Home(tmp_path / "busy")
+    home.make_dir()
+    with home.init_lock():  # as an init running in another process holds it
+        made = sorted(p.name for p in home.path.iterdir())
+        r = run_cli("--home", str(home.path), "init")
+        r.assert_one_line_error(code=1, contains="another init is running")
+        assert sorted(p.name for p in home.path.iterdir()) == made
+    r = run_cli("--home", str(home.path), "init", "--json")  # once it is done, init works
+    assert r.code == 0, r.err
+    assert (
+        run_cli("--home", str(home.path), "whoami", "--json").doc["identity_id"]
+        == r.doc["identity_id"]
+    )
