@@ -89,7 +89,9 @@ CHAIN_RETRY_MS = 30_000
 #: secret: the new owner key of an owner rotation under way here (see ``_owner``)
 OWNER_ROTATING = "owner_key_rotating"
 #: set by init just before it sends the registration (the bundle it sends; the recovery
-#: phrase is kept as a secret beside it) until the chain took it: the next init finishes
+#: phrase is kept as a secret beside it) until init did all its steps (registration, post-
+#: quantum key record, name) and hands its result, with the phrase, to its caller: a process
+#: that died before then leaves a home the next init finishes (and shows the phrase of)
 INIT_BUNDLE = "init_bundle"
 INIT_PHRASE = "init_recovery_phrase"
 #: the name that init was asked to claim (beside INIT_BUNDLE): the init that finishes claims
@@ -285,11 +287,18 @@ class Client:
         if raw_keys is None or ident is None:
             store.close()
             raise NotInitialised(f"{home.path} has no registered identity (run init)")
-        if store.get_meta("registered") is None and store.get_meta(INIT_BUNDLE) is not None:
-            store.close()  # init stopped after it sent the registration
+        if store.get_meta(INIT_BUNDLE) is not None:
+            # init stopped after it sent the registration, or after the identity was
+            # registered but before it did its other steps and showed the recovery phrase
+            where = (
+                "after it sent the registration"
+                if store.get_meta("registered") is None
+                else "after the identity was registered, before it showed the recovery phrase"
+            )
+            store.close()
             raise NotInitialised(
-                f"init did not finish in {home.path} (it stopped after it sent the "
-                "registration): run init there again, it finishes this identity"
+                f"init did not finish in {home.path} (it stopped {where}): run init there "
+                "again, it finishes this identity"
             )
         if store.get_meta("registered") is None and store.get_meta("salt") is not None:
             store.close()  # init's keys, never registered: the process died on the way
@@ -326,11 +335,9 @@ class Client:
         # Everything that can fail on chain is checked before anything is created or sent.
         registry = Registry(network)
         registry.check_chain()
-        if name and registry.name_owner(name) != b"\x00" * 32:
-            from discovery.errors import NameTaken
-
-            raise NameTaken(f"the name {name!r} is already taken")
         home = Home(Path(home_dir))
+        if name and not home.meta_file.exists():  # (else: once we know whose home it is)
+            _check_name_free(registry, name)
         # a directory that exists may hold the user's own files: only what init adds to it
         # is taken away again if init fails
         existed = home.path.is_dir()
@@ -358,9 +365,12 @@ class Client:
         rng: Callable[[int], bytes],
         prekey_ttl_s: int,
     ) -> tuple[Client, InitResult]:
-        if home.meta_file.exists() and _unfinished_init(home, passphrase, registry):
-            # an init stopped after it sent the registration: finish that identity
-            return cls._resume_init(home, passphrase, network, name, registry, rng)
+        if home.meta_file.exists():
+            if _unfinished_init(home, passphrase, registry):
+                # an init stopped after it sent the registration: finish that identity
+                return cls._resume_init(home, passphrase, network, name, registry, rng)
+            if name:
+                _check_name_free(registry, name)
         before = set(home.path.iterdir()) if existed else set()
         home.create()
         try:
@@ -448,6 +458,8 @@ class Client:
             bundle = IntroBundle.decode(store.get_meta(INIT_BUNDLE) or b"")
             if name is None:  # the one the interrupted init was given, if any
                 name = (store.get_meta(INIT_NAME) or b"").decode() or None
+            else:  # (the interrupted init may have claimed it: ours, then)
+                _check_name_free(registry, name, ident)
         except BaseException:
             store.close()
             raise
@@ -477,9 +489,10 @@ class Client:
             bundle_seq=1,
         )
         ident = f"0x{identity_id.hex()}"
+        registered = store.get_meta("registered") is not None  # by the init that stopped
         sending = False  # from the register call on, the registration may reach the chain
         try:
-            landed = resumed and reg.get_identity(identity_id).exists
+            landed = resumed and (registered or reg.get_identity(identity_id).exists)
             if resumed and not landed and reg.pending_transactions(owner.address):
                 self.close()
                 raise InitIncomplete(
@@ -529,23 +542,27 @@ class Client:
         except KeyboardInterrupt as exc:
             self.close()
             raise InitInterrupted(result, "register") from exc
-        with store.transaction():
-            self._prekey_published(bundle)
-            store.set_meta("registered", b"1")
-            store.set_meta("bundle_seq", b"1")
-            store.delete_meta(INIT_BUNDLE)
-            store.delete_meta(INIT_NAME)
-            store.delete_secret(INIT_PHRASE)  # our caller shows it, once
+        if not registered:
+            with store.transaction():
+                self._prekey_published(bundle)
+                store.set_meta("registered", b"1")
+                store.set_meta("bundle_seq", b"1")
         # The identity is on chain: what fails from here on must not take the recovery
         # phrase with it (it is shown once, by our caller), nor leave the caller a home
-        # that 'init' refuses to make again without saying what is missing.
+        # that 'init' refuses to make again without saying what is missing. The phrase
+        # (and the name) stay kept until our caller has the result: a process killed on
+        # the way (no ``except`` runs) leaves a home the next init finishes (what an
+        # earlier init did is not done again) and shows the phrase of.
         step = "pq_key"
         try:
-            self._publish_pq(owner)
+            if not resumed or store.get_meta("pq_record") is None:
+                self._publish_pq(owner)
             if name:
                 step = "name"
-                self._claim_name(owner, name)
+                if not resumed or reg.name_owner(name) != identity_id:
+                    self._claim_name(owner, name)
         except Exception as exc:
+            self._init_done()
             self.close()
             what = "its post-quantum key record" if step == "pq_key" else f"the name {name!r}"
             raise InitIncomplete(
@@ -554,9 +571,23 @@ class Client:
                 step,
             ) from exc
         except KeyboardInterrupt as exc:
+            self._init_done()
             self.close()
             raise InitInterrupted(result, step) from exc
+        self._init_done()
         return self, replace(result, name=name)
+
+    def _init_done(self) -> None:
+        """init hands its result (the recovery phrase) to its caller, who shows it, once:
+        the home is an ordinary one from now on. (If this fails, the next init finishes
+        the identity again and shows the phrase.)"""
+        try:
+            with self.store.transaction():
+                self.store.delete_meta(INIT_BUNDLE)
+                self.store.delete_meta(INIT_NAME)
+                self.store.delete_secret(INIT_PHRASE)
+        except (ChatCoreError, sqlite3.Error) as exc:
+            log.warning("init could not drop what it kept to be finished: %s", exc)
 
     def _not_sent(self, exc: Exception, resumed: bool, result: InitResult) -> NoReturn:
         """``_finish_init`` failed before its registration was sent. A new init's: nothing
@@ -1958,7 +1989,9 @@ def _signal(r: Received) -> bool:
 
 def _unfinished_init(home: Home, passphrase: str, registry: Registry) -> bool:
     """A home ``init`` is run in again. True: an init stopped in it after its registration
-    may have been sent (``init`` finishes that identity: its keys are never taken away).
+    may have been sent, or after the identity was registered but before it did its other
+    steps and handed over the recovery phrase (``init`` finishes that identity: its keys
+    are never taken away).
     False: an init died in it before that (a store with nothing but init's keys, or nothing
     at all; the chain does not know the identity): the home is taken away, init starts
     over. Any other home: StoreError, it already holds an identity. A passphrase that does
@@ -1980,10 +2013,11 @@ def _unfinished_init(home: Home, passphrase: str, registry: Registry) -> bool:
             and store.get_meta("pair_code") is None  # a device waiting to be linked
             and (ident is None or store.get_meta("salt") is not None)  # init's, not restore's
         )
-        sent = store.get_meta(INIT_BUNDLE) is not None
+        # kept by init from just before it sends the registration until it is done
+        sent = store.get_meta(INIT_BUNDLE) is not None and store.get_meta("salt") is not None
     finally:
         store.close()
-    if unfinished and sent:
+    if sent:
         return True
     if not unfinished or (ident is not None and registry.get_identity(ident).exists):
         raise taken
@@ -1995,6 +2029,15 @@ def _unfinished_init(home: Home, passphrase: str, registry: Registry) -> bool:
     ):  # fmt: skip
         f.unlink(missing_ok=True)
     return False
+
+
+def _check_name_free(registry: Registry, name: str, ours: bytes | None = None) -> None:
+    """NameTaken unless ``name`` is free (or held by the identity ``ours``)."""
+    holder = registry.name_owner(name)
+    if holder not in (b"\x00" * 32, ours):
+        from discovery.errors import NameTaken
+
+        raise NameTaken(f"the name {name!r} is already taken")
 
 
 def _registered(home: Home, passphrase: str) -> bool:

@@ -15,7 +15,7 @@ from eth_account import Account
 
 import discovery.registry as registry_mod
 from chatcore.client import Client
-from chatcore.errors import InitIncomplete, NotInitialised
+from chatcore.errors import InitIncomplete, NotInitialised, StoreError
 from discovery.network import NetworkConfig
 from discovery.registry import Registry, identity_id_for
 from tests.integration.conftest import PASSPHRASE
@@ -176,3 +176,67 @@ def test_init_resumed_that_sent_nothing_this_time_keeps_the_home(
     assert "was sent but" not in str(err.value)
     assert {p.name for p in home.iterdir()} == set(files)
     _finished(home, network, owner, salt)
+
+
+_INIT_KILLED = """
+import os, signal, sys
+from pathlib import Path
+from chatcore.client import Client
+from discovery.network import NetworkConfig
+from discovery.registry import Registry
+
+home, passphrase, net, where, name = sys.argv[1:6]
+calls = {name: getattr(Registry, name) for name in ("publish_pq_key", "claim_name")}
+
+
+def dying(step, after):
+    def call(*args, **kwargs):
+        if after:  # the transaction is mined, the process never learns it
+            calls[step](*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return call
+
+
+step, _, after = where.partition(":")
+setattr(Registry, step, dying(step, after == "after"))
+Client.init(home, passphrase, NetworkConfig.load(Path(net)), name)
+"""
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["publish_pq_key", "publish_pq_key:after", "claim_name", "claim_name:after"],
+)
+def test_init_killed_after_the_registration_keeps_the_phrase_for_the_next_init(
+    tmp_path: Path, network: NetworkConfig, where: str
+) -> None:
+    """Review finding: init dropped the recovery phrase it kept as it marked the identity
+    registered; a process killed while it then published the post-quantum key record or
+    claimed the name left an identity whose phrase was never shown, in a home that said
+    nothing of it (and init refused it: 'already holds an identity'). The phrase is kept
+    until init hands it over: other commands say init did not finish, the next init does
+    what is left (not again what the killed one did) and shows it."""
+    from tests.fixtures.killed import run_killed
+
+    home, name = tmp_path / "killed", f"killed-{os.urandom(4).hex()}"
+    run_killed(_INIT_KILLED, home, PASSPHRASE, network, tmp_path, where, name)
+    with pytest.raises(NotInitialised, match="init there again"):
+        Client.open(home, PASSPHRASE, network)
+    client, res = Client.init(home, PASSPHRASE, network)
+    try:
+        assert res.name == name
+        assert Account.from_mnemonic(res.recovery_phrase).address == res.recovery
+        assert client.registry.get_identity(res.identity_id).recovery.lower() == (
+            res.recovery.lower()
+        )
+        found = client.lookup(name)  # the name, and the device with its PQ key record
+        assert found.identity_id == res.identity_id
+        device = found.installation(res.installation_id)
+        assert device is not None and device.pq is not None
+        assert client.registry.name_owner(name) == res.identity_id
+    finally:
+        client.close()
+    again = Client.open(home, PASSPHRASE, network)  # an ordinary home from now on
+    again.close()
+    with pytest.raises(StoreError, match="already holds"):
+        Client.init(home, PASSPHRASE, network)
