@@ -521,10 +521,7 @@ class Client:
             except DiscoveryError:
                 landed = False
             if not landed:
-                with store.transaction():
-                    store.delete_meta(INIT_BUNDLE)
-                    store.delete_meta(INIT_NAME)
-                    store.delete_secret(INIT_PHRASE)
+                self._forget_init()
                 self.close()
                 raise
         except Exception as exc:
@@ -582,12 +579,16 @@ class Client:
         the home is an ordinary one from now on. (If this fails, the next init finishes
         the identity again and shows the phrase.)"""
         try:
-            with self.store.transaction():
-                self.store.delete_meta(INIT_BUNDLE)
-                self.store.delete_meta(INIT_NAME)
-                self.store.delete_secret(INIT_PHRASE)
+            self._forget_init()
         except (ChatCoreError, sqlite3.Error) as exc:
             log.warning("init could not drop what it kept to be finished: %s", exc)
+
+    def _forget_init(self) -> None:
+        """Drop what init kept to be finished (INIT_BUNDLE, INIT_NAME, INIT_PHRASE)."""
+        with self.store.transaction():
+            self.store.delete_meta(INIT_BUNDLE)
+            self.store.delete_meta(INIT_NAME)
+            self.store.delete_secret(INIT_PHRASE)
 
     def _not_sent(self, exc: Exception, resumed: bool, result: InitResult) -> NoReturn:
         """``_finish_init`` failed before its registration was sent. A new init's: nothing
@@ -606,10 +607,7 @@ class Client:
                 "register",
             ) from exc
         try:
-            with self.store.transaction():
-                self.store.delete_meta(INIT_BUNDLE)
-                self.store.delete_meta(INIT_NAME)
-                self.store.delete_secret(INIT_PHRASE)
+            self._forget_init()
         finally:
             self.close()
         raise NotSent(

@@ -482,26 +482,20 @@ def _open_with(ctx: Ctx, pw: str) -> Any:
     return open_client(ctx, pw)
 
 
-def _zone(t: time.struct_time) -> str:
-    """The zone of a local time as its offset: "UTC", "UTC+05:30" (abbreviations such as
-    "CST" are ambiguous, and some zones have none)."""
-    off = t.tm_gmtoff or 0
-    if off == 0:
-        return "UTC"
-    h, m = divmod(abs(off) // 60, 60)
-    return f"UTC{'+' if off > 0 else '-'}{h:02d}:{m:02d}"
-
-
-def _ts(unix_s: int | float) -> str:
-    """A date and time as every command prints it: local time, with its zone."""
+def _ts(unix_s: int | float, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """A date and time as every command prints it: local time, with its zone as an offset
+    ("UTC", "UTC+05:30"; abbreviations such as "CST" are ambiguous, and some zones have
+    none)."""
     t = time.localtime(unix_s)
-    return f"{time.strftime('%Y-%m-%d %H:%M:%S', t)} {_zone(t)}"
+    off = t.tm_gmtoff or 0
+    h, m = divmod(abs(off) // 60, 60)
+    zone = "UTC" if off == 0 else f"UTC{'+' if off > 0 else '-'}{h:02d}:{m:02d}"
+    return f"{time.strftime(fmt, t)} {zone}"
 
 
 def _clock(unix_s: int | float) -> str:
     """A time of day soon to come (a code's expiry): local time, with its zone."""
-    t = time.localtime(unix_s)
-    return f"{time.strftime('%H:%M:%S', t)} {_zone(t)}"
+    return _ts(unix_s, "%H:%M:%S")
 
 
 def resolved_doc(r: Any) -> dict[str, Any]:

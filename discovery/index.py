@@ -128,16 +128,19 @@ class Index:
     def rebuild(self) -> int:
         """Sync again from the deploy block; the index as it was stays if that fails."""
         applied = self._sync(None, rebuild=True)
-        self._checked, self._holders, self._accounts = {}, {}, {}
-        self._unreachable = False
+        self._synced()
         return applied
 
     def sync(self, to_block: int | None = None) -> int:
         """Fetch and apply every event since the last sync. Returns the events applied."""
         applied = self._sync(to_block)
+        self._synced()
+        return applied
+
+    def _synced(self) -> None:
+        """A sync succeeded: storage is asked again, and what it said before is forgotten."""
         self._checked, self._holders, self._accounts = {}, {}, {}
         self._unreachable = False
-        return applied
 
     def _sync(self, to_block: int | None, rebuild: bool = False) -> int:
         """Sync on; if the chain under the index was replaced, rebuild it from the deploy
