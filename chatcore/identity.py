@@ -868,9 +868,11 @@ def _verify_handover(
 #: meta key prefix (+ the approved installation's id in hex): what the handover to a device
 #: approved here covered (JSON: the last message ``seq`` and ``since``, the time in ms from
 #: which content ops were not in it; ``approved`` at; ``active``: when we first saw the
-#: device's own bundle, or null; ``contacts``: the contacts forwarded that are dated
-#: ``since`` or later, identity -> [``contact_version``, at], so that each change goes
-#: once), until the messages stored since have been forwarded
+#: device's own bundle, or null; ``contact``: the last contact write it covered
+#: (``Store.last_contact_change``: each change goes once, whatever its date; a cut made
+#: before store schema 12 has none, and ``contacts`` instead: the contacts forwarded that
+#: are dated ``since`` or later, identity -> [``contact_version``, at]), until the
+#: messages stored since have been forwarded
 LINK_FORWARD = "link_forward:"
 #: after this long since its approval a device gets nothing forwarded any more (it never
 #: linked, or what peers sent before they knew of it has arrived here long since)
@@ -904,7 +906,7 @@ def link_cut(store: Any, now_ms: int, groups: Sequence[bytes] = ()) -> bytes:
     the groups whose welcomes it holds (``groups``: see ``forward_linked_history``)."""
     cut = {
         "seq": store.next_seq() - 1, "since": now_ms, "approved": now_ms, "active": None,
-        "groups": [g.hex() for g in groups],
+        "groups": [g.hex() for g in groups], "contact": store.last_contact_change(),
     }  # fmt: skip
     return json.dumps(cut).encode()
 
@@ -919,13 +921,19 @@ def contact_version(row: dict[str, Any]) -> str:
 def forward_parts(
     store: Any, after_seq: int, since_ms: int, sent_by: int | None = None,
     max_messages: int = HANDOVER_MAX_MESSAGES, forwarded: dict[str, Any] | None = None,
+    contacts_after: int | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """What a device approved from ``store`` missed, in the handover's format and split into
     parts of at most :data:`FORWARD_PART_BYTES`: the messages stored after ``after_seq``, and
     those that edits, deletes and reactions received since ``since_ms`` changed (with the
     reactions taken back then); ``sent_by``: only what was sent (by its author's clock) no
-    later. Their conversations come along, and the contacts changed since ``since_ms``,
-    except those ``forwarded`` names as they are now (identity in hex -> ``[version, at]``,
+    later. Their conversations come along, and the contacts written here after the write
+    numbered ``contacts_after`` (``Store.last_contact_change``: by when they reached this
+    device, whatever their date: a change made on a device of ours whose clock is behind is
+    dated before the cut it arrives after). Without ``contacts_after``, or with
+    ``forwarded`` (a cut made before store schema 12, whose writes are numbered from the
+    upgrade on: 0 for those of before), also those dated ``since_ms`` or later, except
+    those ``forwarded`` names as they are now (identity in hex -> ``[version, at]``,
     :func:`contact_version`: sent by an earlier forward)."""
     from chatcore.content import MID
     from chatcore.payload import ContentType
@@ -967,11 +975,25 @@ def forward_parts(
             rows.append(row)
     convs = {c["id"]: c for c in _conversation_rows(store) if bytes.fromhex(c["id"]) in by_conv}
     peers = {p["identity"]: p for p in _peer_rows(store, list(convs.values()))}
+    written = set()
+    if contacts_after is not None:
+        written = {
+            bytes(i).hex()
+            for (i,) in store._x(
+                "SELECT identity_id FROM contacts WHERE changed > ?", (contacts_after,)
+            ).fetchall()
+        }
+    dated = contacts_after is None or forwarded is not None
     went = forwarded or {}
     contacts = [
         k
         for k in _contact_rows(store)
-        if k["at"] >= since_ms and (went.get(k["identity"]) or [None])[0] != contact_version(k)
+        if k["identity"] in written
+        or (
+            dated
+            and k["at"] >= since_ms
+            and (went.get(k["identity"]) or [None])[0] != contact_version(k)
+        )
     ]
     return _pack(contacts, rows, convs, peers)
 
@@ -1146,9 +1168,14 @@ def forward_linked_history(client: Client) -> list[Any]:
             seq, since, approved = int(cut["seq"]), int(cut["since"]), int(cut["approved"])
             active = None if cut.get("active") is None else int(cut["active"])
             groups = [bytes.fromhex(g) for g in cut.get("groups") or ()]  # (none: older cuts)
-            went: dict[str, list[Any]] = {
-                str(i): [str(v), int(t)] for i, (v, t) in (cut.get("contacts") or {}).items()
-            }
+            # a cut of before store schema 12 has no contact write number: what was written
+            # since the upgrade (numbered) goes, and by date what was written before it
+            contact = None if cut.get("contact") is None else int(cut["contact"])
+            went: dict[str, list[Any]] | None = None
+            if contact is None:
+                went = {
+                    str(i): [str(v), int(t)] for i, (v, t) in (cut.get("contacts") or {}).items()
+                }
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("dropped an unreadable link cut: %s", exc)
             with client.store.transaction():
@@ -1169,22 +1196,24 @@ def forward_linked_history(client: Client) -> list[Any]:
             if client.store.get_meta(key) != raw:
                 continue
             sent_by = None if active is None else active + LINK_FORWARD_SLACK_MS
-            parts = forward_parts(client.store, seq, since, sent_by, forwarded=went)
+            parts = forward_parts(
+                client.store, seq, since, sent_by, forwarded=went,
+                contacts_after=0 if contact is None else contact,
+            )  # fmt: skip
             for part in parts:
                 frames += client.features.forward_history(device, part)
-                for k in part.get("contacts", ()):
-                    went[k["identity"]] = [contact_version(k), k["at"]]
             told, out = client.groups.tell_linked_device(device, groups) if groups else (set(), [])
             frames += out
             if parts or told or active is None:
-                # the contacts that went, as they went: one changed "later" than now (by
-                # the clock of our device that changed it, if ahead of ours) is picked again
-                # by the next forward, and went at every sync until our clock passed it
+                # the contacts go by the number of their write here: one dated "later" than
+                # now (by the clock of our device that changed it, if ahead of ours) went at
+                # every sync until our clock passed it, one dated before the cut (that clock
+                # behind) arriving after a forward never went
                 cut = {
                     "seq": client.store.next_seq() - 1, "since": now, "approved": approved,
                     "active": now if active is None else active,
                     "groups": [g.hex() for g in groups if g not in told],
-                    "contacts": {i: v for i, v in went.items() if v[1] >= now},
+                    "contact": client.store.last_contact_change(),
                 }  # fmt: skip
                 client.store.set_meta(key, json.dumps(cut).encode())
         if parts:

@@ -25,7 +25,7 @@ from sqlcipher3 import dbapi2 as sqlcipher
 
 from chatcore.errors import StoreError, StoreUnavailable, WrongPassphrase
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 #: meta: the highest message number given out before messages were deleted (next_seq)
 SEQ_FLOOR = "seq_floor"
 #: meta key set by ``recovery restore`` (when, ms): such a home knows none of the history its
@@ -249,6 +249,32 @@ _MIGRATIONS: dict[int, str] = {
     CREATE TRIGGER rel_due_on_delete AFTER DELETE ON meta
         WHEN substr(OLD.key, 1, 4) = 'rel:'
         BEGIN DELETE FROM rel_due WHERE key = substr(OLD.key, 5); END;
+    """,
+    # 12: when each contact row was last written here, as a number that only grows
+    #    (``changed``; 0: before this schema): the contacts forwarded to a newly linked
+    #    device are picked by it, not by their date (a change made on a device of ours
+    #    whose clock is behind is dated before the cut it arrives after). The numbers come
+    #    from an AUTOINCREMENT table (emptied at once: never given out twice, even when a
+    #    contact row is deleted); triggers number every write, also one by a process of an
+    #    older version still running on this home
+    12: """
+    ALTER TABLE contacts ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE contact_changes (n INTEGER PRIMARY KEY AUTOINCREMENT);
+    CREATE TRIGGER contacts_changed_on_insert AFTER INSERT ON contacts
+        BEGIN
+            INSERT INTO contact_changes (n) VALUES (NULL);
+            UPDATE contacts SET changed = last_insert_rowid()
+                WHERE identity_id = NEW.identity_id;
+            DELETE FROM contact_changes;
+        END;
+    CREATE TRIGGER contacts_changed_on_update
+        AFTER UPDATE OF identity_id, alias, state, updated_at, stamp ON contacts
+        BEGIN
+            INSERT INTO contact_changes (n) VALUES (NULL);
+            UPDATE contacts SET changed = last_insert_rowid()
+                WHERE identity_id = NEW.identity_id;
+            DELETE FROM contact_changes;
+        END;
     """,
 }
 
@@ -722,6 +748,12 @@ class Store:
         """The next arrival number: past every message stored, and past those deleted
         (``keep_seq_floor``), so a number is never given out twice."""
         return max(self._top_seq(), self._seq_floor()) + 1
+
+    def last_contact_change(self) -> int:
+        """The number of the latest write of a contact row here (``contacts.changed``, schema
+        12): the contacts written after a cut are those numbered higher."""
+        (top,) = self._x("SELECT COALESCE(MAX(changed), 0) FROM contacts").fetchone()
+        return int(top)
 
     def keep_seq_floor(self) -> None:
         """Before messages are deleted: remember the highest number given out."""

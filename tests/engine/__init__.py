@@ -183,3 +183,11 @@ def snapshot(store: Store) -> dict[str, list[Any]]:
 
 def texts(store: Store, conv: bytes) -> list[str]:
     return [m.body.decode() for m in store.history(conv, limit=10_000)]
+
+
+def drop_schema_12(conn: Any) -> None:
+    """Undo what store schema 12 added (a test making a store of an older schema)."""
+    for trigger in ("contacts_changed_on_insert", "contacts_changed_on_update"):
+        conn.execute(f"DROP TRIGGER {trigger}")
+    conn.execute("DROP TABLE contact_changes")
+    conn.execute("ALTER TABLE contacts DROP COLUMN changed")

@@ -286,3 +286,35 @@ def test_two_processes_upgrading_one_store_at_once(
     (opened,) = result
     assert isinstance(opened, Store) and opened.schema_version == SCHEMA_VERSION
     opened.close()
+
+
+def test_each_contact_write_gets_a_higher_number_never_given_out_twice(tmp_path: Path) -> None:
+    """Schema 12: a contact row written (added, changed, or taken from a handover only when
+    newer) is numbered after every write before it, also after the highest is deleted; a
+    write that changes nothing (an older handover row) keeps its number."""
+    s = Store.open(tmp_path / "s.db", KEY)
+    put = (
+        "INSERT INTO contacts (identity_id, alias, state, updated_at) VALUES (?,?,1,?) "
+        "ON CONFLICT(identity_id) DO UPDATE SET alias=excluded.alias, "
+        "updated_at=excluded.updated_at WHERE excluded.updated_at > contacts.updated_at"
+    )
+
+    def number(who: bytes) -> int:
+        return int(s._x("SELECT changed FROM contacts WHERE identity_id=?", (who,)).fetchone()[0])
+
+    with s.transaction():
+        s._x(put, (b"a", "a", 5))
+        s._x(put, (b"b", "b", 5))
+    assert 0 < number(b"a") < number(b"b") == s.last_contact_change()
+    with s.transaction():
+        s._x(put, (b"a", "a2", 1))  # older: not written
+    assert number(b"a") < number(b"b")
+    with s.transaction():
+        s._x(put, (b"a", "a3", 9))
+    assert number(b"a") > number(b"b")
+    top = s.last_contact_change()
+    with s.transaction():
+        s._x("DELETE FROM contacts WHERE identity_id=?", (b"a",))
+        s._x(put, (b"c", "c", 5))
+    assert number(b"c") > top
+    s.close()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from chatcore.features import Features
 from chatcore.store import SCHEMA_VERSION, Store, StoredMessage
+from tests.engine import drop_schema_12
 
 CONV = b"c" * 16
 PEER = b"p" * 32
@@ -85,8 +86,9 @@ def test_schema_9_store_gets_the_indexes() -> None:
     for ix in ("messages_by_sender", "messages_unread"):
         conn.execute(f"DROP INDEX {ix}")
     for trigger in ("rel_due_on_insert", "rel_due_on_update", "rel_due_on_delete"):
-        conn.execute(f"DROP TRIGGER {trigger}")  # and what schema 11 added
+        conn.execute(f"DROP TRIGGER {trigger}")  # and what schemas 11 and 12 added
     conn.execute("DROP TABLE rel_due")
+    drop_schema_12(conn)
     conn.execute("PRAGMA user_version = 9")
     st = Store(conn)
     assert st.schema_version == SCHEMA_VERSION

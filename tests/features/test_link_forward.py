@@ -35,7 +35,7 @@ from chatcore.identity import (
 )
 from chatcore.payload import MAX_BODY, ContentType
 from chatcore.store import Store, StoredMessage
-from tests.engine import Device
+from tests.engine import Device, drop_schema_12
 
 from . import FWorld, Node
 
@@ -497,3 +497,94 @@ def test_what_another_process_on_the_home_forwarded_is_not_sent_again(
     monkeypatch.setattr(a1.store, "meta_with_prefix", lambda _prefix: stale)
     assert forward_linked_history(client) == []  # the second: nothing again
     assert json.loads(a1.store.get_meta(key) or b"")["groups"] == []
+
+
+def test_a_contact_change_dated_before_the_cut_but_arriving_after_the_last_forward_goes() -> None:
+    """A contact changed on another device of ours whose clock is behind (its change is
+    dated before the cut), arriving here only after the forward that saw the new device
+    active: it is picked by when it arrived here, not by its date. The contacts the
+    handover held do not go again, and the change goes once."""
+    w = FWorld()
+    a, b, e = w.person(), w.person(), w.person()
+    a1 = w.dev(a)
+    a3 = w.add_device(a)  # our third device, its clock 5 minutes behind
+    a3.engine.clock_ms = lambda: w.clock() - 300_000
+    w.route(w.f(a).set_contact(b, ContactState.CONTACT, "bee"))  # in the handover
+    a2, _seq, _since = _approve(w, a)
+    key = LINK_FORWARD + a2.inst.hex()
+    with a1.store.transaction():
+        a1.store.set_meta(key, link_cut(a1.store, w.clock.now))
+    client: Any = _Client(w, a, set())
+    n1 = w.node(a)
+    contacts_sent: list[str] = []
+    forward = n1.f.forward_history
+
+    def spy(device: Any, part: dict[str, Any]) -> Any:
+        contacts_sent.extend(k["identity"] for k in part.get("contacts", ()))
+        return forward(device, part)
+
+    n1.f.forward_history = spy  # type: ignore[method-assign]
+    # changed on the device that is behind, before the new device was active: on its way
+    # to our first device (only: the new one is not counted yet) when the forward runs
+    w.clock.now += 1_000
+    late = w.f(a, 1).set_contact(e, ContactState.BLOCKED)
+    w.directory.register(a, a2.peer_keys)
+    w.route(forward_linked_history(client), strict=True)
+    assert contacts_sent == []  # (b's went with the handover)
+    w.clock.now += 10_000
+    w.route(late, frm=w.node(a, 1))
+    assert n1.f.contact_state(e) == ContactState.BLOCKED
+    assert (
+        a1.store._x("SELECT updated_at FROM contacts WHERE identity_id=?", (e,)).fetchone()[0]
+        < json.loads(a1.store.get_meta(key) or b"")["since"]
+    )  # dated before the cut
+    w.route(forward_linked_history(client), strict=True)
+    assert contacts_sent == [e.hex()]
+    assert w.f(a, 2).contact_state(e) == ContactState.BLOCKED
+    w.clock.now += 10_000
+    w.route(forward_linked_history(client), strict=True)
+    assert contacts_sent == [e.hex()]  # once
+
+
+def test_a_cut_made_before_store_schema_12_forwards_the_contacts_written_since() -> None:
+    """A cut kept by the version before (no contact write number): after the upgrade, the
+    contacts written before it go by their date (as they did), those written since go
+    whatever their date; the handover's do not go again."""
+    w = FWorld()
+    a, b, c, e = w.person(), w.person(), w.person(), w.person()
+    a1 = w.dev(a)
+    a3 = w.add_device(a)  # our third device, its clock 5 minutes behind
+    a3.engine.clock_ms = lambda: w.clock() - 300_000
+    w.route(w.f(a).set_contact(b, ContactState.CONTACT, "bee"))  # in the handover
+    a2, _seq, _since = _approve(w, a)
+    key = LINK_FORWARD + a2.inst.hex()
+    old = json.loads(link_cut(a1.store, w.clock.now))
+    del old["contact"]
+    conn = a1.store._db
+    drop_schema_12(conn)
+    conn.execute("PRAGMA user_version = 11")
+    with a1.store.transaction():
+        a1.store.set_meta(key, json.dumps(old).encode())
+    w.clock.now += 1_000
+    w.route(w.f(a).set_contact(c, ContactState.CONTACT, "sea"))  # by the version before
+    Store(conn)  # opened by this version: upgraded
+    late = w.f(a, 1).set_contact(e, ContactState.BLOCKED)  # dated before the cut
+    w.route(late, frm=w.node(a, 1))
+    client: Any = _Client(w, a, set())
+    n1 = w.node(a)
+    contacts_sent: list[str] = []
+    forward = n1.f.forward_history
+
+    def spy(device: Any, part: dict[str, Any]) -> Any:
+        contacts_sent.extend(k["identity"] for k in part.get("contacts", ()))
+        return forward(device, part)
+
+    n1.f.forward_history = spy  # type: ignore[method-assign]
+    w.directory.register(a, a2.peer_keys)
+    w.route(forward_linked_history(client), strict=True)
+    assert sorted(contacts_sent) == sorted([c.hex(), e.hex()])
+    assert w.f(a, 2).contact_state(e) == ContactState.BLOCKED
+    assert w.f(a, 2).contact(c).alias == "sea"  # type: ignore[union-attr]
+    w.clock.now += 10_000
+    w.route(forward_linked_history(client), strict=True)
+    assert sorted(contacts_sent) == sorted([c.hex(), e.hex()])  # once

@@ -12,6 +12,7 @@ import sqlite3
 from chatcore.engine import OutFrame, direct_conversation_id
 from chatcore.features import REL_CONV_META, Features
 from chatcore.store import Store
+from tests.engine import drop_schema_12
 
 from . import FWorld
 
@@ -95,6 +96,7 @@ def test_logs_of_a_store_upgraded_to_schema_11_are_retransmitted() -> None:
     for trigger in ("rel_due_on_insert", "rel_due_on_update", "rel_due_on_delete"):
         conn.execute(f"DROP TRIGGER {trigger}")
     conn.execute("DROP TABLE rel_due")
+    drop_schema_12(conn)  # (and what came after)
     conn.execute("PRAGMA user_version = 10")
     Store(conn)  # opened by the new version: upgraded
     w.restart(w.dev(a))
