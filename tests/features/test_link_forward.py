@@ -588,3 +588,38 @@ def test_a_cut_made_before_store_schema_12_forwards_the_contacts_written_since()
     w.clock.now += 10_000
     w.route(forward_linked_history(client), strict=True)
     assert sorted(contacts_sent) == sorted([c.hex(), e.hex()])  # once
+
+
+def test_a_message_and_an_edit_dated_before_the_cut_but_arriving_after_a_forward_go() -> None:
+    """The messages side of the clock question: what a peer whose clock is behind sent
+    before the new device was active, arriving after a forward, is dated before the cut;
+    messages are picked by their arrival number here and edits by when they arrived here
+    (this device's clock), so both go, once."""
+    w = FWorld()
+    a, b = w.person(), w.person()
+    a1 = w.dev(a)
+    w.dev(b).engine.clock_ms = lambda: w.clock() - 300_000  # b's clock 5 minutes behind
+    before = w.send_text(b, a, "before")
+    w.route(before.frames, strict=True)
+    a2, _seq, _since = _approve(w, a)
+    key = LINK_FORWARD + a2.inst.hex()
+    with a1.store.transaction():
+        a1.store.set_meta(key, link_cut(a1.store, w.clock.now))
+    client: Any = _Client(w, a, set())
+    w.clock.now += 1_000
+    late = w.send_text(b, a, "sent before, arrives late")
+    edit = content.encode_edit(before.message_id, "edited late")
+    late_edit = w.f(b).send_op(w.directory.peer(a), ContentType.EDIT, edit, w.own(b))
+    w.directory.register(a, a2.peer_keys)
+    assert w.route(forward_linked_history(client), strict=True) == []
+    w.clock.now += 10_000
+    w.route([f for f in late.frames + late_edit.frames if f.subject == a1.engine.inbox])
+    since = json.loads(a1.store.get_meta(key) or b"")["since"]
+    assert max(m.sent_at for m in a1.store.history(direct_conversation_id(a, b), 10)) < since
+    shown = w.route(forward_linked_history(client), strict=True)
+    assert [r.text for r in shown] == ["sent before, arrives late"]
+    dm = direct_conversation_id(a, b)
+    assert _shown(a2.store, w.node(a, 1), dm) == _shown(a1.store, w.node(a), dm)
+    assert "edited late" in [t for _m, t, _d in _shown(a2.store, w.node(a, 1), dm)]
+    w.clock.now += 10_000
+    assert forward_linked_history(client) == []  # once
