@@ -56,7 +56,7 @@ from chatcore.groupchat import ID_LIKE, GroupInfo, NotYet, check_group_name, gro
 from chatcore.home import Home
 from chatcore.keys import InstallationKeys, SignedPrekey
 from chatcore.payload import ContentType
-from chatcore.store import DELETED_CLOCK_META, Conversation, Store, StoredMessage, store_error
+from chatcore.store import Conversation, Store, StoredMessage, store_error
 from chatcore.transport.base import Transport
 from discovery.errors import DiscoveryError, RegistryReverted
 from discovery.index import Index
@@ -1718,11 +1718,7 @@ class Client:
         address), creating the local 1:1 conversation if there is none yet; or a
         conversation id (bytes) we have."""
         if isinstance(to, bytes):
-            if self.store.conversation(to) is None:
-                if to not in self.store.group_ids():
-                    raise UnknownContact(f"no conversation 0x{to.hex()[:16]}")
-                self._group_conversation(to)  # its history was deleted here; the group goes on
-            return to
+            return self._conversation(to).id
         try:
             gid = self.find_group(to)
         except AmbiguousName:
@@ -1748,6 +1744,7 @@ class Client:
         """A typing indicator (``active=False``: stopped). Rate-limited to one per
         conversation per 3 s; returns how many frames went out (0 when limited)."""
         _check_flag("active", active)
+        self._conversation(conversation)
         frames = self.features.send_typing(conversation, active)
         return await self._publish(frames) if frames else 0
 
@@ -1813,6 +1810,7 @@ class Client:
         for name, flag in (("muted", muted), ("archived", archived)):
             if flag is not None:
                 _check_flag(name, flag)
+        self._conversation(conversation)
         await self._refresh_directory()
         frames = self.features.set_conversation_flags(conversation, muted, archived)
         conv = self.store.conversation(conversation)
@@ -1839,10 +1837,44 @@ class Client:
             raise TypeError(f"a conversation id is bytes, not {type(conversation).__name__}")
         if (
             self.store.conversation(conversation) is None
-            and self.store.get_meta(DELETED_CLOCK_META + conversation.hex()) is None
+            and not self.store.deleted_here(conversation)
             and conversation not in self.store.group_ids()
         ):
             raise UnknownContact(f"no conversation 0x{conversation.hex()[:16]}")
+
+    def _conversation(self, conversation: bytes) -> Conversation:
+        """The conversation with this id, made again (empty, its clock kept) if it was
+        deleted here: the group goes on, and the person may write again (as
+        ``conversation_id`` of the group or the person makes it). UnknownContact for an id
+        this home never had, TypeError for no bytes."""
+        self._check_conversation(conversation)
+        conv = self.store.conversation(conversation)
+        if conv is not None:
+            return conv
+        if conversation in self.store.group_ids():
+            return self._group_conversation(conversation)
+        peer = self.store.deleted_peer(conversation)
+        if peer is None:  # deleted before the person was kept with the clock: who was it?
+            from chatcore.engine import direct_conversation_id
+
+            peer = next(
+                (
+                    p
+                    for p in self.store.known_identities()
+                    if direct_conversation_id(self.identity_id, p) == conversation
+                ),
+                None,
+            )
+        if peer is None:
+            raise UnknownContact(
+                f"conversation 0x{conversation.hex()[:16]} was deleted here and its person is "
+                "not known: start it again by their name"
+            )
+        with self.store.transaction():
+            self.store.ensure_conversation(conversation, "direct", peer, None, self.clock_ms())
+        conv = self.store.conversation(conversation)
+        assert conv is not None
+        return conv
 
     def search(
         self, text: str, conversation: bytes | None = None, limit: int = 50

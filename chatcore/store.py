@@ -34,6 +34,9 @@ RESTORED_AT_META = "restored_at"
 #: meta key prefix (+ conversation id in hex): the Lamport clock of a conversation deleted
 #: here (:meth:`Store.delete_conversation_row`), taken up again if it comes back
 DELETED_CLOCK_META = "deleted_clock:"
+#: meta key prefix (+ conversation id in hex): the person of a 1:1 conversation deleted here,
+#: kept with its clock so that the conversation can be made again by its id
+DELETED_PEER_META = "deleted_peer:"
 #: Sessions kept per peer installation (each handshake a peer sends makes one: a peer
 #: could otherwise grow our store without bound); the newest are kept.
 SESSIONS_PER_INSTALLATION = 4
@@ -604,6 +607,7 @@ class Store:
                 "UPDATE conversations SET lamport=MAX(lamport, ?) WHERE id=?", (int(clock), conv_id)
             )
             self.delete_meta(key)
+            self.delete_meta(DELETED_PEER_META + conv_id.hex())
 
     def delete_conversation_row(self, conv_id: bytes) -> None:
         """Forget a conversation here, but not its clock: the group or the person is still
@@ -614,6 +618,25 @@ class Store:
             return
         self._x("DELETE FROM conversations WHERE id=?", (conv_id,))
         self.set_meta(DELETED_CLOCK_META + conv_id.hex(), str(c.lamport).encode())
+        if c.peer_identity is not None:
+            self.set_meta(DELETED_PEER_META + conv_id.hex(), c.peer_identity)
+
+    def deleted_here(self, conv_id: bytes) -> bool:
+        """Was this conversation deleted here (and not made again since)?"""
+        return self.get_meta(DELETED_CLOCK_META + conv_id.hex()) is not None
+
+    def deleted_peer(self, conv_id: bytes) -> bytes | None:
+        """The person of a 1:1 conversation deleted here, if it was kept (None for a group,
+        or a conversation deleted before the person was kept with the clock)."""
+        return self.get_meta(DELETED_PEER_META + conv_id.hex())
+
+    def known_identities(self) -> list[bytes]:
+        """Everyone this home has a session, a name or a contact state with."""
+        rows = self._x(
+            "SELECT peer_identity FROM sessions UNION SELECT identity_id FROM peers "
+            "UNION SELECT identity_id FROM contacts"
+        ).fetchall()
+        return [bytes(r[0]) for r in rows]
 
     def conversation(self, conv_id: bytes) -> Conversation | None:
         row = self._x(f"SELECT {_CONV_COLS} FROM conversations WHERE id=?", (conv_id,)).fetchone()

@@ -250,3 +250,60 @@ async def test_conversation_actions_on_an_id_this_home_never_had_are_unknown_con
     await bob.c.send_text(alice.name, "still here")
     await alice.c.sync()
     assert alice.c.is_request(direct) is False and await alice.c.mark_read(direct) == 1
+
+
+async def _make_again(c: Client, how: str, conv: bytes) -> None:
+    if how == "conversation_id":
+        assert c.conversation_id(conv) == conv
+    elif how == "send_typing":
+        assert await c.send_typing(conv) >= 1
+    else:
+        assert (await c.set_conversation_flags(conv, muted=True)).muted
+
+
+@pytest.mark.parametrize("how", ["conversation_id", "send_typing", "set_conversation_flags"])
+async def test_a_one_to_one_conversation_deleted_here_is_made_again_by_its_id(
+    people: People, how: str
+) -> None:
+    """A 1:1 conversation deleted here was known to ``mark_read``, ``is_request`` and
+    ``delete_conversation`` but ``conversation_id(bytes)``, ``send_typing`` and
+    ``set_conversation_flags`` raised UnknownContact, while ``conversation_id(person)`` made
+    it again and a group deleted here is made again by its id. Each of them makes it again
+    now (empty, with its person and its clock), for a 1:1 conversation as for a group."""
+    alice, bob = people.new("alice"), people.new("bob")
+    first = await alice.c.send_text(bob.name, "hello")
+    direct = first.conversation_id
+    gid = await alice.c.create_group("team", [bob.name])
+    await alice.c.send_group_text(gid, "hello team")
+    for conv, kind, peer in ((direct, "direct", bob.c.identity_id), (gid, "group", None)):
+        assert alice.c.delete_conversation(conv) >= 1
+        await _make_again(alice.c, how, conv)
+        [again] = [c for c in alice.c.conversations() if c.id == conv]
+        assert (again.kind, again.peer_identity) == (kind, peer)
+        assert alice.c.history(conv) == []
+
+    # the clock it had is kept: alice's next message sorts after the old one at bob's
+    mine = await alice.c.send_text(bob.name, "me again")
+    assert mine.conversation_id == direct and mine.lamport > first.lamport
+    await bob.c.sync()
+    assert [m.message_id for m in bob.c.history(direct)] == [first.message_id, mine.message_id]
+    # and bob's answer lands in it, with the flags alice set
+    answer = await bob.c.send_text(alice.name, "hi")
+    await alice.c.sync()
+    [now] = [c for c in alice.c.conversations() if c.id == direct]
+    assert now.muted == (how == "set_conversation_flags")
+    assert [m.message_id for m in alice.c.history(direct)] == [mine.message_id, answer.message_id]
+
+
+async def test_a_conversation_deleted_before_its_person_was_kept_is_found_again(
+    people: People,
+) -> None:
+    """A home whose 1:1 conversation was deleted before the person was kept with its clock
+    (only the clock: an older home) finds the person among the people it knows."""
+    alice, bob = people.new("alice"), people.new("bob")
+    direct = (await alice.c.send_text(bob.name, "hello")).conversation_id
+    assert alice.c.delete_conversation(direct) == 1
+    alice.c.store.delete_meta("deleted_peer:" + direct.hex())
+    assert await alice.c.send_typing(direct) >= 1
+    [again] = [c for c in alice.c.conversations() if c.id == direct]
+    assert again.peer_identity == bob.c.identity_id
