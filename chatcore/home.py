@@ -11,6 +11,7 @@ The database key is scrypt(passphrase, salt); the passphrase itself is never sto
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -61,11 +62,12 @@ class Home:
         return self.path / "init.lock"
 
     @contextmanager
-    def init_lock(self) -> Iterator[None]:
+    def init_lock(self, what: str = "init") -> Iterator[None]:
         """Hold the home's init lock (an exclusive flock on ``init.lock``, made in the home,
-        which must exist): a second init in the home at the same time would take the
-        first one's files away (or lay out a home over it). StoreError if another process
-        holds it, or it cannot be made. The file is removed when released."""
+        which must exist) while ``what`` (init, recovery restore, devices link: each makes a
+        home) runs: a second one in the home at the same time would take the first one's
+        files away (or lay out a home over it). StoreError if another process holds it
+        (naming what it runs), or it cannot be made. The file is removed when released."""
         while True:
             try:
                 fd = os.open(self.init_lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -79,10 +81,11 @@ class Home:
                 # lock the one in its place
                 current = os.stat(self.init_lock_file).st_ino
             except BlockingIOError:
+                holder = _lock_holder(fd)
                 os.close(fd)
                 raise StoreError(
-                    f"another init is running on the home {self.path}: let it finish (then "
-                    "run init again if it did not)"
+                    f"another {holder} is running on the home {self.path}: let it finish (then "
+                    f"run {what} again if it did not)"
                 ) from None
             except FileNotFoundError:
                 current = None
@@ -93,6 +96,9 @@ class Home:
                 break
             os.close(fd)
         try:
+            with contextlib.suppress(OSError):  # what runs, for the error another one gets
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, what.encode(), 0)
             try:
                 yield
             finally:
@@ -202,3 +208,15 @@ class Home:
             return cast(LocalAccount, Account.from_key(Account.decrypt(ks, passphrase)))
         except ValueError as exc:
             raise WrongPassphrase("wrong passphrase (cannot decrypt the owner keystore)") from exc
+
+
+def _lock_holder(fd: int) -> str:
+    """What the process holding a home's init lock runs, as it wrote in the lock file
+    (empty if it has not written it yet)."""
+    try:
+        text = os.pread(fd, 64, 0).decode("utf-8", "replace")
+    except OSError:
+        text = ""
+    if text in ("init", "recovery restore", "devices link"):
+        return text
+    return "init, recovery restore or devices link"

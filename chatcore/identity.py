@@ -62,6 +62,7 @@ from discovery.records import ChainBinding, IntroBundle
 
 if TYPE_CHECKING:
     from chatcore.client import Client
+    from chatcore.home import Home
     from discovery.network import NetworkConfig
 
 ZERO32 = b"\x00" * 32
@@ -603,12 +604,25 @@ def start_link(
     home_dir: Path | str, passphrase: str, network: NetworkConfig,
     rng: Callable[[int], bytes] = os.urandom, ttl_s: int = PAIR_TTL_S,
 ) -> LinkStarted:  # fmt: skip
-    """Create a home with fresh installation keys, waiting to be approved. No network I/O."""
+    """Create a home with fresh installation keys, waiting to be approved. No network I/O.
+    StoreError if an init, restore or link runs on the home."""
+    from chatcore.home import Home
+
+    home = Home(Path(home_dir))
+    if not home.meta_file.exists():
+        Home.check_new_passphrase(passphrase)  # before anything is made
+    home.make_dir()
+    with home.init_lock("devices link"):  # as init: a second one would take its files
+        return _start_link(home, passphrase, network, rng, ttl_s)
+
+
+def _start_link(
+    home: Home, passphrase: str, network: NetworkConfig, rng: Callable[[int], bytes], ttl_s: int
+) -> LinkStarted:
     from chatcore.client import PREKEY_TTL_S, _scope
     from chatcore.home import Home
     from chatcore.keys import InstallationKeys, SignedPrekey
 
-    home = Home(Path(home_dir))
     if home.meta_file.exists():
         store = home.open_store(passphrase)
         try:
@@ -1777,13 +1791,9 @@ def restore(
     holding the owner key can neither front-run it with a copied consent nor dodge it by
     moving the owner, and it cancels a recovery change the thief proposed). Then it revokes
     every active installation and hands the ownership to a fresh owner (with that owner's
-    consent); the new owner registers this home's installation."""
-    from eth_account import Account
-
-    from chatcore.client import PREKEY_TTL_S, Client, _scope
+    consent); the new owner registers this home's installation. StoreError if an init,
+    restore or link runs on the home (before the chain is changed)."""
     from chatcore.home import Home
-    from chatcore.keys import InstallationKeys
-    from chatcore.store import RESTORED_AT_META
     from discovery.registry import Registry
 
     Home.check_new_passphrase(passphrase)  # before the chain is asked to do anything
@@ -1793,6 +1803,23 @@ def restore(
     if home.meta_file.exists():
         raise IdentityError(f"{home.path} already holds an identity: restore into a new home")
     home.make_dir()  # before the chain is changed: a home that cannot be made stops it here
+    # as init: a second restore (or an init, a link) at once would lay out a home over ours
+    with home.init_lock("recovery restore"):
+        return _restore(home, passphrase, network, acct, state, registry, rng)
+
+
+def _restore(
+    home: Home, passphrase: str, network: NetworkConfig, acct: Any, state: Any, registry: Any,
+    rng: Callable[[int], bytes],
+) -> tuple[Client, Restored]:  # fmt: skip
+    from eth_account import Account
+
+    from chatcore.client import PREKEY_TTL_S, Client, _scope
+    from chatcore.keys import InstallationKeys
+    from chatcore.store import RESTORED_AT_META
+
+    if home.meta_file.exists():  # made by one that held the lock before us
+        raise IdentityError(f"{home.path} already holds an identity: restore into a new home")
     _fund(network, registry, acct.address)
     gas = 0
     if state.owner.lower() != acct.address.lower():  # (already so after an interrupted run)

@@ -302,3 +302,26 @@ def test_init_while_another_init_runs_on_the_home_is_a_one_line_error(
         run_cli("--home", str(home.path), "whoami", "--json").doc["identity_id"]
         == r.doc["identity_id"]
     )
+
+
+def test_restore_or_link_while_an_init_runs_on_the_home_is_a_one_line_error(
+    up: None, run_cli: RunCli, tmp_path: Path
+) -> None:
+    """Only init took the home's lock: a restore or a link at the same time laid out a home
+    over it (and a restore changed the identity on chain first)."""
+    from chatcore.home import Home
+
+    made = run_cli("--home", str(tmp_path / "kept"), "init", "--json")
+    assert made.code == 0, made.err
+    env = {"LOGOS_CHAT_RECOVERY_PHRASE": made.doc["recovery_phrase"]}
+    home = Home(tmp_path / "busy")
+    home.make_dir()
+    with home.init_lock():  # as an init running in another process holds it
+        files = sorted(p.name for p in home.path.iterdir())
+        for command in (["recovery", "restore"], ["devices", "link"]):
+            r = run_cli("--home", str(home.path), *command, env=env)
+            r.assert_one_line_error(code=1, contains="another init is running")
+            assert sorted(p.name for p in home.path.iterdir()) == files
+    # the identity's device was not revoked by the restore refused
+    devices = run_cli("--home", str(tmp_path / "kept"), "devices", "list", "--json").doc
+    assert [d["status"] for d in devices] == ["active"]

@@ -1,0 +1,79 @@
+"""``recovery restore`` and ``devices link`` make a home as ``init`` does, and take the same
+per-home lock: only init took it, so two at once on one home (or an init and a restore) could
+lay out a home over the other's files. Here another process holds the lock (the test holds
+it: a second flock on its own open file is refused in the same process too)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from chatcore import identity as identity_mod
+from chatcore.errors import StoreError
+from chatcore.home import Home
+from chatcore.identity import restore, start_link
+from discovery.network import NetworkConfig
+
+PASSPHRASE = "home-lock-pw"
+
+
+def _net() -> NetworkConfig:
+    return NetworkConfig(
+        chain_id=31337, rpc_url="http://127.0.0.1:1", identity_registry="0x" + "11" * 20,
+        name_registry="0x" + "22" * 20, deploy_block=0, nats_url="nats://127.0.0.1:1",
+    )  # fmt: skip
+
+
+def _files(home: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(home.iterdir())}
+
+
+class _ChainTouched(Exception):
+    pass
+
+
+@pytest.mark.parametrize("holder", ["init", "recovery restore", "devices link"])
+def test_devices_link_while_another_holds_the_home_is_refused_and_changes_nothing(
+    tmp_path: Path, holder: str
+) -> None:
+    home = Home(tmp_path / "new-device")
+    home.make_dir()
+    with home.init_lock(holder):
+        made = _files(home.path)
+        with pytest.raises(StoreError, match=f"another {holder} is running") as err:
+            start_link(home.path, PASSPHRASE, _net())
+        assert "run devices link again" in str(err.value)
+        assert _files(home.path) == made  # no home laid out under the one running
+    started = start_link(home.path, PASSPHRASE, _net())  # once it is done, link works
+    assert started.code and home.meta_file.exists()
+    assert start_link(home.path, PASSPHRASE, _net()).code == started.code  # the same code
+
+
+@pytest.mark.parametrize("holder", ["init", "recovery restore", "devices link"])
+def test_recovery_restore_while_another_holds_the_home_is_refused_before_the_chain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, holder: str
+) -> None:
+    acct, state = SimpleNamespace(address="0x" + "33" * 20), object()
+    monkeypatch.setattr(identity_mod, "identity_for_phrase", lambda network, phrase: (acct, state))
+    monkeypatch.setattr("discovery.registry.Registry", lambda network: object())
+    touched: list[Any] = []
+
+    def fund(*args: Any) -> None:  # the first thing restore does on the chain
+        touched.append(args)
+        raise _ChainTouched
+
+    monkeypatch.setattr(identity_mod, "_fund", fund)
+    home = Home(tmp_path / "restored")
+    home.make_dir()
+    with home.init_lock(holder):
+        made = _files(home.path)
+        with pytest.raises(StoreError, match=f"another {holder} is running") as err:
+            restore(home.path, PASSPHRASE, _net(), "a phrase")
+        assert "run recovery restore again" in str(err.value)
+        assert _files(home.path) == made and touched == []
+    with pytest.raises(_ChainTouched):  # once it is done, restore goes on to the chain
+        restore(home.path, PASSPHRASE, _net(), "a phrase")
+    assert len(touched) == 1
