@@ -672,6 +672,22 @@ def link_pending(home_dir: Path | str, passphrase: str) -> bool:
         store.close()
 
 
+def linked_identity(home_dir: Path | str, passphrase: str) -> bytes | None:
+    """The identity a home made by :func:`start_link` has taken, None while it waits to be
+    approved: by this process or another one on the home (``finish_link`` returns None
+    once the identity is taken, also when another process took it)."""
+    from chatcore.home import Home
+
+    home = Home(Path(home_dir))
+    if not home.exists():
+        return None
+    store = home.open_store(passphrase)
+    try:
+        return store.get_meta("identity_id")
+    finally:
+        store.close()
+
+
 @dataclass(frozen=True, slots=True)
 class Approved:
     installation_id: bytes
@@ -742,7 +758,8 @@ async def finish_link(
 ) -> Linked | None:
     """On a device waiting to be linked: fetch the handover, verify it against the chain,
     take over the identity, publish this device's real bundle and post-quantum key.
-    Returns None if nothing has arrived yet."""
+    Returns None if nothing has arrived yet, or the identity was taken already (by another
+    process on the home too: :func:`linked_identity`)."""
     from chatcore.client import Client
     from chatcore.engine import inbox_subject
     from chatcore.groupchat import keep_welcome
@@ -825,6 +842,12 @@ async def finish_link(
             # had taken the identity (so no later 'devices link' read the handover again)
             # and lost the history, contacts and conversation settings for good
             with store.transaction():
+                # read again under the lock: another process on this home ('devices link
+                # --wait' and a 'sync' at once) may have taken the handover since we looked,
+                # and finishes the link: taken again, it was stored twice and a second
+                # bundle published over the other's (linked_identity names the identity)
+                if store.get_meta("identity_id") is not None:
+                    return None
                 store.set_meta("identity_id", ident)
                 store.set_meta("owner", owner.address.encode())
                 store.set_meta("recovery", str(content.get("recovery", "")).encode())

@@ -38,21 +38,22 @@ def open_client(ctx: Ctx, pw: str) -> Any:
     home = Home(ctx.home)
     if home.meta_file.exists() and not home.keystore_file.exists():
         from chatcore.errors import NotInitialised
-        from chatcore.identity import finish_link, link_pending
+        from chatcore.identity import finish_link, link_pending, linked_identity
 
         if link_pending(ctx.home, pw):
             res = asyncio.run(finish_link(ctx.home, pw, ctx.network()))
-            if res is None:
+            if res is None and linked_identity(ctx.home, pw) is None:
                 raise NotInitialised(
                     "this device is waiting to be approved: run "
                     "'logos-chat devices approve CODE' on one of your other devices"
                 )
-            click.echo(
-                f"linked this device to identity {hx(res.identity_id)}"
-                + (f" ({', '.join(res.names)})" if res.names else "")
-                + f"; {res.messages_imported} message(s) of history received",
-                err=True,
-            )
+            if res is not None:  # (else another command on this home took the approval)
+                click.echo(
+                    f"linked this device to identity {hx(res.identity_id)}"
+                    + (f" ({', '.join(res.names)})" if res.names else "")
+                    + f"; {res.messages_imported} message(s) of history received",
+                    err=True,
+                )
     return Client.open(ctx.home, pw, ctx.network())
 
 
@@ -79,7 +80,7 @@ def devices_link(ctx: Ctx, wait: bool, timeout: int) -> None:
     source = click.get_current_context().get_parameter_source("timeout")
     if not wait and source == click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("--timeout goes with --wait")
-    from chatcore.identity import finish_link, start_link
+    from chatcore.identity import finish_link, linked_identity, start_link
 
     pw = passphrase()
     network = ctx.network()
@@ -102,19 +103,42 @@ def devices_link(ctx: Ctx, wait: bool, timeout: int) -> None:
         else:
             click.echo(text)
         deadline = time.monotonic() + timeout
-        linked = None
-        while time.monotonic() < deadline:
-            linked = _run(finish_link(ctx.home, pw, network))
-            if linked is not None:
-                break
-            time.sleep(1.0)
-        if linked is None:
-            fail("not approved in time (the code stays valid until it expires)", 1)
-        doc.update(linked=True, identity_id=hx(linked.identity_id), names=list(linked.names))
-        text = f"linked to identity {hx(linked.identity_id)}" + (
-            f" ({', '.join(linked.names)})" if linked.names else ""
-        )
+        linked: tuple[bytes, tuple[str, ...]] | None = None
+        while linked is None:
+            got = _run(finish_link(ctx.home, pw, network))
+            if got is not None:
+                linked = (got.identity_id, got.names)
+            elif (taken := linked_identity(ctx.home, pw)) is not None:
+                # another command on this home ('sync', as the text above says) took the
+                # approval: linked all the same (that command finishes it)
+                linked = (taken, _names_of(ctx, pw, network, taken))
+            elif time.monotonic() >= deadline:
+                fail("not approved in time (the code stays valid until it expires)", 1)
+            else:
+                time.sleep(1.0)
+        identity_id, names = linked
+        doc.update(linked=True, identity_id=hx(identity_id), names=list(names))
+        text = f"linked to identity {hx(identity_id)}" + (f" ({', '.join(names)})" if names else "")
     emit(ctx, doc, text)
+
+
+def _names_of(ctx: Ctx, pw: str, network: Any, identity_id: bytes) -> tuple[str, ...]:
+    """The names of an identity, from the chain (none if it cannot be asked just now)."""
+    from chatcore.client import Client
+    from chatcore.errors import ChatCoreError
+    from discovery.errors import DiscoveryError
+
+    try:
+        client = Client.open(ctx.home, pw, network)
+    except (ChatCoreError, DiscoveryError):
+        return ()
+    try:
+        client.sync_directory()
+        return tuple(client.resolver.resolve_id(identity_id, fresh_prekeys=False).names)
+    except (ChatCoreError, DiscoveryError):
+        return ()
+    finally:
+        client.close()
 
 
 @devices.command("approve")

@@ -332,3 +332,44 @@ def test_bind_domain_real_https(run_cli: RunCli, homes: dict[str, Any], https_se
     run_cli(*h(homes, "ida"), "bind", "domain", domain).assert_one_line_error(
         contains="cannot fetch"
     )
+
+
+def test_devices_link_wait_ends_when_another_command_took_the_approval(
+    run_cli: RunCli, homes: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: 'devices link --wait' looks for the approval every second, and says
+    that a network command on the new device ('sync') finishes the link too. When such a
+    command took the approval first, the wait looked on until its timeout and failed ('not
+    approved in time'), the device linked all the same."""
+    import time
+    from types import SimpleNamespace
+
+    import cli.main  # noqa: F401 (cli.identity is registered from it)
+    from cli import identity as cli_identity
+
+    ok(run_cli(*h(homes, "idw"), "init", "--json"))
+    new = h(homes, "idw2")
+    other: list[str] = []
+
+    def sleep(seconds: float) -> None:  # between two looks: a 'sync' in another terminal
+        if not other:
+            other.append("sync")
+            code = ok(run_cli(*new, "devices", "link", "--json")).doc["code"]  # (the same)
+            ok(run_cli(*h(homes, "idw"), "devices", "approve", code))
+            assert "linked this device" in ok(run_cli(*new, "sync")).err
+        time.sleep(min(seconds, 0.05))
+
+    monkeypatch.setattr(
+        cli_identity, "time", SimpleNamespace(sleep=sleep, monotonic=time.monotonic)
+    )
+    r = run_cli(*new, "devices", "link", "--wait", "--timeout", "30", "--json", inproc=True)
+    assert other == ["sync"]
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert (
+        doc["linked"] is True
+        and doc["identity_id"]
+        == ok(run_cli(*h(homes, "idw"), "whoami", "--json")).doc["identity_id"]
+    )
+    mine = ok(run_cli(*new, "devices", "list", "--json")).doc
+    assert [(d["status"], d["this_device"]) for d in mine] == [("active", False), ("active", True)]

@@ -528,3 +528,71 @@ async def test_a_device_linked_as_its_identity_left_a_group_is_out_of_it_too(
         ]
     finally:
         await a2.aclose()
+
+
+_LINK_WHOLE = """
+import asyncio, sys
+from pathlib import Path
+from chatcore import identity
+from discovery.network import NetworkConfig
+
+assert asyncio.run(
+    identity.finish_link(sys.argv[1], sys.argv[2], NetworkConfig.load(Path(sys.argv[3])))
+) is not None
+"""
+
+
+async def test_a_link_another_process_finished_meanwhile_is_not_taken_again(
+    people: People, network: NetworkConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: two processes finishing one link at once ('devices link --wait' and a
+    'sync' on the new device) both found the handover, and the second one took it again
+    over the first one's link: the history stored again, the link's time and bundle
+    number set back, a second bundle published. The identity is looked for again in the
+    transaction that takes the handover: the second one leaves the link as it is (None;
+    ``linked_identity`` names it)."""
+    import subprocess
+    import sys
+
+    from chatcore import identity as identity_mod
+    from chatcore.home import Home
+    from chatcore.identity import LINKED_AT, linked_identity
+
+    alice, bob = people.new("alice"), people.new("bob")
+    await alice.c.send_text(bob.name, "before linking")
+    home = tmp_path / "alice2"
+    started = start_link(home, PASSPHRASE, network)
+    await approve(alice.c, PASSPHRASE, started.code)
+    net = tmp_path / "network.json"
+    network.save(net)
+    verify = identity_mod._verify_handover
+    kept: dict[str, bytes | None] = {}
+
+    def verify_then_the_other_links(*args: object) -> None:
+        verify(*args)  # type: ignore[arg-type]
+        if not kept:  # the other process takes the handover now, and finishes
+            proc = subprocess.run(
+                [sys.executable, "-c", _LINK_WHOLE, str(home), PASSPHRASE, str(net)],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            store = Home(home).open_store(PASSPHRASE)
+            try:
+                for key in (LINKED_AT, "bundle_seq", "spk_current"):
+                    kept[key] = store.get_meta(key)
+            finally:
+                store.close()
+
+    monkeypatch.setattr(identity_mod, "_verify_handover", verify_then_the_other_links)
+    assert await finish_link(home, PASSPHRASE, network) is None
+    assert kept and linked_identity(home, PASSPHRASE) == alice.c.identity_id
+    store = Home(home).open_store(PASSPHRASE)
+    try:
+        assert {k: store.get_meta(k) for k in kept} == kept  # the other's link, as it made it
+    finally:
+        store.close()
+    a2 = Client.open(home, PASSPHRASE, network)
+    try:
+        assert texts(a2, bob.c.identity_id) == ["before linking"]
+    finally:
+        a2.close()
