@@ -89,6 +89,11 @@ class Home:
                 ) from None
             except FileNotFoundError:
                 current = None
+            except OSError as exc:  # no locks on this file system (ENOLCK: NFS, no lockd)
+                os.close(fd)
+                raise StoreError(
+                    f"cannot lock the home {self.path}: {exc.strerror or exc}"
+                ) from exc
             except BaseException:
                 os.close(fd)
                 raise

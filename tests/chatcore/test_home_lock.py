@@ -77,3 +77,26 @@ def test_recovery_restore_while_another_holds_the_home_is_refused_before_the_cha
     with pytest.raises(_ChainTouched):  # once it is done, restore goes on to the chain
         restore(home.path, PASSPHRASE, _net(), "a phrase")
     assert len(touched) == 1
+
+
+@pytest.mark.parametrize("what", ["init", "recovery restore", "devices link"])
+def test_a_home_whose_file_system_cannot_lock_is_a_store_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str
+) -> None:
+    """Review finding: flock failing otherwise than "held" (ENOLCK: an NFS mount without its
+    lock daemon) escaped as a bare OSError (the CLI's "internal error"), for restore and link
+    now too: a StoreError naming the home and why."""
+    import errno
+    import fcntl
+    import os
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    home = Home(tmp_path / "nfs-home")
+    home.make_dir()
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(StoreError, match="cannot lock the home") as err:
+        with home.init_lock(what):
+            pytest.fail("locked")
+    assert os.strerror(errno.ENOLCK) in str(err.value)
