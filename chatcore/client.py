@@ -721,19 +721,21 @@ class Client:
 
     def _new_bundle(self, seq: int, ttl_s: int) -> tuple[SignedPrekey, IntroBundle]:
         now_s = self.clock_ms() // 1000
-        # a fresh id, never one we made before: a publish that failed (as far as we know)
-        # puts spk_current back, but its transaction may have landed, and the chain then
-        # advertises that prekey: its secret must not be overwritten by a later one
-        ids = (self.store.get_meta(k) for k in ("spk_current", "spk_last_id"))
-        spk_id = max(int(v) for v in (*ids, b"0") if v) + 1
-        while self.store.get_secret(f"spk:{spk_id:010d}") is not None:
-            spk_id += 1
-        spk = SignedPrekey.generate(self.rng, spk_id, (now_s + ttl_s) * 1000)
         # only the secret here: the prekey becomes current (``_prekey_published``) once the
         # chain took its bundle. A process killed in between (no ``except`` runs) must not
         # leave a prekey the chain never saw as current: ``prekey_due`` would go by its end,
         # and the advertised one would expire with no refresh
         with self.store.transaction():
+            # a fresh id, never one we made before: a publish that failed (as far as we
+            # know) puts spk_current back, but its transaction may have landed, and the chain
+            # then advertises that prekey: its secret must not be overwritten by a later one.
+            # Chosen under the lock: another process on this home renewing at the same time
+            # chose the same id, and the secret kept last replaced the other
+            ids = (self.store.get_meta(k) for k in ("spk_current", "spk_last_id"))
+            spk_id = max(int(v) for v in (*ids, b"0") if v) + 1
+            while self.store.get_secret(f"spk:{spk_id:010d}") is not None:
+                spk_id += 1
+            spk = SignedPrekey.generate(self.rng, spk_id, (now_s + ttl_s) * 1000)
             self.store.put_secret(f"spk:{spk_id:010d}", spk.to_bytes())
             self.store.set_meta("spk_last_id", str(spk_id).encode())
             # forget prekeys past their grace window

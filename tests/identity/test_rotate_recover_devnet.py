@@ -589,3 +589,44 @@ async def test_an_owner_rotation_the_chain_refused_can_be_tried_again_at_once(
     assert alice.c._owner(PASSPHRASE).address == old_owner
     r = rotate_owner(alice.c, PASSPHRASE)
     assert alice.c.registry.get_identity(alice.c.identity_id).owner == r.new
+
+
+async def test_two_processes_making_a_prekey_at_once_keep_each_ones_secret(
+    people: People, network: NetworkConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: a new signed prekey's id was chosen before the transaction that keeps
+    its secret. Two processes on one home renewing at once (an app and a 'sync', the prekey
+    due for both) chose one id, and the second secret replaced the first: with the chain
+    advertising the first one's bundle, nobody could start a conversation with the device
+    (their first message undecryptable) until the next renewal. The id is chosen in that
+    transaction: each keeps its own."""
+    import threading
+    from typing import Any
+
+    from chatcore.keys import SignedPrekey
+
+    alice = people.new("alice")
+    other = Client.open(alice.home, PASSPHRASE, network)  # the other process
+    real = SignedPrekey.generate
+    theirs: list[Any] = []
+
+    def generate(rng: Any, spk_id: int, not_after_ms: int) -> SignedPrekey:
+        if not theirs:  # the other one makes its prekey just now
+            theirs.append(None)
+            t = threading.Thread(target=lambda: theirs.append(other._new_bundle(2, 3600)[0]))
+            t.start()
+            t.join(timeout=1.0)  # (if it waits for our transaction, it goes on after it)
+            theirs.append(t)
+        return real(rng, spk_id, not_after_ms)
+
+    monkeypatch.setattr(SignedPrekey, "generate", generate)
+    try:
+        mine, _bundle = alice.c._new_bundle(2, 3600)
+        theirs[-1].join()
+        made = [s for s in theirs if isinstance(s, SignedPrekey)]
+        assert len(made) == 1
+        for spk in (mine, made[0]):
+            kept = alice.c.store.get_secret(f"spk:{spk.id:010d}")
+            assert kept is not None and SignedPrekey.from_bytes(kept).pub == spk.pub
+    finally:
+        other.close()
