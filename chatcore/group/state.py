@@ -974,11 +974,13 @@ class GroupState:
         """Install a sender key that ``from_installation`` sent us over our pairwise session.
 
         A distribution from an installation that is not (yet) a member installation is held
-        (bounded) until the op that makes it one arrives. With ``from_identity`` (the
+        until the op that makes it one arrives (at most ``CHAINS_PER_INSTALLATION`` per
+        installation, the newest by epoch, as once it is one). With ``from_identity`` (the
         session's authenticated peer) and ``now_ms``, the key of a member that has left,
         made before its removal, is installed as a retired chain (its messages sent before
         the removal still decrypt). Raises MalformedMessage, or GroupError (another group,
-        sender mismatch, we are not a member).
+        sender mismatch — installation, or identity with ``from_identity`` —, we are not a
+        member).
         """
         d = SenderKeyDistribution.from_bytes(data)
         if d.group_id != self.group_id:
@@ -989,6 +991,10 @@ class GroupState:
             raise GroupError("distribution from ourselves")
         if not self.is_member:
             raise GroupError("we are not a member of this group")
+        if from_identity is not None and from_identity != d.identity:
+            # a key is only ever sent by its own installation, whose identity the session
+            # authenticated: one naming another identity is a forgery
+            raise GroupError("distribution names another identity than its sender's")
         if d.installation not in self.devices.get(d.identity, ()):
             # the window of a member who left is the one opened when we applied its removal
             # (its other chains were retired then): a key arriving later joins that window,
@@ -1013,8 +1019,19 @@ class GroupState:
                 drop = mine[: max(0, len(mine) + 1 - CHAINS_PER_INSTALLATION)]
                 kept = tuple(x for x in self.retired if not any(x is y for y in drop))
                 return replace(self, retired=(*kept, r)[-MAX_RETIRED_CHAINS:])
-            pending = (*self.pending, d)[-MAX_PENDING_DISTRIBUTIONS:]
-            return replace(self, pending=pending)
+            # held, at most as many per installation as are kept once it is a member (the
+            # newest by epoch): a non-member knowing the group id (one removed from it) must
+            # not fill the held list, which is saved with the state, nor push out the key
+            # of a newcomer whose add is on its way
+            if d in self.pending:
+                return self
+            held = [p for p in self.pending if p.installation == d.installation]
+            by_epoch = sorted((*held, d), key=lambda p: p.epoch)  # stable: ties by arrival
+            out = by_epoch[: max(0, len(by_epoch) - CHAINS_PER_INSTALLATION)]
+            if any(p is d for p in out):
+                return self  # older than every key held for this installation
+            rest = tuple(p for p in self.pending if not any(p is q for q in out))
+            return replace(self, pending=(*rest, d)[-MAX_PENDING_DISTRIBUTIONS:])
         return self._install(d)
 
     def _install(self, d: SenderKeyDistribution) -> GroupState:

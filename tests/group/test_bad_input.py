@@ -371,3 +371,43 @@ def test_a_welcome_that_does_not_make_us_a_member_is_refused() -> None:
     welcome = _state(w, a).welcome()
     with pytest.raises(GroupError, match="member"):
         GroupState.join(welcome, c, w.dev(c).inst, w.directory, w.rng)
+
+
+def test_a_non_members_sender_keys_neither_grow_a_members_state_nor_push_out_a_newcomers() -> None:
+    """A key from an installation that is not a member installation (yet) is held until
+    the op that makes it one. A removed member (it knows the group id) sending key after
+    key, or one naming another identity, made the held list grow to its bound (about 700 KB
+    of state, written again at every message) and pushed out the key of a newcomer whose
+    add had not arrived yet (its messages went unread)."""
+    from chatcore.group import Publish, SenderKeyDistribution, SendTo
+    from chatcore.group.consts import CHAINS_PER_INSTALLATION, KIND_WELCOME
+    from chatcore.group.consts import MAX_PENDING_DISTRIBUTIONS as N
+
+    w = World(3, clock=True)
+    a, b, x, n = w.person(), w.person(), w.person(), w.person()
+    gid = w.create(a, [b, x])
+    w.act(a, "remove_member", x)
+    da, dn, xi = w.dev(a), w.dev(n), w.dev(x).inst
+    assert da.state is not None
+    _sa, out = da.state.add_member(n, da.key, w.directory, w.rng, w.now)
+    add = next(o.payload for o in out if isinstance(o, Publish))
+    welcome = next(o.payload for o in out if isinstance(o, SendTo) and o.payload[0] == KIND_WELCOME)
+    sn, nout = GroupState.join(welcome, n, dn.inst, w.directory, w.rng)
+    to_b = next(
+        o.payload for o in nout if isinstance(o, SendTo) and o.installation == w.dev(b).inst
+    )
+    sb = _state(w, b)
+    sb = sb.receive_distribution(dn.inst, to_b, from_identity=n, now_ms=w.now)  # before the add
+    size = len(sb.to_bytes())
+    for i in range(N):
+        junk = SenderKeyDistribution(gid, x, xi, i.to_bytes(4, "big"), i, 0, w.rng(32), w.rng(32))
+        sb = sb.receive_distribution(xi, junk.to_bytes(), from_identity=x, now_ms=w.now)
+    # one naming a member's identity, from x's installation: never that member's key
+    forged = SenderKeyDistribution(gid, n, xi, b"nnnn", 9, 0, w.rng(32), w.rng(32)).to_bytes()
+    with pytest.raises(GroupError):
+        sb.receive_distribution(xi, forged, from_identity=x, now_ms=w.now)
+    # at most CHAINS_PER_INSTALLATION keys of x as a leaver's (retired) and as many held
+    assert len(sb.to_bytes()) <= size + 2 * CHAINS_PER_INSTALLATION * 200
+    sb, _ = sb.apply_op(add, w.directory, w.rng, w.now)
+    sn, frame = sn.encrypt(b"hello from the newcomer")
+    assert sb.decrypt(frame, w.now)[3] == b"hello from the newcomer"
