@@ -880,6 +880,7 @@ class GroupChat:
         frames: list[OutFrame] = []
         before: dict[bytes, int | None] = {}  # group -> op count before these items
         members_before: dict[bytes, frozenset[bytes]] = {}
+        answered: set[bytes] = set()  # ops sent in answer to wants of this message
         for item in decode_control(body):
             gid = item_group_id(item)
             self.touched.add(gid)
@@ -888,7 +889,7 @@ class GroupChat:
                 before[gid] = None if st is None else len(st.ops)
                 members_before[gid] = frozenset() if st is None else st.members()
             try:
-                ev, fr = self._apply_item(gid, sender, sender_inst, item)
+                ev, fr = self._apply_item(gid, sender, sender_inst, item, answered)
             except (GroupError, MalformedMessage) as exc:
                 text = str(exc).lower()
                 if item[0] in (KIND_GROUP_OP, KIND_DISTRIBUTION) and "depend" in text:
@@ -978,10 +979,16 @@ class GroupChat:
         body = encode_control([encode_want(gid, missing[:MAX_CONTROL_ITEMS])])
         return self._control(sender, keys, body)
 
-    def _answer_want(self, state: GroupState | None, sender: bytes, sender_inst: bytes,
-                     item: bytes) -> list[OutFrame]:  # fmt: skip
-        """Send a member the ops it asked for that we hold (accepted or set aside)."""
+    def _answer_want(
+        self, state: GroupState | None, sender: bytes, sender_inst: bytes, item: bytes,
+        answered: set[bytes] | None = None,
+    ) -> list[OutFrame]:  # fmt: skip
+        """Send a member the ops it asked for that we hold (accepted or set aside), each
+        once per control message (``answered``: the ids sent for its earlier wants; one
+        message of 64 wants each naming the create op, 32 bytes a member, brought back 64
+        copies of it: megabytes for a few kilobytes in a big group)."""
         ids = decode_want(item)
+        answered = set() if answered is None else answered
         keys = self._keys_for(sender, sender_inst)
         if state is None or not state.is_member or sender not in state.members() or keys is None:
             return []
@@ -990,18 +997,24 @@ class GroupChat:
         # passing it on lends it weight it must not have (see GroupState._admit)
         aside = {c.op_id: c for c in state.candidates if c.installation in self._ids(c.author)}
         held = {**aside, **state.ops}
-        found = [held[i].raw for i in dict.fromkeys(ids) if i in held]  # each id once
+        found = []
+        for i in dict.fromkeys(ids):  # each id once
+            op = held.get(i)
+            if op is not None and i not in answered:
+                answered.add(i)
+                found.append(op.raw)
         # split so that no answer passes the payload cap
         return [f for b in pack_control(found) for f in self._control(sender, keys, b)]
 
     def _apply_item(
-        self, gid: bytes, sender: bytes, sender_inst: bytes, item: bytes
-    ) -> tuple[list[Received], list[OutFrame]]:
+        self, gid: bytes, sender: bytes, sender_inst: bytes, item: bytes,
+        answered: set[bytes] | None = None,
+    ) -> tuple[list[Received], list[OutFrame]]:  # fmt: skip
         state = self.load(gid)
         kind = item[0]
         rng = self.engine.rng
         if kind == KIND_WANT:
-            return [], self._answer_want(state, sender, sender_inst, item)
+            return [], self._answer_want(state, sender, sender_inst, item, answered)
         if kind == KIND_WELCOME_PART:
             welcome = self._collect_part(gid, state, sender, sender_inst, item)
             if welcome is None:

@@ -185,6 +185,28 @@ def test_a_want_is_answered_once_per_op_and_within_the_payload_cap() -> None:
     assert items == [create.raw]
 
 
+def test_wants_in_one_control_message_are_answered_once_per_op() -> None:
+    """One control message of 64 wants, each naming the ops of a 40-member group, was
+    answered with every op 64 times (the create op is 2.7 KB here, 32 KB in a group of a
+    thousand: 64 wants of 65 bytes naming it brought 2 MB back)."""
+    from chatcore.groupchat import MAX_CONTROL_ITEMS, decode_control, encode_control, encode_want
+
+    w = FWorld(32)
+    people = [w.person() for _ in range(40)]
+    a, b = people[0], people[1]
+    gid = w.group(a, people[1:])
+    na, nb = w.node(a), w.node(b)
+    for who in people[2:5]:
+        w.route(na.groups.promote(gid, who), frm=na)
+    sa = na.groups.load(gid)
+    assert sa is not None
+    ids = list(sa.ops)
+    body = encode_control([encode_want(gid, ids)] * MAX_CONTROL_ITEMS)
+    _events, frames = na.groups.handle_control(b, nb.dev.inst, body)
+    items = [i for f in frames for i in decode_control(frames_body(nb, f.frame))]
+    assert sorted(items) == sorted(o.raw for o in sa.ops.values())
+
+
 def test_an_admin_never_relays_an_op_whose_signer_was_revoked_since() -> None:
     """What an admin relays counts as vouched for, so an op that an admin keeps aside
     because its signing device was revoked since (a thief's, dated back, passed on by a
