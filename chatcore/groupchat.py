@@ -22,6 +22,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from chatcore.content import check_str
 from chatcore.engine import Engine, OutFrame, Received, SendResult, causal_history
@@ -34,7 +35,7 @@ from chatcore.errors import (
     StoreUnavailable,
     UntrustedIdentity,
 )
-from chatcore.group import GroupState, InstallationKey, Publish, SendTo
+from chatcore.group import GroupState, InstallationKey, Publish, SendTo, group_tag
 from chatcore.group.consts import (
     ID_LEN,
     KIND_DISTRIBUTION,
@@ -43,6 +44,7 @@ from chatcore.group.consts import (
     KIND_WANT,
     KIND_WELCOME,
     MAX_NAME_BYTES,
+    MAX_OPS,
 )
 from chatcore.group.ops import Op, OpKind, decode_op
 from chatcore.group.sender_keys import SenderKeyDistribution, parse_frame
@@ -109,6 +111,13 @@ def keep_welcome(store: Store, welcome: bytes) -> None:
 
 def group_topic(group_id: bytes) -> str:
     return group_subject(hashlib.sha256(GROUP_DOMAIN + group_id).digest()[:16])
+
+
+@lru_cache(maxsize=16)
+def _epoch_tags(group_id: bytes) -> frozenset[bytes]:
+    """The routing tags of every epoch a group's messages can have (a message epoch counts
+    ops, at most MAX_OPS): ~4,000 hashes, once per group while cached."""
+    return frozenset(group_tag(group_id, e) for e in range(MAX_OPS + 1))
 
 
 def _own_echo(state: GroupState, frame: bytes) -> bool:
@@ -800,7 +809,13 @@ class GroupChat:
             raise GroupError("message for a group we are not in")
         state = self.load(gid)
         assert state is not None
-        if not hold and state.tags.get(parse_frame(frame).tag, 0) > state.epoch:
+        tag = parse_frame(frame).tag
+        if tag not in state.tags and tag not in _epoch_tags(gid):
+            # no epoch of this group has that tag: not a member's frame (making the tag needs
+            # the group id), so never one to hold or to stop reading at (anyone who can
+            # publish to the topic filled the held frames with random bytes)
+            raise GroupError("not a frame of this group")
+        if not hold and state.tags.get(tag, 0) > state.epoch:
             # tagged with an epoch we are behind: its op is on the way (or in our inbox),
             # and the message was written after that change
             raise NotYet("a message of a later epoch")

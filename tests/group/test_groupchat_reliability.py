@@ -36,6 +36,39 @@ def test_frame_before_its_sender_key_is_held_and_delivered_later() -> None:
     assert nb.dev.store.has_message(gid, res.message_id)
 
 
+def test_junk_on_a_group_topic_from_someone_without_the_group_id_is_not_held() -> None:
+    """Anyone who can publish to a group's topic (its subject is no secret to the delivery
+    network) filled the frames held for later with random bytes: each was held (up to
+    MAX_HELD_FRAMES), retried after every control item for the group, and pushed out a
+    member's message that waited for its sender key (lost). A frame tagged with no epoch of
+    the group is no member's (the tag needs the group id): it is refused, not held."""
+    import random
+
+    from chatcore.group.consts import KIND_GROUP_MESSAGE
+    from chatcore.groupchat import MAX_HELD_FRAMES, group_topic
+
+    w = FWorld(3)
+    a, b, c, d = w.person(), w.person(), w.person(), w.person()
+    gid = w.group(a, [b, c, d])
+    na, nb = w.node(a), w.node(b)
+    frames = na.groups.remove(gid, d)
+    w.dropped.add(nb.dev.engine.inbox)  # b misses the removal and a's new key for now
+    w.route(frames, frm=na)
+    w.dropped.clear()
+    res = na.groups.send(gid, ContentType.TEXT, b"after the rotation")
+    w.route(res.frames, frm=na)
+    assert nb.dev.store.group_held_count(gid) == 1
+    rnd = random.Random(5)
+    subject = group_topic(gid)
+    for _ in range(MAX_HELD_FRAMES):
+        junk = bytes((KIND_GROUP_MESSAGE,)) + rnd.randbytes(12) + b"\x00" + rnd.randbytes(150)
+        with pytest.raises(GroupError):
+            nb.groups.receive(subject, junk, None)
+    assert nb.dev.store.group_held_count(gid) == 1
+    w.route([f for f in frames if f.subject == nb.dev.engine.inbox], frm=na)
+    assert nb.dev.store.has_message(gid, res.message_id)
+
+
 def test_own_echo_and_non_member_frames_are_not_held_forever() -> None:
     w = FWorld(4)
     a, b = w.person(), w.person()
