@@ -1160,9 +1160,15 @@ class GroupChat:
         (its parts are then forgotten). Of one sending installation, only the parts of its
         latest two welcomes are kept. MalformedMessage for a bad part or a bad whole;
         GroupError for parts of a group we are in from someone who is not a member."""
-        digest, _index, count, _chunk = _parse_part(item)
+        digest, index, count, _chunk = _parse_part(item)
         if state is not None and state.is_member and sender not in state.members():
             raise GroupError("welcome parts for our group from a non-member")
+        for _pid, group, head in self.store.group_parts_from(sender_inst):
+            try:
+                if group == gid and _parse_part(head)[:3] == (digest, index, count):
+                    return None  # this part is kept already (sent again): once is enough
+            except MalformedMessage:
+                continue
         self.store.add_group_pending(gid, sender_inst, item, self.engine.clock_ms())
         # this sender's kept parts, by welcome: row ids (duplicates too), and index -> row
         rows: dict[tuple[bytes, bytes, int], list[int]] = {}
