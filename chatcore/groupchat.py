@@ -896,6 +896,7 @@ class GroupChat:
         before: dict[bytes, int | None] = {}  # group -> op count before these items
         members_before: dict[bytes, frozenset[bytes]] = {}
         answered: set[bytes] = set()  # ops sent in answer to wants of this message
+        lacking: dict[bytes, list[bytes]] = {}  # group -> ops whose dependencies we lack
         for item in decode_control(body):
             gid = item_group_id(item)
             self.touched.add(gid)
@@ -910,7 +911,7 @@ class GroupChat:
                 if item[0] in (KIND_GROUP_OP, KIND_DISTRIBUTION) and "depend" in text:
                     self.store.add_group_pending(gid, sender_inst, item, self.engine.clock_ms())
                     if item[0] == KIND_GROUP_OP and self.pull:
-                        frames += self._want(gid, sender, sender_inst, item)
+                        lacking.setdefault(gid, []).append(item)
                     continue
                 if item[0] == KIND_DISTRIBUTION and "not a member" in text:
                     # our view is behind (the op that re-adds us is still on its way): keep it
@@ -920,6 +921,8 @@ class GroupChat:
                 continue
             events += ev
             frames += fr
+        for gid in sorted(lacking):  # one want per group (and sender) for the whole message
+            frames += self._want(gid, sender, sender_inst, lacking[gid])
         for gid in sorted(before):
             if self.anti_entropy:
                 frames += self._reoffer(gid, before[gid])
@@ -980,15 +983,19 @@ class GroupChat:
                     frames += self._control(ident, k, body)
         return frames
 
-    def _want(self, gid: bytes, sender: bytes, sender_inst: bytes, op: bytes) -> list[OutFrame]:
-        """Ask the member that sent us ``op`` for the dependencies we lack (pull: pushing
-        alone may never bring them, e.g. an op we had set aside and then forgot)."""
+    def _want(
+        self, gid: bytes, sender: bytes, sender_inst: bytes, ops: Sequence[bytes]
+    ) -> list[OutFrame]:
+        """Ask the member that sent us ``ops`` (in one control message) for the dependencies
+        we still lack, in one want (pull: pushing alone may never bring them, e.g. an op we
+        had set aside and then forgot). One want per op made a control message of 64 ops
+        naming made-up dependencies (checked before the signature) bring 64 frames back."""
         state = self.load(gid)
         keys = self._keys_for(sender, sender_inst)
         if state is None or keys is None:
             return []
         have = {*state.ops, *(c.op_id for c in state.candidates)}
-        missing = [d for d in decode_op(op).deps if d not in have]
+        missing = list(dict.fromkeys(d for op in ops for d in decode_op(op).deps if d not in have))
         if not missing:
             return []
         body = encode_control([encode_want(gid, missing[:MAX_CONTROL_ITEMS])])

@@ -240,6 +240,37 @@ def test_wants_in_one_control_message_are_answered_once_per_op() -> None:
     assert sorted(items) == sorted(o.raw for o in sa.ops.values())
 
 
+def test_ops_missing_dependencies_in_one_control_message_bring_one_want() -> None:
+    """Each op whose dependencies we lack made us ask its sender for them, one want frame
+    per op: anyone who knows the group id (a removed member) got 64 frames back for one
+    control message of 64 ops naming made-up dependencies (checked before the signature).
+    The ops of one control message bring one want to their sender, naming what they lack
+    (each id once, at most 64)."""
+    from chatcore.group import OpKind
+    from chatcore.group.ops import make_op
+    from chatcore.groupchat import MAX_CONTROL_ITEMS, decode_control, decode_want, encode_control
+
+    w = FWorld(33)
+    a, b, x = w.person(), w.person(), w.person()
+    gid = w.group(a, [b, x])
+    na, nb, nx = w.node(a), w.node(b), w.node(x)
+    w.route(na.groups.remove(gid, x), frm=na)
+    ops = [
+        make_op(
+            nx.groups._key, OpKind.RENAME, group_id=gid, epoch=5,
+            deps=tuple(sorted(w.rng(32) for _ in range(3))), author=x,
+            created_ms=w.clock(), name=f"n{i}",
+        ).raw
+        for i in range(MAX_CONTROL_ITEMS)
+    ]  # fmt: skip
+    with w.dev(b).store.transaction():
+        _events, frames = nb.groups.handle_control(x, nx.dev.inst, encode_control(ops))
+    assert len(frames) == 1
+    (want,) = decode_control(frames_body(nx, frames[0].frame))
+    asked = decode_want(want)
+    assert len(asked) == len(set(asked)) == MAX_CONTROL_ITEMS
+
+
 def test_an_admin_never_relays_an_op_whose_signer_was_revoked_since() -> None:
     """What an admin relays counts as vouched for, so an op that an admin keeps aside
     because its signing device was revoked since (a thief's, dated back, passed on by a
