@@ -1080,7 +1080,7 @@ def _pack(
 def import_forwarded(store: Any, content: dict[str, Any]) -> list[Any]:
     """Take a part of :func:`forward_parts` from one of our devices, as a handover's history
     (a message already here is not doubled); returns the messages added (StoredMessage).
-    Raises MalformedMessage if it is not such a part."""
+    Raises MalformedMessage if it is not such a part (text with a lone surrogate too)."""
     from chatcore.errors import MalformedMessage
 
     if content.get("v") != 1:
@@ -1112,6 +1112,8 @@ def _check_forwarded(content: dict[str, Any]) -> None:
     def opt(v: Any, kind: type) -> None:
         if v is not None and not isinstance(v, kind):
             raise TypeError("bad field")
+        if isinstance(v, str):
+            v.encode("utf-8")  # JSON's "\ud800" is a str no database takes: ValueError
 
     def rows(key: str) -> list[dict[str, Any]]:
         got = content.get(key, [])
@@ -1166,7 +1168,8 @@ def _check_forwarded(content: dict[str, Any]) -> None:
             raise TypeError("bad reactions")
         for who, emoji, lamport in rx:
             hexid(who, 32)
-            if not isinstance(emoji, str):
+            opt(emoji, str)
+            if emoji is None:
                 raise TypeError("bad reaction")
             num(lamport, MAX_LAMPORT)
 
