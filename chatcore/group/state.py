@@ -27,6 +27,7 @@ from chatcore.group.consts import (
     MAX_OPS,
     MAX_PENDING_DISTRIBUTIONS,
     MAX_RETIRED_CHAINS,
+    MAX_SKIPPED_KEYS,
     RETIRED_CHAIN_MS,
     STATE_VERSION,
 )
@@ -1119,6 +1120,8 @@ class GroupState:
             if len(candidates) == 1
             else tuple(new_chain if c is chain else c for c in candidates)
         )
+        if len(new_chain.skipped) > len(chain.skipped):  # a gap: keys kept for later
+            _cap_skipped(chains, self.by_installation.get(chain.installation, ()), new_chain)
         return self._with(self.own, chains), chain.identity, chain.installation, plaintext
 
     def _decrypt_retired(
@@ -1245,6 +1248,32 @@ def _read_chain(r: Reader) -> ReceiverChain:
 def _tags(group_id: bytes, epoch: int) -> dict[bytes, int]:
     low = max(1, epoch - EPOCH_GRACE)
     return {group_tag(group_id, e): e for e in range(low, epoch + EPOCH_AHEAD + 1)}
+
+
+def _cap_skipped(
+    chains: dict[bytes, tuple[ReceiverChain, ...]], key_ids: Iterable[bytes], grown: ReceiverChain
+) -> None:
+    """Keep at most MAX_SKIPPED_KEYS skipped keys over all the chains of ``grown``'s
+    installation (``key_ids``: its chains), dropping those of its other chains first, the
+    oldest chain and the lowest numbers first. Bounded per chain only, a member holding
+    CHAINS_PER_INSTALLATION chains (it hands out as many keys as it likes) kept that many
+    times the bound in our state with one far-ahead frame on each."""
+    inst = grown.installation
+    others = sorted(
+        (c for k in key_ids for c in chains.get(k, ()) if c.installation == inst and c.skipped
+         and c is not grown),
+        key=lambda c: c.epoch,
+    )  # fmt: skip
+    excess = len(grown.skipped) + sum(len(c.skipped) for c in others) - MAX_SKIPPED_KEYS
+    for c in others:
+        if excess <= 0:
+            return
+        drop = set(sorted(c.skipped)[:excess])
+        excess -= len(drop)
+        left = {i: mk for i, mk in c.skipped.items() if i not in drop}
+        chains[c.key_id] = tuple(
+            replace(x, skipped=left) if x is c else x for x in chains[c.key_id]
+        )
 
 
 def _drop_chain(chains: dict[bytes, tuple[ReceiverChain, ...]], key_id: bytes, inst: bytes) -> None:

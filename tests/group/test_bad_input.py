@@ -411,3 +411,39 @@ def test_a_non_members_sender_keys_neither_grow_a_members_state_nor_push_out_a_n
     sb, _ = sb.apply_op(add, w.directory, w.rng, w.now)
     sn, frame = sn.encrypt(b"hello from the newcomer")
     assert sb.decrypt(frame, w.now)[3] == b"hello from the newcomer"
+
+
+def test_a_members_skipped_keys_are_bounded_across_its_chains() -> None:
+    """A frame may skip up to MAX_SKIP numbers of its chain, whose keys are kept (up to
+    MAX_SKIPPED_KEYS a chain) for the frames still on their way. A member holding
+    CHAINS_PER_INSTALLATION chains (it hands out as many keys as it likes) made each skip
+    that far: eight frames of 96 bytes grew our state by 540 KB, written again at every
+    message. The skipped keys of one installation are bounded in all now (those of its
+    older chains go first), and what they are for still decrypts."""
+    from dataclasses import replace
+
+    from chatcore.group._primitives import sender_chain_step
+    from chatcore.group.consts import CHAINS_PER_INSTALLATION, MAX_SKIPPED_KEYS
+    from chatcore.group.sender_keys import SenderChain
+
+    w = World(3, clock=True)
+    a, b, m = w.person(), w.person(), w.person()
+    gid = w.create(a, [b, m])
+    mi = w.dev(m).inst
+    sb = _state(w, b)
+    size = len(sb.to_bytes())
+
+    def at(chain: SenderChain, n: int) -> SenderChain:
+        ck = chain.chain_key
+        for _ in range(n):
+            _mk, ck = sender_chain_step(ck)
+        return replace(chain, iteration=n, chain_key=ck)
+
+    skipped = b""
+    for k in range(CHAINS_PER_INSTALLATION):
+        ch = SenderChain.generate(w.rng, 1 + k, {})
+        sb = sb.receive_distribution(mi, ch.distribution(gid, m, mi), from_identity=m)
+        skipped = at(ch, MAX_SKIP - 1).encrypt(sb.tag, b"on its way", mi)[1]
+        sb = sb.decrypt(at(ch, MAX_SKIP).encrypt(sb.tag, b"far ahead", mi)[1], w.now)[0]
+    assert len(sb.to_bytes()) <= size + MAX_SKIPPED_KEYS * 40 + CHAINS_PER_INSTALLATION * 200
+    assert sb.decrypt(skipped, w.now)[3] == b"on its way"  # the newest chain's keys stay
