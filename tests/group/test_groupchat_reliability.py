@@ -3,7 +3,11 @@ frames retried after control items, op-log anti-entropy, bounded held-frame stor
 
 from __future__ import annotations
 
+import random
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from chatcore.errors import GroupError
 from chatcore.groupchat import GroupChat
@@ -453,3 +457,79 @@ def test_a_member_whose_add_turned_void_learns_only_the_removal_that_voided_it()
     assert st is not None and not st.is_member
     assert g not in st.members() and h not in st.members()
     assert not any(o.target in (g, h) for o in st.ops.values())
+
+
+_ROLLBACK = type("_Rollback", (Exception,), {})
+
+
+def _bad_control_world() -> tuple[FWorld, bytes, bytes, list[tuple[bytes, bytes, bytes]]]:
+    """A group of a (admin), b, c and x, x removed; what c (no admin) and x could send b:
+    (sender, sender installation, item) with c's and x's ops refused, a's log and keys."""
+    from chatcore.group import OpKind
+    from chatcore.group.ops import make_op
+    from chatcore.groupchat import encode_want, welcome_parts
+
+    w = FWorld(41)
+    a, b, c, x = w.person(), w.person(), w.person(), w.person()
+    gid = w.group(a, [b, c, x])
+    na = w.node(a)
+    w.route(na.groups.remove(gid, x), frm=na)
+    sa = na.groups.load(gid)
+    assert sa is not None and sa.own is not None
+    items: list[tuple[bytes, bytes, bytes]] = []
+    for who in (c, x):
+        n = w.node(who)
+        for kind in (OpKind.ADD, OpKind.REMOVE, OpKind.PROMOTE, OpKind.RENAME):
+            op = make_op(
+                n.groups._key, kind, group_id=gid, epoch=len(sa.ops), deps=sa.heads,
+                author=who, created_ms=w.clock(), target=b if kind is not OpKind.ADD else who,
+                name="taken over" if kind is OpKind.RENAME else "",
+            )  # fmt: skip
+            items.append((who, n.dev.inst, op.raw))
+        items.append((who, n.dev.inst, encode_want(gid, list(sa.ops))))
+        items += [(who, n.dev.inst, p) for p in welcome_parts(sa.welcome() + b"\0" * 70_000)]
+    items.append((c, w.dev(c).inst, sa.welcome()))
+    items.append((a, w.dev(a).inst, sa.own.distribution(gid, a, w.dev(a).inst)))
+    return w, gid, b, items
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.randoms(use_true_random=False)), max_size=4))
+def test_control_items_from_a_non_admin_or_a_removed_member_change_no_membership(
+    picks: list[tuple[int, random.Random]],
+) -> None:
+    """Control items a member who is no admin, or one removed, can send (its own ops, its
+    wants, welcome parts, a's log), whole or damaged: a typed error at most, and the roster
+    of the receiver's group stays as it was."""
+    from chatcore.errors import ChatCoreError
+    from chatcore.groupchat import encode_control
+
+    global _WORLD
+    if _WORLD is None:
+        _WORLD = _bad_control_world()
+    w, gid, b, items = _WORLD
+    nb = w.node(b)
+    before = nb.groups.load(gid)
+    assert before is not None
+    by_sender: dict[tuple[bytes, bytes], list[bytes]] = {}
+    for i, rnd in picks:
+        who, inst, item = items[i % len(items)]
+        if rnd.random() < 0.5:
+            cut = rnd.randrange(34, len(item))
+            item = item[:cut] + bytes((item[cut] ^ (1 << rnd.randrange(8)),)) + item[cut + 1 :]
+        by_sender.setdefault((who, inst), []).append(item)
+    for (who, inst), its in by_sender.items():
+        try:
+            with nb.dev.store.transaction():
+                nb.groups.handle_control(who, inst, encode_control(its))
+                after = nb.groups.load(gid)
+                assert after is not None
+                assert (after.members(), after.admins(), after.name) == (
+                    before.members(), before.admins(), before.name,
+                )  # fmt: skip
+                raise _ROLLBACK
+        except (_ROLLBACK, ChatCoreError):
+            pass
+
+
+_WORLD: tuple[FWorld, bytes, bytes, list[tuple[bytes, bytes, bytes]]] | None = None
