@@ -1138,6 +1138,14 @@ class GroupState:
             new_chain, plaintext = c.decrypt(p.iteration, p.header, p.ciphertext)
             retired = list(self.retired)
             retired[i] = RetiredChain(new_chain, r.last_epoch, r.until_ms)
+            if len(new_chain.skipped) > len(c.skipped):  # as _cap_skipped, over its retired
+                mine = [x.chain for x in retired if x.chain.installation == c.installation]
+                kept = _trimmed(mine, new_chain)
+                retired = [
+                    RetiredChain(kept[id(x.chain)], x.last_epoch, x.until_ms)
+                    if id(x.chain) in kept else x
+                    for x in retired
+                ]  # fmt: skip
             return replace(self, retired=tuple(retired)), c.identity, c.installation, plaintext
         if had_candidates:
             raise DecryptionError("message failed authentication")
@@ -1259,21 +1267,27 @@ def _cap_skipped(
     CHAINS_PER_INSTALLATION chains (it hands out as many keys as it likes) kept that many
     times the bound in our state with one far-ahead frame on each."""
     inst = grown.installation
-    others = sorted(
-        (c for k in key_ids for c in chains.get(k, ()) if c.installation == inst and c.skipped
-         and c is not grown),
-        key=lambda c: c.epoch,
-    )  # fmt: skip
+    mine = [c for k in key_ids for c in chains.get(k, ()) if c.installation == inst]
+    by_id = {id(c): c for c in mine}
+    for cid, new in _trimmed(mine, grown).items():
+        old = by_id[cid]
+        chains[new.key_id] = tuple(new if x is old else x for x in chains[new.key_id])
+
+
+def _trimmed(chains: list[ReceiverChain], grown: ReceiverChain) -> dict[int, ReceiverChain]:
+    """The chains of ``chains`` (one installation's, ``grown`` among them) whose skipped
+    keys must go so that they hold at most MAX_SKIPPED_KEYS in all, by ``id`` of the chain
+    they replace: of the chains other than ``grown``, the oldest first, lowest numbers first."""
+    others = sorted((c for c in chains if c.skipped and c is not grown), key=lambda c: c.epoch)
     excess = len(grown.skipped) + sum(len(c.skipped) for c in others) - MAX_SKIPPED_KEYS
+    out: dict[int, ReceiverChain] = {}
     for c in others:
         if excess <= 0:
-            return
+            break
         drop = set(sorted(c.skipped)[:excess])
         excess -= len(drop)
-        left = {i: mk for i, mk in c.skipped.items() if i not in drop}
-        chains[c.key_id] = tuple(
-            replace(x, skipped=left) if x is c else x for x in chains[c.key_id]
-        )
+        out[id(c)] = replace(c, skipped={i: mk for i, mk in c.skipped.items() if i not in drop})
+    return out
 
 
 def _drop_chain(chains: dict[bytes, tuple[ReceiverChain, ...]], key_id: bytes, inst: bytes) -> None:

@@ -273,3 +273,38 @@ def test_a_retired_chain_still_needs_the_leavers_signature() -> None:
     with pytest.raises((GroupError, DecryptionError)):
         sb.decrypt(forged, w.now)
     assert w.read(b, in_flight) == b"signed by c"
+
+
+def test_a_leavers_skipped_keys_are_bounded_across_its_retired_chains() -> None:
+    """In its window a removed member may hand out keys dated before its removal (up to
+    CHAINS_PER_INSTALLATION retired chains) and skip MAX_SKIP numbers of each with one
+    frame: eight 96-byte frames grew our state by 540 KB, kept until the next membership
+    change. The skipped keys of one installation's retired chains are bounded in all."""
+    from dataclasses import replace
+
+    from chatcore.group import group_tag
+    from chatcore.group._primitives import sender_chain_step
+    from chatcore.group.consts import CHAINS_PER_INSTALLATION, MAX_SKIP, MAX_SKIPPED_KEYS
+    from chatcore.group.sender_keys import SenderChain
+
+    w, a, b, r = _trio(clock=True)
+    w.act(a, "remove_member", r)
+    sb = w.dev(b).state
+    assert sb is not None
+    size = len(sb.to_bytes())
+    r_inst = w.dev(r).inst
+    tag = group_tag(sb.group_id, 1)  # the epoch its removal was made at
+    skipped = b""
+    for _ in range(CHAINS_PER_INSTALLATION):
+        chain = SenderChain.generate(w.rng, 0, {})
+        dist = chain.distribution(sb.group_id, r, r_inst)
+        sb = sb.receive_distribution(r_inst, dist, from_identity=r, now_ms=w.now)
+        ck = chain.chain_key
+        for _ in range(MAX_SKIP - 1):
+            _mk, ck = sender_chain_step(ck)
+        before = replace(chain, iteration=MAX_SKIP - 1, chain_key=ck)
+        skipped = before.encrypt(tag, b"on its way", r_inst)[1]
+        ahead = before.encrypt(tag, b"", r_inst)[0]
+        sb = sb.decrypt(ahead.encrypt(tag, b"far ahead", r_inst)[1], w.now)[0]
+    assert len(sb.to_bytes()) <= size + MAX_SKIPPED_KEYS * 40 + CHAINS_PER_INSTALLATION * 200
+    assert sb.decrypt(skipped, w.now)[3] == b"on its way"  # the newest chain's keys stay
