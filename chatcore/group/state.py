@@ -256,6 +256,32 @@ def _removed_concurrently(
     return any(r.op_id in counting for r in unseen)
 
 
+def _never_has_role(ops: Mapping[bytes, Op], op: Op) -> str | None:
+    """Why ``op``'s author holds the role it needs (admin; member for a leave) in no fold of
+    any part of ``ops`` — so in none of its causal past, which is part of ``ops`` —, or None
+    if it may. A linear scan, where checking the op folds its causal past: an admin is the
+    creator, someone promoted, or (the last admin gone: the smallest member) anyone once
+    a member if an identity ever an admin was ever taken out."""
+    who = op.author
+    admins: set[bytes] = set()
+    members: set[bytes] = set()
+    for o in ops.values():
+        if o.kind is OpKind.CREATE:
+            admins.add(o.author)
+            members.update(o.members)
+        elif o.kind is OpKind.PROMOTE:
+            admins.add(o.target)
+        elif o.kind is OpKind.ADD:
+            members.add(o.target)
+    if op.kind is OpKind.LEAVE:
+        return None if who in members else "only a member can leave"
+    if who in admins or any(taken_out(o) in admins for o in ops.values()):
+        return None
+    if op.kind is OpKind.RENAME:
+        return "only an admin can rename the group"
+    return f"only an admin can {op.kind.name.lower()} members"  # (roster.refusal's words)
+
+
 def _out_of(ops: Iterable[Op], into: dict[bytes, list[Op]] | None = None) -> dict[bytes, list[Op]]:
     """identity -> the ops taking it out (removals of it, its leave), added to ``into``."""
     out = {} if into is None else into
@@ -797,6 +823,9 @@ class GroupState:
             past_size = ops[only].epoch + 1
             past_roster = known
         else:
+            never = _never_has_role(ops, op)
+            if never is not None:  # so in no past of the log either: spare the fold below
+                raise GroupError(f"{op.kind.name} at epoch {op.epoch} refused: {never}")
             # the ops below the dependencies: none of them may be a dependency too (honest
             # ops name their heads; a redundant one only makes the op bigger to carry)
             past = _reach(ops, (dd for d in op.deps for dd in ops[d].deps))
@@ -806,6 +835,8 @@ class GroupState:
                 raise GroupError("op names a dependency that another of its dependencies has")
             past.update(op.deps)
             past_size = len(past)
+            if op.epoch != past_size:
+                raise GroupError("op epoch does not match its dependencies")
             past_roster = fold(ops[p] for p in past)[0]
         if op.epoch != past_size:
             raise GroupError("op epoch does not match its dependencies")
