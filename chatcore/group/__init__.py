@@ -30,7 +30,10 @@ epoch (``epoch`` = number of accepted ops), whatever the arrival order.
     old dependencies), and no scheme without a central sequencer can tell that from a
     real partition, so removal wins (:func:`chatcore.group.roster.concurrent_with_removal`);
     a removal that is void this way (its author was removed concurrently by a removal
-    that counts) voids nothing itself (:func:`chatcore.group.roster.counting_removals`);
+    that counts) voids nothing itself (:func:`chatcore.group.roster.counting_removals`),
+    nor does a leave concurrent with a removal of its author that counts (a removed member
+    dating a leave back before its own ops undid them); such a leave takes its author out
+    after the rest of the fold;
   - admins rank by when they became admin (the creator first) and an admin removes
     only admins made after them, so two admins cannot remove each other (if they were
     made admin concurrently, each may in some causal past: the removal by the one made

@@ -114,16 +114,26 @@ def fold_void(ops: Iterable[Op]) -> tuple[Roster | None, frozenset[bytes]]:
 
 def _fold(ops: Iterable[Op]) -> tuple[Roster | None, frozenset[bytes], frozenset[bytes]]:
     ordered = sorted(ops, key=lambda o: o.sort_key)
-    void = concurrent_with_removal(ordered)
+    void, late = _void_and_late(ordered)
     roster: Roster | None = None
     effective: set[bytes] = set()
     for op in ordered:
-        if op.op_id in void:
+        if op.op_id in void or op.op_id in late:
             continue
         after = effect(roster, op)
         if after is not None:
             roster = after
             effective.add(op.op_id)
+    # leaves that do not count (a removal of their author that counts is concurrent):
+    # they take their author out after everything else, not at the place their claimed
+    # epoch gives them (a removed member's leave dated back before its own adds,
+    # removals, promotions and renames made them take no effect)
+    for op in ordered:
+        if op.op_id in late:
+            after = effect(roster, op)
+            if after is not None:
+                roster = after
+                effective.add(op.op_id)
     return roster, frozenset(effective), void
 
 
@@ -173,12 +183,19 @@ def _counting(
     voiding: see :func:`counting_removals`."""
 
     # the attack graph: a removal is attacked by each op that takes its author out
-    # concurrently; a leave is never attacked
+    # concurrently, a leave by each removal of its author concurrent with it (a removed
+    # member can sign a leave on any past in which it was a member: dated back before its
+    # own adds, removals, promotions or renames, it voided them; an honest leave concurrent
+    # with a removal of its author loses nothing by it, the removal takes it out)
     attackers: dict[int, list[int]] = {}
     attacks: dict[int, list[int]] = {}
     for i, o in enumerate(ordered):
-        if o.kind is OpKind.REMOVE:
-            found = [j for j in out_by.get(o.author, ()) if _concurrent(past, i, j)]
+        if o.kind is OpKind.REMOVE or o.kind is OpKind.LEAVE:
+            found = [
+                j for j in out_by.get(o.author, ())
+                if _concurrent(past, i, j)
+                and (o.kind is OpKind.REMOVE or ordered[j].kind is OpKind.REMOVE)
+            ]  # fmt: skip
             attackers[i] = found
             for j in found:
                 attacks.setdefault(j, []).append(i)
@@ -226,6 +243,8 @@ def _counting(
                 made_admin.setdefault(o.target, []).append(i)
 
         def rank(i: int) -> tuple[int, int]:
+            if ordered[i].kind is OpKind.LEAVE:  # decided by the removals, never first
+                return (len(ordered) + 1, i)
             seen = [k for k in made_admin.get(ordered[i].author, ()) if (past[i] >> k) & 1]
             return (seen[-1] if seen else len(ordered), i)
 
@@ -240,24 +259,37 @@ def _counting(
     }
 
 
+def _attacked(ordered: list[Op], out_by: dict[bytes, list[int]]) -> bool:
+    """May some op taking someone out not count (see :func:`counting_removals`)? Only if a
+    removal's author, or a leaver, was removed: else every such op counts."""
+    removed = {o.target for o in ordered if o.kind is OpKind.REMOVE}
+    return any(
+        (o.kind is OpKind.REMOVE and o.author in out_by)
+        or (o.kind is OpKind.LEAVE and o.author in removed)
+        for o in ordered
+    )
+
+
 def counting_removals(ops: Iterable[Op]) -> frozenset[bytes]:
     """Ids of the ops that take someone out of the group and count for voiding.
 
-    Leaves always count. A removal counts unless it is itself void because its author was
-    taken out, concurrently, by an op that counts (so a removed admin's removals, dated
-    back, void nothing): the removals form an attack graph (each is attacked by every op
-    taking its author out concurrently), and a removal counts unless its grounded label
-    is OUT (some attacker is IN). The grounded labelling is unique and does not depend on
-    any order, so every member with the same ops agrees. Removals attacking each other in
-    a cycle (each author could remove the other in its own causal past: admins promoted
-    concurrently) are settled by seniority: the removal by the admin made admin first (in
-    fold order, by the promotion in that removal's own causal past) stands, and the
-    labelling goes on from it; so a junior removed by a senior cannot stay by dating back a
-    removal of the senior to before the senior's promotion.
+    A removal counts unless it is itself void because its author was taken out,
+    concurrently, by an op that counts (so a removed admin's removals, dated back, void
+    nothing); a leave counts unless a removal of its author that counts is concurrent with
+    it (so a removed member's leave, dated back, voids nothing: its author is out anyway).
+    The removals and leaves form an attack graph (a removal is attacked by every op taking
+    its author out concurrently, a leave by every removal of its author concurrent with
+    it), and one counts unless its grounded label is OUT (some attacker is IN). The
+    grounded labelling is unique and does not depend on any order, so every member with
+    the same ops agrees. Removals attacking each other in a cycle (each author could remove the
+    other in its own causal past: admins promoted concurrently) are settled by seniority: the
+    removal by the admin made admin first (in fold order, by the promotion in that removal's own
+    causal past) stands, and the labelling goes on from it; so a junior removed by a senior
+    cannot stay by dating back a removal of the senior to before the senior's promotion.
     """
     ordered = sorted(ops, key=lambda o: o.sort_key)
     out_by = _taken_out_by(ordered)
-    if any(o.kind is OpKind.REMOVE and o.author in out_by for o in ordered):
+    if _attacked(ordered, out_by):
         out_by = _counting(ordered, _causal_pasts(ordered), out_by)
     return frozenset(ordered[j].op_id for positions in out_by.values() for j in positions)
 
@@ -270,18 +302,26 @@ def concurrent_with_removal(ordered: list[Op]) -> frozenset[bytes]:
     counts for nothing: the author may have made it after learning of the removal, choosing
     old dependencies to date it back (no scheme without a central sequencer can tell that
     from a real partition), so removal wins. Leaves are never void (they only take their
-    own author out). A removal that is void this way because its author was taken out by
-    a removal that counts voids nothing itself, so a removed admin cannot void the later
-    ops of admins junior to it by dating a removal of them back. Every accepted op was
+    own author out), but one concurrent with a removal of its author that counts voids
+    nothing (a removed member dating a leave back before its own past ops undid them). A
+    removal that is void this way because its author was taken out by a removal that
+    counts voids nothing itself, so a removed admin cannot void the later ops of admins
+    junior to it by dating a removal of them back. Every accepted op was
     allowed in its own causal past, so this depends on the set of ops only. ``ordered``
     is in fold order, in which every op comes after its dependencies.
     """
+    return _void_and_late(ordered)[0]
+
+
+def _void_and_late(ordered: list[Op]) -> tuple[frozenset[bytes], frozenset[bytes]]:
+    """(:func:`concurrent_with_removal`, the ids of the leaves that do not count:
+    :func:`counting_removals`) for ``ordered`` in fold order."""
     out_by = _taken_out_by(ordered)
     suspects = [
         i for i, o in enumerate(ordered) if o.kind is not OpKind.LEAVE and o.author in out_by
     ]
-    if not suspects:
-        return frozenset()
+    if not suspects and not _attacked(ordered, out_by):
+        return frozenset(), frozenset()
     past = _causal_pasts(ordered)
     counting = _counting(ordered, past, out_by)
     void: set[bytes] = set()
@@ -289,4 +329,10 @@ def concurrent_with_removal(ordered: list[Op]) -> frozenset[bytes]:
         o = ordered[i]
         if any(_concurrent(past, i, j) for j in counting[o.author]):
             void.add(o.op_id)
-    return frozenset(void)
+    late = frozenset(
+        ordered[j].op_id
+        for who, positions in out_by.items()
+        for j in positions
+        if ordered[j].kind is OpKind.LEAVE and j not in counting[who]
+    )
+    return frozenset(void), late

@@ -249,8 +249,10 @@ def _removed_concurrently(
     unseen = [r for r in removals if r.op_id not in past]
     if not unseen:
         return False
-    if any(r.kind is OpKind.LEAVE for r in unseen):
-        return True  # leaves always count
+    if any(r.kind is OpKind.LEAVE for r in unseen) and not any(
+        r.kind is OpKind.REMOVE for r in removals
+    ):
+        return True  # a leave counts unless a removal of its author is concurrent with it
     if counting is None:
         counting = counting_removals(ops.values())
     return any(r.op_id in counting for r in unseen)
@@ -671,7 +673,7 @@ class GroupState:
         revoked devices' ops it vouches for entered). Raises GroupError (nothing changed).
 
         A valid add, promotion or rename concurrent with a removal of its author that we know
-        and that counts (``roster.counting_removals``: a leave, or a removal not void
+        and that counts (``roster.counting_removals``: a leave or a removal not void
         itself) counts for nothing in our log (see ``roster.concurrent_with_removal``;
         removals always enter the log), so it is not added but kept in ``cands`` (False): a
         member that got it earlier may have built on it, and an op that depends on
