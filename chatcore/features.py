@@ -129,6 +129,10 @@ class MessageView:
     receipts: dict[bytes, str]  # member identity -> delivered | read
 
 
+#: a typing indicator goes to no one in these states (``Features.send_typing``)
+_NO_TYPING_TO = frozenset((ContactState.BLOCKED, ContactState.REQUEST, ContactState.DECLINED))
+
+
 class _Rel(Reliability):
     """Reliability state as loaded by ``Features._rel``: the logs of the conversations
     ``keys`` (all, if empty), which of them were stored (``loaded``) and their stored bytes."""
@@ -1443,8 +1447,11 @@ class Features:
             with self.store.transaction():
                 return [self._group_frame(conv, p, None)]
         assert c.peer_identity is not None
-        if self.contact_state(c.peer_identity) == ContactState.BLOCKED:
-            return []  # as messages: nothing goes to someone we blocked
+        if self.contact_state(c.peer_identity) in _NO_TYPING_TO:
+            # nothing to someone we blocked (as messages), nor to a stranger whose request
+            # we have not accepted (replying accepts it) or declined: as read receipts, it
+            # would tell them we are here and reading
+            return []
         peer = self.engine.directory.peer(c.peer_identity)
         return self._signal(
             c.peer_identity, peer.installations, ContentType.TYPING, body, None, True

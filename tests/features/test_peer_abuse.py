@@ -230,3 +230,22 @@ def test_an_edit_racing_a_delete_is_dropped_and_the_text_stays_gone() -> None:
         w.f(a).send_op(
             w.directory.peer(b), ContentType.EDIT, content.encode_edit(mid, "again"), w.own(a)
         )
+
+
+def test_no_typing_indicator_goes_to_a_stranger_not_accepted() -> None:
+    """A stranger's first message makes a request: our typing went to them while we had not
+    accepted it, or had declined it (as a read receipt would, it tells them we are here and
+    reading). Only once we accept (a reply does) do they see it."""
+    w = FWorld()
+    a, m = w.person(), w.person()
+    s = w.send_text(m, a, "hey, it's me")
+    w.route(s.frames, strict=True)
+    conv = s.conversation_id
+    assert w.f(a).contact_state(m) == ContactState.REQUEST
+    assert w.f(a).send_typing(conv, force=True) == []
+    w.route(w.f(a).set_contact(m, ContactState.DECLINED))
+    assert w.f(a).send_typing(conv, force=True) == []
+    assert w.f(m).typing_now(conv) == []
+    w.route(w.send_text(a, m, "oh hi").frames)  # a reply accepts the request
+    w.route(w.f(a).send_typing(conv, force=True), strict=True)
+    assert w.f(m).typing_now(conv) == [a]
