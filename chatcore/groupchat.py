@@ -483,13 +483,27 @@ class GroupChat:
         return sorted(out)
 
     def _notice(
-        self, group_id: bytes, text: str, author: bytes, author_inst: bytes, at: int | None = None
-    ) -> Received:
+        self,
+        group_id: bytes,
+        text: str,
+        author: bytes,
+        author_inst: bytes,
+        at: int | None = None,
+        op_id: bytes | None = None,
+    ) -> Received | None:
         """Record a membership event in the group's history (``at``: when its author made
-        it, by the author's clock; now if unknown)."""
+        it, by the author's clock; now if unknown). The notice of an op (``op_id``) has an id
+        made of the op and the text, the same on each of our devices, so that the copy our
+        approving device forwards to a new one (stored after the handover's cut) is not
+        shown twice: None if it is here already."""
         now = self.engine.clock_ms()
         when = now if at is None or not 0 <= at <= now else at
-        mid = hashlib.sha256(group_id + text.encode() + now.to_bytes(8, "big")).digest()[:8]
+        if op_id is None:
+            mid = hashlib.sha256(group_id + text.encode() + now.to_bytes(8, "big")).digest()[:8]
+        else:
+            mid = hashlib.sha256(b"op notice" + group_id + op_id + text.encode()).digest()[:8]
+            if self.store.message(group_id, mid) is not None:
+                return None
         conv = self.store.conversation(group_id)
         lamport = (conv.lamport if conv else 0) + 1
         body = text.encode()
@@ -505,7 +519,7 @@ class GroupChat:
             when, now, author == self.engine.identity_id,
         )  # fmt: skip
 
-    def _joined_notice(self, gid: bytes, state: GroupState) -> Received:
+    def _joined_notice(self, gid: bytes, state: GroupState) -> Received | None:
         """How we came into a group, said by whoever did it, when they did it: the latest op
         that added us (or made the group with us in it). Our own identity's op (a group we
         made, or were added to, from another device) says that this device joined."""
@@ -523,8 +537,9 @@ class GroupChat:
             inst = self.engine.installation_id if how is None else how.installation
             return self._notice(gid, f"joined “{state.name}” on this device", me, inst)
         return self._notice(
-            gid, f"you were added to “{state.name}”", how.author, how.installation, how.created_ms
-        )
+            gid, f"you were added to “{state.name}”", how.author, how.installation,
+            how.created_ms, how.op_id,
+        )  # fmt: skip
 
     # --- membership changes we make -----------------------------------------------------------
     def create(self, name: str, members: Sequence[bytes]) -> tuple[bytes, list[OutFrame]]:
@@ -574,7 +589,9 @@ class GroupChat:
                     self.display,
                 )  # fmt: skip
                 if text:
-                    self._notice(group_id, text, op.author, op.installation, op.created_ms)
+                    self._notice(
+                        group_id, text, op.author, op.installation, op.created_ms, op.op_id
+                    )
             return self._dispatch(new, state, out)
 
     def add(self, group_id: bytes, identity: bytes) -> list[OutFrame]:
@@ -1092,7 +1109,9 @@ class GroupChat:
             frames = self._dispatch(new, state, out)
             events = []
             if state is None or not state.is_member:
-                events.append(self._joined_notice(gid, new))
+                joined = self._joined_notice(gid, new)
+                if joined is not None:
+                    events.append(joined)
             ev2, fr2 = self._replay_pending(gid)
             return events + ev2, frames + fr2
         if state is None:
@@ -1134,8 +1153,13 @@ class GroupChat:
                 op, self.engine.identity_id, before_members, before_admins, new, self.display
             )
         )
-        if text:  # said by the op's author (an admin may relay someone else's op)
-            events.append(self._notice(gid, text, op.author, op.installation, op.created_ms))
+        notice = (  # said by the op's author (an admin may relay someone else's op)
+            self._notice(gid, text, op.author, op.installation, op.created_ms, op.op_id)
+            if text
+            else None
+        )
+        if notice is not None:
+            events.append(notice)
         ev2, fr2 = self._replay_pending(gid)
         return events + ev2, frames + fr2
 

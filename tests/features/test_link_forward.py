@@ -629,3 +629,49 @@ def test_a_message_and_an_edit_dated_before_the_cut_but_arriving_after_a_forward
     assert "edited late" in [t for _m, t, _d in _shown(a2.store, w.node(a, 1), dm)]
     w.clock.now += 10_000
     assert forward_linked_history(client) == []  # once
+
+
+def test_a_forwarded_membership_notice_does_not_double_the_new_devices_own() -> None:
+    """A new device active in a group makes its own notice of each change it applies ("added
+    carol"); the approving device forwards its own notice of the same change (stored after
+    the cut): the new device showed the change twice, whichever came first (found by a
+    walk through the CLI on devnet: "made you an admin" twice on a linked device)."""
+    w = FWorld(seed=75)
+    a, b, c = w.person(name="alice"), w.person(name="bob"), w.person(name="carol")
+    gid = w.group(b, [a], name="crew")
+    n1 = w.node(a)
+    a2, seq, since = _approve(w, a)
+    n2 = w.node(a, 1)
+    with a2.store.transaction():
+        keep_welcome(a2.store, n1.groups.load(gid).welcome())  # type: ignore[union-attr]
+    w.directory.register(a, a2.peer_keys)  # its own bundle: members count it from now on
+    w.route(n2.groups.join_kept_welcomes(), strict=True, frm=n2)
+    nb = w.node(b)
+    w.route(nb.groups.refresh_devices(gid), strict=True, frm=nb)  # as bob's next sync
+
+    def notices() -> list[str]:
+        return [
+            m.body.decode()
+            for m in reversed(a2.store.history(gid, 100))
+            if m.content_type == ContentType.GROUP_CONTROL
+        ]
+
+    def forward() -> None:
+        parts = forward_parts(n1.dev.store, seq, since)
+        w.route([f for p in parts for f in n1.f.forward_history(a2.peer_keys, p)], frm=n1)
+
+    # the change reaches the new device first, then the forward
+    w.route(nb.groups.add(gid, c), strict=True, frm=nb)
+    assert notices().count(f"added 0x{c.hex()[:8]}…") == 1
+    forward()
+    assert notices().count(f"added 0x{c.hex()[:8]}…") == 1
+    # the forward first, then the change
+    frames = nb.groups.promote(gid, a)
+    held = [f for f in frames if f.subject == a2.engine.inbox]
+    w.route([f for f in frames if f not in held], strict=True, frm=nb)
+    assert "made you an admin" in [m.body.decode() for m in n1.dev.store.history(gid, 100)]
+    forward()
+    assert notices().count("made you an admin") == 1
+    w.route(held, strict=True, frm=nb)
+    assert notices().count("made you an admin") == 1
+    assert n2.groups.info(gid).admins == n1.groups.info(gid).admins
