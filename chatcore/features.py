@@ -738,6 +738,9 @@ class Features:
             if sender == me:
                 if gid is None:
                     self._owe(conv, _OWN, mid, self.now())
+                else:  # our other device's: who it is for, as send_group_message keeps it
+                    for member in self._members(gid, gid):
+                        self._record_receipt(gid, mid, member, "sent")
                 if peer is not None and self.contact_state(peer) in (
                     ContactState.NONE,
                     ContactState.REQUEST,

@@ -534,3 +534,23 @@ def test_a_retransmitted_edit_is_applied_once_and_acknowledged_again() -> None:
     )
     assert ops[0] == 1
     assert w.f(b).view(w.dev(b).store.message(conv, mid)).text == "hello"  # type: ignore[arg-type]
+
+
+def test_our_other_devices_status_of_a_group_message_counts_every_member_it_was_for() -> None:
+    """Our other device takes our group message from the topic; it counted only the members
+    whose receipts it had (the rows of who a message was for are written by the device that
+    sends it): one member's read receipt showed "read" there while another had not even
+    fetched it (found by a walk through the CLI on devnet)."""
+    w = FWorld()
+    a, b, c = w.person(2), w.person(), w.person()
+    gid = w.group(a, [b, c])
+    s = w.f(a).send_group_message(gid, ContentType.TEXT, b"hello group")
+    w.route(s.frames, frm=w.node(a))
+    assert _status(w, a, gid, s.message_id, 1) == "sent"
+    w.f(b).mark_read(gid)
+    w.route(w.f(b).flush(), frm=w.node(b))
+    assert _status(w, a, gid, s.message_id) == "sent"  # carol has not acknowledged it
+    assert _status(w, a, gid, s.message_id, 1) == "sent"  # here too
+    w.f(c).mark_read(gid)
+    w.route(w.f(c).flush(), frm=w.node(c))
+    assert _status(w, a, gid, s.message_id) == _status(w, a, gid, s.message_id, 1) == "read"
