@@ -1547,14 +1547,17 @@ class Client:
             )
         await asyncio.to_thread(self.sync_directory)
         gid = self.find_group(group)
+        if how != "leave" and who is None:
+            raise ValueError(f"group {how} needs a member (name, identity id or address)")
+        target = None if who is None else self._member_ids([who])[0]
+        # the change goes to the devices the group's state lists: as the chain lists them
+        # now (a device linked a moment ago, ours too, is told it), as before a message
+        before = self.groups.refresh_devices(gid)
         if how == "leave":
             frames = self.groups.leave(gid)
         else:
-            if who is None:
-                raise ValueError(f"group {how} needs a member (name, identity id or address)")
-            target = self._member_ids([who])[0]
             frames = getattr(self.groups, how)(gid, target)
-        await self._deliver(None, frames)  # DeliveryPending: done here, sent later
+        await self._deliver(None, [*before, *frames])  # DeliveryPending: done, sent later
 
     async def rename_group(self, group: str | bytes, name: str) -> None:
         """Give ``group`` a new name (admins only: GroupError otherwise, and for the name it
@@ -1564,8 +1567,9 @@ class Client:
         check_group_name(name)
         await asyncio.to_thread(self.sync_directory)
         gid = self.find_group(group)
+        before = self.groups.refresh_devices(gid)  # as group_change
         frames = self.groups.rename(gid, name)
-        await self._deliver(None, frames)  # DeliveryPending: done here, sent later
+        await self._deliver(None, [*before, *frames])  # DeliveryPending: done, sent later
 
     async def send_group_text(self, group: str | bytes, text: str) -> SendResult:
         check_text(text)

@@ -596,3 +596,31 @@ async def test_a_link_another_process_finished_meanwhile_is_not_taken_again(
         assert texts(a2, bob.c.identity_id) == ["before linking"]
     finally:
         a2.close()
+
+
+async def test_a_change_made_right_after_a_link_reaches_the_new_device(
+    people: People, network: NetworkConfig, tmp_path: Path
+) -> None:
+    """Alice links a device (it syncs, joining her groups), then, before her first device
+    syncs again, leaves a group from it, and bob removes her from another. Group changes
+    went to the devices the group's state listed, and those lists are refreshed at a sync
+    or before a group message, not before a change: neither told the new device, which took
+    itself for a member (members showed what it wrote there, for an hour) until her first
+    device's next sync (found by a walk through the CLI on devnet). A change now refreshes
+    the group's devices first, as a message does."""
+    alice, bob = people.new("alice"), people.new("bob")
+    left = await bob.c.create_group("left", [alice.name])
+    removed = await bob.c.create_group("removed", [alice.name])
+    await alice.c.sync()
+    a2 = await link(alice, tmp_path / "alice2", network)
+    try:
+        await a2.sync()
+        assert a2.group_info(left).is_member and a2.group_info(removed).is_member
+        await alice.c.group_change(left, "leave")
+        await bob.c.group_change(removed, "remove", alice.name)
+        await a2.sync()
+        for gid in (left, removed):
+            info = a2.group_info(gid)
+            assert not info.is_member and alice.c.identity_id not in info.members
+    finally:
+        await a2.aclose()
