@@ -1914,6 +1914,9 @@ class Client:
             pass
         else:
             return self._group_conversation(gid)
+        stateless = self._stateless_group(query)
+        if stateless is not None:
+            return stateless
         prefix = self._hex_prefix(query, 64)
         if prefix is not None:
             hits = [
@@ -1945,6 +1948,27 @@ class Client:
         if conv is None:
             raise UnknownContact(f"no conversation with {query!r}")
         return conv
+
+    def _stateless_group(self, query: str) -> Conversation | None:
+        """A group conversation by its title where this device has no state of the group
+        (the history of a group our identity left before this device was linked, or taken
+        from a backup): as ``find_group`` takes names, a name that is also a person's is
+        the person's (we are not in the group), several such groups are ambiguous."""
+        q = query.strip()
+        if ID_LIKE.fullmatch(q):
+            return None
+        have = set(self.store.group_ids())
+        named = [
+            c
+            for c in self.store.conversations()
+            if c.kind == "group" and c.title == q and c.id not in have
+        ]
+        if not named or self._person_named(q) is not None:
+            return None
+        if len(named) > 1:
+            ids = ", ".join("0x" + c.id.hex()[:8] for c in named)
+            raise AmbiguousName(f"{len(named)} groups are named {q!r}: use an id ({ids})")
+        return named[0]
 
     def _group_conversation(self, gid: bytes) -> Conversation:
         """A group's conversation, made again (empty) if its history was deleted here: the

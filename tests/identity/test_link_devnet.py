@@ -624,3 +624,25 @@ async def test_a_change_made_right_after_a_link_reaches_the_new_device(
             assert not info.is_member and alice.c.identity_id not in info.members
     finally:
         await a2.aclose()
+
+
+async def test_a_group_left_before_a_device_was_linked_is_found_by_its_name_there(
+    people: People, network: NetworkConfig, tmp_path: Path
+) -> None:
+    """The handover brings the history of a group our identity left, without the group's
+    state (the device never joins it): ``conversations`` listed it by name, but every
+    command given that name (``history``, ``conversations mute|delete``) said there was no
+    such conversation, group or person (found by a walk through the CLI on devnet). A
+    group conversation without a state here is found by its title too."""
+    alice, bob = people.new("alice"), people.new("bob")
+    gid = await bob.c.create_group("old team", [alice.name])
+    await alice.c.sync()
+    await alice.c.group_change(gid, "leave")
+    a2 = await link(alice, tmp_path / "alice2", network)
+    try:
+        assert gid not in a2.group_ids()
+        assert "old team" in [c.title for c in a2.conversations()]
+        conv = a2.find_conversation("old team")
+        assert conv is not None and conv.id == gid
+    finally:
+        await a2.aclose()
