@@ -1115,6 +1115,20 @@ class Features:
         ).fetchone()
         if row is not None and ct_.STATUS_RANK[str(row[0])] >= ct_.STATUS_RANK[status]:
             return
+        if row is None and status != "sent" and self.groups is not None:
+            # our group message with no rows of who it was for (it came with a handover or a
+            # forward): the members of now, before the first receipt counts it for them only
+            known = self._x(
+                "SELECT 1 FROM receipts WHERE conversation_id=? AND message_id=? LIMIT 1",
+                (conv, mid),
+            ).fetchone()
+            if known is None and self.groups.load(conv) is not None:
+                for other in self._members(conv, conv):
+                    if other != member:
+                        self._x(
+                            "INSERT OR IGNORE INTO receipts VALUES (?,?,?,?,?)",
+                            (conv, mid, other, "sent", self.now()),
+                        )
         self._x(
             "INSERT OR REPLACE INTO receipts VALUES (?,?,?,?,?)",
             (conv, mid, member, status, self.now()),

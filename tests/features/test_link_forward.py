@@ -675,3 +675,26 @@ def test_a_forwarded_membership_notice_does_not_double_the_new_devices_own() -> 
     w.route(held, strict=True, frm=nb)
     assert notices().count("made you an admin") == 1
     assert n2.groups.info(gid).admins == n1.groups.info(gid).admins
+
+
+def test_a_handed_over_group_messages_status_counts_every_member_it_was_for() -> None:
+    """Our group message came to a new device with the handover (as a forward's would):
+    no rows of who it was for there, so the first member's read receipt made it "read"
+    though another member had not read it (the status counted only the receipts it had)."""
+    w = FWorld(seed=76)
+    a, b, c = w.person(), w.person(), w.person()
+    gid = w.group(a, [b, c])
+    s = w.f(a).send_group_message(gid, TEXT, b"hello group")
+    w.route(s.frames, strict=True, frm=w.node(a))
+    a2, _seq, _since = _approve(w, a)
+    n2 = w.node(a, 1)
+    with a2.store.transaction():
+        keep_welcome(a2.store, w.node(a).groups.load(gid).welcome())  # type: ignore[union-attr]
+    w.directory.register(a, a2.peer_keys)
+    w.route(n2.groups.join_kept_welcomes(), strict=True, frm=n2)
+    w.f(b).mark_read(gid)
+    w.route(w.f(b).flush(), frm=w.node(b))
+    assert a2.store.message(gid, s.message_id).status != "read"  # type: ignore[union-attr]
+    w.f(c).mark_read(gid)
+    w.route(w.f(c).flush(), frm=w.node(c))
+    assert a2.store.message(gid, s.message_id).status == "read"  # type: ignore[union-attr]
