@@ -178,7 +178,7 @@ def _set_contact(
     client = _open(ctx)
     try:
         if request:
-            _sync_directory_if_reachable(client)
+            _sync_directory_if_reachable(client, reading=False)
             pending = client.contact(client.resolve_peer(who).identity_id)
             if pending is None or pending.state != ContactState.REQUEST:
                 hint = {

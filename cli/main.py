@@ -911,10 +911,12 @@ def _mark_read_quietly(client: Any, conv_id: bytes) -> None:
     _run(go())
 
 
-def _sync_directory_if_reachable(client: Any) -> Exception | None:
+def _sync_directory_if_reachable(client: Any, reading: bool = True) -> Exception | None:
     """Learn new names and devices before a local read; with the chain unreachable, the
     local index (as of the last sync) answers instead of the command failing. Returns the
-    ChainUnavailable error, if any, for a caller whose index turns out to be empty."""
+    ChainUnavailable error, if any, for a caller whose index turns out to be empty.
+    ``reading=False``: before an action, which a revoked device cannot take (DeviceRevoked
+    is raised, its one error line, rather than a warning that it shows what it holds)."""
     from chatcore.identity import DeviceRevoked
     from discovery.errors import ChainUnavailable
 
@@ -924,6 +926,8 @@ def _sync_directory_if_reachable(client: Any) -> Exception | None:
         log.info("chain unreachable, using the local index: %s", exc)
         return exc
     except DeviceRevoked:  # what is on this device stays readable here
+        if not reading:
+            raise
         click.echo(
             "warning: this device was revoked on chain (it can no longer send or receive); "
             "showing what it holds",
@@ -986,7 +990,7 @@ def _check_free_group_name(client: Any, name: str, renaming: bytes | None = None
     from chatcore.groupchat import check_group_name
 
     check_group_name(name)  # its own errors first (blank, like an id, control characters)
-    _sync_directory_if_reachable(client)  # on-chain names as the chain has them now
+    _sync_directory_if_reachable(client, reading=False)  # on-chain names as of now
     q = name.strip()
     person = client._person_named(q)
     if person is not None:

@@ -320,6 +320,15 @@ def test_hex_letter_names_aliases_and_history_after_a_revocation(
     # a revoked device says so first, not what it would have said of the name (a review)
     for args in (["send", "Ally", "hi"], ["group", "send", "Ally", "hi"]):
         run_cli("--home", home, *args).assert_one_line_error(code=4, contains="was revoked")
+    # actions that first read the chain's names said "showing what it holds" (a warning
+    # for reads) on a line before their error (found by a walk through the CLI on devnet)
+    ally = run_cli("--home", home, "group", "list", "--json").doc[0]["conversation_id"]
+    for args in (
+        ["group", "create", "zz", "--member", "alice"],
+        ["group", "rename", ally, "Ally2"],
+        ["requests", "accept", "alice"],
+    ):
+        run_cli("--home", home, *args).assert_one_line_error(code=4, contains="was revoked")
     h = js(run_cli, homes, "alice", "history", "beefcafe")
     assert [m["text"] for m in h["messages"]] == ["to a hex-letter name"]
 
