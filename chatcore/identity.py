@@ -695,6 +695,32 @@ class Approved:
     handover_bytes: int
 
 
+def _left_lately(client: Client) -> list[bytes]:
+    """Groups our identity left, or was removed from, in the last LINK_FORWARD_TTL_MS: a
+    member that has not applied that yet may welcome the new device into such a group as it
+    knows it (a member's new device is welcomed by the admins), and nobody else would tell
+    the device that we are out (the change's author did not know it). Named in the cut, the
+    approving device sends it their op logs (``GroupChat.tell_linked_device``); a device
+    that holds no state of the group keeps them until such a welcome comes."""
+    from chatcore.group import OpKind
+
+    me, now = client.identity_id, client.clock_ms()
+    out: list[bytes] = []
+    for gid in client.store.group_ids():
+        st = client.groups.load(gid)
+        if st is None or st.is_member:
+            continue
+        gone = [
+            o.created_ms
+            for o in st.ops.values()
+            if (o.kind is OpKind.LEAVE and o.author == me)
+            or (o.kind is OpKind.REMOVE and o.target == me)
+        ]
+        if gone and now - max(gone) <= LINK_FORWARD_TTL_MS:
+            out.append(gid)
+    return out
+
+
 async def approve(client: Client, passphrase: str, code_text: str) -> Approved:
     """Register a new device's installation on chain and send it the handover."""
     from chatcore.engine import frame_msg_id, inbox_subject
@@ -717,7 +743,9 @@ async def approve(client: Client, passphrase: str, code_text: str) -> Approved:
             raise PairingError(f"this pairing code was already used ({exc})") from exc
         raise
     groups = [s for g in client.store.group_ids() if (s := client.groups.load(g)) and s.is_member]
-    cut = link_cut(client.store, client.clock_ms(), [s.group_id for s in groups])
+    cut = link_cut(
+        client.store, client.clock_ms(), [s.group_id for s in groups] + _left_lately(client)
+    )
     snap = snapshot(client.store, HANDOVER_MAX_MESSAGES, HANDOVER_MAX_BYTES)
     content = {
         "v": 1,

@@ -646,3 +646,37 @@ async def test_a_group_left_before_a_device_was_linked_is_found_by_its_name_ther
         assert conv is not None and conv.id == gid
     finally:
         await a2.aclose()
+
+
+@pytest.mark.parametrize("told_first", [False, True])
+async def test_a_device_linked_after_its_identity_left_a_group_is_not_kept_in_by_a_stale_welcome(
+    people: People, network: NetworkConfig, tmp_path: Path, told_first: bool
+) -> None:
+    """Alice leaves a group, then links a device. Bob, the admin, syncs: his sync refreshes
+    the group's devices before it reads her leave, so he welcomes her new device into the
+    group as he knew it (before the leave). Nobody sent that device the leave (her first
+    device did not know it yet; the approving device told only the groups of the handover),
+    so it took itself for a member and bob showed what it wrote there (found by a walk
+    through the CLI on devnet). The approving device now also tells it of the groups our
+    identity left in the week before the approval: the new device is out, whether the
+    stale welcome or the telling reaches it first."""
+    alice, bob = people.new("alice"), people.new("bob")
+    gid = await bob.c.create_group("was here", [alice.name])
+    await alice.c.sync()
+    await alice.c.group_change(gid, "leave")
+    a2 = await link(alice, tmp_path / "alice2", network)
+    try:
+        await a2.sync()  # active: members count it now
+        if told_first:
+            await alice.c.sync()
+            await a2.sync()
+        await bob.c.sync()  # welcomes the new device (stale), then reads the leave
+        assert alice.c.identity_id not in bob.c.group_info(gid).members
+        if not told_first:
+            await a2.sync()
+            await alice.c.sync()
+        await a2.sync()
+        info = a2.group_info(gid) if gid in a2.group_ids() else None
+        assert info is None or not info.is_member
+    finally:
+        await a2.aclose()
