@@ -33,7 +33,8 @@ epoch (``epoch`` = number of accepted ops), whatever the arrival order.
     that counts) voids nothing itself (:func:`chatcore.group.roster.counting_removals`),
     nor does a leave concurrent with a removal of its author that counts (a removed member
     dating a leave back before its own ops undid them); such a leave takes its author out
-    after the rest of the fold;
+    right before the first admin op that saw it and such a removal (else after the rest of
+    the fold);
   - admins rank by when they became admin (the creator first) and an admin removes
     only admins made after them, so two admins cannot remove each other (if they were
     made admin concurrently, each may in some causal past: the removal by the one made

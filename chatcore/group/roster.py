@@ -115,25 +115,29 @@ def fold_void(ops: Iterable[Op]) -> tuple[Roster | None, frozenset[bytes]]:
 def _fold(ops: Iterable[Op]) -> tuple[Roster | None, frozenset[bytes], frozenset[bytes]]:
     ordered = sorted(ops, key=lambda o: o.sort_key)
     void, late = _void_and_late(ordered)
-    roster: Roster | None = None
-    effective: set[bytes] = set()
-    for op in ordered:
-        if op.op_id in void or op.op_id in late:
-            continue
-        after = effect(roster, op)
-        if after is not None:
-            roster = after
-            effective.add(op.op_id)
-    # leaves that do not count (a removal of their author that counts is concurrent):
-    # they take their author out after everything else, not at the place their claimed
-    # epoch gives them (a removed member's leave dated back before its own adds,
-    # removals, promotions and renames made them take no effect)
+    # leaves that do not count (a removal of their author that counts is concurrent) take
+    # their author out not at the place their claimed epoch gives them (a removed member's
+    # leave dated back before its own adds, removals, promotions and renames made them take
+    # no effect) but right before the first admin op that saw them, or after everything
+    # else if none did (see _void_and_late)
+    before: dict[bytes, list[Op]] = {}
     for op in ordered:
         if op.op_id in late:
-            after = effect(roster, op)
+            before.setdefault(late[op.op_id], []).append(op)
+    roster: Roster | None = None
+    effective: set[bytes] = set()
+    for step in (*ordered, None):
+        for leave in before.get(b"" if step is None else step.op_id, ()):
+            after = effect(roster, leave)
             if after is not None:
                 roster = after
-                effective.add(op.op_id)
+                effective.add(leave.op_id)
+        if step is None or step.op_id in void or step.op_id in late:
+            continue
+        after = effect(roster, step)
+        if after is not None:
+            roster = after
+            effective.add(step.op_id)
     return roster, frozenset(effective), void
 
 
@@ -313,15 +317,29 @@ def concurrent_with_removal(ordered: list[Op]) -> frozenset[bytes]:
     return _void_and_late(ordered)[0]
 
 
-def _void_and_late(ordered: list[Op]) -> tuple[frozenset[bytes], frozenset[bytes]]:
-    """(:func:`concurrent_with_removal`, the ids of the leaves that do not count:
-    :func:`counting_removals`) for ``ordered`` in fold order."""
+def _void_and_late(ordered: list[Op]) -> tuple[frozenset[bytes], dict[bytes, bytes]]:
+    """(:func:`concurrent_with_removal`, the leaves that do not count —
+    :func:`counting_removals` — each with the op it is applied right before) for ``ordered``
+    in fold order.
+
+    Such a leave is applied right before the first op in fold order that has in its causal
+    past the leave and a removal of its author concurrent with it, and is an add, removal,
+    promotion or rename not void (``b""``: after every op, if there is none). So the
+    roster after an op is the roster its author saw (the fold of the op's causal past:
+    there the leave does not count and comes last) with the op applied — what
+    ``state._ROSTER_AFTER`` remembers and the op on our heads shortcuts to —, and an admin
+    who saw the leave can add its author back. An op that saw the leave but no such
+    removal does not place it (its author took the leave for one that counts: a removed
+    member handing its dated-back leave to an admin who lags must not take itself out
+    before its own past ops), nor does a leave (an accomplice who is no admin could date
+    its own back onto it) or a void op (whether one is in a member's log depends on the
+    order ops came in)."""
     out_by = _taken_out_by(ordered)
     suspects = [
         i for i, o in enumerate(ordered) if o.kind is not OpKind.LEAVE and o.author in out_by
     ]
     if not suspects and not _attacked(ordered, out_by):
-        return frozenset(), frozenset()
+        return frozenset(), {}
     past = _causal_pasts(ordered)
     counting = _counting(ordered, past, out_by)
     void: set[bytes] = set()
@@ -329,10 +347,22 @@ def _void_and_late(ordered: list[Op]) -> tuple[frozenset[bytes], frozenset[bytes
         o = ordered[i]
         if any(_concurrent(past, i, j) for j in counting[o.author]):
             void.add(o.op_id)
-    late = frozenset(
-        ordered[j].op_id
-        for who, positions in out_by.items()
-        for j in positions
-        if ordered[j].kind is OpKind.LEAVE and j not in counting[who]
-    )
+    late: dict[bytes, bytes] = {}
+    for who, positions in out_by.items():
+        for j in positions:
+            if ordered[j].kind is OpKind.LEAVE and j not in counting[who]:
+                removals = [
+                    k for k in positions
+                    if ordered[k].kind is OpKind.REMOVE and _concurrent(past, j, k)
+                ]  # fmt: skip
+                late[ordered[j].op_id] = next(
+                    (
+                        o.op_id for i, o in enumerate(ordered[j + 1 :], j + 1)
+                        if (past[i] >> j) & 1
+                        and any((past[i] >> k) & 1 for k in removals)
+                        and o.kind is not OpKind.LEAVE
+                        and o.op_id not in void
+                    ),
+                    b"",
+                )  # fmt: skip
     return frozenset(void), late
