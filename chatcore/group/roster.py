@@ -180,6 +180,14 @@ def _taken_out_by(ordered: list[Op]) -> dict[bytes, list[int]]:
     return out_by
 
 
+def _removed_by(ordered: list[Op], out_by: dict[bytes, list[int]]) -> dict[bytes, list[int]]:
+    """As ``out_by`` (:func:`_taken_out_by`), the removals only."""
+    return {
+        who: [j for j in positions if ordered[j].kind is OpKind.REMOVE]
+        for who, positions in out_by.items()
+    }
+
+
 def _counting(
     ordered: list[Op], past: list[int], out_by: dict[bytes, list[int]]
 ) -> dict[bytes, list[int]]:
@@ -193,13 +201,11 @@ def _counting(
     # with a removal of its author loses nothing by it, the removal takes it out)
     attackers: dict[int, list[int]] = {}
     attacks: dict[int, list[int]] = {}
+    removed_by = _removed_by(ordered, out_by)
     for i, o in enumerate(ordered):
         if o.kind is OpKind.REMOVE or o.kind is OpKind.LEAVE:
-            found = [
-                j for j in out_by.get(o.author, ())
-                if _concurrent(past, i, j)
-                and (o.kind is OpKind.REMOVE or ordered[j].kind is OpKind.REMOVE)
-            ]  # fmt: skip
+            ways = out_by if o.kind is OpKind.REMOVE else removed_by
+            found = [j for j in ways.get(o.author, ()) if _concurrent(past, i, j)]
             attackers[i] = found
             for j in found:
                 attacks.setdefault(j, []).append(i)
@@ -347,22 +353,30 @@ def _void_and_late(ordered: list[Op]) -> tuple[frozenset[bytes], dict[bytes, byt
         o = ordered[i]
         if any(_concurrent(past, i, j) for j in counting[o.author]):
             void.add(o.op_id)
-    late: dict[bytes, bytes] = {}
+    # the late leaves (bit j of ``pending``), each with the removals of its author
+    # concurrent with it (``removals[j]``, a mask as ``past``)
+    removals: dict[int, int] = {}
+    removed_by = _removed_by(ordered, out_by)
     for who, positions in out_by.items():
         for j in positions:
             if ordered[j].kind is OpKind.LEAVE and j not in counting[who]:
-                removals = [
-                    k for k in positions
-                    if ordered[k].kind is OpKind.REMOVE and _concurrent(past, j, k)
-                ]  # fmt: skip
-                late[ordered[j].op_id] = next(
-                    (
-                        o.op_id for i, o in enumerate(ordered[j + 1 :], j + 1)
-                        if (past[i] >> j) & 1
-                        and any((past[i] >> k) & 1 for k in removals)
-                        and o.kind is not OpKind.LEAVE
-                        and o.op_id not in void
-                    ),
-                    b"",
-                )  # fmt: skip
+                removals[j] = sum(
+                    1 << k for k in removed_by.get(who, ()) if _concurrent(past, j, k)
+                )
+    pending = sum(1 << j for j in removals)
+    anchor: dict[int, int] = {}
+    for i, o in enumerate(ordered):
+        if not pending:
+            break
+        if o.kind is OpKind.LEAVE or o.op_id in void:
+            continue
+        seen = past[i] & pending
+        while seen:
+            low = seen & -seen
+            seen ^= low
+            j = low.bit_length() - 1
+            if past[i] & removals[j]:
+                anchor[j] = i
+                pending ^= low
+    late = {ordered[j].op_id: ordered[anchor[j]].op_id if j in anchor else b"" for j in removals}
     return frozenset(void), late

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatcore.errors import GroupError
-from chatcore.group import GroupState, OpKind
+from chatcore.group import GroupState, OpKind, decode_op
 from chatcore.group.consts import MAX_OPS
 from chatcore.group.ops import make_op
 
@@ -369,3 +369,36 @@ def test_partitioned_histories_with_dated_back_leaves_converge(seed: int) -> Non
     assert len({(*_view(e), e.epoch) for e in ends}) == 1
     for e in ends:
         assert _rosters_remembered_right(e)
+
+
+def test_folding_a_removed_members_dated_back_leaves_compares_each_with_its_removals_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each leave of a removed member is attacked by the removals of its author concurrent
+    with it: finding them compared every leave with every other op taking the author out,
+    so folding n such leaves compared n² pairs (800 leaves applied one at a time took
+    ~40 s of a member's CPU; some 1.5 h, by extrapolation, for the MAX_OPS a log holds).
+    Counted in pairs compared, not time: a few per leave."""
+    from chatcore.group import roster
+
+    w = World(5)
+    a, b, x = w.person(), w.person(), w.person()
+    w.create(a, [b, x])
+    w.act(a, "remove_member", x)
+    sa = w.dev(a).state
+    assert sa is not None
+    n = 600
+    leaves = [_dated_back_leave(w, x, sa, i) for i in range(n)]
+    ops = [*sa.ops.values(), *(decode_op(raw) for raw in leaves)]
+    compared = 0
+    concurrent = roster._concurrent
+
+    def counted(past: list[int], i: int, j: int) -> bool:
+        nonlocal compared
+        compared += 1
+        return concurrent(past, i, j)
+
+    monkeypatch.setattr(roster, "_concurrent", counted)
+    folded, _ = roster.fold(ops)
+    assert folded is not None and x not in folded.members and b in folded.members
+    assert compared <= 4 * n, compared
