@@ -101,15 +101,27 @@ def fold(ops: Iterable[Op]) -> tuple[Roster | None, frozenset[bytes]]:
     """Fold ``ops`` in (epoch, op id) order. Returns the roster (None before a create)
     and the ids of the ops that took effect. Ops void by :func:`concurrent_with_removal`
     are skipped."""
-    roster, effective, _void = _fold(ops)
+    roster, effective, _uncounted = _fold(ops)
     return roster, effective
 
 
 def fold_void(ops: Iterable[Op]) -> tuple[Roster | None, frozenset[bytes]]:
-    """As :func:`fold`, but with the ids of the ops void by :func:`concurrent_with_removal`
-    (a member may hold them in its log or aside, depending on the order they came in)."""
+    """As :func:`fold`, but with the ids of the ops that count for nothing (see
+    :func:`uncounted`): left out of the epoch messages are tagged with."""
     roster, _effective, void = _fold(ops)
     return roster, void
+
+
+def uncounted(ordered: list[Op]) -> frozenset[bytes]:
+    """Ids of the ops that count for nothing: those void by :func:`concurrent_with_removal`
+    (a member may hold them in its log or aside, depending on the order they came in) and
+    the leaves that do not count (:func:`counting_removals`: a removed member's leaves
+    dated back; a leave always enters the log, but only the members it was sent to hold
+    it unless an admin re-offers it, so counted, a removed member sending leaves to one
+    member moved that member's message epoch away from everyone else's for good).
+    ``ordered`` in fold order."""
+    void, late = _void_and_late(ordered)
+    return void | frozenset(late)
 
 
 def _fold(ops: Iterable[Op]) -> tuple[Roster | None, frozenset[bytes], frozenset[bytes]]:
@@ -138,7 +150,7 @@ def _fold(ops: Iterable[Op]) -> tuple[Roster | None, frozenset[bytes], frozenset
         if after is not None:
             roster = after
             effective.add(step.op_id)
-    return roster, frozenset(effective), void
+    return roster, frozenset(effective), void | frozenset(late)
 
 
 def taken_out(op: Op) -> bytes | None:

@@ -35,13 +35,13 @@ from chatcore.group.keys import InstallationKey, Rng
 from chatcore.group.ops import Op, OpKind, decode_op, group_id_for, make_op
 from chatcore.group.roster import (
     Roster,
-    concurrent_with_removal,
     counting_removals,
     effect,
     fold,
     fold_void,
     refusal,
     taken_out,
+    uncounted,
 )
 from chatcore.group.sender_keys import (
     ParsedFrame,
@@ -96,24 +96,27 @@ def removal_epoch(ops: Mapping[bytes, Op], identity: bytes, default: int) -> int
 
 def message_epoch(size: int, void: frozenset[bytes]) -> int:
     """The epoch group messages are tagged with, for a log of ``size`` ops of which
-    ``void`` are void (concurrent with a removal of their author): the ops that count.
-    Void ops are in one member's log and aside at another's, by the order they came in
-    (those that got them before the removal hold them), so counting them made honest
-    members' epochs drift apart for good — by more than ``EPOCH_AHEAD`` / ``EPOCH_GRACE``,
-    their messages went unread."""
+    ``void`` count for nothing (``roster.uncounted``: void, concurrent with a removal of
+    their author, or leaves that do not count): the ops that count. Void ops are in one
+    member's log and aside at another's, by the order they came in (those that got them
+    before the removal hold them), and a removed member's dated-back leaves are in the logs
+    of the members it sent them to only, so counting them made honest members' epochs drift
+    apart for good — by more than ``EPOCH_AHEAD`` / ``EPOCH_GRACE``, their messages went
+    unread."""
     return size - len(void)
 
 
 def removal_message_epoch(ops: Mapping[bytes, Op], identity: bytes, default: int) -> int:
     """As :func:`removal_epoch`, in message epochs: the count of the ops in the causal
-    past of the latest op that took ``identity`` out, void ones left out — void as that
+    past of the latest op that took ``identity`` out, those that count for nothing left
+    out (``roster.uncounted``) — as that
     past alone says, so that every member holding the op gets the same number whatever
     else it holds (a message tagged later was sent after it)."""
     best = None
     for o in ops.values():
         if taken_out(o) == identity:
             past = [ops[p] for p in _reach(ops, o.deps)]
-            void = concurrent_with_removal(sorted(past, key=lambda x: x.sort_key))
+            void = uncounted(sorted(past, key=lambda x: x.sort_key))
             n = message_epoch(len(past), void)
             best = n if best is None else max(best, n)
     return default if best is None else best

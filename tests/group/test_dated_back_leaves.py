@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from chatcore.errors import GroupError
 from chatcore.group import GroupState, OpKind, decode_op
-from chatcore.group.consts import MAX_OPS
+from chatcore.group.consts import EPOCH_AHEAD, MAX_OPS
 from chatcore.group.ops import make_op
 
 from . import World
@@ -402,3 +402,27 @@ def test_folding_a_removed_members_dated_back_leaves_compares_each_with_its_remo
     folded, _ = roster.fold(ops)
     assert folded is not None and x not in folded.members and b in folded.members
     assert compared <= 4 * n, compared
+
+
+def test_dated_back_leaves_sent_to_one_member_do_not_move_its_message_epoch() -> None:
+    """x, removed, signs leaves on the create op and sends them to b only, who knew of the
+    removal (found by the simulator's group-adversary scenario: no admin got them, so no
+    re-offer spread them). Leaves always enter the log; they do not count (the removal of x
+    is concurrent with each), but they were counted in the epoch b tags its messages with:
+    b's epoch ran ahead of c's by one per leave, and past ``EPOCH_AHEAD`` c could read
+    nothing b wrote. Ops that do not count are left out of the message epoch, as void ops
+    are: b and c agree on it, and c reads b."""
+    w = World(23)
+    a, b, c, x = w.person(), w.person(), w.person(), w.person()
+    w.create(a, [b, c, x])
+    w.act(a, "remove_member", x)
+    sb, sc = w.dev(b).state, w.dev(c).state
+    assert sb is not None and sc is not None and x not in sb.members()
+    before = sb.epoch
+    for i in range(EPOCH_AHEAD + 2):
+        sb, _ = sb.apply_op(_dated_back_leave(w, x, sb, i), w.directory, w.rng, w.now)
+    assert len(sb.ops) == len(sc.ops) + EPOCH_AHEAD + 2  # (they entered b's log)
+    assert (sb.members(), sb.admins()) == (sc.members(), sc.admins())
+    assert sb.epoch == sc.epoch == before
+    w.dev(b).state = sb
+    assert w.read(c, w.send(b, b"still here")) == b"still here"
