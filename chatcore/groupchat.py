@@ -1269,9 +1269,17 @@ class GroupChat:
 
 
 def _voiding_ops(state: GroupState, ident: bytes) -> list[bytes]:
-    """The removals (and leaves) of the admins who added ``ident``, with their causal past, in
-    fold order: what a member whose add turned void needs to see it is not in the group."""
+    """The removals (and leaves) of the admins who added ``ident``, and of those who made
+    them admins (an add by an admin whose promotion turned void, its promoter removed
+    concurrently, is void too), with their causal past, in fold order: what a member whose
+    add turned void needs to see it is not in the group."""
     adders = {o.author for o in state.ops.values() if o.kind is OpKind.ADD and o.target == ident}
+    more = adders
+    while more:  # and whoever made them admins, and so on
+        more = {
+            o.author for o in state.ops.values() if o.kind is OpKind.PROMOTE and o.target in more
+        } - adders
+        adders |= more
     todo = [
         o
         for o in state.ops.values()

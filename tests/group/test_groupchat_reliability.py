@@ -459,6 +459,32 @@ def test_a_member_whose_add_turned_void_learns_only_the_removal_that_voided_it()
     assert not any(o.target in (g, h) for o in st.ops.values())
 
 
+def test_a_member_added_by_an_admin_whose_promotion_turned_void_learns_it_is_out() -> None:
+    """a makes b an admin; b makes c one while a removes b (concurrent: b's promotion of c
+    is void, so c was never an admin); c adds f. Every member's view loses f with no
+    removal or leave of f, and its adder c was not removed either: f was sent nothing and
+    took itself for a member for good (found by the simulator's group-adversary scenario).
+    Now the removals of whoever made its adders admins are sent too, with their causal
+    past, and f sees it is out."""
+    w = FWorld(9)
+    a, b, c, d, f = (w.person() for _ in range(5))
+    gid = w.group(a, [b, c, d])
+    na, nb, nc, nf = w.node(a), w.node(b), w.node(c), w.node(f)
+    w.route(na.groups.promote(gid, b), frm=na)
+    rem = na.groups.remove(gid, b)
+    w.deaf.add(na.dev.inst)  # a does not see what b does next
+    w.route(nb.groups.promote(gid, c), frm=nb)
+    w.route(nc.groups.add(gid, f), frm=nc)
+    sf = nf.groups.load(gid)
+    assert sf is not None and sf.is_member
+    w.deaf.discard(na.dev.inst)
+    w.route(rem, frm=na)
+    sd = w.node(d).groups.load(gid)
+    assert sd is not None and f not in sd.members() and c not in sd.admins()
+    sf = nf.groups.load(gid)
+    assert sf is not None and not sf.is_member
+
+
 _ROLLBACK = type("_Rollback", (Exception,), {})
 
 
