@@ -426,3 +426,34 @@ def test_dated_back_leaves_sent_to_one_member_do_not_move_its_message_epoch() ->
     assert sb.epoch == sc.epoch == before
     w.dev(b).state = sb
     assert w.read(c, w.send(b, b"still here")) == b"still here"
+
+
+@pytest.mark.xfail(
+    strict=True, raises=GroupError, reason="a member out and back in has dropped its chains"
+)
+def test_a_member_a_dated_back_leave_takes_out_for_a_while_reads_what_was_sent_to_it() -> None:
+    """x, an admin, added m; a removes x. Before m reads the removal, x signs a leave on
+    the create op and sends it to m: the leave counts there (no removal of x known yet), so
+    x's add of m is void and m takes itself out, dropping every sender chain it held. The
+    removal then comes: the leave counts for nothing, m is a member again — but what b sent
+    before (with the chain m had) is unreadable for good, and b never sends that key again
+    (its view never lost m). Found by the simulator's group-adversary scenario (seed 8 of
+    the first sweep); the same happens to a member an admin removed concurrently with that
+    admin's own removal. Still open (strict expected failure, so that a fix shows)."""
+    w = World(29, clock=True)
+    a, b, x, m = w.person(), w.person(), w.person(), w.person()
+    w.create(a, [b, x])
+    w.act(a, "promote", x)
+    w.act(x, "add_member", m)
+    sent = w.send(b, b"to everyone, m too")
+    w.dev(m).online = False  # m reads the removal later
+    w.act(a, "remove_member", x)
+    sm = w.dev(m).state
+    assert sm is not None and sm.is_member
+    sm, _ = sm.apply_op(_dated_back_leave(w, x, sm), w.directory, w.rng, w.now)
+    assert not sm.is_member  # for now: the leave voids x's add of m
+    w.dev(m).state = sm
+    w.go_online(w.dev(m))
+    sm = w.dev(m).state
+    assert sm is not None and sm.is_member and x not in sm.members()
+    assert w.read(m, sent) == b"to everyone, m too"
