@@ -437,7 +437,7 @@ class Device:
         w.group_ids[label] = gid
         self._after_own_op(gid, frames, f"create {label}")
 
-    def group_change(self, label: str, how: str, target: bytes | None) -> None:
+    def group_change(self, label: str, how: str, target: bytes | None, name: str = "") -> None:
         w = self.world
         gid = w.group_ids.get(label)
         if not self.alive or self.groups is None or gid is None:
@@ -446,6 +446,8 @@ class Device:
         try:
             if how == "leave":
                 frames = self.groups.leave(gid)
+            elif how == "rename":
+                frames = self.groups.rename(gid, name)
             else:
                 assert target is not None
                 frames = getattr(self.groups, how)(gid, target)

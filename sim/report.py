@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from chatcore.engine import Received, SendResult
@@ -60,6 +60,14 @@ class Oracle:
         self.group_ops_raw: dict[bytes, set[bytes]] = {}  # every op any author created
         self._truth: dict[bytes, tuple[int, Any]] = {}
         self._reference: dict[bytes, tuple[int, Any, Any, Any]] = {}
+        #: group -> op id -> op signed by a removed member after its removal (sim.runner
+        #: World.group_adversary): never part of the truth, and it must change nothing
+        self.adversary_ops: dict[bytes, dict[bytes, Any]] = {}
+        self.adversary_raw: set[bytes] = set()
+        #: identities that signed such ops: what they sent is not required (their own
+        #: dated-back leave, read before their removal, ends their window at its epoch)
+        self.adversaries: set[bytes] = set()
+        self._honest: dict[bytes, tuple[int, dict[bytes, Any]]] = {}
         self.frame_of: dict[bytes, bytes] = {}  # sha256(group frame) -> message id
         self.last_error: dict[tuple[str, bytes], str] = {}  # (device, message) -> why not
 
@@ -122,17 +130,62 @@ class Oracle:
         return None if mid is None else self.msgs[mid].sender
 
     def group_ops(self, gid: bytes, op_log: list[bytes]) -> None:
-        self.group_ops_raw.setdefault(gid, set()).update(op_log)
+        raw = self.group_ops_raw.setdefault(gid, set())
+        if self.adversary_raw:  # an honest log may hold a removed member's forgeries
+            raw.update(r for r in op_log if r not in self.adversary_raw)
+        else:
+            raw.update(op_log)
+
+    def adversary_op(self, gid: bytes, op: Any) -> None:
+        """A removed member signed ``op`` after its removal (dated back)."""
+        self.adversary_ops.setdefault(gid, {})[op.op_id] = op
+        self.adversaries.add(op.author)
+        self.adversary_raw.add(op.raw)
+        self.event(f"GA {op.op_id.hex()[:16]} {op.kind.name} e{op.epoch}")
+
+    def honest_ops(self, gid: bytes) -> dict[bytes, Any]:
+        """Every op honest members created, decoded. An honest op that names a removed
+        member's forgery as a dependency (its author held it: it came before the removal)
+        names that forgery's dependencies instead, so the causal order of the honest ops is
+        the same as in the full log, and the forgeries are simply not there."""
+        from chatcore.group.ops import decode_op
+
+        raw = self.group_ops_raw.get(gid, set())
+        hit = self._honest.get(gid)
+        if hit is not None and hit[0] == len(raw):
+            return hit[1]
+        ops = {o.op_id: o for o in map(decode_op, raw)}
+        adv = self.adversary_ops.get(gid)
+        if adv:
+
+            def below(d: bytes) -> set[bytes]:
+                if d not in adv:
+                    return {d}
+                return set().union(*(below(x) for x in adv[d].deps))
+
+            for oid, o in list(ops.items()):
+                if any(d in adv for d in o.deps):
+                    deps = set().union(*(below(d) for d in o.deps))
+                    ops[oid] = replace(o, deps=tuple(sorted(deps)))
+        self._honest[gid] = (len(raw), ops)
+        return ops
+
+    def uncounted_raw(self, gid: bytes) -> set[bytes]:
+        """The honest ops of the group that count for nothing (``roster.uncounted``)."""
+        from chatcore.group.roster import fold_void
+
+        ops = self.honest_ops(gid)
+        return {ops[i].raw for i in fold_void(ops.values())[1]}
 
     def truth(self, gid: bytes) -> Any:
-        """The roster every member must converge to: the fold of every op anyone created."""
-        from chatcore.group.ops import decode_op
+        """The roster every member must converge to: the fold of every op honest members
+        created (a removed member's forgeries left out: they must change nothing)."""
         from chatcore.group.roster import fold
 
         ops = self.group_ops_raw.get(gid, set())
         hit = self._truth.get(gid)
         if hit is None or hit[0] != len(ops):
-            hit = (len(ops), fold(decode_op(r) for r in ops)[0])
+            hit = (len(ops), fold(self.honest_ops(gid).values())[0])
             self._truth[gid] = hit
         return hit[1]
 
@@ -141,11 +194,14 @@ class Oracle:
         send time (that is what ``expected`` holds), the recipient's identity is a member of
         the final (truth) roster, and the sender's identity is one too or the message was
         sent before every op that took the sender out (its epoch is no later than theirs:
-        the core keeps a leaver's chains retired for that, ``RETIRED_CHAIN_MS``)."""
+        the core keeps a leaver's chains retired for that, ``RETIRED_CHAIN_MS``), and the
+        sender is not a removed member that signed dated-back ops (``adversaries``)."""
         name, mid = pair
         s = self.msgs[mid]
         if s.group is None:
             return True
+        if s.sender_identity in self.adversaries:
+            return False
         ref = self.reference(s.group)
         roster = self.truth(s.group) if ref is None else ref
         ident = self.world.device(name).identity_id
@@ -164,7 +220,7 @@ class Oracle:
         ops = self.group_ops_raw.get(gid, set())
         hit = self._reference.get(gid)
         if hit is None or hit[0] != len(ops):
-            decoded = reference.decode_all(ops)
+            decoded = self.honest_ops(gid)
             past = reference.pasts(decoded)
             m = reference.model(decoded, past) if reference.simple(decoded, past) else None
             hit = (len(ops), m, decoded, past)
@@ -184,10 +240,11 @@ class Oracle:
         if self.reference(gid) is not None:
             _n, _m, decoded, past = self._reference[gid]
             return reference.removal_epochs(decoded, past, identity)
-        ops = {o.op_id: o for o in map(decode_op, self.group_ops_raw.get(gid, set()))}
+        honest = {o.op_id: o for o in map(decode_op, self.group_ops_raw.get(gid, set()))}
+        ops = honest | self.adversary_ops.get(gid, {})  # as the removals' pasts hold them
         return [
             removal_message_epoch({**_past(ops, o), o.op_id: o}, identity, -1)
-            for o in ops.values()
+            for o in honest.values()
             if taken_out(o) == identity
         ]
 
@@ -396,6 +453,10 @@ def _check_groups(world: World) -> list[str]:
                     f"{len(roster.members ^ ref.members)}, admins by "
                     f"{len(roster.admins ^ ref.admins)})"
                 )
+        adv = o.adversary_ops.get(gid, {})
+        if adv:
+            out += _check_adversary(world, label, gid, roster)
+        epochs: dict[int, str] = {}  # (adversary groups) message epoch -> a member device
         for dev in world.devices:
             if dev.groups is None:
                 continue
@@ -407,6 +468,30 @@ def _check_groups(world: World) -> list[str]:
                 continue
             if member:
                 have = set(st.op_log())
+                if adv:
+                    # a removed member's forgeries count for nothing: an honest log holds
+                    # those that came before the removal (or that an op built on), and
+                    # sets the others aside; what counts must be the same everywhere
+                    forged = len(have & o.adversary_raw)
+                    world.stats["group_adversary_ops_in_logs"] += forged
+                    have -= o.adversary_raw
+                    # and honest ops that count for nothing (the removed member's own ops
+                    # concurrent with its removal: void) may be in one log and aside at
+                    # another, by the order they came in
+                    nothing = o.uncounted_raw(gid)
+                    world.stats["group_void_ops_aside"] += len((truth_ops - have) & nothing)
+                    have |= truth_ops & nothing
+                    have -= nothing - truth_ops
+                    view = (st.members(), st.admins(), st.name)
+                    if view != (roster.members, roster.admins, roster.name):
+                        out.append(
+                            f"group {label}: {dev.name} diverged from the honest members' "
+                            f"group ({len(st.members() ^ roster.members)} member(s), "
+                            f"{len(st.admins() ^ roster.admins)} admin(s) differ, name "
+                            f"{'differs' if st.name != roster.name else 'same'}; {forged} "
+                            "forged op(s) in its log)"
+                        )
+                    epochs.setdefault(st.epoch, dev.name)
                 if have != truth_ops:
                     out.append(
                         f"group {label}: {dev.name} diverged: epoch {st.epoch} / "
@@ -421,6 +506,48 @@ def _check_groups(world: World) -> list[str]:
                     f"group {label}: {dev.name} ({dev.user}) is not a member of the converged "
                     f"group but still believes it is (epoch {st.epoch})"
                 )
+        if len(epochs) > 1:
+            out.append(
+                f"group {label}: members tag messages with different epochs: "
+                + ", ".join(f"{n} {e}" for e, n in sorted(epochs.items()))
+            )
+    return out
+
+
+def _check_adversary(world: World, label: str, gid: bytes, roster: Any) -> list[str]:
+    """A removed member's dated-back ops (``Oracle.adversary_ops``) change nothing: the fold
+    of every op (honest ones and every forgery) gives the honest members' group (members,
+    admins, name: so nothing an honest admin did, nor what the removed member did while it
+    was one, is undone); no accomplice it tried to add is a member, in the truth or in any
+    member's view."""
+    from chatcore.group.ops import decode_op
+    from chatcore.group.roster import fold
+
+    o = world.oracle
+    out: list[str] = []
+    every = {x.op_id: x for x in map(decode_op, o.group_ops_raw.get(gid, set()))}
+    every |= o.adversary_ops[gid]
+    full = fold(every.values())[0]
+    if full is None or (full.members, full.admins, full.name) != (
+        roster.members,
+        roster.admins,
+        roster.name,
+    ):
+        n = "none" if full is None else f"{len(full.members ^ roster.members)}"
+        out.append(
+            f"group {label}: a removed member's dated-back ops change the group (the fold "
+            f"with them differs from the honest ops' fold: {n} member(s) differ)"
+        )
+    crew = world.accomplices.get(label, set())
+    for ident in sorted(crew & roster.members):
+        out.append(f"group {label}: accomplice {world.user_of(ident).name} is a member")
+    for dev in world.devices:
+        if dev.groups is None or dev.identity_id not in roster.members:
+            continue
+        st = dev.groups.load(gid)
+        if st is not None and (bad := crew & st.members()):
+            names = ",".join(sorted(world.user_of(i).name for i in bad))
+            out.append(f"group {label}: {dev.name} counts accomplice(s) {names} as members")
     return out
 
 

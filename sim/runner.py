@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import multiprocessing
 import random
@@ -128,6 +129,8 @@ class World:
         self.activity_end = self.clock.now
         self.notes: list[str] = []
         self.group_ids: dict[str, bytes] = {}  # scenario label -> group id (once created)
+        #: scenario label -> identities a removed member's forged ops try to add (never members)
+        self.accomplices: dict[str, set[bytes]] = {}
         self.inbox_owner: dict[str, Device] = {}
         self._topic_subs: dict[str, set[str]] = {}
         self._by_identity: dict[bytes, User] = {}
@@ -328,10 +331,16 @@ class World:
         self.at(offset_ms, lambda: dev.group_create(label, ids))
 
     def group_change(
-        self, offset_ms: int, dev: Device, label: str, how: str, target: User | None = None
+        self,
+        offset_ms: int,
+        dev: Device,
+        label: str,
+        how: str,
+        target: User | None = None,
+        name: str = "",
     ) -> None:
         tid = target.identity_id if target is not None else None
-        self.at(offset_ms, lambda: dev.group_change(label, how, tid))
+        self.at(offset_ms, lambda: dev.group_change(label, how, tid, name))
 
     def group_send(self, offset_ms: int, dev: Device, label: str, body: bytes) -> None:
         self.at(offset_ms, lambda: dev.group_send(label, body))
@@ -401,6 +410,135 @@ class World:
 
         self.at(offset_ms, snapshot)
         self.at(offset_ms + after_ms, post)
+
+    def group_adversary(
+        self,
+        offset_ms: int,
+        dev: Device,
+        label: str,
+        crew: list[User],
+        times: list[int],
+        topic_share: float = 0.5,
+    ) -> None:
+        """A member about to be removed keeps a copy of its group state (taken at
+        ``offset_ms``, just before its removal) and its keys. At each offset in ``times``,
+        if it was removed, it signs one op on a past it holds (one of the ops of that copy,
+        or one of its own forgeries, with that op's causal past as the op's past), as the
+        role it had there allows: an add of one of ``crew`` (accomplices), a removal of an
+        honest member, a promotion, a rename or a leave (the first one: a leave on the create
+        op). It sends it pairwise to some member installations (the channel ops travel on)
+        and, with ``topic_share``, to the group topic as well (inside a group message of its
+        old sender key, and bare). Nothing of it may change any honest member's view: the
+        oracle (``Oracle.adversary_ops``) checks it (see ``sim.report._check_groups``)."""
+        kept: list[bytes] = []
+        forged: dict[bytes, Any] = {}  # op id -> Op: its own forgeries, to build on
+        topic_state: list[Any] = []
+        me = dev.identity_id
+        self.accomplices.setdefault(label, set()).update(u.identity_id for u in crew)
+
+        def snapshot() -> None:
+            gid = self.group_ids.get(label)
+            st = dev.groups.load(gid) if gid is not None and dev.groups is not None else None
+            if st is not None and st.is_member:
+                kept.append(st.to_bytes())
+
+        def forge(first: bool) -> Any:
+            from chatcore.group import GroupState, InstallationKey, OpKind
+            from chatcore.group.ops import make_op
+            from chatcore.group.roster import fold, refusal
+            from chatcore.group.state import _reach
+
+            st = GroupState.from_bytes(kept[0])
+            pool = {**st.ops, **forged}
+            ids = sorted(pool)
+            create = next(o for o in pool.values() if o.kind is OpKind.CREATE)
+            key = InstallationKey.from_seed(dev.keys.signing_key.private_bytes_raw())
+            now = self.clock.now
+
+            def sign(kind: Any, deps: tuple[bytes, ...], epoch: int, **kw: Any) -> Any:
+                return make_op(
+                    key, kind, group_id=st.group_id, epoch=epoch, deps=deps, author=me,
+                    created_ms=now, **kw,
+                )  # fmt: skip
+
+            if not first:
+                for _ in range(8):
+                    dep = self.rng.choice(ids)
+                    past = _reach(pool, (dep,))
+                    roster = fold(pool[p] for p in past)[0]
+                    if roster is None or me not in roster.admins:
+                        continue
+                    honest = sorted(roster.members - {me})
+                    how = self.rng.choice(("add", "remove", "promote", "rename", "leave"))
+                    kw: dict[str, Any] = {}
+                    if how == "add":
+                        out = sorted(set(self.accomplices[label]) - roster.members)
+                        if not out:
+                            continue
+                        kind, kw = OpKind.ADD, {"target": self.rng.choice(out)}
+                    elif how == "remove" and honest:
+                        kind, kw = OpKind.REMOVE, {"target": self.rng.choice(honest)}
+                    elif how == "promote" and (cand := sorted(roster.members - roster.admins)):
+                        kind, kw = OpKind.PROMOTE, {"target": self.rng.choice(cand)}
+                    elif how == "rename":
+                        kind, kw = OpKind.RENAME, {"name": f"forged {len(forged)}"}
+                    elif how == "leave":
+                        kind = OpKind.LEAVE
+                    else:
+                        continue
+                    op = sign(kind, (dep,), len(past), **kw)
+                    if refusal(roster, op) is None:
+                        return op
+            # a leave dated back to the create op (always allowed: it was made a member)
+            return sign(OpKind.LEAVE, (create.op_id,), 1)
+
+        def attack(first: bool) -> None:
+            from chatcore.group import GroupState
+            from chatcore.groupchat import encode_control, group_topic
+            from chatcore.payload import Payload
+
+            gid = self.group_ids.get(label)
+            truth = self.oracle.truth(gid) if gid is not None else None
+            if not kept or gid is None or truth is None or me in truth.members:
+                return
+            if not dev.alive or dev.engine is None:
+                self.stats["group_adversary_down"] += 1
+                return
+            op = forge(first)
+            forged[op.op_id] = op
+            self.oracle.adversary_op(gid, op)
+            body = encode_control([op.raw])
+            honest = [
+                d
+                for ident in sorted(truth.members)
+                for d in self.user_of(ident).devices
+                if not d.revoked
+            ]
+            targets = self.rng.sample(honest, self.rng.randrange(1, len(honest) + 1))
+            frames = []
+            for d in sorted(targets, key=lambda d: d.name):
+                frames.append(dev.engine.send_control(d.identity_id, d.peer_keys, body))
+            dev._track_control(frames)
+            if self.rng.random() < topic_share:
+                if not topic_state:
+                    topic_state.append(GroupState.from_bytes(kept[0]))
+                pl = Payload(ContentType.GROUP_CONTROL, 1, self.clock.now, body).encode()
+                topic_state[0], frame = topic_state[0].encrypt(pl)
+                self._inject(group_topic(gid), frame)
+                self._inject(group_topic(gid), op.raw)
+                self.stats["group_adversary_topic"] += 1
+            self.stats[f"group_adversary_{op.kind.name.lower()}"] += 1
+            self.event(
+                f"adversary {dev.name} -> {label}: {op.kind.name} epoch {op.epoch} "
+                f"to {len(targets)} installation(s)"
+            )
+            dev._busy()
+            if dev.online:
+                dev.tick()
+
+        self.at(offset_ms, snapshot)
+        for i, t in enumerate(sorted(times)):
+            self.at(t, functools.partial(attack, i == 0))
 
     def _inject(self, subject: str, frame: bytes) -> None:
         self.hostile_frames.add(hashlib.sha256(frame).digest())

@@ -219,6 +219,97 @@ def groups(w: World, r: random.Random, scale: float) -> None:
     w.store_restart(r.randrange(10_000, window), r.randrange(500, 15_000))
 
 
+def group_adversary(w: World, r: random.Random, scale: float) -> None:
+    """Removed members who keep their state and keys and fight back: 2 x scale groups of 4-8
+    members from 10 x scale users (30 % with 2 installations). In each, the creator makes
+    ``x`` an admin; ``x`` adds someone, promotes a member, renames the group, maybe removes
+    someone; the creator then removes ``x`` (and, in half the groups, a plain member ``y``).
+    After their removal ``x`` and ``y`` sign 3-8 ops each on pasts they hold
+    (``World.group_adversary``: adds of 1-2 accomplices, removals, promotions, renames,
+    leaves dated back to the create op) and send them pairwise to random member devices and
+    to the group topic at random times, some at once (before members read the removal).
+    Honest admins keep changing the group and members keep writing. Base link faults plus a
+    partition around the removal, crashes of honest devices and a store restart."""
+    w.net.faults = base_faults(r)
+    pool = [w.add_user(f"u{i:02d}", 2 if r.random() < 0.3 else 1) for i in range(_n(10, scale, 6))]
+    window = 150_000
+    honest_devs: list = []  # type: ignore[type-arg]
+    bad: set[str] = set()
+    for g in range(_n(2, scale)):
+        label = f"g{g}"
+        members = r.sample(pool, r.randrange(4, min(9, len(pool) + 1)))
+        outsiders = [u for u in pool if u not in members]
+        r.shuffle(outsiders)
+        creator, x, h = members[0], members[1], members[2]
+        crew = [w.add_user(f"a{g}{i}") for i in range(r.randrange(1, 3))]
+        t = r.randrange(500, 3_000)
+        w.group_create(t, r.choice(creator.devices), label, members[1:])
+        senders: list[tuple[User, int, int]] = []  # (who, from, until)
+        t += r.randrange(3_000, 10_000)
+        w.group_change(t, r.choice(creator.devices), label, "promote", x)
+        # x acts as an admin
+        tx = t + r.randrange(5_000, 15_000)
+        if outsiders:
+            j = outsiders.pop()
+            w.group_change(tx, x.devices[0], label, "add", j)
+            senders.append((j, tx + 5_000, window))
+        w.group_change(tx + r.randrange(200, 5_000), x.devices[0], label, "promote", h)
+        w.group_change(tx + r.randrange(200, 5_000), x.devices[0], label, "rename", name="x's")
+        y = members[-1] if len(members) >= 5 and r.random() < 0.5 else None
+        rest = [m for m in members[3:] if m is not y]
+        if len(rest) >= 2 and r.random() < 0.5:
+            gone = rest.pop()
+            w.group_change(tx + r.randrange(200, 5_000), x.devices[0], label, "remove", gone)
+        # the creator removes x (and y); a member is cut off around it
+        tr = tx + r.randrange(8_000, 20_000)
+        w.group_change(tr, r.choice(creator.devices), label, "remove", x)
+        w.group_adversary(tr - 1, x.devices[0], label, crew, _times(r, tr, window))
+        bad.add(x.name)
+        senders.append((x, t, tr + 3_000))
+        if y is not None:
+            ty = tr + r.randrange(0, 5_000)
+            w.group_change(ty, r.choice(creator.devices), label, "remove", y)
+            w.group_adversary(ty - 1, y.devices[0], label, crew, _times(r, ty, window))
+            bad.add(y.name)
+            senders.append((y, t, ty + 3_000))
+        if rest:
+            p = r.choice(rest)
+            w.partition(tr - r.randrange(0, 5_000), p.devices, r.randrange(5_000, 60_000))
+        # honest admins go on: the junior admin h (made admin by x), then the creator
+        th = tr + r.randrange(2_000, 20_000)
+        if outsiders:
+            j = outsiders.pop()
+            w.group_change(th, r.choice(h.devices), label, "add", j)
+            senders.append((j, th + 5_000, window))
+        elif rest:
+            w.group_change(th, r.choice(h.devices), label, "promote", r.choice(rest))
+        w.group_change(th + r.randrange(1_000, 20_000), r.choice(creator.devices), label,
+                       "rename", name=f"group {g}")  # fmt: skip
+        senders += [(m, t, window) for m in members if m.name not in bad]
+        for _ in range(_n(20, scale)):
+            who, since, until = r.choice(senders)
+            at = since + 1_000 + r.randrange(max(1, until - since))
+            w.group_send(at, r.choice(who.devices), label, _body(r))
+        honest_devs += [d for m in members if m.name not in bad for d in m.devices]
+        w.group_hostile(r.randrange(20_000, window), label)
+    honest = sorted(
+        {d.name: d for d in honest_devs if d.user not in bad}.values(), key=lambda d: d.name
+    )
+    for d in r.sample(honest, min(2, len(honest))):
+        w.crash(r.randrange(window), d, r.randrange(100, 20_000))
+    w.store_restart(r.randrange(10_000, window), r.randrange(500, 15_000))
+
+
+def _times(r: random.Random, removed_at: int, window: int) -> list[int]:
+    """When a removed member publishes its forgeries: half within 20 s of its removal (often
+    before members read it), the rest until the end of the window."""
+    n = r.randrange(3, 9)
+    return [
+        removed_at + (r.randrange(200, 20_000) if i % 2 else r.randrange(200, window))
+        for i in range(n)
+    ]
+
+
 def group_201(w: World, r: random.Random, scale: float) -> None:
     """One group of 200 x scale + 1 members (one installation each), 10 active senders,
     5 messages each over a minute once the group is set up; 10 % loss, no other faults but
@@ -293,6 +384,11 @@ SCENARIOS: dict[str, ScenarioSpec] = {
         ScenarioSpec("partition", "devices cut off from the store, then healed", partition),
         ScenarioSpec("chaos", "all faults together", chaos),
         ScenarioSpec("groups", "group chats with membership changes under every fault", groups),
+        ScenarioSpec(
+            "group-adversary",
+            "removed members sign dated-back membership ops and publish them",
+            group_adversary,
+        ),
         ScenarioSpec(
             "rotation", "prekeys rotate, installations replaced and revoked mid-chat", rotation
         ),

@@ -183,3 +183,41 @@ def test_a_removed_member_posting_after_the_window_is_refused(
     broken = run("groups", 1)
     shown = [v for v in broken.violations if "nobody in the simulation sent" in v]
     assert shown, broken.violations[:3]
+
+
+#: seeds of `group-adversary` (removed members sign dated-back ops: World.group_adversary)
+ADVERSARY_SEEDS = [0, 1, 3]
+
+
+@pytest.mark.parametrize("seed", ADVERSARY_SEEDS)
+def test_group_adversary_changes_nothing(seed: int) -> None:
+    """Removed members (a removed admin among them) sign adds of accomplices, removals,
+    promotions, renames and leaves dated back to pasts they hold, and send them to members
+    and the group topic: every honest member converges to the honest ops' group (members,
+    admins, name, message epoch), no accomplice is a member, and every message among honest
+    members arrives."""
+    r = run("group-adversary", seed)
+    assert r.violations == [], r.violations[:5]
+    assert r.delivery_rate == 1.0 and r.messages > 0
+    s = r.stats
+    assert s.get("group_adversary_leave", 0) > 0 and s.get("group_adversary_topic", 0) > 0
+    assert sum(s.get(f"group_adversary_{k}", 0) for k in ("add", "promote", "rename")) > 0
+    assert s.get("group_adversary_ops_in_logs", 0) > 0  # some came before the removal
+
+
+def test_group_adversary_deterministic() -> None:
+    a, b = run("group-adversary", 1), run("group-adversary", 1)
+    assert a.digest == b.digest and a.as_dict() | {"wall_s": 0} == b.as_dict() | {"wall_s": 0}
+
+
+def test_group_adversary_oracle_sees_dated_back_ops_that_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the rule that makes ops concurrent with their author's removal count for nothing
+    switched off (chatcore.group.roster._void_and_late), the removed members' dated-back ops
+    change the group, and the oracle says so."""
+    from chatcore.group import roster
+
+    monkeypatch.setattr(roster, "_void_and_late", lambda ordered: (frozenset(), frozenset()))
+    r = run("group-adversary", ADVERSARY_SEEDS[0])
+    assert any("dated-back ops change the group" in v for v in r.violations)
