@@ -457,3 +457,28 @@ def test_a_member_a_dated_back_leave_takes_out_for_a_while_reads_what_was_sent_t
     sm = w.dev(m).state
     assert sm is not None and sm.is_member and x not in sm.members()
     assert w.read(m, sent) == b"to everyone, m too"
+
+
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="a member removed by x is back in its own view"
+)
+def test_a_member_the_removed_admin_had_removed_stays_out_after_its_dated_back_leave() -> None:
+    """x, an admin, removes m; then a removes x. Nobody sends m that removal (m is no
+    member). x signs a leave on the create op and sends it to m: with no removal of x in
+    its log, the leave counts there, x's removal of m is void, and m takes itself for a
+    member for good (writing to nobody; found by the simulator's group-adversary scenario,
+    seed 84 of the first sweep). Still open (strict expected failure, so that a fix shows)."""
+    w = World(31)
+    a, b, x, m = w.person(), w.person(), w.person(), w.person()
+    w.create(a, [b, x, m])
+    w.act(a, "promote", x)
+    w.act(x, "remove_member", m)
+    w.dev(m).online = False  # not a member: nobody would send it what follows
+    w.act(a, "remove_member", x)
+    sm = w.dev(m).state
+    assert sm is not None and not sm.is_member
+    try:
+        sm, _ = sm.apply_op(_dated_back_leave(w, x, sm), w.directory, w.rng, w.now)
+    except GroupError:
+        pass  # refused: fine too
+    assert not sm.is_member
