@@ -576,19 +576,18 @@ def restore_snapshot(
             if ok and added_to is not None:
                 added_to.append(message)
             _restore_changes(store, m)
-        # imported history is not news: keep the unread counts the snapshot had; and the
-        # flags the user set (muted, archived) come along
+        # imported history is not news: what was read there comes read (each message keeps
+        # its status), and a message here keeps its own, so the unread count is counted
+        # again from the messages (the snapshot's count knows nothing of what was read or
+        # came here since); the flags the user set (muted, archived) come along
         for c in snap.get("conversations", []):
             store._x(
-                "UPDATE conversations SET unread=COALESCE(?, unread), muted=MAX(muted, ?), "
-                "archived=MAX(archived, ?) WHERE id=?",
-                (
-                    None if news else int(c.get("unread", 0)),
-                    int(bool(c.get("muted"))),
-                    int(bool(c.get("archived"))),
-                    bytes.fromhex(c["id"]),
-                ),
+                "UPDATE conversations SET muted=MAX(muted, ?), archived=MAX(archived, ?) "
+                "WHERE id=?",
+                (int(bool(c.get("muted"))), int(bool(c.get("archived"))), bytes.fromhex(c["id"])),
             )
+            if not news:
+                store.recount_unread(bytes.fromhex(c["id"]))
     return added
 
 

@@ -99,3 +99,40 @@ def test_a_restored_home_rewelcomed_to_a_group_writes_after_its_history() -> Non
     w.route(res.frames, frm=restored)
     texts = [m.body for m in nb.dev.store.history(gid, 50) if m.status != "system"]
     assert texts[-1] == b"new after restore", texts
+
+
+def test_an_imported_backup_leaves_what_is_read_here_read_and_what_is_unread_unread() -> None:
+    """Found by a walk through the identity model on devnet: `history import` of a backup
+    made on a lost device set each conversation's unread count to the backup's, whatever
+    was read or had arrived here since: messages read here showed as unread again (an
+    import that added nothing did it), and messages unread here were counted as read."""
+    w = FWorld()
+    a, b = w.person(), w.person()
+    one = w.send_text(a, b, "one")
+    w.route(one.frames, strict=True)
+    conv = one.conversation_id
+    store = w.dev(b).store
+
+    def unread() -> int:
+        c = store.conversation(conv)
+        assert c is not None
+        return c.unread
+
+    before_reading = snapshot(store, 1000)  # "one" unread there
+    assert unread() == 1
+    w.f(b).mark_read(conv)
+    restore_snapshot(store, before_reading)  # adds nothing
+    assert unread() == 0
+    read = snapshot(store, 1000)
+    two = w.send_text(a, b, "two")
+    w.route(two.frames, strict=True)
+    assert unread() == 1
+    restore_snapshot(store, read)  # "two" is not in it, and is still unread here
+    assert unread() == 1
+    # a home that had none of it takes what was unread there as unread
+    copy = Store.memory()
+    restore_snapshot(copy, before_reading)
+    assert copy.conversation(conv).unread == 1  # type: ignore[union-attr]
+    copy = Store.memory()
+    restore_snapshot(copy, snapshot(store, 1000))
+    assert copy.conversation(conv).unread == 1  # type: ignore[union-attr]
