@@ -518,6 +518,7 @@ def restore_snapshot(
     ``news``: the messages are new to the user here (a history forwarded after linking,
     :func:`forward_linked_history`): counted as unread as they come, instead of taking the
     unread counts of the snapshot."""
+    from chatcore.content import ContactState
     from chatcore.store import DELETED_CLOCK_META, StoredMessage
 
     added = 0
@@ -548,13 +549,21 @@ def restore_snapshot(
             if p.get("display") and store.peer_display(bytes.fromhex(p["identity"])) is None:
                 store.set_peer_display(bytes.fromhex(p["identity"]), p["display"], 0)
         for k in snap.get("contacts", []):
-            # the newer word wins: a device may have changed a contact since the snapshot
+            # the newer word wins: a device may have changed a contact since the snapshot;
+            # but a request this device made by itself (a first message to a home that knew
+            # no contacts, such as a restored one) yields to a contact, block or decline
+            # of the snapshot, unless the user changed the contact here since
             stamp = bytes.fromhex(k["stamp"]) if k.get("stamp") else None
             store._x(
                 "INSERT INTO contacts (identity_id, alias, state, updated_at, stamp) "
                 "VALUES (?,?,?,?,?) ON CONFLICT(identity_id) DO UPDATE SET "
                 "alias=excluded.alias, state=excluded.state, updated_at=excluded.updated_at, "
-                "stamp=excluded.stamp WHERE excluded.updated_at > contacts.updated_at",
+                "stamp=excluded.stamp "
+                "WHERE excluded.updated_at > contacts.updated_at OR ("
+                f"contacts.state={int(ContactState.REQUEST)} AND excluded.state IN "
+                f"({int(ContactState.CONTACT)},{int(ContactState.BLOCKED)},"
+                f"{int(ContactState.DECLINED)}) AND (contacts.stamp IS NULL OR "
+                "(excluded.stamp IS NOT NULL AND excluded.stamp >= contacts.stamp)))",
                 (
                     bytes.fromhex(k["identity"]),
                     k.get("alias"),

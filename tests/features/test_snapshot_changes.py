@@ -136,3 +136,31 @@ def test_an_imported_backup_leaves_what_is_read_here_read_and_what_is_unread_unr
     copy = Store.memory()
     restore_snapshot(copy, snapshot(store, 1000))
     assert copy.conversation(conv).unread == 1  # type: ignore[union-attr]
+
+
+def test_an_imported_backup_settles_requests_its_contacts_and_blocks_made_here() -> None:
+    """Found by the same walk: a restored home makes a request of each first message from a
+    contact (it knows none); a backup imported after such a message kept the request (the
+    newer row) over the backup's word, so a contact stayed a request and, worse, someone
+    the user had blocked was a request again instead of blocked. A request this device
+    made by itself yields to what the user said (contact, block, decline)."""
+    w = FWorld()
+    b, friend, pest = w.person(), w.person(), w.person()
+    w.route(w.send_text(friend, b, "hi").frames, strict=True)
+    w.route(w.send_text(b, friend, "hi back").frames, strict=True)
+    w.route(w.send_text(pest, b, "buy now").frames, strict=True)
+    w.route(w.f(b).set_contact(pest, ContactState.BLOCKED))
+    backup = snapshot(w.dev(b).store, 1000)
+    w.add_device(b)  # the restored home: knows nothing
+    w.clock.now += 60_000
+    w.route(w.send_text(friend, b, "still there?").frames)
+    w.route(w.send_text(pest, b, "buy again").frames)
+    restored = w.f(b, 1)
+    assert restored.contact_state(friend) == ContactState.REQUEST
+    assert restored.contact_state(pest) == ContactState.REQUEST
+    restore_snapshot(w.dev(b, 1).store, backup)
+    assert restored.contact_state(friend) == ContactState.CONTACT
+    assert restored.contact_state(pest) == ContactState.BLOCKED
+    late = w.send_text(pest, b, "and again")
+    w.route(late.frames)
+    assert b"and again" not in [m.body for m in w.dev(b, 1).store.history(late.conversation_id, 10)]
