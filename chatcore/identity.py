@@ -1426,14 +1426,30 @@ def recovery_account(phrase: str) -> Any:
     from eth_account import Account
 
     Account.enable_unaudited_hdwallet_features()
+    # the words are the English list's, all lower case: one written down in capitals is
+    # the same phrase (no valid phrase has another case, so no account changes)
+    words = phrase.lower().split()
     try:
-        return Account.from_mnemonic(" ".join(phrase.split()))
+        return Account.from_mnemonic(" ".join(words))
     except Exception as exc:  # eth_account raises ValidationError / ValueError
         # (the library's own words, e.g. "Language not detected", say nothing to a user)
-        n = len(phrase.split())
+        if len(words) == 12:
+            from eth_account.hdaccount.mnemonic import Mnemonic
+
+            known = set(Mnemonic().wordlist)
+            bad = next((i for i, w in enumerate(words) if w not in known), None)
+            if bad is not None:
+                raise WrongRecoveryPhrase(
+                    f"not a valid recovery phrase: word {bad + 1} ({words[bad]!r}) is not one "
+                    "of the words a phrase is made of (check its spelling)"
+                ) from exc
+            raise WrongRecoveryPhrase(
+                "not a valid recovery phrase: the words do not fit together (one is wrong "
+                "or they are not in order)"
+            ) from exc
         raise WrongRecoveryPhrase(
-            f"not a valid recovery phrase ({n} words; expected the 12 English words shown "
-            "when it was made, in order)"
+            f"not a valid recovery phrase ({len(words)} words; expected the 12 English words "
+            "shown when it was made, in order)"
         ) from exc
 
 

@@ -94,3 +94,26 @@ def test_only_the_phrases_own_registrations_and_tags_bind() -> None:
     # a noise event before or after the genuine one changes nothing
     noise = _event("RecoveryChanged", id=later, recovery=addr, tag=os.urandom(32))
     assert bound(later, noise, _event("RecoveryChanged", id=later, recovery=addr, tag=tag), noise)
+
+
+def test_a_recovery_phrase_is_taken_in_any_case_and_a_bad_one_says_what_is_wrong() -> None:
+    """Found by a walk through the identity model on devnet: the phrase written down in
+    capitals was refused with "not a valid recovery phrase (12 words; expected the 12
+    English words ...)", which says nothing of what is wrong."""
+    from chatcore.identity import WrongRecoveryPhrase, recovery_account
+
+    Account.enable_unaudited_hdwallet_features()
+    account, phrase = Account.create_with_mnemonic()
+    words = phrase.split()
+    assert recovery_account(f"  {phrase.upper()}\n").address == account.address
+    assert recovery_account(phrase.title()).address == account.address
+    unknown = " ".join([*words[:3], "qzxv", *words[4:]])
+    with pytest.raises(WrongRecoveryPhrase, match=r"word 4 .*qzxv"):
+        recovery_account(unknown)
+    swapped = [*words]
+    i = next(i for i in range(11) if words[i] != words[i + 1])
+    swapped[i], swapped[i + 1] = swapped[i + 1], swapped[i]
+    try:
+        recovery_account(" ".join(swapped))
+    except WrongRecoveryPhrase as exc:  # the checksum usually catches a swap
+        assert "in order" in str(exc) and "12 words;" not in str(exc)
