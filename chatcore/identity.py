@@ -1963,10 +1963,18 @@ def check_recovery_phrase(client: Client, phrase: str) -> None:
         raise WrongRecoveryPhrase("that is not the recovery phrase of this identity")
 
 
+def backup_phrase_secret(phrase: str) -> str:
+    """What a backup under the recovery phrase is sealed with: the words as the phrase
+    takes them (:func:`recovery_account`: any case, any spacing), so that the phrase opens
+    the backup however it is typed, as it restores the identity however it is typed."""
+    return " ".join(phrase.lower().split())
+
+
 def export_backup(client: Client, path: Path, secret: str, *, phrase: bool = False) -> int:
     """Write an encrypted backup; ``phrase``: ``secret`` is the recovery phrase (checked)."""
     if phrase:
         check_recovery_phrase(client, secret)
+        secret = backup_phrase_secret(secret)
     snap = snapshot(client.store, 10**9)
     content = {
         "v": 1,
@@ -1990,12 +1998,19 @@ def export_backup(client: Client, path: Path, secret: str, *, phrase: bool = Fal
     return len(snap["messages"])
 
 
-def import_backup(client: Client, path: Path, secret: str) -> int:
+def import_backup(client: Client, path: Path, secret: str, *, phrase: bool = False) -> int:
+    """Merge a backup into this home; ``phrase``: ``secret`` is the recovery phrase."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise IdentityError(f"cannot read the backup: {exc.strerror or exc}") from exc
-    content = open_backup(data, secret)
+    if phrase and backup_phrase_secret(secret) != secret:
+        try:
+            content = open_backup(data, backup_phrase_secret(secret))
+        except IdentityError:  # sealed before the phrase was normalised: as it was typed
+            content = open_backup(data, secret)
+    else:
+        content = open_backup(data, secret)
     if content.get("identity_id") != client.identity_id.hex():
         raise IdentityError("this backup belongs to another identity")
     return restore_snapshot(client.store, content)

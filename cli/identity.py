@@ -550,7 +550,7 @@ def backup_import(ctx: Ctx, file: Path, use_phrase: bool) -> None:
     pw = passphrase()
     client = open_client(ctx, pw)
     try:
-        n = import_backup(client, file, _backup_secret(use_phrase, pw))
+        n = import_backup(client, file, _backup_secret(use_phrase, pw), phrase=use_phrase)
     finally:
         client.close()
     emit(ctx, {"file": str(file), "imported": n}, f"imported {n} message(s) from {file}")

@@ -4,6 +4,8 @@ redacted message came back, and every reaction was lost)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from chatcore import content
 from chatcore.content import ContactState
 from chatcore.identity import restore_snapshot, snapshot
@@ -164,3 +166,31 @@ def test_an_imported_backup_settles_requests_its_contacts_and_blocks_made_here()
     late = w.send_text(pest, b, "and again")
     w.route(late.frames)
     assert b"and again" not in [m.body for m in w.dev(b, 1).store.history(late.conversation_id, 10)]
+
+
+def test_a_backup_under_the_recovery_phrase_opens_however_the_phrase_is_typed(
+    tmp_path: Path,
+) -> None:
+    """Found by the same walk: `history export --phrase` sealed the backup with the phrase
+    exactly as typed, so the same phrase typed with other spacing (or in capitals, which
+    restores the identity) at `history import --phrase` said "wrong passphrase or phrase".
+    A backup sealed the old way still opens with the phrase as it was typed then."""
+    import os
+    from types import SimpleNamespace
+
+    from chatcore.identity import backup_phrase_secret, import_backup, seal_backup
+
+    w = FWorld()
+    a, b = w.person(), w.person()
+    w.route(w.send_text(a, b, "keep me").frames, strict=True)
+    phrase = "word " * 11 + "last"
+    content = {"v": 1, "identity_id": b.hex(), **snapshot(w.dev(b).store, 1000)}
+    new = tmp_path / "new.bak"
+    new.write_bytes(seal_backup(content, backup_phrase_secret(phrase), os.urandom))
+    typed = "  " + phrase.upper().replace(" ", "  \n") + "\n"
+    home = SimpleNamespace(identity_id=b, store=Store.memory())
+    assert import_backup(home, new, typed, phrase=True) == 1  # type: ignore[arg-type]
+    old = tmp_path / "old.bak"
+    old.write_bytes(seal_backup(content, typed, os.urandom))
+    home = SimpleNamespace(identity_id=b, store=Store.memory())
+    assert import_backup(home, old, typed, phrase=True) == 1  # type: ignore[arg-type]
