@@ -1053,9 +1053,19 @@ class Client:
         q = _as_name(query)
         if not q or ID_LIKE.fullmatch(q):
             return
+        # the holder of each name we used is remembered, as for addresses: a person's other
+        # names (not the one we show them under, which _recheck_displays watches) move too
+        seen_key, was_key = "name_seen:" + q, "name_was:" + q
+        seen = None if holder == self.identity_id else self.store.get_meta(seen_key)
+        if seen is not None and seen != holder:
+            was_raw = self.store.get_meta(was_key)
+            if was_raw is None or was_raw[:32] != seen:
+                self.store.set_meta(was_key, seen + self.clock_ms().to_bytes(8, "big"))
         was = self._name_moved_from(q, holder)
         if was is not None:
             raise _moved(f"the name {q!r}", holder, was)
+        if holder != self.identity_id and seen != holder:
+            self.store.set_meta(seen_key, holder)
 
     def _check_address_moved(self, query: str, holder: bytes) -> None:
         """As ``_check_name_moved``, for a wallet address: its key's holder can move it to

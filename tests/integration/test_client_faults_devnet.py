@@ -242,6 +242,40 @@ async def test_a_name_that_moved_to_someone_else_is_not_a_silent_switch_of_perso
     assert texts(await bob.c.sync()) == ["still to bob"]
 
 
+async def test_a_second_name_that_moved_to_someone_else_is_not_a_silent_switch_of_person(
+    people: People,
+) -> None:
+    """Found by a walk through the identity model on devnet: carol writes to bob by a second
+    name of his (not the one she shows him under); bob gives it up and mallory claims it:
+    'send NAME' quietly went to mallory (only the name shown for a person was watched)."""
+    from chatcore.content import ContactState
+    from chatcore.errors import AmbiguousName
+    from discovery.resolver import parse_query
+
+    from .conftest import PASSPHRASE
+
+    bob, carol, mallory = people.new("sb"), people.new("sc"), people.new("sm")
+    second = bob.name + "-too"
+    bob.c.claim_name(PASSPHRASE, second)
+    await carol.c.send_text(bob.name, "hi bob")
+    await asyncio.sleep(1.1)  # carol's view of the chain is older than DIRECTORY_MAX_AGE_MS
+    await carol.c.send_text(second, "hi bob, by your other name")
+    await carol.c.send_text(mallory.name, "hi mallory")
+    await bob.c.sync()
+    await mallory.c.sync()
+    bob.c.registry.release_name(bob.c._owner(PASSPHRASE), parse_query(second)[1])
+    mallory.c.claim_name(PASSPHRASE, second)
+    await asyncio.sleep(1.1)
+    with pytest.raises(AmbiguousName) as err:
+        await carol.c.send_text(second, "for bob's eyes")
+    assert mallory.id_hex in str(err.value) and bob.id_hex in str(err.value)
+    assert await mallory.c.sync() == []
+    # once carol took mallory as a contact (by id), the name means her
+    await carol.c.set_contact(mallory.id_hex, ContactState.CONTACT)
+    await carol.c.send_text(second, "to mallory, knowingly")
+    assert texts(await mallory.c.sync()) == ["to mallory, knowingly"]
+
+
 async def test_a_wallet_address_that_moved_to_someone_else_is_not_a_silent_switch_of_person(
     people: People,
 ) -> None:
