@@ -1386,11 +1386,18 @@ def find_installation(installations: list[bytes], query: str) -> bytes:
 
 
 def revoke(
-    client: Client, passphrase: str, query: str, *, allow_this_device: bool = False
+    client: Client,
+    passphrase: str,
+    query: str,
+    *,
+    allow_this_device: bool = False,
+    force: bool = False,
 ) -> tuple[bytes, int]:
     """Revoke one of our installations with the owner key (from any remaining device).
 
-    Revoking the device in use ends its ability to chat; it needs ``allow_this_device``."""
+    Revoking the device in use ends its ability to chat; it needs ``allow_this_device``,
+    and raises AwaitingReceipts (nothing changed) while messages it sent wait for receipts
+    (as ``rotate_installation``), unless ``force``."""
     client.sync_directory()
     state = client.index.by_id(client.identity_id)
     target = find_installation([i.installation_id for i in state.installations], query)
@@ -1402,11 +1409,40 @@ def revoke(
             "(pass --this-device to do it anyway)"
         )
     if target == client.installation_id:
+        client.home.load_owner_key(passphrase)  # a wrong passphrase says so first
         _no_link_in_progress(client)
+        if not force:
+            _check_no_receipts_awaited(client, "force it ('devices revoke --this-device --force')")
     owner = client._owner(passphrase)
     receipt = client.registry.revoke_installation(owner, client.identity_id, target)
     client.sync_directory() if target != client.installation_id else None
     return target, _gas(receipt)
+
+
+def _check_no_receipts_awaited(client: Client, how_to_force: str) -> None:
+    """Raise AwaitingReceipts while messages sent from this device wait for receipts: once
+    its keys are revoked, a recipient that has not fetched one yet drops it, and it cannot
+    be resent under other keys."""
+    from chatcore.errors import AwaitingReceipts
+
+    waiting = client.features.pending_by_conversation()
+    if not waiting:
+        return
+    where = []
+    for conv, n in waiting.items():
+        c = client.store.conversation(conv)
+        title = (
+            "a deleted conversation" if c is None
+            else client.display(c.peer_identity) if c.peer_identity is not None
+            else c.title or "0x" + conv.hex()[:10]
+        )  # fmt: skip
+        where.append(f"{n} to {title}")
+    raise AwaitingReceipts(
+        f"{sum(waiting.values())} message(s) sent from this device still wait for "
+        f"receipts ({', '.join(where)}); recipients that have not fetched them would "
+        "drop them once these keys are revoked: sync again once they have been online "
+        f"(their receipts come in), or {how_to_force} and let those messages go"
+    )
 
 
 def _no_link_in_progress(client: Client) -> None:
@@ -1711,30 +1747,15 @@ async def rotate_installation(
         ROTATION_AT,
         Client,
     )
-    from chatcore.errors import AwaitingReceipts
     from chatcore.groupchat import keep_welcome
     from chatcore.keys import InstallationKeys
 
     client.home.load_owner_key(passphrase)  # a wrong passphrase says so before anything else
     await client.sync()  # read what is waiting in the old inbox first
     _no_link_in_progress(client)
-    waiting = client.features.pending_by_conversation()
-    if waiting and not force:
-        where = []
-        for conv, n in waiting.items():
-            c = client.store.conversation(conv)
-            title = (
-                "a deleted conversation" if c is None
-                else client.display(c.peer_identity) if c.peer_identity is not None
-                else c.title or "0x" + conv.hex()[:10]
-            )  # fmt: skip
-            where.append(f"{n} to {title}")
-        raise AwaitingReceipts(
-            f"{sum(waiting.values())} message(s) sent from this device still wait for "
-            f"receipts ({', '.join(where)}); recipients that have not fetched them would "
-            "drop them once these keys are revoked: sync again once they have been online "
-            "(their receipts come in), or force the rotation ('keys rotate --installation "
-            "--force') and let those messages go"
+    if not force:
+        _check_no_receipts_awaited(
+            client, "force the rotation ('keys rotate --installation --force')"
         )
     owner = client._owner(passphrase)
     old = client.installation_id

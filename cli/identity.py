@@ -213,10 +213,16 @@ def devices_list(ctx: Ctx) -> None:
     "--this-device", "this_device", is_flag=True,
     help="Allow revoking the device you run this on (it is locked out for good).",
 )  # fmt: skip
+@click.option(
+    "--force", is_flag=True,
+    help="With --this-device: do not wait for receipts of what this device sent.",
+)  # fmt: skip
 @_with_json
 @click.pass_obj
 @guarded
-def devices_revoke(ctx: Ctx, installation: str, use_phrase: bool, this_device: bool) -> None:
+def devices_revoke(
+    ctx: Ctx, installation: str, use_phrase: bool, this_device: bool, force: bool
+) -> None:
     """Revoke INSTALLATION (id or unique hex prefix): peers stop using it, reject its frames."""
     from chatcore.identity import revoke, revoke_with_phrase
 
@@ -229,7 +235,9 @@ def devices_revoke(ctx: Ctx, installation: str, use_phrase: bool, this_device: b
         client = open_client(ctx, pw)
         try:
             ident, mine = client.identity_id, client.installation_id
-            target, gas = revoke(client, pw, installation, allow_this_device=this_device)
+            target, gas = revoke(
+                client, pw, installation, allow_this_device=this_device, force=force
+            )
         finally:
             client.close()
     text = f"revoked device {hx(target)} ({gas} gas)"

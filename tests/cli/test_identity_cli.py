@@ -373,3 +373,27 @@ def test_devices_link_wait_ends_when_another_command_took_the_approval(
     )
     mine = ok(run_cli(*new, "devices", "list", "--json")).doc
     assert [(d["status"], d["this_device"]) for d in mine] == [("active", False), ("active", True)]
+
+
+def test_revoking_this_device_waits_for_receipts_of_what_it_sent(
+    run_cli: RunCli, homes: dict[str, Any]
+) -> None:
+    """Found by a walk through the identity model on devnet: 'devices revoke ID
+    --this-device' right after a send locked the device out at once, and the message never
+    reached the recipient's devices that had not fetched it yet (they refuse frames of a
+    revoked installation); 'keys rotate --installation' waits for receipts for this reason.
+    It waits here too (--force lets the messages go)."""
+    ok(run_cli(*h(homes, "idv"), "init", "--json"))
+    ok(run_cli(*h(homes, "idv"), "send", "idb", "my last words"))
+    me = next(
+        d["installation_id"]
+        for d in ok(run_cli(*h(homes, "idv"), "devices", "list", "--json")).doc
+        if d["this_device"]
+    )
+    r = run_cli(*h(homes, "idv"), "devices", "revoke", me, "--this-device")
+    r.assert_one_line_error(contains="wait for receipts")
+    assert "--force" in r.err
+    assert ok(run_cli(*h(homes, "idb"), "sync", "--json")).doc[-1]["text"] == "my last words"
+    ok(run_cli(*h(homes, "idv"), "sync"))  # the receipt comes in
+    ok(run_cli(*h(homes, "idv"), "devices", "revoke", me, "--this-device"))
+    run_cli(*h(homes, "idv"), "sync").assert_one_line_error(code=4, contains="revoked")
