@@ -384,7 +384,8 @@ def test_revoking_this_device_waits_for_receipts_of_what_it_sent(
     revoked installation); 'keys rotate --installation' waits for receipts for this reason.
     It waits here too (--force lets the messages go)."""
     ok(run_cli(*h(homes, "idv"), "init", "--json"))
-    ok(run_cli(*h(homes, "idv"), "send", "idb", "my last words"))
+    to = ok(run_cli(*h(homes, "idu"), "init", "--json")).doc["identity_id"]
+    ok(run_cli(*h(homes, "idv"), "send", to, "my last words"))
     me = next(
         d["installation_id"]
         for d in ok(run_cli(*h(homes, "idv"), "devices", "list", "--json")).doc
@@ -393,7 +394,7 @@ def test_revoking_this_device_waits_for_receipts_of_what_it_sent(
     r = run_cli(*h(homes, "idv"), "devices", "revoke", me, "--this-device")
     r.assert_one_line_error(contains="wait for receipts")
     assert "--force" in r.err
-    assert ok(run_cli(*h(homes, "idb"), "sync", "--json")).doc[-1]["text"] == "my last words"
+    assert ok(run_cli(*h(homes, "idu"), "sync", "--json")).doc[-1]["text"] == "my last words"
     ok(run_cli(*h(homes, "idv"), "sync"))  # the receipt comes in
     ok(run_cli(*h(homes, "idv"), "devices", "revoke", me, "--this-device"))
     run_cli(*h(homes, "idv"), "sync").assert_one_line_error(code=4, contains="revoked")
