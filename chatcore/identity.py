@@ -101,6 +101,11 @@ class DeviceRevoked(UntrustedIdentity):
     """This installation was revoked on chain: it may no longer send."""
 
 
+class WrongBackupSecret(IdentityError):
+    """A backup that the passphrase or phrase given does not open (it may be damaged too
+    where its format cannot tell the two apart)."""
+
+
 class WrongRecoveryPhrase(IdentityError):
     """The phrase is not valid, or no identity has its account as recovery."""
 
@@ -317,7 +322,7 @@ def open_backup(data: bytes, secret: str) -> dict[str, Any]:
         try:
             body = AESGCM(_backup_key(secret, salt)).decrypt(nonce, ct, BACKUP_MAGIC)
         except InvalidTag as exc:  # this format cannot tell the two apart
-            raise IdentityError(
+            raise WrongBackupSecret(
                 "cannot decrypt the backup: wrong passphrase or phrase, or the file is "
                 "damaged or truncated"
             ) from exc
@@ -347,7 +352,7 @@ def _open_backup_2(data: bytes, secret: str) -> bytes:
         )
     key = _backup_key(secret, salt)
     if not hmac.compare_digest(_backup_key_check(key), check):
-        raise IdentityError("cannot decrypt the backup: wrong passphrase or phrase")
+        raise WrongBackupSecret("cannot decrypt the backup: wrong passphrase or phrase")
     header = data[: _BACKUP_2.size]
     try:
         return AESGCM(key).decrypt(nonce, data[_BACKUP_2.size :], header)
@@ -2028,7 +2033,7 @@ def import_backup(client: Client, path: Path, secret: str, *, phrase: bool = Fal
     if phrase and backup_phrase_secret(secret) != secret:
         try:
             content = open_backup(data, backup_phrase_secret(secret))
-        except IdentityError:  # sealed before the phrase was normalised: as it was typed
+        except WrongBackupSecret:  # sealed before the phrase was normalised: as typed
             content = open_backup(data, secret)
     else:
         content = open_backup(data, secret)

@@ -229,3 +229,32 @@ def test_an_installation_query_that_is_no_string_is_a_type_error(bad: object) ->
     ValueError/TypeError, docs/api.md)."""
     with pytest.raises(TypeError, match="must be a string"):
         find_installation([b"\x12\x34" * 16], bad)  # type: ignore[arg-type]
+
+
+def test_a_damaged_backup_under_the_phrase_says_damaged_however_the_phrase_is_typed(
+    tmp_path: object,
+) -> None:
+    """A backup sealed under the normalised recovery phrase whose content is damaged:
+    import with the phrase typed in capitals tried the phrase as typed after the damage
+    was found, and said 'wrong passphrase or phrase' (the phrase was right). A backup
+    sealed before, under the phrase as typed, still opens and still tells its damage."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from chatcore.identity import backup_phrase_secret, import_backup
+
+    typed = "Abandon  ABANDON abandon abandon abandon abandon abandon abandon abandon "
+    typed += "abandon abandon About"
+    client = SimpleNamespace(identity_id=b"\x00" * 32)
+    content = {"v": 1, "identity_id": "00" * 32, "messages": [{"x": i} for i in range(50)]}
+    folder = Path(str(tmp_path))
+    for sealed_with in (backup_phrase_secret(typed), typed):  # now, and before
+        data = seal_backup(content, sealed_with, os.urandom)
+        flipped = data[:-20] + bytes([data[-20] ^ 1]) + data[-19:]
+        path = folder / "b.bak"
+        path.write_bytes(flipped)
+        with pytest.raises(IdentityError, match="damaged") as err:
+            import_backup(client, path, typed, phrase=True)  # type: ignore[arg-type]
+        assert "passphrase" not in str(err.value)
+    with pytest.raises(IdentityError, match="wrong passphrase or phrase"):
+        import_backup(client, path, typed.replace("About", "zoo"), phrase=True)  # type: ignore[arg-type]
