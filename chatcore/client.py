@@ -1064,6 +1064,11 @@ class Client:
         was = self._name_moved_from(q, holder)
         if was is not None:
             raise _moved(f"the name {q!r}", holder, was)
+        # a move taken (the new holder a contact since, the old person forgotten, or the
+        # name back with them) is settled, as for addresses: using the name for its holder
+        # since, the user is not asked again (say after removing the new holder as contact)
+        if self.store.get_meta(was_key) is not None:
+            self.store.delete_meta(was_key)
         if holder != self.identity_id and seen != holder:
             self.store.set_meta(seen_key, holder)
 

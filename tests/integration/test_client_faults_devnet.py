@@ -276,6 +276,35 @@ async def test_a_second_name_that_moved_to_someone_else_is_not_a_silent_switch_o
     assert texts(await mallory.c.sync()) == ["to mallory, knowingly"]
 
 
+async def test_a_moved_name_once_taken_for_its_new_holder_stays_theirs(people: People) -> None:
+    """Once carol took the new holder of bob's second name as a contact and wrote to her by
+    it, the move was settled (as for a wallet address): the move was still remembered, so
+    when carol later removed mallory from her contacts (or blocked and unblocked her), the
+    name she had been using for mallory was refused again as having passed from bob."""
+    from chatcore.content import ContactState
+    from chatcore.errors import AmbiguousName
+    from discovery.resolver import parse_query
+
+    from .conftest import PASSPHRASE
+
+    bob, carol, mallory = people.new("tb"), people.new("tc"), people.new("tm")
+    second = bob.name + "-too"
+    bob.c.claim_name(PASSPHRASE, second)
+    await carol.c.send_text(second, "hi bob, by your other name")
+    await bob.c.sync()
+    bob.c.registry.release_name(bob.c._owner(PASSPHRASE), parse_query(second)[1])
+    mallory.c.claim_name(PASSPHRASE, second)
+    await asyncio.sleep(1.1)  # carol's view of the chain is older than DIRECTORY_MAX_AGE_MS
+    with pytest.raises(AmbiguousName):
+        await carol.c.send_text(second, "for bob's eyes")
+    await carol.c.set_contact(mallory.id_hex, ContactState.CONTACT)
+    await carol.c.send_text(second, "to mallory, knowingly")
+    await carol.c.set_contact(mallory.id_hex, ContactState.NONE)  # contacts remove
+    await carol.c.send_text(second, "still to mallory")
+    assert texts(await mallory.c.sync()) == ["to mallory, knowingly", "still to mallory"]
+    assert texts(await bob.c.sync()) == []
+
+
 async def test_a_wallet_address_that_moved_to_someone_else_is_not_a_silent_switch_of_person(
     people: People,
 ) -> None:
