@@ -464,7 +464,7 @@ class Features:
                 "INSERT OR REPLACE INTO block_periods VALUES (?,?,?,NULL)",
                 (identity, int(state), at),
             )
-            self._stop_waiting_for(identity)
+            self.stop_waiting_for(identity)
         if (
             state == ContactState.NONE
             and not alias
@@ -512,7 +512,7 @@ class Features:
             return True
         return stamp >= old if stamp[8:] == old[8:] else stamp > old
 
-    def _stop_waiting_for(self, identity: bytes) -> None:
+    def stop_waiting_for(self, identity: bytes) -> None:
         """Blocked (or declined): its receipts are dropped from now on, so our messages it
         had not acknowledged must not wait for them (retransmitted to it for 30 days, and
         holding up ``keys rotate --installation``)."""

@@ -515,10 +515,17 @@ def _contact_rows(store: Any) -> list[dict[str, Any]]:
 
 
 def restore_snapshot(
-    store: Any, snap: dict[str, Any], *, news: bool = False, added_to: list[Any] | None = None
+    store: Any,
+    snap: dict[str, Any],
+    *,
+    news: bool = False,
+    added_to: list[Any] | None = None,
+    shut: list[bytes] | None = None,
 ) -> int:
     """Merge conversations, contacts and messages into a store; returns messages added
-    (``added_to``: gets them, StoredMessage as added).
+    (``added_to``: gets them, StoredMessage as added; ``shut``: gets the identities the
+    snapshot blocked or declined here, whose receipts are no longer waited for:
+    ``Features.stop_waiting_for``).
 
     ``news``: the messages are new to the user here (a history forwarded after linking,
     :func:`forward_linked_history`): counted as unread as they come, instead of taking the
@@ -526,6 +533,7 @@ def restore_snapshot(
     from chatcore.content import ContactState
     from chatcore.store import DELETED_CLOCK_META, StoredMessage
 
+    shut_states = (int(ContactState.BLOCKED), int(ContactState.DECLINED))  # features._SHUT
     added = 0
     with store.transaction():
         # a forward (news) does not bring back what the user deleted here: a conversation
@@ -559,6 +567,9 @@ def restore_snapshot(
             # no contacts, such as a restored one) yields to a contact, block or decline
             # of the snapshot, unless the user changed the contact here since
             stamp = bytes.fromhex(k["stamp"]) if k.get("stamp") else None
+            ident = bytes.fromhex(k["identity"])
+            row = store._x("SELECT state FROM contacts WHERE identity_id=?", (ident,)).fetchone()
+            was = None if row is None else int(row[0])
             store._x(
                 "INSERT INTO contacts (identity_id, alias, state, updated_at, stamp) "
                 "VALUES (?,?,?,?,?) ON CONFLICT(identity_id) DO UPDATE SET "
@@ -577,6 +588,20 @@ def restore_snapshot(
                     stamp,
                 ),
             )
+            # a block (or decline) that begins or ends here: as Features._set_contact keeps it
+            (now,) = store._x("SELECT state FROM contacts WHERE identity_id=?", (ident,)).fetchone()
+            if int(now) != was and was in shut_states:
+                store._x(
+                    "UPDATE block_periods SET end_ms=? WHERE identity_id=? AND end_ms IS NULL",
+                    (int(k["at"]), ident),
+                )
+            if int(now) != was and int(now) in shut_states:
+                store._x(
+                    "INSERT OR REPLACE INTO block_periods VALUES (?,?,?,NULL)",
+                    (ident, int(now), int(k["at"])),
+                )
+                if shut is not None:
+                    shut.append(ident)
         for m in snap.get("messages", []):
             message = StoredMessage(
                 bytes.fromhex(m["c"]), bytes.fromhex(m["m"]), bytes.fromhex(m["si"]),
@@ -2039,7 +2064,11 @@ def import_backup(client: Client, path: Path, secret: str, *, phrase: bool = Fal
         content = open_backup(data, secret)
     if content.get("identity_id") != client.identity_id.hex():
         raise IdentityError("this backup belongs to another identity")
-    return restore_snapshot(client.store, content)
+    shut: list[bytes] = []
+    added = restore_snapshot(client.store, content, shut=shut)
+    for identity in shut:  # its receipts are dropped from now on: not waited for
+        client.features.stop_waiting_for(identity)
+    return added
 
 
 # --- bindings -------------------------------------------------------------------------------------

@@ -194,3 +194,42 @@ def test_a_backup_under_the_recovery_phrase_opens_however_the_phrase_is_typed(
     old.write_bytes(seal_backup(content, typed, os.urandom))
     home = SimpleNamespace(identity_id=b, store=Store.memory())
     assert import_backup(home, old, typed, phrase=True) == 1  # type: ignore[arg-type]
+
+
+def test_a_block_an_imported_backup_brings_stops_the_wait_for_receipts(tmp_path: Path) -> None:
+    """A request made here that a backup's block settles (18fd9c6) was blocked without
+    what a block does: a blocked member's receipts are dropped, so our group message it
+    had not acknowledged waited for it for good (retransmitted to it for 30 days, and
+    holding up 'keys rotate --installation' and 'devices revoke --this-device'); and no
+    block period was kept, so after an unblock what it wrote during the block came in."""
+    import os
+    from types import SimpleNamespace
+
+    from chatcore.identity import import_backup, seal_backup
+
+    w = FWorld()
+    b, pest = w.person(), w.person()
+    gid = w.group(b, [pest])
+    w.flush_all()
+    w.route(w.send_text(pest, b, "buy now").frames, strict=True)
+    assert w.f(b).contact_state(pest) == ContactState.REQUEST
+    w.f(b).send_group_message(gid, ContentType.TEXT, b"hello pest")  # not fetched yet
+    assert w.f(b).pending_acks() == 1
+    content = {"v": 1, "identity_id": b.hex(), **snapshot(w.dev(b).store, 1000)}
+    content["contacts"] = [
+        {"identity": pest.hex(), "alias": None, "state": int(ContactState.BLOCKED),
+         "at": w.clock.now - 60_000, "stamp": None}
+    ]  # fmt: skip
+    path = tmp_path / "b.bak"
+    path.write_bytes(seal_backup(content, "pw", os.urandom))
+    home = SimpleNamespace(identity_id=b, store=w.dev(b).store, features=w.f(b))
+    import_backup(home, path, "pw")  # type: ignore[arg-type]
+    assert w.f(b).contact_state(pest) == ContactState.BLOCKED
+    assert w.f(b).pending_acks() == 0
+    # and the block is one: what pest wrote during it stays out after an unblock
+    during = w.send_text(pest, b, "written while blocked")
+    w.clock.now += 10_000
+    w.f(b).set_contact(pest, ContactState.NONE)
+    w.route(during.frames)
+    bodies = [m.body for m in w.dev(b).store.history(during.conversation_id, 10)]
+    assert b"buy now" in bodies and b"written while blocked" not in bodies
