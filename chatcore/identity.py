@@ -1505,10 +1505,12 @@ def recovery_account(phrase: str) -> Any:
             known = set(Mnemonic().wordlist)
             bad = next((i for i, w in enumerate(words) if w not in known), None)
             if bad is not None:
+                # its position only: the word itself is part of a secret (it would go to
+                # stderr, logs and --json output), and a misspelt word is close to the real one
                 raise WrongRecoveryPhrase(
-                    f"not a valid recovery phrase: word {bad + 1} ({words[bad]!r}) is not one "
-                    "of the words a phrase is made of (check its spelling)"
-                ) from exc
+                    f"not a valid recovery phrase: word {bad + 1} is not one of the words a "
+                    "phrase is made of (check its spelling)"
+                ) from None
             raise WrongRecoveryPhrase(
                 "not a valid recovery phrase: the words do not fit together (one is wrong "
                 "or they are not in order)"

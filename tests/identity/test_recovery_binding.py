@@ -108,8 +108,10 @@ def test_a_recovery_phrase_is_taken_in_any_case_and_a_bad_one_says_what_is_wrong
     assert recovery_account(f"  {phrase.upper()}\n").address == account.address
     assert recovery_account(phrase.title()).address == account.address
     unknown = " ".join([*words[:3], "qzxv", *words[4:]])
-    with pytest.raises(WrongRecoveryPhrase, match=r"word 4 .*qzxv"):
+    with pytest.raises(WrongRecoveryPhrase, match=r"word 4 is not one") as err:
         recovery_account(unknown)
+    # the error names the position, not the word: part of a secret, for stderr and logs
+    assert "qzxv" not in str(err.value) and err.value.__cause__ is None
     swapped = [*words]
     i = next(i for i in range(11) if words[i] != words[i + 1])
     swapped[i], swapped[i + 1] = swapped[i + 1], swapped[i]
