@@ -2057,13 +2057,22 @@ def import_backup(client: Client, path: Path, secret: str, *, phrase: bool = Fal
         data = Path(path).read_bytes()
     except OSError as exc:
         raise IdentityError(f"cannot read the backup: {exc.strerror or exc}") from exc
-    if phrase and backup_phrase_secret(secret) != secret:
-        try:
-            content = open_backup(data, backup_phrase_secret(secret))
-        except WrongBackupSecret:  # sealed before the phrase was normalised: as typed
+    try:
+        if phrase and backup_phrase_secret(secret) != secret:
+            try:
+                content = open_backup(data, backup_phrase_secret(secret))
+            except WrongBackupSecret:  # sealed before the phrase was normalised: as typed
+                content = open_backup(data, secret)
+        else:
             content = open_backup(data, secret)
-    else:
-        content = open_backup(data, secret)
+    except WrongBackupSecret as exc:
+        # the file does not say which of the two sealed it: say where the other one goes
+        hint = (
+            "if it was exported without --phrase, import it without --phrase (with the "
+            "passphrase it was exported with)" if phrase
+            else "if it was exported with --phrase, import it with --phrase"
+        )  # fmt: skip
+        raise WrongBackupSecret(f"{exc}; {hint}") from None
     if content.get("identity_id") != client.identity_id.hex():
         raise IdentityError("this backup belongs to another identity")
     shut: list[bytes] = []

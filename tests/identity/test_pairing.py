@@ -258,3 +258,28 @@ def test_a_damaged_backup_under_the_phrase_says_damaged_however_the_phrase_is_ty
         assert "passphrase" not in str(err.value)
     with pytest.raises(IdentityError, match="wrong passphrase or phrase"):
         import_backup(client, path, typed.replace("About", "zoo"), phrase=True)  # type: ignore[arg-type]
+
+
+def test_a_backup_opened_with_the_other_secret_says_where_that_one_goes(
+    tmp_path: object,
+) -> None:
+    """A backup exported with --phrase, imported without it (or the other way round), said
+    only 'wrong passphrase or phrase': the file does not say which sealed it, so the error
+    says where the other one goes."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from chatcore.identity import backup_phrase_secret, import_backup
+
+    phrase = " ".join(["abandon"] * 11 + ["about"])
+    client = SimpleNamespace(identity_id=b"\x00" * 32)
+    content = {"v": 1, "identity_id": "00" * 32, "messages": []}
+    path = Path(str(tmp_path)) / "b.bak"
+    path.write_bytes(seal_backup(content, backup_phrase_secret(phrase), os.urandom))
+    with pytest.raises(IdentityError, match="wrong passphrase or phrase") as err:
+        import_backup(client, path, "my passphrase")  # type: ignore[arg-type]
+    assert "import it with --phrase" in str(err.value)
+    path.write_bytes(seal_backup(content, "my passphrase", os.urandom))
+    with pytest.raises(IdentityError, match="wrong passphrase or phrase") as err:
+        import_backup(client, path, phrase, phrase=True)  # type: ignore[arg-type]
+    assert "import it without --phrase" in str(err.value)
