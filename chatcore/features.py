@@ -454,17 +454,8 @@ class Features:
         one. ``at``: when the change was made (ms), this device's clock by default."""
         at = self.now() if at is None else at
         was = self.contact_state(identity)
-        if was != state and was in _SHUT:  # a block (or decline) ends
-            self._x(
-                "UPDATE block_periods SET end_ms=? WHERE identity_id=? AND end_ms IS NULL",
-                (at, identity),
-            )
-        if was != state and state in _SHUT:  # ... or begins
-            self._x(
-                "INSERT OR REPLACE INTO block_periods VALUES (?,?,?,NULL)",
-                (identity, int(state), at),
-            )
-            self.stop_waiting_for(identity)
+        if self.store.contact_state_changed(identity, int(was), int(state), at):
+            self.stop_waiting_for(identity)  # a block (or decline) begins
         if (
             state == ContactState.NONE
             and not alias

@@ -533,7 +533,6 @@ def restore_snapshot(
     from chatcore.content import ContactState
     from chatcore.store import DELETED_CLOCK_META, StoredMessage
 
-    shut_states = (int(ContactState.BLOCKED), int(ContactState.DECLINED))  # features._SHUT
     added = 0
     with store.transaction():
         # a forward (news) does not bring back what the user deleted here: a conversation
@@ -590,18 +589,8 @@ def restore_snapshot(
             )
             # a block (or decline) that begins or ends here: as Features._set_contact keeps it
             (now,) = store._x("SELECT state FROM contacts WHERE identity_id=?", (ident,)).fetchone()
-            if int(now) != was and was in shut_states:
-                store._x(
-                    "UPDATE block_periods SET end_ms=? WHERE identity_id=? AND end_ms IS NULL",
-                    (int(k["at"]), ident),
-                )
-            if int(now) != was and int(now) in shut_states:
-                store._x(
-                    "INSERT OR REPLACE INTO block_periods VALUES (?,?,?,NULL)",
-                    (ident, int(now), int(k["at"])),
-                )
-                if shut is not None:
-                    shut.append(ident)
+            if store.contact_state_changed(ident, was, int(now), int(k["at"])) and shut is not None:
+                shut.append(ident)
         for m in snap.get("messages", []):
             message = StoredMessage(
                 bytes.fromhex(m["c"]), bytes.fromhex(m["m"]), bytes.fromhex(m["si"]),
@@ -1492,9 +1481,7 @@ def recovery_account(phrase: str) -> Any:
     from eth_account import Account
 
     Account.enable_unaudited_hdwallet_features()
-    # the words are the English list's, all lower case: one written down in capitals is
-    # the same phrase (no valid phrase has another case, so no account changes)
-    words = phrase.lower().split()
+    words = _phrase_words(phrase)
     try:
         return Account.from_mnemonic(" ".join(words))
     except Exception as exc:  # eth_account raises ValidationError / ValueError
@@ -2016,11 +2003,18 @@ def check_recovery_phrase(client: Client, phrase: str) -> None:
         raise WrongRecoveryPhrase("that is not the recovery phrase of this identity")
 
 
+def _phrase_words(phrase: str) -> list[str]:
+    """A recovery phrase's words as it is read: the English list's are all lower case, so
+    one written down in capitals is the same phrase (no valid phrase has another case, so
+    no account changes), whatever the spacing."""
+    return phrase.lower().split()
+
+
 def backup_phrase_secret(phrase: str) -> str:
     """What a backup under the recovery phrase is sealed with: the words as the phrase
     takes them (:func:`recovery_account`: any case, any spacing), so that the phrase opens
     the backup however it is typed, as it restores the identity however it is typed."""
-    return " ".join(phrase.lower().split())
+    return " ".join(_phrase_words(phrase))
 
 
 def export_backup(client: Client, path: Path, secret: str, *, phrase: bool = False) -> int:

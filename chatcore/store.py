@@ -23,9 +23,13 @@ from typing import Any
 
 from sqlcipher3 import dbapi2 as sqlcipher
 
+from chatcore.content import ContactState
 from chatcore.errors import StoreError, StoreUnavailable, WrongPassphrase
 
 SCHEMA_VERSION = 12
+#: the contact states whose time ``block_periods`` keeps (what such a person wrote meanwhile
+#: stays hidden)
+_SHUT_STATES = (int(ContactState.BLOCKED), int(ContactState.DECLINED))
 #: meta: the highest message number given out before messages were deleted (next_seq)
 SEQ_FLOOR = "seq_floor"
 #: meta key set by ``recovery restore`` (when, ms): such a home knows none of the history its
@@ -771,6 +775,22 @@ class Store:
         """The next arrival number: past every message stored, and past those deleted
         (``keep_seq_floor``), so a number is never given out twice."""
         return max(self._top_seq(), self._seq_floor()) + 1
+
+    def contact_state_changed(self, identity: bytes, was: int | None, now: int, at: int) -> bool:
+        """Keep the block periods (``block_periods``) as a contact's state goes from ``was``
+        to ``now`` at ``at`` (ms): a block or decline that ends there, or begins. True if
+        one begins."""
+        if now == was:
+            return False
+        if was in _SHUT_STATES:
+            self._x(
+                "UPDATE block_periods SET end_ms=? WHERE identity_id=? AND end_ms IS NULL",
+                (at, identity),
+            )
+        if now not in _SHUT_STATES:
+            return False
+        self._x("INSERT OR REPLACE INTO block_periods VALUES (?,?,?,NULL)", (identity, now, at))
+        return True
 
     def last_contact_change(self) -> int:
         """The number of the latest write of a contact row here (``contacts.changed``, schema

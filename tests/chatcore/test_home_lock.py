@@ -15,20 +15,9 @@ from chatcore import identity as identity_mod
 from chatcore.errors import StoreError
 from chatcore.home import Home
 from chatcore.identity import restore, start_link
-from discovery.network import NetworkConfig
+from tests.chatcore.test_client_init import _files, _net
 
 PASSPHRASE = "home-lock-pw"
-
-
-def _net() -> NetworkConfig:
-    return NetworkConfig(
-        chain_id=31337, rpc_url="http://127.0.0.1:1", identity_registry="0x" + "11" * 20,
-        name_registry="0x" + "22" * 20, deploy_block=0, nats_url="nats://127.0.0.1:1",
-    )  # fmt: skip
-
-
-def _files(home: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(home.iterdir())}
 
 
 class _ChainTouched(Exception):

@@ -175,6 +175,20 @@ def test_a_malformed_history_sync_is_refused() -> None:
             w.route(w.f(a).forward_history(a2.peer_keys, bad), strict=True)
 
 
+def _contacts_forwarded(node: Node) -> list[str]:
+    """The identities (hex) of the contacts each forward from ``node`` sends, appended as
+    the forwards go."""
+    sent: list[str] = []
+    forward = node.f.forward_history
+
+    def spy(device: Any, part: dict[str, Any]) -> Any:
+        sent.extend(k["identity"] for k in part.get("contacts", ()))
+        return forward(device, part)
+
+    node.f.forward_history = spy  # type: ignore[method-assign]
+    return sent
+
+
 class _Client(SimpleNamespace):
     """What ``forward_linked_history`` uses of a Client, over a device of the FWorld."""
 
@@ -445,14 +459,7 @@ def test_a_contact_change_is_forwarded_once() -> None:
         a1.store.set_meta(key, link_cut(a1.store, w.clock.now))
     client: Any = _Client(w, a, set())
     n1 = w.node(a)
-    contacts_sent: list[str] = []
-    forward = n1.f.forward_history
-
-    def spy(device: Any, part: dict[str, Any]) -> Any:
-        contacts_sent.extend(k["identity"] for k in part.get("contacts", ()))
-        return forward(device, part)
-
-    n1.f.forward_history = spy  # type: ignore[method-assign]
+    contacts_sent = _contacts_forwarded(n1)
     # changed on the device that is ahead, before the new device was active (a1 only)
     w.route(w.f(a, 1).set_contact(e, ContactState.BLOCKED), frm=w.node(a, 1))
     assert n1.f.contact_state(e) == ContactState.BLOCKED
@@ -522,14 +529,7 @@ def test_a_contact_change_dated_before_the_cut_but_arriving_after_the_last_forwa
         a1.store.set_meta(key, link_cut(a1.store, w.clock.now))
     client: Any = _Client(w, a, set())
     n1 = w.node(a)
-    contacts_sent: list[str] = []
-    forward = n1.f.forward_history
-
-    def spy(device: Any, part: dict[str, Any]) -> Any:
-        contacts_sent.extend(k["identity"] for k in part.get("contacts", ()))
-        return forward(device, part)
-
-    n1.f.forward_history = spy  # type: ignore[method-assign]
+    contacts_sent = _contacts_forwarded(n1)
     # changed on the device that is behind, before the new device was active: on its way
     # to our first device (only: the new one is not counted yet) when the forward runs
     w.clock.now += 1_000
@@ -578,14 +578,7 @@ def test_a_cut_made_before_store_schema_12_forwards_the_contacts_written_since()
     w.route(late, frm=w.node(a, 1))
     client: Any = _Client(w, a, set())
     n1 = w.node(a)
-    contacts_sent: list[str] = []
-    forward = n1.f.forward_history
-
-    def spy(device: Any, part: dict[str, Any]) -> Any:
-        contacts_sent.extend(k["identity"] for k in part.get("contacts", ()))
-        return forward(device, part)
-
-    n1.f.forward_history = spy  # type: ignore[method-assign]
+    contacts_sent = _contacts_forwarded(n1)
     w.directory.register(a, a2.peer_keys)
     w.route(forward_linked_history(client), strict=True)
     assert sorted(contacts_sent) == sorted([c.hex(), e.hex()])

@@ -23,14 +23,25 @@ from chatcore.group.consts import EPOCH_AHEAD, MAX_OPS
 from chatcore.group.ops import make_op
 
 from . import World
+from .test_convergence import _deliver as _apply_each
+from .test_convergence import _view
+
+
+def _leave_on(w: World, who: bytes, st: GroupState, deps: tuple[bytes, ...], at: int) -> bytes:
+    """A leave by ``who`` signed on ``deps`` of ``st``'s log (its epoch: their causal past)."""
+    from chatcore.group import state as state_mod
+
+    epoch = len(state_mod._reach(st.ops, deps))
+    return make_op(
+        w.dev(who).key, OpKind.LEAVE, group_id=st.group_id, epoch=epoch, deps=deps,
+        author=who, created_ms=w.now + at,
+    ).raw  # fmt: skip
 
 
 def _dated_back_leave(w: World, who: bytes, st: GroupState, at: int = 0) -> bytes:
+    """A leave by ``who`` signed on ``st``'s create op."""
     create = next(o for o in st.ops.values() if o.kind is OpKind.CREATE)
-    return make_op(
-        w.dev(who).key, OpKind.LEAVE, group_id=st.group_id, epoch=1, deps=(create.op_id,),
-        author=who, created_ms=w.now + at,
-    ).raw  # fmt: skip
+    return _leave_on(w, who, st, (create.op_id,), at)
 
 
 def test_a_removed_admin_cannot_undo_its_past_adds_with_a_dated_back_leave() -> None:
@@ -69,17 +80,6 @@ def test_a_removed_member_cannot_fill_the_op_log_with_dated_back_leaves() -> Non
     w.act(a, "add_member", w.person())  # GroupError: the group's op log is full
 
 
-def _leave_on(w: World, who: bytes, st: GroupState, deps: tuple[bytes, ...], at: int) -> bytes:
-    """A leave by ``who`` signed on ``deps`` of ``st``'s log (its epoch: their causal past)."""
-    from chatcore.group import state as state_mod
-
-    epoch = len(state_mod._reach(st.ops, deps))
-    return make_op(
-        w.dev(who).key, OpKind.LEAVE, group_id=st.group_id, epoch=epoch, deps=deps,
-        author=who, created_ms=w.now + at,
-    ).raw  # fmt: skip
-
-
 def _world() -> tuple[World, list[bytes]]:
     """a creates with b, x, z, q; promotes x; x adds y, removes z, promotes q and renames;
     then a removes x. Everyone online saw everything."""
@@ -93,10 +93,6 @@ def _world() -> tuple[World, list[bytes]]:
     w.act(x, "rename", "x's name")
     w.act(a, "remove_member", x)
     return w, [a, b, x, y, z, q]
-
-
-def _view(s: GroupState) -> tuple[object, ...]:
-    return (s.members(), s.admins(), s.name)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -286,23 +282,6 @@ def test_an_admin_who_left_cannot_undo_its_past_ops_with_a_dated_back_leave() ->
     assert sb is not None and y in sb.members() and z not in sb.members()
     sb, _ = sb.apply_op(_dated_back_leave(w, x, sb), w.directory, w.rng, w.now)
     assert y in sb.members() and z not in sb.members()
-
-
-def _apply_each(w: World, s: GroupState, ops: list[bytes]) -> GroupState:
-    """One at a time in the given order, retrying what needs earlier ops (an engine)."""
-    todo = list(ops)
-    while todo:
-        retry = []
-        for raw in todo:
-            try:
-                s, _ = s.apply_op(raw, w.directory, w.rng)
-            except GroupError as err:
-                if "replayed" not in str(err):
-                    retry.append(raw)
-        if len(retry) == len(todo):
-            break
-        todo = retry
-    return s
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
