@@ -34,6 +34,7 @@ from vodozemac import Account
 
 from chatcore.codec import Reader, read_varint, varint
 from chatcore.errors import DecryptionError, DuplicateMessage, MalformedMessage, TooManySkipped
+from chatcore.group._frozen import updater
 from chatcore.group._primitives import (
     aead_open,
     aead_seal,
@@ -151,17 +152,17 @@ class SenderChain:
     ) -> tuple[SenderChain, bytes]:
         """(next chain, frame); ``installation``: ours, the one this chain was handed out by."""
         it = self.iteration
-        ck = self.chain_key
-        mk, nck = sender_chain_step(ck)
-        header = b"\x13" + tag + self.key_id + (bytes((it,)) if it < 0x80 else varint(it))
-        signed = header + aead_seal(mk, _nonce(it), plaintext, header)
+        mk, nck = sender_chain_step(self.chain_key)
+        if it < 0x80:
+            header = b"\x13" + tag + self.key_id + _ONE_BYTE[it]
+        elif it < 0x4000:  # two-byte varint, inline: iterations 128 to 16,383
+            header = b"\x13" + tag + self.key_id + bytes(((it & 0x7F) | 0x80, it >> 7))
+        else:
+            header = b"\x13" + tag + self.key_id + varint(it)
+        signed = header + aead_seal(mk, it.to_bytes(12, "big"), plaintext, header)
         signer = self.signer or chain_signer(self.signing_secret)
         frame = signed + chain_sign(signer, installation + signed)
-        nxt = SenderChain(
-            self.key_id, self.epoch, it + 1, nck,
-            self.signing_secret, self.signing_public, signer,
-        )  # fmt: skip
-        return nxt, frame
+        return _next_sender(self, it + 1, nck, signer), frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,14 +234,16 @@ class ReceiverChain:
                     del new_skipped[old]
             skipped = new_skipped
         mk, nck = sender_chain_step(ck)
-        pt = aead_open(mk, _nonce(iteration), ciphertext, header)
+        pt = aead_open(mk, iteration.to_bytes(12, "big"), ciphertext, header)
         if pt is None:
             raise DecryptionError("message failed authentication")
-        nxt = ReceiverChain(
-            self.identity, self.installation, self.key_id, self.epoch, self.signing_public,
-            self.base, iteration + 1, nck, skipped,
-        )  # fmt: skip
-        return nxt, pt
+        return _next_receiver(self, iteration + 1, nck, skipped), pt
+
+
+# the chain after one message: the constructor's object, built at about half its cost
+_next_sender = updater(SenderChain, "iteration", "chain_key", "signer")
+_next_receiver = updater(ReceiverChain, "iteration", "chain_key", "skipped")
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))  # one-byte varints
 
 
 class ParsedFrame(NamedTuple):

@@ -12,6 +12,7 @@ from itertools import islice
 
 from chatcore.codec import Reader, blob, varint
 from chatcore.errors import ChatCoreError, DecryptionError, GroupError, MalformedMessage
+from chatcore.group._frozen import updater
 from chatcore.group._primitives import ed25519_verify, sha256
 from chatcore.group.consts import (
     CHAINS_PER_INSTALLATION,
@@ -1121,12 +1122,9 @@ class GroupState:
     def _with(
         self, own: SenderChain | None, chains: Mapping[bytes, tuple[ReceiverChain, ...]]
     ) -> GroupState:
-        # dataclasses.replace costs ~4 us per call on the per-message path; this is ~1.5 us
-        return GroupState(
-            self.group_id, self.identity, self.installation, self.ops, self.roster,
-            self.epoch, self.devices, own, chains, self.by_installation, self.pending,
-            self.tags, self.heads, self.tag, self.retired, self.left, self.candidates,
-        )  # fmt: skip
+        # dataclasses.replace costs ~4 us per call on the per-message path, the constructor
+        # ~1.2 us, this ~0.6 us (``chatcore.group._frozen``)
+        return _with_own_chains(self, own, chains)
 
     def decrypt(
         self, frame: bytes, now_ms: int | None = None
@@ -1276,6 +1274,10 @@ class GroupState:
             by_installation, pending, _tags(group_id, epoch), _heads(ops),
             group_tag(group_id, epoch), retired, left, candidates,
         )  # fmt: skip
+
+
+# GroupState._with: the state after one group message (sent or read)
+_with_own_chains = updater(GroupState, "own", "chains")
 
 
 def _read_chain(r: Reader) -> ReceiverChain:
