@@ -1132,7 +1132,9 @@ class GroupState:
         """Returns (state, sender identity, sender installation, plaintext).
 
         A message from a member that has left decrypts only with ``now_ms`` within its
-        retired chain's time and only if tagged with an epoch no later than its removal.
+        retired chain's time and only if tagged with an epoch no later than its removal;
+        one from an identity out because its add turned void (no op took it out) does not
+        decrypt while it is out.
         Raises MalformedMessage; GroupError (stale or unknown epoch, unknown sender key,
         sender not a member, we are not a member); DecryptionError (signature or AEAD);
         DuplicateMessage; TooManySkipped. The state is unchanged on any error.
@@ -1167,6 +1169,16 @@ class GroupState:
                 c.signing_public, p.signature, c.installation + p.signed
             ):
                 continue
+            if (
+                c.identity not in self.roster.members
+                and removal_epoch(self.ops, c.identity, -1) < 0
+            ):
+                # out, and no op took it out: its add turned void (its admin removed
+                # concurrently, or made one by a promotion that turned void). It was never
+                # a member in the group's converged view, and it goes on writing unaware:
+                # read nothing of it (its chain is kept for the case it is back in our view,
+                # as a member a dated-back leave of its admin took out for a while is)
+                raise GroupError("message from someone whose add to the group turned void")
             if now_ms is None or now_ms > r.until_ms or epoch > r.last_epoch:
                 raise GroupError("message from a former member, sent after it left the group")
             new_chain, plaintext = c.decrypt(p.iteration, p.header, p.ciphertext)
