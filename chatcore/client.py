@@ -2100,7 +2100,7 @@ def _unfinished_init(home: Home, passphrase: str, registry: Registry) -> bool:
     for f in (
         *(db.with_name(db.name + x) for x in ("-wal", "-shm", "-journal")),
         *(index.with_name(index.name + x) for x in ("-wal", "-shm", "-journal")),
-        db, index, home.keystore_file, home.keystore_file.with_suffix(".tmp"), home.meta_file,
+        db, index, home.keystore_file, *home.keystore_leftovers(), home.meta_file,
     ):  # fmt: skip
         f.unlink(missing_ok=True)
     return False

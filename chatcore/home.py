@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ SCRYPT_R = 8
 SCRYPT_P = 1
 # eth-keyfile's scrypt for the owner keystore (only needed to sign chain transactions)
 KEYSTORE_SCRYPT_N = 2**15
+KEYSTORE_TMP_PREFIX = "keystore.json."
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,10 +198,24 @@ class Home:
         from eth_account import Account
 
         ks = Account.encrypt(private_key, passphrase, kdf="scrypt", iterations=KEYSTORE_SCRYPT_N)
-        tmp = self.keystore_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(ks, indent=2) + "\n")
-        os.chmod(tmp, 0o600)
-        tmp.replace(self.keystore_file)
+        # a temporary file of its own (0600, in the home): two processes saving the key at
+        # once each replace the keystore whole, the last one wins, neither fails
+        fd, name = tempfile.mkstemp(dir=self.path, prefix=KEYSTORE_TMP_PREFIX, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(ks, indent=2) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(name, self.keystore_file)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+            raise
+
+    def keystore_leftovers(self) -> list[Path]:
+        """Temporary keystore files a save cut short left in the home."""
+        legacy = self.keystore_file.with_suffix(".tmp")  # the one name saves used before
+        return [*self.path.glob(KEYSTORE_TMP_PREFIX + "*.tmp"), legacy]
 
     def load_owner_key(self, passphrase: str) -> LocalAccount:
         """The owner LocalAccount (raises WrongPassphrase / NotInitialised)."""
