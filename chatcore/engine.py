@@ -188,6 +188,10 @@ class Engine:
         # returns None (store the message as usual) or an object whose ``.event`` is what to
         # return after it handled the payload itself (None: dropped); ContentError rejects.
         self.content_handler: Callable[..., Any] | None = None
+        # Called with (conversation, message id) when one of our messages reached the
+        # network ("sending" -> "sent"), inside that transaction (chatcore.features: a group
+        # message to nobody else is then as far as it gets)
+        self.sent_handler: Callable[[bytes, bytes], None] | None = None
 
     # --- identity -----------------------------------------------------------------------------
     @property
@@ -373,6 +377,8 @@ class Engine:
                 m = self.store.message(conv, mid)
                 if m is not None and m.status == "sending":
                     self.store.set_status(conv, mid, "sent")
+                    if self.sent_handler is not None:
+                        self.sent_handler(conv, mid)
 
     # --- receiving ----------------------------------------------------------------------------
     def receive(self, frame: bytes, cursor: tuple[str, int] | None = None) -> Received | None:

@@ -172,6 +172,7 @@ class Features:
             groups.refuse_invites_from = lambda identity: self.contact_state(identity) in _SHUT
             groups.invitation_refusal = self._invitation_refusal
             groups.members_left = self._members_left
+            engine.sent_handler = self._reached_network
 
     # ==== small store helpers (tables of schema version 3) ====
     def _x(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
@@ -1168,16 +1169,26 @@ class Features:
         c = self.store.conversation(conv)
         return [c.peer_identity] if c is not None and c.peer_identity is not None else []
 
+    def _reached_network(self, conv: bytes, mid: bytes) -> None:
+        """One of our messages is "sent" now: a group message may need no more."""
+        if self.groups is not None and self.groups.load(conv) is not None:
+            self._update_status(conv, mid, conv)
+
     def _update_status(self, conv: bytes, mid: bytes, gid: bytes | None) -> None:
         m = self.store.message(conv, mid)
         if m is None:
             return
         got = self.receipts(conv, mid)
         members = self.recipients(conv, mid, gid) or list(got)
-        if not members:
+        if members:
+            new = min(ct_.STATUS_RANK.get(got.get(x, "sent"), 1) for x in members)
+        elif gid is not None and m.status != "sending":
+            # a group message nobody holds back (we were the only member, or all it was
+            # for left before acknowledging it): it reached everyone there is — "delivered",
+            # not "read" (nobody read it)
+            new = ct_.STATUS_RANK["delivered"]
+        else:
             return
-        ranks = [ct_.STATUS_RANK.get(got.get(x, "sent"), 1) for x in members]
-        new = min(ranks)
         if new > ct_.STATUS_RANK.get(m.status, 0):
             status = next(s for s, r in ct_.STATUS_RANK.items() if r == new)
             self.store.set_status(conv, mid, status)

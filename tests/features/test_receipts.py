@@ -7,7 +7,7 @@ import pytest
 
 from chatcore import content
 from chatcore.content import ContactState, ReceiptKind
-from chatcore.engine import direct_conversation_id
+from chatcore.engine import OutFrame, direct_conversation_id
 from chatcore.errors import ContentError
 from chatcore.payload import ContentType, Payload
 
@@ -554,3 +554,40 @@ def test_our_other_devices_status_of_a_group_message_counts_every_member_it_was_
     w.f(c).mark_read(gid)
     w.route(w.f(c).flush(), frm=w.node(c))
     assert _status(w, a, gid, s.message_id) == _status(w, a, gid, s.message_id, 1) == "read"
+
+
+def _published(w: FWorld, who: bytes, frames: tuple[OutFrame, ...]) -> None:
+    """The delivery network stored these frames of ``who``'s (its PubAcks came back)."""
+    for f in frames:
+        w.dev(who).engine.acknowledged(f.outbox_id)
+
+
+def test_a_group_message_to_nobody_else_is_delivered_once_on_the_network() -> None:
+    """Alone in a group, a message reached everyone there is once the network has it: it
+    showed "sent" for good (nobody would ever acknowledge it). "delivered", not "read"."""
+    w = FWorld()
+    a, b = w.person(), w.person()
+    gid = w.group(a, [b])
+    w.route(w.node(a).groups.remove(gid, b), frm=w.node(a))
+    s = w.f(a).send_group_message(gid, ContentType.TEXT, b"just me here")
+    assert _status(w, a, gid, s.message_id) == "sending"  # not on the network yet
+    _published(w, a, s.frames)
+    assert _status(w, a, gid, s.message_id) == "delivered"
+    v = w.f(a).view(w.dev(a).store.message(gid, s.message_id))  # type: ignore[arg-type]
+    assert v.receipts == {}
+
+
+def test_a_group_message_whose_members_all_left_unacknowledged_is_delivered() -> None:
+    w = FWorld(3)
+    a, c, d = w.person(), w.person(), w.person()
+    gid = w.group(a, [c, d])
+    w.flush_all()
+    w.deaf |= {w.dev(c).inst, w.dev(d).inst}
+    s = w.f(a).send_group_message(gid, ContentType.TEXT, b"nobody reads this")
+    _published(w, a, s.frames)
+    w.route(s.frames, frm=w.node(a))
+    assert _status(w, a, gid, s.message_id) == "sent"  # c and d have not acknowledged it
+    w.route(w.node(a).groups.remove(gid, c), frm=w.node(a))
+    assert _status(w, a, gid, s.message_id) == "sent"  # d still holds it back
+    w.route(w.node(a).groups.remove(gid, d), frm=w.node(a))
+    assert _status(w, a, gid, s.message_id) == "delivered"
