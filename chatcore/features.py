@@ -389,8 +389,9 @@ class Features:
         another process on this home still on the old keys) can neither be resent (its id is
         that installation's) nor acknowledged here, and a recipient that had not fetched it
         refuses it once those keys are revoked: such messages are taken out of the log here
-        (they stay 'sent', not 'delivered', unless a receipt sent before comes in). They
-        held up every later key rotation until their first retransmission was due."""
+        and are ``failed`` unless a receipt said they got everywhere (a read receipt sent
+        to every device of ours can still come in, and moves one on). They held up every
+        later key rotation until their first retransmission was due."""
         with self.store.transaction():
             rel = self._rel()
             me, dropped = self.engine.installation_id, 0
@@ -400,6 +401,7 @@ class Features:
                     author = self._author(conv, mid)
                     if author is not None and author[1] != me:
                         del log_.outgoing[mid]
+                        self._given_up(conv, mid)
                         dropped += 1
             if dropped:
                 log.info(
@@ -1169,6 +1171,13 @@ class Features:
         c = self.store.conversation(conv)
         return [c.peer_identity] if c is not None and c.peer_identity is not None else []
 
+    def _given_up(self, conv: bytes, mid: bytes) -> None:
+        """One of our messages is no longer resent to who has not acknowledged it (an
+        earlier installation of ours wrote it): ``failed``, unless it got everywhere."""
+        m = self.store.message(conv, mid)
+        if m is not None and m.outgoing and m.status in ("sending", "sent"):
+            self.store.set_status(conv, mid, "failed")
+
     def _reached_network(self, conv: bytes, mid: bytes) -> None:
         """One of our messages is "sent" now: a group message may need no more."""
         if self.groups is not None and self.groups.load(conv) is not None:
@@ -1189,7 +1198,9 @@ class Features:
             new = ct_.STATUS_RANK["delivered"]
         else:
             return
-        if new > ct_.STATUS_RANK.get(m.status, 0):
+        # "failed" (see _given_up) ranks as "sent": a receipt saying it got everywhere
+        # moves it on, one from some of its recipients only does not
+        if new > ct_.STATUS_RANK.get("sent" if m.status == "failed" else m.status, 0):
             status = next(s for s, r in ct_.STATUS_RANK.items() if r == new)
             self.store.set_status(conv, mid, status)
 
@@ -1632,7 +1643,8 @@ class Features:
                 return []
             p = Payload(ContentType(op[4]), op[2], op[3], op[5])
         if p.message_id(self.engine.installation_id, conv) != mid:
-            log_.outgoing.pop(mid, None)
+            log_.outgoing.pop(mid, None)  # an earlier installation's: see pending_by_conversation
+            self._given_up(conv, mid)
             return []
         c = self.store.conversation(conv)
         if c is None:

@@ -1212,7 +1212,7 @@ def _check_forwarded(content: dict[str, Any]) -> None:
         if not isinstance(m["b"], str) or not isinstance(m["o"], bool):
             raise TypeError("bad message")
         base64.b64decode(m["b"], validate=True)
-        if m["st"] not in ({*STATUS_RANK, "received", "system"}):
+        if m["st"] not in ({*STATUS_RANK, "failed", "received", "system"}):
             raise ValueError("bad status")
         if "e" in m:
             base64.b64decode(m["e"], validate=True)
@@ -1830,6 +1830,8 @@ async def rotate_installation(
     if transport is not None:
         await new_client.connect(transport)
     new_client.sync_directory()
+    # what the old keys sent that no receipt came for is not awaited any more: "failed"
+    new_client.features.pending_by_conversation()
     await new_client._publish_later(new_client.groups.join_kept_welcomes())
     return Rotated(
         "installation", "0x" + old.hex(), "0x" + new_keys.installation_id.hex(), gas

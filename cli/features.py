@@ -117,7 +117,13 @@ def message_fields(client: Any, m: Any) -> dict[str, Any]:
     return out
 
 
-MARKS = {"sending": "…", "sent": "✓ sent", "delivered": "✓✓ delivered", "read": "✓✓ read"}
+MARKS = {
+    "sending": "…",
+    "sent": "✓ sent",
+    "delivered": "✓✓ delivered",
+    "read": "✓✓ read",
+    "failed": "✗ failed",
+}
 
 
 def line_text(client: Any, m: Any) -> str:

@@ -591,3 +591,21 @@ def test_a_group_message_whose_members_all_left_unacknowledged_is_delivered() ->
     assert _status(w, a, gid, s.message_id) == "sent"  # d still holds it back
     w.route(w.node(a).groups.remove(gid, d), frm=w.node(a))
     assert _status(w, a, gid, s.message_id) == "delivered"
+
+
+def test_a_failed_message_moves_on_only_once_it_got_everywhere() -> None:
+    """'failed' (a message of an earlier installation of ours no longer resent: see
+    Features.pending_by_conversation) ranks as 'sent': a receipt from some recipients does
+    not make it 'sent' again; receipts from all of them make it 'delivered'."""
+    w = FWorld()
+    a, b, c = w.person(), w.person(), w.person()
+    gid = w.group(a, [b, c])
+    w.flush_all()
+    s = w.f(a).send_group_message(gid, ContentType.TEXT, b"late")
+    _published(w, a, s.frames)
+    w.dev(a).store.set_status(gid, s.message_id, "failed")  # as a forced rotation leaves it
+    w.route(s.frames, frm=w.node(a))
+    w.route(w.node(b).f.flush(), frm=w.node(b))
+    assert _status(w, a, gid, s.message_id) == "failed"
+    w.route(w.node(c).f.flush(), frm=w.node(c))
+    assert _status(w, a, gid, s.message_id) == "delivered"

@@ -283,6 +283,32 @@ async def test_messages_of_a_revoked_installation_of_ours_hold_up_no_later_rotat
         await rotate_installation(alice.c, PASSPHRASE)
 
 
+async def test_what_the_old_keys_sent_unacknowledged_is_failed_after_a_forced_rotation(
+    people: People,
+) -> None:
+    """Twelfth session's review: such messages showed "sent" for good (nobody resends them,
+    nobody acknowledges them). What got everywhere keeps its status."""
+    alice, bob = people.new("alice"), people.new("bob")
+    gid = await alice.c.create_group("crew", [bob.name])
+    got = await alice.c.send_text(bob.name, "got there")
+    await bob.c.sync()
+    await bob.c.flush_features()
+    await alice.c.sync()
+    conv = direct_conversation_id(alice.c.identity_id, bob.c.identity_id)
+    assert alice.c.message(got.message_id, conv).status == "delivered"
+    lost = await alice.c.send_text(bob.name, "x")
+    lost_too = await alice.c.send_group_text(gid, "y")
+    assert alice.c.message(lost.message_id, conv).status == "sent"
+    _r, alice.client = await rotate_installation(alice.c, PASSPHRASE, force=True)
+    assert alice.c.message(lost.message_id, conv).status == "failed"
+    assert alice.c.message(lost_too.message_id, gid).status == "failed"
+    assert alice.c.message(got.message_id, conv).status == "delivered"
+    await bob.c.sync()
+    await bob.c.flush_features()
+    await alice.c.sync()
+    assert alice.c.message(lost.message_id, conv).status == "failed"
+
+
 async def test_recovery_restore_and_backup(
     people: People, network: NetworkConfig, tmp_path: Path
 ) -> None:
