@@ -431,13 +431,28 @@ def recovery_phrase(ctx: Ctx, yes: bool) -> None:
 def recovery_confirm(ctx: Ctx) -> None:
     """Put a proposed recovery phrase in force, once the registry's delay has passed."""
     from chatcore.identity import confirm_recovery_change
+    from cli.main import _foreign_recovery_change, _warn_recovery_change
 
     pw = passphrase()
     client = open_client(ctx, pw)
     try:
-        res = confirm_recovery_change(client, pw)
+        # a change another device proposed (or a thief holding one): said as 'sync' says it
+        foreign = _foreign_recovery_change(client)
+        try:
+            res = confirm_recovery_change(client, pw)
+        except Exception:
+            if foreign is not None:  # not in force: it can still be cancelled
+                _warn_recovery_change(client, foreign)
+            raise
     finally:
         client.close()
+    if foreign is not None and foreign.recovery.lower() == res.recovery.lower():
+        click.echo(
+            f"warning: the recovery account now in force, {res.recovery}, was not proposed "
+            "from this device — if you did not propose it from another device of yours, "
+            "someone holds one of them",
+            err=True,
+        )
     emit(
         ctx,
         {"recovery": res.recovery, "gas_used": res.gas_used},

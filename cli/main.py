@@ -783,17 +783,25 @@ def _refresh_prekey(client: Any, pw: str) -> None:
         logging.getLogger("cli").info("published a fresh signed prekey (seq %d)", res.seq)
 
 
-def _warn_recovery_change(client: Any) -> None:
-    """One stderr line when a recovery change this home did not propose is waiting: the
-    registry's delay is there for the user to see it and cancel it if it is a thief's."""
+def _foreign_recovery_change(client: Any) -> Any | None:
+    """The recovery change this home did not propose that is waiting, or None (also when
+    the chain cannot say: a warning must not turn a command that works into a failure)."""
     from chatcore.errors import ChatCoreError
     from chatcore.identity import foreign_recovery_change
     from discovery.errors import DiscoveryError
 
     try:
-        pending = foreign_recovery_change(client)
+        return foreign_recovery_change(client)
     except (ChatCoreError, DiscoveryError):
-        return  # the warning must not turn a sync that worked into a failure
+        return None
+
+
+def _warn_recovery_change(client: Any, pending: Any | None = None) -> None:
+    """One stderr line when a recovery change this home did not propose is waiting: the
+    registry's delay is there for the user to see it and cancel it if it is a thief's.
+    ``pending``: that change, already asked for."""
+    if pending is None:
+        pending = _foreign_recovery_change(client)
     if pending is not None:
         click.echo(
             f"warning: a change of your recovery account to {pending.recovery} can be confirmed "

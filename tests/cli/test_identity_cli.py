@@ -213,7 +213,9 @@ def test_a_new_recovery_phrase_restores(
         contains="can be confirmed from"
     )
     _advance_chain_time(devnet_dir, 3 * 24 * 3600)
-    doc = ok(run_cli(*h(homes, "idc"), "recovery", "confirm", "--json")).doc
+    confirmed = ok(run_cli(*h(homes, "idc"), "recovery", "confirm", "--json"))
+    assert "warning" not in confirmed.err  # proposed here
+    doc = confirmed.doc
     assert doc["recovery"] == new["recovery"]
     assert ok(run_cli(*h(homes, "idc"), "recovery", "status", "--json")).doc == {
         "recovery": new["recovery"], "pending": None,
@@ -260,6 +262,31 @@ def test_the_recovery_phrase_cancels_a_thiefs_change(
     assert "warning" not in ok(run_cli(*h(homes, "idd"), "sync")).err
     doc = ok(run_cli(*h(homes, "idd-new"), "recovery", "restore", "--json", env=env)).doc
     assert doc["identity_id"] == idd["identity_id"]
+
+
+def test_recovery_confirm_warns_about_a_change_proposed_from_another_device(
+    run_cli: RunCli, homes: dict[str, Any], devnet_dir: Path
+) -> None:
+    """Thirteenth session's walk: 'sync' and 'recovery status' warn about such a change,
+    'recovery confirm' said nothing (neither while it could still be cancelled, nor once it
+    put it in force)."""
+    import shutil
+
+    ok(run_cli(*h(homes, "idf"), "init", "--json"))
+    shutil.copytree(homes["root"] / "idf", homes["root"] / "idf-other")
+    other = ok(run_cli(*h(homes, "idf-other"), "recovery", "phrase", "--yes", "--json")).doc
+    early = run_cli(*h(homes, "idf"), "recovery", "confirm")
+    assert early.code != 0 and "Traceback" not in early.err
+    warning, error = [ln for ln in early.err.splitlines() if ln.strip()]
+    assert warning.startswith("warning: ") and other["recovery"] in warning
+    assert "not proposed from this device" in warning and "recovery cancel" in warning
+    assert error.startswith("error: ") and "can be confirmed from" in error
+    _advance_chain_time(devnet_dir, 3 * 24 * 3600)
+    done = ok(run_cli(*h(homes, "idf"), "recovery", "confirm", "--json"))
+    assert done.doc["recovery"] == other["recovery"]
+    lines = [ln for ln in done.err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: ")
+    assert other["recovery"] in lines[0] and "not proposed from this device" in lines[0]
 
 
 def test_bind_wallet_and_name(run_cli: RunCli, homes: dict[str, Any]) -> None:
