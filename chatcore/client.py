@@ -1096,6 +1096,22 @@ class Client:
             self.store.delete_meta(was_key)
         self.store.set_meta(seen_key, holder)
 
+    def _moves_taken(self, holder: bytes) -> None:
+        """The user took ``holder`` as a contact: names and addresses we knew someone else
+        by that ``holder`` holds now (as the index says) mean ``holder`` from now on, as
+        after a move noticed before the contact was added. A move not noticed yet was
+        refused once more (noticed later than the add) until the next add."""
+        for key, seen in self.store.meta_with_prefix("name_seen:"):
+            name = key.removeprefix("name_seen:")
+            if seen != holder and self.index.indexed_holder(name) == holder:
+                self.store.set_meta(key, holder)
+                self.store.delete_meta("name_was:" + name)
+        for key, seen in self.store.meta_with_prefix("addr_seen:"):
+            addr = key.removeprefix("addr_seen:")
+            if seen != holder and self.index.by_account(addr).identity_id == holder:
+                self.store.set_meta(key, holder)
+                self.store.delete_meta("addr_was:" + addr)
+
     def _name_moved_from(self, name: str, holder: bytes) -> bytes | None:
         """The person we knew by ``name`` before ``holder`` took it, if we still know them
         and have not taken ``holder`` as a contact since the name moved; else None."""
@@ -1819,6 +1835,8 @@ class Client:
             if holder is not None and holder != peer.identity_id:
                 raise ValueError(f"{alias.strip()!r} is someone else's name here: choose another")
         frames = self.features.set_contact(peer.identity_id, state, alias)
+        if state == ContactState.CONTACT:
+            self._moves_taken(peer.identity_id)
         if peer.display:
             self.store.set_peer_display(peer.identity_id, peer.display, self.clock_ms())
         await self._deliver(None, frames)
