@@ -521,11 +521,13 @@ def restore_snapshot(
     news: bool = False,
     added_to: list[Any] | None = None,
     shut: list[bytes] | None = None,
+    accepted: list[bytes] | None = None,
 ) -> int:
     """Merge conversations, contacts and messages into a store; returns messages added
     (``added_to``: gets them, StoredMessage as added; ``shut``: gets the identities the
     snapshot blocked or declined here, whose receipts are no longer waited for:
-    ``Features.stop_waiting_for``).
+    ``Features.stop_waiting_for``; ``accepted``: the identities whose request here the
+    snapshot made a contact, owed read receipts for what was read meanwhile).
 
     ``news``: the messages are new to the user here (a history forwarded after linking,
     :func:`forward_linked_history`): counted as unread as they come, instead of taking the
@@ -591,6 +593,8 @@ def restore_snapshot(
             (now,) = store._x("SELECT state FROM contacts WHERE identity_id=?", (ident,)).fetchone()
             if store.contact_state_changed(ident, was, int(now), int(k["at"])) and shut is not None:
                 shut.append(ident)
+            if accepted is not None and was == ContactState.REQUEST and now == ContactState.CONTACT:
+                accepted.append(ident)
         for m in snap.get("messages", []):
             message = StoredMessage(
                 bytes.fromhex(m["c"]), bytes.fromhex(m["m"]), bytes.fromhex(m["si"]),
@@ -2072,9 +2076,12 @@ def import_backup(client: Client, path: Path, secret: str, *, phrase: bool = Fal
     if content.get("identity_id") != client.identity_id.hex():
         raise IdentityError("this backup belongs to another identity")
     shut: list[bytes] = []
-    added = restore_snapshot(client.store, content, shut=shut)
+    accepted: list[bytes] = []
+    added = restore_snapshot(client.store, content, shut=shut, accepted=accepted)
     for identity in shut:  # its receipts are dropped from now on: not waited for
         client.features.stop_waiting_for(identity)
+    for identity in accepted:  # as when the user accepts a request here
+        client.features._queue_read_of_earlier(identity)
     return added
 
 

@@ -13,6 +13,7 @@ from chatcore.payload import ContentType
 from chatcore.store import Store
 
 from . import FWorld
+from . import status as _status
 
 
 def _state(store: Store) -> list[tuple[object, ...]]:
@@ -233,3 +234,37 @@ def test_a_block_an_imported_backup_brings_stops_the_wait_for_receipts(tmp_path:
     w.route(during.frames)
     bodies = [m.body for m in w.dev(b).store.history(during.conversation_id, 10)]
     assert b"buy now" in bodies and b"written while blocked" not in bodies
+
+
+def test_a_request_an_imported_backup_makes_a_contact_gets_its_read_receipts(
+    tmp_path: Path,
+) -> None:
+    """Thirteenth session's walk: read receipts go to contacts only, so what the user read
+    on a restored home while a contact's first message there made a request got none; a
+    backup that made the request a contact again queued none either (accepting one does)."""
+    import os
+    from types import SimpleNamespace
+
+    from chatcore.identity import import_backup, seal_backup
+
+    w = FWorld()
+    b, friend = w.person(), w.person()
+    w.route(w.send_text(friend, b, "hi").frames, strict=True)
+    w.route(w.f(b).set_contact(friend, ContactState.CONTACT))
+    content = {"v": 1, "identity_id": b.hex(), **snapshot(w.dev(b).store, 1000)}
+    w.add_device(b)  # the restored home: knows nothing
+    w.clock.now += 60_000
+    s = w.send_text(friend, b, "still there?")
+    w.route(s.frames)
+    restored = w.f(b, 1)
+    assert restored.contact_state(friend) == ContactState.REQUEST
+    assert restored.mark_read(s.conversation_id) == 1
+    w.flush_all()
+    assert _status(w, friend, s.conversation_id, s.message_id) == "delivered"  # a request
+    path = tmp_path / "b.bak"
+    path.write_bytes(seal_backup(content, "pw", os.urandom))
+    home = SimpleNamespace(identity_id=b, store=w.dev(b, 1).store, features=restored)
+    import_backup(home, path, "pw")  # type: ignore[arg-type]
+    assert restored.contact_state(friend) == ContactState.CONTACT
+    w.flush_all()
+    assert _status(w, friend, s.conversation_id, s.message_id) == "read"
