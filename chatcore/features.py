@@ -517,6 +517,46 @@ class Features:
         if sum(rel.drop_recipient(bytes(r[0])) for r in rows):
             self._save_rel(rel)
 
+    def drop_written_while_shut(self, identity: bytes) -> int:
+        """A block (or decline) learned only now that began before (a backup's): what
+        ``identity`` wrote since it began and was stored here meanwhile (as a request, say)
+        goes, as the block would have dropped it when it came (its id is kept: a
+        retransmission stays dropped). Returns how many messages went."""
+        row = self._x(
+            "SELECT state, start_ms FROM block_periods WHERE identity_id=? AND end_ms IS NULL",
+            (identity,),
+        ).fetchone()
+        if row is None:
+            return 0
+        sql = (
+            "SELECT rowid, conversation_id, message_id FROM messages WHERE sender_identity=? "
+            "AND outgoing=0 AND status != 'system' AND sent_at >= ?"
+        )
+        args: tuple[Any, ...] = (identity, int(row[1]))
+        if int(row[0]) != ContactState.BLOCKED:  # a decline shuts the 1:1 conversation only
+            sql += " AND conversation_id=?"
+            args += (direct_conversation_id(self.me, identity),)
+        with self.store.transaction():
+            rows = self._x(sql, args).fetchall()
+            if not rows:
+                return 0
+            self.store.keep_seq_floor()  # their numbers are not given out again
+            for rowid, conv, mid in rows:
+                self._x("DELETE FROM message_fts WHERE rowid=?", (rowid,))
+                for table in ("messages", "reactions"):
+                    self._x(
+                        f"DELETE FROM {table} WHERE conversation_id=? AND message_id=?",
+                        (conv, mid),
+                    )
+                self._drop_for_good(bytes(conv), bytes(mid))
+            # SQLite hands the freed highest rowids out again: the index must take them
+            (top,) = self._x("SELECT COALESCE(MAX(rowid), 0) FROM messages").fetchone()
+            if int(top) < int(self.store.get_meta("fts_rowid") or b"0"):
+                self.store.set_meta("fts_rowid", str(int(top)).encode())
+            for conv in {bytes(r[1]) for r in rows}:
+                self.store.recount_unread(conv)
+        return len(rows)
+
     def set_contact(
         self,
         identity: bytes,

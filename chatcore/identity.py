@@ -2080,6 +2080,8 @@ def import_backup(client: Client, path: Path, secret: str, *, phrase: bool = Fal
     added = restore_snapshot(client.store, content, shut=shut, accepted=accepted)
     for identity in shut:  # its receipts are dropped from now on: not waited for
         client.features.stop_waiting_for(identity)
+        # and what it wrote during the block that came here meanwhile goes
+        client.features.drop_written_while_shut(identity)
     for identity in accepted:  # as when the user accepts a request here
         client.features._queue_read_of_earlier(identity)
     return added

@@ -216,6 +216,7 @@ def test_a_block_an_imported_backup_brings_stops_the_wait_for_receipts(tmp_path:
     assert w.f(b).contact_state(pest) == ContactState.REQUEST
     w.f(b).send_group_message(gid, ContentType.TEXT, b"hello pest")  # not fetched yet
     assert w.f(b).pending_acks() == 1
+    w.clock.now += 120_000  # the block below begins after "buy now" was written
     content = {"v": 1, "identity_id": b.hex(), **snapshot(w.dev(b).store, 1000)}
     content["contacts"] = [
         {"identity": pest.hex(), "alias": None, "state": int(ContactState.BLOCKED),
@@ -268,3 +269,42 @@ def test_a_request_an_imported_backup_makes_a_contact_gets_its_read_receipts(
     assert restored.contact_state(friend) == ContactState.CONTACT
     w.flush_all()
     assert _status(w, friend, s.conversation_id, s.message_id) == "read"
+
+
+def test_what_came_during_a_request_that_an_imported_backup_blocks_goes(tmp_path: Path) -> None:
+    """Thirteenth session's walk: a backup that turns a restored home's request into a
+    block left shown what the blocked person wrote after the block and sent to the restored
+    home meanwhile (a block drops it on arrival); what was written before the block stays."""
+    import os
+    from types import SimpleNamespace
+
+    from chatcore.identity import import_backup, seal_backup
+
+    w = FWorld()
+    b, pest = w.person(), w.person()
+    w.route(w.send_text(pest, b, "buy now").frames, strict=True)
+    w.clock.now += 5_000
+    w.route(w.f(b).set_contact(pest, ContactState.BLOCKED))
+    content = {"v": 1, "identity_id": b.hex(), **snapshot(w.dev(b).store, 1000)}
+    w.add_device(b)  # the restored home: knows nothing
+    w.clock.now += 60_000
+    again = w.send_text(pest, b, "buy again")
+    w.route(again.frames)
+    restored, store = w.f(b, 1), w.dev(b, 1).store
+    conv = again.conversation_id
+    assert restored.contact_state(pest) == ContactState.REQUEST
+    assert [m.body for m in store.history(conv, 10)] == [b"buy again"]
+    assert restored.search("again") != []
+    path = tmp_path / "b.bak"
+    path.write_bytes(seal_backup(content, "pw", os.urandom))
+    home = SimpleNamespace(identity_id=b, store=store, features=restored)
+    import_backup(home, path, "pw")  # type: ignore[arg-type]
+    assert restored.contact_state(pest) == ContactState.BLOCKED
+    assert [m.body for m in store.history(conv, 10)] == [b"buy now"]  # from before the block
+    assert store.conversation(conv).unread == 1  # type: ignore[union-attr]
+    assert restored.search("again") == []
+    # an unblock lets in what comes next, not what was written during the block
+    w.clock.now += 10_000
+    restored.set_contact(pest, ContactState.NONE)
+    w.route(w.send_text(pest, b, "sorry").frames)
+    assert [m.body for m in store.history(conv, 10)] == [b"buy now", b"sorry"]
