@@ -112,13 +112,20 @@ def fold_void(ops: Iterable[Op]) -> tuple[Roster | None, frozenset[bytes]]:
     return roster, void
 
 
+def fold_all(ops: Iterable[Op]) -> tuple[Roster | None, frozenset[bytes], frozenset[bytes]]:
+    """(:func:`fold`'s roster and effective ops, :func:`fold_void`'s ops that count for
+    nothing) in one fold."""
+    return _fold(ops)
+
+
 def uncounted(ordered: list[Op]) -> frozenset[bytes]:
     """Ids of the ops that count for nothing: those void by :func:`concurrent_with_removal`
     (a member may hold them in its log or aside, depending on the order they came in) and
     the leaves that do not count (:func:`counting_removals`: a removed member's leaves
-    dated back; a leave always enters the log, but only the members it was sent to hold
-    it unless an admin re-offers it, so counted, a removed member sending leaves to one
-    member moved that member's message epoch away from everyone else's for good).
+    dated back; one that came before the removal is in the log, one that changes nothing
+    waits aside, and only the members it was sent to hold it unless an admin re-offers it,
+    so counted, a removed member sending leaves to one member moved that member's message
+    epoch away from everyone else's for good).
     ``ordered`` in fold order."""
     void, late = _void_and_late(ordered)
     return void | frozenset(late)
@@ -130,26 +137,24 @@ def _fold(ops: Iterable[Op]) -> tuple[Roster | None, frozenset[bytes], frozenset
     # leaves that do not count (a removal of their author that counts is concurrent) take
     # their author out not at the place their claimed epoch gives them (a removed member's
     # leave dated back before its own adds, removals, promotions and renames made them take
-    # no effect) but right before the first admin op that saw them, or after everything
-    # else if none did (see _void_and_late)
-    before: dict[bytes, list[Op]] = {}
+    # no effect) but right after the first such removal (see _void_and_late)
+    after_op: dict[bytes, list[Op]] = {}
     for op in ordered:
         if op.op_id in late:
-            before.setdefault(late[op.op_id], []).append(op)
+            after_op.setdefault(late[op.op_id], []).append(op)
     roster: Roster | None = None
     effective: set[bytes] = set()
-    for step in (*ordered, None):
-        for leave in before.get(b"" if step is None else step.op_id, ()):
+    for step in ordered:
+        if step.op_id not in void and step.op_id not in late:
+            after = effect(roster, step)
+            if after is not None:
+                roster = after
+                effective.add(step.op_id)
+        for leave in after_op.get(step.op_id, ()):
             after = effect(roster, leave)
             if after is not None:
                 roster = after
                 effective.add(leave.op_id)
-        if step is None or step.op_id in void or step.op_id in late:
-            continue
-        after = effect(roster, step)
-        if after is not None:
-            roster = after
-            effective.add(step.op_id)
     return roster, frozenset(effective), void | frozenset(late)
 
 
@@ -337,21 +342,22 @@ def concurrent_with_removal(ordered: list[Op]) -> frozenset[bytes]:
 
 def _void_and_late(ordered: list[Op]) -> tuple[frozenset[bytes], dict[bytes, bytes]]:
     """(:func:`concurrent_with_removal`, the leaves that do not count —
-    :func:`counting_removals` — each with the op it is applied right before) for ``ordered``
+    :func:`counting_removals` — each with the op it is applied right after) for ``ordered``
     in fold order.
 
-    Such a leave is applied right before the first op in fold order that has in its causal
-    past the leave and a removal of its author concurrent with it, and is an add, removal,
-    promotion or rename not void (``b""``: after every op, if there is none). So the
-    roster after an op is the roster its author saw (the fold of the op's causal past:
-    there the leave does not count and comes last) with the op applied — what
-    ``state._ROSTER_AFTER`` remembers and the op on our heads shortcuts to —, and an admin
-    who saw the leave can add its author back. An op that saw the leave but no such
-    removal does not place it (its author took the leave for one that counts: a removed
-    member handing its dated-back leave to an admin who lags must not take itself out
-    before its own past ops), nor does a leave (an accomplice who is no admin could date
-    its own back onto it) or a void op (whether one is in a member's log depends on the
-    order ops came in)."""
+    Such a leave is applied right after the first removal of its author (in fold order)
+    that is concurrent with it and counts: the author's ops that are not void are in that
+    removal's causal past (the others are concurrent with it), so they come before and take
+    effect; where the removal took its author out the leave changes nothing, and it takes
+    its author out only where the removal did not (its author was no admin there in the
+    fold). An admin who saw the removal and adds the leaver back comes after both. The place
+    depends on the set of ops only, not on which ops saw the leave: an op that saw it but no
+    such removal (a removed member handing its dated-back leave to an admin who lags) does
+    not move it, nor does whether an admin who saw the removal built on the leave (a member
+    may set such a leave aside: ``state.GroupState._admit``). Adding an op that saw every
+    other (one made on our heads) moves none, so the roster after it is the roster its
+    author saw with it applied — what ``state._ROSTER_AFTER`` remembers and the op on our
+    heads shortcuts to."""
     out_by = _taken_out_by(ordered)
     suspects = [
         i for i, o in enumerate(ordered) if o.kind is not OpKind.LEAVE and o.author in out_by
@@ -365,30 +371,13 @@ def _void_and_late(ordered: list[Op]) -> tuple[frozenset[bytes], dict[bytes, byt
         o = ordered[i]
         if any(_concurrent(past, i, j) for j in counting[o.author]):
             void.add(o.op_id)
-    # the late leaves (bit j of ``pending``), each with the removals of its author
-    # concurrent with it (``removals[j]``, a mask as ``past``)
-    removals: dict[int, int] = {}
+    late: dict[bytes, bytes] = {}
     removed_by = _removed_by(ordered, out_by)
     for who, positions in out_by.items():
+        counts = set(counting[who])
         for j in positions:
-            if ordered[j].kind is OpKind.LEAVE and j not in counting[who]:
-                removals[j] = sum(
-                    1 << k for k in removed_by.get(who, ()) if _concurrent(past, j, k)
-                )
-    pending = sum(1 << j for j in removals)
-    anchor: dict[int, int] = {}
-    for i, o in enumerate(ordered):
-        if not pending:
-            break
-        if o.kind is OpKind.LEAVE or o.op_id in void:
-            continue
-        seen = past[i] & pending
-        while seen:
-            low = seen & -seen
-            seen ^= low
-            j = low.bit_length() - 1
-            if past[i] & removals[j]:
-                anchor[j] = i
-                pending ^= low
-    late = {ordered[j].op_id: ordered[anchor[j]].op_id if j in anchor else b"" for j in removals}
+            if ordered[j].kind is OpKind.LEAVE and j not in counts:
+                # attacked by a removal that counts (IN), so there is one
+                first = next(k for k in removed_by[who] if k in counts and _concurrent(past, j, k))
+                late[ordered[j].op_id] = ordered[first].op_id
     return frozenset(void), late

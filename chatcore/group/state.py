@@ -39,6 +39,7 @@ from chatcore.group.roster import (
     counting_removals,
     effect,
     fold,
+    fold_all,
     fold_void,
     refusal,
     taken_out,
@@ -260,6 +261,59 @@ def _removed_concurrently(
     if counting is None:
         counting = counting_removals(ops.values())
     return any(r.op_id in counting for r in unseen)
+
+
+def _leave_changes_nothing(
+    op: Op,
+    ops: Mapping[bytes, Op],
+    trial: Mapping[bytes, Op],
+    out_of: Mapping[bytes, list[Op]] | None = None,
+) -> bool:
+    """True if ``op``, a leave, counts for nothing in ``trial`` (``ops`` and the candidates
+    ``op`` depends on: concurrent with a removal of its author that counts, see
+    ``roster.counting_removals``) and folding it in with them changes nothing in ``ops``'s
+    fold — members, admins, name, which ops take effect, which count for nothing — (its
+    author is out already where ``roster._void_and_late`` applies it: where the removal
+    took it out). A member keeps such a leave aside, as a candidate (a removed member can
+    sign any number of them, dated back: in the log, ``MAX_OPS`` of them filled it), and
+    takes it in once it would change the fold (``GroupState._readmit``): so whether it is
+    in one member's log and aside at another's changes nothing that members agree on.
+    ``out_of``: the ops of ``ops`` taking each identity out, if known (:func:`_out_of`)."""
+    if out_of is not None:
+        removals = [r for r in out_of.get(op.author, ()) if r.kind is OpKind.REMOVE]
+    else:
+        removals = [o for o in trial.values() if o.kind is OpKind.REMOVE and o.target == op.author]
+    if not removals:
+        return False  # (the usual case: no removal, the leave counts)
+    past = _ancestors(trial, op)
+    if all(r.op_id in past for r in removals):
+        return False  # it saw every removal of its author: it counts
+    roster, effective, nothing = _fold_of(ops)
+    with_roster, with_effective, with_nothing = fold_all([*trial.values(), op])
+    extra = {op.op_id, *(k for k in trial if k not in ops)}
+    return (
+        with_roster == roster
+        and with_effective == effective
+        and extra <= with_nothing
+        and with_nothing - extra == nothing
+    )
+
+
+_FOLD_OF: list[tuple[frozenset[bytes], tuple[Roster | None, frozenset[bytes], frozenset[bytes]]]]
+_FOLD_OF = []
+
+
+def _fold_of(
+    ops: Mapping[bytes, Op],
+) -> tuple[Roster | None, frozenset[bytes], frozenset[bytes]]:
+    """``roster.fold_all(ops)``, remembered for the last log (many leaves of a batch are
+    checked against one log)."""
+    key = frozenset(ops)
+    if _FOLD_OF and _FOLD_OF[0][0] == key:
+        return _FOLD_OF[0][1]
+    result = fold_all(ops.values())
+    _FOLD_OF[:] = [(key, result)]
+    return result
 
 
 def _never_has_role(ops: Mapping[bytes, Op], op: Op) -> str | None:
@@ -681,7 +735,9 @@ class GroupState:
         itself) counts for nothing in our log (see ``roster.concurrent_with_removal``;
         removals always enter the log), so it is not added but kept in ``cands`` (False): a
         member that got it earlier may have built on it, and an op that depends on
-        candidates brings them in with it, each checked. An author cannot bring in its own
+        candidates brings them in with it, each checked. So is a leave that counts for
+        nothing and changes nothing (:func:`_leave_changes_nothing`: a removed member's
+        leaves, dated back). An author cannot bring in its own
         void ops this way (its op would be void, or not allowed, too). Whether a removal
         counts can change as ops arrive (a later removal of its author makes it void), so
         candidates are checked again whenever the log grows (``_readmit``) and enter it
@@ -733,6 +789,15 @@ class GroupState:
             cands.pop(op.op_id, None)
             cands[op.op_id] = op
             return False
+        if (
+            op.kind is OpKind.LEAVE
+            and aside
+            and not revoked
+            and _leave_changes_nothing(op, ops, trial, out_of)
+        ):
+            cands.pop(op.op_id, None)
+            cands[op.op_id] = op  # newest last
+            return False
         unvouched = revoked_signer and not vouched
         if (
             not removal
@@ -764,14 +829,20 @@ class GroupState:
         cands: dict[bytes, Op],
         directory: Directory,
         signers: Directory | None = None,
+        involved: frozenset[bytes] | None = None,
     ) -> bool:
         """Move the candidates that count now into ``ops`` (True if any); call it whenever
         ``ops`` grew. Whether a removal counts is not monotone in the log: a removal of
         ``a`` arriving later makes ``a``'s concurrent removal of ``j`` void, so it stops
         voiding ``j``'s ops, and a member that set one of them aside must then hold it as
         a member that got it first does. Candidates are never removals, so what counts is
-        computed once. One signed by a device revoked since stays aside (it comes in only
-        with an op that depends on it, as in ``_admit``)."""
+        computed once, again only after a leave came in: a leave set aside comes in once it
+        would change the fold (:func:`_leave_changes_nothing`; ``involved``: the only
+        authors whose leaves aside may, when ``ops`` grew by one op that saw every other —
+        it comes last in the fold, is concurrent with no op of the log, and so changes the
+        fold of the log with such a leave as it changes the fold without it, unless it is
+        by the leave's author or takes it out). One signed by a device revoked since stays
+        aside (it comes in only with an op that depends on it, as in ``_admit``)."""
         if not cands:
             return False
         counting = counting_removals(ops.values())
@@ -783,12 +854,23 @@ class GroupState:
             if closure is None:
                 continue
             trial = {**ops, **{x.op_id: x for x in closure}} if closure else ops
-            if _removed_concurrently(c, trial, counting):
+            if c.kind is OpKind.LEAVE:
+                if involved is not None and c.author not in involved:
+                    continue
+                if _leave_changes_nothing(c, ops, trial):
+                    continue
+            elif _removed_concurrently(c, trial, counting):
                 continue
             try:
-                back |= self._admit(c, ops, cands, directory, signers, counting)
+                came = self._admit(c, ops, cands, directory, signers, counting)
             except GroupError:
                 continue  # e.g. the log is full
+            back |= came
+            if came and any(o.kind is OpKind.LEAVE for o in (c, *closure)):
+                counting = counting_removals(ops.values())
+        if back and any(c.kind is OpKind.LEAVE for c in cands.values()):
+            self._readmit(ops, cands, directory, signers)  # a leave checked before the log
+            # grew may change the fold now
         return back
 
     def _check(
@@ -867,7 +949,12 @@ class GroupState:
         cands = {c.op_id: c for c in self.candidates}
         added = self._admit(op, ops, cands, directory, signers, vouched=vouched)
         if added:
-            replace(self, heads=())._readmit(ops, cands, directory, signers)
+            involved = None
+            if len(ops) == len(self.ops) + 1 and op.op_id in ops and op.deps == self.heads:
+                # one op on our heads: the leaves of anyone else it does not take out that
+                # changed nothing before change nothing now (_leave_changes_nothing)
+                involved = frozenset((op.author, taken_out(op) or op.author))
+            replace(self, heads=())._readmit(ops, cands, directory, signers, involved)
         state = replace(self, candidates=_bounded(cands))
         if not added:
             return state, []
