@@ -90,8 +90,14 @@ MAX_HELD_AGE_MS = 7 * 86_400_000
 #: brings one per group, an installation rotation makes them. A process killed before the
 #: joins left the device out of those groups (see :meth:`GroupChat.join_kept_welcomes`).
 KEPT_WELCOME = "kept_welcome:"
-#: GroupError texts that mean "not yet" (the frame may decrypt once control items arrive)
-_NOT_YET = ("unknown sender key", "stale or unknown group epoch")
+#: GroupError texts that mean "not yet" (the frame may decrypt once control items arrive;
+#: the sender of the third, out of our view by an add that turned void with no op taking it
+#: out, is back in it if an op that comes later makes what voided the add count for nothing)
+_NOT_YET = (
+    "unknown sender key",
+    "stale or unknown group epoch",
+    "someone whose add to the group turned void",
+)
 
 
 class NotYet(Exception):

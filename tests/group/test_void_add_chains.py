@@ -100,3 +100,47 @@ def test_a_member_out_for_a_while_by_a_void_add_is_read_again_once_back() -> Non
     sb = w.dev(b).state
     assert sb is not None and m in sb.members() and x not in sb.members()
     assert w.read(b, hello) == b"hello from m"
+
+
+def test_a_client_holds_what_a_member_out_for_a_while_sent_and_shows_it_once_back() -> None:
+    """The same case through GroupChat (what a client runs): m's message, refused while m is
+    out of b's view, was not held (only "unknown sender key" and "stale or unknown group
+    epoch" frames were), so the client moved past it for good and never showed it once m
+    was back (the core reads it then; the simulator holds every refused frame)."""
+    from chatcore.group import OpKind
+    from chatcore.group.ops import make_op
+    from chatcore.groupchat import encode_control
+    from chatcore.payload import ContentType
+    from tests.features import FWorld
+
+    w = FWorld(47)
+    a, b, x, m = (w.person() for _ in range(4))
+    gid = w.group(a, [b, x])
+    na, nb, nx, nm = w.node(a), w.node(b), w.node(x), w.node(m)
+    w.route(na.groups.promote(gid, x), frm=na)
+    w.route(nx.groups.add(gid, m), frm=nx)
+    b_inbox = nb.dev.engine.inbox
+    removal = na.groups.remove(gid, x)
+    w.dropped.add(b_inbox)  # b reads the removal of x later
+    w.deaf.add(nm.dev.inst)  # m too: it writes with its chain of before the removal
+    w.route(removal, frm=na)
+    w.dropped.clear()
+    sb = nb.groups.load(gid)
+    assert sb is not None and m in sb.members()
+    create = next(o for o in sb.ops.values() if o.kind is OpKind.CREATE)
+    leave = make_op(
+        nx.groups._key, OpKind.LEAVE, group_id=gid, epoch=1, deps=(create.op_id,),
+        author=x, created_ms=w.clock(),
+    )  # fmt: skip
+    with nb.dev.store.transaction():
+        nb.groups.handle_control(x, nx.dev.inst, encode_control([leave.raw]))
+    sb = nb.groups.load(gid)
+    assert sb is not None and m not in sb.members()  # for now
+    hello = nm.groups.send(gid, ContentType.TEXT, b"hello from m")
+    w.route(hello.frames, frm=nm)
+    assert any("turned void" in str(e) for e in nb.errors)
+    assert not any(r.body == b"hello from m" for r in nb.got)  # not while m is out
+    w.route([f for f in removal if f.subject == b_inbox], frm=na)
+    sb = nb.groups.load(gid)
+    assert sb is not None and m in sb.members() and x not in sb.members()
+    assert [r.sender_identity for r in nb.got if r.body == b"hello from m"] == [m]
