@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 from functools import lru_cache
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, padding
@@ -150,8 +151,17 @@ def sha256(data: bytes) -> bytes:
 # object (~0.7 us to build) cannot be kept; libsodium's one-shot call through PyNaCl's CFFI
 # module takes ~0.8 us for a 200-byte message against pyca's ~1.3 us in all. Same algorithm,
 # the same bytes (tested against pyca). libsodium offers it only with AES-NI (or the ARM
-# crypto extensions): elsewhere pyca does it.
+# crypto extensions): elsewhere pyca does it. PyNaCl's public wrappers
+# (``nacl.bindings.crypto_aead_aes256gcm_*``) check their arguments and the CPU on every call:
+# about 4 times this call's cost and twice pyca's (8.3, 1.9 and 3.6 us a seal on a loaded
+# machine), so the CFFI module is called (checked at import, see ``_sodium_gcm``).
 _GCM_KEY, _GCM_NONCE, _GCM_TAG = 32, 12, 16
+# set by _sodium_gcm from PyNaCl's CFFI module (untyped)
+_ffi_new: Any
+_ffi_buffer: Any
+_NULL: Any
+_gcm_seal: Any
+_gcm_open: Any
 
 
 def _pyca_seal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
@@ -175,7 +185,8 @@ def _sodium_seal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> byte
         raise ValueError("AES-256-GCM takes a 32-byte key and a 12-byte nonce")
     n = len(plaintext)
     out = _ffi_new("unsigned char[]", n + _GCM_TAG)
-    _gcm_seal(out, _NULL, plaintext, n, aad, len(aad), _NULL, nonce, key)
+    if _gcm_seal(out, _NULL, plaintext, n, aad, len(aad), _NULL, nonce, key):
+        raise RuntimeError("libsodium's AES-256-GCM failed")  # never with AES instructions
     sealed: bytes = _ffi_buffer(out)[:]
     return sealed
 
@@ -193,19 +204,32 @@ def _sodium_open(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> byt
     return opened
 
 
-try:  # PyNaCl's own CFFI module (nacl.bindings wraps it, ~3 us a call in checks)
-    from nacl._sodium import ffi as _ffi
-    from nacl._sodium import lib as _lib
+def _sodium_gcm() -> bool:
+    """Whether libsodium's AES-256-GCM is here (``nacl._sodium``, PyNaCl's CFFI module: not
+    its public API) and seals and opens as pyca does. A PyNaCl other than the pinned one may
+    lack the module or the functions, or declare them otherwise: then pyca does it (such a
+    PyNaCl failed the import of the group core, or sealed wrongly)."""
+    global _ffi_new, _ffi_buffer, _NULL, _gcm_seal, _gcm_open
+    try:
+        from nacl._sodium import ffi, lib
 
-    # nacl.bindings (imported above) ran sodium_init, which detects the CPU's features
-    SODIUM_GCM: bool = _lib.crypto_aead_aes256gcm_is_available() == 1
-except ImportError:  # pragma: no cover - a PyNaCl without it
-    SODIUM_GCM = False
+        # nacl.bindings (imported above) ran sodium_init, which detects the CPU's features
+        if lib.crypto_aead_aes256gcm_is_available() != 1:
+            return False  # pragma: no cover - no AES instructions
+        _ffi_new, _ffi_buffer, _NULL = ffi.new, ffi.buffer, ffi.NULL
+        _gcm_seal = lib.crypto_aead_aes256gcm_encrypt
+        _gcm_open = lib.crypto_aead_aes256gcm_decrypt
+        key, nonce, pt, aad = bytes(range(32)), bytes(range(12)), bytes(range(40)), b"\x13aad"
+        sealed = _pyca_seal(key, nonce, pt, aad)
+        forged = sealed[:-1] + bytes((sealed[-1] ^ 1,))
+        return (
+            _sodium_seal(key, nonce, pt, aad) == sealed
+            and _sodium_open(key, nonce, sealed, aad) == pt
+            and _sodium_open(key, nonce, forged, aad) is None
+        )
+    except (ImportError, AttributeError, TypeError, RuntimeError):
+        return False
 
-if SODIUM_GCM:
-    _ffi_new, _ffi_buffer, _NULL = _ffi.new, _ffi.buffer, _ffi.NULL
-    _gcm_seal = _lib.crypto_aead_aes256gcm_encrypt
-    _gcm_open = _lib.crypto_aead_aes256gcm_decrypt
-    aead_seal, aead_open = _sodium_seal, _sodium_open
-else:  # pragma: no cover - no AES instructions
-    aead_seal, aead_open = _pyca_seal, _pyca_open
+
+SODIUM_GCM: bool = _sodium_gcm()
+aead_seal, aead_open = (_sodium_seal, _sodium_open) if SODIUM_GCM else (_pyca_seal, _pyca_open)

@@ -195,3 +195,45 @@ def test_aes_gcm_refuses_wrong_key_and_nonce_lengths() -> None:
                 seal(key, nonce, b"m", b"")
             with pytest.raises(ValueError):
                 open_(key, nonce, bytes(32), b"")
+
+
+_STUBBED_SODIUM = """
+import sys, types
+import nacl.bindings
+import nacl._sodium as real
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+class Lib:  # PyNaCl's CFFI library as another PyNaCl may declare it
+    def __getattr__(self, name):
+        if name == "crypto_aead_aes256gcm_encrypt" and "{case}" == "missing":
+            raise AttributeError(name)
+        if name == "crypto_aead_aes256gcm_encrypt" and "{case}" == "failing":
+            return lambda *args: -1
+        return getattr(real.lib, name)
+
+stub = types.ModuleType("nacl._sodium")
+stub.ffi, stub.lib = real.ffi, Lib()
+sys.modules["nacl._sodium"] = stub
+from chatcore.group import _primitives as p
+key, nonce = bytes(range(32)), bytes(12)
+assert p.aead_seal(key, nonce, b"m", b"h") == AESGCM(key).encrypt(nonce, b"m", b"h")
+print(p.SODIUM_GCM)
+"""
+
+
+@pytest.mark.parametrize("case", ["missing", "failing"])
+def test_a_pynacl_whose_aes_gcm_is_missing_or_fails_leaves_it_to_pyca(case: str) -> None:
+    """``nacl._sodium`` is PyNaCl's private module: a PyNaCl other than the pinned one
+    without libsodium's AES-256-GCM in it failed the import of the group core (an
+    AttributeError), and one whose call fails sealed every message as zeros."""
+    import subprocess
+    import sys
+
+    if not _primitives.SODIUM_GCM:
+        pytest.skip("no AES instructions: pyca does AES-GCM here anyway")
+    done = subprocess.run(
+        [sys.executable, "-c", _STUBBED_SODIUM.replace("{case}", case)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False"]
