@@ -190,7 +190,8 @@ class Engine:
         self.content_handler: Callable[..., Any] | None = None
         # Called with (conversation, message id) when one of our messages reached the
         # network ("sending" -> "sent"), inside that transaction (chatcore.features: a group
-        # message to nobody else is then as far as it gets)
+        # message to nobody else is then as far as it gets); GroupChat calls it too when it
+        # stores our other device's group message read from the topic
         self.sent_handler: Callable[[bytes, bytes], None] | None = None
 
     # --- identity -----------------------------------------------------------------------------

@@ -878,6 +878,10 @@ class GroupChat:
                     "sent" if own else "received", self.store.next_seq(),
                 )
             )  # fmt: skip
+            if own and self.engine.sent_handler is not None:
+                # our other device's, on the network: "sent" here as it is there (one to
+                # nobody else is then "delivered", as on the device that wrote it)
+                self.engine.sent_handler(gid, mid)
         return Received(
             gid, mid, sender, sender_inst, payload.content_type, payload.body,
             payload.lamport, payload.sent_at_ms, now, own,

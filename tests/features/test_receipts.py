@@ -609,3 +609,18 @@ def test_a_failed_message_moves_on_only_once_it_got_everywhere() -> None:
     assert _status(w, a, gid, s.message_id) == "failed"
     w.route(w.node(c).f.flush(), frm=w.node(c))
     assert _status(w, a, gid, s.message_id) == "delivered"
+
+
+def test_our_other_devices_copy_of_a_group_message_to_nobody_else_is_delivered_too() -> None:
+    """Our other device takes our group message from the topic: one sent while we were the
+    only member is 'delivered' there too (it stayed 'sent' there for good, 'delivered' only
+    on the device that wrote it)."""
+    w = FWorld()
+    a, b = w.person(2), w.person()
+    gid = w.group(a, [b])
+    w.route(w.node(a).groups.remove(gid, b), frm=w.node(a))
+    w.flush_all()
+    s = w.f(a).send_group_message(gid, ContentType.TEXT, b"just me here")
+    _published(w, a, s.frames)
+    w.route(s.frames, frm=w.node(a))
+    assert _status(w, a, gid, s.message_id) == _status(w, a, gid, s.message_id, 1) == "delivered"
