@@ -773,8 +773,7 @@ class Features:
                 if gid is None:
                     self._owe(conv, _OWN, mid, self.now())
                 else:  # our other device's: who it is for, as send_group_message keeps it
-                    for member in self._members(gid, gid):
-                        self._record_receipt(gid, mid, member, "sent")
+                    self._keep_recipients(gid, mid)
                 if peer is not None and self.contact_state(peer) in (
                     ContactState.NONE,
                     ContactState.REQUEST,
@@ -1193,6 +1192,14 @@ class Features:
         then = {bytes(r[0]) for r in rows}
         return [m for m in now if m in then]
 
+    def _keep_recipients(self, gid: bytes, mid: bytes) -> None:
+        """Keep who our group message is for: the other members now. For nobody else (we
+        are the only member) a row of our own says so; with no rows at all, the members of
+        later were taken for its recipients (see ``recipients``), and one added before the
+        network took it held it at "sent" for good."""
+        for member in self._members(gid, gid) or [self.me]:
+            self._record_receipt(gid, mid, member, "sent")
+
     def _members_left(self, gid: bytes) -> None:
         """Members left the group: our messages that waited on them may be done now."""
         rows = self._x(
@@ -1436,8 +1443,7 @@ class Features:
             self._track(gid, res.message_id, self._group_recipients(gid))
             # who it was for: its status is measured against them (a member added later
             # cannot read it, so never acknowledges it), not against the members of today
-            for member in self._members(gid, gid):
-                self._record_receipt(gid, res.message_id, member, "sent")
+            self._keep_recipients(gid, res.message_id)
         self._carried(gid, acks, read)
         return res
 

@@ -624,3 +624,25 @@ def test_our_other_devices_copy_of_a_group_message_to_nobody_else_is_delivered_t
     _published(w, a, s.frames)
     w.route(s.frames, frm=w.node(a))
     assert _status(w, a, gid, s.message_id) == _status(w, a, gid, s.message_id, 1) == "delivered"
+
+
+def test_a_group_message_to_nobody_else_stays_so_when_someone_is_added_before_it_is_out() -> None:
+    """Sent alone while offline, then a member added before the network took the message:
+    the newcomer cannot read it (it was sent before they came), so it does not hold it back;
+    it stayed 'sent' for good (no one was kept as its recipients, so the members of today
+    were taken)."""
+    w = FWorld()
+    a, b, c = w.person(2), w.person(), w.person()
+    gid = w.group(a, [b])
+    w.route(w.node(a).groups.remove(gid, b), frm=w.node(a))
+    w.flush_all()
+    s = w.f(a).send_group_message(gid, ContentType.TEXT, b"a note before anyone comes")
+    added = w.node(a).groups.add(gid, c)
+    _published(w, a, s.frames)
+    assert _status(w, a, gid, s.message_id) == "delivered"
+    assert w.f(a).recipients(gid, s.message_id, gid) == []
+    # our other device reads the message, then the add, from the topic: the same there
+    w.route(s.frames, frm=w.node(a))
+    w.route(added, frm=w.node(a))
+    assert _status(w, a, gid, s.message_id, 1) == "delivered"
+    assert w.f(a, 1).recipients(gid, s.message_id, gid) == []
