@@ -1204,7 +1204,7 @@ class Features:
         """Members left the group: our messages that waited on them may be done now."""
         rows = self._x(
             "SELECT message_id FROM messages WHERE conversation_id=? AND outgoing=1 "
-            "AND status IN ('sent', 'delivered') ORDER BY seq DESC LIMIT 1000",
+            "AND status IN ('sent', 'failed', 'delivered') ORDER BY seq DESC LIMIT 1000",
             (gid,),
         ).fetchall()
         for (mid,) in rows:

@@ -646,3 +646,20 @@ def test_a_group_message_to_nobody_else_stays_so_when_someone_is_added_before_it
     w.route(added, frm=w.node(a))
     assert _status(w, a, gid, s.message_id, 1) == "delivered"
     assert w.f(a, 1).recipients(gid, s.message_id, gid) == []
+
+
+def test_a_failed_group_message_moves_on_once_those_that_hold_it_back_left() -> None:
+    """'failed' ranks as 'sent': like a 'sent' one, it is 'delivered' once every member
+    that had not acknowledged it left the group (it stayed 'failed')."""
+    w = FWorld()
+    a, b, c = w.person(), w.person(), w.person()
+    gid = w.group(a, [b, c])
+    w.flush_all()
+    w.deaf |= {w.dev(c).inst}
+    s = w.f(a).send_group_message(gid, ContentType.TEXT, b"late")
+    _published(w, a, s.frames)
+    w.route(s.frames, frm=w.node(a))
+    w.route(w.node(b).f.flush(), frm=w.node(b))
+    w.dev(a).store.set_status(gid, s.message_id, "failed")  # as a forced rotation leaves it
+    w.route(w.node(a).groups.remove(gid, c), frm=w.node(a))
+    assert _status(w, a, gid, s.message_id) == "delivered"
