@@ -2077,13 +2077,17 @@ def import_backup(client: Client, path: Path, secret: str, *, phrase: bool = Fal
         raise IdentityError("this backup belongs to another identity")
     shut: list[bytes] = []
     accepted: list[bytes] = []
-    added = restore_snapshot(client.store, content, shut=shut, accepted=accepted)
-    for identity in shut:  # its receipts are dropped from now on: not waited for
-        client.features.stop_waiting_for(identity)
-        # and what it wrote during the block that came here meanwhile goes
-        client.features.drop_written_while_shut(identity)
-    for identity in accepted:  # as when the user accepts a request here
-        client.features._queue_read_of_earlier(identity)
+    # one transaction: an import cut short after the merge (an error, a kill) left the
+    # block or contact it brought here, so that running it again saw nothing begin, and
+    # what follows from it below was never done
+    with client.store.transaction():
+        added = restore_snapshot(client.store, content, shut=shut, accepted=accepted)
+        for identity in shut:  # its receipts are dropped from now on: not waited for
+            client.features.stop_waiting_for(identity)
+            # and what it wrote during the block that came here meanwhile goes
+            client.features.drop_written_while_shut(identity)
+        for identity in accepted:  # as when the user accepts a request here
+            client.features._queue_read_of_earlier(identity)
     return added
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from chatcore import content
 from chatcore.content import ContactState
 from chatcore.identity import restore_snapshot, snapshot
@@ -308,3 +310,43 @@ def test_what_came_during_a_request_that_an_imported_backup_blocks_goes(tmp_path
     restored.set_contact(pest, ContactState.NONE)
     w.route(w.send_text(pest, b, "sorry").frames)
     assert [m.body for m in store.history(conv, 10)] == [b"buy now", b"sorry"]
+
+
+def test_an_import_cut_short_after_the_merge_does_all_of_it_when_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An import that failed (or was killed) after the backup's contacts were merged but
+    before what the block it brings drops went: running it again found the block already
+    here (nothing began), so what the blocked person wrote during it stayed shown for good.
+    The import is one transaction: all of it or nothing."""
+    import os
+    from types import SimpleNamespace
+
+    from chatcore.errors import StoreError
+    from chatcore.identity import import_backup, seal_backup
+
+    w = FWorld()
+    b, pest = w.person(), w.person()
+    w.route(w.send_text(pest, b, "buy now").frames, strict=True)
+    w.clock.now += 5_000
+    w.route(w.f(b).set_contact(pest, ContactState.BLOCKED))
+    content = {"v": 1, "identity_id": b.hex(), **snapshot(w.dev(b).store, 1000)}
+    w.add_device(b)  # the restored home: knows nothing
+    w.clock.now += 60_000
+    again = w.send_text(pest, b, "buy again")
+    w.route(again.frames)
+    restored, store = w.f(b, 1), w.dev(b, 1).store
+    path = tmp_path / "b.bak"
+    path.write_bytes(seal_backup(content, "pw", os.urandom))
+    home = SimpleNamespace(identity_id=b, store=store, features=restored)
+
+    def cut_short(identity: bytes) -> int:
+        raise StoreError("database is locked")
+
+    with monkeypatch.context() as m:
+        m.setattr(restored, "drop_written_while_shut", cut_short)
+        with pytest.raises(StoreError):
+            import_backup(home, path, "pw")  # type: ignore[arg-type]
+    import_backup(home, path, "pw")  # type: ignore[arg-type]
+    assert restored.contact_state(pest) == ContactState.BLOCKED
+    assert [m.body for m in store.history(again.conversation_id, 10)] == [b"buy now"]
