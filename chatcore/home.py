@@ -12,6 +12,7 @@ The database key is scrypt(passphrase, salt); the passphrase itself is never sto
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -211,6 +212,10 @@ class Home:
             with contextlib.suppress(OSError):
                 os.unlink(name)
             raise
+        # the rename on disk too: callers go on to forget the key elsewhere (a rotation
+        # deletes the copy it kept in the store); after a power cut the directory could
+        # still name the old keystore (or none, after a first save)
+        _fsync_dir(self.path)
 
     def keystore_leftovers(self) -> list[Path]:
         """Temporary keystore files a save cut short left in the home."""
@@ -229,6 +234,19 @@ class Home:
             return cast(LocalAccount, Account.from_key(Account.decrypt(ks, passphrase)))
         except ValueError as exc:
             raise WrongPassphrase("wrong passphrase (cannot decrypt the owner keystore)") from exc
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` durable (a rename into it, say); a file
+    system that cannot fsync a directory (EINVAL) is left as it is."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _lock_holder(fd: int) -> str:
