@@ -1247,8 +1247,16 @@ class Client:
             raise NotAPeer("cannot start a conversation with yourself")
         own = self.directory.own_devices(self.identity_id)
         self.store.set_peer_display(peer.identity_id, peer.display, self.clock_ms())
+        was = self.features.contact_state(peer.identity_id)
         result = self.features.send_message(peer, ContentType.TEXT, text.encode("utf-8"), own)
+        self._wrote_to(peer.identity_id, was)
         return await self._deliver(result)
+
+    def _wrote_to(self, identity: bytes, was: ContactState) -> None:
+        """Writing to someone not a contact made them one: moves to them are taken, as
+        ``set_contact`` takes them (``_moves_taken``)."""
+        if was != ContactState.CONTACT:
+            self._moves_taken(identity)
 
     async def _process(
         self, subject: str, seq: int, data: bytes, hold: bool = True
@@ -1719,7 +1727,10 @@ class Client:
             peer = self.directory.peer(conv.peer_identity)
             own = self.directory.own_devices(self.identity_id)
             send1 = f.send_message if ct == ContentType.REPLY else f.send_op
+            was = f.contact_state(peer.identity_id)
             result = send1(peer, ct, body, own)
+            if ct == ContentType.REPLY:
+                self._wrote_to(peer.identity_id, was)
         # the whole outbox, in order: the message an edit, delete or reaction is about may
         # still wait there (sent offline), and its receivers drop an action on a message
         # they do not have yet (they saw it unchanged until a retransmission, ~30 s later)

@@ -395,6 +395,47 @@ async def test_a_move_is_taken_by_adding_its_new_holder_before_it_was_noticed(
     assert await bob.c.sync() == []
 
 
+async def test_a_move_is_taken_by_writing_to_its_new_holder_before_it_was_noticed(
+    people: People,
+) -> None:
+    """As adding the new holder as a contact (above), writing to them by id makes them one
+    (docs/api.md: "writing to them by id does"): a move not noticed yet when carol wrote
+    to mallory by id was refused once more afterwards, as having passed from bob."""
+    from eth_account import Account
+
+    from chatcore.identity import bind_wallet, unbind_wallet, wallet_link_signature
+    from discovery.resolver import parse_query
+
+    from .conftest import PASSPHRASE
+
+    bob, carol, mallory = people.new("wb2"), people.new("wc2"), people.new("wm2")
+    second, wallet = bob.name + "-too", Account.create()
+
+    def bind(p: Person) -> None:
+        deadline = p.c.registry.latest_timestamp() + 600
+        sig = wallet_link_signature(wallet, p.c.identity_id, p.network, p.c.registry, deadline)
+        bind_wallet(p.c, PASSPHRASE, wallet.address, sig, deadline)
+
+    bob.c.claim_name(PASSPHRASE, second)
+    bind(bob)
+    await asyncio.sleep(1.1)  # carol's view of the chain is older than DIRECTORY_MAX_AGE_MS
+    await carol.c.send_text(second, "hi bob, by your other name")
+    await carol.c.send_text(wallet.address, "hi bob, by your wallet")
+    assert len(texts(await bob.c.sync())) == 2
+    bob.c.registry.release_name(bob.c._owner(PASSPHRASE), parse_query(second)[1])
+    unbind_wallet(bob.c, PASSPHRASE, wallet.address)
+    mallory.c.claim_name(PASSPHRASE, second)
+    bind(mallory)
+    await asyncio.sleep(1.1)
+    await carol.c.send_text(mallory.id_hex, "hi mallory, by id")  # a contact now
+    await carol.c.send_text(second, "to mallory, knowingly")
+    await carol.c.send_text(wallet.address, "to mallory's wallet, knowingly")
+    assert texts(await mallory.c.sync()) == [
+        "hi mallory, by id", "to mallory, knowingly", "to mallory's wallet, knowingly",
+    ]  # fmt: skip
+    assert await bob.c.sync() == []
+
+
 async def test_offline_sends_try_the_network_once_per_call(people: People) -> None:
     # an unreachable network costs the transport's timeout per attempt: one per send, not
     # one per frame waiting in the outbox (nor one more for the new message)
