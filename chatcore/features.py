@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -517,11 +517,16 @@ class Features:
         if sum(rel.drop_recipient(bytes(r[0])) for r in rows):
             self._save_rel(rel)
 
-    def drop_written_while_shut(self, identity: bytes) -> int:
+    def drop_written_while_shut(
+        self, identity: bytes, keep: Collection[tuple[bytes, bytes]] = ()
+    ) -> int:
         """A block (or decline) learned only now that began before (a backup's): what
         ``identity`` wrote since it began and was stored here meanwhile (as a request, say)
         goes, as the block would have dropped it when it came (its id is kept: a
-        retransmission stays dropped). Returns how many messages went."""
+        retransmission stays dropped). ``keep``: (conversation, message id) of what the
+        backup itself holds: it came there before the block (a block drops what comes
+        during it), though its sent-at (the sender's clock) may say later. Returns how
+        many messages went."""
         row = self._x(
             "SELECT state, start_ms FROM block_periods WHERE identity_id=? AND end_ms IS NULL",
             (identity,),
@@ -537,7 +542,9 @@ class Features:
             sql += " AND conversation_id=?"
             args += (direct_conversation_id(self.me, identity),)
         with self.store.transaction():
-            rows = self._x(sql, args).fetchall()
+            rows = [
+                r for r in self._x(sql, args).fetchall() if (bytes(r[1]), bytes(r[2])) not in keep
+            ]
             if not rows:
                 return 0
             self.store.keep_seq_floor()  # their numbers are not given out again

@@ -2080,12 +2080,14 @@ def import_backup(client: Client, path: Path, secret: str, *, phrase: bool = Fal
     # one transaction: an import cut short after the merge (an error, a kill) left the
     # block or contact it brought here, so that running it again saw nothing begin, and
     # what follows from it below was never done
+    # what the backup holds came before the block where it was made (whatever its sent-at)
+    held = {(bytes.fromhex(m["c"]), bytes.fromhex(m["m"])) for m in content.get("messages", [])}
     with client.store.transaction():
         added = restore_snapshot(client.store, content, shut=shut, accepted=accepted)
         for identity in shut:  # its receipts are dropped from now on: not waited for
             client.features.stop_waiting_for(identity)
             # and what it wrote during the block that came here meanwhile goes
-            client.features.drop_written_while_shut(identity)
+            client.features.drop_written_while_shut(identity, keep=held)
         for identity in accepted:  # as when the user accepts a request here
             client.features._queue_read_of_earlier(identity)
     return added

@@ -340,7 +340,7 @@ def test_an_import_cut_short_after_the_merge_does_all_of_it_when_run_again(
     path.write_bytes(seal_backup(content, "pw", os.urandom))
     home = SimpleNamespace(identity_id=b, store=store, features=restored)
 
-    def cut_short(identity: bytes) -> int:
+    def cut_short(identity: bytes, keep: object = ()) -> int:
         raise StoreError("database is locked")
 
     with monkeypatch.context() as m:
@@ -350,3 +350,32 @@ def test_an_import_cut_short_after_the_merge_does_all_of_it_when_run_again(
     import_backup(home, path, "pw")  # type: ignore[arg-type]
     assert restored.contact_state(pest) == ContactState.BLOCKED
     assert [m.body for m in store.history(again.conversation_id, 10)] == [b"buy now"]
+
+
+def test_what_the_backup_brings_of_someone_it_blocks_stays(tmp_path: Path) -> None:
+    """What the blocked person wrote that the backup holds came before the block where the
+    backup was made (during it, it is dropped on arrival), whatever the sender's clock
+    said: an import dropped such a message, written by a clock a little ahead (its sent-at
+    after the block began), from the history the backup brought."""
+    import os
+    from types import SimpleNamespace
+
+    from chatcore.identity import import_backup, seal_backup
+
+    w = FWorld()
+    b, pest = w.person(), w.person()
+    w.clock.now += 20_000  # pest's clock is ahead
+    s = w.send_text(pest, b, "buy now")
+    w.clock.now -= 20_000
+    w.route(s.frames, strict=True)
+    w.clock.now += 2_000
+    w.route(w.f(b).set_contact(pest, ContactState.BLOCKED))  # just after it came
+    content = {"v": 1, "identity_id": b.hex(), **snapshot(w.dev(b).store, 1000)}
+    w.add_device(b)  # the restored home: knows nothing
+    restored, store = w.f(b, 1), w.dev(b, 1).store
+    path = tmp_path / "b.bak"
+    path.write_bytes(seal_backup(content, "pw", os.urandom))
+    home = SimpleNamespace(identity_id=b, store=store, features=restored)
+    assert import_backup(home, path, "pw") == 1  # type: ignore[arg-type]
+    assert restored.contact_state(pest) == ContactState.BLOCKED
+    assert [m.body for m in store.history(s.conversation_id, 10)] == [b"buy now"]
