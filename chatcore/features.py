@@ -395,11 +395,12 @@ class Features:
         with self.store.transaction():
             rel = self._rel()
             me, dropped = self.engine.installation_id, 0
+            home = self._home_installation()
             for key, log_ in rel.conversations.items():
                 conv = self._conv_of(key)
                 for mid in list(log_.outgoing):
                     author = self._author(conv, mid)
-                    if author is not None and author[1] != me:
+                    if author is not None and author[1] not in (me, home):
                         del log_.outgoing[mid]
                         self._given_up(conv, mid)
                         dropped += 1
@@ -1225,6 +1226,18 @@ class Features:
         c = self.store.conversation(conv)
         return [c.peer_identity] if c is not None and c.peer_identity is not None else []
 
+    def _home_installation(self) -> bytes | None:
+        """The installation whose keys this home holds now: not ours when another process
+        rotated them (``rotate_installation``) while this one runs on the old keys. Its
+        messages are not an earlier installation's, to be given up here (they were taken
+        out of the log and marked ``failed`` by such a process). None: not kept here."""
+        raw = self.store.get_secret("installation")
+        if raw is None:
+            return None
+        from chatcore.keys import InstallationKeys
+
+        return InstallationKeys.from_bytes(raw).installation_id
+
     def _given_up(self, conv: bytes, mid: bytes) -> None:
         """One of our messages is no longer resent to who has not acknowledged it (an
         earlier installation of ours wrote it): ``failed``, unless it got everywhere."""
@@ -1696,6 +1709,9 @@ class Features:
                 return []
             p = Payload(ContentType(op[4]), op[2], op[3], op[5])
         if p.message_id(self.engine.installation_id, conv) != mid:
+            author = self._author(conv, mid)
+            if author is not None and author[1] == self._home_installation():
+                return []  # this home's keys now (we run on keys it rotated away): not ours
             log_.outgoing.pop(mid, None)  # an earlier installation's: see pending_by_conversation
             self._given_up(conv, mid)
             return []

@@ -663,3 +663,39 @@ def test_a_failed_group_message_moves_on_once_those_that_hold_it_back_left() -> 
     w.dev(a).store.set_status(gid, s.message_id, "failed")  # as a forced rotation leaves it
     w.route(w.node(a).groups.remove(gid, c), frm=w.node(a))
     assert _status(w, a, gid, s.message_id) == "delivered"
+
+
+def test_a_process_still_on_the_old_keys_gives_up_nothing_the_new_keys_sent() -> None:
+    """'keys rotate --installation --force' in one process (a CLI command) while another
+    (an app) still runs on the old keys: the app took what the new keys sent for an earlier
+    installation's (its id is not one of the app's keys), out of the retransmission log and
+    'failed', though the new keys are this home's now."""
+    from chatcore.engine import Engine, OwnIdentity
+    from chatcore.features import Features
+    from chatcore.groupchat import GroupChat
+    from chatcore.keys import InstallationKeys, SignedPrekey
+
+    w = FWorld()
+    a, b = w.person(), w.person()
+    app = w.node(a)  # the process still on the old keys
+    dev = w.dev(a)
+    new_keys = InstallationKeys.generate(w.rng)
+    spk = SignedPrekey.generate(w.rng, 2, w.clock.now + 10**10)
+    dev.store.put_secret("spk:0000000002", spk.to_bytes())
+    dev.store.put_secret("installation", new_keys.to_bytes())  # the rotation switched the home
+    w.directory.register(a, new_keys.peer_keys(spk))
+    engine = Engine(dev.store, OwnIdentity(a, new_keys), w.directory, w.rng, w.clock)
+    groups = GroupChat(engine, w.devices_of)
+    engine.control_handler = groups.handle_control
+    cli = Features(engine, groups)
+    engine.content_handler = cli.handle
+    w.deaf |= {w.dev(b).inst}  # bob has not fetched it yet
+    s = cli.send_message(w.directory.peer(b), ContentType.TEXT, b"from the new keys")
+    _published(w, a, s.frames)
+    conv = s.conversation_id
+    assert _status(w, a, conv, s.message_id) == "sent"
+    assert app.f.pending_by_conversation() == {conv: 1}  # not its to give up
+    w.clock.now += 31_000
+    app.f.flush()  # its retransmission timer
+    assert _status(w, a, conv, s.message_id) == "sent"
+    assert cli.pending_by_conversation() == {conv: 1}  # still awaited by the new keys
