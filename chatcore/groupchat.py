@@ -20,7 +20,7 @@ import hashlib
 import logging
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -47,6 +47,7 @@ from chatcore.group.consts import (
     MAX_OPS,
 )
 from chatcore.group.ops import Op, OpKind, decode_op
+from chatcore.group.roster import counting_removals, taken_out
 from chatcore.group.sender_keys import SenderKeyDistribution, parse_frame
 from chatcore.group.state import vouched_by
 from chatcore.keys import PeerKeys
@@ -90,6 +91,13 @@ MAX_HELD_AGE_MS = 7 * 86_400_000
 #: brings one per group, an installation rotation makes them. A process killed before the
 #: joins left the device out of those groups (see :meth:`GroupChat.join_kept_welcomes`).
 KEPT_WELCOME = "kept_welcome:"
+#: admins a member holding itself out asks (``GroupChat._ask_if_back``), senior first
+_ASKED_ADMINS = 3
+#: meta key prefix (+ group id + identity, hex): the size of our op log when we last
+#: answered that identity, out of the group, with the ops that took it out
+_ANSWERED_REMOVED = "gans:"
+#: bytes of ops at most in such an answer
+MAX_REMOVED_ANSWER = 64 * 1024
 #: GroupError texts that mean "not yet" (the frame may decrypt once control items arrive;
 #: the sender of the third, out of our view by an add that turned void with no op taking it
 #: out, is back in it if an op that comes later makes what voided the add count for nothing)
@@ -922,6 +930,7 @@ class GroupChat:
         frames: list[OutFrame] = []
         before: dict[bytes, int | None] = {}  # group -> op count before these items
         members_before: dict[bytes, frozenset[bytes]] = {}
+        held_before: dict[bytes, bool] = {}  # group -> we held ourselves out already
         answered: set[bytes] = set()  # ops sent in answer to wants of this message
         lacking: dict[bytes, list[bytes]] = {}  # group -> ops whose dependencies we lack
         for item in decode_control(body):
@@ -931,6 +940,7 @@ class GroupChat:
                 st = self.load(gid)
                 before[gid] = None if st is None else len(st.ops)
                 members_before[gid] = frozenset() if st is None else st.members()
+                held_before[gid] = st is not None and st.held_out
             try:
                 ev, fr = self._apply_item(gid, sender, sender_inst, item, answered)
             except (GroupError, MalformedMessage) as exc:
@@ -954,6 +964,8 @@ class GroupChat:
             if self.anti_entropy:
                 frames += self._reoffer(gid, before[gid])
             frames += self._tell_voided(gid, members_before[gid])
+            if not held_before[gid]:
+                frames += self._ask_if_back(gid)
             events += self.retry_held(gid)
         return events, frames
 
@@ -1010,6 +1022,67 @@ class GroupChat:
                     frames += self._control(ident, k, body)
         return frames
 
+    def _ask_if_back(self, gid: bytes) -> list[OutFrame]:
+        """We hold ourselves out of the group on leaves no one vouches for (see
+        ``GroupState.held_out``: an admin who removed us may have left, or be removed, and
+        have dated its leave back to void its removal of us): ask the first
+        ``_ASKED_ADMINS`` admins of our view (not those who removed us) with a want naming
+        the ops that took us out and our heads. One that has us out answers with the ops
+        that make them count (``_answer_removed``); then we are out in our view too."""
+        state = self.load(gid)
+        if state is None or not state.held_out:
+            return []
+        me = self.engine.identity_id
+        ours = sorted(
+            (o for o in state.ops.values() if o.kind is OpKind.REMOVE and o.target == me),
+            key=lambda o: o.sort_key,
+            reverse=True,
+        )
+        removers = {o.author for o in ours}
+        asked = [a for a in state.roster.seniority if a not in removers and a != me]
+        ids = list(dict.fromkeys([*(o.op_id for o in ours), *state.heads]))
+        if not ours or not asked:
+            return []
+        body = encode_control([encode_want(gid, ids[:MAX_CONTROL_ITEMS])])
+        frames: list[OutFrame] = []
+        for admin in asked[:_ASKED_ADMINS]:
+            for k in sorted(self.devices(admin), key=lambda k: k.installation_id):
+                frames += self._control(admin, k, body)
+        return frames
+
+    def _answer_removed(
+        self, state: GroupState, sender: bytes, keys: PeerKeys, ids: list[bytes]
+    ) -> list[OutFrame]:
+        """A want from someone out of the group in our view, naming an op that took it out
+        (``_ask_if_back``): if an op taking it out counts here and its author is out of the
+        group too (a removed admin's leave dated back could void it in the asker's log, see
+        ``roster.back_on_leaves_only``), send the ops that take it out and those that take
+        their authors out, with their causal past but for what is below the ops the want
+        names (the asker holds those). Bounded: once per asker while our log does not
+        change, ``MAX_REMOVED_ANSWER`` bytes at most (a larger answer is not sent: the asker
+        stays out in its own view), and nothing for a want naming no op that took its
+        sender out (junk, or a member's plain want for dependencies)."""
+        ops = state.ops
+        if not any(i in ops and taken_out(ops[i]) == sender for i in ids):
+            return []
+        mark = _ANSWERED_REMOVED + (state.group_id + sender).hex()
+        size = len(ops).to_bytes(4, "big")
+        if self.store.get_meta(mark) == size:
+            return []
+        counting = counting_removals(ops.values())
+        outs = [o for o in ops.values() if taken_out(o) == sender and o.op_id in counting]
+        authors = {o.author for o in outs if o.author not in state.members()}
+        if not authors:
+            return []
+        support = [o for o in ops.values() if taken_out(o) in authors and o.op_id in counting]
+        known = _below(ops, (i for i in ids if i in ops))
+        send = _below(ops, (o.op_id for o in (*outs, *support))) - known
+        items = [o.raw for o in sorted((ops[i] for i in send), key=lambda o: o.sort_key)]
+        self.store.set_meta(mark, size)
+        if not items or sum(len(r) for r in items) > MAX_REMOVED_ANSWER:
+            return []
+        return [f for b in pack_control(items) for f in self._control(sender, keys, b)]
+
     def _want(
         self, gid: bytes, sender: bytes, sender_inst: bytes, ops: Sequence[bytes]
     ) -> list[OutFrame]:
@@ -1039,8 +1112,10 @@ class GroupChat:
         ids = decode_want(item)
         answered = set() if answered is None else answered
         keys = self._keys_for(sender, sender_inst)
-        if state is None or not state.is_member or sender not in state.members() or keys is None:
+        if state is None or not state.is_member or keys is None:
             return []
+        if sender not in state.members():
+            return self._answer_removed(state, sender, keys, ids)
         # never a candidate signed by a device revoked since: such a candidate is in no
         # honest log (a thief's op, dated back, that a member passed us), and an admin
         # passing it on lends it weight it must not have (see GroupState._admit)
@@ -1276,6 +1351,18 @@ class GroupChat:
                 self.store.delete_group_pending(pid)
                 progress = True
         return events, frames
+
+
+def _below(ops: Mapping[bytes, Op], start: Iterable[bytes]) -> set[bytes]:
+    """``start`` (ids in ``ops``) and their causal past."""
+    seen: set[bytes] = set()
+    stack = list(start)
+    while stack:
+        oid = stack.pop()
+        if oid not in seen:
+            seen.add(oid)
+            stack.extend(d for d in ops[oid].deps if d in ops)
+    return seen
 
 
 def _voiding_ops(state: GroupState, ident: bytes) -> list[bytes]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from chatcore.group.ops import Op, OpKind
@@ -381,3 +381,48 @@ def _void_and_late(ordered: list[Op]) -> tuple[frozenset[bytes], dict[bytes, byt
                 first = next(k for k in removed_by[who] if k in counts and _concurrent(past, j, k))
                 late[ordered[j].op_id] = ordered[first].op_id
     return frozenset(void), late
+
+
+def back_on_leaves_only(ops: Collection[Op], me: bytes, roster: Roster | None) -> bool:
+    """Are we (``me``) in ``roster`` — the fold of ``ops`` — only because leaves that no
+    one vouches for count: leaves of admins who removed us, each voiding its author's own
+    removal of us (concurrent with it)? A removed admin can sign a leave dated back before
+    its removal of us and send it to us alone: the members took us out and then removed it
+    (nobody sends us that removal, we are no member), so the leave counts in our log only,
+    and we would take ourselves for a member for good, writing to nobody. The op set does
+    not tell it from a leave the admin's other device made, not knowing of the removal
+    (honest: every member then has us in), so such a leave is vouched for once someone who
+    was a member right after one of those removals of us (not its author, not us) builds
+    an op on it; until then we hold ourselves out, and ask (``GroupChat``). A function of
+    the op set and ``me``, like the fold."""
+    if roster is None or me not in roster.members:
+        return False
+    removals = [o for o in ops if o.kind is OpKind.REMOVE and o.target == me]
+    removers = {o.author for o in removals}
+    leaves = [o for o in ops if o.kind is OpKind.LEAVE and o.author in removers]
+    if not leaves:
+        return False
+    by_id = {o.op_id: o for o in ops}
+
+    def below(start: Iterable[bytes]) -> set[bytes]:
+        seen: set[bytes] = set()
+        stack = [d for d in start if d in by_id]
+        while stack:
+            oid = stack.pop()
+            if oid not in seen:
+                seen.add(oid)
+                stack.extend(d for d in by_id[oid].deps if d in by_id)
+        return seen
+
+    witnesses: set[bytes] = set()  # members right after a removal of us
+    for r in removals:
+        after = fold([*(by_id[p] for p in below(r.deps)), r])[0]
+        if after is not None:
+            witnesses |= after.members
+    witnesses -= removers | {me}
+    vouched = below(d for o in ops if o.author in witnesses for d in o.deps)
+    unvouched = {o.op_id for o in leaves if o.op_id not in vouched}
+    if not unvouched:
+        return False
+    without = fold(o for o in ops if o.op_id not in unvouched)[0]
+    return without is None or me not in without.members

@@ -36,6 +36,7 @@ from chatcore.group.keys import InstallationKey, Rng
 from chatcore.group.ops import Op, OpKind, decode_op, group_id_for, make_op
 from chatcore.group.roster import (
     Roster,
+    back_on_leaves_only,
     counting_removals,
     effect,
     fold,
@@ -352,6 +353,25 @@ def _out_of(ops: Iterable[Op], into: dict[bytes, list[Op]] | None = None) -> dic
     return out
 
 
+def _back_unvouched(before: GroupState, after: GroupState) -> bool:
+    """``roster.back_on_leaves_only`` for ``after``, computed only when it may have changed
+    since ``before`` (a leave or removal came, or we held ourselves out already); ops only
+    grow, and new ones come last in ``ops``."""
+    me = after.identity
+    if me not in after.roster.members:
+        return False
+    held = me in before.roster.members and not before.is_member
+    fresh = len(after.ops) - len(before.ops)
+    if not held:
+        if fresh <= 0:
+            return False
+        ops = after.ops
+        new = islice(reversed(ops.values()), fresh) if isinstance(ops, dict) else ops.values()
+        if not any(o.kind in (OpKind.LEAVE, OpKind.REMOVE) for o in new):
+            return False
+    return back_on_leaves_only(list(after.ops.values()), me, after.roster)
+
+
 def _bounded(cands: Mapping[bytes, Op]) -> tuple[Op, ...]:
     """The newest candidates: ``MAX_CANDIDATES_PER_AUTHOR`` per author, ``MAX_CANDIDATES``."""
     per_author: dict[bytes, int] = {}
@@ -418,6 +438,12 @@ class GroupState:
     def is_member(self) -> bool:
         """True while this installation is an installation of a current member."""
         return self.installation in self.devices.get(self.identity, ())
+
+    @property
+    def held_out(self) -> bool:
+        """True while we hold ourselves out of a group whose fold has us in, on leaves no one
+        vouches for (``roster.back_on_leaves_only``): ask the admins (``GroupChat``)."""
+        return self.devices.get(self.identity) == frozenset()
 
     def installations(self) -> frozenset[bytes]:
         """Every member installation except this one (who sender keys go to)."""
@@ -994,6 +1020,8 @@ class GroupState:
         with ``now_ms``, those of an identity that left the group are retired instead (see
         :class:`RetiredChain`). A revoked device's chains are always dropped."""
         devices = {m: _devices(directory, m) for m in folded.roster.members}
+        if _back_unvouched(self, folded):
+            devices[self.identity] = frozenset()  # we hold ourselves out (see the function)
         new = replace(
             folded,
             devices=devices,

@@ -535,9 +535,6 @@ def test_a_member_a_dated_back_leave_takes_out_for_a_while_reads_what_was_sent_t
     assert w.read(m, sent) == b"to everyone, m too"
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="a member removed by x is back in its own view"
-)
 def test_a_member_the_removed_admin_had_removed_stays_out_after_its_dated_back_leave() -> None:
     """x, an admin, removes m; then a removes x. Nobody sends m that removal (m is no
     member). x signs a leave on the create op and sends it to m: with no removal of x in
