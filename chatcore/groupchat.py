@@ -1059,9 +1059,10 @@ class GroupChat:
         ``roster.back_on_leaves_only``), send the ops that take it out and those that take
         their authors out, with their causal past but for what is below the ops the want
         names (the asker holds those). Bounded: once per asker while our log does not
-        change, ``MAX_REMOVED_ANSWER`` bytes at most (a larger answer is not sent: the asker
-        stays out in its own view), and nothing for a want naming no op that took its
-        sender out (junk, or a member's plain want for dependencies)."""
+        change (whether it got ops or not: working out the answer costs a fold),
+        ``MAX_REMOVED_ANSWER`` bytes at most (a larger answer is not sent: the asker stays
+        out in its own view), and nothing for a want naming no op that took its sender out
+        (junk, or a removed member's plain want for dependencies)."""
         ops = state.ops
         if not any(i in ops and taken_out(ops[i]) == sender for i in ids):
             return []
@@ -1069,6 +1070,7 @@ class GroupChat:
         size = len(ops).to_bytes(4, "big")
         if self.store.get_meta(mark) == size:
             return []
+        self.store.set_meta(mark, size)  # (set first: what follows costs a fold)
         counting = counting_removals(ops.values())
         outs = [o for o in ops.values() if taken_out(o) == sender and o.op_id in counting]
         authors = {o.author for o in outs if o.author not in state.members()}
@@ -1078,7 +1080,6 @@ class GroupChat:
         known = _below(ops, (i for i in ids if i in ops))
         send = _below(ops, (o.op_id for o in (*outs, *support))) - known
         items = [o.raw for o in sorted((ops[i] for i in send), key=lambda o: o.sort_key)]
-        self.store.set_meta(mark, size)
         if not items or sum(len(r) for r in items) > MAX_REMOVED_ANSWER:
             return []
         return [f for b in pack_control(items) for f in self._control(sender, keys, b)]

@@ -6,10 +6,12 @@ test_dated_back_leaves.py."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pytest
 
 from chatcore.group import GroupState, OpKind
-from chatcore.group.ops import decode_op, make_op
+from chatcore.group.ops import Op, decode_op, make_op
 from chatcore.groupchat import (
     decode_control,
     decode_want,
@@ -218,3 +220,30 @@ def test_a_removed_members_dated_back_leave_read_with_its_removal_keeps_the_targ
             assert m in s.members() and s.held_out and not s.is_member
         done = _apply(w, one, [removal_x])
         assert m not in done.members() and not done.held_out and _view(done) == _view(sa)
+
+
+def test_wants_from_someone_out_of_the_group_cost_one_fold_per_log(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """x, removed by a (who is still in), asks a again and again naming its removal: no
+    answer (nothing of x's can undo it), and working that out (``counting_removals``) is
+    done once while a's log does not change, not at every want."""
+    import chatcore.groupchat as gc
+
+    w, gid, (a, _b, x, _m), _ = _fight_back(57)
+    sa = w.node(a).groups.load(gid)
+    assert sa is not None
+    x_out = next(o for o in sa.ops.values() if o.kind is OpKind.REMOVE and o.target == x)
+    from chatcore.group.roster import counting_removals as counting
+
+    calls = 0
+
+    def counted(ops: Iterable[Op]) -> frozenset[bytes]:
+        nonlocal calls
+        calls += 1
+        return counting(ops)
+
+    monkeypatch.setattr(gc, "counting_removals", counted)
+    for _ in range(5):
+        assert _probe(w, gid, x, a, [x_out.op_id]) == []
+    assert calls == 1
