@@ -540,7 +540,9 @@ def test_a_member_the_removed_admin_had_removed_stays_out_after_its_dated_back_l
     member). x signs a leave on the create op and sends it to m: with no removal of x in
     its log, the leave counts there, x's removal of m is void, and m takes itself for a
     member for good (writing to nobody; found by the simulator's group-adversary scenario,
-    seed 84 of the first sweep). Still open (strict expected failure, so that a fix shows)."""
+    seed 84 of the first sweep). The op set cannot tell that leave from an honest one of x's
+    other device: m now holds itself out while nobody who was a member right after the
+    removal built on the leave (``GroupState.held_out``; test_back_on_a_leave.py)."""
     w = World(31)
     a, b, x, m = w.person(), w.person(), w.person(), w.person()
     w.create(a, [b, x, m])
