@@ -1194,7 +1194,7 @@ class GroupChat:
                     self.store.record_invitation(gid, a, self.engine.clock_ms())
             frames = self._dispatch(new, state, out)
             events = []
-            if state is None or not state.is_member:
+            if (state is None or not state.is_member) and not new.held_out:
                 joined = self._joined_notice(gid, new)
                 if joined is not None:
                     events.append(joined)

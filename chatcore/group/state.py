@@ -524,7 +524,7 @@ class GroupState:
         always checked against the active installations.
 
         Raises MalformedMessage / GroupError if the log does not verify or does not make
-        us a member.
+        us a member (its fold has us in, but we may hold ourselves out: ``held_out``).
         """
         signers = directory if signers is None else signers
         _check_id(identity, "identity")
@@ -563,7 +563,7 @@ class GroupState:
         if rejected:
             raise GroupError(f"{len(rejected)} op(s) in the welcome do not apply")
         state, out = state._advance(dict(state.ops), directory, rng)
-        if not state.is_member:
+        if not state.is_member and not state.held_out:
             raise GroupError("the welcome does not make us a member")
         return state, out
 

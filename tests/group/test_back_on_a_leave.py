@@ -38,8 +38,8 @@ def test_back_in_on_its_removers_concurrent_leave_a_member_is_in_once_a_member_b
     """x's first device removes m while its second device leaves (neither knowing of the
     other): every member has m in (the leave takes x out concurrently, so the removal is
     void). m, which cannot tell that leave from a removed x's dated back, holds itself out
-    at first; once a (a member right after the removal) builds an op on the leave, m is in
-    again, and agrees with everyone."""
+    at first (a device of m's joining from a's welcome too); once a (a member right after
+    the removal) builds an op on the leave, m is in again, and agrees with everyone."""
     w = World(41)
     a, b, x, m = w.person(), w.person(), w.person(2), w.person()
     w.create(a, [b, x, m])
@@ -57,6 +57,8 @@ def test_back_in_on_its_removers_concurrent_leave_a_member_is_in_once_a_member_b
     assert sa is not None
     sa = _apply(w, sa, [leave, removal])
     assert m in sa.members() and sa.is_member and not sa.held_out  # (a was never removed)
+    joined, _ = GroupState.join(sa.welcome(), m, w.dev(m).inst, w.directory, w.rng)
+    assert joined.held_out and _view(joined) == _view(sa)  # (a welcome, not an error)
     sa, out = sa.rename("on both", w.dev(a).key, w.directory, w.rng, w.now)
     sm = _apply(w, sm, [out[0].payload])
     assert sm.is_member and not sm.held_out and sm.name == "on both"
