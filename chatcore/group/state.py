@@ -91,6 +91,10 @@ class RetiredChain:
     until_ms: int
 
 
+#: the ``last_epoch`` of the chains a member keeps as it goes out (``_kept_on_exit``): any
+ANY_EPOCH = (1 << 32) - 1
+
+
 def removal_epoch(ops: Mapping[bytes, Op], identity: bytes, default: int) -> int:
     """The epoch of the latest op that took ``identity`` out of the group (leave/remove):
     the size of its causal past, as sender-key chains count epochs."""
@@ -444,6 +448,14 @@ class GroupState:
         """True while we hold ourselves out of a group whose fold has us in, on leaves no one
         vouches for (``roster.back_on_leaves_only``): ask the admins (``GroupChat``)."""
         return self.devices.get(self.identity) == frozenset()
+
+    @property
+    def out_for_a_while(self) -> bool:
+        """True while we are out of the group in our view but keep the chains we held as we
+        went out (for ``RETIRED_CHAIN_MS``): the op that took us out may yet be found void
+        (we are back then, and they are live again), so a frame that does not decrypt yet
+        may later, as for a member."""
+        return not self.is_member and bool(self.retired)
 
     def installations(self) -> frozenset[bytes]:
         """Every member installation except this one (who sender keys go to)."""
@@ -1006,6 +1018,49 @@ class GroupState:
         folded = replace(self, ops=ops, roster=roster, epoch=epoch, heads=heads)
         return self._transition(folded, directory, rng, now_ms)
 
+    def _kept_on_exit(
+        self,
+        new: GroupState,
+        live: Mapping[bytes, tuple[ReceiverChain, ...]],
+        now_ms: int | None,
+    ) -> tuple[RetiredChain, ...]:
+        """The chains we keep, retired, out of the group (``new``: our state out of it;
+        ``live``: the chains kept live): as we go out, every chain we held (with ``now_ms``,
+        else none, as a leaver's), for ``RETIRED_CHAIN_MS``. The op that took us out may be
+        found void later (a removed admin's leave dated back before its add of us, a removal
+        by an admin removed concurrently): we are back, and the members that never lost us
+        do not send their keys again; they are live again then (:meth:`_transition`). Any
+        epoch while their sender is a member in our view: it rotates as it applies our exit,
+        so what the chain we hold carries it sent to us too (as a key sent for a later
+        membership, above); a sender out of the group in our view, only what it sent before
+        the op that took it out (as a leaver's chain; none if no op took it out). A member
+        really out keeps only keys it had, and reads nothing sent after its exit by anyone
+        who knew of it."""
+        if now_ms is None:
+            return ()
+        if self.is_member:
+            until = now_ms + RETIRED_CHAIN_MS
+            kept = [
+                RetiredChain(c, ANY_EPOCH, until)
+                for inst, key_ids in self.by_installation.items()
+                for key_id in key_ids
+                if not any(c.installation == inst for c in live.get(key_id, ()))
+                for c in self.chains.get(key_id, ())
+                if c.installation == inst
+            ]
+        else:
+            kept = [r for r in self.retired if now_ms <= r.until_ms]
+        last: dict[bytes, int] = {}
+        for r in kept:
+            who = r.chain.identity
+            if who not in new.roster.members and who not in last:
+                last[who] = removal_message_epoch(new.ops, who, 0)
+        return tuple(
+            r if r.chain.identity not in last
+            else RetiredChain(r.chain, min(r.last_epoch, last[r.chain.identity]), r.until_ms)
+            for r in kept
+        )  # fmt: skip
+
     def sync_devices(self, directory: Directory, rng: Rng) -> tuple[GroupState, list[Outgoing]]:
         """Re-read member installations (a device was added or revoked). A revoked device
         makes us rotate; a new one gets our current sender key."""
@@ -1046,7 +1101,7 @@ class GroupState:
                     by_installation[i] = kept
             return replace(
                 new, own=None, chains=later, by_installation=by_installation, pending=(),
-                retired=(), left={},
+                retired=self._kept_on_exit(new, later, now_ms), left={},
             ), []  # fmt: skip
         before = self.installations()
         after = new.installations()
@@ -1058,6 +1113,23 @@ class GroupState:
             r for r in self.retired
             if r.last_epoch >= oldest and (now_ms is None or now_ms <= r.until_ms)
         ]  # fmt: skip
+        back = after - before
+        if back:
+            # installations back in our view (the op that took them, or us, out was found
+            # void, or a re-add): the chains of theirs we retired are live again (a member
+            # that never saw itself out does not send its key again); none was made after
+            # its sender knew of the exit, and the keys are ours already
+            restored = [
+                r for r in self.retired
+                if r.chain.installation in back
+                and r.chain.installation in devices.get(r.chain.identity, ())
+                and (now_ms is None or now_ms <= r.until_ms)
+            ]  # fmt: skip
+            for r in restored:
+                _revive(chains, by_installation, r.chain)
+            retired = [r for r in retired if not any(r is x for x in restored)]
+        if not self.is_member:
+            retired = []  # those we kept as we went out and that are not back: gone, as before
         left = {i: t for i, t in self.left.items() if now_ms is None or now_ms <= t}
         if now_ms is not None:
             fresh = {oid: o for oid, o in new.ops.items() if oid not in self.ops}
@@ -1453,6 +1525,29 @@ def _trimmed(chains: list[ReceiverChain], grown: ReceiverChain) -> dict[int, Rec
         excess -= len(drop)
         out[id(c)] = replace(c, skipped={i: mk for i, mk in c.skipped.items() if i not in drop})
     return out
+
+
+def _revive(
+    chains: dict[bytes, tuple[ReceiverChain, ...]],
+    by_installation: dict[bytes, tuple[bytes, ...]],
+    chain: ReceiverChain,
+) -> None:
+    """Make a retired ``chain`` live again (as ``GroupState._install`` a new one: at most
+    ``CHAINS_PER_INSTALLATION`` per installation, the newest by epoch)."""
+    inst = chain.installation
+    held = by_installation.get(inst, ())
+    if chain.key_id in held:
+        return
+    epochs = {c.key_id: c.epoch for k in held for c in chains.get(k, ()) if c.installation == inst}
+    epochs[chain.key_id] = chain.epoch
+    ordered = sorted((*held, chain.key_id), key=lambda k: epochs.get(k, -1))
+    keep = tuple(ordered[-CHAINS_PER_INSTALLATION:])
+    if chain.key_id not in keep:
+        return
+    for old in ordered[:-CHAINS_PER_INSTALLATION]:
+        _drop_chain(chains, old, inst)
+    by_installation[inst] = keep
+    chains[chain.key_id] = (*chains.get(chain.key_id, ()), chain)
 
 
 def _drop_chain(chains: dict[bytes, tuple[ReceiverChain, ...]], key_id: bytes, inst: bytes) -> None:

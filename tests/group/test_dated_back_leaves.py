@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from chatcore.errors import GroupError
-from chatcore.group import GroupState, OpKind, decode_op
+from chatcore.errors import ChatCoreError, GroupError
+from chatcore.group import GroupState, OpKind, SendTo, decode_op
 from chatcore.group.consts import EPOCH_AHEAD, MAX_CANDIDATES_PER_AUTHOR, MAX_OPS
 from chatcore.group.ops import make_op
 
@@ -505,18 +505,15 @@ def test_dated_back_leaves_sent_to_one_member_do_not_move_its_message_epoch() ->
     assert w.read(c, w.send(b, b"still here")) == b"still here"
 
 
-@pytest.mark.xfail(
-    strict=True, raises=GroupError, reason="a member out and back in has dropped its chains"
-)
 def test_a_member_a_dated_back_leave_takes_out_for_a_while_reads_what_was_sent_to_it() -> None:
     """x, an admin, added m; a removes x. Before m reads the removal, x signs a leave on
     the create op and sends it to m: the leave counts there (no removal of x known yet), so
-    x's add of m is void and m takes itself out, dropping every sender chain it held. The
-    removal then comes: the leave counts for nothing, m is a member again — but what b sent
-    before (with the chain m had) is unreadable for good, and b never sends that key again
-    (its view never lost m). Found by the simulator's group-adversary scenario (seed 8 of
-    the first sweep); the same happens to a member an admin removed concurrently with that
-    admin's own removal. Still open (strict expected failure, so that a fix shows)."""
+    x's add of m is void and m takes itself out. The removal then comes: the leave counts
+    for nothing, m is a member again. m dropped every sender chain it held as it went out,
+    so what b sent before (with the chain m had) was unreadable for good: b never sends
+    that key again (its view never lost m). Found by the simulator's group-adversary
+    scenario (seed 8 of the first sweep). m now keeps them, retired, for
+    ``RETIRED_CHAIN_MS``, and they are live again once it is back."""
     w = World(29, clock=True)
     a, b, x, m = w.person(), w.person(), w.person(), w.person()
     w.create(a, [b, x])
@@ -534,6 +531,125 @@ def test_a_member_a_dated_back_leave_takes_out_for_a_while_reads_what_was_sent_t
     sm = w.dev(m).state
     assert sm is not None and sm.is_member and x not in sm.members()
     assert w.read(m, sent) == b"to everyone, m too"
+
+
+def test_a_member_removed_by_an_admin_removed_concurrently_reads_what_was_sent_to_it() -> None:
+    """m applies x's removal of it (it is out, and drops every chain it held), then a's
+    removal of x (m is back): b's message sent before, with the chain m had, reads; b never
+    lost m in its view, so it sends that key to nobody again."""
+    w = World(41, clock=True)
+    a, b, c, x, m = (w.person() for _ in range(5))
+    w.create(a, [b, c, x, m])
+    w.act(a, "promote", x)
+    sent = w.send(b, b"to everyone, m too")
+    w.dev(a).online = False
+    w.dev(b).online = False  # b never sees m out
+    w.act(x, "remove_member", m)
+    sm = w.dev(m).state
+    assert sm is not None and not sm.is_member
+    w.act(a, "remove_member", x)  # (a is offline: it has not seen x's removal of m)
+    w.go_online(w.dev(a))
+    w.go_online(w.dev(b))
+    for who in (a, b, c, m):
+        s = w.dev(who).state
+        assert s is not None and m in s.members() and x not in s.members()
+    assert w.read(m, sent) == b"to everyone, m too"
+    after = w.send(b, b"after")
+    assert w.read(m, after) == b"after"
+
+
+def test_the_chains_a_member_goes_out_with_are_kept_for_a_while_only() -> None:
+    """What m keeps as it goes out (every chain it held) survives a restart, and goes once
+    ``RETIRED_CHAIN_MS`` have passed (the next op m applies drops it): back after that, m
+    reads only what its senders send it from then on."""
+    from chatcore.group.consts import RETIRED_CHAIN_MS
+
+    w = World(53, clock=True)
+    a, b, c, x, m = (w.person() for _ in range(5))
+    w.create(a, [b, c, x, m])
+    w.act(a, "promote", x)
+    sent = w.send(b, b"before")
+    w.dev(a).online = False
+    w.dev(m).online = False
+    w.act(x, "remove_member", m)
+    removal_of_m = w.published[-1]
+    w.act(a, "remove_member", x)
+    removal_of_x = w.published[-1]
+    sm = w.dev(m).state
+    assert sm is not None
+    sm, _ = sm.apply_op(removal_of_m, w.directory, w.rng, w.now)
+    assert not sm.is_member and sm.out_for_a_while
+    sm = GroupState.from_bytes(sm.to_bytes())
+    assert sm.out_for_a_while
+    assert sm.decrypt(sent, w.now)[3] == b"before"  # (b meant it for m)
+    late = w.now + RETIRED_CHAIN_MS + 1
+    sm, _ = sm.apply_op(removal_of_x, w.directory, w.rng, late)
+    assert sm.is_member and not sm.retired
+    with pytest.raises(GroupError):
+        sm.decrypt(sent, late)
+
+
+def test_a_member_that_took_another_out_for_a_while_reads_it_again() -> None:
+    """x removes m while a removes x. m gets a's removal first (x is out: m rotates and
+    sends its key to a, b, c), and never sees x's removal of it as one that counts. c gets
+    m's new key, then x's removal of m (c retires m's chains), then a's removal of x (m is
+    back at c). m, which never saw itself out, does not send its key again: c reads m
+    with the chain it had retired."""
+    w = World(43, clock=True)
+    a, b, c, x, m = (w.person() for _ in range(5))
+    w.create(a, [b, c, x, m])
+    w.act(a, "promote", x)
+    sc = w.dev(c).state
+    assert sc is not None
+    for who in (a, c, m):
+        w.dev(who).online = False
+    w.act(x, "remove_member", m)
+    removal_of_m = w.published[-1]
+    w.act(a, "remove_member", x)  # (a is offline: it has not seen x's removal of m)
+    removal_of_x = w.published[-1]
+    sm = w.dev(m).state
+    assert sm is not None
+    sm, out = sm.apply_op(removal_of_x, w.directory, w.rng, w.t)
+    w.dev(m).state = sm
+    (key_to_c,) = [
+        o.payload for o in out if isinstance(o, SendTo) and o.installation == w.dev(c).inst
+    ]
+    sc = sc.receive_distribution(w.dev(m).inst, key_to_c, from_identity=m, now_ms=w.t)
+    sc, _ = sc.apply_op(removal_of_m, w.directory, w.rng, w.t)
+    assert m not in sc.members()
+    sc, _ = sc.apply_op(removal_of_x, w.directory, w.rng, w.t)
+    assert m in sc.members() and x not in sc.members()
+    sm, _ = sm.apply_op(removal_of_m, w.directory, w.rng, w.t)
+    assert sm.is_member and sm.epoch == sc.epoch
+    sm, frame = sm.encrypt(b"from m")
+    assert sc.decrypt(frame, w.t)[3] == b"from m"
+
+
+def test_a_member_really_removed_reads_nothing_sent_by_members_that_know_it() -> None:
+    """The chains m keeps as it goes out read only what their senders sent before they
+    knew: a removes m; b, offline, sends once before it learns, then once after. m, its
+    removal applied, reads the first (b meant it for m) and not the second (b rotated);
+    nor does it once an admin adds it back (a new membership: b sends m its new key from
+    there on)."""
+    w = World(47, clock=True)
+    a, b, m = w.person(), w.person(), w.person()
+    w.create(a, [b, m])
+    w.dev(b).online = False
+    w.act(a, "remove_member", m)
+    sm = w.dev(m).state
+    assert sm is not None and not sm.is_member
+    before = w.send(b, b"before b knew")
+    w.go_online(w.dev(b))
+    after = w.send(b, b"after b knew")
+    assert w.read(m, before) == b"before b knew"
+    with pytest.raises(GroupError):
+        w.read(m, after)
+    w.act(a, "add_member", m)
+    sm = w.dev(m).state
+    assert sm is not None and sm.is_member
+    with pytest.raises(ChatCoreError):
+        w.read(m, after)
+    assert w.read(m, w.send(b, b"back")) == b"back"
 
 
 def test_a_member_the_removed_admin_had_removed_stays_out_after_its_dated_back_leave() -> None:
