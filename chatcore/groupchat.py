@@ -783,7 +783,7 @@ class GroupChat:
             return
         gid = self.store.group_by_subject(subject)
         state = self.load(gid) if gid is not None else None
-        if gid is None or state is None or not state.is_member:
+        if gid is None or state is None or not (state.is_member or state.out_for_a_while):
             return
         if _own_echo(state, frame):
             return  # our own message echoed by the topic

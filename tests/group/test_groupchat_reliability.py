@@ -559,3 +559,35 @@ def test_control_items_from_a_non_admin_or_a_removed_member_change_no_membership
 
 
 _WORLD: tuple[FWorld, bytes, bytes, list[tuple[bytes, bytes, bytes]]] | None = None
+
+
+def test_a_frame_that_reaches_a_member_out_for_a_while_is_held_until_it_is_back() -> None:
+    """x, an admin, removes m while a removes x (concurrent: x's removal of m is void). m
+    gets x's removal first (it is out in its own view), then a frame of a's new key (made
+    as x went out, sent to m too: m is in a's view) before that key and a's removal of x.
+    The frame was lost (a non-member held nothing); m keeps the chains it went out with for
+    a while, so it holds the frame too, and reads it once it is back and has the key."""
+    w = FWorld(11)
+    a, b, c, x, m = (w.person() for _ in range(5))
+    gid = w.group(a, [b, c, x, m])
+    na, nx, nm = w.node(a), w.node(x), w.node(m)
+    w.route(na.groups.promote(gid, x), frm=na)
+    w.deaf.add(na.dev.inst)
+    w.route(nx.groups.remove(gid, m), frm=nx)
+    w.deaf.discard(na.dev.inst)
+    sm = nm.groups.load(gid)
+    assert sm is not None and not sm.is_member
+    m_inbox = nm.dev.engine.inbox
+    removal_of_x = na.groups.remove(gid, x)
+    w.dropped.add(m_inbox)  # m gets none of it for now
+    w.route(removal_of_x, frm=na)
+    w.dropped.clear()
+    res = na.groups.send(gid, ContentType.TEXT, b"for m too")
+    w.route(res.frames, frm=na)
+    sm = nm.groups.load(gid)
+    assert sm is not None and not sm.is_member  # (m read the frame while out)
+    assert not nm.dev.store.has_message(gid, res.message_id)
+    w.route([f for f in removal_of_x if f.subject == m_inbox], frm=na)
+    sm = nm.groups.load(gid)
+    assert sm is not None and sm.is_member
+    assert nm.dev.store.has_message(gid, res.message_id)
