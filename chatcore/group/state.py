@@ -1026,21 +1026,22 @@ class GroupState:
     ) -> tuple[RetiredChain, ...]:
         """The chains we keep, retired, out of the group (``new``: our state out of it;
         ``live``: the chains kept live): as we go out, every chain we held (with ``now_ms``,
-        else none, as a leaver's), for ``RETIRED_CHAIN_MS``. The op that took us out may be
-        found void later (a removed admin's leave dated back before its add of us, a removal
-        by an admin removed concurrently): we are back, and the members that never lost us
-        do not send their keys again; they are live again then (:meth:`_transition`). Any
-        epoch while their sender is a member in our view: it rotates as it applies our exit,
-        so what the chain we hold carries it sent to us too (as a key sent for a later
-        membership, above); a sender out of the group in our view, only what it sent before
-        the op that took it out (as a leaver's chain; none if no op took it out). A member
-        really out keeps only keys it had, and reads nothing sent after its exit by anyone
-        who knew of it."""
+        else none, as a leaver's), for ``RETIRED_CHAIN_MS``, and the chains we had retired.
+        The op that took us out may be found void later (a removed admin's leave dated back
+        before its add of us, a removal by an admin removed concurrently): we are back, and
+        the members that never lost us do not send their keys again; they are live again
+        then (:meth:`_transition`). Any epoch while their sender is a member in our view: it
+        rotates as it applies our exit, so what the chain we hold carries it sent to us too
+        (as a key sent for a later membership, above); a sender out of the group in our view,
+        only what it sent before the op that took it out (``_bound_out``). A member really
+        out keeps only keys it had, and reads nothing sent after its exit by anyone who knew
+        of it."""
         if now_ms is None:
             return ()
+        kept = [r for r in self.retired if now_ms <= r.until_ms]
         if self.is_member:
             until = now_ms + RETIRED_CHAIN_MS
-            kept = [
+            kept += [
                 RetiredChain(c, ANY_EPOCH, until)
                 for inst, key_ids in self.by_installation.items()
                 for key_id in key_ids
@@ -1048,18 +1049,7 @@ class GroupState:
                 for c in self.chains.get(key_id, ())
                 if c.installation == inst
             ]
-        else:
-            kept = [r for r in self.retired if now_ms <= r.until_ms]
-        last: dict[bytes, int] = {}
-        for r in kept:
-            who = r.chain.identity
-            if who not in new.roster.members and who not in last:
-                last[who] = removal_message_epoch(new.ops, who, 0)
-        return tuple(
-            r if r.chain.identity not in last
-            else RetiredChain(r.chain, min(r.last_epoch, last[r.chain.identity]), r.until_ms)
-            for r in kept
-        )  # fmt: skip
+        return tuple(_bound_out(kept, new))
 
     def sync_devices(self, directory: Directory, rng: Rng) -> tuple[GroupState, list[Outgoing]]:
         """Re-read member installations (a device was added or revoked). A revoked device
@@ -1129,7 +1119,13 @@ class GroupState:
                 _revive(chains, by_installation, r.chain)
             retired = [r for r in retired if not any(r is x for x in restored)]
         if not self.is_member:
-            retired = []  # those we kept as we went out and that are not back: gone, as before
+            # the chains we kept as we went out that are not back: a member's (a device
+            # revoked meanwhile) go; others', read up to the op that took them out
+            retired = _bound_out(
+                (r for r in retired
+                 if r.last_epoch != ANY_EPOCH or r.chain.identity not in new.roster.members),
+                new,
+            )  # fmt: skip
         left = {i: t for i, t in self.left.items() if now_ms is None or now_ms <= t}
         if now_ms is not None:
             fresh = {oid: o for oid, o in new.ops.items() if oid not in self.ops}
@@ -1524,6 +1520,22 @@ def _trimmed(chains: list[ReceiverChain], grown: ReceiverChain) -> dict[int, Rec
         drop = set(sorted(c.skipped)[:excess])
         excess -= len(drop)
         out[id(c)] = replace(c, skipped={i: mk for i, mk in c.skipped.items() if i not in drop})
+    return out
+
+
+def _bound_out(retired: Iterable[RetiredChain], new: GroupState) -> list[RetiredChain]:
+    """``retired``, those kept as we went out (``ANY_EPOCH``) of a sender out of the group
+    in ``new`` bounded as a leaver's: what it sent up to the op that took it out (nothing
+    if no op did)."""
+    out = []
+    last: dict[bytes, int] = {}
+    for r in retired:
+        who = r.chain.identity
+        if r.last_epoch == ANY_EPOCH and who not in new.roster.members:
+            if who not in last:
+                last[who] = removal_message_epoch(new.ops, who, 0)
+            r = RetiredChain(r.chain, last[who], r.until_ms)
+        out.append(r)
     return out
 
 

@@ -558,6 +558,29 @@ def test_a_member_removed_by_an_admin_removed_concurrently_reads_what_was_sent_t
     assert w.read(m, after) == b"after"
 
 
+def test_a_member_out_for_a_while_keeps_the_chains_it_had_retired() -> None:
+    """x removes y, then m, while a removes x: both removals are void. m applies x's two
+    removals (it retires y's chain, then goes out itself), then a's removal of x (y and m
+    are back). m dropped the chains it had retired as it went out: y's message sent before
+    was unreadable at m (found by the simulator's group-adversary scenario, seed 58)."""
+    w = World(59, clock=True)
+    a, b, x, y, m = (w.person() for _ in range(5))
+    w.create(a, [b, x, y, m])
+    w.act(a, "promote", x)
+    sent = w.send(y, b"from y")
+    w.dev(a).online = False
+    w.act(x, "remove_member", y)
+    w.act(x, "remove_member", m)
+    sm = w.dev(m).state
+    assert sm is not None and not sm.is_member
+    w.act(a, "remove_member", x)
+    w.go_online(w.dev(a))
+    for who in (a, b, m):
+        s = w.dev(who).state
+        assert s is not None and {y, m} <= s.members() and x not in s.members()
+    assert w.read(m, sent) == b"from y"
+
+
 def test_the_chains_a_member_goes_out_with_are_kept_for_a_while_only() -> None:
     """What m keeps as it goes out (every chain it held) survives a restart, and goes once
     ``RETIRED_CHAIN_MS`` have passed (the next op m applies drops it): back after that, m
