@@ -1025,8 +1025,9 @@ class GroupState:
         now_ms: int | None,
     ) -> tuple[RetiredChain, ...]:
         """The chains we keep, retired, out of the group (``new``: our state out of it;
-        ``live``: the chains kept live): as we go out, every chain we held (with ``now_ms``,
-        else none, as a leaver's), for ``RETIRED_CHAIN_MS``, and the chains we had retired.
+        ``live``: the chains kept live): every chain we held and do not keep live (with
+        ``now_ms``, else none, as a leaver's), for ``RETIRED_CHAIN_MS``, and the chains we
+        had retired.
         The op that took us out may be found void later (a removed admin's leave dated back
         before its add of us, a removal by an admin removed concurrently): we are back, and
         the members that never lost us do not send their keys again; they are live again
@@ -1038,17 +1039,16 @@ class GroupState:
         of it."""
         if now_ms is None:
             return ()
+        until = now_ms + RETIRED_CHAIN_MS
         kept = [r for r in self.retired if now_ms <= r.until_ms]
-        if self.is_member:
-            until = now_ms + RETIRED_CHAIN_MS
-            kept += [
-                RetiredChain(c, ANY_EPOCH, until)
-                for inst, key_ids in self.by_installation.items()
-                for key_id in key_ids
-                if not any(c.installation == inst for c in live.get(key_id, ()))
-                for c in self.chains.get(key_id, ())
-                if c.installation == inst
-            ]
+        kept += [
+            RetiredChain(c, ANY_EPOCH, until)
+            for inst, key_ids in self.by_installation.items()
+            for key_id in key_ids
+            if not any(c.installation == inst for c in live.get(key_id, ()))
+            for c in self.chains.get(key_id, ())
+            if c.installation == inst
+        ]  # (out already: a key sent for a later membership that the log has passed since)
         return tuple(_bound_out(kept, new))
 
     def sync_devices(self, directory: Directory, rng: Rng) -> tuple[GroupState, list[Outgoing]]:

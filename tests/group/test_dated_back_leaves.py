@@ -581,6 +581,41 @@ def test_a_member_out_for_a_while_keeps_the_chains_it_had_retired() -> None:
     assert w.read(m, sent) == b"from y"
 
 
+def test_a_key_sent_for_a_later_membership_outlives_the_log_growing_while_out() -> None:
+    """x removes m, then renames twice, while a removes x. b gets a's removal (m is in its
+    view, for good: x's ops are void), rotates, and sends m its key, made on a log as long
+    as m's once m applies x's removal: m, out, keeps it live (a key for a later
+    membership). x's renames make m's log longer than that key's: it was dropped then,
+    and once a's removal came (m back), m could not read b (found by the simulator's
+    group-adversary scenario, seed 158)."""
+    from chatcore.group.consts import KIND_DISTRIBUTION
+
+    w = World(61, clock=True)
+    a, b, x, m = (w.person() for _ in range(4))
+    w.create(a, [b, x, m])
+    w.act(a, "promote", x)
+    for who in (a, b, m):
+        w.dev(who).online = False
+    w.act(x, "remove_member", m)
+    w.act(x, "rename", "x's name")
+    w.act(x, "rename", "x's other name")
+    by_x = w.published[-3:]
+    w.act(a, "remove_member", x)
+    removal_of_x = w.published[-1]
+    w.go_online(w.dev(b))  # b's key for m waits in m's inbox
+    (key,) = [p for frm, p in w.dev(m).inbox if frm == w.dev(b).inst and p[0] == KIND_DISTRIBUTION]
+    sm = w.dev(m).state
+    assert sm is not None
+    sm = sm.receive_distribution(w.dev(b).inst, key, from_identity=b, now_ms=w.now)
+    for raw in by_x:
+        sm, _ = sm.apply_op(raw, w.directory, w.rng, w.now)
+        assert not sm.is_member
+    sm, _ = sm.apply_op(removal_of_x, w.directory, w.rng, w.now)
+    assert sm.is_member and x not in sm.members()
+    w.dev(m).state = sm
+    assert w.read(m, w.send(b, b"from b")) == b"from b"
+
+
 def test_the_chains_a_member_goes_out_with_are_kept_for_a_while_only() -> None:
     """What m keeps as it goes out (every chain it held) survives a restart, and goes once
     ``RETIRED_CHAIN_MS`` have passed (the next op m applies drops it): back after that, m
