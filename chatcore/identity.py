@@ -679,6 +679,16 @@ def _start_link(
         spk = SignedPrekey.generate(rng, 1, (now + PREKEY_TTL_S) * 1000)
         code, pairing_key = make_pairing_code(keys, spk, network.binding, now, rng, ttl_s)
         with store.transaction():
+            # read again under the lock: another process on this home ('sync', or a 'devices
+            # link --wait' from before) may have finished the link since we looked (an
+            # approval made before the code expired still counts); the new code, key and
+            # prekey written over it left the link with a pending code and a current prekey
+            # its published bundle does not name
+            if store.get_meta("identity_id") is not None:
+                raise IdentityError(
+                    f"{home.path} already holds a linked identity (another command on it "
+                    "finished the link just now)"
+                )
             store.put_secret("installation", keys.to_bytes())
             store.put_secret(f"spk:{spk.id:010d}", spk.to_bytes())
             store.set_meta("spk_current", str(spk.id).encode())

@@ -598,6 +598,76 @@ async def test_a_link_another_process_finished_meanwhile_is_not_taken_again(
         a2.close()
 
 
+async def test_a_code_replaced_as_it_expired_is_not_written_back_over_a_link_finished_meanwhile(
+    people: People, network: NetworkConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: 'devices link' run again on a home whose code has expired makes a new
+    code. It read the home (not linked yet, the code expired), then wrote the new code, the
+    one-time key and a new signed prekey without looking again: another process on the home
+    ('sync', or 'devices link --wait' from before) that finished the link in between (an
+    approval made before the expiry still counts) had its link left with a pending code and
+    a current prekey it never published. The home is read again in the transaction that
+    writes the code: the link is kept as it was made, and 'devices link' says the home is
+    linked."""
+    import subprocess
+    import sys
+    import types
+
+    from chatcore import identity as identity_mod
+    from chatcore.home import Home
+    from chatcore.identity import PAIR_TTL_S, IdentityError, link_pending, linked_identity
+
+    alice = people.new("alice")
+    home = tmp_path / "alice2"
+    started = start_link(home, PASSPHRASE, network)
+    await approve(alice.c, PASSPHRASE, started.code)
+    net = tmp_path / "network.json"
+    network.save(net)
+    # 'devices link' again, once the code has expired (for this process only: the other
+    # process's link runs on the real clock, the approval was made in time)
+    later = time.time() + PAIR_TTL_S + 60
+    monkeypatch.setattr(identity_mod, "time", types.SimpleNamespace(time=lambda: later))
+    make_code = identity_mod.make_pairing_code
+    kept: dict[str, bytes | None] = {}
+
+    def the_other_links_then_make_code(*args: object, **kwargs: object) -> object:
+        if not kept:  # the other process takes the handover now, and finishes the link
+            proc = subprocess.run(
+                [sys.executable, "-c", _LINK_WHOLE, str(home), PASSPHRASE, str(net)],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            store = Home(home).open_store(PASSPHRASE)
+            try:
+                for key in ("identity_id", "pair_code", "spk_current", "bundle_seq"):
+                    kept[key] = store.get_meta(key)
+            finally:
+                store.close()
+        return make_code(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(identity_mod, "make_pairing_code", the_other_links_then_make_code)
+    with pytest.raises(IdentityError, match="already holds a linked identity"):
+        start_link(home, PASSPHRASE, network)
+    assert kept["identity_id"] == alice.c.identity_id and kept["pair_code"] == b""
+    assert linked_identity(home, PASSPHRASE) == alice.c.identity_id
+    assert not link_pending(home, PASSPHRASE)
+    store = Home(home).open_store(PASSPHRASE)
+    try:
+        assert {k: store.get_meta(k) for k in kept} == kept  # the link, as the other made it
+        assert store.get_secret("pair:key") is None
+    finally:
+        store.close()
+    monkeypatch.undo()
+    # and the device works: the prekey it uses is the one its published bundle names
+    bob = people.new("bob")
+    await bob.c.send_text(alice.name, "to both")
+    a2 = Client.open(home, PASSPHRASE, network)
+    try:
+        assert [m.text for m in await a2.sync()] == ["to both"]
+    finally:
+        await a2.aclose()
+
+
 async def test_a_change_made_right_after_a_link_reaches_the_new_device(
     people: People, network: NetworkConfig, tmp_path: Path
 ) -> None:
