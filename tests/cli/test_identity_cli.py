@@ -50,45 +50,54 @@ def h(homes: dict[str, Any], who: str) -> list[str]:
 
 
 def test_link_list_chat_revoke(run_cli: RunCli, homes: dict[str, Any]) -> None:
-    link = ok(run_cli(*h(homes, "ida2"), "devices", "link", "--json")).doc
+    # its own identity and peer: it counted the devices and on-chain events of 'ida', and
+    # failed after a test that rotated its installation
+    for name in ("idl", "idl-peer"):
+        ok(run_cli(*h(homes, name), "init", "--name", name, "--json"))
+    link = ok(run_cli(*h(homes, "idl2"), "devices", "link", "--json")).doc
     assert link["code"].startswith("logos_chatpair_1_")
     # not approved yet: a network command says so
-    r = run_cli(*h(homes, "ida2"), "sync")
+    r = run_cli(*h(homes, "idl2"), "sync")
     r.assert_one_line_error(code=3, contains="waiting to be approved")
-    ok(run_cli(*h(homes, "ida"), "devices", "approve", link["code"], "--json"))
-    r = run_cli(*h(homes, "ida"), "devices", "approve", link["code"])
+    ok(run_cli(*h(homes, "idl"), "devices", "approve", link["code"], "--json"))
+    r = run_cli(*h(homes, "idl"), "devices", "approve", link["code"])
     r.assert_one_line_error(contains="already used")
-    r = ok(run_cli(*h(homes, "ida2"), "sync", "--json"))
+    r = ok(run_cli(*h(homes, "idl2"), "sync", "--json"))
     assert "linked this device" in r.err
-    mine = ok(run_cli(*h(homes, "ida2"), "devices", "list", "--json")).doc
+    mine = ok(run_cli(*h(homes, "idl2"), "devices", "list", "--json")).doc
     assert [(d["status"], d["this_device"]) for d in mine] == [("active", False), ("active", True)]
-    first = ok(run_cli(*h(homes, "ida"), "devices", "list", "--json")).doc
+    first = ok(run_cli(*h(homes, "idl"), "devices", "list", "--json")).doc
     assert [(d["status"], d["this_device"]) for d in first] == [("active", True), ("active", False)]
     # both devices receive, each sees what the other sent
-    assert ok(run_cli(*h(homes, "idb"), "send", "ida", "hi both", "--json")).doc["devices"] == 2
-    for who in ("ida", "ida2"):
+    assert (
+        ok(run_cli(*h(homes, "idl-peer"), "send", "idl", "hi both", "--json")).doc["devices"] == 2
+    )
+    for who in ("idl", "idl2"):
         assert [m["text"] for m in ok(run_cli(*h(homes, who), "sync", "--json")).doc] == ["hi both"]
-    ok(run_cli(*h(homes, "ida2"), "send", "idb", "from the second device"))
-    got = ok(run_cli(*h(homes, "ida"), "sync", "--json")).doc
+    ok(run_cli(*h(homes, "idl2"), "send", "idl-peer", "from the second device"))
+    got = ok(run_cli(*h(homes, "idl"), "sync", "--json")).doc
     assert [(m["text"], m["outgoing"]) for m in got] == [("from the second device", True)]
-    ok(run_cli(*h(homes, "ida2"), "send", "idb", "and one more"))
-    r = ok(run_cli(*h(homes, "ida"), "sync"))  # a sync copy says whom it went to
-    assert r.out.startswith("(to idb) [") and "] me: and one more" in r.out, r.out
+    ok(run_cli(*h(homes, "idl2"), "send", "idl-peer", "and one more"))
+    r = ok(run_cli(*h(homes, "idl"), "sync"))  # a sync copy says whom it went to
+    assert r.out.startswith("(to idl-peer) [") and "] me: and one more" in r.out, r.out
     # a device does not revoke itself by mistake
-    r = run_cli(*h(homes, "ida"), "devices", "revoke", first[0]["installation_id"])
+    r = run_cli(*h(homes, "idl"), "devices", "revoke", first[0]["installation_id"])
     r.assert_one_line_error(code=1, contains="this device")
     # revoke the second device from the first
-    r = ok(run_cli(*h(homes, "ida"), "devices", "revoke", mine[1]["installation_id"]))
+    r = ok(run_cli(*h(homes, "idl"), "devices", "revoke", mine[1]["installation_id"]))
     assert "keys rotate --owner" in r.out  # the revoked device still holds the owner key
-    r = run_cli(*h(homes, "ida2"), "send", "idb", "still here?")
+    r = run_cli(*h(homes, "idl2"), "send", "idl-peer", "still here?")
     r.assert_one_line_error(code=4, contains="revoked")
     # what the revoked device holds stays readable there, as conversations and search are
-    r = ok(run_cli(*h(homes, "ida2"), "history", "idb", "--json"))
+    r = ok(run_cli(*h(homes, "idl2"), "history", "idl-peer", "--json"))
     assert "from the second device" in [m["text"] for m in r.doc["messages"]]
     assert "revoked" in r.err
-    ok(run_cli(*h(homes, "ida2"), "contacts", "list"))
-    assert ok(run_cli(*h(homes, "idb"), "send", "ida", "one device", "--json")).doc["devices"] == 1
-    hist = ok(run_cli("lookup", "ida", "--history", "--json")).doc["history"]
+    ok(run_cli(*h(homes, "idl2"), "contacts", "list"))
+    assert (
+        ok(run_cli(*h(homes, "idl-peer"), "send", "idl", "one device", "--json")).doc["devices"]
+        == 1
+    )
+    hist = ok(run_cli("lookup", "idl", "--history", "--json")).doc["history"]
     events = [e["event"] for e in hist]
     assert events.count("InstallationAdded") == 2 and "InstallationRevoked" in events
     # the linked device's pairing bundle (no identity in it yet) is a verified entry
@@ -136,49 +145,65 @@ def test_a_device_behind_an_owner_rotation_is_told_to_sync(
 def test_recovery_restore_and_backup(
     run_cli: RunCli, homes: dict[str, Any], tmp_path: Path
 ) -> None:
-    phrase = homes["idb"]["recovery_phrase"]
-    backup = tmp_path / "idb.backup"
+    # its own identity and peer (it revokes the identity's only device): it ran on what
+    # earlier tests of this file had left in 'idb' (and revoked it under later ones)
+    me = ok(run_cli(*h(homes, "idr"), "init", "--name", "idr", "--json")).doc
+    peer = ok(run_cli(*h(homes, "idr-peer"), "init", "--name", "idr-peer", "--json")).doc
+    for who, to, text in (
+        ("idr", "idr-peer", "before the backup"), ("idr-peer", "idr", "a reply"),
+        ("idr", "idr-peer", "one more"), ("idr-peer", "idr", "and the last"),
+    ):  # fmt: skip
+        ok(run_cli(*h(homes, who), "send", to, text))
+        ok(run_cli(*h(homes, to), "sync"))
+    before = ok(run_cli(*h(homes, "idr"), "history", "idr-peer", "--json")).doc["messages"]
+    assert len(before) == 4
+    phrase = me["recovery_phrase"]
+    backup = tmp_path / "idr.backup"
     env = {"LOGOS_CHAT_RECOVERY_PHRASE": phrase}
     # a backup sealed with a phrase the user does not have could never be opened
-    other = homes["ida"]["recovery_phrase"]
-    wrong = run_cli(*h(homes, "idb"), "backup", "export", str(backup), "--phrase",
+    other = peer["recovery_phrase"]
+    wrong = run_cli(*h(homes, "idr"), "backup", "export", str(backup), "--phrase",
                     env={"LOGOS_CHAT_RECOVERY_PHRASE": other})  # fmt: skip
     wrong.assert_one_line_error(contains="not the recovery phrase of this identity")
     assert not backup.exists()
-    nowhere = run_cli(*h(homes, "idb"), "backup", "export", str(tmp_path / "no" / "x"))
+    nowhere = run_cli(*h(homes, "idr"), "backup", "export", str(tmp_path / "no" / "x"))
     nowhere.assert_one_line_error(code=1, contains="no such folder")
-    missing = run_cli(*h(homes, "idb"), "backup", "import", str(tmp_path / "nothing"))
+    missing = run_cli(*h(homes, "idr"), "backup", "import", str(tmp_path / "nothing"))
     assert missing.code != 0 and "Traceback" not in missing.err
-    first = ok(run_cli(*h(homes, "idb"), "backup", "export", str(backup), "--phrase", "--json",
+    first = ok(run_cli(*h(homes, "idr"), "backup", "export", str(backup), "--phrase", "--json",
                        env=env)).doc  # fmt: skip
     # a backup cut short says so, not "wrong passphrase" (a new-user review)
     cut = tmp_path / "cut.backup"
     cut.write_bytes(backup.read_bytes()[:100])
-    r = run_cli(*h(homes, "idb"), "history", "import", str(cut), "--phrase", env=env)
+    r = run_cli(*h(homes, "idr"), "history", "import", str(cut), "--phrase", env=env)
     r.assert_one_line_error(code=1, contains="truncated")
     assert "passphrase" not in r.err
     # the spelling, `history export FILE`, is the same command
-    alias = tmp_path / "idb.alias.backup"
-    doc = ok(run_cli(*h(homes, "idb"), "history", "export", str(alias), "--phrase", "--json",
+    alias = tmp_path / "idr.alias.backup"
+    doc = ok(run_cli(*h(homes, "idr"), "history", "export", str(alias), "--phrase", "--json",
                      env=env)).doc  # fmt: skip
     assert doc["messages"] == first["messages"] and alias.stat().st_size > 0
-    bad = run_cli(*h(homes, "idb-x"), "recovery", "restore",
+    bad = run_cli(*h(homes, "idr-x"), "recovery", "restore",
                   env={"LOGOS_CHAT_RECOVERY_PHRASE": "wrong words " * 4})  # fmt: skip
     bad.assert_one_line_error(contains="recovery phrase")
-    doc = ok(run_cli(*h(homes, "idb-new"), "recovery", "restore", "--json", env=env)).doc
-    assert doc["identity_id"] == homes["idb"]["identity_id"] and len(doc["revoked"]) == 1
-    r = run_cli(*h(homes, "idb"), "sync")
+    doc = ok(run_cli(*h(homes, "idr-new"), "recovery", "restore", "--json", env=env)).doc
+    assert doc["identity_id"] == me["identity_id"] and len(doc["revoked"]) == 1
+    r = run_cli(*h(homes, "idr"), "sync")
     r.assert_one_line_error(code=4, contains="revoked")
     n = ok(
         run_cli(
-            *h(homes, "idb-new"), "backup", "import", str(backup), "--phrase", "--json", env=env
+            *h(homes, "idr-new"), "backup", "import", str(backup), "--phrase", "--json", env=env
         )
     )
-    assert n.doc["imported"] >= 4
-    hist = ok(run_cli(*h(homes, "idb-new"), "history", "ida", "--json")).doc["messages"]
-    assert "before rotation" in [m["text"] for m in hist]
-    ok(run_cli(*h(homes, "ida"), "send", "idb", "welcome back"))
-    got = ok(run_cli(*h(homes, "idb-new"), "sync", "--json")).doc
+    assert n.doc["imported"] >= len(before)
+    hist = ok(run_cli(*h(homes, "idr-new"), "history", "idr-peer", "--json")).doc["messages"]
+
+    def seen(msgs: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
+        return [(m["message_id"], m["outgoing"], m["text"]) for m in msgs]
+
+    assert seen(hist) == seen(before)  # the whole conversation, as it was
+    ok(run_cli(*h(homes, "idr-peer"), "send", "idr", "welcome back"))
+    got = ok(run_cli(*h(homes, "idr-new"), "sync", "--json")).doc
     assert [m["text"] for m in got] == ["welcome back"]
 
 
