@@ -38,10 +38,12 @@ Acknowledgements cost as few bytes as we can make them (SDS-style):
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from chatcore import content as ct_
@@ -77,6 +79,8 @@ REL_META = "reliability"
 REL_CONV_META = "rel:"
 #: contact states whose messages are not shown (in groups only BLOCKED counts)
 _SHUT = (ContactState.BLOCKED, ContactState.DECLINED)
+#: no rows (of a backup)
+_NO_ROWS: Mapping[Any, Any] = MappingProxyType({})
 #: ids of messages dropped while their author was blocked, kept so that a retransmission
 #: after an unblock stays dropped (16 bytes of id each)
 MAX_DROPPED_IDS = 10_000
@@ -519,15 +523,18 @@ class Features:
             self._save_rel(rel)
 
     def drop_written_while_shut(
-        self, identity: bytes, keep: Collection[tuple[bytes, bytes]] = ()
+        self, identity: bytes, keep: Mapping[tuple[bytes, bytes], Mapping[str, Any]] = _NO_ROWS
     ) -> int:
         """A block (or decline) learned only now that began before (a backup's): what
         ``identity`` wrote since it began and was stored here meanwhile (as a request, say)
         goes, as the block would have dropped it when it came (its id is kept: a
-        retransmission stays dropped). ``keep``: (conversation, message id) of what the
-        backup itself holds: it came there before the block (a block drops what comes
-        during it), though its sent-at (the sender's clock) may say later. Returns how
-        many messages went."""
+        retransmission stays dropped). ``keep``: (conversation, message id) -> its row in
+        the backup (:func:`chatcore.identity.snapshot`) of what the backup itself holds: it
+        came there before the block (a block drops what comes during it), though its
+        sent-at (the sender's clock) may say later. Returns how many messages went.
+
+        Its edits, deletes and reactions of that time go too (:meth:`_undo_ops_while_shut`).
+        """
         row = self._x(
             "SELECT state, start_ms FROM block_periods WHERE identity_id=? AND end_ms IS NULL",
             (identity,),
@@ -546,9 +553,8 @@ class Features:
             rows = [
                 r for r in self._x(sql, args).fetchall() if (bytes(r[1]), bytes(r[2])) not in keep
             ]
-            if not rows:
-                return 0
-            self.store.keep_seq_floor()  # their numbers are not given out again
+            if rows:
+                self.store.keep_seq_floor()  # their numbers are not given out again
             for rowid, conv, mid in rows:
                 self._x("DELETE FROM message_fts WHERE rowid=?", (rowid,))
                 for table in ("messages", "reactions"):
@@ -557,13 +563,143 @@ class Features:
                         (conv, mid),
                     )
                 self._drop_for_good(bytes(conv), bytes(mid))
-            # SQLite hands the freed highest rowids out again: the index must take them
-            (top,) = self._x("SELECT COALESCE(MAX(rowid), 0) FROM messages").fetchone()
-            if int(top) < int(self.store.get_meta("fts_rowid") or b"0"):
-                self.store.set_meta("fts_rowid", str(int(top)).encode())
-            for conv in {bytes(r[1]) for r in rows}:
-                self.store.recount_unread(conv)
+            if rows:
+                # SQLite hands the freed highest rowids out again: the index must take them
+                (top,) = self._x("SELECT COALESCE(MAX(rowid), 0) FROM messages").fetchone()
+                if int(top) < int(self.store.get_meta("fts_rowid") or b"0"):
+                    self.store.set_meta("fts_rowid", str(int(top)).encode())
+                for conv in {bytes(r[1]) for r in rows}:
+                    self.store.recount_unread(conv)
+            self._undo_ops_while_shut(identity, int(row[1]), int(row[0]), keep)
         return len(rows)
+
+    def _undo_ops_while_shut(
+        self,
+        identity: bytes,
+        start_ms: int,
+        state: int,
+        keep: Mapping[tuple[bytes, bytes], Mapping[str, Any]],
+    ) -> None:
+        """The edits and reactions ``identity`` made since ``start_ms`` (a block, or a
+        decline: 1:1 only, that began then) and that were applied here meanwhile go, as the
+        block would have dropped them on arrival (their ids are kept: a retransmission stays
+        dropped), and what they replaced is shown again:
+
+        * a reaction: its reaction before, from its earlier reactions here (their text is
+          kept) and the backup's (``keep``'s rows);
+        * an edit of its own message: the text shown before, if it is still known: the
+          backup's edit if no earlier edit here is newer, or the message's own text if no
+          edit of it came before (here or in the backup). Otherwise (an earlier edit came
+          here, whose text is not kept: a peer's replaced edits are kept as ids only) the
+          edit stays shown, and stays applied;
+        * a delete stays (the text is gone here); so does an edit or reaction shown that a
+          newer one (not of the block) replaced."""
+        sql = (
+            "SELECT conversation_id, message_id, lamport, content_type, body FROM content_ops "
+            "WHERE sender_identity=? AND sent_at >= ? AND content_type IN (?,?)"
+        )
+        args: tuple[Any, ...] = (
+            identity, start_ms, int(ContentType.EDIT), int(ContentType.REACTION)
+        )  # fmt: skip
+        if state != ContactState.BLOCKED:
+            sql += " AND conversation_id=?"
+            args += (direct_conversation_id(self.me, identity),)
+        ops: dict[tuple[bytes, bytes, int], list[tuple[bytes, int, str]]] = {}
+        for conv, mid, lamport, ct, body in self._x(sql, args).fetchall():
+            emoji = bytes(body)[ct_.MID :].decode("utf-8", "replace")  # an edit's: not kept
+            key = (bytes(conv), bytes(body)[: ct_.MID], int(ct))
+            ops.setdefault(key, []).append((bytes(mid), int(lamport), emoji))
+        for (conv, target, ct), during in ops.items():
+            flags = self._x(
+                "SELECT deleted, edit_lamport FROM messages WHERE conversation_id=? "
+                "AND message_id=?",
+                (conv, target),
+            ).fetchone()
+            held = keep.get((conv, target))
+            if flags is None or flags[0]:
+                pass  # its message went (or was deleted): nothing of them is shown
+            elif ct == ContentType.REACTION:
+                self._undo_reactions(identity, conv, target, during, held)
+            elif not self._undo_edits(identity, conv, target, during, int(flags[1]), held):
+                continue  # stays applied (the text before is not known)
+            for mid, _lamport, _emoji in during:
+                self._x(
+                    "DELETE FROM content_ops WHERE conversation_id=? AND message_id=?", (conv, mid)
+                )
+                self._drop_for_good(conv, mid)
+
+    def _undo_reactions(
+        self,
+        identity: bytes,
+        conv: bytes,
+        target: bytes,
+        during: list[tuple[bytes, int, str]],
+        held: Mapping[str, Any] | None,
+    ) -> None:
+        row = self._x(
+            "SELECT lamport, emoji FROM reactions WHERE conversation_id=? AND message_id=? "
+            "AND reactor=?",
+            (conv, target, identity),
+        ).fetchone()
+        if row is not None and (int(row[0]), str(row[1])) > max((lam, e) for _m, lam, e in during):
+            return  # a newer one (not of the block) is shown
+        self._x(
+            "DELETE FROM reactions WHERE conversation_id=? AND message_id=? AND reactor=?",
+            (conv, target, identity),
+        )
+        gone = {m for m, _l, _e in during}
+        for mid, lamport, body in self._x(
+            "SELECT message_id, lamport, body FROM content_ops WHERE conversation_id=? "
+            "AND sender_identity=? AND content_type=? AND substr(body, 1, ?)=?",
+            (conv, identity, int(ContentType.REACTION), ct_.MID, target),
+        ).fetchall():
+            if bytes(mid) not in gone:
+                emoji = bytes(body)[ct_.MID :].decode("utf-8", "replace")
+                apply_reaction(self.store, conv, target, identity, emoji, int(lamport))
+        for who, emoji, lamport in (held or {}).get("rx", ()):
+            if bytes.fromhex(who) == identity:
+                apply_reaction(self.store, conv, target, identity, str(emoji), int(lamport))
+
+    def _undo_edits(
+        self,
+        identity: bytes,
+        conv: bytes,
+        target: bytes,
+        during: list[tuple[bytes, int, str]],
+        shown: int,
+        held: Mapping[str, Any] | None,
+    ) -> bool:
+        """The edits ``during`` of ``identity``'s message ``target`` are undone (True), or
+        they stay (False: the text shown before is not known)."""
+        if shown > max(lam for _m, lam, _e in during):
+            return True  # a newer one (not of the block) is shown: they are undone already
+        gone = {m for m, _l, _e in during}
+        before = max(
+            (
+                int(lamport)
+                for mid, lamport in self._x(
+                    "SELECT message_id, lamport FROM content_ops WHERE conversation_id=? "
+                    "AND sender_identity=? AND content_type=? AND substr(body, 1, ?)=?",
+                    (conv, identity, int(ContentType.EDIT), ct_.MID, target),
+                ).fetchall()
+                if bytes(mid) not in gone
+            ),
+            default=0,
+        )
+        if held is not None and "e" in held and int(held["el"]) >= before:
+            text: bytes | None = base64.b64decode(held["e"])
+            lamport = int(held["el"])
+        elif before == 0:
+            text, lamport = None, 0  # never edited before: its own text
+        else:
+            return False
+        self._x(
+            "UPDATE messages SET edited_body=?, edit_lamport=? WHERE conversation_id=? "
+            "AND message_id=?",
+            (text, lamport, conv, target),
+        )
+        reindex(self.store, conv, target)
+        return True
 
     def set_contact(
         self,

@@ -2091,7 +2091,8 @@ def import_backup(client: Client, path: Path, secret: str, *, phrase: bool = Fal
     # block or contact it brought here, so that running it again saw nothing begin, and
     # what follows from it below was never done
     # what the backup holds came before the block where it was made (whatever its sent-at)
-    held = {(bytes.fromhex(m["c"]), bytes.fromhex(m["m"])) for m in content.get("messages", [])}
+    # (its rows: the edits and reactions shown there, before the block)
+    held = {(bytes.fromhex(m["c"]), bytes.fromhex(m["m"])): m for m in content.get("messages", [])}
     with client.store.transaction():
         added = restore_snapshot(client.store, content, shut=shut, accepted=accepted)
         for identity in shut:  # its receipts are dropped from now on: not waited for

@@ -379,3 +379,99 @@ def test_what_the_backup_brings_of_someone_it_blocks_stays(tmp_path: Path) -> No
     assert import_backup(home, path, "pw") == 1  # type: ignore[arg-type]
     assert restored.contact_state(pest) == ContactState.BLOCKED
     assert [m.body for m in store.history(s.conversation_id, 10)] == [b"buy now"]
+
+
+def test_edits_and_reactions_made_during_a_block_an_imported_backup_brings_go(
+    tmp_path: Path,
+) -> None:
+    """Found with the fix above: a backup that turns a request here into a block dropped
+    the messages the blocked person wrote during it, but its edits of its earlier messages
+    and its reactions of that time that came here meanwhile stayed applied (a block drops
+    them on arrival). They go, and what they replaced is shown again: the message's own
+    text, the reaction it had made before; a retransmission after an unblock stays out."""
+    import os
+    from types import SimpleNamespace
+
+    from chatcore.identity import import_backup, seal_backup
+
+    w = FWorld()
+    b, pest = w.person(), w.person()
+    w.add_device(b)  # out of touch with the other for a while (a block made there)
+    s1 = w.send_text(pest, b, "buy now")
+    s2 = w.send_text(pest, b, "cheap pills")
+    w.route([*s1.frames, *s2.frames], strict=True)
+    conv, to_b = s1.conversation_id, w.directory.peer(b)
+
+    def op(ct: ContentType, body: bytes) -> list[object]:
+        return w.route(w.f(pest).send_op(to_b, ct, body, w.own(pest)).frames)
+
+    op(ContentType.REACTION, content.encode_reaction(s2.message_id, "❤"))
+    w.clock.now += 5_000
+    w.f(b).set_contact(pest, ContactState.BLOCKED)  # its device sync does not reach device 1
+    backup = {"v": 1, "identity_id": b.hex(), **snapshot(w.dev(b).store, 1000)}
+    w.clock.now += 60_000
+    edit = w.f(pest).send_op(
+        to_b, ContentType.EDIT, content.encode_edit(s1.message_id, "BUY NOW cheaper"), w.own(pest)
+    )
+    w.route(edit.frames)
+    op(ContentType.REACTION, content.encode_reaction(s2.message_id, "👍"))
+    op(ContentType.REACTION, content.encode_reaction(s1.message_id, "👍"))
+    here, store = w.f(b, 1), w.dev(b, 1).store
+    assert here.contact_state(pest) == ContactState.REQUEST
+    assert here.search("cheaper") != []
+    assert here.view(store.message(conv, s1.message_id)).text == "BUY NOW cheaper"  # type: ignore[arg-type]
+    assert _state(store) != _state(w.dev(b).store)  # applied here, dropped there
+    path = tmp_path / "b.bak"
+    path.write_bytes(seal_backup(backup, "pw", os.urandom))
+    home = SimpleNamespace(identity_id=b, store=store, features=here)
+    import_backup(home, path, "pw")  # type: ignore[arg-type]
+    assert here.contact_state(pest) == ContactState.BLOCKED
+    assert _state(store) == _state(w.dev(b).store)  # as the block showed it there
+    assert here.view(store.message(conv, s1.message_id)).text == "buy now"  # type: ignore[arg-type]
+    assert here.view(store.message(conv, s2.message_id)).reactions == {"❤": [pest]}  # type: ignore[arg-type]
+    assert here.search("cheaper") == []
+    # after an unblock, the edit retransmitted stays out
+    w.clock.now += 10_000
+    here.set_contact(pest, ContactState.NONE)
+    w.route(edit.frames)
+    assert here.view(store.message(conv, s1.message_id)).text == "buy now"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backup_holds_it", [True, False])
+def test_an_edit_made_during_a_block_over_an_earlier_edit_goes_if_that_text_is_known(
+    tmp_path: Path, backup_holds_it: bool
+) -> None:
+    """The blocked person had edited its message before the block, and edited it again
+    during it: the earlier edit's text is not kept here (a peer's replaced edits are kept
+    as ids only), so it is shown again only if the backup holds the message; otherwise
+    the edit of the block stays shown (docs/api.md)."""
+    import os
+    from types import SimpleNamespace
+
+    from chatcore.identity import import_backup, seal_backup
+
+    w = FWorld()
+    b, pest = w.person(), w.person()
+    w.add_device(b)
+    s = w.send_text(pest, b, "buy now")
+    w.route(s.frames, strict=True)
+    to_b = w.directory.peer(b)
+    for text in ("buy now!", "BUY NOW cheaper"):
+        if text != "buy now!":
+            w.clock.now += 5_000
+            w.f(b).set_contact(pest, ContactState.BLOCKED)  # not told to device 1
+            backup = {"v": 1, "identity_id": b.hex(), **snapshot(w.dev(b).store, 1000)}
+            w.clock.now += 60_000
+        body = content.encode_edit(s.message_id, text)
+        w.route(w.f(pest).send_op(to_b, ContentType.EDIT, body, w.own(pest)).frames)
+    if not backup_holds_it:
+        backup["messages"] = []
+    here, store = w.f(b, 1), w.dev(b, 1).store
+    path = tmp_path / "b.bak"
+    path.write_bytes(seal_backup(backup, "pw", os.urandom))
+    home = SimpleNamespace(identity_id=b, store=store, features=here)
+    import_backup(home, path, "pw")  # type: ignore[arg-type]
+    assert here.contact_state(pest) == ContactState.BLOCKED
+    shown = here.view(store.message(s.conversation_id, s.message_id))  # type: ignore[arg-type]
+    assert shown.text == ("buy now!" if backup_holds_it else "BUY NOW cheaper")
+    assert shown.edited
