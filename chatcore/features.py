@@ -1470,7 +1470,19 @@ class Features:
 
             if not forward_allowed(self.store, installation, self.now()):
                 raise ContentError("history sync from a device that did not link this one")
-            for m in import_forwarded(self.store, item.content):  # shown as they arrive
+            shut: list[bytes] = []
+            added = import_forwarded(self.store, item.content, shut)
+            # a block (or decline) it brings that began here: as a backup's (import_backup),
+            # what the person wrote during it and that came here (to a request, say) goes,
+            # not what the part holds (it came to our other device before the block)
+            held = {
+                (bytes.fromhex(m["c"]), bytes.fromhex(m["m"])): m
+                for m in item.content.get("messages", [])
+            }
+            for identity in shut:
+                self.stop_waiting_for(identity)
+                self.drop_written_while_shut(identity, keep=held)
+            for m in added:  # shown as they arrive
                 if m.content_type not in ContentType._value2member_map_:
                     continue
                 ev = Received(

@@ -1146,10 +1146,14 @@ def _pack(
     return [{"v": 1, **p} for p in parts]
 
 
-def import_forwarded(store: Any, content: dict[str, Any]) -> list[Any]:
+def import_forwarded(
+    store: Any, content: dict[str, Any], shut: list[bytes] | None = None
+) -> list[Any]:
     """Take a part of :func:`forward_parts` from one of our devices, as a handover's history
     (a message already here is not doubled); returns the messages added (StoredMessage).
-    Raises MalformedMessage if it is not such a part (text with a lone surrogate too)."""
+    ``shut``: gets the identities whose block (or decline) the part begins here (as
+    :func:`restore_snapshot`'s). Raises MalformedMessage if it is not such a part (text
+    with a lone surrogate too)."""
     from chatcore.errors import MalformedMessage
 
     if content.get("v") != 1:
@@ -1159,7 +1163,7 @@ def import_forwarded(store: Any, content: dict[str, Any]) -> list[Any]:
     except (KeyError, ValueError, TypeError, AttributeError, binascii.Error) as exc:
         raise MalformedMessage(f"malformed history sync: {exc}") from exc
     added: list[Any] = []
-    restore_snapshot(store, content, news=True, added_to=added)
+    restore_snapshot(store, content, news=True, added_to=added, shut=shut)
     return added
 
 

@@ -691,3 +691,38 @@ def test_a_handed_over_group_messages_status_counts_every_member_it_was_for() ->
     w.f(c).mark_read(gid)
     w.route(w.f(c).flush(), frm=w.node(c))
     assert a2.store.message(gid, s.message_id).status == "read"  # type: ignore[union-attr]
+
+
+def test_a_block_a_forward_brings_drops_what_came_during_it_as_the_block_would_have() -> None:
+    """The approving device blocked someone before the new device was active (so its device
+    sync did not reach it), who then wrote to the new one: a request there. The forward
+    brought the block, but what that person wrote during it (a message, a reaction) stayed
+    shown at the new device, and its receipts were waited for; a block drops them on
+    arrival, as a backup import's block does (``Features.drop_written_while_shut``). What
+    the forward itself holds of that person stays."""
+    w = FWorld()
+    a, pest = w.person(), w.person()
+    hi = w.send_text(pest, a, "hi")
+    w.route(hi.frames, strict=True)
+    a2, seq, since = _approve(w, a)
+    n1, n2 = w.node(a), w.node(a, 1)
+    dm = direct_conversation_id(a, pest)
+    w.clock.now += 5_000
+    w.route(n1.f.set_contact(pest, ContactState.BLOCKED), frm=n1)  # (a2 not known yet)
+    w.directory.register(a, a2.peer_keys)
+    w.clock.now += 60_000
+    again = w.send_text(pest, a, "buy again")
+    w.route(again.frames, strict=True)
+    thumbs = content.encode_reaction(hi.message_id, "👍")
+    w.route(
+        w.f(pest).send_op(w.directory.peer(a), ContentType.REACTION, thumbs, w.own(pest)).frames
+    )
+    assert n2.f.contact_state(pest) == ContactState.REQUEST
+    assert len(a2.store.history(dm, 10)) == 2 and _reactions(a2.store) != []
+    parts = forward_parts(w.dev(a).store, seq, since)
+    w.route([f for p in parts for f in n1.f.forward_history(a2.peer_keys, p)], strict=True, frm=n1)
+    assert n2.f.contact_state(pest) == ContactState.BLOCKED
+    assert _shown(a2.store, n2, dm) == _shown(w.dev(a).store, n1, dm)
+    assert [m.body for m in a2.store.history(dm, 10)] == [b"hi"]
+    assert _reactions(a2.store) == _reactions(w.dev(a).store) == []
+    assert a2.store.conversation(dm).unread == 1  # type: ignore[union-attr]
