@@ -570,6 +570,7 @@ class Features:
                     self.store.set_meta("fts_rowid", str(int(top)).encode())
                 for conv in {bytes(r[1]) for r in rows}:
                     self.store.recount_unread(conv)
+                    self.store.recount_last_at(conv)  # the list's order
             self._undo_ops_while_shut(identity, int(row[1]), int(row[0]), keep)
         return len(rows)
 

@@ -699,6 +699,15 @@ class Store:
             (conv_id, conv_id),
         )
 
+    def recount_last_at(self, conv_id: bytes) -> None:
+        """Its last activity again, after messages went (as :meth:`add_message` keeps it):
+        when its newest message came, or, without any, when it was made."""
+        self._x(
+            "UPDATE conversations SET last_at=COALESCE((SELECT MAX(received_at) FROM messages "
+            "WHERE conversation_id=?), created_at) WHERE id=?",
+            (conv_id, conv_id),
+        )
+
     # --- messages -----------------------------------------------------------------------------
     def has_message(self, conv_id: bytes, message_id: bytes) -> bool:
         row = self._x(

@@ -475,3 +475,42 @@ def test_an_edit_made_during_a_block_over_an_earlier_edit_goes_if_that_text_is_k
     shown = here.view(store.message(s.conversation_id, s.message_id))  # type: ignore[arg-type]
     assert shown.text == ("buy now!" if backup_holds_it else "BUY NOW cheaper")
     assert shown.edited
+
+
+def test_a_conversation_an_imported_backups_block_empties_of_late_messages_is_as_old_as_the_rest(
+    tmp_path: Path,
+) -> None:
+    """The messages an import drops (written during the backup's block) went, but the
+    conversation's last activity (``last_at``, which orders the conversation list) stayed
+    when the last of them came: a blocked person's conversation stayed above those with
+    newer messages. It is counted again from what is left."""
+    import os
+    from types import SimpleNamespace
+
+    from chatcore.identity import import_backup, seal_backup
+
+    w = FWorld()
+    b, pest, friend = w.person(), w.person(), w.person()
+    w.route(w.send_text(pest, b, "buy now").frames, strict=True)
+    w.clock.now += 5_000
+    w.route(w.f(b).set_contact(pest, ContactState.BLOCKED))
+    content = {"v": 1, "identity_id": b.hex(), **snapshot(w.dev(b).store, 1000)}
+    w.add_device(b)  # the restored home: knows nothing
+    w.clock.now += 60_000
+    hello = w.send_text(friend, b, "hello")
+    w.route(hello.frames)
+    w.clock.now += 60_000
+    again = w.send_text(pest, b, "buy again")
+    w.route(again.frames)
+    restored, store = w.f(b, 1), w.dev(b, 1).store
+    conv = again.conversation_id
+    assert [c.id for c in store.conversations()] == [conv, hello.conversation_id]
+    path = tmp_path / "b.bak"
+    path.write_bytes(seal_backup(content, "pw", os.urandom))
+    home = SimpleNamespace(identity_id=b, store=store, features=restored)
+    import_backup(home, path, "pw")  # type: ignore[arg-type]
+    assert [m.body for m in store.history(conv, 10)] == [b"buy now"]
+    last = store.conversation(conv).last_at  # type: ignore[union-attr]
+    assert last == max(m.received_at for m in store.history(conv, 10))
+    assert last == w.dev(b).store.conversation(conv).last_at  # type: ignore[union-attr]
+    assert [c.id for c in store.conversations()] == [hello.conversation_id, conv]
