@@ -251,6 +251,10 @@ class GroupInfo:
     admins: frozenset[bytes]
     is_member: bool
     subject: str = field(repr=False)
+    #: we hold ourselves out of a group whose log has us in (``GroupState.held_out``): we
+    #: are among ``members`` but not ``is_member``, until the admins' answer or a member's
+    #: change says which
+    held_out: bool = False
 
 
 #: characters a group name we give may not hold besides control characters (category Cc):
@@ -283,11 +287,23 @@ def check_group_name(name: str) -> str:
     return name
 
 
+def _not_a_member(state: GroupState) -> GroupError:
+    """Why we cannot send or change the group: not a member — or held out, though the
+    member list shows us (``GroupState.held_out``), which a bare 'not a member' belied."""
+    if state.held_out:
+        return GroupError(
+            "you are held out of this group for now: an admin removed you and only that "
+            "admin's own leave undoes it; you are back once a member builds on that leave "
+            "(the other admins are asked)"
+        )
+    return GroupError("you are not a member of this group")
+
+
 def _check_change(state: GroupState, me: bytes, how: str, target: bytes | None) -> None:
     """Refusals the op rules do not give in our words (the rest come from
     ``chatcore.group.roster.refusal`` when the op is made)."""
     if not state.is_member:
-        raise GroupError("you are not a member of this group")
+        raise _not_a_member(state)
     if how == "remove" and target == me and me in state.admins():
         raise GroupError("to remove yourself, leave the group")
 
@@ -420,6 +436,7 @@ class GroupChat:
             st.admins(),
             st.is_member,
             group_topic(st.group_id),
+            st.held_out,
         )
 
     def subjects(self) -> list[str]:
@@ -725,7 +742,7 @@ class GroupChat:
             if state is None:
                 raise GroupError("unknown group")
             if not state.is_member:
-                raise GroupError("you are not a member of this group")
+                raise _not_a_member(state)
             lamport = self.store.next_lamport(group_id, now)
             history = causal_history(self.store.recent_short_ids(group_id, RECENT_HISTORY), acks)
             payload = Payload(content_type, lamport, now, body, history, read=read)

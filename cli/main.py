@@ -986,6 +986,7 @@ def group_doc(client: Any, gid: bytes) -> dict[str, Any]:
         "name": info.name,
         "epoch": info.epoch,
         "is_member": info.is_member,
+        "held_out": info.held_out,
         "members": [person(m) for m in sorted(info.members)],
         "admins": [person(a) for a in sorted(info.admins)],
     }
@@ -1159,19 +1160,24 @@ def group_list(ctx: Ctx, grp: str | None) -> None:
     finally:
         client.close()
 
-    def text() -> str:
-        out = []
-        for d in docs:
-            admins = {a["identity_id"] for a in d["admins"]}
-            out.append(
-                f"“{one_line(d['name'])}” {d['conversation_id']} epoch {d['epoch']}"
-                + ("" if d["is_member"] else " (you are not a member)")
-            )
-            for m in d["members"]:
-                out.append(f"  {'★' if m['identity_id'] in admins else ' '} {one_line(m['name'])}")
-        return "\n".join(out) if out else "no groups"
+    emit(ctx, docs[0] if grp else docs, lambda: group_text(docs))
 
-    emit(ctx, docs[0] if grp else docs, text)
+
+def group_text(docs: list[dict[str, Any]]) -> str:
+    """'group list' as text: per group a line, then its members (★ admins)."""
+    out = []
+    for d in docs:
+        admins = {a["identity_id"] for a in d["admins"]}
+        if d["is_member"]:
+            how = ""
+        elif d.get("held_out"):  # among the members below, yet not one: say why
+            how = " (you are held out for now: an admin removed you; only their leave undoes it)"
+        else:
+            how = " (you are not a member)"
+        out.append(f"“{one_line(d['name'])}” {d['conversation_id']} epoch {d['epoch']}{how}")
+        for m in d["members"]:
+            out.append(f"  {'★' if m['identity_id'] in admins else ' '} {one_line(m['name'])}")
+    return "\n".join(out) if out else "no groups"
 
 
 def _register_optional() -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 import pytest
 
+from chatcore.errors import GroupError
 from chatcore.group import GroupState, OpKind
 from chatcore.group.ops import Op, decode_op, make_op
 from chatcore.groupchat import (
@@ -18,6 +19,7 @@ from chatcore.groupchat import (
     encode_control,
     encode_want,
 )
+from chatcore.payload import ContentType
 from tests.features import FWorld
 from tests.group.test_groupchat_reliability import frames_body
 
@@ -249,3 +251,28 @@ def test_wants_from_someone_out_of_the_group_cost_one_fold_per_log(
     for _ in range(5):
         assert _probe(w, gid, x, a, [x_out.op_id]) == []
     assert calls == 1
+
+
+def test_a_member_holding_itself_out_is_told_so() -> None:
+    """What an app and the user see while m holds itself out: ``GroupInfo`` lists m among
+    the members (its fold has it in) but says it is held out, not a plain non-member, and a
+    send or a change is refused with a reason that says why (not a bare 'not a member' with
+    m in the member list). Plainly removed (before the leave came): no such reason."""
+    w, gid, (_a, _b, x, m), (leave,) = _fight_back(57)
+    nm = w.node(m)
+    plain = nm.groups.info(gid)
+    assert not plain.is_member and not plain.held_out and m not in plain.members
+    with pytest.raises(GroupError) as out:
+        nm.groups.send(gid, ContentType.TEXT, b"hi")
+    assert "held out" not in str(out.value)
+    with nm.dev.store.transaction():
+        nm.groups.handle_control(x, w.dev(x).inst, encode_control([leave]))
+    info = nm.groups.info(gid)
+    assert m in info.members and not info.is_member and info.held_out
+    for act in (
+        lambda: nm.groups.send(gid, ContentType.TEXT, b"hi"),
+        lambda: nm.groups.rename(gid, "ours"),
+    ):
+        with pytest.raises(GroupError, match="held out") as refused:
+            act()
+        assert "admins" in str(refused.value)  # what happens next: they were asked
