@@ -323,6 +323,9 @@ class StoredMessage:
     content_type: int
     body: bytes
     outgoing: bool
+    #: ours: "sending" | "sent" | "delivered" | "read", or "failed" (an earlier installation
+    #: of ours sent it and it is no longer retransmitted: docs/api.md); others':
+    #: "received"; notices: "system"
     status: str
     seq: int
 

@@ -274,7 +274,7 @@ def keys() -> None:
     "--force",
     is_flag=True,
     help="With --installation: rotate even while sent messages wait for receipts "
-    "(recipients that have not fetched them yet will drop them).",
+    "(recipients that have not fetched them yet will drop them; they show as 'failed').",
 )
 @_with_json
 @click.pass_obj
@@ -284,7 +284,8 @@ def keys_rotate(ctx: Ctx, inst: bool, owner: bool, force: bool) -> None:
 
     Without an option: a new signed prekey. One rotation per command. --installation
     refuses while messages sent from this device wait for receipts (they would be lost
-    to recipients that have not fetched them): sync later, or --force."""
+    to recipients that have not fetched them): sync later, or --force (they are then
+    'failed' in history; a receipt still coming in moves one on)."""
     from chatcore.identity import rotate_installation, rotate_owner, rotate_prekey
 
     if inst and owner:
