@@ -430,7 +430,11 @@ def recovery_phrase(ctx: Ctx, yes: bool) -> None:
 @click.pass_obj
 @guarded
 def recovery_confirm(ctx: Ctx) -> None:
-    """Put a proposed recovery phrase in force, once the registry's delay has passed."""
+    """Put a proposed recovery phrase in force, once the registry's delay has passed.
+
+    A change not proposed from this device gets a warning on stderr, as 'sync' gives: it
+    can still be cancelled ('recovery cancel --recovery') if it cannot be confirmed yet,
+    and once in force, it says so."""
     from chatcore.identity import confirm_recovery_change
     from cli.main import _foreign_recovery_change, _warn_recovery_change
 
