@@ -658,7 +658,11 @@ def _start_link(
         store = home.open_store(passphrase)
         try:
             if store.get_meta("identity_id") is not None:
-                raise IdentityError(f"{home.path} already holds a linked identity")
+                # made by init or restore there, or linked: a device of it already
+                raise IdentityError(
+                    f"{home.path} already holds an identity: it is a device of it already "
+                    "(a new device needs a home of its own)"
+                )
             raw = store.get_meta("pair_code")
             if raw is not None:
                 code = PairingCode.decode(raw)
@@ -686,8 +690,8 @@ def _start_link(
             # its published bundle does not name
             if store.get_meta("identity_id") is not None:
                 raise IdentityError(
-                    f"{home.path} already holds a linked identity (another command on it "
-                    "finished the link just now)"
+                    f"{home.path} already holds an identity: another command on it finished "
+                    "linking this device just now"
                 )
             store.put_secret("installation", keys.to_bytes())
             store.put_secret(f"spk:{spk.id:010d}", spk.to_bytes())

@@ -14,7 +14,7 @@ import pytest
 from chatcore import identity as identity_mod
 from chatcore.errors import StoreError
 from chatcore.home import Home
-from chatcore.identity import restore, start_link
+from chatcore.identity import IdentityError, restore, start_link
 from tests.chatcore.test_client_init import _files, _net
 
 PASSPHRASE = "home-lock-pw"
@@ -89,3 +89,24 @@ def test_a_home_whose_file_system_cannot_lock_is_a_store_error(
         with home.init_lock(what):
             pytest.fail("locked")
     assert os.strerror(errno.ENOLCK) in str(err.value)
+
+
+def test_devices_link_on_a_home_that_holds_an_identity_says_so_plainly(tmp_path: Path) -> None:
+    """A home holding an identity (made by init or restore there, or linked) is no new
+    device: 'devices link' refuses it, naming it as init names it ('already holds an
+    identity'), not 'a linked identity' of a home init made, and changes nothing."""
+    home = Home(tmp_path / "taken")
+    start_link(home.path, PASSPHRASE, _net())
+    store = home.open_store(PASSPHRASE)
+    try:
+        store.set_meta("identity_id", b"\x07" * 32)
+        code = store.get_meta("pair_code")
+    finally:
+        store.close()
+    with pytest.raises(IdentityError, match="already holds an identity"):
+        start_link(home.path, PASSPHRASE, _net())
+    store = home.open_store(PASSPHRASE)
+    try:
+        assert store.get_meta("pair_code") == code
+    finally:
+        store.close()

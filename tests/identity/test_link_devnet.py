@@ -646,7 +646,7 @@ async def test_a_code_replaced_as_it_expired_is_not_written_back_over_a_link_fin
         return make_code(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(identity_mod, "make_pairing_code", the_other_links_then_make_code)
-    with pytest.raises(IdentityError, match="already holds a linked identity"):
+    with pytest.raises(IdentityError, match="already holds an identity: another command"):
         start_link(home, PASSPHRASE, network)
     assert kept["identity_id"] == alice.c.identity_id and kept["pair_code"] == b""
     assert linked_identity(home, PASSPHRASE) == alice.c.identity_id
