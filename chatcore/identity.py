@@ -2072,7 +2072,8 @@ def export_backup(client: Client, path: Path, secret: str, *, phrase: bool = Fal
 def import_backup(client: Client, path: Path, secret: str, *, phrase: bool = False) -> int:
     """Merge a backup into this home; ``phrase``: ``secret`` is the recovery phrase. One
     transaction; a block or decline it brings drops what that person wrote here after the
-    block began (``Features.drop_written_while_shut``; not what the backup holds) and stops
+    block began, edits and reactions too (``Features.drop_written_while_shut``; not what
+    the backup holds) and stops
     the wait for their receipts; a request it makes a contact queues read receipts for
     what was read, as accepting it does. Returns how many messages were added."""
     try:

@@ -575,9 +575,9 @@ def backup_import(ctx: Ctx, file: Path, use_phrase: bool) -> None:
     """Merge an exported backup into this home (duplicates are skipped).
 
     Its contacts, blocks and read state come along, all or nothing: what someone the backup
-    blocks (or declines) wrote here after the block began goes, as the block would have
-    dropped it (not what the backup holds); a request it makes a contact gets read receipts
-    for what was read."""
+    blocks (or declines) wrote here after the block began (messages, edits, reactions) goes,
+    as the block would have dropped it (not what the backup holds); a request it makes a
+    contact gets read receipts for what was read."""
     from chatcore.identity import import_backup
 
     pw = passphrase()
