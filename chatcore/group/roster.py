@@ -393,8 +393,10 @@ def back_on_leaves_only(ops: Collection[Op], me: bytes, roster: Roster | None) -
     not tell it from a leave the admin's other device made, not knowing of the removal
     (honest: every member then has us in), so such a leave is vouched for once someone who
     was a member right after one of those removals of us (not its author, not us) builds
-    an op on it; until then we hold ourselves out, and ask (``GroupChat``). A function of
-    the op set and ``me``, like the fold."""
+    an op on it; until then we hold ourselves out, and ask (``GroupChat``). Not someone
+    such a leave holds in as it holds us (a remover took it out concurrently with its
+    leave): it can tell no more than we can, yet it may leave, building on the leave. A
+    function of the op set and ``me``, like the fold."""
     if roster is None or me not in roster.members:
         return False
     removals = [o for o in ops if o.kind is OpKind.REMOVE and o.target == me]
@@ -419,7 +421,18 @@ def back_on_leaves_only(ops: Collection[Op], me: bytes, roster: Roster | None) -
         after = fold([*(by_id[p] for p in below(r.deps)), r])[0]
         if after is not None:
             witnesses |= after.members
-    witnesses -= removers | {me}
+    # not someone a remover took out concurrently with its leave, as it did us: that leave
+    # holds it in, in its log, as it does us (it may hold itself out, or leave: its leave
+    # builds on that leave, and it knows no more of it than we do)
+    pasts = {lv.op_id: below([lv.op_id]) for lv in leaves}
+    doubtful: set[bytes] = set()
+    for o in ops:
+        if o.kind is OpKind.REMOVE and o.author in removers and o.target not in doubtful:
+            theirs = [lv for lv in leaves if lv.author == o.author]
+            past = below([o.op_id])
+            if any(o.op_id not in pasts[lv.op_id] and lv.op_id not in past for lv in theirs):
+                doubtful.add(o.target)
+    witnesses -= removers | doubtful | {me}
     vouched = below(d for o in ops if o.author in witnesses for d in o.deps)
     unvouched = {o.op_id for o in leaves if o.op_id not in vouched}
     if not unvouched:

@@ -648,8 +648,24 @@ class GroupState:
     def leave(
         self, key: InstallationKey, directory: Directory, rng: Rng, now_ms: int
     ) -> tuple[GroupState, list[Outgoing]]:
-        """Our identity leaves (self-signed). All our installations stop being members."""
-        return self._make(OpKind.LEAVE, key, directory, rng, now_ms)
+        """Our identity leaves (self-signed). All our installations stop being members.
+
+        Held out (``held_out``), we may leave too: our fold has us in, so the leave is valid
+        on our heads, and we are plainly out after it. It builds on the leaves that hold us
+        in, which the members may lack (a removed admin may have handed them to us alone):
+        the outgoing list then starts with the ops of our log that are not in the causal
+        past of the removals of us (the members hold that), oldest first, each to publish
+        before the leave, which comes last."""
+        support: list[Outgoing] = []
+        if self.held_out:
+            ours = [oid for oid, o in self.ops.items() if taken_out(o) == self.identity]
+            below = _reach(self.ops, ours)
+            rest = sorted(
+                (o for oid, o in self.ops.items() if oid not in below), key=lambda o: o.sort_key
+            )
+            support = [Publish(o.raw) for o in rest]
+        state, out = self._make(OpKind.LEAVE, key, directory, rng, now_ms)
+        return state, [*support, *out]
 
     # -- membership changes we receive -------------------------------------------------
 

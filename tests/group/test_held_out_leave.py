@@ -1,0 +1,103 @@
+"""A member holding itself out (``GroupState.held_out``: back in its own log only on a
+leave of the admin who removed it, that no one vouches for) leaves all the same: the leave
+is valid on its heads (its fold has it in), and it goes out with the ops of its log the
+members may lack, so that every member takes it in; then it is plainly out, asks no one,
+and can be added back as anyone. See test_back_on_a_leave.py for holding out."""
+
+from __future__ import annotations
+
+from chatcore.group import KIND_WELCOME, GroupState, OpKind, Publish, SendTo
+from chatcore.group.ops import decode_op
+from chatcore.group.state import decode_welcome
+
+from . import World
+from .test_back_on_a_leave import _apply
+from .test_convergence import _view
+from .test_dated_back_leaves import _dated_back_leave
+
+
+def _held_out(seed: int) -> tuple[World, list[bytes], GroupState, bytes]:
+    """a creates with b, x, m, n; promotes x; x removes n, then m; a removes x (m and n,
+    no members, are not told). x signs a leave on the create op (voiding its removals in
+    the log of whoever gets it without a's removal of x) and hands it to m and n: both hold
+    themselves out. Returns the world, [a, b, x, m, n], m's state, x's leave."""
+    w = World(seed)
+    a, b, x, m, n = w.person(), w.person(), w.person(), w.person(), w.person()
+    w.create(a, [b, x, m, n])
+    w.act(a, "promote", x)
+    s0 = w.dev(m).state
+    assert s0 is not None
+    w.act(x, "remove_member", n)
+    w.dev(n).online = False
+    w.act(x, "remove_member", m)
+    w.dev(m).online = False
+    w.act(a, "remove_member", x)
+    leave = _dated_back_leave(w, x, s0)
+    for who in (m, n):
+        st = w.dev(who).state
+        assert st is not None
+        w.dev(who).state = _apply(w, st, [leave])
+    sm = w.dev(m).state
+    assert sm is not None and sm.held_out and not sm.is_member and m in sm.members()
+    return w, [a, b, x, m, n], sm, leave
+
+
+def test_a_member_held_out_can_leave_and_every_member_takes_its_leave() -> None:
+    """m leaves while held out: it is plainly out (not held out, not among the members),
+    and what it sends (the ops of its log below its leave that the members may lack, then
+    the leave) applies at a and b without error; they had m out already: their view does
+    not change, and they agree with each other (ops, message epoch)."""
+    w, (a, b, x, m, _n), sm, _leave = _held_out(61)
+    new, out = sm.leave(w.dev(m).key, w.directory, w.rng, w.now)
+    assert not new.is_member and not new.held_out and m not in new.members()
+    assert new.members() == sm.members() - {m}
+    assert all(isinstance(o, Publish) for o in out)
+    mine = decode_op(out[-1].payload)
+    assert mine.kind is OpKind.LEAVE and mine.author == m and mine.op_id in new.ops
+    assert GroupState.from_bytes(new.to_bytes()).held_out is False
+    after = []
+    for who in (a, b):
+        st = w.dev(who).state
+        assert st is not None
+        got = _apply(w, st, [o.payload for o in out])  # (raises on an op that does not apply)
+        assert mine.op_id in got.ops
+        assert _view(got) == _view(st) and m not in got.members() and x not in got.members()
+        after.append(got)
+    sa, sb = after
+    assert set(sa.ops) == set(sb.ops) and sa.epoch == sb.epoch and _view(sa) == _view(sb)
+
+
+def test_a_held_out_members_leave_vouches_for_nothing() -> None:
+    """m's leave builds on x's dated-back leave (it must: without it m is out in the leave's
+    past). n, whom x removed too and who holds itself out on the same leave, gets m's log
+    with its leave: m was a member right after x removed n, but x removed m too (its doubt
+    is n's), so n still holds itself out, it does not take itself for a member for good."""
+    w, (_a, _b, _x, m, n), sm, _leave = _held_out(63)
+    left, _out = sm.leave(w.dev(m).key, w.directory, w.rng, w.now)
+    sn = w.dev(n).state
+    assert sn is not None and sn.held_out
+    sn, _, rejected = sn.apply_ops(left.op_log(), w.directory, w.rng, w.now)  # all of m's
+    assert rejected == [] and set(sn.ops) == set(left.ops) and m not in sn.members()
+    assert sn.held_out and not sn.is_member
+
+
+def test_a_member_that_left_held_out_is_added_back_as_anyone() -> None:
+    """After its leave, a's add of m makes m a member again (from a's welcome merged into
+    its state, as a client does), with the same view as a; so does an add while m is still
+    held out."""
+    w, (a, _b, _x, m, _n), sm, _leave = _held_out(65)
+    left, out = sm.leave(w.dev(m).key, w.directory, w.rng, w.now)
+    for before, first in ((left, [o.payload for o in out]), (sm, [])):
+        sa = w.dev(a).state
+        assert sa is not None
+        sa = _apply(w, sa, first)
+        sa, added = sa.add_member(m, w.dev(a).key, w.directory, w.rng, w.now)
+        assert m in sa.members()
+        welcome = next(
+            o.payload for o in added if isinstance(o, SendTo) and o.payload[0] == KIND_WELCOME
+        )
+        back, _out, rejected = before.apply_ops(
+            decode_welcome(welcome)[1], w.directory, w.rng, w.now
+        )
+        assert rejected == [] and back.is_member and not back.held_out
+        assert back.members() == sa.members() and back.admins() == sa.admins()
