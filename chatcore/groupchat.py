@@ -294,7 +294,7 @@ def _not_a_member(state: GroupState) -> GroupError:
         return GroupError(
             "you are held out of this group for now: an admin removed you and only that "
             "admin's own leave undoes it; you are back once a member builds on that leave "
-            "(the other admins are asked)"
+            "(the other admins are asked); you can leave the group"
         )
     return GroupError("you are not a member of this group")
 
@@ -302,7 +302,8 @@ def _not_a_member(state: GroupState) -> GroupError:
 def _check_change(state: GroupState, me: bytes, how: str, target: bytes | None) -> None:
     """Refusals the op rules do not give in our words (the rest come from
     ``chatcore.group.roster.refusal`` when the op is made)."""
-    if not state.is_member:
+    if not state.is_member and not (how == "leave" and state.held_out):
+        # (held out, we may leave: see GroupState.leave)
         raise _not_a_member(state)
     if how == "remove" and target == me and me in state.admins():
         raise GroupError("to remove yourself, leave the group")
@@ -457,6 +458,11 @@ class GroupChat:
             for ident, insts in st.devices.items():
                 for i in insts:
                     owner.setdefault(i, ident)
+        if before is not None and before.held_out:
+            # our devices, held out too, are in no state's list (a held-out leave: theirs too)
+            me = self.engine.identity_id
+            for i in self._ids(me):
+                owner.setdefault(i, me)
         everyone = [i for i in owner if i != self.engine.installation_id]
         queue: dict[bytes, list[bytes]] = {}
         for inst in self._welcome_new_devices(state, before):

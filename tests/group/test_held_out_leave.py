@@ -7,8 +7,11 @@ and can be added back as anyone. See test_back_on_a_leave.py for holding out."""
 from __future__ import annotations
 
 from chatcore.group import KIND_WELCOME, GroupState, OpKind, Publish, SendTo
-from chatcore.group.ops import decode_op
+from chatcore.group.ops import decode_op, make_op
 from chatcore.group.state import decode_welcome
+from chatcore.groupchat import encode_control
+from chatcore.payload import ContentType
+from tests.features import FWorld
 
 from . import World
 from .test_back_on_a_leave import _apply
@@ -101,3 +104,88 @@ def test_a_member_that_left_held_out_is_added_back_as_anyone() -> None:
         )
         assert rejected == [] and back.is_member and not back.held_out
         assert back.members() == sa.members() and back.admins() == sa.admins()
+
+
+def _held_out_node(seed: int) -> tuple[FWorld, bytes, list[bytes]]:
+    """As ``_held_out``, with clients (``GroupChat``): m has two devices; x's dated-back
+    leave reaches both, and n's device, as x sends it (a control item)."""
+    w = FWorld(seed)
+    a, b, x = w.person(), w.person(), w.person()
+    m, n = w.person(2), w.person()
+    gid = w.group(a, [b, x, m, n])
+    na, nx = w.node(a), w.node(x)
+    w.route(na.groups.promote(gid, x), frm=na)
+    s0 = w.node(m).groups.load(gid)
+    assert s0 is not None
+    w.route(nx.groups.remove(gid, n), frm=nx)
+    w.route(nx.groups.remove(gid, m), frm=nx)
+    w.route(na.groups.remove(gid, x), frm=na)
+    create = next(o for o in s0.ops.values() if o.kind is OpKind.CREATE)
+    leave = make_op(
+        nx.groups._key, OpKind.LEAVE, group_id=gid, epoch=1, deps=(create.op_id,),
+        author=x, created_ms=w.clock(),
+    ).raw  # fmt: skip
+    for node in (w.node(m), w.node(m, 1), w.node(n)):
+        with node.dev.store.transaction():
+            node.groups.handle_control(x, w.dev(x).inst, encode_control([leave]))
+        st = node.groups.load(gid)
+        assert st is not None and st.held_out
+    return w, gid, [a, b, x, m, n]
+
+
+def test_a_client_held_out_leaves_the_group() -> None:
+    """``GroupChat.leave`` while held out (as ``Client.group_change(.., "leave")`` runs it):
+    no longer refused; m's devices are plainly out (the group shown as left: not a member,
+    not held out, "left the group" in its history), a and b take the leave without an
+    error (nothing changes for them: they had m out), agree, and write on; m asks no admin
+    any more, whatever x sends it."""
+    w, gid, (a, b, x, m, n) = _held_out_node(67)
+    nm = w.node(m)
+    assert nm.groups._ask_if_back(gid) != []  # (what it asks as it comes to hold itself out)
+    frames = nm.groups.leave(gid)
+    w.route(frames, frm=nm)
+    for dev in (0, 1):
+        info = w.node(m, dev).groups.info(gid)
+        assert not info.is_member and not info.held_out and m not in info.members
+    texts = [s.body.decode() for s in nm.dev.store.history(gid, 50)]
+    assert any("left the group" in t for t in texts)
+    states = [w.node(p).groups.load(gid) for p in (a, b)]
+    assert all(s is not None for s in states)
+    sa, sb = states
+    assert sa is not None and sb is not None
+    assert set(sa.ops) == set(sb.ops) and sa.epoch == sb.epoch
+    assert m not in sa.members() and sa.members() == sb.members()
+    assert all(not w.node(p).errors for p in (a, b, n))
+    assert w.node(n).groups.info(gid).held_out  # (m's leave, on x's, vouches for nothing)
+    mine = next(o for o in sa.ops.values() if o.kind is OpKind.LEAVE and o.author == m)
+    assert mine.op_id in w.node(m, 1).groups.load(gid).ops  # type: ignore[union-attr]
+    na = w.node(a)
+    w.route([na.groups.send(gid, ContentType.TEXT, b"on we go").frames[0]], frm=na)
+    assert any(r.body == b"on we go" for r in w.node(b).got)
+    leave = next(o for o in sa.ops.values() if o.kind is OpKind.LEAVE and o.author == x)
+    again = make_op(
+        w.node(x).groups._key, OpKind.LEAVE, group_id=gid, epoch=leave.epoch, deps=leave.deps,
+        author=x, created_ms=w.clock() + 1,
+    ).raw  # fmt: skip
+    with nm.dev.store.transaction():
+        _ev, asked = nm.groups.handle_control(x, w.dev(x).inst, encode_control([leave.raw, again]))
+    assert asked == [] and nm.groups._ask_if_back(gid) == []
+
+
+def test_a_client_held_out_is_added_back_and_deletes_the_conversation() -> None:
+    """m, held out, deletes the group's conversation here (its history goes; the group stays
+    known); then a adds m back (a plain add: m never left): m is a member with a's view,
+    sends, and b reads it."""
+    w, gid, (a, b, _x, m, _n) = _held_out_node(69)
+    nm, na = w.node(m), w.node(a)
+    assert nm.dev.store.history(gid, 50) != []
+    assert nm.f.delete_conversation(gid) > 0
+    assert nm.dev.store.history(gid, 50) == []
+    assert nm.groups.info(gid).held_out
+    w.route(na.groups.add(gid, m), frm=na)
+    info = nm.groups.info(gid)
+    assert info.is_member and not info.held_out
+    sa = na.groups.load(gid)
+    assert sa is not None and info.members == sa.members()
+    w.route([nm.groups.send(gid, ContentType.TEXT, b"back").frames[0]], frm=nm)
+    assert any(r.body == b"back" for r in w.node(b).got)
