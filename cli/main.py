@@ -1171,7 +1171,10 @@ def group_text(docs: list[dict[str, Any]]) -> str:
         if d["is_member"]:
             how = ""
         elif d.get("held_out"):  # among the members below, yet not one: say why
-            how = " (you are held out for now: an admin removed you; only their leave undoes it)"
+            how = (
+                " (you are held out for now: an admin removed you; only their leave undoes it;"
+                " you can still leave: group leave)"
+            )
         else:
             how = " (you are not a member)"
         out.append(f"“{one_line(d['name'])}” {d['conversation_id']} epoch {d['epoch']}{how}")

@@ -30,6 +30,7 @@ def test_group_list_says_we_hold_ourselves_out_though_the_members_show_us() -> N
     doc, line = _line(False, True, frozenset({ME, ANN}))
     assert doc["held_out"] is True and doc["is_member"] is False  # --json says it too
     assert "held out" in line and "not a member" not in line
+    assert "group leave" in line  # (what the user can do about it)
     doc, line = _line(False, False, frozenset({ANN}))
     assert doc["held_out"] is False and line.endswith("(you are not a member)")
     doc, line = _line(True, False, frozenset({ME, ANN}))
