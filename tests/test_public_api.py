@@ -71,6 +71,9 @@ FACADE = (
     "prekey_due",
     "refresh_prekey_if_due",
     "finish_key_rotation",
+    "sync_directory",
+    "connect",
+    "peer_from_resolved",
 )
 PROPERTIES = ("identity_id", "installation_id", "read_receipts")
 
