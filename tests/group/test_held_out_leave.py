@@ -137,13 +137,15 @@ def test_a_client_held_out_leaves_the_group() -> None:
     """``GroupChat.leave`` while held out (as ``Client.group_change(.., "leave")`` runs it):
     no longer refused; m's devices are plainly out (the group shown as left: not a member,
     not held out, "left the group" in its history), a and b take the leave without an
-    error (nothing changes for them: they had m out), agree, and write on; m asks no admin
-    any more, whatever x sends it."""
+    error (nothing changes for them, nothing is shown: they had m out), agree, and write
+    on; m asks no admin any more, whatever x sends it."""
     w, gid, (a, b, x, m, n) = _held_out_node(67)
     nm = w.node(m)
     assert nm.groups._ask_if_back(gid) != []  # (what it asks as it comes to hold itself out)
+    shown = {p: len(w.dev(p).store.history(gid, 100)) for p in (a, b)}
     frames = nm.groups.leave(gid)
     w.route(frames, frm=nm)
+    assert {p: len(w.dev(p).store.history(gid, 100)) for p in (a, b)} == shown  # no notice
     for dev in (0, 1):
         info = w.node(m, dev).groups.info(gid)
         assert not info.is_member and not info.held_out and m not in info.members
@@ -155,7 +157,7 @@ def test_a_client_held_out_leaves_the_group() -> None:
     assert sa is not None and sb is not None
     assert set(sa.ops) == set(sb.ops) and sa.epoch == sb.epoch
     assert m not in sa.members() and sa.members() == sb.members()
-    assert all(not w.node(p).errors for p in (a, b, n))
+    assert all(not w.node(p).errors for p in (a, b, x, n))
     assert w.node(n).groups.info(gid).held_out  # (m's leave, on x's, vouches for nothing)
     mine = next(o for o in sa.ops.values() if o.kind is OpKind.LEAVE and o.author == m)
     assert mine.op_id in w.node(m, 1).groups.load(gid).ops  # type: ignore[union-attr]
