@@ -189,6 +189,20 @@ def test_a_removed_member_posting_after_the_window_is_refused(
 ADVERSARY_SEEDS = [0, 1, 3]
 
 
+#: seeds of `group-adversary` whose runs broke before the fourteenth session's fixes
+#: (docs/reliability.md, findings 3-5): lost messages of a member out for a while (8, 22,
+#: 58), a void-add newcomer's messages shown (54), a member back in its own view on its
+#: remover's dated-back leave (84, 98, 129)
+ADVERSARY_REGRESSION_SEEDS = [8, 22, 54, 58, 84, 98, 129]
+
+
+@pytest.mark.parametrize("seed", ADVERSARY_REGRESSION_SEEDS)
+def test_regression_group_adversary_first_sweep_findings(seed: int) -> None:
+    r = run("group-adversary", seed)
+    assert r.violations == [], r.violations[:3]
+    assert r.delivery_rate == 1.0
+
+
 @pytest.mark.parametrize("seed", ADVERSARY_SEEDS)
 def test_group_adversary_changes_nothing(seed: int) -> None:
     """Removed members (a removed admin among them) sign adds of accomplices, removals,
