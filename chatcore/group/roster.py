@@ -399,10 +399,8 @@ def back_on_leaves_only(ops: Collection[Op], me: bytes, roster: Roster | None) -
     function of the op set and ``me``, like the fold."""
     if roster is None or me not in roster.members:
         return False
-    removals = [o for o in ops if o.kind is OpKind.REMOVE and o.target == me]
-    removers = {o.author for o in removals}
-    leaves = [o for o in ops if o.kind is OpKind.LEAVE and o.author in removers]
-    if not leaves:
+    removers = {o.author for o in ops if o.kind is OpKind.REMOVE and o.target == me}
+    if not any(o.kind is OpKind.LEAVE and o.author in removers for o in ops):
         return False
     by_id = {o.op_id: o for o in ops}
 
@@ -416,6 +414,27 @@ def back_on_leaves_only(ops: Collection[Op], me: bytes, roster: Roster | None) -
                 stack.extend(d for d in by_id[oid].deps if d in by_id)
         return seen
 
+    # the ops that count for nothing (void, or leaves that do not count), but for removals,
+    # play no part here unless an op that counts builds on them: one member holds such an
+    # op in its log (it came first), another aside (``state.GroupState._admit``,
+    # ``state._leave_changes_nothing``), and an op that builds on it brings it in at every
+    # member; using them made the answer depend on the order the ops came in (a void re-add
+    # of us, counted once the leaves were left out, had us in; a leave set aside where it
+    # came late vouched)
+    loose = {
+        i
+        for i in uncounted(sorted(ops, key=lambda o: o.sort_key))
+        if by_id[i].kind is not OpKind.REMOVE
+    }
+    if loose:
+        loose -= below(d for o in ops if o.op_id not in loose for d in o.deps)
+    counted = [o for o in ops if o.op_id not in loose]
+    removals = [o for o in counted if o.kind is OpKind.REMOVE and o.target == me]
+    removers = {o.author for o in removals}
+    leaves = [o for o in counted if o.kind is OpKind.LEAVE and o.author in removers]
+    if not leaves:
+        return False
+
     witnesses: set[bytes] = set()  # members right after a removal of us
     for r in removals:
         after = fold([*(by_id[p] for p in below(r.deps)), r])[0]
@@ -426,16 +445,17 @@ def back_on_leaves_only(ops: Collection[Op], me: bytes, roster: Roster | None) -
     # builds on that leave, and it knows no more of it than we do)
     pasts = {lv.op_id: below([lv.op_id]) for lv in leaves}
     doubtful: set[bytes] = set()
-    for o in ops:
-        if o.kind is OpKind.REMOVE and o.author in removers and o.target not in doubtful:
+    removals_by_removers = [o for o in counted if o.kind is OpKind.REMOVE and o.author in removers]
+    for o in removals_by_removers:
+        if o.target not in doubtful:
             theirs = [lv for lv in leaves if lv.author == o.author]
             past = below([o.op_id])
             if any(o.op_id not in pasts[lv.op_id] and lv.op_id not in past for lv in theirs):
                 doubtful.add(o.target)
     witnesses -= removers | doubtful | {me}
-    vouched = below(d for o in ops if o.author in witnesses for d in o.deps)
+    vouched = below(d for o in counted if o.author in witnesses for d in o.deps)
     unvouched = {o.op_id for o in leaves if o.op_id not in vouched}
     if not unvouched:
         return False
-    without = fold(o for o in ops if o.op_id not in unvouched)[0]
+    without = fold(o for o in counted if o.op_id not in unvouched)[0]
     return without is None or me not in without.members

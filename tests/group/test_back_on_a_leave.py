@@ -276,3 +276,98 @@ def test_a_member_holding_itself_out_is_told_so() -> None:
         with pytest.raises(GroupError, match="held out") as refused:
             act()
         assert "admins" in str(refused.value)  # what happens next: they were asked
+
+
+def test_held_out_or_not_does_not_depend_on_where_a_void_op_waits() -> None:
+    """a's first device removes m, renames the group and adds m back while its second
+    device leaves (neither knowing of the other): the leave counts, so the removal, the
+    rename and the re-add are void, and every member has m in. m holds itself out on that
+    leave (nobody built on it) whatever order the ops came in: the void re-add is in its
+    log when it came before the leave, and aside when it came after, and m held itself out
+    in the second case only (the re-add, counted once the leave was left out, had it in)."""
+    w = World(47)
+    a, b, c, m = w.person(2), w.person(), w.person(), w.person()
+    w.create(a, [b, c, m])
+    w.act(a, "promote", b)
+    sa1, sa2 = w.dev(a).state, w.dev(a, 1).state
+    assert sa1 is not None and sa2 is not None
+    ops = []
+    for method, arg in (("remove_member", m), ("rename", "again"), ("add_member", m)):
+        sa1, out = getattr(sa1, method)(arg, w.dev(a).key, w.directory, w.rng, w.now)
+        ops.append(out[0].payload)
+    leave = sa2.leave(w.dev(a, 1).key, w.directory, w.rng, w.now)[1][0].payload
+    sm = w.dev(m).state
+    assert sm is not None
+    ends = [_apply(w, sm, [*ops, leave]), _apply(w, sm, [leave, *ops])]
+    ends.append(sm.apply_ops([leave, *ops], w.directory, w.rng, w.now)[0])
+    ends += [GroupState.from_bytes(e.to_bytes()) for e in ends]
+    assert len({_view(e) for e in ends}) == 1 and m in ends[0].members()
+    assert len({(e.is_member, e.held_out) for e in ends}) == 1, [
+        (e.is_member, e.held_out, len(e.ops), len(e.candidates)) for e in ends
+    ]
+
+
+def test_a_leave_that_waits_aside_here_and_not_there_vouches_nowhere() -> None:
+    """a's first device removes m while its second device leaves (concurrently: every member
+    has m in). c builds its own leave on a's, while b, an admin that has not seen a's leave,
+    removes c: c's leave is concurrent with its removal, counts for nothing and changes
+    nothing, so it is in m's log if it came before the removal, and aside if it came after.
+    It vouched for a's leave in the first case only: m was a member or held itself out by
+    the order the ops came in."""
+    w = World(53)
+    a, b, c, m = w.person(2), w.person(), w.person(), w.person()
+    w.create(a, [b, c, m])
+    w.act(a, "promote", b)
+    sa1, sa2, sb, sc = (w.dev(a).state, w.dev(a, 1).state, w.dev(b).state, w.dev(c).state)
+    assert sa1 is not None and sa2 is not None and sb is not None and sc is not None
+    removal = sa1.remove_member(m, w.dev(a).key, w.directory, w.rng, w.now)[1][0].payload
+    leave = sa2.leave(w.dev(a, 1).key, w.directory, w.rng, w.now)[1][0].payload
+    sc = _apply(w, sc, [leave])
+    c_leave = sc.leave(w.dev(c).key, w.directory, w.rng, w.now)[1][0].payload
+    sb = _apply(w, sb, [removal])
+    b_removes_c = sb.remove_member(c, w.dev(b).key, w.directory, w.rng, w.now)[1][0].payload
+    sm = w.dev(m).state
+    assert sm is not None
+    ends = [
+        _apply(w, sm, [removal, leave, c_leave, b_removes_c]),
+        _apply(w, sm, [removal, leave, b_removes_c, c_leave]),
+    ]
+    ends += [GroupState.from_bytes(e.to_bytes()) for e in ends]
+    assert len({(*_view(e), e.epoch) for e in ends}) == 1 and m in ends[0].members()
+    assert len({(e.is_member, e.held_out) for e in ends}) == 1, [
+        (e.is_member, e.held_out, len(e.ops), len(e.candidates)) for e in ends
+    ]
+
+
+def test_an_op_that_counts_keeps_the_void_ops_it_builds_on_in_the_answer() -> None:
+    """a's first device promotes b and removes m while its second device leaves (so the
+    promotion and the removal are void, and b, the smallest member, is made admin once a is
+    gone); m leaves too, and b, that saw the promotion and the removal, adds m back. m is in
+    thanks to b's add, whatever leaves are left out: the void promotion is in every log (the
+    add builds on it), so it counts when a's leave is left out. Leaving every void op out
+    held m out when a's leave came last, and not when b's add did (found by a review)."""
+    w = World(59)
+    a = w.person(2)
+    b, c, m = sorted(w.person() for _ in range(3))
+    w.create(a, [b, c, m])
+    sa1, sa2, sm = w.dev(a).state, w.dev(a, 1).state, w.dev(m).state
+    assert sa1 is not None and sa2 is not None and sm is not None
+    sa1, out = sa1.promote(b, w.dev(a).key, w.directory, w.rng, w.now)
+    promote = out[0].payload
+    sa1, out = sa1.remove_member(m, w.dev(a).key, w.directory, w.rng, w.now)
+    removal = out[0].payload
+    leave = sa2.leave(w.dev(a, 1).key, w.directory, w.rng, w.now)[1][0].payload
+    m_leaves = sm.leave(w.dev(m).key, w.directory, w.rng, w.now)[1][0].payload
+    sb = w.dev(b).state
+    assert sb is not None
+    sb = _apply(w, sb, [promote, removal])
+    readd = sb.add_member(m, w.dev(b).key, w.directory, w.rng, w.now)[1][0].payload
+    ends = [
+        _apply(w, sm, [leave, promote, removal, m_leaves, readd]),
+        _apply(w, sm, [promote, removal, m_leaves, readd, leave]),
+    ]
+    ends.append(sm.apply_ops([leave, promote, removal, m_leaves, readd], w.directory, w.rng)[0])
+    assert len({(*_view(e), e.epoch) for e in ends}) == 1 and m in ends[0].members()
+    assert all(e.is_member and not e.held_out for e in ends), [
+        (e.is_member, e.held_out) for e in ends
+    ]
