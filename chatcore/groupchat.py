@@ -1250,7 +1250,7 @@ class GroupChat:
         new, out = state.apply_op(
             item, self._ids, rng, self.engine.clock_ms(), self._signers(), vouched
         )
-        if self._refused_back(state, new, op.author):
+        if self._refused_back(state, new):
             return [], []
         self._save(new)
         frames = self._dispatch(new, state, out)
@@ -1280,16 +1280,30 @@ class GroupChat:
             return "an inviter is blocked or declined"
         return self.invitation_refusal(inviters)
 
-    def _refused_back(self, state: GroupState, new: GroupState, author: bytes) -> bool:
-        """An op that adds us back to a group we had left is an invitation too: True if
-        refused (blocked, or over the bound of unanswered invitations); else recorded."""
+    def _refused_back(self, state: GroupState, new: GroupState) -> bool:
+        """An op that adds us back to a group we had left is an invitation too (by the
+        authors of the adds of us it brings): True if refused (blocked, or over the bound
+        of unanswered invitations); else recorded. An op that makes us a member again
+        without adding us is none: it finds void what took us out (its author, an admin,
+        was removed concurrently) or vouches for the leave that voided it (``held_out``);
+        we were a member in the group's view all along. Refused, it was dropped, and we
+        stayed out in our own view for good, lacking an op of the log, whoever wrote it."""
         if state.is_member or not new.is_member:
             return False
-        refused = self._invitation_refused({author})
+        me = self.engine.identity_id
+        adders = {
+            o.author
+            for i, o in new.ops.items()
+            if i not in state.ops and o.kind is OpKind.ADD and o.target == me
+        }
+        if not adders:
+            return False
+        refused = self._invitation_refused(adders)
         if refused is not None:
             log.info("ignored being added back to a group: %s", refused)
             return True
-        self.store.record_invitation(new.group_id, author, self.engine.clock_ms())
+        for author in sorted(adders):
+            self.store.record_invitation(new.group_id, author, self.engine.clock_ms())
         return False
 
     def _collect_part(
@@ -1365,7 +1379,7 @@ class GroupChat:
                             item, self._ids, self.engine.rng, self.engine.clock_ms(),
                             self._signers(),
                         )  # fmt: skip
-                        if self._refused_back(state, new, decode_op(item).author):
+                        if self._refused_back(state, new):
                             self.store.delete_group_pending(pid)
                             continue
                         self._save(new)

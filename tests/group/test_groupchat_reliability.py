@@ -591,3 +591,32 @@ def test_a_frame_that_reaches_a_member_out_for_a_while_is_held_until_it_is_back(
     sm = nm.groups.load(gid)
     assert sm is not None and sm.is_member
     assert nm.dev.store.has_message(gid, res.message_id)
+
+
+@pytest.mark.parametrize("shut", ["BLOCKED", "DECLINED"])
+def test_a_member_out_for_a_while_is_back_whoever_wrote_the_op_that_brings_it_back(
+    shut: str,
+) -> None:
+    """x, an admin, removes m while a removes x (concurrent: x's removal of m is void). m,
+    who gets x's removal first, is out in its own view until a's removal of x comes. m had
+    blocked (or declined) a: that op was taken for an invitation by a to come back, refused,
+    and dropped, so m stayed out for good in its own view (everyone else has it in) and
+    lacked an op of the log. Only an op that adds us is an invitation."""
+    from chatcore.features import ContactState
+
+    w = FWorld(19)
+    a, b, x, m = (w.person() for _ in range(4))
+    gid = w.group(a, [b, x, m])
+    na, nx, nm = w.node(a), w.node(x), w.node(m)
+    w.route(na.groups.promote(gid, x), frm=na)
+    w.route(w.f(m).set_contact(a, getattr(ContactState, shut)), frm=nm)
+    w.deaf.add(na.dev.inst)
+    w.route(nx.groups.remove(gid, m), frm=nx)
+    w.deaf.discard(na.dev.inst)
+    sm = nm.groups.load(gid)
+    assert sm is not None and not sm.is_member
+    w.route(na.groups.remove(gid, x), frm=na)
+    sb, sm = w.node(b).groups.load(gid), nm.groups.load(gid)
+    assert sb is not None and sm is not None and m in sb.members()
+    assert set(sm.ops) == set(sb.ops)  # (b got x's removal of m too, a did not)
+    assert sm.is_member and sm.members() == sb.members()
