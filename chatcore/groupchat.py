@@ -806,7 +806,13 @@ class GroupChat:
             return
         gid = self.store.group_by_subject(subject)
         state = self.load(gid) if gid is not None else None
-        if gid is None or state is None or not (state.is_member or state.out_for_a_while):
+        if gid is None or state is None:
+            return
+        # a member; one out for a while (its exit may be found void); one holding itself out
+        # (the keys sent to it meanwhile are kept, and read once it is back: with or without
+        # the chains it went out with, which are gone after RETIRED_CHAIN_MS, or never were
+        # for a device that joined held out)
+        if not (state.is_member or state.out_for_a_while or state.held_out):
             return
         if _own_echo(state, frame):
             return  # our own message echoed by the topic

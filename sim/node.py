@@ -729,7 +729,8 @@ class Device:
             return  # definitive: sent before our copy of that chain starts (before we joined)
         gid = self.store.group_by_subject(subject)
         st = self.groups.load(gid) if gid is not None else None
-        if st is None or not (st.is_member or st.out_for_a_while) or len(self._held) >= HELD_MAX:
+        held = st is not None and (st.is_member or st.out_for_a_while or st.held_out)
+        if not held or len(self._held) >= HELD_MAX:  # (as GroupChat._hold)
             return
         now = self.world.clock.now
         # refetches left: the last field counts down (see HELD_REFETCH_GROUP_ERROR)

@@ -620,3 +620,38 @@ def test_a_member_out_for_a_while_is_back_whoever_wrote_the_op_that_brings_it_ba
     assert sb is not None and sm is not None and m in sb.members()
     assert set(sm.ops) == set(sb.ops)  # (b got x's removal of m too, a did not)
     assert sm.is_member and sm.members() == sb.members()
+
+
+def test_a_member_holding_itself_out_holds_frames_as_a_member_does() -> None:
+    """x's first device removes m, and an hour later (m's chains kept as it went out are
+    gone) x's second device leaves, not knowing of it: every member has m in, m holds itself
+    out (nobody built on the leave yet). a rotates its key as x goes out and sends it to m,
+    then writes: m, not a member in its view, keeps the key for later but dropped the frame
+    (it held frames only while it kept chains it went out with), and read nothing of it
+    once a built on the leave and it was back."""
+    from chatcore.group.consts import RETIRED_CHAIN_MS
+
+    w = FWorld(23)
+    a, b, m = w.person(), w.person(), w.person()
+    x = w.person(2)
+    gid = w.group(a, [b, x, m])
+    na, nb, nm = w.node(a), w.node(b), w.node(m)
+    nx1, nx2 = w.node(x), w.node(x, 1)
+    w.route(na.groups.promote(gid, x), frm=na)
+    w.deaf |= {na.dev.inst, nb.dev.inst, nx2.dev.inst}
+    w.route(nx1.groups.remove(gid, m), frm=nx1)  # (only m gets it)
+    w.deaf.clear()
+    sm = nm.groups.load(gid)
+    assert sm is not None and not sm.is_member
+    w.clock.now += RETIRED_CHAIN_MS + 1
+    w.deaf.add(nx1.dev.inst)
+    w.route(nx2.groups.leave(gid), frm=nx2)
+    sm = nm.groups.load(gid)
+    assert sm is not None and sm.held_out and m in w.node(a).groups.load(gid).members()
+    res = na.groups.send(gid, ContentType.TEXT, b"for m too")
+    w.route(res.frames, frm=na)
+    assert not nm.dev.store.has_message(gid, res.message_id)
+    w.route(na.groups.rename(gid, "on the leave"), frm=na)
+    sm = nm.groups.load(gid)
+    assert sm is not None and sm.is_member and sm.name == "on the leave"
+    assert nm.dev.store.has_message(gid, res.message_id)
