@@ -400,7 +400,7 @@ def back_on_leaves_only(ops: Collection[Op], me: bytes, roster: Roster | None) -
     if roster is None or me not in roster.members:
         return False
     removers = {o.author for o in ops if o.kind is OpKind.REMOVE and o.target == me}
-    if not any(o.kind is OpKind.LEAVE and o.author in removers for o in ops):
+    if not removers or not any(o.kind is OpKind.LEAVE and o.author in removers for o in ops):
         return False
     by_id = {o.op_id: o for o in ops}
 

@@ -358,22 +358,19 @@ def _out_of(ops: Iterable[Op], into: dict[bytes, list[Op]] | None = None) -> dic
 
 
 def _back_unvouched(before: GroupState, after: GroupState) -> bool:
-    """``roster.back_on_leaves_only`` for ``after``, computed only when it may have changed
-    since ``before`` (a leave or removal came, or we held ourselves out already); ops only
-    grow, and new ones come last in ``ops``."""
+    """``roster.back_on_leaves_only`` for ``after``, computed whenever its op set grew (or we
+    held ourselves out already); ops only grow. Any op may change it, not only a leave or
+    removal: an add of us back by an admin that is one only thanks to the leave (so the add
+    counts for nothing once the leave is left out); skipping those made whether we hold
+    ourselves out depend on the order the ops came in. (Cheap where no admin who removed
+    us left: a scan of the log.)"""
     me = after.identity
     if me not in after.roster.members:
         return False
     held = me in before.roster.members and not before.is_member
-    fresh = len(after.ops) - len(before.ops)
-    if not held:
-        if fresh <= 0:
-            return False
-        ops = after.ops
-        new = islice(reversed(ops.values()), fresh) if isinstance(ops, dict) else ops.values()
-        if not any(o.kind in (OpKind.LEAVE, OpKind.REMOVE) for o in new):
-            return False
-    return back_on_leaves_only(list(after.ops.values()), me, after.roster)
+    if not held and len(after.ops) == len(before.ops):
+        return False
+    return back_on_leaves_only(after.ops.values(), me, after.roster)
 
 
 def _bounded(cands: Mapping[bytes, Op]) -> tuple[Op, ...]:
