@@ -386,10 +386,8 @@ SCENARIOS: dict[str, ScenarioSpec] = {
         ScenarioSpec("groups", "group chats with membership changes under every fault", groups),
         ScenarioSpec(
             "group-adversary",
-            "removed members sign dated-back membership ops and publish them (open findings:"
-            " not in the default sweep, see docs/reliability.md)",
+            "removed members sign dated-back membership ops and publish them",
             group_adversary,
-            sweep=False,
         ),
         ScenarioSpec(
             "rotation", "prekeys rotate, installations replaced and revoked mid-chat", rotation
