@@ -20,7 +20,7 @@ import hashlib
 import logging
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -47,7 +47,7 @@ from chatcore.group.consts import (
     MAX_OPS,
 )
 from chatcore.group.ops import Op, OpKind, decode_op
-from chatcore.group.roster import counting_removals, taken_out
+from chatcore.group.roster import causal_past, counting_removals, taken_out
 from chatcore.group.sender_keys import SenderKeyDistribution, parse_frame
 from chatcore.group.state import vouched_by
 from chatcore.keys import PeerKeys
@@ -1106,8 +1106,8 @@ class GroupChat:
         if not authors:
             return []
         support = [o for o in ops.values() if taken_out(o) in authors and o.op_id in counting]
-        known = _below(ops, (i for i in ids if i in ops))
-        send = _below(ops, (o.op_id for o in (*outs, *support))) - known
+        known = causal_past(ops, ids)
+        send = causal_past(ops, (o.op_id for o in (*outs, *support))) - known
         items = [o.raw for o in sorted((ops[i] for i in send), key=lambda o: o.sort_key)]
         if not items or sum(len(r) for r in items) > MAX_REMOVED_ANSWER:
             return []
@@ -1395,18 +1395,6 @@ class GroupChat:
                 self.store.delete_group_pending(pid)
                 progress = True
         return events, frames
-
-
-def _below(ops: Mapping[bytes, Op], start: Iterable[bytes]) -> set[bytes]:
-    """``start`` (ids in ``ops``) and their causal past."""
-    seen: set[bytes] = set()
-    stack = list(start)
-    while stack:
-        oid = stack.pop()
-        if oid not in seen:
-            seen.add(oid)
-            stack.extend(d for d in ops[oid].deps if d in ops)
-    return seen
 
 
 def _voiding_ops(state: GroupState, ident: bytes) -> list[bytes]:

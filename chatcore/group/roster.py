@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from chatcore.group.ops import Op, OpKind
@@ -383,6 +383,19 @@ def _void_and_late(ordered: list[Op]) -> tuple[frozenset[bytes], dict[bytes, byt
     return frozenset(void), late
 
 
+def causal_past(ops: Mapping[bytes, Op], start: Iterable[bytes]) -> set[bytes]:
+    """The ids in ``start`` and everything below them, within ``ops`` (ids not in ``ops``,
+    e.g. dependencies we lack, are skipped)."""
+    seen: set[bytes] = set()
+    stack = [d for d in start if d in ops]
+    while stack:
+        oid = stack.pop()
+        if oid not in seen:
+            seen.add(oid)
+            stack.extend(d for d in ops[oid].deps if d in ops)
+    return seen
+
+
 def back_on_leaves_only(ops: Collection[Op], me: bytes, roster: Roster | None) -> bool:
     """Are we (``me``) in ``roster`` — the fold of ``ops`` — only because leaves that no
     one vouches for count: leaves of admins who removed us, each voiding its author's own
@@ -404,16 +417,6 @@ def back_on_leaves_only(ops: Collection[Op], me: bytes, roster: Roster | None) -
         return False
     by_id = {o.op_id: o for o in ops}
 
-    def below(start: Iterable[bytes]) -> set[bytes]:
-        seen: set[bytes] = set()
-        stack = [d for d in start if d in by_id]
-        while stack:
-            oid = stack.pop()
-            if oid not in seen:
-                seen.add(oid)
-                stack.extend(d for d in by_id[oid].deps if d in by_id)
-        return seen
-
     # the ops that count for nothing (void, or leaves that do not count), but for removals,
     # play no part here unless an op that counts builds on them: one member holds such an
     # op in its log (it came first), another aside (``state.GroupState._admit``,
@@ -427,7 +430,7 @@ def back_on_leaves_only(ops: Collection[Op], me: bytes, roster: Roster | None) -
         if by_id[i].kind is not OpKind.REMOVE
     }
     if loose:
-        loose -= below(d for o in ops if o.op_id not in loose for d in o.deps)
+        loose -= causal_past(by_id, (d for o in ops if o.op_id not in loose for d in o.deps))
     counted = [o for o in ops if o.op_id not in loose]
     removals = [o for o in counted if o.kind is OpKind.REMOVE and o.target == me]
     removers = {o.author for o in removals}
@@ -437,23 +440,23 @@ def back_on_leaves_only(ops: Collection[Op], me: bytes, roster: Roster | None) -
 
     witnesses: set[bytes] = set()  # members right after a removal of us
     for r in removals:
-        after = fold([*(by_id[p] for p in below(r.deps)), r])[0]
+        after = fold([*(by_id[p] for p in causal_past(by_id, r.deps)), r])[0]
         if after is not None:
             witnesses |= after.members
     # not someone a remover took out concurrently with its leave, as it did us: that leave
     # holds it in, in its log, as it does us (it may hold itself out, or leave: its leave
     # builds on that leave, and it knows no more of it than we do)
-    pasts = {lv.op_id: below([lv.op_id]) for lv in leaves}
+    pasts = {lv.op_id: causal_past(by_id, [lv.op_id]) for lv in leaves}
     doubtful: set[bytes] = set()
     removals_by_removers = [o for o in counted if o.kind is OpKind.REMOVE and o.author in removers]
     for o in removals_by_removers:
         if o.target not in doubtful:
             theirs = [lv for lv in leaves if lv.author == o.author]
-            past = below([o.op_id])
+            past = causal_past(by_id, [o.op_id])
             if any(o.op_id not in pasts[lv.op_id] and lv.op_id not in past for lv in theirs):
                 doubtful.add(o.target)
     witnesses -= removers | doubtful | {me}
-    vouched = below(d for o in counted if o.author in witnesses for d in o.deps)
+    vouched = causal_past(by_id, (d for o in counted if o.author in witnesses for d in o.deps))
     unvouched = {o.op_id for o in leaves if o.op_id not in vouched}
     if not unvouched:
         return False
