@@ -25,7 +25,7 @@ from tests.group.test_groupchat_reliability import frames_body
 
 from . import World
 from .test_convergence import _view
-from .test_dated_back_leaves import _dated_back_leave, _leave_on
+from .test_dated_back_leaves import _dated_back_leave, _leave_on, _partitioned_history
 
 
 def _apply(w: World, s: GroupState, ops: list[bytes]) -> GroupState:
@@ -376,50 +376,10 @@ def test_an_op_that_counts_keeps_the_void_ops_it_builds_on_in_the_answer() -> No
 def _partitioned(
     seed: int, steps: int
 ) -> tuple[World, list[bytes], dict[bytes, GroupState], list[bytes]]:
-    """As in ``test_partitioned_histories_with_dated_back_leaves_converge``: six members
-    acting on their own (possibly older) views, each op reaching a random part of the
-    others. Returns the world, the people, each member's first state and every op made."""
-    from random import Random
-
-    from chatcore.errors import GroupError
-
-    from .test_convergence import _deliver
-
-    rnd = Random(seed)
-    w = World(seed)
-    people = [w.person() for _ in range(7)]
-    w.create(people[0], people[1:6])
-    w.act(people[0], "promote", people[1])
-    start = {p: s for p in people[:6] if (s := w.dev(p).state) is not None}
-    seen = {p: [s] for p, s in start.items()}
-    published: list[bytes] = []
-    kinds = ["add_member", "remove_member"] * 3 + ["promote", "leave", "dated_leave"] * 2
-    kinds.append("rename")
-    for step in range(steps):
-        who = rnd.choice(sorted(seen))
-        s = seen[who][-1] if rnd.random() < 0.8 else rnd.choice(seen[who])
-        kind = rnd.choice(kinds)
-        try:
-            if kind == "dated_leave":
-                raw = _leave_on(w, who, s, (rnd.choice(sorted(s.ops)),), step)
-            else:
-                out_now = [p for p in people if p not in s.members()] or people
-                args: tuple[object, ...] = (
-                    () if kind == "leave" else (f"n{step}",) if kind == "rename"
-                    else (rnd.choice(out_now),) if kind == "add_member"
-                    else (rnd.choice(sorted(s.members()) or people),)
-                )  # fmt: skip
-                s, out = getattr(s, kind)(*args, w.dev(who).key, w.directory, w.rng, w.now)
-                raw = out[0].payload
-                seen[who].append(s)
-        except GroupError:
-            continue
-        published.append(raw)
-        for p in seen:
-            if p != who and rnd.random() < 0.5:
-                part = [r for r in published if rnd.random() < 0.7]
-                rnd.shuffle(part)
-                seen[p].append(_deliver(w, seen[p][-1], part))
+    """The histories of ``test_partitioned_histories_with_dated_back_leaves_converge``
+    (``_partitioned_history``): the world, the people, each member's first state and every
+    op made."""
+    w, _rnd, people, start, _seen, published = _partitioned_history(seed, steps)
     return w, people, start, published
 
 

@@ -374,31 +374,28 @@ def test_an_admin_who_left_cannot_act_by_dating_ops_back() -> None:
     assert len({(*_view(e), e.epoch) for e in ends}) == 1
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(0, 2**32))
-@example(2235)  # the outsider, in thanks to a leave nobody built on, holds itself out
-def test_partitioned_histories_with_dated_back_leaves_converge(seed: int) -> None:
-    """Six members (the creator and one admin to start), each acting on its own view (its
-    latest, or an older one: ops dated back, a removed admin's too) — adds, removals,
-    promotions, renames, leaves, leaves signed on any op of its view —, with each op
-    reaching a random part of the others in a random order. Once everyone holds every op
-    (one at a time in random orders, in one batch, reloaded, a fresh member's welcome), all
-    agree on members, admins, name and message epoch, and every roster remembered after
-    an op is the fold of its causal past and the op. (Plain pseudo-random choices from the
-    example's seed: hypothesis's own random streams rarely make the few histories that
-    matter.)"""
+def _partitioned_history(
+    seed: int, steps: int
+) -> tuple[
+    World, Random, list[bytes], dict[bytes, GroupState], dict[bytes, list[GroupState]], list[bytes]
+]:
+    """Six members of seven people (the creator and one admin to start), each acting on its
+    own view (its latest, or an older one) — adds, removals, promotions, renames, leaves,
+    leaves signed on any op of its view —, each op reaching a random part of the others in a
+    random order. Returns the world, its random stream (to go on with), the people, each
+    member's first state, each member's states since, and every op made."""
     rnd = Random(seed)
     w = World(seed)
     people = [w.person() for _ in range(7)]
     w.create(people[0], people[1:6])
     w.act(people[0], "promote", people[1])
-    start = {p: w.dev(p).state for p in people[:6]}
-    seen: dict[bytes, list[GroupState]] = {p: [s] for p, s in start.items() if s is not None}
+    start = {p: s for p in people[:6] if (s := w.dev(p).state) is not None}
+    seen = {p: [s] for p, s in start.items()}
     published: list[bytes] = []
     kinds = (
         ["add_member", "remove_member"] * 3 + ["promote", "leave", "dated_leave"] * 2 + ["rename"]
     )
-    for step in range(14):
+    for step in range(steps):
         who = rnd.choice(sorted(seen))
         s = seen[who][-1] if rnd.random() < 0.8 else rnd.choice(seen[who])
         kind = rnd.choice(kinds)
@@ -424,6 +421,23 @@ def test_partitioned_histories_with_dated_back_leaves_converge(seed: int) -> Non
                 part = [r for r in published if rnd.random() < 0.7]
                 rnd.shuffle(part)
                 seen[p].append(_apply_each(w, seen[p][-1], part))
+    return w, rnd, people, start, seen, published
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32))
+@example(2235)  # the outsider, in thanks to a leave nobody built on, holds itself out
+def test_partitioned_histories_with_dated_back_leaves_converge(seed: int) -> None:
+    """Six members (the creator and one admin to start), each acting on its own view (its
+    latest, or an older one: ops dated back, a removed admin's too) — adds, removals,
+    promotions, renames, leaves, leaves signed on any op of its view —, with each op
+    reaching a random part of the others in a random order. Once everyone holds every op
+    (one at a time in random orders, in one batch, reloaded, a fresh member's welcome), all
+    agree on members, admins, name and message epoch, and every roster remembered after
+    an op is the fold of its causal past and the op. (Plain pseudo-random choices from the
+    example's seed: hypothesis's own random streams rarely make the few histories that
+    matter.)"""
+    w, rnd, people, start, seen, published = _partitioned_history(seed, 14)
     ends = []
     for p in seen:
         order = list(published)
