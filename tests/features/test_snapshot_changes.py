@@ -27,6 +27,32 @@ def _state(store: Store) -> list[tuple[object, ...]]:
     return [*map(tuple, rows), *map(tuple, reactions)]
 
 
+def _block_then_restore(w: FWorld, b: bytes, pest: bytes) -> dict[str, object]:
+    """pest writes to b, and b blocks pest 5 s later; returns b's backup content made then,
+    and adds b's restored home (a new device that knows nothing) as ``w.dev(b, 1)``."""
+    w.route(w.send_text(pest, b, "buy now").frames, strict=True)
+    w.clock.now += 5_000
+    w.route(w.f(b).set_contact(pest, ContactState.BLOCKED))
+    content = {"v": 1, "identity_id": b.hex(), **snapshot(w.dev(b).store, 1000)}
+    w.add_device(b)
+    return content
+
+
+def _import_backup(
+    tmp_path: Path, b: bytes, content: dict[str, object], store: Store, features: object
+) -> None:
+    """Seal ``content`` as a backup file under "pw" and import it into that home."""
+    import os
+    from types import SimpleNamespace
+
+    from chatcore.identity import import_backup, seal_backup
+
+    path = tmp_path / "b.bak"
+    path.write_bytes(seal_backup(content, "pw", os.urandom))
+    home = SimpleNamespace(identity_id=b, store=store, features=features)
+    import_backup(home, path, "pw")  # type: ignore[arg-type]
+
+
 def test_edits_deletes_and_reactions_survive_a_snapshot() -> None:
     w = FWorld()
     a, b = w.person(), w.person()
@@ -277,18 +303,10 @@ def test_what_came_during_a_request_that_an_imported_backup_blocks_goes(tmp_path
     """Thirteenth session's walk: a backup that turns a restored home's request into a
     block left shown what the blocked person wrote after the block and sent to the restored
     home meanwhile (a block drops it on arrival); what was written before the block stays."""
-    import os
-    from types import SimpleNamespace
-
-    from chatcore.identity import import_backup, seal_backup
 
     w = FWorld()
     b, pest = w.person(), w.person()
-    w.route(w.send_text(pest, b, "buy now").frames, strict=True)
-    w.clock.now += 5_000
-    w.route(w.f(b).set_contact(pest, ContactState.BLOCKED))
-    content = {"v": 1, "identity_id": b.hex(), **snapshot(w.dev(b).store, 1000)}
-    w.add_device(b)  # the restored home: knows nothing
+    content = _block_then_restore(w, b, pest)
     w.clock.now += 60_000
     again = w.send_text(pest, b, "buy again")
     w.route(again.frames)
@@ -297,10 +315,7 @@ def test_what_came_during_a_request_that_an_imported_backup_blocks_goes(tmp_path
     assert restored.contact_state(pest) == ContactState.REQUEST
     assert [m.body for m in store.history(conv, 10)] == [b"buy again"]
     assert restored.search("again") != []
-    path = tmp_path / "b.bak"
-    path.write_bytes(seal_backup(content, "pw", os.urandom))
-    home = SimpleNamespace(identity_id=b, store=store, features=restored)
-    import_backup(home, path, "pw")  # type: ignore[arg-type]
+    _import_backup(tmp_path, b, content, store, restored)
     assert restored.contact_state(pest) == ContactState.BLOCKED
     assert [m.body for m in store.history(conv, 10)] == [b"buy now"]  # from before the block
     assert store.conversation(conv).unread == 1  # type: ignore[union-attr]
@@ -327,11 +342,7 @@ def test_an_import_cut_short_after_the_merge_does_all_of_it_when_run_again(
 
     w = FWorld()
     b, pest = w.person(), w.person()
-    w.route(w.send_text(pest, b, "buy now").frames, strict=True)
-    w.clock.now += 5_000
-    w.route(w.f(b).set_contact(pest, ContactState.BLOCKED))
-    content = {"v": 1, "identity_id": b.hex(), **snapshot(w.dev(b).store, 1000)}
-    w.add_device(b)  # the restored home: knows nothing
+    content = _block_then_restore(w, b, pest)
     w.clock.now += 60_000
     again = w.send_text(pest, b, "buy again")
     w.route(again.frames)
@@ -484,18 +495,10 @@ def test_a_conversation_an_imported_backups_block_empties_of_late_messages_is_as
     conversation's last activity (``last_at``, which orders the conversation list) stayed
     when the last of them came: a blocked person's conversation stayed above those with
     newer messages. It is counted again from what is left."""
-    import os
-    from types import SimpleNamespace
-
-    from chatcore.identity import import_backup, seal_backup
 
     w = FWorld()
     b, pest, friend = w.person(), w.person(), w.person()
-    w.route(w.send_text(pest, b, "buy now").frames, strict=True)
-    w.clock.now += 5_000
-    w.route(w.f(b).set_contact(pest, ContactState.BLOCKED))
-    content = {"v": 1, "identity_id": b.hex(), **snapshot(w.dev(b).store, 1000)}
-    w.add_device(b)  # the restored home: knows nothing
+    content = _block_then_restore(w, b, pest)
     w.clock.now += 60_000
     hello = w.send_text(friend, b, "hello")
     w.route(hello.frames)
@@ -505,10 +508,7 @@ def test_a_conversation_an_imported_backups_block_empties_of_late_messages_is_as
     restored, store = w.f(b, 1), w.dev(b, 1).store
     conv = again.conversation_id
     assert [c.id for c in store.conversations()] == [conv, hello.conversation_id]
-    path = tmp_path / "b.bak"
-    path.write_bytes(seal_backup(content, "pw", os.urandom))
-    home = SimpleNamespace(identity_id=b, store=store, features=restored)
-    import_backup(home, path, "pw")  # type: ignore[arg-type]
+    _import_backup(tmp_path, b, content, store, restored)
     assert [m.body for m in store.history(conv, 10)] == [b"buy now"]
     last = store.conversation(conv).last_at  # type: ignore[union-attr]
     assert last == max(m.received_at for m in store.history(conv, 10))
