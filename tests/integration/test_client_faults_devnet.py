@@ -353,21 +353,18 @@ async def test_a_wallet_address_that_moved_to_someone_else_is_not_a_silent_switc
     assert await bob.c.sync() == []
 
 
-async def test_a_move_is_taken_by_adding_its_new_holder_before_it_was_noticed(
-    people: People,
-) -> None:
-    """Thirteenth session's walk: carol added mallory (by id) after bob's name and wallet
-    passed to her, before carol's client noticed the moves: the name and the address were
-    refused once more as having passed from bob, until carol added mallory a second time."""
+async def _name_and_wallet_moved(people: People, names: tuple[str, str, str]) -> tuple[Any, ...]:
+    """bob holds a second name and a wallet, and carol writes to him by both; then both pass
+    to mallory, and carol's view of the chain is old again (she has not noticed the moves).
+    Returns bob, carol, mallory, the name and the wallet (an eth_account account)."""
     from eth_account import Account
 
-    from chatcore.content import ContactState
     from chatcore.identity import bind_wallet, unbind_wallet, wallet_link_signature
     from discovery.resolver import parse_query
 
     from .conftest import PASSPHRASE
 
-    bob, carol, mallory = people.new("ab"), people.new("ac"), people.new("am")
+    bob, carol, mallory = (people.new(n) for n in names)
     second, wallet = bob.name + "-too", Account.create()
 
     def bind(p: Person) -> None:
@@ -386,6 +383,18 @@ async def test_a_move_is_taken_by_adding_its_new_holder_before_it_was_noticed(
     mallory.c.claim_name(PASSPHRASE, second)
     bind(mallory)
     await asyncio.sleep(1.1)
+    return bob, carol, mallory, second, wallet
+
+
+async def test_a_move_is_taken_by_adding_its_new_holder_before_it_was_noticed(
+    people: People,
+) -> None:
+    """Thirteenth session's walk: carol added mallory (by id) after bob's name and wallet
+    passed to her, before carol's client noticed the moves: the name and the address were
+    refused once more as having passed from bob, until carol added mallory a second time."""
+    from chatcore.content import ContactState
+
+    bob, carol, mallory, second, wallet = await _name_and_wallet_moved(people, ("ab", "ac", "am"))
     await carol.c.set_contact(mallory.id_hex, ContactState.CONTACT)  # once
     await carol.c.send_text(second, "to mallory, knowingly")
     await carol.c.send_text(wallet.address, "to mallory's wallet, knowingly")
@@ -401,32 +410,9 @@ async def test_a_move_is_taken_by_writing_to_its_new_holder_before_it_was_notice
     """As adding the new holder as a contact (above), writing to them by id makes them one
     (docs/api.md: "writing to them by id does"): a move not noticed yet when carol wrote
     to mallory by id was refused once more afterwards, as having passed from bob."""
-    from eth_account import Account
-
-    from chatcore.identity import bind_wallet, unbind_wallet, wallet_link_signature
-    from discovery.resolver import parse_query
-
-    from .conftest import PASSPHRASE
-
-    bob, carol, mallory = people.new("wb2"), people.new("wc2"), people.new("wm2")
-    second, wallet = bob.name + "-too", Account.create()
-
-    def bind(p: Person) -> None:
-        deadline = p.c.registry.latest_timestamp() + 600
-        sig = wallet_link_signature(wallet, p.c.identity_id, p.network, p.c.registry, deadline)
-        bind_wallet(p.c, PASSPHRASE, wallet.address, sig, deadline)
-
-    bob.c.claim_name(PASSPHRASE, second)
-    bind(bob)
-    await asyncio.sleep(1.1)  # carol's view of the chain is older than DIRECTORY_MAX_AGE_MS
-    await carol.c.send_text(second, "hi bob, by your other name")
-    await carol.c.send_text(wallet.address, "hi bob, by your wallet")
-    assert len(texts(await bob.c.sync())) == 2
-    bob.c.registry.release_name(bob.c._owner(PASSPHRASE), parse_query(second)[1])
-    unbind_wallet(bob.c, PASSPHRASE, wallet.address)
-    mallory.c.claim_name(PASSPHRASE, second)
-    bind(mallory)
-    await asyncio.sleep(1.1)
+    bob, carol, mallory, second, wallet = await _name_and_wallet_moved(
+        people, ("wb2", "wc2", "wm2")
+    )
     await carol.c.send_text(mallory.id_hex, "hi mallory, by id")  # a contact now
     await carol.c.send_text(second, "to mallory, knowingly")
     await carol.c.send_text(wallet.address, "to mallory's wallet, knowingly")
