@@ -1461,8 +1461,10 @@ class Client:
                 out += got
                 if subject == self.engine.inbox and self.groups.touched:
                     touched, self.groups.touched = self.groups.touched, set()
+                    reading = set(self.groups.subjects())
                     for gid in sorted(touched & set(self.store.group_ids())):
-                        await self._read(transport, group_topic(gid), out, hold=False)
+                        if group_topic(gid) in reading:
+                            await self._read(transport, group_topic(gid), out, hold=False)
 
     async def flush_features(self, due_only: bool = False) -> int:
         """Publish batched receipts and due retransmissions (chatcore.features).

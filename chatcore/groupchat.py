@@ -123,6 +123,19 @@ def keep_welcome(store: Store, welcome: bytes) -> None:
     store.put_secret(KEPT_WELCOME + item_group_id(welcome).hex(), welcome)
 
 
+_READING_TODO = "group_reading_todo"  # set by store schema 13 in a home that had groups
+
+
+def _reading_until(state: GroupState) -> int | None:
+    """Until when (our clock, ms) a group's topic is read: for good (``None``) while we
+    are in the group or hold ourselves out of it (it may prove that we are in); out of it,
+    while we keep chains of it retired (what was sent before we went out still reads, and
+    the op that took us out may yet be found void); then no longer (0)."""
+    if state.is_member or state.held_out:
+        return None
+    return max((r.until_ms for r in state.retired), default=0)
+
+
 def group_topic(group_id: bytes) -> str:
     return group_subject(hashlib.sha256(GROUP_DOMAIN + group_id).digest()[:16])
 
@@ -393,6 +406,7 @@ class GroupChat:
         before = self._parsed.get(state.group_id)
         raw = state.to_bytes()
         self.store.save_group(state.group_id, group_topic(state.group_id), raw, now)
+        self.store.set_group_reading(state.group_id, _reading_until(state))
         self._parsed[state.group_id] = (raw, state)
         self.store.ensure_conversation(state.group_id, "group", None, state.name, now)
         self.store.set_conversation_title(state.group_id, state.name)
@@ -441,7 +455,19 @@ class GroupChat:
         )
 
     def subjects(self) -> list[str]:
-        return self.store.group_subjects()
+        """The group topics to read: those of the groups we are in, hold ourselves out of,
+        or went out of less than ``RETIRED_CHAIN_MS`` ago (``_reading_until``). The topic of a
+        group we are out of holds nothing we can read: a removed or left member downloaded
+        it for good. Its cursor stays where we stopped, so if we are taken back (that comes
+        pairwise), what was posted meanwhile is read from there."""
+        if self.store.get_meta(_READING_TODO) is not None:
+            with self.store.transaction():  # a home from before store schema 13: sort once
+                for gid in self.store.group_ids():
+                    state = self.load(gid)
+                    if state is not None:
+                        self.store.set_group_reading(gid, _reading_until(state))
+                self.store.delete_meta(_READING_TODO)
+        return self.store.group_subjects(self.engine.clock_ms())
 
     def _keys_for(self, identity: bytes, installation: bytes) -> PeerKeys | None:
         for k in self.devices(identity):

@@ -26,7 +26,7 @@ from sqlcipher3 import dbapi2 as sqlcipher
 from chatcore.content import ContactState
 from chatcore.errors import StoreError, StoreUnavailable, WrongPassphrase
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 #: the contact states whose time ``block_periods`` keeps (what such a person wrote meanwhile
 #: stays hidden)
 _SHUT_STATES = (int(ContactState.BLOCKED), int(ContactState.DECLINED))
@@ -282,6 +282,15 @@ _MIGRATIONS: dict[int, str] = {
                 WHERE identity_id = NEW.identity_id;
             DELETE FROM contact_changes;
         END;
+    """,
+    # 13: the groups we are out of whose topic is no longer read (``group_reading``: read
+    #    until ``until``, 0: not at all; no row: read, as every group before this schema).
+    #    Filled as each group is saved; the groups of a home upgraded from an earlier
+    #    schema are sorted once by the next GroupChat (``group_reading_todo``)
+    13: """
+    CREATE TABLE group_reading (id BLOB PRIMARY KEY, until INTEGER NOT NULL);
+    INSERT INTO meta (key, value)
+        SELECT 'group_reading_todo', x'01' WHERE EXISTS (SELECT 1 FROM groups);
     """,
 }
 
@@ -1013,8 +1022,25 @@ class Store:
             (group_id, subject, state, now),
         )
 
-    def group_subjects(self) -> list[str]:
-        return [str(r[0]) for r in self._x("SELECT subject FROM groups ORDER BY subject")]
+    def group_subjects(self, now: int | None = None) -> list[str]:
+        """The topics of our groups; with ``now``, only those still read then (see
+        ``set_group_reading``)."""
+        if now is None:
+            return [str(r[0]) for r in self._x("SELECT subject FROM groups ORDER BY subject")]
+        rows = self._x(
+            "SELECT g.subject FROM groups g LEFT JOIN group_reading r ON r.id = g.id "
+            "WHERE r.until IS NULL OR r.until >= ? ORDER BY g.subject",
+            (now,),
+        )
+        return [str(r[0]) for r in rows]
+
+    def set_group_reading(self, group_id: bytes, until: int | None) -> None:
+        """Read the group's topic until ``until`` (our clock, ms; 0: no longer), or for good
+        (``None``: we are in the group)."""
+        if until is None:
+            self._x("DELETE FROM group_reading WHERE id=?", (group_id,))
+        else:
+            self._x("INSERT OR REPLACE INTO group_reading VALUES (?,?)", (group_id, until))
 
     def group_ids(self) -> list[bytes]:
         return [bytes(r[0]) for r in self._x("SELECT id FROM groups ORDER BY id")]

@@ -285,8 +285,11 @@ class Device:
         return run
 
     def _subscribe_groups(self) -> list[str]:
-        """Consume the topic of every group in the store (like the client's subscription)."""
-        new = [s for s in self.store.group_subjects() if s not in self.subjects]
+        """Consume the topic of every group we read (``GroupChat.subjects``), as a client's
+        subscription: one taken when it starts, and topics added as groups come to be read.
+        As a running ``listen()``, it goes on reading a group's topic once it is out."""
+        assert self.groups is not None
+        new = [s for s in self.groups.subjects() if s not in self.subjects]
         for s in new:
             self.subjects.add(s)
             self.world.subscribe(s, self)

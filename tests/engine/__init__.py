@@ -185,8 +185,15 @@ def texts(store: Store, conv: bytes) -> list[str]:
     return [m.body.decode() for m in store.history(conv, limit=10_000)]
 
 
+def drop_schema_13(conn: Any) -> None:
+    """Undo what store schema 13 added (a test making a store of an older schema)."""
+    conn.execute("DROP TABLE group_reading")
+    conn.execute("DELETE FROM meta WHERE key = 'group_reading_todo'")
+
+
 def drop_schema_12(conn: Any) -> None:
-    """Undo what store schema 12 added (a test making a store of an older schema)."""
+    """Undo what store schema 12 added, and 13 (a test making a store of an older schema)."""
+    drop_schema_13(conn)
     for trigger in ("contacts_changed_on_insert", "contacts_changed_on_update"):
         conn.execute(f"DROP TRIGGER {trigger}")
     conn.execute("DROP TABLE contact_changes")

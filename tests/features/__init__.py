@@ -84,7 +84,9 @@ class FWorld(World):
                     if fr.subject in self.dropped:
                         continue
                     fn = eng.receive
-                elif fr.subject in n.groups.subjects():
+                elif fr.subject in n.dev.store.group_subjects() and fr.subject in (
+                    n.groups.subjects()  # the groups it reads (not those it is out of)
+                ):
 
                     def fn(
                         d: bytes, cursor: tuple[str, int], n: Node = n, s: str = fr.subject

@@ -655,3 +655,72 @@ def test_a_member_holding_itself_out_holds_frames_as_a_member_does() -> None:
     sm = nm.groups.load(gid)
     assert sm is not None and sm.is_member and sm.name == "on the leave"
     assert nm.dev.store.has_message(gid, res.message_id)
+
+
+def test_the_topic_of_a_group_we_are_out_of_is_no_longer_read() -> None:
+    """A member removed from a group (or that left) read the group's topic for good: every
+    message posted there since, unreadable by design, was downloaded and dropped. It reads
+    it while it keeps the group's chains retired (what was sent before it went out), then
+    no longer; taken back, it reads it again (from where it stopped: its cursor)."""
+    from chatcore.group.consts import RETIRED_CHAIN_MS
+    from chatcore.groupchat import group_topic
+
+    w = FWorld(31)
+    a, b, m = w.person(), w.person(), w.person()
+    gid = w.group(a, [b, m])
+    na, nm = w.node(a), w.node(m)
+    topic = group_topic(gid)
+    w.route(na.groups.remove(gid, m), frm=na)
+    sm = nm.groups.load(gid)
+    assert sm is not None and not sm.is_member and topic in nm.groups.subjects()
+    w.clock.now += RETIRED_CHAIN_MS + 1
+    assert topic not in nm.groups.subjects()
+    assert topic in nm.dev.store.group_subjects()  # (the group is kept: history, a re-add)
+    res = na.groups.send(gid, ContentType.TEXT, b"not for m")
+    nm.errors.clear()
+    w.route(res.frames, frm=na)
+    assert not nm.errors  # not even read
+    w.route(na.groups.add(gid, m), frm=na)
+    assert topic in nm.groups.subjects()
+    res = na.groups.send(gid, ContentType.TEXT, b"for m again")
+    w.route(res.frames, frm=na)
+    assert nm.dev.store.has_message(gid, res.message_id)
+    # b, in the group all along, reads it throughout; so does a member that leaves, for
+    # the same hour
+    assert topic in w.node(b).groups.subjects()
+    w.route(w.node(b).groups.leave(gid), frm=w.node(b))
+    assert topic in w.node(b).groups.subjects()
+    w.clock.now += RETIRED_CHAIN_MS + 1
+    assert topic not in w.node(b).groups.subjects() and topic in nm.groups.subjects()
+
+
+def test_a_home_from_before_store_schema_13_sorts_its_groups_once() -> None:
+    """Schema 13 marks a home that has groups; its next GroupChat finds the groups it is
+    out of (it would otherwise read their topics until each changed again)."""
+    from chatcore.group.consts import RETIRED_CHAIN_MS
+    from chatcore.groupchat import group_topic
+    from chatcore.store import _MIGRATIONS, _statements
+    from tests.engine import drop_schema_13
+
+    w = FWorld(32)
+    a, b, m = w.person(), w.person(), w.person()
+    g_in, g_out = w.group(a, [b, m], "in"), w.group(a, [b, m], "out")
+    na, nm = w.node(a), w.node(m)
+    w.route(na.groups.remove(g_out, m), frm=na)
+    w.clock.now += RETIRED_CHAIN_MS + 1
+    store = nm.dev.store
+    # the home as schema 12 left it: no reading rows; then schema 13's migration
+    drop_schema_13(store._db)
+    for stmt in _statements(_MIGRATIONS[13]):
+        store._x(stmt)
+    assert store.get_meta("group_reading_todo") is not None
+    assert set(store.group_subjects(w.clock())) == {group_topic(g_in), group_topic(g_out)}
+    assert nm.groups.subjects() == [group_topic(g_in)]
+    assert store.get_meta("group_reading_todo") is None
+    assert store.group_subjects(w.clock()) == [group_topic(g_in)]
+    # a home with no groups is not marked
+    s = Store.memory()
+    drop_schema_13(s._db)
+    for stmt in _statements(_MIGRATIONS[13]):
+        s._x(stmt)
+    assert s.get_meta("group_reading_todo") is None
