@@ -1321,12 +1321,15 @@ class Client:
             log.info("kept in the outbox for later: %s", exc)
 
     async def _follow_new_groups(self) -> None:
-        """A running ``listen()`` subscribes to groups we are in but it does not follow yet."""
+        """A running ``listen()`` subscribes to groups we read but it does not follow yet:
+        from our cursor (a new group's topic from its start; one we are taken back into from
+        where we stopped reading it)."""
         sub = self._sub
         if sub is not None:
             new = [s for s in self.groups.subjects() if s not in sub.subjects]  # type: ignore[attr-defined]
             if new:
-                await sub.add_subjects(new, after=0)  # type: ignore[attr-defined]
+                after = {s: self.store.cursor(s) for s in new}
+                await sub.add_subjects(new, after=after)  # type: ignore[attr-defined]
 
     def _recheck_displays(self) -> None:
         """Names we show for people are remembered; after the index learned something, a
