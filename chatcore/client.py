@@ -24,6 +24,7 @@ from eth_utils.crypto import keccak
 from chatcore.consts import PREKEY_GRACE_S
 from chatcore.content import (
     ContactState,
+    check_alias,
     check_str,
     check_text,
     encode_delete,
@@ -1842,7 +1843,7 @@ class Client:
         await self._refresh_directory()
         peer = self.resolve_peer(who)
         if alias is not None:
-            check_str("an alias", alias)
+            check_alias(alias)
             # an alias comes before on-chain names when we look someone up: one that looks
             # like an id or address, or is another person's name, would send them our messages
             if ID_LIKE.fullmatch(alias.strip()):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import json
+import unicodedata
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,12 +101,65 @@ def encode_edit(target: bytes, text: str) -> bytes:
     return _check_mid(target) + check_text(text)
 
 
-def encode_reaction(target: bytes, emoji: str) -> bytes:
+#: what shows as no character, or moves the text around it: line and paragraph separators and
+#: the bidi embeddings, overrides and isolates
+_INVISIBLE = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_ZWJ, _KEYCAP = "\u200d", "\u20e3"
+
+
+def _controlling(ch: str) -> bool:
+    """A control character, a lone surrogate, or one of ``_INVISIBLE``."""
+    return ch in _INVISIBLE or unicodedata.category(ch) in ("Cc", "Cs")
+
+
+def _emoji_part(ch: str, keycap: bool) -> bool:
+    """Whether ``ch`` may stand in an emoji: a symbol (emoji, skin tones, flags' regional
+    indicators), a combining mark (variation selectors, the keycap), the zero-width joiner,
+    a tag character (subdivision flags), or with the keycap a digit, # or *."""
+    cat = unicodedata.category(ch)
+    return (
+        cat in ("So", "Sk", "Mn", "Me")
+        or ch == _ZWJ
+        or 0xE0020 <= ord(ch) <= 0xE007F
+        or (keycap and ch in "0123456789#*")
+    )
+
+
+def check_emoji(emoji: str) -> str:
+    """``emoji`` if we may react with it: an emoji (symbols, with their modifiers and
+    joiners; a keycap such as 1️⃣), at most ``MAX_EMOJI_BYTES`` of UTF-8, or "" (the
+    reaction taken back). ValueError for text, spaces or control characters (TypeError for
+    no string). Reactions others send are checked less (``decode_targeted``)."""
     check_str("an emoji", emoji)
-    e = emoji.encode("utf-8")
-    if len(e) > MAX_EMOJI_BYTES or any(c.isspace() for c in emoji):
-        raise ValueError("a reaction is one emoji (at most 32 bytes, no spaces)")
-    return _check_mid(target) + e
+    if len(emoji.encode("utf-8")) > MAX_EMOJI_BYTES:
+        raise ValueError(f"a reaction is one emoji (at most {MAX_EMOJI_BYTES} bytes)")
+    keycap = _KEYCAP in emoji
+    if emoji and (
+        unicodedata.category(emoji[0]) in ("Mn", "Me")
+        or emoji[0] == _ZWJ
+        or not all(_emoji_part(c, keycap) for c in emoji)
+    ):
+        raise ValueError(f"a reaction is one emoji, not text: {emoji!r}")
+    return emoji
+
+
+def check_alias(alias: str) -> str:
+    """``alias`` if a contact may be given it: text of at most 64 bytes of UTF-8 with no
+    control characters, not blank ("" drops the alias). ValueError (TypeError for no
+    string) otherwise."""
+    check_str("an alias", alias)
+    if alias and not alias.strip():
+        raise ValueError("an alias cannot be blank (give '' to drop it)")
+    for ch in alias:
+        if _controlling(ch):
+            raise ValueError(f"an alias cannot hold control characters (U+{ord(ch):04X})")
+    if len(alias.encode("utf-8")) > 64:
+        raise ValueError("alias too long (64 bytes at most)")
+    return alias
+
+
+def encode_reaction(target: bytes, emoji: str) -> bytes:
+    return _check_mid(target) + check_emoji(emoji).encode("utf-8")
 
 
 def encode_delete(target: bytes) -> bytes:
@@ -128,7 +182,7 @@ def decode_targeted(ctype: ContentType, body: bytes) -> Targeted:
         return Targeted(target, "")
     text = _utf8(rest, ctype.name.lower())
     if ctype == ContentType.REACTION:
-        if len(rest) > MAX_EMOJI_BYTES or any(c.isspace() for c in text):
+        if len(rest) > MAX_EMOJI_BYTES or any(c.isspace() or _controlling(c) for c in text):
             raise MalformedMessage("a reaction is one short emoji")
     elif ctype in (ContentType.EDIT, ContentType.REPLY):
         if not text.strip():

@@ -99,3 +99,36 @@ def test_text_and_emoji_that_are_no_strings_are_a_type_error(bad: object) -> Non
         c.encode_reply(MID, bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="must be a string"):
         c.encode_reaction(MID, bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "emoji",
+    ["👍", "❤️", "👍🏽", "👩‍👩‍👧", "🇫🇷", "1️⃣", "#️⃣", "🏴󠁧󠁢󠁳󠁣󠁴󠁿", "☺", "🎉", ""],
+)
+def test_a_reaction_is_an_emoji(emoji: str) -> None:
+    """Emoji with skin tones, joiners, flags (regional indicators, tag sequences) and
+    keycaps; "" takes a reaction back."""
+    assert c.decode_targeted(ContentType.REACTION, c.encode_reaction(MID, emoji)).text == emoji
+
+
+@pytest.mark.parametrize(
+    "bad", ["hello", "x", "1", "\x1b[31m", "👍\u202e", "\u200d👍", "\ufe0f", "👍 ", ":+1:", "a👍"]
+)
+def test_a_reaction_that_is_text_or_control_characters_is_refused(bad: str) -> None:
+    """react() took any string of up to 32 bytes without spaces, though its error said 'one
+    emoji': text, terminal escapes, bidi overrides. It takes emoji only; received reactions
+    with control characters are malformed (other clients' text reactions still show)."""
+    with pytest.raises(ValueError, match="emoji"):
+        c.encode_reaction(MID, bad)
+    body = MID + b"\x1b[31m"
+    with pytest.raises(MalformedMessage):
+        c.decode_targeted(ContentType.REACTION, body)
+    assert c.decode_targeted(ContentType.REACTION, MID + b":+1:").text == ":+1:"
+
+
+@pytest.mark.parametrize("bad", ["  ", "Bobby\n", "Bo\x1bb", "\u202eboB", "x" * 65])
+def test_an_alias_that_is_blank_or_holds_control_characters_is_refused(bad: str) -> None:
+    """Aliases took blank text and control characters (group names did not)."""
+    with pytest.raises(ValueError, match="alias"):
+        c.check_alias(bad)
+    assert c.check_alias("Bob (work)") == "Bob (work)" and c.check_alias("") == ""

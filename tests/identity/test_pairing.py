@@ -204,7 +204,7 @@ def test_a_history_whose_clock_leapt_live_still_restores() -> None:
             f = w.dev(a).engine._encrypt_to(b, w.dev(b).peer_keys, p.encode(), 0, None, None)
         w.dev(b).engine.receive(f.frame, cursor=(w.dev(b).engine.inbox, 99))
 
-    from_a(ContentType.REACTION, content.encode_reaction(first.message_id, "x"))
+    from_a(ContentType.REACTION, content.encode_reaction(first.message_id, "👌"))
     from_a(ContentType.TEXT, b"much later")
     fresh = w.dev(w.person()).store
     assert restore_snapshot(fresh, snapshot(w.dev(b).store, 10**9)) == 2
