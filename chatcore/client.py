@@ -116,6 +116,13 @@ def _check_flag(name: str, value: object) -> None:
         raise TypeError(f"{name} must be True or False, not {type(value).__name__}")
 
 
+def _check_id(what: str, value: object) -> None:
+    """An id argument must be bytes: a name or hex string there (an app's bug) matched
+    nothing, so ``history("bob")`` read as an empty conversation, not as a mistake."""
+    if not isinstance(value, bytes):
+        raise TypeError(f"{what} is bytes, not {type(value).__name__}")
+
+
 @dataclass(frozen=True, slots=True)
 class InitResult:
     identity_id: bytes
@@ -1017,6 +1024,7 @@ class Client:
     def resolve_peer(self, query: str) -> Peer:
         """A person by conversation id prefix, our alias for them, name, id or address, from
         the local index (synced first when it can be; offline, as last synced)."""
+        check_str("a person", query)  # (bytes would fail inside, with Python's words)
         if not self._synced and not self._chain_resting():
             from discovery.errors import ChainUnavailable
 
@@ -1681,6 +1689,8 @@ class Client:
     def message(self, ref: bytes | str, conversation: bytes | None = None) -> StoredMessage:
         """A stored message by id (bytes) or hex id prefix (at least 4 hex digits), in one
         conversation if given. Raises UnknownMessage for none or several."""
+        if conversation is not None:
+            _check_id("a conversation id", conversation)
         if not isinstance(ref, (str, bytes)):
             raise TypeError(
                 f"a message is its id (bytes) or a hex prefix, not {type(ref).__name__}"
@@ -1937,6 +1947,8 @@ class Client:
     ) -> list[StoredMessage]:
         """Messages whose current text has every word of ``text`` (full-text), newest first."""
         check_str("a search", text)
+        if conversation is not None:
+            _check_id("a conversation id", conversation)
         _check_limit(limit)
         return self.features.search(text, conversation, limit)
 
@@ -2066,7 +2078,9 @@ class Client:
     ) -> list[StoredMessage]:
         """The newest ``limit`` messages (before the message at ``(lamport, seq)`` if given),
         in causal order. ValueError/TypeError for a negative or non-int ``limit`` or a
-        ``before`` that is not two ints."""
+        ``before`` that is not two ints, or a ``conv_id`` that is no bytes (an id we do not
+        have gives [])."""
+        _check_id("a conversation id", conv_id)
         _check_limit(limit)
         return self.store.history(conv_id, limit, None if before is None else _check_before(before))
 
@@ -2074,6 +2088,7 @@ class Client:
         """A name to show: "me", the verified on-chain name (remembered; marked when it
         passed to this person from someone we know, see ``_name_moved_from``), or a short
         id."""
+        _check_id("an identity id", identity_id)
         if identity_id == self.identity_id:
             return "me"
         name = self.store.peer_display(identity_id)

@@ -53,6 +53,36 @@ async def test_arguments_of_the_wrong_type_are_type_errors(people: People) -> No
     assert alice.c.history(conv) == before
 
 
+async def test_an_id_that_is_no_bytes_is_a_type_error_not_an_empty_answer(
+    people: People,
+) -> None:
+    """A name or hex string where an id (bytes) goes: history("bob") read as a conversation
+    we do not have ([]), search and message found nothing, display raised AttributeError,
+    and a person given as bytes failed with Python's own words."""
+    alice, bob = people.new("alice"), people.new("bob")
+    sent = await alice.c.send_text(bob.name, "hello there")
+    conv = sent.conversation_id
+    for bad in (bob.name, "0x" + conv.hex(), 42):
+        with pytest.raises(TypeError, match="conversation id"):
+            alice.c.history(bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="conversation id"):
+            alice.c.search("hello", bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="conversation id"):
+            alice.c.message(sent.message_id, bad)  # type: ignore[arg-type]
+    for bad_id in (bob.name, "0x" + bob.c.identity_id.hex(), None):
+        with pytest.raises(TypeError, match="identity id"):
+            alice.c.display(bad_id)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="person"):
+        await alice.c.send_text(bob.name.encode(), "hi")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="person"):
+        alice.c.resolve_peer(bob.name.encode())  # type: ignore[arg-type]
+    # the ids themselves still work
+    assert [m.message_id for m in alice.c.history(conv)] == [sent.message_id]
+    assert [m.message_id for m in alice.c.search("hello", conv)] == [sent.message_id]
+    assert alice.c.message(sent.message_id, conv).message_id == sent.message_id
+    assert alice.c.display(bob.c.identity_id) == bob.name
+
+
 async def test_history_and_search_refuse_a_bad_page(people: People) -> None:
     alice, bob = people.new("alice"), people.new("bob")
     conv = (await alice.c.send_text(bob.name, "hello there")).conversation_id
