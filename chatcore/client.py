@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import sqlite3
@@ -108,6 +109,9 @@ REVOKING = b"revoking"
 #: it alone for ROTATION_SETTLE_MS (it may be under way in another process on this home)
 ROTATION_AT = "installation_rotation_at"
 ROTATION_SETTLE_MS = 10 * 60_000
+#: messages a sync() or listen() stored but did not return (broken off by the network or
+#: cancelled), kept by close() for the next Client on the home (see Client._keep_unreported)
+UNREPORTED_META = "unreported"
 
 
 def _check_flag(name: str, value: object) -> None:
@@ -274,7 +278,9 @@ class Client:
         #: when asking the chain last failed (ms): not again for a while (see CHAIN_RETRY_MS)
         self._chain_failed_at: int | None = None
         #: stored by a sync() the network broke off; the next sync() / listen() returns them
-        self._unreported: list[Received] = []
+        #: (those of a Client closed before it could are kept in the store: see close())
+        self._unreported: list[Received] = _take_unreported(store)
+        self._unreported_taken = list(self._unreported)  # (close() drops them once returned)
 
     def _notice_name(self, identity_id: bytes) -> str:
         """A member as a group notice names them: "you", else as :meth:`display` does."""
@@ -624,8 +630,37 @@ class Client:
         ) from exc
 
     def close(self) -> None:
-        self.index.close()
-        self.store.close()
+        try:
+            self._keep_unreported()
+        finally:
+            self.index.close()
+            self.store.close()
+
+    def _keep_unreported(self) -> None:
+        """What a sync() or listen() stored but did not return (the network broke it off, a
+        wait_for timed out) was returned only by this Client's next call: an app that closed
+        then (a push handler out of time, a quit) never saw it, though it was in history.
+        It goes into the store for the next Client on the home (signals do not: stale)."""
+        keep = [r for r in self._unreported if not _signal(r)]
+        taken, self._unreported, self._unreported_taken = self._unreported_taken, [], []
+        if not keep and not taken:
+            return  # (also a second close: the store is closed)
+        try:
+            with self.store.transaction():
+                # what another Client on the home kept since this one took them (a command
+                # run beside an app, each closing in turn) stays; those taken here go, kept
+                # again below if not returned yet
+                others = [
+                    r
+                    for r in _parse_unreported(self.store.get_meta(UNREPORTED_META))
+                    if r not in taken and r not in keep
+                ]
+                if keep or others:
+                    self.store.set_meta(UNREPORTED_META, _dump_unreported(others + keep))
+                else:  # returned by now: not again by the next Client
+                    self.store.delete_meta(UNREPORTED_META)
+        except (ChatCoreError, sqlite3.Error) as exc:  # in history still; only not returned
+            log.warning("messages not returned by sync/listen yet not kept: %s", exc)
 
     async def aclose(self) -> None:
         if self.transport is not None:
@@ -2105,6 +2140,44 @@ class Client:
 
     def peer_from_resolved(self, resolved: ResolvedIdentity) -> Peer:
         return to_peer(resolved)
+
+
+def _dump_unreported(items: Sequence[Received]) -> bytes:
+    def row(r: Received) -> list[object]:
+        ids = (r.conversation_id, r.message_id, r.sender_identity, r.sender_installation)
+        rest = (int(r.content_type), r.body.hex(), r.lamport, r.sent_at, r.received_at)
+        return [*(i.hex() for i in ids), *rest, r.outgoing]
+
+    return json.dumps([row(r) for r in items]).encode()
+
+
+def _take_unreported(store: Store) -> list[Received]:
+    """The messages a closed Client stored but did not return (``Client._keep_unreported``),
+    taken from the store: this Client's next sync() or listen() returns them."""
+    raw = store.get_meta(UNREPORTED_META)
+    if raw is None:
+        return []
+    with contextlib.suppress(StoreError):  # (else close() drops them once returned)
+        store.delete_meta(UNREPORTED_META)  # not returned twice by two Clients open at once
+    return _parse_unreported(raw)
+
+
+def _parse_unreported(raw: bytes | None) -> list[Received]:
+    out: list[Received] = []
+    if raw is None:
+        return out
+    try:
+        for c, m, si, inst, ct, body, lamport, sent, received, outgoing in json.loads(raw):
+            out.append(
+                Received(
+                    bytes.fromhex(c), bytes.fromhex(m), bytes.fromhex(si), bytes.fromhex(inst),
+                    ContentType(ct), bytes.fromhex(body), lamport, sent, received, outgoing,
+                )
+            )  # fmt: skip
+    except (ValueError, TypeError) as exc:  # (they are in history all the same)
+        log.warning("messages kept for sync/listen unreadable, dropped: %s", exc)
+        return []
+    return out
 
 
 def _signal(r: Received) -> bool:

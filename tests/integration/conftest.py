@@ -54,12 +54,15 @@ class Person:
 
     async def crash(self) -> None:
         """The process dies: nothing more is published or acknowledged. (The NATS connection
-        is closed too, so the test leaks nothing; the outbox is what matters.)"""
+        is closed too, so the test leaks nothing; the outbox is what matters. The files are
+        closed as a dying process leaves them: not by Client.close, which keeps what sync or
+        listen did not return yet.)"""
         if self.client is not None:
             if self.client.transport is not None:
                 await self.client.transport.close()
                 self.client.transport = None
-            self.client.close()
+            self.client.index.close()
+            self.client.store.close()
             self.client = None
 
     def open(self) -> Client:

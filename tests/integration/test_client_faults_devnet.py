@@ -78,6 +78,80 @@ async def test_a_sync_broken_off_returns_what_it_stored_next_time(people: People
     assert texts(await bob.c.sync()) == []
 
 
+async def test_what_a_broken_off_read_stored_is_returned_by_the_next_client_on_the_home(
+    people: People,
+) -> None:
+    """A sync broken off by the network, or cut by a wait_for timeout, returned what it had
+    stored with this Client's next sync() only: an app that closed then (a push handler out
+    of time) and opened the home again never got those messages from sync() or listen()
+    (they were in history, unannounced). close() keeps them for the next Client."""
+    alice, bob = people.new("ua"), people.new("ub")
+    await alice.c.send_text(bob.name, "one")
+    await alice.c.send_text(bob.name, "two")
+    f = await faulty(bob)
+    f.fail_fetch_after = 1  # the inbox's first batch arrives, then the network goes
+    with pytest.raises(TransportError):
+        await bob.c.sync()
+    assert [m.body for m in bob.c.history(bob.c.conversation_id(alice.name))] == [b"one", b"two"]
+    await bob.close()
+    bob.open()
+    assert texts(await bob.c.sync()) == ["one", "two"]
+    assert texts(await bob.c.sync()) == []
+    await bob.close()
+    bob.open()  # returned once: not again by the Client after
+    assert texts(await bob.c.sync()) == []
+    # a listen() cut off between storing and returning (the key hand-outs that reading an
+    # invitation publishes hang), then a Client that only reads before it closes: listen()
+    # of the one after returns it
+    gid = await alice.c.create_group("cut off", [bob.name])
+    t = _Hanging(await bob.c.connect())
+    bob.c.transport = t  # type: ignore[assignment]
+    t.hang = True
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(first_message(bob.c), 3)
+    bob.c.transport = t.inner  # type: ignore[assignment]
+    await bob.close()
+    assert bob.open().group_info(gid).is_member
+    await bob.close()
+    r = await asyncio.wait_for(first_message(bob.open()), 20)
+    assert (r.conversation_id, r.text) == (gid, "you were added to “cut off”")
+
+
+async def test_what_clients_open_at_once_on_a_home_kept_is_all_returned(people: People) -> None:
+    """A Client that took what the last one closed had kept (a command run beside the app)
+    and closed after the app's next Client kept its own: the second's were overwritten."""
+    from chatcore import Client
+
+    from .conftest import PASSPHRASE
+
+    alice, bob = people.new("uc"), people.new("ud")
+    conv = await alice.c.send_text(bob.name, "one")
+    (await faulty(bob)).fail_fetch_after = 1
+    with pytest.raises(TransportError):
+        await bob.c.sync()
+    await bob.close()  # keeps "one"
+    beside = Client.open(bob.home, PASSPHRASE, bob.network)  # takes "one", only reads
+    try:
+        bob.open()
+        await alice.c.send_text(bob.name, "two")
+        (await faulty(bob)).fail_fetch_after = 1
+        with pytest.raises(TransportError):
+            await bob.c.sync()
+        await bob.close()  # keeps "two"
+        assert [m.body for m in beside.history(conv.conversation_id)] == [b"one", b"two"]
+    finally:
+        beside.close()  # "one" kept again, "two" with it
+    bob.open()
+    assert sorted(texts(await bob.c.sync())) == ["one", "two"]
+    assert texts(await bob.c.sync()) == []
+
+
+async def first_message(client: Any) -> Any:
+    async for r in client.listen():
+        return r
+    return None
+
+
 async def test_listen_reads_on_when_a_side_frame_cannot_be_published(people: People) -> None:
     alice, bob = people.new("la"), people.new("lb")
     await alice.c.send_text(bob.name, "hi")
