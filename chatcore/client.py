@@ -39,6 +39,7 @@ from chatcore.errors import (
     AmbiguousName,
     ChatCoreError,
     DeliveryPending,
+    DuplicateMessage,
     FrameRefused,
     InitIncomplete,
     InitInterrupted,
@@ -1336,7 +1337,10 @@ class Client:
         except StoreUnavailable:
             raise  # our store, not the frame: stop here, the frame is read again next time
         except ChatCoreError as exc:
-            log.warning("dropped frame seq=%d: %s: %s", seq, type(exc).__name__, exc)
+            # a copy of a frame read already is no fault: a group message is retransmitted
+            # as its first frame again, which every member that had it reads once more
+            level = logging.INFO if isinstance(exc, DuplicateMessage) else logging.WARNING
+            log.log(level, "dropped frame seq=%d: %s: %s", seq, type(exc).__name__, exc)
             self.engine.drain()
             return []
         events, frames = self.engine.drain()

@@ -329,3 +329,29 @@ async def test_what_the_new_device_notice_remembers_goes_with_the_member_or_the_
     await a.c.send_group_text(gid, "still going")
     await c.c.sync()
     assert texts(c.c.history(gid, 500), gid)[-1] == "still going"
+
+
+async def test_a_group_retransmission_is_no_warning_at_members_that_had_the_message(
+    people: People, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A group message is retransmitted as its first frame again while a member has not
+    acknowledged it, so every member that read it gets that frame once more: each logged
+    "dropped frame ...: DuplicateMessage" as a WARNING, as for a forged or damaged frame — in
+    an app's log for every retransmission to a member who is away (an embedding review)."""
+    alice, bob, carol = people.new("ra"), people.new("rb"), people.new("rc")
+    gid = await alice.c.create_group("retransmitted", [bob.name, carol.name])
+    sent = await alice.c.send_group_text(gid, "are you there?")
+    assert "are you there?" in texts(await bob.c.sync(), gid)
+    await alice.c.sync()  # bob's receipt; carol is away
+    clock = alice.c.engine.clock_ms
+    alice.c.engine.clock_ms = lambda: clock() + 7 * 3600 * 1000  # past the first backoff
+    assert await alice.c.flush_features() > 0  # the retransmission
+    with caplog.at_level("INFO", logger="chatcore.client"):
+        assert texts(await bob.c.sync(), gid) == []  # the copy: dropped, nothing new
+    dropped = [r for r in caplog.records if "DuplicateMessage" in r.getMessage()]
+    assert dropped, "the copy was read and dropped"
+    assert all(r.levelname == "INFO" for r in dropped), [r.levelname for r in dropped]
+    assert [m.message_id for m in bob.c.history(gid) if m.content_type == ContentType.TEXT] == [
+        sent.message_id
+    ]
+    assert "are you there?" in texts(await carol.c.sync(), gid)  # the one it was for
