@@ -1228,6 +1228,11 @@ class Features:
             if found is not None and found[0] != self.me:
                 by_author.setdefault(found[0], []).append(mid)
         frames: list[OutFrame] = []
+        # out of the group (removed, or left): its members drop receipts from a non-member
+        # (and a frame about the group from us is one too many); our devices still learn
+        st = self.groups.load(gid) if self.groups is not None else None
+        if st is not None and not st.is_member:
+            by_author = {}
         if kind != ReceiptKind.READ or self.read_receipts:
             for author in sorted(by_author):
                 try:

@@ -355,3 +355,39 @@ async def test_a_group_retransmission_is_no_warning_at_members_that_had_the_mess
         sent.message_id
     ]
     assert "are you there?" in texts(await carol.c.sync(), gid)  # the one it was for
+
+
+async def test_a_member_out_of_a_group_sends_its_members_no_read_receipts(
+    people: People, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reading a group one was removed from (its "removed you" notice makes it unread) or
+    left sent read receipts to the authors of what was read: frames about a group we are no
+    longer in, which every author dropped with a warning ("a group receipt for a group we do
+    not share with the sender")."""
+    alice, bob, carol = people.new("xa"), people.new("xb"), people.new("xc")
+    gid = await alice.c.create_group("out of it", [bob.name, carol.name])
+    await alice.c.send_group_text(gid, "before")
+    await bob.c.sync()
+    await carol.c.sync()
+    await alice.c.sync()  # their delivered receipts, while they are members
+    await alice.c.group_change(gid, "remove", bob.name)
+    await carol.c.sync()
+    await carol.c.group_change(gid, "leave")
+    await alice.c.sync()
+    for p in (bob, carol):
+        await p.c.sync()
+        assert not p.c.group_info(gid).is_member
+        assert await p.c.mark_read(gid) > 0  # "before" and the notices: read here
+        await p.c.flush_features()
+    with caplog.at_level("INFO", logger="chatcore"):
+        await alice.c.sync()
+    dropped = [r.getMessage() for r in caplog.records if "dropped frame" in r.getMessage()]
+    assert dropped == []
+    # a member's read receipts still reach the author
+    dave = people.new("xd")
+    await alice.c.group_change(gid, "add", dave.name)
+    sent = await alice.c.send_group_text(gid, "after")
+    await dave.c.sync()
+    await dave.c.mark_read(gid)
+    await alice.c.sync()
+    assert alice.c.receipts(alice.c.message(sent.message_id)) == {dave.c.identity_id: "read"}
