@@ -7,7 +7,8 @@ marks what it answered as read. Run it against a devnet (``logos-chat devnet up`
     .venv/bin/python examples/echo_bot.py --home ~/echo-bot --name echo-bot
 
 then, from any other home: ``logos-chat send echo-bot "hello"`` and ``logos-chat sync``.
-Ctrl-C stops it; what it had not answered yet is answered at the next start.
+Ctrl-C stops it; what it had not answered yet is answered at the next start. With the
+delivery network unreachable it waits and listens again every few seconds.
 """
 
 from __future__ import annotations
@@ -19,12 +20,23 @@ import os
 import sys
 from pathlib import Path
 
-from chatcore import ChatCoreError, Client, ContentType, DeliveryPending, NotInitialised, Received
+from chatcore import (
+    ChatCoreError,
+    Client,
+    ContentType,
+    DeliveryPending,
+    NotInitialised,
+    Received,
+    StoreUnavailable,
+    TransportError,
+)
 from discovery.errors import DiscoveryError
 from discovery.network import NetworkConfig, default_network_file
 
 #: how often the receipts / retransmission timer runs (a long-running app's duty)
 TIMER_S = 1.0
+#: how long to wait before listening again when the delivery network is unreachable
+RETRY_S = 5.0
 
 
 async def answer(client: Client, r: Received) -> None:
@@ -51,17 +63,25 @@ async def serve(client: Client, limit: int | None = None) -> int:
     answered = 0
     ticking = asyncio.create_task(timer(client))
     try:
-        async for r in client.listen():
-            if r.outgoing or r.content_type != ContentType.TEXT:
-                continue  # our own devices' messages, edits, reactions, ...
+        while True:
             try:
-                await answer(client, r)
-            except ChatCoreError as exc:  # e.g. the sender was revoked meanwhile
-                print(f"not answered: {exc}", file=sys.stderr)
-                continue
-            answered += 1
-            if limit is not None and answered >= limit:
-                break
+                async for r in client.listen():
+                    if r.outgoing or r.content_type != ContentType.TEXT:
+                        continue  # our own devices' messages, edits, reactions, ...
+                    try:
+                        await answer(client, r)
+                    except ChatCoreError as exc:  # e.g. the sender was revoked meanwhile
+                        print(f"not answered: {exc}", file=sys.stderr)
+                        continue
+                    answered += 1
+                    if limit is not None and answered >= limit:
+                        break
+                break  # the limit, or listen() ended (the client was closed)
+            except (TransportError, StoreUnavailable) as exc:
+                # the delivery network is not reachable (yet), or the store is busy: nothing
+                # is lost (what was not read is read when listen() starts again)
+                print(f"waiting ({exc}); trying again in {RETRY_S:g} s", file=sys.stderr)
+                await asyncio.sleep(RETRY_S)
     finally:
         ticking.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -7,10 +7,11 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
-from chatcore import Client
+from chatcore import Client, TransportError
 
 from .conftest import PASSPHRASE, People
 
@@ -61,3 +62,35 @@ async def test_echo_bot_answers_one_to_one_and_group(people: People, tmp_path: P
         assert isinstance(again, Client) and again.identity_id == bot.identity_id
     finally:
         again.close()
+
+
+async def test_echo_bot_waits_for_a_delivery_network_it_cannot_reach_yet(
+    people: People, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot started while the delivery network was down (or unreachable for a moment)
+    ended with a traceback: listen() raises TransportError when it cannot connect. It waits
+    and listens again now."""
+    bot_mod = _example("echo_bot")
+    monkeypatch.setattr(bot_mod, "RETRY_S", 0.1, raising=False)
+    alice = people.new("alice")
+    net_file = tmp_path / "network.json"
+    net_file.write_text(people.network.to_json())
+    bot = bot_mod.open_or_init(tmp_path / "bot", PASSPHRASE, net_file, f"{alice.name}-bot")
+    real_connect = bot.connect
+    refused = 0
+
+    async def connect(transport: Any = None) -> Any:
+        nonlocal refused
+        if refused < 2:  # the network is down for the bot's first two tries
+            refused += 1
+            raise TransportError("delivery network unreachable (injected)")
+        return await real_connect(transport)
+
+    bot.connect = connect  # type: ignore[method-assign]
+    try:
+        await alice.c.send_text(f"{alice.name}-bot", "are you there?")
+        assert await asyncio.wait_for(bot_mod.serve(bot, limit=1), timeout=60) == 1
+    finally:
+        await bot.aclose()
+    assert refused == 2
+    assert "echo: are you there?" in {r.text for r in await alice.c.sync()}
