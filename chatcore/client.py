@@ -1337,9 +1337,11 @@ class Client:
         except StoreUnavailable:
             raise  # our store, not the frame: stop here, the frame is read again next time
         except ChatCoreError as exc:
-            # a copy of a frame read already is no fault: a group message is retransmitted
-            # as its first frame again, which every member that had it reads once more
-            level = logging.INFO if isinstance(exc, DuplicateMessage) else logging.WARNING
+            # no fault: a copy of a frame read already (a group message is retransmitted as
+            # its first frame again, which every member that had it reads once more), or a
+            # frame of a group we are out of (its topic is read still: we may be added again)
+            expected = isinstance(exc, DuplicateMessage) or self._out_of_group(subject)
+            level = logging.INFO if expected else logging.WARNING
             log.log(level, "dropped frame seq=%d: %s: %s", seq, type(exc).__name__, exc)
             self.engine.drain()
             return []
@@ -1359,6 +1361,17 @@ class Client:
             if not m.outgoing:
                 self._remember_display(m.sender_identity)
         return out
+
+    def _out_of_group(self, subject: str) -> bool:
+        """Is ``subject`` the topic of a group we were in and are out of now?"""
+        if subject == self.engine.inbox:
+            return False
+        try:
+            gid = self.store.group_by_subject(subject)
+            state = self.groups.load(gid) if gid is not None else None
+        except ChatCoreError:
+            return False
+        return state is not None and not state.is_member
 
     async def _publish_later(self, frames: Sequence[OutFrame]) -> None:
         """Publish what reading a frame produced (acks, keys, answers); if the network does

@@ -391,3 +391,30 @@ async def test_a_member_out_of_a_group_sends_its_members_no_read_receipts(
     await dave.c.mark_read(gid)
     await alice.c.sync()
     assert alice.c.receipts(alice.c.message(sent.message_id)) == {dave.c.identity_id: "read"}
+
+
+async def test_what_a_group_posts_after_we_are_out_of_it_is_no_warning(
+    people: People, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A member removed from a group (or that left it) still reads its topic (it may be
+    added again), and each message posted there since, which it cannot read by design, was
+    logged as a WARNING ("dropped frame ...: GroupError: unknown sender key"): one per message
+    of every group the user was ever out of, in an app's log (an embedding review)."""
+    alice, bob, carol = people.new("oa"), people.new("ob"), people.new("oc")
+    gid = await alice.c.create_group("after us", [bob.name, carol.name])
+    await bob.c.sync()
+    await carol.c.sync()
+    await alice.c.group_change(gid, "remove", bob.name)
+    await carol.c.group_change(gid, "leave")
+    for p in (bob, carol):
+        await p.c.sync()
+        assert not p.c.group_info(gid).is_member
+    await alice.c.send_group_text(gid, "not for you")
+    for p in (bob, carol):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="chatcore.client"):
+            assert texts(await p.c.sync(), gid) == []
+        dropped = [r for r in caplog.records if "dropped frame" in r.getMessage()]
+        assert dropped, "the frame was read, and dropped"
+        assert all(r.levelname == "INFO" for r in dropped), [r.getMessage() for r in dropped]
+        assert "not for you" not in texts(p.c.history(gid), gid)
