@@ -1,7 +1,10 @@
 """An echo bot: the smallest complete app on the ``chatcore.Client`` facade (docs/api.md).
 
 It answers every text, 1:1 or in a group it was added to, with a reply quoting it, and
-marks what it answered as read. Run it against a devnet (``logos-chat devnet up``):
+marks what it answered as read. It does not answer replies (a reply to its answer, or
+another bot's answer: two such bots would answer each other for ever).
+
+Run it against a devnet (``logos-chat devnet up``):
 
     export LOGOS_CHAT_PASSPHRASE=...
     .venv/bin/python examples/echo_bot.py --home ~/echo-bot --name echo-bot
