@@ -711,6 +711,12 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
             try:
                 res = await send(text)
                 shown_status[res.message_id] = "sent"
+                # the line typed was erased on Enter (raw) or never shown (pipe): the
+                # message as sent takes its place, as the messages that arrive show
+                m = client.store.message(conv, res.message_id)
+                if m is not None:
+                    shown_status[res.message_id] = m.status
+                    screen.show(message_line(client, m))
             except DeliveryPending as exc:  # saved: typing it again would send it twice
                 mid = exc.result.message_id  # type: ignore[attr-defined]  # a SendResult here
                 shown_status[mid] = "sending"

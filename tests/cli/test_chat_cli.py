@@ -209,6 +209,7 @@ def test_interactive_chat_through_a_pty(
         chat.expect("bob: ping from bob's shell")
         # a line typed at alice's terminal reaches bob
         chat.write(b"typed at alice's terminal\n")
+        chat.expect("me: typed at alice's terminal")  # the sent line, not erased
         deadline = time.monotonic() + 20
         seen: list[str] = []
         while time.monotonic() < deadline:
@@ -382,3 +383,27 @@ def test_chat_with_yourself_is_refused_and_makes_no_conversation(
     # (a message of an earlier test still on its way may add another conversation)
     assert all(c["peer"] != homes["alice"]["identity_id"] for c in after)
     assert {c["conversation_id"] for c in before} <= {c["conversation_id"] for c in after}
+
+
+def test_a_line_typed_in_a_group_chat_stays_on_screen_as_sent(
+    run_cli: RunCli, homes: dict[str, Any], devnet_dir: Path, tmp_path: Path
+) -> None:
+    """'chat GROUP' at a terminal: Enter erases the line being typed; the message as sent
+    takes its place ("me: ..."), as in the 1:1 chat (it vanished: nothing on screen said
+    what went out until a receipt came back, and nothing at all while nobody read it)."""
+    as_(run_cli, homes, "alice", "group", "create", "typists", "--member", "bob")
+    env = base_env(devnet_dir, tmp_path)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["COLUMNS"] = "200"
+    chat = Pty([str(CLI), "--home", homes["alice"]["home"], "chat", "typists"], env)
+    try:
+        chat.expect("chatting with typists")
+        chat.write(b"typed into the group\n")
+        chat.expect("me: typed into the group")
+        chat.write(b"\x04")
+        assert chat.proc.wait(20) == 0, chat.output
+    finally:
+        chat.close()
+    as_(run_cli, homes, "bob", "sync")
+    h = as_(run_cli, homes, "bob", "history", "typists", "--json").doc
+    assert h["messages"][-1]["text"] == "typed into the group"
