@@ -975,11 +975,22 @@ def _members(n: int) -> str:
     return f"{n} member" + ("" if n == 1 else "s")
 
 
-def group_doc(client: Any, gid: bytes) -> dict[str, Any]:
+def group_doc(client: Any, gid: bytes, shown: dict[str, str] | None = None) -> dict[str, Any]:
+    """A group as ``--json`` gives it. A person's ``name`` is their verified name or null
+    (ours too: ``"me": true``), as ``sender_name`` in history; what the text output shows
+    for them ("me", a short id, a moved name's mark) goes into ``shown``."""
     info = client.group_info(gid)
 
     def person(i: bytes) -> dict[str, Any]:
-        return {"identity_id": hx(i), "name": client.display(i)}
+        display = client.display(i)  # (remembers a name found in the index)
+        if shown is not None:
+            shown[hx(i)] = display
+        me = i == client.identity_id
+        return {
+            "identity_id": hx(i),
+            "name": None if me else client.store.peer_display(i),
+            "me": me,
+        }
 
     return {
         "conversation_id": hx(gid),
@@ -1156,15 +1167,16 @@ def group_list(ctx: Ctx, grp: str | None) -> None:
     try:
         _sync_directory_if_reachable(client)
         gids = [client.find_group(grp)] if grp else client.group_ids()
-        docs = [group_doc(client, g) for g in gids]
+        shown: dict[str, str] = {}
+        docs = [group_doc(client, g, shown) for g in gids]
     finally:
         client.close()
 
-    emit(ctx, docs[0] if grp else docs, lambda: group_text(docs))
+    emit(ctx, docs[0] if grp else docs, lambda: group_text(docs, shown))
 
 
-def group_text(docs: list[dict[str, Any]]) -> str:
-    """'group list' as text: per group a line, then its members (★ admins)."""
+def group_text(docs: list[dict[str, Any]], shown: dict[str, str]) -> str:
+    """'group list' as text: per group a line, then its members (★ admins) as ``shown``."""
     out = []
     for d in docs:
         admins = {a["identity_id"] for a in d["admins"]}
@@ -1179,7 +1191,8 @@ def group_text(docs: list[dict[str, Any]]) -> str:
             how = " (you are not a member)"
         out.append(f"“{one_line(d['name'])}” {d['conversation_id']} epoch {d['epoch']}{how}")
         for m in d["members"]:
-            out.append(f"  {'★' if m['identity_id'] in admins else ' '} {one_line(m['name'])}")
+            who = shown[m["identity_id"]]
+            out.append(f"  {'★' if m['identity_id'] in admins else ' '} {one_line(who)}")
     return "\n".join(out) if out else "no groups"
 
 
