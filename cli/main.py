@@ -1051,15 +1051,28 @@ def group_create(ctx: Ctx, name: str, members: tuple[str, ...]) -> None:
 
 
 def _group_change(ctx: Ctx, grp: str, how: str, who: str | None) -> None:
+    shown: dict[str, str] = {}
+
     async def fn(c: Any) -> Any:
         await c.group_change(grp, how, who)
-        return group_doc(c, c.find_group(grp))
+        doc = group_doc(c, c.find_group(grp))
+        if who is not None:  # whom WHO named, as resolved (and verified) for the change
+            try:  # (from the index the change just synced: no second chain read)
+                target = c._member_ids([who])[0]
+            except Exception:  # done already: say it as typed rather than fail
+                shown["who"] = who
+                return doc
+            me = target == c.identity_id
+            name = None if me else c.store.peer_display(target)
+            doc["member"] = {"identity_id": hx(target), "name": name, "me": me}
+            shown["who"] = f"{c.display(target)} ({hx(target)[:10]}…)"
+        return doc
 
     doc = _group_run(ctx, fn)
     emit(
         ctx,
         doc,
-        f"{how}{' ' + who if who else ''}: “{doc['name']}” is now at epoch "
+        f"{how}{' ' + shown['who'] if shown else ''}: “{doc['name']}” is now at epoch "
         f"{doc['epoch']} with {_members(len(doc['members']))}",
     )
 

@@ -382,3 +382,18 @@ def test_an_argument_that_is_not_utf8_is_one_line_naming_it(
     texts = [m["text"] for m in h["messages"] if m.get("type") == "text"]
     assert texts[-2:] == ["first", "second"]
     assert "utf8-team" in ok(run_cli, homes, "carol", "group", "list", "utf8-team").out
+
+
+def test_a_group_change_says_whom_an_id_named(run_cli: RunCli, homes: dict[str, Any]) -> None:
+    """'group add|remove|promote GROUP WHO' by identity id: the line says whom the id named,
+    as resolved and verified on chain (it echoed the 66 characters as typed), and --json
+    has that person as "member" (the group's own fields unchanged)."""
+    dave_id = homes["dave"]["identity_id"]
+    js(run_cli, homes, "bob", "group", "create", "roster")
+    for how in ("add", "promote", "remove"):
+        line = ok(run_cli, homes, "bob", "group", how, "roster", dave_id).out.strip()
+        assert line.startswith(f"{how} dave ({dave_id[:10]}…): “roster” is now at epoch"), line
+    doc = js(run_cli, homes, "bob", "group", "add", "roster", dave_id)
+    assert doc["member"] == {"identity_id": dave_id, "name": "dave", "me": False}
+    assert dave_id in [m["identity_id"] for m in doc["members"]] and doc["name"] == "roster"
+    assert "member" not in js(run_cli, homes, "bob", "group", "leave", "roster")
