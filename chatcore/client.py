@@ -1685,6 +1685,8 @@ class Client:
             await self.flush_outbox()
         except TransportError as exc:
             offline = exc
+        if offline is None:
+            await self._take_changes_before_sending()
         result = self.features.send_group_message(gid, ContentType.TEXT, text.encode("utf-8"))
         if offline is not None:  # do not wait for the network a second time
             # the transport's own words, as _deliver gives them (not those of the exception
@@ -1692,6 +1694,25 @@ class Client:
             cause = offline.__cause__ if isinstance(offline.__cause__, TransportError) else offline
             raise DeliveryPending(str(cause) or str(offline), result) from offline
         return await self._deliver(result, result.frames)
+
+    async def _take_changes_before_sending(self) -> None:
+        """Read our inbox before a group message is written, unless ``listen()`` reads it
+        as it comes: a removal waiting there would otherwise be applied after the message,
+        written on the key the removed member holds (an app or CLI that sends without a
+        sync first showed the removed member what it sent). What the inbox brings (and the
+        topics read on for the changes it holds) is stored now and returned by the next
+        ``sync()`` or ``listen()``, or kept by ``close()`` for the next Client."""
+        if self._sub is not None:
+            return
+        got: list[Received] = []
+        try:
+            transport = await self.connect()
+            await self._check_stream(transport)
+            await self._read(transport, self.engine.inbox, got)
+        except TransportError as exc:  # the message goes out as we know the group
+            log.info("inbox not read before sending: %s", exc)
+        finally:
+            self._unreported.extend(got)
 
     def _chain_resting(self) -> bool:
         """The chain failed to answer less than CHAIN_RETRY_MS ago: do not ask it yet."""
@@ -1787,6 +1808,7 @@ class Client:
         f = self.features
         if conv.kind == "group":
             await self._refresh_group_devices(conv.id)
+            await self._take_changes_before_sending()
             send = f.send_group_message if ct == ContentType.REPLY else f.send_group_op
             result = send(conv.id, ct, body)
         else:

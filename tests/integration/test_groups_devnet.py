@@ -418,3 +418,22 @@ async def test_what_a_group_posts_after_we_are_out_of_it_is_no_warning(
         assert dropped, "the frame was read, and dropped"
         assert all(r.levelname == "INFO" for r in dropped), [r.getMessage() for r in dropped]
         assert "not for you" not in texts(p.c.history(gid), gid)
+
+
+async def test_a_member_who_sends_without_a_sync_does_not_write_to_one_just_removed(
+    people: People,
+) -> None:
+    """alice removes carol; bob, who has not synced since, sends at once: the message went
+    out on the key carol held, and carol's next sync showed it (found on a devnet walk). A
+    group send reads the inbox first; what it brings is returned by bob's next sync."""
+    alice, bob, carol = people.new("rsa"), people.new("rsb"), people.new("rsc")
+    gid = await alice.c.create_group("quick", [bob.name, carol.name])
+    await sync_all([bob, carol, alice, bob, carol])
+    await alice.c.group_change("quick", "remove", carol.name)
+    await bob.c.send_group_text("quick", "right after the removal")
+    got = await sync_all([carol, alice])
+    assert not carol.c.groups.info(gid).is_member
+    assert texts(got[carol.name], gid) == []
+    assert texts(got[alice.name], gid) == ["right after the removal"]
+    notices = [m for m in await bob.c.sync() if m.conversation_id == gid]
+    assert any(m.content_type == ContentType.GROUP_CONTROL for m in notices)  # not lost
