@@ -549,13 +549,17 @@ _phrase_opt = click.option(
 @backup.command("export")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @_phrase_opt
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 @_with_json
 @click.pass_obj
 @guarded
-def backup_export(ctx: Ctx, file: Path, use_phrase: bool) -> None:
-    """Write conversations, contacts and messages to FILE, encrypted (scrypt + AES-GCM)."""
+def backup_export(ctx: Ctx, file: Path, use_phrase: bool, force: bool = False) -> None:
+    """Write conversations, contacts and messages to FILE, encrypted (scrypt + AES-GCM).
+    An existing FILE (an earlier backup) is replaced only with --force."""
     from chatcore.identity import export_backup
 
+    if file.exists() and not force:
+        raise ValueError(f"{file} exists: 'backup export {file} --force' replaces it")
     pw = passphrase()
     client = open_client(ctx, pw)
     try:

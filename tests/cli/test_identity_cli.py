@@ -172,6 +172,16 @@ def test_recovery_restore_and_backup(
     assert missing.code != 0 and "Traceback" not in missing.err
     first = ok(run_cli(*h(homes, "idr"), "backup", "export", str(backup), "--phrase", "--json",
                        env=env)).doc  # fmt: skip
+    # an earlier backup is not replaced unasked (it was, silently)
+    sealed = backup.read_bytes()
+    again = run_cli(*h(homes, "idr"), "backup", "export", str(backup), "--phrase", env=env)
+    again.assert_one_line_error(contains="--force")
+    assert backup.read_bytes() == sealed
+    again = run_cli(*h(homes, "idr"), "history", "export", str(backup), "--phrase", env=env)
+    again.assert_one_line_error(contains="--force")
+    ok(run_cli(*h(homes, "idr"), "backup", "export", str(backup), "--phrase", "--force",
+               env=env))  # fmt: skip
+    assert backup.read_bytes() != sealed  # (a new seal: a fresh salt and nonce)
     # a backup cut short says so, not "wrong passphrase" (a new-user review)
     cut = tmp_path / "cut.backup"
     cut.write_bytes(backup.read_bytes()[:100])
