@@ -144,6 +144,12 @@ def sweep_cmd(
         sys.exit(1)
 
 
+#: bounds of ``sim scale`` (every user is a real client in this process: 100,000,000 ran
+#: until it was killed)
+MAX_SCALE_USERS = 20_000
+MAX_SCALE_MINUTES = 24 * 60
+
+
 @sim.command("scale")
 @click.option("--users", type=int, default=200, show_default=True, help="Simulated population.")
 @click.option("--minutes", type=float, default=10.0, show_default=True, help="Measured window.")
@@ -173,8 +179,11 @@ def scale_cmd(
 
     if not (1 <= devices <= 3 and 0 <= group_share <= 1 and 2 <= group_size <= users):
         raise click.BadParameter("devices 1-3, group share 0..1, 2 <= group size <= users")
-    if minutes <= 0 or users < 6:
-        raise click.BadParameter("minutes > 0 and at least 6 users")
+    if not (0 < minutes <= MAX_SCALE_MINUTES and 6 <= users <= MAX_SCALE_USERS):
+        raise click.BadParameter(
+            f"0 < minutes <= {MAX_SCALE_MINUTES} and 6 to {MAX_SCALE_USERS:,} users (real clients"
+            " in this process: 10,000 users take minutes; the figures scale to 10K users)"
+        )
     doc = measure(
         TrafficModel(
             users=users,

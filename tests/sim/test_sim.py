@@ -127,6 +127,11 @@ def test_cli_scale() -> None:
     assert doc["ingress_mbps"] == pytest.approx(in_ * 666.7 * 8 / 1e6, rel=0.01)
     bad = CliRunner().invoke(sim, ["scale", "--group-size", "1"])
     assert bad.exit_code == 2
+    # a population beyond what one process can simulate is refused at once (it ran until
+    # killed), as is a window of more than a day
+    for args in (["--users", "100000000"], ["--minutes", "100000"]):
+        bad = CliRunner().invoke(sim, ["scale", *args])
+        assert bad.exit_code == 2 and "users" in bad.output, bad.output
 
 
 def test_piggybacked_acks_save_receipt_frames() -> None:
