@@ -61,7 +61,7 @@ from chatcore.keys import InstallationKeys, SignedPrekey
 from chatcore.payload import ContentType
 from chatcore.store import Conversation, Store, StoredMessage, store_error
 from chatcore.transport.base import Transport
-from discovery.errors import DiscoveryError, RegistryReverted
+from discovery.errors import DiscoveryError, RecordNotFound, RegistryReverted
 from discovery.index import Index
 from discovery.network import NetworkConfig
 from discovery.records import IntroBundle, PqKeyRecord
@@ -1046,8 +1046,12 @@ class Client:
                 self._names_checked_at = block
         except sqlite3.Error as exc:  # the local index (index.db): locked, full, closed
             raise store_error(exc) from exc
-        from chatcore.identity import check_not_revoked
+        from chatcore.identity import check_not_revoked, not_on_chain
 
+        if not self.index.by_id(self.identity_id).exists and self.store.get_meta("registered"):
+            # the chain answered and does not know us (a devnet started again without its
+            # state): nothing may be sent or changed here as if it were the chain we are on
+            raise not_on_chain(self.identity_id)
         check_not_revoked(self)  # a revoked device says so and stops here
         self._synced = True
         self._synced_at = now
@@ -1070,6 +1074,11 @@ class Client:
                 # not again before CHAIN_RETRY_MS (a node that hangs: a timeout each time)
                 self._chain_failed_at = self.clock_ms()
                 log.info("chain unreachable, resolving from the local index: %s", exc)
+            except RecordNotFound as exc:
+                # our identity is not on this chain: what is stored here can still be read
+                # (history, settings); whatever sends or changes something syncs again and
+                # stops there
+                log.info("resolving from the local index: %s", exc)
         # a conversation we already have, by id prefix
         try:
             conv = self.find_conversation(query, required=False)

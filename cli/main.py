@@ -99,7 +99,15 @@ def emit(ctx: Ctx, doc: Any, text: str | Callable[[], str]) -> None:
         click.echo(terminal_safe(text() if callable(text) else text))
 
 
+# Why this command answers from what the home holds (e.g. our identity is not on this chain):
+# shown after its output, or, if it fails, in its one error line.
+_notes: list[str] = []
+
+
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    if _notes:
+        message += f" ({'; '.join(_notes)})"
+        _notes.clear()
     click.echo(f"error: {terminal_safe(message)}", err=True)
     sys.exit(code)
 
@@ -183,8 +191,13 @@ def guarded(fn: F) -> F:
         cctx = click.get_current_context()
         verbose = bool(cctx.find_root().params.get("verbose"))
         _refuse_blank_arguments(cctx)
+        _notes.clear()
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            for note in _notes:
+                click.echo(f"warning: {terminal_safe(note)}; shown: what this home holds", err=True)
+            _notes.clear()
+            return result
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except (ChatCoreError, DiscoveryError, DevnetError) as exc:
@@ -624,7 +637,8 @@ def whoami(ctx: Ctx) -> None:
 
     client = _open(ctx)
     try:
-        offline = _sync_directory_if_reachable(client)  # offline: as of the last sync
+        # offline: as of the last sync
+        offline = _sync_directory_if_reachable(client, gone_is_error=True)
         try:
             r = client.resolver.resolve_id(client.identity_id, fresh_prekeys=False)
         except RecordNotFound:
@@ -919,20 +933,29 @@ def _mark_read_quietly(client: Any, conv_id: bytes) -> None:
     _run(go())
 
 
-def _sync_directory_if_reachable(client: Any, reading: bool = True) -> Exception | None:
+def _sync_directory_if_reachable(
+    client: Any, reading: bool = True, *, gone_is_error: bool = False
+) -> Exception | None:
     """Learn new names and devices before a local read; with the chain unreachable, the
     local index (as of the last sync) answers instead of the command failing. Returns the
     ChainUnavailable error, if any, for a caller whose index turns out to be empty.
     ``reading=False``: before an action, which a revoked device cannot take (DeviceRevoked
-    is raised, its one error line, rather than a warning that it shows what it holds)."""
+    is raised, its one error line, rather than a warning that it shows what it holds).
+    A chain that answers and does not know our identity (started again without its state)
+    is a warning on a read, what this home holds stays readable; before an action (or
+    with ``gone_is_error``) it is the error."""
     from chatcore.identity import DeviceRevoked
-    from discovery.errors import ChainUnavailable
+    from discovery.errors import ChainUnavailable, RecordNotFound
 
     try:
         client.sync_directory()
     except ChainUnavailable as exc:
         log.info("chain unreachable, using the local index: %s", exc)
         return exc
+    except RecordNotFound as exc:
+        if gone_is_error or not reading:
+            raise
+        _notes.append(str(exc))
     except DeviceRevoked:  # what is on this device stays readable here
         if not reading:
             raise

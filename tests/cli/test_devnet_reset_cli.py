@@ -34,6 +34,51 @@ def test_an_identity_gone_from_the_chain_is_an_error_not_an_empty_answer(
         r.assert_one_line_error(contains="not on this chain")
 
 
+def test_a_home_on_a_chain_that_lost_its_identity_sends_and_changes_nothing(
+    run_cli: RunCli, devnet_dir: Path, tmp_path: Path
+) -> None:
+    """Sends, group changes and sync on a chain that does not know us were taken as done
+    (exit 0, "sent") or blamed the peer ("no identity found for 'bob'"): a leave or rename
+    changed the group here alone, and a message marked sent reached no one. Now each one
+    says our identity is not on this chain and nothing changes; what the home holds stays
+    readable (with that warning)."""
+    assert run_cli("devnet", "up", "--json", inproc=True).code == 0
+    ann, bob = ["--home", str(tmp_path / "ann")], ["--home", str(tmp_path / "bob")]
+    for home, name in ((ann, "ann"), (bob, "bob")):
+        assert run_cli(*home, "init", "--name", name, "--json", inproc=True).code == 0
+    r = run_cli(*ann, "group", "create", "crew", "--member", "bob", "--json", inproc=True)
+    assert r.code == 0, r.err
+    gid = r.doc["conversation_id"]
+    r = run_cli(*ann, "send", "bob", "before the reset", "--json", inproc=True)
+    assert r.code == 0, r.err
+    conv = r.doc["conversation_id"]
+
+    assert run_cli("devnet", "down", inproc=True).code == 0
+    (devnet_dir / "anvil-state.json").unlink()  # the chain's state is lost
+    assert run_cli("devnet", "up", "--json", inproc=True).code == 0  # a new, empty chain
+
+    for cmd in (
+        ["send", "bob", "lost"],
+        ["send", conv[:10], "lost"],
+        ["group", "send", gid, "lost"],
+        ["group", "rename", gid, "other"],
+        ["group", "leave", gid],
+        ["sync"],
+    ):
+        r = run_cli(*ann, *cmd, inproc=True)
+        r.assert_one_line_error(contains="not on this chain")
+
+    r = run_cli(*ann, "history", conv[:10], "--json", inproc=True)
+    assert r.code == 0, r.err
+    assert [m["text"] for m in r.doc["messages"]] == ["before the reset"], r.doc
+    assert "not on this chain" in r.err and "Traceback" not in r.err, r.err
+    r = run_cli(*ann, "group", "list", gid, "--json", inproc=True)
+    assert r.code == 0, r.err
+    doc = r.doc[0] if isinstance(r.doc, list) else r.doc
+    assert doc["name"] == "crew" and doc["is_member"] is True, doc
+    assert doc["epoch"] == 1, doc
+
+
 def test_status_of_a_devnet_with_one_server_gone_says_which(
     run_cli: RunCli, devnet_dir: Path
 ) -> None:
