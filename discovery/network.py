@@ -11,6 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from discovery.errors import DiscoveryError
 from discovery.records import ChainBinding
@@ -68,7 +69,7 @@ class NetworkConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NetworkConfig:
         try:
-            return cls(
+            cfg = cls(
                 chain_id=int(d["chain_id"]),
                 rpc_url=str(d["rpc_url"]),
                 identity_registry=str(d["identity_registry"]),
@@ -81,6 +82,14 @@ class NetworkConfig:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise NetworkFileError(f"network file is missing or has a bad field: {exc}") from exc
+        # a URL that cannot be used is the file's fault, said before anything is stored (a
+        # send kept its message, then failed on "Port could not be cast to integer value";
+        # an rpc_url of another scheme sent from the local index as if the chain were down)
+        _check_url("rpc_url", cfg.rpc_url, ("http", "https"))  # (web3's HTTPProvider)
+        servers = [u.strip() for u in cfg.nats_url.split(",") if u.strip()]  # as NatsTransport
+        for server in servers or [cfg.nats_url.strip()]:
+            _check_url("nats_url", server, ("nats", "tls", "ws", "wss"), default="nats")
+        return cfg
 
     @classmethod
     def load(cls, path: Path) -> NetworkConfig:
@@ -96,3 +105,22 @@ class NetworkConfig:
         if not isinstance(d, dict):
             raise NetworkFileError(f"network file {path} is not a JSON object")
         return cls.from_dict(d)
+
+
+def _check_url(name: str, url: str, schemes: tuple[str, ...], default: str | None = None) -> None:
+    """NetworkFileError unless ``url`` has one of ``schemes`` (or none, if ``default`` is
+    the one it goes with), a host, and a port that is a number (if any)."""
+    bad = f"network file: {name} {url!r} is not a usable URL"
+    if default is not None and "://" not in url:
+        url = f"{default}://{url}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is no number)
+    except ValueError:
+        raise NetworkFileError(f"{bad} (its port is not a number from 0 to 65535)") from None
+    if parts.scheme.lower() not in schemes:
+        raise NetworkFileError(
+            f"{bad} (it should start with {' or '.join(s + '://' for s in schemes)})"
+        )
+    if not parts.hostname:
+        raise NetworkFileError(f"{bad} (no host)")

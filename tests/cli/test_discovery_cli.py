@@ -310,6 +310,48 @@ def test_wrong_chain_id(
     r.assert_one_line_error(EXIT_INVALID, "chain")
 
 
+@pytest.fixture(scope="module")
+def peer(run_cli: RunCli, people: People, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Someone alice can write to (a prekey that does not expire during the tests)."""
+    home = tmp_path_factory.mktemp("peer")
+    r = run_cli("--home", str(home), "init", "--json", inproc=True)
+    assert r.code == 0, r.err
+    return str(r.doc["identity_id"])
+
+
+@pytest.mark.parametrize(
+    ("field", "url"),
+    [("nats_url", "127.0.0.1:::"), ("nats_url", ""), ("rpc_url", "ftp://127.0.0.1"),
+     ("rpc_url", "http://127.0.0.1:99999999"), ("rpc_url", "http://")],
+)  # fmt: skip
+def test_a_network_file_with_an_unusable_url_is_refused_before_anything_is_stored(
+    run_cli: RunCli,
+    people: People,
+    peer: str,
+    cfg: NetworkConfig,
+    tmp_path: Path,
+    field: str,
+    url: str,
+) -> None:
+    """A nats_url whose port is no number let 'send' store the message, then fail with
+    urllib's "Port could not be cast to integer value" (not saying the message was kept,
+    nor which file was wrong); an rpc_url of another scheme sent from the local index as if
+    the chain were down. Both are the network file's fault, said first."""
+    doc = json.loads(cfg.to_json())
+    doc[field] = url
+    net = tmp_path / "network.json"
+    net.write_text(json.dumps(doc))
+    home = ["--network", str(net), "--home", str(people.alice_home)]
+    before = run_cli(*home[2:], "conversations", "--all", "--json", inproc=True).doc
+    r = run_cli(*home, "send", peer, "hello", inproc=True)
+    r.assert_one_line_error(EXIT_UNAVAILABLE, field)
+    assert "network file" in r.err, r.err
+    after = run_cli(*home[2:], "conversations", "--all", "--json", inproc=True).doc
+    assert after == before  # nothing stored to go out later
+    r = run_cli("--network", str(net), "lookup", "alice", inproc=True)
+    r.assert_one_line_error(EXIT_UNAVAILABLE, field)
+
+
 def test_wrong_passphrase(run_cli: RunCli, people: People) -> None:
     r = run_cli(
         "--home",
