@@ -95,7 +95,12 @@ class Devnet:
         from devnet.chain import connect, deploy_registries, start_anvil
         from devnet.nats import start_nats
 
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:  # a path through a file, no permission, a read-only file system
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DevnetError(
+                f"cannot make the devnet directory {self.dir}: {exc.strerror or exc}"
+            ) from exc
         st = self._read_state()
         # a half-running devnet (one server died): stop what is left, then start both
         for key, needle in (("anvil", "anvil"), ("nats", "nats-server")):

@@ -94,3 +94,20 @@ def test_status_of_a_devnet_with_one_server_gone_says_which(
     assert doc["nats_pid"] is None, doc
     assert run_cli("devnet", "down").code == 0  # stops the chain left running
     assert not pid_alive(pids["anvil"]["pid"])
+
+
+@pytest.mark.parametrize("how", ["--dir", "env"])
+def test_a_devnet_directory_that_cannot_be_made_is_a_one_line_error(
+    run_cli: RunCli, tmp_path: Path, how: str
+) -> None:
+    """'devnet up' with a directory through a file (or on a read-only file system) ended in
+    "internal error: NotADirectoryError" (exit 70)."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    where = a_file / "devnet"
+    if how == "--dir":
+        r = run_cli("devnet", "up", "--dir", str(where))
+    else:
+        r = run_cli("devnet", "up", env={"LOGOS_CHAT_DEVNET_DIR": str(where)})
+    r.assert_one_line_error(code=1, contains=str(where))
+    assert a_file.read_text() == "not a directory"
