@@ -774,19 +774,31 @@ async def approve(client: Client, passphrase: str, code_text: str) -> Approved:
     code.check(client.network.binding, _now_s(client))
     owner = client._owner(passphrase)
     client.sync_directory()
-    state = client.index.by_id(client.identity_id)
-    if any(i.installation_id == code.installation_id for i in state.installations):
-        raise PairingError("this pairing code was already used (the device is registered)")
-    if client.index.identities_of_installation(code.installation_id):
-        raise PairingError("this pairing code was already approved by another identity")
-    try:
-        receipt = client.registry.add_installation(
-            owner, client.identity_id, code.installation_id, code.pairing_bundle().encode()
-        )
-    except RegistryReverted as exc:
-        if exc.args and "Installation" in str(exc):
-            raise PairingError(f"this pairing code was already used ({exc})") from exc
-        raise
+    # an approval of this code begun here and killed after the chain took the device (or
+    # while its transaction was on the way), before its handover was stored: finished now
+    begun = APPROVING + code.installation_id.hex()
+    resumed = client.store.get_meta(begun) is not None
+    gas = 0
+    if not (resumed and _registered_here(client, code.installation_id)):
+        state = client.index.by_id(client.identity_id)
+        if any(i.installation_id == code.installation_id for i in state.installations):
+            raise PairingError("this pairing code was already used (the device is registered)")
+        if client.index.identities_of_installation(code.installation_id):
+            raise PairingError("this pairing code was already approved by another identity")
+        with client.store.transaction():
+            client.store.set_meta(begun, b"1")
+        try:
+            receipt = client.registry.add_installation(
+                owner, client.identity_id, code.installation_id, code.pairing_bundle().encode()
+            )
+            gas = _gas(receipt)
+        except RegistryReverted as exc:
+            if not (exc.args and "Installation" in str(exc)):
+                raise
+            # the transaction of a killed run landed meanwhile
+            client.sync_directory()
+            if not (resumed and _registered_here(client, code.installation_id)):
+                raise PairingError(f"this pairing code was already used ({exc})") from exc
     groups = [s for g in client.store.group_ids() if (s := client.groups.load(g)) and s.is_member]
     cut = link_cut(
         client.store, client.clock_ms(), [s.group_id for s in groups] + _left_lately(client)
@@ -809,12 +821,19 @@ async def approve(client: Client, passphrase: str, code_text: str) -> Approved:
         # what peers send us until the new device publishes its own bundle reaches only us:
         # forwarded to it once it has (forward_linked_history, at our syncs)
         client.store.set_meta(LINK_FORWARD + code.installation_id.hex(), cut)
-    approved = Approved(code.installation_id, _gas(receipt), len(frame))
+        client.store.delete_meta(begun)
+    approved = Approved(code.installation_id, gas, len(frame))
     try:
         await client.flush_outbox()
     except TransportError as exc:  # registered on chain: the handover waits in the outbox
         raise DeliveryPending(str(exc.__cause__ or exc), approved) from exc
     return approved
+
+
+def _registered_here(client: Client, installation: bytes) -> bool:
+    """Is ``installation`` a device of our identity on chain (as synced), not revoked?"""
+    state = client.index.by_id(client.identity_id)
+    return any(i.installation_id == installation and not i.revoked for i in state.installations)
 
 
 @dataclass(frozen=True, slots=True)
@@ -984,6 +1003,10 @@ def _verify_handover(
 #: are dated ``since`` or later, identity -> [``contact_version``, at]), until the
 #: messages stored since have been forwarded
 LINK_FORWARD = "link_forward:"
+#: meta key prefix (+ the installation's id in hex): an approval of that device begun here
+#: (set before its chain transaction, gone with the transaction that stores its handover):
+#: approving the code again after a process killed in between sends the handover
+APPROVING = "approving:"
 #: after this long since its approval a device gets nothing forwarded any more (it never
 #: linked, or what peers sent before they knew of it has arrived here long since)
 LINK_FORWARD_TTL_MS = 7 * 86_400_000

@@ -84,6 +84,53 @@ async def test_a_link_killed_while_storing_the_history_is_finished_again(
         a2.close()
 
 
+_APPROVE_KILLED = """
+import asyncio, os, signal, sys
+from pathlib import Path
+import chatcore.identity as identity
+from chatcore.client import Client
+from discovery.network import NetworkConfig
+
+
+def killed(*args, **kwargs):  # the chain took the device: the process dies before the handover
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+identity.link_cut = killed
+client = Client.open(sys.argv[1], sys.argv[2], NetworkConfig.load(Path(sys.argv[3])))
+asyncio.run(identity.approve(client, sys.argv[2], sys.argv[4]))
+"""
+
+
+async def test_an_approval_killed_after_the_chain_took_the_device_is_finished_again(
+    people: People, network: NetworkConfig, tmp_path: Path
+) -> None:
+    """Crash review: ``approve`` registers the new device on chain, then makes its handover.
+    Killed in between, the device was registered but never got a handover, and approving
+    the code again said it "was already used": the new device waited for a handover until
+    its code expired, its installation active on chain. Approving again now sends it."""
+    alice, bob = people.new("alice"), people.new("bob")
+    await alice.c.send_text(bob.name, "before linking")
+    home = tmp_path / "alice2"
+    started = start_link(home, PASSPHRASE, network)
+    await alice.close()
+    run_killed(_APPROVE_KILLED, alice.home, PASSPHRASE, network, tmp_path, started.code)
+    alice.open()
+    assert started.installation_id in [d.installation_id for d in list_devices(alice.c)]
+    approved = await approve(alice.c, PASSPHRASE, started.code)
+    assert approved.installation_id == started.installation_id
+    linked = await finish_link(home, PASSPHRASE, network)
+    assert linked is not None and linked.identity_id == alice.c.identity_id
+    a2 = Client.open(home, PASSPHRASE, network)
+    try:
+        assert texts(a2, bob.c.identity_id) == ["before linking"]
+    finally:
+        a2.close()
+    # a code whose device is registered and was handed over is still refused
+    with pytest.raises(PairingError, match="already used"):
+        await approve(alice.c, PASSPHRASE, started.code)
+
+
 async def test_link_second_device_and_chat(
     people: People, network: NetworkConfig, tmp_path: Path
 ) -> None:
