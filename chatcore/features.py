@@ -721,8 +721,14 @@ class Features:
             now = self._local_at(self._stamp_of(identity))
             self._set_contact(identity, state, alias, self._stamp(now), now)
             frames = self._sync_own(ct_.SyncContact(identity, state, alias), now)
-        if state == ContactState.CONTACT and old is not None and old.state == ContactState.REQUEST:
-            self._queue_read_of_earlier(identity)  # accepting a request
+            # accepting a request: in the same transaction (a process killed after the
+            # accept had queued nothing, and accepting again, a contact then, neither)
+            if (
+                state == ContactState.CONTACT
+                and old is not None
+                and old.state == ContactState.REQUEST
+            ):
+                self._queue_read_of_earlier(identity)
         return frames
 
     def _queue_read_of_earlier(self, identity: bytes) -> None:

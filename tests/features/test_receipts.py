@@ -93,6 +93,34 @@ def test_accepting_a_request_sends_read_receipts_for_what_was_read_before() -> N
     assert _status(w, b, s.conversation_id, s.message_id) == "read"
 
 
+def test_accepting_a_request_killed_midway_still_sends_the_read_receipts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Crash review: ``requests accept`` made the request a contact in one transaction and
+    queued the read receipts of what was read meanwhile after it. A process killed in
+    between had accepted the request with nothing queued, and accepting again (a contact
+    now) queued nothing either: the author saw "delivered" for good. Both commit together."""
+    w = FWorld()
+    a, b = w.person(), w.person()
+    s = w.send_text(b, a, "hello stranger")
+    w.route(s.frames)
+    assert w.f(a).mark_read(s.conversation_id) == 1
+    w.flush_all()
+
+    def killed(*args: object) -> None:
+        raise SystemExit("killed")  # the process dies here
+
+    with monkeypatch.context() as m:
+        m.setattr(type(w.f(a)), "_queue_read_of_earlier", killed)
+        with pytest.raises(SystemExit):
+            w.f(a).set_contact(b, ContactState.CONTACT)
+    w.restart(w.dev(a))
+    w.route(w.f(a).set_contact(b, ContactState.CONTACT))  # the user accepts again
+    w.flush_all()
+    assert w.f(a).contact(b).state == ContactState.CONTACT  # type: ignore[union-attr]
+    assert _status(w, b, s.conversation_id, s.message_id) == "read"
+
+
 def test_lost_frame_is_retransmitted_with_backoff_until_acknowledged() -> None:
     w = FWorld()
     a, b = w.person(), w.person()
