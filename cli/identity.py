@@ -33,27 +33,39 @@ def _secret(env: str, prompt: str) -> str:
 def open_client(ctx: Ctx, pw: str) -> Any:
     """Open this home's client; a device waiting to be linked finishes linking first."""
     from chatcore.client import Client
+    from chatcore.errors import NotInitialised
     from chatcore.home import Home
 
     home = Home(ctx.home)
-    if home.meta_file.exists() and not home.keystore_file.exists():
-        from chatcore.errors import NotInitialised
-        from chatcore.identity import finish_link, link_pending, linked_identity
+    if not home.meta_file.exists():
+        return Client.open(ctx.home, pw, ctx.network())  # (says what is missing)
+    if home.keystore_file.exists():
+        # made by init, or linked. Or a link killed after it saved the handover's owner
+        # key, before it took the identity: Client.open says the home holds no identity
+        # (every command said so, for good), and the link is finished below
+        try:
+            return Client.open(ctx.home, pw, ctx.network())
+        except NotInitialised:
+            from chatcore.identity import link_pending
 
-        if link_pending(ctx.home, pw):
-            res = asyncio.run(finish_link(ctx.home, pw, ctx.network()))
-            if res is None and linked_identity(ctx.home, pw) is None:
-                raise NotInitialised(
-                    "this device is waiting to be approved: run "
-                    "'logos-chat devices approve CODE' on one of your other devices"
-                )
-            if res is not None:  # (else another command on this home took the approval)
-                click.echo(
-                    f"linked this device to identity {hx(res.identity_id)}"
-                    + (f" ({', '.join(res.names)})" if res.names else "")
-                    + f"; {res.messages_imported} message(s) of history received",
-                    err=True,
-                )
+            if not link_pending(ctx.home, pw):
+                raise
+    from chatcore.identity import finish_link, link_pending, linked_identity
+
+    if link_pending(ctx.home, pw):
+        res = asyncio.run(finish_link(ctx.home, pw, ctx.network()))
+        if res is None and linked_identity(ctx.home, pw) is None:
+            raise NotInitialised(
+                "this device is waiting to be approved: run "
+                "'logos-chat devices approve CODE' on one of your other devices"
+            )
+        if res is not None:  # (else another command on this home took the approval)
+            click.echo(
+                f"linked this device to identity {hx(res.identity_id)}"
+                + (f" ({', '.join(res.names)})" if res.names else "")
+                + f"; {res.messages_imported} message(s) of history received",
+                err=True,
+            )
     return Client.open(ctx.home, pw, ctx.network())
 
 

@@ -105,6 +105,41 @@ def test_link_list_chat_revoke(run_cli: RunCli, homes: dict[str, Any]) -> None:
     assert any(e.get("note") == "pairing bundle of a new device" for e in hist)
 
 
+class _Killed(BaseException):
+    """The process dies here (raised through everything, as SIGKILL stops everything)."""
+
+
+def test_a_link_killed_after_it_saved_the_owner_key_is_finished_by_the_next_sync(
+    run_cli: RunCli, homes: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Crash review: the new device's first 'sync' saves the handover's owner key, then
+    takes the identity in one transaction. Killed in between, the home had a keystore and
+    no identity; every command took the keystore for a linked home and said it "has no
+    registered identity (run init)", for good. The next 'sync' finishes the link now."""
+    for name in ("idk", "idk-peer"):
+        ok(run_cli(*h(homes, name), "init", "--name", name, "--json"))
+    ok(run_cli(*h(homes, "idk-peer"), "send", "idk", "before the link"))
+    ok(run_cli(*h(homes, "idk"), "sync"))
+    code = ok(run_cli(*h(homes, "idk2"), "devices", "link", "--json")).doc["code"]
+    ok(run_cli(*h(homes, "idk"), "devices", "approve", code, "--json"))
+    from chatcore.home import Home
+
+    save = Home.save_owner_key
+
+    def killed(self: Home, *args: Any) -> None:
+        save(self, *args)
+        raise _Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(Home, "save_owner_key", killed)
+        with pytest.raises(_Killed):
+            run_cli(*h(homes, "idk2"), "sync", inproc=True)
+    r = ok(run_cli(*h(homes, "idk2"), "sync", "--json"))
+    assert "linked this device" in r.err
+    history = ok(run_cli(*h(homes, "idk2"), "history", "idk-peer", "--json")).doc
+    assert [m["text"] for m in history["messages"]] == ["before the link"]
+
+
 def test_rotate_and_peers_carry_on(run_cli: RunCli, homes: dict[str, Any]) -> None:
     ok(run_cli(*h(homes, "idb"), "send", "ida", "before rotation"))
     ok(run_cli(*h(homes, "ida"), "sync"))
