@@ -43,6 +43,7 @@ from chatcore.errors import (
     FrameRefused,
     InitIncomplete,
     InitInterrupted,
+    InstallationReplaced,
     NotAMessageId,
     NotAPeer,
     NotInitialised,
@@ -271,6 +272,10 @@ class Client:
         self.features = Features(self.engine, self.groups)
         self.engine.content_handler = self.features.handle
         self.transport: Transport | None = None
+        #: the longest one frame's publish may wait for the delivery network (seconds; None:
+        #: the transport's own bound, 10 s for NATS). An interactive app sets it low: a send
+        #: the network does not take by then raises DeliveryPending (saved, sent later)
+        self.publish_timeout: float | None = None
         self._synced = False
         self._synced_at = 0
         self._sub: object | None = None
@@ -670,6 +675,20 @@ class Client:
         self.close()
 
     # --- identity -----------------------------------------------------------------------------
+    def check_installation(self) -> None:
+        """Raise InstallationReplaced if the home's installation keys are not this Client's
+        any more: another process on the home rotated them (``rotate_installation``) while
+        this one ran. It then reads an inbox nobody writes to and sends as a revoked device:
+        a long-running app calls this now and then (its timer) and opens a new Client."""
+        raw = self.store.get_secret("installation")
+        current = None if raw is None else InstallationKeys.from_bytes(raw).installation_id
+        if current != self.installation_id:
+            raise InstallationReplaced(
+                "this home's device keys were replaced by another process while this one "
+                f"ran ('keys rotate --installation'?): it still acted as the old device "
+                f"0x{self.installation_id.hex()[:16]}…, which no longer receives or sends"
+            )
+
     @property
     def identity_id(self) -> bytes:
         return self.engine.identity_id
@@ -1235,7 +1254,7 @@ class Client:
         attempts = {i.id: i.attempts for i in self.store.pending_outbox()}
         for f in frames:
             try:
-                await transport.publish(f.subject, f.frame, msg_id=f.msg_id)
+                await self._publish_one(transport, f)
             except TransportError as exc:
                 n = attempts.get(f.outbox_id, 0)
                 delay = RETRY_BACKOFF_MS[min(n, len(RETRY_BACKOFF_MS) - 1)]
@@ -1255,6 +1274,22 @@ class Client:
                 "sent by the next 'send' or 'sync'"
             ) from failed
         return done
+
+    async def _publish_one(self, transport: Transport, f: OutFrame) -> None:
+        """One frame, waiting at most ``publish_timeout`` for the network (TransportError)."""
+        bound = self.publish_timeout
+        if bound is None:
+            await transport.publish(f.subject, f.frame, msg_id=f.msg_id)
+            return
+        try:
+            async with asyncio.timeout(bound):
+                await transport.publish(f.subject, f.frame, msg_id=f.msg_id)
+        except TimeoutError as exc:
+            # (a copy the transport buffered meanwhile may still be stored: the outbox sends
+            # it again under its msg_id, which the network's duplicate window drops)
+            raise TransportError(
+                f"publish to {f.subject}: the delivery network did not take it within {bound:g}s"
+            ) from exc
 
     async def flush_outbox(self, only_due: bool = False) -> int:
         """Send every frame still waiting for the store's acknowledgement (e.g. after a crash).

@@ -18,6 +18,7 @@
     │   └── AmbiguousName         a name several groups share (use an id)
     ├── UnknownMessage            no (single) message with that id or id prefix
     ├── NotInitialised            no identity in this home yet
+    ├── InstallationReplaced      another process rotated the home's keys while we ran
     └── InitIncomplete            init registered the identity, a later step failed (.result)
 
 Bad arguments (wrong length or type) raise ``ValueError`` / ``TypeError`` instead.
@@ -129,6 +130,12 @@ class AwaitingReceipts(ChatCoreError):
     """This device's messages still wait for receipts: replacing or revoking its keys now
     would make recipients that have not fetched them yet drop them (frames from a revoked
     installation are refused). Sync later, or force it."""
+
+
+class InstallationReplaced(ChatCoreError):
+    """The home's installation keys were replaced by another process (a rotation) while
+    this Client ran: it acts as the old, revoked device (``Client.check_installation``).
+    Open a new Client on the home."""
 
 
 class InitIncomplete(ChatCoreError):

@@ -617,14 +617,31 @@ def chat(ctx: Ctx, to: str) -> None:
     _run(_chat(client, to, pw))
 
 
+#: how long a line typed in ``chat`` waits for the delivery network before the chat says it
+#: is saved and not sent yet (the one-shot ``send`` waits the transport's 10 s)
+CHAT_PUBLISH_TIMEOUT_S = 2.0
+#: while the network does not take what we send: how often what waits is tried again
+CHAT_RETRY_S = 2.0
+#: how often ``chat`` checks that another process did not replace the home's device keys
+CHAT_INSTALLATION_CHECK_S = 1.0
+
+
 async def _chat(client: Any, to: str, pw: str | None = None) -> None:
     from chatcore import content
     from chatcore.engine import direct_conversation_id
-    from chatcore.errors import DeliveryPending, NotAPeer, UnknownContact
+    from chatcore.errors import (
+        DeliveryPending,
+        FrameRefused,
+        InstallationReplaced,
+        NotAPeer,
+        TransportError,
+        UnknownContact,
+    )
     from chatcore.payload import ContentType
 
     raw = sys.stdin.isatty()
     screen = Screen(raw)
+    replaced = False
     try:
         await client.sync()  # (the chain first; unreachable, the local index as last synced)
         if pw is not None:
@@ -662,7 +679,17 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
         screen.show(
             f"— chatting with {one_line(title)}; type a line and press Enter, Ctrl-D to leave —"
         )
+        # from here on a line the network does not take at once is saved and says so (the
+        # outbox sends it when the network is back): the chat never waits out an outage
+        client.publish_timeout = CHAT_PUBLISH_TIMEOUT_S
         typing = TypingShown()
+        sending = asyncio.Lock()  # one sender of the outbox at a time: lines go out in order
+        offline = False  # the network did not take something: what waits is retried
+        failed_at = 0.0  # when it last did not (monotonic)
+
+        def preview(m: Any) -> str:
+            text = str(client.view(m).text)
+            return text if len(text) <= 40 else text[:39] + "…"
 
         def receipt_marks(r: Any) -> None:
             _kind, ids = content.decode_receipt(r.body)
@@ -671,10 +698,26 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
                 if m is None or not m.outgoing or shown_status.get(mid) == m.status:
                     continue
                 shown_status[mid] = m.status
-                preview = client.view(m).text
-                preview = preview if len(preview) <= 40 else preview[:39] + "…"
                 who = name_of(client, r.sender_identity)
-                screen.show(f"  {MARKS.get(m.status, m.status)} ({who}): {preview}")
+                screen.show(f"  {MARKS.get(m.status, m.status)} ({who}): {preview(m)}")
+
+        def gone_out() -> None:
+            """Lines saved while the network was away that went out since: their new mark."""
+            for mid, was in list(shown_status.items()):
+                if was != "sending":
+                    continue
+                m = client.store.message(conv, mid)
+                if m is not None and m.status != "sending":
+                    shown_status[mid] = m.status
+                    screen.show(f"  {MARKS.get(m.status, m.status)}: {preview(m)}")
+
+        def check_installation() -> None:
+            nonlocal replaced
+            try:
+                client.check_installation()
+            except InstallationReplaced as exc:
+                replaced = True
+                raise InstallationReplaced(f"chat stopped: {exc}; start chat again") from None
 
         async def incoming() -> None:
             async for r in client.listen(signals=True):
@@ -699,17 +742,45 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
                         await client.mark_read(conv, now=False)  # receipts: batched
 
         async def flusher() -> None:
+            nonlocal offline, failed_at
+            checked = time.monotonic()
             while True:
                 await asyncio.sleep(0.3)
-                try:  # receipts wait a moment for one of our messages to carry them
-                    await client.flush_features(due_only=True)
-                except Exception as exc:  # the network is back later: frames wait in the outbox
-                    screen.show(f"(not sent yet: {exc})")
+                if time.monotonic() - checked >= CHAT_INSTALLATION_CHECK_S:
+                    check_installation()
+                    checked = time.monotonic()
+                trouble = False
+                async with sending:
+                    if offline and time.monotonic() - failed_at < CHAT_RETRY_S:
+                        continue
+                    try:
+                        if offline:  # everything that waits, in order: the network may be back
+                            await client.flush_outbox()
+                        # receipts wait a moment for one of our messages to carry them
+                        await client.flush_features(due_only=True)
+                    except FrameRefused as exc:  # the network is up; that frame is not taken
+                        offline = False
+                        screen.show(f"(refused by the delivery network: {exc})")
+                    except TransportError as exc:  # the frames wait in the outbox
+                        if not offline:
+                            screen.show(f"(not sent yet: {exc})")
+                        offline, failed_at = True, time.monotonic()
+                        continue
+                    except Exception as exc:
+                        screen.show(f"(not sent yet: {exc})")
+                        trouble = True
+                    else:
+                        offline = False
+                        gone_out()
+                if trouble:  # (not holding the lock: lines typed go on meanwhile)
                     await asyncio.sleep(5)
 
         async def typed(text: str) -> None:
+            nonlocal offline, failed_at
             try:
                 res = await send(text)
+                offline = False
+                gone_out()  # what was saved before went out first
                 shown_status[res.message_id] = "sent"
                 # the line typed was erased on Enter (raw) or never shown (pipe): the
                 # message as sent takes its place, as the messages that arrive show
@@ -718,6 +789,7 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
                     shown_status[res.message_id] = m.status
                     screen.show(message_line(client, m))
             except DeliveryPending as exc:  # saved: typing it again would send it twice
+                offline, failed_at = True, time.monotonic()
                 mid = exc.result.message_id  # type: ignore[attr-defined]  # a SendResult here
                 shown_status[mid] = "sending"
                 screen.show(
@@ -727,6 +799,19 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
             except Exception as exc:
                 screen.show(f"error: not sent: {exc}")
 
+        # lines typed are sent one at a time, in order, by this task: typing (and Ctrl-D)
+        # never waits for the network
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+        async def sender() -> None:
+            while (text := await lines.get()) is not None:
+                check_installation()  # not as a device the home no longer is
+                async with sending:
+                    await typed(text)
+
+        async def enqueue(text: str) -> None:
+            lines.put_nowait(text)
+
         async def typing_signal() -> None:
             try:
                 await client.send_typing(conv)
@@ -735,35 +820,89 @@ async def _chat(client: Any, to: str, pw: str | None = None) -> None:
 
         listener = asyncio.create_task(incoming())
         flush_task = asyncio.create_task(flusher())
+        send_task = asyncio.create_task(sender())
+        watched = {listener, flush_task, send_task}
         loop = asyncio.get_running_loop()
         try:
             if raw:
-                await _raw_input(loop, screen, typed, typing_signal, listener)
+                await _raw_input(loop, screen, enqueue, typing_signal, watched)
             else:
-                while True:
-                    line = await loop.run_in_executor(None, sys.stdin.readline)
-                    if line == "":
-                        break
-                    text = line.rstrip("\n")
-                    if text.strip():
-                        await typed(text)
-                    if listener.done() and listener.exception() is not None:
-                        raise listener.exception()  # type: ignore[misc]
+                await _pipe_input(loop, enqueue, watched)
+            lines.put_nowait(None)  # the lines typed so far go first
+            running = set(watched)
+            while not send_task.done():
+                _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                _raise_failed(watched)
         finally:
-            for t in (listener, flush_task):
+            for t in (listener, flush_task, send_task):
                 t.cancel()
                 try:
                     await t
                 except (asyncio.CancelledError, Exception):
                     pass
-            try:  # what is still queued goes now (queued receipts live in memory only)
-                await client.flush_features()
-            except Exception:  # offline: the senders retransmit and we acknowledge next time
-                pass
+            if not replaced:
+                try:  # what is still queued goes now (queued receipts live in memory only)
+                    await client.flush_features()
+                except Exception:  # offline: the senders retransmit and we acknowledge later
+                    pass
         screen.buf = ""
         screen.show("— bye —")
     finally:
         await client.aclose()
+
+
+def _raise_failed(tasks: set[asyncio.Task[None]]) -> None:
+    """Raise the error of a task of ``tasks`` that failed (the chat ends with it)."""
+    for t in tasks:
+        if t.done() and not t.cancelled() and t.exception() is not None:
+            raise t.exception()  # type: ignore[misc]
+
+
+async def _pipe_input(
+    loop: asyncio.AbstractEventLoop,
+    typed: Callable[[str], Any],
+    watched: set[asyncio.Task[None]],
+) -> None:
+    """Read lines from a pipe (or file) until its end, or until a task of ``watched`` ends."""
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+    try:
+        fd = sys.stdin.fileno()
+
+        def readable() -> None:
+            data = os.read(fd, 65536)
+            if not data:
+                loop.remove_reader(fd)
+            chunks.put_nowait(data)
+
+        loop.add_reader(fd, readable)
+    except (OSError, ValueError):  # a regular file, /dev/null: reading one never waits
+        while (line := await loop.run_in_executor(None, sys.stdin.readline)) != "":
+            text = line.rstrip("\n")
+            if text.strip():
+                await typed(text)
+            _raise_failed(watched)
+        return
+    encoding = sys.stdin.encoding or "utf-8"
+    buf = b""
+    try:
+        while True:
+            getter = asyncio.ensure_future(chunks.get())
+            done, _ = await asyncio.wait({getter, *watched}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                _raise_failed(watched)
+                return
+            data = getter.result()
+            buf += data if data else b"\n"  # (the end: a last line without its newline)
+            *complete, buf = buf.split(b"\n")
+            for line in complete:
+                text = line.decode(encoding, errors="surrogateescape")
+                if text.strip():
+                    await typed(text)
+            if not data:
+                return
+    finally:
+        loop.remove_reader(fd)
 
 
 async def _raw_input(
@@ -771,9 +910,10 @@ async def _raw_input(
     screen: Screen,
     typed: Callable[[str], Any],
     typing_signal: Callable[[], Any],
-    listener: asyncio.Task[None],
+    watched: set[asyncio.Task[None]],
 ) -> None:
-    """Read keystrokes (cbreak mode): echo them, send a typing indicator, Enter sends."""
+    """Read keystrokes (cbreak mode): echo them, send a typing indicator, Enter sends.
+    Returns at Ctrl-D (or the end of input), or when a task of ``watched`` ends."""
     import termios
     import tty
 
@@ -786,11 +926,10 @@ async def _raw_input(
     try:
         while True:
             getter = asyncio.ensure_future(keys.get())
-            done, _ = await asyncio.wait({getter, listener}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({getter, *watched}, return_when=asyncio.FIRST_COMPLETED)
             if getter not in done:
                 getter.cancel()
-                if listener.exception() is not None:
-                    raise listener.exception()  # type: ignore[misc]
+                _raise_failed(watched)
                 return
             chunk = getter.result()
             if not chunk:

@@ -407,3 +407,110 @@ def test_a_line_typed_in_a_group_chat_stays_on_screen_as_sent(
     as_(run_cli, homes, "bob", "sync")
     h = as_(run_cli, homes, "bob", "history", "typists", "--json").doc
     assert h["messages"][-1]["text"] == "typed into the group"
+
+
+def _own_nats_network(devnet_dir: Path, tmp_path: Path, url: str) -> Path:
+    """A network file of the devnet's chain with a delivery network this test can stop."""
+    net = json.loads((devnet_dir / "network.json").read_text())
+    net["nats_url"] = url
+    path = tmp_path / "own-nats.json"
+    path.write_text(json.dumps(net))
+    return path
+
+
+def test_chat_stays_responsive_with_the_network_away_and_sends_when_it_is_back(
+    run_cli: RunCli, homes: dict[str, Any], devnet_dir: Path, tmp_path: Path, nats_server: Any
+) -> None:
+    """With the delivery network down, a line typed in 'chat' (a terminal) waited for it
+    (the transport's 10 s a line, one line after the other) while nothing typed was even
+    echoed, and the saved lines went out only with the next line typed. Now typing goes on
+    while a line waits, each line says at once that it is saved, and once the network is
+    back what was saved goes out by itself, once and in order."""
+    own = _own_nats_network(devnet_dir, tmp_path, nats_server.url)
+    for name in ("dora", "gus"):
+        r = run_cli("--home", str(tmp_path / name), "init", "--name", name, "--json")
+        assert r.code == 0, r.err
+    dora = ("--network", str(own), "--home", str(tmp_path / "dora"))
+    gus = ("--network", str(own), "--home", str(tmp_path / "gus"))
+    env = base_env(devnet_dir, tmp_path)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["COLUMNS"] = "250"
+    chat = Pty([str(CLI), *dora, "chat", "gus"], env)
+    saved = "(not sent yet: saved as"
+    try:
+        chat.expect("chatting with gus")
+        nats_server.stop()
+        chat.write(b"first offline\n")
+        chat.write(b"second off")  # typed while the first line waits for the network
+        chat.expect(saved)
+        out = chat.output
+        assert out.find("second off") < out.find(saved), out  # echoed, not held up
+        chat.write(b"line\n")
+        deadline = time.monotonic() + 60
+        while chat.output.count(saved) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert chat.output.count(saved) == 2, chat.output
+        assert "error" not in chat.output.lower(), chat.output
+        nats_server.start()
+        # nothing typed: what was saved goes out by itself, and the chat says so
+        chat.expect("✓ sent: first offline", timeout=60)
+        chat.expect("✓ sent: second offline", timeout=60)
+        chat.write(b"after the network is back\n")
+        chat.expect("me: after the network is back  ✓ sent")
+        chat.write(b"\x04")
+        assert chat.proc.wait(30) == 0, chat.output
+    finally:
+        chat.close()
+        nats_server.start()  # (stopped by the fixture)
+    got = run_cli(*gus, "sync", "--json")
+    assert got.code == 0, got.err
+    texts = [m["text"] for m in got.doc]
+    assert texts == ["first offline", "second offline", "after the network is back"]
+    h = run_cli(*dora, "history", "gus", "--json")
+    assert [m["status"] for m in h.doc["messages"]] == ["sent"] * 3, h.doc
+
+
+def test_chat_ends_when_another_process_rotates_the_homes_installation(
+    run_cli: RunCli, homes: dict[str, Any], devnet_dir: Path, tmp_path: Path
+) -> None:
+    """'keys rotate --installation' in another process while 'chat' ran on the home: the
+    chat kept reading the old installation's inbox (nobody writes there any more) without
+    a word, and a line typed went out as a revoked device. It ends now, saying why, in one
+    line (exit 1); the home goes on as the new device."""
+    home = str(tmp_path / "hal")
+    r = run_cli("--home", home, "init", "--name", "hal", "--json")
+    assert r.code == 0, r.err
+    p = subprocess.Popen(
+        [str(CLI), "--home", home, "chat", "bob"],
+        env=base_env(devnet_dir, tmp_path),
+        stdin=subprocess.PIPE,  # kept open: the chat waits for lines all along
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(iter(p.stdout.readline, "")))  # type: ignore[union-attr]
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not any("chatting with bob" in ln for ln in list(out)):
+            assert time.monotonic() < deadline and p.poll() is None, (out, p.poll())
+            time.sleep(0.1)
+        as_(run_cli, {"hal": {"home": home}}, "hal", "keys", "rotate", "--installation")
+        code = p.wait(60)  # by itself: its input is still open
+        err = p.stderr.read()  # type: ignore[union-attr]
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
+        assert p.stdin is not None
+        p.stdin.close()
+        reader.join(5)
+    assert code == 1, (code, out, err)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: chat stopped"), err
+    assert "keys rotate --installation" in lines[0] and "Traceback" not in err
+    # the home itself is fine: the new device receives
+    as_(run_cli, homes, "bob", "send", "hal", "to the new device")
+    got = as_(run_cli, {"hal": {"home": home}}, "hal", "sync", "--json").doc
+    assert [m["text"] for m in got] == ["to the new device"]

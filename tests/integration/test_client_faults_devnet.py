@@ -858,3 +858,62 @@ async def test_a_sync_asks_the_chain_however_recent_its_last_read(people: People
     await carol.c.send_text(bob.name, "new here")
     assert texts(await bob.c.sync()) == ["new here"]
     assert bob.c.index.synced_block >= carol.c.index.synced_block
+
+
+class Hanging(Faulty):
+    """The real transport, whose publishes hang while ``hang`` is set (a network that
+    does not answer: they would end only after the transport's own 10 s)."""
+
+    hang = False
+
+    async def publish(self, subject: str, data: bytes, msg_id: str | None = None) -> Any:
+        self.publishes += 1
+        if self.hang:
+            await asyncio.Event().wait()
+        return await self.inner.publish(subject, data, msg_id=msg_id)
+
+
+async def test_publish_timeout_bounds_what_a_send_waits_for_the_network(
+    people: People,
+) -> None:
+    """An interactive app (the CLI's chat) sets ``publish_timeout``: a send the network does
+    not take by then is DeliveryPending (saved, its message id in ``.result``) instead of
+    waiting on; the outbox sends it later, once, before what is sent after it."""
+    alice, bob = people.new("pta"), people.new("ptb")
+    h = Hanging(await alice.c.connect())
+    alice.c.transport = h  # type: ignore[assignment]
+    alice.c.publish_timeout = 0.5
+    h.hang = True
+    with pytest.raises(DeliveryPending) as exc:  # (wait_for: without the bound it hangs)
+        await asyncio.wait_for(alice.c.send_text(bob.name, "while the network hangs"), 60)
+    assert "did not take it within 0.5s" in str(exc.value), str(exc.value)
+    mid = exc.value.result.message_id  # type: ignore[attr-defined]
+    conv = alice.c.conversation_id(bob.name)
+    assert alice.c.store.message(conv, mid).status == "sending"  # type: ignore[union-attr]
+    h.hang = False
+    await alice.c.send_text(bob.name, "after it answers again")
+    assert alice.c.store.message(conv, mid).status == "sent"  # type: ignore[union-attr]
+    assert texts(await bob.c.sync()) == ["while the network hangs", "after it answers again"]
+
+
+async def test_check_installation_says_when_another_client_rotated_the_home(
+    people: People,
+) -> None:
+    """A Client left open while another one on the home rotates its installation acts as the
+    old, revoked device: ``check_installation`` says so (InstallationReplaced)."""
+    from chatcore.client import Client
+    from chatcore.errors import InstallationReplaced
+    from chatcore.identity import rotate_installation
+
+    from .conftest import PASSPHRASE
+
+    alice = people.new("cia")
+    alice.c.check_installation()  # its own keys: nothing to say
+    other = Client.open(alice.home, PASSPHRASE, alice.network)
+    _, rotated = await rotate_installation(other, PASSPHRASE)
+    try:
+        rotated.check_installation()
+        with pytest.raises(InstallationReplaced, match="replaced by another process"):
+            alice.c.check_installation()
+    finally:
+        await rotated.aclose()
