@@ -26,7 +26,7 @@ from sqlcipher3 import dbapi2 as sqlcipher
 from chatcore.content import ContactState
 from chatcore.errors import StoreError, StoreUnavailable, WrongPassphrase
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 #: the contact states whose time ``block_periods`` keeps (what such a person wrote meanwhile
 #: stays hidden)
 _SHUT_STATES = (int(ContactState.BLOCKED), int(ContactState.DECLINED))
@@ -291,6 +291,16 @@ _MIGRATIONS: dict[int, str] = {
     CREATE TABLE group_reading (id BLOB PRIMARY KEY, until INTEGER NOT NULL);
     INSERT INTO meta (key, value)
         SELECT 'group_reading_todo', x'01' WHERE EXISTS (SELECT 1 FROM groups);
+    """,
+    # 14: a write of a group's state forgets its ``group_reading`` row (read, as before
+    #    schema 13) until the writer says otherwise: this version sets the row right after
+    #    it saves the group (``GroupChat._save``), but a process of an older version still
+    #    running on this home never does, and a group it took us back into stayed unread
+    14: """
+    CREATE TRIGGER group_reading_on_insert AFTER INSERT ON groups
+        BEGIN DELETE FROM group_reading WHERE id = NEW.id; END;
+    CREATE TRIGGER group_reading_on_update AFTER UPDATE OF state ON groups
+        BEGIN DELETE FROM group_reading WHERE id = NEW.id; END;
     """,
 }
 
@@ -1036,7 +1046,7 @@ class Store:
 
     def set_group_reading(self, group_id: bytes, until: int | None) -> None:
         """Read the group's topic until ``until`` (our clock, ms; 0: no longer), or for good
-        (``None``: we are in the group)."""
+        (``None``: we are in the group). After ``save_group``: saving forgets it (schema 14)."""
         if until is None:
             self._x("DELETE FROM group_reading WHERE id=?", (group_id,))
         else:

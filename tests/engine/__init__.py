@@ -185,8 +185,15 @@ def texts(store: Store, conv: bytes) -> list[str]:
     return [m.body.decode() for m in store.history(conv, limit=10_000)]
 
 
+def drop_schema_14(conn: Any) -> None:
+    """Undo what store schema 14 added (a test making a store of an older schema)."""
+    for trigger in ("group_reading_on_insert", "group_reading_on_update"):
+        conn.execute(f"DROP TRIGGER {trigger}")
+
+
 def drop_schema_13(conn: Any) -> None:
-    """Undo what store schema 13 added (a test making a store of an older schema)."""
+    """Undo what store schema 13 added, and 14 (a test making a store of an older schema)."""
+    drop_schema_14(conn)
     conn.execute("DROP TABLE group_reading")
     conn.execute("DELETE FROM meta WHERE key = 'group_reading_todo'")
 

@@ -724,3 +724,38 @@ def test_a_home_from_before_store_schema_13_sorts_its_groups_once() -> None:
     for stmt in _statements(_MIGRATIONS[13]):
         s._x(stmt)
     assert s.get_meta("group_reading_todo") is None
+
+
+def test_a_group_an_older_process_on_the_home_writes_is_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process of the version before store schema 13, still running on the home, writes
+    groups but never ``group_reading``: once it took us back into a group we had stopped
+    reading (its re-add, read by that process), the row saying "not read" stayed, and the
+    new version never read the topic of a group it is a member of. A write to ``groups``
+    forgets the row (read: as before schema 13) until this version saves the group."""
+    from chatcore.group.consts import RETIRED_CHAIN_MS
+    from chatcore.groupchat import group_topic
+
+    w = FWorld(33)
+    a, b, m = w.person(), w.person(), w.person()
+    gid = w.group(a, [b, m])
+    na, nm = w.node(a), w.node(m)
+    topic = group_topic(gid)
+    w.route(na.groups.remove(gid, m), frm=na)
+    w.clock.now += RETIRED_CHAIN_MS + 1
+    assert topic not in nm.groups.subjects()
+    # the older process reads the re-add: it saves the group, not knowing group_reading
+    with monkeypatch.context() as mp:
+        mp.setattr(Store, "set_group_reading", lambda self, gid, until: None)
+        w.route(na.groups.add(gid, m), frm=na)
+    sm = nm.groups.load(gid)
+    assert sm is not None and sm.is_member
+    assert topic in nm.groups.subjects()
+    res = na.groups.send(gid, ContentType.TEXT, b"for m again")
+    w.route(res.frames, frm=na)
+    assert nm.dev.store.has_message(gid, res.message_id)
+    # this version's own saves still stop reading a group it is out of
+    w.route(na.groups.remove(gid, m), frm=na)
+    w.clock.now += RETIRED_CHAIN_MS + 1
+    assert topic not in nm.groups.subjects()
