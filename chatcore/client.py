@@ -1730,33 +1730,43 @@ class Client:
         except TransportError as exc:
             offline = exc
         if offline is None:
-            await self._take_changes_before_sending()
+            offline = await self._take_changes_before_sending()
         result = self.features.send_group_message(gid, ContentType.TEXT, text.encode("utf-8"))
         if offline is not None:  # do not wait for the network a second time
-            # the transport's own words, as _deliver gives them (not those of the exception
-            # under it: a timeout's are empty, and the error said just "DeliveryPending")
-            cause = offline.__cause__ if isinstance(offline.__cause__, TransportError) else offline
-            raise DeliveryPending(str(cause) or str(offline), result) from offline
+            _pending(offline, result)
         return await self._deliver(result, result.frames)
 
-    async def _take_changes_before_sending(self) -> None:
+    async def _take_changes_before_sending(self) -> TransportError | None:
         """Read our inbox before a group message is written, unless ``listen()`` reads it
         as it comes: a removal waiting there would otherwise be applied after the message,
         written on the key the removed member holds (an app or CLI that sends without a
         sync first showed the removed member what it sent). What the inbox brings (and the
         topics read on for the changes it holds) is stored now and returned by the next
-        ``sync()`` or ``listen()``, or kept by ``close()`` for the next Client."""
+        ``sync()`` or ``listen()``, or kept by ``close()`` for the next Client.
+
+        The read waits at most ``publish_timeout`` for the network, as a publish does.
+        Returns the TransportError if the network did not answer: the message is then
+        written as we know the group and saved, not published (a second wait)."""
         if self._sub is not None:
-            return
+            return None
         got: list[Received] = []
+        bound = self.publish_timeout
         try:
             transport = await self.connect()
-            await self._check_stream(transport)
-            await self._read(transport, self.engine.inbox, got)
-        except TransportError as exc:  # the message goes out as we know the group
+            try:
+                async with asyncio.timeout(bound):
+                    await self._check_stream(transport)
+                    await self._read(transport, self.engine.inbox, got)
+            except TimeoutError as exc:  # (what was read is stored: among the unreported)
+                raise TransportError(
+                    f"read our inbox: the delivery network did not answer within {bound:g}s"
+                ) from exc
+        except TransportError as exc:
             log.info("inbox not read before sending: %s", exc)
+            return exc
         finally:
             self._unreported.extend(got)
+        return None
 
     def _chain_resting(self) -> bool:
         """The chain failed to answer less than CHAIN_RETRY_MS ago: do not ask it yet."""
@@ -1852,9 +1862,11 @@ class Client:
         f = self.features
         if conv.kind == "group":
             await self._refresh_group_devices(conv.id)
-            await self._take_changes_before_sending()
+            offline = await self._take_changes_before_sending()
             send = f.send_group_message if ct == ContentType.REPLY else f.send_group_op
             result = send(conv.id, ct, body)
+            if offline is not None:  # saved; not a second wait for the network
+                _pending(offline, result)
         else:
             assert conv.peer_identity is not None
             await self._refresh_directory()
@@ -2223,6 +2235,14 @@ class Client:
 
     def peer_from_resolved(self, resolved: ResolvedIdentity) -> Peer:
         return to_peer(resolved)
+
+
+def _pending(offline: TransportError, result: object) -> NoReturn:
+    """Raise DeliveryPending for ``result`` (saved) after the network failed before it was
+    sent: in the transport's own words, as ``_deliver`` gives them (not those of the
+    exception under it: a timeout's are empty, and the error said just "DeliveryPending")."""
+    cause = offline.__cause__ if isinstance(offline.__cause__, TransportError) else offline
+    raise DeliveryPending(str(cause) or str(offline), result) from offline
 
 
 def _dump_unreported(items: Sequence[Received]) -> bytes:

@@ -917,3 +917,46 @@ async def test_check_installation_says_when_another_client_rotated_the_home(
             alice.c.check_installation()
     finally:
         await rotated.aclose()
+
+
+class HangingReads(Hanging):
+    """As ``Hanging``, with its fetches hanging too."""
+
+    async def fetch(self, subject: str, after: Any = None, limit: int = 500) -> Any:
+        if self.hang:
+            await asyncio.Event().wait()
+        return await super().fetch(subject, after=after, limit=limit)
+
+
+async def test_a_group_send_waits_for_the_network_once_and_within_publish_timeout(
+    people: People,
+) -> None:
+    """A group send reads our inbox first. With the network not answering, that read
+    waited past ``publish_timeout`` (the transport's own bound: an interactive app's send
+    hung), and a read that failed was followed by a publish that waited again. The read is
+    bounded as a publish is; if it fails, the message is saved (DeliveryPending) without
+    a second wait, as when the outbox could not be sent first. The same for a reaction."""
+    alice, bob = people.new("gwa"), people.new("gwb")
+    gid = await alice.c.create_group("once", [bob.name])
+    await bob.c.sync()
+    await bob.c.send_group_text("once", "hello")
+    (hello,) = [m for m in await alice.c.sync() if m.conversation_id == gid]
+    h = HangingReads(await alice.c.connect())
+    alice.c.transport = h  # type: ignore[assignment]
+    alice.c.publish_timeout = 0.5
+    h.hang = True
+    publishes = h.publishes
+    with pytest.raises(DeliveryPending) as exc:  # (wait_for: without the bound it hangs)
+        await asyncio.wait_for(alice.c.send_group_text("once", "while it hangs"), 60)
+    assert h.publishes == publishes  # not a second wait
+    mid = exc.value.result.message_id  # type: ignore[attr-defined]
+    assert alice.c.store.message(gid, mid).status == "sending"  # type: ignore[union-attr]
+    with pytest.raises(DeliveryPending):
+        await asyncio.wait_for(alice.c.react(hello.message_id, "👍"), 60)
+    assert h.publishes == publishes
+    h.hang = False
+    await alice.c.send_group_text("once", "once it answers")
+    assert alice.c.store.message(gid, mid).status == "sent"  # type: ignore[union-attr]
+    got = [m for m in await bob.c.sync() if m.conversation_id == gid]
+    assert texts(got) == ["while it hangs", "once it answers"]
+    assert any(m.content_type == ContentType.REACTION for m in got)
