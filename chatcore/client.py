@@ -1592,6 +1592,7 @@ class Client:
         subjects = [self.engine.inbox, *self.groups.subjects()]
         sub = await transport.subscribe(subjects, after={s: self.store.cursor(s) for s in subjects})
         self._sub = sub
+        told = self.home.listening()  # (a group send elsewhere on the home then reads nothing)
         try:
             while self._unreported:
                 r = self._unreported.pop(0)
@@ -1609,6 +1610,8 @@ class Client:
                     self._unreported = batch + self._unreported
         finally:
             self._sub = None
+            if told is not None:
+                os.close(told)
             await sub.close()
 
     # --- groups -------------------------------------------------------------------------------
@@ -1742,12 +1745,15 @@ class Client:
         written on the key the removed member holds (an app or CLI that sends without a
         sync first showed the removed member what it sent). What the inbox brings (and the
         topics read on for the changes it holds) is stored now and returned by the next
-        ``sync()`` or ``listen()``, or kept by ``close()`` for the next Client.
+        ``sync()`` or ``listen()``, or kept by ``close()`` for the next Client. Nor when a
+        ``listen()`` of another process (or Client) runs on the home: it applies the changes
+        to our store as they come, and what a read here took from it, it would drop as read
+        (a CLI ``group send`` beside a running ``chat`` hid from it what arrived then).
 
         The read waits at most ``publish_timeout`` for the network, as a publish does.
         Returns the TransportError if the network did not answer: the message is then
         written as we know the group and saved, not published (a second wait)."""
-        if self._sub is not None:
+        if self._sub is not None or self.home.someone_listens():
             return None
         got: list[Received] = []
         bound = self.publish_timeout

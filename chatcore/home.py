@@ -5,6 +5,7 @@
     HOME/state.db        SQLCipher database: installation keys, prekeys, sessions, messages
     HOME/index.db        the on-chain directory index (public data, rebuildable)
     HOME/init.lock       while ``init`` runs in the home (an exclusive flock): one at a time
+    HOME/listen.lock     while a ``Client.listen()`` runs on the home (a shared flock each)
 
 The database key is scrypt(passphrase, salt); the passphrase itself is never stored.
 """
@@ -63,6 +64,41 @@ class Home:
     @property
     def init_lock_file(self) -> Path:
         return self.path / "init.lock"
+
+    @property
+    def listen_lock_file(self) -> Path:
+        return self.path / "listen.lock"
+
+    def listening(self) -> int | None:
+        """Say that a ``listen()`` runs on the home (a shared flock on ``listen.lock``, held
+        until the returned descriptor is closed; None if the file cannot be made or locked:
+        then nobody is told)."""
+        try:
+            fd = os.open(self.listen_lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # (a checker holds it exclusively for a moment)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
+
+    def someone_listens(self) -> bool:
+        """Does a ``listen()`` run on the home, in another process or Client (``listening``)?"""
+        try:
+            fd = os.open(self.listen_lock_file, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)  # (releases the lock it took)
+        return False
 
     @contextmanager
     def init_lock(self, what: str = "init") -> Iterator[None]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any
 
 import pytest
 
@@ -437,3 +439,76 @@ async def test_a_member_who_sends_without_a_sync_does_not_write_to_one_just_remo
     assert texts(got[alice.name], gid) == ["right after the removal"]
     notices = [m for m in await bob.c.sync() if m.conversation_id == gid]
     assert any(m.content_type == ContentType.GROUP_CONTROL for m in notices)  # not lost
+
+
+class _Gated:
+    """A subscription whose deliveries wait for ``gate`` (the listener is slower to take
+    a frame than another process on its home)."""
+
+    def __init__(self, inner: Any, gate: asyncio.Event) -> None:
+        self.inner, self.gate = inner, gate
+
+    def __aiter__(self) -> _Gated:
+        return self
+
+    async def __anext__(self) -> Any:
+        d = await self.inner.__anext__()
+        await self.gate.wait()
+        return d
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_group_send_beside_a_listener_on_the_home_leaves_it_what_arrives(
+    people: People,
+) -> None:
+    """A group send reads our inbox first; one made by a process of the home while another
+    one listened (a CLI 'group send' beside a running 'chat') took what arrived then, and
+    the listener dropped it as read: the chat never showed it. A listener on the home
+    applies the changes as they come, so a send beside it reads nothing."""
+    from chatcore.client import Client
+
+    from .conftest import PASSPHRASE
+
+    alice, bob = people.new("gla"), people.new("glb")
+    gid = await alice.c.create_group("beside", [bob.name])
+    await alice.c.send_text(bob.name, "hi")
+    await bob.c.sync()
+    listener = Client.open(alice.home, PASSPHRASE, alice.network)
+    transport = await listener.connect()
+    gate = asyncio.Event()
+    subscribe = transport.subscribe
+
+    async def gated(*args: Any, **kwargs: Any) -> Any:
+        return _Gated(await subscribe(*args, **kwargs), gate)
+
+    transport.subscribe = gated  # type: ignore[method-assign]
+    shown: list[str] = []
+    arrived = asyncio.Event()
+
+    async def listen() -> None:
+        async for r in listener.listen():
+            if r.content_type == ContentType.TEXT:
+                shown.append(r.body.decode())
+                if r.body == b"from bob":
+                    arrived.set()
+
+    task = asyncio.create_task(listen())
+    try:
+        for _ in range(600):
+            if listener._sub is not None:
+                break
+            await asyncio.sleep(0.05)
+        await bob.c.send_text(alice.name, "from bob")
+        await alice.c.send_group_text(gid, "from alice's other process")
+        gate.set()
+        await asyncio.wait_for(arrived.wait(), 30)
+        assert "from bob" in shown
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await listener.aclose()
+    got = await bob.c.sync()
+    assert texts(got, gid) == ["from alice's other process"]
