@@ -118,7 +118,7 @@ def _emoji_part(ch: str, keycap: bool) -> bool:
     a tag character (subdivision flags), or with the keycap a digit, # or *."""
     cat = unicodedata.category(ch)
     return (
-        cat in ("So", "Sk", "Mn", "Me")
+        (cat in ("So", "Sk", "Mn", "Me") and ord(ch) >= 0x80)  # (not ^ or `: ASCII is text)
         or ch == _ZWJ
         or 0xE0020 <= ord(ch) <= 0xE007F
         or (keycap and ch in "0123456789#*")

@@ -2076,14 +2076,22 @@ def export_backup(client: Client, path: Path, secret: str, *, phrase: bool = Fal
         "exported_at": _now_s(client),
         **snap,
     }
+    from chatcore.home import _fsync_dir
+
     data = seal_backup(content, secret, client.rng)
     tmp = Path(str(path) + ".tmp")
     if not tmp.parent.is_dir():
         raise IdentityError(f"no such folder: {tmp.parent}")
     try:
-        tmp.write_bytes(data)
+        # durable before it takes the name: a power cut must not leave an empty or cut file
+        # where the previous backup was
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o600)
         tmp.replace(path)
+        _fsync_dir(tmp.parent)
     except OSError as exc:  # a folder in the way, no permission, disk full
         with contextlib.suppress(OSError):
             if tmp.is_file():

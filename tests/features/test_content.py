@@ -112,7 +112,21 @@ def test_a_reaction_is_an_emoji(emoji: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["hello", "x", "1", "\x1b[31m", "👍\u202e", "\u200d👍", "\ufe0f", "👍 ", ":+1:", "a👍"]
+    "bad",
+    [
+        "hello",
+        "x",
+        "1",
+        "\x1b[31m",
+        "👍\u202e",
+        "\u200d👍",
+        "\ufe0f",
+        "👍 ",
+        ":+1:",
+        "a👍",
+        "^^",
+        "`",
+    ],
 )
 def test_a_reaction_that_is_text_or_control_characters_is_refused(bad: str) -> None:
     """react() took any string of up to 32 bytes without spaces, though its error said 'one

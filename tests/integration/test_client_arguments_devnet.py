@@ -120,6 +120,31 @@ async def test_export_backup_to_a_path_it_cannot_write_is_an_identity_error(
     assert export_backup(alice.c, tmp_path / "ok.lcb", "secret") == 1
 
 
+async def test_a_backup_is_durable_before_it_takes_the_name(
+    people: People, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backup's temporary file was renamed over the previous backup without an fsync:
+    safe under a kill, not a power cut (an empty or cut file where the backup was). The file
+    is synced before the rename, the folder after it."""
+    import os
+    import stat
+
+    alice, bob = people.new("alice"), people.new("bob")
+    await alice.c.send_text(bob.name, "hello")
+    target = tmp_path / "durable.lcb"
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        mode = os.fstat(fd).st_mode
+        synced.append("dir" if stat.S_ISDIR(mode) else ("file" if target.exists() else "tmp"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert export_backup(alice.c, target, "secret") == 1
+    assert synced == ["tmp", "dir"]
+
+
 async def test_a_prekey_lifetime_under_a_second_is_refused_before_the_chain(
     people: People, tmp_path: Path
 ) -> None:
