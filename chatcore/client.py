@@ -1275,21 +1275,26 @@ class Client:
             ) from failed
         return done
 
-    async def _publish_one(self, transport: Transport, f: OutFrame) -> None:
-        """One frame, waiting at most ``publish_timeout`` for the network (TransportError)."""
+    @contextlib.asynccontextmanager
+    async def _within_publish_timeout(self, what: str, failed: str) -> AsyncIterator[None]:
+        """Wait at most ``publish_timeout`` (None: the transport's own bound) for the network
+        in the body; past it, TransportError '``what``: the delivery network ``failed``
+        within ...'."""
         bound = self.publish_timeout
-        if bound is None:
-            await transport.publish(f.subject, f.frame, msg_id=f.msg_id)
-            return
         try:
             async with asyncio.timeout(bound):
-                await transport.publish(f.subject, f.frame, msg_id=f.msg_id)
+                yield
         except TimeoutError as exc:
-            # (a copy the transport buffered meanwhile may still be stored: the outbox sends
-            # it again under its msg_id, which the network's duplicate window drops)
             raise TransportError(
-                f"publish to {f.subject}: the delivery network did not take it within {bound:g}s"
+                f"{what}: the delivery network {failed} within {bound:g}s"
             ) from exc
+
+    async def _publish_one(self, transport: Transport, f: OutFrame) -> None:
+        """One frame, waiting at most ``publish_timeout`` for the network (TransportError).
+        (A copy the transport buffered before a timeout may still be stored: the outbox
+        sends it again under its msg_id, which the network's duplicate window drops.)"""
+        async with self._within_publish_timeout(f"publish to {f.subject}", "did not take it"):
+            await transport.publish(f.subject, f.frame, msg_id=f.msg_id)
 
     async def flush_outbox(self, only_due: bool = False) -> int:
         """Send every frame still waiting for the store's acknowledgement (e.g. after a crash).
@@ -1740,33 +1745,29 @@ class Client:
         return await self._deliver(result, result.frames)
 
     async def _take_changes_before_sending(self) -> TransportError | None:
-        """Read our inbox before a group message is written, unless ``listen()`` reads it
-        as it comes: a removal waiting there would otherwise be applied after the message,
-        written on the key the removed member holds (an app or CLI that sends without a
-        sync first showed the removed member what it sent). What the inbox brings (and the
-        topics read on for the changes it holds) is stored now and returned by the next
-        ``sync()`` or ``listen()``, or kept by ``close()`` for the next Client. Nor when a
-        ``listen()`` of another process (or Client) runs on the home: it applies the changes
-        to our store as they come, and what a read here took from it, it would drop as read
-        (a CLI ``group send`` beside a running ``chat`` hid from it what arrived then).
+        """Read our inbox before a group message is written: a removal waiting there would
+        otherwise be applied after the message, written on the key the removed member holds
+        (an app or CLI that sends without a sync first showed the removed member what it
+        sent). What the inbox brings (and the topics read on for the changes it holds) is
+        stored now and returned by the next ``sync()`` or ``listen()``, or kept by
+        ``close()`` for the next Client.
+
+        Not while a ``listen()`` runs on the home, ours or another process's (or Client's):
+        it applies the changes to our store as they come, and what a read here took from it,
+        it would drop as read (a CLI ``group send`` beside a running ``chat`` hid from it
+        what arrived then).
 
         The read waits at most ``publish_timeout`` for the network, as a publish does.
         Returns the TransportError if the network did not answer: the message is then
         written as we know the group and saved, not published (a second wait)."""
         if self._sub is not None or self.home.someone_listens():
             return None
-        got: list[Received] = []
-        bound = self.publish_timeout
+        got: list[Received] = []  # (what was read before a timeout is stored: kept below)
         try:
             transport = await self.connect()
-            try:
-                async with asyncio.timeout(bound):
-                    await self._check_stream(transport)
-                    await self._read(transport, self.engine.inbox, got)
-            except TimeoutError as exc:  # (what was read is stored: among the unreported)
-                raise TransportError(
-                    f"read our inbox: the delivery network did not answer within {bound:g}s"
-                ) from exc
+            async with self._within_publish_timeout("read our inbox", "did not answer"):
+                await self._check_stream(transport)
+                await self._read(transport, self.engine.inbox, got)
         except TransportError as exc:
             log.info("inbox not read before sending: %s", exc)
             return exc

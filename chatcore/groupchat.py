@@ -406,7 +406,11 @@ class GroupChat:
         before = self._parsed.get(state.group_id)
         raw = state.to_bytes()
         self.store.save_group(state.group_id, group_topic(state.group_id), raw, now)
-        self.store.set_group_reading(state.group_id, _reading_until(state))
+        # (saving the state cleared its reading row: store schema 14) a group we are in,
+        # the one saved after every message, writes nothing more
+        until = _reading_until(state)
+        if until is not None:
+            self.store.set_group_reading(state.group_id, until)
         self._parsed[state.group_id] = (raw, state)
         self.store.ensure_conversation(state.group_id, "group", None, state.name, now)
         self.store.set_conversation_title(state.group_id, state.name)

@@ -858,6 +858,20 @@ def _raise_failed(tasks: set[asyncio.Task[None]]) -> None:
             raise t.exception()  # type: ignore[misc]
 
 
+async def _next_chunk(
+    chunks: asyncio.Queue[bytes], watched: set[asyncio.Task[None]]
+) -> bytes | None:
+    """The next chunk of input, or None once a task of ``watched`` ended first (its error
+    is raised)."""
+    getter = asyncio.ensure_future(chunks.get())
+    done, _ = await asyncio.wait({getter, *watched}, return_when=asyncio.FIRST_COMPLETED)
+    if getter not in done:
+        getter.cancel()
+        _raise_failed(watched)
+        return None
+    return getter.result()
+
+
 async def _pipe_input(
     loop: asyncio.AbstractEventLoop,
     typed: Callable[[str], Any],
@@ -885,14 +899,7 @@ async def _pipe_input(
     encoding = sys.stdin.encoding or "utf-8"
     buf = b""
     try:
-        while True:
-            getter = asyncio.ensure_future(chunks.get())
-            done, _ = await asyncio.wait({getter, *watched}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
-                _raise_failed(watched)
-                return
-            data = getter.result()
+        while (data := await _next_chunk(chunks, watched)) is not None:
             buf += data if data else b"\n"  # (the end: a last line without its newline)
             *complete, buf = buf.split(b"\n")
             for line in complete:
@@ -924,14 +931,7 @@ async def _raw_input(
     tty.setcbreak(fd)
     loop.add_reader(fd, lambda: keys.put_nowait(os.read(fd, 1024)))
     try:
-        while True:
-            getter = asyncio.ensure_future(keys.get())
-            done, _ = await asyncio.wait({getter, *watched}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
-                _raise_failed(watched)
-                return
-            chunk = getter.result()
+        while (chunk := await _next_chunk(keys, watched)) is not None:
             if not chunk:
                 return
             for ch in chunk.decode("utf-8", errors="ignore"):
